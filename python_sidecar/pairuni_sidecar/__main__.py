@@ -1,0 +1,64 @@
+"""`python -m pairuni_sidecar`: start one sidecar rank and connect it to a controller.
+
+Spawned by the TS SDK (`Sidecar.spawn`) with ipc:// endpoints, or started by hand / by torchrun
+with `--connect tcp://HOST:PORT` for `Sidecar.attach` (the data socket defaults to PORT+1).
+Under torchrun, RANK / WORLD_SIZE / LOCAL_RANK are read from the environment.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import sys
+
+
+def _data_endpoint(ctrl: str) -> str:
+    if ctrl.startswith("tcp://"):
+        host, _, port = ctrl[len("tcp://"):].rpartition(":")
+        return f"tcp://{host}:{int(port) + 1}"
+    if ctrl.startswith("ipc://") and ctrl.endswith("ctrl"):
+        return ctrl[: -len("ctrl")] + "data"
+    raise SystemExit(f"cannot derive the data endpoint from {ctrl!r}; pass --data")
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="pairuni-sidecar", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--connect", "--ctrl", dest="ctrl", required=True, help="controller ctrl endpoint (ipc:// or tcp://)")
+    ap.add_argument("--data", help="controller data endpoint (default: derived from --connect)")
+    ap.add_argument("--rank", type=int, default=int(os.environ.get("RANK", 0)))
+    ap.add_argument("--world", type=int, default=int(os.environ.get("WORLD_SIZE", 1)))
+    ap.add_argument("--local-rank", type=int, default=int(os.environ.get("LOCAL_RANK", 0)))
+    ap.add_argument("--parent-pid", type=int, default=None, help="exit when this process is no longer our parent")
+    ap.add_argument("--wait-controller", type=float, default=300.0, help="seconds to wait for the controller's welcome")
+    ap.add_argument("--ops", action="append", default=[], help="extra module(s) that register ops/rewards (repeatable)")
+    ap.add_argument("--threads", type=int, default=None, help="torch intra-op threads")
+    a = ap.parse_args(argv)
+
+    extra = tuple(a.ops) + tuple(m for m in os.environ.get("PAIRUNI_SIDECAR_OPS", "").split(",") if m)
+    if a.threads:
+        import torch
+
+        torch.set_num_threads(a.threads)
+    from .server import Server
+
+    srv = Server(
+        a.ctrl,
+        a.data or _data_endpoint(a.ctrl),
+        rank=a.rank,
+        world=a.world,
+        local_rank=a.local_rank,
+        parent_pid=a.parent_pid,
+        wait_controller_s=a.wait_controller,
+        extra_ops=extra,
+    )
+
+    def stop(signum, _frame):
+        srv.stopping = True
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    return srv.serve()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,179 @@
+/**
+ * One chat call against an OpenAI-compatible endpoint, with the call journal in front of it
+ * (a call made before, by this or a killed run, is answered from the cache) and our own retry loop
+ * behind it (the SDK's is disabled so the counts in the report are exact).
+ */
+import OpenAI from 'openai';
+import type { ChatCompletionContentPart, ChatCompletionCreateParamsNonStreaming, ChatCompletionMessageParam } from 'openai/resources/chat/completions';
+import { setTimeout as delay } from 'node:timers/promises';
+import { AbortedError } from '../errors.js';
+import type { SpendGuard } from './budget.js';
+import type { CallEntry, CompletionCache } from './cache.js';
+import type { CompleterConfig } from './config.js';
+import { CompletionApiError, RequestRejectedError } from './errors.js';
+import { hashJson } from './hash.js';
+import { toDataUrl } from './images.js';
+import type { RunStats } from './report.js';
+import { classifyFailure, retryDelayMs, type Failure } from './retry.js';
+import type { ChatMessage } from './templates.js';
+
+export type Sleep = (ms: number, signal: AbortSignal) => Promise<void>;
+
+export const defaultSleep: Sleep = async (ms, signal) => {
+  if (ms <= 0) return;
+  await delay(ms, undefined, { signal });
+};
+
+export interface ChatReply {
+  text: string | null;
+  refusal: string | null;
+  finish: string | null;
+  replayed: boolean;
+}
+
+/** Per-run state the client reports into. */
+export interface CallContext {
+  cache: CompletionCache;
+  guard: SpendGuard;
+  stats: RunStats;
+  signal: AbortSignal;
+}
+
+export interface ChatClientDeps {
+  sleep?: Sleep;
+  /** Source of jitter; tests pin it. */
+  random?: () => number;
+  /** Custom fetch (proxies, tests). */
+  fetch?: typeof fetch;
+}
+
+export class ChatClient {
+  private readonly api: OpenAI;
+  private readonly sleep: Sleep;
+  private readonly random: () => number;
+
+  constructor(
+    private readonly config: CompleterConfig,
+    deps: ChatClientDeps = {},
+  ) {
+    this.api = new OpenAI({
+      baseURL: config.baseURL,
+      apiKey: config.apiKey,
+      timeout: config.timeoutMs,
+      maxRetries: 0,
+      ...(deps.fetch ? { fetch: deps.fetch } : {}),
+    });
+    this.sleep = deps.sleep ?? defaultSleep;
+    this.random = deps.random ?? Math.random;
+  }
+
+  private body(model: string, messages: ChatMessage[]): ChatCompletionCreateParamsNonStreaming {
+    const r = this.config.request;
+    return {
+      model,
+      messages: messages.map(toOpenAiMessage),
+      ...(r.temperature !== undefined ? { temperature: r.temperature } : {}),
+      ...(r.maxCompletionTokens !== undefined ? { max_completion_tokens: r.maxCompletionTokens } : {}),
+      ...(r.jsonMode ? { response_format: { type: 'json_object' as const } } : {}),
+    };
+  }
+
+  /** The journal key: the request as sent, with each image replaced by its content hash. */
+  callKey(model: string, messages: ChatMessage[]): string {
+    const r = this.config.request;
+    return hashJson({
+      model,
+      messages: messages.map((m) => ({
+        role: m.role,
+        content:
+          typeof m.content === 'string'
+            ? m.content
+            : m.content.map((p) => (p.type === 'text' ? { text: p.text } : { image_sha256: p.image.sha256 })),
+      })),
+      temperature: r.temperature,
+      max_completion_tokens: r.maxCompletionTokens,
+      json: r.jsonMode,
+    });
+  }
+
+  async call(model: string, messages: ChatMessage[], ctx: CallContext): Promise<ChatReply> {
+    const k = this.callKey(model, messages);
+    const hit = ctx.cache.getCall(k);
+    if (hit) {
+      ctx.stats.callReplayed();
+      return { text: hit.text, refusal: hit.refusal, finish: hit.finish, replayed: true };
+    }
+    const body = this.body(model, messages);
+    for (let retry = 0; ; retry++) {
+      if (ctx.signal.aborted) throw new AbortedError();
+      ctx.guard.acquire();
+      ctx.stats.requestSent();
+      let waitMs: number;
+      try {
+        const res = await this.api.chat.completions.create(body, { signal: ctx.signal });
+        const choice = res?.choices?.[0];
+        if (!choice || typeof choice.message !== 'object' || choice.message === null) {
+          throw new MalformedResponse('the response has no choices[0].message');
+        }
+        const inTok = res.usage?.prompt_tokens ?? 0;
+        const outTok = res.usage?.completion_tokens ?? 0;
+        ctx.guard.spend(inTok + outTok);
+        ctx.stats.requestSucceeded(model, inTok, outTok);
+        const entry: CallEntry = {
+          t: 'call',
+          k,
+          model,
+          text: typeof choice.message.content === 'string' ? choice.message.content : null,
+          refusal: typeof choice.message.refusal === 'string' && choice.message.refusal ? choice.message.refusal : null,
+          finish: choice.finish_reason ?? null,
+          usage: { in: inTok, out: outTok },
+        };
+        await ctx.cache.putCall(entry);
+        return { text: entry.text, refusal: entry.refusal, finish: entry.finish, replayed: false };
+      } catch (err) {
+        if (ctx.signal.aborted) throw new AbortedError('aborted', { cause: err });
+        const failure: Failure =
+          err instanceof MalformedResponse
+            ? { kind: 'retry', cause: 'malformed_response', message: err.message }
+            : classifyFailure(err);
+        if (failure.kind === 'abort') throw new AbortedError('aborted', { cause: err });
+        const willRetry = failure.kind === 'retry' && retry < this.config.retry.maxRetries;
+        ctx.stats.requestFailed(failure.cause, willRetry);
+        if (failure.kind === 'reject') throw new RequestRejectedError(failure.message, failure.status, { cause: err });
+        if (failure.kind === 'fatal') {
+          throw new CompletionApiError(`${this.config.baseURL} (model ${model}): ${failure.message}`, failure.status, 'fatal', { cause: err });
+        }
+        if (!willRetry) {
+          throw new CompletionApiError(
+            `${this.config.baseURL} (model ${model}): ${failure.message}; gave up after ${retry + 1} attempts`,
+            failure.status,
+            'unavailable',
+            { cause: err },
+          );
+        }
+        waitMs = retryDelayMs(failure, retry, this.config.retry, this.random);
+      }
+      try {
+        await this.sleep(waitMs, ctx.signal);
+      } catch (e) {
+        throw new AbortedError('aborted', { cause: e });
+      }
+    }
+  }
+}
+
+class MalformedResponse extends Error {}
+
+function toOpenAiMessage(m: ChatMessage): ChatCompletionMessageParam {
+  if (m.role === 'assistant') {
+    return { role: 'assistant', content: typeof m.content === 'string' ? m.content : m.content.map((p) => (p.type === 'text' ? p.text : '')).join('') };
+  }
+  if (m.role === 'system') {
+    return { role: 'system', content: typeof m.content === 'string' ? m.content : m.content.map((p) => (p.type === 'text' ? p.text : '')).join('') };
+  }
+  if (typeof m.content === 'string') return { role: 'user', content: m.content };
+  const parts: ChatCompletionContentPart[] = m.content.map((p) =>
+    p.type === 'text' ? { type: 'text', text: p.text } : { type: 'image_url', image_url: { url: toDataUrl(p.image) } },
+  );
+  return { role: 'user', content: parts };
+}

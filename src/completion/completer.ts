@@ -1,0 +1,252 @@
+/**
+ * Semantic completion over a stream of items, `concurrency` at a time, yielding results as they
+ * finish. Outcomes are cached per item and per call, so an interrupted run (abort, Ctrl-C, kill,
+ * spend guard) loses nothing finished and a rerun pays only for what is left.
+ */
+import { AbortedError, ConfigError, DataError } from '../errors.js';
+import { GenerationRecord, UnderstandingRecord } from '../data/schemas.js';
+import { SpendGuard } from './budget.js';
+import { CompletionCache, type ItemOutcome } from './cache.js';
+import { ChatClient, type ChatClientDeps } from './chat-client.js';
+import { parseCompleterConfig, type CompleterConfig, type CompleterConfigInput } from './config.js';
+import { BudgetExhaustedError, RequestRejectedError } from './errors.js';
+import { hashJson } from './hash.js';
+import { loadImage, type LoadedImage } from './images.js';
+import { completeItem } from './pipeline.js';
+import { RunStats, type CompletionReport } from './report.js';
+import { promptClassOf, TEMPLATE_VERSIONS } from './templates.js';
+import type { CompletionItem, CompletionResult, G2qaFill, Origin, U2cFill } from './types.js';
+
+export interface RunOptions {
+  /** Aborting stops the run: requests in flight are cancelled and iteration throws AbortedError. */
+  signal?: AbortSignal;
+}
+
+export type CompleterDeps = ChatClientDeps;
+
+/**
+ * One run of a Completer. Iterate it once (`for await`); `report()` may be read at any time,
+ * including after the iteration threw.
+ */
+export class CompletionRun implements AsyncIterable<CompletionResult> {
+  private used = false;
+
+  constructor(
+    private readonly start: () => AsyncGenerator<CompletionResult, void, undefined>,
+    private readonly stats: RunStats,
+  ) {}
+
+  report(): CompletionReport {
+    return this.stats.report();
+  }
+
+  [Symbol.asyncIterator](): AsyncIterator<CompletionResult> {
+    if (this.used) throw new ConfigError('a CompletionRun can be iterated only once; call completer.run() again');
+    this.used = true;
+    return this.start();
+  }
+
+  /** Runs to the end and returns every result (in completion order). */
+  async collect(): Promise<CompletionResult[]> {
+    const out: CompletionResult[] = [];
+    for await (const r of this) out.push(r);
+    return out;
+  }
+}
+
+export class Completer {
+  readonly config: CompleterConfig;
+  private readonly client: ChatClient;
+  private memoryCache: CompletionCache | undefined;
+  private active = false;
+
+  constructor(config: CompleterConfigInput | CompleterConfig, deps: CompleterDeps = {}) {
+    this.config = parseCompleterConfig(config);
+    this.client = new ChatClient(this.config, deps);
+  }
+
+  run(items: Iterable<CompletionItem> | AsyncIterable<CompletionItem>, opts: RunOptions = {}): CompletionRun {
+    const stats = new RunStats(this.config);
+    return new CompletionRun(() => this.iterate(items, opts.signal, stats), stats);
+  }
+
+  /** Cache key of an item: direction, models, template version, and a hash of the input content including the image bytes. */
+  itemKey(item: CompletionItem, image: LoadedImage | undefined): string {
+    const c = this.config;
+    const input =
+      item.direction === 'u2c'
+        ? { question: item.record.question, choices: item.record.choices, answer: item.record.answer, image: image?.sha256, words: c.promptWords }
+        : { prompt: item.record.prompt, class: promptClassOf(item.record.category), image: image?.sha256 ?? null };
+    const [model, checker] =
+      item.direction === 'u2c' ? [c.models.u2c, c.models.verifyU2c ?? c.models.u2c] : [c.models.g2qa, c.models.verifyG2qa ?? c.models.g2qa];
+    return hashJson({ direction: item.direction, model, checker, template: TEMPLATE_VERSIONS[item.direction], input: hashJson(input) });
+  }
+
+  private async *iterate(
+    items: Iterable<CompletionItem> | AsyncIterable<CompletionItem>,
+    signal: AbortSignal | undefined,
+    stats: RunStats,
+  ): AsyncGenerator<CompletionResult, void, undefined> {
+    if (this.active) throw new ConfigError('this Completer is already running; one run at a time per cache');
+    if (signal?.aborted) {
+      stats.finish('aborted');
+      throw new AbortedError();
+    }
+    this.active = true;
+    const ac = new AbortController();
+    const onAbort = () => ac.abort(signal?.reason);
+    signal?.addEventListener('abort', onAbort, { once: true });
+    const running = new Map<number, Promise<Settled>>();
+    const inflight = new Map<string, Promise<ItemOutcome>>();
+    const guard = new SpendGuard(this.config.budget);
+    let cache: CompletionCache | undefined;
+    let source: AsyncIterator<CompletionItem> | Iterator<CompletionItem> | undefined;
+    let sourceDone = false;
+    try {
+      cache = this.config.cachePath ? await CompletionCache.open(this.config.cachePath) : (this.memoryCache ??= CompletionCache.memory());
+      stats.cache = { path: cache.path ?? null, loadedCalls: cache.loadInfo.calls, loadedItems: cache.loadInfo.items, tornBytes: cache.loadInfo.tornBytes };
+      const ctx = { cache, guard, stats, signal: ac.signal };
+      source = Symbol.asyncIterator in items ? items[Symbol.asyncIterator]() : items[Symbol.iterator]();
+      let next = 0;
+      for (;;) {
+        while (!sourceDone && running.size < this.config.concurrency && !ac.signal.aborted) {
+          const n = await source.next();
+          if (n.done) {
+            sourceDone = true;
+            break;
+          }
+          const index = next++;
+          running.set(
+            index,
+            this.process(n.value, index, ctx, inflight).then(
+              (result) => ({ index, result }),
+              (error: unknown) => ({ index, error }),
+            ),
+          );
+        }
+        if (ac.signal.aborted) throw new AbortedError();
+        if (running.size === 0) break;
+        const s = await Promise.race(running.values());
+        running.delete(s.index);
+        if ('error' in s) throw s.error;
+        stats.result(s.result);
+        yield s.result;
+      }
+      if (guard.exhausted) {
+        stats.budgetExhausted = guard.exhausted;
+        stats.finish('budget', guard.exhausted);
+      } else stats.finish('completed');
+    } catch (e) {
+      if (guard.exhausted) stats.budgetExhausted = guard.exhausted;
+      if (e instanceof AbortedError || ac.signal.aborted) {
+        stats.finish('aborted');
+        throw e instanceof AbortedError ? e : new AbortedError('aborted', { cause: e });
+      }
+      stats.finish('error', e instanceof Error ? e.message : String(e));
+      throw e;
+    } finally {
+      // Also reached when the consumer breaks out of `for await`: cancel what is in flight and
+      // wait for it, so no request or cache write outlives the run.
+      ac.abort();
+      await Promise.allSettled(running.values());
+      if (!sourceDone) await source?.return?.();
+      if (cache && cache !== this.memoryCache) await cache.close();
+      signal?.removeEventListener('abort', onAbort);
+      if (stats.stoppedBy === 'running') stats.finish('aborted', 'the consumer stopped iterating');
+      this.active = false;
+    }
+  }
+
+  private async process(
+    item: CompletionItem,
+    index: number,
+    ctx: { cache: CompletionCache; guard: SpendGuard; stats: RunStats; signal: AbortSignal },
+    inflight: Map<string, Promise<ItemOutcome>>,
+  ): Promise<CompletionResult> {
+    validateItem(item);
+    const base = { direction: item.direction, id: item.record.id, index, ...(item.source ? { source: item.source } : {}) };
+    if (this.config.keepExisting && hasCompletion(item)) {
+      const stats = zeroStats();
+      return item.direction === 'u2c'
+        ? { ...base, direction: 'u2c', status: 'accepted', record: item.record, origin: 'input', stats }
+        : { ...base, direction: 'g2qa', status: 'accepted', record: item.record, origin: 'input', stats };
+    }
+    const needsImage = item.direction === 'u2c' || this.config.g2qaWithImage;
+    const image = needsImage ? await loadImage(item.image, item.source) : undefined;
+    const key = this.itemKey(item, image);
+    const cached = ctx.cache.getItem(key);
+    if (cached && !this.reopens(cached.outcome)) return this.toResult(item, base, cached.outcome, 'cache');
+
+    try {
+      const shared = inflight.get(key);
+      if (shared) return this.toResult(item, base, await shared, 'cache');
+      const p =
+        item.direction === 'u2c'
+          ? completeItem({ direction: 'u2c', record: item.record, image: image! }, this.client, this.config, ctx)
+          : completeItem({ direction: 'g2qa', record: item.record, image }, this.client, this.config, ctx);
+      inflight.set(key, p);
+      let outcome: ItemOutcome;
+      try {
+        outcome = await p;
+      } finally {
+        inflight.delete(key);
+      }
+      await ctx.cache.putItem({ t: 'item', k: key, direction: item.direction, outcome });
+      return this.toResult(item, base, outcome, 'llm');
+    } catch (e) {
+      if (e instanceof BudgetExhaustedError) return { ...base, status: 'unfinished', reason: 'budget', detail: e.message };
+      if (e instanceof RequestRejectedError) return { ...base, status: 'unfinished', reason: 'request_error', detail: e.message };
+      throw e;
+    }
+  }
+
+  /** A cached rejection made under lower limits than today's is tried again (its calls replay for free). */
+  private reopens(o: ItemOutcome): boolean {
+    if (o.status !== 'rejected') return false;
+    if (o.reason === 'inconsistent') return o.limits.maxRegenerations < this.config.maxRegenerations;
+    if (o.reason === 'invalid_output' || o.reason === 'checker_invalid_output') return o.limits.maxFormatRetries < this.config.maxFormatRetries;
+    return false;
+  }
+
+  private toResult(
+    item: CompletionItem,
+    base: { direction: CompletionItem['direction']; id: string; index: number; source?: CompletionItem['source'] },
+    o: ItemOutcome,
+    origin: Origin,
+  ): CompletionResult {
+    if (o.status === 'rejected') return { ...base, status: 'rejected', reason: o.reason, detail: o.detail, origin, stats: o.stats };
+    if (item.direction === 'u2c') {
+      const record = { ...item.record, ...(o.fill as U2cFill) };
+      return { ...base, direction: 'u2c', status: 'accepted', record, origin, stats: o.stats };
+    }
+    const record = { ...item.record, ...(o.fill as G2qaFill) };
+    return { ...base, direction: 'g2qa', status: 'accepted', record, origin, stats: o.stats };
+  }
+}
+
+type Settled = { index: number; result: CompletionResult } | { index: number; error: unknown };
+
+function zeroStats() {
+  return { calls: 0, replayedCalls: 0, formatRetries: 0, regenerations: 0 };
+}
+
+function hasCompletion(item: CompletionItem): boolean {
+  if (item.direction === 'u2c') return Boolean(item.record.caption?.trim());
+  const r = item.record;
+  return Boolean(r.question?.trim() && r.choices?.length && r.answer);
+}
+
+function validateItem(item: CompletionItem): void {
+  const { file, row } = item.source ?? {};
+  const at = file ? `${file}${row !== undefined ? `:${row}` : ''}: ` : '';
+  const schema = item.direction === 'u2c' ? UnderstandingRecord : item.direction === 'g2qa' ? GenerationRecord : undefined;
+  if (!schema) throw new DataError(`${at}unknown completion direction ${JSON.stringify((item as { direction?: unknown }).direction)}`, file, row);
+  const r = schema.safeParse(item.record);
+  if (!r.success) throw new DataError(`${at}invalid ${item.direction === 'u2c' ? 'understanding' : 'generation'} record: ${r.error.issues.map((i) => `${i.path.join('.')}: ${i.message}`).join('; ')}`, file, row);
+  if (item.direction === 'u2c') {
+    const k = item.record.answer.charCodeAt(0) - 65;
+    if (k >= item.record.choices.length) {
+      throw new DataError(`${at}answer ${item.record.answer} names no choice (there are ${item.record.choices.length})`, file, row);
+    }
+  }
+}

@@ -1,0 +1,102 @@
+/**
+ * Writing the results of a run: completed manifests (same record schemas, completion fields
+ * filled, image paths re-based onto the output directory), a rejections file and the report.
+ * Each file is written to a temporary name, fsync'd and renamed, so a reader (or a kill) sees
+ * either the previous complete file or the new complete file.
+ */
+import { mkdir, open, rename, rm } from 'node:fs/promises';
+import { dirname, isAbsolute, join, relative, resolve, sep } from 'node:path';
+import type { CompletionReport } from './report.js';
+import type { CompletionResult, Direction } from './types.js';
+
+export interface CompletionOutputPaths {
+  u: string;
+  g: string;
+  rejections: string;
+  report: string;
+}
+
+export function completionOutputPaths(outDir: string): CompletionOutputPaths {
+  return {
+    u: join(outDir, 'u.completed.jsonl'),
+    g: join(outDir, 'g.completed.jsonl'),
+    rejections: join(outDir, 'rejections.jsonl'),
+    report: join(outDir, 'report.json'),
+  };
+}
+
+export interface RejectionRow {
+  direction: Direction;
+  id: string;
+  reason: string;
+  detail: string;
+  file?: string;
+  row?: number;
+}
+
+/**
+ * `directions` lists the manifests that were inputs; only those completed manifests are written.
+ * Results are written in input order whatever order they finished in.
+ */
+export async function writeCompletionOutputs(
+  outDir: string,
+  results: CompletionResult[],
+  report: CompletionReport,
+  directions: Direction[],
+): Promise<CompletionOutputPaths> {
+  const paths = completionOutputPaths(outDir);
+  await mkdir(outDir, { recursive: true });
+  const sorted = [...results].sort((a, b) => a.index - b.index);
+  for (const d of directions) {
+    const rows = sorted
+      .filter((r) => r.direction === d && r.status === 'accepted')
+      .map((r) => {
+        const rec = (r as Extract<CompletionResult, { status: 'accepted' }>).record;
+        return { ...rec, image: rebaseImage(rec.image, r.source?.file, outDir) };
+      });
+    await writeFileAtomic(d === 'u2c' ? paths.u : paths.g, rows.map((x) => `${JSON.stringify(x)}\n`).join(''));
+  }
+  const rejections: RejectionRow[] = sorted
+    .filter((r): r is Extract<CompletionResult, { status: 'rejected' }> => r.status === 'rejected')
+    .map((r) => ({ direction: r.direction, id: r.id, reason: r.reason, detail: r.detail, ...(r.source ?? {}) }));
+  await writeFileAtomic(paths.rejections, rejections.map((x) => `${JSON.stringify(x)}\n`).join(''));
+  const unfinished = sorted
+    .filter((r): r is Extract<CompletionResult, { status: 'unfinished' }> => r.status === 'unfinished')
+    .slice(0, 1000)
+    .map((r) => ({ direction: r.direction, id: r.id, reason: r.reason, detail: r.detail }));
+  await writeFileAtomic(paths.report, `${JSON.stringify({ ...report, unfinished }, null, 2)}\n`);
+  return paths;
+}
+
+/** Image paths in manifests are relative to the manifest; the output manifest lives elsewhere. */
+function rebaseImage(image: string, manifest: string | undefined, outDir: string): string {
+  if (!manifest || isAbsolute(image)) return image;
+  const abs = resolve(dirname(manifest), image);
+  return relative(resolve(outDir), abs).split(sep).join('/');
+}
+
+export async function writeFileAtomic(path: string, data: string): Promise<void> {
+  const tmp = `${path}.tmp-${process.pid}`;
+  const fh = await open(tmp, 'w');
+  try {
+    await fh.writeFile(data, 'utf8');
+    await fh.sync();
+  } catch (e) {
+    await fh.close();
+    await rm(tmp, { force: true });
+    throw e;
+  }
+  await fh.close();
+  await rename(tmp, path);
+  // Persist the rename itself; not every platform lets a directory be opened for fsync.
+  try {
+    const d = await open(dirname(path), 'r');
+    try {
+      await d.sync();
+    } finally {
+      await d.close();
+    }
+  } catch {
+    /* best effort */
+  }
+}

@@ -1,0 +1,169 @@
+/** Counters of one completion run and the report JSON built from them. */
+import { priceFor, type CompleterConfig } from './config.js';
+import { TEMPLATE_VERSIONS } from './templates.js';
+import { REJECT_REASONS, type CompletionResult, type Direction, type RejectReason, type UnfinishedReason } from './types.js';
+
+export type StoppedBy = 'running' | 'completed' | 'budget' | 'aborted' | 'error';
+
+export interface DirectionCounts {
+  total: number;
+  accepted: number;
+  /** Accepted items whose first draft the checker had rejected. */
+  acceptedAfterRegeneration: number;
+  rejected: Record<RejectReason, number>;
+  unfinished: Record<UnfinishedReason, number>;
+  /** Outcomes served from the outcome cache / taken from the input as is (no calls). */
+  fromCache: number;
+  fromInput: number;
+  /** Work done by this run (cached outcomes excluded). */
+  formatRetries: number;
+  regenerations: number;
+}
+
+export interface ModelUsage {
+  requests: number;
+  inputTokens: number;
+  outputTokens: number;
+  /** null when no price is configured for the model. */
+  costUsd: number | null;
+}
+
+export interface CompletionReport {
+  stoppedBy: StoppedBy;
+  /** Why the run stopped early, when it did. */
+  stopDetail?: string;
+  startedAt: string;
+  finishedAt?: string;
+  durationMs: number;
+  models: { u2c: string; g2qa: string; verifyU2c: string; verifyG2qa: string };
+  templateVersions: Record<Direction, string>;
+  items: { total: number; accepted: number; rejected: number; unfinished: number; fromCache: number; fromInput: number };
+  byDirection: Record<Direction, DirectionCounts>;
+  /** HTTP traffic of this run: every attempt counts, retries included. */
+  requests: { sent: number; succeeded: number; retries: number; failures: Record<string, number> };
+  /** Chat calls needed by this run's items: live ones, and ones replayed from the cache's call journal. */
+  calls: { live: number; replayed: number };
+  usage: { inputTokens: number; outputTokens: number; costUsd: number | null; byModel: Record<string, ModelUsage> };
+  cache: { path: string | null; loadedCalls: number; loadedItems: number; tornBytes: number };
+  budget: { maxRequests?: number; maxTokens?: number; exhausted: string | null };
+}
+
+function emptyCounts(): DirectionCounts {
+  return {
+    total: 0,
+    accepted: 0,
+    acceptedAfterRegeneration: 0,
+    rejected: Object.fromEntries(REJECT_REASONS.map((r) => [r, 0])) as Record<RejectReason, number>,
+    unfinished: { budget: 0, request_error: 0 },
+    fromCache: 0,
+    fromInput: 0,
+    formatRetries: 0,
+    regenerations: 0,
+  };
+}
+
+export class RunStats {
+  private readonly started = Date.now();
+  private finished: number | undefined;
+  stoppedBy: StoppedBy = 'running';
+  stopDetail: string | undefined;
+  readonly byDirection: Record<Direction, DirectionCounts> = { u2c: emptyCounts(), g2qa: emptyCounts() };
+  readonly requests = { sent: 0, succeeded: 0, retries: 0, failures: {} as Record<string, number> };
+  readonly calls = { live: 0, replayed: 0 };
+  private readonly usage = new Map<string, { requests: number; inputTokens: number; outputTokens: number }>();
+  cache: CompletionReport['cache'] = { path: null, loadedCalls: 0, loadedItems: 0, tornBytes: 0 };
+  budgetExhausted: string | undefined;
+
+  constructor(private readonly config: CompleterConfig) {}
+
+  requestSent(): void {
+    this.requests.sent++;
+  }
+
+  requestFailed(cause: string, willRetry: boolean): void {
+    this.requests.failures[cause] = (this.requests.failures[cause] ?? 0) + 1;
+    if (willRetry) this.requests.retries++;
+  }
+
+  requestSucceeded(model: string, inputTokens: number, outputTokens: number): void {
+    this.requests.succeeded++;
+    this.calls.live++;
+    const u = this.usage.get(model) ?? { requests: 0, inputTokens: 0, outputTokens: 0 };
+    u.requests++;
+    u.inputTokens += inputTokens;
+    u.outputTokens += outputTokens;
+    this.usage.set(model, u);
+  }
+
+  callReplayed(): void {
+    this.calls.replayed++;
+  }
+
+  result(r: CompletionResult): void {
+    const c = this.byDirection[r.direction];
+    c.total++;
+    if (r.status === 'unfinished') {
+      c.unfinished[r.reason]++;
+      return;
+    }
+    if (r.origin === 'cache') c.fromCache++;
+    if (r.origin === 'input') c.fromInput++;
+    if (r.origin === 'llm') {
+      c.formatRetries += r.stats.formatRetries;
+      c.regenerations += r.stats.regenerations;
+    }
+    if (r.status === 'accepted') {
+      c.accepted++;
+      if (r.stats.regenerations > 0) c.acceptedAfterRegeneration++;
+    } else c.rejected[r.reason]++;
+  }
+
+  finish(stoppedBy: Exclude<StoppedBy, 'running'>, detail?: string): void {
+    if (this.finished !== undefined) return;
+    this.finished = Date.now();
+    this.stoppedBy = stoppedBy;
+    this.stopDetail = detail;
+  }
+
+  report(): CompletionReport {
+    const m = this.config.models;
+    const byModel: Record<string, ModelUsage> = {};
+    let inputTokens = 0;
+    let outputTokens = 0;
+    let cost: number | null = 0;
+    for (const [model, u] of [...this.usage].sort(([a], [b]) => a.localeCompare(b))) {
+      const p = priceFor(this.config, model);
+      const c = p ? (u.inputTokens * p.inputPerMTok + u.outputTokens * p.outputPerMTok) / 1e6 : null;
+      byModel[model] = { ...u, costUsd: c };
+      inputTokens += u.inputTokens;
+      outputTokens += u.outputTokens;
+      cost = c === null || cost === null ? null : cost + c;
+    }
+    const dirs = Object.values(this.byDirection);
+    const sum = (f: (d: DirectionCounts) => number) => dirs.reduce((s, d) => s + f(d), 0);
+    const end = this.finished ?? Date.now();
+    return {
+      stoppedBy: this.stoppedBy,
+      ...(this.stopDetail ? { stopDetail: this.stopDetail } : {}),
+      startedAt: new Date(this.started).toISOString(),
+      ...(this.finished !== undefined ? { finishedAt: new Date(this.finished).toISOString() } : {}),
+      durationMs: end - this.started,
+      models: { u2c: m.u2c, g2qa: m.g2qa, verifyU2c: m.verifyU2c ?? m.u2c, verifyG2qa: m.verifyG2qa ?? m.g2qa },
+      templateVersions: { ...TEMPLATE_VERSIONS },
+      items: {
+        total: sum((d) => d.total),
+        accepted: sum((d) => d.accepted),
+        rejected: sum((d) => Object.values(d.rejected).reduce((a, b) => a + b, 0)),
+        unfinished: sum((d) => d.unfinished.budget + d.unfinished.request_error),
+        fromCache: sum((d) => d.fromCache),
+        fromInput: sum((d) => d.fromInput),
+      },
+      byDirection: structuredClone(this.byDirection),
+      requests: structuredClone(this.requests),
+      calls: { ...this.calls },
+      usage: { inputTokens, outputTokens, costUsd: this.usage.size ? cost : 0, byModel },
+      cache: { ...this.cache },
+      budget: { ...this.config.budget, exhausted: this.budgetExhausted ?? null },
+    };
+  }
+}

@@ -1,0 +1,251 @@
+/**
+ * `Sidecar`: the SDK's handle on one or more PyTorch sidecar ranks.
+ *
+ *   const sc = await Sidecar.spawn();                  // local process over ipc:// in a 0700 dir
+ *   const sc = await Sidecar.attach({ endpoint: 'tcp://0.0.0.0:5555', world: 8 }); // torchrun ranks connect in
+ *   const { args, tensors, tables } = await sc.call('tensor.sum', {}, { x: Tensor.from(f32) });
+ *   await sc.close();
+ */
+import { type ChildProcess, spawn } from 'node:child_process';
+import { randomUUID } from 'node:crypto';
+import { mkdtempSync, rmSync, chmodSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { SidecarError, SidecarStartError } from '../errors.js';
+import type { Limits } from '../protocol/constants.js';
+import type { Payloads } from '../protocol/payload.js';
+import { type CallOptions, type CallResult, Controller, type ControllerStats, type RankInfo } from './controller.js';
+import { PACKAGE_ROOT, resolvePython, sidecarSourceDir } from './python.js';
+
+export interface SpawnOptions {
+  /** Python interpreter (default: $PAIRUNI_PYTHON, else <package>/.venv/bin/python). */
+  python?: string;
+  env?: Record<string, string>;
+  cwd?: string;
+  /** Extra modules that register ops/rewards (`--ops`). */
+  ops?: string[];
+  /** torch intra-op threads in the sidecar. */
+  threads?: number;
+  startTimeoutMs?: number;
+  hbMs?: number;
+  deadMs?: number;
+  limits?: Partial<Limits>;
+  /** Receives each line the sidecar writes to stderr (default: kept as a tail for error messages). */
+  onLog?: (line: string) => void;
+}
+
+export interface AttachOptions {
+  /** Endpoint to bind for the ctrl socket, e.g. tcp://0.0.0.0:5555; data binds on port+1 unless given. */
+  endpoint: string;
+  dataEndpoint?: string;
+  /** How many ranks must register before attach resolves. */
+  world?: number;
+  timeoutMs?: number;
+  hbMs?: number;
+  deadMs?: number;
+  limits?: Partial<Limits>;
+}
+
+export interface SidecarInfo {
+  sidecar: string;
+  python: string;
+  torch: string;
+  cuda: boolean;
+  cuda_version: string | null;
+  devices: Array<{ index: number; name: string; memory: number }>;
+  ops: string[];
+  unavailable: Record<string, string>;
+  packages: Record<string, string | null>;
+  [k: string]: unknown;
+}
+
+const STDERR_TAIL = 8192;
+
+export class Sidecar {
+  private child?: ChildProcess;
+  private ipcDir?: string;
+  private stderrTail = '';
+  private exitInfo?: { code: number | null; signal: NodeJS.Signals | null };
+  private readonly exitHooks: Array<() => void> = [];
+
+  private constructor(private readonly ctl: Controller) {}
+
+  /** Starts a local sidecar process and resolves once it has said hello. */
+  static async spawn(opts: SpawnOptions = {}): Promise<Sidecar> {
+    // mkdtemp creates the directory 0700: only this user can reach the sockets.
+    const dir = mkdtempSync(join(tmpdir(), 'pairuni-'));
+    chmodSync(dir, 0o700);
+    const ctl = new Controller({
+      ctrlEndpoint: `ipc://${join(dir, 'ctrl')}`,
+      dataEndpoint: `ipc://${join(dir, 'data')}`,
+      hbMs: opts.hbMs,
+      deadMs: opts.deadMs,
+      limits: opts.limits,
+    });
+    const sc = new Sidecar(ctl);
+    sc.ipcDir = dir;
+    try {
+      await ctl.start();
+    } catch (e) {
+      rmSync(dir, { recursive: true, force: true });
+      throw new SidecarStartError(`could not bind ipc sockets in ${dir}: ${(e as Error).message}`);
+    }
+    const python = resolvePython(opts.python);
+    const args = ['-m', 'pairuni_sidecar', '--connect', `ipc://${join(dir, 'ctrl')}`, '--data', `ipc://${join(dir, 'data')}`,
+      '--parent-pid', String(process.pid), '--wait-controller', '60'];
+    for (const m of opts.ops ?? []) args.push('--ops', m);
+    if (opts.threads) args.push('--threads', String(opts.threads));
+    const env: Record<string, string> = { ...(process.env as Record<string, string>), PYTHONUNBUFFERED: '1', ...opts.env };
+    // Works from a source checkout even when the package is not pip-installed in that interpreter.
+    env.PYTHONPATH = [sidecarSourceDir(), env.PYTHONPATH].filter(Boolean).join(':');
+    let child: ChildProcess;
+    try {
+      child = spawn(python, args, { cwd: opts.cwd ?? PACKAGE_ROOT, env, stdio: ['ignore', 'pipe', 'pipe'] });
+    } catch (e) {
+      await ctl.close();
+      sc.cleanupDir();
+      throw new SidecarStartError(`could not start ${python}: ${(e as Error).message}`);
+    }
+    sc.child = child;
+    const onLine = (line: string) => {
+      sc.stderrTail = (sc.stderrTail + line + '\n').slice(-STDERR_TAIL);
+      opts.onLog?.(line);
+    };
+    let partial = '';
+    const onData = (buf: Buffer) => {
+      const lines = (partial + buf.toString('utf8')).split('\n');
+      partial = lines.pop() ?? '';
+      lines.forEach(onLine);
+    };
+    child.stderr?.on('data', onData);
+    child.stdout?.on('data', onData);
+    const killOnExit = () => child.kill('SIGKILL');
+    process.once('exit', killOnExit);
+    sc.exitHooks.push(() => process.removeListener('exit', killOnExit));
+    let spawnError: Error | undefined;
+    child.on('error', (e) => {
+      spawnError = e;
+    });
+    child.on('exit', (code, signal) => {
+      if (partial) onLine(partial);
+      sc.exitInfo = { code, signal };
+      ctl.markDead(0, `sidecar process ${child.pid} exited (${signal ? `signal ${signal}` : `code ${code}`})`);
+      sc.cleanupDir();
+    });
+    try {
+      await ctl.waitForRanks(1, opts.startTimeoutMs ?? 120_000, () => {
+        if (spawnError) return new SidecarStartError(`could not start ${python}: ${spawnError.message}`);
+        if (sc.exitInfo) {
+          return new SidecarStartError(
+            `sidecar (${python}) exited before saying hello (${sc.exitInfo.signal ?? `code ${sc.exitInfo.code}`}). ` +
+              `Run \`npx pairuni doctor\` to check the Python environment.`,
+            sc.stderrTail,
+          );
+        }
+        return undefined;
+      });
+    } catch (e) {
+      child.kill('SIGKILL');
+      await ctl.close();
+      sc.cleanupDir();
+      if (e instanceof SidecarStartError) throw e;
+      throw new SidecarStartError(`sidecar did not say hello: ${(e as Error).message}`, sc.stderrTail);
+    }
+    child.unref();
+    (child.stderr as unknown as { unref?: () => void })?.unref?.();
+    (child.stdout as unknown as { unref?: () => void })?.unref?.();
+    return sc;
+  }
+
+  /** Binds `endpoint` and waits for `world` ranks started elsewhere (`python -m pairuni_sidecar --connect ...`). */
+  static async attach(opts: AttachOptions): Promise<Sidecar> {
+    let data = opts.dataEndpoint;
+    if (!data) {
+      const m = /^tcp:\/\/(.+):(\d+)$/.exec(opts.endpoint);
+      if (!m) throw new SidecarStartError(`cannot derive a data endpoint from ${opts.endpoint}; pass dataEndpoint`);
+      data = `tcp://${m[1]}:${Number(m[2]) + 1}`;
+    }
+    const ctl = new Controller({ ctrlEndpoint: opts.endpoint, dataEndpoint: data, hbMs: opts.hbMs, deadMs: opts.deadMs, limits: opts.limits, run: randomUUID() });
+    await ctl.start();
+    try {
+      await ctl.waitForRanks(opts.world ?? 1, opts.timeoutMs ?? 300_000);
+    } catch (e) {
+      await ctl.close();
+      throw e;
+    }
+    return new Sidecar(ctl);
+  }
+
+  call(op: string, args?: Record<string, unknown>, payloads?: Payloads, opts?: CallOptions): Promise<CallResult> {
+    return this.ctl.call(op, args, payloads, opts);
+  }
+
+  async info(): Promise<SidecarInfo> {
+    return (await this.call('info')).args as SidecarInfo;
+  }
+
+  get ranks(): RankInfo[] {
+    return this.ctl.rankInfos();
+  }
+
+  get pid(): number | undefined {
+    return this.child?.pid;
+  }
+
+  get stats(): ControllerStats {
+    return { ...this.ctl.stats };
+  }
+
+  /** The last lines the sidecar wrote to stderr (for error reports). */
+  get logTail(): string {
+    return this.stderrTail;
+  }
+
+  get alive(): boolean {
+    return this.ctl.rankInfos().some((r) => r.alive) && !this.ctl.isClosed;
+  }
+
+  /** Called with the rank number and reason whenever a rank is lost (process exit, heartbeat loss, bye). */
+  onRankLost(fn: (rank: number, reason: string) => void): () => void {
+    return this.ctl.onEvent((ev) => fn(ev.rank, ev.reason));
+  }
+
+  /** Graceful shutdown: bye to every rank, wait for a spawned process (then SIGKILL), close sockets. */
+  async close(timeoutMs = 5000): Promise<void> {
+    await this.ctl.close();
+    const child = this.child;
+    if (child && !this.exitInfo) {
+      child.ref(); // keep the event loop alive until the process is really gone
+      await new Promise<void>((resolve) => {
+        const t = setTimeout(() => {
+          child.kill('SIGKILL');
+          resolve();
+        }, timeoutMs);
+        child.once('exit', () => {
+          clearTimeout(t);
+          resolve();
+        });
+        if (this.exitInfo) {
+          clearTimeout(t);
+          resolve();
+        }
+      });
+    }
+    this.exitHooks.forEach((h) => h());
+    this.cleanupDir();
+  }
+
+  /** Test hook: raw frames straight onto a rank's socket (fuzzing). */
+  get _controller(): Controller {
+    return this.ctl;
+  }
+
+  private cleanupDir(): void {
+    if (this.ipcDir) {
+      rmSync(this.ipcDir, { recursive: true, force: true });
+      this.ipcDir = undefined;
+    }
+  }
+}
+
+export { SidecarError };

@@ -1,0 +1,135 @@
+import { afterEach, describe, expect, it } from 'vitest';
+import { Completer, CompletionApiError, startScriptedServer, type ScriptedServer } from '../../../src/completion/index.js';
+import { RetryConfig } from '../../../src/completion/config.js';
+import { backoffMs, retryAfterMs } from '../../../src/completion/retry.js';
+import { config, instantSleep, itemIdOf, router, uItem } from './helpers.js';
+
+let server: ScriptedServer | undefined;
+afterEach(async () => {
+  await server?.close();
+  server = undefined;
+});
+
+async function setup(script: Parameters<typeof router>[0], over: Parameters<typeof config>[1] = {}) {
+  const r = router(script);
+  server = await startScriptedServer(r.handler);
+  const { sleep, delays } = instantSleep();
+  return { completer: new Completer(config(server.url, over), { sleep }), calls: r.calls, delays, server };
+}
+
+describe('retry-after and backoff', () => {
+  it('parses retry-after-ms first, then retry-after as seconds or an HTTP date', () => {
+    const h = (o: Record<string, string>) => new Headers(o);
+    expect(retryAfterMs(h({ 'retry-after-ms': '250.4', 'retry-after': '9' }))).toBe(251);
+    expect(retryAfterMs(h({ 'retry-after': '2' }))).toBe(2000);
+    expect(retryAfterMs(h({ 'retry-after': '0.5' }))).toBe(500);
+    const now = Date.parse('2025-01-01T00:00:00Z');
+    expect(retryAfterMs(h({ 'retry-after': 'Wed, 01 Jan 2025 00:00:03 GMT' }), now)).toBe(3000);
+    expect(retryAfterMs(h({ 'retry-after': 'soon' }))).toBeUndefined();
+    expect(retryAfterMs(h({}))).toBeUndefined();
+  });
+
+  it('backs off exponentially up to the cap, jitter within [0.5, 1) of the value', () => {
+    const cfg = RetryConfig.parse({ baseDelayMs: 100, maxDelayMs: 500, jitter: false });
+    expect([0, 1, 2, 3, 4].map((i) => backoffMs(i, cfg))).toEqual([100, 200, 400, 500, 500]);
+    const j = RetryConfig.parse({ baseDelayMs: 100, maxDelayMs: 500, jitter: true });
+    expect(backoffMs(2, j, () => 0)).toBe(200);
+    expect(backoffMs(2, j, () => 0.999)).toBe(400);
+  });
+});
+
+describe('transport retries against the scripted endpoint', () => {
+  it('honours retry-after on 429 and retry-after-ms on 503', async () => {
+    const { completer, delays, calls } = await setup({
+      'u1/gen-u': [{ status: 429, headers: { 'retry-after': '2' } }],
+      'u1/chk-u': [{ status: 503, headers: { 'retry-after-ms': '150' } }],
+    });
+    const job = completer.run([uItem('u1')]);
+    const [r] = await job.collect();
+    expect(r.status).toBe('accepted');
+    expect(delays).toEqual([2000, 150]);
+    expect(Object.fromEntries(calls)).toEqual({ 'u1/gen-u': 2, 'u1/chk-u': 2 });
+    expect(job.report().requests).toEqual({ sent: 4, succeeded: 2, retries: 2, failures: { '429': 1, '503': 1 } });
+  });
+
+  it('caps a long retry-after at maxRetryAfterMs', async () => {
+    const { completer, delays } = await setup(
+      { 'u1/gen-u': [{ status: 429, headers: { 'retry-after': '3600' } }] },
+      { retry: { maxRetries: 3, baseDelayMs: 100, maxDelayMs: 1000, maxRetryAfterMs: 5000, jitter: false } },
+    );
+    await completer.run([uItem('u1')]).collect();
+    expect(delays).toEqual([5000]);
+  });
+
+  it('retries 500s with exponential backoff and a slow response as a timeout', async () => {
+    const { completer, delays, server } = await setup(
+      {
+        'u1/gen-u': [{ status: 500 }, { status: 500 }],
+        'u1/chk-u': [{ content: '{"verdict":"consistent","problems":[]}', delayMs: 2_000 }],
+      },
+      { timeoutMs: 300 },
+    );
+    const job = completer.run([uItem('u1')]);
+    const [r] = await job.collect();
+    expect(r.status).toBe('accepted');
+    expect(delays).toEqual([100, 200, 100]);
+    expect(server.requests.map((q) => `${itemIdOf(q)}/${q.model}`)).toEqual(['u1/gen-u', 'u1/gen-u', 'u1/gen-u', 'u1/chk-u', 'u1/chk-u']);
+    expect(job.report().requests).toEqual({ sent: 5, succeeded: 2, retries: 3, failures: { '500': 2, timeout: 1 } });
+  });
+
+  it('retries a 200 response that is not a chat completion', async () => {
+    const { completer, delays } = await setup({ 'u1/gen-u': [{ status: 200, body: { object: 'chat.completion' } }] });
+    const job = completer.run([uItem('u1')]);
+    expect((await job.collect())[0].status).toBe('accepted');
+    expect(delays).toEqual([100]);
+    expect(job.report().requests.failures).toEqual({ malformed_response: 1 });
+  });
+
+  it('gives up after maxRetries with CompletionApiError(unavailable); nothing is cached as final', async () => {
+    const { completer, calls } = await setup({ 'u1/gen-u': Array(10).fill({ status: 502 }) });
+    const job = completer.run([uItem('u1')]);
+    const err = await job.collect().catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(CompletionApiError);
+    expect(err).toMatchObject({ kind: 'unavailable', status: 502, code: 'llm_api' });
+    expect((err as Error).message).toContain('gave up after 4 attempts');
+    expect(calls.get('u1/gen-u')).toBe(4);
+    expect(job.report()).toMatchObject({ stoppedBy: 'error', requests: { sent: 4, retries: 3, failures: { '502': 4 } } });
+  });
+
+  it('stops at once on 401 (no retry) with a fatal CompletionApiError', async () => {
+    const { completer, calls, delays } = await setup({ 'u1/gen-u': [{ status: 401, body: { error: { message: 'bad key' } } }] });
+    const err = await completer.run([uItem('u1')]).collect().catch((e: unknown) => e);
+    expect(err).toMatchObject({ name: 'CompletionApiError', kind: 'fatal', status: 401 });
+    expect(calls.get('u1/gen-u')).toBe(1);
+    expect(delays).toEqual([]);
+  });
+
+  it('leaves an item whose request the server rejects (400) unfinished and carries on with the rest', async () => {
+    const { completer, calls } = await setup({ 'u1/gen-u': [{ status: 400, body: { error: { message: 'image too large' } } }] });
+    const job = completer.run([uItem('u1'), uItem('u2')]);
+    const res = await job.collect();
+    expect(res.find((r) => r.id === 'u1')).toMatchObject({ status: 'unfinished', reason: 'request_error' });
+    expect(res.find((r) => r.id === 'u2')).toMatchObject({ status: 'accepted' });
+    expect(calls.get('u1/gen-u')).toBe(1);
+    expect(job.report().items.unfinished).toBe(1);
+    // Not cached as final: the same completer retries it on the next run.
+    const again = await completer.run([uItem('u1')]).collect();
+    expect(again[0]).toMatchObject({ status: 'accepted', origin: 'llm' });
+    expect(calls.get('u1/gen-u')).toBe(2);
+  });
+
+  it('sends no request once aborted during a backoff pause', async () => {
+    const r = router({ 'u1/gen-u': [{ status: 429, headers: { 'retry-after': '30' } }] });
+    server = await startScriptedServer(r.handler);
+    const ac = new AbortController();
+    const completer = new Completer(config(server.url), {
+      sleep: async (_ms, signal) => {
+        ac.abort();
+        if (signal.aborted) throw signal.reason;
+      },
+    });
+    const err = await completer.run([uItem('u1')], { signal: ac.signal }).collect().catch((e: unknown) => e);
+    expect(err).toMatchObject({ name: 'AbortedError' });
+    expect(server.requests).toHaveLength(1);
+  });
+});
