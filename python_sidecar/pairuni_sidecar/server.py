@@ -68,6 +68,7 @@ class Limits:
     max_msg: int = DEFAULT_MAX_MESSAGE_BYTES
     window: int = DEFAULT_WINDOW_BYTES
     max_hdr: int = DEFAULT_MAX_HEADER_BYTES
+    stall_ms: int = 30_000
 
 
 class Server:
@@ -143,7 +144,9 @@ class Server:
         s.routing_id = ident
         s.sndhwm = hwm
         s.rcvhwm = hwm
-        s.setsockopt(zmq.MAXMSGSIZE, self.limits.chunk + self.limits.max_hdr + 64 * 1024)
+        # No libzmq size limit here: libzmq would drop the connection without a word (and the DEALER
+        # did not reconnect in our tests); oversize messages from the controller are answered with a
+        # typed `too_large` instead (see _drain).
         s.setsockopt(zmq.HEARTBEAT_IVL, 1000)
         s.setsockopt(zmq.HEARTBEAT_TIMEOUT, 5000)
         s.connect(endpoint)
@@ -191,7 +194,7 @@ class Server:
                 last_hb = now
                 self._send_ctrl("hb", {"state": "busy" if self.active else "idle", "busy": len(self.active)})
             for sid, s in list(self.in_streams.items()):
-                if now - s.last_activity > max(30.0, self.dead_ms / 1000):
+                if now - s.last_activity > self.limits.stall_ms / 1000:
                     del self.in_streams[sid]
                     self._error(s.header.get("id"), BadRequest(f"chunk stream {sid} stalled"))
 
@@ -203,6 +206,9 @@ class Server:
                 return
             self.last_seen = time.monotonic()
             try:
+                size = sum(len(f) for f in frames)
+                if size > self.limits.chunk + self.limits.max_hdr + 64 * 1024:
+                    raise _with_id(TooLarge(f"message of {size} bytes over the {self.limits.chunk}-byte chunk limit (large payloads must be chunk streams)"), salvage_header(frames[0].buffer))
                 self._on_message(frames, is_data)
             except SidecarError as e:
                 self.stats["bad_frames"] += 1
@@ -223,7 +229,7 @@ class Server:
             if self.welcomed:
                 raise BadRequest("duplicate welcome")
             lim = h["limits"]
-            self.limits = Limits(chunk=lim["chunk"], max_msg=lim["max_msg"], window=lim["window"], max_hdr=lim["max_hdr"])
+            self.limits = Limits(chunk=lim["chunk"], max_msg=lim["max_msg"], window=lim["window"], max_hdr=lim["max_hdr"], stall_ms=lim.get("stall_ms", 30_000))
             self.hb_ms, self.dead_ms = h["hb_ms"], h["dead_ms"]
             self.credit = self.limits.window
             self.welcomed = True
@@ -484,6 +490,17 @@ class Server:
         if rid is not None:
             h["re"] = rid
         self._send(self.ctrl, "err", h)
+
+
+def salvage_header(frame) -> dict:
+    """Best-effort header read (no validation) so an error can still name the request it answers."""
+    try:
+        import msgpack
+
+        v = msgpack.unpackb(bytes(frame[8:]), raw=False, strict_map_key=False)
+        return v if isinstance(v, dict) else {}
+    except Exception:  # noqa: BLE001
+        return {}
 
 
 def _with_id(e: SidecarError, h: dict) -> SidecarError:

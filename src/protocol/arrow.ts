@@ -20,6 +20,8 @@ export function decodeArrow(bytes: Uint8Array, what = 'arrow payload'): arrow.Ta
   if (input.byteOffset % 8 !== 0) input = new Uint8Array(input);
   let table: arrow.Table;
   try {
+    const used = streamExtent(input);
+    if (used !== input.byteLength) throw new Error(`${input.byteLength - used} bytes after the end of the IPC stream`);
     const reader = arrow.RecordBatchReader.from(input);
     if (!reader.isSync()) throw new Error('not a synchronous IPC source');
     reader.open();
@@ -34,6 +36,43 @@ export function decodeArrow(bytes: Uint8Array, what = 'arrow payload'): arrow.Ta
   }
   validateTable(table, what);
   return table;
+}
+
+/**
+ * Walks the IPC stream framing (continuation, metadata length, flatbuffer Message.bodyLength) and
+ * returns how many bytes the first stream occupies, so trailing garbage or a second stream is
+ * caught (arrow readers silently stop at the first end-of-stream marker).
+ */
+export function streamExtent(buf: Uint8Array): number {
+  const dv = new DataView(buf.buffer, buf.byteOffset, buf.byteLength);
+  let pos = 0;
+  for (;;) {
+    if (pos === buf.byteLength) return pos; // a stream may end without the EOS marker
+    if (pos + 4 > buf.byteLength) throw new Error('truncated message prefix');
+    let len = dv.getInt32(pos, true);
+    let meta = pos + 4;
+    if (len === -1) {
+      if (pos + 8 > buf.byteLength) throw new Error('truncated message prefix');
+      len = dv.getInt32(pos + 4, true);
+      meta = pos + 8;
+    }
+    if (len === 0) return meta; // end-of-stream marker
+    if (len < 0 || meta + len > buf.byteLength) throw new Error(`metadata length ${len} out of range`);
+    // flatbuffers: root table offset, then the vtable; Message.bodyLength is field 3 (int64).
+    const table = meta + dv.getUint32(meta, true);
+    if (table + 4 > meta + len) throw new Error('bad message flatbuffer');
+    const vtable = table - dv.getInt32(table, true);
+    if (vtable < meta || vtable + 4 > meta + len) throw new Error('bad message flatbuffer');
+    const vsize = dv.getUint16(vtable, true);
+    const fieldOff = vsize > 10 ? dv.getUint16(vtable + 10, true) : 0;
+    let body = 0;
+    if (fieldOff) {
+      if (table + fieldOff + 8 > meta + len) throw new Error('bad message flatbuffer');
+      body = Number(dv.getBigInt64(table + fieldOff, true));
+    }
+    if (!Number.isSafeInteger(body) || body < 0 || meta + len + body > buf.byteLength) throw new Error(`message body of ${body} bytes runs past the payload`);
+    pos = meta + len + body;
+  }
 }
 
 const ALLOWED = new Set<arrow.Type>([

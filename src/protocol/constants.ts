@@ -61,6 +61,8 @@ export interface Limits {
   windowBytes: number;
   /** Largest header frame. */
   maxHeaderBytes: number;
+  /** A chunk stream with no chunk for this long is dropped and its request fails. */
+  stallMs: number;
 }
 
 export const DEFAULT_LIMITS: Limits = {
@@ -68,6 +70,7 @@ export const DEFAULT_LIMITS: Limits = {
   maxMessageBytes: 16 * 1024 * 1024 * 1024,
   windowBytes: 32 * 1024 * 1024,
   maxHeaderBytes: 1024 * 1024,
+  stallMs: 30_000,
 };
 
 /** Largest integer a header may carry (both msgpack libraries agree below it). */

@@ -64,7 +64,7 @@ export const HeaderSchemas = {
     run: z.string(),
     hb_ms: uint.min(10),
     dead_ms: uint.min(100),
-    limits: z.looseObject({ chunk: uint.min(1024), max_msg: uint, window: uint.min(1024), max_hdr: uint.min(1024) }),
+    limits: z.looseObject({ chunk: uint.min(1024), max_msg: uint, window: uint.min(1024), max_hdr: uint.min(1024), stall_ms: uint.min(100).optional() }),
   }),
   req: z.looseObject({ id: uint, op: name, dl: uint.optional(), ...payloadFields }),
   res: z.looseObject({ re: uint, ...payloadFields }),

@@ -85,8 +85,19 @@ export function decodePayloads(descs: readonly BufferDesc[] | undefined, frames:
   ds.forEach((d, i) => {
     const f = frames[i];
     if (f.byteLength !== d.n) throw new ProtocolError('bad_request', `payload '${d.nm}': frame has ${f.byteLength} bytes, descriptor says ${d.n}`);
-    if (d.enc === 'raw') tensors[d.nm] = new Tensor(d.dt as DType, d.sh as number[], f);
+    if (d.enc === 'raw') {
+      tensors[d.nm] = new Tensor(d.dt as DType, d.sh as number[], f);
+      checkBoolBytes(d.nm, tensors[d.nm]);
+    }
     else tables[d.nm] = decodeArrow(f, `payload '${d.nm}'`);
   });
   return { tensors, tables };
+}
+
+/** Rejects bool payloads holding bytes other than 0/1 (other languages would read them as UB). */
+export function checkBoolBytes(name: string, t: Tensor): void {
+  if (t.dtype !== 'bool') return;
+  for (let i = 0; i < t.bytes.length; i++) {
+    if (t.bytes[i] > 1) throw new ProtocolError('bad_request', `payload '${name}': bool tensor holds bytes other than 0/1`);
+  }
 }

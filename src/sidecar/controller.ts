@@ -91,6 +91,8 @@ export interface ControllerOptions {
 
 export interface ControllerStats {
   lateReplies: number;
+  /** Errors a rank reported about a message it could not attribute to a request. */
+  rankErrors: number;
   badFrames: number;
   streamsIn: number;
   streamsOut: number;
@@ -111,7 +113,8 @@ export class Controller {
   readonly hbMs: number;
   readonly deadMs: number;
   readonly run: string;
-  readonly stats: ControllerStats = { lateReplies: 0, badFrames: 0, streamsIn: 0, streamsOut: 0 };
+  readonly stats: ControllerStats = { lateReplies: 0, rankErrors: 0, badFrames: 0, streamsIn: 0, streamsOut: 0 };
+  lastRankError?: string;
   private readonly ctrl: zmq.Router;
   private readonly data: zmq.Router;
   private readonly ctrlQ: SendQueue;
@@ -124,6 +127,8 @@ export class Controller {
   private nextSid = 1;
   private hbTimer?: NodeJS.Timeout;
   private closed = false;
+  /** Test hook: sees every decoded message from a rank before dispatch. */
+  _tap?: (kind: KindName, header: Record<string, unknown>, payload: Buffer[]) => void;
   private rankWaiters: Array<() => void> = [];
   private readonly listeners = new Set<(ev: { type: 'rank_lost'; rank: number; reason: string }) => void>();
 
@@ -135,6 +140,9 @@ export class Controller {
     const common = {
       linger: 0,
       mandatory: true,
+      // Routing ids are unique per rank incarnation, so a reconnect (e.g. after libzmq dropped an
+      // oversize message) is the same process and must take over its id.
+      handover: true,
       sendTimeout: 5000,
       heartbeatInterval: 1000,
       heartbeatTimeout: 5000,
@@ -234,6 +242,7 @@ export class Controller {
     }
     if (rank) rank.lastSeen = Date.now();
     const { kind, header, flags } = dec;
+    this._tap?.(kind, header, payload);
     if (kind === 'hello') return this.onHello(rid, key, header, dec.minor);
     if (!rank || !rank.info.alive) {
       this.stats.badFrames++;
@@ -295,6 +304,7 @@ export class Controller {
           hb_ms: this.hbMs,
           dead_ms: this.deadMs,
           limits: {
+            stall_ms: this.limits.stallMs,
             chunk: this.limits.chunkBytes,
             max_msg: this.limits.maxMessageBytes,
             window: this.limits.windowBytes,
@@ -329,8 +339,8 @@ export class Controller {
       case 'err': {
         const err = h.err as { code: WireErrorCode; msg: string; retryable?: boolean; detail?: Record<string, unknown> };
         if (h.re === undefined) {
-          this.stats.badFrames++;
-          console.error(`[pairuni] rank ${rank.info.rank} reported: [${err.code}] ${err.msg}`);
+          this.stats.rankErrors++;
+          this.lastRankError = `[${err.code}] ${err.msg}`;
           return;
         }
         const p = this.takePending(h.re as number);
@@ -454,7 +464,7 @@ export class Controller {
       }
       void this.ctrlQ.send([r.rid, encodeHeaderFrame('hb', { state: 'ok', busy: this.pending.size })]).catch(() => undefined);
       for (const [sid, s] of r.inStreams) {
-        if (now - s.lastActivity > Math.max(30_000, this.deadMs)) {
+        if (now - s.lastActivity > this.limits.stallMs) {
           r.inStreams.delete(sid);
           this.rejectPending(s.header.re as number, new SidecarError('bad_request', `chunk stream ${sid} stalled`));
         }
@@ -579,6 +589,13 @@ export class Controller {
       if (seq === pieces.length - 1) h.last = true;
       await this.dataQ.send([rank.rid, encodeHeaderFrame('chunk', h), piece.bytes]);
     }
+  }
+
+  /** Test hook: raw frames to a rank on either socket (fuzzing the rank's decoder). */
+  async _sendRaw(rank: number, frames: Uint8Array[], socket: 'ctrl' | 'data' = 'ctrl'): Promise<void> {
+    const r = this.rankByNumber(rank);
+    if (!r) throw new SidecarError('rank_lost', `rank ${rank} is not connected`);
+    await (socket === 'ctrl' ? this.ctrlQ : this.dataQ).send([r.rid, ...frames]);
   }
 
   /** Tells every rank to leave and closes both sockets (linger 0: never blocks process exit). */

@@ -126,9 +126,14 @@ def _check_field_meta(field: pa.Field, path: str) -> None:
 def arrow_to_table(desc: dict, buf: Any) -> pa.Table:
     what = f"payload {desc['nm']!r}"
     try:
-        reader = pa.ipc.open_stream(pa.py_buffer(buf))
+        src = pa.BufferReader(pa.py_buffer(buf))
+        reader = pa.ipc.open_stream(src)
         schema = reader.schema
         batches = list(reader)
+        if src.tell() != src.size():
+            raise BadRequest(f"{what}: {src.size() - src.tell()} bytes after the end of the IPC stream")
+    except BadRequest:
+        raise
     except pa.ArrowException as e:
         raise BadRequest(f"{what}: invalid Arrow IPC stream: {e}") from None
     except Exception as e:  # noqa: BLE001 - hostile streams must never crash the sidecar

@@ -1,0 +1,24 @@
+/** Whole-message decoding for a non-streamed message: header frame + payload frames. */
+import { Flags, type KindName, type Limits } from './constants.js';
+import { type BufferDesc, decodeHeaderFrame } from './header.js';
+import { checkDescriptors, type DecodedPayloads, decodePayloads } from './payload.js';
+import { ProtocolError } from '../errors.js';
+
+export interface DecodedMessage extends DecodedPayloads {
+  kind: KindName;
+  flags: number;
+  header: Record<string, unknown>;
+}
+
+export function decodeMessage(frames: readonly Uint8Array[], limits: Pick<Limits, 'maxHeaderBytes' | 'maxMessageBytes'>): DecodedMessage {
+  if (frames.length === 0) throw new ProtocolError('bad_request', 'empty message');
+  const { kind, flags, header } = decodeHeaderFrame(frames[0], limits);
+  const descs = (header.b as BufferDesc[] | undefined) ?? [];
+  checkDescriptors(descs, limits);
+  if (kind === 'chunk') return { kind, flags, header, tensors: {}, tables: {} }; // raw stream bytes, no descriptors
+  if (flags & Flags.streamed) {
+    if (frames.length > 1) throw new ProtocolError('bad_request', 'streamed header must not carry payload frames');
+    return { kind, flags, header, tensors: {}, tables: {} };
+  }
+  return { kind, flags, header, ...decodePayloads(descs, frames.slice(1)) };
+}
