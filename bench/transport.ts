@@ -3,7 +3,7 @@
  * 1 GiB float32 tensors, warm memcpy in the same run, pythonia as the peer baseline for 64 MiB, and
  * peak extra memory of a 1 GiB transfer. `npm run bench -- transport [--quick]`
  */
-import { readFileSync } from 'node:fs';
+import { readFileSync, writeFileSync } from 'node:fs';
 import { Sidecar, Tensor, resolvePython } from '../src/sidecar/index.js';
 
 const MiB = 1024 * 1024;
@@ -13,6 +13,16 @@ function vm(pid: number | 'self', key: 'VmHWM' | 'VmRSS'): number {
   return m ? Number(m[1]) * 1024 : NaN;
 }
 
+
+/** Resets VmHWM to the current RSS (Linux: writing 5 to clear_refs), so a peak is measured per phase. */
+function resetHwm(pid: number | 'self'): boolean {
+  try {
+    writeFileSync(`/proc/${pid}/clear_refs`, '5');
+    return true;
+  } catch {
+    return false;
+  }
+}
 
 function pct(xs: number[], p: number): number {
   const s = [...xs].sort((a, b) => a - b);
@@ -117,15 +127,27 @@ export async function main(args: string[]): Promise<Record<string, unknown>> {
     try {
       await sc2.call('echo', {});
       const pid = sc2.pid!;
-      const pyBase = vm(pid, 'VmRSS');
-      const nodeBase = vm('self', 'VmRSS');
-      await sc2.call('tensor.recv', {}, { x });
-      out.peak_extra_py_oneway_1GiB_x = +((vm(pid, 'VmHWM') - pyBase) / (1024 * MiB)).toFixed(2);
-      out.peak_extra_node_oneway_1GiB_x = +((vm('self', 'VmHWM') - nodeBase) / (1024 * MiB)).toFixed(2);
-      const r = await sc2.call('tensor.echo', {}, { x });
-      if (r.tensors.x.nbytes !== 1024 * MiB) throw new Error('echo lost bytes');
-      out.peak_extra_py_echo_1GiB_x = +((vm(pid, 'VmHWM') - pyBase) / (1024 * MiB)).toFixed(2);
-      out.peak_extra_node_echo_1GiB_x = +((vm('self', 'VmHWM') - nodeBase) / (1024 * MiB)).toFixed(2);
+      const GiB = 1024 * MiB;
+      const phase = async (fn: () => Promise<void>) => {
+        (globalThis as { gc?: () => void }).gc?.();
+        const ok = resetHwm(pid) && resetHwm('self');
+        const py0 = vm(pid, 'VmRSS');
+        const node0 = vm('self', 'VmRSS');
+        await fn();
+        return { py: +((vm(pid, 'VmHWM') - py0) / GiB).toFixed(2), node: +((vm('self', 'VmHWM') - node0) / GiB).toFixed(2), hwmReset: ok };
+      };
+      const one = await phase(async () => {
+        await sc2.call('tensor.recv', {}, { x });
+      });
+      const echo = await phase(async () => {
+        const r = await sc2.call('tensor.echo', {}, { x });
+        if (r.tensors.x.nbytes !== GiB) throw new Error('echo lost bytes');
+      });
+      out.peak_extra_1GiB_hwm_reset = one.hwmReset && echo.hwmReset;
+      out.peak_extra_py_oneway_1GiB_x = one.py;
+      out.peak_extra_node_oneway_1GiB_x = one.node;
+      out.peak_extra_py_echo_1GiB_x = echo.py;
+      out.peak_extra_node_echo_1GiB_x = echo.node;
     } finally {
       await sc2.close();
     }

@@ -176,6 +176,10 @@ class Server:
             self._flush_outbox()
             self._pump_streams()
             now = time.monotonic()
+            if self.parent_pid is not None and os.getppid() != self.parent_pid:
+                log("parent process is gone; exiting")
+                self.exit_code = 5
+                return
             if not self.welcomed:
                 if now - started > self.wait_controller_s:
                     log(f"no welcome from a controller at {self.ctrl_endpoint} within {self.wait_controller_s:.0f}s; exiting")
@@ -185,10 +189,6 @@ class Server:
             if now - self.last_seen > self.dead_ms / 1000:
                 log(f"controller silent for {now - self.last_seen:.1f}s (heartbeat lost); exiting")
                 self.exit_code = 4
-                return
-            if self.parent_pid is not None and os.getppid() != self.parent_pid:
-                log("parent process is gone; exiting")
-                self.exit_code = 5
                 return
             if (now - last_hb) * 1000 >= self.hb_ms:
                 last_hb = now
@@ -396,32 +396,36 @@ class Server:
             item = self.work_q.get()
             if item is None:
                 return
-            ctx, spec, args, tensors = item
-            try:
-                ctx.check()
-                t0 = time.perf_counter()
-                result = spec.fn(ctx, args, tensors)
-                if TRACE:
-                    log(f"trace: op {ctx.op} ran {1000 * (time.perf_counter() - t0):.1f} ms")
-                if result is None:
-                    result = Reply()
-                elif isinstance(result, dict):
-                    result = Reply(args=result)
-                descs, bufs = encode_payloads(result.tensors)
-                self.outbox.put(("res", {"re": ctx.request_id, "a": result.args, "b": descs}, bufs))
-            except SidecarError as e:
-                self.outbox.put(("err", {"re": ctx.request_id, "err": e.to_wire()}, []))
-            except Exception as e:  # noqa: BLE001 - handler bugs become typed replies, not dead ranks
-                tb = traceback.format_exc()
-                log(f"op {ctx.op} failed:\n{tb}")
-                self.outbox.put(("err", {"re": ctx.request_id, "err": {
-                    "code": "op_failed", "msg": f"{type(e).__name__}: {e}", "retryable": False,
-                    "detail": {"type": type(e).__name__, "traceback": tb[-4000:]},
-                }}, []))
-            finally:
-                self.outbox.put(("done", ctx.request_id, None))
-                del tensors
-                self._wake_io()
+            self._run(*item)
+            # Drop our references now: the request's tensors (possibly a 1 GiB arena) must not
+            # outlive the request while the worker waits for the next one.
+            del item
+
+    def _run(self, ctx: OpContext, spec, args: dict, tensors: dict) -> None:
+        try:
+            ctx.check()
+            t0 = time.perf_counter()
+            result = spec.fn(ctx, args, tensors)
+            if TRACE:
+                log(f"trace: op {ctx.op} ran {1000 * (time.perf_counter() - t0):.1f} ms")
+            if result is None:
+                result = Reply()
+            elif isinstance(result, dict):
+                result = Reply(args=result)
+            descs, bufs = encode_payloads(result.tensors)
+            self.outbox.put(("res", {"re": ctx.request_id, "a": result.args, "b": descs}, bufs))
+        except SidecarError as e:
+            self.outbox.put(("err", {"re": ctx.request_id, "err": e.to_wire()}, []))
+        except Exception as e:  # noqa: BLE001 - handler bugs become typed replies, not dead ranks
+            tb = traceback.format_exc()
+            log(f"op {ctx.op} failed:\n{tb}")
+            self.outbox.put(("err", {"re": ctx.request_id, "err": {
+                "code": "op_failed", "msg": f"{type(e).__name__}: {e}", "retryable": False,
+                "detail": {"type": type(e).__name__, "traceback": tb[-4000:]},
+            }}, []))
+        finally:
+            self.outbox.put(("done", ctx.request_id, None))
+            self._wake_io()
 
     # ------------------------------------------------------------------ outgoing
 

@@ -607,6 +607,8 @@ export class Controller {
     this.closed = true;
     if (this.hbTimer) clearInterval(this.hbTimer);
     for (const r of this.ranks.values()) this.markDead(r, reason);
+    // A short linger lets the queued byes leave; it is bounded, so exit can never hang on it.
+    this.ctrl.linger = 200;
     this.ctrl.close();
     this.data.close();
   }

@@ -216,20 +216,16 @@ export class Sidecar {
     const child = this.child;
     if (child && !this.exitInfo) {
       child.ref(); // keep the event loop alive until the process is really gone
-      await new Promise<void>((resolve) => {
-        const t = setTimeout(() => {
+      const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
+      const within = (ms: number) => Promise.race([exited.then(() => true), new Promise<boolean>((r) => setTimeout(() => r(false), ms))]);
+      // bye first; then SIGTERM (the rank stops at its next loop turn); SIGKILL as the last resort.
+      if (!(await within(timeoutMs / 2))) {
+        child.kill('SIGTERM');
+        if (!(await within(timeoutMs / 2))) {
           child.kill('SIGKILL');
-          resolve();
-        }, timeoutMs);
-        child.once('exit', () => {
-          clearTimeout(t);
-          resolve();
-        });
-        if (this.exitInfo) {
-          clearTimeout(t);
-          resolve();
+          await exited;
         }
-      });
+      }
     }
     this.exitHooks.forEach((h) => h());
     this.cleanupDir();
