@@ -9,3 +9,5 @@ export type { SpawnOptions, AttachOptions, SidecarInfo, CallOptions, CallResult,
 export { probe, type ProbeReport, type Problem } from './env/probe.js';
 export { Progress, type ProgressOptions } from './util/progress.js';
 export * from './completion/index.js';
+export { train, pairGrpoStep, parseTrainConfig, loadTrainConfig, TrainConfig, loadPairUG, readMetrics, latestCheckpoint, RunStateError, EventWriter, type TrainOptions, type TrainResult, type StepMetrics, type TrainPair } from './train/index.js';
+export { pairWeight, groupNormalize, sideAdvantages, clippedSurrogate, trajCoefficients, undReward, parseAnswerLetter, renderQuestion, AdvantageError, PAIR_MODES, type PairMode } from './grpo/index.js';

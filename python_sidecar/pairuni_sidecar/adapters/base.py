@@ -1,0 +1,223 @@
+"""The model-agnostic policy-adapter interface.
+
+One adapter file per model family (``janus.py`` now; Lumina-DiMOO and Bagel later) implements
+``PolicyAdapter``. Everything model-specific lives behind it; the PairGRPO loss, the optimizer step
+and checkpointing (``pairuni_sidecar.policy``) only ever see:
+
+- ``RolloutBatch``: K trajectories per item for one side (``und`` or ``gen``), with the sampled
+  output tokens ``out_ids (B, L)``, the scored positions ``out_mask (B, L)`` and the behaviour
+  policy's per-token log-probs ``old_logp (B, L)``;
+- ``token_logprobs(batch, rows, est_seed=..., grad=...)``: per-token log-probs of those same tokens
+  under the current (or reference) weights, aligned with ``out_ids``.
+
+Per-token (not per-sequence) log-probs keep masked-diffusion estimators possible (d1 / dLLM: one
+masked forward whose mask is drawn from ``est_seed``, so old, current and reference log-probs use
+the same mask). Autoregressive adapters ignore ``est_seed``.
+"""
+from __future__ import annotations
+
+import math
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Literal
+
+import torch
+
+from ..errors import BadRequest, NotFound
+
+Side = Literal["und", "gen"]
+
+#: Capability names an adapter may declare.
+CAPABILITIES = frozenset({
+    "und_rollout",   # sample K text answers per (image, question)
+    "gen_rollout",   # sample K images per prompt
+    "logprobs_und",  # per-token log-probs of text answers
+    "logprobs_gen",  # per-token log-probs of image tokens
+    "sft",           # supervised loss on (image, question, answer) / (prompt, image)
+    "cfg",           # classifier-free guidance in gen rollouts and log-probs
+    "ref_model",     # can hold a frozen reference copy for the KL term
+})
+
+
+class CheckpointNotFound(NotFound):
+    """A model directory (or one of its required files) does not exist."""
+
+
+class AdapterConfigError(BadRequest):
+    """A load spec or sampling setting that the adapter cannot use; the message names the field."""
+
+
+class CapabilityError(BadRequest):
+    """The adapter was asked for something it does not declare in ``capabilities``."""
+
+
+@dataclass
+class LoadSpec:
+    """How to load a policy. ``options`` holds family-specific settings (chat templates, ...)."""
+
+    model_dir: str
+    device: str = "auto"                 # auto | cpu | cuda | cuda:N
+    autocast: str = "auto"               # auto (bf16 on CUDA, off on CPU) | bf16 | off
+    train_modules: tuple[str, ...] = ("language_model",)
+    gradient_checkpointing: bool = True
+    ref_model_dir: str | None = None     # load a frozen reference copy (needed only when beta > 0)
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class UndItem:
+    """One understanding prompt: an image file and the user text (question, choices, format rule)."""
+
+    image_path: str
+    text: str
+
+
+@dataclass
+class GenItem:
+    """One generation prompt."""
+
+    prompt: str
+
+
+@dataclass
+class SamplingCfg:
+    temperature: float = 1.0
+    max_new_tokens: int = 512          # und only
+    cfg_weight: float = 5.0            # gen only; 1.0 means no guidance
+    gen_logp: str = "cfg"              # gen: "cfg" (log-probs of the guided distribution) | "cond"
+    old_logp: str = "rollout"          # "rollout" (sampling probs) | "recompute" (teacher-forced no-grad pass)
+    seed: int = 0
+
+    def validate(self) -> "SamplingCfg":
+        if not (math.isfinite(self.temperature) and self.temperature > 0):
+            raise AdapterConfigError(f"sampling.temperature must be a finite number > 0, got {self.temperature}")
+        if int(self.max_new_tokens) < 1:
+            raise AdapterConfigError(f"sampling.max_new_tokens must be >= 1, got {self.max_new_tokens}")
+        if not math.isfinite(self.cfg_weight):
+            raise AdapterConfigError(f"sampling.cfg_weight must be finite, got {self.cfg_weight}")
+        if self.gen_logp not in ("cfg", "cond"):
+            raise AdapterConfigError(f"sampling.gen_logp must be 'cfg' or 'cond', got {self.gen_logp!r}")
+        if self.old_logp not in ("rollout", "recompute"):
+            raise AdapterConfigError(f"sampling.old_logp must be 'rollout' or 'recompute', got {self.old_logp!r}")
+        return self
+
+
+@dataclass
+class RolloutBatch:
+    """K trajectories for each of I items of one side, item-major: rows ``i*K .. i*K+K-1`` are item i.
+
+    ``extra`` is adapter-private (prompt ids, cached image features, sampling settings); the policy
+    code never reads it.
+    """
+
+    side: Side
+    group: torch.Tensor          # (B,) int64: item index of each trajectory
+    out_ids: torch.Tensor        # (B, L) int64: sampled tokens (text ids or image codes)
+    out_mask: torch.Tensor       # (B, L) bool: positions that count in the loss
+    old_logp: torch.Tensor       # (B, L) float32: behaviour-policy log-probs of out_ids
+    prompts: list[str]           # (I,) the raw prompt / question text per item (rewards use it)
+    texts: list[str] | None = None          # und: decoded answers (B,)
+    images: torch.Tensor | None = None      # gen: uint8 (B, H, W, 3)
+    ref_logp: torch.Tensor | None = None    # (B, L) float32 once computed for the KL term
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def size(self) -> int:
+        return int(self.out_ids.shape[0])
+
+    @property
+    def num_tokens(self) -> int:
+        return int(self.out_mask.sum())
+
+
+@dataclass
+class SFTExample:
+    """One supervised example: ``side='und'`` uses (image_path, text, target); ``'gen'`` uses (prompt, image_path)."""
+
+    side: Side
+    image_path: str
+    text: str = ""
+    target: str = ""
+
+
+class PolicyAdapter(ABC):
+    """A trainable unified VLM behind a family-independent surface."""
+
+    #: "ar" (autoregressive), "mdm" (masked diffusion), "ar+flow" (AR text + flow-matching images)
+    family: ClassVar[str]
+    capabilities: ClassVar[frozenset[str]]
+
+    device: torch.device
+
+    @abstractmethod
+    def __init__(self, spec: LoadSpec) -> None: ...
+
+    # -- rollouts --------------------------------------------------------------------------------
+    @abstractmethod
+    def und_rollout(self, items: list[UndItem], n: int, s: SamplingCfg) -> RolloutBatch:
+        """Sample ``n`` answers per item (no grad); record old log-probs per ``s.old_logp``."""
+
+    @abstractmethod
+    def gen_rollout(self, items: list[GenItem], n: int, s: SamplingCfg) -> RolloutBatch:
+        """Sample ``n`` images per prompt (no grad), decoded into ``images``."""
+
+    # -- scoring ---------------------------------------------------------------------------------
+    @abstractmethod
+    def token_logprobs(
+        self, batch: RolloutBatch, rows: torch.Tensor, *, est_seed: int, grad: bool, ref: bool = False
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per-token log-probs of ``batch.out_ids[rows]`` under the policy (or the reference model).
+
+        Returns ``(logp (b, L) float32, mask (b, L) bool)`` aligned with ``out_ids``; with
+        ``grad=True`` ``logp`` carries the autograd graph to the trainable parameters.
+        """
+
+    @abstractmethod
+    def sft_loss(self, examples: list[SFTExample]) -> dict[str, torch.Tensor]:
+        """Mean token cross-entropy per side present: ``{"und": ..., "gen": ...}`` (with grad)."""
+
+    # -- parameters and persistence --------------------------------------------------------------
+    @abstractmethod
+    def trainable_parameters(self) -> list[tuple[str, torch.nn.Parameter]]:
+        """(name, parameter) pairs that the optimizer updates (fp32 master weights)."""
+
+    @abstractmethod
+    def save_pretrained(self, path: str) -> None:
+        """Write the current weights (+ tokenizer/config files) so that the adapter loads ``path``."""
+
+    @abstractmethod
+    def describe(self) -> dict[str, Any]:
+        """Small JSON-able facts (family, capabilities, sizes, special ids) for the controller."""
+
+    def train_mode(self, on: bool) -> None:
+        """Switch between rollout (eval) and update (train: gradient checkpointing active) modes."""
+
+    def require(self, capability: str) -> None:
+        if capability not in self.capabilities:
+            raise CapabilityError(
+                f"{type(self).__name__} (family {self.family!r}) does not support {capability!r}; "
+                f"it declares {sorted(self.capabilities)}"
+            )
+
+
+def resolve_device(device: str) -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        d = torch.device(device)
+    except RuntimeError as e:
+        raise AdapterConfigError(f"device {device!r} is not a torch device: {e}") from None
+    if d.type == "cuda" and not torch.cuda.is_available():
+        raise AdapterConfigError(f"device {device!r} requested but CUDA is not available in this sidecar")
+    return d
+
+
+def resolve_autocast(autocast: str, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype for forwards: fp32 master weights always; bf16 compute on CUDA by default."""
+    if autocast == "auto":
+        return torch.bfloat16 if device.type == "cuda" else None
+    if autocast == "bf16":
+        return torch.bfloat16
+    if autocast in ("off", "fp32"):
+        return None
+    raise AdapterConfigError(f"autocast must be 'auto', 'bf16' or 'off', got {autocast!r}")

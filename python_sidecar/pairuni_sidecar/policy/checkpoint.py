@@ -1,0 +1,133 @@
+"""Policy checkpoints: an HF-format model directory plus optimizer and RNG state, written atomically.
+
+Layout of a policy directory::
+
+    <dir>/model/            save_pretrained output (fp32 master weights + tokenizer): from_pretrained loads it
+    <dir>/optimizer.pt      AdamW state_dict
+    <dir>/rng.pt            torch (CPU + CUDA), numpy and python RNG states
+    <dir>/policy.json       adapter name, optimizer step count, trainable-parameter names, optimizer settings
+
+``save_policy`` writes into ``<dir>.tmp-<pid>`` and renames it into place, so a crash leaves either the
+previous directory or the new one, never a half-written one.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import random
+import shutil
+
+import numpy as np
+import torch
+
+from ..adapters import LoadSpec, load_adapter
+from ..adapters.base import CheckpointNotFound
+from ..errors import BadRequest
+from .step import OptimCfg, Policy
+
+FORMAT = "pairuni-policy/1"
+
+
+def _names_digest(names: list[str]) -> str:
+    return hashlib.sha256("\n".join(names).encode()).hexdigest()[:16]
+
+
+def rng_state() -> dict:
+    st = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}
+    if torch.cuda.is_available():
+        st["cuda"] = torch.cuda.get_rng_state_all()
+    return st
+
+
+def set_rng_state(st: dict) -> None:
+    torch.set_rng_state(st["torch"])
+    np.random.set_state(st["numpy"])
+    random.setstate(st["python"])
+    if "cuda" in st and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(st["cuda"])
+
+
+def _fsync_dir(path: str) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def save_policy(policy: Policy, adapter_name: str, path: str) -> str:
+    """Write the policy to ``path`` atomically (replacing an existing directory); return ``path``."""
+    path = os.path.abspath(path)
+    parent = os.path.dirname(path)
+    os.makedirs(parent, exist_ok=True)
+    tmp = f"{path}.tmp-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    try:
+        os.makedirs(tmp)
+        policy.adapter.save_pretrained(os.path.join(tmp, "model"))
+        torch.save(policy.optimizer.state_dict(), os.path.join(tmp, "optimizer.pt"))
+        torch.save(rng_state(), os.path.join(tmp, "rng.pt"))
+        meta = {
+            "format": FORMAT,
+            "adapter": adapter_name,
+            "optimizer_step": policy.step_count,
+            "trainable": len(policy.param_names),
+            "trainable_digest": _names_digest(policy.param_names),
+            "optim": {**policy.optim_cfg.__dict__, "betas": list(policy.optim_cfg.betas)},
+        }
+        with open(os.path.join(tmp, "policy.json"), "w") as f:
+            json.dump(meta, f, indent=1)
+            f.flush()
+            os.fsync(f.fileno())
+        _fsync_dir(tmp)
+        if os.path.exists(path):
+            old = f"{path}.old-{os.getpid()}"
+            os.replace(path, old)
+            os.replace(tmp, path)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, path)
+        _fsync_dir(parent)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return path
+
+
+def read_policy_meta(path: str) -> dict:
+    meta_path = os.path.join(path, "policy.json")
+    if not os.path.isfile(meta_path):
+        raise CheckpointNotFound(f"checkpoint {path!r} has no policy.json (missing or incomplete checkpoint)")
+    with open(meta_path) as f:
+        meta = json.load(f)
+    if meta.get("format") != FORMAT:
+        raise BadRequest(f"checkpoint {path!r} has format {meta.get('format')!r}, expected {FORMAT!r}")
+    return meta
+
+
+def load_policy(adapter_name: str, spec: LoadSpec, optim: OptimCfg, resume_dir: str | None = None) -> Policy:
+    """Build the adapter and optimizer; with ``resume_dir`` load weights, optimizer and RNG from it."""
+    if resume_dir is None:
+        return Policy(load_adapter(adapter_name, spec), optim)
+    meta = read_policy_meta(resume_dir)
+    if meta["adapter"] != adapter_name:
+        raise BadRequest(f"checkpoint {resume_dir!r} was written by adapter {meta['adapter']!r}, not {adapter_name!r}")
+    spec = LoadSpec(**{**spec.__dict__, "model_dir": os.path.join(resume_dir, "model")})
+    policy = Policy(load_adapter(adapter_name, spec), optim)
+    if _names_digest(policy.param_names) != meta["trainable_digest"]:
+        raise BadRequest(f"checkpoint {resume_dir!r} was trained with a different set of trainable parameters "
+                         f"({meta['trainable']} tensors) than train_modules={list(spec.train_modules)} selects "
+                         f"({len(policy.param_names)}); resume with the same train_modules")
+    state = torch.load(os.path.join(resume_dir, "optimizer.pt"), map_location=policy.adapter.device, weights_only=False)
+    policy.optimizer.load_state_dict(state)
+    for g in policy.optimizer.param_groups:  # the run's settings win over the stored ones
+        g["lr"], g["betas"], g["eps"], g["weight_decay"] = optim.lr, tuple(optim.betas), optim.eps, optim.weight_decay
+    set_rng_state(torch.load(os.path.join(resume_dir, "rng.pt"), weights_only=False))
+    policy.step_count = int(meta["optimizer_step"])
+    return policy

@@ -1,0 +1,116 @@
+"""The clipped GRPO surrogate on per-token log-probs (PairUni eq. 1-4), model-agnostic.
+
+For trajectory i with advantage A_i (already group-normalised and multiplied by the pair weight w_p
+in the controller) and tokens t in its mask:
+
+    rho_t     = exp(logp_t - old_logp_t)
+    L_clip    = min(rho_t * A_i, clip(rho_t, 1 - eps_low, 1 + eps_high) * A_i)
+    kl_t      = exp(ref_t - logp_t) - (ref_t - logp_t) - 1            (k3 estimator, only when beta > 0)
+    loss      = sum_i  c_i * sum_t mask_it * (-L_clip + beta * kl_t)
+
+The per-trajectory coefficient ``c_i`` fixes the aggregation and is computed once for the whole step,
+so splitting a step into micro-batches (gradient accumulation) does not change the result:
+
+- ``seq_mean`` (GRPO): c_i = 1 / (n_group * |o_i|)  - token mean inside a sequence, mean over sequences
+- ``token_mean`` (T2I-R1): c_i = 1 / (tokens in the normalisation group)
+
+where the normalisation group is each side separately (``norm="side"``: L = L_und + L_gen, eq. 2/4) or
+the whole mixed batch (``norm="batch"``: one expectation over all trajectories, eq. 1).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from ..errors import BadRequest
+
+
+class LossConfigError(BadRequest):
+    """A loss setting out of range; the message names it."""
+
+
+@dataclass
+class LossCfg:
+    eps_low: float = 0.2
+    eps_high: float = 0.2
+    beta: float = 0.0
+    agg: str = "seq_mean"   # seq_mean | token_mean
+    norm: str = "side"      # side | batch
+
+    def validate(self) -> "LossCfg":
+        if not (0 <= self.eps_low < 1) or not (0 <= self.eps_high):
+            raise LossConfigError(f"clip range must satisfy 0 <= eps_low < 1 and eps_high >= 0 (got {self.eps_low}, {self.eps_high})")
+        if not (self.beta >= 0):
+            raise LossConfigError(f"beta must be >= 0, got {self.beta}")
+        if self.agg not in ("seq_mean", "token_mean"):
+            raise LossConfigError(f"loss aggregation must be 'seq_mean' or 'token_mean', got {self.agg!r}")
+        if self.norm not in ("side", "batch"):
+            raise LossConfigError(f"loss normalisation must be 'side' or 'batch', got {self.norm!r}")
+        return self
+
+
+def traj_coefficients(masks: list[torch.Tensor], cfg: LossCfg) -> list[torch.Tensor]:
+    """One coefficient per trajectory for each side's (B, L) mask, per the aggregation rules above."""
+    lens = [m.sum(-1).to(torch.float64) for m in masks]
+    if cfg.norm == "batch":
+        n = sum(int(x.numel()) for x in lens)
+        tokens = sum(float(x.sum()) for x in lens)
+        groups = [(n, tokens)] * len(lens)
+    else:
+        groups = [(int(x.numel()), float(x.sum())) for x in lens]
+    out = []
+    for x, (n, tokens) in zip(lens, groups):
+        if cfg.agg == "seq_mean":
+            c = torch.where(x > 0, 1.0 / (n * x.clamp(min=1)), torch.zeros_like(x))
+        else:
+            c = torch.full_like(x, 1.0 / tokens if tokens > 0 else 0.0)
+        out.append(c.to(torch.float32))
+    return out
+
+
+def clipped_surrogate(
+    logp: torch.Tensor,
+    old_logp: torch.Tensor,
+    adv: torch.Tensor,
+    mask: torch.Tensor,
+    coef: torch.Tensor,
+    cfg: LossCfg,
+    ref_logp: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """Loss contribution of a (micro-)batch and detached per-batch sums for metrics.
+
+    logp/old_logp/mask: (b, L); adv/coef: (b,). Returns ``(loss, stats)`` where ``stats`` holds sums
+    over masked tokens (``tokens``, ``clipped``, ``ratio_sum``, ``kl_old_sum``, ``kl_ref_sum``) and
+    the min/max ratio, so callers can aggregate across micro-batches exactly.
+    """
+    m = mask.to(logp.dtype)
+    log_ratio = (logp - old_logp) * m
+    ratio = torch.exp(log_ratio)
+    a = adv.to(logp.dtype).unsqueeze(-1)
+    unclipped = ratio * a
+    clipped = torch.clamp(ratio, 1.0 - cfg.eps_low, 1.0 + cfg.eps_high) * a
+    per_tok = -torch.minimum(unclipped, clipped)
+    kl_ref = None
+    if cfg.beta > 0:
+        if ref_logp is None:
+            raise LossConfigError("beta > 0 needs reference log-probs (load a reference model)")
+        d = (ref_logp - logp) * m
+        kl_ref = torch.exp(d) - d - 1
+        per_tok = per_tok + cfg.beta * kl_ref
+    loss = (per_tok * m * coef.to(logp.dtype).unsqueeze(-1)).sum()
+    with torch.no_grad():
+        mb = mask.bool()
+        is_clipped = ((ratio > 1 + cfg.eps_high) & (a > 0)) | ((ratio < 1 - cfg.eps_low) & (a < 0))
+        r = ratio[mb]
+        stats = {
+            "tokens": mb.sum().to(torch.float64),
+            "clipped": (is_clipped & mb).sum().to(torch.float64),
+            "ratio_sum": r.sum().to(torch.float64),
+            "ratio_min": r.min() if r.numel() else torch.tensor(1.0),
+            "ratio_max": r.max() if r.numel() else torch.tensor(1.0),
+            # k3 estimate of KL(pi_old || pi_theta) from tokens sampled by pi_old: a drift gauge for mu > 1
+            "kl_old_sum": ((ratio - 1 - log_ratio) * m).sum().to(torch.float64),
+            "kl_ref_sum": (kl_ref * m).sum().to(torch.float64) if kl_ref is not None else torch.zeros((), dtype=torch.float64),
+        }
+    return loss, stats

@@ -1,0 +1,225 @@
+"""The generic policy update: one optimizer step of the clipped surrogate over both sides.
+
+``Policy`` owns the adapter and an AdamW optimizer over the adapter's trainable fp32 master weights.
+``Policy.update`` runs gradient accumulation over micro-batches of trajectories (und side first, then
+gen), clips the global gradient norm, steps the optimizer, and returns per-side metrics. Nothing is
+applied when the gradient is not finite: the step is refused with a typed error and the weights and
+optimizer state stay as they were.
+"""
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+import torch
+
+from ..adapters.base import PolicyAdapter, RolloutBatch, SFTExample
+from ..errors import BadRequest, OpFailed
+from .loss import LossCfg, clipped_surrogate, traj_coefficients
+
+
+class NonFiniteError(OpFailed):
+    """Advantages, rewards or gradients that are NaN/inf; nothing was applied."""
+
+
+@dataclass
+class OptimCfg:
+    lr: float = 1e-6
+    betas: tuple[float, float] = (0.9, 0.999)
+    eps: float = 1e-8
+    weight_decay: float = 0.0
+    max_grad_norm: float = 1.0  # <= 0: no clipping (the norm is still reported)
+
+    def validate(self) -> "OptimCfg":
+        if not (math.isfinite(self.lr) and self.lr > 0):
+            raise BadRequest(f"optimizer lr must be a finite number > 0, got {self.lr}")
+        if len(self.betas) != 2 or not all(0 <= b < 1 for b in self.betas):
+            raise BadRequest(f"optimizer betas must be two numbers in [0, 1), got {self.betas}")
+        if not (self.weight_decay >= 0 and self.eps > 0):
+            raise BadRequest("optimizer weight_decay must be >= 0 and eps > 0")
+        return self
+
+
+@dataclass
+class SideInput:
+    batch: RolloutBatch
+    adv: torch.Tensor  # (B,) float32, already group-normalised and pair-weighted
+
+
+@dataclass
+class _Acc:
+    loss: float = 0.0
+    tokens: float = 0.0
+    clipped: float = 0.0
+    ratio_sum: float = 0.0
+    ratio_min: float = math.inf
+    ratio_max: float = -math.inf
+    kl_old: float = 0.0
+    kl_ref: float = 0.0
+    trajs: int = 0
+    skipped: int = 0
+    extra: dict = field(default_factory=dict)
+
+
+class Policy:
+    def __init__(self, adapter: PolicyAdapter, optim: OptimCfg | None = None) -> None:
+        self.adapter = adapter
+        self.optim_cfg = (optim or OptimCfg()).validate()
+        named = adapter.trainable_parameters()
+        if not named:
+            raise BadRequest("the adapter exposes no trainable parameters")
+        self.param_names = [n for n, _ in named]
+        self.params = [p for _, p in named]
+        for n, p in named:
+            if p.dtype != torch.float32:
+                raise BadRequest(f"trainable parameter {n} is {p.dtype}; master weights must be fp32 "
+                                 "(lr 1e-6 updates vanish in bf16)")
+        c = self.optim_cfg
+        self.optimizer = torch.optim.AdamW(self.params, lr=c.lr, betas=tuple(c.betas), eps=c.eps,
+                                           weight_decay=c.weight_decay)
+        self.step_count = 0
+
+    # -- reference log-probs (beta > 0) ----------------------------------------------------------
+    @torch.no_grad()
+    def ensure_ref_logp(self, batch: RolloutBatch, micro_batch: int) -> None:
+        if batch.ref_logp is not None:
+            return
+        parts = []
+        for s in range(0, batch.size, micro_batch):
+            rows = torch.arange(s, min(batch.size, s + micro_batch))
+            parts.append(self.adapter.token_logprobs(batch, rows, est_seed=0, grad=False, ref=True)[0].float().cpu())
+        batch.ref_logp = torch.cat(parts, 0)
+
+    # -- the PairGRPO update ---------------------------------------------------------------------
+    def update(
+        self,
+        sides: list[SideInput],
+        cfg: LossCfg,
+        *,
+        est_seed: int = 0,
+        micro_batch: int = 8,
+        grad_cosine: bool = False,
+        check: Callable[[], None] | None = None,
+    ) -> dict[str, float]:
+        """One optimizer step on ``sides`` (each a rollout batch with its advantages)."""
+        cfg.validate()
+        if not sides:
+            raise BadRequest("update needs at least one side")
+        if micro_batch < 1:
+            raise BadRequest(f"micro_batch must be >= 1, got {micro_batch}")
+        names = [s.batch.side for s in sides]
+        if len(set(names)) != len(names):
+            raise BadRequest(f"update got the same side twice: {names}")
+        for s in sides:
+            adv = s.adv
+            if adv.ndim != 1 or adv.shape[0] != s.batch.size:
+                raise BadRequest(f"{s.batch.side}: advantages must have shape ({s.batch.size},), got {tuple(adv.shape)}")
+            if not bool(torch.isfinite(adv).all()):
+                raise NonFiniteError(f"{s.batch.side}: advantages contain NaN/inf; no update was applied")
+        dev = self.adapter.device
+        t0 = time.perf_counter()
+        coefs = traj_coefficients([s.batch.out_mask for s in sides], cfg)
+        if cfg.beta > 0:
+            for s in sides:
+                self.ensure_ref_logp(s.batch, micro_batch)
+        self.optimizer.zero_grad(set_to_none=True)
+        self.adapter.train_mode(True)
+        accs: dict[str, _Acc] = {}
+        first_grads: list[torch.Tensor] | None = None
+        try:
+            for si, s in enumerate(sides):
+                acc = accs.setdefault(s.batch.side, _Acc())
+                b, adv = s.batch, s.adv.float()
+                acc.trajs = b.size
+                rows_all = torch.arange(b.size)
+                if cfg.beta == 0:
+                    # zero-advantage trajectories (e.g. zero-variance groups) add nothing to the gradient
+                    keep = adv != 0
+                    acc.skipped = int((~keep).sum())
+                    rows_all = rows_all[keep]
+                for start in range(0, rows_all.numel(), micro_batch):
+                    if check is not None:
+                        check()
+                    rows = rows_all[start:start + micro_batch]
+                    logp, mask = self.adapter.token_logprobs(b, rows, est_seed=est_seed, grad=True)
+                    ref = b.ref_logp[rows].to(dev) if b.ref_logp is not None else None
+                    loss, st = clipped_surrogate(logp, b.old_logp[rows].to(dev), adv[rows].to(dev), mask,
+                                                 coefs[si][rows].to(dev), cfg, ref)
+                    loss.backward()
+                    acc.loss += float(loss.detach())
+                    acc.tokens += float(st["tokens"])
+                    acc.clipped += float(st["clipped"])
+                    acc.ratio_sum += float(st["ratio_sum"])
+                    acc.ratio_min = min(acc.ratio_min, float(st["ratio_min"]))
+                    acc.ratio_max = max(acc.ratio_max, float(st["ratio_max"]))
+                    acc.kl_old += float(st["kl_old_sum"])
+                    acc.kl_ref += float(st["kl_ref_sum"])
+                if grad_cosine and si == 0 and len(sides) == 2:
+                    first_grads = [p.grad.detach().clone() if p.grad is not None else torch.zeros_like(p) for p in self.params]
+        finally:
+            self.adapter.train_mode(False)
+        out: dict[str, float] = {}
+        if first_grads is not None:
+            dot = n1 = n2 = 0.0
+            for g1, p in zip(first_grads, self.params):
+                g = p.grad if p.grad is not None else torch.zeros_like(p)
+                g2 = g - g1
+                dot += float((g1.double() * g2.double()).sum())
+                n1 += float(g1.double().pow(2).sum())
+                n2 += float(g2.double().pow(2).sum())
+            out["grad_cos"] = dot / math.sqrt(n1 * n2) if n1 > 0 and n2 > 0 else 0.0
+        max_norm = self.optim_cfg.max_grad_norm
+        grads = [p for p in self.params if p.grad is not None]
+        if grads:
+            norm = float(torch.nn.utils.clip_grad_norm_(grads, max_norm if max_norm > 0 else math.inf))
+        else:
+            norm = 0.0
+        if not math.isfinite(norm):
+            self.optimizer.zero_grad(set_to_none=True)
+            raise NonFiniteError(f"gradient norm is {norm}; the step was not applied (weights unchanged)")
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.step_count += 1
+        tokens = 0.0
+        for side, a in accs.items():
+            tokens += a.tokens
+            out[f"{side}/loss"] = a.loss
+            out[f"{side}/tokens"] = a.tokens
+            out[f"{side}/clip_frac"] = a.clipped / a.tokens if a.tokens else 0.0
+            out[f"{side}/ratio_mean"] = a.ratio_sum / a.tokens if a.tokens else 1.0
+            out[f"{side}/ratio_min"] = a.ratio_min if a.tokens else 1.0
+            out[f"{side}/ratio_max"] = a.ratio_max if a.tokens else 1.0
+            out[f"{side}/kl_old"] = a.kl_old / a.tokens if a.tokens else 0.0
+            if cfg.beta > 0:
+                out[f"{side}/kl_ref"] = a.kl_ref / a.tokens if a.tokens else 0.0
+            out[f"{side}/skipped"] = float(a.skipped)
+        out["loss"] = sum(a.loss for a in accs.values())
+        out["grad_norm"] = norm
+        out["lr"] = float(self.optimizer.param_groups[0]["lr"])
+        out["update_tokens"] = tokens
+        out["update_s"] = time.perf_counter() - t0
+        out["optimizer_step"] = float(self.step_count)
+        return out
+
+    # -- supervised step (SFT families such as Bagel use only this) ------------------------------
+    def sft_step(self, examples: list[SFTExample]) -> dict[str, float]:
+        self.optimizer.zero_grad(set_to_none=True)
+        self.adapter.train_mode(True)
+        try:
+            losses = self.adapter.sft_loss(examples)
+            total = sum(losses.values())
+            total.backward()
+        finally:
+            self.adapter.train_mode(False)
+        max_norm = self.optim_cfg.max_grad_norm
+        norm = float(torch.nn.utils.clip_grad_norm_([p for p in self.params if p.grad is not None],
+                                                    max_norm if max_norm > 0 else math.inf))
+        if not math.isfinite(norm):
+            self.optimizer.zero_grad(set_to_none=True)
+            raise NonFiniteError(f"SFT gradient norm is {norm}; the step was not applied")
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.step_count += 1
+        return {**{f"{k}/sft_loss": float(v.detach()) for k, v in losses.items()}, "grad_norm": norm}

@@ -1,0 +1,105 @@
+/**
+ * `pairuni train --config run.json [--resume] [--steps N] [--out DIR]`: PairGRPO training with a
+ * progress bar. Ctrl-C stops at the next step boundary and saves a checkpoint (a second Ctrl-C exits
+ * at once); `--resume` continues from the run directory's latest checkpoint.
+ */
+import { resolve } from 'node:path';
+import { parseArgs } from 'node:util';
+import { AbortedError, ConfigError } from '../../errors.js';
+import { loadTrainConfig } from '../../train/config.js';
+import { train } from '../../train/trainer.js';
+import { Progress } from '../../util/progress.js';
+
+export const summary = 'train a unified VLM with PairGRPO on a PairUG file (checkpoints, resume, TensorBoard)';
+
+const HELP = `usage: pairuni train --config <run.json> [options]
+
+  --config <file>   training config (JSON; see TrainConfig in src/train/config.ts; paths relative to the file)
+  --resume          continue from <out>/checkpoints/latest
+  --steps <n>       override config.steps
+  --out <dir>       override config.out
+  --data <file>     override config.data
+  --model <dir>     override config.model.path
+  --quiet           no progress bar
+  -h, --help        this text
+
+Writes <out>/metrics.jsonl, <out>/tensorboard/, <out>/samples/, <out>/checkpoints/step-NNNNNN/.
+Exit codes: 0 done, 130 stopped by Ctrl-C (checkpoint saved), 1 error.`;
+
+const fmt = (x: number | undefined, d = 3) => (x === undefined || !Number.isFinite(x) ? '-' : x.toFixed(d));
+
+export async function run(argv: string[]): Promise<number> {
+  let values;
+  try {
+    ({ values } = parseArgs({
+      args: argv,
+      options: {
+        config: { type: 'string' },
+        resume: { type: 'boolean', default: false },
+        steps: { type: 'string' },
+        out: { type: 'string' },
+        data: { type: 'string' },
+        model: { type: 'string' },
+        quiet: { type: 'boolean', default: false },
+        help: { type: 'boolean', short: 'h', default: false },
+      },
+      strict: true,
+    }));
+  } catch (e) {
+    console.error(`pairuni train: ${(e as Error).message}\n\n${HELP}`);
+    return 2;
+  }
+  if (values.help) {
+    console.log(HELP);
+    return 0;
+  }
+  if (!values.config) {
+    console.error(`pairuni train: --config is required\n\n${HELP}`);
+    return 2;
+  }
+  const overrides: Record<string, unknown> = {};
+  if (values.steps !== undefined) {
+    const n = Number(values.steps);
+    if (!Number.isInteger(n) || n < 1) throw new ConfigError(`--steps must be a positive integer, got '${values.steps}'`);
+    overrides.steps = n;
+  }
+  // Paths given on the command line are relative to the working directory (the config's to its file).
+  if (values.out) overrides.out = resolve(values.out);
+  if (values.data) overrides.data = resolve(values.data);
+  if (values.model) overrides.model = { path: resolve(values.model) };
+  const cfg = loadTrainConfig(values.config, overrides);
+
+  const ac = new AbortController();
+  let interrupts = 0;
+  const onSigint = () => {
+    interrupts += 1;
+    if (interrupts > 1) process.exit(130);
+    process.stderr.write('\npairuni train: stopping after this step (Ctrl-C again to quit at once)\n');
+    ac.abort();
+  };
+  process.on('SIGINT', onSigint);
+  const bar = new Progress({ label: 'train', total: cfg.steps, unit: 'step', silent: values.quiet });
+  try {
+    const res = await train(cfg, {
+      resume: values.resume,
+      signal: ac.signal,
+      onLog: (l) => {
+        if (/error|Traceback|lost|restart/i.test(l)) process.stderr.write(`${l}\n`);
+      },
+      onStep: (m) =>
+        bar.update(m.step, cfg.steps, `r_u=${fmt(m['und/reward'])} r_g=${fmt(m['gen/reward'])} |g|=${fmt(m.grad_norm, 2)} ${fmt(m['time/step'], 2)}s/step`),
+    });
+    bar.done();
+    console.log(`pairuni train: ${res.steps} steps done; checkpoint ${res.checkpoint}${res.restarts ? ` (${res.restarts} sidecar restarts)` : ''}`);
+    return 0;
+  } catch (e) {
+    bar.done();
+    if (e instanceof AbortedError) {
+      console.error(`pairuni train: ${e.message}`);
+      return 130;
+    }
+    throw e;
+  } finally {
+    process.removeListener('SIGINT', onSigint);
+  }
+}

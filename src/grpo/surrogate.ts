@@ -1,0 +1,82 @@
+/**
+ * TS reference of the clipped surrogate the sidecar optimises (python_sidecar/.../policy/loss.py),
+ * for cross-checking on small tensors fetched with `train.logprobs`:
+ *
+ *   ρ_t = exp(logp_t − old_t)
+ *   L   = Σ_i c_i Σ_t mask_it · ( −min(ρ_t Ã_i, clip(ρ_t, 1−ε_low, 1+ε_high) Ã_i) + β · k3_t )
+ *   k3_t = exp(ref_t − logp_t) − (ref_t − logp_t) − 1
+ *
+ * with c_i from `trajCoefficients` (sequence mean per side by default).
+ */
+export interface SurrogateConfig {
+  epsLow: number;
+  epsHigh: number;
+  beta: number;
+  agg: 'seq_mean' | 'token_mean';
+  norm: 'side' | 'batch';
+}
+
+export const DEFAULT_SURROGATE: SurrogateConfig = { epsLow: 0.2, epsHigh: 0.2, beta: 0, agg: 'seq_mean', norm: 'side' };
+
+/** Rows of a (B, L) matrix as flat row-major arrays. */
+export interface SideLogprobs {
+  logp: ArrayLike<number>;
+  old: ArrayLike<number>;
+  mask: ArrayLike<number>; // 0/1
+  ref?: ArrayLike<number>;
+  adv: ArrayLike<number>; // (B,)
+  length: number; // L
+}
+
+/** Per-trajectory coefficients c_i for each side (same rules as the sidecar). */
+export function trajCoefficients(sides: readonly { mask: ArrayLike<number>; length: number }[], cfg: SurrogateConfig): Float64Array[] {
+  const lens = sides.map((s) => {
+    const b = s.mask.length / s.length;
+    const out = new Float64Array(b);
+    for (let i = 0; i < b; i++) for (let t = 0; t < s.length; t++) out[i] += s.mask[i * s.length + t] ? 1 : 0;
+    return out;
+  });
+  const totals = lens.map((l) => ({ n: l.length, tokens: l.reduce((a, x) => a + x, 0) }));
+  const all = { n: totals.reduce((a, t) => a + t.n, 0), tokens: totals.reduce((a, t) => a + t.tokens, 0) };
+  return lens.map((l, si) => {
+    const { n, tokens } = cfg.norm === 'batch' ? all : totals[si];
+    return l.map((len) => (cfg.agg === 'seq_mean' ? (len > 0 ? 1 / (n * len) : 0) : tokens > 0 ? 1 / tokens : 0));
+  });
+}
+
+export interface SurrogateResult {
+  loss: number;
+  tokens: number;
+  clipped: number;
+}
+
+/** The loss over all sides (L_und + L_gen), plus the clipped-token count. */
+export function clippedSurrogate(sides: readonly SideLogprobs[], cfg: SurrogateConfig = DEFAULT_SURROGATE): SurrogateResult {
+  const coefs = trajCoefficients(sides, cfg);
+  let loss = 0;
+  let tokens = 0;
+  let clipped = 0;
+  sides.forEach((s, si) => {
+    const b = s.adv.length;
+    for (let i = 0; i < b; i++) {
+      const a = s.adv[i];
+      for (let t = 0; t < s.length; t++) {
+        const j = i * s.length + t;
+        if (!s.mask[j]) continue;
+        const lr = s.logp[j] - s.old[j];
+        const r = Math.exp(lr);
+        const rc = Math.min(Math.max(r, 1 - cfg.epsLow), 1 + cfg.epsHigh);
+        let term = -Math.min(r * a, rc * a);
+        if (cfg.beta > 0) {
+          if (!s.ref) throw new RangeError('beta > 0 needs reference log-probs');
+          const d = s.ref[j] - s.logp[j];
+          term += cfg.beta * (Math.exp(d) - d - 1);
+        }
+        loss += coefs[si][i] * term;
+        tokens++;
+        if ((r > 1 + cfg.epsHigh && a > 0) || (r < 1 - cfg.epsLow && a < 0)) clipped++;
+      }
+    }
+  });
+  return { loss, tokens, clipped };
+}

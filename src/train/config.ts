@@ -1,0 +1,187 @@
+/**
+ * The training configuration: one zod schema, the single source of truth. Defaults are PairUni §3's
+ * Janus-Pro-7B settings (rollout size 4 per side, global batch 16 pairs, CFG 5, β = 0, lr 1e-6,
+ * temperature 1.0, at most 1200 steps; the 1B runs use rollout size 8). Settings the paper does not
+ * state use GRPO/TRL defaults and say so: ε = 0.2, μ = 1, grad-norm clip 1.0, weight decay 0.
+ */
+import { readFileSync } from 'node:fs';
+import { dirname, resolve } from 'node:path';
+import { z } from 'zod';
+import { ConfigError } from '../errors.js';
+import { PAIR_MODES } from '../grpo/advantages.js';
+import { DEFAULT_UND_INSTRUCTION } from '../grpo/rewards.js';
+
+export const ModelConfig = z
+  .object({
+    /** Adapter family in the sidecar (`janus`; later `dimoo`, `bagel`). */
+    adapter: z.string().min(1).default('janus'),
+    /** A `from_pretrained` directory (see python_sidecar/pairuni_sidecar/adapters/README.md). */
+    path: z.string().min(1),
+    device: z.string().default('auto'),
+    /** `auto`: bf16 autocast on CUDA over fp32 master weights, fp32 on CPU. */
+    autocast: z.enum(['auto', 'bf16', 'off']).default('auto'),
+    /** Parameter groups that train (Janus: language_model | vision | gen_head | gen_embed | vqmodel). */
+    trainModules: z.array(z.string().min(1)).min(1).default(['language_model']),
+    gradientCheckpointing: z.boolean().default(true),
+    /** Adapter-specific options (Janus: und_template, gen_template, system_prompt, detach_uncond). */
+    options: z.record(z.string(), z.unknown()).default({}),
+    /** Frozen reference model for the KL term (β > 0); defaults to `path`. */
+    refPath: z.string().min(1).optional(),
+  })
+  .strict();
+
+export const UndConfig = z
+  .object({
+    /** K_u: answers sampled per understanding item (paper: 4 for 7B, 8 for 1B). */
+    k: z.number().int().min(1).default(4),
+    temperature: z.number().positive().default(1.0),
+    maxNewTokens: z.number().int().min(1).default(512),
+    /** User text around the question; `{question}` and `{choices}` are filled in. */
+    instruction: z.string().min(1).default(DEFAULT_UND_INSTRUCTION),
+    /** r_Und = Acc + formatWeight · Format (paper: accuracy only). */
+    formatWeight: z.number().min(0).default(0),
+    /** Old log-probs from the sampling pass (`rollout`) or a teacher-forced no-grad pass (`recompute`, for bf16). */
+    oldLogp: z.enum(['rollout', 'recompute']).default('rollout'),
+  })
+  .strict();
+
+export const GenConfig = z
+  .object({
+    /** K_g: images sampled per generation prompt. */
+    k: z.number().int().min(1).default(4),
+    temperature: z.number().positive().default(1.0),
+    cfgWeight: z.number().default(5),
+    /** Training log-prob of image tokens: the CFG-guided distribution (default) or the conditional branch (T2I-R1 parity). */
+    logp: z.enum(['cfg', 'cond']).default('cfg'),
+    oldLogp: z.enum(['rollout', 'recompute']).default('rollout'),
+    /** A reward registered in the sidecar (`@reward(name)`): `hps` (needs config.checkpoint), `shapes`, `brightness`, ... */
+    reward: z
+      .object({ name: z.string().min(1).default('hps'), config: z.record(z.string(), z.unknown()).default({}) })
+      .strict()
+      .prefault({}),
+  })
+  .strict();
+
+export const LossConfig = z
+  .object({
+    epsLow: z.number().min(0).lt(1).default(0.2),
+    epsHigh: z.number().min(0).default(0.2),
+    /** KL weight; 0 (the paper's setting) needs no reference model. */
+    beta: z.number().min(0).default(0),
+    /** Sequence mean per trajectory then mean over trajectories (GRPO), or one token mean (T2I-R1). */
+    agg: z.enum(['seq_mean', 'token_mean']).default('seq_mean'),
+    /** μ: optimizer steps per rollout batch. */
+    mu: z.number().int().min(1).default(1),
+  })
+  .strict();
+
+export const OptimConfig = z
+  .object({
+    lr: z.number().positive().default(1e-6),
+    betas: z.tuple([z.number().min(0).lt(1), z.number().min(0).lt(1)]).default([0.9, 0.999]),
+    eps: z.number().positive().default(1e-8),
+    weightDecay: z.number().min(0).default(0),
+    /** ≤ 0 disables clipping. */
+    maxGradNorm: z.number().default(1.0),
+    /** Trajectories per forward/backward (gradient accumulation inside a step). */
+    microBatch: z.number().int().min(1).default(8),
+  })
+  .strict();
+
+export const TrainConfig = z
+  .object({
+    /** PairUG file (JSONL or Arrow IPC) of PairRecord rows; image paths relative to it. */
+    data: z.string().min(1),
+    /** Run directory: metrics.jsonl, TensorBoard events, samples/, checkpoints/. */
+    out: z.string().min(1),
+    model: ModelConfig,
+    /** eq. 1 `vanilla`, eq. 2 `pair`, eq. 4 `pairgrpo` (sqrt), Table 7 ablations `linear` and `none`. */
+    mode: z.enum(PAIR_MODES).default('pairgrpo'),
+    steps: z.number().int().min(1).default(1200),
+    /** Pairs per step (paper: global batch 16). */
+    batchPairs: z.number().int().min(1).default(16),
+    seed: z.number().int().min(0).default(0),
+    und: UndConfig.prefault({}),
+    gen: GenConfig.prefault({}),
+    advantage: z
+      .object({ std: z.enum(['unbiased', 'population']).default('unbiased'), eps: z.number().min(0).default(1e-4) })
+      .strict()
+      .prefault({}),
+    loss: LossConfig.prefault({}),
+    optim: OptimConfig.prefault({}),
+    log: z
+      .object({
+        tensorboard: z.boolean().default(true),
+        /** Save a PNG grid of generated images every N steps (0: never). */
+        sampleEvery: z.number().int().min(0).default(50),
+        /** Cosine between understanding and generation gradients (App. D); costs one gradient copy. */
+        gradCosine: z.boolean().default(false),
+      })
+      .strict()
+      .prefault({}),
+    checkpoint: z
+      .object({
+        every: z.number().int().min(0).default(100),
+        /** Checkpoints kept (oldest deleted first); 0 keeps all. */
+        keep: z.number().int().min(0).default(3),
+      })
+      .strict()
+      .prefault({}),
+    sidecar: z
+      .object({
+        python: z.string().optional(),
+        threads: z.number().int().min(1).optional(),
+        /** Restarts after the sidecar dies (each resumes from the latest checkpoint). */
+        maxRestarts: z.number().int().min(0).default(2),
+      })
+      .strict()
+      .prefault({}),
+  })
+  .strict();
+
+export type TrainConfig = z.infer<typeof TrainConfig>;
+export type TrainConfigInput = z.input<typeof TrainConfig>;
+
+/** Validates a config object; relative `data`, `out`, `model.path`, `model.refPath` resolve against `baseDir`. */
+export function parseTrainConfig(input: unknown, baseDir = process.cwd(), source = 'config'): TrainConfig {
+  const r = TrainConfig.safeParse(input);
+  if (!r.success) {
+    const lines = r.error.issues.map((i) => `  ${i.path.join('.') || '(root)'}: ${i.message}`);
+    throw new ConfigError(`${source} is not a valid training config:\n${lines.join('\n')}`);
+  }
+  const c = r.data;
+  const abs = (p: string) => resolve(baseDir, p);
+  return {
+    ...c,
+    data: abs(c.data),
+    out: abs(c.out),
+    model: { ...c.model, path: abs(c.model.path), refPath: c.model.refPath ? abs(c.model.refPath) : undefined },
+  };
+}
+
+/** Reads a JSON config file (paths inside resolve against the file's directory). */
+export function loadTrainConfig(file: string, overrides: Record<string, unknown> = {}): TrainConfig {
+  let raw: unknown;
+  try {
+    raw = JSON.parse(readFileSync(file, 'utf8'));
+  } catch (e) {
+    throw new ConfigError(`cannot read config ${file}: ${(e as Error).message}`, { cause: e });
+  }
+  if (typeof raw !== 'object' || raw === null || Array.isArray(raw)) throw new ConfigError(`config ${file} must hold a JSON object`);
+  return parseTrainConfig(deepMerge(raw as Record<string, unknown>, overrides), dirname(resolve(file)), file);
+}
+
+function deepMerge(a: Record<string, unknown>, b: Record<string, unknown>): Record<string, unknown> {
+  const out: Record<string, unknown> = { ...a };
+  for (const [k, v] of Object.entries(b)) {
+    const cur = out[k];
+    out[k] =
+      v && typeof v === 'object' && !Array.isArray(v) && cur && typeof cur === 'object' && !Array.isArray(cur)
+        ? deepMerge(cur as Record<string, unknown>, v as Record<string, unknown>)
+        : v;
+  }
+  return out;
+}
+
+/** Config fields that may change between a run and its resume (everything else must match). */
+export const RESUMABLE_CHANGES = ['steps', 'out', 'log', 'checkpoint', 'sidecar'] as const;

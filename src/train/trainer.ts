@@ -1,0 +1,331 @@
+/**
+ * The PairGRPO training loop (PairUni §2.2, Algorithm: pair batch → rollouts on both sides → rewards
+ * → per-(pair, side) group advantages × w_p → μ clipped-surrogate updates).
+ *
+ * Heavy tensors never leave the sidecar: rollouts (token ids, log-probs, images) stay there under
+ * handles; the controller moves texts (to score answers), rewards and advantages (B floats), and
+ * metrics. Every step's randomness derives from (seed, step), so `resume` and sidecar restarts
+ * continue bit for bit.
+ */
+import { join } from 'node:path';
+import { performance } from 'node:perf_hooks';
+import { AbortedError, ConfigError, PairuniError, SidecarError } from '../errors.js';
+import { isPaired, lossNorm, pairWeight, sideAdvantages } from '../grpo/advantages.js';
+import { renderQuestion, undReward } from '../grpo/rewards.js';
+import { Sidecar, Tensor } from '../sidecar/index.js';
+import { assertResumable, type Checkpoint, latestCheckpoint, writeCheckpoint, writeFileAtomic } from './checkpoint.js';
+import type { TrainConfig } from './config.js';
+import { loadPairUG, stepIndices, type TrainPair } from './data.js';
+import { RunLog, type StepMetrics } from './metrics.js';
+
+export interface TrainOptions {
+  /** Stops at the next step boundary, saves a checkpoint, then rejects with AbortedError. */
+  signal?: AbortSignal;
+  /** Continue from `<out>/checkpoints/latest` (the config may change only in steps/out/log/checkpoint/sidecar). */
+  resume?: boolean;
+  /** Called after each step is logged. */
+  onStep?: (m: StepMetrics, ctx: { sidecar: Sidecar; config: TrainConfig }) => void | Promise<void>;
+  /** Sidecar stderr lines and trainer notices. */
+  onLog?: (line: string) => void;
+  /** Replaces the accuracy reward of the understanding side (must return a finite number). */
+  undReward?: (completion: string, pair: TrainPair) => number;
+  /** How to start a sidecar (default: `Sidecar.spawn` with `config.sidecar`). Called again after a crash. */
+  spawn?: () => Promise<Sidecar>;
+}
+
+export interface TrainResult {
+  /** Completed steps (equals config.steps when the run finished). */
+  steps: number;
+  checkpoint?: string;
+  last?: StepMetrics;
+  restarts: number;
+}
+
+/** The run directory already holds a run and `resume` was not asked for (or there is nothing to resume). */
+export class RunStateError extends ConfigError {}
+
+/** Per-step seeds: sampling per side, the estimator seed per inner iteration (dLLM-style adapters). */
+export function stepSeed(seed: number, step: number, what: 'und' | 'gen' | number): number {
+  const k = what === 'und' ? 1 : what === 'gen' ? 2 : 3 + what;
+  return Number(((BigInt(seed) * 1_000_003n + BigInt(step)) * 4096n + BigInt(k)) % 2_147_483_647n);
+}
+
+/** Sidecar `train.load` arguments for a config (optionally resuming from a checkpoint's policy dir). */
+export function loadArgs(cfg: TrainConfig, resumeDir?: string): Record<string, unknown> {
+  const a: Record<string, unknown> = {
+    adapter: cfg.model.adapter,
+    model_dir: cfg.model.path,
+    device: cfg.model.device,
+    autocast: cfg.model.autocast,
+    train_modules: cfg.model.trainModules,
+    gradient_checkpointing: cfg.model.gradientCheckpointing,
+    options: cfg.model.options,
+    seed: cfg.seed,
+    optim: {
+      lr: cfg.optim.lr,
+      betas: cfg.optim.betas,
+      eps: cfg.optim.eps,
+      weight_decay: cfg.optim.weightDecay,
+      max_grad_norm: cfg.optim.maxGradNorm,
+    },
+  };
+  if (cfg.loss.beta > 0) a.ref_model_dir = cfg.model.refPath ?? cfg.model.path;
+  if (resumeDir) a.resume_dir = resumeDir;
+  return a;
+}
+
+interface Times {
+  rollout: number;
+  reward: number;
+  update: number;
+  transport: number;
+}
+
+/** A sidecar call that books the time spent inside the op and on the wire. */
+async function timed(sc: Sidecar, times: Times, kind: keyof Omit<Times, 'transport'>, op: string, args: Record<string, unknown>, tensors?: Record<string, Tensor>) {
+  const t0 = performance.now();
+  const r = await sc.call(op, args, tensors);
+  const wall = (performance.now() - t0) / 1000;
+  const inside = typeof r.args.elapsed_s === 'number' ? r.args.elapsed_s : wall;
+  times[kind] += inside;
+  times.transport += Math.max(0, wall - inside);
+  return r;
+}
+
+const mean = (a: ArrayLike<number>) => {
+  let s = 0;
+  for (let i = 0; i < a.length; i++) s += a[i];
+  return a.length ? s / a.length : 0;
+};
+const std = (a: ArrayLike<number>) => {
+  const m = mean(a);
+  return Math.sqrt(mean(Array.from(a, (x) => (x - m) ** 2)));
+};
+const meanAbs = (a: ArrayLike<number>) => mean(Array.from(a, Math.abs));
+
+/**
+ * One PairGRPO step on the sidecar's policy. Returns the step's metrics; `step` is the 0-based index
+ * of the step being run (the metrics row carries step + 1, the number of completed steps).
+ */
+export async function pairGrpoStep(
+  sc: Sidecar,
+  cfg: TrainConfig,
+  pairs: readonly TrainPair[],
+  step: number,
+  opts: Pick<TrainOptions, 'undReward'> & { samplePath?: string } = {},
+): Promise<StepMetrics> {
+  const t0 = performance.now();
+  const times: Times = { rollout: 0, reward: 0, update: 0, transport: 0 };
+  const { und: U, gen: G, mode } = cfg;
+
+  // 1. The batch. Paired modes: B pairs, both sides of each pair. Vanilla (eq. 1): B understanding
+  //    items and B generation items drawn independently, i.e. an unpaired mixed batch.
+  const { indices: uIdx, epoch } = stepIndices(pairs.length, cfg.batchPairs, step, cfg.seed, 0);
+  const gIdx = isPaired(mode) ? uIdx : stepIndices(pairs.length, cfg.batchPairs, step, cfg.seed, 1).indices;
+  const uPairs = uIdx.map((i) => pairs[i]);
+  const gPairs = gIdx.map((i) => pairs[i]);
+
+  // 2. Rollouts: K_u answers per (image, question), K_g images per prompt. They stay in the sidecar.
+  const und = await timed(sc, times, 'rollout', 'train.rollout', {
+    side: 'und',
+    n: U.k,
+    items: uPairs.map((p) => ({ image_path: p.u_image_abs, text: renderQuestion(p.question, p.choices, U.instruction) })),
+    sampling: { temperature: U.temperature, max_new_tokens: U.maxNewTokens, old_logp: U.oldLogp, seed: stepSeed(cfg.seed, step, 'und') },
+  });
+  const gen = await timed(sc, times, 'rollout', 'train.rollout', {
+    side: 'gen',
+    n: G.k,
+    items: gPairs.map((p) => ({ prompt: p.prompt })),
+    sampling: { temperature: G.temperature, cfg_weight: G.cfgWeight, gen_logp: G.logp, old_logp: G.oldLogp, seed: stepSeed(cfg.seed, step, 'gen') },
+  });
+  const handles = { und: und.args.handle as string, gen: gen.args.handle as string };
+  const texts = und.args.texts as string[];
+  if (texts.length !== uPairs.length * U.k || (gen.args.size as number) !== gPairs.length * G.k) {
+    throw new PairuniError('rollout', `sidecar returned ${texts.length} answers / ${gen.args.size} images for ${uPairs.length}×${U.k} / ${gPairs.length}×${G.k}`);
+  }
+
+  let freed = false;
+  try {
+    // 3. Rewards: r_Und = accuracy of the parsed letter (here), r_Gen from the sidecar's reward model.
+    const tr = performance.now();
+    const parts = texts.map((t, i) => undReward(t, uPairs[Math.floor(i / U.k)].answer, U.formatWeight));
+    const rU = opts.undReward ? texts.map((t, i) => opts.undReward!(t, uPairs[Math.floor(i / U.k)])) : parts.map((p) => p.reward);
+    times.reward += (performance.now() - tr) / 1000;
+    const rewardRes = await timed(sc, times, 'reward', 'train.reward', { handle: handles.gen, reward: G.reward.name, config: G.reward.config });
+    const rG = rewardRes.tensors.rewards.data as Float32Array;
+
+    // 4. Advantages (eq. 1–4): normalise within each (pair, side) group, then scale by w_p.
+    const wU = uPairs.map((p) => pairWeight(mode, p.type, p.s_p));
+    const wG = gPairs.map((p) => pairWeight(mode, p.type, p.s_p));
+    const norm = { std: cfg.advantage.std, eps: cfg.advantage.eps };
+    const aU = sideAdvantages(rU, U.k, wU, norm, uPairs.map((p) => `pair ${p.pair_id} (understanding)`));
+    const aG = sideAdvantages(rG, G.k, wG, norm, gPairs.map((p) => `pair ${p.pair_id} (generation)`));
+
+    if (opts.samplePath) {
+      await sc.call('train.grid', { handle: handles.gen, path: opts.samplePath, nrow: G.k, max_images: 4 * G.k });
+    }
+
+    // 5. μ optimizer steps of the clipped surrogate on the same rollouts (computed in the sidecar);
+    //    the last one also frees the rollouts.
+    const updates: Record<string, number>[] = [];
+    for (let inner = 0; inner < cfg.loss.mu; inner++) {
+      const r = await timed(
+        sc,
+        times,
+        'update',
+        'train.update',
+        {
+          handles,
+          loss: { eps_low: cfg.loss.epsLow, eps_high: cfg.loss.epsHigh, beta: cfg.loss.beta, agg: cfg.loss.agg, norm: lossNorm(mode) },
+          est_seed: stepSeed(cfg.seed, step, inner),
+          micro_batch: cfg.optim.microBatch,
+          grad_cosine: cfg.log.gradCosine,
+          free: inner === cfg.loss.mu - 1,
+        },
+        { adv_und: Tensor.from(aU.adv), adv_gen: Tensor.from(aG.adv) },
+      );
+      updates.push(r.args as Record<string, number>);
+    }
+    freed = true;
+
+    // 6. Metrics.
+    const avgUpd = (k: string) => mean(updates.map((u) => u[k]).filter((x) => typeof x === 'number'));
+    const rolloutTokens = (und.args.tokens as number) + (gen.args.tokens as number);
+    const stepTime = (performance.now() - t0) / 1000;
+    const ws = [...new Set([...uPairs, ...gPairs])];
+    const m: StepMetrics = {
+      step: step + 1,
+      epoch,
+      'und/reward': mean(rU),
+      'und/reward_std': std(rU),
+      'und/acc': mean(parts.map((p) => (p.correct ? 1 : 0))),
+      'und/format': mean(parts.map((p) => (p.format ? 1 : 0))),
+      'und/len_mean': mean(und.args.lengths as number[]),
+      'und/zero_groups': aU.zeroGroups,
+      'gen/reward': mean(rG),
+      'gen/reward_std': std(rG),
+      'gen/zero_groups': aG.zeroGroups,
+      'adv/und_mean_abs': meanAbs(aU.adv),
+      'adv/gen_mean_abs': meanAbs(aG.adv),
+      'adv/und_max_abs': Math.max(...Array.from(aU.adv, Math.abs)),
+      'adv/gen_max_abs': Math.max(...Array.from(aG.adv, Math.abs)),
+      'wp/mean': mean([...wU, ...wG]),
+      'wp/min': Math.min(...wU, ...wG),
+      'wp/max': Math.max(...wU, ...wG),
+      'wp/retrieved_frac': mean(ws.map((p) => (p.type === 'retrieved' ? 1 : 0))),
+      loss: avgUpd('loss'),
+      'und/clip_frac': avgUpd('und/clip_frac'),
+      'gen/clip_frac': avgUpd('gen/clip_frac'),
+      'und/ratio_mean': avgUpd('und/ratio_mean'),
+      'gen/ratio_mean': avgUpd('gen/ratio_mean'),
+      'kl/old': mean([avgUpd('und/kl_old'), avgUpd('gen/kl_old')]),
+      grad_norm: avgUpd('grad_norm'),
+      lr: avgUpd('lr'),
+      'tokens/rollout': rolloutTokens,
+      'tokens/update': avgUpd('update_tokens'),
+      tokens_per_s: times.rollout > 0 ? rolloutTokens / times.rollout : 0,
+      'time/rollout': times.rollout,
+      'time/reward': times.reward,
+      'time/update': times.update,
+      'time/transport': times.transport,
+      'time/step': stepTime,
+    };
+    if (cfg.loss.beta > 0) m['kl/ref'] = mean([avgUpd('und/kl_ref'), avgUpd('gen/kl_ref')]);
+    if (cfg.log.gradCosine) m.grad_cos = avgUpd('grad_cos');
+    return m;
+  } finally {
+    // After an error the rollouts are dropped here (a dead sidecar took them with it anyway).
+    if (!freed) await sc.call('train.free', { handles: [handles.und, handles.gen] }).catch(() => undefined);
+  }
+}
+
+/** Starts (or restarts) a sidecar and loads the policy, resuming from `ck` when given. */
+async function startPolicy(cfg: TrainConfig, opts: TrainOptions, ck: Checkpoint | undefined): Promise<Sidecar> {
+  const sc = opts.spawn
+    ? await opts.spawn()
+    : await Sidecar.spawn({ python: cfg.sidecar.python, threads: cfg.sidecar.threads, onLog: opts.onLog });
+  try {
+    await sc.call('train.load', loadArgs(cfg, ck?.policyDir));
+    await sc.call('train.prepare_reward', { reward: cfg.gen.reward.name, config: cfg.gen.reward.config });
+  } catch (e) {
+    await sc.close().catch(() => undefined);
+    throw e;
+  }
+  return sc;
+}
+
+const isRankLost = (e: unknown) => e instanceof SidecarError && e.code === 'rank_lost';
+
+/**
+ * Trains `cfg.steps` PairGRPO steps. Validates the data, loads the policy and the reward model before
+ * writing anything to `cfg.out`; checkpoints every `cfg.checkpoint.every` steps, at the end, and when
+ * stopped through `opts.signal`; restarts a dead sidecar from the latest checkpoint.
+ */
+export async function train(cfg: TrainConfig, opts: TrainOptions = {}): Promise<TrainResult> {
+  const log = (s: string) => (opts.onLog ? opts.onLog(s) : process.stderr.write(`${s}\n`));
+  const pairs = loadPairUG(cfg.data);
+  let ck = latestCheckpoint(cfg.out);
+  if (opts.resume) {
+    if (!ck) throw new RunStateError(`nothing to resume: ${cfg.out} has no complete checkpoint`);
+    assertResumable(ck.state.config, cfg);
+  } else if (ck) {
+    throw new RunStateError(`${cfg.out} already holds a run (checkpoint ${ck.dir}); pass resume to continue it or choose another out`);
+  }
+  let step = ck?.state.step ?? 0;
+  let restarts = ck?.state.restarts ?? 0;
+  let sc = await startPolicy(cfg, opts, ck);
+  const runLog = new RunLog(cfg.out, cfg.log.tensorboard);
+  let savedStep = step;
+  let last: StepMetrics | undefined;
+  const save = async () => {
+    ck = await writeCheckpoint(cfg.out, { step, config: cfg, restarts }, async (dir) => {
+      await sc.call('train.save', { dir });
+    }, cfg.checkpoint.keep);
+    savedStep = step;
+  };
+  try {
+    writeFileAtomic(join(cfg.out, 'config.json'), `${JSON.stringify(cfg, null, 1)}\n`);
+    runLog.startAt(step);
+    while (step < cfg.steps) {
+      if (opts.signal?.aborted) {
+        if (savedStep !== step) await save();
+        throw new AbortedError(`training stopped at step ${step}/${cfg.steps}; checkpoint ${ck?.dir ?? '(none: no step completed)'}`);
+      }
+      try {
+        const sampleEvery = cfg.log.sampleEvery;
+        const samplePath = sampleEvery > 0 && (step + 1) % sampleEvery === 0 ? join(cfg.out, 'samples', `step-${String(step + 1).padStart(6, '0')}.png`) : undefined;
+        const m = await pairGrpoStep(sc, cfg, pairs, step, { undReward: opts.undReward, samplePath });
+        step += 1;
+        last = m;
+        runLog.write(m);
+        if (samplePath) runLog.image(step, 'samples/gen', samplePath);
+        await opts.onStep?.(m, { sidecar: sc, config: cfg });
+        if (cfg.checkpoint.every > 0 && step % cfg.checkpoint.every === 0) await save();
+      } catch (e) {
+        if (!isRankLost(e)) throw e;
+        restarts += 1;
+        if (restarts > cfg.sidecar.maxRestarts) {
+          throw new SidecarError('rank_lost', `sidecar died ${restarts} times (limit ${cfg.sidecar.maxRestarts}): ${(e as Error).message}`, false, {}, { cause: e });
+        }
+        log(`pairuni train: sidecar lost (${(e as Error).message}); restart ${restarts}/${cfg.sidecar.maxRestarts} from ${ck?.dir ?? 'the initial model'}`);
+        await sc.close().catch(() => undefined);
+        ck = latestCheckpoint(cfg.out);
+        sc = await startPolicy(cfg, opts, ck);
+        step = ck?.state.step ?? 0;
+        savedStep = step;
+        runLog.startAt(step);
+      }
+    }
+    if (savedStep !== step || !ck) await save();
+    return { steps: step, checkpoint: ck?.dir, last, restarts };
+  } catch (e) {
+    // Keep what was computed: a failure after completed-but-unsaved steps still leaves a checkpoint.
+    if (!(e instanceof AbortedError) && savedStep !== step && sc.alive) {
+      await save().catch((se) => log(`pairuni train: could not save after the error: ${(se as Error).message}`));
+    }
+    throw e;
+  } finally {
+    runLog.close();
+    await sc.close().catch(() => undefined);
+  }
+}

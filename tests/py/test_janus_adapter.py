@@ -1,0 +1,236 @@
+"""Janus adapter on a tiny random-init model saved and loaded through the real from_pretrained path."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+
+import numpy as np
+import pytest
+import torch
+
+torch.set_num_threads(1)
+
+from pairuni_sidecar.adapters import (  # noqa: E402
+    AdapterConfigError,
+    CheckpointNotFound,
+    GenItem,
+    LoadSpec,
+    SamplingCfg,
+    SFTExample,
+    UndItem,
+    load_adapter,
+)
+from pairuni_sidecar.adapters.janus import ImageReadError, _mask_through_eos, _positions  # noqa: E402
+from pairuni_sidecar.adapters.tiny import build_tiny_janus  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory):
+    return build_tiny_janus(str(tmp_path_factory.mktemp("janus") / "tiny"), seed=0)
+
+
+@pytest.fixture(scope="module")
+def image(tmp_path_factory):
+    from PIL import Image
+
+    p = tmp_path_factory.mktemp("img") / "a.png"
+    rng = np.random.default_rng(0)
+    Image.fromarray(rng.integers(0, 255, (40, 28, 3), dtype=np.uint8)).save(p)
+    return str(p)
+
+
+@pytest.fixture(scope="module")
+def adapter(model_dir):
+    return load_adapter("janus", LoadSpec(model_dir=model_dir, device="cpu"))
+
+
+def test_loads_geometry_from_config_not_576(adapter):
+    d = adapter.describe()
+    assert d["image_size"] == 32 and d["num_image_tokens"] == 16 and d["vq_image_size"] == 16
+    assert d["special_ids"] == {"pad": 0, "bos": 1, "eos": 2, "boi": 4, "eoi": 5, "image": 3}
+    ids = adapter.und_prompt_ids("Q?")
+    assert ids.count(3) == 16 and ids[0] == 1
+    assert ids.index(4) + 17 == ids.index(5)  # BOI, 16 x IMG, EOI
+    assert adapter.gen_prompt_ids("a cat")[-1] == 4
+
+
+def test_default_trainable_is_language_model_only(adapter):
+    names = [n for n, _ in adapter.trainable_parameters()]
+    assert names and all(n.startswith(("model.language_model.", "lm_head.")) for n in names)
+    assert any(n.startswith("lm_head.") for n in names)
+    assert not any(p.requires_grad for n, p in adapter.model.named_parameters() if n.startswith("model.generation_head."))
+
+
+def test_mask_through_eos_hand_values():
+    out = torch.tensor([[5, 2, 7, 2], [5, 6, 7, 8], [2, 0, 0, 0]])
+    assert _mask_through_eos(out, 2).tolist() == [[True, True, False, False], [True] * 4, [True, False, False, False]]
+
+
+@pytest.mark.parametrize("temperature", [1.0, 0.7])
+def test_und_sampled_logprobs_match_recomputed(adapter, image, temperature):
+    items = [UndItem(image, "Short?"), UndItem(image, "A much longer question with choices A. x B. y")]
+    b = adapter.und_rollout(items, 3, SamplingCfg(max_new_tokens=10, temperature=temperature, seed=1))
+    assert b.out_ids.shape[0] == 6 and b.group.tolist() == [0, 0, 0, 1, 1, 1]
+    assert len(b.texts) == 6
+    lp, mask = adapter.token_logprobs(b, torch.arange(6), est_seed=0, grad=False)
+    assert torch.equal(mask, b.out_mask)
+    assert (lp - b.old_logp).abs().max().item() <= 1e-5
+    assert (b.old_logp[b.out_mask] < 0).all()
+
+
+def test_und_alignment_one_token_shift(adapter, image):
+    """logp[:, k] must score out[k] given prompt + out[:k]; an off-by-one slice would fail this."""
+    b = adapter.und_rollout([UndItem(image, "Q?")], 1, SamplingCfg(max_new_tokens=3, seed=3))
+    lp, _ = adapter.token_logprobs(b, torch.arange(1), est_seed=0, grad=False)
+    x, m = b.extra, adapter.model
+    with torch.no_grad():
+        for k in range(3):
+            ids = torch.cat([x["prompt_ids"], b.out_ids[:, :k]], 1)
+            emb = adapter._und_embeds(m, ids, x["feats"])
+            logits = m(inputs_embeds=emb, attention_mask=torch.ones_like(ids), logits_to_keep=1).logits[0, -1]
+            want = torch.log_softmax(logits.float(), -1)[b.out_ids[0, k]]
+            assert abs(float(lp[0, k]) - float(want)) < 1e-5
+        # the wrong alignment (logit at position P+k scoring out[k]) is measurably different
+        ids = torch.cat([x["prompt_ids"], b.out_ids[:, :1]], 1)
+        logits = m(inputs_embeds=adapter._und_embeds(m, ids, x["feats"]), logits_to_keep=1).logits[0, -1]
+        assert abs(float(torch.log_softmax(logits, -1)[b.out_ids[0, 0]]) - float(lp[0, 0])) > 1e-4
+
+
+def test_gen_cfg_logprobs_match_recomputed_and_images(adapter):
+    items = [GenItem("a red circle"), GenItem("two blue squares on the left")]
+    b = adapter.gen_rollout(items, 3, SamplingCfg(cfg_weight=5.0, seed=2))
+    assert b.out_ids.shape == (6, 16) and b.out_mask.all()
+    assert b.images.dtype == torch.uint8 and b.images.shape == (6, 16, 16, 3)
+    lp, _ = adapter.token_logprobs(b, torch.arange(6), est_seed=0, grad=False)
+    assert (lp - b.old_logp).abs().max().item() <= 1e-5
+    # uncond rows: BOS, pads, BOI (same length as the cond row)
+    ids, pm = b.extra["prompt_ids"][0], b.extra["prompt_mask"][0]
+    unc = ids[1][pm[1].bool()].tolist()
+    assert unc[0] == 1 and unc[-1] == 4 and set(unc[1:-1]) == {0}
+    assert int(pm[0].sum()) == int(pm[1].sum())
+
+
+def test_gen_alignment_first_code_from_boi(adapter):
+    b = adapter.gen_rollout([GenItem("x")], 1, SamplingCfg(cfg_weight=3.0, seed=4))
+    lp, _ = adapter.token_logprobs(b, torch.arange(1), est_seed=0, grad=False)
+    m = adapter.model
+    with torch.no_grad():
+        ids = b.extra["prompt_ids"][0]  # (2, P): cond, uncond
+        h = m.model.language_model(input_ids=ids, attention_mask=b.extra["prompt_mask"][0]).last_hidden_state[:, -1]
+        lg = m.model.generation_head(h).float()
+        z = lg[1] + 3.0 * (lg[0] - lg[1])
+        want = torch.log_softmax(z, -1)[b.out_ids[0, 0]]
+    assert abs(float(lp[0, 0]) - float(want)) < 1e-5
+
+
+def test_gen_cond_mode_old_logp_is_conditional_forward(adapter):
+    s = SamplingCfg(cfg_weight=5.0, seed=5, gen_logp="cond")
+    b = adapter.gen_rollout([GenItem("a cat")], 2, s)
+    lp, _ = adapter.token_logprobs(b, torch.arange(2), est_seed=0, grad=False)
+    assert torch.allclose(lp, b.old_logp, atol=1e-6)
+    b.extra["gen_logp"] = "cfg"
+    lp_cfg, _ = adapter.token_logprobs(b, torch.arange(2), est_seed=0, grad=False)
+    assert (lp_cfg - lp).abs().max() > 1e-3  # cond-only and guided distributions differ
+
+
+def test_same_seed_same_rollout(adapter, image):
+    s = SamplingCfg(max_new_tokens=6, seed=9)
+    a = adapter.und_rollout([UndItem(image, "Q")], 2, s)
+    b = adapter.und_rollout([UndItem(image, "Q")], 2, s)
+    assert torch.equal(a.out_ids, b.out_ids) and a.texts == b.texts
+    g1 = adapter.gen_rollout([GenItem("p")], 2, SamplingCfg(seed=9))
+    g2 = adapter.gen_rollout([GenItem("p")], 2, SamplingCfg(seed=9))
+    assert torch.equal(g1.out_ids, g2.out_ids) and torch.equal(g1.images, g2.images)
+
+
+def test_grad_path_with_checkpointing_equals_no_grad(adapter, image):
+    b = adapter.und_rollout([UndItem(image, "Q")], 2, SamplingCfg(max_new_tokens=5, seed=1))
+    adapter.train_mode(True)
+    try:
+        lp, _ = adapter.token_logprobs(b, torch.arange(2), est_seed=0, grad=True)
+        assert lp.requires_grad
+        lp.sum().backward()
+    finally:
+        adapter.train_mode(False)
+    grads = [p.grad for _, p in adapter.trainable_parameters()]
+    assert any(g is not None and g.abs().sum() > 0 for g in grads)
+    for _, p in adapter.trainable_parameters():
+        p.grad = None
+    assert torch.allclose(lp.detach(), b.old_logp, atol=1e-5)
+
+
+def test_sft_loss_matches_manual_mean_nll(adapter, image, tmp_path):
+    losses = adapter.sft_loss([SFTExample("und", image, "Q?", "B"), SFTExample("gen", image, "a picture")])
+    assert set(losses) == {"und", "gen"}
+    assert all(torch.isfinite(v) and v.requires_grad for v in losses.values())
+    # und: target "B" + EOS -> mean of two token NLLs, computed by hand with stepwise forwards
+    m = adapter.model
+    with torch.no_grad():
+        ids = torch.tensor([adapter.und_prompt_ids("Q?")])
+        feats = adapter._image_features(m, adapter.pixels([image]))
+        tgt = adapter._enc("B") + [adapter.eos_id]
+        nll = []
+        for k, t in enumerate(tgt):
+            seq = torch.cat([ids, torch.tensor([tgt[:k]], dtype=torch.long)], 1)
+            lg = m(inputs_embeds=adapter._und_embeds(m, seq, feats), logits_to_keep=1).logits[0, -1]
+            nll.append(-torch.log_softmax(lg, -1)[t])
+    assert abs(float(losses["und"].detach()) - float(torch.stack(nll).mean())) < 1e-5
+
+
+def test_bad_inputs_raise_typed_errors(model_dir, image, tmp_path, adapter):
+    with pytest.raises(CheckpointNotFound, match="does not exist"):
+        load_adapter("janus", LoadSpec(model_dir=str(tmp_path / "nope"), device="cpu"))
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    (empty / "config.json").write_text("{}")
+    with pytest.raises(CheckpointNotFound, match="no weight files"):
+        load_adapter("janus", LoadSpec(model_dir=str(empty), device="cpu"))
+    with pytest.raises(AdapterConfigError, match="train_modules"):
+        load_adapter("janus", LoadSpec(model_dir=model_dir, device="cpu", train_modules=("nonsense",)))
+    with pytest.raises(AdapterConfigError, match="unknown adapter options"):
+        load_adapter("janus", LoadSpec(model_dir=model_dir, device="cpu", options={"templat": "x"}))
+    with pytest.raises(AdapterConfigError, match="unknown adapter"):
+        load_adapter("nope", LoadSpec(model_dir=model_dir))
+    with pytest.raises(ImageReadError, match="does not exist") as ei:
+        adapter.und_rollout([UndItem(str(tmp_path / "missing.png"), "Q")], 2, SamplingCfg(max_new_tokens=2))
+    assert ei.value.code == "bad_request"
+    bad = tmp_path / "bad.png"
+    bad.write_bytes(b"not a png")
+    with pytest.raises(ImageReadError, match="cannot decode"):
+        adapter.und_rollout([UndItem(str(bad), "Q")], 1, SamplingCfg(max_new_tokens=2))
+    with pytest.raises(AdapterConfigError, match="temperature"):
+        adapter.gen_rollout([GenItem("x")], 1, SamplingCfg(temperature=0.0))
+
+
+def test_tokenizer_without_image_tokens_is_rejected(model_dir, tmp_path):
+    d = tmp_path / "m"
+    shutil.copytree(model_dir, d)
+    tj = json.loads((d / "tokenizer.json").read_text())
+    tj["added_tokens"] = [t for t in tj["added_tokens"] if t["content"] != "<begin_of_image>"]
+    tj["model"]["vocab"].pop("<begin_of_image>")
+    (d / "tokenizer.json").write_text(json.dumps(tj))
+    cfg = json.loads((d / "tokenizer_config.json").read_text())
+    for k in ("extra_special_tokens", "additional_special_tokens"):
+        if isinstance(cfg.get(k), list):
+            cfg[k] = [t for t in cfg[k] if t != "<begin_of_image>"]
+    atd = cfg.get("added_tokens_decoder")
+    if isinstance(atd, dict):
+        cfg["added_tokens_decoder"] = {k: v for k, v in atd.items() if v.get("content") != "<begin_of_image>"}
+    (d / "tokenizer_config.json").write_text(json.dumps(cfg))
+    with pytest.raises(AdapterConfigError, match="begin_of_image"):
+        load_adapter("janus", LoadSpec(model_dir=str(d), device="cpu"))
+
+
+def test_save_pretrained_round_trip(adapter, tmp_path):
+    out = tmp_path / "saved"
+    adapter.save_pretrained(str(out))
+    assert (out / "preprocessor_config.json").exists() and (out / "tokenizer.json").exists()
+    b = load_adapter("janus", LoadSpec(model_dir=str(out), device="cpu"))
+    for (n1, p1), (n2, p2) in zip(adapter.model.named_parameters(), b.model.named_parameters()):
+        assert n1 == n2 and torch.equal(p1, p2)
+    assert os.path.isfile(out / "config.json")
+
+
+def test_positions_left_padding():
+    assert _positions(torch.tensor([[0, 0, 1, 1], [1, 1, 1, 1]])).tolist() == [[0, 0, 0, 1], [0, 1, 2, 3]]

@@ -1,0 +1,190 @@
+/**
+ * The TS trainer end to end on a tiny Janus through real sidecars: resume after Ctrl-C and a
+ * sidecar killed mid-run both continue bit for bit; bad inputs fail with typed errors and leave
+ * nothing half-written.
+ */
+import { spawnSync } from 'node:child_process';
+import { createHash } from 'node:crypto';
+import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { run as cli } from '../../../src/cli/commands/train.js';
+import { AbortedError, ConfigError, SidecarError } from '../../../src/errors.js';
+import { AdvantageError } from '../../../src/grpo/index.js';
+import { resolvePython } from '../../../src/sidecar/index.js';
+import { writeTinyPairUG } from '../../../src/train/fixtures.js';
+import {
+  decodeEvent,
+  latestCheckpoint,
+  parseTrainConfig,
+  readMetrics,
+  readRecords,
+  RunStateError,
+  train,
+  type StepMetrics,
+} from '../../../src/train/index.js';
+
+let dir: string;
+let modelDir: string;
+let dataFile: string;
+
+beforeAll(() => {
+  dir = mkdtempSync(join(tmpdir(), 'pairuni-trainer-'));
+  modelDir = join(dir, 'tiny');
+  const r = spawnSync(resolvePython(), ['-m', 'pairuni_sidecar.adapters.tiny', modelDir], {
+    env: { ...process.env, PYTHONPATH: join(process.cwd(), 'python_sidecar') },
+    encoding: 'utf8',
+  });
+  if (r.status !== 0) throw new Error(`building the tiny model failed: ${r.stderr}`);
+  dataFile = writeTinyPairUG(join(dir, 'data'), 6);
+});
+afterAll(() => rmSync(dir, { recursive: true, force: true }));
+
+const config = (out: string, over: Record<string, unknown> = {}) =>
+  parseTrainConfig({
+    data: dataFile,
+    out: join(dir, out),
+    model: { path: modelDir, device: 'cpu' },
+    steps: 3,
+    batchPairs: 2,
+    und: { k: 4, maxNewTokens: 6 },
+    gen: { k: 4, reward: { name: 'brightness' } },
+    optim: { lr: 2e-3, microBatch: 16 },
+    log: { sampleEvery: 2, gradCosine: true },
+    checkpoint: { every: 1, keep: 0 },
+    sidecar: { threads: 1 },
+    ...over,
+  });
+
+const quiet = { onLog: () => undefined };
+/** Everything but wall-clock figures. */
+const stable = (ms: StepMetrics[]) =>
+  ms.map((m) => Object.fromEntries(Object.entries(m).filter(([k]) => !k.startsWith('time/') && k !== 'tokens_per_s')));
+const weights = (ckpt: string) => createHash('sha256').update(readFileSync(join(ckpt, 'policy', 'model', 'model.safetensors'))).digest('hex');
+
+describe('train(): checkpoints, resume, restart', () => {
+  let reference: StepMetrics[];
+  let refCkpt: string;
+
+  it('runs, logs JSONL + TensorBoard + sample grids, and checkpoints every step', async () => {
+    const cfg = config('ref');
+    const res = await train(cfg, quiet);
+    expect(res.steps).toBe(3);
+    expect(res.restarts).toBe(0);
+    reference = readMetrics(cfg.out);
+    refCkpt = res.checkpoint!;
+    expect(reference.map((m) => m.step)).toEqual([1, 2, 3]);
+    for (const k of ['und/reward', 'und/acc', 'gen/reward', 'adv/und_mean_abs', 'wp/mean', 'und/clip_frac', 'kl/old', 'grad_norm', 'grad_cos', 'tokens_per_s', 'time/rollout', 'time/reward', 'time/update', 'time/transport', 'time/step']) {
+      expect(Number.isFinite(reference[0][k]), k).toBe(true);
+    }
+    expect(readdirSync(join(cfg.out, 'checkpoints')).sort()).toEqual(['latest', 'step-000001', 'step-000002', 'step-000003']);
+    expect(existsSync(join(cfg.out, 'samples', 'step-000002.png'))).toBe(true);
+    const tb = readdirSync(join(cfg.out, 'tensorboard'));
+    expect(tb).toHaveLength(1);
+    const events = readRecords(readFileSync(join(cfg.out, 'tensorboard', tb[0]))).map(decodeEvent);
+    const scalarSteps = events.filter((e) => e.summary?.some((v) => v.tag === 'und/reward')).map((e) => e.step);
+    expect(scalarSteps).toEqual([1, 2, 3]);
+    expect(events.some((e) => e.step === 2 && e.summary?.some((v) => 'image' in v))).toBe(true);
+  });
+
+  it('Ctrl-C (abort) stops at a step boundary and saves; resume continues bit for bit', async () => {
+    const cfg = config('abort');
+    const ac = new AbortController();
+    const err = await train(cfg, { ...quiet, signal: ac.signal, onStep: (m) => (m.step === 1 ? ac.abort() : undefined) }).catch((e) => e);
+    expect(err).toBeInstanceOf(AbortedError);
+    expect(latestCheckpoint(cfg.out)?.state.step).toBe(1);
+    expect(readMetrics(cfg.out)).toHaveLength(1);
+    const res = await train(cfg, { ...quiet, resume: true });
+    expect(res.steps).toBe(3);
+    expect(stable(readMetrics(cfg.out))).toEqual(stable(reference));
+    expect(weights(res.checkpoint!)).toBe(weights(refCkpt));
+  });
+
+  it('a sidecar killed mid-run is restarted from the latest checkpoint and the run matches', async () => {
+    const cfg = config('killed');
+    let killed = false;
+    const res = await train(cfg, {
+      ...quiet,
+      onStep: (m, { sidecar }) => {
+        if (m.step === 2 && !killed) {
+          killed = true;
+          process.kill(sidecar.pid!, 'SIGKILL'); // dies before step 2's checkpoint is written
+        }
+      },
+    });
+    expect(killed).toBe(true);
+    expect(res.restarts).toBe(1);
+    expect(stable(readMetrics(cfg.out))).toEqual(stable(reference));
+    expect(weights(res.checkpoint!)).toBe(weights(refCkpt));
+  });
+});
+
+describe('train(): bad input', () => {
+  it('a NaN reward is a typed error naming the pair; completed steps are saved, nothing half-written', async () => {
+    const cfg = config('nan', { checkpoint: { every: 0, keep: 0 } });
+    let calls = 0;
+    const err = await train(cfg, {
+      ...quiet,
+      undReward: () => (++calls > 8 ? NaN : calls % 2), // step 1 uses 8 answers; step 2 gets NaN
+    }).catch((e) => e);
+    expect(err).toBeInstanceOf(AdvantageError);
+    expect(err.message).toMatch(/pair p\d \(understanding\): reward 0 of the group is NaN/);
+    expect(latestCheckpoint(cfg.out)?.state.step).toBe(1);
+    expect(readMetrics(cfg.out).map((m) => m.step)).toEqual([1]);
+    expect(readdirSync(join(cfg.out, 'checkpoints')).filter((n) => n.includes('tmp'))).toEqual([]);
+  });
+
+  it('a missing model, a missing reward checkpoint and a broken PairUG file fail before anything is written', async () => {
+    const noModel = config('no-model', { model: { path: join(dir, 'nope'), device: 'cpu' } });
+    const e1 = await train(noModel, quiet).catch((e) => e);
+    expect(e1).toBeInstanceOf(SidecarError);
+    expect(e1.code).toBe('not_found');
+    expect(existsSync(noModel.out)).toBe(false);
+
+    const noHps = config('no-hps', { gen: { k: 4, reward: { name: 'hps', config: { checkpoint: join(dir, 'HPS_v2.1_compressed.pt') } } } });
+    const e2 = await train(noHps, quiet).catch((e) => e);
+    expect(e2).toBeInstanceOf(SidecarError);
+    expect(e2.message).toMatch(/HPS_v2\.1_compressed\.pt/);
+    expect(existsSync(noHps.out)).toBe(false);
+
+    const broken = join(dir, 'data', 'broken.jsonl');
+    writeFileSync(broken, readFileSync(dataFile, 'utf8').replace('images/3.png', 'images/missing.png'));
+    const e3 = await train(config('broken', { data: broken }), quiet).catch((e) => e);
+    expect(e3.constructor.name).toBe('DataError');
+    expect(e3.row).toBe(4);
+    expect(existsSync(join(dir, 'broken'))).toBe(false);
+  });
+
+  it('refuses to overwrite a run, to resume nothing, or to resume with changed math', async () => {
+    await expect(train(config('ref'), quiet)).rejects.toBeInstanceOf(RunStateError);
+    await expect(train(config('fresh'), { ...quiet, resume: true })).rejects.toThrow(/nothing to resume/);
+    await expect(train(config('ref', { optim: { lr: 1e-2, microBatch: 16 } }), { ...quiet, resume: true })).rejects.toBeInstanceOf(ConfigError);
+  });
+});
+
+describe('pairuni train (CLI)', () => {
+  it('trains from a config file and resumes with --resume', async () => {
+    const cfgFile = join(dir, 'run.json');
+    writeFileSync(
+      cfgFile,
+      JSON.stringify({
+        data: 'data/pairs.jsonl',
+        out: 'cli-run',
+        model: { path: 'tiny', device: 'cpu' },
+        steps: 2,
+        batchPairs: 2,
+        mode: 'vanilla',
+        und: { k: 2, maxNewTokens: 4 },
+        gen: { k: 2, reward: { name: 'brightness' } },
+        optim: { lr: 1e-3 },
+        checkpoint: { every: 1 },
+        sidecar: { threads: 1 },
+      }),
+    );
+    expect(await cli(['--config', cfgFile, '--steps', '1', '--quiet'])).toBe(0);
+    expect(await cli(['--config', cfgFile, '--resume', '--quiet'])).toBe(0);
+    expect(readMetrics(join(dir, 'cli-run')).map((m) => m.step)).toEqual([1, 2]);
+    expect(await cli(['--bogus'])).toBe(2);
+  });
+});
