@@ -1,0 +1,125 @@
+/**
+ * `npm run bench -- pairing [--scale 1] [--backend sidecar|ts] [--no-ref] [--seed 0]`
+ *
+ * Paper scale (scale 1): U 47K + G 60K synthetic ResNet-like 2048-d features (notes/pairing.md §1
+ * generator, 8000 topics, noise 1.65), K = 5000, n = 10, δ = 0.6, batch 1024. Runs Algorithm 1
+ * through the SDK (sidecar backend by default), then the scikit-learn + numpy reference of the same
+ * algorithm on the same file, and returns phase times, the time ratio, the inertia gap and peak RSS.
+ * Smaller runs: --scale 0.1 (sizes, K and topics all scale).
+ */
+import { spawn } from 'node:child_process';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { parseArgs } from 'node:util';
+import { SidecarBackend } from '../src/pairing/backend/sidecar.js';
+import { TsBackend } from '../src/pairing/backend/ts.js';
+import type { PairingBackend } from '../src/pairing/backend/types.js';
+import { matrix } from '../src/pairing/matrix.js';
+import { pairFeatures } from '../src/pairing/pair.js';
+import { resolvePython } from '../src/sidecar/index.js';
+
+const REF = new URL('./_pairing_ref.py', import.meta.url).pathname;
+
+function py(args: string[]): Promise<Record<string, unknown>> {
+  return new Promise((resolve, reject) => {
+    const env = { ...process.env, OMP_NUM_THREADS: '2', OPENBLAS_NUM_THREADS: '2', MKL_NUM_THREADS: '2' };
+    const p = spawn(resolvePython(), [REF, ...args], { stdio: ['ignore', 'pipe', 'inherit'], env });
+    let out = '';
+    p.stdout.on('data', (b) => (out += b));
+    p.on('error', reject);
+    p.on('close', (code) => {
+      if (code !== 0) return reject(new Error(`_pairing_ref.py ${args[0]} exited ${code}`));
+      resolve(JSON.parse(out.trim().split('\n').pop()!));
+    });
+  });
+}
+
+const r3 = (x: number): number => Math.round(x * 1000) / 1000;
+
+export async function main(argv: string[]): Promise<Record<string, unknown>> {
+  const { values } = parseArgs({
+    args: argv,
+    options: {
+      scale: { type: 'string', default: '1' },
+      backend: { type: 'string', default: 'sidecar' },
+      'no-ref': { type: 'boolean', default: false },
+      seed: { type: 'string', default: '0' },
+      d: { type: 'string', default: '2048' },
+    },
+  });
+  const scale = Number(values.scale);
+  const seed = Number(values.seed);
+  const d = Number(values.d);
+  const nU = Math.round(47_000 * scale);
+  const nG = Math.round(60_000 * scale);
+  const K = Math.max(2, Math.round(5000 * scale));
+  const topics = Math.max(2, Math.round(8000 * scale));
+  const dir = mkdtempSync(join(tmpdir(), 'pairuni-bench-'));
+  const file = join(dir, 'X.f32');
+  try {
+    console.error(`[bench pairing] generating U=${nU} G=${nG} d=${d} (topics ${topics}) ...`);
+    await py(['gen', '--out', file, '--nU', String(nU), '--nG', String(nG), '--d', String(d), '--topics', String(topics), '--seed', String(seed)]);
+    const buf = readFileSync(file);
+    const X = matrix(nU + nG, d, new Float32Array(buf.buffer, buf.byteOffset, buf.byteLength / 4));
+
+    const backend: PairingBackend = values.backend === 'ts' ? new TsBackend() : await SidecarBackend.spawn({ device: 'cpu', spawn: { threads: 2 } });
+    console.error(`[bench pairing] SDK run (${backend.name} backend), K=${K} ...`);
+    const t0 = performance.now();
+    const phases: Record<string, number> = {};
+    const res = await pairFeatures(
+      { features: X, nU },
+      { seed, kmeans: { k: K, batchSize: 1024 }, topN: 10, threshold: 0.6 },
+      {
+        backend,
+        onProgress: (phase, done, total) => {
+          if (!(phase in phases)) console.error(`[bench pairing]   ${phase} started at ${((performance.now() - t0) / 1000).toFixed(1)}s`);
+          phases[phase] = done / total;
+        },
+      },
+    );
+    const totalS = (performance.now() - t0) / 1000;
+    const sidecarRss = backend instanceof SidecarBackend ? await backend.peakRss() : 0;
+    await backend.close();
+    const nodeRss = process.resourceUsage().maxRSS * 1024;
+    const ms = res.timingsMs;
+    const ours = {
+      backend: res.backend,
+      times_s: {
+        upload: r3(ms.upload / 1000),
+        kmeans_init: r3(ms.kmeansInit / 1000),
+        kmeans_minibatch: r3(ms.kmeansMinibatch / 1000),
+        kmeans_labels: r3(ms.kmeansLabels / 1000),
+        medoids: r3(ms.medoids / 1000),
+        retrieval: r3(ms.retrieval / 1000),
+        total: r3(totalS),
+      },
+      inertia: res.clusters.inertia,
+      steps: res.clusters.steps,
+      stop: res.clusters.stop,
+      aligned: res.aligned.length,
+      non_empty: res.clusters.nonEmpty,
+      empty: res.clusters.empty,
+      largest: res.clusters.largest,
+      singletons: res.clusters.singletons,
+      retrieved: res.retrieved.length,
+      requeried: res.retrieval.requeried,
+      peak_rss_node_mb: Math.round(nodeRss / 2 ** 20),
+      peak_rss_sidecar_mb: Math.round(sidecarRss / 2 ** 20),
+      peak_rss_total_mb: Math.round((nodeRss + sidecarRss) / 2 ** 20),
+    };
+    console.error(`[bench pairing] SDK: ${JSON.stringify(ours)}`);
+    const figures: Record<string, unknown> = { scale, nU, nG, d, K, topN: 10, delta: 0.6, ours };
+    if (!values['no-ref']) {
+      console.error('[bench pairing] scikit-learn + numpy reference ...');
+      const ref = await py(['run', '--x', file, '--nU', String(nU), '--nG', String(nG), '--d', String(d), '--k', String(K), '--seed', String(seed)]);
+      const refTotal = (ref.times_s as Record<string, number>).total;
+      figures.reference = { ...ref, peak_rss_mb: Math.round(Number(ref.peak_rss) / 2 ** 20) };
+      figures.ratio_total = r3(totalS / refTotal);
+      figures.inertia_rel_diff = Number(((res.clusters.inertia - Number(ref.inertia)) / Number(ref.inertia)).toFixed(5));
+    }
+    return figures;
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+}

@@ -1,0 +1,46 @@
+/** `pairuni embed`: embed the images of a U and a G manifest into the feature cache. */
+import { parseArgs } from 'node:util';
+import { AbortedError, ConfigError } from '../../errors.js';
+import { backboneFrom, interruptSignal, intOpt, jsonOpt, MANIFEST_HELP, MANIFEST_OPTIONS, stageBars } from '../../pairing/cliShared.js';
+import { embedManifests } from '../../pairing/pipeline.js';
+
+export const summary = 'embed U/G manifest images with a backbone into the feature cache (resumable)';
+
+const HELP = `usage: pairuni embed --u U_MANIFEST --g G_MANIFEST [--backbone resnet50 --weights resnet50.pth] [options]
+
+Embeds every image once (keyed by content hash + backbone) into the feature cache; a rerun or an
+interrupted run embeds only what is missing. \`pairuni pair\` reads the same cache.
+
+${MANIFEST_HELP}`;
+
+export async function run(argv: string[]): Promise<number> {
+  const { values: v } = parseArgs({ args: argv, options: MANIFEST_OPTIONS, allowPositionals: false });
+  if (v.help) {
+    console.log(HELP);
+    return 0;
+  }
+  if (!v.u || !v.g) throw new ConfigError('pairuni embed needs --u and --g (see --help)');
+  const { signal, dispose } = interruptSignal();
+  try {
+    const r = await embedManifests({
+      understanding: v.u,
+      generation: v.g,
+      backbone: backboneFrom(v),
+      cacheDir: v['cache-dir'],
+      batchSize: intOpt(v['embed-batch'], '--embed-batch'),
+      columns: { u: jsonOpt(v['u-columns'], '--u-columns'), g: jsonOpt(v['g-columns'], '--g-columns') },
+      signal,
+      onProgress: stageBars(v.quiet),
+    });
+    console.log(`embedded ${r.embedded} images, ${r.cached} from cache (${r.u.items.length} U + ${r.g.items.length} G, ${r.dim}-d, backbone ${r.key})`);
+    return 0;
+  } catch (e) {
+    if (e instanceof AbortedError) {
+      console.error(`pairuni embed: ${e.message}; rerun the same command to continue`);
+      return 130;
+    }
+    throw e;
+  } finally {
+    dispose();
+  }
+}

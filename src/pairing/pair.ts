@@ -1,0 +1,199 @@
+/**
+ * Algorithm 1 of the paper, top to bottom, on feature matrices:
+ *
+ *   F ← L2Norm(F_u ∪ F_g)                        (line 2)
+ *   C ← MiniBatchKMeans(F, K)                      (line 3, kmeans.ts)
+ *   for each cluster k: i* ← argmax ⟨f_i, c_k⟩     (lines 4–8, medoids.ts) → D_aligned
+ *   F_u^rem, F_g^rem ← F_u, F_g minus D_aligned    (line 9)
+ *   for each g in F_g^rem: top-n U items ≥ δ, greedy, each U once  (lines 10–14, retrieve.ts) → D_ret
+ *
+ * Rows of F are U items first (0..nU−1), then G items (nU..nU+nG−1). A medoid that cannot form an
+ * aligned quadruple (its completed fields are missing, see `alignable`) is reported in `skipped`
+ * and stays in the retrieval pool: it never entered D_aligned.
+ */
+import { AbortedError, ConfigError } from '../errors.js';
+import type { PairingBackend } from './backend/types.js';
+import { parsePairingConfig, type PairingConfig, type PairingConfigInput } from './config.js';
+import { miniBatchKMeans, type KMeansPhase } from './kmeans.js';
+import { centeredCopy, concatRows, l2NormalizeRows, type Matrix } from './matrix.js';
+import { clusterDiagnostics, medoids, type ClusterDiagnostics } from './medoids.js';
+import { retrieve } from './retrieve.js';
+
+export type Side = 'U' | 'G';
+
+export interface PairingInput {
+  /**
+   * F_u ∪ F_g: one row per understanding item (manifest order), then one per generation item.
+   * Normalised in place (line 2). Build it with `stackFeatures(fu, fg)` or write rows directly.
+   */
+  features: Matrix;
+  /** Number of U rows at the top of `features`. */
+  nU: number;
+  /** Why item `index` of `side` cannot be an aligned quadruple (e.g. "no caption"), or null if it can. */
+  alignable?: (side: Side, index: number) => string | null;
+}
+
+export interface AlignedPair {
+  /** Cluster it is the medoid of (−1 for ablation self-pairs). */
+  cluster: number;
+  side: Side;
+  /** Index within its side's manifest. */
+  index: number;
+}
+
+export interface SkippedMedoid extends AlignedPair {
+  reason: string;
+}
+
+export interface CrossPair {
+  /** Index within U / within G. */
+  u: number;
+  g: number;
+  /** f64 cosine similarity of the two images. */
+  s: number;
+}
+
+export type PairingPhase = KMeansPhase | 'retrieve';
+
+export interface PairingOptions {
+  backend: PairingBackend;
+  signal?: AbortSignal;
+  onProgress?: (phase: PairingPhase, done: number, total: number) => void;
+}
+
+export interface PairingResult {
+  config: PairingConfig;
+  backend: string;
+  nU: number;
+  nG: number;
+  dim: number;
+  aligned: AlignedPair[];
+  skipped: SkippedMedoid[];
+  retrieved: CrossPair[];
+  clusters: ClusterDiagnostics & { inertia: number; steps: number; epochs: number; stop: string; reassigned: number; lloydIters: number };
+  retrieval: { queries: number; pool: number; withCandidates: number; allTaken: number; requeried: number };
+  /** Rows whose norm was off by more than 1e-3 before L2 normalisation. */
+  renormalized: number;
+  timingsMs: { upload: number; kmeans: number; kmeansInit: number; kmeansMinibatch: number; kmeansLloyd: number; kmeansLabels: number; medoids: number; retrieval: number; total: number };
+  /** Kept for ablations (ablations.ts): the normalised F and per-cluster labels. */
+  features: Matrix;
+  labels: Int32Array;
+}
+
+export async function pairFeatures(input: PairingInput, configInput: PairingConfigInput | PairingConfig, opts: PairingOptions): Promise<PairingResult> {
+  const cfg = parsePairingConfig(configInput);
+  const { backend } = opts;
+  const t0 = performance.now();
+  const F = input.features;
+  const nU = input.nU;
+  const nG = F.rows - nU;
+  if (!Number.isInteger(nU) || nU < 0 || nG < 0) throw new ConfigError(`nU=${nU} does not fit a ${F.rows}-row feature matrix`);
+  if (F.rows === 0) throw new ConfigError('pairing needs at least one U or G item');
+
+  // Line 2: F ← L2Norm(F_u ∪ F_g).
+  const renormalized = l2NormalizeRows(F, 'U ∪ G features').renormalized;
+  const tU = performance.now();
+  const fh = await backend.upload(F);
+  const uploadMs = performance.now() - tU;
+  try {
+    // Line 3: C ← MiniBatchKMeans(F, K), optionally on mean-centred features.
+    const tK = performance.now();
+    const Fc = cfg.kmeans.center ? centeredCopy(F) : F;
+    const fch = cfg.kmeans.center ? await backend.upload(Fc) : fh;
+    let km;
+    try {
+      km = await miniBatchKMeans(backend, Fc, fch, cfg.kmeans, { seed: cfg.seed, signal: opts.signal, onProgress: opts.onProgress });
+    } finally {
+      if (fch !== fh) await backend.free(fch);
+    }
+    const kmeansMs = performance.now() - tK;
+
+    // Lines 4–8: one medoid per non-empty cluster → D_aligned.
+    const tM = performance.now();
+    const { medoid } = medoids(Fc, km.centers, km.labels);
+    const aligned: AlignedPair[] = [];
+    const skipped: SkippedMedoid[] = [];
+    const inAligned = new Uint8Array(nU + nG);
+    for (let k = 0; k < medoid.length; k++) {
+      const i = medoid[k];
+      if (i < 0) continue; // empty cluster: counted in the diagnostics
+      const side: Side = i < nU ? 'U' : 'G';
+      const index = side === 'U' ? i : i - nU;
+      const why = input.alignable?.(side, index) ?? null;
+      if (why !== null) {
+        skipped.push({ cluster: k, side, index, reason: why });
+        continue;
+      }
+      aligned.push({ cluster: k, side, index });
+      inAligned[i] = 1;
+    }
+    const medoidsMs = performance.now() - tM;
+    if (opts.signal?.aborted) throw new AbortedError('pairing aborted after clustering');
+
+    // Line 9: the remaining sets, in dataset order.
+    const uRem = rowsWhere(0, nU, (i) => !inAligned[i]);
+    const gRem = rowsWhere(nU, nU + nG, (i) => !inAligned[i]);
+
+    // Lines 10–14: greedy retrieval over exact top-n lists.
+    const tR = performance.now();
+    const ret = await retrieve(backend, F, fh, uRem, gRem, {
+      topN: cfg.topN,
+      threshold: cfg.threshold,
+      order: cfg.order,
+      pairsPerG: cfg.pairsPerG,
+      extra: cfg.extraCandidates,
+      signal: opts.signal,
+      onProgress: (done, total) => opts.onProgress?.('retrieve', done, total),
+    });
+    const retrievalMs = performance.now() - tR;
+
+    return {
+      config: cfg,
+      backend: backend.name,
+      nU,
+      nG,
+      dim: F.cols,
+      aligned,
+      skipped,
+      retrieved: ret.pairs.map((p) => ({ u: p.u, g: p.g - nU, s: p.s })),
+      clusters: {
+        ...clusterDiagnostics(km.sizes),
+        inertia: km.inertia,
+        steps: km.steps,
+        epochs: km.epochs,
+        stop: km.stop,
+        reassigned: km.reassigned,
+        lloydIters: km.lloydIters,
+      },
+      retrieval: { queries: gRem.length, pool: uRem.length, withCandidates: ret.withCandidates, allTaken: ret.allTaken, requeried: ret.requeried },
+      renormalized,
+      timingsMs: {
+        upload: uploadMs,
+        kmeans: kmeansMs,
+        kmeansInit: km.timingsMs.init,
+        kmeansMinibatch: km.timingsMs.minibatch,
+        kmeansLloyd: km.timingsMs.lloyd,
+        kmeansLabels: km.timingsMs.labels,
+        medoids: medoidsMs,
+        retrieval: retrievalMs,
+        total: performance.now() - t0,
+      },
+      features: F,
+      labels: km.labels,
+    };
+  } finally {
+    await backend.free(fh);
+  }
+}
+
+/** F_u ∪ F_g as one matrix (U rows first); both must have the same dimension. */
+export function stackFeatures(fu: Matrix, fg: Matrix): Matrix {
+  if (fu.cols !== fg.cols) throw new ConfigError(`U features are ${fu.cols}-d but G features are ${fg.cols}-d: embed both with the same backbone`);
+  return concatRows([fu, fg]);
+}
+
+function rowsWhere(from: number, to: number, keep: (i: number) => boolean): Int32Array {
+  const out: number[] = [];
+  for (let i = from; i < to; i++) if (keep(i)) out.push(i);
+  return Int32Array.from(out);
+}

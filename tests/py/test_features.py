@@ -1,0 +1,176 @@
+"""Feature backbones and ops for pairing (pairuni_sidecar.features, ops/features.py)."""
+from __future__ import annotations
+
+import io
+import json
+import sys
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.ipc as ipc
+import pyarrow.parquet as pq
+import pytest
+import torch
+from PIL import Image
+
+from pairuni_sidecar.errors import BadRequest, NotFound, OpFailed
+from pairuni_sidecar.features.backbones import BackboneSpec, MissingPackage, WeightsMissing, load_backbone
+from pairuni_sidecar.features.resnet import ResNet50
+from pairuni_sidecar.ops.features import op_backbone, op_embed, parquet_to_arrow
+from pairuni_sidecar.registry import HandleStore, OpContext
+
+
+def png(color, size=(40, 30)) -> bytes:
+    buf = io.BytesIO()
+    Image.new("RGB", size, color).save(buf, "PNG")
+    return buf.getvalue()
+
+
+def blob_of(images: list[bytes]) -> tuple[torch.Tensor, torch.Tensor]:
+    offs = np.cumsum([0] + [len(b) for b in images]).astype(np.int64)
+    return torch.from_numpy(np.frombuffer(b"".join(images), np.uint8).copy()), torch.from_numpy(offs)
+
+
+def ctx(state=None) -> OpContext:
+    return OpContext("test", 1, None, state if state is not None else {}, HandleStore())
+
+
+def torchvision_resnet50_keys() -> dict[str, tuple]:
+    """The torchvision resnet50 state-dict layout, written out from its architecture."""
+    keys: dict[str, tuple] = {"conv1.weight": (64, 3, 7, 7)}
+
+    def bn(p, c):
+        for s in ("weight", "bias", "running_mean", "running_var"):
+            keys[f"{p}.{s}"] = (c,)
+        keys[f"{p}.num_batches_tracked"] = ()
+
+    bn("bn1", 64)
+    in_ch = 64
+    for li, (w, blocks) in enumerate(((64, 3), (128, 4), (256, 6), (512, 3)), start=1):
+        for b in range(blocks):
+            p = f"layer{li}.{b}"
+            keys[f"{p}.conv1.weight"] = (w, in_ch, 1, 1)
+            bn(f"{p}.bn1", w)
+            keys[f"{p}.conv2.weight"] = (w, w, 3, 3)
+            bn(f"{p}.bn2", w)
+            keys[f"{p}.conv3.weight"] = (w * 4, w, 1, 1)
+            bn(f"{p}.bn3", w * 4)
+            if b == 0:
+                keys[f"{p}.downsample.0.weight"] = (w * 4, in_ch, 1, 1)
+                bn(f"{p}.downsample.1", w * 4)
+            in_ch = w * 4
+    keys["fc.weight"] = (1000, 2048)
+    keys["fc.bias"] = (1000,)
+    return keys
+
+
+def test_resnet50_state_dict_matches_torchvision_layout():
+    sd = ResNet50().state_dict()
+    want = torchvision_resnet50_keys()
+    assert list(sd) == list(want)  # same names, same order
+    assert {k: tuple(v.shape) for k, v in sd.items()} == want
+    assert sum(p.numel() for p in ResNet50().parameters()) == 25_557_032  # torchvision's resnet50 count
+
+
+def test_resnet50_loads_a_weights_file_strictly_and_embeds_2048d(tmp_path):
+    torch.manual_seed(0)
+    m = ResNet50()
+    path = tmp_path / "resnet50-test.pth"
+    torch.save(m.state_dict(), path)
+    bb = load_backbone(BackboneSpec(kind="resnet50", weights=str(path), device="cpu"))
+    ims = [Image.new("RGB", (300, 200), c) for c in ((255, 0, 0), (0, 0, 255))]
+    f = bb.embed(ims)
+    assert f.shape == (2, 2048) and f.dtype == np.float32
+    np.testing.assert_allclose(np.linalg.norm(f, axis=1), 1, atol=1e-6)
+    # Same weights through the module directly: features are the pooled output (head not applied).
+    with torch.inference_mode():
+        ref = m.eval()(bb.prepare(ims))
+    np.testing.assert_allclose(f, torch.nn.functional.normalize(ref, dim=1).numpy(), atol=1e-5)
+    assert bb.key.startswith("resnet50-")
+
+
+def test_no_weights_is_an_error_never_random_weights(tmp_path):
+    with pytest.raises(WeightsMissing, match="never falls back to random weights"):
+        load_backbone(BackboneSpec(kind="resnet50"))
+    with pytest.raises(WeightsMissing, match="does not exist"):
+        load_backbone(BackboneSpec(kind="resnet50", weights=str(tmp_path / "nope.pth")))
+    bad = tmp_path / "bad.pth"
+    torch.save({"conv1.weight": torch.zeros(64, 3, 7, 7)}, bad)
+    with pytest.raises(OpFailed, match="not a torchvision resnet50 state dict"):
+        load_backbone(BackboneSpec(kind="resnet50", weights=str(bad)))
+    # Through the op the same error surfaces with a not_found wire code.
+    with pytest.raises(NotFound):
+        op_backbone(ctx(), {"backbone": {"kind": "hf"}}, {})
+
+
+@pytest.mark.parametrize("kind,pkg", [("torchvision", "torchvision"), ("timm", "timm")])
+def test_optional_packages_missing_give_a_clear_error(tmp_path, monkeypatch, kind, pkg):
+    w = tmp_path / "w.pth"
+    torch.save({}, w)
+    monkeypatch.setitem(sys.modules, pkg, None)  # makes `import pkg` raise ImportError
+    with pytest.raises(MissingPackage, match=f"needs the {pkg} package"):
+        load_backbone(BackboneSpec(kind=kind, name="resnet50", weights=str(w)))
+
+
+def test_hf_directory_backbone(tmp_path):
+    import transformers
+
+    cfg = transformers.DINOv3ViTConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64, patch_size=16, image_size=64, num_register_tokens=0)
+    torch.manual_seed(0)
+    transformers.DINOv3ViTModel(cfg).save_pretrained(tmp_path)
+    (tmp_path / "preprocessor_config.json").write_text(json.dumps({"size": {"height": 64, "width": 64}, "image_mean": [0.5] * 3, "image_std": [0.5] * 3}))
+    bb = load_backbone(BackboneSpec(kind="hf", weights=str(tmp_path), device="cpu"))
+    f = bb.embed([Image.new("RGB", (90, 70), (10, 200, 30)), Image.new("RGB", (50, 50), (200, 10, 30))])
+    assert f.shape == (2, 32) and bb.dim == 32
+    np.testing.assert_allclose(np.linalg.norm(f, axis=1), 1, atol=1e-6)
+    with pytest.raises(WeightsMissing, match="not a directory"):
+        load_backbone(BackboneSpec(kind="hf", weights=str(tmp_path / "model.safetensors")))
+
+
+def test_pixels_embedder_via_op_and_backbone_reuse():
+    state: dict = {}
+    red, red2, blue = png((255, 0, 0)), png((255, 0, 0), (20, 20)), png((0, 0, 255))
+    blob, offs = blob_of([red, red2, blue])
+    r = op_embed(ctx(state), {"backbone": {"kind": "pixels", "size": 8}}, {"blob": blob, "offsets": offs})
+    f = r.tensors["features"]
+    assert f.shape == (3, 192) and r.args == {"key": "pixels-v1-8", "dim": 192, "n": 3}
+    np.testing.assert_allclose(np.linalg.norm(f, axis=1), 1, atol=1e-6)
+    np.testing.assert_allclose(f[0], f[1], atol=1e-6)  # same colour, different size
+    assert abs(float(f[0] @ f[2])) < 1e-6  # pure red vs pure blue share no channel
+    bb = state["features.backbone"][1]
+    op_embed(ctx(state), {"backbone": {"kind": "pixels", "size": 8}}, {"blob": blob, "offsets": offs})
+    assert state["features.backbone"][1] is bb  # reused, not reloaded
+
+
+def test_embed_rejects_undecodable_images_naming_the_index():
+    blob, offs = blob_of([png((1, 2, 3)), b"not an image at all"])
+    with pytest.raises(BadRequest, match="image #1") as ei:
+        op_embed(ctx(), {"backbone": {"kind": "pixels"}}, {"blob": blob, "offsets": offs})
+    assert ei.value.detail == {"index": 1}
+    with pytest.raises(BadRequest, match="offsets"):
+        op_embed(ctx(), {"backbone": {"kind": "pixels"}}, {"blob": blob, "offsets": torch.tensor([0, 5], dtype=torch.int64)})
+    with pytest.raises(BadRequest, match="backbone.kind"):
+        op_embed(ctx(), {"backbone": {"kind": "vgg"}}, {"blob": blob, "offsets": offs})
+
+
+def test_parquet_to_arrow_round_trip(tmp_path):
+    t = pa.table({
+        "id": pa.array(["a", "b"], pa.large_string()),
+        "choices": pa.array([["x", "y"], ["p", "q", "r"]], pa.list_(pa.string())),
+        "image": pa.array([png((1, 1, 1)), png((2, 2, 2))], pa.large_binary()),
+        "caption": pa.array(["c", None]),
+    })
+    src = tmp_path / "m.parquet"
+    pq.write_table(t, src)
+    out = tmp_path / "m.arrow"
+    info = parquet_to_arrow(str(src), str(out))
+    assert info["rows"] == 2 and info["columns"] == ["id", "choices", "image", "caption"]
+    back = ipc.open_file(str(out)).read_all()
+    assert back.schema.field("id").type == pa.string() and back.schema.field("image").type == pa.binary()
+    assert back.column("choices").to_pylist() == [["x", "y"], ["p", "q", "r"]]
+    assert back.column("caption").to_pylist() == ["c", None]
+    with pytest.raises(NotFound):
+        parquet_to_arrow(str(tmp_path / "missing.parquet"), str(out))
+    (tmp_path / "junk.parquet").write_bytes(b"junk")
+    with pytest.raises(BadRequest, match="not a readable Parquet file"):
+        parquet_to_arrow(str(tmp_path / "junk.parquet"), str(out))
