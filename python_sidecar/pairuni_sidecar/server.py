@@ -99,6 +99,7 @@ class Server:
         self.credit = 0
         self.next_sid = 1
         self.in_streams: dict[int, InStream] = {}
+        self.early_data: list = []
         self.out_streams: list[OutStream] = []
         self.active: dict[int, OpContext] = {}
         self.state: dict = {"server": self}
@@ -122,6 +123,8 @@ class Server:
         self.wake.bind(self.wake_addr)
         worker = threading.Thread(target=self._worker, name="pairuni-worker", daemon=True)
         worker.start()
+        # Announce the data connection too: the controller waits for both before sending streams.
+        self._send(self.data, "hb", {"state": "starting"})
         self._send_ctrl("hello", {
             "wire": [WIRE_MAJOR, WIRE_MAJOR], "minor": WIRE_MINOR, "caps": ["raw", "arrow", "chunk"],
             "rank": self.rank, "world": self.world, "local_rank": self.local_rank,
@@ -233,11 +236,21 @@ class Server:
             self.hb_ms, self.dead_ms = h["hb_ms"], h["dead_ms"]
             self.credit = self.limits.window
             self.welcomed = True
+            early, self.early_data = self.early_data, []
+            for fr in early:
+                try:
+                    self._on_message(fr, True)
+                except SidecarError as e:
+                    self._error(getattr(e, "request_id", None), e)
             return
         if not self.welcomed:
             if kind == "err":
                 log(f"controller refused this rank: [{h['err']['code']}] {h['err']['msg']}")
                 self.stopping, self.exit_code = True, 2
+                return
+            if is_data and len(self.early_data) < 1024:
+                # The two sockets are not ordered: a stream may overtake the welcome. Keep it for later.
+                self.early_data.append(frames)
                 return
             raise BadRequest(f"{kind} before welcome")
         if kind == "hb":

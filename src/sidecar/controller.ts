@@ -130,6 +130,7 @@ export class Controller {
   /** Test hook: sees every decoded message from a rank before dispatch. */
   _tap?: (kind: KindName, header: Record<string, unknown>, payload: Buffer[]) => void;
   private rankWaiters: Array<() => void> = [];
+  private readonly dataSeen = new Set<string>();
   private readonly listeners = new Set<(ev: { type: 'rank_lost'; rank: number; reason: string }) => void>();
 
   constructor(private readonly opts: ControllerOptions) {
@@ -194,7 +195,7 @@ export class Controller {
   }
 
   private liveRanks(): RankState[] {
-    return [...this.ranks.values()].filter((r) => r.info.alive);
+    return [...this.ranks.values()].filter((r) => r.info.alive && this.dataSeen.has(r.key));
   }
 
   private rankByNumber(n: number): RankState | undefined {
@@ -226,6 +227,12 @@ export class Controller {
       return;
     }
     const key = rid.toString('hex');
+    // A rank is usable once both of its connections are up: hello on ctrl, and any message on data
+    // (ranks send an hb there first), so the first chunk stream cannot race the data connection.
+    if (isData && !this.dataSeen.has(key)) {
+      this.dataSeen.add(key);
+      this.wakeRankWaiters();
+    }
     const rank = this.ranks.get(key);
     let dec;
     try {
@@ -242,6 +249,7 @@ export class Controller {
     }
     if (rank) rank.lastSeen = Date.now();
     const { kind, header, flags } = dec;
+    if (isData && kind === 'hb') return;
     this._tap?.(kind, header, payload);
     if (kind === 'hello') return this.onHello(rid, key, header, dec.minor);
     if (!rank || !rank.info.alive) {
@@ -294,6 +302,7 @@ export class Controller {
       inStreams: new Map(),
     };
     this.ranks.set(key, st);
+    this.wakeRankWaiters();
     void this.ctrlQ
       .send([
         rid,
@@ -313,6 +322,9 @@ export class Controller {
         }),
       ])
       .catch(() => undefined);
+  }
+
+  private wakeRankWaiters(): void {
     const ws = this.rankWaiters;
     this.rankWaiters = [];
     ws.forEach((w) => w());
