@@ -523,7 +523,8 @@ class JanusAdapter(PolicyAdapter):
     def save_pretrained(self, path: str) -> None:
         self.model.save_pretrained(path)
         self.tok.save_pretrained(path)
-        for extra in ("preprocessor_config.json", "processor_config.json"):
+        # Sidecar files that describe how the model was trained travel with every checkpoint.
+        for extra in ("preprocessor_config.json", "processor_config.json", "pairuni_model.json"):
             src = os.path.join(self.source_dir, extra)
             if os.path.isfile(src):
                 shutil.copyfile(src, os.path.join(path, extra))

@@ -1,0 +1,369 @@
+/**
+ * The embedded demo: the whole PairUni pipeline on ShapesWorld with a tiny pretrained Janus, on CPU.
+ *
+ *   1. build the world (U and G manifests, held-out eval splits)          python: shapesworld build
+ *   2. embed (weight-free `pixels`) and pair it → PairUG; also random pairs  SDK: buildPairUG
+ *   3. evaluate the pretrained model on held-out items                      python: shapesworld eval
+ *   4. PairGRPO on PairUG and, with the same recipe and budget, on random pairs, for each seed  SDK: train
+ *   5. evaluate every final policy and write report.md (tables, curves, image grids)
+ *
+ * Every phase writes its result atomically and is skipped on a rerun when its result exists, so an
+ * interrupted demo resumes where it stopped (training itself resumes from its last checkpoint).
+ */
+import { spawn } from 'node:child_process';
+import { existsSync, mkdirSync, readdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
+import { join, resolve } from 'node:path';
+import { AbortedError, PairuniError } from '../errors.js';
+import { buildPairUG } from '../pairing/pipeline.js';
+import { PACKAGE_ROOT, resolvePython, sidecarSourceDir } from '../sidecar/python.js';
+import { parseTrainConfig, type TrainConfigInput } from '../train/config.js';
+import { readMetrics } from '../train/metrics.js';
+import { latestCheckpoint } from '../train/checkpoint.js';
+import { train } from '../train/trainer.js';
+import { lineChart, mdTable, meanStd, smooth, type Series } from './report.js';
+
+export interface DemoOptions {
+  /** Output directory (default `runs/demo`). */
+  out: string;
+  /** Pretrained model directory (default: the shipped `assets/tiny-janus-shapes`). */
+  model?: string;
+  seeds?: number[];
+  /** PairGRPO steps per run. */
+  steps?: number;
+  /** A much shorter run (CI smoke test): tiny world, 1 seed, few steps, small eval. */
+  quick?: boolean;
+  /** Runs trained at once (each sidecar uses one thread). */
+  parallel?: number;
+  signal?: AbortSignal;
+  log?: (line: string) => void;
+  /** Called after every training step of every run (for a progress bar). */
+  onStep?: (run: string, step: number, totalSteps: number, runs: number) => void;
+}
+
+export interface EvalResult {
+  und_accuracy: number;
+  und_accuracy_by_category: Record<string, number>;
+  gen_reward: number;
+  gen_reward_by_category: Record<string, number>;
+  gen_binary: number;
+  [k: string]: unknown;
+}
+
+export interface DemoResult {
+  report: string;
+  before: EvalResult;
+  after: Record<'pairgrpo' | 'random', Record<number, EvalResult>>;
+  summary: Record<'pairgrpo' | 'random', { und: { mean: number; std: number }; gen: { mean: number; std: number } }>;
+  seconds: number;
+}
+
+export const DEFAULT_MODEL = join(PACKAGE_ROOT, 'assets', 'tiny-janus-shapes');
+
+interface Plan {
+  world: { u_train: number; g_train: number; u_eval: number; g_eval: number };
+  clusters: number;
+  evalN: number;
+  evalSamples: number;
+  steps: number;
+  seeds: number[];
+  batchPairs: number;
+  k: number;
+  lr: number;
+}
+
+function plan(o: DemoOptions): Plan {
+  const quick = Boolean(o.quick);
+  return {
+    world: quick ? { u_train: 96, g_train: 96, u_eval: 24, g_eval: 24 } : { u_train: 960, g_train: 960, u_eval: 300, g_eval: 300 },
+    clusters: quick ? 12 : 96,
+    evalN: quick ? 24 : 300,
+    evalSamples: quick ? 1 : 2,
+    steps: o.steps ?? (quick ? 2 : 40),
+    seeds: o.seeds ?? (quick ? [0] : [0, 1, 2]),
+    batchPairs: quick ? 2 : 8,
+    k: 4,
+    lr: 2e-4,
+  };
+}
+
+function atomicJson(path: string, value: unknown): void {
+  const tmp = `${path}.tmp-${process.pid}`;
+  writeFileSync(tmp, JSON.stringify(value, null, 2) + '\n');
+  renameSync(tmp, path);
+}
+
+function readJson<T>(path: string): T {
+  return JSON.parse(readFileSync(path, 'utf8')) as T;
+}
+
+/** Runs `python -m pairuni_sidecar.shapesworld ...` and parses the JSON it prints. */
+async function shapesworld(args: string[], log: (l: string) => void, signal?: AbortSignal): Promise<Record<string, unknown>> {
+  const py = resolvePython();
+  const env = { ...process.env, PYTHONPATH: [sidecarSourceDir(), process.env.PYTHONPATH].filter(Boolean).join(':'), OMP_NUM_THREADS: '1' };
+  return new Promise((resolvePromise, reject) => {
+    const child = spawn(py, ['-m', 'pairuni_sidecar.shapesworld', ...args], { env, stdio: ['ignore', 'pipe', 'pipe'] });
+    let out = '';
+    let err = '';
+    child.stdout.on('data', (b) => (out += b));
+    child.stderr.on('data', (b) => {
+      err = (err + b).slice(-8000);
+      for (const line of String(b).split('\n')) if (line.trim()) log(`  ${line.trim()}`);
+    });
+    const onAbort = () => child.kill('SIGTERM');
+    signal?.addEventListener('abort', onAbort, { once: true });
+    child.on('error', (e) => reject(new PairuniError('demo', `could not run ${py}: ${e.message}`)));
+    child.on('exit', (code) => {
+      signal?.removeEventListener('abort', onAbort);
+      if (signal?.aborted) return reject(new AbortedError('demo interrupted'));
+      if (code !== 0) return reject(new PairuniError('demo', `shapesworld ${args[0]} failed (exit ${code}):\n${err}`));
+      try {
+        resolvePromise(JSON.parse(out));
+      } catch {
+        reject(new PairuniError('demo', `shapesworld ${args[0]} printed no JSON result:\n${out.slice(-2000)}`));
+      }
+    });
+  });
+}
+
+async function pool<T>(items: T[], width: number, fn: (t: T) => Promise<void>): Promise<void> {
+  const queue = [...items];
+  const errors: unknown[] = [];
+  await Promise.all(
+    Array.from({ length: Math.max(1, width) }, async () => {
+      for (let t = queue.shift(); t !== undefined; t = queue.shift()) {
+        try {
+          await fn(t);
+        } catch (e) {
+          errors.push(e);
+          queue.length = 0;
+        }
+      }
+    }),
+  );
+  if (errors.length) throw errors[0];
+}
+
+export async function runDemo(o: DemoOptions): Promise<DemoResult> {
+  const t0 = Date.now();
+  const log = o.log ?? ((l: string) => console.error(l));
+  const p = plan(o);
+  const out = resolve(o.out);
+  const model = resolve(o.model ?? DEFAULT_MODEL);
+  if (!existsSync(join(model, 'config.json'))) {
+    throw new PairuniError('demo', `no pretrained model at ${model}: regenerate it with \`python -m pairuni_sidecar.shapesworld pretrain --out ${model}\``);
+  }
+  mkdirSync(out, { recursive: true });
+  const check = () => {
+    if (o.signal?.aborted) throw new AbortedError('demo interrupted; rerun the same command to resume');
+  };
+
+  // 1. The world.
+  const world = join(out, 'world');
+  const worldMeta = join(world, 'shapesworld.json');
+  if (!existsSync(worldMeta) || JSON.stringify(readJson<{ sizes: unknown }>(worldMeta).sizes) !== JSON.stringify(p.world)) {
+    log(`[1/5] building ShapesWorld (${p.world.u_train} U + ${p.world.g_train} G train items) in ${world}`);
+    const sizes = Object.entries(p.world).flatMap(([k, v]) => [`--${k.replace('_', '-')}`, String(v)]);
+    await shapesworld(['build', '--out', world, '--seed', '0', ...sizes], log, o.signal);
+  } else log('[1/5] ShapesWorld already built');
+  check();
+
+  // 2. Pairing: PairUG and the random-pairs baseline, same budget.
+  const pairSets = { pairgrpo: join(out, 'pairug'), random: join(out, 'pairug-random') } as const;
+  for (const [name, dir] of Object.entries(pairSets)) {
+    if (existsSync(join(dir, 'pairs.jsonl'))) {
+      log(`[2/5] ${name} pairs already built`);
+      continue;
+    }
+    log(`[2/5] pairing (${name === 'pairgrpo' ? 'PairUG' : 'random pairs, same budget'})`);
+    const res = await buildPairUG({
+      understanding: join(world, 'u_train.jsonl'),
+      generation: join(world, 'g_train.jsonl'),
+      out: dir,
+      backbone: { kind: 'pixels', size: 16 },
+      cacheDir: join(out, 'features'),
+      config: { seed: 0, kmeans: { k: p.clusters }, ablation: name === 'pairgrpo' ? 'none' : 'random' },
+      backend: 'ts',
+      signal: o.signal,
+    });
+    log(res.summary.split('\n').map((l) => `  ${l}`).join('\n'));
+  }
+  check();
+
+  // 3. The pretrained starting point.
+  const evalDir = join(out, 'eval');
+  mkdirSync(evalDir, { recursive: true });
+  const evalArgs = (m: string) => ['eval', '--model', m, '--data', world, '--n', String(p.evalN), '--samples', String(p.evalSamples), '--sample-seed', '0'];
+  const beforePath = join(evalDir, 'pretrained.json');
+  if (!existsSync(beforePath)) {
+    log('[3/5] evaluating the pretrained model on held-out items');
+    atomicJson(beforePath, await shapesworld(evalArgs(model), log, o.signal));
+  } else log('[3/5] pretrained model already evaluated');
+  const before = readJson<EvalResult>(beforePath);
+  check();
+
+  // 4. PairGRPO on PairUG vs on random pairs, every seed, same recipe.
+  const card = existsSync(join(model, 'pairuni_model.json')) ? readJson<Record<string, any>>(join(model, 'pairuni_model.json')) : {};
+  const fmt = (card.prompt_format ?? card.format ?? {}) as Record<string, string>;
+  const runs = Object.keys(pairSets).flatMap((variant) => p.seeds.map((seed) => ({ variant: variant as 'pairgrpo' | 'random', seed })));
+  const runDir = (r: { variant: string; seed: number }) => join(out, 'runs', `${r.variant}-s${r.seed}`);
+  log(`[4/5] PairGRPO: ${runs.length} runs × ${p.steps} steps (${p.batchPairs} pairs/step, K=${p.k} per side), ${o.parallel ?? 2} at a time`);
+  await pool(runs, o.parallel ?? 2, async (r) => {
+    const cfgInput: TrainConfigInput = {
+      data: join(pairSets[r.variant], 'pairs.jsonl'),
+      out: runDir(r),
+      model: {
+        path: model,
+        gradientCheckpointing: false,
+        options: {
+          ...(fmt.und_template ? { und_template: fmt.und_template.replace('{text}', '{question}') } : {}),
+          ...(fmt.gen_template ? { gen_template: fmt.gen_template } : {}),
+        },
+      },
+      mode: 'pairgrpo',
+      steps: p.steps,
+      batchPairs: p.batchPairs,
+      seed: r.seed,
+      und: {
+        k: p.k,
+        maxNewTokens: 8,
+        instruction: fmt.instruction ? `{question}\n{choices}\n${fmt.instruction}` : undefined,
+      },
+      gen: { k: p.k, cfgWeight: 3, reward: { name: 'shapes', config: {} } },
+      optim: { lr: p.lr, microBatch: 16 },
+      log: { sampleEvery: Math.max(1, p.steps), tensorboard: true },
+      checkpoint: { every: Math.max(1, Math.floor(p.steps / 2)), keep: 1 },
+      sidecar: { threads: 1 },
+    };
+    const cfg = parseTrainConfig(JSON.parse(JSON.stringify(cfgInput)));
+    const done = latestCheckpoint(cfg.out);
+    if (done && done.state.step >= p.steps) {
+      log(`  ${r.variant} seed ${r.seed}: already trained`);
+      return;
+    }
+    log(`  ${r.variant} seed ${r.seed}: training`);
+    await train(cfg, {
+      resume: Boolean(done),
+      signal: o.signal,
+      onStep: (m) => o.onStep?.(`${r.variant}-s${r.seed}`, m.step + 1, p.steps, runs.length),
+    });
+  });
+  check();
+
+  // 5. Evaluate every final policy; write the report.
+  const after: DemoResult['after'] = { pairgrpo: {}, random: {} };
+  for (const r of runs) {
+    const path = join(evalDir, `${r.variant}-s${r.seed}.json`);
+    if (!existsSync(path)) {
+      const ck = latestCheckpoint(runDir(r));
+      if (!ck) throw new PairuniError('demo', `run ${runDir(r)} has no checkpoint to evaluate`);
+      log(`[5/5] evaluating ${r.variant} seed ${r.seed}`);
+      atomicJson(path, await shapesworld(evalArgs(ck.policyDir), log, o.signal));
+    }
+    after[r.variant][r.seed] = readJson<EvalResult>(path);
+  }
+  const summary = Object.fromEntries(
+    (['pairgrpo', 'random'] as const).map((v) => {
+      const rs = Object.values(after[v]);
+      return [v, { und: meanStd(rs.map((x) => x.und_accuracy)), gen: meanStd(rs.map((x) => x.gen_reward)) }];
+    }),
+  ) as DemoResult['summary'];
+  const seconds = Math.round((Date.now() - t0) / 1000);
+  const report = writeReport(out, p, before, after, summary, runs.map((r) => ({ ...r, dir: runDir(r) })), seconds);
+  log(`[5/5] report: ${report}`);
+  return { report, before, after, summary, seconds };
+}
+
+function writeReport(
+  out: string,
+  p: Plan,
+  before: EvalResult,
+  after: DemoResult['after'],
+  summary: DemoResult['summary'],
+  runs: Array<{ variant: 'pairgrpo' | 'random'; seed: number; dir: string }>,
+  seconds: number,
+): string {
+  const pm = (x: { mean: number; std: number }) => `${x.mean.toFixed(3)} ± ${x.std.toFixed(3)}`;
+  const d = (x: number, b: number) => `${x - b >= 0 ? '+' : ''}${(x - b).toFixed(3)}`;
+  const cats = Object.keys(before.und_accuracy_by_category ?? {});
+  const catMean = (v: 'pairgrpo' | 'random', key: 'und_accuracy_by_category' | 'gen_reward_by_category', c: string) =>
+    meanStd(Object.values(after[v]).map((e) => e[key]?.[c] ?? NaN)).mean;
+  const better = (a: number, b: number) => (a > b ? 'higher' : a < b ? 'lower' : 'equal');
+  const curves = (metric: string, label: string): string => {
+    const series: Series[] = [];
+    for (const r of runs) {
+      const rows = existsSync(join(r.dir, 'metrics.jsonl')) ? readMetrics(r.dir) : [];
+      const pts = rows.map((m) => [m.step, Number((m as Record<string, unknown>)[metric])] as [number, number]).filter(([, y]) => Number.isFinite(y));
+      series.push({ name: `${r.variant} s${r.seed}`, points: smooth(pts, 5) });
+    }
+    return lineChart(label, series, { yLabel: metric });
+  };
+  const grids = runs
+    .filter((r) => r.seed === p.seeds[0])
+    .map((r) => {
+      const dir = join(r.dir, 'samples');
+      const files = existsSync(dir) ? (readdirSync(dir).filter((f) => f.endsWith('.png')).sort()) : [];
+      return files.length ? `- ${r.variant} seed ${r.seed}, last step: ![](${join('runs', `${r.variant}-s${r.seed}`, 'samples', files[files.length - 1])})` : '';
+    })
+    .filter(Boolean);
+  const lines = [
+    '# PairUni demo on ShapesWorld',
+    '',
+    `Tiny Janus pretrained on ShapesWorld, then PairGRPO for ${p.steps} steps (${p.batchPairs} pairs/step, K=${p.k} rollouts per side, lr ${p.lr}) `,
+    `on **PairUG** (K-means medoids + retrieved pairs, w_p = 1 or √s_p) versus **random pairs** of the same size and the same recipe, `,
+    `seeds ${p.seeds.join(', ')}. Held-out: ${before.n_und ?? p.evalN} understanding items, ${before.n_gen_prompts ?? p.evalN} generation prompts × ${p.evalSamples} samples. Total ${seconds} s.`,
+    '',
+    '## Result (mean ± std over seeds)',
+    '',
+    mdTable(
+      ['', 'understanding accuracy', 'Δ vs pretrained', 'generation reward', 'Δ vs pretrained'],
+      [
+        ['pretrained', before.und_accuracy.toFixed(3), '', before.gen_reward.toFixed(3), ''],
+        ['PairGRPO on PairUG', pm(summary.pairgrpo.und), d(summary.pairgrpo.und.mean, before.und_accuracy), pm(summary.pairgrpo.gen), d(summary.pairgrpo.gen.mean, before.gen_reward)],
+        ['PairGRPO on random pairs', pm(summary.random.und), d(summary.random.und.mean, before.und_accuracy), pm(summary.random.gen), d(summary.random.gen.mean, before.gen_reward)],
+      ],
+    ),
+    '',
+    `PairUG vs random pairing: understanding ${better(summary.pairgrpo.und.mean, summary.random.und.mean)} ` +
+      `(${d(summary.pairgrpo.und.mean, summary.random.und.mean)}), generation ${better(summary.pairgrpo.gen.mean, summary.random.gen.mean)} ` +
+      `(${d(summary.pairgrpo.gen.mean, summary.random.gen.mean)}). With ${p.seeds.length} seed(s) and spreads as above, differences smaller than the std are noise.`,
+    '',
+    '## Per category (mean over seeds)',
+    '',
+    mdTable(
+      ['category', 'und: pretrained', 'und: PairUG', 'und: random', 'gen: pretrained', 'gen: PairUG', 'gen: random'],
+      cats.map((c) => [
+        c,
+        before.und_accuracy_by_category[c] ?? NaN,
+        catMean('pairgrpo', 'und_accuracy_by_category', c),
+        catMean('random', 'und_accuracy_by_category', c),
+        before.gen_reward_by_category?.[c] ?? NaN,
+        catMean('pairgrpo', 'gen_reward_by_category', c),
+        catMean('random', 'gen_reward_by_category', c),
+      ]),
+    ),
+    '',
+    '## Training curves (5-step moving average)',
+    '',
+    curves('und/reward', 'understanding reward (train rollouts)'),
+    '',
+    curves('gen/reward', 'generation reward (train rollouts)'),
+    '',
+    '## Generated samples',
+    '',
+    ...(grids.length ? grids : ['(no sample grids were written)']),
+    '',
+    '## Per run',
+    '',
+    mdTable(
+      ['run', 'und accuracy', 'gen reward', 'gen binary'],
+      runs.map((r) => [`${r.variant} s${r.seed}`, after[r.variant][r.seed].und_accuracy, after[r.variant][r.seed].gen_reward, after[r.variant][r.seed].gen_binary]),
+    ),
+    '',
+  ];
+  const path = join(out, 'report.md');
+  const tmp = `${path}.tmp`;
+  writeFileSync(tmp, lines.join('\n'));
+  renameSync(tmp, path);
+  atomicJson(join(out, 'summary.json'), { before, after, summary, seconds, plan: p });
+  return path;
+}
