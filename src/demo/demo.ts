@@ -219,13 +219,15 @@ export async function runDemo(o: DemoOptions): Promise<DemoResult> {
           ...(fmt.gen_template ? { gen_template: fmt.gen_template } : {}),
         },
       },
-      mode: 'pairgrpo',
+      // The baseline trains its random pairs at full weight (eq. 2): with √s_p its near-zero
+      // similarities would all but switch learning off, which would not be a fair comparison.
+      mode: r.variant === 'pairgrpo' ? 'pairgrpo' : 'pair',
       steps: p.steps,
       batchPairs: p.batchPairs,
       seed: r.seed,
       und: {
         k: p.k,
-        maxNewTokens: 8,
+        maxNewTokens: 16,
         instruction: fmt.instruction ? `{question}\n{choices}\n${fmt.instruction}` : undefined,
       },
       gen: { k: p.k, cfgWeight: 3, reward: { name: 'shapes', config: {} } },
@@ -257,7 +259,7 @@ export async function runDemo(o: DemoOptions): Promise<DemoResult> {
       const ck = latestCheckpoint(runDir(r));
       if (!ck) throw new PairuniError('demo', `run ${runDir(r)} has no checkpoint to evaluate`);
       log(`[5/5] evaluating ${r.variant} seed ${r.seed}`);
-      atomicJson(path, await shapesworld(evalArgs(ck.policyDir), log, o.signal));
+      atomicJson(path, await shapesworld(evalArgs(join(ck.policyDir, 'model')), log, o.signal));
     }
     after[r.variant][r.seed] = readJson<EvalResult>(path);
   }
@@ -309,7 +311,7 @@ function writeReport(
     '# PairUni demo on ShapesWorld',
     '',
     `Tiny Janus pretrained on ShapesWorld, then PairGRPO for ${p.steps} steps (${p.batchPairs} pairs/step, K=${p.k} rollouts per side, lr ${p.lr}) `,
-    `on **PairUG** (K-means medoids + retrieved pairs, w_p = 1 or √s_p) versus **random pairs** of the same size and the same recipe, `,
+    `on **PairUG** (K-means medoids + retrieved pairs, w_p = 1 or √s_p; eq. 4) versus **random pairs** of the same size, same recipe, every pair at w_p = 1 (eq. 2), `,
     `seeds ${p.seeds.join(', ')}. Held-out: ${before.n_und ?? p.evalN} understanding items, ${before.n_gen_prompts ?? p.evalN} generation prompts × ${p.evalSamples} samples. Total ${seconds} s.`,
     '',
     '## Result (mean ± std over seeds)',

@@ -133,10 +133,11 @@ def test_pixels_embedder_via_op_and_backbone_reuse():
     blob, offs = blob_of([red, red2, blue])
     r = op_embed(ctx(state), {"backbone": {"kind": "pixels", "size": 8}}, {"blob": blob, "offsets": offs})
     f = r.tensors["features"]
-    assert f.shape == (3, 192) and r.args == {"key": "pixels-v1-8", "dim": 192, "n": 3}
+    assert f.shape == (3, 192) and r.args == {"key": "pixels-v2-8", "dim": 192, "n": 3}
     np.testing.assert_allclose(np.linalg.norm(f, axis=1), 1, atol=1e-6)
     np.testing.assert_allclose(f[0], f[1], atol=1e-6)  # same colour, different size
-    assert abs(float(f[0] @ f[2])) < 1e-6  # pure red vs pure blue share no channel
+    # zero-mean pixels: pure red (2/3,-1/3,-1/3) vs pure blue (-1/3,-1/3,2/3) per pixel → cosine -1/2
+    assert abs(float(f[0] @ f[2]) + 0.5) < 1e-6
     bb = state["features.backbone"][1]
     op_embed(ctx(state), {"backbone": {"kind": "pixels", "size": 8}}, {"blob": blob, "offsets": offs})
     assert state["features.backbone"][1] is bb  # reused, not reloaded

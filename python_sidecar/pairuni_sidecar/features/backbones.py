@@ -9,8 +9,9 @@ Kinds (``BackboneSpec.kind``):
                       local weights, ``num_classes=0``. Needs the timm package.
   * ``hf``          — a local Hugging Face model directory (DINOv3, Perception Encoder, ...) via
                       ``transformers.AutoModel``; features = pooler output, else the CLS token.
-  * ``pixels``      — weight-free: resize to ``size``×``size`` RGB, flatten. Meant for small
-                      synthetic images and tests, not for real photographs.
+  * ``pixels``      — weight-free: resize to ``size``×``size`` RGB, flatten, subtract the image's
+                      mean (so cosine = pixel correlation; a shared background does not make every
+                      pair look alike). Meant for small synthetic images and tests, not for photographs.
 A model kind without a weights path raises ``WeightsMissing`` — random weights are never used.
 """
 from __future__ import annotations
@@ -154,7 +155,7 @@ class PixelsBackbone(Backbone):
         self.kind = "pixels"
         self.size = size
         self.dim = 3 * size * size
-        self.key = f"pixels-v1-{size}"
+        self.key = f"pixels-v2-{size}"
         self.device = torch.device("cpu")
 
     def prepare(self, ims: list[Image.Image]) -> torch.Tensor:
@@ -162,7 +163,7 @@ class PixelsBackbone(Backbone):
         return torch.from_numpy(arr.reshape(len(ims), -1))
 
     def forward(self, batch: torch.Tensor) -> torch.Tensor:
-        return batch
+        return batch - batch.mean(dim=1, keepdim=True)
 
 
 class TorchModelBackbone(Backbone):
