@@ -1,0 +1,234 @@
+"""Pretraining the tiny ShapesWorld Janus from scratch on CPU: (a) VQ tokenizer, (b) joint SFT.
+
+Reproducible from ``seed`` (model init, data, batch order, CFG dropout all derive from it; run
+with one torch thread for bit-identical results), interruptible and resumable: a training state
+is written atomically every ``ckpt_every`` steps to ``work`` and picked up on the next run with
+the same arguments. The finished model directory is written atomically to ``out``, and the
+work directory is removed.
+"""
+from __future__ import annotations
+
+import math
+import os
+import shutil
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+
+from .formats import PromptFormat
+from .model import TinySizes, build_config, save_model_dir, special_ids, to_pixels
+from .render import render
+from .scenes import COLOR_NAMES, Obj, make_item
+from .sft import gen_loss, tokenize_items, und_loss
+from .tokenizer import build_tokenizer, to_hf
+from .vocab import GRID, SHAPES
+from .vq import encode_codes, renorm_codebook, scene_codes, vq_loss
+
+STATE_FILE = "state.pt"
+
+
+@dataclass
+class PretrainConfig:
+    seed: int = 0
+    n_items: int = 12000           # pretraining pool (its own split: never in the demo's U/G sets)
+    vq_steps: int = 3000
+    vq_batch: int = 16
+    vq_lr: float = 3e-3
+    vq_dense_fraction: float = 0.5  # extra crowded boards: more object patches per decoder step
+    sft_steps: int = 500            # calibrated: und ~50%, gen reward ~0.45 on held-out (far from solved)
+    und_batch: int = 32
+    gen_batch: int = 32
+    sft_lr: float = 2e-3
+    und_weight: float = 2.0         # the answer is a few tokens vs 16 image codes per example
+    gen_weight: float = 1.0
+    p_uncond: float = 0.1
+    warmup: int = 50
+    ckpt_every: int = 100
+    eval_n: int = 300
+    eval_samples: int = 2
+    cfg_weight: float = 3.0
+    eval_every: int = 0            # >0: log a quick held-out eval every this many SFT steps (calibration)
+    sizes: dict = field(default_factory=lambda: asdict(TinySizes()))
+
+
+def _lr(base: float, step: int, total: int | None, warmup: int) -> float:
+    """Linear warm-up, then cosine decay to 10% of ``base`` (constant when ``total`` is None)."""
+    if step < warmup:
+        return base * (step + 1) / warmup
+    if total is None:
+        return base
+    t = (step - warmup) / max(1, total - warmup)
+    return base * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, t))))
+
+
+def _dense_scene(rng: np.random.Generator) -> list[Obj]:
+    return [Obj(SHAPES[rng.integers(len(SHAPES))], COLOR_NAMES[rng.integers(len(COLOR_NAMES))], r, c)
+            for r in range(GRID) for c in range(GRID) if rng.random() < 0.5]
+
+
+@torch.no_grad()
+def vq_recon_reward(model, seed: int, n: int) -> dict:
+    """Shapes reward of images decoded from the *true* codes of held-out scenes: the ceiling that
+    the VQ decoder puts on generation reward."""
+    from ..rewards.shapes import ShapesScorer
+
+    items = [make_item(seed, "g_eval", i) for i in range(n)]
+    codes = torch.stack([scene_codes(it.objects) for it in items])
+    from .model import to_uint8
+
+    images = to_uint8(model.decode_image_tokens(codes))
+    graded, binary = ShapesScorer().score_both(images, [it.prompt for it in items])
+    return {"graded": round(float(graded.mean()), 4), "binary": round(float(binary.mean()), 4), "n": n}
+
+
+def _save_state(work: Path, state: dict) -> None:
+    tmp = work / (STATE_FILE + f".tmp{os.getpid()}")
+    torch.save(state, tmp)
+    os.replace(tmp, work / STATE_FILE)
+
+
+def _batch(seed: int, stage: int, step: int, n: int, size: int) -> list[int]:
+    """Batch indices as a pure function of (seed, stage, step): resuming replays the same order."""
+    return np.random.default_rng([seed, stage, step]).integers(0, n, size).tolist()
+
+
+def pretrain(
+    out: str | os.PathLike,
+    cfg: PretrainConfig = PretrainConfig(),
+    fmt: PromptFormat = PromptFormat(),
+    work: str | os.PathLike | None = None,
+    log: Callable[[str], None] = print,
+    progress: Callable[[int, int, str], None] | None = None,
+    check: Callable[[], None] | None = None,
+) -> dict:
+    from transformers import JanusForConditionalGeneration
+
+    torch.set_num_threads(1)  # shared CPU, and bit-reproducibility across runs
+    out = Path(out)
+    work = Path(work) if work is not None else out.with_name(out.name + ".work")
+    work.mkdir(parents=True, exist_ok=True)
+    t0 = time.monotonic()
+
+    tok = to_hf(build_tokenizer(fmt))
+    vocab = -(-len(tok) // 16) * 16  # round up: room for user tokens, tidy matrix shapes
+    torch.manual_seed(cfg.seed)
+    model = JanusForConditionalGeneration(build_config(vocab, TinySizes(**cfg.sizes), special_ids(tok)))
+    pad = tok.pad_token_id
+
+    items = [make_item(cfg.seed, "pretrain", i) for i in range(cfg.n_items)]
+    images = torch.from_numpy(np.stack([render(it.objects) for it in items]))
+    drng = np.random.default_rng([cfg.seed, 41])
+    vq_scenes = [(_dense_scene(drng) if drng.random() < cfg.vq_dense_fraction else it.objects) for it in items]
+    vq_images = torch.from_numpy(np.stack([render(s) for s in vq_scenes]))
+    vq_codes = torch.stack([scene_codes(s) for s in vq_scenes])
+
+    state = None
+    if (work / STATE_FILE).exists():
+        state = torch.load(work / STATE_FILE, weights_only=False)
+        if state["cfg"] != asdict(cfg) or state["fmt"] != fmt.to_json():
+            raise ValueError(f"{work / STATE_FILE} was written with other settings; delete {work} to start over")
+        model.load_state_dict(state["model"])
+        log(f"resuming at stage {state['stage']} step {state['step']}")
+    total = cfg.vq_steps + cfg.sft_steps
+    vq = model.model.vqmodel
+
+    # (a) VQ tokenizer ---------------------------------------------------------------------
+    stage, step = (state["stage"], state["step"]) if state else ("vq", 0)
+    if stage == "vq":
+        vq.train()
+        renorm_codebook(vq)
+        opt = torch.optim.Adam(vq.parameters(), lr=cfg.vq_lr)
+        if state and state.get("opt"):
+            opt.load_state_dict(state["opt"])
+        while step < cfg.vq_steps:
+            if check:
+                check()
+            for g in opt.param_groups:
+                g["lr"] = _lr(cfg.vq_lr, step, cfg.vq_steps, cfg.warmup)
+            idx = _batch(cfg.seed, 1, step, cfg.n_items, cfg.vq_batch)
+            loss, info = vq_loss(vq, to_pixels(vq_images[idx]), vq_codes[idx])
+            loss_v = float(loss.detach())
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            renorm_codebook(vq)
+            step += 1
+            if step % 50 == 0 or step == cfg.vq_steps:
+                msg = (f"vq {step}/{cfg.vq_steps} loss {loss_v:.4f} mse {info['mse']:.4f} "
+                       f"code_acc {info['code_acc']:.3f} [{time.monotonic() - t0:.0f}s]")
+                log(msg)
+                if progress:
+                    progress(step, total, msg)
+            if step % cfg.ckpt_every == 0 or step == cfg.vq_steps:
+                nxt = ("sft", 0) if step == cfg.vq_steps else ("vq", step)
+                _save_state(work, {"stage": nxt[0], "step": nxt[1], "model": model.state_dict(),
+                                   "opt": None if nxt[0] == "sft" else opt.state_dict(), "cfg": asdict(cfg),
+                                   "fmt": fmt.to_json()})
+        stage, step, state = "sft", 0, None
+    vq.eval()
+    for p in vq.parameters():
+        p.requires_grad_(False)
+    vq_fidelity = vq_recon_reward(model, cfg.seed, min(cfg.eval_n, 300))
+    log(f"vq fidelity on held-out scenes (decode(true codes) -> shapes reward): {vq_fidelity}")
+
+    # (b) joint SFT ---------------------------------------------------------------------------
+    codes = encode_codes(vq, to_pixels(images))
+    data = tokenize_items(tok, fmt, items, images, codes)
+    params = [p for n, p in model.named_parameters() if not n.startswith("model.vqmodel.")]
+    opt = torch.optim.AdamW(params, lr=cfg.sft_lr, weight_decay=0.01, betas=(0.9, 0.98))
+    if state and state.get("opt"):
+        opt.load_state_dict(state["opt"])
+    model.train()
+    vq.eval()
+    while stage == "sft" and step < cfg.sft_steps:
+        if check:
+            check()
+        for g in opt.param_groups:
+            # Constant after warm-up: the model after N steps does not depend on sft_steps, so the
+            # SFT length (how far from perfect the shipped model is) can be tuned without retraining.
+            g["lr"] = _lr(cfg.sft_lr, step, None, cfg.warmup)
+        gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + step)
+        lu, au = und_loss(model, data, _batch(cfg.seed, 2, step, len(data.und_ids), cfg.und_batch), pad)
+        lg, ag = gen_loss(model, data, _batch(cfg.seed, 3, step, cfg.n_items, cfg.gen_batch), pad, cfg.p_uncond, gen)
+        loss = cfg.und_weight * lu + cfg.gen_weight * lg
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+        step += 1
+        if step % 25 == 0 or step == cfg.sft_steps:
+            msg = (f"sft {step}/{cfg.sft_steps} und {float(lu.detach()):.3f} (tok acc {au:.2f}) gen {float(lg.detach()):.3f} "
+                   f"(code acc {ag:.2f}) [{time.monotonic() - t0:.0f}s]")
+            log(msg)
+            if progress:
+                progress(cfg.vq_steps + step, total, msg)
+        if cfg.eval_every and step % cfg.eval_every == 0 and step < cfg.sft_steps:
+            from .evaluate import evaluate
+
+            model.eval()
+            m = evaluate(model, tok, fmt, seed=cfg.seed, n=120, samples=1, cfg_weight=cfg.cfg_weight)
+            model.train()
+            log(f"  quick eval @ sft {step}: und {m['und_accuracy']} {m['und_accuracy_by_category']} "
+                f"gen {m['gen_reward']} (binary {m['gen_binary']}) {m['gen_reward_by_category']}")
+        if step % cfg.ckpt_every == 0 or step == cfg.sft_steps:
+            _save_state(work, {"stage": "sft", "step": step, "model": model.state_dict(), "opt": opt.state_dict(),
+                               "cfg": asdict(cfg), "fmt": fmt.to_json()})
+
+    # held-out "before" numbers, saved with the model --------------------------------------------
+    from .evaluate import evaluate
+
+    model.eval()
+    metrics = evaluate(model, tok, fmt, seed=cfg.seed, n=cfg.eval_n, samples=cfg.eval_samples, cfg_weight=cfg.cfg_weight)
+    train_s = round(time.monotonic() - t0, 1)
+    log(f"held-out: und acc {metrics['und_accuracy']} gen reward {metrics['gen_reward']} "
+        f"(binary {metrics['gen_binary']}) [{train_s}s]")
+    extra = {"pretrain": {"config": asdict(cfg), "seconds": train_s, "torch": torch.__version__,
+                          "vq_fidelity": vq_fidelity,
+                          "heldout_data_seed": cfg.seed, "heldout": metrics}}
+    save_model_dir(model, tok, fmt, out, extra)
+    shutil.rmtree(work, ignore_errors=True)
+    return {"out": str(out), "seconds": train_s, "metrics": metrics}
