@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import queue
+from collections import deque
 import socket as pysocket
 import sys
 import threading
@@ -100,6 +101,7 @@ class Server:
         self.next_sid = 1
         self.in_streams: dict[int, InStream] = {}
         self.early_data: list = []
+        self.backlog: dict = {}
         self.out_streams: list[OutStream] = []
         self.active: dict[int, OpContext] = {}
         self.state: dict = {"server": self}
@@ -165,6 +167,8 @@ class Server:
         last_hb = 0.0
         while not self.stopping:
             timeout = self.hb_ms if self.welcomed else 100
+            if any(self.backlog.values()):
+                timeout = 1  # a pipe was full: come back soon to push the backlog
             events = dict(poller.poll(timeout))
             if self.ctrl in events:
                 self._drain(self.ctrl, is_data=False)
@@ -176,6 +180,7 @@ class Server:
                         self.wake.recv(zmq.NOBLOCK)
                     except zmq.Again:
                         break
+            self._flush_backlog()
             self._flush_outbox()
             self._pump_streams()
             now = time.monotonic()
@@ -494,10 +499,29 @@ class Server:
 
     def _send(self, sock: zmq.Socket, kind: str, h: dict, bufs: list | None = None, flags: int = 0) -> None:
         frames = [encode_header_frame(kind, h, flags)] + list(bufs or [])
+        q = self.backlog.setdefault(sock, deque())
+        if q:
+            q.append(frames)  # keep order behind what is already waiting
+            return
         try:
-            sock.send_multipart(frames, copy=False)
+            sock.send_multipart(frames, zmq.NOBLOCK, copy=False)
+        except zmq.Again:
+            # Never block the I/O thread on a full pipe: it must keep reading (or both sides could
+            # wait on each other). The backlog drains as the controller reads.
+            q.append(frames)
         except zmq.ZMQError as e:
             log(f"send of {kind} failed: {e}")
+
+    def _flush_backlog(self) -> None:
+        for sock, q in self.backlog.items():
+            while q:
+                try:
+                    sock.send_multipart(q[0], zmq.NOBLOCK, copy=False)
+                except zmq.Again:
+                    break
+                except zmq.ZMQError as e:
+                    log(f"send failed: {e}")
+                q.popleft()
 
     def _send_ctrl(self, kind: str, h: dict) -> None:
         self._send(self.ctrl, kind, h)
