@@ -16,6 +16,8 @@ A model kind without a weights path raises ``WeightsMissing`` — random weights
 """
 from __future__ import annotations
 
+import abc
+
 import hashlib
 import os
 from dataclasses import dataclass, field
@@ -126,7 +128,7 @@ def _load_state_dict(path: str) -> dict:
     return sd
 
 
-class Backbone:
+class Backbone(abc.ABC):
     """A loaded embedder: ``prepare`` turns PIL images into a batch, ``forward`` into raw features."""
 
     kind: str
@@ -134,11 +136,11 @@ class Backbone:
     dim: int
     device: torch.device
 
-    def prepare(self, ims: list[Image.Image]) -> torch.Tensor:
-        raise NotImplementedError
+    @abc.abstractmethod
+    def prepare(self, ims: list[Image.Image]) -> torch.Tensor: ...
 
-    def forward(self, batch: torch.Tensor) -> torch.Tensor:
-        raise NotImplementedError
+    @abc.abstractmethod
+    def forward(self, batch: torch.Tensor) -> torch.Tensor: ...
 
     @torch.inference_mode()
     def embed(self, ims: list[Image.Image]) -> np.ndarray:
