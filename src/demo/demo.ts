@@ -248,7 +248,7 @@ export async function runDemo(o: DemoOptions): Promise<DemoResult> {
     await train(cfg, {
       resume: Boolean(done),
       signal: o.signal,
-      onStep: (m) => o.onStep?.(`${r.variant}-s${r.seed}`, m.step + 1, p.steps, runs.length),
+      onStep: (m) => o.onStep?.(`${r.variant}-s${r.seed}`, m.step, p.steps, runs.length), // m.step counts completed steps
     });
   });
   check();
