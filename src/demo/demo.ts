@@ -81,7 +81,7 @@ function plan(o: DemoOptions): Plan {
     steps: o.steps ?? (quick ? 2 : 150),
     seeds: o.seeds ?? (quick ? [0] : [0, 1, 2]),
     batchPairs: quick ? 2 : 8,
-    // Calibrated on 2 CPU cores: 3 seeds × 2 variants × 150 steps in about 8 minutes.
+    // Calibrated on 2 CPU cores: 3 seeds × 2 variants × 150 steps in about 8.5 minutes.
     k: quick ? 4 : 8,
     lr: 1e-4,
   };
@@ -215,6 +215,8 @@ export async function runDemo(o: DemoOptions): Promise<DemoResult> {
       model: {
         path: model,
         gradientCheckpointing: false,
+        // The tiny model was pretrained end to end; understanding needs its vision tower to move too.
+        trainModules: ['language_model', 'vision'],
         // The model card says how the model was trained to be prompted; fall back to its prompt format.
         options: (card.adapter_options as Record<string, unknown> | undefined) ?? {
           ...(fmt.und_template ? { und_template: fmt.und_template.replace('{text}', '{question}') } : {}),
