@@ -405,7 +405,10 @@ class Server:
             sock.linger = 0
             sock.connect(self.wake_addr)
             self._tls.wake = sock
-        sock.send(b"", zmq.NOBLOCK)
+        try:
+            sock.send(b"", zmq.NOBLOCK)
+        except zmq.Again:
+            pass  # the doorbell's queue is full: the I/O thread has wake-ups pending and will drain the outbox
 
     _tls = threading.local()
 
@@ -414,7 +417,10 @@ class Server:
             item = self.work_q.get()
             if item is None:
                 return
-            self._run(*item)
+            try:
+                self._run(*item)
+            except Exception:  # noqa: BLE001 - the worker thread must outlive any one request
+                log(f"worker error outside a handler: {traceback.format_exc()}")
             # Drop our references now: the request's tensors (possibly a 1 GiB arena) must not
             # outlive the request while the worker waits for the next one.
             del item
