@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Protocol, Sequence
 
 from .prompts import Phrase, PromptSpec
+from .scenes import relation_of
 
 
 class ObjLike(Protocol):
@@ -20,15 +21,6 @@ class ObjLike(Protocol):
 
 def _matches(o: ObjLike, p: Phrase, *, use_color: bool = True) -> bool:
     return o.shape == p.shape and (not use_color or p.color is None or o.color == p.color)
-
-
-def _rel(a: ObjLike, b: ObjLike) -> str | None:
-    dx, dy = a.col - b.col, a.row - b.row
-    if abs(dx) == abs(dy):
-        return None
-    if abs(dx) > abs(dy):
-        return "left of" if dx < 0 else "right of"
-    return "above" if dy < 0 else "below"
 
 
 def constraints(spec: PromptSpec, objects: Sequence[ObjLike]) -> list[tuple[str, bool]]:
@@ -45,7 +37,7 @@ def constraints(spec: PromptSpec, objects: Sequence[ObjLike]) -> list[tuple[str,
     if spec.relation is not None:
         a_p, b_p = spec.phrases
         ok = any(
-            _rel(a, b) == spec.relation
+            relation_of(a, b) == spec.relation
             for a in objects if _matches(a, a_p)
             for b in objects if _matches(b, b_p) and b is not a
         )

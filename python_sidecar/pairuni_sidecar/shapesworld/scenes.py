@@ -36,8 +36,9 @@ class Item:
     answer: str  # letter
 
 
-def relation_of(a: Obj, b: Obj) -> str | None:
-    """Where ``a`` is relative to ``b`` by the dominant axis; None on a diagonal tie (ambiguous)."""
+def relation_of(a, b) -> str | None:
+    """Where ``a`` (anything with ``row``/``col``) is relative to ``b`` by the dominant axis; None on a
+    diagonal tie (ambiguous). Scenes and the reward judge share this one definition."""
     dx, dy = a.col - b.col, a.row - b.row
     if abs(dx) == abs(dy):
         return None
