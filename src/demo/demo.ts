@@ -12,7 +12,7 @@
  */
 import { spawn } from 'node:child_process';
 import { existsSync, mkdirSync, readdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
-import { join, resolve } from 'node:path';
+import { join, relative, resolve } from 'node:path';
 import { AbortedError, PairuniError } from '../errors.js';
 import { buildPairUG } from '../pairing/pipeline.js';
 import { PACKAGE_ROOT, resolvePython, sidecarSourceDir } from '../sidecar/python.js';
@@ -56,6 +56,9 @@ export interface DemoResult {
   summary: Record<'pairgrpo' | 'random', { und: { mean: number; std: number }; gen: { mean: number; std: number } }>;
   seconds: number;
 }
+
+/** Held-out prompts shown in the before/after grids. */
+const GRID_N = 16;
 
 export const DEFAULT_MODEL = join(PACKAGE_ROOT, 'assets', 'tiny-janus-shapes');
 
@@ -193,11 +196,15 @@ export async function runDemo(o: DemoOptions): Promise<DemoResult> {
   // 3. The pretrained starting point.
   const evalDir = join(out, 'eval');
   mkdirSync(evalDir, { recursive: true });
-  const evalArgs = (m: string) => ['eval', '--model', m, '--data', world, '--n', String(p.evalN), '--samples', String(p.evalSamples), '--sample-seed', '0'];
+  // Every model samples the same prompts with the same seed, so the grids compare image by image.
+  const evalArgs = (m: string, name: string) => [
+    'eval', '--model', m, '--data', world, '--n', String(p.evalN), '--samples', String(p.evalSamples), '--sample-seed', '0',
+    '--grid', join(evalDir, `${name}-grid.png`), '--grid-n', String(GRID_N),
+  ];
   const beforePath = join(evalDir, 'pretrained.json');
   if (!existsSync(beforePath)) {
     log('[3/5] evaluating the pretrained model on held-out items');
-    atomicJson(beforePath, await shapesworld(evalArgs(model), log, o.signal));
+    atomicJson(beforePath, await shapesworld(evalArgs(model, 'pretrained'), log, o.signal));
   } else log('[3/5] pretrained model already evaluated');
   const before = readJson<EvalResult>(beforePath);
   check();
@@ -263,7 +270,7 @@ export async function runDemo(o: DemoOptions): Promise<DemoResult> {
       const ck = latestCheckpoint(runDir(r));
       if (!ck) throw new PairuniError('demo', `run ${runDir(r)} has no checkpoint to evaluate`);
       log(`[5/5] evaluating ${r.variant} seed ${r.seed}`);
-      atomicJson(path, await shapesworld(evalArgs(join(ck.policyDir, 'model')), log, o.signal));
+      atomicJson(path, await shapesworld(evalArgs(join(ck.policyDir, 'model'), `${r.variant}-s${r.seed}`), log, o.signal));
     }
     after[r.variant][r.seed] = readJson<EvalResult>(path);
   }
@@ -308,9 +315,30 @@ function writeReport(
     .map((r) => {
       const dir = join(r.dir, 'samples');
       const files = existsSync(dir) ? (readdirSync(dir).filter((f) => f.endsWith('.png')).sort()) : [];
-      return files.length ? `- ${r.variant} seed ${r.seed}, last step: ![](${join('runs', `${r.variant}-s${r.seed}`, 'samples', files[files.length - 1])})` : '';
+      return files.length ? `- ${r.variant} seed ${r.seed}, training rollouts at the last step: ![](${join('runs', `${r.variant}-s${r.seed}`, 'samples', files[files.length - 1])})` : '';
     })
     .filter(Boolean);
+  // Before/after: the same held-out prompts, sampling seed and CFG for the pretrained model and each variant's first seed.
+  const s0 = p.seeds[0];
+  const gridOf = (e: EvalResult | undefined) => (e && typeof e.grid === 'string' && existsSync(e.grid) ? e.grid : undefined);
+  const panels: Array<[string, EvalResult | undefined]> = [
+    ['pretrained', before],
+    [`PairGRPO on PairUG (seed ${s0})`, after.pairgrpo[s0]],
+    [`PairGRPO on random pairs (seed ${s0})`, after.random[s0]],
+  ];
+  const prompts = (before.grid_prompts as string[] | undefined) ?? [];
+  const beforeAfter = panels.every(([, e]) => gridOf(e))
+    ? [
+        ...panels.map(([name, e]) => `**${name}**: ![${name}](${relative(out, gridOf(e)!)})\n`),
+        '',
+        mdTable(
+          ['#', 'held-out prompt', ...panels.map(([name]) => `reward: ${name.split(' (')[0]}`)],
+          prompts.map((pr, i) => [String(i + 1), pr, ...panels.map(([, e]) => (e?.grid_rewards as number[] | undefined)?.[i] ?? NaN)]),
+        ),
+        '',
+        `Images in reading order (8 per row), the first sample of each prompt.`,
+      ]
+    : ['(before/after grids were not written: evaluations from an older version; delete the `eval` folder to redo them)'];
   const lines = [
     '# PairUni demo on ShapesWorld',
     '',
@@ -354,7 +382,11 @@ function writeReport(
     '',
     curves('gen/reward', 'generation reward (train rollouts)'),
     '',
-    '## Generated samples',
+    '## Before / after: generated images for the same held-out prompts',
+    '',
+    ...beforeAfter,
+    '',
+    '## Training samples',
     '',
     ...(grids.length ? grids : ['(no sample grids were written)']),
     '',

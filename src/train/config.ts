@@ -40,8 +40,11 @@ export const UndConfig = z
     instruction: z.string().min(1).default(DEFAULT_UND_INSTRUCTION),
     /** r_Und = Acc + formatWeight · Format (paper: accuracy only). */
     formatWeight: z.number().min(0).default(0),
-    /** Old log-probs from the sampling pass (`rollout`) or a teacher-forced no-grad pass (`recompute`, for bf16). */
-    oldLogp: z.enum(['rollout', 'recompute']).default('rollout'),
+    /**
+     * Old log-probs from the sampling pass (`rollout`), a teacher-forced no-grad pass (`recompute`), or
+     * `auto`: recompute under bf16 autocast (the two paths round differently there), rollout in fp32.
+     */
+    oldLogp: z.enum(['auto', 'rollout', 'recompute']).default('auto'),
   })
   .strict();
 
@@ -53,7 +56,7 @@ export const GenConfig = z
     cfgWeight: z.number().default(5),
     /** Training log-prob of image tokens: the CFG-guided distribution (default) or the conditional branch (T2I-R1 parity). */
     logp: z.enum(['cfg', 'cond']).default('cfg'),
-    oldLogp: z.enum(['rollout', 'recompute']).default('rollout'),
+    oldLogp: z.enum(['auto', 'rollout', 'recompute']).default('auto'),
     /** A reward registered in the sidecar (`@reward(name)`): `hps` (needs config.checkpoint), `shapes`, `brightness`, ... */
     reward: z
       .object({ name: z.string().min(1).default('hps'), config: z.record(z.string(), z.unknown()).default({}) })

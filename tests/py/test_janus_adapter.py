@@ -234,3 +234,25 @@ def test_save_pretrained_round_trip(adapter, tmp_path):
 
 def test_positions_left_padding():
     assert _positions(torch.tensor([[0, 0, 1, 1], [1, 1, 1, 1]])).tolist() == [[0, 0, 0, 1], [0, 1, 2, 3]]
+
+
+def test_old_logp_auto_recomputes_only_under_bf16(model_dir, adapter, image):
+    """`auto`: fp32 keeps the sampling pass's log-probs (bit-identical to `rollout`); under bf16
+    autocast the old log-probs are the teacher-forced pass's, so the first PPO ratio is exactly 1."""
+    items = [GenItem("a red circle")]
+    s = dict(cfg_weight=3.0, seed=7)
+    fp_auto = adapter.gen_rollout(items, 2, SamplingCfg(old_logp="auto", **s))
+    fp_roll = adapter.gen_rollout(items, 2, SamplingCfg(old_logp="rollout", **s))
+    assert torch.equal(fp_auto.old_logp, fp_roll.old_logp)
+
+    bf = load_adapter("janus", LoadSpec(model_dir=model_dir, device="cpu", autocast="bf16"))
+    for side, its in (("gen", items), ("und", [UndItem(image, "Q?")])):
+        roll = getattr(bf, f"{side}_rollout")(its, 2, SamplingCfg(old_logp="rollout", max_new_tokens=6, **s))
+        auto = getattr(bf, f"{side}_rollout")(its, 2, SamplingCfg(old_logp="auto", max_new_tokens=6, **s))
+        assert torch.equal(roll.out_ids, auto.out_ids)  # same samples, only the bookkeeping differs
+        lp, _ = bf.token_logprobs(auto, torch.arange(auto.size), est_seed=0, grad=False)
+        assert torch.equal(lp * auto.out_mask, auto.old_logp * auto.out_mask)
+        if side == "gen":  # ...and a real correction: the CFG sampling pass rounds differently in bf16
+            assert (roll.old_logp - auto.old_logp).abs().max() > 1e-4
+    with pytest.raises(AdapterConfigError, match="old_logp"):
+        SamplingCfg(old_logp="sometimes").validate()

@@ -231,6 +231,9 @@ class JanusAdapter(PolicyAdapter):
                                      if n.startswith(MODULE_GROUPS["vision"]))
 
     # -- small helpers ---------------------------------------------------------------------------
+    def _recompute_old(self, s: SamplingCfg) -> bool:
+        return s.old_logp == "recompute" or (s.old_logp == "auto" and self.amp is not None)
+
     def _autocast(self):
         if self.amp is None:
             return contextlib.nullcontext()
@@ -349,7 +352,7 @@ class JanusAdapter(PolicyAdapter):
             extra={"prompt_ids": ids, "prompt_mask": pmask, "feats": feats, "pixels": pix,
                    "temperature": float(s.temperature)},
         )
-        if s.old_logp == "recompute":
+        if self._recompute_old(s):
             batch.old_logp = self.token_logprobs(batch, torch.arange(B), est_seed=0, grad=False)[0].detach()
         return batch
 
@@ -414,7 +417,7 @@ class JanusAdapter(PolicyAdapter):
             extra={"prompt_ids": ids.view(B, R, -1), "prompt_mask": pmask.view(B, R, -1), "cfg_weight": w,
                    "temperature": T, "gen_logp": s.gen_logp},
         )
-        if s.gen_logp == "cond" or s.old_logp == "recompute":
+        if s.gen_logp == "cond" or self._recompute_old(s):
             batch.old_logp = self.token_logprobs(batch, torch.arange(B), est_seed=0, grad=False)[0].detach()
         return batch
 

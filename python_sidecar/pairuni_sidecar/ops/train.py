@@ -25,18 +25,16 @@ from transport.
 from __future__ import annotations
 
 import importlib
-import os
 import pkgutil
-import tempfile
 import time
 from typing import Any, Callable
 
-import numpy as np
 import torch
 
 from ..adapters import GenItem, LoadSpec, RolloutBatch, SamplingCfg, UndItem, list_adapters
 from ..adapters.base import AdapterConfigError
 from ..errors import BadRequest
+from ..imaging import save_grid
 from ..policy import LossCfg, NonFiniteError, OptimCfg, Policy, SideInput, load_policy, save_policy
 from ..registry import Reply, op, require
 from ..rewards import list_rewards, make_reward
@@ -148,32 +146,6 @@ def score_batch(scorer, batch: RolloutBatch, reward_name: str) -> torch.Tensor:
                              f"(prompts: {[prompts[i] for i in bad[:3]]}); no advantage was computed",
                              detail={"reward": reward_name, "rows": bad})
     return r
-
-
-def save_grid(images: torch.Tensor, path: str, nrow: int = 4, max_images: int = 16, pad: int = 2) -> tuple[int, int]:
-    """Tile uint8 (B, H, W, 3) images into one PNG at ``path`` (written atomically)."""
-    from PIL import Image
-
-    imgs = images[:max(1, max_images)].numpy()
-    b, h, w, _ = imgs.shape
-    nrow = max(1, min(nrow, b))
-    rows = (b + nrow - 1) // nrow
-    grid = np.full((rows * (h + pad) + pad, nrow * (w + pad) + pad, 3), 255, dtype=np.uint8)
-    for i in range(b):
-        r, c = divmod(i, nrow)
-        grid[pad + r * (h + pad): pad + r * (h + pad) + h, pad + c * (w + pad): pad + c * (w + pad) + w] = imgs[i]
-    d = os.path.dirname(os.path.abspath(path))
-    os.makedirs(d, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".grid-", suffix=".png", dir=d)
-    os.close(fd)
-    try:
-        Image.fromarray(grid).save(tmp, format="PNG")
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return grid.shape[1], grid.shape[0]
 
 
 # -- the session -------------------------------------------------------------------------------

@@ -40,6 +40,8 @@ def main(argv: list[str] | None = None) -> int:
     e.add_argument("--cfg-weight", type=float, default=3.0)
     e.add_argument("--temperature", type=float, default=1.0)
     e.add_argument("--sample-seed", type=int, default=0)
+    e.add_argument("--grid", help="also write a PNG grid of the first generated image of the first --grid-n prompts")
+    e.add_argument("--grid-n", type=int, default=16)
 
     a = ap.parse_args(argv)
     import torch
@@ -65,7 +67,8 @@ def main(argv: list[str] | None = None) -> int:
 
         model, tok, fmt, _ = load_model_dir(a.model)
         res = evaluate(model, tok, fmt, data=a.data, seed=a.seed, n=a.n, samples=a.samples, cfg_weight=a.cfg_weight,
-                       temperature=a.temperature, sample_seed=a.sample_seed, progress=_progress)
+                       temperature=a.temperature, sample_seed=a.sample_seed, progress=_progress,
+                       grid=a.grid, grid_n=a.grid_n)
     print(json.dumps(res, indent=2))
     return 0
 

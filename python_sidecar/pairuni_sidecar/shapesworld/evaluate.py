@@ -44,8 +44,10 @@ def _per_category(cats: list[str], values) -> dict[str, float]:
 def evaluate(
     model, tok, fmt, *, data: str | None = None, seed: int = 0, n: int = 300, samples: int = 2,
     cfg_weight: float = 3.0, temperature: float = 1.0, sample_seed: int = 0,
-    progress: Callable[[int, int, str], None] | None = None,
+    progress: Callable[[int, int, str], None] | None = None, grid: str | None = None, grid_n: int = 16,
 ) -> dict:
+    """``grid``: also write the first sample of the first ``grid_n`` prompts as a PNG there (the same
+    prompts and sampling seed for every model, so grids of two models compare image by image)."""
     from .sampling import answer_mcq, sample_images
 
     model.eval()
@@ -59,6 +61,11 @@ def evaluate(
     prompts = [r["prompt"] for r in gen]
     _, images = sample_images(model, tok, fmt, prompts, n=samples, cfg_weight=cfg_weight, temperature=temperature, generator=g)
     graded, binary = ShapesScorer().score_both(images, [p for p in prompts for _ in range(samples)])
+    if grid:
+        from ..imaging import save_grid
+
+        first = images[::samples][:grid_n]
+        save_grid(first, grid, nrow=min(8, grid_n), max_images=grid_n, scale=3)
     gcats = [r.get("category", "all") for r in gen for _ in range(samples)]
     ucats = [r.get("category", "all") for r in und]
     if progress:
@@ -73,4 +80,6 @@ def evaluate(
         "gen_binary_by_category": _per_category(gcats, binary.tolist()),
         "n_und": len(und), "n_gen_prompts": len(gen), "samples_per_prompt": samples,
         "cfg_weight": cfg_weight, "temperature": temperature,
+        **({"grid": grid, "grid_prompts": prompts[:grid_n],
+            "grid_rewards": [round(float(x), 3) for x in graded[::samples][:grid_n]]} if grid else {}),
     }

@@ -85,6 +85,16 @@ def vq_recon_reward(model, seed: int, n: int) -> dict:
     return {"graded": round(float(graded.mean()), 4), "binary": round(float(binary.mean()), 4), "n": n}
 
 
+# Settings that do not change the weights up to a given step (the SFT learning rate is constant
+# after warm-up): a saved state may be resumed with other values, e.g. to train a calibrated model
+# further. Everything else must match exactly.
+_RESUMABLE_ACROSS = ("sft_steps", "ckpt_every", "eval_n", "eval_samples", "eval_every", "cfg_weight")
+
+
+def _weights_key(cfg: dict) -> dict:
+    return {k: v for k, v in cfg.items() if k not in _RESUMABLE_ACROSS}
+
+
 def _save_state(work: Path, state: dict) -> None:
     tmp = work / (STATE_FILE + f".tmp{os.getpid()}")
     torch.save(state, tmp)
@@ -129,8 +139,11 @@ def pretrain(
     state = None
     if (work / STATE_FILE).exists():
         state = torch.load(work / STATE_FILE, weights_only=False)
-        if state["cfg"] != asdict(cfg) or state["fmt"] != fmt.to_json():
+        if _weights_key(state["cfg"]) != _weights_key(asdict(cfg)) or state["fmt"] != fmt.to_json():
             raise ValueError(f"{work / STATE_FILE} was written with other settings; delete {work} to start over")
+        if state["stage"] == "sft" and state["step"] > cfg.sft_steps:
+            raise ValueError(f"{work / STATE_FILE} is at SFT step {state['step']}, past sft_steps={cfg.sft_steps}; "
+                             f"delete {work} to start over")
         model.load_state_dict(state["model"])
         log(f"resuming at stage {state['stage']} step {state['step']}")
     total = cfg.vq_steps + cfg.sft_steps

@@ -24,6 +24,13 @@ describe('demo (quick)', () => {
       expect(e.gen_reward).toBeGreaterThanOrEqual(0);
       expect(e.gen_reward).toBeLessThanOrEqual(1);
     }
+    // Before/after grids: one PNG per evaluated model, the same prompts, linked from the report.
+    for (const name of ['pretrained', 'pairgrpo-s0', 'random-s0']) {
+      const png = readFileSync(join(out, 'eval', `${name}-grid.png`));
+      expect(png.subarray(1, 4).toString()).toBe('PNG');
+      expect(md).toContain(`eval/${name}-grid.png`);
+    }
+    expect(res.before.grid_prompts).toHaveLength(16);
     const pairs = readFileSync(join(out, 'pairug', 'pairs.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l));
     expect(pairs.some((p) => p.type === 'aligned')).toBe(true);
     // A second run finds every phase done and only rewrites the report.
