@@ -148,3 +148,38 @@ def test_pretraining_is_reproducible_and_resumes_exactly(tmp_path):
     a, b = load_file(tmp_path / "full" / "model.safetensors"), load_file(tmp_path / "resumed" / "model.safetensors")
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     assert not (tmp_path / "resumed.work").exists()
+
+
+def test_pretraining_resumes_across_sft_length_only(tmp_path):
+    """A saved state trains further with a larger sft_steps (constant lr: same weights as a direct run);
+    a state past sft_steps, or one written with other weight-relevant settings, is refused."""
+    from dataclasses import replace
+
+    from pairuni_sidecar.shapesworld.pretrain import PretrainConfig, pretrain
+    from safetensors.torch import load_file
+
+    cfg = PretrainConfig(seed=1, n_items=24, vq_steps=2, vq_batch=4, sft_steps=4, und_batch=4, gen_batch=4,
+                         warmup=1, ckpt_every=1, eval_n=4, eval_samples=1, sizes=SMALL.__dict__)
+    pretrain(tmp_path / "direct", cfg, log=lambda m: None)
+
+    class Stop(Exception):
+        pass
+
+    calls = {"n": 0}
+
+    def stop_in_sft_step_2():  # 2 VQ steps + 1 SFT step (checkpointed), then interrupt
+        calls["n"] += 1
+        if calls["n"] == 4:
+            raise Stop
+
+    with pytest.raises(Stop):
+        pretrain(tmp_path / "m", replace(cfg, sft_steps=2, eval_every=0), log=lambda m: None, check=stop_in_sft_step_2)
+    with pytest.raises(ValueError, match="past sft_steps=0"):
+        pretrain(tmp_path / "m", replace(cfg, sft_steps=0), log=lambda m: None)
+    with pytest.raises(ValueError, match="other settings"):
+        pretrain(tmp_path / "m", replace(cfg, sft_lr=1e-3), log=lambda m: None)
+    logs: list[str] = []
+    pretrain(tmp_path / "m", cfg, log=logs.append)  # the same state, trained on to 4 SFT steps
+    assert any("resuming at stage sft step 1" in m for m in logs)
+    a, b = load_file(tmp_path / "direct" / "model.safetensors"), load_file(tmp_path / "m" / "model.safetensors")
+    assert all(torch.equal(a[k], b[k]) for k in a)
