@@ -35,7 +35,8 @@ def main(argv: list[str] | None = None) -> int:
     e.add_argument("--model", required=True)
     e.add_argument("--data", help="a built dataset dir (uses u_eval/g_eval); default: in-memory items")
     e.add_argument("--seed", type=int, default=0, help="data seed of the in-memory held-out items")
-    e.add_argument("--n", type=int, default=300)
+    e.add_argument("--n", type=int, default=300, help="generation prompts (and understanding items unless --n-und)")
+    e.add_argument("--n-und", type=int, help="understanding items (cheap: greedy answers of a few tokens)")
     e.add_argument("--samples", type=int, default=2, help="images per prompt")
     e.add_argument("--cfg-weight", type=float, default=3.0)
     e.add_argument("--temperature", type=float, default=1.0)
@@ -66,7 +67,7 @@ def main(argv: list[str] | None = None) -> int:
         from .model import load_model_dir
 
         model, tok, fmt, _ = load_model_dir(a.model)
-        res = evaluate(model, tok, fmt, data=a.data, seed=a.seed, n=a.n, samples=a.samples, cfg_weight=a.cfg_weight,
+        res = evaluate(model, tok, fmt, data=a.data, seed=a.seed, n=a.n, n_und=a.n_und, samples=a.samples, cfg_weight=a.cfg_weight,
                        temperature=a.temperature, sample_seed=a.sample_seed, progress=_progress,
                        grid=a.grid, grid_n=a.grid_n)
     print(json.dumps(res, indent=2))

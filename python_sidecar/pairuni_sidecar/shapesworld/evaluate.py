@@ -15,21 +15,27 @@ from .render import render
 from .scenes import make_item
 
 
-def heldout_items(data: str | None, seed: int, n: int) -> tuple[list[dict], list[dict], torch.Tensor]:
-    """(und records, gen records, und images). From a built dataset's ``u_eval``/``g_eval``
-    manifests when ``data`` is given, else the same items generated in memory for ``seed``."""
+def heldout_items(data: str | None, seed: int, n: int, n_und: int | None = None) -> tuple[list[dict], list[dict], torch.Tensor]:
+    """(und records, gen records, und images): the first ``n_und`` (default ``n``) understanding and
+    ``n`` generation items. From a built dataset's ``u_eval``/``g_eval`` manifests when ``data`` is
+    given, else the same items generated in memory for ``seed``."""
+    n_und = n if n_und is None else n_und
     if data is not None:
         root = Path(data)
-        und = [json.loads(x) for x in (root / "u_eval.jsonl").read_text().splitlines()][:n]
+        und = [json.loads(x) for x in (root / "u_eval.jsonl").read_text().splitlines()][:n_und]
         gen = [json.loads(x) for x in (root / "g_eval.jsonl").read_text().splitlines()][:n]
+        if len(und) < n_und or len(gen) < n:
+            raise ValueError(f"{root} holds {len(und)} u_eval / {len(gen)} g_eval items; asked for {n_und} / {n}")
         imgs = np.stack([np.asarray(Image.open(root / r["image"]).convert("RGB")) for r in und])
         return und, gen, torch.from_numpy(imgs)
     und, gen, imgs = [], [], []
-    for i in range(n):
-        u, g = make_item(seed, "u_eval", i), make_item(seed, "g_eval", i)
+    for i in range(n_und):
+        u = make_item(seed, "u_eval", i)
         und.append({"question": u.question, "choices": list(u.choices), "answer": u.answer, "category": u.category})
-        gen.append({"prompt": g.prompt, "category": g.category})
         imgs.append(render(u.objects))
+    for i in range(n):
+        g = make_item(seed, "g_eval", i)
+        gen.append({"prompt": g.prompt, "category": g.category})
     return und, gen, torch.from_numpy(np.stack(imgs))
 
 
@@ -42,7 +48,7 @@ def _per_category(cats: list[str], values) -> dict[str, float]:
 
 @torch.no_grad()
 def evaluate(
-    model, tok, fmt, *, data: str | None = None, seed: int = 0, n: int = 300, samples: int = 2,
+    model, tok, fmt, *, data: str | None = None, seed: int = 0, n: int = 300, n_und: int | None = None, samples: int = 2,
     cfg_weight: float = 3.0, temperature: float = 1.0, sample_seed: int = 0,
     progress: Callable[[int, int, str], None] | None = None, grid: str | None = None, grid_n: int = 16,
 ) -> dict:
@@ -51,7 +57,7 @@ def evaluate(
     from .sampling import answer_mcq, sample_images
 
     model.eval()
-    und, gen, imgs = heldout_items(data, seed, n)
+    und, gen, imgs = heldout_items(data, seed, n, n_und)
     texts = answer_mcq(model, tok, fmt, imgs, [r["question"] for r in und], [r["choices"] for r in und])
     picked = [fmt.parse_answer(t) for t in texts]
     correct = [p == r["answer"] for p, r in zip(picked, und)]
