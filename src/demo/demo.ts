@@ -95,6 +95,15 @@ function plan(o: DemoOptions): Plan {
   };
 }
 
+/** Wall time summed over every invocation that worked on `out` (a resumed demo reports its whole cost). */
+function addWallTime(out: string, seconds: number): { seconds: number; invocations: number } {
+  const path = join(out, 'timing.json');
+  const prev = existsSync(path) ? readJson<{ seconds: number; invocations: number }>(path) : { seconds: 0, invocations: 0 };
+  const next = { seconds: prev.seconds + seconds, invocations: prev.invocations + 1 };
+  atomicJson(path, next);
+  return next;
+}
+
 /** An evaluation on disk counts as done only if it used this plan's held-out sizes (else it is redone). */
 function evalDone(path: string, p: Plan): boolean {
   if (!existsSync(path)) return false;
@@ -161,6 +170,17 @@ async function pool<T>(items: T[], width: number, fn: (t: T) => Promise<void>): 
 
 export async function runDemo(o: DemoOptions): Promise<DemoResult> {
   const t0 = Date.now();
+  try {
+    return await runPhases(o, t0);
+  } catch (e) {
+    // An interrupted or failed invocation still counts towards the demo's wall time.
+    const out = resolve(o.out);
+    if (existsSync(out)) addWallTime(out, Math.round((Date.now() - t0) / 1000));
+    throw e;
+  }
+}
+
+async function runPhases(o: DemoOptions, t0: number): Promise<DemoResult> {
   const log = o.log ?? ((l: string) => console.error(l));
   const p = plan(o);
   const out = resolve(o.out);
@@ -293,7 +313,8 @@ export async function runDemo(o: DemoOptions): Promise<DemoResult> {
     }),
   ) as DemoResult['summary'];
   const seconds = Math.round((Date.now() - t0) / 1000);
-  const report = writeReport(out, p, before, after, summary, runs.map((r) => ({ ...r, dir: runDir(r) })), seconds);
+  const wall = addWallTime(out, seconds);
+  const report = writeReport(out, p, before, after, summary, runs.map((r) => ({ ...r, dir: runDir(r) })), wall);
   log(`[5/5] report: ${report}`);
   return { report, before, after, summary, seconds };
 }
@@ -305,7 +326,7 @@ function writeReport(
   after: DemoResult['after'],
   summary: DemoResult['summary'],
   runs: Array<{ variant: 'pairgrpo' | 'random'; seed: number; dir: string }>,
-  seconds: number,
+  wall: { seconds: number; invocations: number },
 ): string {
   const pm = (x: { mean: number; std: number }) => `${x.mean.toFixed(3)} ± ${x.std.toFixed(3)}`;
   const d = (x: number, b: number) => `${x - b >= 0 ? '+' : ''}${(x - b).toFixed(3)}`;
@@ -351,12 +372,34 @@ function writeReport(
         `Images in reading order (8 per row), the first sample of each prompt.`,
       ]
     : ['(before/after grids were not written: evaluations from an older version; delete the `eval` folder to redo them)'];
+  // Where the understanding change comes from, and which categories only measure a letter prior.
+  const categoryNotes = (): string[] => {
+    const und = (v: 'pairgrpo' | 'random') =>
+      cats
+        .map((c) => ({ c, d: catMean(v, 'und_accuracy_by_category', c) - (before.und_accuracy_by_category[c] ?? NaN) }))
+        .filter((x) => Number.isFinite(x.d) && Math.abs(x.d) >= 0.005)
+        .sort((a, b) => Math.abs(b.d) - Math.abs(a.d))
+        .slice(0, 3)
+        .map((x) => `${x.c} ${d(x.d, 0)}`)
+        .join(', ') || 'none';
+    const chance = cats.filter((c) => (before.und_accuracy_by_category[c] ?? 1) <= 0.3);
+    return [
+      '',
+      `Largest understanding changes: PairUG ${und('pairgrpo')}; random pairs ${und('random')}.` +
+        (chance.length
+          ? ` The pretrained model answers ${chance.join(', ')} at about chance (4 options): there the accuracy of a greedy answer ` +
+            'mostly measures which letter the policy prefers, not what it sees, and moves with the letter mix of the training questions.'
+          : ''),
+      '',
+    ];
+  };
   const lines = [
     '# PairUni demo on ShapesWorld',
     '',
     `Tiny Janus pretrained on ShapesWorld, then PairGRPO for ${p.steps} steps (${p.batchPairs} pairs/step, K=${p.k} rollouts per side, lr ${p.lr}) `,
     `on **PairUG** (K-means medoids + retrieved pairs, w_p = 1 or √s_p; eq. 4) versus **random pairs** of the same size, same recipe, every pair at w_p = 1 (eq. 2), `,
-    `seeds ${p.seeds.join(', ')}. Held-out: ${before.n_und ?? p.evalUnd} understanding items, ${before.n_gen_prompts ?? p.evalN} generation prompts × ${p.evalSamples} samples. Total ${seconds} s.`,
+    `seeds ${p.seeds.join(', ')}. Held-out: ${before.n_und ?? p.evalUnd} understanding items, ${before.n_gen_prompts ?? p.evalN} generation prompts × ${p.evalSamples} samples. ` +
+      `Wall time ${wall.seconds} s${wall.invocations > 1 ? ` over ${wall.invocations} invocations (interrupted and resumed, or rerun)` : ''}.`,
     '',
     '## Result (mean ± std over seeds)',
     '',
@@ -388,6 +431,7 @@ function writeReport(
       ]),
     ),
     '',
+    ...categoryNotes(),
     '## Training curves (5-step moving average)',
     '',
     curves('und/reward', 'understanding reward (train rollouts)'),
@@ -414,6 +458,6 @@ function writeReport(
   const tmp = `${path}.tmp`;
   writeFileSync(tmp, lines.join('\n'));
   renameSync(tmp, path);
-  atomicJson(join(out, 'summary.json'), { before, after, summary, seconds, plan: p });
+  atomicJson(join(out, 'summary.json'), { before, after, summary, wallSeconds: wall.seconds, invocations: wall.invocations, plan: p });
   return path;
 }

@@ -38,5 +38,10 @@ describe('demo (quick)', () => {
     await runDemo({ out, quick: true, log: (l) => again.push(l) });
     expect(again.join('\n')).toMatch(/already built/);
     expect(again.join('\n')).toMatch(/already trained/);
+    // The report counts the wall time of both invocations.
+    const timing = JSON.parse(readFileSync(join(out, 'timing.json'), 'utf8'));
+    expect(timing.invocations).toBe(2);
+    expect(timing.seconds).toBeGreaterThanOrEqual(res.seconds);
+    expect(readFileSync(res.report, 'utf8')).toMatch(/over 2 invocations/);
   }, 600_000);
 });
