@@ -96,6 +96,22 @@ export class ChatClient {
     });
   }
 
+  /**
+   * Runs one request on its own signal, linked to the run's. The openai SDK adds an abort listener to
+   * the signal it is given and never removes it, so handing it the run-wide signal leaked one
+   * listener (and its closure) per request for the whole run.
+   */
+  private async withRequestSignal<T>(run: AbortSignal, fn: (signal: AbortSignal) => Promise<T>): Promise<T> {
+    const req = new AbortController();
+    const link = () => req.abort(run.reason);
+    run.addEventListener('abort', link, { once: true });
+    try {
+      return await fn(req.signal);
+    } finally {
+      run.removeEventListener('abort', link);
+    }
+  }
+
   async call(model: string, messages: ChatMessage[], ctx: CallContext): Promise<ChatReply> {
     const k = this.callKey(model, messages);
     const hit = ctx.cache.getCall(k);
@@ -110,7 +126,7 @@ export class ChatClient {
       ctx.stats.requestSent();
       let waitMs: number;
       try {
-        const res = await this.api.chat.completions.create(body, { signal: ctx.signal });
+        const res = await this.withRequestSignal(ctx.signal, (signal) => this.api.chat.completions.create(body, { signal }));
         const choice = res?.choices?.[0];
         if (!choice || typeof choice.message !== 'object' || choice.message === null) {
           throw new MalformedResponse('the response has no choices[0].message');

@@ -3,6 +3,7 @@
  * finish. Outcomes are cached per item and per call, so an interrupted run (abort, Ctrl-C, kill,
  * spend guard) loses nothing finished and a rerun pays only for what is left.
  */
+import { setMaxListeners } from 'node:events';
 import { AbortedError, ConfigError, DataError } from '../errors.js';
 import { GenerationRecord, UnderstandingRecord } from '../data/schemas.js';
 import { SpendGuard } from './budget.js';
@@ -94,6 +95,9 @@ export class Completer {
     }
     this.active = true;
     const ac = new AbortController();
+    // Every in-flight request (and its retry sleep) listens on this signal: that many listeners are
+    // expected, not a leak, so Node's default warning at 10 would only confuse users.
+    setMaxListeners(Math.max(10, 4 * this.config.concurrency), ac.signal);
     const onAbort = () => ac.abort(signal?.reason);
     signal?.addEventListener('abort', onAbort, { once: true });
     const running = new Map<number, Promise<Settled>>();

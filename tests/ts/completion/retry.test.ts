@@ -133,3 +133,24 @@ describe('transport retries against the scripted endpoint', () => {
     expect(server.requests).toHaveLength(1);
   });
 });
+
+describe('abort listeners', () => {
+  it('a request leaves no listener on the run signal (the openai SDK never removes its own)', async () => {
+    const { getEventListeners } = await import('node:events');
+    const { ChatClient } = await import('../../../src/completion/chat-client.js');
+    const { CompletionCache } = await import('../../../src/completion/cache.js');
+    const { SpendGuard } = await import('../../../src/completion/budget.js');
+    const { RunStats } = await import('../../../src/completion/report.js');
+    const { parseCompleterConfig } = await import('../../../src/completion/config.js');
+    server = await startScriptedServer(router().handler);
+    const cfg = parseCompleterConfig(config(server.url));
+    const client = new ChatClient(cfg, { sleep: instantSleep().sleep });
+    const run = new AbortController();
+    const ctx = { cache: CompletionCache.memory(), guard: new SpendGuard(cfg.budget), stats: new RunStats(cfg), signal: run.signal };
+    for (let i = 0; i < 30; i++) {
+      const r = await client.call('gen-u', [{ role: 'user', content: `say ${i}` }], ctx);
+      expect(r.replayed).toBe(false);
+    }
+    expect(getEventListeners(run.signal, 'abort')).toHaveLength(0);
+  });
+});
