@@ -6,7 +6,8 @@
 import { spawnSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { PairuniError } from '../errors.js';
-import { defaultVenv, resolvePython, sidecarSourceDir } from '../sidecar/python.js';
+import { join } from 'node:path';
+import { PACKAGE_ROOT, defaultVenv, resolvePython, sidecarSourceDir } from '../sidecar/python.js';
 
 export interface Problem {
   what: string;
@@ -34,6 +35,12 @@ const REQUIRED = new Set(['torch', 'numpy', 'pyzmq', 'msgpack', 'pyarrow']);
 
 type PyProxy = any; // pythonia proxies are untyped by design
 
+/** No venv yet: `npm install` creates it in a clone, but npm 11 skips the install scripts of dependencies
+ * that the depending project's package.json does not list under allowScripts. */
+function createVenvFix(): string {
+  return `create the sidecar venv: node ${join(PACKAGE_ROOT, 'scripts', 'setup-python.mjs')} (or allow it once: \`npm install-scripts approve pairuni\`), or set PAIRUNI_PYTHON`;
+}
+
 /** Inspects the Python the sidecar would use. Never throws for a broken environment: it reports it. */
 export async function probe(opts: { python?: string } = {}): Promise<ProbeReport> {
   const python = resolvePython(opts.python);
@@ -42,7 +49,7 @@ export async function probe(opts: { python?: string } = {}): Promise<ProbeReport
   if (check.error || check.status !== 0) {
     report.problems.push({
       what: `cannot run the sidecar's Python (${python}): ${check.error?.message ?? check.stderr.trim()}`,
-      fix: existsSync(defaultVenv()) ? `recreate the venv: rm -rf ${defaultVenv()} && npm install` : 'run `npm install` in the pairuni package (it creates .venv), or set PAIRUNI_PYTHON',
+      fix: existsSync(defaultVenv()) ? `recreate the venv: rm -rf ${defaultVenv()} && npm install` : createVenvFix(),
       fatal: true,
     });
     return report;
@@ -66,7 +73,7 @@ export async function probe(opts: { python?: string } = {}): Promise<ProbeReport
       } catch {
         report.packages[p] = null;
         if (REQUIRED.has(p)) {
-          report.problems.push({ what: `required package '${p}' is missing`, fix: `${python} -m pip install -r python_sidecar/requirements.lock`, fatal: true });
+          report.problems.push({ what: `required package '${p}' is missing`, fix: existsSync(defaultVenv()) || opts.python || process.env.PAIRUNI_PYTHON ? `${python} -m pip install -r ${join(sidecarSourceDir(), 'requirements.lock')}` : createVenvFix(), fatal: true });
         }
       }
     }

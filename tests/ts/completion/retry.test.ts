@@ -1,3 +1,4 @@
+import { getEventListeners } from 'node:events';
 import { afterEach, describe, expect, it } from 'vitest';
 import { Completer, CompletionApiError, startScriptedServer, type ScriptedServer } from '../../../src/completion/index.js';
 import { RetryConfig } from '../../../src/completion/config.js';
@@ -136,7 +137,6 @@ describe('transport retries against the scripted endpoint', () => {
 
 describe('abort listeners', () => {
   it('a request leaves no listener on the run signal (the openai SDK never removes its own)', async () => {
-    const { getEventListeners } = await import('node:events');
     const { ChatClient } = await import('../../../src/completion/chat-client.js');
     const { CompletionCache } = await import('../../../src/completion/cache.js');
     const { SpendGuard } = await import('../../../src/completion/budget.js');
