@@ -12,7 +12,6 @@ Prints one JSON line.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import time
@@ -20,7 +19,7 @@ import time
 import torch
 
 sys.path.insert(0, os.path.dirname(__file__))
-from janus_pro_1b_throughput import janus_pro_1b_config  # noqa: E402
+from janus_pro_1b_throughput import emit, janus_pro_1b_config  # noqa: E402
 
 
 def main() -> int:
@@ -96,11 +95,7 @@ def main() -> int:
         except Exception as exc:  # a measurement, not a feature: report why it could not run
             res["bf16_static_cuda_graph_error"] = f"{type(exc).__name__}: {exc}"[:300]
         res["peak_gpu_mem_gib"] = round(torch.cuda.max_memory_allocated() / 2**30, 2)
-    line = json.dumps(res)
-    if a.out:
-        with open(a.out, "w") as f:
-            f.write(line + "\n")
-    print(line)
+    emit(res, a.out)
     return 0
 
 

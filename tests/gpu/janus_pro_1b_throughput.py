@@ -58,6 +58,15 @@ def build(model_dir: str, tiny: bool, device: str) -> None:
     del model
 
 
+def emit(res: dict, out: str | None) -> None:
+    """The result as one JSON line: printed last (the runner keeps the tail), and written to --out if given."""
+    line = json.dumps(res)
+    if out:
+        with open(out, "w") as f:
+            f.write(line + "\n")
+    print(line)
+
+
 def sync(dev: torch.device) -> None:
     if dev.type == "cuda":
         torch.cuda.synchronize()
@@ -140,11 +149,7 @@ def main() -> int:
             res["gpu"] = torch.cuda.get_device_name(0)
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    line = json.dumps(res)
-    if a.out:
-        with open(a.out, "w") as f:
-            f.write(line + "\n")
-    print(line)
+    emit(res, a.out)
     return 0
 
 
