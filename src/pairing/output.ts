@@ -183,16 +183,22 @@ export function pairStats(records: PairRecord[], res: PairingResult, inputs: Pai
 
 export function formatStats(st: PairStats): string {
   const c = st.clusters;
+  const ablation = st.ablation !== 'none';
+  // An ablation set is sized against the PairUG run (its budget B); the cluster and retrieval lines describe that run.
+  const of = ablation ? 'PairUG run (sets the budget) ' : '';
   const lines = [
-    `PairUG${st.ablation !== 'none' ? ` (ablation: ${st.ablation})` : ''}: ${st.counts.total} pairs = ${st.counts.aligned} aligned (${st.counts.alignedFromU} from U, ${st.counts.alignedFromG} from G) + ${st.counts.retrieved} retrieved`,
-    `clusters: K=${c.k}, non-empty ${c.nonEmpty}, empty ${c.empty}, largest ${c.largest}, singletons ${c.singletons}, median size ${c.p50}; inertia ${c.inertia.toFixed(2)} after ${c.steps} steps (${c.stop})`,
-    `retrieval: ${st.retrieval.queries} G queries over ${st.retrieval.pool} U items, ${st.retrieval.withCandidates} with a candidate ≥ δ, ${st.retrieval.allTaken} found all candidates taken`,
+    `${ablation ? `Ablation '${st.ablation}'` : 'PairUG'}: ${st.counts.total} pairs = ${st.counts.aligned} aligned (${st.counts.alignedFromU} from U, ${st.counts.alignedFromG} from G) + ${st.counts.retrieved} ${ablation ? 'cross' : 'retrieved'}`,
+    `${of}clusters: K=${c.k}, non-empty ${c.nonEmpty}, empty ${c.empty}, largest ${c.largest}, singletons ${c.singletons}, median size ${c.p50}; inertia ${c.inertia.toFixed(2)} after ${c.steps} steps (${c.stop})`,
+    `${of}retrieval: ${st.retrieval.queries} G queries over ${st.retrieval.pool} U items, ${st.retrieval.withCandidates} with a candidate ≥ δ, ${st.retrieval.allTaken} found all candidates taken`,
   ];
   if (st.skippedMedoids.count) lines.push(`skipped medoids (missing completed fields): ${st.skippedMedoids.count}, e.g. ${st.skippedMedoids.examples.slice(0, 3).map((e) => `${e.side}/${e.id} (${e.reason})`).join('; ')}`);
   if (st.counts.retrieved) {
-    const max = Math.max(...st.similarity.bins.map((b) => b.count));
-    lines.push(`retrieved similarity (mean ${st.similarity.mean!.toFixed(3)}):`);
-    for (const b of st.similarity.bins) if (b.count) lines.push(`  ${b.from.toFixed(2)}–${b.to.toFixed(2)} ${String(b.count).padStart(7)} ${'#'.repeat(Math.max(1, Math.round((40 * b.count) / max)))}`);
+    // stats.json's first bin also holds the negative similarities (counted in belowZero); shown apart here.
+    const rows = st.similarity.bins.map((b, i) => ({ label: `${b.from.toFixed(2)}–${b.to.toFixed(2)}`, count: i === 0 ? b.count - st.similarity.belowZero : b.count }));
+    if (st.similarity.belowZero) rows.unshift({ label: '    < 0.00', count: st.similarity.belowZero });
+    const max = Math.max(...rows.map((r) => r.count));
+    lines.push(`${ablation ? 'pair' : 'retrieved'} similarity (mean ${st.similarity.mean!.toFixed(3)}, min ${st.similarity.min!.toFixed(3)}, max ${st.similarity.max!.toFixed(3)}):`);
+    for (const r of rows) if (r.count) lines.push(`  ${r.label} ${String(r.count).padStart(7)} ${'#'.repeat(Math.max(1, Math.round((40 * r.count) / max)))}`);
   }
   return lines.join('\n');
 }
