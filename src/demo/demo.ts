@@ -11,6 +11,7 @@
  * interrupted demo resumes where it stopped (training itself resumes from its last checkpoint).
  */
 import { spawn } from 'node:child_process';
+import { createHash } from 'node:crypto';
 import { existsSync, mkdirSync, readdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
 import { join, relative, resolve } from 'node:path';
 import { AbortedError, PairuniError } from '../errors.js';
@@ -168,8 +169,41 @@ async function pool<T>(items: T[], width: number, fn: (t: T) => Promise<void>): 
   if (errors.length) throw errors[0];
 }
 
+/**
+ * What the cached results in `out` were made with. Resuming with a different world, recipe or model would
+ * mix stale pairs, checkpoints or evaluations into the report, so it is refused instead (more or fewer seeds
+ * are fine: every run has its own directory; evaluation sizes are checked per evaluation).
+ */
+function checkPlan(out: string, p: Plan, model: string): void {
+  const digest = createHash('sha256');
+  for (const f of readdirSync(model).filter((f) => f === 'config.json' || f.endsWith('.safetensors')).sort()) {
+    digest.update(f).update(readFileSync(join(model, f)));
+  }
+  const now: Record<string, unknown> = {
+    world: p.world, clusters: p.clusters, steps: p.steps, batchPairs: p.batchPairs, k: p.k, lr: p.lr,
+    model: digest.digest('hex').slice(0, 16),
+  };
+  const path = join(out, 'plan.json');
+  if (!existsSync(path)) {
+    mkdirSync(out, { recursive: true });
+    atomicJson(path, { ...now, modelPath: model });
+    return;
+  }
+  const before = readJson<Record<string, unknown>>(path);
+  const diff = Object.keys(now).filter((k) => JSON.stringify(before[k]) !== JSON.stringify(now[k]));
+  if (diff.length) {
+    const what = diff.map((k) => (k === 'model' ? `model: ${String(before.modelPath)} there, ${model} now (different weights)` : `${k}: ${JSON.stringify(before[k])} there, ${JSON.stringify(now[k])} now`));
+    throw new PairuniError('demo', `${out} holds a demo made with a different plan (${what.join('; ')}): its pairs, checkpoints and evaluations would not match. Use another --out, or delete ${out} to start over.`);
+  }
+}
+
 export async function runDemo(o: DemoOptions): Promise<DemoResult> {
   const t0 = Date.now();
+  const model = resolve(o.model ?? DEFAULT_MODEL);
+  if (!existsSync(join(model, 'config.json'))) {
+    throw new PairuniError('demo', `no pretrained model at ${model}: regenerate it with \`python -m pairuni_sidecar.shapesworld pretrain --out ${model}\``);
+  }
+  checkPlan(resolve(o.out), plan(o), model);
   try {
     return await runPhases(o, t0);
   } catch (e) {
@@ -185,9 +219,6 @@ async function runPhases(o: DemoOptions, t0: number): Promise<DemoResult> {
   const p = plan(o);
   const out = resolve(o.out);
   const model = resolve(o.model ?? DEFAULT_MODEL);
-  if (!existsSync(join(model, 'config.json'))) {
-    throw new PairuniError('demo', `no pretrained model at ${model}: regenerate it with \`python -m pairuni_sidecar.shapesworld pretrain --out ${model}\``);
-  }
   mkdirSync(out, { recursive: true });
   const check = () => {
     if (o.signal?.aborted) throw new AbortedError('demo interrupted; rerun the same command to resume');

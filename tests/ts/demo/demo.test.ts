@@ -1,17 +1,24 @@
 /** CI runs a shortened demo: it must complete end to end and write its report. */
-import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { cpSync, existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
-import { runDemo } from '../../../src/demo/demo.js';
+import { DEFAULT_MODEL, runDemo, type DemoResult } from '../../../src/demo/demo.js';
+import { AbortedError, PairuniError } from '../../../src/errors.js';
 
 const out = mkdtempSync(join(tmpdir(), 'pairuni-demo-'));
-afterAll(() => rmSync(out, { recursive: true, force: true }));
+const scratch = mkdtempSync(join(tmpdir(), 'pairuni-demo-b-'));
+afterAll(() => {
+  rmSync(out, { recursive: true, force: true });
+  rmSync(scratch, { recursive: true, force: true });
+});
+let first: DemoResult | undefined;
 
 describe('demo (quick)', () => {
   it('runs world → pairs → eval → PairGRPO (PairUG and random) → eval → report, then resumes as a no-op', async () => {
     const lines: string[] = [];
     const res = await runDemo({ out, quick: true, log: (l) => lines.push(l) });
+    first = res;
     expect(existsSync(res.report)).toBe(true);
     const md = readFileSync(res.report, 'utf8');
     expect(md).toContain('PairGRPO on PairUG');
@@ -43,5 +50,37 @@ describe('demo (quick)', () => {
     expect(timing.invocations).toBe(2);
     expect(timing.seconds).toBeGreaterThanOrEqual(res.seconds);
     expect(readFileSync(res.report, 'utf8')).toMatch(/over 2 invocations/);
+  }, 600_000);
+
+  it('refuses to resume with a different recipe or model (stale pairs/checkpoints), writing nothing', async () => {
+    const timing = readFileSync(join(out, 'timing.json'), 'utf8');
+    const err = await runDemo({ out, quick: true, steps: 1 }).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(PairuniError);
+    expect((err as Error).message).toMatch(/different plan \(steps: 2 there, 1 now\).*another --out/);
+    const model = join(scratch, 'model');
+    cpSync(DEFAULT_MODEL, model, { recursive: true });
+    writeFileSync(join(model, 'config.json'), readFileSync(join(model, 'config.json'), 'utf8') + '\n');
+    const err2 = await runDemo({ out, quick: true, model }).catch((e: unknown) => e);
+    expect((err2 as Error).message).toMatch(/model: .*tiny-janus-shapes there, .*model now \(different weights\)/);
+    expect(readFileSync(join(out, 'timing.json'), 'utf8')).toBe(timing);
+    expect(JSON.parse(readFileSync(join(out, 'plan.json'), 'utf8'))).toMatchObject({ steps: 2, k: 4, world: { u_train: 96 } });
+  }, 60_000);
+
+  it('interrupted during training, the same call resumes and ends with the uninterrupted numbers', async () => {
+    expect(first).toBeDefined();
+    const dir = join(scratch, 'interrupted');
+    const ac = new AbortController();
+    const err = await runDemo({ out: dir, quick: true, signal: ac.signal, log: () => {}, onStep: () => ac.abort() }).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(AbortedError);
+    expect(existsSync(join(dir, 'report.md'))).toBe(false);
+    const lines: string[] = [];
+    const res = await runDemo({ out: dir, quick: true, log: (l) => lines.push(l) });
+    expect(lines.join('\n')).toMatch(/already built/);
+    expect(lines.join('\n')).toMatch(/pretrained model already evaluated/);
+    expect({ ...res.before, grid: '' }).toEqual({ ...first!.before, grid: '' }); // the grid path names the out dir
+    for (const v of ['pairgrpo', 'random'] as const) {
+      expect(res.after[v][0].und_accuracy).toBe(first!.after[v][0].und_accuracy);
+      expect(res.after[v][0].gen_reward).toBe(first!.after[v][0].gen_reward);
+    }
   }, 600_000);
 });
