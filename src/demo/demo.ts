@@ -203,9 +203,10 @@ export async function runDemo(o: DemoOptions): Promise<DemoResult> {
   if (!existsSync(join(model, 'config.json'))) {
     throw new PairuniError('demo', `no pretrained model at ${model}: regenerate it with \`python -m pairuni_sidecar.shapesworld pretrain --out ${model}\``);
   }
-  checkPlan(resolve(o.out), plan(o), model);
+  const p = plan(o);
+  checkPlan(resolve(o.out), p, model);
   try {
-    return await runPhases(o, t0);
+    return await runPhases(o, t0, p, model);
   } catch (e) {
     // An interrupted or failed invocation still counts towards the demo's wall time.
     const out = resolve(o.out);
@@ -214,11 +215,9 @@ export async function runDemo(o: DemoOptions): Promise<DemoResult> {
   }
 }
 
-async function runPhases(o: DemoOptions, t0: number): Promise<DemoResult> {
+async function runPhases(o: DemoOptions, t0: number, p: Plan, model: string): Promise<DemoResult> {
   const log = o.log ?? ((l: string) => console.error(l));
-  const p = plan(o);
   const out = resolve(o.out);
-  const model = resolve(o.model ?? DEFAULT_MODEL);
   mkdirSync(out, { recursive: true });
   const check = () => {
     if (o.signal?.aborted) throw new AbortedError('demo interrupted; rerun the same command to resume');

@@ -5,8 +5,8 @@
  */
 import { spawnSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
-import { PairuniError } from '../errors.js';
 import { join } from 'node:path';
+import { PairuniError } from '../errors.js';
 import { PACKAGE_ROOT, defaultVenv, resolvePython, sidecarSourceDir } from '../sidecar/python.js';
 
 export interface Problem {
@@ -44,6 +44,8 @@ function createVenvFix(): string {
 /** Inspects the Python the sidecar would use. Never throws for a broken environment: it reports it. */
 export async function probe(opts: { python?: string } = {}): Promise<ProbeReport> {
   const python = resolvePython(opts.python);
+  // Neither chosen nor created: resolvePython fell back to whatever python3 is on PATH.
+  const noVenv = !opts.python && !process.env.PAIRUNI_PYTHON && !existsSync(defaultVenv());
   const report: ProbeReport = { python, venv: defaultVenv(), gpus: [], packages: {}, ops: [], unavailableOps: {}, problems: [] };
   const check = spawnSync(python, ['-c', 'import sys; print(sys.version.split()[0])'], { encoding: 'utf8' });
   if (check.error || check.status !== 0) {
@@ -73,7 +75,7 @@ export async function probe(opts: { python?: string } = {}): Promise<ProbeReport
       } catch {
         report.packages[p] = null;
         if (REQUIRED.has(p)) {
-          report.problems.push({ what: `required package '${p}' is missing`, fix: existsSync(defaultVenv()) || opts.python || process.env.PAIRUNI_PYTHON ? `${python} -m pip install -r ${join(sidecarSourceDir(), 'requirements.lock')}` : createVenvFix(), fatal: true });
+          report.problems.push({ what: `required package '${p}' is missing`, fix: noVenv ? createVenvFix() : `${python} -m pip install -r ${join(sidecarSourceDir(), 'requirements.lock')}`, fatal: true });
         }
       }
     }
