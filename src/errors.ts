@@ -1,27 +1,34 @@
+import { WIRE_ERROR_CODES } from './protocol/constants.gen.js';
+
 /**
  * Every error the SDK throws is a PairuniError subclass with a stable `code`, so callers can
  * `catch (e) { if (e instanceof SidecarError && e.code === 'rank_lost') ... }`.
  */
 
-/** Closed set of wire error codes (protocols/wire-v1.md §Errors). */
-export const WIRE_ERROR_CODES = [
-  'bad_request',
-  'unsupported_version',
-  'unknown_op',
-  'cancelled',
-  'deadline',
-  'rank_lost',
-  'overloaded',
-  'too_large',
-  'not_found',
-  'op_failed',
-  'internal',
-] as const;
+export { WIRE_ERROR_CODES };
 export type WireErrorCode = (typeof WIRE_ERROR_CODES)[number];
 
+/** Codes of errors raised in the SDK itself (not answered by a sidecar). */
+export const SDK_ERROR_CODES = [
+  'start_failed',
+  'config',
+  'data',
+  'aborted',
+  'advantage',
+  'rollout',
+  'demo',
+  'probe_failed',
+  'tfrecord',
+  'llm_api',
+  'llm_request_rejected',
+  'budget_exhausted',
+] as const;
+/** The closed set of codes a PairuniError carries. */
+export type ErrorCode = WireErrorCode | (typeof SDK_ERROR_CODES)[number];
+
 export class PairuniError extends Error {
-  readonly code: string;
-  constructor(code: string, message: string, options?: { cause?: unknown }) {
+  readonly code: ErrorCode;
+  constructor(code: ErrorCode, message: string, options?: { cause?: unknown }) {
     super(message, options);
     this.name = new.target.name;
     this.code = code;
@@ -39,7 +46,11 @@ export class ProtocolError extends PairuniError {
   }
 }
 
-/** An error answered by (or about) a sidecar rank. */
+/**
+ * An error answered by (or about) a sidecar rank. Each wire code has its own subclass
+ * (`catch (e) { if (e instanceof RankLostError) ... }`); `detail.type` names the Python exception class.
+ * `SidecarError.generate` builds the subclass for a code.
+ */
 export class SidecarError extends PairuniError {
   declare readonly code: WireErrorCode;
   constructor(
@@ -51,7 +62,49 @@ export class SidecarError extends PairuniError {
   ) {
     super(code, message, options);
   }
+
+  static generate(code: WireErrorCode, message: string, retryable = false, detail: Record<string, unknown> = {}, options?: { cause?: unknown }): SidecarError {
+    const Cls = BY_CODE[code];
+    return Cls ? new Cls(message, retryable, detail, options) : new SidecarError(code, message, retryable, detail, options);
+  }
 }
+
+type Sub = new (message: string, retryable?: boolean, detail?: Record<string, unknown>, options?: { cause?: unknown }) => SidecarError;
+const sub = (code: WireErrorCode): Sub =>
+  class extends SidecarError {
+    constructor(message: string, retryable = false, detail: Record<string, unknown> = {}, options?: { cause?: unknown }) {
+      super(code, message, retryable, detail, options);
+    }
+  };
+
+/** A malformed request or invalid op arguments; `detail.field` names the field when one is at fault. */
+export class BadRequestError extends sub('bad_request') {}
+export class UnsupportedVersionError extends sub('unsupported_version') {}
+export class UnknownOpError extends sub('unknown_op') {}
+export class CancelledError extends sub('cancelled') {}
+export class DeadlineError extends sub('deadline') {}
+/** A rank died or stopped answering; its pending calls fail with this. */
+export class RankLostError extends sub('rank_lost') {}
+export class OverloadedError extends sub('overloaded') {}
+export class TooLargeError extends sub('too_large') {}
+export class NotFoundError extends sub('not_found') {}
+/** The op's handler raised; `detail.type` is the Python exception class, `detail.traceback` its tail. */
+export class OpFailedError extends sub('op_failed') {}
+export class InternalError extends sub('internal') {}
+
+const BY_CODE: Record<WireErrorCode, Sub> = {
+  bad_request: BadRequestError,
+  unsupported_version: UnsupportedVersionError,
+  unknown_op: UnknownOpError,
+  cancelled: CancelledError,
+  deadline: DeadlineError,
+  rank_lost: RankLostError,
+  overloaded: OverloadedError,
+  too_large: TooLargeError,
+  not_found: NotFoundError,
+  op_failed: OpFailedError,
+  internal: InternalError,
+};
 
 /** The sidecar process could not be started, or exited before saying hello. */
 export class SidecarStartError extends PairuniError {

@@ -10,6 +10,6 @@ export { probe, type ProbeReport, type Problem } from './env/probe.js';
 export { Progress, type ProgressOptions } from './util/progress.js';
 export * from './completion/index.js';
 export { train, pairGrpoStep, parseTrainConfig, loadTrainConfig, TrainConfig, loadPairUG, readMetrics, latestCheckpoint, RunStateError, EventWriter, type TrainOptions, type TrainResult, type StepMetrics, type TrainPair } from './train/index.js';
-export { pairWeight, groupNormalize, sideAdvantages, clippedSurrogate, trajCoefficients, undReward, parseAnswerLetter, renderQuestion, AdvantageError, PAIR_MODES, type PairMode } from './grpo/index.js';
+export { pairWeight, trainWeight, groupNormalize, sideAdvantages, clippedSurrogate, trajCoefficients, undReward, parseAnswerLetter, renderQuestion, AdvantageError, PAIR_MODES, type PairMode } from './grpo/index.js';
 export { buildPairUG, embedManifests, pairFeatures, stackFeatures, pairSet, embedImages, parsePairingConfig, PairingConfig, BackboneSpec, ABLATIONS, SidecarBackend, TsBackend, type PairingResult, type PairUGResult, type PairingBackend } from './pairing/index.js';
 export { readUnderstanding, readGeneration, type Manifest, type ImageSource } from './data/manifest.js';

@@ -30,11 +30,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--local-rank", type=int, default=int(os.environ.get("LOCAL_RANK", 0)))
     ap.add_argument("--parent-pid", type=int, default=None, help="exit when this process is no longer our parent")
     ap.add_argument("--wait-controller", type=float, default=300.0, help="seconds to wait for the controller's welcome")
-    ap.add_argument("--ops", action="append", default=[], help="extra module(s) that register ops/rewards (repeatable)")
+    ap.add_argument("--plugins", action="append", default=[],
+                    help="plug-in module(s): ops, rewards, adapters, backbones, tiny-model builders (repeatable)")
     ap.add_argument("--threads", type=int, default=None, help="torch intra-op threads")
     a = ap.parse_args(argv)
 
-    extra = tuple(a.ops) + tuple(m for m in os.environ.get("PAIRUNI_SIDECAR_OPS", "").split(",") if m)
+    extra = tuple(a.plugins) + tuple(m for m in os.environ.get("PAIRUNI_PLUGINS", "").split(",") if m)
     if a.threads:
         import torch
 
@@ -49,7 +50,7 @@ def main(argv: list[str] | None = None) -> int:
         local_rank=a.local_rank,
         parent_pid=a.parent_pid,
         wait_controller_s=a.wait_controller,
-        extra_ops=extra,
+        plugins=extra,
     )
 
     def stop(signum, _frame):

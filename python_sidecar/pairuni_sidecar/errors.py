@@ -1,22 +1,10 @@
 """Typed errors that travel back to the TS controller as `err` messages.
 
-The code set is closed and mirrors protocols/wire-v1.md and src/errors.ts.
+The code set is closed: protocols/constants.json, generated for both languages.
 """
 from __future__ import annotations
 
-ERROR_CODES = (
-    "bad_request",          # malformed frame/header/payload or invalid op arguments
-    "unsupported_version",  # wire major not supported
-    "unknown_op",           # no handler registered under that op name
-    "cancelled",            # the controller cancelled the request
-    "deadline",             # the request's deadline passed
-    "rank_lost",            # a rank died or stopped answering (raised on the TS side)
-    "overloaded",           # queue full / credit window exhausted
-    "too_large",            # message or payload over the negotiated limits
-    "not_found",            # a handle, file or checkpoint that does not exist
-    "op_failed",            # the handler raised; `detail.type` names the exception class
-    "internal",             # a bug in the sidecar itself
-)
+from .contract.generated import ERROR_CODES  # the closed set, from protocols/constants.json
 
 
 class SidecarError(Exception):
@@ -36,10 +24,9 @@ class SidecarError(Exception):
         self.detail = detail or {}
 
     def to_wire(self) -> dict:
-        err = {"code": self.code, "msg": str(self), "retryable": bool(self.retryable)}
-        if self.detail:
-            err["detail"] = self.detail
-        return err
+        # The exception's class travels too, so the controller can tell a CheckpointNotFound from a NotFound.
+        return {"code": self.code, "msg": str(self), "retryable": bool(self.retryable),
+                "detail": {"type": type(self).__name__, **self.detail}}
 
 
 class BadRequest(SidecarError):

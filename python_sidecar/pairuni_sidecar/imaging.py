@@ -1,11 +1,10 @@
 """Small image helpers shared by the training ops and the ShapesWorld tools."""
 from __future__ import annotations
 
-import os
-import tempfile
-
 import numpy as np
 import torch
+
+from .fsutil import atomic_file
 
 
 def save_grid(images: torch.Tensor, path: str, nrow: int = 4, max_images: int = 16, pad: int = 2,
@@ -24,15 +23,6 @@ def save_grid(images: torch.Tensor, path: str, nrow: int = 4, max_images: int = 
     for i in range(b):
         r, c = divmod(i, nrow)
         grid[pad + r * (h + pad): pad + r * (h + pad) + h, pad + c * (w + pad): pad + c * (w + pad) + w] = imgs[i]
-    d = os.path.dirname(os.path.abspath(path))
-    os.makedirs(d, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".grid-", suffix=".png", dir=d)
-    os.close(fd)
-    try:
+    with atomic_file(path) as tmp:
         Image.fromarray(grid).save(tmp, format="PNG")
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
     return grid.shape[1], grid.shape[0]

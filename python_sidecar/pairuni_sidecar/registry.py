@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import importlib
 import itertools
-import pkgutil
 import threading
 import time
 from dataclasses import dataclass, field
@@ -39,52 +38,155 @@ class OpSpec:
     name: str
     fn: Handler
     doc: str = ""
-    idempotent: bool = False
 
 
-_REGISTRY: dict[str, OpSpec] = {}
-_IMPORT_ERRORS: dict[str, str] = {}
+# -- the one plug-in registry ----------------------------------------------------------------------
+#
+# Kinds: ``op`` (wire ops), ``reward`` (generation rewards: factory(config) -> scorer), ``adapter``
+# (PolicyAdapter classes), ``backbone`` (image-feature loaders: fn(spec) -> Backbone), ``tiny``
+# (per-family builders of tiny test models: fn(dir, seed) -> dir). An entry is an object or a lazy
+# "module:attr" string imported on first use; a package declares its entries in a module-level
+# ``PLUGINS = {kind: {name: "module:attr"}}`` (``op`` takes a list of modules whose ``@op`` functions
+# register on import). Import failures are kept and reported by the ``info`` op and ``pairuni doctor``.
+
+KINDS = ("op", "reward", "adapter", "backbone", "tiny")
+_ENTRIES: dict[str, dict[str, Any]] = {k: {} for k in KINDS}
+_FAILED: dict[str, str] = {}
 
 
-def op(name: str, *, doc: str = "", idempotent: bool = False) -> Callable[[Handler], Handler]:
+def register(kind: str, name: str, target: Any) -> None:
+    """Register ``target`` (an object, or a lazy ``"module:attr"``) as plug-in ``name`` of ``kind``."""
+    if kind not in _ENTRIES:
+        raise ValueError(f"unknown plug-in kind {kind!r}; kinds: {KINDS}")
+    cur = _ENTRIES[kind].get(name)
+    if cur is not None and not isinstance(cur, str):
+        if isinstance(target, str) or cur is target:
+            return  # already loaded (a lazy entry declared again, or a decorator run twice)
+        raise ValueError(f"{kind} {name!r} registered twice ({cur!r} and {target!r})")
+    _ENTRIES[kind][name] = target
+
+
+def _builtin() -> None:
+    """The built-in entries, declared on first use (in-process callers never call ``load_plugins``)."""
+    global _BUILTIN_DECLARED
+    if not _BUILTIN_DECLARED:
+        _BUILTIN_DECLARED = True
+        from .plugins import PLUGINS
+
+        for kind, entries in PLUGINS.items():
+            if kind != "op":
+                for name, target in entries.items():
+                    register(kind, name, target)
+
+
+_BUILTIN_DECLARED = False
+
+
+def names(kind: str) -> list[str]:
+    _builtin()
+    return sorted(_ENTRIES[kind])
+
+
+def resolve(kind: str, name: str) -> Any:
+    """The plug-in object, importing a lazy entry now. Unknown names and failed imports are ``bad_request``."""
+    _builtin()
+    entry = _ENTRIES[kind].get(name)
+    if entry is None:
+        hint = f"; failed to import: {_FAILED}" if _FAILED else ""
+        raise BadRequest(f"unknown {kind} {name!r}; registered: {names(kind)}{hint}", detail={"field": kind})
+    if isinstance(entry, str):
+        mod_name, _, attr = entry.partition(":")
+        try:
+            obj = getattr(importlib.import_module(mod_name), attr)
+        except Exception as e:  # noqa: BLE001 - a missing optional package disables this entry only
+            _FAILED[f"{kind}:{name}"] = f"{type(e).__name__}: {e}"
+            raise BadRequest(f"{kind} {name!r} cannot be loaded ({entry}: {type(e).__name__}: {e}); "
+                             f"install its extra, e.g. pip install 'pairuni-sidecar[{name}]'") from None
+        _ENTRIES[kind][name] = entry = obj
+    return entry
+
+
+def load_all() -> dict[str, str]:
+    """Import every lazy entry (for ``info`` / doctor); returns what failed, by ``kind:name``."""
+    for kind in KINDS:
+        for name in list(_ENTRIES[kind]):
+            if isinstance(_ENTRIES[kind][name], str):
+                try:
+                    resolve(kind, name)
+                except BadRequest:
+                    pass
+    return failures()
+
+
+def failures() -> dict[str, str]:
+    return dict(_FAILED)
+
+
+def load_plugins(modules: list[str] | tuple[str, ...] = ()) -> None:
+    """Import the built-in plug-ins and users' plug-in modules; each may declare ``PLUGINS``."""
+    for mod in ("pairuni_sidecar.plugins", *modules):
+        try:
+            m = importlib.import_module(mod)
+        except Exception as e:  # noqa: BLE001 - reported through `info`
+            _FAILED[mod] = f"{type(e).__name__}: {e}"
+            continue
+        for kind, entries in (getattr(m, "PLUGINS", None) or {}).items():
+            if kind == "op":
+                for op_mod in entries:
+                    try:
+                        importlib.import_module(op_mod)
+                    except Exception as e:  # noqa: BLE001
+                        _FAILED[op_mod] = f"{type(e).__name__}: {e}"
+            else:
+                for name, target in entries.items():
+                    register(kind, name, target)
+
+
+def op(name: str, *, doc: str = "") -> Callable[[Handler], Handler]:
     """Register ``fn`` under the wire op name ``name`` (e.g. ``"tensor.sum"``)."""
 
     def deco(fn: Handler) -> Handler:
-        if name in _REGISTRY and _REGISTRY[name].fn is not fn:
-            raise ValueError(f"op {name!r} registered twice ({_REGISTRY[name].fn.__module__} and {fn.__module__})")
-        _REGISTRY[name] = OpSpec(name, fn, doc or (fn.__doc__ or "").strip().split("\n")[0], idempotent)
+        cur = _ENTRIES["op"].get(name)
+        if cur is not None and cur.fn is not fn:
+            raise ValueError(f"op {name!r} registered twice ({cur.fn.__module__} and {fn.__module__})")
+        _ENTRIES["op"][name] = OpSpec(name, fn, doc or (fn.__doc__ or "").strip().split("\n")[0])
         return fn
 
     return deco
 
 
+def plugin(kind: str, name: str) -> Callable[[Any], Any]:
+    """Decorator form of ``register`` (``@plugin("reward", "my_score")``)."""
+
+    def deco(obj: Any) -> Any:
+        register(kind, name, obj)
+        return obj
+
+    return deco
+
+
+def run_op(name: str, ctx: "OpContext", args: dict, tensors: dict | None = None) -> Any:
+    """Runs an op in process as the server does: declared defaults filled in (as the TS client does),
+    args and payloads checked against the contract, then the handler. For tests and benches."""
+    from .contract import validate_args, validate_payloads, with_defaults
+
+    if not _ENTRIES["op"]:
+        load_plugins()
+    spec = get_op(name)
+    if spec is None:
+        raise NotFound(f"unknown op {name!r}")
+    args, tensors = with_defaults(name, args), tensors or {}
+    validate_args(name, args)
+    validate_payloads(name, tensors)
+    return spec.fn(ctx, args, tensors)
+
+
 def get_op(name: str) -> OpSpec | None:
-    return _REGISTRY.get(name)
+    return _ENTRIES["op"].get(name)
 
 
 def list_ops() -> dict[str, OpSpec]:
-    return dict(_REGISTRY)
-
-
-def import_errors() -> dict[str, str]:
-    """Op modules that failed to import (usually a missing optional dependency), with the reason."""
-    return dict(_IMPORT_ERRORS)
-
-
-def load_op_modules(extra: list[str] | tuple[str, ...] = ()) -> None:
-    """Import every module in ``pairuni_sidecar.ops`` plus user modules named in ``extra``.
-
-    A module whose import fails is recorded (reported by the ``info`` op) instead of killing the
-    sidecar: a missing optional dependency should disable its ops, not the whole process.
-    """
-    from . import ops as ops_pkg
-
-    names = [f"{ops_pkg.__name__}.{m.name}" for m in pkgutil.iter_modules(ops_pkg.__path__)]
-    for mod in itertools.chain(names, extra):
-        try:
-            importlib.import_module(mod)
-        except Exception as e:  # noqa: BLE001 - reported through `info`
-            _IMPORT_ERRORS[mod] = f"{type(e).__name__}: {e}"
+    return dict(_ENTRIES["op"])
 
 
 class HandleStore:
@@ -110,6 +212,20 @@ class HandleStore:
     def free(self, handle: str) -> bool:
         with self._lock:
             return self._items.pop(handle, None) is not None
+
+    def owned(self, prefix: str) -> list[str]:
+        """Live handles made with ``prefix`` (e.g. every rollout before a new policy loads)."""
+        with self._lock:
+            return [h for h in self._items if h.startswith(f"{prefix}")]
+
+    def describe(self) -> dict[str, int]:
+        """Live objects per kind (handle prefix), for ``info``."""
+        out: dict[str, int] = {}
+        with self._lock:
+            for h in self._items:
+                k = h.rsplit(":", 1)[0]
+                out[k] = out.get(k, 0) + 1
+        return out
 
     def __len__(self) -> int:
         return len(self._items)

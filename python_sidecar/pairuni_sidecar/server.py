@@ -34,7 +34,8 @@ from .protocol.constants import (
 from .protocol.pool import BufferPool
 from .protocol.header import decode_header_frame, encode_header_frame
 from .protocol.payload import arrow_to_table, check_descriptors, decode_payloads, encode_payloads, raw_to_tensor, stream_layout
-from .registry import HandleStore, OpContext, Reply, get_op, load_op_modules
+from .contract import validate_args, validate_payloads, with_defaults
+from .registry import HandleStore, OpContext, Reply, get_op, load_plugins
 
 COPY_THRESHOLD = 64 * 1024
 TRACE = bool(os.environ.get("PAIRUNI_TRACE"))
@@ -83,7 +84,7 @@ class Server:
         local_rank: int = 0,
         parent_pid: int | None = None,
         wait_controller_s: float = 60.0,
-        extra_ops: tuple[str, ...] = (),
+        plugins: tuple[str, ...] = (),
     ) -> None:
         self.ctrl_endpoint = ctrl_endpoint
         self.data_endpoint = data_endpoint
@@ -110,7 +111,7 @@ class Server:
         self.work_q: queue.Queue = queue.Queue()
         self.outbox: queue.Queue = queue.Queue()
         self.stats = {"bad_frames": 0, "requests": 0, "late_cancels": 0}
-        load_op_modules(extra_ops)
+        load_plugins(plugins)
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -385,6 +386,15 @@ class Server:
             raise _with_id(UnknownOp(f"unknown op {h['op']!r}"), h)
         if rid in self.active:
             raise _with_id(BadRequest(f"request id {rid} is already in flight"), h)
+        # The op's declared contract (src/contract/ops.ts), checked before the handler ever runs. The
+        # TS client sends every field; a raw caller's omitted fields take the declared defaults (the
+        # same declaration, generated), never a default of the sidecar's own.
+        try:
+            args = with_defaults(h["op"], h.get("a", {}))
+            validate_args(h["op"], args)
+            validate_payloads(h["op"], tensors)
+        except SidecarError as e:
+            raise _with_id(e, h)
         deadline = time.monotonic() + h["dl"] / 1000 if "dl" in h else None
 
         def progress(p: dict, rid: int = rid) -> None:
@@ -394,7 +404,7 @@ class Server:
         ctx = OpContext(h["op"], rid, deadline, self.state, self.handles, progress)
         self.active[rid] = ctx
         self.stats["requests"] += 1
-        self.work_q.put((ctx, spec, h.get("a", {}), tensors))
+        self.work_q.put((ctx, spec, args, tensors))
 
     # ------------------------------------------------------------------ worker
 

@@ -4,8 +4,9 @@
  * Each file is written to a temporary name, fsync'd and renamed, so a reader (or a kill) sees
  * either the previous complete file or the new complete file.
  */
-import { mkdir, open, rename, rm } from 'node:fs/promises';
+import { mkdir } from 'node:fs/promises';
 import { dirname, isAbsolute, join, relative, resolve, sep } from 'node:path';
+import { writeFileAtomic, writeJsonAtomic } from '../util/atomic.js';
 import type { CompletionReport } from './report.js';
 import type { CompletionResult, Direction } from './types.js';
 
@@ -54,17 +55,17 @@ export async function writeCompletionOutputs(
         const rec = (r as Extract<CompletionResult, { status: 'accepted' }>).record;
         return { ...rec, image: rebaseImage(rec.image, r.source?.file, outDir) };
       });
-    await writeFileAtomic(d === 'u2c' ? paths.u : paths.g, rows.map((x) => `${JSON.stringify(x)}\n`).join(''));
+    writeFileAtomic(d === 'u2c' ? paths.u : paths.g, rows.map((x) => `${JSON.stringify(x)}\n`).join(''));
   }
   const rejections: RejectionRow[] = sorted
     .filter((r): r is Extract<CompletionResult, { status: 'rejected' }> => r.status === 'rejected')
     .map((r) => ({ direction: r.direction, id: r.id, reason: r.reason, detail: r.detail, ...(r.source ?? {}) }));
-  await writeFileAtomic(paths.rejections, rejections.map((x) => `${JSON.stringify(x)}\n`).join(''));
+  writeFileAtomic(paths.rejections, rejections.map((x) => `${JSON.stringify(x)}\n`).join(''));
   const unfinished = sorted
     .filter((r): r is Extract<CompletionResult, { status: 'unfinished' }> => r.status === 'unfinished')
     .slice(0, 1000)
     .map((r) => ({ direction: r.direction, id: r.id, reason: r.reason, detail: r.detail }));
-  await writeFileAtomic(paths.report, `${JSON.stringify({ ...report, unfinished }, null, 2)}\n`);
+  writeJsonAtomic(paths.report, { ...report, unfinished }, 2);
   return paths;
 }
 
@@ -73,30 +74,4 @@ function rebaseImage(image: string, manifest: string | undefined, outDir: string
   if (!manifest || isAbsolute(image)) return image;
   const abs = resolve(dirname(manifest), image);
   return relative(resolve(outDir), abs).split(sep).join('/');
-}
-
-export async function writeFileAtomic(path: string, data: string): Promise<void> {
-  const tmp = `${path}.tmp-${process.pid}`;
-  const fh = await open(tmp, 'w');
-  try {
-    await fh.writeFile(data, 'utf8');
-    await fh.sync();
-  } catch (e) {
-    await fh.close();
-    await rm(tmp, { force: true });
-    throw e;
-  }
-  await fh.close();
-  await rename(tmp, path);
-  // Persist the rename itself; not every platform lets a directory be opened for fsync.
-  try {
-    const d = await open(dirname(path), 'r');
-    try {
-      await d.sync();
-    } finally {
-      await d.close();
-    }
-  } catch {
-    /* best effort */
-  }
 }

@@ -10,18 +10,19 @@
  * Every phase writes its result atomically and is skipped on a rerun when its result exists, so an
  * interrupted demo resumes where it stopped (training itself resumes from its last checkpoint).
  */
-import { spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { existsSync, mkdirSync, readdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readdirSync, readFileSync } from 'node:fs';
 import { join, relative, resolve } from 'node:path';
 import { AbortedError, PairuniError } from '../errors.js';
 import { buildPairUG } from '../pairing/pipeline.js';
-import { PACKAGE_ROOT, resolvePython, sidecarSourceDir } from '../sidecar/python.js';
+import { PACKAGE_ROOT } from '../sidecar/python.js';
+import { Sidecar } from '../sidecar/sidecar.js';
 import { parseTrainConfig, type TrainConfigInput } from '../train/config.js';
 import { readMetrics } from '../train/metrics.js';
 import { latestCheckpoint } from '../train/checkpoint.js';
 import { train } from '../train/trainer.js';
 import { lineChart, mdTable, meanStd, smooth, type Series } from './report.js';
+import { writeFileAtomic, writeJsonAtomic } from '../util/atomic.js';
 
 export interface DemoOptions {
   /** Output directory (default `runs/demo`). */
@@ -101,7 +102,7 @@ function addWallTime(out: string, seconds: number): { seconds: number; invocatio
   const path = join(out, 'timing.json');
   const prev = existsSync(path) ? readJson<{ seconds: number; invocations: number }>(path) : { seconds: 0, invocations: 0 };
   const next = { seconds: prev.seconds + seconds, invocations: prev.invocations + 1 };
-  atomicJson(path, next);
+  writeJsonAtomic(path, next, 2);
   return next;
 }
 
@@ -112,43 +113,27 @@ function evalDone(path: string, p: Plan): boolean {
   return e.n_und === p.evalUnd && e.n_gen_prompts === p.evalN && typeof e.grid === 'string';
 }
 
-function atomicJson(path: string, value: unknown): void {
-  const tmp = `${path}.tmp-${process.pid}`;
-  writeFileSync(tmp, JSON.stringify(value, null, 2) + '\n');
-  renameSync(tmp, path);
-}
-
 function readJson<T>(path: string): T {
   return JSON.parse(readFileSync(path, 'utf8')) as T;
 }
 
-/** Runs `python -m pairuni_sidecar.shapesworld ...` and parses the JSON it prints. */
-async function shapesworld(args: string[], log: (l: string) => void, signal?: AbortSignal): Promise<Record<string, unknown>> {
-  const py = resolvePython();
-  const env = { ...process.env, PYTHONPATH: [sidecarSourceDir(), process.env.PYTHONPATH].filter(Boolean).join(':'), OMP_NUM_THREADS: '1' };
-  return new Promise((resolvePromise, reject) => {
-    const child = spawn(py, ['-m', 'pairuni_sidecar.shapesworld', ...args], { env, stdio: ['ignore', 'pipe', 'pipe'] });
-    let out = '';
-    let err = '';
-    child.stdout.on('data', (b) => (out += b));
-    child.stderr.on('data', (b) => {
-      err = (err + b).slice(-8000);
-      for (const line of String(b).split('\n')) if (line.trim()) log(`  ${line.trim()}`);
-    });
-    const onAbort = () => child.kill('SIGTERM');
-    signal?.addEventListener('abort', onAbort, { once: true });
-    child.on('error', (e) => reject(new PairuniError('demo', `could not run ${py}: ${e.message}`)));
-    child.on('exit', (code) => {
-      signal?.removeEventListener('abort', onAbort);
-      if (signal?.aborted) return reject(new AbortedError('demo interrupted'));
-      if (code !== 0) return reject(new PairuniError('demo', `shapesworld ${args[0]} failed (exit ${code}):\n${err}`));
-      try {
-        resolvePromise(JSON.parse(out));
-      } catch {
-        reject(new PairuniError('demo', `shapesworld ${args[0]} printed no JSON result:\n${out.slice(-2000)}`));
-      }
-    });
-  });
+/**
+ * Runs ShapesWorld ops (build, held-out evaluation through the model's adapter) in a fresh
+ * single-threaded sidecar, so evaluations run side by side and give the same numbers whatever runs beside them.
+ */
+async function shapesworld<T>(run: (sc: Sidecar) => Promise<T>, signal?: AbortSignal): Promise<T> {
+  const sc = await Sidecar.spawn({ threads: 1, env: { OMP_NUM_THREADS: '1' } });
+  const onAbort = () => void sc.close(1000);
+  signal?.addEventListener('abort', onAbort, { once: true });
+  try {
+    return await run(sc);
+  } catch (e) {
+    if (signal?.aborted) throw new AbortedError('demo interrupted');
+    throw e;
+  } finally {
+    signal?.removeEventListener('abort', onAbort);
+    await sc.close();
+  }
 }
 
 async function pool<T>(items: T[], width: number, fn: (t: T) => Promise<void>): Promise<void> {
@@ -186,7 +171,7 @@ function checkPlan(out: string, p: Plan, model: string): void {
   const path = join(out, 'plan.json');
   if (!existsSync(path)) {
     mkdirSync(out, { recursive: true });
-    atomicJson(path, { ...now, modelPath: model });
+    writeJsonAtomic(path, { ...now, modelPath: model }, 2);
     return;
   }
   const before = readJson<Record<string, unknown>>(path);
@@ -228,8 +213,7 @@ async function runPhases(o: DemoOptions, t0: number, p: Plan, model: string): Pr
   const worldMeta = join(world, 'shapesworld.json');
   if (!existsSync(worldMeta) || JSON.stringify(readJson<{ sizes: unknown }>(worldMeta).sizes) !== JSON.stringify(p.world)) {
     log(`[1/5] building ShapesWorld (${p.world.u_train} U + ${p.world.g_train} G train items) in ${world}`);
-    const sizes = Object.entries(p.world).flatMap(([k, v]) => [`--${k.replace('_', '-')}`, String(v)]);
-    await shapesworld(['build', '--out', world, '--seed', '0', ...sizes], log, o.signal);
+    await shapesworld((sc) => sc.shapesworld.build({ out: world, seed: 0, sizes: p.world }), o.signal);
   } else log('[1/5] ShapesWorld already built');
   check();
 
@@ -259,14 +243,15 @@ async function runPhases(o: DemoOptions, t0: number, p: Plan, model: string): Pr
   const evalDir = join(out, 'eval');
   mkdirSync(evalDir, { recursive: true });
   // Every model samples the same prompts with the same seed, so the grids compare image by image.
-  const evalArgs = (m: string, name: string) => [
-    'eval', '--model', m, '--data', world, '--n', String(p.evalN), '--n-und', String(p.evalUnd), '--samples', String(p.evalSamples), '--sample-seed', '0',
-    '--grid', join(evalDir, `${name}-grid.png`), '--grid-n', String(GRID_N),
-  ];
+  const evaluate = (m: string, name: string) =>
+    shapesworld(async (sc) => (await sc.shapesworld.eval({
+      model_dir: m, data: world, n: p.evalN, n_und: p.evalUnd, samples: p.evalSamples, sample_seed: 0,
+      grid: join(evalDir, `${name}-grid.png`), grid_n: GRID_N,
+    })).args, o.signal);
   const beforePath = join(evalDir, 'pretrained.json');
   if (!evalDone(beforePath, p)) {
     log('[3/5] evaluating the pretrained model on held-out items');
-    atomicJson(beforePath, await shapesworld(evalArgs(model, 'pretrained'), log, o.signal));
+    writeJsonAtomic(beforePath, await evaluate(model, 'pretrained'), 2);
   } else log('[3/5] pretrained model already evaluated');
   const before = readJson<EvalResult>(beforePath);
   check();
@@ -332,7 +317,7 @@ async function runPhases(o: DemoOptions, t0: number, p: Plan, model: string): Pr
       const ck = latestCheckpoint(runDir(r));
       if (!ck) throw new PairuniError('demo', `run ${runDir(r)} has no checkpoint to evaluate`);
       log(`[5/5] evaluating ${r.variant} seed ${r.seed}`);
-      atomicJson(path, await shapesworld(evalArgs(join(ck.policyDir, 'model'), `${r.variant}-s${r.seed}`), log, o.signal));
+      writeJsonAtomic(path, await evaluate(join(ck.policyDir, 'model'), `${r.variant}-s${r.seed}`), 2);
     }
     after[r.variant][r.seed] = readJson<EvalResult>(path);
   }
@@ -485,9 +470,7 @@ function writeReport(
     '',
   ];
   const path = join(out, 'report.md');
-  const tmp = `${path}.tmp`;
-  writeFileSync(tmp, lines.join('\n'));
-  renameSync(tmp, path);
-  atomicJson(join(out, 'summary.json'), { before, after, summary, wallSeconds: wall.seconds, invocations: wall.invocations, plan: p });
+  writeFileAtomic(path, lines.join('\n'));
+  writeJsonAtomic(join(out, 'summary.json'), { before, after, summary, wallSeconds: wall.seconds, invocations: wall.invocations, plan: p }, 2);
   return path;
 }

@@ -44,6 +44,17 @@ export function pairWeight(mode: PairMode, type: 'aligned' | 'retrieved', sP: nu
 }
 
 /**
+ * The weight the trainer applies to pair p: the PairUG file's w_p as written (eq. 4, computed by
+ * `pairWeight('pairgrpo', ...)` when the file was made) in `pairgrpo` mode; every other mode
+ * (eq. 1/2, Table 7's `linear` and `none`) overrides it from the pair's type and s_p.
+ */
+export function trainWeight(mode: PairMode, p: { type: 'aligned' | 'retrieved'; s_p: number; w_p: number }): number {
+  if (mode !== 'pairgrpo') return pairWeight(mode, p.type, p.s_p);
+  if (!(Number.isFinite(p.w_p) && p.w_p >= 0 && p.w_p <= 1)) throw new AdvantageError(`pair weight w_p must be in [0, 1], got ${p.w_p}`);
+  return p.w_p;
+}
+
+/**
  * Eq. 1's group normalisation for one group of rewards: (r − mean) / (σ + eps).
  * A zero-variance group gives all-zero advantages (no signal); so does a single-sample group,
  * whose unbiased σ is undefined. Throws on an empty group or a non-finite reward.

@@ -6,6 +6,7 @@ export {
   isPaired,
   lossNorm,
   pairWeight,
+  trainWeight,
   sideAdvantages,
   type NormOptions,
   type PairMode,

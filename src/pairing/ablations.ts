@@ -22,7 +22,7 @@ import type { PairingBackend } from './backend/types.js';
 import type { Ablation } from './config.js';
 import { dot64 } from './matrix.js';
 import type { PairingResult, Side } from './pair.js';
-import { Rng } from './prng.js';
+import { Rng } from '../util/prng.js';
 import { retrieve } from './retrieve.js';
 
 export interface SideRef {

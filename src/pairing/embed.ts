@@ -5,7 +5,6 @@
  */
 import { createHash } from 'node:crypto';
 import { readFileSync } from 'node:fs';
-import { z } from 'zod';
 import type { ImageSource } from '../data/manifest.js';
 import { AbortedError, ConfigError, DataError, SidecarError } from '../errors.js';
 import { Tensor, type Sidecar } from '../sidecar/index.js';
@@ -13,19 +12,9 @@ import { FeatureCache } from './featureCache.js';
 import { matrix, type Matrix } from './matrix.js';
 
 /** Which image encoder to use; see python_sidecar/pairuni_sidecar/features/backbones.py. */
-export const BackboneSpec = z
-  .object({
-    kind: z.enum(['resnet50', 'torchvision', 'timm', 'hf', 'pixels']),
-    /** Model name for torchvision/timm (e.g. 'resnet50', 'vit_pe_core_base_patch16_224'). */
-    name: z.string().optional(),
-    /** Local weights file (resnet50/torchvision/timm) or model directory (hf). Required except for pixels. */
-    weights: z.string().optional(),
-    /** Side length of the `pixels` embedder (features = 3·size² values). */
-    size: z.number().int().min(1).max(512).optional(),
-    device: z.string().optional(),
-  })
-  .strict();
-export type BackboneSpec = z.infer<typeof BackboneSpec>;
+import { BackboneSpec } from '../contract/backbone.js';
+
+export { BackboneSpec };
 
 export interface EmbedOptions {
   sidecar: Sidecar;
@@ -58,7 +47,7 @@ export async function embedImages(images: ImageSource[], opts: EmbedOptions): Pr
   if (!spec.success) throw new ConfigError(`invalid backbone: ${spec.error.issues.map((i) => `${i.path.join('.')}: ${i.message}`).join('; ')}`);
   type Where = { file?: string; row?: number; what: string };
   const describe: (i: number) => Where = opts.describe ?? ((i: number) => ({ what: `image ${i}` }));
-  const info = (await opts.sidecar.call('features.backbone', { backbone: spec.data })).args as { key: string; dim: number };
+  const info = (await opts.sidecar.features.backbone({ backbone: spec.data })).args;
   const dim = info.dim;
   const cache = new FeatureCache(opts.cacheDir, info.key, dim);
 
@@ -121,7 +110,7 @@ export async function embedImages(images: ImageSource[], opts: EmbedOptions): Pr
       parts.forEach((p, j) => blob.set(p, Number(offsets[j])));
       let res;
       try {
-        res = await opts.sidecar.call('features.embed', { backbone: spec.data, batch_size: Math.min(bs, 32) }, { blob: Tensor.from(blob), offsets: Tensor.from(offsets) }, { signal: opts.signal });
+        res = await opts.sidecar.features.embed({ backbone: spec.data, batch_size: Math.min(bs, 32) }, { blob: Tensor.from(blob), offsets: Tensor.from(offsets) }, { signal: opts.signal });
       } catch (e) {
         if (e instanceof SidecarError && e.code === 'bad_request' && typeof e.detail.index === 'number') {
           const d = describe(batch[e.detail.index]);

@@ -1,13 +1,14 @@
 /**
  * On-disk feature cache: one directory per backbone key, holding Arrow IPC shards with columns
  * `hash` (SHA-256 of the image bytes, hex) and `vec` (FixedSizeList<Float32>[dim]). Shards are
- * written atomically (tmp + rename) and never modified, so an interrupted run loses at most the
+ * written atomically (util/atomic.ts) and never modified, so an interrupted run loses at most the
  * batch in flight, and a rerun embeds nothing that any earlier run finished.
  */
-import { mkdirSync, readdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
+import { mkdirSync, readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { Field, FixedSizeList, Float32, makeData, makeVector, Table, tableFromIPC, tableToIPC, vectorFromArray } from 'apache-arrow';
 import { DataError } from '../errors.js';
+import { writeFileAtomic } from '../util/atomic.js';
 
 export class FeatureCache {
   readonly dir: string;
@@ -69,9 +70,7 @@ export class FeatureCache {
     const vec = makeVector(makeData({ type, length: hashes.length, nullCount: 0, child }));
     const table = new Table({ hash: vectorFromArray(hashes), vec });
     const name = `part-${Date.now().toString(36)}-${process.pid}-${this.shardSeq++}.arrow`;
-    const tmp = join(this.dir, `.${name}.tmp`);
-    writeFileSync(tmp, tableToIPC(table, 'file'));
-    renameSync(tmp, join(this.dir, name));
+    writeFileAtomic(join(this.dir, name), tableToIPC(table, 'file'));
   }
 
   private shards(): string[] {

@@ -11,7 +11,7 @@ export { miniBatchKMeans, exactLabels, type KMeansResult } from './kmeans.js';
 export { medoids, clusterDiagnostics, type ClusterDiagnostics } from './medoids.js';
 export { retrieve, greedyMatch } from './retrieve.js';
 export { matrix, l2NormalizeRows, type Matrix } from './matrix.js';
-export { Rng } from './prng.js';
+export { Rng } from '../util/prng.js';
 export { TsBackend } from './backend/ts.js';
 export { SidecarBackend } from './backend/sidecar.js';
 export type { PairingBackend, MatrixHandle, TopkRequest, TopkResult } from './backend/types.js';

@@ -2,7 +2,7 @@
  * Algorithm 1 line 3: C ← MiniBatchKMeans(F, K).
  *
  * Semantics follow sklearn's MiniBatchKMeans (the paper's tool), re-implemented from its documented
- * behaviour; the random streams are ours (prng.ts), so runs are reproducible per (seed, backend):
+ * behaviour; the random streams are ours (util/prng.ts), so runs are reproducible per (seed, backend):
  *  - k-means++ (or random) seeding on a sample of init_size points;
  *  - each step draws `batchSize` points with replacement, assigns them to the nearest centre and
  *    moves each touched centre to the running mean of everything it has absorbed (learning rate
@@ -22,7 +22,7 @@ import type { KMeansConfig } from './config.js';
 import { exactSearch } from './exact.js';
 import { kmeansPlusPlus } from './kmeanspp.js';
 import { gatherRows, sqNorms64, type Matrix } from './matrix.js';
-import { Rng } from './prng.js';
+import { Rng } from '../util/prng.js';
 
 export type StopReason = 'no-improvement' | 'tol' | 'max-epochs';
 

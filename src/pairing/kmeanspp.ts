@@ -9,7 +9,7 @@
 import { AbortedError } from '../errors.js';
 import type { MatrixHandle, PairingBackend } from './backend/types.js';
 import { sqNorms64, type Matrix } from './matrix.js';
-import type { Rng } from './prng.js';
+import type { Rng } from '../util/prng.js';
 
 export interface KMeansPPOptions {
   signal?: AbortSignal;

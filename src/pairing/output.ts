@@ -1,16 +1,18 @@
 /**
  * PairUG output: PairRecord rows (src/data/schemas.ts) as an Arrow IPC file and a JSONL view, plus
- * a stats report. Files are written atomically (tmp + rename). Image paths in the output are
+ * a stats report. Files are written atomically (util/atomic.ts). Image paths in the output are
  * relative to the output directory; inline image bytes are materialised once under images/ by
  * content hash.
  */
+import { pairWeight } from '../grpo/advantages.js';
 import { createHash } from 'node:crypto';
-import { existsSync, mkdirSync, renameSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync } from 'node:fs';
 import { join, relative, sep } from 'node:path';
 import { Field, List, Table, tableToIPC, Utf8, Float64, vectorFromArray } from 'apache-arrow';
 import type { Manifest } from '../data/manifest.js';
 import { PairRecord, type GenerationRecord, type UnderstandingRecord } from '../data/schemas.js';
 import { DataError } from '../errors.js';
+import { writeFileAtomic, writeJsonAtomic } from '../util/atomic.js';
 import type { OutPair, SideRef } from './ablations.js';
 import type { PairingResult } from './pair.js';
 
@@ -38,7 +40,7 @@ export function toPairRecords(pairs: OutPair[], inputs: PairInputs, outDir: stri
       pair_id: p.type === 'aligned' ? `aligned:${p.u.side}/${u.id}` : `${p.type}:${p.u.side}/${u.id}:${p.g.side}/${g.id}`,
       type: p.type,
       s_p: clamp(p.s),
-      w_p: p.type === 'aligned' ? 1 : Math.sqrt(Math.max(0, clamp(p.s))),
+      w_p: pairWeight('pairgrpo', p.type, clamp(p.s)), // eq. 4, the one definition
       u_src: p.u.side,
       u_id: u.id,
       g_src: p.g.side,
@@ -88,7 +90,7 @@ function imagePathResolver(inputs: PairInputs, outDir: string): (r: SideRef) => 
       const abs = join(outDir, rel);
       if (!existsSync(abs)) {
         mkdirSync(join(outDir, 'images'), { recursive: true });
-        atomicWrite(abs, bytes);
+        writeFileAtomic(abs, bytes);
       }
       written.set(hash, rel);
     }
@@ -103,12 +105,6 @@ function sniffExt(b: Uint8Array): string {
   if (b[0] === 0x52 && b[1] === 0x49 && b[8] === 0x57) return '.webp';
   if (b[0] === 0x42 && b[1] === 0x4d) return '.bmp';
   return '.bin';
-}
-
-export function atomicWrite(path: string, data: string | Uint8Array): void {
-  const tmp = `${path}.tmp-${process.pid}`;
-  writeFileSync(tmp, data);
-  renameSync(tmp, path);
 }
 
 export function pairsTable(records: PairRecord[]): Table {
@@ -206,8 +202,8 @@ export function formatStats(st: PairStats): string {
 export function writePairUG(outDir: string, records: PairRecord[], stats: PairStats): { arrow: string; jsonl: string; stats: string } {
   mkdirSync(outDir, { recursive: true });
   const files = { arrow: join(outDir, 'pairs.arrow'), jsonl: join(outDir, 'pairs.jsonl'), stats: join(outDir, 'stats.json') };
-  atomicWrite(files.arrow, tableToIPC(pairsTable(records), 'file'));
-  atomicWrite(files.jsonl, records.map((r) => JSON.stringify(r)).join('\n') + (records.length ? '\n' : ''));
-  atomicWrite(files.stats, JSON.stringify(stats, null, 1) + '\n');
+  writeFileAtomic(files.arrow, tableToIPC(pairsTable(records), 'file'));
+  writeFileAtomic(files.jsonl, records.map((r) => JSON.stringify(r)).join('\n') + (records.length ? '\n' : ''));
+  writeJsonAtomic(files.stats, stats);
   return files;
 }

@@ -60,7 +60,7 @@ async function withSidecar<T>(given: Sidecar | undefined, fn: (sc: Sidecar) => P
 function parquetVia(sc: Sidecar, tmpDir: string): (p: string) => Promise<string> {
   return async (p) => {
     const out = join(tmpDir, `${p.replace(/[^\w.-]+/g, '_')}.arrow`);
-    await sc.call('manifest.parquet_to_arrow', { path: resolve(p), out });
+    await sc.manifest.parquetToArrow({ path: resolve(p), out });
     return out;
   };
 }

@@ -179,10 +179,10 @@ export class Controller {
     while (this.liveRanks().length < world) {
       const err = isAborted?.();
       if (err) throw err;
-      if (this.closed) throw new SidecarError('rank_lost', 'controller closed while waiting for ranks');
+      if (this.closed) throw SidecarError.generate('rank_lost', 'controller closed while waiting for ranks');
       const left = deadline - Date.now();
       if (left <= 0) {
-        throw new SidecarError('rank_lost', `only ${this.liveRanks().length}/${world} ranks said hello within ${timeoutMs} ms`);
+        throw SidecarError.generate('rank_lost', `only ${this.liveRanks().length}/${world} ranks said hello within ${timeoutMs} ms`);
       }
       await new Promise<void>((resolve) => {
         const t = setTimeout(resolve, Math.min(left, 100));
@@ -242,7 +242,7 @@ export class Controller {
       const pe = e instanceof ProtocolError ? e : new ProtocolError('bad_request', String(e));
       const { re } = salvageIds(f0);
       if (re !== undefined && this.pending.has(re)) {
-        this.rejectPending(re, new SidecarError(pe.wireCode, `reply to request ${re} is malformed: ${pe.message}`));
+        this.rejectPending(re, SidecarError.generate(pe.wireCode, `reply to request ${re} is malformed: ${pe.message}`));
       }
       this.replyError(rid, undefined, pe.wireCode, pe.message);
       return;
@@ -264,7 +264,7 @@ export class Controller {
       this.stats.badFrames++;
       const pe = e instanceof ProtocolError ? e : new ProtocolError('internal', String(e));
       const re = typeof header.re === 'number' ? header.re : undefined;
-      if (re !== undefined) this.rejectPending(re, new SidecarError(pe.wireCode, `reply to request ${re}: ${pe.message}`));
+      if (re !== undefined) this.rejectPending(re, SidecarError.generate(pe.wireCode, `reply to request ${re}: ${pe.message}`));
       else this.replyError(rid, undefined, pe.wireCode, pe.message);
     }
   }
@@ -356,7 +356,7 @@ export class Controller {
           return;
         }
         const p = this.takePending(h.re as number);
-        p?.reject(new SidecarError(err.code, `${p.op}: ${err.msg}`, err.retryable ?? false, err.detail ?? {}));
+        p?.reject(SidecarError.generate(err.code, `${p.op}: ${err.msg}`, err.retryable ?? false, err.detail ?? {}));
         return;
       }
       case 'prog': {
@@ -413,7 +413,7 @@ export class Controller {
       const fail = (msg: string) => {
         rank.inStreams.delete(sid);
         const re = s.header.re as number;
-        this.rejectPending(re, new SidecarError('bad_request', `broken chunk stream ${sid} for request ${re}: ${msg}`));
+        this.rejectPending(re, SidecarError.generate('bad_request', `broken chunk stream ${sid} for request ${re}: ${msg}`));
         return new ProtocolError('bad_request', msg);
       };
       if (payload.length !== 1) throw fail(`chunk carries ${payload.length} frames, expected 1`);
@@ -478,7 +478,7 @@ export class Controller {
       for (const [sid, s] of r.inStreams) {
         if (now - s.lastActivity > this.limits.stallMs) {
           r.inStreams.delete(sid);
-          this.rejectPending(s.header.re as number, new SidecarError('bad_request', `chunk stream ${sid} stalled`));
+          this.rejectPending(s.header.re as number, SidecarError.generate('bad_request', `chunk stream ${sid} stalled`));
         }
       }
     }
@@ -490,13 +490,13 @@ export class Controller {
     if (!r || !r.info.alive) return;
     r.info.alive = false;
     r.inStreams.clear();
-    for (const w of r.creditWaiters) w.reject(new SidecarError('rank_lost', `rank ${r.info.rank} lost: ${reason}`, true));
+    for (const w of r.creditWaiters) w.reject(SidecarError.generate('rank_lost', `rank ${r.info.rank} lost: ${reason}`, true));
     r.creditWaiters = [];
     for (const p of [...this.pending.values()]) {
       if (p.rank === r) {
         this.takePending(p.id);
         this.settledLocally.add(p.id);
-        p.reject(new SidecarError('rank_lost', `${p.op}: rank ${r.info.rank} lost: ${reason}`, true));
+        p.reject(SidecarError.generate('rank_lost', `${p.op}: rank ${r.info.rank} lost: ${reason}`, true));
       }
     }
     for (const l of this.listeners) l({ type: 'rank_lost', rank: r.info.rank, reason });
@@ -524,17 +524,17 @@ export class Controller {
     if (!p) return;
     this.takePending(id);
     this.settledLocally.add(id);
-    p.reject(new SidecarError(code, `${p.op}: ${why}`));
+    p.reject(SidecarError.generate(code, `${p.op}: ${why}`));
     if (p.rank.info.alive) {
       void this.ctrlQ.send([p.rank.rid, encodeHeaderFrame('cancel', { re: id })]).catch(() => undefined);
     }
   }
 
   call(op: string, args: Record<string, unknown> = {}, payloads: Payloads = {}, opts: CallOptions = {}): Promise<CallResult> {
-    if (this.closed) return Promise.reject(new SidecarError('rank_lost', `${op}: sidecar is closed`));
+    if (this.closed) return Promise.reject(SidecarError.generate('rank_lost', `${op}: sidecar is closed`));
     const rank = this.rankByNumber(opts.rank ?? 0);
-    if (!rank) return Promise.reject(new SidecarError('rank_lost', `${op}: rank ${opts.rank ?? 0} is not connected`, true));
-    if (opts.signal?.aborted) return Promise.reject(new SidecarError('cancelled', `${op}: aborted before sending`));
+    if (!rank) return Promise.reject(SidecarError.generate('rank_lost', `${op}: rank ${opts.rank ?? 0} is not connected`, true));
+    if (opts.signal?.aborted) return Promise.reject(SidecarError.generate('cancelled', `${op}: aborted before sending`));
     let bufs: OutgoingBuffer[];
     try {
       bufs = describePayloads(payloads);
@@ -567,7 +567,7 @@ export class Controller {
         const p = this.pending.get(id);
         if (!p) return;
         this.takePending(id);
-        p.reject(e instanceof SidecarError ? e : new SidecarError('rank_lost', `${op}: send failed: ${(e as Error).message}`, true));
+        p.reject(e instanceof SidecarError ? e : SidecarError.generate('rank_lost', `${op}: send failed: ${(e as Error).message}`, true));
       });
     });
   }
@@ -593,7 +593,7 @@ export class Controller {
       if (!this.pending.has(id)) return; // cancelled or lost: stop streaming (the rank drops the partial stream)
       const piece = pieces[seq];
       while (rank.credit < piece.bytes.byteLength) {
-        if (!rank.info.alive) throw new SidecarError('rank_lost', `rank ${rank.info.rank} lost while streaming`, true);
+        if (!rank.info.alive) throw SidecarError.generate('rank_lost', `rank ${rank.info.rank} lost while streaming`, true);
         await new Promise<void>((resolve, reject) => rank.creditWaiters.push({ resolve, reject }));
       }
       rank.credit -= piece.bytes.byteLength;
@@ -606,7 +606,7 @@ export class Controller {
   /** Test hook: raw frames to a rank on either socket (fuzzing the rank's decoder). */
   async _sendRaw(rank: number, frames: Uint8Array[], socket: 'ctrl' | 'data' = 'ctrl'): Promise<void> {
     const r = this.rankByNumber(rank);
-    if (!r) throw new SidecarError('rank_lost', `rank ${rank} is not connected`);
+    if (!r) throw SidecarError.generate('rank_lost', `rank ${rank} is not connected`);
     await (socket === 'ctrl' ? this.ctrlQ : this.dataQ).send([r.rid, ...frames]);
   }
 
@@ -632,8 +632,8 @@ export class Controller {
 
 function asSidecarError(e: unknown, what: string): SidecarError {
   if (e instanceof SidecarError) return e;
-  if (e instanceof ProtocolError) return new SidecarError(e.wireCode, `${what}: ${e.message}`, false, {}, { cause: e });
-  return new SidecarError('internal', `${what}: ${(e as Error)?.message ?? String(e)}`, false, {}, { cause: e });
+  if (e instanceof ProtocolError) return SidecarError.generate(e.wireCode, `${what}: ${e.message}`, false, {}, { cause: e });
+  return SidecarError.generate('internal', `${what}: ${(e as Error)?.message ?? String(e)}`, false, {}, { cause: e });
 }
 
 export const _internal = { PREAMBLE_BYTES };

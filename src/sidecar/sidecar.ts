@@ -3,7 +3,8 @@
  *
  *   const sc = await Sidecar.spawn();                  // local process over ipc:// in a 0700 dir
  *   const sc = await Sidecar.attach({ endpoint: 'tcp://0.0.0.0:5555', world: 8 }); // torchrun ranks connect in
- *   const { args, tensors, tables } = await sc.call('tensor.sum', {}, { x: Tensor.from(f32) });
+ *   const { args } = await sc.train.load({ model, optim, seed: 0 });  // typed ops (src/contract/ops.ts)
+ *   const { args, tensors, tables } = await sc.call('my.op', {}, { x: Tensor.from(f32) }); // users' own ops
  *   await sc.close();
  */
 import { type ChildProcess, spawn } from 'node:child_process';
@@ -14,6 +15,8 @@ import { join } from 'node:path';
 import { SidecarError, SidecarStartError } from '../errors.js';
 import type { Limits } from '../protocol/constants.js';
 import type { Payloads } from '../protocol/payload.js';
+import type { OpReply } from '../contract/ops.js';
+import { invoke, makeClient, type OpClient } from './client.js';
 import { type CallOptions, type CallResult, Controller, type ControllerStats, type RankInfo } from './controller.js';
 import { PACKAGE_ROOT, resolvePython, sidecarSourceDir } from './python.js';
 
@@ -22,8 +25,11 @@ export interface SpawnOptions {
   python?: string;
   env?: Record<string, string>;
   cwd?: string;
-  /** Extra modules that register ops/rewards (`--ops`). */
-  ops?: string[];
+  /**
+   * Python modules of plug-ins (ops, rewards, adapters, backbones, tiny-model builders): each declares
+   * `PLUGINS = {kind: {name: "module:attr"}}` or registers with the decorators (`--plugins`).
+   */
+  plugins?: string[];
   /** torch intra-op threads in the sidecar. */
   threads?: number;
   startTimeoutMs?: number;
@@ -46,20 +52,13 @@ export interface AttachOptions {
   limits?: Partial<Limits>;
 }
 
-export interface SidecarInfo {
-  sidecar: string;
-  python: string;
-  torch: string;
-  cuda: boolean;
-  cuda_version: string | null;
-  devices: Array<{ index: number; name: string; memory: number }>;
-  ops: string[];
-  unavailable: Record<string, string>;
-  packages: Record<string, string | null>;
-  [k: string]: unknown;
-}
+/** What the `info` op reports: versions, devices, plug-ins (and the ones that failed to import), the loaded policy. */
+export type SidecarInfo = OpReply<'info'>;
 
 const STDERR_TAIL = 8192;
+
+// The typed op methods (`sc.train.load`, `sc.features.embed`, ...) are merged onto every Sidecar.
+export interface Sidecar extends Omit<OpClient, 'info'> {}
 
 export class Sidecar {
   private child?: ChildProcess;
@@ -68,7 +67,10 @@ export class Sidecar {
   private exitInfo?: { code: number | null; signal: NodeJS.Signals | null };
   private readonly exitHooks: Array<() => void> = [];
 
-  private constructor(private readonly ctl: Controller) {}
+  private constructor(private readonly ctl: Controller) {
+    const { info: _info, ...ops } = makeClient((op, args, payloads, opts) => ctl.call(op, args, payloads, opts));
+    Object.assign(this, ops);
+  }
 
   /** Starts a local sidecar process and resolves once it has said hello. */
   static async spawn(opts: SpawnOptions = {}): Promise<Sidecar> {
@@ -93,7 +95,7 @@ export class Sidecar {
     const python = resolvePython(opts.python);
     const args = ['-m', 'pairuni_sidecar', '--connect', `ipc://${join(dir, 'ctrl')}`, '--data', `ipc://${join(dir, 'data')}`,
       '--parent-pid', String(process.pid), '--wait-controller', '60'];
-    for (const m of opts.ops ?? []) args.push('--ops', m);
+    for (const m of opts.plugins ?? []) args.push('--plugins', m);
     if (opts.threads) args.push('--threads', String(opts.threads));
     const env: Record<string, string> = { ...(process.env as Record<string, string>), PYTHONUNBUFFERED: '1', ...opts.env };
     // Works from a source checkout even when the package is not pip-installed in that interpreter.
@@ -176,12 +178,14 @@ export class Sidecar {
     return new Sidecar(ctl);
   }
 
-  call(op: string, args?: Record<string, unknown>, payloads?: Payloads, opts?: CallOptions): Promise<CallResult> {
-    return this.ctl.call(op, args, payloads, opts);
+  /** Versions, devices, plug-ins (and the ones that failed to import), the loaded policy. */
+  async info(): Promise<SidecarInfo> {
+    return (await invoke((op, args, payloads, opts) => this.ctl.call(op, args, payloads, opts), 'info', {})).args;
   }
 
-  async info(): Promise<SidecarInfo> {
-    return (await this.call('info')).args as SidecarInfo;
+  /** Calls an op by name with untyped args: for users' own ops (built-in ones have typed methods). */
+  call(op: string, args?: Record<string, unknown>, payloads?: Payloads, opts?: CallOptions): Promise<CallResult> {
+    return this.ctl.call(op, args, payloads, opts);
   }
 
   get ranks(): RankInfo[] {

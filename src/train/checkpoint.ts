@@ -9,9 +9,10 @@
  * `latest` is replaced by rename too. A crash at any point leaves the previous checkpoint usable.
  */
 import { createHash } from 'node:crypto';
-import { closeSync, existsSync, fsyncSync, mkdirSync, openSync, readdirSync, readFileSync, renameSync, rmSync, writeSync } from 'node:fs';
-import { dirname, join } from 'node:path';
+import { existsSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync } from 'node:fs';
+import { join } from 'node:path';
 import { ConfigError } from '../errors.js';
+import { fsyncDir, writeFileAtomic, writeJsonAtomic } from '../util/atomic.js';
 import { RESUMABLE_CHANGES, type TrainConfig } from './config.js';
 
 export const TRAINER_STATE_FORMAT = 'pairuni-train/1';
@@ -34,20 +35,6 @@ export interface Checkpoint {
 
 export const checkpointsDir = (out: string) => join(out, 'checkpoints');
 const stepName = (step: number) => `step-${String(step).padStart(6, '0')}`;
-
-/** Writes `text` to `file` atomically (tmp + fsync + rename). */
-export function writeFileAtomic(file: string, text: string | Uint8Array): void {
-  mkdirSync(dirname(file), { recursive: true });
-  const tmp = `${file}.tmp-${process.pid}`;
-  const fd = openSync(tmp, 'w');
-  try {
-    writeSync(fd, typeof text === 'string' ? Buffer.from(text) : text);
-    fsyncSync(fd);
-  } finally {
-    closeSync(fd);
-  }
-  renameSync(tmp, file);
-}
 
 /** Digest of the config fields that must not change across a resume. */
 export function configDigest(c: TrainConfig): string {
@@ -127,10 +114,11 @@ export async function writeCheckpoint(
   };
   try {
     await savePolicy(join(tmp, 'policy'));
-    writeFileAtomic(join(tmp, 'trainer.json'), `${JSON.stringify(full, null, 1)}\n`);
+    writeJsonAtomic(join(tmp, 'trainer.json'), full);
     const dir = join(root, name);
     if (existsSync(dir)) rmSync(dir, { recursive: true, force: true });
     renameSync(tmp, dir);
+    fsyncDir(root);
     writeFileAtomic(join(root, 'latest'), `${name}\n`);
   } catch (e) {
     rmSync(tmp, { recursive: true, force: true });

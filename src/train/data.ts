@@ -8,7 +8,7 @@ import { dirname, isAbsolute, resolve } from 'node:path';
 import { tableFromIPC } from 'apache-arrow';
 import { PairRecord } from '../data/schemas.js';
 import { DataError } from '../errors.js';
-import { Rng } from '../pairing/prng.js';
+import { Rng } from '../util/prng.js';
 
 /** A validated pair with absolute image paths. */
 export interface TrainPair extends PairRecord {

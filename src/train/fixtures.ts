@@ -6,7 +6,7 @@ import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { deflateSync } from 'node:zlib';
 import type { PairRecord } from '../data/schemas.js';
-import { Rng } from '../pairing/prng.js';
+import { Rng } from '../util/prng.js';
 import type { Sidecar } from '../sidecar/index.js';
 
 const CRC_TABLE = (() => {
@@ -103,5 +103,5 @@ export function writeTinyPairUG(dir: string, n = 8, seed = 0): string {
 
 /** Builds a tiny random-init Janus model directory with the sidecar (`train.tiny_janus`). */
 export async function buildTinyJanus(sc: Sidecar, dir: string, seed = 0): Promise<string> {
-  return (await sc.call('train.tiny_janus', { dir, seed })).args.dir as string;
+  return (await sc.models.tiny({ family: 'janus', dir, seed })).args.dir;
 }

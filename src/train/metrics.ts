@@ -5,7 +5,7 @@
  */
 import { appendFileSync, existsSync, mkdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { writeFileAtomic } from './checkpoint.js';
+import { writeFileAtomic } from '../util/atomic.js';
 import { EventWriter } from './tfevents.js';
 
 export type StepMetrics = { step: number } & Record<string, number>;

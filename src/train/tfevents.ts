@@ -11,6 +11,7 @@
 import { closeSync, fsyncSync, openSync, writeSync } from 'node:fs';
 import { hostname } from 'node:os';
 import { join } from 'node:path';
+import { PairuniError } from '../errors.js';
 
 // -- CRC32C (Castagnoli, reflected polynomial 0x82F63B78) ----------------------------------------
 const TABLE = (() => {
@@ -183,7 +184,12 @@ export class EventWriter {
 
 // -- reader (tests, tooling) -------------------------------------------------------------------
 
-export class TFRecordError extends Error {}
+/** A TFRecord stream that is cut short or fails a CRC. */
+export class TFRecordError extends PairuniError {
+  constructor(message: string) {
+    super('tfrecord', message);
+  }
+}
 
 /** Splits a TFRecord byte stream into record payloads, checking both CRCs. */
 export function readRecords(buf: Uint8Array): Uint8Array[] {

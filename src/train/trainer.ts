@@ -10,10 +10,14 @@
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { AbortedError, ConfigError, PairuniError, SidecarError } from '../errors.js';
-import { isPaired, lossNorm, pairWeight, sideAdvantages } from '../grpo/advantages.js';
+import { familyOptions } from '../contract/families.js';
+import type { OpArgs, UpdateMetrics } from '../contract/ops.js';
+import { toWire } from '../contract/wire.js';
+import { isPaired, lossNorm, sideAdvantages, trainWeight } from '../grpo/advantages.js';
 import { renderQuestion, undReward } from '../grpo/rewards.js';
 import { Sidecar, Tensor } from '../sidecar/index.js';
-import { assertResumable, type Checkpoint, latestCheckpoint, writeCheckpoint, writeFileAtomic } from './checkpoint.js';
+import { writeJsonAtomic } from '../util/atomic.js';
+import { assertResumable, type Checkpoint, latestCheckpoint, writeCheckpoint } from './checkpoint.js';
 import type { TrainConfig } from './config.js';
 import { loadPairUG, stepIndices, type TrainPair } from './data.js';
 import { RunLog, type StepMetrics } from './metrics.js';
@@ -50,28 +54,28 @@ export function stepSeed(seed: number, step: number, what: 'und' | 'gen' | numbe
   return Number(((BigInt(seed) * 1_000_003n + BigInt(step)) * 4096n + BigInt(k)) % 2_147_483_647n);
 }
 
-/** Sidecar `train.load` arguments for a config (optionally resuming from a checkpoint's policy dir). */
-export function loadArgs(cfg: TrainConfig, resumeDir?: string): Record<string, unknown> {
-  const a: Record<string, unknown> = {
-    adapter: cfg.model.adapter,
-    model_dir: cfg.model.path,
-    device: cfg.model.device,
-    autocast: cfg.model.autocast,
-    train_modules: cfg.model.trainModules,
-    gradient_checkpointing: cfg.model.gradientCheckpointing,
-    options: cfg.model.options,
+/** `train.load` arguments for a config (optionally resuming from a checkpoint's policy dir). */
+export function loadArgs(cfg: TrainConfig, resumeDir?: string): OpArgs<'train.load'> {
+  const { refPath: _ref, ...model } = cfg.model;
+  return {
+    model: toWire({ ...model, options: familyOptions(model.adapter, 'load', model.options) }),
+    optim: toWire(cfg.optim),
     seed: cfg.seed,
-    optim: {
-      lr: cfg.optim.lr,
-      betas: cfg.optim.betas,
-      eps: cfg.optim.eps,
-      weight_decay: cfg.optim.weightDecay,
-      max_grad_norm: cfg.optim.maxGradNorm,
-    },
+    ...(cfg.loss.beta > 0 ? { ref_model_dir: cfg.model.refPath ?? cfg.model.path } : {}),
+    ...(resumeDir ? { resume_dir: resumeDir } : {}),
   };
-  if (cfg.loss.beta > 0) a.ref_model_dir = cfg.model.refPath ?? cfg.model.path;
-  if (resumeDir) a.resume_dir = resumeDir;
-  return a;
+}
+
+/** Which PairGRPO sides run, decided from what the loaded adapter declares it can do. */
+export function grpoSides(caps: readonly string[]): { und: boolean; gen: boolean } {
+  const sides = {
+    und: caps.includes('und_rollout') && caps.includes('logprobs_und'),
+    gen: caps.includes('gen_rollout') && caps.includes('logprobs_gen'),
+  };
+  if (!sides.und && !sides.gen) {
+    throw new ConfigError(`the adapter declares [${caps.join(', ')}]: it can roll out and score neither side, so PairGRPO cannot train it${caps.includes('sft') ? ' (it supports supervised fine-tuning: train.sft)' : ''}`);
+  }
+  return sides;
 }
 
 interface Times {
@@ -81,14 +85,13 @@ interface Times {
   transport: number;
 }
 
-/** A sidecar call that books the time spent inside the op and on the wire. */
-async function timed(sc: Sidecar, times: Times, kind: keyof Omit<Times, 'transport'>, op: string, args: Record<string, unknown>, tensors?: Record<string, Tensor>) {
+/** Books a sidecar call's time: inside the op (its reply's `elapsed_s`) and on the wire. */
+async function timed<R extends { args: { elapsed_s: number } }>(times: Times, kind: keyof Omit<Times, 'transport'>, call: Promise<R>): Promise<R> {
   const t0 = performance.now();
-  const r = await sc.call(op, args, tensors);
+  const r = await call;
   const wall = (performance.now() - t0) / 1000;
-  const inside = typeof r.args.elapsed_s === 'number' ? r.args.elapsed_s : wall;
-  times[kind] += inside;
-  times.transport += Math.max(0, wall - inside);
+  times[kind] += r.args.elapsed_s;
+  times.transport += Math.max(0, wall - r.args.elapsed_s);
   return r;
 }
 
@@ -112,36 +115,40 @@ export async function pairGrpoStep(
   cfg: TrainConfig,
   pairs: readonly TrainPair[],
   step: number,
-  opts: Pick<TrainOptions, 'undReward'> & { samplePath?: string } = {},
+  opts: Pick<TrainOptions, 'undReward'> & { samplePath?: string; sides?: { und: boolean; gen: boolean } } = {},
 ): Promise<StepMetrics> {
   const t0 = performance.now();
   const times: Times = { rollout: 0, reward: 0, update: 0, transport: 0 };
   const { und: U, gen: G, mode } = cfg;
+  const sides = opts.sides ?? { und: true, gen: true };
 
   // 1. The batch. Paired modes: B pairs, both sides of each pair. Vanilla (eq. 1): B understanding
   //    items and B generation items drawn independently, i.e. an unpaired mixed batch.
   const { indices: uIdx, epoch } = stepIndices(pairs.length, cfg.batchPairs, step, cfg.seed, 0);
   const gIdx = isPaired(mode) ? uIdx : stepIndices(pairs.length, cfg.batchPairs, step, cfg.seed, 1).indices;
-  const uPairs = uIdx.map((i) => pairs[i]);
-  const gPairs = gIdx.map((i) => pairs[i]);
+  const uPairs = sides.und ? uIdx.map((i) => pairs[i]) : [];
+  const gPairs = sides.gen ? gIdx.map((i) => pairs[i]) : [];
 
   // 2. Rollouts: K_u answers per (image, question), K_g images per prompt. They stay in the sidecar.
-  const und = await timed(sc, times, 'rollout', 'train.rollout', {
-    side: 'und',
-    n: U.k,
-    items: uPairs.map((p) => ({ image_path: p.u_image_abs, text: renderQuestion(p.question, p.choices, U.instruction) })),
-    sampling: { temperature: U.temperature, max_new_tokens: U.maxNewTokens, old_logp: U.oldLogp, seed: stepSeed(cfg.seed, step, 'und') },
-  });
-  const gen = await timed(sc, times, 'rollout', 'train.rollout', {
-    side: 'gen',
-    n: G.k,
-    items: gPairs.map((p) => ({ prompt: p.prompt })),
-    sampling: { temperature: G.temperature, cfg_weight: G.cfgWeight, gen_logp: G.logp, old_logp: G.oldLogp, seed: stepSeed(cfg.seed, step, 'gen') },
-  });
-  const handles = { und: und.args.handle as string, gen: gen.args.handle as string };
-  const texts = und.args.texts as string[];
-  if (texts.length !== uPairs.length * U.k || (gen.args.size as number) !== gPairs.length * G.k) {
-    throw new PairuniError('rollout', `sidecar returned ${texts.length} answers / ${gen.args.size} images for ${uPairs.length}×${U.k} / ${gPairs.length}×${G.k}`);
+  //    Sampling settings travel as the config declares them (src/contract/ops.ts), plus the step's seed.
+  const und = sides.und
+    ? await timed(times, 'rollout', sc.train.undRollout({
+        n: U.k,
+        items: uPairs.map((p) => ({ image_path: p.u_image_abs, text: renderQuestion(p.question, p.choices, U.instruction) })),
+        sampling: { ...toWire({ temperature: U.temperature, maxNewTokens: U.maxNewTokens, oldLogp: U.oldLogp, options: familyOptions(cfg.model.adapter, 'und', U.options) }), seed: stepSeed(cfg.seed, step, 'und') },
+      }))
+    : undefined;
+  const gen = sides.gen
+    ? await timed(times, 'rollout', sc.train.genRollout({
+        n: G.k,
+        items: gPairs.map((p) => ({ prompt: p.prompt })),
+        sampling: { ...toWire({ temperature: G.temperature, cfgWeight: G.cfgWeight, logp: G.logp, oldLogp: G.oldLogp, options: familyOptions(cfg.model.adapter, 'gen', G.options) }), seed: stepSeed(cfg.seed, step, 'gen') },
+      }))
+    : undefined;
+  const handles = { und: und?.args.handle, gen: gen?.args.handle };
+  const texts = und?.args.texts ?? [];
+  if (texts.length !== uPairs.length * U.k || (gen?.args.size ?? 0) !== gPairs.length * G.k) {
+    throw new PairuniError('rollout', `sidecar returned ${texts.length} answers / ${gen?.args.size ?? 0} images for ${uPairs.length}×${U.k} / ${gPairs.length}×${G.k}`);
   }
 
   let freed = false;
@@ -151,48 +158,48 @@ export async function pairGrpoStep(
     const parts = texts.map((t, i) => undReward(t, uPairs[Math.floor(i / U.k)].answer, U.formatWeight));
     const rU = opts.undReward ? texts.map((t, i) => opts.undReward!(t, uPairs[Math.floor(i / U.k)])) : parts.map((p) => p.reward);
     times.reward += (performance.now() - tr) / 1000;
-    const rewardRes = await timed(sc, times, 'reward', 'train.reward', { handle: handles.gen, reward: G.reward.name, config: G.reward.config });
-    const rG = rewardRes.tensors.rewards.data as Float32Array;
+    const rG = handles.gen
+      ? ((await timed(times, 'reward', sc.train.reward({ handle: handles.gen, reward: G.reward }))).tensors.rewards.data as Float32Array)
+      : new Float32Array(0);
 
     // 4. Advantages (eq. 1–4): normalise within each (pair, side) group, then scale by w_p.
-    const wU = uPairs.map((p) => pairWeight(mode, p.type, p.s_p));
-    const wG = gPairs.map((p) => pairWeight(mode, p.type, p.s_p));
+    const wU = uPairs.map((p) => trainWeight(mode, p));
+    const wG = gPairs.map((p) => trainWeight(mode, p));
     const norm = { std: cfg.advantage.std, eps: cfg.advantage.eps };
     const aU = sideAdvantages(rU, U.k, wU, norm, uPairs.map((p) => `pair ${p.pair_id} (understanding)`));
     const aG = sideAdvantages(rG, G.k, wG, norm, gPairs.map((p) => `pair ${p.pair_id} (generation)`));
 
-    if (opts.samplePath) {
-      await sc.call('train.grid', { handle: handles.gen, path: opts.samplePath, nrow: G.k, max_images: 4 * G.k });
+    if (opts.samplePath && handles.gen) {
+      await sc.train.grid({ handle: handles.gen, path: opts.samplePath, nrow: G.k, max_images: 4 * G.k });
     }
 
     // 5. μ optimizer steps of the clipped surrogate on the same rollouts (computed in the sidecar);
     //    the last one also frees the rollouts.
-    const updates: Record<string, number>[] = [];
+    const updates: UpdateMetrics[] = [];
+    const adv: Record<string, Tensor> = {};
+    if (handles.und) adv.adv_und = Tensor.from(aU.adv);
+    if (handles.gen) adv.adv_gen = Tensor.from(aG.adv);
     for (let inner = 0; inner < cfg.loss.mu; inner++) {
-      const r = await timed(
-        sc,
-        times,
-        'update',
-        'train.update',
+      const r = await timed(times, 'update', sc.train.update(
         {
           handles,
-          loss: { eps_low: cfg.loss.epsLow, eps_high: cfg.loss.epsHigh, beta: cfg.loss.beta, agg: cfg.loss.agg, norm: lossNorm(mode) },
+          loss: { ...toWire({ epsLow: cfg.loss.epsLow, epsHigh: cfg.loss.epsHigh, beta: cfg.loss.beta, agg: cfg.loss.agg }), norm: lossNorm(mode) },
           est_seed: stepSeed(cfg.seed, step, inner),
-          micro_batch: cfg.optim.microBatch,
           grad_cosine: cfg.log.gradCosine,
           free: inner === cfg.loss.mu - 1,
         },
-        { adv_und: Tensor.from(aU.adv), adv_gen: Tensor.from(aG.adv) },
-      );
-      updates.push(r.args as Record<string, number>);
+        adv,
+      ));
+      updates.push(r.args);
     }
     freed = true;
 
     // 6. Metrics.
-    const avgUpd = (k: string) => mean(updates.map((u) => u[k]).filter((x) => typeof x === 'number'));
-    const rolloutTokens = (und.args.tokens as number) + (gen.args.tokens as number);
+    const avgUpd = (k: keyof UpdateMetrics) => mean(updates.map((u) => u[k]).filter((x): x is number => typeof x === 'number'));
+    const rolloutTokens = (und?.args.tokens ?? 0) + (gen?.args.tokens ?? 0);
     const stepTime = (performance.now() - t0) / 1000;
     const ws = [...new Set([...uPairs, ...gPairs])];
+    const maxAbs = (a: ArrayLike<number>) => (a.length ? Math.max(...Array.from(a, Math.abs)) : 0);
     const m: StepMetrics = {
       step: step + 1,
       epoch,
@@ -200,15 +207,15 @@ export async function pairGrpoStep(
       'und/reward_std': std(rU),
       'und/acc': mean(parts.map((p) => (p.correct ? 1 : 0))),
       'und/format': mean(parts.map((p) => (p.format ? 1 : 0))),
-      'und/len_mean': mean(und.args.lengths as number[]),
+      'und/len_mean': mean(und?.args.lengths ?? []),
       'und/zero_groups': aU.zeroGroups,
       'gen/reward': mean(rG),
       'gen/reward_std': std(rG),
       'gen/zero_groups': aG.zeroGroups,
       'adv/und_mean_abs': meanAbs(aU.adv),
       'adv/gen_mean_abs': meanAbs(aG.adv),
-      'adv/und_max_abs': Math.max(...Array.from(aU.adv, Math.abs)),
-      'adv/gen_max_abs': Math.max(...Array.from(aG.adv, Math.abs)),
+      'adv/und_max_abs': maxAbs(aU.adv),
+      'adv/gen_max_abs': maxAbs(aG.adv),
       'wp/mean': mean([...wU, ...wG]),
       'wp/min': Math.min(...wU, ...wG),
       'wp/max': Math.max(...wU, ...wG),
@@ -235,23 +242,25 @@ export async function pairGrpoStep(
     return m;
   } finally {
     // After an error the rollouts are dropped here (a dead sidecar took them with it anyway).
-    if (!freed) await sc.call('train.free', { handles: [handles.und, handles.gen] }).catch(() => undefined);
+    const live = [handles.und, handles.gen].filter((h): h is string => h !== undefined);
+    if (!freed && live.length) await sc.handles.free({ handles: live }).catch(() => undefined);
   }
 }
 
 /** Starts (or restarts) a sidecar and loads the policy, resuming from `ck` when given. */
-async function startPolicy(cfg: TrainConfig, opts: TrainOptions, ck: Checkpoint | undefined): Promise<Sidecar> {
+async function startPolicy(cfg: TrainConfig, opts: TrainOptions, ck: Checkpoint | undefined): Promise<{ sc: Sidecar; sides: { und: boolean; gen: boolean } }> {
   const sc = opts.spawn
     ? await opts.spawn()
     : await Sidecar.spawn({ python: cfg.sidecar.python, threads: cfg.sidecar.threads, onLog: opts.onLog });
   try {
-    await sc.call('train.load', loadArgs(cfg, ck?.policyDir));
-    await sc.call('train.prepare_reward', { reward: cfg.gen.reward.name, config: cfg.gen.reward.config });
+    const loaded = await sc.train.load(loadArgs(cfg, ck?.policyDir));
+    const sides = grpoSides(loaded.args.capabilities);
+    if (sides.gen) await sc.train.prepareReward({ reward: cfg.gen.reward });
+    return { sc, sides };
   } catch (e) {
     await sc.close().catch(() => undefined);
     throw e;
   }
-  return sc;
 }
 
 const isRankLost = (e: unknown) => e instanceof SidecarError && e.code === 'rank_lost';
@@ -273,18 +282,18 @@ export async function train(cfg: TrainConfig, opts: TrainOptions = {}): Promise<
   }
   let step = ck?.state.step ?? 0;
   let restarts = ck?.state.restarts ?? 0;
-  let sc = await startPolicy(cfg, opts, ck);
+  let { sc, sides } = await startPolicy(cfg, opts, ck);
   const runLog = new RunLog(cfg.out, cfg.log.tensorboard);
   let savedStep = step;
   let last: StepMetrics | undefined;
   const save = async () => {
     ck = await writeCheckpoint(cfg.out, { step, config: cfg, restarts }, async (dir) => {
-      await sc.call('train.save', { dir });
+      await sc.train.save({ dir });
     }, cfg.checkpoint.keep);
     savedStep = step;
   };
   try {
-    writeFileAtomic(join(cfg.out, 'config.json'), `${JSON.stringify(cfg, null, 1)}\n`);
+    writeJsonAtomic(join(cfg.out, 'config.json'), cfg);
     runLog.startAt(step);
     while (step < cfg.steps) {
       if (opts.signal?.aborted) {
@@ -294,7 +303,7 @@ export async function train(cfg: TrainConfig, opts: TrainOptions = {}): Promise<
       try {
         const sampleEvery = cfg.log.sampleEvery;
         const samplePath = sampleEvery > 0 && (step + 1) % sampleEvery === 0 ? join(cfg.out, 'samples', `step-${String(step + 1).padStart(6, '0')}.png`) : undefined;
-        const m = await pairGrpoStep(sc, cfg, pairs, step, { undReward: opts.undReward, samplePath });
+        const m = await pairGrpoStep(sc, cfg, pairs, step, { undReward: opts.undReward, samplePath, sides });
         step += 1;
         last = m;
         runLog.write(m);
@@ -305,12 +314,12 @@ export async function train(cfg: TrainConfig, opts: TrainOptions = {}): Promise<
         if (!isRankLost(e)) throw e;
         restarts += 1;
         if (restarts > cfg.sidecar.maxRestarts) {
-          throw new SidecarError('rank_lost', `sidecar died ${restarts} times (limit ${cfg.sidecar.maxRestarts}): ${(e as Error).message}`, false, {}, { cause: e });
+          throw SidecarError.generate('rank_lost', `sidecar died ${restarts} times (limit ${cfg.sidecar.maxRestarts}): ${(e as Error).message}`, false, {}, { cause: e });
         }
         log(`pairuni train: sidecar lost (${(e as Error).message}); restart ${restarts}/${cfg.sidecar.maxRestarts} from ${ck?.dir ?? 'the initial model'}`);
         await sc.close().catch(() => undefined);
         ck = latestCheckpoint(cfg.out);
-        sc = await startPolicy(cfg, opts, ck);
+        ({ sc, sides } = await startPolicy(cfg, opts, ck));
         step = ck?.state.step ?? 0;
         savedStep = step;
         runLog.startAt(step);

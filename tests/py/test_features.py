@@ -16,7 +16,8 @@ from PIL import Image
 from pairuni_sidecar.errors import BadRequest, NotFound, OpFailed
 from pairuni_sidecar.features.backbones import BackboneSpec, MissingPackage, WeightsMissing, load_backbone
 from pairuni_sidecar.features.resnet import ResNet50
-from pairuni_sidecar.ops.features import op_backbone, op_embed, parquet_to_arrow
+from pairuni_sidecar.ops.features import parquet_to_arrow
+from pairuni_sidecar.registry import run_op
 from pairuni_sidecar.registry import HandleStore, OpContext
 
 
@@ -100,7 +101,7 @@ def test_no_weights_is_an_error_never_random_weights(tmp_path):
         load_backbone(BackboneSpec(kind="resnet50", weights=str(bad)))
     # Through the op the same error surfaces with a not_found wire code.
     with pytest.raises(NotFound):
-        op_backbone(ctx(), {"backbone": {"kind": "hf"}}, {})
+        run_op("features.backbone", ctx(), {"backbone": {"kind": "hf"}}, {})
 
 
 @pytest.mark.parametrize("kind,pkg", [("torchvision", "torchvision"), ("timm", "timm")])
@@ -131,7 +132,7 @@ def test_pixels_embedder_via_op_and_backbone_reuse():
     state: dict = {}
     red, red2, blue = png((255, 0, 0)), png((255, 0, 0), (20, 20)), png((0, 0, 255))
     blob, offs = blob_of([red, red2, blue])
-    r = op_embed(ctx(state), {"backbone": {"kind": "pixels", "size": 8}}, {"blob": blob, "offsets": offs})
+    r = run_op("features.embed", ctx(state), {"backbone": {"kind": "pixels", "size": 8}}, {"blob": blob, "offsets": offs})
     f = r.tensors["features"]
     assert f.shape == (3, 192) and r.args == {"key": "pixels-v2-8", "dim": 192, "n": 3}
     np.testing.assert_allclose(np.linalg.norm(f, axis=1), 1, atol=1e-6)
@@ -139,19 +140,19 @@ def test_pixels_embedder_via_op_and_backbone_reuse():
     # zero-mean pixels: pure red (2/3,-1/3,-1/3) vs pure blue (-1/3,-1/3,2/3) per pixel → cosine -1/2
     assert abs(float(f[0] @ f[2]) + 0.5) < 1e-6
     bb = state["features.backbone"][1]
-    op_embed(ctx(state), {"backbone": {"kind": "pixels", "size": 8}}, {"blob": blob, "offsets": offs})
+    run_op("features.embed", ctx(state), {"backbone": {"kind": "pixels", "size": 8}}, {"blob": blob, "offsets": offs})
     assert state["features.backbone"][1] is bb  # reused, not reloaded
 
 
 def test_embed_rejects_undecodable_images_naming_the_index():
     blob, offs = blob_of([png((1, 2, 3)), b"not an image at all"])
     with pytest.raises(BadRequest, match="image #1") as ei:
-        op_embed(ctx(), {"backbone": {"kind": "pixels"}}, {"blob": blob, "offsets": offs})
+        run_op("features.embed", ctx(), {"backbone": {"kind": "pixels"}}, {"blob": blob, "offsets": offs})
     assert ei.value.detail == {"index": 1}
     with pytest.raises(BadRequest, match="offsets"):
-        op_embed(ctx(), {"backbone": {"kind": "pixels"}}, {"blob": blob, "offsets": torch.tensor([0, 5], dtype=torch.int64)})
-    with pytest.raises(BadRequest, match="backbone.kind"):
-        op_embed(ctx(), {"backbone": {"kind": "vgg"}}, {"blob": blob, "offsets": offs})
+        run_op("features.embed", ctx(), {"backbone": {"kind": "pixels"}}, {"blob": blob, "offsets": torch.tensor([0, 5], dtype=torch.int64)})
+    with pytest.raises(BadRequest, match="unknown backbone .vgg."):
+        run_op("features.embed", ctx(), {"backbone": {"kind": "vgg"}}, {"blob": blob, "offsets": offs})
 
 
 def test_parquet_to_arrow_round_trip(tmp_path):

@@ -11,12 +11,13 @@ import torch
 
 torch.set_num_threads(1)
 
+from pairuni_sidecar.errors import BadRequest  # noqa: E402
+from pairuni_sidecar.contract import GenSampling, UndSampling  # noqa: E402
 from pairuni_sidecar.adapters import (  # noqa: E402
     AdapterConfigError,
     CheckpointNotFound,
     GenItem,
     LoadSpec,
-    SamplingCfg,
     SFTExample,
     UndItem,
     load_adapter,
@@ -24,6 +25,18 @@ from pairuni_sidecar.adapters import (  # noqa: E402
 from pairuni_sidecar.adapters.janus import ImageReadError, _mask_through_eos, _positions  # noqa: E402
 from pairuni_sidecar.adapters.tiny import build_tiny_janus  # noqa: E402
 
+
+
+def U(**kw) -> UndSampling:
+    """The understanding sampling record as the trainer sends it (defaults from src/contract)."""
+    for k in ("cfg_weight", "logp"):  # generation-only fields
+        kw.pop(k, None)
+    return UndSampling(**{"seed": 0, **kw})
+
+
+def G(**kw) -> GenSampling:
+    kw.pop("max_new_tokens", None)  # an understanding-only field
+    return GenSampling(**{"seed": 0, **kw})
 
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory):
@@ -42,7 +55,7 @@ def image(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def adapter(model_dir):
-    return load_adapter("janus", LoadSpec(model_dir=model_dir, device="cpu"))
+    return load_adapter("janus", LoadSpec(path=model_dir, device="cpu"))
 
 
 def test_loads_geometry_from_config_not_576(adapter):
@@ -70,7 +83,7 @@ def test_mask_through_eos_hand_values():
 @pytest.mark.parametrize("temperature", [1.0, 0.7])
 def test_und_sampled_logprobs_match_recomputed(adapter, image, temperature):
     items = [UndItem(image, "Short?"), UndItem(image, "A much longer question with choices A. x B. y")]
-    b = adapter.und_rollout(items, 3, SamplingCfg(max_new_tokens=10, temperature=temperature, seed=1))
+    b = adapter.und_rollout(items, 3, U(max_new_tokens=10, temperature=temperature, seed=1))
     assert b.out_ids.shape[0] == 6 and b.group.tolist() == [0, 0, 0, 1, 1, 1]
     assert len(b.texts) == 6
     lp, mask = adapter.token_logprobs(b, torch.arange(6), est_seed=0, grad=False)
@@ -81,7 +94,7 @@ def test_und_sampled_logprobs_match_recomputed(adapter, image, temperature):
 
 def test_und_alignment_one_token_shift(adapter, image):
     """logp[:, k] must score out[k] given prompt + out[:k]; an off-by-one slice would fail this."""
-    b = adapter.und_rollout([UndItem(image, "Q?")], 1, SamplingCfg(max_new_tokens=3, seed=3))
+    b = adapter.und_rollout([UndItem(image, "Q?")], 1, U(max_new_tokens=3, seed=3))
     lp, _ = adapter.token_logprobs(b, torch.arange(1), est_seed=0, grad=False)
     x, m = b.extra, adapter.model
     with torch.no_grad():
@@ -99,7 +112,7 @@ def test_und_alignment_one_token_shift(adapter, image):
 
 def test_gen_cfg_logprobs_match_recomputed_and_images(adapter):
     items = [GenItem("a red circle"), GenItem("two blue squares on the left")]
-    b = adapter.gen_rollout(items, 3, SamplingCfg(cfg_weight=5.0, seed=2))
+    b = adapter.gen_rollout(items, 3, G(cfg_weight=5.0, seed=2))
     assert b.out_ids.shape == (6, 16) and b.out_mask.all()
     assert b.images.dtype == torch.uint8 and b.images.shape == (6, 16, 16, 3)
     lp, _ = adapter.token_logprobs(b, torch.arange(6), est_seed=0, grad=False)
@@ -112,7 +125,7 @@ def test_gen_cfg_logprobs_match_recomputed_and_images(adapter):
 
 
 def test_gen_alignment_first_code_from_boi(adapter):
-    b = adapter.gen_rollout([GenItem("x")], 1, SamplingCfg(cfg_weight=3.0, seed=4))
+    b = adapter.gen_rollout([GenItem("x")], 1, G(cfg_weight=3.0, seed=4))
     lp, _ = adapter.token_logprobs(b, torch.arange(1), est_seed=0, grad=False)
     m = adapter.model
     with torch.no_grad():
@@ -125,7 +138,7 @@ def test_gen_alignment_first_code_from_boi(adapter):
 
 
 def test_gen_cond_mode_old_logp_is_conditional_forward(adapter):
-    s = SamplingCfg(cfg_weight=5.0, seed=5, gen_logp="cond")
+    s = G(cfg_weight=5.0, seed=5, logp="cond")
     b = adapter.gen_rollout([GenItem("a cat")], 2, s)
     lp, _ = adapter.token_logprobs(b, torch.arange(2), est_seed=0, grad=False)
     assert torch.allclose(lp, b.old_logp, atol=1e-6)
@@ -135,17 +148,17 @@ def test_gen_cond_mode_old_logp_is_conditional_forward(adapter):
 
 
 def test_same_seed_same_rollout(adapter, image):
-    s = SamplingCfg(max_new_tokens=6, seed=9)
+    s = U(max_new_tokens=6, seed=9)
     a = adapter.und_rollout([UndItem(image, "Q")], 2, s)
     b = adapter.und_rollout([UndItem(image, "Q")], 2, s)
     assert torch.equal(a.out_ids, b.out_ids) and a.texts == b.texts
-    g1 = adapter.gen_rollout([GenItem("p")], 2, SamplingCfg(seed=9))
-    g2 = adapter.gen_rollout([GenItem("p")], 2, SamplingCfg(seed=9))
+    g1 = adapter.gen_rollout([GenItem("p")], 2, G(seed=9))
+    g2 = adapter.gen_rollout([GenItem("p")], 2, G(seed=9))
     assert torch.equal(g1.out_ids, g2.out_ids) and torch.equal(g1.images, g2.images)
 
 
 def test_grad_path_with_checkpointing_equals_no_grad(adapter, image):
-    b = adapter.und_rollout([UndItem(image, "Q")], 2, SamplingCfg(max_new_tokens=5, seed=1))
+    b = adapter.und_rollout([UndItem(image, "Q")], 2, U(max_new_tokens=5, seed=1))
     adapter.train_mode(True)
     try:
         lp, _ = adapter.token_logprobs(b, torch.arange(2), est_seed=0, grad=True)
@@ -180,27 +193,27 @@ def test_sft_loss_matches_manual_mean_nll(adapter, image, tmp_path):
 
 def test_bad_inputs_raise_typed_errors(model_dir, image, tmp_path, adapter):
     with pytest.raises(CheckpointNotFound, match="does not exist"):
-        load_adapter("janus", LoadSpec(model_dir=str(tmp_path / "nope"), device="cpu"))
+        load_adapter("janus", LoadSpec(path=str(tmp_path / "nope"), device="cpu"))
     empty = tmp_path / "empty"
     empty.mkdir()
     (empty / "config.json").write_text("{}")
     with pytest.raises(CheckpointNotFound, match="no weight files"):
-        load_adapter("janus", LoadSpec(model_dir=str(empty), device="cpu"))
+        load_adapter("janus", LoadSpec(path=str(empty), device="cpu"))
     with pytest.raises(AdapterConfigError, match="train_modules"):
-        load_adapter("janus", LoadSpec(model_dir=model_dir, device="cpu", train_modules=("nonsense",)))
-    with pytest.raises(AdapterConfigError, match="unknown adapter options"):
-        load_adapter("janus", LoadSpec(model_dir=model_dir, device="cpu", options={"templat": "x"}))
+        load_adapter("janus", LoadSpec(path=model_dir, device="cpu", train_modules=("nonsense",)))
+    with pytest.raises(BadRequest, match="janus model.options: unknown field.*templat"):
+        load_adapter("janus", LoadSpec(path=model_dir, device="cpu", options={"templat": "x"}))
     with pytest.raises(AdapterConfigError, match="unknown adapter"):
-        load_adapter("nope", LoadSpec(model_dir=model_dir))
+        load_adapter("nope", LoadSpec(path=model_dir))
     with pytest.raises(ImageReadError, match="does not exist") as ei:
-        adapter.und_rollout([UndItem(str(tmp_path / "missing.png"), "Q")], 2, SamplingCfg(max_new_tokens=2))
+        adapter.und_rollout([UndItem(str(tmp_path / "missing.png"), "Q")], 2, U(max_new_tokens=2))
     assert ei.value.code == "bad_request"
     bad = tmp_path / "bad.png"
     bad.write_bytes(b"not a png")
     with pytest.raises(ImageReadError, match="cannot decode"):
-        adapter.und_rollout([UndItem(str(bad), "Q")], 1, SamplingCfg(max_new_tokens=2))
-    with pytest.raises(AdapterConfigError, match="temperature"):
-        adapter.gen_rollout([GenItem("x")], 1, SamplingCfg(temperature=0.0))
+        adapter.und_rollout([UndItem(str(bad), "Q")], 1, U(max_new_tokens=2))
+    with pytest.raises(BadRequest, match="temperature"):
+        G(temperature=0.0).validate()
 
 
 def test_tokenizer_without_image_tokens_is_rejected(model_dir, tmp_path):
@@ -219,14 +232,14 @@ def test_tokenizer_without_image_tokens_is_rejected(model_dir, tmp_path):
         cfg["added_tokens_decoder"] = {k: v for k, v in atd.items() if v.get("content") != "<begin_of_image>"}
     (d / "tokenizer_config.json").write_text(json.dumps(cfg))
     with pytest.raises(AdapterConfigError, match="begin_of_image"):
-        load_adapter("janus", LoadSpec(model_dir=str(d), device="cpu"))
+        load_adapter("janus", LoadSpec(path=str(d), device="cpu"))
 
 
 def test_save_pretrained_round_trip(adapter, tmp_path):
     out = tmp_path / "saved"
     adapter.save_pretrained(str(out))
     assert (out / "preprocessor_config.json").exists() and (out / "tokenizer.json").exists()
-    b = load_adapter("janus", LoadSpec(model_dir=str(out), device="cpu"))
+    b = load_adapter("janus", LoadSpec(path=str(out), device="cpu"))
     for (n1, p1), (n2, p2) in zip(adapter.model.named_parameters(), b.model.named_parameters()):
         assert n1 == n2 and torch.equal(p1, p2)
     assert os.path.isfile(out / "config.json")
@@ -241,18 +254,19 @@ def test_old_logp_auto_recomputes_only_under_bf16(model_dir, adapter, image):
     autocast the old log-probs are the teacher-forced pass's, so the first PPO ratio is exactly 1."""
     items = [GenItem("a red circle")]
     s = dict(cfg_weight=3.0, seed=7)
-    fp_auto = adapter.gen_rollout(items, 2, SamplingCfg(old_logp="auto", **s))
-    fp_roll = adapter.gen_rollout(items, 2, SamplingCfg(old_logp="rollout", **s))
+    fp_auto = adapter.gen_rollout(items, 2, G(old_logp="auto", **s))
+    fp_roll = adapter.gen_rollout(items, 2, G(old_logp="rollout", **s))
     assert torch.equal(fp_auto.old_logp, fp_roll.old_logp)
 
-    bf = load_adapter("janus", LoadSpec(model_dir=model_dir, device="cpu", autocast="bf16"))
+    bf = load_adapter("janus", LoadSpec(path=model_dir, device="cpu", autocast="bf16"))
     for side, its in (("gen", items), ("und", [UndItem(image, "Q?")])):
-        roll = getattr(bf, f"{side}_rollout")(its, 2, SamplingCfg(old_logp="rollout", max_new_tokens=6, **s))
-        auto = getattr(bf, f"{side}_rollout")(its, 2, SamplingCfg(old_logp="auto", max_new_tokens=6, **s))
+        S = U if side == "und" else G
+        roll = getattr(bf, f"{side}_rollout")(its, 2, S(old_logp="rollout", max_new_tokens=6, **s))
+        auto = getattr(bf, f"{side}_rollout")(its, 2, S(old_logp="auto", max_new_tokens=6, **s))
         assert torch.equal(roll.out_ids, auto.out_ids)  # same samples, only the bookkeeping differs
         lp, _ = bf.token_logprobs(auto, torch.arange(auto.size), est_seed=0, grad=False)
         assert torch.equal(lp * auto.out_mask, auto.old_logp * auto.out_mask)
         if side == "gen":  # ...and a real correction: the CFG sampling pass rounds differently in bf16
             assert (roll.old_logp - auto.old_logp).abs().max() > 1e-4
-    with pytest.raises(AdapterConfigError, match="old_logp"):
-        SamplingCfg(old_logp="sometimes").validate()
+    with pytest.raises(BadRequest, match="old_logp"):  # the generated record's schema refuses it
+        U(old_logp="sometimes").validate()

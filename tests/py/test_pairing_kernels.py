@@ -9,7 +9,8 @@ import pytest
 import torch
 
 from pairuni_sidecar.errors import BadRequest, NotFound
-from pairuni_sidecar.ops.kernels import MatStore, gemm_nt, op_put, op_set_rows, op_topk, topk
+from pairuni_sidecar.ops.kernels import MatStore, gemm_nt, topk
+from pairuni_sidecar.registry import run_op
 from pairuni_sidecar.registry import HandleStore, OpContext
 
 FIX = os.path.join(os.path.dirname(__file__), "..", "fixtures", "pairing")
@@ -79,13 +80,16 @@ def test_gemm_nt_and_store_lifecycle():
 def test_ops_round_trip_through_handlers():
     c = OpContext("t", 1, None, {}, HandleStore())
     X = rand(60, 8, 7)
-    mid = op_put(c, {"device": "cpu"}, {"m": torch.from_numpy(X.copy())})["id"]
-    op_set_rows(c, {"id": mid}, {"rows": torch.tensor([5], dtype=torch.int32), "values": torch.from_numpy(X[6:7].copy())})
-    r = op_topk(c, {"q": mid, "d": mid, "k": 2}, {"q_rows": torch.tensor([6], dtype=torch.int32), "d_rows": torch.arange(0, 60, dtype=torch.int32)})
+    mid = run_op("kernels.put", c, {"device": "cpu"}, {"m": torch.from_numpy(X.copy())})["handle"]
+    run_op("kernels.set_rows", c, {"handle": mid}, {"rows": torch.tensor([5], dtype=torch.int32), "values": torch.from_numpy(X[6:7].copy())})
+    r = run_op("kernels.topk", c, {"q": mid, "d": mid, "k": 2}, {"q_rows": torch.tensor([6], dtype=torch.int32), "d_rows": torch.arange(0, 60, dtype=torch.int32)})
     # Row 5 now equals row 6: both score 1 against query 6.
     assert sorted(r.tensors["idx"].numpy()[0].tolist()) == [5, 6]
     with pytest.raises(BadRequest, match="mode"):
-        op_topk(c, {"q": mid, "d": mid, "k": 2, "mode": "l2"}, {})
+        run_op("kernels.topk", c, {"q": mid, "d": mid, "k": 2, "mode": "l2"}, {})
+    assert run_op("handles.free", c, {"handles": [mid]})["freed"] == 1  # one store, one free op
+    with pytest.raises(NotFound):
+        run_op("kernels.gemm_nt", c, {"a": mid, "b": mid})
 
 
 def test_golden_top10_is_inside_the_f32_candidate_set():

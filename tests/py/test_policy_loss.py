@@ -8,6 +8,7 @@ import torch
 
 torch.set_num_threads(1)
 
+from pairuni_sidecar.errors import BadRequest  # noqa: E402
 from pairuni_sidecar.policy import LossCfg, LossConfigError, clipped_surrogate, traj_coefficients  # noqa: E402
 
 
@@ -94,5 +95,5 @@ def test_traj_coefficients_hand_values():
 
 @pytest.mark.parametrize("bad", [dict(eps_low=1.0), dict(beta=-1.0), dict(agg="sum"), dict(norm="x")])
 def test_loss_cfg_validation(bad):
-    with pytest.raises(LossConfigError):
+    with pytest.raises(BadRequest):  # the generated record's schema (src/contract) refuses it
         LossCfg(**bad).validate()

@@ -1,5 +1,6 @@
 """Tiny-Janus pieces: tokenizer, prompt format, VQ code consistency with HF, sampling/training
-alignment (the CFG loop's log-probs equal a teacher-forced recompute), and resumable pretraining."""
+alignment (the adapter's CFG sampler's log-probs equal the SFT teacher-forced recompute), and
+resumable pretraining."""
 from __future__ import annotations
 
 import numpy as np
@@ -9,9 +10,9 @@ import torch
 pytest.importorskip("transformers")
 
 from pairuni_sidecar.shapesworld.formats import PromptFormat  # noqa: E402
-from pairuni_sidecar.shapesworld.model import TinySizes, build_config, special_ids, to_pixels  # noqa: E402
+from pairuni_sidecar.adapters.janus import JanusAdapter  # noqa: E402
+from pairuni_sidecar.shapesworld.model import TinySizes, adapter_options, build_config, special_ids, to_pixels  # noqa: E402
 from pairuni_sidecar.shapesworld.render import render  # noqa: E402
-from pairuni_sidecar.shapesworld.sampling import gen_prompt_ids, sample_images  # noqa: E402
 from pairuni_sidecar.shapesworld.scenes import make_item  # noqa: E402
 from pairuni_sidecar.shapesworld.sft import gen_logits  # noqa: E402
 from pairuni_sidecar.shapesworld.tokenizer import build_tokenizer, to_hf  # noqa: E402
@@ -102,16 +103,19 @@ def test_vq_training_keeps_hf_encode_equal_to_training_codes(model):
 
 def test_cfg_sampling_logprobs_match_teacher_forced_recompute(model, tok):
     fmt = PromptFormat()
+    ad = JanusAdapter.from_model(model, tok, options=adapter_options(fmt))
     prompts = ["a circle", "a red circle left of a blue square", "three triangles"]  # three lengths
     w = 3.0
-    g = torch.Generator().manual_seed(0)
-    codes, images, logp = sample_images(model, tok, fmt, prompts, n=2, cfg_weight=w, generator=g, return_logp=True)
+    codes, logp = ad.sample_codes(prompts, 2, cfg_weight=w, temperature=1.0, seed=0, return_logp=True)
+    images = ad.sample_images(prompts, 2, cfg_weight=w, temperature=1.0, seed=0)
     assert codes.shape == (6, 16) and images.shape == (6, 32, 32, 3) and images.dtype == torch.uint8
-    # same seed, same samples
-    c2, _ = sample_images(model, tok, fmt, prompts, n=2, cfg_weight=w, generator=torch.Generator().manual_seed(0))
-    assert torch.equal(codes, c2)
+    # same seed, same samples; the images are the codes decoded
+    assert torch.equal(codes, ad.sample_codes(prompts, 2, cfg_weight=w, temperature=1.0, seed=0))
+    assert torch.equal(images, ad.decode_images(codes, chunk=256))
     pad = tok.pad_token_id
-    cond = [gen_prompt_ids(tok, fmt, p) for p in prompts for _ in range(2)]
+    # SFT tokenises the prompts through the same adapter (sft.tokenize_items)
+    assert ad.gen_prompt_ids(prompts[1]) == tok(fmt.gen_prompt(prompts[1])).input_ids + [special_ids(tok)["boi"]]
+    cond = [ad.gen_prompt_ids(p) for p in prompts for _ in range(2)]
     uncond = [[s[0]] + [pad] * (len(s) - 2) + [s[-1]] for s in cond]
     with torch.no_grad():  # one left-padded batch holding all lengths
         lc = gen_logits(model, cond, codes, pad)

@@ -10,11 +10,11 @@ import pytest
 import torch
 
 from pairuni_sidecar.errors import BadRequest, Cancelled, NotFound
-from pairuni_sidecar.registry import HandleStore, OpContext, Reply, get_op, load_op_modules
+from pairuni_sidecar.registry import HandleStore, OpContext, Reply, get_op, load_plugins, run_op
 from pairuni_sidecar.shapesworld.render import render
 from pairuni_sidecar.shapesworld.scenes import Obj
 
-load_op_modules()
+load_plugins()
 
 
 def _ctx(name, events=None):
@@ -27,7 +27,7 @@ def test_ops_are_registered_and_build_reports_progress(tmp_path):
     events = []
     ctx = _ctx("shapesworld.build", events)
     ctx._last_progress = -1e9
-    res = get_op("shapesworld.build").fn(ctx, {"out": str(tmp_path), "seed": 2, "sizes": {"u_train": 12, "g_train": 12,
+    res = run_op("shapesworld.build", ctx, {"out": str(tmp_path), "seed": 2, "sizes": {"u_train": 12, "g_train": 12,
                                                                                           "u_eval": 6, "g_eval": 6}}, {})
     assert res["sizes"]["u_train"] == 12 and (tmp_path / "g_eval.jsonl").exists()
     assert len((tmp_path / "u_train.jsonl").read_text().splitlines()) == 12
@@ -38,27 +38,27 @@ def test_build_is_cancellable_and_validates_sizes(tmp_path):
     ctx = _ctx("shapesworld.build")
     ctx.cancel()
     with pytest.raises(Cancelled):
-        get_op("shapesworld.build").fn(ctx, {"out": str(tmp_path)}, {})
+        run_op("shapesworld.build", ctx, {"out": str(tmp_path)}, {})
     with pytest.raises(BadRequest):
-        get_op("shapesworld.build").fn(_ctx("shapesworld.build"), {"out": str(tmp_path), "sizes": {"u_test": 3}}, {})
+        run_op("shapesworld.build", _ctx("shapesworld.build"), {"out": str(tmp_path), "sizes": {"u_test": 3}}, {})
     with pytest.raises(BadRequest):
-        get_op("shapesworld.build").fn(_ctx("shapesworld.build"), {}, {})
+        run_op("shapesworld.build", _ctx("shapesworld.build"), {}, {})
 
 
 def test_score_op_returns_both_rewards_as_tensors():
     imgs = torch.from_numpy(np.stack([render([Obj("square", "red", 0, 0)]), render([])]))
-    rep = get_op("shapesworld.score").fn(_ctx("shapesworld.score"), {"prompts": ["a red square", "a red square"]},
+    rep = run_op("shapesworld.score", _ctx("shapesworld.score"), {"prompts": ["a red square", "a red square"]},
                                          {"images": imgs})
     assert isinstance(rep, Reply)
     assert rep.tensors["graded"].tolist() == [1.0, 0.0] and rep.tensors["binary"].tolist() == [1.0, 0.0]
     assert rep.args["graded_mean"] == 0.5
     with pytest.raises(BadRequest):
-        get_op("shapesworld.score").fn(_ctx("shapesworld.score"), {"prompts": ["a square"]}, {})
+        run_op("shapesworld.score", _ctx("shapesworld.score"), {"prompts": ["a square"]}, {})
 
 
 def test_eval_op_reports_missing_model_as_not_found(tmp_path):
     with pytest.raises(NotFound):
-        get_op("shapesworld.eval").fn(_ctx("shapesworld.eval"), {"model": str(tmp_path / "nope")}, {})
+        run_op("shapesworld.eval", _ctx("shapesworld.eval"), {"model_dir": str(tmp_path / "nope")}, {})
 
 
 def test_cli_build_writes_manifests(tmp_path):

@@ -6,8 +6,8 @@ model-directory contract.
 """
 from __future__ import annotations
 
-import importlib
-
+from ..errors import BadRequest
+from ..registry import names, register, resolve
 from .base import (
     AdapterConfigError,
     CapabilityError,
@@ -21,35 +21,20 @@ from .base import (
     UndItem,
 )
 
-#: family name -> "module:Class" (lazy, so importing the package never imports transformers)
-_FAMILIES: dict[str, str] = {
-    "janus": "pairuni_sidecar.adapters.janus:JanusAdapter",
-}
-
-
-def register_adapter(name: str, target: str) -> None:
-    """Register a user adapter as ``"package.module:ClassName"`` (a ``PolicyAdapter`` subclass)."""
-    if name in _FAMILIES and _FAMILIES[name] != target:
-        raise ValueError(f"adapter {name!r} already registered as {_FAMILIES[name]}")
-    _FAMILIES[name] = target
+def register_adapter(name: str, target: str | type[PolicyAdapter]) -> None:
+    """Register a user adapter (a ``PolicyAdapter`` subclass, or ``"package.module:ClassName"``)."""
+    register("adapter", name, target)
 
 
 def list_adapters() -> list[str]:
-    return sorted(_FAMILIES)
+    return names("adapter")
 
 
 def adapter_class(name: str) -> type[PolicyAdapter]:
-    if name not in _FAMILIES:
-        raise AdapterConfigError(f"unknown adapter {name!r}; registered: {list_adapters()}")
-    mod_name, cls_name = _FAMILIES[name].split(":")
     try:
-        mod = importlib.import_module(mod_name)
-    except ImportError as e:
-        raise AdapterConfigError(
-            f"adapter {name!r} needs a package that is not installed ({e}); "
-            f"install the extra, e.g. pip install 'pairuni-sidecar[{name}]'"
-        ) from None
-    return getattr(mod, cls_name)
+        return resolve("adapter", name)
+    except BadRequest as e:
+        raise AdapterConfigError(str(e), detail=e.detail) from None
 
 
 def load_adapter(name: str, spec: LoadSpec) -> PolicyAdapter:

@@ -23,6 +23,7 @@ from typing import Any, ClassVar, Literal
 
 import torch
 
+from ..contract.generated import GenSampling, LoadModel, UndSampling
 from ..errors import BadRequest, NotFound
 
 Side = Literal["und", "gen"]
@@ -51,17 +52,16 @@ class CapabilityError(BadRequest):
     """The adapter was asked for something it does not declare in ``capabilities``."""
 
 
-@dataclass
-class LoadSpec:
-    """How to load a policy. ``options`` holds family-specific settings (chat templates, ...)."""
+@dataclass(kw_only=True)
+class LoadSpec(LoadModel):
+    """The config's model record (generated from src/contract/config.ts, with its defaults) plus the
+    frozen reference copy to load (only when beta > 0). ``options`` are the family's load options."""
 
-    model_dir: str
-    device: str = "auto"                 # auto | cpu | cuda | cuda:N
-    autocast: str = "auto"               # auto (bf16 on CUDA, off on CPU) | bf16 | off
-    train_modules: tuple[str, ...] = ("language_model",)
-    gradient_checkpointing: bool = True
-    ref_model_dir: str | None = None     # load a frozen reference copy (needed only when beta > 0)
-    options: dict[str, Any] = field(default_factory=dict)
+    ref_model_dir: str | None = None
+
+    @property
+    def model_dir(self) -> str:
+        return self.path
 
 
 @dataclass
@@ -79,31 +79,9 @@ class GenItem:
     prompt: str
 
 
-@dataclass
-class SamplingCfg:
-    temperature: float = 1.0
-    max_new_tokens: int = 512          # und only
-    cfg_weight: float = 5.0            # gen only; 1.0 means no guidance
-    gen_logp: str = "cfg"              # gen: "cfg" (log-probs of the guided distribution) | "cond"
-    # "rollout" (the sampling pass's probs) | "recompute" (a teacher-forced no-grad pass) | "auto":
-    # recompute under reduced-precision autocast, where incremental decoding and the full-sequence
-    # training pass round differently (measured on an H200, Janus-Pro-1B dims in bf16: image-token
-    # log-probs differ by up to 0.45 nats), else rollout (fp32: they agree to ~1e-6).
-    old_logp: str = "rollout"
-    seed: int = 0
-
-    def validate(self) -> "SamplingCfg":
-        if not (math.isfinite(self.temperature) and self.temperature > 0):
-            raise AdapterConfigError(f"sampling.temperature must be a finite number > 0, got {self.temperature}")
-        if int(self.max_new_tokens) < 1:
-            raise AdapterConfigError(f"sampling.max_new_tokens must be >= 1, got {self.max_new_tokens}")
-        if not math.isfinite(self.cfg_weight):
-            raise AdapterConfigError(f"sampling.cfg_weight must be finite, got {self.cfg_weight}")
-        if self.gen_logp not in ("cfg", "cond"):
-            raise AdapterConfigError(f"sampling.gen_logp must be 'cfg' or 'cond', got {self.gen_logp!r}")
-        if self.old_logp not in ("rollout", "recompute", "auto"):
-            raise AdapterConfigError(f"sampling.old_logp must be 'rollout', 'recompute' or 'auto', got {self.old_logp!r}")
-        return self
+#: Sampling settings of one rollout: the config's und/gen records (generated, with their defaults)
+#: plus the step's seed. ``options`` holds family options, which each adapter validates.
+SamplingCfg = UndSampling | GenSampling
 
 
 @dataclass
@@ -179,6 +157,18 @@ class PolicyAdapter(ABC):
     @abstractmethod
     def sft_loss(self, examples: list[SFTExample]) -> dict[str, torch.Tensor]:
         """Mean token cross-entropy per side present: ``{"und": ..., "gen": ...}`` (with grad)."""
+
+    # -- held-out evaluation (deterministic answers, seeded images) -------------------------------
+    def greedy_answers(self, images: torch.Tensor, texts: list[str], *, max_new_tokens: int = 16) -> list[str]:
+        """Deterministic answers (decoded text, special tokens dropped) for uint8 images (B, H, W, 3) and
+        user texts (what ``UndItem.text`` holds): greedy decoding for autoregressive families, the
+        family's deterministic decoding otherwise. No grad; weights unchanged."""
+        raise CapabilityError(f"{type(self).__name__} (family {self.family!r}) does not implement greedy_answers")
+
+    def sample_images(self, prompts: list[str], n: int, *, cfg_weight: float, temperature: float, seed: int) -> torch.Tensor:
+        """``n`` images per prompt, prompt-major, uint8 (P * n, H, W, 3), sampled as ``gen_rollout`` samples
+        (guidance ``cfg_weight``, 1.0 = none; ``temperature``) and reproducible from ``seed``. No grad."""
+        raise CapabilityError(f"{type(self).__name__} (family {self.family!r}) does not implement sample_images")
 
     # -- parameters and persistence --------------------------------------------------------------
     @abstractmethod

@@ -16,6 +16,10 @@ hidden top-k/top-p), so the recorded ``old_logp`` is exactly the behaviour distr
   the training log-prob the same guided distribution; ``"cond"`` scores the conditional branch only
   (T2I-R1 parity) and then records old log-probs with a no-grad conditional forward.
 
+Evaluation (``greedy_answers``, ``sample_images``) runs through the same two decoding loops
+(``_und_decode``, ``_gen_decode``) as the rollouts; it only batches differently: prompts are grouped
+by token length, so rows need no padding and positions match training exactly.
+
 Teacher-forced recomputation runs one forward over ``[prompt ; outputs]``: the hidden state at the
 last prompt position predicts output token 0, so logits are taken at positions ``P-1 .. P+L-2``
 (``logits_to_keep = L + 1`` and the last one dropped).
@@ -26,12 +30,14 @@ import contextlib
 import json
 import os
 import shutil
+from collections import defaultdict
 from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..contract.generated import JanusGenOptions, JanusLoadOptions, JanusUndOptions
 from ..errors import BadRequest
 from .base import (
     AdapterConfigError,
@@ -47,8 +53,6 @@ from .base import (
     resolve_device,
 )
 
-DEFAULT_UND_TEMPLATE = "{system}<|User|>: {image}\n{question}\n\n<|Assistant|>:"
-DEFAULT_GEN_TEMPLATE = "{system}<|User|>: {prompt}\n\n<|Assistant|>:"
 
 #: named parameter groups for ``LoadSpec.train_modules`` (raw parameter-name prefixes are accepted too)
 MODULE_GROUPS: dict[str, tuple[str, ...]] = {
@@ -106,6 +110,20 @@ def _mask_through_eos(out: torch.Tensor, eos_id: int) -> torch.Tensor:
     return before == 0
 
 
+def _length_buckets(seqs: list[list[int]]) -> list[list[int]]:
+    """Indices of ``seqs`` grouped by length (shortest first), each group in input order."""
+    by_len: dict[int, list[int]] = defaultdict(list)
+    for i, s in enumerate(seqs):
+        by_len[len(s)].append(i)
+    return [by_len[k] for k in sorted(by_len)]
+
+
+def cfg_mix(logits: torch.Tensor, w: float) -> torch.Tensor:
+    """Classifier-free guidance over interleaved rows c0, u0, c1, u1, ...: ``u + w (c - u)`` per pair."""
+    c, u = logits[0::2], logits[1::2]
+    return u + w * (c - u)
+
+
 def selective_log_softmax(logits: torch.Tensor, ids: torch.Tensor, chunk: int = 8) -> torch.Tensor:
     """``log_softmax(logits)[ids]`` in fp32, row chunk by row chunk (vocab-wide logits are big)."""
     out = []
@@ -135,18 +153,7 @@ class JanusAdapter(PolicyAdapter):
         self.source_dir = os.path.abspath(spec.model_dir)
         self.device = resolve_device(spec.device)
         self.amp = resolve_autocast(spec.autocast, self.device)
-        opts = dict(spec.options or {})
-        self.und_template = str(opts.pop("und_template", DEFAULT_UND_TEMPLATE))
-        self.gen_template = str(opts.pop("gen_template", DEFAULT_GEN_TEMPLATE))
-        self.system_prompt = str(opts.pop("system_prompt", ""))
-        self.detach_uncond = bool(opts.pop("detach_uncond", False))
-        if opts:
-            raise AdapterConfigError(f"janus: unknown adapter options {sorted(opts)}; known: und_template, "
-                                     "gen_template, system_prompt, detach_uncond")
-        if self.und_template.count("{image}") != 1 or "{question}" not in self.und_template:
-            raise AdapterConfigError("janus: und_template must contain '{image}' once and '{question}'")
-        if "{prompt}" not in self.gen_template:
-            raise AdapterConfigError("janus: gen_template must contain '{prompt}'")
+        self._set_options(spec.options)
 
         self.model = self._load_model(spec.model_dir)
         try:
@@ -165,7 +172,37 @@ class JanusAdapter(PolicyAdapter):
             self.ref_model.requires_grad_(False)
         self.train_mode(False)
 
+    @classmethod
+    def from_model(cls, model, tok, *, options: dict[str, Any] | None = None) -> "JanusAdapter":
+        """Wrap an in-memory ``JanusForConditionalGeneration`` + tokenizer (e.g. mid-pretraining) for
+        inference: prompt ids, rollouts, ``greedy_answers``, ``sample_images``. Nothing of the model is
+        changed (no dropout zeroing, no ``requires_grad`` changes); fp32 on the model's device, pixels
+        normalised with 0.5/0.5, no reference model."""
+        self = cls.__new__(cls)
+        self.spec = None
+        self.source_dir = None
+        self.device = next(model.parameters()).device
+        self.amp = None
+        self._set_options(options)
+        self.model, self.tok = model, tok
+        self._read_geometry("<in-memory model>")
+        self.train_modules = ()
+        self._vision_trainable = any(p.requires_grad for n, p in model.named_parameters()
+                                     if n.startswith(MODULE_GROUPS["vision"]))
+        self.gradient_checkpointing = False
+        self.ref_model = None
+        return self
+
     # -- loading ---------------------------------------------------------------------------------
+    def _set_options(self, options: dict[str, Any] | None) -> None:
+        o = JanusLoadOptions.from_wire(dict(options or {}), where="janus model.options")
+        self.und_template, self.gen_template = o.und_template, o.gen_template
+        self.system_prompt, self.detach_uncond = o.system_prompt, o.detach_uncond
+        if self.und_template.count("{image}") != 1 or "{question}" not in self.und_template:
+            raise AdapterConfigError("janus: und_template must contain '{image}' once and '{question}'")
+        if "{prompt}" not in self.gen_template:
+            raise AdapterConfigError("janus: gen_template must contain '{prompt}'")
+
     def _load_model(self, path: str, dtype: torch.dtype = torch.float32):
         try:
             model = self._cls.from_pretrained(path, dtype=dtype)
@@ -261,26 +298,44 @@ class JanusAdapter(PolicyAdapter):
         """Load images as (I, 3, S, S) float: pad to square (mean colour), resize, normalise."""
         from PIL import Image
 
-        size = size or self.image_size
-        mean = self.image_mean if mean is None else mean
-        std = self.image_std if std is None else std
-        bg = tuple(int(round(float(m) * 255)) for m in mean.flatten())
         arrs = []
         for p in paths:
             if not os.path.isfile(p):
                 raise ImageReadError(f"image file {p!r} does not exist")
             try:
                 with Image.open(p) as im:
-                    im = im.convert("RGB")
-                    w, h = im.size
-                    side = max(w, h)
-                    canvas = Image.new("RGB", (side, side), bg)
-                    canvas.paste(im, ((side - w) // 2, (side - h) // 2))
-                    canvas = canvas.resize((size, size), Image.Resampling.BICUBIC)
-                    arrs.append(np.asarray(canvas, dtype=np.float32) / 255.0)
+                    arrs.append(self._square(im.convert("RGB"), size, mean))
             except (OSError, ValueError) as e:
                 raise ImageReadError(f"cannot decode image {p!r}: {e}") from None
-        x = torch.from_numpy(np.stack(arrs)).permute(0, 3, 1, 2)
+        return self._normalize(np.stack(arrs), mean, std)
+
+    def pixels_from_uint8(self, images: torch.Tensor) -> torch.Tensor:
+        """In-memory uint8 images (B, H, W, 3) -> (B, 3, S, S) float, exactly as ``pixels`` would load
+        the same images from PNG files."""
+        from PIL import Image
+
+        if images.dtype != torch.uint8 or images.dim() != 4 or images.shape[-1] != 3:
+            raise BadRequest(f"images must be uint8 (B, H, W, 3), got {images.dtype} {tuple(images.shape)}")
+        return self._normalize(np.stack([self._square(Image.fromarray(a), None, None)
+                                         for a in images.cpu().numpy()]), None, None)
+
+    def _square(self, im, size: int | None, mean) -> np.ndarray:
+        """An RGB PIL image padded to a square with the mean colour and resized: uint8 (S, S, 3)."""
+        from PIL import Image
+
+        size = size or self.image_size
+        mean = self.image_mean if mean is None else mean
+        bg = tuple(int(round(float(m) * 255)) for m in mean.flatten())
+        w, h = im.size
+        side = max(w, h)
+        canvas = Image.new("RGB", (side, side), bg)
+        canvas.paste(im, ((side - w) // 2, (side - h) // 2))
+        return np.asarray(canvas.resize((size, size), Image.Resampling.BICUBIC))
+
+    def _normalize(self, arrs: np.ndarray, mean, std) -> torch.Tensor:
+        mean = self.image_mean if mean is None else mean
+        std = self.image_std if std is None else std
+        x = torch.from_numpy(arrs.astype(np.float32) / 255.0).permute(0, 3, 1, 2)
         return ((x - mean) / std).to(self.device)
 
     def _image_features(self, model, pix: torch.Tensor) -> torch.Tensor:
@@ -300,10 +355,63 @@ class JanusAdapter(PolicyAdapter):
         return [(n, p) for n, p in self.model.named_parameters() if p.requires_grad]
 
     # -- understanding ---------------------------------------------------------------------------
+    def _und_decode(self, ids: torch.Tensor, mask: torch.Tensor | None, feats: torch.Tensor, steps: int, *,
+                    temperature: float = 1.0, generator: torch.Generator | None = None,
+                    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The Janus text decoder: answers to prompt ids (B, P) whose image placeholders take ``feats``.
+
+        ``mask`` is the left-padding mask, or None for rows of one length (no padding: positions are
+        the defaults). With a ``generator`` each token is drawn from the full softmax of
+        ``logits / temperature`` and its log-prob is returned; without one decoding is greedy (argmax
+        of the logits) and the log-probs are None. Tokens after a row's first EOS are pad; decoding
+        stops early once every row has produced an EOS. Returns (tokens (B, L), log-probs (B, L)).
+        """
+        from transformers import DynamicCache
+
+        model = self.model
+        lm = model.model.language_model
+        B = ids.shape[0]
+        cache = DynamicCache(config=model.config.text_config)
+        pos = None if mask is None else _positions(mask)
+        toks, lps = [], []
+        finished = torch.zeros(B, dtype=torch.bool, device=self.device)
+        with self._autocast():
+            h = lm(inputs_embeds=self._und_embeds(model, ids, feats), attention_mask=mask, position_ids=pos,
+                   past_key_values=cache, use_cache=True).last_hidden_state[:, -1]
+            for _ in range(int(steps)):
+                logits = model.lm_head(h).float()
+                if generator is None:
+                    tok = logits.argmax(-1)
+                else:
+                    z = logits / temperature
+                    tok = torch.multinomial(torch.softmax(z, -1), 1, generator=generator).squeeze(-1)
+                    lp = torch.log_softmax(z, -1).gather(-1, tok.unsqueeze(-1)).squeeze(-1)
+                    lps.append(torch.where(finished, torch.zeros_like(lp), lp))
+                tok = torch.where(finished, torch.full_like(tok, self.pad_id), tok)
+                toks.append(tok)
+                finished |= tok == self.eos_id
+                if bool(finished.all()):
+                    break
+                if mask is not None:
+                    mask = torch.cat([mask, torch.ones((B, 1), dtype=mask.dtype, device=self.device)], 1)
+                    pos = pos[:, -1:] + 1
+                h = lm(inputs_embeds=model.get_input_embeddings()(tok.unsqueeze(1)), attention_mask=mask,
+                       position_ids=pos, past_key_values=cache, use_cache=True).last_hidden_state[:, -1]
+        return torch.stack(toks, 1), (torch.stack(lps, 1).float() if generator is not None else None)
+
+    def _answer_texts(self, out: torch.Tensor) -> tuple[list[str], torch.Tensor]:
+        """Decoded answers (tokens before the first EOS, special tokens dropped) and the scored mask."""
+        out_mask = _mask_through_eos(out, self.eos_id)
+        texts = []
+        for row, m in zip(out.tolist(), out_mask.tolist()):
+            keep = [t for t, k in zip(row, m) if k and t != self.eos_id]
+            texts.append(self.tok.decode(keep, skip_special_tokens=True))
+        return texts, out_mask
+
     @torch.no_grad()
     def und_rollout(self, items: list[UndItem], n: int, s: SamplingCfg) -> RolloutBatch:
         self.require("und_rollout")
-        s.validate()
+        JanusUndOptions.from_wire(s.options, where="janus und.options")  # none yet: any name is unknown
         if not items or n < 1:
             raise BadRequest(f"und_rollout needs at least one item and n >= 1 (got {len(items)} items, n={n})")
         model = self.model
@@ -314,47 +422,51 @@ class JanusAdapter(PolicyAdapter):
         ids, pmask = _left_pad([prompts[g] for g in group.tolist()], self.pad_id)
         ids, pmask = ids.to(self.device), pmask.to(self.device)
         gen = torch.Generator(device=self.device).manual_seed(int(s.seed))
-        lm = model.model.language_model
+        out, lps = self._und_decode(ids, pmask, feats[group.to(self.device)], s.max_new_tokens,
+                                    temperature=s.temperature, generator=gen)
+        texts, out_mask = self._answer_texts(out)
         B = ids.shape[0]
-        from transformers import DynamicCache
-
-        cache = DynamicCache(config=model.config.text_config)
-        mask = pmask
-        pos = _positions(mask)
-        toks, lps = [], []
-        finished = torch.zeros(B, dtype=torch.bool, device=self.device)
-        with self._autocast():
-            h = lm(inputs_embeds=self._und_embeds(model, ids, feats[group.to(self.device)]), attention_mask=mask,
-                   position_ids=pos, past_key_values=cache, use_cache=True).last_hidden_state[:, -1]
-            for _ in range(int(s.max_new_tokens)):
-                logp_all = torch.log_softmax(model.lm_head(h).float() / s.temperature, -1)
-                tok = torch.multinomial(logp_all.exp(), 1, generator=gen).squeeze(-1)
-                lp = logp_all.gather(-1, tok.unsqueeze(-1)).squeeze(-1)
-                tok = torch.where(finished, torch.full_like(tok, self.pad_id), tok)
-                toks.append(tok)
-                lps.append(torch.where(finished, torch.zeros_like(lp), lp))
-                finished |= tok == self.eos_id
-                if bool(finished.all()):
-                    break
-                mask = torch.cat([mask, torch.ones((B, 1), dtype=mask.dtype, device=self.device)], 1)
-                pos = pos[:, -1:] + 1
-                h = lm(inputs_embeds=model.get_input_embeddings()(tok.unsqueeze(1)), attention_mask=mask,
-                       position_ids=pos, past_key_values=cache, use_cache=True).last_hidden_state[:, -1]
-        out = torch.stack(toks, 1)
-        out_mask = _mask_through_eos(out, self.eos_id)
-        texts = []
-        for row, m in zip(out.tolist(), out_mask.tolist()):
-            keep = [t for t, k in zip(row, m) if k and t != self.eos_id]
-            texts.append(self.tok.decode(keep, skip_special_tokens=True))
         batch = RolloutBatch(
             side="und", group=group, out_ids=out, out_mask=out_mask,
-            old_logp=torch.stack(lps, 1).float() * out_mask, prompts=[it.text for it in items], texts=texts,
+            old_logp=lps * out_mask, prompts=[it.text for it in items], texts=texts,
             extra={"prompt_ids": ids, "prompt_mask": pmask, "feats": feats, "pixels": pix,
                    "temperature": float(s.temperature)},
         )
         if self._recompute_old(s):
             batch.old_logp = self.token_logprobs(batch, torch.arange(B), est_seed=0, grad=False)[0].detach()
         return batch
+
+    def greedy_answers(self, images: torch.Tensor, texts: list[str], *, max_new_tokens: int = 16,
+                       max_rows: int = 128) -> list[str]:
+        """Greedy answers for uint8 images (B, H, W, 3) and user texts (the template's ``{question}``):
+        ``greedy_tokens`` decoded, special tokens dropped."""
+        return [self.tok.decode(t, skip_special_tokens=True)
+                for t in self.greedy_tokens(images, texts, max_new_tokens=max_new_tokens, max_rows=max_rows)]
+
+    @torch.no_grad()
+    def greedy_tokens(self, images: torch.Tensor, texts: list[str], *, max_new_tokens: int = 16,
+                      max_rows: int = 128) -> list[list[int]]:
+        """Greedy answer token ids per item, up to (not including) the first EOS.
+
+        Prompts are batched only with prompts of the same token length (at most ``max_rows`` rows), so
+        rows need no padding and positions match training exactly.
+        """
+        if len(texts) != images.shape[0]:
+            raise BadRequest(f"greedy answers: {images.shape[0]} images but {len(texts)} texts")
+        if int(max_new_tokens) < 1:
+            raise BadRequest(f"greedy answers: max_new_tokens must be >= 1, got {max_new_tokens}")
+        ids = [self.und_prompt_ids(t) for t in texts]
+        answers: list[list[int]] = [[] for _ in ids]
+        for members in _length_buckets(ids):
+            for s in range(0, len(members), max_rows):
+                chunk = members[s:s + max_rows]
+                x = torch.tensor([ids[i] for i in chunk], device=self.device)
+                feats = self._image_features(self.model, self.pixels_from_uint8(images[chunk]))
+                out, _ = self._und_decode(x, None, feats, max_new_tokens)
+                keep = _mask_through_eos(out, self.eos_id)
+                for j, i in enumerate(chunk):
+                    answers[i] = [t for t, k in zip(out[j].tolist(), keep[j].tolist()) if k and t != self.eos_id]
+        return answers
 
     def _und_logp(self, model, ids, pmask, feats, out, T: float) -> torch.Tensor:
         L = out.shape[1]
@@ -366,60 +478,123 @@ class JanusAdapter(PolicyAdapter):
         return selective_log_softmax(logits.float() / T, out)
 
     # -- generation ------------------------------------------------------------------------------
-    @torch.no_grad()
-    def gen_rollout(self, items: list[GenItem], n: int, s: SamplingCfg) -> RolloutBatch:
-        self.require("gen_rollout")
-        s.validate()
-        if not items or n < 1:
-            raise BadRequest(f"gen_rollout needs at least one item and n >= 1 (got {len(items)} items, n={n})")
-        model = self.model
-        cfg = float(s.cfg_weight) != 1.0
-        R = 2 if cfg else 1
-        group = torch.arange(len(items)).repeat_interleave(n)
-        cond = [self.gen_prompt_ids(it.prompt) for it in items]
+    def _gen_rows(self, cond: list[list[int]], cfg: bool) -> list[list[int]]:
+        """Per trajectory its conditional row and, with CFG, the unconditional row right after it
+        (BOS and BOI kept, the text between them replaced by pads)."""
         rows: list[list[int]] = []
-        for g in group.tolist():
-            rows.append(cond[g])
+        for c in cond:
+            rows.append(c)
             if cfg:
-                rows.append([self.bos_id] + [self.pad_id] * (len(cond[g]) - 2) + [self.boi_id])
-        ids, pmask = _left_pad(rows, self.pad_id)
-        ids, pmask = ids.to(self.device), pmask.to(self.device)
-        B, N, w, T = len(group), self.num_image_tokens, float(s.cfg_weight), float(s.temperature)
-        gen = torch.Generator(device=self.device).manual_seed(int(s.seed))
-        lm, head = model.model.language_model, model.model.generation_head
+                rows.append([c[0]] + [self.pad_id] * (len(c) - 2) + [c[-1]])
+        return rows
+
+    def _gen_decode(self, ids: torch.Tensor, mask: torch.Tensor | None, *, w: float, T: float, cfg: bool,
+                    generator: torch.Generator, logp: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The Janus image sampler: VQ codes (B, N) for the rows of ``_gen_rows`` (B * R, P), R = 2 with CFG.
+
+        Each step draws from the full softmax of ``z / T`` over the generation head, ``z = u + w (c - u)``
+        with CFG (rows c0, u0, c1, u1, ...), else the conditional logits; with ``logp`` also returns the
+        drawn codes' log-probs under that distribution. ``mask`` is the left-padding mask, or None for
+        rows of one length (no padding: positions are the defaults).
+        """
         from transformers import DynamicCache
 
+        model = self.model
+        lm, head = model.model.language_model, model.model.generation_head
+        R = 2 if cfg else 1
+        BR, N = ids.shape[0], self.num_image_tokens
         cache = DynamicCache(config=model.config.text_config)
-        mask, pos = pmask, _positions(pmask)
+        pos = None if mask is None else _positions(mask)
         toks, lps = [], []
         with self._autocast():
             h = lm(inputs_embeds=model.get_input_embeddings()(ids), attention_mask=mask, position_ids=pos,
                    past_key_values=cache, use_cache=True).last_hidden_state[:, -1]
             for t in range(N):
                 lg = head(h).float()
-                z = lg[1::2] + w * (lg[0::2] - lg[1::2]) if cfg else lg
-                logp_all = torch.log_softmax(z / T, -1)
-                tok = torch.multinomial(logp_all.exp(), 1, generator=gen).squeeze(-1)
+                z = (cfg_mix(lg, w) if cfg else lg) / T
+                tok = torch.multinomial(torch.softmax(z, -1), 1, generator=generator).squeeze(-1)
                 toks.append(tok)
-                lps.append(logp_all.gather(-1, tok.unsqueeze(-1)).squeeze(-1))
+                if logp:
+                    lps.append(torch.log_softmax(z, -1).gather(-1, tok.unsqueeze(-1)).squeeze(-1))
                 if t == N - 1:
                     break
-                mask = torch.cat([mask, torch.ones((B * R, 1), dtype=mask.dtype, device=self.device)], 1)
-                pos = pos[:, -1:] + 1
+                if mask is not None:
+                    mask = torch.cat([mask, torch.ones((BR, 1), dtype=mask.dtype, device=self.device)], 1)
+                    pos = pos[:, -1:] + 1
                 e = model.prepare_embeddings_for_image_generation(tok.repeat_interleave(R, 0)).unsqueeze(1)
                 h = lm(inputs_embeds=e, attention_mask=mask, position_ids=pos, past_key_values=cache,
                        use_cache=True).last_hidden_state[:, -1]
-        out = torch.stack(toks, 1)
+        return torch.stack(toks, 1), (torch.stack(lps, 1).float() if logp else None)
+
+    @torch.no_grad()
+    def gen_rollout(self, items: list[GenItem], n: int, s: SamplingCfg) -> RolloutBatch:
+        self.require("gen_rollout")
+        JanusGenOptions.from_wire(s.options, where="janus gen.options")
+        if not items or n < 1:
+            raise BadRequest(f"gen_rollout needs at least one item and n >= 1 (got {len(items)} items, n={n})")
+        cfg = float(s.cfg_weight) != 1.0
+        R = 2 if cfg else 1
+        group = torch.arange(len(items)).repeat_interleave(n)
+        cond = [self.gen_prompt_ids(it.prompt) for it in items]
+        ids, pmask = _left_pad(self._gen_rows([cond[g] for g in group.tolist()], cfg), self.pad_id)
+        ids, pmask = ids.to(self.device), pmask.to(self.device)
+        B, w, T = len(group), float(s.cfg_weight), float(s.temperature)
+        gen = torch.Generator(device=self.device).manual_seed(int(s.seed))
+        out, lps = self._gen_decode(ids, pmask, w=w, T=T, cfg=cfg, generator=gen, logp=True)
         batch = RolloutBatch(
             side="gen", group=group, out_ids=out, out_mask=torch.ones_like(out, dtype=torch.bool),
-            old_logp=torch.stack(lps, 1).float(), prompts=[it.prompt for it in items],
+            old_logp=lps, prompts=[it.prompt for it in items],
             images=self.decode_images(out),
             extra={"prompt_ids": ids.view(B, R, -1), "prompt_mask": pmask.view(B, R, -1), "cfg_weight": w,
-                   "temperature": T, "gen_logp": s.gen_logp},
+                   "temperature": T, "gen_logp": s.logp},
         )
-        if s.gen_logp == "cond" or self._recompute_old(s):
+        if s.logp == "cond" or self._recompute_old(s):
             batch.old_logp = self.token_logprobs(batch, torch.arange(B), est_seed=0, grad=False)[0].detach()
         return batch
+
+    @torch.no_grad()
+    def sample_images(self, prompts: list[str], n: int, *, cfg_weight: float, temperature: float, seed: int,
+                      max_rows: int = 128, decode_chunk: int = 256) -> torch.Tensor:
+        """``n`` images per prompt, prompt-major, uint8 (P * n, H, W, 3), reproducible from ``seed``:
+        ``sample_codes`` decoded ``decode_chunk`` codes per decoder call (256, as the ShapesWorld
+        evaluation always decoded: the VQ decoder's convolutions round differently at other batch
+        sizes, e.g. chunks of 8 move a few pixels by 1)."""
+        codes = self.sample_codes(prompts, n, cfg_weight=cfg_weight, temperature=temperature, seed=seed,
+                                  max_rows=max_rows)
+        return self.decode_images(codes, chunk=decode_chunk)
+
+    @torch.no_grad()
+    def sample_codes(self, prompts: list[str], n: int, *, cfg_weight: float, temperature: float, seed: int,
+                     max_rows: int = 128, return_logp: bool = False):
+        """``n`` VQ code sequences per prompt, prompt-major (P * n, N) int64 on the CPU, plus their
+        log-probs under the sampling distribution (P * n, N) if ``return_logp``.
+
+        The rollout sampler (``_gen_decode``) on prompts batched only with prompts of the same token
+        length (at most ``max_rows`` rows, CFG rows included), so rows need no padding and positions
+        match training exactly; one generator runs through the batches, shortest prompts first.
+        """
+        if not prompts or n < 1:
+            raise BadRequest(f"sample_codes needs at least one prompt and n >= 1 (got {len(prompts)} prompts, n={n})")
+        if not (float(temperature) > 0 and np.isfinite(float(temperature))) or not np.isfinite(float(cfg_weight)):
+            raise BadRequest(f"sample_codes: temperature must be finite and > 0 and cfg_weight finite "
+                             f"(got {temperature}, {cfg_weight})")
+        cfg = float(cfg_weight) != 1.0
+        ids = [self.gen_prompt_ids(p) for p in prompts]
+        gen = torch.Generator(device=self.device).manual_seed(int(seed))
+        codes = torch.zeros(len(prompts) * n, self.num_image_tokens, dtype=torch.long)
+        logp = torch.zeros(len(prompts) * n, self.num_image_tokens)
+        per_chunk = max(1, max_rows // ((2 if cfg else 1) * n))
+        for members in _length_buckets(ids):
+            for s in range(0, len(members), per_chunk):
+                chunk = members[s:s + per_chunk]
+                rows = self._gen_rows([ids[i] for i in chunk for _ in range(n)], cfg)
+                out, lp = self._gen_decode(torch.tensor(rows, device=self.device), None, w=float(cfg_weight),
+                                           T=float(temperature), cfg=cfg, generator=gen, logp=return_logp)
+                for j, i in enumerate(chunk):
+                    codes[i * n:(i + 1) * n] = out[j * n:(j + 1) * n].cpu()
+                    if return_logp:
+                        logp[i * n:(i + 1) * n] = lp[j * n:(j + 1) * n].cpu()
+        return (codes, logp) if return_logp else codes
 
     @torch.no_grad()
     def decode_images(self, codes: torch.Tensor, chunk: int = 8) -> torch.Tensor:
@@ -528,8 +703,8 @@ class JanusAdapter(PolicyAdapter):
         self.tok.save_pretrained(path)
         # Sidecar files that describe how the model was trained travel with every checkpoint.
         for extra in ("preprocessor_config.json", "processor_config.json", "pairuni_model.json"):
-            src = os.path.join(self.source_dir, extra)
-            if os.path.isfile(src):
+            src = os.path.join(self.source_dir, extra) if self.source_dir else ""
+            if src and os.path.isfile(src):
                 shutil.copyfile(src, os.path.join(path, extra))
 
     def describe(self) -> dict[str, Any]:

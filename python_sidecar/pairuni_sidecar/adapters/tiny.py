@@ -12,8 +12,8 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
-import tempfile
+
+from ..fsutil import atomic_dir
 
 SPECIALS = ["<pad>", "<s>", "</s>", "<image_placeholder>", "<begin_of_image>", "<end_of_image>"]
 CHARS = [chr(c) for c in range(32, 127)] + ["\n"]
@@ -62,20 +62,11 @@ def build_tiny_janus(out_dir: str, *, seed: int = 0, **config_overrides) -> str:
     torch.manual_seed(seed)
     model = JanusForConditionalGeneration(tiny_janus_config(**config_overrides)).eval()
     tok = tiny_tokenizer()
-    parent = os.path.dirname(os.path.abspath(out_dir)) or "."
-    os.makedirs(parent, exist_ok=True)
-    tmp = tempfile.mkdtemp(prefix=".tiny-janus-", dir=parent)
-    try:
+    with atomic_dir(out_dir) as tmp:
         model.save_pretrained(tmp)
         tok.save_pretrained(tmp)
         with open(os.path.join(tmp, "preprocessor_config.json"), "w") as f:
             json.dump({"image_mean": [0.5, 0.5, 0.5], "image_std": [0.5, 0.5, 0.5]}, f)
-        if os.path.exists(out_dir):
-            shutil.rmtree(out_dir)
-        os.replace(tmp, out_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return out_dir
 
 

@@ -30,7 +30,6 @@ from ..errors import BadRequest, NotFound, OpFailed
 from . import preprocess as pp
 from .resnet import ResNet50
 
-KINDS = ("resnet50", "torchvision", "timm", "hf", "pixels")
 
 
 class WeightsMissing(NotFound):
@@ -52,15 +51,11 @@ class BackboneSpec:
 
     @staticmethod
     def from_args(a: dict) -> "BackboneSpec":
+        """From the ``backbone`` field of a ``features.*`` request (already checked against the contract)."""
         if not isinstance(a, dict):
             raise BadRequest("backbone must be an object like {kind: 'resnet50', weights: '/path/resnet50.pth'}")
-        kind = a.get("kind")
-        if kind not in KINDS:
-            raise BadRequest(f"backbone.kind must be one of {', '.join(KINDS)}; got {kind!r}")
-        size = a.get("size", 16)
-        if not isinstance(size, int) or not 1 <= size <= 512:
-            raise BadRequest(f"backbone.size must be an integer in [1, 512], got {size!r}")
-        return BackboneSpec(kind=kind, name=a.get("name"), weights=a.get("weights"), size=size, device=a.get("device", "auto"))
+        return BackboneSpec(kind=a["kind"], name=a.get("name"), weights=a.get("weights"), size=a.get("size", 16),
+                            device=a.get("device", "auto"))
 
 
 def resolve_device(device: str) -> torch.device:
@@ -215,45 +210,64 @@ class HFBackbone(Backbone):
 
 
 def load_backbone(spec: BackboneSpec) -> Backbone:
-    if spec.kind == "pixels":
-        return PixelsBackbone(spec.size)
+    """The backbone registered under ``spec.kind`` (built-in kinds in ``pairuni_sidecar.plugins``)."""
+    from ..registry import resolve
+
+    return resolve("backbone", spec.kind)(spec)
+
+
+def load_pixels(spec: BackboneSpec) -> Backbone:
+    return PixelsBackbone(spec.size)
+
+
+def load_resnet50(spec: BackboneSpec) -> Backbone:
     device = resolve_device(spec.device)
     weights = _require_weights(spec)
-    ident = file_identity(weights)
-    if spec.kind == "resnet50":
-        model = ResNet50()
-        sd = _load_state_dict(weights)
-        try:
-            model.load_state_dict(sd, strict=True)
-        except RuntimeError as e:
-            raise OpFailed(f"resnet50: {weights!r} is not a torchvision resnet50 state dict: {str(e).splitlines()[0]}") from None
-        return TorchModelBackbone("resnet50", f"resnet50-{ident}", model, 2048, device, 256, 224, pp.IMAGENET_MEAN, pp.IMAGENET_STD)
-    if spec.kind == "torchvision":
-        try:
-            import torchvision  # noqa: F401
-            from torchvision import models
-        except Exception as e:  # noqa: BLE001 - ImportError or a broken CUDA build
-            raise MissingPackage(f"backbone kind 'torchvision' needs the torchvision package ({type(e).__name__}: {e}); install a torchvision build matching torch {torch.__version__}, or use kind 'resnet50'") from None
-        if not spec.name:
-            raise BadRequest("backbone kind 'torchvision' needs a model name, e.g. {name: 'resnet50'}")
-        model = models.get_model(spec.name, weights=None)
-        model.load_state_dict(_load_state_dict(weights), strict=True)
-        dim = _strip_head(model)
-        return TorchModelBackbone("torchvision", f"tv-{spec.name}-{ident}", model, dim, device, 256, 224, pp.IMAGENET_MEAN, pp.IMAGENET_STD)
-    if spec.kind == "timm":
-        try:
-            import timm
-        except Exception as e:  # noqa: BLE001
-            raise MissingPackage(f"backbone kind 'timm' needs the timm package ({type(e).__name__}: {e}); pip install timm") from None
-        if not spec.name:
-            raise BadRequest("backbone kind 'timm' needs a model name, e.g. {name: 'vit_pe_core_base_patch16_224'}")
-        model = timm.create_model(spec.name, pretrained=False, num_classes=0)
-        model.load_state_dict(_load_state_dict(weights), strict=False)
-        cfg = getattr(model, "pretrained_cfg", {}) or {}
-        crop = int(cfg.get("input_size", (3, 224, 224))[-1])
-        resize = int(round(crop / float(cfg.get("crop_pct", 0.875))))
-        return TorchModelBackbone("timm", f"timm-{spec.name}-{ident}", model, int(model.num_features), device, resize, crop, cfg.get("mean", pp.IMAGENET_MEAN), cfg.get("std", pp.IMAGENET_STD))
-    # hf
+    model = ResNet50()
+    sd = _load_state_dict(weights)
+    try:
+        model.load_state_dict(sd, strict=True)
+    except RuntimeError as e:
+        raise OpFailed(f"resnet50: {weights!r} is not a torchvision resnet50 state dict: {str(e).splitlines()[0]}") from None
+    return TorchModelBackbone("resnet50", f"resnet50-{file_identity(weights)}", model, 2048, device, 256, 224, pp.IMAGENET_MEAN, pp.IMAGENET_STD)
+
+
+def load_torchvision(spec: BackboneSpec) -> Backbone:
+    device = resolve_device(spec.device)
+    weights = _require_weights(spec)
+    try:
+        import torchvision  # noqa: F401
+        from torchvision import models
+    except Exception as e:  # noqa: BLE001 - ImportError or a broken CUDA build
+        raise MissingPackage(f"backbone kind 'torchvision' needs the torchvision package ({type(e).__name__}: {e}); install a torchvision build matching torch {torch.__version__}, or use kind 'resnet50'") from None
+    if not spec.name:
+        raise BadRequest("backbone kind 'torchvision' needs a model name, e.g. {name: 'resnet50'}")
+    model = models.get_model(spec.name, weights=None)
+    model.load_state_dict(_load_state_dict(weights), strict=True)
+    dim = _strip_head(model)
+    return TorchModelBackbone("torchvision", f"tv-{spec.name}-{file_identity(weights)}", model, dim, device, 256, 224, pp.IMAGENET_MEAN, pp.IMAGENET_STD)
+
+
+def load_timm(spec: BackboneSpec) -> Backbone:
+    device = resolve_device(spec.device)
+    weights = _require_weights(spec)
+    try:
+        import timm
+    except Exception as e:  # noqa: BLE001
+        raise MissingPackage(f"backbone kind 'timm' needs the timm package ({type(e).__name__}: {e}); pip install timm") from None
+    if not spec.name:
+        raise BadRequest("backbone kind 'timm' needs a model name, e.g. {name: 'vit_pe_core_base_patch16_224'}")
+    model = timm.create_model(spec.name, pretrained=False, num_classes=0)
+    model.load_state_dict(_load_state_dict(weights), strict=False)
+    cfg = getattr(model, "pretrained_cfg", {}) or {}
+    crop = int(cfg.get("input_size", (3, 224, 224))[-1])
+    resize = int(round(crop / float(cfg.get("crop_pct", 0.875))))
+    return TorchModelBackbone("timm", f"timm-{spec.name}-{file_identity(weights)}", model, int(model.num_features), device, resize, crop, cfg.get("mean", pp.IMAGENET_MEAN), cfg.get("std", pp.IMAGENET_STD))
+
+
+def load_hf(spec: BackboneSpec) -> Backbone:
+    device = resolve_device(spec.device)
+    weights = _require_weights(spec)
     if not os.path.isdir(weights):
         raise WeightsMissing(f"backbone kind 'hf' needs a local model directory (config.json + weights); {weights!r} is not a directory")
     from transformers import AutoModel
@@ -264,7 +278,7 @@ def load_backbone(spec: BackboneSpec) -> Backbone:
         raise WeightsMissing(f"backbone kind 'hf': cannot load a model from {weights!r}: {e}") from None
     if hasattr(model, "vision_model") and not hasattr(model, "pooler"):
         model = model.vision_model  # CLIP/SigLIP/PE-style dual encoders: keep the image tower
-    return HFBackbone(f"hf-{ident}", model, hf_preprocessing(weights, model), device)
+    return HFBackbone(f"hf-{file_identity(weights)}", model, hf_preprocessing(weights, model), device)
 
 
 def hf_preprocessing(model_dir: str, model) -> dict:

@@ -12,7 +12,7 @@ import torch
 
 from .. import __version__
 from ..errors import BadRequest
-from ..registry import OpContext, Reply, import_errors, list_ops, op, require
+from ..registry import KINDS, OpContext, Reply, list_ops, load_all, names, op
 
 
 def _version(pkg: str) -> str | None:
@@ -44,16 +44,20 @@ def environment_info() -> dict:
     }
 
 
-@op("info", doc="versions, devices, registered ops and op modules that failed to import", idempotent=True)
+@op("info", doc="versions, devices, plug-ins (and the ones that failed to import), the loaded policy")
 def info(ctx: OpContext, args: dict, tensors: dict) -> dict:
+    failed = load_all()
     out = environment_info()
     out["ops"] = sorted(list_ops())
-    out["unavailable"] = import_errors()
+    out["plugins"] = {k: names(k) for k in KINDS}
+    out["unavailable"] = failed
     out["handles"] = len(ctx.handles)
+    sess = ctx.state.get("train")
+    out["policy"] = sess.describe() if sess is not None else None
     return out
 
 
-@op("echo", doc="returns its args and payloads unchanged", idempotent=True)
+@op("echo", doc="returns its args and payloads unchanged")
 def echo(ctx: OpContext, args: dict, tensors: dict) -> Reply:
     return Reply(args=args, tensors=tensors)
 
@@ -67,7 +71,7 @@ def _describe_table(t: pa.Table) -> dict:
     return {"rows": t.num_rows, "columns": cols}
 
 
-@op("tensor.echo", doc="returns every payload; Arrow tables are re-encoded by pyarrow", idempotent=True)
+@op("tensor.echo", doc="returns every payload; Arrow tables are re-encoded by pyarrow")
 def tensor_echo(ctx: OpContext, args: dict, tensors: dict) -> Reply:
     seen = {}
     out = {}
@@ -110,21 +114,18 @@ def tensor_recv(ctx: OpContext, args: dict, tensors: dict) -> dict:
 
 @op("tensor.make", doc="returns a new tensor of the given dtype/shape filled with arange (the reply-direction probe)")
 def tensor_make(ctx: OpContext, args: dict, tensors: dict) -> Reply:
-    shape = require(args, "shape", list, op_name="tensor.make")
-    dtype = getattr(torch, args.get("dtype", "float32"), None)
-    if not isinstance(dtype, torch.dtype):
-        raise BadRequest(f"tensor.make: unknown dtype {args.get('dtype')!r}")
+    shape = args["shape"]
+    dtype = getattr(torch, args["dtype"])
     n = 1
     for d in shape:
         n *= int(d)
-    t = torch.arange(n, dtype=torch.float64).to(dtype).view(shape) if args.get("fill", "arange") == "arange" else torch.zeros(shape, dtype=dtype)
+    t = torch.arange(n, dtype=torch.float64).to(dtype).view(shape) if args["fill"] == "arange" else torch.zeros(shape, dtype=dtype)
     return Reply(tensors={"out": t})
 
 
 @op("debug.sleep", doc="sleeps `seconds` in `step`-second slices, checking for cancel/deadline between slices")
 def debug_sleep(ctx: OpContext, args: dict, tensors: dict) -> dict:
-    seconds = require(args, "seconds", float, op_name="debug.sleep")
-    step = float(args.get("step", 0.02))
+    seconds, step = float(args["seconds"]), float(args["step"])
     t0 = time.monotonic()
     slices = 0
     while time.monotonic() - t0 < seconds:
@@ -137,20 +138,16 @@ def debug_sleep(ctx: OpContext, args: dict, tensors: dict) -> dict:
 
 @op("debug.fail", doc="raises the requested exception (tests the error path)")
 def debug_fail(ctx: OpContext, args: dict, tensors: dict) -> dict:
-    kind = args.get("kind", "value")
-    if kind == "value":
+    if args["kind"] == "value":
         raise ValueError(args.get("msg", "requested failure"))
-    if kind == "file":
-        raise FileNotFoundError(args.get("msg", "no such file"))
-    raise BadRequest(f"debug.fail: unknown kind {kind!r}")
+    raise FileNotFoundError(args.get("msg", "no such file"))
 
 
 @op("debug.exit", doc="terminates the sidecar process at once (tests rank loss)")
 def debug_exit(ctx: OpContext, args: dict, tensors: dict) -> dict:
-    os._exit(int(args.get("code", 1)))
+    os._exit(args["code"])
 
 
 @op("handles.free", doc="frees sidecar-resident objects by handle")
 def handles_free(ctx: OpContext, args: dict, tensors: dict) -> dict:
-    hs = require(args, "handles", list, op_name="handles.free")
-    return {"freed": sum(1 for h in hs if isinstance(h, str) and ctx.handles.free(h))}
+    return {"freed": sum(1 for h in args["handles"] if ctx.handles.free(h))}

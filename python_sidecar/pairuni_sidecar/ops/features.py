@@ -13,7 +13,8 @@ from ..errors import BadRequest, NotFound
 from ..features.backbones import Backbone, BackboneSpec, load_backbone
 from ..features.embed import embed_images
 from ..features.preprocess import ImageDecodeError
-from ..registry import OpContext, Reply, op, require
+from ..fsutil import atomic_file
+from ..registry import OpContext, Reply, op
 
 STATE_KEY = "features.backbone"
 
@@ -30,9 +31,9 @@ def get_backbone(state: dict, spec_args: dict) -> Backbone:
     return bb
 
 
-@op("features.backbone", doc="load a backbone (validating its weights); returns key, dim, device", idempotent=True)
+@op("features.backbone", doc="load a backbone (validating its weights); returns key, dim, device")
 def op_backbone(ctx: OpContext, args: dict, tensors: dict) -> dict:
-    bb = get_backbone(ctx.state, require(args, "backbone", dict, op_name="features.backbone"))
+    bb = get_backbone(ctx.state, args["backbone"])
     if bb.dim < 0:  # HF models report their width after one forward pass
         from PIL import Image
 
@@ -40,17 +41,15 @@ def op_backbone(ctx: OpContext, args: dict, tensors: dict) -> dict:
     return {"key": bb.key, "dim": bb.dim, "device": str(bb.device), "kind": bb.kind}
 
 
-@op("features.embed", doc="embed encoded images (blob + offsets) → L2-normalised float32 features", idempotent=True)
+@op("features.embed", doc="embed encoded images (blob + offsets) → L2-normalised float32 features")
 def op_embed(ctx: OpContext, args: dict, tensors: dict) -> Reply:
-    bb = get_backbone(ctx.state, require(args, "backbone", dict, op_name="features.embed"))
-    blob, offsets = tensors.get("blob"), tensors.get("offsets")
-    if blob is None or offsets is None:
-        raise BadRequest("features.embed: needs tensors 'blob' (uint8) and 'offsets' (int64, n+1)")
+    bb = get_backbone(ctx.state, args["backbone"])
+    blob, offsets = tensors["blob"], tensors["offsets"]
     blob_np = blob.numpy()
     off = offsets.numpy().astype(np.int64)
     if off.ndim != 1 or len(off) < 1 or off[0] != 0 or off[-1] != len(blob_np) or np.any(np.diff(off) < 0):
         raise BadRequest("features.embed: offsets must start at 0, be non-decreasing and end at len(blob)")
-    bs = int(args.get("batch_size", 32))
+    bs = args["batch_size"]
     try:
         feats = embed_images(bb, blob_np, off, bs, check=ctx.check, progress=lambda d, t: ctx.progress(d, t, "embedding"))
     except ImageDecodeError as e:
@@ -83,13 +82,11 @@ def parquet_to_arrow(path: str, out: str) -> dict:
             t = pa.list_(pa.string())
         fields.append(pa.field(f.name, t))
     table = table.cast(pa.schema(fields))
-    tmp = f"{out}.tmp-{os.getpid()}"
-    with ipc.new_file(tmp, table.schema) as w:
+    with atomic_file(out) as tmp, ipc.new_file(tmp, table.schema) as w:
         w.write_table(table)
-    os.replace(tmp, out)
     return {"rows": table.num_rows, "columns": table.column_names, "out": out}
 
 
 @op("manifest.parquet_to_arrow", doc="convert a Parquet manifest to an Arrow IPC file for the TS readers")
 def op_parquet_to_arrow(ctx: OpContext, args: dict, tensors: dict) -> dict:
-    return parquet_to_arrow(require(args, "path", str, op_name="manifest.parquet_to_arrow"), require(args, "out", str, op_name="manifest.parquet_to_arrow"))
+    return parquet_to_arrow(args["path"], args["out"])

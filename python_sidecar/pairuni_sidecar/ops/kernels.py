@@ -1,6 +1,6 @@
 """Pairing kernels (src/pairing/backend/sidecar.ts): resident matrices + GEMM / assignment / top-k.
 
-The TS side uploads the feature matrix once (``kernels.put``) and then refers to it by id, so a
+The TS side uploads the feature matrix once (``kernels.put``) and then refers to it by handle, so a
 paper-scale run ships 877 MB once instead of per call. Scores are float32 (BLAS / cuBLAS); the TS
 exact layer rescores candidates in f64, so these kernels only need to be fast and deterministic.
 The logic is in plain functions (``MatStore``, ``topk``, ``gemm_nt``) that pytest calls directly.
@@ -11,8 +11,8 @@ import hashlib
 
 import torch
 
-from ..errors import BadRequest, NotFound
-from ..registry import OpContext, Reply, op, require
+from ..errors import BadRequest
+from ..registry import HandleStore, OpContext, Reply, op
 
 STATE_KEY = "pairing.kernels"
 Q_TILE = 2048
@@ -20,43 +20,41 @@ D_TILE = 8192
 
 
 class MatStore:
-    """Resident matrices by integer id, plus a one-entry cache of the last gathered row subset."""
+    """Resident matrices in the sidecar's one handle store (``handles.free`` drops them), plus a
+    one-entry cache of the last gathered row subset."""
 
-    def __init__(self) -> None:
-        self.mats: dict[int, torch.Tensor] = {}
-        self.version: dict[int, int] = {}
-        self.next_id = 1
+    def __init__(self, handles: HandleStore | None = None) -> None:
+        self.handles = handles if handles is not None else HandleStore()
+        self.version: dict[str, int] = {}
         self._gather: tuple | None = None
 
-    def put(self, t: torch.Tensor, device: str | torch.device = "cpu") -> int:
+    def put(self, t: torch.Tensor, device: str | torch.device = "cpu") -> str:
         if t.dim() != 2 or t.dtype != torch.float32:
             raise BadRequest(f"kernels.put: expected a 2-d float32 matrix, got {t.dtype} {tuple(t.shape)}")
-        mid = self.next_id
-        self.next_id += 1
-        self.mats[mid] = t.to(device).contiguous()
-        self.version[mid] = 0
-        return mid
+        h = self.handles.put(t.to(device).contiguous(), prefix="mat")
+        self.version[h] = 0
+        return h
 
-    def get(self, mid: int) -> torch.Tensor:
-        m = self.mats.get(mid)
-        if m is None:
-            raise NotFound(f"matrix {mid} is not resident in this sidecar (freed, or uploaded to an earlier process)")
+    def get(self, mid: str) -> torch.Tensor:
+        m = self.handles.get(mid)
+        if not isinstance(m, torch.Tensor):
+            raise BadRequest(f"handle {mid!r} is not a resident matrix")
         return m
 
-    def set_rows(self, mid: int, rows: torch.Tensor, values: torch.Tensor) -> None:
+    def set_rows(self, mid: str, rows: torch.Tensor, values: torch.Tensor) -> None:
         m = self.get(mid)
         if values.shape != (rows.numel(), m.shape[1]):
             raise BadRequest(f"kernels.set_rows: values {tuple(values.shape)} do not match {rows.numel()} rows of width {m.shape[1]}")
         m.index_copy_(0, rows.to(m.device, torch.int64), values.to(m.device, torch.float32))
-        self.version[mid] += 1
+        self.version[mid] = self.version.get(mid, 0) + 1
 
-    def free(self, mid: int) -> bool:
+    def free(self, mid: str) -> bool:
         self.version.pop(mid, None)
         if self._gather and self._gather[0] == mid:
             self._gather = None
-        return self.mats.pop(mid, None) is not None
+        return self.handles.free(mid)
 
-    def rows(self, mid: int, rows: torch.Tensor | None, cache: bool = False) -> torch.Tensor:
+    def rows(self, mid: str, rows: torch.Tensor | None, cache: bool = False) -> torch.Tensor:
         """The matrix, or a gathered copy of some rows. ``cache`` keeps one gathered subset
         (the retrieval database is asked for once per query batch)."""
         m = self.get(mid)
@@ -66,7 +64,7 @@ class MatStore:
         if not cache:
             return m.index_select(0, r.to(m.device))
         digest = hashlib.blake2b(r.numpy().tobytes(), digest_size=16).digest()
-        key = (mid, self.version[mid], digest)
+        key = (mid, self.version.get(mid, 0), digest)
         if self._gather is None or self._gather[:3] != key:
             self._gather = None  # release the old copy before making the new one
             self._gather = (*key, m.index_select(0, r.to(m.device)))
@@ -141,67 +139,41 @@ def topk(
 def _store(ctx: OpContext) -> MatStore:
     s = ctx.state.get(STATE_KEY)
     if s is None:
-        s = ctx.state[STATE_KEY] = MatStore()
+        s = ctx.state[STATE_KEY] = MatStore(ctx.handles)
     return s
 
 
-def _rows(tensors: dict, name: str) -> torch.Tensor | None:
-    t = tensors.get(name)
-    if t is None:
-        return None
-    if t.dtype not in (torch.int32, torch.int64) or t.dim() != 1:
-        raise BadRequest(f"{name} must be a 1-d int32/int64 tensor")
-    return t
-
-
-@op("kernels.put", doc="make a float32 matrix resident; returns its id")
+@op("kernels.put", doc="make a float32 matrix resident; returns its handle")
 def op_put(ctx: OpContext, args: dict, tensors: dict) -> dict:
-    m = tensors.get("m")
-    if m is None:
-        raise BadRequest("kernels.put: missing tensor 'm'")
-    device = args.get("device", "auto")
+    device = args["device"]
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
-    mid = _store(ctx).put(m, device)
-    return {"id": mid, "device": str(device)}
+    return {"handle": _store(ctx).put(tensors["m"], device), "device": str(device)}
 
 
 @op("kernels.set_rows", doc="overwrite rows of a resident matrix")
 def op_set_rows(ctx: OpContext, args: dict, tensors: dict) -> dict:
-    rows = _rows(tensors, "rows")
-    if rows is None or "values" not in tensors:
-        raise BadRequest("kernels.set_rows: needs tensors 'rows' and 'values'")
-    _store(ctx).set_rows(require(args, "id", int, op_name="kernels.set_rows"), rows, tensors["values"])
+    _store(ctx).set_rows(args["handle"], tensors["rows"], tensors["values"])
     return {}
 
 
-@op("kernels.free", doc="drop a resident matrix", idempotent=True)
-def op_free(ctx: OpContext, args: dict, tensors: dict) -> dict:
-    return {"freed": _store(ctx).free(require(args, "id", int, op_name="kernels.free"))}
-
-
-@op("kernels.gemm_nt", doc="C = A[a_rows] · B[b_rows]ᵀ for resident A, B", idempotent=True)
+@op("kernels.gemm_nt", doc="C = A[a_rows] · B[b_rows]ᵀ for resident A, B")
 def op_gemm_nt(ctx: OpContext, args: dict, tensors: dict) -> Reply:
     st = _store(ctx)
-    A = st.rows(require(args, "a", int, op_name="kernels.gemm_nt"), _rows(tensors, "a_rows"))
-    B = st.rows(require(args, "b", int, op_name="kernels.gemm_nt"), _rows(tensors, "b_rows"))
+    A = st.rows(args["a"], tensors.get("a_rows"))
+    B = st.rows(args["b"], tensors.get("b_rows"))
     return Reply({}, {"c": gemm_nt(A, B).cpu()})
 
 
-@op("kernels.topk", doc="streaming top-k by inner product (mode 'ip') or nearest centroid (mode 'assign')", idempotent=True)
+@op("kernels.topk", doc="streaming top-k by inner product (mode 'ip') or nearest centroid (mode 'assign')")
 def op_topk(ctx: OpContext, args: dict, tensors: dict) -> Reply:
     st = _store(ctx)
-    mode = args.get("mode", "ip")
-    if mode not in ("ip", "assign"):
-        raise BadRequest(f"kernels.topk: mode must be 'ip' or 'assign', got {mode!r}")
-    Q = st.rows(require(args, "q", int, op_name="kernels.topk"), _rows(tensors, "q_rows"))
-    D = st.rows(require(args, "d", int, op_name="kernels.topk"), _rows(tensors, "d_rows"), cache=True)
-    bias = 0.5 * (D * D).sum(1) if mode == "assign" else None
+    Q = st.rows(args["q"], tensors.get("q_rows"))
+    D = st.rows(args["d"], tensors.get("d_rows"), cache=True)
+    bias = 0.5 * (D * D).sum(1) if args["mode"] == "assign" else None
     floor = args.get("floor")
-    idx, score = topk(
-        Q, D, require(args, "k", int, op_name="kernels.topk"),
-        floor=float(floor) if floor is not None else None, negate=bool(args.get("negate", False)), bias=bias, check=ctx.check,
-    )
+    idx, score = topk(Q, D, args["k"], floor=float(floor) if floor is not None else None, negate=args["negate"],
+                      bias=bias, check=ctx.check)
     return Reply({}, {"idx": idx, "score": score})
 
 
@@ -214,10 +186,11 @@ def rss_bytes() -> int:
     return int(peak if sys.platform == "darwin" else peak * 1024)
 
 
-@op("kernels.stats", doc="peak RSS and resident matrices of this sidecar", idempotent=True)
+@op("kernels.stats", doc="peak RSS and resident matrices of this sidecar")
 def op_stats(ctx: OpContext, args: dict, tensors: dict) -> dict:
     st = _store(ctx)
-    return {"peak_rss": rss_bytes(), "resident": {str(k): list(v.shape) for k, v in st.mats.items()}, "threads": torch.get_num_threads()}
+    return {"peak_rss": rss_bytes(), "resident": {h: list(st.get(h).shape) for h in st.handles.owned("mat:")},
+            "threads": torch.get_num_threads()}
 
 
 __all__ = ["MatStore", "gemm_nt", "topk", "rss_bytes"]

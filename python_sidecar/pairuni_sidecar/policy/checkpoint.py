@@ -7,16 +7,16 @@ Layout of a policy directory::
     <dir>/rng.pt            torch (CPU + CUDA), numpy and python RNG states
     <dir>/policy.json       adapter name, optimizer step count, trainable-parameter names, optimizer settings
 
-``save_policy`` writes into ``<dir>.tmp-<pid>`` and renames it into place, so a crash leaves either the
-previous directory or the new one, never a half-written one.
+``save_policy`` writes through ``fsutil.atomic_dir``, so a crash leaves either the previous directory or
+the new one, never a half-written one.
 """
 from __future__ import annotations
 
 import hashlib
 import json
+import dataclasses
 import os
 import random
-import shutil
 
 import numpy as np
 import torch
@@ -24,6 +24,7 @@ import torch
 from ..adapters import LoadSpec, load_adapter
 from ..adapters.base import CheckpointNotFound
 from ..errors import BadRequest
+from ..fsutil import atomic_dir
 from .step import OptimCfg, Policy
 
 FORMAT = "pairuni-policy/1"
@@ -48,28 +49,10 @@ def set_rng_state(st: dict) -> None:
         torch.cuda.set_rng_state_all(st["cuda"])
 
 
-def _fsync_dir(path: str) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
 def save_policy(policy: Policy, adapter_name: str, path: str) -> str:
     """Write the policy to ``path`` atomically (replacing an existing directory); return ``path``."""
     path = os.path.abspath(path)
-    parent = os.path.dirname(path)
-    os.makedirs(parent, exist_ok=True)
-    tmp = f"{path}.tmp-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    try:
-        os.makedirs(tmp)
+    with atomic_dir(path) as tmp:
         policy.adapter.save_pretrained(os.path.join(tmp, "model"))
         torch.save(policy.optimizer.state_dict(), os.path.join(tmp, "optimizer.pt"))
         torch.save(rng_state(), os.path.join(tmp, "rng.pt"))
@@ -83,20 +66,6 @@ def save_policy(policy: Policy, adapter_name: str, path: str) -> str:
         }
         with open(os.path.join(tmp, "policy.json"), "w") as f:
             json.dump(meta, f, indent=1)
-            f.flush()
-            os.fsync(f.fileno())
-        _fsync_dir(tmp)
-        if os.path.exists(path):
-            old = f"{path}.old-{os.getpid()}"
-            os.replace(path, old)
-            os.replace(tmp, path)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, path)
-        _fsync_dir(parent)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return path
 
 
@@ -118,7 +87,7 @@ def load_policy(adapter_name: str, spec: LoadSpec, optim: OptimCfg, resume_dir: 
     meta = read_policy_meta(resume_dir)
     if meta["adapter"] != adapter_name:
         raise BadRequest(f"checkpoint {resume_dir!r} was written by adapter {meta['adapter']!r}, not {adapter_name!r}")
-    spec = LoadSpec(**{**spec.__dict__, "model_dir": os.path.join(resume_dir, "model")})
+    spec = dataclasses.replace(spec, path=os.path.join(resume_dir, "model"))
     policy = Policy(load_adapter(adapter_name, spec), optim)
     if _names_digest(policy.param_names) != meta["trainable_digest"]:
         raise BadRequest(f"checkpoint {resume_dir!r} was trained with a different set of trainable parameters "

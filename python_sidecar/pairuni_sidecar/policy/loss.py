@@ -19,10 +19,9 @@ the whole mixed batch (``norm="batch"``: one expectation over all trajectories, 
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 
+from ..contract.generated import UpdateLoss
 from ..errors import BadRequest
 
 
@@ -30,24 +29,8 @@ class LossConfigError(BadRequest):
     """A loss setting out of range; the message names it."""
 
 
-@dataclass
-class LossCfg:
-    eps_low: float = 0.2
-    eps_high: float = 0.2
-    beta: float = 0.0
-    agg: str = "seq_mean"   # seq_mean | token_mean
-    norm: str = "side"      # side | batch
-
-    def validate(self) -> "LossCfg":
-        if not (0 <= self.eps_low < 1) or not (0 <= self.eps_high):
-            raise LossConfigError(f"clip range must satisfy 0 <= eps_low < 1 and eps_high >= 0 (got {self.eps_low}, {self.eps_high})")
-        if not (self.beta >= 0):
-            raise LossConfigError(f"beta must be >= 0, got {self.beta}")
-        if self.agg not in ("seq_mean", "token_mean"):
-            raise LossConfigError(f"loss aggregation must be 'seq_mean' or 'token_mean', got {self.agg!r}")
-        if self.norm not in ("side", "batch"):
-            raise LossConfigError(f"loss normalisation must be 'side' or 'batch', got {self.norm!r}")
-        return self
+#: The loss record of ``train.update`` (generated from src/contract: eps_low, eps_high, beta, agg, norm).
+LossCfg = UpdateLoss
 
 
 def traj_coefficients(masks: list[torch.Tensor], cfg: LossCfg) -> list[torch.Tensor]:

@@ -16,6 +16,7 @@ from typing import Callable
 import torch
 
 from ..adapters.base import PolicyAdapter, RolloutBatch, SFTExample
+from ..contract.generated import LoadOptim
 from ..errors import BadRequest, OpFailed
 from .loss import LossCfg, clipped_surrogate, traj_coefficients
 
@@ -24,22 +25,9 @@ class NonFiniteError(OpFailed):
     """Advantages, rewards or gradients that are NaN/inf; nothing was applied."""
 
 
-@dataclass
-class OptimCfg:
-    lr: float = 1e-6
-    betas: tuple[float, float] = (0.9, 0.999)
-    eps: float = 1e-8
-    weight_decay: float = 0.0
-    max_grad_norm: float = 1.0  # <= 0: no clipping (the norm is still reported)
-
-    def validate(self) -> "OptimCfg":
-        if not (math.isfinite(self.lr) and self.lr > 0):
-            raise BadRequest(f"optimizer lr must be a finite number > 0, got {self.lr}")
-        if len(self.betas) != 2 or not all(0 <= b < 1 for b in self.betas):
-            raise BadRequest(f"optimizer betas must be two numbers in [0, 1), got {self.betas}")
-        if not (self.weight_decay >= 0 and self.eps > 0):
-            raise BadRequest("optimizer weight_decay must be >= 0 and eps > 0")
-        return self
+#: The optimizer record of ``train.load`` (generated from src/contract: lr, betas, eps, weight_decay,
+#: max_grad_norm (<= 0: no clipping), micro_batch).
+OptimCfg = LoadOptim
 
 
 @dataclass
@@ -66,7 +54,7 @@ class _Acc:
 class Policy:
     def __init__(self, adapter: PolicyAdapter, optim: OptimCfg | None = None) -> None:
         self.adapter = adapter
-        self.optim_cfg = (optim or OptimCfg()).validate()
+        self.optim_cfg = (optim or OptimCfg()).validate("optim")
         named = adapter.trainable_parameters()
         if not named:
             raise BadRequest("the adapter exposes no trainable parameters")
@@ -99,12 +87,13 @@ class Policy:
         cfg: LossCfg,
         *,
         est_seed: int = 0,
-        micro_batch: int = 8,
+        micro_batch: int | None = None,
         grad_cosine: bool = False,
         check: Callable[[], None] | None = None,
     ) -> dict[str, float]:
         """One optimizer step on ``sides`` (each a rollout batch with its advantages)."""
-        cfg.validate()
+        cfg.validate("loss")
+        micro_batch = micro_batch or self.optim_cfg.micro_batch
         if not sides:
             raise BadRequest("update needs at least one side")
         if micro_batch < 1:
@@ -222,4 +211,5 @@ class Policy:
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
         self.step_count += 1
-        return {**{f"{k}/sft_loss": float(v.detach()) for k, v in losses.items()}, "grad_norm": norm}
+        return {**{f"{k}/sft_loss": float(v.detach()) for k, v in losses.items()}, "grad_norm": norm,
+                "lr": float(self.optimizer.param_groups[0]["lr"]), "optimizer_step": self.step_count}

@@ -24,7 +24,7 @@ from .constants import (
     WIRE_MAJOR,
     WIRE_MINOR,
 )
-from ..errors import ERROR_CODES
+from ..contract import validate_header
 
 
 def canonical(v: Any, _depth: int = 0) -> Any:
@@ -148,110 +148,6 @@ def decode_header_frame(frame: bytes | memoryview, max_header_bytes: int) -> tup
     return kind, flags, minor, value
 
 
-# ----------------------------------------------------------------------------- schemas
-
-def _uint(h: dict, key: str, *, required: bool = True, minimum: int = 0, path: str = "") -> None:
-    if key not in h:
-        if required:
-            raise BadRequest(f"{path}{key}: required")
-        return
-    v = h[key]
-    if isinstance(v, bool) or not isinstance(v, int) or v < minimum or v > MAX_SAFE_INT:
-        raise BadRequest(f"{path}{key}: expected an integer >= {minimum}")
-
-
-def _str(h: dict, key: str, *, required: bool = True, path: str = "", max_len: int = 1 << 20) -> None:
-    if key not in h:
-        if required:
-            raise BadRequest(f"{path}{key}: required")
-        return
-    if not isinstance(h[key], str) or (required and not h[key]) or len(h[key]) > max_len:
-        raise BadRequest(f"{path}{key}: expected a string")
-
-
-def _map(h: dict, key: str, path: str = "") -> None:
-    if key in h and not isinstance(h[key], dict):
-        raise BadRequest(f"{path}{key}: expected a map")
-
-
-def validate_desc(d: Any, i: int) -> None:
-    p = f"b[{i}]."
-    if not isinstance(d, dict):
-        raise BadRequest(f"b[{i}]: expected a map")
-    _str(d, "nm", path=p, max_len=256)
-    if d.get("enc") not in ("raw", "arrow"):
-        raise BadRequest(f"{p}enc: expected 'raw' or 'arrow'")
-    _uint(d, "n", path=p)
-    if "dt" in d and d["dt"] not in DTYPES:
-        raise BadRequest(f"{p}dt: unknown dtype {d['dt']!r}")
-    if "sh" in d:
-        sh = d["sh"]
-        if not isinstance(sh, list) or len(sh) > MAX_DIMS or not all(isinstance(x, int) and not isinstance(x, bool) and 0 <= x <= MAX_SAFE_INT for x in sh):
-            raise BadRequest(f"{p}sh: expected a list of at most {MAX_DIMS} non-negative integers")
-
-
-def _payload_fields(h: dict) -> None:
-    _map(h, "a")
-    if "b" in h:
-        if not isinstance(h["b"], list) or len(h["b"]) > 4096:
-            raise BadRequest("b: expected a list of at most 4096 descriptors")
-        for i, d in enumerate(h["b"]):
-            validate_desc(d, i)
-    if "st" in h:
-        st = h["st"]
-        if not isinstance(st, dict):
-            raise BadRequest("st: expected a map")
-        _uint(st, "sid", path="st.")
-        _uint(st, "tot", path="st.")
-
-
 def validate(kind: str, h: dict) -> None:
-    if kind == "hello":
-        w = h.get("wire")
-        if not (isinstance(w, list) and len(w) == 2 and all(isinstance(x, int) and not isinstance(x, bool) and x >= 0 for x in w)):
-            raise BadRequest("wire: expected [min, max]")
-        _uint(h, "minor")
-        if not isinstance(h.get("caps"), list):
-            raise BadRequest("caps: expected a list")
-        _uint(h, "rank")
-        _uint(h, "world", minimum=1)
-        _str(h, "inc", max_len=128)
-    elif kind == "welcome":
-        _uint(h, "major")
-        _uint(h, "minor")
-        _str(h, "run", required=False)
-        _uint(h, "hb_ms", minimum=10)
-        _uint(h, "dead_ms", minimum=100)
-        lim = h.get("limits")
-        if not isinstance(lim, dict):
-            raise BadRequest("limits: expected a map")
-        _uint(lim, "chunk", minimum=1024, path="limits.")
-        _uint(lim, "max_msg", path="limits.")
-        _uint(lim, "window", minimum=1024, path="limits.")
-        _uint(lim, "max_hdr", minimum=1024, path="limits.")
-    elif kind == "req":
-        _uint(h, "id")
-        _str(h, "op", max_len=256)
-        _uint(h, "dl", required=False)
-        _payload_fields(h)
-    elif kind == "res":
-        _uint(h, "re")
-        _payload_fields(h)
-    elif kind == "err":
-        _uint(h, "re", required=False)
-        e = h.get("err")
-        if not isinstance(e, dict) or e.get("code") not in ERROR_CODES or not isinstance(e.get("msg"), str):
-            raise BadRequest("err: expected {code, msg} with a known code")
-    elif kind == "cancel":
-        _uint(h, "re")
-    elif kind == "credit":
-        _uint(h, "n", minimum=1)
-    elif kind == "chunk":
-        _uint(h, "sid")
-        _uint(h, "seq")
-        _uint(h, "off")
-        if "last" in h and not isinstance(h["last"], bool):
-            raise BadRequest("last: expected a boolean")
-    elif kind == "prog":
-        _uint(h, "re")
-    # hb, bye: all fields optional
+    """The kind's header schema, generated from src/protocol/header.ts (one declaration for both sides)."""
+    validate_header(kind, h)

@@ -63,13 +63,11 @@ def main(argv: list[str] | None = None) -> int:
         res = pretrain(a.out, cfg, PromptFormat.load(a.format), work=a.work,
                        log=lambda m: print(m, file=sys.stderr, flush=True))
     else:
-        from .evaluate import evaluate
-        from .model import load_model_dir
+        from .evaluate import evaluate_model_dir
 
-        model, tok, fmt, _ = load_model_dir(a.model)
-        res = evaluate(model, tok, fmt, data=a.data, seed=a.seed, n=a.n, n_und=a.n_und, samples=a.samples, cfg_weight=a.cfg_weight,
-                       temperature=a.temperature, sample_seed=a.sample_seed, progress=_progress,
-                       grid=a.grid, grid_n=a.grid_n)
+        res = evaluate_model_dir(a.model, data=a.data, seed=a.seed, n=a.n, n_und=a.n_und, samples=a.samples,
+                                 cfg_weight=a.cfg_weight, temperature=a.temperature, sample_seed=a.sample_seed,
+                                 progress=_progress, grid=a.grid, grid_n=a.grid_n)
     print(json.dumps(res, indent=2))
     return 0
 

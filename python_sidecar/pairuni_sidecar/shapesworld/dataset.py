@@ -20,6 +20,7 @@ from typing import Callable
 
 from PIL import Image
 
+from ..fsutil import atomic_write_json, atomic_write_text
 from .render import render
 from .scenes import Item, make_item
 from .vocab import CATEGORIES, COLORS, COUNT_WORDS, IMAGE_SIZE, RELATIONS, SHAPES
@@ -40,12 +41,6 @@ def g_record(split: str, index: int, item: Item, image_rel: str) -> dict:
         "id": f"{split}-{index:06d}", "image": image_rel, "prompt": item.prompt, "question": item.question,
         "choices": list(item.choices), "answer": item.answer, "category": item.category,
     }
-
-
-def _atomic_write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
 
 
 def build_dataset(
@@ -79,12 +74,12 @@ def build_dataset(
             done += 1
             if progress is not None and (done % 100 == 0 or done == total):
                 progress(done, total, f"shapesworld: {split} {i + 1}/{n}")
-        _atomic_write_text(root / f"{split}.jsonl", "".join(line + "\n" for line in lines))
+        atomic_write_text(root / f"{split}.jsonl", "".join(line + "\n" for line in lines))
         manifests[split] = str(root / f"{split}.jsonl")
     meta = {
         "format": FORMAT, "seed": seed, "sizes": sizes, "image_size": IMAGE_SIZE,
         "categories": list(CATEGORIES), "shapes": list(SHAPES), "colors": list(COLORS),
         "counts": list(COUNT_WORDS.values()), "relations": list(RELATIONS),
     }
-    _atomic_write_text(root / "shapesworld.json", json.dumps(meta, indent=2) + "\n")
+    atomic_write_json(root / "shapesworld.json", meta, indent=2)
     return {**meta, "manifests": manifests}

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import torch
 
+from ..fsutil import atomic_dir
 from .formats import PromptFormat
 from .vocab import GRID, IMAGE_SIZE
 
@@ -82,6 +83,16 @@ def special_ids(tok) -> dict:
     return {k: int(v) for k, v in ids.items()}
 
 
+def adapter_options(fmt: PromptFormat) -> dict:
+    """The prompt layout of ``fmt`` in the Janus adapter's option names (adapters/README.md): callers
+    pass ``fmt.und_user_text(question, choices)`` as the adapter's ``{question}``."""
+    return {
+        "und_template": "{system}" + fmt.und_template.replace("{text}", "{question}"),
+        "gen_template": "{system}" + fmt.gen_template,
+        "system_prompt": "",
+    }
+
+
 def model_card(tok, fmt: PromptFormat, extra: dict | None = None) -> dict:
     return {
         "format": MODEL_FORMAT,
@@ -94,38 +105,19 @@ def model_card(tok, fmt: PromptFormat, extra: dict | None = None) -> dict:
                            "image": tok.image_token, "boi": tok.boi_token, "eoi": tok.eoi_token},
         "bos_prepended_by_tokenizer": True,
         "prompt_format": fmt.to_json(),
-        # The same layout in the Janus adapter's option names (adapters/README.md): the trainer
-        # passes prompt_format.und_user_text(question, choices) as the adapter's {question}.
-        "adapter_options": {
-            "und_template": "{system}" + fmt.und_template.replace("{text}", "{question}"),
-            "gen_template": "{system}" + fmt.gen_template,
-            "system_prompt": "",
-        },
+        "adapter_options": adapter_options(fmt),
         "reward": "shapes",
         **(extra or {}),
     }
 
 
 def save_model_dir(model, tok, fmt: PromptFormat, out: str | os.PathLike, extra: dict | None = None) -> None:
-    """Write a complete model directory atomically (tmp dir + rename)."""
-    out = Path(out)
-    tmp = out.with_name(out.name + f".tmp{os.getpid()}")
-    if tmp.exists():
-        import shutil
-
-        shutil.rmtree(tmp)
-    model.save_pretrained(tmp)
-    tok.save_pretrained(tmp)
-    (tmp / MODEL_CARD).write_text(json.dumps(model_card(tok, fmt, extra), indent=2) + "\n")
-    if out.exists():
-        import shutil
-
-        old = out.with_name(out.name + f".old{os.getpid()}")
-        os.replace(out, old)
-        os.replace(tmp, out)
-        shutil.rmtree(old)
-    else:
-        os.replace(tmp, out)
+    """Write a complete model directory atomically (``fsutil.atomic_dir``)."""
+    with atomic_dir(out) as d:
+        tmp = Path(d)
+        model.save_pretrained(tmp)
+        tok.save_pretrained(tmp)
+        (tmp / MODEL_CARD).write_text(json.dumps(model_card(tok, fmt, extra), indent=2) + "\n")
 
 
 def load_model_dir(path: str | os.PathLike, dtype=torch.float32):

@@ -19,8 +19,9 @@ from typing import Callable
 import numpy as np
 import torch
 
+from ..fsutil import atomic_file
 from .formats import PromptFormat
-from .model import TinySizes, build_config, save_model_dir, special_ids, to_pixels
+from .model import TinySizes, adapter_options, build_config, save_model_dir, special_ids, to_pixels
 from .render import render
 from .scenes import COLOR_NAMES, Obj, make_item
 from .sft import gen_loss, tokenize_items, und_loss
@@ -96,9 +97,8 @@ def _weights_key(cfg: dict) -> dict:
 
 
 def _save_state(work: Path, state: dict) -> None:
-    tmp = work / (STATE_FILE + f".tmp{os.getpid()}")
-    torch.save(state, tmp)
-    os.replace(tmp, work / STATE_FILE)
+    with atomic_file(work / STATE_FILE) as tmp:
+        torch.save(state, tmp)
 
 
 def _batch(seed: int, stage: int, step: int, n: int, size: int) -> list[int]:
@@ -117,6 +117,9 @@ def pretrain(
 ) -> dict:
     from transformers import JanusForConditionalGeneration
 
+    from ..adapters.janus import JanusAdapter
+    from .evaluate import evaluate_adapter
+
     torch.set_num_threads(1)  # shared CPU, and bit-reproducibility across runs
     out = Path(out)
     work = Path(work) if work is not None else out.with_name(out.name + ".work")
@@ -128,6 +131,9 @@ def pretrain(
     torch.manual_seed(cfg.seed)
     model = JanusForConditionalGeneration(build_config(vocab, TinySizes(**cfg.sizes), special_ids(tok)))
     pad = tok.pad_token_id
+    # The policy adapter over the in-memory model: the SFT prompt ids and the held-out evaluation
+    # come from it, exactly as rollouts and evaluation of the saved directory will see them.
+    adapter = JanusAdapter.from_model(model, tok, options=adapter_options(fmt))
 
     items = [make_item(cfg.seed, "pretrain", i) for i in range(cfg.n_items)]
     images = torch.from_numpy(np.stack([render(it.objects) for it in items]))
@@ -190,7 +196,7 @@ def pretrain(
 
     # (b) joint SFT ---------------------------------------------------------------------------
     codes = encode_codes(vq, to_pixels(images))
-    data = tokenize_items(tok, fmt, items, images, codes)
+    data = tokenize_items(adapter, fmt, items, images, codes)
     params = [p for n, p in model.named_parameters() if not n.startswith("model.vqmodel.")]
     opt = torch.optim.AdamW(params, lr=cfg.sft_lr, weight_decay=0.01, betas=(0.9, 0.98))
     if state and state.get("opt"):
@@ -220,10 +226,8 @@ def pretrain(
             if progress:
                 progress(cfg.vq_steps + step, total, msg)
         if cfg.eval_every and step % cfg.eval_every == 0 and step < cfg.sft_steps:
-            from .evaluate import evaluate
-
             model.eval()
-            m = evaluate(model, tok, fmt, seed=cfg.seed, n=120, samples=1, cfg_weight=cfg.cfg_weight)
+            m = evaluate_adapter(adapter, fmt, seed=cfg.seed, n=120, samples=1, cfg_weight=cfg.cfg_weight)
             model.train()
             log(f"  quick eval @ sft {step}: und {m['und_accuracy']} {m['und_accuracy_by_category']} "
                 f"gen {m['gen_reward']} (binary {m['gen_binary']}) {m['gen_reward_by_category']}")
@@ -232,10 +236,8 @@ def pretrain(
                                "cfg": asdict(cfg), "fmt": fmt.to_json()})
 
     # held-out "before" numbers, saved with the model --------------------------------------------
-    from .evaluate import evaluate
-
     model.eval()
-    metrics = evaluate(model, tok, fmt, seed=cfg.seed, n=cfg.eval_n, samples=cfg.eval_samples, cfg_weight=cfg.cfg_weight)
+    metrics = evaluate_adapter(adapter, fmt, seed=cfg.seed, n=cfg.eval_n, samples=cfg.eval_samples, cfg_weight=cfg.cfg_weight)
     train_s = round(time.monotonic() - t0, 1)
     log(f"held-out: und acc {metrics['und_accuracy']} gen reward {metrics['gen_reward']} "
         f"(binary {metrics['gen_binary']}) [{train_s}s]")

@@ -14,7 +14,6 @@ import torch.nn.functional as F
 
 from .formats import PromptFormat
 from .model import to_pixels
-from .sampling import gen_prompt_ids, und_prompt_ids
 
 
 @dataclass
@@ -37,26 +36,29 @@ def describe(objects) -> str:
     return " , ".join(f"{o.color} {o.shape}" for o in ordered)
 
 
-def tokenize_items(tok, fmt: PromptFormat, items, images: torch.Tensor, codes: torch.Tensor) -> SFTData:
+def tokenize_items(prompts, fmt: PromptFormat, items, images: torch.Tensor, codes: torch.Tensor) -> SFTData:
     """MCQ examples, then one description example per item: a dense signal about every object
-    that teaches the from-scratch vision tower to see (MCQ answers alone left it unused)."""
-    from .sampling import image_placeholder
+    that teaches the from-scratch vision tower to see (MCQ answers alone left it unused).
 
+    ``prompts`` is the policy adapter of the model (``JanusAdapter.from_model(model, tok,
+    options=model.adapter_options(fmt))``): prompt ids are the adapter's ``und_prompt_ids`` /
+    ``gen_prompt_ids``, so the model trains on exactly the prompts that rollouts and evaluation feed it.
+    """
+    tok = prompts.tok
     eos = tok.eos_token_id
     und_ids, und_len, gen_ids = [], [], []
     desc_ids, desc_len = [], []
-    image = image_placeholder(tok)
+    caption = prompts.und_prompt_ids(fmt.caption_request)
     for it in items:
-        q = tok(fmt.und_template.format(image=image, text=fmt.caption_request)).input_ids
         d = tok(describe(it.objects), add_special_tokens=False).input_ids + [eos]
-        desc_ids.append(q + d)
+        desc_ids.append(caption + d)
         desc_len.append(len(d))
-        p = und_prompt_ids(tok, fmt, it.question, it.choices)
+        p = prompts.und_prompt_ids(fmt.und_user_text(it.question, it.choices))
         choice = it.choices["ABCDEFGHIJKLMNOPQRSTUVWXYZ".index(it.answer)]
         a = tok(fmt.answer(it.answer, choice), add_special_tokens=False).input_ids + [eos]
         und_ids.append(p + a)
         und_len.append(len(a))
-        gen_ids.append(gen_prompt_ids(tok, fmt, it.prompt))
+        gen_ids.append(prompts.gen_prompt_ids(it.prompt))
     return SFTData(images, codes, und_ids + desc_ids, und_len + desc_len, gen_ids)
 
 
@@ -83,7 +85,7 @@ def gen_logits(model, prompts: list[list[int]], codes: torch.Tensor, pad: int) -
     """Teacher-forced generation-head logits (B, T, V) for prompt ids (BOS..BOI) + codes (B, T).
 
     Prompts are left-padded (masked out) and positions restart at 0 on each row's first real
-    token, so every row sees exactly what the unpadded sampling loop sees.
+    token, so every row sees exactly what the unpadded evaluation sampler sees.
     """
     P = max(map(len, prompts))
     ids = torch.full((len(prompts), P), pad, dtype=torch.long)

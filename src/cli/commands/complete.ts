@@ -12,6 +12,7 @@ import { readCompletionManifest } from '../../completion/manifest.js';
 import { writeCompletionOutputs } from '../../completion/outputs.js';
 import type { CompletionReport } from '../../completion/report.js';
 import type { CompletionItem, CompletionResult, Direction } from '../../completion/types.js';
+import { onInterrupt } from '../../util/interrupt.js';
 import { Progress } from '../../util/progress.js';
 
 export const summary = 'fill U samples with a generation prompt and G samples with a multiple-choice QA via an LLM';
@@ -163,16 +164,10 @@ export async function run(argv: string[]): Promise<number> {
   }
 
   const completer = new Completer(config);
-  const ac = new AbortController();
-  const onSigint = () => {
-    if (ac.signal.aborted) process.exit(130);
-    process.stderr.write('\ncomplete: stopping (Ctrl-C again to quit at once); finished items are kept\n');
-    ac.abort();
-  };
-  process.on('SIGINT', onSigint);
+  const interrupt = onInterrupt({ message: 'complete: stopping, finished items are kept' });
   const bar = new Progress({ label: 'complete', total: items.length, unit: 'items', silent: args.quiet });
   const results: CompletionResult[] = [];
-  const job = completer.run(items, { signal: ac.signal });
+  const job = completer.run(items, { signal: interrupt.signal });
   let failure: unknown;
   let ok = 0;
   let rejected = 0;
@@ -186,7 +181,7 @@ export async function run(argv: string[]): Promise<number> {
   } catch (e) {
     failure = e;
   } finally {
-    process.off('SIGINT', onSigint);
+    interrupt.dispose();
     bar.done();
   }
   const report = job.report();

@@ -2,6 +2,7 @@
 import { parseArgs } from 'node:util';
 import { AbortedError } from '../../errors.js';
 import { runDemo } from '../../demo/demo.js';
+import { onInterrupt } from '../../util/interrupt.js';
 import { Progress } from '../../util/progress.js';
 
 export const summary = 'ShapesWorld end to end: pair, PairGRPO vs random pairs, before/after eval, report';
@@ -27,13 +28,7 @@ runs PairGRPO on both pair sets for every seed, evaluates again and writes OUT/r
 Ctrl-C stops cleanly; the same command resumes.`);
     return 0;
   }
-  const ac = new AbortController();
-  const onSig = () => {
-    console.error('\n[demo] stopping at the next step boundary (Ctrl-C again to force)…');
-    ac.abort();
-    process.once('SIGINT', () => process.exit(130));
-  };
-  process.once('SIGINT', onSig);
+  const interrupt = onInterrupt({ message: '[demo] stopping at the next step boundary' });
   let bar: Progress | undefined;
   const seen = new Map<string, number>();
   try {
@@ -44,7 +39,7 @@ Ctrl-C stops cleanly; the same command resumes.`);
       seeds: values.seeds?.split(',').map(Number),
       steps: values.steps ? Number(values.steps) : undefined,
       parallel: values.parallel ? Number(values.parallel) : undefined,
-      signal: ac.signal,
+      signal: interrupt.signal,
       log: (l) => console.error(l),
       onStep: (runName, step, total, runs) => {
         bar ??= new Progress({ label: 'PairGRPO', total: total * runs, unit: 'steps' });
@@ -66,6 +61,6 @@ Ctrl-C stops cleanly; the same command resumes.`);
     }
     throw e;
   } finally {
-    process.removeListener('SIGINT', onSig);
+    interrupt.dispose();
   }
 }

@@ -31,7 +31,7 @@ export async function run(argv: string[]): Promise<number> {
       const lat: number[] = [];
       for (let i = 0; i < 200; i++) {
         const t = performance.now();
-        await sc.call('echo', { i });
+        await sc.echo({ i });
         lat.push(performance.now() - t);
       }
       lat.sort((a, b) => a - b);

@@ -1,8 +1,9 @@
 /** `pairuni embed`: embed the images of a U and a G manifest into the feature cache. */
 import { parseArgs } from 'node:util';
 import { AbortedError, ConfigError } from '../../errors.js';
-import { backboneFrom, interruptSignal, intOpt, jsonOpt, MANIFEST_HELP, MANIFEST_OPTIONS, stageBars } from '../../pairing/cliShared.js';
 import { embedManifests } from '../../pairing/pipeline.js';
+import { onInterrupt } from '../../util/interrupt.js';
+import { backboneFrom, intOpt, jsonOpt, MANIFEST_HELP, MANIFEST_OPTIONS, stageBars } from '../options.js';
 
 export const summary = 'embed U/G manifest images with a backbone into the feature cache (resumable)';
 
@@ -20,7 +21,7 @@ export async function run(argv: string[]): Promise<number> {
     return 0;
   }
   if (!v.u || !v.g) throw new ConfigError('pairuni embed needs --u and --g (see --help)');
-  const { signal, dispose } = interruptSignal();
+  const { signal, dispose } = onInterrupt({ message: 'pairuni embed: finishing the current batch and saving' });
   try {
     const r = await embedManifests({
       understanding: v.u,

@@ -1,9 +1,10 @@
 /** `pairuni pair`: build a PairUG dataset (Algorithm 1) from a U and a G manifest. */
 import { parseArgs } from 'node:util';
 import { AbortedError, ConfigError } from '../../errors.js';
-import { backboneFrom, interruptSignal, intOpt, jsonFile, jsonOpt, MANIFEST_HELP, MANIFEST_OPTIONS, numOpt, stageBars } from '../../pairing/cliShared.js';
 import { ABLATIONS, parsePairingConfig } from '../../pairing/config.js';
 import { buildPairUG } from '../../pairing/pipeline.js';
+import { onInterrupt } from '../../util/interrupt.js';
+import { backboneFrom, intOpt, jsonFile, jsonOpt, MANIFEST_HELP, MANIFEST_OPTIONS, numOpt, stageBars } from '../options.js';
 
 export const summary = 'build a PairUG dataset: features → aligned medoids → exact greedy retrieved pairs';
 
@@ -69,7 +70,7 @@ export async function run(argv: string[]): Promise<number> {
   if (v.ablation) cfg.ablation = v.ablation;
   const config = parsePairingConfig(cfg);
 
-  const { signal, dispose } = interruptSignal();
+  const { signal, dispose } = onInterrupt({ message: 'pairuni pair: finishing the current batch and saving' });
   try {
     const r = await buildPairUG({
       understanding: v.u,

@@ -8,6 +8,7 @@ import { parseArgs } from 'node:util';
 import { AbortedError, ConfigError } from '../../errors.js';
 import { loadTrainConfig } from '../../train/config.js';
 import { train } from '../../train/trainer.js';
+import { onInterrupt } from '../../util/interrupt.js';
 import { Progress } from '../../util/progress.js';
 
 export const summary = 'train a unified VLM with PairGRPO on a PairUG file (checkpoints, resume, TensorBoard)';
@@ -69,20 +70,12 @@ export async function run(argv: string[]): Promise<number> {
   if (values.model) overrides.model = { path: resolve(values.model) };
   const cfg = loadTrainConfig(values.config, overrides);
 
-  const ac = new AbortController();
-  let interrupts = 0;
-  const onSigint = () => {
-    interrupts += 1;
-    if (interrupts > 1) process.exit(130);
-    process.stderr.write('\npairuni train: stopping after this step (Ctrl-C again to quit at once)\n');
-    ac.abort();
-  };
-  process.on('SIGINT', onSigint);
+  const interrupt = onInterrupt({ message: 'pairuni train: stopping after this step' });
   const bar = new Progress({ label: 'train', total: cfg.steps, unit: 'step', silent: values.quiet });
   try {
     const res = await train(cfg, {
       resume: values.resume,
-      signal: ac.signal,
+      signal: interrupt.signal,
       onLog: (l) => {
         if (/error|Traceback|lost|restart/i.test(l)) process.stderr.write(`${l}\n`);
       },
@@ -100,6 +93,6 @@ export async function run(argv: string[]): Promise<number> {
     }
     throw e;
   } finally {
-    process.removeListener('SIGINT', onSigint);
+    interrupt.dispose();
   }
 }

@@ -4,6 +4,7 @@
  * once and stays resident in the sidecar; each kernel call ships only row ids and small results.
  * Measured on 2 cores: ~300 GFLOP/s for the assignment GEMM (notes/pairing.md §2: BLAS class).
  */
+import { PairuniError } from '../../errors.js';
 import type { Matrix } from '../matrix.js';
 import type { MatrixHandle, PairingBackend, TopkRequest, TopkResult } from './types.js';
 import { Sidecar, Tensor, type SpawnOptions } from '../../sidecar/index.js';
@@ -26,56 +27,67 @@ export class SidecarBackend implements PairingBackend {
     this.device = opts.device ?? 'auto';
   }
 
+  private readonly resident = new Map<number, string>();
+  private nextId = 1;
+
   /** Start a private sidecar for this backend; `close()` stops it. */
   static async spawn(opts: SidecarBackendOptions & { spawn?: SpawnOptions } = {}): Promise<SidecarBackend> {
     return new SidecarBackend(await Sidecar.spawn(opts.spawn), opts, true);
   }
 
   async upload(m: Matrix): Promise<MatrixHandle> {
-    const r = await this.sidecar.call('kernels.put', { device: this.device }, { m: Tensor.from(m.data, [m.rows, m.cols]) });
-    return { id: Number(r.args.id), rows: m.rows, cols: m.cols };
+    const r = await this.sidecar.kernels.put({ device: this.device }, { m: Tensor.from(m.data, [m.rows, m.cols]) });
+    const id = this.nextId++;
+    this.resident.set(id, r.args.handle);
+    return { id, rows: m.rows, cols: m.cols };
   }
 
   async setRows(h: MatrixHandle, rows: Int32Array, values: Float32Array): Promise<void> {
-    await this.sidecar.call('kernels.set_rows', { id: h.id }, { rows: Tensor.from(rows), values: Tensor.from(values, [rows.length, h.cols]) });
+    await this.sidecar.kernels.setRows({ handle: this.handle(h) }, { rows: Tensor.from(rows), values: Tensor.from(values, [rows.length, h.cols]) });
   }
 
   async free(h: MatrixHandle): Promise<void> {
-    await this.sidecar.call('kernels.free', { id: h.id });
+    const handle = this.resident.get(h.id);
+    this.resident.delete(h.id);
+    if (handle) await this.sidecar.handles.free({ handles: [handle] });
   }
 
   async gemmNT(a: MatrixHandle, aRows: Int32Array | undefined, b: MatrixHandle, bRows?: Int32Array): Promise<Float32Array> {
     const t: Record<string, Tensor> = {};
     if (aRows) t.a_rows = Tensor.from(aRows);
     if (bRows) t.b_rows = Tensor.from(bRows);
-    const r = await this.sidecar.call('kernels.gemm_nt', { a: a.id, b: b.id }, t);
+    const r = await this.sidecar.kernels.gemmNt({ a: this.handle(a), b: this.handle(b) }, t);
     return r.tensors.c.data as Float32Array;
   }
 
   async assign(x: MatrixHandle, xRows: Int32Array | undefined, c: MatrixHandle, k: number): Promise<TopkResult> {
     const t: Record<string, Tensor> = {};
     if (xRows) t.q_rows = Tensor.from(xRows);
-    return this.result(k, await this.sidecar.call('kernels.topk', { q: x.id, d: c.id, k, mode: 'assign' }, t));
+    return this.result(k, await this.sidecar.kernels.topk({ q: this.handle(x), d: this.handle(c), k, mode: 'assign' }, t));
   }
 
   async topk(req: TopkRequest): Promise<TopkResult> {
     const t: Record<string, Tensor> = {};
     if (req.qRows) t.q_rows = Tensor.from(req.qRows);
     if (req.dRows) t.d_rows = Tensor.from(req.dRows);
-    const args: Record<string, unknown> = { q: req.q.id, d: req.d.id, k: req.k, mode: 'ip' };
-    if (req.floor !== undefined && Number.isFinite(req.floor)) args.floor = req.floor;
-    if (req.negate) args.negate = true;
-    return this.result(req.k, await this.sidecar.call('kernels.topk', args, t));
+    const floor = req.floor !== undefined && Number.isFinite(req.floor) ? { floor: req.floor } : {};
+    return this.result(req.k, await this.sidecar.kernels.topk({ q: this.handle(req.q), d: this.handle(req.d), k: req.k, mode: 'ip', negate: Boolean(req.negate), ...floor }, t));
   }
 
   /** Peak RSS of the sidecar process in bytes (for benchmarks). */
   async peakRss(): Promise<number> {
-    const r = await this.sidecar.call('kernels.stats', {});
-    return Number(r.args.peak_rss);
+    return (await this.sidecar.kernels.stats()).args.peak_rss;
   }
 
   async close(): Promise<void> {
     if (this.owns) await this.sidecar.close();
+  }
+
+  /** The sidecar handle (in its one handle store) behind a matrix id of this backend. */
+  private handle(h: MatrixHandle): string {
+    const s = this.resident.get(h.id);
+    if (s === undefined) throw new PairuniError('data', `matrix ${h.id} is not resident (freed)`);
+    return s;
   }
 
   private result(k: number, r: { tensors: Record<string, Tensor> }): TopkResult {

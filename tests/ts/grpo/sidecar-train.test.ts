@@ -45,7 +45,7 @@ const config = (over: Record<string, unknown> = {}) =>
   });
 
 async function logprobs(handle: string) {
-  const r = await sc.call('train.logprobs', { handle });
+  const r = await sc.train.logprobs({ handle });
   const [b, l] = r.tensors.logp.shape;
   return { logp: r.tensors.logp.data as Float32Array, old: r.tensors.old_logp.data as Float32Array, mask: r.tensors.mask.data as Uint8Array, b, l };
 }
@@ -58,14 +58,18 @@ function seqLogp(x: { logp: Float32Array; mask: Uint8Array; b: number; l: number
   });
 }
 
+// The config's sampling records in their wire form, as the trainer sends them.
+const und = { temperature: 1, max_new_tokens: 512, old_logp: 'auto' as const, options: {} };
+const gen = { temperature: 1, cfg_weight: 5, logp: 'cfg' as const, old_logp: 'auto' as const, options: {} };
+
 const avg = (xs: number[]) => xs.reduce((a, b) => a + b, 0) / xs.length;
 const undItems = () => pairs.slice(0, 2).map((p) => ({ image_path: p.u_image_abs, text: p.question }));
 
 describe('Janus through the sidecar', () => {
   it('sampled and recomputed log-probs agree (fp32 ≤ 1e-5) on both sides', async () => {
-    await sc.call('train.load', loadArgs(config()));
-    const u = await sc.call('train.rollout', { side: 'und', n: 4, items: undItems(), sampling: { max_new_tokens: 12, seed: 3 } });
-    const g = await sc.call('train.rollout', { side: 'gen', n: 3, items: [{ prompt: 'a red square' }, { prompt: 'x' }], sampling: { cfg_weight: 5, seed: 4 } });
+    await sc.train.load(loadArgs(config()));
+    const u = await sc.train.undRollout({ n: 4, items: undItems(), sampling: { ...und, max_new_tokens: 12, seed: 3 } });
+    const g = await sc.train.genRollout({ n: 3, items: [{ prompt: 'a red square' }, { prompt: 'x' }], sampling: { ...gen, cfg_weight: 5, seed: 4 } });
     expect(u.args.size).toBe(8);
     expect((u.args.texts as string[]).length).toBe(8);
     for (const h of [u.args.handle, g.args.handle] as string[]) {
@@ -76,17 +80,17 @@ describe('Janus through the sidecar', () => {
     }
     const gl = await logprobs(g.args.handle as string);
     expect([gl.b, gl.l]).toEqual([6, 16]); // 16 image tokens from the model config, not 576
-    await sc.call('train.free', { handles: [u.args.handle, g.args.handle] });
+    await sc.handles.free({ handles: [u.args.handle, g.args.handle] });
   });
 
   it("the TS reference surrogate equals the sidecar's loss off-policy (μ = 2, with clipping)", async () => {
-    await sc.call('train.load', loadArgs(config({ optim: { lr: 0.05, maxGradNorm: 0 } })));
-    const u = await sc.call('train.rollout', { side: 'und', n: 4, items: undItems(), sampling: { max_new_tokens: 6, seed: 5 } });
-    const g = await sc.call('train.rollout', { side: 'gen', n: 4, items: [{ prompt: 'p' }], sampling: { seed: 6 } });
+    await sc.train.load(loadArgs(config({ optim: { lr: 0.05, maxGradNorm: 0, microBatch: 3 } })));
+    const u = await sc.train.undRollout({ n: 4, items: undItems(), sampling: { ...und, max_new_tokens: 6, seed: 5 } });
+    const g = await sc.train.genRollout({ n: 4, items: [{ prompt: 'p' }], sampling: { ...gen, seed: 6 } });
     const advU = new Float32Array([1.2, -0.4, 0, -0.8, 0.5, -0.5, 1.5, -1.5]);
     const advG = new Float32Array([1, -1, 0.5, -0.5]);
     const handles = { und: u.args.handle, gen: g.args.handle };
-    const update = () => sc.call('train.update', { handles, micro_batch: 3 }, { adv_und: Tensor.from(advU), adv_gen: Tensor.from(advG) });
+    const update = () => sc.train.update({ handles, loss: { norm: 'side' }, est_seed: 0 }, { adv_und: Tensor.from(advU), adv_gen: Tensor.from(advG) });
     const first = await update();
     const su = await logprobs(handles.und as string);
     const sg = await logprobs(handles.gen as string);
@@ -96,23 +100,23 @@ describe('Janus through the sidecar', () => {
       { logp: sg.logp, old: sg.old, mask: sg.mask, adv: advG, length: sg.l },
     ]);
     const second = await update();
-    expect(Math.abs((second.args.loss as number) - ref.loss)).toBeLessThan(2e-5);
+    expect(Math.abs(second.args.loss - ref.loss)).toBeLessThan(2e-5);
     const clipped = (second.args['und/clip_frac'] as number) * (second.args['und/tokens'] as number) + (second.args['gen/clip_frac'] as number) * (second.args['gen/tokens'] as number);
     expect(Math.round(clipped)).toBe(ref.clipped);
     expect(ref.clipped).toBeGreaterThan(0);
     expect(first.args['und/ratio_mean']).toBeCloseTo(1, 5);
     expect(second.args.optimizer_step).toBe(2);
-    await sc.call('train.free', { handles: [handles.und, handles.gen] });
+    await sc.handles.free({ handles: [handles.und, handles.gen] });
   });
 
   it('PairGRPO steps move both sides towards what the rewards favour', async () => {
     const cfg = config();
-    await sc.call('train.load', loadArgs(cfg));
+    await sc.train.load(loadArgs(cfg));
     // held-out evaluation samples of the initial policy, scored before and after training
-    const ev = await sc.call('train.rollout', { side: 'und', n: 24, items: undItems(), sampling: { max_new_tokens: 2, seed: 999 } });
-    const eg = await sc.call('train.rollout', { side: 'gen', n: 12, items: pairs.slice(0, 2).map((p) => ({ prompt: p.prompt })), sampling: { seed: 998 } });
+    const ev = await sc.train.undRollout({ n: 24, items: undItems(), sampling: { ...und, max_new_tokens: 2, seed: 999 } });
+    const eg = await sc.train.genRollout({ n: 12, items: pairs.slice(0, 2).map((p) => ({ prompt: p.prompt })), sampling: { ...gen, seed: 998 } });
     const upper = (t: string) => (/^[A-Z]/.test(t) ? 1 : 0);
-    const bright = (await sc.call('train.reward', { handle: eg.args.handle, reward: 'brightness' })).tensors.rewards.data as Float32Array;
+    const bright = (await sc.train.reward({ handle: eg.args.handle, reward: { name: 'brightness' } })).tensors.rewards.data as Float32Array;
     const u0 = seqLogp(await logprobs(ev.args.handle as string), true);
     const g0 = seqLogp(await logprobs(eg.args.handle as string));
     let last;
@@ -137,14 +141,14 @@ describe('Janus through the sidecar', () => {
   });
 
   it('one update raises the log-prob of positive-advantage trajectories and lowers the negative ones', async () => {
-    await sc.call('train.load', loadArgs(config()));
-    const u = await sc.call('train.rollout', { side: 'und', n: 8, items: undItems(), sampling: { max_new_tokens: 4, seed: 11 } });
-    const g = await sc.call('train.rollout', { side: 'gen', n: 8, items: [{ prompt: 'a' }, { prompt: 'b' }], sampling: { seed: 12 } });
+    await sc.train.load(loadArgs(config()));
+    const u = await sc.train.undRollout({ n: 8, items: undItems(), sampling: { ...und, max_new_tokens: 4, seed: 11 } });
+    const g = await sc.train.genRollout({ n: 8, items: [{ prompt: 'a' }, { prompt: 'b' }], sampling: { ...gen, seed: 12 } });
     const rU = (u.args.texts as string[]).map((t) => (/^[A-Z]/.test(t) ? 1 : 0));
-    const rG = (await sc.call('train.reward', { handle: g.args.handle, reward: 'brightness' })).tensors.rewards.data as Float32Array;
+    const rG = (await sc.train.reward({ handle: g.args.handle, reward: { name: 'brightness' } })).tensors.rewards.data as Float32Array;
     const aU = sideAdvantages(rU, 8, [1, 0.8]).adv;
     const aG = sideAdvantages(rG, 8, [1, 0.8]).adv;
-    await sc.call('train.update', { handles: { und: u.args.handle, gen: g.args.handle } }, { adv_und: Tensor.from(aU), adv_gen: Tensor.from(aG) });
+    await sc.train.update({ handles: { und: u.args.handle, gen: g.args.handle }, loss: {}, est_seed: 0 }, { adv_und: Tensor.from(aU), adv_gen: Tensor.from(aG) });
     for (const [h, adv] of [[u.args.handle, aU], [g.args.handle, aG]] as const) {
       const x = await logprobs(h as string);
       const delta = Array.from({ length: x.b }, (_, i) => {
@@ -164,12 +168,12 @@ describe('Janus through the sidecar', () => {
   });
 
   it('a missing model directory and a missing reward checkpoint are typed not_found / op_failed errors', async () => {
-    const err = await sc.call('train.load', loadArgs(config({ model: { path: join(dir, 'nope'), device: 'cpu' } }))).catch((e) => e);
+    const err = await sc.train.load(loadArgs(config({ model: { path: join(dir, 'nope'), device: 'cpu' } }))).catch((e) => e);
     expect(err).toBeInstanceOf(SidecarError);
     expect(err.code).toBe('not_found');
     expect(err.message).toMatch(/does not exist/);
-    await sc.call('train.load', loadArgs(config()));
-    const e2 = await sc.call('train.prepare_reward', { reward: 'hps', config: { checkpoint: join(dir, 'HPS_v2.1.pt') } }).catch((e) => e);
+    await sc.train.load(loadArgs(config()));
+    const e2 = await sc.train.prepareReward({ reward: { name: 'hps', config: { checkpoint: join(dir, 'HPS_v2.1.pt') } } }).catch((e) => e);
     expect(e2).toBeInstanceOf(SidecarError);
     expect(e2.message).toMatch(/open_clip_torch/);
     expect(e2.message).toMatch(/HPS_v2\.1\.pt/);

@@ -7,7 +7,7 @@ import type { ExactLists } from '../../../src/pairing/exact.js';
 import { concatRows, matrix } from '../../../src/pairing/matrix.js';
 import { clusterDiagnostics } from '../../../src/pairing/medoids.js';
 import { pairFeatures } from '../../../src/pairing/pair.js';
-import { Rng } from '../../../src/pairing/prng.js';
+import { Rng } from '../../../src/util/prng.js';
 import { greedyMatch, retrieve } from '../../../src/pairing/retrieve.js';
 import { loadGolden } from './_golden.js';
 

@@ -1,5 +1,5 @@
 /**
- * Seeded pseudo-random numbers for the pairing pipeline.
+ * Seeded pseudo-random numbers, shared by the pairing pipeline and the training data sampler.
  *
  * Determinism is promised per (seed, backend): every random choice in k-means++, the mini-batch
  * sampler, the reassignment step and the ablation samplers draws from one of these generators, so a

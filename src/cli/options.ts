@@ -1,9 +1,9 @@
-/** Option parsing shared by `pairuni embed` and `pairuni pair` (backbone, manifests, progress, Ctrl-C). */
+/** Option parsing shared by `pairuni embed` and `pairuni pair` (backbone, manifests, progress bars). */
 import { readFileSync } from 'node:fs';
 import { ConfigError } from '../errors.js';
+import { BackboneSpec } from '../pairing/embed.js';
+import type { Stage } from '../pairing/pipeline.js';
 import { Progress } from '../util/progress.js';
-import { BackboneSpec } from './embed.js';
-import type { Stage } from './pipeline.js';
 
 export const MANIFEST_OPTIONS = {
   u: { type: 'string' },
@@ -96,24 +96,5 @@ export function stageBars(quiet: boolean): (stage: Stage, done: number, total: n
     }
     cur.bar.update(done, total);
     if (done >= total) cur.bar.done();
-  };
-}
-
-/** An AbortSignal fired by Ctrl-C / SIGTERM (a second Ctrl-C exits at once). */
-export function interruptSignal(): { signal: AbortSignal; dispose: () => void } {
-  const ac = new AbortController();
-  const onSig = (): void => {
-    if (ac.signal.aborted) process.exit(130);
-    process.stderr.write('\ninterrupted: finishing the current batch and saving (Ctrl-C again to exit now)\n');
-    ac.abort();
-  };
-  process.on('SIGINT', onSig);
-  process.on('SIGTERM', onSig);
-  return {
-    signal: ac.signal,
-    dispose: () => {
-      process.off('SIGINT', onSig);
-      process.off('SIGTERM', onSig);
-    },
   };
 }

@@ -1,0 +1,35 @@
+"""The sidecar's built-in plug-ins, declared for the one registry (``registry.load_plugins``).
+
+A user's plug-in package declares the same ``PLUGINS`` mapping (or uses ``@op`` / ``@plugin``) and is
+loaded with ``Sidecar.spawn({ plugins: ['my_pkg.plugins'] })`` / ``--plugins my_pkg.plugins``.
+Entries are imported on first use, so a missing optional package disables only what needs it.
+"""
+
+PLUGINS = {
+    # Modules whose @op handlers register when imported (at start-up).
+    "op": [
+        "pairuni_sidecar.ops.builtin",
+        "pairuni_sidecar.ops.kernels",
+        "pairuni_sidecar.ops.features",
+        "pairuni_sidecar.ops.shapesworld",
+        "pairuni_sidecar.ops.train",
+    ],
+    "reward": {
+        "hps": "pairuni_sidecar.rewards.hps:make_hps",
+        "shapes": "pairuni_sidecar.rewards.shapes:make_shapes_scorer",
+        "brightness": "pairuni_sidecar.policy.toy_rewards:make_brightness",
+    },
+    "adapter": {
+        "janus": "pairuni_sidecar.adapters.janus:JanusAdapter",
+    },
+    "backbone": {
+        "resnet50": "pairuni_sidecar.features.backbones:load_resnet50",
+        "torchvision": "pairuni_sidecar.features.backbones:load_torchvision",
+        "timm": "pairuni_sidecar.features.backbones:load_timm",
+        "hf": "pairuni_sidecar.features.backbones:load_hf",
+        "pixels": "pairuni_sidecar.features.backbones:load_pixels",
+    },
+    "tiny": {
+        "janus": "pairuni_sidecar.adapters.tiny:build_tiny_janus",
+    },
+}

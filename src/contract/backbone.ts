@@ -1,0 +1,17 @@
+/** An image backbone for pairing features (`features.*` ops); the sidecar's registry resolves `kind`. */
+import { z } from 'zod';
+
+export const BackboneSpec = z
+  .object({
+    /** A backbone registered in the sidecar: resnet50 | torchvision | timm | hf | pixels, or a plug-in's. */
+    kind: z.string().min(1),
+    /** Model name for torchvision/timm (e.g. 'resnet50', 'vit_pe_core_base_patch16_224'). */
+    name: z.string().optional(),
+    /** Local weights file (resnet50/torchvision/timm) or model directory (hf). Required except for pixels. */
+    weights: z.string().optional(),
+    /** Side length of the `pixels` embedder (features = 3·size² values). */
+    size: z.number().int().min(1).max(512).optional(),
+    device: z.string().optional(),
+  })
+  .strict();
+export type BackboneSpec = z.infer<typeof BackboneSpec>;

@@ -1,0 +1,26 @@
+/**
+ * How a TS declaration becomes a wire declaration. The wire speaks snake_case (Python reads it as
+ * is); the SDK's config records are camelCase. `wireRecord` derives the wire schema of a config
+ * record mechanically (same field schemas, same defaults, keys in snake_case) and `toWire`
+ * converts a config value the same way, so a config field is declared once and never re-mapped by hand.
+ */
+import { z } from 'zod';
+
+export type Snake<S extends string> = S extends `${infer H}${infer T}` ? `${H extends Lowercase<H> ? H : `_${Lowercase<H>}`}${Snake<T>}` : S;
+export type SnakeKeys<T> = { [K in keyof T as K extends string ? Snake<K> : K]: T[K] };
+
+export const snake = (k: string): string => k.replace(/[A-Z]/g, (c) => `_${c.toLowerCase()}`);
+
+/** The wire form of a config record: the same fields (schemas and defaults) under snake_case keys, strict. */
+export function wireRecord<S extends z.ZodRawShape>(record: z.ZodObject<S>): z.ZodObject<{ [K in keyof S as K extends string ? Snake<K> : K]: S[K] }, z.core.$strict> {
+  const shape: Record<string, z.ZodType> = {};
+  for (const [k, v] of Object.entries(record.shape)) shape[snake(k)] = v as z.ZodType;
+  return z.strictObject(shape) as never;
+}
+
+/** A config value in its wire form: top-level keys to snake_case (nested values travel unchanged). */
+export function toWire<T extends Record<string, unknown>>(value: T): SnakeKeys<T> {
+  const out: Record<string, unknown> = {};
+  for (const [k, v] of Object.entries(value)) if (v !== undefined) out[snake(k)] = v;
+  return out as SnakeKeys<T>;
+}

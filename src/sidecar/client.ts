@@ -1,0 +1,105 @@
+/**
+ * The typed client: one method per catalogued op, derived from `src/contract/ops.ts`.
+ *
+ *   const { args } = await sc.train.update({ handles, loss, est_seed: 7 }, { adv_und, adv_gen });
+ *   args.grad_norm                                  // typed from the op's declared reply
+ *
+ * Requests are validated before they leave (defaults filled in, unknown/missing/mistyped fields →
+ * `BadRequestError` naming the field), replies when they arrive (a field the sidecar renamed or
+ * dropped → `InternalError` naming it). `op.name` → `sc.op.name`, snake_case methods in camelCase
+ * (`train.prepare_reward` → `sc.train.prepareReward`). This is the only module in `src/` that names
+ * an op by string; `sc.call(op, ...)` stays for users' own ops.
+ */
+import type * as arrow from 'apache-arrow';
+import type { z } from 'zod';
+import { OPS, type OpArgs, type OpName, type OpReply, type PayloadSpecs } from '../contract/ops.js';
+import { BadRequestError, SidecarError } from '../errors.js';
+import type { Payloads } from '../protocol/payload.js';
+import { Tensor } from '../protocol/tensor.js';
+import type { CallOptions, CallResult } from './controller.js';
+
+type Camel<S extends string> = S extends `${infer H}_${infer T}` ? `${H}${Capitalize<Camel<T>>}` : S;
+type NsOf<N> = N extends `${infer A}.${string}` ? A : never;
+type MethodOf<N, A extends string> = N extends `${A}.${infer M}` ? M : never;
+
+export interface OpResult<N extends OpName> {
+  args: OpReply<N>;
+  tensors: Record<string, Tensor>;
+  tables: Record<string, arrow.Table>;
+}
+/** An op as a method: args may be left out when every field has a default. */
+export type OpMethod<N extends OpName> = {} extends OpArgs<N>
+  ? (args?: OpArgs<N>, payloads?: Payloads, opts?: CallOptions) => Promise<OpResult<N>>
+  : (args: OpArgs<N>, payloads?: Payloads, opts?: CallOptions) => Promise<OpResult<N>>;
+
+export type OpClient = {
+  [A in NsOf<OpName>]: { [M in MethodOf<OpName, A> as Camel<M>]: OpMethod<`${A}.${M}` & OpName> };
+} & { [N in OpName as N extends `${string}.${string}` ? never : N]: OpMethod<N> };
+
+type RawCall = (op: string, args: Record<string, unknown>, payloads: Payloads, opts?: CallOptions) => Promise<CallResult>;
+
+const camel = (s: string) => s.replace(/_([a-z0-9])/g, (_, c: string) => c.toUpperCase());
+
+function issueText(e: z.ZodError): { msg: string; field: string | null } {
+  const i = e.issues[0];
+  const path = i.path.join('.');
+  if (i.code === 'unrecognized_keys') {
+    const keys = (i as { keys: string[] }).keys;
+    return { msg: `unknown field(s) ${keys.join(', ')}${path ? ` in ${path}` : ''}`, field: [path, keys[0]].filter(Boolean).join('.') };
+  }
+  return { msg: `${path || '(args)'}: ${i.message}`, field: path || null };
+}
+
+function checkPayloads(op: string, specs: PayloadSpecs | undefined, payloads: Payloads, what: string): void {
+  if (specs === 'any') return;
+  const declared = specs ?? {};
+  for (const name of Object.keys(payloads)) {
+    if (!(name in declared)) throw new BadRequestError(`${what}: unknown payload '${name}'; declared: ${Object.keys(declared).join(', ') || 'none'}`, false, { field: name });
+  }
+  for (const [name, spec] of Object.entries(declared)) {
+    const p = payloads[name];
+    if (p === undefined) {
+      if (!spec.optional) throw new BadRequestError(`${what}: missing payload '${name}'`, false, { field: name });
+      continue;
+    }
+    const isTensor = p instanceof Tensor;
+    if ((spec.enc ?? 'raw') === 'raw' && !isTensor) throw new BadRequestError(`${what}: payload '${name}' must be a Tensor`, false, { field: name });
+    if (isTensor && spec.dtype && !spec.dtype.includes(p.dtype)) throw new BadRequestError(`${what}: payload '${name}' must have dtype ${spec.dtype.join(' or ')}, got ${p.dtype}`, false, { field: name });
+    if (isTensor && spec.rank !== undefined && p.shape.length !== spec.rank) throw new BadRequestError(`${what}: payload '${name}' must have rank ${spec.rank}, got ${p.shape.length}`, false, { field: name });
+  }
+  void op;
+}
+
+/** Calls a catalogued op: validate the request, send it, validate the reply. */
+export async function invoke<N extends OpName>(raw: RawCall, op: N, args: OpArgs<N> | undefined, payloads: Payloads = {}, opts?: CallOptions): Promise<OpResult<N>> {
+  const decl = OPS[op];
+  const req = decl.args.safeParse(args ?? {});
+  if (!req.success) {
+    const { msg, field } = issueText(req.error);
+    throw new BadRequestError(`${op}: ${msg}`, false, { field, side: 'client' });
+  }
+  checkPayloads(op, 'payloads' in decl ? decl.payloads : undefined, payloads, op);
+  const r = await raw(op, req.data as Record<string, unknown>, payloads, opts);
+  const rep = decl.reply.safeParse(r.args);
+  if (!rep.success) {
+    const { msg, field } = issueText(rep.error);
+    throw SidecarError.generate('internal', `${op} reply does not match the contract (src/contract/ops.ts): ${msg}`, false, { field, reply: r.args });
+  }
+  return { args: rep.data as OpReply<N>, tensors: r.tensors, tables: r.tables };
+}
+
+/** Builds the `sc.<ns>.<method>` tree over a raw call function. */
+export function makeClient(raw: RawCall): OpClient {
+  const tree: Record<string, unknown> = {};
+  for (const op of Object.keys(OPS) as OpName[]) {
+    const fn = (args?: Record<string, unknown>, payloads?: Payloads, opts?: CallOptions) => invoke(raw, op, args as never, payloads, opts);
+    const dot = op.indexOf('.');
+    if (dot < 0) {
+      tree[op] = fn;
+      continue;
+    }
+    const ns = op.slice(0, dot);
+    ((tree[ns] ??= {}) as Record<string, unknown>)[camel(op.slice(dot + 1))] = fn;
+  }
+  return tree as OpClient;
+}

@@ -1,0 +1,142 @@
+/**
+ * The SDK ↔ sidecar contract: generated files match their declarations, library code calls ops only
+ * through the typed client, requests and replies are checked on both sides, errors are classes.
+ */
+import { readdirSync, readFileSync, statSync } from 'node:fs';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { drift } from '../../protocols/tools/make-contract.js';
+import { OPS } from '../../src/contract/ops.js';
+import { BadRequestError, InternalError, NotFoundError, OpFailedError, RankLostError, SidecarError, WIRE_ERROR_CODES } from '../../src/errors.js';
+import { invoke } from '../../src/sidecar/client.js';
+import { Sidecar, Tensor } from '../../src/sidecar/index.js';
+
+const ROOT = join(import.meta.dirname, '..', '..');
+
+function tsFiles(dir: string): string[] {
+  return readdirSync(dir).flatMap((f) => {
+    const p = join(dir, f);
+    return statSync(p).isDirectory() ? tsFiles(p) : p.endsWith('.ts') ? [p] : [];
+  });
+}
+
+describe('declared once, generated for both languages', () => {
+  it('the committed schemas, TS constants and Python module equal what the declarations generate', async () => {
+    expect(await drift()).toEqual([]);
+  });
+
+  it('library code names no op by string outside the typed client', () => {
+    const offenders = tsFiles(join(ROOT, 'src'))
+      .filter((f) => !f.endsWith(join('sidecar', 'client.ts')))
+      .flatMap((f) =>
+        readFileSync(f, 'utf8')
+          .split('\n')
+          .map((line, i) => ({ f, i, line }))
+          .filter(({ line }) => /\.call\(\s*['"`]/.test(line) && !line.trim().startsWith('*') && !line.trim().startsWith('//')),
+      )
+      .map(({ f, i, line }) => `${f}:${i + 1}: ${line.trim()}`);
+    expect(offenders).toEqual([]);
+  });
+
+  it('every built-in op has a declaration with a doc line, and every declared op a typed method', async () => {
+    const sc = await Sidecar.spawn({ threads: 1 });
+    try {
+      const info = await sc.info();
+      const builtin = info.ops.filter((o) => !o.startsWith('test.'));
+      expect(builtin.sort()).toEqual(Object.keys(OPS).sort());
+      expect(info.plugins.adapter).toContain('janus');
+      expect(info.plugins.reward).toEqual(expect.arrayContaining(['hps', 'shapes', 'brightness']));
+      expect(info.plugins.backbone).toEqual(expect.arrayContaining(['resnet50', 'pixels']));
+      expect(info.plugins.tiny).toContain('janus');
+      for (const d of Object.values(OPS)) expect(d.doc.length).toBeGreaterThan(10);
+      expect(typeof sc.train.update).toBe('function');
+      expect(typeof sc.kernels.gemmNt).toBe('function');
+      expect(typeof sc.manifest.parquetToArrow).toBe('function');
+    } finally {
+      await sc.close();
+    }
+  });
+});
+
+describe('requests and replies are checked at the boundary', () => {
+  let sc: Sidecar;
+  beforeAll(async () => {
+    sc = await Sidecar.spawn({ threads: 1 });
+  });
+  afterAll(async () => {
+    await sc?.close();
+  });
+
+  it('the client refuses an unknown, missing or mistyped field by name before sending', async () => {
+    let sent = 0;
+    const raw = async () => {
+      sent++;
+      return { args: {}, tensors: {}, tables: {} };
+    };
+    const unknown = await invoke(raw, 'debug.sleep', { seconds: 1, sleeep: 2 } as never).catch((e) => e);
+    expect(unknown).toBeInstanceOf(BadRequestError);
+    expect(unknown.message).toMatch(/unknown field\(s\) sleeep/);
+    expect(unknown.detail.field).toBe('sleeep');
+    const missing = await invoke(raw, 'debug.sleep', {} as never).catch((e) => e);
+    expect(missing).toBeInstanceOf(BadRequestError);
+    expect(missing.detail.field).toBe('seconds');
+    const typed = await invoke(raw, 'train.update', { handles: {}, loss: { eps_low: 'x' }, est_seed: 0 } as never).catch((e) => e);
+    expect(typed.detail.field).toBe('loss.eps_low');
+    const payload = await invoke(raw, 'train.update', { handles: {}, loss: {}, est_seed: 0 }, { adv_und: Tensor.from(new Float64Array(2)) }).catch((e) => e);
+    expect(payload.message).toMatch(/payload 'adv_und' must have dtype f32, got f64/);
+    expect(sent).toBe(0);
+  });
+
+  it('the sidecar refuses an unknown, missing or mistyped field by name (a raw caller bypassing the client)', async () => {
+    const unknown = await sc.call('debug.sleep', { seconds: 0, sleeep: 1 }).catch((e) => e);
+    expect(unknown).toBeInstanceOf(BadRequestError);
+    expect(unknown.message).toMatch(/debug.sleep: unknown field\(s\) sleeep$/);
+    expect(unknown.detail).toMatchObject({ field: 'sleeep', type: 'BadRequest' });
+    const missing = await sc.call('kernels.set_rows', {}).catch((e) => e);
+    expect(missing.message).toMatch(/missing field\(s\) handle/);
+    const typed = await sc.call('train.update', { handles: {}, loss: { eps_low: 'x', norm: 'side' }, est_seed: 0 }).catch((e) => e);
+    expect(typed).toBeInstanceOf(BadRequestError);
+    expect(typed.detail.field).toBe('loss.eps_low');
+    const payload = await sc.call('kernels.put', {}, { m: Tensor.from(new Float64Array(4), [2, 2]) }).catch((e) => e);
+    expect(payload.message).toMatch(/payload 'm' must have dtype f32, got f64/);
+    // still serving, and a declared default fills a field the raw caller left out
+    expect((await sc.call('debug.sleep', { seconds: 0 })).args.slices).toBe(0);
+  });
+
+  it('a reply field renamed by the sidecar fails on arrival, naming the field', async () => {
+    const metrics = { loss: 0.1, grad_norm: 1, lr: 1e-3, update_tokens: 4, update_s: 0.01, optimizer_step: 1, elapsed_s: 0.01, 'und/clip_frac': 0 };
+    const ok = await invoke(async () => ({ args: metrics, tensors: {}, tables: {} }), 'train.update', { handles: {}, loss: {}, est_seed: 0 });
+    expect(ok.args['und/clip_frac']).toBe(0);
+    const { 'und/clip_frac': _, ...rest } = metrics;
+    const renamed = { ...rest, 'und/clipfrac': 0 };
+    const err = await invoke(async () => ({ args: renamed, tensors: {}, tables: {} }), 'train.update', { handles: {}, loss: {}, est_seed: 0 }).catch((e) => e);
+    expect(err).toBeInstanceOf(InternalError);
+    expect(err.message).toMatch(/train\.update reply does not match the contract.*und\/clipfrac/);
+  });
+});
+
+describe('errors are classes', () => {
+  it('one SidecarError subclass per wire code, built by SidecarError.generate', () => {
+    for (const code of WIRE_ERROR_CODES) {
+      const e = SidecarError.generate(code, 'x', true, { type: 'T' });
+      expect(e).toBeInstanceOf(SidecarError);
+      expect(e.code).toBe(code);
+      expect(e.constructor).not.toBe(SidecarError);
+      expect(e.name).toMatch(/Error$/);
+    }
+    expect(SidecarError.generate('rank_lost', 'gone')).toBeInstanceOf(RankLostError);
+    expect(SidecarError.generate('not_found', 'gone')).toBeInstanceOf(NotFoundError);
+  });
+
+  it("a handler's exception arrives as OpFailedError with the Python type and message in detail", async () => {
+    const sc = await Sidecar.spawn({ threads: 1 });
+    try {
+      const e = await sc.debug.fail({ kind: 'file', msg: 'no such thing' }).catch((x) => x);
+      expect(e).toBeInstanceOf(OpFailedError);
+      expect(e.detail.type).toBe('FileNotFoundError');
+      expect(e.message).toMatch(/no such thing/);
+    } finally {
+      await sc.close();
+    }
+  });
+});
