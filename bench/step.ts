@@ -15,6 +15,7 @@ import { performance } from 'node:perf_hooks';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
+import { makeClient } from '../src/sidecar/client.js';
 import { Sidecar, Tensor, resolvePython } from '../src/sidecar/index.js';
 import { buildTinyJanus, writeTinyPairUG } from '../src/train/fixtures.js';
 import { loadArgs, loadPairUG, pairGrpoStep, parseTrainConfig } from '../src/train/index.js';
@@ -78,21 +79,20 @@ export async function main(argv: string[]): Promise<Record<string, unknown>> {
       log: { tensorboard: false },
     });
     const load = loadArgs(cfg);
-    await sc.call('train.load', load);
+    await sc.train.load(load);
     await ask(load);
 
     const side = sc;
     let calls: Recorded[] = [];
-    const recorder = {
-      call: (op: string, args: Record<string, unknown> = {}, tensors: Record<string, Tensor> = {}) => {
-        const rec: Recorded = { op, args, tensors: Object.fromEntries(Object.entries(tensors).map(([k, t]) => [k, Array.from(t.data as Float32Array)])) };
-        calls.push(rec);
-        return side.call(op, args, tensors).then((r) => {
-          rec.result = r.args;
-          return r;
-        });
-      },
-    } as unknown as Sidecar;
+    // The same typed client the trainer uses, over a raw call that records each request as sent.
+    const recorder = makeClient((op, args, tensors, opts) => {
+      const rec: Recorded = { op, args, tensors: Object.fromEntries(Object.entries(tensors).map(([k, t]) => [k, Array.from((t as Tensor).data as Float32Array)])) };
+      calls.push(rec);
+      return side.call(op, args, tensors, opts).then((r) => {
+        rec.result = r.args;
+        return r;
+      });
+    }) as unknown as Sidecar;
     const ts: number[] = [];
     const inproc: number[] = [];
     let identical = true;

@@ -23,13 +23,14 @@ def main() -> int:
     import torch
 
     torch.set_num_threads(a.threads)
-    from pairuni_sidecar.registry import HandleStore, OpContext, Reply, get_op, load_op_modules
+    from pairuni_sidecar.registry import HandleStore, OpContext, Reply, get_op, load_plugins
 
-    load_op_modules()
+    load_plugins()
     state: dict = {}
     handles = HandleStore()
 
     def call(op: str, args: dict, tensors: dict):
+        # The recorded args are what the client sent (complete, already checked): the handler alone runs here.
         out = get_op(op).fn(OpContext(op, 0, None, state, handles), args, tensors)
         return out.args if isinstance(out, Reply) else out
 

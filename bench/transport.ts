@@ -81,18 +81,30 @@ export async function main(args: string[]): Promise<Record<string, unknown>> {
   const out: Record<string, unknown> = { machine: `${process.platform}/${process.arch}, node ${process.version}` };
   const sc = await Sidecar.spawn();
   try {
-    // Small RPC round trip.
-    const lat: number[] = [];
-    for (let i = 0; i < 300; i++) await sc.call('echo', { i });
+    // Small RPC round trip: the raw call (sidecar-side contract check only), the typed client (request
+    // and reply also checked in TS), on a free-form op (echo) and a declared one (handles.free), interleaved.
+    const probes: Record<string, () => Promise<unknown>> = {
+      rpc: () => sc.call('echo', { i: 1 }),
+      rpc_typed: () => sc.echo({ i: 1 }),
+      rpc_declared_raw: () => sc.call('handles.free', { handles: ['none'] }),
+      rpc_declared_typed: () => sc.handles.free({ handles: ['none'] }),
+    };
+    const lat: Record<string, number[]> = Object.fromEntries(Object.keys(probes).map((k) => [k, []]));
+    for (let i = 0; i < 300; i++) for (const f of Object.values(probes)) await f();
     const n = quick ? 1000 : 5000;
     for (let i = 0; i < n; i++) {
-      const t0 = performance.now();
-      await sc.call('echo', { i });
-      lat.push(performance.now() - t0);
+      for (const [k, f] of Object.entries(probes)) {
+        const t0 = performance.now();
+        await f();
+        lat[k].push(performance.now() - t0);
+      }
     }
-    out.rpc_p50_us = Math.round(pct(lat, 50) * 1000);
-    out.rpc_p99_us = Math.round(pct(lat, 99) * 1000);
-    console.error(`small RPC: p50 ${out.rpc_p50_us} us, p99 ${out.rpc_p99_us} us`);
+    for (const k of Object.keys(probes)) {
+      out[`${k}_p50_us`] = Math.round(pct(lat[k], 50) * 1000);
+      out[`${k}_p99_us`] = Math.round(pct(lat[k], 99) * 1000);
+    }
+    out.typed_client_cost_pct = +((100 * ((out.rpc_declared_typed_p50_us as number) - (out.rpc_declared_raw_p50_us as number))) / (out.rpc_declared_raw_p50_us as number)).toFixed(1);
+    console.error(`small RPC: p50 ${out.rpc_p50_us} us (typed ${out.rpc_typed_p50_us}), declared op p50 raw ${out.rpc_declared_raw_p50_us} / typed ${out.rpc_declared_typed_p50_us} us`);
 
     out.memcpy_64MiB_ms = +memcpyMs(64 * MiB, 10).toFixed(2);
     out.memcpy_GBps = +((64 * MiB) / (out.memcpy_64MiB_ms as number) / 1e6).toFixed(2);

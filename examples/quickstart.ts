@@ -3,34 +3,36 @@
  * across, and shut down cleanly.   node --import tsx examples/quickstart.ts
  */
 import { tableFromArrays } from 'apache-arrow';
-import { Sidecar, SidecarError, Tensor } from '../src/index.js';
+import { CancelledError, OpFailedError, Sidecar, Tensor } from '../src/index.js';
 
 const sc = await Sidecar.spawn();
 try {
   const info = await sc.info();
   console.log(`sidecar ${info.sidecar}: python ${info.python}, torch ${info.torch}, CUDA ${info.cuda}, ${info.ops.length} ops`);
+  console.log(`plug-ins: adapters ${info.plugins.adapter.join(', ')}; rewards ${info.plugins.reward.join(', ')}`);
 
   // Dense tensors travel raw (any dtype incl. bf16); large ones are chunked automatically.
   const x = Tensor.from(Float32Array.from({ length: 1 << 20 }, (_, i) => i % 7), [1024, 1024]);
-  const { args } = await sc.call('tensor.sum', {}, { x });
-  console.log('sum computed by torch:', (args.sums as Record<string, number>).x);
+  // Built-in ops are typed methods (src/contract/ops.ts): args and reply are checked on both sides.
+  const { args } = await sc.tensor.sum({}, { x });
+  console.log('sum computed by torch:', args.sums.x);
 
   // Tabular / ragged data travels as Arrow IPC.
   const batch = tableFromArrays({ reward: Float32Array.of(0.1, 0.9, 0.4), id: Int32Array.of(1, 2, 3) });
-  const echoed = await sc.call('tensor.echo', {}, { batch });
-  console.log('pyarrow saw:', JSON.stringify((echoed.args.seen as Record<string, unknown>).batch));
+  const echoed = await sc.tensor.echo({}, { batch });
+  console.log('pyarrow saw:', JSON.stringify(echoed.args.seen.batch));
 
-  // Errors are typed: a code you can switch on, plus the sidecar's message.
+  // Errors are classes, one per code; a handler's exception keeps its Python type in `detail.type`.
   try {
-    await sc.call('debug.fail', { kind: 'file', msg: 'checkpoint.safetensors' });
+    await sc.debug.fail({ kind: 'file', msg: 'checkpoint.safetensors' });
   } catch (e) {
-    if (e instanceof SidecarError) console.log(`typed error: ${e.code} (${e.detail.type}): ${e.message}`);
+    if (e instanceof OpFailedError) console.log(`typed error: ${e.code} (${e.detail.type}): ${e.message}`);
   }
 
   // Long calls can be cancelled or given a deadline.
   const ac = new AbortController();
   setTimeout(() => ac.abort(), 100);
-  await sc.call('debug.sleep', { seconds: 10 }, {}, { signal: ac.signal }).catch((e: SidecarError) => console.log('cancelled:', e.code));
+  await sc.debug.sleep({ seconds: 10 }, {}, { signal: ac.signal }).catch((e) => console.log('cancelled:', e instanceof CancelledError));
 } finally {
   await sc.close();
 }

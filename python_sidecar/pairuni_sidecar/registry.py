@@ -1,8 +1,10 @@
-"""Op registry and the per-request context handed to handlers.
+"""The sidecar's one plug-in registry (ops, rewards, adapters, backbones, tiny-model builders), its one
+store of resident objects (handles), and the per-request context handed to op handlers.
 
 A handler is a plain function ``fn(ctx, args, tensors) -> dict | Reply``:
 
-- ``args``: the small msgpack argument map from the request (str keys).
+- ``args``: the request's argument map, already checked against the op's declaration in
+  src/contract/ops.ts (built-in ops) with omitted fields at their declared defaults.
 - ``tensors``: name -> payload. Raw frames arrive as CPU ``torch.Tensor`` views (writable, aligned);
   Arrow frames as ``pyarrow.Table``.
 - Return a dict (reply args only) or ``Reply(args, tensors)`` where tensors maps name -> torch.Tensor,
@@ -278,15 +280,3 @@ class OpContext:
         if msg is not None:
             p["msg"] = msg
         self._progress_cb(p)
-
-
-def require(args: dict, key: str, typ: type | tuple[type, ...], *, op_name: str = "") -> Any:
-    """Fetch ``args[key]`` and check its type, raising a ``bad_request`` that names the field."""
-    if key not in args:
-        raise BadRequest(f"{op_name or 'op'}: missing argument {key!r}")
-    v = args[key]
-    if typ is float and isinstance(v, int) and not isinstance(v, bool):
-        return float(v)
-    if not isinstance(v, typ) or (isinstance(v, bool) and typ in (int, float)):
-        raise BadRequest(f"{op_name or 'op'}: argument {key!r} must be {getattr(typ, '__name__', typ)}, got {type(v).__name__}")
-    return v

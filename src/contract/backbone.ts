@@ -10,8 +10,10 @@ export const BackboneSpec = z
     /** Local weights file (resnet50/torchvision/timm) or model directory (hf). Required except for pixels. */
     weights: z.string().optional(),
     /** Side length of the `pixels` embedder (features = 3·size² values). */
-    size: z.number().int().min(1).max(512).optional(),
-    device: z.string().optional(),
+    size: z.number().int().min(1).max(512).default(16),
+    /** auto | cpu | cuda | cuda:N */
+    device: z.string().default('auto'),
   })
   .strict();
-export type BackboneSpec = z.infer<typeof BackboneSpec>;
+/** What callers write (size and device may be left out: their declared defaults apply). */
+export type BackboneSpec = z.input<typeof BackboneSpec>;

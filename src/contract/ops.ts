@@ -62,7 +62,7 @@ export const UpdateLoss = wireRecord(LossConfig.pick({ epsLow: true, epsHigh: tr
 });
 export const Reward = RewardSpec;
 /** The records generated as Python dataclasses (name → schema). */
-export const RECORDS = { LoadModel, LoadOptim, UndSampling, GenSampling, UpdateLoss, Reward } as const;
+export const RECORDS = { LoadModel, LoadOptim, UndSampling, GenSampling, UpdateLoss, Reward, BackboneSpec } as const;
 
 // -- metric records --------------------------------------------------------------------------------
 const SIDE_METRICS = ['loss', 'tokens', 'clip_frac', 'ratio_mean', 'ratio_min', 'ratio_max', 'kl_old', 'kl_ref', 'skipped'] as const;

@@ -26,7 +26,10 @@ export interface ProbeReport {
   packages: Record<string, string | null>;
   sidecar?: string;
   ops: string[];
-  unavailableOps: Record<string, string>;
+  /** Registered plug-ins by kind (op, reward, adapter, backbone, tiny). */
+  plugins: Record<string, string[]>;
+  /** Plug-ins (by `kind:name`) and plug-in modules that failed to import, with the reason. */
+  unavailable: Record<string, string>;
   problems: Problem[];
 }
 
@@ -46,7 +49,7 @@ export async function probe(opts: { python?: string } = {}): Promise<ProbeReport
   const python = resolvePython(opts.python);
   // Neither chosen nor created: resolvePython fell back to whatever python3 is on PATH.
   const noVenv = !opts.python && !process.env.PAIRUNI_PYTHON && !existsSync(defaultVenv());
-  const report: ProbeReport = { python, venv: defaultVenv(), gpus: [], packages: {}, ops: [], unavailableOps: {}, problems: [] };
+  const report: ProbeReport = { python, venv: defaultVenv(), gpus: [], packages: {}, ops: [], plugins: {}, unavailable: {}, problems: [] };
   const check = spawnSync(python, ['-c', 'import sys; print(sys.version.split()[0])'], { encoding: 'utf8' });
   if (check.error || check.status !== 0) {
     report.problems.push({
@@ -110,13 +113,16 @@ export async function probe(opts: { python?: string } = {}): Promise<ProbeReport
       const pkg = await py('pairuni_sidecar');
       report.sidecar = String(await pkg.__version__);
       const reg = await py('pairuni_sidecar.registry');
-      await reg.load_op_modules();
-      const builtins = await py('builtins');
-      report.ops = (await (await builtins.sorted(await reg.list_ops())).valueOf()) as string[];
-      const errs = (await (await reg.import_errors()).valueOf()) as Record<string, string>;
-      report.unavailableOps = errs;
+      await reg.load_plugins();
+      // Imports every lazy plug-in entry (adapters, rewards, backbones, ...) the way the `info` op does.
+      const errs = (await (await reg.load_all()).valueOf()) as Record<string, string>;
+      for (const kind of (await (await reg.KINDS).valueOf()) as string[]) {
+        report.plugins[kind] = (await (await reg.names(kind)).valueOf()) as string[];
+      }
+      report.ops = report.plugins.op ?? [];
+      report.unavailable = errs;
       for (const [m, why] of Object.entries(errs)) {
-        report.problems.push({ what: `op module ${m} failed to import: ${why}`, fix: 'install the missing package named above into the venv', fatal: false });
+        report.problems.push({ what: `plug-in ${m} failed to import: ${why}`, fix: 'install the missing package named above into the venv (or its pairuni-sidecar extra)', fatal: false });
       }
     } catch (e) {
       report.problems.push({ what: `pairuni_sidecar does not import: ${(e as Error).message.split('\n')[0]}`, fix: `${python} -m pip install -e python_sidecar`, fatal: true });

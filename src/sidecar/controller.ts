@@ -8,7 +8,7 @@ import { randomUUID } from 'node:crypto';
 import type * as arrow from 'apache-arrow';
 import * as zmq from 'zeromq';
 import { ProtocolError, SidecarError, type WireErrorCode } from '../errors.js';
-import { DEFAULT_LIMITS, Flags, type KindName, type Limits, PREAMBLE_BYTES, WIRE_MAJOR, WIRE_MINOR } from '../protocol/constants.js';
+import { DEFAULT_LIMITS, Flags, type KindName, type Limits, WIRE_MAJOR, WIRE_MINOR } from '../protocol/constants.js';
 import { decodeHeaderFrame, encodeHeaderFrame, salvageIds, type BufferDesc } from '../protocol/header.js';
 import {
   checkDescriptors,
@@ -636,4 +636,3 @@ function asSidecarError(e: unknown, what: string): SidecarError {
   return SidecarError.generate('internal', `${what}: ${(e as Error)?.message ?? String(e)}`, false, {}, { cause: e });
 }
 
-export const _internal = { PREAMBLE_BYTES };

@@ -56,6 +56,8 @@ export const TrainConfig = z
       .object({
         python: z.string().optional(),
         threads: z.number().int().min(1).optional(),
+        /** Python modules of plug-ins (a user's adapter, reward, backbone, ops) the sidecar loads. */
+        plugins: z.array(z.string().min(1)).default([]),
         /** Restarts after the sidecar dies (each resumes from the latest checkpoint). */
         maxRestarts: z.number().int().min(0).default(2),
       })

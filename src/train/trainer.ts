@@ -251,7 +251,7 @@ export async function pairGrpoStep(
 async function startPolicy(cfg: TrainConfig, opts: TrainOptions, ck: Checkpoint | undefined): Promise<{ sc: Sidecar; sides: { und: boolean; gen: boolean } }> {
   const sc = opts.spawn
     ? await opts.spawn()
-    : await Sidecar.spawn({ python: cfg.sidecar.python, threads: cfg.sidecar.threads, onLog: opts.onLog });
+    : await Sidecar.spawn({ python: cfg.sidecar.python, threads: cfg.sidecar.threads, plugins: cfg.sidecar.plugins, onLog: opts.onLog });
   try {
     const loaded = await sc.train.load(loadArgs(cfg, ck?.policyDir));
     const sides = grpoSides(loaded.args.capabilities);

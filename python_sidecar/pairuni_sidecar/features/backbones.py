@@ -26,6 +26,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from ..contract.generated import BackboneSpec as GeneratedBackboneSpec
 from ..errors import BadRequest, NotFound, OpFailed
 from . import preprocess as pp
 from .resnet import ResNet50
@@ -40,22 +41,12 @@ class MissingPackage(OpFailed):
     """An optional package (torchvision, timm) that this backbone needs is not installed."""
 
 
-@dataclass(frozen=True)
-class BackboneSpec:
-    kind: str
-    name: str | None = None
-    weights: str | None = None
-    size: int = 16
-    device: str = "auto"
-    extra: dict = field(default_factory=dict, compare=False, hash=False)
+class BackboneSpec(GeneratedBackboneSpec):
+    """The ``backbone`` record of the ``features.*`` ops (generated from src/contract/backbone.ts)."""
 
     @staticmethod
     def from_args(a: dict) -> "BackboneSpec":
-        """From the ``backbone`` field of a ``features.*`` request (already checked against the contract)."""
-        if not isinstance(a, dict):
-            raise BadRequest("backbone must be an object like {kind: 'resnet50', weights: '/path/resnet50.pth'}")
-        return BackboneSpec(kind=a["kind"], name=a.get("name"), weights=a.get("weights"), size=a.get("size", 16),
-                            device=a.get("device", "auto"))
+        return BackboneSpec.from_wire(a, where="backbone")
 
 
 def resolve_device(device: str) -> torch.device:

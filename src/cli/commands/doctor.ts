@@ -51,6 +51,7 @@ export async function run(argv: string[]): Promise<number> {
     for (const g of report.gpus) console.log(`     gpu ${g.index}: ${g.name}, ${g.memoryGiB} GiB`);
     console.log(`    packages: ${Object.entries(report.packages).map(([k, v]) => `${k} ${v ?? '-'}`).join(', ')}`);
     console.log(`${ok(report.ops.length > 0)} sidecar ${report.sidecar ?? 'missing'}: ${report.ops.length} ops`);
+    for (const kind of ['adapter', 'reward', 'backbone', 'tiny']) if (report.plugins[kind]) console.log(`    ${kind}s: ${report.plugins[kind].join(', ')}`);
     if (live.startMs !== undefined) console.log(`ok  live sidecar: started in ${live.startMs} ms, echo p50 ${live.rpcP50us} us`);
     for (const p of problems) console.log(`${p.fatal ? 'ERR' : 'warn'} ${p.what}\n     fix: ${p.fix}`);
     console.log(problems.some((p) => p.fatal) ? 'doctor: problems found' : 'doctor: ready');
