@@ -2,6 +2,7 @@
  * Tiny, self-made training inputs for examples, tests and benches: a PairUG file of coloured-square
  * pairs (PNG images written here) and a tiny random-init Janus model directory built by the sidecar.
  */
+import { pairWeight } from '../grpo/advantages.js';
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { deflateSync } from 'node:zlib';
@@ -83,7 +84,7 @@ export function writeTinyPairUG(dir: string, n = 8, seed = 0): string {
       pair_id: `p${i}`,
       type: retrieved ? 'retrieved' : 'aligned',
       s_p: sP,
-      w_p: Math.sqrt(sP),
+      w_p: pairWeight('pairgrpo', retrieved ? 'retrieved' : 'aligned', sP),
       u_src: 'U',
       u_id: `u${i}`,
       g_src: retrieved ? 'G' : 'U',
