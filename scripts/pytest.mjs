@@ -1,7 +1,8 @@
 #!/usr/bin/env node
 // Runs the Python test suite with the sidecar venv's interpreter (`npm run test:py`).
 import { spawnSync } from 'node:child_process';
-import { existsSync } from 'node:fs';
+import { existsSync, mkdtempSync, readdirSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { join, dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
@@ -11,10 +12,19 @@ if (!existsSync(py) && !process.env.PAIRUNI_PYTHON) {
   console.error(`[pairuni] ${py} not found: run \`npm install\` (it creates the sidecar venv) or set PAIRUNI_PYTHON.`);
   process.exit(1);
 }
-const r = spawnSync(py, ['-m', 'pytest', 'tests/py', '-q', ...process.argv.slice(2)], {
+// A private temp root (pytest's tmp_path dirs and whatever the sidecar makes), removed afterwards, so
+// a run leaves nothing in /tmp; anything a test left outside tmp_path is named and fails the run.
+const tmp = mkdtempSync(join(tmpdir(), 'pairuni-pytest-'));
+const r = spawnSync(py, ['-m', 'pytest', 'tests/py', '-q', '-p', 'no:cacheprovider', `--basetemp=${join(tmp, 'basetemp')}`, ...process.argv.slice(2)], {
   cwd: root,
   stdio: 'inherit',
-  env: { ...process.env, PYTHONPATH: [join(root, 'python_sidecar'), process.env.PYTHONPATH].filter(Boolean).join(':') },
+  env: { ...process.env, TMPDIR: tmp, TORCHINDUCTOR_CACHE_DIR: join(tmp, 'torchinductor'), PYTHONPATH: [join(root, 'python_sidecar'), process.env.PYTHONPATH].filter(Boolean).join(':') },
 });
+const left = readdirSync(tmp).filter((f) => f !== 'basetemp' && f !== 'torchinductor'); // pytest's and torch's own
+rmSync(tmp, { recursive: true, force: true });
+if (left.length) {
+  console.error(`[pairuni] tests left ${left.length} entries in their TMPDIR: ${left.slice(0, 20).join(', ')}`);
+  process.exit(1);
+}
 // pytest exits 5 when it collected nothing: that is a broken suite, not a pass.
 process.exit(r.status ?? 1);

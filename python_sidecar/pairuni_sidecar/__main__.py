@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import signal
 import sys
 
@@ -57,8 +58,26 @@ def main(argv: list[str] | None = None) -> int:
         srv.stopping = True
 
     signal.signal(signal.SIGTERM, stop)
-    signal.signal(signal.SIGINT, stop)
-    return srv.serve()
+    if a.parent_pid is None:
+        signal.signal(signal.SIGINT, stop)
+    else:
+        # Spawned by a local controller: a terminal's Ctrl-C reaches the whole process group, and it is
+        # the controller's to handle (finish the step, save, then end this rank with bye / SIGTERM).
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        return srv.serve()
+    finally:
+        if a.parent_pid is not None and os.getppid() != a.parent_pid:
+            _remove_socket_dir(a.ctrl)
+
+
+def _remove_socket_dir(ctrl: str) -> None:
+    """The controller died without cleaning up (SIGKILL): remove the private ipc directory it made."""
+    if not ctrl.startswith("ipc://"):
+        return
+    d = os.path.dirname(ctrl[len("ipc://"):])
+    if os.path.basename(d).startswith("pairuni-"):
+        shutil.rmtree(d, ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -1,5 +1,6 @@
 /** An image backbone for pairing features (`features.*` ops); the sidecar's registry resolves `kind`. */
 import { z } from 'zod';
+import { userPath } from './wire.js';
 
 export const BackboneSpec = z
   .object({
@@ -8,7 +9,7 @@ export const BackboneSpec = z
     /** Model name for torchvision/timm (e.g. 'resnet50', 'vit_pe_core_base_patch16_224'). */
     name: z.string().optional(),
     /** Local weights file (resnet50/torchvision/timm) or model directory (hf). Required except for pixels. */
-    weights: z.string().optional(),
+    weights: userPath.optional(),
     /** Side length of the `pixels` embedder (features = 3·size² values). */
     size: z.number().int().min(1).max(512).default(16),
     /** auto | cpu | cuda | cuda:N */

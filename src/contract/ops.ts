@@ -14,7 +14,7 @@ import { z } from 'zod';
 import { GenConfig, LossConfig, ModelConfig, OptimConfig, RewardSpec, UndConfig } from './config.js';
 import { BackboneSpec } from './backbone.js';
 import { DTYPE_NAMES, type DType } from '../protocol/constants.js';
-import { wireRecord } from './wire.js';
+import { userPath, wireRecord } from './wire.js';
 
 export interface PayloadSpec {
   enc?: 'raw' | 'arrow';
@@ -54,9 +54,10 @@ export const PLUGIN_KINDS = ['op', 'reward', 'adapter', 'backbone', 'tiny'] as c
 // -- records the sidecar receives as generated dataclasses ---------------------------------------
 export const LoadModel = wireRecord(ModelConfig.omit({ refPath: true }));
 export const LoadOptim = wireRecord(OptimConfig);
-export const UndSampling = wireRecord(UndConfig.pick({ temperature: true, maxNewTokens: true, oldLogp: true, options: true })).extend({ seed: uint });
-export const GenSampling = wireRecord(GenConfig.pick({ temperature: true, cfgWeight: true, logp: true, oldLogp: true, options: true })).extend({ seed: uint });
-export const UpdateLoss = wireRecord(LossConfig.pick({ epsLow: true, epsHigh: true, beta: true, agg: true })).extend({
+// The config records less the fields only the controller uses (group sizes, prompt text, reward, μ).
+export const UndSampling = wireRecord(UndConfig.omit({ k: true, instruction: true, formatWeight: true })).extend({ seed: uint });
+export const GenSampling = wireRecord(GenConfig.omit({ k: true, reward: true })).extend({ seed: uint });
+export const UpdateLoss = wireRecord(LossConfig.omit({ mu: true })).extend({
   /** eq. 2/4 normalise each side (`side`); eq. 1 one expectation over the mixed batch (`batch`). */
   norm: z.enum(['side', 'batch']).default('side'),
 });
@@ -149,7 +150,7 @@ export const OPS = {
   'handles.free': op({ doc: 'frees sidecar-resident objects (rollouts, matrices) by handle', args: z.strictObject({ handles: z.array(z.string()) }), reply: z.strictObject({ freed: uint }) }),
   'models.tiny': op({
     doc: "build a tiny random-init model directory of a family (tests, examples, benches) with that family's registered builder",
-    args: z.strictObject({ family: str.default('janus'), dir: str, seed: uint.default(0) }),
+    args: z.strictObject({ family: str.default('janus'), dir: userPath, seed: uint.default(0) }),
     reply: z.strictObject({ dir: z.string() }),
   }),
 
@@ -225,27 +226,27 @@ export const OPS = {
   }),
   'manifest.parquet_to_arrow': op({
     doc: 'convert a Parquet manifest to an Arrow IPC file for the TS readers',
-    args: z.strictObject({ path: str, out: str }),
+    args: z.strictObject({ path: userPath, out: userPath }),
     reply: z.strictObject({ rows: uint, columns: z.array(z.string()), out: z.string() }),
   }),
 
   // -- ShapesWorld (the demo's world; evaluation runs through any family's adapter) ----------------
   'shapesworld.build': op({
     doc: 'write ShapesWorld U/G train/eval JSONL manifests and PNGs',
-    args: z.strictObject({ out: str, seed: uint.default(0), sizes: z.record(z.string(), uint).default({}) }),
+    args: z.strictObject({ out: userPath, seed: uint.default(0), sizes: z.record(z.string(), uint).default({}) }),
     reply: z.looseObject({ sizes: z.record(z.string(), uint) }),
   }),
   'shapesworld.pretrain': op({
     doc: 'pretrain the tiny ShapesWorld Janus from scratch (resumable)',
-    args: z.strictObject({ out: str, seed: uint.default(0), work: z.string().optional(), format: free.default({}), config: free.default({}) }),
+    args: z.strictObject({ out: userPath, seed: uint.default(0), work: userPath.optional(), format: free.default({}), config: free.default({}) }),
     reply: z.looseObject({}),
   }),
   'shapesworld.eval': op({
     doc: "held-out MCQ accuracy and generation reward per category of a model directory, through its card's family adapter",
     args: z.strictObject({
-      model_dir: str,
+      model_dir: userPath,
       device: z.string().default('cpu'),
-      data: z.string().optional(),
+      data: userPath.optional(),
       seed: uint.default(0),
       n: int.min(1).default(300),
       n_und: int.min(1).optional(),
@@ -253,7 +254,7 @@ export const OPS = {
       cfg_weight: z.number().default(3),
       temperature: z.number().positive().default(1),
       sample_seed: uint.default(0),
-      grid: z.string().optional(),
+      grid: userPath.optional(),
       grid_n: int.min(1).default(16),
     }),
     reply: EvalResult,
@@ -270,12 +271,12 @@ export const OPS = {
   'train.load': op({
     doc: 'load (or resume) the policy to train, replacing a loaded one; replies with what the adapter can do',
     scope: 'world',
-    args: z.strictObject({ model: LoadModel, optim: LoadOptim, seed: uint, ref_model_dir: str.optional(), resume_dir: str.optional() }),
+    args: z.strictObject({ model: LoadModel, optim: LoadOptim, seed: uint, ref_model_dir: userPath.optional(), resume_dir: userPath.optional() }),
     reply: z.looseObject({ adapter: z.string(), family: z.string(), capabilities: z.array(z.enum(CAPABILITIES)), optimizer_step: uint, ...elapsed }),
   }),
   'train.und_rollout': op({
     doc: 'sample n answers per (image, question); the batch stays in the sidecar under a handle',
-    args: z.strictObject({ n: int.min(1), items: z.array(z.strictObject({ image_path: str, text: z.string() })).min(1), sampling: UndSampling }),
+    args: z.strictObject({ n: int.min(1), items: z.array(z.strictObject({ image_path: userPath, text: z.string() })).min(1), sampling: UndSampling }),
     reply: rolloutReply,
   }),
   'train.gen_rollout': op({
@@ -312,7 +313,7 @@ export const OPS = {
     doc: 'one supervised optimizer step: CE on answers (und) and on image tokens (gen)',
     scope: 'world',
     args: z.strictObject({
-      examples: z.array(z.strictObject({ side: z.enum(['und', 'gen']), image_path: str, text: z.string(), target: z.string().default('') })).min(1),
+      examples: z.array(z.strictObject({ side: z.enum(['und', 'gen']), image_path: userPath, text: z.string(), target: z.string().default('') })).min(1),
     }),
     reply: SftMetrics,
   }),
@@ -325,12 +326,12 @@ export const OPS = {
   'train.save': op({
     doc: 'write the policy (HF model dir + optimizer + RNG) atomically to dir',
     scope: 'world',
-    args: z.strictObject({ dir: str }),
+    args: z.strictObject({ dir: userPath }),
     reply: z.strictObject({ dir: z.string(), optimizer_step: uint, ...elapsed }),
   }),
   'train.grid': op({
     doc: "save a PNG grid of a generation rollout's images",
-    args: z.strictObject({ handle, path: str, nrow: int.min(1).default(4), max_images: int.min(1).default(16) }),
+    args: z.strictObject({ handle, path: userPath, nrow: int.min(1).default(4), max_images: int.min(1).default(16) }),
     reply: z.strictObject({ path: z.string(), width: uint, height: uint, ...elapsed }),
   }),
 } as const satisfies Record<string, OpDecl>;

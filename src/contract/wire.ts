@@ -4,6 +4,7 @@
  * record mechanically (same field schemas, same defaults, keys in snake_case) and `toWire`
  * converts a config value the same way, so a config field is declared once and never re-mapped by hand.
  */
+import { resolve } from 'node:path';
 import { z } from 'zod';
 
 export type Snake<S extends string> = S extends `${infer H}${infer T}` ? `${H extends Lowercase<H> ? H : `_${Lowercase<H>}`}${Snake<T>}` : S;
@@ -24,3 +25,20 @@ export function toWire<T extends Record<string, unknown>>(value: T): SnakeKeys<T
   for (const [k, v] of Object.entries(value)) if (v !== undefined) out[snake(k)] = v;
   return out as SnakeKeys<T>;
 }
+
+/**
+ * The part of a config value that a wire record declares, in its wire form: keys to snake_case, and
+ * only the keys the record has (so a field added to the config record travels without further code).
+ */
+export function wireOf<S extends z.ZodObject>(record: S, value: object): Partial<z.input<S>> {
+  const out: Record<string, unknown> = {};
+  for (const [k, v] of Object.entries(value)) if (v !== undefined && snake(k) in record.shape) out[snake(k)] = v;
+  return out as Partial<z.input<S>>;
+}
+
+/**
+ * A file or directory the user names. The client resolves it against the caller's working directory
+ * before it crosses the wire, so a relative path means what it means where the user typed it (the
+ * sidecar runs elsewhere, and remote ranks elsewhere still). On the wire: a non-empty string.
+ */
+export const userPath = z.preprocess((v) => (typeof v === 'string' && v ? resolve(v) : v), z.string().min(1));

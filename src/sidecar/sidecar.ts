@@ -24,6 +24,7 @@ export interface SpawnOptions {
   /** Python interpreter (default: $PAIRUNI_PYTHON, else <package>/.venv/bin/python). */
   python?: string;
   env?: Record<string, string>;
+  /** Working directory of the sidecar (default: this process's, so relative paths mean the same on both sides). */
   cwd?: string;
   /**
    * Python modules of plug-ins (ops, rewards, adapters, backbones, tiny-model builders): each declares
@@ -97,12 +98,14 @@ export class Sidecar {
       '--parent-pid', String(process.pid), '--wait-controller', '60'];
     for (const m of opts.plugins ?? []) args.push('--plugins', m);
     if (opts.threads) args.push('--threads', String(opts.threads));
-    const env: Record<string, string> = { ...(process.env as Record<string, string>), PYTHONUNBUFFERED: '1', ...opts.env };
+    // PYTHONSAFEPATH: `python -m` would put the working directory first on sys.path, and a user's
+    // `torch/` or `transformers.py` there would shadow the real packages (Python >= 3.11).
+    const env: Record<string, string> = { ...(process.env as Record<string, string>), PYTHONUNBUFFERED: '1', PYTHONSAFEPATH: '1', ...opts.env };
     // Works from a source checkout even when the package is not pip-installed in that interpreter.
     env.PYTHONPATH = [sidecarSourceDir(), env.PYTHONPATH].filter(Boolean).join(':');
     let child: ChildProcess;
     try {
-      child = spawn(python, args, { cwd: opts.cwd ?? PACKAGE_ROOT, env, stdio: ['ignore', 'pipe', 'pipe'] });
+      child = spawn(python, args, { cwd: opts.cwd ?? process.cwd(), env, stdio: ['ignore', 'pipe', 'pipe'] });
     } catch (e) {
       await ctl.close();
       sc.cleanupDir();

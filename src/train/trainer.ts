@@ -11,8 +11,8 @@ import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { AbortedError, ConfigError, PairuniError, SidecarError } from '../errors.js';
 import { familyOptions } from '../contract/families.js';
-import type { OpArgs, UpdateMetrics } from '../contract/ops.js';
-import { toWire } from '../contract/wire.js';
+import { GenSampling, type OpArgs, UndSampling, type UpdateMetrics, UpdateLoss } from '../contract/ops.js';
+import { toWire, wireOf } from '../contract/wire.js';
 import { isPaired, lossNorm, sideAdvantages, trainWeight } from '../grpo/advantages.js';
 import { renderQuestion, undReward } from '../grpo/rewards.js';
 import { Sidecar, Tensor } from '../sidecar/index.js';
@@ -135,14 +135,14 @@ export async function pairGrpoStep(
     ? await timed(times, 'rollout', sc.train.undRollout({
         n: U.k,
         items: uPairs.map((p) => ({ image_path: p.u_image_abs, text: renderQuestion(p.question, p.choices, U.instruction) })),
-        sampling: { ...toWire({ temperature: U.temperature, maxNewTokens: U.maxNewTokens, oldLogp: U.oldLogp, options: familyOptions(cfg.model.adapter, 'und', U.options) }), seed: stepSeed(cfg.seed, step, 'und') },
+        sampling: { ...wireOf(UndSampling, U), options: familyOptions(cfg.model.adapter, 'und', U.options), seed: stepSeed(cfg.seed, step, 'und') },
       }))
     : undefined;
   const gen = sides.gen
     ? await timed(times, 'rollout', sc.train.genRollout({
         n: G.k,
         items: gPairs.map((p) => ({ prompt: p.prompt })),
-        sampling: { ...toWire({ temperature: G.temperature, cfgWeight: G.cfgWeight, logp: G.logp, oldLogp: G.oldLogp, options: familyOptions(cfg.model.adapter, 'gen', G.options) }), seed: stepSeed(cfg.seed, step, 'gen') },
+        sampling: { ...wireOf(GenSampling, G), options: familyOptions(cfg.model.adapter, 'gen', G.options), seed: stepSeed(cfg.seed, step, 'gen') },
       }))
     : undefined;
   const handles = { und: und?.args.handle, gen: gen?.args.handle };
@@ -183,7 +183,7 @@ export async function pairGrpoStep(
       const r = await timed(times, 'update', sc.train.update(
         {
           handles,
-          loss: { ...toWire({ epsLow: cfg.loss.epsLow, epsHigh: cfg.loss.epsHigh, beta: cfg.loss.beta, agg: cfg.loss.agg }), norm: lossNorm(mode) },
+          loss: { ...wireOf(UpdateLoss, cfg.loss), norm: lossNorm(mode) },
           est_seed: stepSeed(cfg.seed, step, inner),
           grad_cosine: cfg.log.gradCosine,
           free: inner === cfg.loss.mu - 1,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -122,6 +123,7 @@ class FakeController:
             if self.proc.poll() is None:
                 self.proc.kill()
             self.ctx.destroy(linger=0)
+            shutil.rmtree(self.dir, ignore_errors=True)
 
 
 def test_sidecar_exits_when_the_controller_goes_silent():
@@ -136,6 +138,7 @@ def test_sidecar_exits_when_the_controller_goes_silent():
         if c.proc.poll() is None:
             c.proc.kill()
         c.ctx.destroy(linger=0)
+        shutil.rmtree(c.dir, ignore_errors=True)
 
 
 @pytest.fixture(scope="module")

@@ -103,6 +103,20 @@ describe('requests and replies are checked at the boundary', () => {
     expect((await sc.call('debug.sleep', { seconds: 0 })).args.slices).toBe(0);
   });
 
+  it("user paths cross the wire resolved against the caller's working directory", async () => {
+    const sent: Record<string, unknown>[] = [];
+    const raw = async (_op: string, args: Record<string, unknown>) => {
+      sent.push(args);
+      return { args: { path: 'x', width: 1, height: 1, elapsed_s: 0, key: 'k', dim: 1, device: 'cpu', kind: 'resnet50' }, tensors: {}, tables: {} };
+    };
+    await invoke(raw, 'train.grid', { handle: 'h', path: join('samples', 'grid.png') }).catch(() => undefined); // the fake reply fits no op
+    expect(sent[0].path).toBe(join(process.cwd(), 'samples', 'grid.png'));
+    await invoke(raw, 'features.backbone', { backbone: { kind: 'resnet50', weights: 'resnet50.pth' } }).catch(() => undefined);
+    expect((sent[1].backbone as { weights: string }).weights).toBe(join(process.cwd(), 'resnet50.pth'));
+    await invoke(raw, 'train.und_rollout', { n: 1, items: [{ image_path: '/abs/a.png', text: 'q' }, { image_path: 'rel/b.png', text: 'q' }], sampling: { seed: 0 } }).catch(() => undefined);
+    expect((sent[2].items as Array<{ image_path: string }>).map((i) => i.image_path)).toEqual(['/abs/a.png', join(process.cwd(), 'rel', 'b.png')]);
+  });
+
   it('a reply field renamed by the sidecar fails on arrival, naming the field', async () => {
     const metrics = { loss: 0.1, grad_norm: 1, lr: 1e-3, update_tokens: 4, update_s: 0.01, optimizer_step: 1, elapsed_s: 0.01, 'und/clip_frac': 0 };
     const ok = await invoke(async () => ({ args: metrics, tensors: {}, tables: {} }), 'train.update', { handles: {}, loss: {}, est_seed: 0 });

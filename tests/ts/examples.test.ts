@@ -1,6 +1,8 @@
 /** Every script in examples/ is something users copy: each must run to completion. */
 import { spawnSync } from 'node:child_process';
-import { readdirSync } from 'node:fs';
+import { mkdtempSync, readdirSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 
 const dir = new URL('../../examples/', import.meta.url).pathname;
@@ -10,8 +12,14 @@ describe('examples', () => {
   it('exist', () => expect(examples.length).toBeGreaterThan(0));
   for (const f of examples) {
     it(`${f} runs`, () => {
-      const r = spawnSync(process.execPath, ['--import', 'tsx', `${dir}${f}`], { encoding: 'utf8', timeout: 240_000, env: { ...process.env, PAIRUNI_EXAMPLE_CI: '1' } });
-      expect(r.status, `${f} failed:\n${r.stdout}\n${r.stderr}`).toBe(0);
+      // Examples that write results take an output directory as their first argument (users keep theirs).
+      const out = mkdtempSync(join(tmpdir(), 'pairuni-example-'));
+      try {
+        const r = spawnSync(process.execPath, ['--import', 'tsx', `${dir}${f}`, join(out, 'out')], { encoding: 'utf8', timeout: 240_000, env: { ...process.env, PAIRUNI_EXAMPLE_CI: '1' } });
+        expect(r.status, `${f} failed:\n${r.stdout}\n${r.stderr}`).toBe(0);
+      } finally {
+        rmSync(out, { recursive: true, force: true });
+      }
     }, 300_000);
   }
 });

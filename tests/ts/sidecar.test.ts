@@ -1,5 +1,7 @@
 import { spawn, spawnSync } from 'node:child_process';
 import { createServer } from 'node:net';
+import { existsSync, readFileSync } from 'node:fs';
+import { dirname } from 'node:path';
 import { tableFromArrays, Table, vectorFromArray, Field, Schema, Float32, Int32, List, Utf8, makeData, type FixedSizeList, RecordBatch, Struct } from 'apache-arrow';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Sidecar, Tensor, bf16ToF32, f32ToBf16, resolvePython } from '../../src/sidecar/index.js';
@@ -283,10 +285,30 @@ describe('process lifecycle', () => {
       node.on('exit', () => reject(new Error('child exited early: ' + out)));
     });
     expect(alive(pid)).toBe(true);
+    // The private socket directory, from the sidecar's command line (--connect ipc://DIR/ctrl).
+    const cmd = readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0');
+    const sockDir = dirname(cmd[cmd.indexOf('--connect') + 1].slice('ipc://'.length));
+    expect(existsSync(sockDir)).toBe(true);
     node.kill('SIGKILL');
     const t0 = Date.now();
     while (alive(pid) && Date.now() - t0 < 15_000) await new Promise((r) => setTimeout(r, 100));
     expect(alive(pid)).toBe(false);
+    expect(existsSync(sockDir)).toBe(false); // the sidecar removed what its dead controller left
+  }, 90_000);
+
+  it("a terminal's Ctrl-C (SIGINT to the process group) leaves the sidecar to its controller", async () => {
+    const node = spawn(process.execPath, ['--import', 'tsx', LIFECYCLE, 'sigint'], { stdio: ['ignore', 'pipe', 'inherit'], detached: true });
+    let out = '';
+    node.stdout!.on('data', (b) => (out += b));
+    const t0 = Date.now();
+    while (!out.includes('READY') && Date.now() - t0 < 60_000) await new Promise((r) => setTimeout(r, 50));
+    expect(out).toContain('READY');
+    const pid = Number(/PID (\d+)/.exec(out)![1]);
+    process.kill(-node.pid!, 'SIGINT'); // the whole group, as a terminal does
+    const code = await new Promise<number | null>((resolve) => node.on('exit', (c) => resolve(c)));
+    expect(out).toContain('ECHO OK');
+    expect(code).toBe(0);
+    expect(alive(pid)).toBe(false); // ended by its controller's close
   }, 90_000);
 });
 

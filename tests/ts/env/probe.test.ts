@@ -1,5 +1,5 @@
 import { spawnSync } from 'node:child_process';
-import { chmodSync, mkdtempSync, writeFileSync } from 'node:fs';
+import { chmodSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
@@ -41,7 +41,7 @@ describe('probe (what `pairuni doctor` reports)', () => {
     process.env.PATH = `${bin}:${process.env.PATH}`;
     process.env.PAIRUNI_VENV = '/nonexistent/pairuni-venv';
     delete process.env.PAIRUNI_PYTHON;
-    const r = await probe();
+    const r = await probe().finally(() => rmSync(bin, { recursive: true, force: true }));
     expect(r.python).toBe('python3');
     expect(r.packages.torch).toBeNull();
     const torch = r.problems.find((p) => p.what.includes("'torch'"));
