@@ -14,4 +14,4 @@ export { loadPairUG, stepIndices, type TrainPair } from './data.js';
 export { checkpointsDir, latestCheckpoint, writeCheckpoint, type Checkpoint, type TrainerState } from './checkpoint.js';
 export { RunLog, readMetrics, type StepMetrics } from './metrics.js';
 export { EventWriter, crc32c, decodeEvent, encodeEvent, maskedCrc32c, readRecords, type TFEvent } from './tfevents.js';
-export { RunStateError, loadArgs, pairGrpoStep, stepSeed, train, type TrainOptions, type TrainResult } from './trainer.js';
+export { RunStateError, grpoSides, loadArgs, pairGrpoStep, stepSeed, train, type TrainOptions, type TrainResult } from './trainer.js';

@@ -2,7 +2,8 @@
  * The SDK ↔ sidecar contract: generated files match their declarations, library code calls ops only
  * through the typed client, requests and replies are checked on both sides, errors are classes.
  */
-import { readdirSync, readFileSync, statSync } from 'node:fs';
+import { mkdtempSync, readdirSync, readFileSync, rmSync, statSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { drift } from '../../protocols/tools/make-contract.js';
@@ -10,6 +11,8 @@ import { OPS } from '../../src/contract/ops.js';
 import { BadRequestError, InternalError, NotFoundError, OpFailedError, RankLostError, SidecarError, WIRE_ERROR_CODES } from '../../src/errors.js';
 import { invoke } from '../../src/sidecar/client.js';
 import { Sidecar, Tensor } from '../../src/sidecar/index.js';
+import { buildTinyJanus, writeTinyPairUG } from '../../src/train/fixtures.js';
+import { grpoSides, loadArgs, loadPairUG, pairGrpoStep, parseTrainConfig } from '../../src/train/index.js';
 
 const ROOT = join(import.meta.dirname, '..', '..');
 
@@ -126,6 +129,34 @@ describe('requests and replies are checked at the boundary', () => {
     const err = await invoke(async () => ({ args: renamed, tensors: {}, tables: {} }), 'train.update', { handles: {}, loss: {}, est_seed: 0 }).catch((e) => e);
     expect(err).toBeInstanceOf(InternalError);
     expect(err.message).toMatch(/train\.update reply does not match the contract.*und\/clipfrac/);
+  });
+});
+
+describe('the adapter declares what it can do; the trainer decides from it', () => {
+  it('PairGRPO sides from capabilities; an SFT-only adapter is refused with a pointer to SFT', () => {
+    expect(grpoSides(['und_rollout', 'gen_rollout', 'logprobs_und', 'logprobs_gen', 'sft'])).toEqual({ und: true, gen: true });
+    expect(grpoSides(['und_rollout', 'logprobs_und', 'gen_rollout'])).toEqual({ und: true, gen: false });
+    expect(() => grpoSides(['sft'])).toThrow(/neither side.*supervised fine-tuning: train\.sft/);
+  });
+
+  it('a step with only the understanding side rolls out, scores and updates that side alone', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'pairuni-contract-'));
+    const sc = await Sidecar.spawn({ threads: 1 });
+    try {
+      const model = await buildTinyJanus(sc, join(dir, 'tiny'));
+      const data = writeTinyPairUG(join(dir, 'data'), 4);
+      const cfg = parseTrainConfig({ data, out: join(dir, 'out'), model: { path: model, device: 'cpu' }, batchPairs: 2, und: { k: 2, maxNewTokens: 2 }, gen: { k: 2, reward: { name: 'brightness' } }, log: { tensorboard: false } });
+      const loaded = await sc.train.load(loadArgs(cfg));
+      expect(loaded.args.capabilities).toEqual(expect.arrayContaining(['und_rollout', 'gen_rollout', 'logprobs_und', 'logprobs_gen', 'sft']));
+      const m = await pairGrpoStep(sc, cfg, loadPairUG(data), 0, { sides: { und: true, gen: false } });
+      expect(m['gen/reward']).toBe(0);
+      expect(m['tokens/rollout']).toBeGreaterThan(0);
+      expect(m.lr).toBeGreaterThan(0);
+      expect((await sc.info()).handles).toBe(0); // the rollout was freed with the last update
+    } finally {
+      await sc.close();
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 });
 
