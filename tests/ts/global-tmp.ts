@@ -10,7 +10,8 @@ export default function setup(): () => void {
   const dir = mkdtempSync(join(tmpdir(), 'pairuni-vitest-'));
   process.env.TMPDIR = dir;
   return () => {
-    const left = readdirSync(dir);
+    // tsx keeps its compile cache (`tsx-<uid>`) in TMPDIR when tests start `node --import tsx` children.
+    const left = readdirSync(dir).filter((f) => !/^tsx-\d+$/.test(f));
     rmSync(dir, { recursive: true, force: true });
     if (left.length) throw new Error(`tests left ${left.length} entries in their TMPDIR: ${left.slice(0, 20).join(', ')}`);
   };
