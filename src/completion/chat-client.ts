@@ -4,17 +4,22 @@
  * behind it (the SDK's is disabled so the counts in the report are exact).
  */
 import OpenAI from 'openai';
-import type { ChatCompletionContentPart, ChatCompletionCreateParamsNonStreaming, ChatCompletionMessageParam } from 'openai/resources/chat/completions';
+import type {
+  ChatCompletion,
+  ChatCompletionContentPart,
+  ChatCompletionCreateParamsNonStreaming,
+  ChatCompletionMessageParam,
+} from 'openai/resources/chat/completions';
 import { setTimeout as delay } from 'node:timers/promises';
 import { AbortedError } from '../errors.js';
 import type { SpendGuard } from './budget.js';
 import type { CallEntry, CompletionCache } from './cache.js';
 import type { CompleterConfig } from './config.js';
-import { CompletionApiError, RequestRejectedError } from './errors.js';
+import { CompletionApiError, RequestRejectedError, RunStoppedError } from './errors.js';
 import { hashJson } from './hash.js';
 import { toDataUrl } from './images.js';
 import type { RunStats } from './report.js';
-import { classifyFailure, retryDelayMs, type Failure } from './retry.js';
+import { classifyFailure, htmlMessage, htmlPage, retryDelayMs, type Failure } from './retry.js';
 import type { ChatMessage } from './templates.js';
 
 export type Sleep = (ms: number, signal: AbortSignal) => Promise<void>;
@@ -36,7 +41,13 @@ export interface CallContext {
   cache: CompletionCache;
   guard: SpendGuard;
   stats: RunStats;
+  /** Hard stop: cancels requests in flight. */
   signal: AbortSignal;
+  /**
+   * Graceful stop: once aborted, no new request (nor retry) is sent and retry pauses are cut short,
+   * while requests already in flight finish and are journalled; the call then throws RunStoppedError.
+   */
+  stop?: AbortSignal;
 }
 
 export interface ChatClientDeps {
@@ -122,11 +133,12 @@ export class ChatClient {
     const body = this.body(model, messages);
     for (let retry = 0; ; retry++) {
       if (ctx.signal.aborted) throw new AbortedError();
+      if (ctx.stop?.aborted) throw new RunStoppedError();
       ctx.guard.acquire();
       ctx.stats.requestSent();
       let waitMs: number;
       try {
-        const res = await this.withRequestSignal(ctx.signal, (signal) => this.api.chat.completions.create(body, { signal }));
+        const res = await this.withRequestSignal(ctx.signal, (signal) => this.send(body, signal));
         const choice = res?.choices?.[0];
         if (!choice || typeof choice.message !== 'object' || choice.message === null) {
           throw new MalformedResponse('the response has no choices[0].message');
@@ -149,10 +161,17 @@ export class ChatClient {
       } catch (err) {
         if (ctx.signal.aborted) throw new AbortedError('aborted', { cause: err });
         const failure: Failure =
-          err instanceof MalformedResponse
-            ? { kind: 'retry', cause: 'malformed_response', message: err.message }
-            : classifyFailure(err);
+          err instanceof HtmlReply
+            ? { kind: 'fatal', cause: 'html', status: err.status, message: err.message }
+            : err instanceof MalformedResponse
+              ? { kind: 'retry', cause: 'malformed_response', message: err.message }
+              : classifyFailure(err);
         if (failure.kind === 'abort') throw new AbortedError('aborted', { cause: err });
+        // Once stopping, a failed request is left for the next run rather than sent again.
+        if (failure.kind === 'retry' && ctx.stop?.aborted) {
+          ctx.stats.requestFailed(failure.cause, false);
+          throw new RunStoppedError();
+        }
         const willRetry = failure.kind === 'retry' && retry < this.config.retry.maxRetries;
         ctx.stats.requestFailed(failure.cause, willRetry);
         if (failure.kind === 'reject') throw new RequestRejectedError(failure.message, failure.status, { cause: err });
@@ -170,15 +189,62 @@ export class ChatClient {
         waitMs = retryDelayMs(failure, retry, this.config.retry, this.random);
       }
       try {
-        await this.sleep(waitMs, ctx.signal);
+        await this.pause(waitMs, ctx);
       } catch (e) {
-        throw new AbortedError('aborted', { cause: e });
+        if (ctx.signal.aborted || !ctx.stop?.aborted) throw new AbortedError('aborted', { cause: e });
+        throw new RunStoppedError();
       }
+    }
+  }
+
+  /**
+   * Sends one request and reads its body ourselves, so that a page that is not JSON (an HTML error
+   * page of a proxy, a web UI at the wrong URL) can be named as such instead of failing in a JSON parser.
+   */
+  private async send(body: ChatCompletionCreateParamsNonStreaming, signal: AbortSignal): Promise<ChatCompletion | undefined> {
+    const response = await this.api.chat.completions.create(body, { signal }).asResponse();
+    const text = await response.text();
+    const page = htmlPage(response.headers.get('content-type'), text);
+    if (page) throw new HtmlReply(response.status, htmlMessage(response.status, page));
+    if (!text.trim()) throw new MalformedResponse(`the response body is empty (status ${response.status})`);
+    try {
+      return JSON.parse(text) as ChatCompletion;
+    } catch {
+      throw new MalformedResponse(`the response is not JSON (status ${response.status}): ${JSON.stringify(text.slice(0, 200))}`);
+    }
+  }
+
+  /** A retry pause, cut short by the hard signal and by the graceful stop. */
+  private async pause(ms: number, ctx: CallContext): Promise<void> {
+    const stop = ctx.stop;
+    if (!stop) return this.sleep(ms, ctx.signal);
+    const ac = new AbortController();
+    const onAbort = () => ac.abort(ctx.signal.reason);
+    const onStop = () => ac.abort(stop.reason);
+    ctx.signal.addEventListener('abort', onAbort, { once: true });
+    stop.addEventListener('abort', onStop, { once: true });
+    try {
+      if (ctx.signal.aborted) onAbort();
+      else if (stop.aborted) onStop();
+      await this.sleep(ms, ac.signal);
+    } finally {
+      ctx.signal.removeEventListener('abort', onAbort);
+      stop.removeEventListener('abort', onStop);
     }
   }
 }
 
 class MalformedResponse extends Error {}
+
+/** A 2xx answer that is an HTML page: retrying the same URL cannot turn it into an API reply. */
+class HtmlReply extends Error {
+  constructor(
+    readonly status: number,
+    message: string,
+  ) {
+    super(message);
+  }
+}
 
 function toOpenAiMessage(m: ChatMessage): ChatCompletionMessageParam {
   if (m.role === 'assistant') {

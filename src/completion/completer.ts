@@ -10,7 +10,7 @@ import { SpendGuard } from './budget.js';
 import { CompletionCache, type ItemOutcome } from './cache.js';
 import { ChatClient, type ChatClientDeps } from './chat-client.js';
 import { parseCompleterConfig, type CompleterConfig, type CompleterConfigInput } from './config.js';
-import { BudgetExhaustedError, RequestRejectedError } from './errors.js';
+import { BudgetExhaustedError, RequestRejectedError, RunStoppedError } from './errors.js';
 import { hashJson } from './hash.js';
 import { loadImage, type LoadedImage } from './images.js';
 import { completeItem } from './pipeline.js';
@@ -21,6 +21,13 @@ import type { CompletionItem, CompletionResult, G2qaFill, Origin, U2cFill } from
 export interface RunOptions {
   /** Aborting stops the run: requests in flight are cancelled and iteration throws AbortedError. */
   signal?: AbortSignal;
+  /**
+   * Aborting stops the run gracefully: no new item starts and no new request (nor retry) is sent,
+   * while requests in flight finish and are cached, so a rerun pays for nothing twice. Items that
+   * needed another request come back unfinished (reason 'stopped'); the iteration then ends without
+   * an error and `report().stoppedBy` is 'stopped'. Items never started are in `leftover()`.
+   */
+  stop?: AbortSignal;
 }
 
 export type CompleterDeps = ChatClientDeps;
@@ -39,6 +46,16 @@ export class CompletionRun implements AsyncIterable<CompletionResult> {
 
   report(): CompletionReport {
     return this.stats.report();
+  }
+
+  /**
+   * Once the iteration is over: an unfinished result (reason 'stopped') for each item it did not
+   * return because the run ended early (error, abort, stop, a `break`), i.e. the items that were in
+   * flight and, for an array input, those never started. Already counted in `report()`; empty after
+   * a run that went through every item.
+   */
+  leftover(): CompletionResult[] {
+    return [...this.stats.leftover];
   }
 
   [Symbol.asyncIterator](): AsyncIterator<CompletionResult> {
@@ -68,7 +85,7 @@ export class Completer {
 
   run(items: Iterable<CompletionItem> | AsyncIterable<CompletionItem>, opts: RunOptions = {}): CompletionRun {
     const stats = new RunStats(this.config);
-    return new CompletionRun(() => this.iterate(items, opts.signal, stats), stats);
+    return new CompletionRun(() => this.iterate(items, opts, stats), stats);
   }
 
   /** Cache key of an item: direction, models, template version, and a hash of the input content including the image bytes. */
@@ -85,41 +102,51 @@ export class Completer {
 
   private async *iterate(
     items: Iterable<CompletionItem> | AsyncIterable<CompletionItem>,
-    signal: AbortSignal | undefined,
+    opts: RunOptions,
     stats: RunStats,
   ): AsyncGenerator<CompletionResult, void, undefined> {
+    const { signal } = opts;
     if (this.active) throw new ConfigError('this Completer is already running; one run at a time per cache');
+    // Items taken from the source and not yet returned; with `next` and an array input, what an early end leaves over.
+    const pending = new Map<number, CompletionItem>();
+    let next = 0;
     if (signal?.aborted) {
       stats.finish('aborted');
+      stats.leaveOver(pending, Array.isArray(items) ? items : [], 0);
       throw new AbortedError();
     }
     this.active = true;
     const ac = new AbortController();
-    // Every in-flight request (and its retry sleep) listens on this signal: that many listeners are
+    const stopAc = new AbortController();
+    // Every in-flight request (and its retry sleep) listens on these signals: that many listeners are
     // expected, not a leak, so Node's default warning at 10 would only confuse users.
-    setMaxListeners(Math.max(10, 4 * this.config.concurrency), ac.signal);
+    setMaxListeners(Math.max(10, 4 * this.config.concurrency), ac.signal, stopAc.signal);
     const onAbort = () => ac.abort(signal?.reason);
     signal?.addEventListener('abort', onAbort, { once: true });
+    const onStop = () => stopAc.abort(opts.stop?.reason);
+    if (opts.stop?.aborted) onStop();
+    else opts.stop?.addEventListener('abort', onStop, { once: true });
     const running = new Map<number, Promise<Settled>>();
     const inflight = new Map<string, Promise<ItemOutcome>>();
     const guard = new SpendGuard(this.config.budget);
     let cache: CompletionCache | undefined;
     let source: AsyncIterator<CompletionItem> | Iterator<CompletionItem> | undefined;
     let sourceDone = false;
+    let stoppedSome = false;
     try {
       cache = this.config.cachePath ? await CompletionCache.open(this.config.cachePath) : (this.memoryCache ??= CompletionCache.memory());
       stats.cache = { path: cache.path ?? null, loadedCalls: cache.loadInfo.calls, loadedItems: cache.loadInfo.items, tornBytes: cache.loadInfo.tornBytes };
-      const ctx = { cache, guard, stats, signal: ac.signal };
+      const ctx = { cache, guard, stats, signal: ac.signal, stop: stopAc.signal };
       source = Symbol.asyncIterator in items ? items[Symbol.asyncIterator]() : items[Symbol.iterator]();
-      let next = 0;
       for (;;) {
-        while (!sourceDone && running.size < this.config.concurrency && !ac.signal.aborted) {
+        while (!sourceDone && running.size < this.config.concurrency && !ac.signal.aborted && !stopAc.signal.aborted) {
           const n = await source.next();
           if (n.done) {
             sourceDone = true;
             break;
           }
           const index = next++;
+          pending.set(index, n.value);
           running.set(
             index,
             this.process(n.value, index, ctx, inflight).then(
@@ -133,13 +160,15 @@ export class Completer {
         const s = await Promise.race(running.values());
         running.delete(s.index);
         if ('error' in s) throw s.error;
+        pending.delete(s.index);
+        if (s.result.status === 'unfinished' && s.result.reason === 'stopped') stoppedSome = true;
         stats.result(s.result);
         yield s.result;
       }
-      if (guard.exhausted) {
-        stats.budgetExhausted = guard.exhausted;
-        stats.finish('budget', guard.exhausted);
-      } else stats.finish('completed');
+      if (guard.exhausted) stats.budgetExhausted = guard.exhausted;
+      if (stopAc.signal.aborted && (stoppedSome || !sourceDone)) stats.finish('stopped', 'asked to stop: no new request was started, those in flight were finished');
+      else if (guard.exhausted) stats.finish('budget', guard.exhausted);
+      else stats.finish('completed');
     } catch (e) {
       if (guard.exhausted) stats.budgetExhausted = guard.exhausted;
       if (e instanceof AbortedError || ac.signal.aborted) {
@@ -156,7 +185,9 @@ export class Completer {
       if (!sourceDone) await source?.return?.();
       if (cache && cache !== this.memoryCache) await cache.close();
       signal?.removeEventListener('abort', onAbort);
+      opts.stop?.removeEventListener('abort', onStop);
       if (stats.stoppedBy === 'running') stats.finish('aborted', 'the consumer stopped iterating');
+      stats.leaveOver(pending, Array.isArray(items) ? items : [], next);
       this.active = false;
     }
   }
@@ -200,6 +231,7 @@ export class Completer {
     } catch (e) {
       if (e instanceof BudgetExhaustedError) return { ...base, status: 'unfinished', reason: 'budget', detail: e.message };
       if (e instanceof RequestRejectedError) return { ...base, status: 'unfinished', reason: 'request_error', detail: e.message };
+      if (e instanceof RunStoppedError) return { ...base, status: 'unfinished', reason: 'stopped', detail: e.message };
       throw e;
     }
   }

@@ -38,3 +38,14 @@ export class BudgetExhaustedError extends PairuniError {
     super('budget_exhausted', message);
   }
 }
+
+/**
+ * Internal: the run was asked to stop (`RunOptions.stop`) and this item needs another request.
+ * The completer turns it into an unfinished result (reason 'stopped'); it never reaches a caller.
+ */
+export class RunStoppedError extends Error {
+  constructor(message = 'the run was stopped before this item finished') {
+    super(message);
+    this.name = 'RunStoppedError';
+  }
+}

@@ -30,6 +30,7 @@ export type {
 export { TEMPLATE_VERSIONS as COMPLETION_TEMPLATE_VERSIONS, promptClassOf, type PromptClass } from './templates.js';
 export {
   REJECT_REASONS as COMPLETION_REJECT_REASONS,
+  UNFINISHED_REASONS as COMPLETION_UNFINISHED_REASONS,
   type CompletionItem,
   type CompletionResult,
   type Direction as CompletionDirection,

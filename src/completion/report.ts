@@ -1,9 +1,13 @@
 /** Counters of one completion run and the report JSON built from them. */
 import { priceFor, type CompleterConfig } from './config.js';
 import { TEMPLATE_VERSIONS } from './templates.js';
-import { REJECT_REASONS, type CompletionResult, type Direction, type RejectReason, type UnfinishedReason } from './types.js';
+import { REJECT_REASONS, UNFINISHED_REASONS, type CompletionItem, type CompletionResult, type Direction, type RejectReason, type UnfinishedReason } from './types.js';
 
-export type StoppedBy = 'running' | 'completed' | 'budget' | 'aborted' | 'error';
+/**
+ * 'stopped': the stop signal fired, work in flight was finished and cached, nothing new started.
+ * 'aborted': the abort signal fired (requests in flight cancelled) or the consumer stopped iterating.
+ */
+export type StoppedBy = 'running' | 'completed' | 'budget' | 'stopped' | 'aborted' | 'error';
 
 export interface DirectionCounts {
   total: number;
@@ -37,6 +41,10 @@ export interface CompletionReport {
   durationMs: number;
   models: { u2c: string; g2qa: string; verifyU2c: string; verifyG2qa: string };
   templateVersions: Record<Direction, string>;
+  /**
+   * Every item counts once: total = accepted + rejected + unfinished, whatever way the run ended.
+   * For an array input, total is its length; for another iterable, the items taken from it.
+   */
   items: { total: number; accepted: number; rejected: number; unfinished: number; fromCache: number; fromInput: number };
   byDirection: Record<Direction, DirectionCounts>;
   /** HTTP traffic of this run: every attempt counts, retries included. */
@@ -54,7 +62,7 @@ function emptyCounts(): DirectionCounts {
     accepted: 0,
     acceptedAfterRegeneration: 0,
     rejected: Object.fromEntries(REJECT_REASONS.map((r) => [r, 0])) as Record<RejectReason, number>,
-    unfinished: { budget: 0, request_error: 0 },
+    unfinished: Object.fromEntries(UNFINISHED_REASONS.map((r) => [r, 0])) as Record<UnfinishedReason, number>,
     fromCache: 0,
     fromInput: 0,
     formatRetries: 0,
@@ -73,8 +81,29 @@ export class RunStats {
   private readonly usage = new Map<string, { requests: number; inputTokens: number; outputTokens: number }>();
   cache: CompletionReport['cache'] = { path: null, loadedCalls: 0, loadedItems: 0, tornBytes: 0 };
   budgetExhausted: string | undefined;
+  /** Unfinished results for the items an early end left without one (see CompletionRun.leftover). */
+  readonly leftover: CompletionResult[] = [];
 
   constructor(private readonly config: CompleterConfig) {}
+
+  /**
+   * Counts, as unfinished ('stopped'), the items taken but not returned (`pending`) and those of an
+   * array input never taken (`all` from position `from`), so that the totals cover every item
+   * however the run ended. Call it once, after `finish`.
+   */
+  leaveOver(pending: ReadonlyMap<number, CompletionItem>, all: readonly CompletionItem[], from: number): void {
+    const detail = `the run ended (${this.stoppedBy}) before this item finished`;
+    const left: [number, CompletionItem][] = [...pending].sort(([a], [b]) => a - b);
+    for (let i = from; i < all.length; i++) left.push([i, all[i]]);
+    for (const [index, item] of left) {
+      const direction = item?.direction;
+      if (direction !== 'u2c' && direction !== 'g2qa') continue; // not an item: the run failed on it, or would have
+      const id = String((item.record as { id?: unknown } | undefined)?.id ?? '');
+      const r: CompletionResult = { direction, id, index, ...(item.source ? { source: item.source } : {}), status: 'unfinished', reason: 'stopped', detail };
+      this.result(r);
+      this.leftover.push(r);
+    }
+  }
 
   requestSent(): void {
     this.requests.sent++;
@@ -154,7 +183,7 @@ export class RunStats {
         total: sum((d) => d.total),
         accepted: sum((d) => d.accepted),
         rejected: sum((d) => Object.values(d.rejected).reduce((a, b) => a + b, 0)),
-        unfinished: sum((d) => d.unfinished.budget + d.unfinished.request_error),
+        unfinished: sum((d) => Object.values(d.unfinished).reduce((a, b) => a + b, 0)),
         fromCache: sum((d) => d.fromCache),
         fromInput: sum((d) => d.fromInput),
       },

@@ -2,6 +2,13 @@
  * Transport retry policy. The openai client is created with `maxRetries: 0` so that every retry
  * happens here, where it is counted, where the backoff is injectable, and where `retry-after-ms`
  * / `retry-after` from rate-limited or overloaded servers are honoured.
+ *
+ * The rule, by HTTP status:
+ *  - retried (the same request can succeed later): 408, 409, 425, 429 and every 5xx except 501,
+ *    plus timeouts, dropped connections and 2xx bodies that are not a chat completion;
+ *  - rejected (this request cannot succeed; the item is left unfinished, the run goes on): 400, 413, 415, 422;
+ *  - fatal (the endpoint or the configuration is wrong; the run stops): everything else, e.g. 401, 403,
+ *    404, 405 and 501 Not Implemented (the server does not implement chat completions), and a 2xx HTML page.
  */
 import { APIConnectionError, APIConnectionTimeoutError, APIError, APIUserAbortError } from 'openai';
 import type { RetryConfig } from './config.js';
@@ -44,6 +51,30 @@ export function retryDelayMs(f: Extract<Failure, { kind: 'retry' }>, retry: numb
 const RETRY_STATUS = new Set([408, 409, 425, 429]);
 const REJECT_STATUS = new Set([400, 413, 415, 422]);
 
+/** Whether a reply with this HTTP status is worth sending again (see the rule at the top). */
+export function isRetryableStatus(status: number): boolean {
+  return RETRY_STATUS.has(status) || (status >= 500 && status <= 599 && status !== 501);
+}
+
+/**
+ * Recognises an HTML page (a proxy's error page, a web UI at the wrong URL) by its Content-Type or
+ * by a body starting with `<`; returns the page's <title> when it has one.
+ */
+export function htmlPage(contentType: string | null | undefined, body: string): { title?: string } | undefined {
+  const isHtml = /\btext\/html\b|\bapplication\/xhtml\+xml\b/i.test(contentType ?? '') || body.trimStart().startsWith('<');
+  if (!isHtml) return undefined;
+  const m = /<title[^>]*>([\s\S]*?)<\/title>/i.exec(body);
+  const title = m?.[1].replace(/\s+/g, ' ').trim().slice(0, 120);
+  return title ? { title } : {};
+}
+
+export function htmlMessage(status: number, page: { title?: string }): string {
+  return (
+    `the endpoint answered with an HTML page (status ${status}${page.title ? `, title "${page.title}"` : ''}), not JSON: ` +
+    'is the base URL (--base-url) the API root, e.g. http://host:8000/v1?'
+  );
+}
+
 export function classifyFailure(err: unknown): Failure {
   if (err instanceof APIUserAbortError) return { kind: 'abort' };
   if (err instanceof APIConnectionTimeoutError) return { kind: 'retry', cause: 'timeout', message: 'request timed out' };
@@ -52,8 +83,10 @@ export function classifyFailure(err: unknown): Failure {
   }
   if (err instanceof APIError && typeof err.status === 'number') {
     const status = err.status;
-    const message = `HTTP ${status}: ${err.message}`;
-    if (RETRY_STATUS.has(status) || status >= 500) {
+    // The SDK puts a body that is not JSON into the message, after the status.
+    const page = err.error === undefined ? htmlPage(err.headers?.get('content-type'), err.message.replace(/^\d+ /, '')) : undefined;
+    const message = page ? htmlMessage(status, page) : `HTTP ${status}: ${err.message}`;
+    if (isRetryableStatus(status)) {
       return { kind: 'retry', cause: String(status), status, retryAfterMs: retryAfterMs(err.headers), message };
     }
     if (REJECT_STATUS.has(status)) return { kind: 'reject', cause: String(status), status, message };

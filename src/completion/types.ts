@@ -31,8 +31,13 @@ export const REJECT_REASONS = [
 ] as const;
 export type RejectReason = (typeof REJECT_REASONS)[number];
 
-/** Why an item was left for the next run (nothing about it is cached as final). */
-export type UnfinishedReason = 'budget' | 'request_error';
+/**
+ * Why an item was left for the next run (nothing about it is cached as final): the spend guard, a
+ * request the endpoint refused, or the run ended first ('stopped': a stop request, Ctrl-C, an abort
+ * or a fatal error; calls it had finished are in the cache).
+ */
+export const UNFINISHED_REASONS = ['budget', 'request_error', 'stopped'] as const;
+export type UnfinishedReason = (typeof UNFINISHED_REASONS)[number];
 
 /** Where an outcome came from: live calls (possibly partly replayed), the outcome cache, or the input itself. */
 export type Origin = 'llm' | 'cache' | 'input';

@@ -1,6 +1,8 @@
 /**
  * `pairuni complete`: semantic completion of U / G manifests against an OpenAI-compatible endpoint.
- * Interrupt with Ctrl-C and run the same command again: finished items come from the cache.
+ * Interrupt with Ctrl-C and run the same command again: finished items come from the cache. The
+ * first Ctrl-C starts nothing new and lets the requests in flight finish (they are paid for, so
+ * they are kept); a second one quits at once.
  */
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
@@ -52,7 +54,8 @@ limits
   --quiet                  no progress bar
 
 exit status: 0 all items finished; 3 some items left unfinished (spend guard, refused requests);
-130 interrupted. Finished work is kept in every case.`;
+130 interrupted. Finished work is kept in every case. The first Ctrl-C starts no new request and
+waits for those in flight (they are cached, so a rerun pays for nothing twice); a second quits at once.`;
 
 const OPTIONS = {
   u: { type: 'string' },
@@ -125,6 +128,14 @@ export async function run(argv: string[]): Promise<number> {
   }
   put(cfg, ['baseURL'], args['base-url'] ?? (cfg.baseURL === undefined ? process.env.OPENAI_BASE_URL : undefined));
   put(cfg, ['apiKey'], args['api-key'] ?? (cfg.apiKey === undefined ? process.env.OPENAI_API_KEY : undefined));
+  if (cfg.baseURL === undefined || cfg.baseURL === '') {
+    throw new ConfigError('no endpoint: pass --base-url URL (e.g. http://localhost:8000/v1) or set OPENAI_BASE_URL');
+  }
+  if (cfg.apiKey === undefined || cfg.apiKey === '') {
+    throw new ConfigError(
+      'no API key: set OPENAI_API_KEY or pass --api-key KEY (or apiKey in --config); local servers (vLLM, Ollama) accept any non-empty key',
+    );
+  }
   put(cfg, ['models', 'u2c'], args['model-u2c']);
   put(cfg, ['models', 'g2qa'], args['model-g2qa']);
   put(cfg, ['models', 'verifyU2c'], args['model-check-u2c']);
@@ -164,10 +175,13 @@ export async function run(argv: string[]): Promise<number> {
   }
 
   const completer = new Completer(config);
-  const interrupt = onInterrupt({ message: 'complete: stopping, finished items are kept' });
+  // The first Ctrl-C is a graceful stop: requests in flight are paid for, so they finish and are cached.
+  const interrupt = onInterrupt({
+    message: 'complete: stopping: no new request is sent; waiting for those in flight to finish and be cached',
+  });
   const bar = new Progress({ label: 'complete', total: items.length, unit: 'items', silent: args.quiet });
   const results: CompletionResult[] = [];
-  const job = completer.run(items, { signal: interrupt.signal });
+  const job = completer.run(items, { stop: interrupt.signal });
   let failure: unknown;
   let ok = 0;
   let rejected = 0;
@@ -185,9 +199,10 @@ export async function run(argv: string[]): Promise<number> {
     bar.done();
   }
   const report = job.report();
-  await writeCompletionOutputs(args.out, results, report, directions);
+  // Items the run ended without (fatal error, Ctrl-C) are listed as unfinished, like the counts in the report.
+  await writeCompletionOutputs(args.out, [...results, ...job.leftover()], report, directions);
   if (!args.quiet) process.stderr.write(`${describe(report)}\noutputs in ${args.out}\n`);
-  if (report.stoppedBy === 'aborted') return 130;
+  if (report.stoppedBy === 'stopped' || report.stoppedBy === 'aborted') return 130;
   if (failure) throw failure;
   return report.items.unfinished > 0 ? 3 : 0;
 }

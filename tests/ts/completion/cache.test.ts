@@ -174,7 +174,8 @@ describe('persistent cache', () => {
     expect(res1[2]).toMatchObject({ reason: 'budget', detail: 'request budget of 5 used up' });
     const rep1 = job1.report();
     expect(rep1).toMatchObject({ stoppedBy: 'budget', requests: { sent: 5 }, budget: { maxRequests: 5, exhausted: 'request budget of 5 used up' } });
-    expect(rep1.byDirection.u2c.unfinished).toEqual({ budget: 3, request_error: 0 });
+    expect(rep1.byDirection.u2c.unfinished).toEqual({ budget: 3, request_error: 0, stopped: 0 });
+    expect(rep1.items).toMatchObject({ total: 5, accepted: 2, unfinished: 3 });
     // Nothing half-written: every line parses; 5 calls and 2 outcomes are on disk.
     const lines = (await readFile(cachePath, 'utf8')).trimEnd().split('\n').map((l) => JSON.parse(l) as { t: string });
     expect(lines.filter((l) => l.t === 'call')).toHaveLength(5);

@@ -113,7 +113,7 @@ describe('pairuni complete', () => {
     expect(code).toBe(3);
     expect(server.requests).toHaveLength(3);
     const rep = JSON.parse(await readFile(join(out, 'report.json'), 'utf8'));
-    expect(rep).toMatchObject({ stoppedBy: 'budget', items: { accepted: 1, unfinished: 4 } });
+    expect(rep).toMatchObject({ stoppedBy: 'budget', items: { total: 5, accepted: 1, unfinished: 4 } });
     expect(rep.unfinished.map((x: { id: string }) => x.id)).toEqual(['u2', 'u3', 'g1', 'g2']);
     expect((await jsonl(join(out, 'u.completed.jsonl'))).map((x) => x.id)).toEqual(['u1']);
   });
@@ -139,6 +139,33 @@ describe('pairuni complete', () => {
     await expect(run([...baseArgs(server.url), '--concurrency', 'many'])).rejects.toThrow('--concurrency must be a number');
     await expect(run(['--bogus'])).rejects.toBeInstanceOf(ConfigError);
     expect(server.requests.map(itemIdOf)).toEqual([]);
+  });
+
+  it('without an API key, says to set OPENAI_API_KEY or pass --api-key, before sending anything', async () => {
+    server = await startScriptedServer(router().handler);
+    delete process.env.OPENAI_API_KEY;
+    const err = await run(baseArgs(server.url)).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(ConfigError);
+    expect((err as Error).message).toContain('OPENAI_API_KEY');
+    expect((err as Error).message).toContain('--api-key');
+    process.env.OPENAI_API_KEY = '';
+    await expect(run(baseArgs(server.url))).rejects.toThrow(/OPENAI_API_KEY.*--api-key/);
+    expect(server.requests).toHaveLength(0);
+  });
+
+  it('after a fatal error, report.json counts every item: total, finished and unfinished', async () => {
+    server = await startScriptedServer(router({ 'u2/gen-u': [{ status: 403, body: { error: { message: 'model not allowed' } } }] }).handler);
+    const err = await run([...baseArgs(server.url), '--concurrency', '1']).catch((e: unknown) => e);
+    expect(err).toMatchObject({ name: 'CompletionApiError', kind: 'fatal', status: 403 });
+    const rep = JSON.parse(await readFile(join(out, 'report.json'), 'utf8'));
+    expect(rep).toMatchObject({ stoppedBy: 'error', items: { total: 5, accepted: 1, rejected: 0, unfinished: 4 } });
+    expect(rep.unfinished.map((x: { id: string; reason: string }) => [x.id, x.reason])).toEqual([
+      ['u2', 'stopped'],
+      ['u3', 'stopped'],
+      ['g1', 'stopped'],
+      ['g2', 'stopped'],
+    ]);
+    expect((await jsonl(join(out, 'u.completed.jsonl'))).map((x) => x.id)).toEqual(['u1']);
   });
 
   it('takes settings from --config, with flags overriding it', async () => {

@@ -13,6 +13,39 @@ afterEach(async () => {
   server = undefined;
 });
 
+const CLI_RUN = fileURLToPath(new URL('./fixtures/cli-run.ts', import.meta.url));
+
+/** A child process running a fixture with tsx; its TMPDIR (where tsx keeps its cache) is the test's own temp dir. */
+function spawnTsx(script: string, args: string[], tmpDir: string) {
+  const child = spawn(process.execPath, ['--import', 'tsx', script, ...args], {
+    cwd: process.cwd(),
+    env: { ...process.env, TMPDIR: tmpDir },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  let err = '';
+  child.stderr.on('data', (d: Buffer) => (err += d.toString()));
+  const exited = new Promise<number | null>((res) => child.on('exit', (code) => res(code)));
+  return { child, stderr: () => err, exited };
+}
+
+/** Polls `cond` every 10 ms; fails after `ms`. */
+async function until(cond: () => boolean, what: () => string, ms = 20_000): Promise<void> {
+  const t0 = Date.now();
+  while (!cond()) {
+    if (Date.now() - t0 > ms) throw new Error(`timed out waiting: ${what()}`);
+    await new Promise((res) => setTimeout(res, 10));
+  }
+}
+
+/** A U manifest of `ids` with their images under `dir`; returns the manifest path. */
+async function writeManifest(dir: string, ids: string[]): Promise<string> {
+  await mkdir(join(dir, 'img'));
+  for (const id of ids) await writeFile(join(dir, 'img', `${id}.png`), png(id));
+  const manifest = join(dir, 'u.jsonl');
+  await writeFile(manifest, ids.map((id) => JSON.stringify({ ...uItem(id).record, image: `img/${id}.png` })).join('\n') + '\n');
+  return manifest;
+}
+
 describe('a run killed with SIGKILL', () => {
   it('restarted, makes no request for items the killed run had finished', async () => {
     const tmp = await tempDir();
@@ -26,6 +59,7 @@ describe('a run killed with SIGKILL', () => {
       const ids = Array.from({ length: 12 }, (_, i) => `u${i + 1}`);
       const child = spawn(process.execPath, ['--import', 'tsx', fileURLToPath(new URL('./fixtures/child-run.ts', import.meta.url)), server.url, cachePath, ids.join(',')], {
         cwd: process.cwd(),
+        env: { ...process.env, TMPDIR: tmp.dir },
         stdio: ['ignore', 'pipe', 'pipe'],
       });
       let out = '';
@@ -85,8 +119,9 @@ describe('pairuni complete interrupted with Ctrl-C', () => {
       );
       const out = join(tmp.dir, 'out');
       const args = ['--u', manifest, '--out', out, '--base-url', server.url, '--api-key', 'k', '--model-u2c', 'gen-u', '--model-check-u2c', 'chk-u', '--concurrency', '2', '--quiet'];
-      const child = spawn(process.execPath, ['--import', 'tsx', fileURLToPath(new URL('./fixtures/cli-run.ts', import.meta.url)), ...args], {
+      const child = spawn(process.execPath, ['--import', 'tsx', CLI_RUN, ...args], {
         cwd: process.cwd(),
+        env: { ...process.env, TMPDIR: tmp.dir },
         stdio: ['ignore', 'pipe', 'pipe'],
       });
       let err = '';
@@ -100,7 +135,9 @@ describe('pairuni complete interrupted with Ctrl-C', () => {
       child.kill('SIGINT');
       expect(await exited).toBe(130);
       const report = JSON.parse(await readFile(join(out, 'report.json'), 'utf8'));
-      expect(report.stoppedBy).toBe('aborted');
+      expect(report.stoppedBy).toBe('stopped');
+      expect(report.items.total).toBe(ids.length);
+      expect(report.items.accepted + report.items.unfinished).toBe(ids.length);
       const done = (await readFile(join(out, 'u.completed.jsonl'), 'utf8')).trimEnd().split('\n').filter(Boolean).map((l) => JSON.parse(l).id as string);
       expect(done.length).toBe(report.items.accepted);
       expect(done.length).toBeGreaterThanOrEqual(2);
@@ -111,6 +148,80 @@ describe('pairuni complete interrupted with Ctrl-C', () => {
       expect(server.requests.slice(before).map(itemIdOf).filter((id) => done.includes(id))).toEqual([]);
       const all = (await readFile(join(out, 'u.completed.jsonl'), 'utf8')).trimEnd().split('\n').map((l) => JSON.parse(l).id);
       expect(all).toEqual(ids);
+    } finally {
+      await tmp.cleanup();
+    }
+  });
+});
+
+describe('pairuni complete: the first Ctrl-C lets requests in flight finish', () => {
+  it('an interrupted run plus its rerun send exactly the requests of one uninterrupted run', async () => {
+    const tmp = await tempDir();
+    try {
+      const r = router();
+      // Slow replies: when the signal comes, `concurrency` requests are surely in flight.
+      server = await startScriptedServer(async (req) => {
+        await new Promise((res) => setTimeout(res, 150));
+        return r.handler(req);
+      });
+      const ids = Array.from({ length: 12 }, (_, i) => `u${i + 1}`);
+      const manifest = await writeManifest(tmp.dir, ids);
+      const out = join(tmp.dir, 'out');
+      const args = ['--u', manifest, '--out', out, '--base-url', server.url, '--api-key', 'k', '--model-u2c', 'gen-u', '--model-check-u2c', 'chk-u', '--concurrency', '4', '--quiet'];
+      // One uninterrupted run: a generation and a check per item.
+      const oneRun = 2 * ids.length;
+
+      const c = spawnTsx(CLI_RUN, args, tmp.dir);
+      await until(() => server!.requests.length >= 9, c.stderr);
+      expect(server.inFlight).toBeGreaterThan(0);
+      c.child.kill('SIGINT');
+      expect(await c.exited).toBe(130);
+      const first = server.requests.length;
+      const report = JSON.parse(await readFile(join(out, 'report.json'), 'utf8'));
+
+      expect(await run(args)).toBe(0);
+      // The point: nothing was paid for twice.
+      expect(server.requests.length).toBe(oneRun);
+      const keys = server.requests.map((q) => `${itemIdOf(q)}/${q.model}`);
+      expect(new Set(keys).size).toBe(oneRun);
+      expect(first).toBeLessThan(oneRun);
+
+      expect(c.stderr()).toContain('no new request is sent; waiting for those in flight to finish and be cached (Ctrl-C again to quit at once)');
+      expect(report.stoppedBy).toBe('stopped');
+      // Every request of the interrupted run was answered and used: none was cut off.
+      expect(report.requests).toMatchObject({ sent: first, succeeded: first, retries: 0 });
+      expect(report.items.total).toBe(ids.length);
+      expect(report.items.accepted + report.items.unfinished).toBe(ids.length);
+      expect(report.unfinished).toHaveLength(report.items.unfinished);
+      const all = (await readFile(join(out, 'u.completed.jsonl'), 'utf8')).trimEnd().split('\n').map((l) => JSON.parse(l).id);
+      expect(all).toEqual(ids);
+    } finally {
+      await tmp.cleanup();
+    }
+  });
+
+  it('keeps waiting for a slow request after the first Ctrl-C; the second quits at once with 130', async () => {
+    const tmp = await tempDir();
+    try {
+      const r = router();
+      server = await startScriptedServer(async (req) => ({ ...(r.handler(req) as object), delayMs: 30_000 }));
+      const ids = ['u1', 'u2'];
+      const manifest = await writeManifest(tmp.dir, ids);
+      const args = ['--u', manifest, '--out', join(tmp.dir, 'out'), '--base-url', server.url, '--api-key', 'k', '--model-u2c', 'gen-u', '--model-check-u2c', 'chk-u', '--concurrency', '2', '--quiet'];
+      const c = spawnTsx(CLI_RUN, args, tmp.dir);
+      let exitedAt = 0;
+      void c.exited.then(() => (exitedAt = Date.now()));
+      await until(() => server!.requests.length >= 2, c.stderr);
+      c.child.kill('SIGINT');
+      await until(() => c.stderr().includes('Ctrl-C again to quit at once'), c.stderr);
+      await new Promise((res) => setTimeout(res, 500));
+      expect(exitedAt).toBe(0);
+      expect(server.inFlight).toBe(2);
+      const second = Date.now();
+      c.child.kill('SIGINT');
+      expect(await c.exited).toBe(130);
+      expect(exitedAt - second).toBeLessThan(5_000);
+      expect(server.requests).toHaveLength(2);
     } finally {
       await tmp.cleanup();
     }

@@ -2,7 +2,7 @@ import { getEventListeners } from 'node:events';
 import { afterEach, describe, expect, it } from 'vitest';
 import { Completer, CompletionApiError, startScriptedServer, type ScriptedServer } from '../../../src/completion/index.js';
 import { RetryConfig } from '../../../src/completion/config.js';
-import { backoffMs, retryAfterMs } from '../../../src/completion/retry.js';
+import { backoffMs, isRetryableStatus, retryAfterMs } from '../../../src/completion/retry.js';
 import { config, instantSleep, itemIdOf, router, uItem } from './helpers.js';
 
 let server: ScriptedServer | undefined;
@@ -132,6 +132,99 @@ describe('transport retries against the scripted endpoint', () => {
     const err = await completer.run([uItem('u1')], { signal: ac.signal }).collect().catch((e: unknown) => e);
     expect(err).toMatchObject({ name: 'AbortedError' });
     expect(server.requests).toHaveLength(1);
+  });
+});
+
+describe('which HTTP statuses are retried', () => {
+  // Retried: the same request can succeed later. Permanent: it cannot (400/413/415/422 leave the
+  // item unfinished and the run goes on; the rest stop the run). 501 Not Implemented is permanent.
+  const RETRIED = [408, 409, 425, 429, 500, 502, 503, 504, 507, 599];
+  const PERMANENT = [400, 401, 403, 404, 405, 410, 413, 415, 422, 501];
+
+  it('isRetryableStatus states the rule', () => {
+    for (const s of RETRIED) expect([s, isRetryableStatus(s)]).toEqual([s, true]);
+    for (const s of PERMANENT) expect([s, isRetryableStatus(s)]).toEqual([s, false]);
+  });
+
+  it.each(RETRIED)('%i is sent again', async (status) => {
+    const { completer, calls } = await setup({ 'u1/gen-u': [{ status }] });
+    const job = completer.run([uItem('u1')]);
+    expect((await job.collect())[0]).toMatchObject({ status: 'accepted' });
+    expect(calls.get('u1/gen-u')).toBe(2);
+    expect(job.report().requests).toMatchObject({ retries: 1, failures: { [String(status)]: 1 } });
+  });
+
+  it.each(PERMANENT)('%i is not sent again', async (status) => {
+    const { completer, calls, delays } = await setup({ 'u1/gen-u': [{ status }] });
+    const job = completer.run([uItem('u1')]);
+    const res = await job.collect().catch((e: unknown) => e);
+    if ([400, 413, 415, 422].includes(status)) expect((res as unknown[])[0]).toMatchObject({ status: 'unfinished', reason: 'request_error' });
+    else expect(res).toMatchObject({ name: 'CompletionApiError', kind: 'fatal', status });
+    expect(calls.get('u1/gen-u')).toBe(1);
+    expect(delays).toEqual([]);
+    expect(job.report().requests.retries).toBe(0);
+  });
+
+  it('a refused connection is retried, then reported unavailable', async () => {
+    const probe = await startScriptedServer(router().handler);
+    const url = probe.url;
+    await probe.close(); // nothing listens on that port any more
+    const { sleep, delays } = instantSleep();
+    const job = new Completer(config(url), { sleep }).run([uItem('u1')]);
+    const err = await job.collect().catch((e: unknown) => e);
+    expect(err).toMatchObject({ name: 'CompletionApiError', kind: 'unavailable', status: undefined });
+    expect((err as Error).message).toContain('gave up after 4 attempts');
+    expect(delays).toHaveLength(3);
+    expect(job.report().requests).toMatchObject({ sent: 4, retries: 3, failures: { connection: 4 } });
+  });
+});
+
+describe('an HTML page instead of JSON', () => {
+  const PAGE = '<!DOCTYPE html>\n<html><head><title>502 Bad Gateway</title></head><body><center><h1>502 Bad Gateway</h1></center><hr><center>nginx</center></body></html>\n';
+  const HINT = 'not JSON: is the base URL (--base-url) the API root';
+
+  it('a proxy error page (text/html) is named as such; a 502 is still retried', async () => {
+    const { completer, calls } = await setup(
+      { 'u1/gen-u': Array(5).fill({ status: 502, headers: { 'content-type': 'text/html' }, body: PAGE }) },
+      { retry: { maxRetries: 1, baseDelayMs: 100, maxDelayMs: 1_000, jitter: false } },
+    );
+    const err = await completer.run([uItem('u1')]).collect().catch((e: unknown) => e);
+    expect(err).toMatchObject({ name: 'CompletionApiError', kind: 'unavailable', status: 502 });
+    const msg = (err as Error).message;
+    expect(msg).toContain('the endpoint answered with an HTML page (status 502, title "502 Bad Gateway")');
+    expect(msg).toContain(HINT);
+    expect(msg).not.toContain('<html>');
+    expect(calls.get('u1/gen-u')).toBe(2);
+  });
+
+  it('a 404 page whose body starts with "<" (whatever its Content-Type) stops the run at once', async () => {
+    const { completer, calls } = await setup({ 'u1/gen-u': [{ status: 404, body: '<html><body>Not Found</body></html>' }] });
+    const err = await completer.run([uItem('u1')]).collect().catch((e: unknown) => e);
+    expect(err).toMatchObject({ name: 'CompletionApiError', kind: 'fatal', status: 404 });
+    expect((err as Error).message).toContain(`the endpoint answered with an HTML page (status 404), ${HINT}`);
+    expect(calls.get('u1/gen-u')).toBe(1);
+  });
+
+  it.each([
+    ['text/html; charset=utf-8', PAGE],
+    ['application/json', '  <html><head><title>Sign in</title></head></html>'],
+  ])('a 200 HTML page (%s) stops the run at once, not retried as malformed', async (contentType, body) => {
+    const { completer, calls, delays } = await setup({ 'u1/gen-u': [{ status: 200, headers: { 'content-type': contentType }, body }] });
+    const job = completer.run([uItem('u1')]);
+    const err = await job.collect().catch((e: unknown) => e);
+    expect(err).toMatchObject({ name: 'CompletionApiError', kind: 'fatal', status: 200 });
+    expect((err as Error).message).toMatch(/the endpoint answered with an HTML page \(status 200, title "[^"]+"\), not JSON: is the base URL \(--base-url\) the API root/);
+    expect(calls.get('u1/gen-u')).toBe(1);
+    expect(delays).toEqual([]);
+    expect(job.report().requests.failures).toEqual({ html: 1 });
+  });
+
+  it('a 200 body that is neither JSON nor HTML is retried as malformed', async () => {
+    const { completer, delays } = await setup({ 'u1/gen-u': [{ status: 200, headers: { 'content-type': 'text/plain' }, body: 'upstream busy' }] });
+    const job = completer.run([uItem('u1')]);
+    expect((await job.collect())[0].status).toBe('accepted');
+    expect(delays).toEqual([100]);
+    expect(job.report().requests.failures).toEqual({ malformed_response: 1 });
   });
 });
 
