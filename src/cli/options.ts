@@ -1,5 +1,6 @@
 /** Option parsing shared by `pairuni embed` and `pairuni pair` (backbone, manifests, progress bars). */
 import { readFileSync } from 'node:fs';
+import { resolve } from 'node:path';
 import { ConfigError } from '../errors.js';
 import { BackboneSpec } from '../pairing/embed.js';
 import type { Stage } from '../pairing/pipeline.js';
@@ -36,25 +37,59 @@ export const MANIFEST_HELP = `  --u PATH             understanding manifest (.js
 
 export function backboneFrom(v: Record<string, unknown>): BackboneSpec {
   const spec: Record<string, unknown> = { kind: v.backbone };
-  if (v.weights) spec.weights = v.weights;
+  if (v.weights) spec.weights = userPath(String(v.weights));
   if (v.model) spec.name = v.model;
-  if (v.size) spec.size = intOpt(v.size, '--size');
+  if (v.size !== undefined) spec.size = intOpt(v.size, '--size', { min: 1, max: 512 });
   if (v.device) spec.device = v.device;
   const r = BackboneSpec.safeParse(spec);
   if (!r.success) throw new ConfigError(`--backbone: ${r.error.issues.map((i) => `${i.path.join('.') || 'kind'}: ${i.message}`).join('; ')}`);
   return r.data;
 }
 
-export function intOpt(v: unknown, name: string): number {
-  const n = Number(v);
-  if (!Number.isInteger(n)) throw new ConfigError(`${name} must be an integer, got '${v}'`);
+/** Allowed range of a numeric option; `gt` is an exclusive lower bound. */
+export interface Range {
+  min?: number;
+  max?: number;
+  gt?: number;
+}
+
+function rangeText(r: Range): string {
+  const lo = r.gt !== undefined ? `> ${r.gt}` : r.min !== undefined ? `>= ${r.min}` : undefined;
+  if (lo && r.max !== undefined) return r.gt !== undefined ? `in (${r.gt}, ${r.max}]` : `in [${r.min}, ${r.max}]`;
+  if (lo) return lo;
+  return r.max !== undefined ? `<= ${r.max}` : '';
+}
+
+function inRange(n: number, r: Range): boolean {
+  return (r.min === undefined || n >= r.min) && (r.gt === undefined || n > r.gt) && (r.max === undefined || n <= r.max);
+}
+
+/** Parses an integer option; a ConfigError names the option and the allowed range. */
+export function intOpt(v: unknown, name: string, range: Range = {}): number {
+  const s = String(v).trim();
+  const n = s === '' ? NaN : Number(s);
+  const want = ['an integer', rangeText(range)].filter(Boolean).join(' ');
+  if (!Number.isSafeInteger(n) || !inRange(n, range)) throw new ConfigError(`${name} must be ${want}, got '${v}'`);
   return n;
 }
 
-export function numOpt(v: unknown, name: string): number {
-  const n = Number(v);
-  if (!Number.isFinite(n)) throw new ConfigError(`${name} must be a number, got '${v}'`);
+/** Parses a number option; a ConfigError names the option and the allowed range. */
+export function numOpt(v: unknown, name: string, range: Range = {}): number {
+  const s = String(v).trim();
+  const n = s === '' ? NaN : Number(s);
+  const want = ['a number', rangeText(range)].filter(Boolean).join(' ');
+  if (!Number.isFinite(n) || !inRange(n, range)) throw new ConfigError(`${name} must be ${want}, got '${v}'`);
   return n;
+}
+
+/**
+ * A path the user typed, made absolute against the working directory they typed it in: the
+ * sidecar (and any remote rank) may run elsewhere.
+ */
+export function userPath(v: string): string;
+export function userPath(v: string | undefined): string | undefined;
+export function userPath(v: string | undefined): string | undefined {
+  return v === undefined || v === '' ? v : resolve(process.cwd(), v);
 }
 
 export function jsonOpt(v: unknown, name: string): Record<string, string> | undefined {

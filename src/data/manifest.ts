@@ -10,7 +10,7 @@
  * Images are paths (relative to the manifest's directory) or inline bytes (a binary column, or the
  * HF `Image` struct {bytes, path}). Every problem is a DataError naming the file and row (1-based
  * line for JSONL, 0-based row for tables): unreadable files, wrong/missing columns, invalid fields,
- * duplicate ids, missing image files.
+ * duplicate ids, missing image files; a manifest with no records is a DataError naming the file.
  */
 import { existsSync, readFileSync, statSync } from 'node:fs';
 import { basename, dirname, extname, isAbsolute, join, resolve } from 'node:path';
@@ -142,6 +142,10 @@ async function readManifest<S extends RecordSchema>(path: string, schema: S, opt
       throw new DataError(`${file} row ${row}: image file not found: ${image.path}`, file, row);
     }
     items.push({ record: rec, image, row });
+  }
+  if (items.length === 0) {
+    const kind = schema === (UnderstandingRecord as RecordSchema) ? 'understanding (U)' : 'generation (G)';
+    throw new DataError(`${file}: the ${kind} manifest has no records; pairing needs at least one`, file);
   }
   return { file, format, items };
 }

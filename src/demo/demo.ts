@@ -11,9 +11,9 @@
  * interrupted demo resumes where it stopped (training itself resumes from its last checkpoint).
  */
 import { createHash } from 'node:crypto';
-import { existsSync, mkdirSync, readdirSync, readFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readdirSync, readFileSync, statSync } from 'node:fs';
 import { join, relative, resolve } from 'node:path';
-import { AbortedError, PairuniError } from '../errors.js';
+import { AbortedError, ConfigError, PairuniError } from '../errors.js';
 import { buildPairUG } from '../pairing/pipeline.js';
 import { PACKAGE_ROOT } from '../sidecar/python.js';
 import { Sidecar } from '../sidecar/sidecar.js';
@@ -182,8 +182,29 @@ function checkPlan(out: string, p: Plan, model: string): void {
   }
 }
 
+/**
+ * Refuses options that cannot make a demo, before any work: a bad value found later would have cost
+ * a world build, pairing and an evaluation, and been stored in plan.json (NaN as `null`), where it
+ * made every later run on that `out` refuse to resume.
+ */
+export function validateDemoOptions(o: DemoOptions): void {
+  const bad = (what: string, v: unknown) => new ConfigError(`demo: ${what}, got ${typeof v === 'number' || v === undefined ? String(v) : JSON.stringify(v)}`);
+  if (typeof o.out !== 'string' || !o.out) throw bad('out must be a directory path', o.out);
+  if (existsSync(o.out) && !statSync(o.out).isDirectory()) throw new ConfigError(`demo: out ${o.out} is a file, not a directory`);
+  if (o.model !== undefined && (typeof o.model !== 'string' || !o.model)) throw bad('model must be a model directory path', o.model);
+  if (o.steps !== undefined && !(Number.isSafeInteger(o.steps) && o.steps >= 1)) throw bad('steps must be a positive integer', o.steps);
+  if (o.parallel !== undefined && !(Number.isSafeInteger(o.parallel) && o.parallel >= 1)) throw bad('parallel must be a positive integer', o.parallel);
+  if (o.seeds !== undefined) {
+    if (!Array.isArray(o.seeds) || o.seeds.length === 0) throw bad('seeds must be a non-empty list of integers >= 0', o.seeds);
+    const wrong = o.seeds.find((x) => !(Number.isSafeInteger(x) && x >= 0));
+    if (wrong !== undefined || o.seeds.some((x) => x === undefined)) throw bad('every seed must be an integer >= 0', wrong);
+    if (new Set(o.seeds).size !== o.seeds.length) throw bad('seeds must not repeat (each seed is one run directory)', o.seeds);
+  }
+}
+
 export async function runDemo(o: DemoOptions): Promise<DemoResult> {
   const t0 = Date.now();
+  validateDemoOptions(o);
   const model = resolve(o.model ?? DEFAULT_MODEL);
   if (!existsSync(join(model, 'config.json'))) {
     throw new PairuniError('demo', `no pretrained model at ${model}: regenerate it with \`python -m pairuni_sidecar.shapesworld pretrain --out ${model}\``);

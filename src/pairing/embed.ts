@@ -47,6 +47,9 @@ export async function embedImages(images: ImageSource[], opts: EmbedOptions): Pr
   if (!spec.success) throw new ConfigError(`invalid backbone: ${spec.error.issues.map((i) => `${i.path.join('.')}: ${i.message}`).join('; ')}`);
   type Where = { file?: string; row?: number; what: string };
   const describe: (i: number) => Where = opts.describe ?? ((i: number) => ({ what: `image ${i}` }));
+  for (const [name, v] of [['batchSize', opts.batchSize], ['flushEvery', opts.flushEvery]] as const) {
+    if (v !== undefined && !(Number.isSafeInteger(v) && v >= 1)) throw new ConfigError(`${name} must be an integer >= 1, got ${v}`);
+  }
   const info = (await opts.sidecar.features.backbone({ backbone: spec.data })).args;
   const dim = info.dim;
   const cache = new FeatureCache(opts.cacheDir, info.key, dim);

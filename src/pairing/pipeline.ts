@@ -4,10 +4,14 @@
  *   buildPairUG     manifests → features → Algorithm 1 → (ablation) → PairUG files + stats.
  * Pairing is deterministic given the seed, the inputs (in order) and the backend, so an interrupted
  * `pair` is resumed by running it again: embedding restarts from the cache, pairing recomputes.
+ * Arguments are refused before any work: the output and cache directories are checked, and the
+ * manifests read (an empty one is a DataError), before a sidecar is started or anything embedded.
  */
-import { join, resolve } from 'node:path';
+import { accessSync, constants as fsConstants, mkdirSync, statSync } from 'node:fs';
+import { dirname, join, resolve } from 'node:path';
 import { readGeneration, readUnderstanding, type ColumnMap, type Manifest } from '../data/manifest.js';
 import type { GenerationRecord, PairRecord, UnderstandingRecord } from '../data/schemas.js';
+import { ConfigError } from '../errors.js';
 import { Sidecar } from '../sidecar/index.js';
 import { pairSet } from './ablations.js';
 import { SidecarBackend } from './backend/sidecar.js';
@@ -46,48 +50,109 @@ export interface EmbeddedManifests {
   cached: number;
 }
 
-async function withSidecar<T>(given: Sidecar | undefined, fn: (sc: Sidecar) => Promise<T>): Promise<T> {
-  if (given) return fn(given);
-  const sc = await Sidecar.spawn();
-  try {
-    return await fn(sc);
-  } finally {
-    await sc.close();
+/**
+ * The given sidecar, or one started on first use and stopped by `close`: manifests that need no
+ * sidecar (everything but Parquet) are read, and every argument checked, before Python starts.
+ */
+class LazySidecar {
+  private starting?: Promise<Sidecar>;
+  constructor(private readonly given?: Sidecar) {}
+
+  get(): Promise<Sidecar> {
+    if (this.given) return Promise.resolve(this.given);
+    return (this.starting ??= Sidecar.spawn());
+  }
+
+  async close(): Promise<void> {
+    if (this.given || !this.starting) return;
+    const sc = await this.starting.catch(() => undefined);
+    await sc?.close();
   }
 }
 
 /** The sidecar converts Parquet manifests to Arrow IPC (arrow-js cannot read Parquet). */
-function parquetVia(sc: Sidecar, tmpDir: string): (p: string) => Promise<string> {
+function parquetVia(sidecar: LazySidecar, tmpDir: string): (p: string) => Promise<string> {
   return async (p) => {
+    mkdirSync(tmpDir, { recursive: true });
     const out = join(tmpDir, `${p.replace(/[^\w.-]+/g, '_')}.arrow`);
-    await sc.manifest.parquetToArrow({ path: resolve(p), out });
+    await (await sidecar.get()).manifest.parquetToArrow({ path: resolve(p), out });
     return out;
   };
 }
 
-export async function embedManifests(opts: EmbedManifestsOptions): Promise<EmbeddedManifests> {
+/**
+ * Throws a ConfigError naming `dir` unless it is, or can be created as, a writable directory.
+ * Checked before any embedding or pairing work, so a bad `--out` or cache dir costs nothing;
+ * creates nothing. `what` names the role in the message ('output directory', ...).
+ */
+export function checkOutputDir(dir: string, what = 'output directory'): void {
+  const target = resolve(dir);
+  const fail = (why: string, cause?: unknown): never => {
+    throw new ConfigError(`${what} ${target} is not usable: ${why}`, { cause });
+  };
+  // The nearest existing path at or above the target: it must be a directory we can write into.
+  let p = target;
+  for (;;) {
+    let st;
+    try {
+      st = statSync(p);
+    } catch (e) {
+      const code = (e as NodeJS.ErrnoException).code;
+      if (code !== 'ENOENT' && code !== 'ENOTDIR') fail(`cannot stat ${p} (${(e as Error).message})`, e);
+      const parent = dirname(p); // ENOTDIR: a file somewhere above, named by a later round
+      if (parent === p) fail(`${p} does not exist`);
+      p = parent;
+      continue;
+    }
+    if (!st.isDirectory()) fail(p === target ? 'it exists and is not a directory' : `${p} is a file, not a directory`);
+    break;
+  }
+  try {
+    accessSync(p, fsConstants.W_OK | fsConstants.X_OK);
+  } catch (e) {
+    fail(`${p} is not writable (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})`, e);
+  }
+}
+
+async function readInputs(opts: EmbedManifestsOptions, cacheDir: string, sidecar: LazySidecar): Promise<{ u: Manifest<UnderstandingRecord>; g: Manifest<GenerationRecord> }> {
+  const parquetToArrow = parquetVia(sidecar, join(cacheDir, 'manifests'));
+  opts.onProgress?.('read', 0, 2);
+  const u = await readUnderstanding(resolve(opts.understanding), { columns: opts.columns?.u, parquetToArrow });
+  opts.onProgress?.('read', 1, 2);
+  const g = await readGeneration(resolve(opts.generation), { columns: opts.columns?.g, parquetToArrow });
+  opts.onProgress?.('read', 2, 2);
+  return { u, g };
+}
+
+async function embedInputs(opts: EmbedManifestsOptions, inputs: { u: Manifest<UnderstandingRecord>; g: Manifest<GenerationRecord> }, cacheDir: string, sc: Sidecar): Promise<EmbeddedManifests> {
+  const { u, g } = inputs;
+  const common = { sidecar: sc, backbone: opts.backbone, cacheDir, batchSize: opts.batchSize, signal: opts.signal };
+  const eu = await embedImages(
+    u.items.map((it) => it.image),
+    { ...common, onProgress: (d, t) => opts.onProgress?.('embed-U', d, t), describe: (i) => ({ file: u.file, row: u.items[i].row, what: `image of '${u.items[i].record.id}'` }) },
+  );
+  const eg = await embedImages(
+    g.items.map((it) => it.image),
+    { ...common, onProgress: (d, t) => opts.onProgress?.('embed-G', d, t), describe: (i) => ({ file: g.file, row: g.items[i].row, what: `image of '${g.items[i].record.id}'` }) },
+  );
+  return { u, g, fu: eu.features, fg: eg.features, key: eu.key, dim: eu.dim, embedded: eu.embedded + eg.embedded, cached: eu.cached + eg.cached };
+}
+
+function cacheDirOf(opts: EmbedManifestsOptions): string {
   const cacheDir = resolve(opts.cacheDir ?? '.pairuni/features');
-  return withSidecar(opts.sidecar, async (sc) => {
-    const { mkdirSync } = await import('node:fs');
-    const tmp = join(cacheDir, 'manifests');
-    mkdirSync(tmp, { recursive: true });
-    const parquetToArrow = parquetVia(sc, tmp);
-    opts.onProgress?.('read', 0, 2);
-    const u = await readUnderstanding(opts.understanding, { columns: opts.columns?.u, parquetToArrow });
-    opts.onProgress?.('read', 1, 2);
-    const g = await readGeneration(opts.generation, { columns: opts.columns?.g, parquetToArrow });
-    opts.onProgress?.('read', 2, 2);
-    const common = { sidecar: sc, backbone: opts.backbone, cacheDir, batchSize: opts.batchSize, signal: opts.signal };
-    const eu = await embedImages(
-      u.items.map((it) => it.image),
-      { ...common, onProgress: (d, t) => opts.onProgress?.('embed-U', d, t), describe: (i) => ({ file: u.file, row: u.items[i].row, what: `image of '${u.items[i].record.id}'` }) },
-    );
-    const eg = await embedImages(
-      g.items.map((it) => it.image),
-      { ...common, onProgress: (d, t) => opts.onProgress?.('embed-G', d, t), describe: (i) => ({ file: g.file, row: g.items[i].row, what: `image of '${g.items[i].record.id}'` }) },
-    );
-    return { u, g, fu: eu.features, fg: eg.features, key: eu.key, dim: eu.dim, embedded: eu.embedded + eg.embedded, cached: eu.cached + eg.cached };
-  });
+  checkOutputDir(cacheDir, 'feature cache directory');
+  return cacheDir;
+}
+
+export async function embedManifests(opts: EmbedManifestsOptions): Promise<EmbeddedManifests> {
+  const cacheDir = cacheDirOf(opts);
+  const sidecar = new LazySidecar(opts.sidecar);
+  try {
+    const inputs = await readInputs(opts, cacheDir, sidecar);
+    return await embedInputs(opts, inputs, cacheDir, await sidecar.get());
+  } finally {
+    await sidecar.close();
+  }
 }
 
 export interface BuildPairUGOptions extends EmbedManifestsOptions {
@@ -106,12 +171,17 @@ export interface PairUGResult {
 }
 
 export async function buildPairUG(opts: BuildPairUGOptions): Promise<PairUGResult> {
+  // Everything that can be refused is refused before any embedding or pairing work.
   const cfg = parsePairingConfig(opts.config ?? {});
-  return withSidecar(opts.sidecar, async (sc) => {
-    const emb = await embedManifests({ ...opts, sidecar: sc });
+  checkOutputDir(opts.out);
+  const cacheDir = cacheDirOf(opts);
+  const sidecar = new LazySidecar(opts.sidecar);
+  try {
+    const inputs = await readInputs(opts, cacheDir, sidecar);
+    const sc = await sidecar.get();
+    const emb = await embedInputs(opts, inputs, cacheDir, sc);
     const backend: PairingBackend =
       typeof opts.backend === 'object' ? opts.backend : opts.backend === 'ts' ? new TsBackend() : new SidecarBackend(sc);
-    const inputs = { u: emb.u, g: emb.g };
     const alignable = alignableFor(inputs);
     const res = await pairFeatures({ features: concatRows([emb.fu, emb.fg]), nU: emb.u.items.length, alignable }, cfg, {
       backend,
@@ -127,5 +197,7 @@ export async function buildPairUG(opts: BuildPairUGOptions): Promise<PairUGResul
     opts.onProgress?.('write', 1, 1);
     if (typeof opts.backend !== 'object') await backend.close();
     return { records, stats, files, summary: formatStats(stats) };
-  });
+  } finally {
+    await sidecar.close();
+  }
 }

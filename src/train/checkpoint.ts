@@ -5,12 +5,14 @@
  *   <out>/checkpoints/step-000100/trainer.json   the controller's state (completed steps, config)
  *   <out>/checkpoints/latest                     name of the newest complete checkpoint
  *
- * A checkpoint is assembled in `checkpoints/.tmp-step-…` and renamed into place only when complete;
- * `latest` is replaced by rename too. A crash at any point leaves the previous checkpoint usable.
+ * A checkpoint is assembled in `checkpoints/.tmp-step-…-PID/` and renamed into place only when complete;
+ * `latest` is replaced by rename too. A crash at any point leaves the previous checkpoint usable; what a
+ * SIGKILL leaves behind (the temp directory, a temp file) is removed by `removeStaleTemps` when the
+ * next run or resume of that directory starts.
  */
 import { createHash } from 'node:crypto';
-import { existsSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync } from 'node:fs';
-import { join } from 'node:path';
+import { accessSync, constants, existsSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync, statSync } from 'node:fs';
+import { dirname, join, resolve } from 'node:path';
 import { ConfigError } from '../errors.js';
 import { fsyncDir, writeFileAtomic, writeJsonAtomic } from '../util/atomic.js';
 import { RESUMABLE_CHANGES, type TrainConfig } from './config.js';
@@ -34,6 +36,103 @@ export interface Checkpoint {
 }
 
 export const checkpointsDir = (out: string) => join(out, 'checkpoints');
+
+/**
+ * The run directory cannot be used as asked: it already holds a run and `resume` was not asked for,
+ * there is nothing to resume, or `out` is not a (creatable, writable) directory. `message` names the
+ * SDK's options (`resume: true`, `out`); `cliMessage` says the same with the command line's flags.
+ */
+export class RunStateError extends ConfigError {
+  readonly cliMessage: string;
+  constructor(message: string, options?: { cause?: unknown; cliMessage?: string }) {
+    super(message, options);
+    this.cliMessage = options?.cliMessage ?? message;
+  }
+}
+
+const errnoCode = (e: unknown) => (e as NodeJS.ErrnoException | undefined)?.code;
+
+/**
+ * Throws a RunStateError naming the path unless `out` is a writable directory or can be created as
+ * one (its nearest existing ancestor is a writable directory). Creates nothing: checked before a
+ * sidecar is started, so a run that cannot write its results fails at once.
+ */
+export function assertUsableOut(out: string): void {
+  const target = resolve(out);
+  for (let p = target; ; p = dirname(p)) {
+    let isDir: boolean;
+    try {
+      isDir = statSync(p).isDirectory();
+    } catch (e) {
+      const code = errnoCode(e);
+      if ((code === 'ENOENT' || code === 'ENOTDIR') && dirname(p) !== p) continue;
+      throw new RunStateError(`cannot use out ${out}: ${(e as Error).message}`, { cause: e });
+    }
+    if (!isDir) {
+      const why = p === target ? 'it is a file, not a directory' : `${p} is a file, not a directory`;
+      const msg = (opt: string) => `cannot use out ${out} as the run directory: ${why}; choose another ${opt}`;
+      throw new RunStateError(msg('`out`'), { cliMessage: msg('--out') });
+    }
+    try {
+      accessSync(p, constants.W_OK | constants.X_OK);
+    } catch (e) {
+      throw new RunStateError(`cannot use out ${out} as the run directory: ${p === target ? 'it' : p} is not writable`, { cause: e });
+    }
+    return;
+  }
+}
+
+/** `kill(pid, 0)`: ESRCH means no such process; EPERM means one exists (another user's). */
+function pidAlive(pid: number): boolean {
+  if (!Number.isSafeInteger(pid) || pid <= 0) return false;
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (e) {
+    return errnoCode(e) === 'EPERM';
+  }
+}
+
+/**
+ * Temp names the run's writers use, with the writing process's PID:
+ * - `checkpoints/.tmp-step-NNNNNN-PID/` (writeCheckpoint; a full copy of the checkpoint, with the
+ *   sidecar's own `policy` temp dir, `.policy.tmp-PID-hex/` from fsutil.atomic_dir, inside it),
+ * - `.NAME.tmp-PID-hex` files beside their target (util/atomic.ts writeFileAtomic: `latest`,
+ *   `config.json`, `metrics.jsonl`; fsutil.atomic_file in the sidecar: `samples/*.png`).
+ * `.NAME.old-PID-hex` (fsutil.atomic_dir's set-aside copy) is never touched: after a crash at the
+ * wrong moment it is the only copy of its directory.
+ */
+const STALE_TEMP = /^\.(?:tmp-step-\d+-(\d+)|.+\.tmp-(\d+)-[0-9a-f]+)$/;
+
+/**
+ * Removes what an interrupted write (SIGKILL, power loss) left in a run directory: the temp names
+ * above in `out`, `out/checkpoints` and `out/samples`, when the process that wrote them is gone.
+ * A temp carrying this process's own PID is stale too: within a process a run directory is written
+ * by one `train()` at a time and a failed write removes its own temp, so such a name comes from an
+ * earlier process that had the same PID (PIDs are reused, in containers often the very same one).
+ * A temp of another live process is kept: there is no lock on a run directory, so it may belong to a
+ * concurrent writer. Returns the removed paths.
+ */
+export function removeStaleTemps(out: string): string[] {
+  const removed: string[] = [];
+  for (const dir of [out, checkpointsDir(out), join(out, 'samples')]) {
+    let names: string[];
+    try {
+      names = readdirSync(dir);
+    } catch {
+      continue;
+    }
+    for (const n of names) {
+      const m = STALE_TEMP.exec(n);
+      if (!m) continue;
+      const pid = Number(m[1] ?? m[2]);
+      if (pid !== process.pid && pidAlive(pid)) continue;
+      rmSync(join(dir, n), { recursive: true, force: true });
+      removed.push(join(dir, n));
+    }
+  }
+  return removed;
+}
 const stepName = (step: number) => `step-${String(step).padStart(6, '0')}`;
 
 /** Digest of the config fields that must not change across a resume. */

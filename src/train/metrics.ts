@@ -1,9 +1,10 @@
 /**
  * Per-step metrics: `<out>/metrics.jsonl` (one JSON object per completed step) and TensorBoard
- * events in `<out>/tensorboard/`. On resume/restart the JSONL is cut back to the checkpoint's step
- * so re-run steps are not duplicated.
+ * events in `<out>/tensorboard/`. On resume/restart everything logged after the checkpoint's step
+ * is discarded: the JSONL rows and sample grids are removed, and a new event file opens with a
+ * SessionLog START so TensorBoard drops the old files' events from that step on.
  */
-import { appendFileSync, existsSync, mkdirSync, readFileSync } from 'node:fs';
+import { appendFileSync, existsSync, mkdirSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { writeFileAtomic } from '../util/atomic.js';
 import { EventWriter } from './tfevents.js';
@@ -13,7 +14,6 @@ export type StepMetrics = { step: number } & Record<string, number>;
 export class RunLog {
   readonly jsonl: string;
   private tb?: EventWriter;
-  private sessions = 0;
 
   constructor(
     readonly out: string,
@@ -23,7 +23,12 @@ export class RunLog {
     this.jsonl = join(out, 'metrics.jsonl');
   }
 
-  /** Drops rows after `step` (exclusive of nothing: rows with row.step > step go) and opens a new event file. */
+  /**
+   * (Re)starts logging after `step` completed steps (the restored checkpoint's; 0 for a new run):
+   * drops metrics.jsonl rows with row.step > step and sample grids of those steps, and opens a new
+   * event file (sorted after the existing ones) that starts with a SessionLog START at step + 1, so
+   * TensorBoard discards the steps the restart threw away even if the run never gets back to them.
+   */
   startAt(step: number): void {
     if (existsSync(this.jsonl)) {
       const keep = readFileSync(this.jsonl, 'utf8')
@@ -38,11 +43,20 @@ export class RunLog {
         });
       writeFileAtomic(this.jsonl, keep.map((l) => `${l}\n`).join(''));
     }
+    const samples = join(this.out, 'samples');
+    if (existsSync(samples)) {
+      for (const n of readdirSync(samples)) {
+        const m = /^step-(\d+)\.png$/.exec(n);
+        if (m && Number(m[1]) > step) rmSync(join(samples, n), { force: true });
+      }
+    }
     this.tb?.close();
+    this.tb = undefined;
     if (this.tensorboard) {
       const dir = join(this.out, 'tensorboard');
       mkdirSync(dir, { recursive: true });
-      this.tb = new EventWriter(dir, this.sessions++ ? `.${this.sessions}` : '');
+      this.tb = new EventWriter(dir);
+      this.tb.sessionStart(step + 1, `pairuni train: ${step ? `resumed after step ${step}` : 'started'}`);
     }
   }
 

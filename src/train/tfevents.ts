@@ -4,11 +4,12 @@
  *   uint64 length (LE) | uint32 masked_crc32c(length bytes) | data | uint32 masked_crc32c(data)
  *
  * around a minimal protobuf encoding of `tensorflow.Event` (wall_time = 1 double, step = 2 int64,
- * file_version = 3 string, summary = 5) and `Summary` (value = 1: tag = 1, simple_value = 2 float,
- * image = 4: height = 1, width = 2, colorspace = 3, encoded_image_string = 4). A reader for the same
- * subset is included so tests (and users) can check the bytes.
+ * file_version = 3 string, summary = 5, session_log = 7) and `Summary` (value = 1: tag = 1,
+ * simple_value = 2 float, image = 4: height = 1, width = 2, colorspace = 3, encoded_image_string = 4)
+ * and `SessionLog` (status = 1 enum, checkpoint_path = 2, msg = 3). A reader for the same subset is
+ * included so tests (and users) can check the bytes.
  */
-import { closeSync, fsyncSync, openSync, writeSync } from 'node:fs';
+import { closeSync, fsyncSync, openSync, readdirSync, writeSync } from 'node:fs';
 import { hostname } from 'node:os';
 import { join } from 'node:path';
 import { PairuniError } from '../errors.js';
@@ -106,11 +107,25 @@ export interface ImageSummary {
 
 export type SummaryValue = { tag: string; simpleValue: number } | { tag: string; image: ImageSummary };
 
+/** `tensorflow.SessionLog.SessionStatus`. */
+export const SESSION_STATUS = { unspecified: 0, start: 1, stop: 2, checkpoint: 3 } as const;
+
+export interface SessionLog {
+  status: number;
+  checkpointPath?: string;
+  msg?: string;
+}
+
 export interface TFEvent {
   wallTime: number;
   step?: number;
   fileVersion?: string;
   summary?: SummaryValue[];
+  /**
+   * A START at step s tells TensorBoard the job restarted from a checkpoint: it drops every event
+   * with step >= s it read before (TensorBoard's "orphaned data" purge for file_version 2 files).
+   */
+  sessionLog?: SessionLog;
 }
 
 export function encodeEvent(e: TFEvent): Uint8Array {
@@ -130,6 +145,12 @@ export function encodeEvent(e: TFEvent): Uint8Array {
     }
     pb.bytes(5, s.finish());
   }
+  if (e.sessionLog) {
+    const l = new PB().int(1, e.sessionLog.status);
+    if (e.sessionLog.checkpointPath !== undefined) l.string(2, e.sessionLog.checkpointPath);
+    if (e.sessionLog.msg !== undefined) l.string(3, e.sessionLog.msg);
+    pb.bytes(7, l.finish());
+  }
   return pb.finish();
 }
 
@@ -145,15 +166,36 @@ export function frameRecord(data: Uint8Array): Uint8Array {
 
 // -- writer -----------------------------------------------------------------------------------------
 
-/** Appends events to `<dir>/events.out.tfevents.<secs>.<host>`; every write is flushed to the OS. */
+const EVENT_FILE = /^events\.out\.tfevents\.(\d+)\./;
+
+/**
+ * Writes events to a new `<dir>/events.out.tfevents.<secs>.<host><suffix>`; every write is flushed to
+ * the OS. TensorBoard reads a directory's event files in name order, so a new file must sort after
+ * every file already there: `<secs>` is now, or one more than the newest file's when that is not
+ * older (two writers in one second, a clock behind an earlier machine's), and the file is created
+ * exclusively, never appended to.
+ */
 export class EventWriter {
   readonly path: string;
   private fd: number | undefined;
 
   constructor(dir: string, suffix = '') {
-    const secs = Math.floor(Date.now() / 1000);
-    this.path = join(dir, `events.out.tfevents.${secs}.${hostname()}${suffix}`);
-    this.fd = openSync(this.path, 'a');
+    let secs = Math.floor(Date.now() / 1000);
+    for (const n of readdirSync(dir)) {
+      const m = EVENT_FILE.exec(n);
+      if (m && Number(m[1]) >= secs) secs = Number(m[1]) + 1;
+    }
+    for (;;) {
+      const path = join(dir, `events.out.tfevents.${secs}.${hostname()}${suffix}`);
+      try {
+        this.fd = openSync(path, 'wx');
+        this.path = path;
+        break;
+      } catch (e) {
+        if ((e as NodeJS.ErrnoException).code !== 'EEXIST') throw e;
+        secs += 1; // another writer took this name since the scan
+      }
+    }
     this.write({ wallTime: Date.now() / 1000, fileVersion: 'brain.Event:2' });
   }
 
@@ -171,6 +213,14 @@ export class EventWriter {
 
   image(step: number, tag: string, image: ImageSummary, wallTime = Date.now() / 1000): void {
     this.write({ wallTime, step, summary: [{ tag, image }] });
+  }
+
+  /**
+   * Marks a (re)start whose first event will be at `step`: TensorBoard forgets what earlier files
+   * logged at `step` and later (steps a restart from an older checkpoint recomputes or never reaches).
+   */
+  sessionStart(step: number, msg?: string, wallTime = Date.now() / 1000): void {
+    this.write({ wallTime, step, sessionLog: { status: SESSION_STATUS.start, ...(msg !== undefined ? { msg } : {}) } });
   }
 
   close(): void {
@@ -257,7 +307,15 @@ export function decodeEvent(b: Uint8Array): TFEvent {
     if (f.field === 1) e.wallTime = f.value as number;
     else if (f.field === 2) e.step = Number(BigInt.asIntN(64, f.value as bigint));
     else if (f.field === 3) e.fileVersion = new TextDecoder().decode(f.value as Uint8Array);
-    else if (f.field === 5) {
+    else if (f.field === 7) {
+      const l: SessionLog = { status: 0 };
+      for (const x of parseFields(f.value as Uint8Array)) {
+        if (x.field === 1) l.status = Number(x.value);
+        else if (x.field === 2) l.checkpointPath = new TextDecoder().decode(x.value as Uint8Array);
+        else if (x.field === 3) l.msg = new TextDecoder().decode(x.value as Uint8Array);
+      }
+      e.sessionLog = l;
+    } else if (f.field === 5) {
       e.summary = [];
       for (const v of parseFields(f.value as Uint8Array)) {
         if (v.field !== 1) continue;

@@ -17,7 +17,7 @@ import { isPaired, lossNorm, sideAdvantages, trainWeight } from '../grpo/advanta
 import { renderQuestion, undReward } from '../grpo/rewards.js';
 import { Sidecar, Tensor } from '../sidecar/index.js';
 import { writeJsonAtomic } from '../util/atomic.js';
-import { assertResumable, type Checkpoint, latestCheckpoint, writeCheckpoint } from './checkpoint.js';
+import { assertResumable, assertUsableOut, type Checkpoint, latestCheckpoint, removeStaleTemps, RunStateError, writeCheckpoint } from './checkpoint.js';
 import type { TrainConfig } from './config.js';
 import { loadPairUG, stepIndices, type TrainPair } from './data.js';
 import { RunLog, type StepMetrics } from './metrics.js';
@@ -45,8 +45,7 @@ export interface TrainResult {
   restarts: number;
 }
 
-/** The run directory already holds a run and `resume` was not asked for (or there is nothing to resume). */
-export class RunStateError extends ConfigError {}
+export { RunStateError };
 
 /** Per-step seeds: sampling per side, the estimator seed per inner iteration (dLLM-style adapters). */
 export function stepSeed(seed: number, step: number, what: 'und' | 'gen' | number): number {
@@ -266,24 +265,32 @@ async function startPolicy(cfg: TrainConfig, opts: TrainOptions, ck: Checkpoint 
 const isRankLost = (e: unknown) => e instanceof SidecarError && e.code === 'rank_lost';
 
 /**
- * Trains `cfg.steps` PairGRPO steps. Validates the data, loads the policy and the reward model before
- * writing anything to `cfg.out`; checkpoints every `cfg.checkpoint.every` steps, at the end, and when
- * stopped through `opts.signal`; restarts a dead sidecar from the latest checkpoint.
+ * Trains `cfg.steps` PairGRPO steps. Checks that `cfg.out` can be a run directory before starting a
+ * sidecar, and validates the data, loads the policy and the reward model before writing anything to
+ * it (then first removes what interrupted writes left there: `removeStaleTemps`); checkpoints every
+ * `cfg.checkpoint.every` steps, at the end, and when stopped through `opts.signal`; restarts a dead
+ * sidecar from the latest checkpoint. Every failure after the sidecar started closes it.
  */
 export async function train(cfg: TrainConfig, opts: TrainOptions = {}): Promise<TrainResult> {
   const log = (s: string) => (opts.onLog ? opts.onLog(s) : process.stderr.write(`${s}\n`));
+  assertUsableOut(cfg.out);
   const pairs = loadPairUG(cfg.data);
   let ck = latestCheckpoint(cfg.out);
   if (opts.resume) {
-    if (!ck) throw new RunStateError(`nothing to resume: ${cfg.out} has no complete checkpoint`);
+    if (!ck) {
+      const msg = (drop: string) => `nothing to resume: ${cfg.out} has no complete checkpoint (${drop} to start a new run there)`;
+      throw new RunStateError(msg('leave out `resume`'), { cliMessage: msg('leave out --resume') });
+    }
     assertResumable(ck.state.config, cfg);
   } else if (ck) {
-    throw new RunStateError(`${cfg.out} already holds a run (checkpoint ${ck.dir}); pass resume to continue it or choose another out`);
+    const msg = (resume: string, out: string) => `${cfg.out} already holds a run (checkpoint ${ck!.dir}); pass ${resume} to continue it, or choose another ${out}`;
+    throw new RunStateError(msg('`resume: true`', '`out`'), { cliMessage: msg('--resume', '--out') });
   }
   let step = ck?.state.step ?? 0;
   let restarts = ck?.state.restarts ?? 0;
   let { sc, sides } = await startPolicy(cfg, opts, ck);
-  const runLog = new RunLog(cfg.out, cfg.log.tensorboard);
+  // From here on every exit goes through the `finally` below, which closes the sidecar.
+  let runLog: RunLog | undefined;
   let savedStep = step;
   let last: StepMetrics | undefined;
   const save = async () => {
@@ -293,6 +300,12 @@ export async function train(cfg: TrainConfig, opts: TrainOptions = {}): Promise<
     savedStep = step;
   };
   try {
+    for (const p of removeStaleTemps(cfg.out)) log(`pairuni train: removed ${p} (left by an interrupted write)`);
+    try {
+      runLog = new RunLog(cfg.out, cfg.log.tensorboard);
+    } catch (e) {
+      throw new RunStateError(`cannot create the run directory ${cfg.out}: ${(e as Error).message}`, { cause: e });
+    }
     writeJsonAtomic(join(cfg.out, 'config.json'), cfg);
     runLog.startAt(step);
     while (step < cfg.steps) {
@@ -334,7 +347,7 @@ export async function train(cfg: TrainConfig, opts: TrainOptions = {}): Promise<
     }
     throw e;
   } finally {
-    runLog.close();
+    runLog?.close();
     await sc.close().catch(() => undefined);
   }
 }

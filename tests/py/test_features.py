@@ -176,3 +176,156 @@ def test_parquet_to_arrow_round_trip(tmp_path):
     (tmp_path / "junk.parquet").write_bytes(b"junk")
     with pytest.raises(BadRequest, match="not a readable Parquet file"):
         parquet_to_arrow(str(tmp_path / "junk.parquet"), str(out))
+
+
+# --- weights must fit the model: no silently random layers, unreadable files named ----------------
+
+from pairuni_sidecar.features.backbones import WeightsMismatch, WeightsUnreadable  # noqa: E402
+
+
+class _TinyNet(torch.nn.Module):
+    """A stand-in for a timm / torchvision model: a conv trunk, a pooled feature and a classifier."""
+
+    def __init__(self, num_classes: int = 5, head_attr: str = "head") -> None:
+        super().__init__()
+        self.stem = torch.nn.Conv2d(3, 4, 3, padding=1)
+        self.norm = torch.nn.BatchNorm2d(4)
+        self.num_features = 4
+        self.head_attr = head_attr
+        setattr(self, head_attr, torch.nn.Linear(4, num_classes) if num_classes else torch.nn.Identity())
+        self.pretrained_cfg = {"classifier": head_attr, "input_size": (3, 16, 16), "crop_pct": 1.0, "mean": (0.5,) * 3, "std": (0.5,) * 3}
+
+    def forward(self, x):
+        return getattr(self, self.head_attr)(self.norm(self.stem(x)).mean(dim=(2, 3)))
+
+
+@pytest.fixture
+def fake_timm(monkeypatch):
+    """A `timm` module whose create_model builds _TinyNet (timm is an optional dependency)."""
+    import types
+
+    mod = types.ModuleType("timm")
+    mod.create_model = lambda name, pretrained=False, num_classes=5: _TinyNet(num_classes)
+    monkeypatch.setitem(sys.modules, "timm", mod)
+    return mod
+
+
+@pytest.fixture
+def fake_torchvision(monkeypatch):
+    import types
+
+    tv = types.ModuleType("torchvision")
+    models = types.ModuleType("torchvision.models")
+    models.get_model = lambda name, weights=None: _TinyNet(5, head_attr="fc")
+    tv.models = models
+    monkeypatch.setitem(sys.modules, "torchvision", tv)
+    monkeypatch.setitem(sys.modules, "torchvision.models", models)
+    return tv
+
+
+def _full_checkpoint(seed: int = 1, head_attr: str = "head") -> dict:
+    torch.manual_seed(seed)
+    return _TinyNet(5, head_attr).state_dict()
+
+
+def test_timm_weights_whose_keys_match_nothing_are_refused_naming_them(tmp_path, fake_timm):
+    w = tmp_path / "other.pth"
+    torch.save({f"blocks.{i}.w": torch.zeros(2) for i in range(8)}, w)
+    with pytest.raises(WeightsMismatch) as ei:
+        load_backbone(BackboneSpec(kind="timm", name="tiny", weights=str(w), device="cpu"))
+    msg = str(ei.value)
+    assert str(w) in msg and "timm/tiny" in msg
+    # every parameter and buffer (torch fills a missing BatchNorm num_batches_tracked counter itself)
+    assert "6 missing key(s)" in msg and "norm.running_mean" in msg and "norm.bias" in msg
+    assert "8 unexpected key(s)" in msg and "blocks.0.w" in msg and "(+3 more)" in msg  # first five named, then a count
+    assert ei.value.detail == {"missing": 6, "unexpected": 8, "mismatched": 0}
+    assert ei.value.code == "op_failed"
+    # Through the op, the same refusal (no embedding with random weights).
+    with pytest.raises(WeightsMismatch):
+        run_op("features.backbone", ctx(), {"backbone": {"kind": "timm", "name": "tiny", "weights": str(w), "device": "cpu"}}, {})
+
+
+def test_timm_allows_only_the_removed_head_keys(tmp_path, fake_timm):
+    sd = _full_checkpoint()
+    w = tmp_path / "full.pth"
+    torch.save(sd, w)  # a full checkpoint: head.weight/head.bias are unused with num_classes=0
+    bb = load_backbone(BackboneSpec(kind="timm", name="tiny", weights=str(w), device="cpu"))
+    loaded = bb.model.state_dict()
+    assert all(torch.equal(loaded[k], sd[k]) for k in loaded)  # every trunk weight came from the file
+    assert bb.dim == 4 and bb.embed([Image.new("RGB", (20, 20), (9, 90, 200))]).shape == (1, 4)
+
+    extra = dict(sd, **{"blocks.9.proj.weight": torch.zeros(3)})  # not a head key: refused
+    torch.save(extra, w)
+    with pytest.raises(WeightsMismatch, match=r"1 unexpected key\(s\) the model does not have: blocks\.9\.proj\.weight"):
+        load_backbone(BackboneSpec(kind="timm", name="tiny", weights=str(w), device="cpu"))
+
+    partial = {k: v for k, v in sd.items() if k != "stem.bias"}
+    torch.save(partial, w)
+    with pytest.raises(WeightsMismatch, match=r"1 missing key\(s\) .*: stem\.bias"):
+        load_backbone(BackboneSpec(kind="timm", name="tiny", weights=str(w), device="cpu"))
+
+    wrong = dict(sd, **{"stem.weight": torch.zeros(4, 3, 5, 5)})
+    torch.save(wrong, w)
+    with pytest.raises(WeightsMismatch, match=r"wrong shape: stem\.weight \(4, 3, 5, 5\) vs \(4, 3, 3, 3\)"):
+        load_backbone(BackboneSpec(kind="timm", name="tiny", weights=str(w), device="cpu"))
+
+
+def test_torchvision_weights_must_fit_the_model(tmp_path, fake_torchvision):
+    sd = _full_checkpoint(head_attr="fc")
+    w = tmp_path / "tv.pth"
+    torch.save(sd, w)
+    bb = load_backbone(BackboneSpec(kind="torchvision", name="tiny", weights=str(w), device="cpu"))
+    assert bb.dim == 4 and isinstance(bb.model.fc, torch.nn.Identity)
+    torch.save({k: v for k, v in sd.items() if not k.startswith("fc.")} | {"module.x": torch.zeros(1)}, w)
+    with pytest.raises(WeightsMismatch) as ei:
+        load_backbone(BackboneSpec(kind="torchvision", name="tiny", weights=str(w), device="cpu"))
+    assert str(w) in str(ei.value) and "fc.bias, fc.weight" in str(ei.value) and "module.x" in str(ei.value)
+
+
+def test_resnet50_mismatch_names_the_keys_and_counts(tmp_path):
+    w = tmp_path / "r50.pth"
+    torch.save({"encoder.conv1.weight": torch.zeros(64, 3, 7, 7)}, w)
+    with pytest.raises(WeightsMismatch) as ei:
+        load_backbone(BackboneSpec(kind="resnet50", weights=str(w), device="cpu"))
+    msg = str(ei.value)
+    assert "not a torchvision resnet50 state dict" in msg and str(w) in msg
+    n_keys = len([k for k in ResNet50().state_dict() if not k.endswith("num_batches_tracked")])
+    assert f"{n_keys} missing key(s)" in msg and "bn1.bias, bn1.running_mean" in msg and "(+262 more)" in msg
+    assert "1 unexpected key(s) the model does not have: encoder.conv1.weight" in msg
+
+
+@pytest.mark.parametrize("kind", ["resnet50", "timm", "torchvision"])
+def test_unreadable_weights_file_is_named(tmp_path, fake_timm, fake_torchvision, kind):
+    garbage = tmp_path / "garbage.pth"
+    garbage.write_bytes(b"\x80\x02this is not a pickle nor a zip" * 10)
+    spec = dict(kind=kind, name="tiny", device="cpu") if kind != "resnet50" else dict(kind=kind, device="cpu")
+    with pytest.raises(WeightsUnreadable, match=f"cannot read weights file '{garbage}'"):
+        load_backbone(BackboneSpec(weights=str(garbage), **spec))
+    tensor = tmp_path / "tensor.pth"
+    torch.save(torch.zeros(3), tensor)  # a valid torch file, but not a state dict
+    with pytest.raises(WeightsUnreadable, match=f"'{tensor}' holds Tensor, not a state dict"):
+        load_backbone(BackboneSpec(weights=str(tensor), **spec))
+    bad_st = tmp_path / "bad.safetensors"
+    bad_st.write_bytes(b"not safetensors")
+    with pytest.raises(WeightsUnreadable, match=f"cannot read weights file '{bad_st}'"):
+        load_backbone(BackboneSpec(weights=str(bad_st), **spec))
+
+
+def test_hf_checkpoint_that_leaves_weights_random_is_refused(tmp_path):
+    import transformers
+    from safetensors.torch import load_file, save_file
+
+    cfg = transformers.DINOv3ViTConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64, patch_size=16, image_size=64, num_register_tokens=0)
+    torch.manual_seed(0)
+    transformers.DINOv3ViTModel(cfg).save_pretrained(tmp_path)
+    st = tmp_path / "model.safetensors"
+    sd = load_file(str(st))
+    # A task head the base model does not have: unexpected, ignored by transformers, accepted.
+    save_file(dict(sd, **{"classifier.weight": torch.zeros(3, 32)}), str(st), metadata={"format": "pt"})
+    assert load_backbone(BackboneSpec(kind="hf", weights=str(tmp_path), device="cpu")).kind == "hf"
+    # Keys under another prefix: from_pretrained would initialise the whole model at random.
+    save_file({"backbone." + k: v for k, v in sd.items()}, str(st), metadata={"format": "pt"})
+    with pytest.raises(WeightsMismatch) as ei:
+        load_backbone(BackboneSpec(kind="hf", weights=str(tmp_path), device="cpu"))
+    msg = str(ei.value)
+    assert str(tmp_path) in msg and f"{len(sd)} missing key(s)" in msg and "embeddings.cls_token" in msg

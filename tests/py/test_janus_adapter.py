@@ -24,6 +24,8 @@ from pairuni_sidecar.adapters import (  # noqa: E402
 )
 from pairuni_sidecar.adapters.janus import ImageReadError, _mask_through_eos, _positions  # noqa: E402
 from pairuni_sidecar.adapters.tiny import build_tiny_janus  # noqa: E402
+from pairuni_sidecar.errors import OpFailed  # noqa: E402
+from pairuni_sidecar.policy import NonFiniteError  # noqa: E402
 
 
 
@@ -270,3 +272,47 @@ def test_old_logp_auto_recomputes_only_under_bf16(model_dir, adapter, image):
             assert (roll.old_logp - auto.old_logp).abs().max() > 1e-4
     with pytest.raises(BadRequest, match="old_logp"):  # the generated record's schema refuses it
         U(old_logp="sometimes").validate()
+
+
+def _scrambled_copy(model_dir: str, dest, **values: float) -> str:
+    """A copy of the model directory whose named tensors are filled with a value (NaN, inf) on disk."""
+    from safetensors.torch import load_file, save_file
+
+    shutil.copytree(model_dir, dest)
+    f = os.path.join(dest, "model.safetensors")
+    sd = load_file(f)
+    for name, v in values.items():
+        sd[name] = torch.full_like(sd[name], v)
+    save_file(sd, f, metadata={"format": "pt"})
+    return str(dest)
+
+
+def test_non_finite_weights_fail_naming_the_model_and_side(model_dir, image, tmp_path):
+    """NaN/inf weights: a typed op_failed error naming the model directory and the side, not torch's
+    "probability tensor contains either inf, nan or element < 0" from deep inside a rollout."""
+    nan_dir = _scrambled_copy(model_dir, tmp_path / "nan", **{"model.language_model.norm.weight": float("nan")})
+    bad = load_adapter("janus", LoadSpec(path=nan_dir, device="cpu"))
+    und = [UndItem(image, "Q?"), UndItem(image, "Another question?")]
+    with pytest.raises(NonFiniteError) as ei:
+        bad.und_rollout(und, 2, U(max_new_tokens=4, seed=0))
+    assert isinstance(ei.value, OpFailed) and ei.value.code == "op_failed"
+    assert "janus und" in str(ei.value) and nan_dir in str(ei.value)
+    assert ei.value.detail["model"] == nan_dir and ei.value.detail["side"] == "und"
+    assert ei.value.detail["rows"] == [0, 1, 2, 3] and ei.value.detail["step"] == 0
+    with pytest.raises(NonFiniteError, match=r"janus gen.*nan") as ei:
+        bad.gen_rollout([GenItem("a red circle")], 2, G(cfg_weight=3.0, seed=0))
+    assert ei.value.detail["side"] == "gen" and ei.value.detail["model"] == nan_dir
+    assert ei.value.detail["rows"] == [0, 1]
+    # evaluation decodes through the same loops: greedy answers and image sampling fail the same way
+    with pytest.raises(NonFiniteError, match="janus und"):
+        bad.greedy_answers(torch.zeros(1, 32, 32, 3, dtype=torch.uint8), ["Q?"], max_new_tokens=2)
+    with pytest.raises(NonFiniteError, match="janus gen"):
+        bad.sample_codes(["p"], 1, cfg_weight=1.0, temperature=1.0, seed=0)
+
+    # +inf in the answer head only: the understanding side fails, generation still works
+    inf_dir = _scrambled_copy(model_dir, tmp_path / "inf", **{"lm_head.weight": float("inf")})
+    bad = load_adapter("janus", LoadSpec(path=inf_dir, device="cpu"))
+    with pytest.raises(NonFiniteError, match="janus und") as ei:
+        bad.und_rollout(und[:1], 1, U(max_new_tokens=4, seed=0))
+    assert ei.value.detail["model"] == inf_dir
+    assert bad.gen_rollout([GenItem("x")], 1, G(seed=0)).old_logp.isfinite().all()

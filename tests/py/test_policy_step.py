@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import re
 
 import numpy as np
 import pytest
@@ -357,3 +358,29 @@ def test_ops_bad_input(model_dir, image, tmp_path):
         call(state, handles, "train.update", {"handles": {"gen": rg["handle"]}, "loss": {}, "est_seed": 0}, {"adv_gen": torch.zeros(2, dtype=torch.float64)})
     with pytest.raises(BadRequest, match="holds a 'gen' rollout"):
         call(state, handles, "train.update", {"handles": {"und": rg["handle"]}, "loss": {}, "est_seed": 0}, {"adv_und": torch.zeros(2)})
+
+
+def test_ops_rollout_on_corrupt_checkpoint_names_it(model_dir, image, tmp_path):
+    """A resumed checkpoint whose weights went NaN: the rollout op fails with a typed op_failed error
+    that names the checkpoint's model directory and the side, on the wire too."""
+    from safetensors.torch import load_file, save_file
+
+    state, handles = {}, HandleStore()
+    call(state, handles, "train.load", load_args(model_dir))
+    ck = str(tmp_path / "ck")
+    call(state, handles, "train.save", {"dir": ck})
+    weights = os.path.join(ck, "model", "model.safetensors")
+    sd = load_file(weights)
+    sd["model.language_model.norm.weight"] = torch.full_like(sd["model.language_model.norm.weight"], float("nan"))
+    save_file(sd, weights, metadata={"format": "pt"})
+
+    call(state, handles, "train.load", {**load_args(model_dir), "resume_dir": ck})
+    for op, items, side in (("train.und_rollout", [{"image_path": image, "text": "Q"}], "und"),
+                            ("train.gen_rollout", [{"prompt": "p"}], "gen")):
+        with pytest.raises(NonFiniteError, match=re.escape(f"janus {side}: the model loaded from '{os.path.join(ck, 'model')}'")) as ei:
+            call(state, handles, op, {"n": 2, "items": items, "sampling": {"max_new_tokens": 3, "seed": 0}}
+                 if side == "und" else {"n": 2, "items": items, "sampling": {"seed": 0}})
+        wire = ei.value.to_wire()
+        assert wire["code"] == "op_failed" and wire["detail"]["type"] == "NonFiniteError"
+        assert wire["detail"]["model"] == os.path.join(ck, "model") and wire["detail"]["side"] == side
+    assert len(handles) == 0  # nothing of the failed rollouts stays behind

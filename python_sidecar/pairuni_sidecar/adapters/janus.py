@@ -39,6 +39,7 @@ import torch.nn.functional as F
 
 from ..contract.generated import JanusGenOptions, JanusLoadOptions, JanusUndOptions
 from ..errors import BadRequest
+from ..policy.step import NonFiniteError
 from .base import (
     AdapterConfigError,
     CheckpointNotFound,
@@ -66,6 +67,10 @@ MODULE_GROUPS: dict[str, tuple[str, ...]] = {
 
 class ImageReadError(BadRequest):
     """An understanding image or SFT target image that is missing or cannot be decoded."""
+
+
+#: decode steps between checks for a non-finite distribution in the image sampler (each check syncs)
+_GEN_CHECK_EVERY = 32
 
 
 def _check_model_dir(path: str, what: str) -> None:
@@ -354,6 +359,18 @@ class JanusAdapter(PolicyAdapter):
     def trainable_parameters(self) -> list[tuple[str, torch.nn.Parameter]]:
         return [(n, p) for n, p in self.model.named_parameters() if p.requires_grad]
 
+    def _non_finite(self, side: str, bad: torch.Tensor, first_step: int) -> NonFiniteError:
+        """The error for decoding rows whose next-token distribution was NaN/inf: it names the model."""
+        rows = bad.nonzero().flatten().tolist()
+        where = self.source_dir or "<in-memory model>"
+        what = "answer" if side == "und" else "image"
+        return NonFiniteError(
+            f"janus {side}: the model loaded from {where!r} gives NaN/inf {what}-token probabilities "
+            f"(rows {rows[:8]}{' ...' if len(rows) > 8 else ''}, from decode step {first_step}); its weights "
+            "are probably not finite (a corrupt or diverged checkpoint)",
+            detail={"model": where, "side": side, "rows": rows, "step": first_step},
+        )
+
     # -- understanding ---------------------------------------------------------------------------
     def _und_decode(self, ids: torch.Tensor, mask: torch.Tensor | None, feats: torch.Tensor, steps: int, *,
                     temperature: float = 1.0, generator: torch.Generator | None = None,
@@ -365,6 +382,7 @@ class JanusAdapter(PolicyAdapter):
         ``logits / temperature`` and its log-prob is returned; without one decoding is greedy (argmax
         of the logits) and the log-probs are None. Tokens after a row's first EOS are pad; decoding
         stops early once every row has produced an EOS. Returns (tokens (B, L), log-probs (B, L)).
+        A row whose distribution (logits when greedy) is not finite raises NonFiniteError naming the model.
         """
         from transformers import DynamicCache
 
@@ -375,28 +393,43 @@ class JanusAdapter(PolicyAdapter):
         pos = None if mask is None else _positions(mask)
         toks, lps = [], []
         finished = torch.zeros(B, dtype=torch.bool, device=self.device)
+        bad = torch.zeros(B, dtype=torch.bool, device=self.device)
+        first_bad = torch.full((B,), int(steps), dtype=torch.long, device=self.device)
         with self._autocast():
             h = lm(inputs_embeds=self._und_embeds(model, ids, feats), attention_mask=mask, position_ids=pos,
                    past_key_values=cache, use_cache=True).last_hidden_state[:, -1]
-            for _ in range(int(steps)):
+            for t in range(int(steps)):
                 logits = model.lm_head(h).float()
+                if generator is None:
+                    ok = torch.isfinite(logits).all(-1)
+                else:
+                    z = logits / temperature
+                    probs = torch.softmax(z, -1)
+                    ok = torch.isfinite(probs).all(-1)
+                new_bad = ~ok & ~finished & ~bad
+                first_bad = torch.where(new_bad, torch.full_like(first_bad, t), first_bad)
+                bad |= new_bad
                 if generator is None:
                     tok = logits.argmax(-1)
                 else:
-                    z = logits / temperature
-                    tok = torch.multinomial(torch.softmax(z, -1), 1, generator=generator).squeeze(-1)
+                    # multinomial refuses NaN (on CUDA by a device-side assert): sample such rows
+                    # uniformly, then fail below with an error that names the model.
+                    probs = torch.where(ok.unsqueeze(-1), probs, torch.ones_like(probs))
+                    tok = torch.multinomial(probs, 1, generator=generator).squeeze(-1)
                     lp = torch.log_softmax(z, -1).gather(-1, tok.unsqueeze(-1)).squeeze(-1)
                     lps.append(torch.where(finished, torch.zeros_like(lp), lp))
                 tok = torch.where(finished, torch.full_like(tok, self.pad_id), tok)
                 toks.append(tok)
                 finished |= tok == self.eos_id
-                if bool(finished.all()):
+                if bool((finished | bad).all()):  # the loop syncs here anyway; no extra check per step
                     break
                 if mask is not None:
                     mask = torch.cat([mask, torch.ones((B, 1), dtype=mask.dtype, device=self.device)], 1)
                     pos = pos[:, -1:] + 1
                 h = lm(inputs_embeds=model.get_input_embeddings()(tok.unsqueeze(1)), attention_mask=mask,
                        position_ids=pos, past_key_values=cache, use_cache=True).last_hidden_state[:, -1]
+        if bool(bad.any()):
+            raise self._non_finite("und", bad, int(first_bad.min()))
         return torch.stack(toks, 1), (torch.stack(lps, 1).float() if generator is not None else None)
 
     def _answer_texts(self, out: torch.Tensor) -> tuple[list[str], torch.Tensor]:
@@ -495,7 +528,8 @@ class JanusAdapter(PolicyAdapter):
         Each step draws from the full softmax of ``z / T`` over the generation head, ``z = u + w (c - u)``
         with CFG (rows c0, u0, c1, u1, ...), else the conditional logits; with ``logp`` also returns the
         drawn codes' log-probs under that distribution. ``mask`` is the left-padding mask, or None for
-        rows of one length (no padding: positions are the defaults).
+        rows of one length (no padding: positions are the defaults). A non-finite distribution raises
+        NonFiniteError naming the model (checked every ``_GEN_CHECK_EVERY`` steps and at the end).
         """
         from transformers import DynamicCache
 
@@ -506,17 +540,26 @@ class JanusAdapter(PolicyAdapter):
         cache = DynamicCache(config=model.config.text_config)
         pos = None if mask is None else _positions(mask)
         toks, lps = [], []
+        bad = torch.zeros(BR // R, dtype=torch.bool, device=self.device)
+        first_bad = torch.full_like(bad, N, dtype=torch.long)
         with self._autocast():
             h = lm(inputs_embeds=model.get_input_embeddings()(ids), attention_mask=mask, position_ids=pos,
                    past_key_values=cache, use_cache=True).last_hidden_state[:, -1]
             for t in range(N):
                 lg = head(h).float()
                 z = (cfg_mix(lg, w) if cfg else lg) / T
-                tok = torch.multinomial(torch.softmax(z, -1), 1, generator=generator).squeeze(-1)
+                probs = torch.softmax(z, -1)
+                ok = torch.isfinite(probs).all(-1)
+                first_bad = torch.where(~ok & ~bad, torch.full_like(first_bad, t), first_bad)
+                bad |= ~ok
+                # multinomial refuses NaN (on CUDA by a device-side assert): sample such rows uniformly,
+                # then fail with an error that names the model.
+                probs = torch.where(ok.unsqueeze(-1), probs, torch.ones_like(probs))
+                tok = torch.multinomial(probs, 1, generator=generator).squeeze(-1)
                 toks.append(tok)
                 if logp:
                     lps.append(torch.log_softmax(z, -1).gather(-1, tok.unsqueeze(-1)).squeeze(-1))
-                if t == N - 1:
+                if t == N - 1 or ((t + 1) % _GEN_CHECK_EVERY == 0 and bool(bad.any())):
                     break
                 if mask is not None:
                     mask = torch.cat([mask, torch.ones((BR, 1), dtype=mask.dtype, device=self.device)], 1)
@@ -524,6 +567,8 @@ class JanusAdapter(PolicyAdapter):
                 e = model.prepare_embeddings_for_image_generation(tok.repeat_interleave(R, 0)).unsqueeze(1)
                 h = lm(inputs_embeds=e, attention_mask=mask, position_ids=pos, past_key_values=cache,
                        use_cache=True).last_hidden_state[:, -1]
+        if bool(bad.any()):
+            raise self._non_finite("gen", bad, int(first_bad.min()))
         return torch.stack(toks, 1), (torch.stack(lps, 1).float() if logp else None)
 
     @torch.no_grad()

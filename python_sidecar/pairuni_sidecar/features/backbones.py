@@ -12,7 +12,10 @@ Kinds (``BackboneSpec.kind``):
   * ``pixels``      — weight-free: resize to ``size``×``size`` RGB, flatten, subtract the image's
                       mean (so cosine = pixel correlation; a shared background does not make every
                       pair look alike). Meant for small synthetic images and tests, not for photographs.
-A model kind without a weights path raises ``WeightsMissing`` — random weights are never used.
+A model kind without a weights path raises ``WeightsMissing`` — random weights are never used. A
+weights file that cannot be read raises ``WeightsUnreadable`` (naming the file), and one whose keys do
+not cover the model raises ``WeightsMismatch`` (naming the missing / unexpected keys): loading never
+leaves a layer at its random initialisation.
 """
 from __future__ import annotations
 
@@ -39,6 +42,19 @@ class WeightsMissing(NotFound):
 
 class MissingPackage(OpFailed):
     """An optional package (torchvision, timm) that this backbone needs is not installed."""
+
+
+class WeightsUnreadable(OpFailed):
+    """The weights file exists but is not a readable state dict (garbage, a pickled object, a tensor)."""
+
+
+class WeightsMismatch(OpFailed):
+    """The weights file does not fit the model: keys the model needs are missing (they would stay
+    random), keys it does not have are present, or shapes differ."""
+
+    def __init__(self, message: str, *, missing=(), unexpected=(), mismatched=()):
+        super().__init__(message, detail={"missing": len(missing), "unexpected": len(unexpected), "mismatched": len(mismatched)})
+        self.missing, self.unexpected, self.mismatched = list(missing), list(unexpected), list(mismatched)
 
 
 class BackboneSpec(GeneratedBackboneSpec):
@@ -101,17 +117,70 @@ def _require_weights(spec: BackboneSpec) -> str:
     return spec.weights
 
 
-def _load_state_dict(path: str) -> dict:
-    if path.endswith(".safetensors"):
-        from safetensors.torch import load_file
+def _load_state_dict(path: str, kind: str) -> dict:
+    """A ``{name: tensor}`` state dict from a ``.pth``/``.pt``/``.bin`` or ``.safetensors`` file (a
+    ``{"state_dict": ...}`` / ``{"model": ...}`` wrapper is unwrapped); anything else raises
+    ``WeightsUnreadable`` naming the file."""
+    try:
+        if path.endswith(".safetensors"):
+            from safetensors.torch import load_file
 
-        return load_file(path)
-    sd = torch.load(path, map_location="cpu", weights_only=True)
+            sd = load_file(path)
+        else:
+            sd = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001 - UnpicklingError, RuntimeError (zip), SafetensorError, OSError...
+        first = (str(e).strip().splitlines() or [""])[0]
+        raise WeightsUnreadable(f"backbone {kind}: cannot read weights file {path!r} as a state dict ({type(e).__name__}: {first})") from None
     if isinstance(sd, dict) and "state_dict" in sd and isinstance(sd["state_dict"], dict):
         sd = sd["state_dict"]
     if isinstance(sd, dict) and "model" in sd and isinstance(sd["model"], dict):
         sd = sd["model"]
+    if not isinstance(sd, dict) or not sd:
+        what = "an empty dict" if isinstance(sd, dict) else type(sd).__name__
+        raise WeightsUnreadable(f"backbone {kind}: weights file {path!r} holds {what}, not a state dict of named tensors")
+    bad = [k for k, v in sd.items() if not isinstance(k, str) or not isinstance(v, torch.Tensor)]
+    if bad:
+        raise WeightsUnreadable(f"backbone {kind}: weights file {path!r} is not a state dict of named tensors ({len(bad)} entries are not, e.g. {_names(bad)})")
     return sd
+
+
+def _names(keys, n: int = 5) -> str:
+    keys = sorted(map(str, keys))
+    more = f", ... (+{len(keys) - n} more)" if len(keys) > n else ""
+    return ", ".join(keys[:n]) + more
+
+
+def mismatch_error(what: str, path: str, missing=(), unexpected=(), mismatched=(), model: str = "the model") -> WeightsMismatch:
+    """A ``WeightsMismatch`` naming the first few keys of each kind and their counts."""
+    parts = []
+    if missing:
+        parts.append(f"{len(missing)} missing key(s) the model needs (they would stay random): {_names(missing)}")
+    if unexpected:
+        parts.append(f"{len(unexpected)} unexpected key(s) the model does not have: {_names(unexpected)}")
+    if mismatched:
+        parts.append(f"{len(mismatched)} key(s) with the wrong shape: {_names(mismatched)}")
+    return WeightsMismatch(f"{what}: weights {path!r} do not fit {model}; " + "; ".join(parts) + ". pairuni never embeds with partly random weights.",
+                           missing=missing, unexpected=unexpected, mismatched=mismatched)
+
+
+def load_checked(model: torch.nn.Module, sd: dict, what: str, path: str, allow_unexpected=lambda key: False, desc: str = "the model") -> None:
+    """Load ``sd`` into ``model``; every model key must be present with its shape, and every file key
+    must be used unless ``allow_unexpected(key)`` (e.g. a classifier head the model was built without).
+    Raises ``WeightsMismatch`` with the key names otherwise."""
+    own = model.state_dict()
+    mismatched = [k for k, v in sd.items() if k in own and tuple(own[k].shape) != tuple(v.shape)]
+    if mismatched:
+        mm = [f"{k} {tuple(sd[k].shape)} vs {tuple(own[k].shape)}" for k in mismatched]
+        missing = [k for k in own if k not in sd]
+        raise mismatch_error(what, path, missing=missing, mismatched=mm, model=desc)
+    try:
+        res = model.load_state_dict(sd, strict=False)
+    except RuntimeError as e:
+        first = (str(e).strip().splitlines() or [""])[0]
+        raise WeightsMismatch(f"{what}: weights {path!r} do not fit {desc}: {first}") from None
+    unexpected = [k for k in res.unexpected_keys if not allow_unexpected(k)]
+    if res.missing_keys or unexpected:
+        raise mismatch_error(what, path, missing=res.missing_keys, unexpected=unexpected, model=desc)
 
 
 class Backbone(abc.ABC):
@@ -215,11 +284,7 @@ def load_resnet50(spec: BackboneSpec) -> Backbone:
     device = resolve_device(spec.device)
     weights = _require_weights(spec)
     model = ResNet50()
-    sd = _load_state_dict(weights)
-    try:
-        model.load_state_dict(sd, strict=True)
-    except RuntimeError as e:
-        raise OpFailed(f"resnet50: {weights!r} is not a torchvision resnet50 state dict: {str(e).splitlines()[0]}") from None
+    load_checked(model, _load_state_dict(weights, "resnet50"), "resnet50", weights, desc="torchvision's resnet50 layout (not a torchvision resnet50 state dict)")
     return TorchModelBackbone("resnet50", f"resnet50-{file_identity(weights)}", model, 2048, device, 256, 224, pp.IMAGENET_MEAN, pp.IMAGENET_STD)
 
 
@@ -234,7 +299,7 @@ def load_torchvision(spec: BackboneSpec) -> Backbone:
     if not spec.name:
         raise BadRequest("backbone kind 'torchvision' needs a model name, e.g. {name: 'resnet50'}")
     model = models.get_model(spec.name, weights=None)
-    model.load_state_dict(_load_state_dict(weights), strict=True)
+    load_checked(model, _load_state_dict(weights, f"torchvision/{spec.name}"), f"torchvision/{spec.name}", weights)
     dim = _strip_head(model)
     return TorchModelBackbone("torchvision", f"tv-{spec.name}-{file_identity(weights)}", model, dim, device, 256, 224, pp.IMAGENET_MEAN, pp.IMAGENET_STD)
 
@@ -249,11 +314,26 @@ def load_timm(spec: BackboneSpec) -> Backbone:
     if not spec.name:
         raise BadRequest("backbone kind 'timm' needs a model name, e.g. {name: 'vit_pe_core_base_patch16_224'}")
     model = timm.create_model(spec.name, pretrained=False, num_classes=0)
-    model.load_state_dict(_load_state_dict(weights), strict=False)
     cfg = getattr(model, "pretrained_cfg", {}) or {}
+    # num_classes=0 drops the classifier: its keys in a full checkpoint are the only ones left unused.
+    heads = _timm_head_prefixes(model, cfg)
+    load_checked(model, _load_state_dict(weights, f"timm/{spec.name}"), f"timm/{spec.name}", weights,
+                 allow_unexpected=lambda k: any(k.startswith(h + ".") for h in heads))
     crop = int(cfg.get("input_size", (3, 224, 224))[-1])
     resize = int(round(crop / float(cfg.get("crop_pct", 0.875))))
     return TorchModelBackbone("timm", f"timm-{spec.name}-{file_identity(weights)}", model, int(model.num_features), device, resize, crop, cfg.get("mean", pp.IMAGENET_MEAN), cfg.get("std", pp.IMAGENET_STD))
+
+
+def _timm_head_prefixes(model: torch.nn.Module, cfg: dict) -> list[str]:
+    """Module names of the classifier timm removed for ``num_classes=0``: the model's
+    ``pretrained_cfg['classifier']`` (a name or a tuple, e.g. ``('head', 'head_dist')``), else the
+    usual head names. A prefix that still holds parameters in the headless model is not a removed head."""
+    c = cfg.get("classifier") if isinstance(cfg, dict) else None
+    names = [c] if isinstance(c, str) else [x for x in (c or ()) if isinstance(x, str)]
+    if not names:
+        names = ["head", "fc", "classifier", "head.fc", "last_linear"]
+    own = model.state_dict()
+    return [h for h in names if not any(k.startswith(h + ".") for k in own)]
 
 
 def load_hf(spec: BackboneSpec) -> Backbone:
@@ -264,12 +344,29 @@ def load_hf(spec: BackboneSpec) -> Backbone:
     from transformers import AutoModel
 
     try:
-        model = AutoModel.from_pretrained(weights, local_files_only=True)
+        model, info = AutoModel.from_pretrained(weights, local_files_only=True, output_loading_info=True)
     except OSError as e:
         raise WeightsMissing(f"backbone kind 'hf': cannot load a model from {weights!r}: {e}") from None
+    except RuntimeError as e:  # shape mismatches (ignore_mismatched_sizes=False)
+        first = (str(e).strip().splitlines() or [""])[0]
+        raise WeightsMismatch(f"hf: weights {weights!r} do not fit the model: {first}") from None
+    tower = ""
     if hasattr(model, "vision_model") and not hasattr(model, "pooler"):
         model = model.vision_model  # CLIP/SigLIP/PE-style dual encoders: keep the image tower
+        tower = "vision_model."
+    check_hf_loading_info(info, weights, tower)
     return HFBackbone(f"hf-{file_identity(weights)}", model, hf_preprocessing(weights, model), device)
+
+
+def check_hf_loading_info(info: dict, weights: str, tower: str = "") -> None:
+    """``from_pretrained`` initialises weights missing from the checkpoint at random and only logs it:
+    refuse instead. Keys of the part we embed with (``tower``: the image tower of a dual encoder) must
+    all be loaded; unexpected keys (a task head the base model does not have) are ignored by
+    transformers and harmless, so they are only reported alongside."""
+    missing = [k for k in (info.get("missing_keys") or ()) if k.startswith(tower)]
+    mismatched = [k if isinstance(k, str) else str(k[0]) for k in (info.get("mismatched_keys") or ())]
+    if missing or mismatched:
+        raise mismatch_error("hf", weights, missing=missing, unexpected=sorted(info.get("unexpected_keys") or ()), mismatched=mismatched)
 
 
 def hf_preprocessing(model_dir: str, model) -> dict:

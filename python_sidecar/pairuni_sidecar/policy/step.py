@@ -22,7 +22,8 @@ from .loss import LossCfg, clipped_surrogate, traj_coefficients
 
 
 class NonFiniteError(OpFailed):
-    """Advantages, rewards or gradients that are NaN/inf; nothing was applied."""
+    """NaN/inf where a finite number is required: advantages, rewards or gradients (nothing was applied),
+    or a model's next-token distribution while decoding (the adapter names the model directory)."""
 
 
 #: The optimizer record of ``train.load`` (generated from src/contract: lr, betas, eps, weight_decay,

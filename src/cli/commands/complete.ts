@@ -105,12 +105,8 @@ function put(obj: Record<string, unknown>, path: string[], v: unknown): void {
 }
 
 export async function run(argv: string[]): Promise<number> {
-  let args: ReturnType<typeof parseArgs<{ options: typeof OPTIONS; strict: true }>>['values'];
-  try {
-    args = parseArgs({ args: argv, options: OPTIONS, strict: true, allowPositionals: false }).values;
-  } catch (e) {
-    throw new ConfigError(`${(e as Error).message}\n\n${HELP}`);
-  }
+  // Unknown flags and missing values are reported by the one handler in src/cli/index.ts.
+  const args = parseArgs({ args: argv, options: OPTIONS, strict: true, allowPositionals: false }).values;
   if (args.help) {
     console.log(HELP);
     return 0;

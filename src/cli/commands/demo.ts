@@ -1,11 +1,32 @@
 /** `pairuni demo`: the whole pipeline on ShapesWorld with the shipped tiny Janus, on CPU. */
 import { parseArgs } from 'node:util';
-import { AbortedError } from '../../errors.js';
-import { runDemo } from '../../demo/demo.js';
+import { AbortedError, ConfigError } from '../../errors.js';
+import { runDemo, validateDemoOptions, type DemoOptions } from '../../demo/demo.js';
 import { onInterrupt } from '../../util/interrupt.js';
 import { Progress } from '../../util/progress.js';
 
 export const summary = 'ShapesWorld end to end: pair, PairGRPO vs random pairs, before/after eval, report';
+
+/** Digits only: `Number()` would also take '', ' 3', '1e2', '0x10' (and give NaN for 'abc'). */
+function integer(v: string, flag: string, min: number): number {
+  const n = Number(v);
+  if (!/^\d+$/.test(v) || !Number.isSafeInteger(n) || n < min) {
+    throw new ConfigError(`${flag} must be ${min > 0 ? 'a positive integer' : 'an integer >= 0'}, got '${v}'`);
+  }
+  return n;
+}
+
+function seedList(v: string): number[] {
+  const seeds = v.split(',').map((x) => {
+    try {
+      return integer(x.trim(), '--seeds', 0);
+    } catch {
+      throw new ConfigError(`--seeds must be a comma-separated list of integers >= 0 (e.g. 0,1,2), got '${v}'`);
+    }
+  });
+  if (new Set(seeds).size !== seeds.length) throw new ConfigError(`--seeds must not repeat a seed, got '${v}'`);
+  return seeds;
+}
 
 export async function run(argv: string[]): Promise<number> {
   const { values } = parseArgs({
@@ -28,17 +49,24 @@ runs PairGRPO on both pair sets for every seed, evaluates again and writes OUT/r
 Ctrl-C stops cleanly; the same command resumes.`);
     return 0;
   }
+  // Every option is checked before anything runs or is written to --out.
+  if (!values.out) throw new ConfigError(`--out must name a directory, got '${values.out}'`);
+  if (values.model === '') throw new ConfigError(`--model must name a model directory, got ''`);
+  const opts: DemoOptions = {
+    out: values.out,
+    model: values.model,
+    quick: values.quick,
+    seeds: values.seeds === undefined ? undefined : seedList(values.seeds),
+    steps: values.steps === undefined ? undefined : integer(values.steps, '--steps', 1),
+    parallel: values.parallel === undefined ? undefined : integer(values.parallel, '--parallel', 1),
+  };
+  validateDemoOptions(opts);
   const interrupt = onInterrupt({ message: '[demo] stopping at the next step boundary' });
   let bar: Progress | undefined;
   const seen = new Map<string, number>();
   try {
     const res = await runDemo({
-      out: values.out!,
-      model: values.model,
-      quick: values.quick,
-      seeds: values.seeds?.split(',').map(Number),
-      steps: values.steps ? Number(values.steps) : undefined,
-      parallel: values.parallel ? Number(values.parallel) : undefined,
+      ...opts,
       signal: interrupt.signal,
       log: (l) => console.error(l),
       onStep: (runName, step, total, runs) => {

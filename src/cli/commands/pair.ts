@@ -2,9 +2,9 @@
 import { parseArgs } from 'node:util';
 import { AbortedError, ConfigError } from '../../errors.js';
 import { ABLATIONS, parsePairingConfig } from '../../pairing/config.js';
-import { buildPairUG } from '../../pairing/pipeline.js';
+import { buildPairUG, type BuildPairUGOptions } from '../../pairing/pipeline.js';
 import { onInterrupt } from '../../util/interrupt.js';
-import { backboneFrom, intOpt, jsonFile, jsonOpt, MANIFEST_HELP, MANIFEST_OPTIONS, numOpt, stageBars } from '../options.js';
+import { backboneFrom, intOpt, jsonFile, jsonOpt, MANIFEST_HELP, MANIFEST_OPTIONS, numOpt, stageBars, userPath } from '../options.js';
 
 export const summary = 'build a PairUG dataset: features → aligned medoids → exact greedy retrieved pairs';
 
@@ -54,34 +54,40 @@ export async function run(argv: string[]): Promise<number> {
     return 0;
   }
   if (!v.u || !v.g || !v.out) throw new ConfigError('pairuni pair needs --u, --g and --out (see --help)');
-  if (v.backend !== 'sidecar' && v.backend !== 'ts') throw new ConfigError(`--backend must be sidecar or ts, got '${v.backend}'`);
-  const cfg = (v.config ? jsonFile(v.config) : {}) as Record<string, any>;
+  const backend = v.backend;
+  if (backend !== 'sidecar' && backend !== 'ts') throw new ConfigError(`--backend must be sidecar or ts, got '${backend}'`);
+  // Everything is validated, and every path made absolute against the user's working directory,
+  // before any work starts (buildPairUG then checks that --out is usable before embedding).
+  const cfg = (v.config ? jsonFile(userPath(v.config)) : {}) as Record<string, any>;
   const km = { ...(cfg.kmeans ?? {}) };
-  if (v.k) km.k = intOpt(v.k, '--k');
-  if (v['kmeans-batch']) km.batchSize = intOpt(v['kmeans-batch'], '--kmeans-batch');
-  if (v['max-epochs']) km.maxEpochs = numOpt(v['max-epochs'], '--max-epochs');
-  if (v.refine) km.refineIters = intOpt(v.refine, '--refine');
+  if (v.k !== undefined) km.k = intOpt(v.k, '--k', { min: 1 });
+  if (v['kmeans-batch'] !== undefined) km.batchSize = intOpt(v['kmeans-batch'], '--kmeans-batch', { min: 1 });
+  if (v['max-epochs'] !== undefined) km.maxEpochs = numOpt(v['max-epochs'], '--max-epochs', { gt: 0 });
+  if (v.refine !== undefined) km.refineIters = intOpt(v.refine, '--refine', { min: 0 });
   if (v.center) km.center = true;
   cfg.kmeans = km;
-  if (v['top-n']) cfg.topN = intOpt(v['top-n'], '--top-n');
-  if (v.threshold) cfg.threshold = numOpt(v.threshold, '--threshold');
-  if (v.order) cfg.order = v.order;
-  if (v.seed) cfg.seed = intOpt(v.seed, '--seed');
-  if (v.ablation) cfg.ablation = v.ablation;
+  if (v['top-n'] !== undefined) cfg.topN = intOpt(v['top-n'], '--top-n', { min: 1 });
+  if (v.threshold !== undefined) cfg.threshold = numOpt(v.threshold, '--threshold', { min: -1, max: 1 });
+  if (v.order !== undefined) cfg.order = v.order;
+  if (v.seed !== undefined) cfg.seed = intOpt(v.seed, '--seed');
+  if (v.ablation !== undefined) cfg.ablation = v.ablation;
   const config = parsePairingConfig(cfg);
+  const opts: BuildPairUGOptions = {
+    understanding: userPath(v.u),
+    generation: userPath(v.g),
+    out: userPath(v.out),
+    backbone: backboneFrom(v),
+    cacheDir: userPath(v['cache-dir']),
+    batchSize: intOpt(v['embed-batch'], '--embed-batch', { min: 1 }),
+    columns: { u: jsonOpt(v['u-columns'], '--u-columns'), g: jsonOpt(v['g-columns'], '--g-columns') },
+    config,
+    backend,
+  };
 
   const { signal, dispose } = onInterrupt({ message: 'pairuni pair: finishing the current batch and saving' });
   try {
     const r = await buildPairUG({
-      understanding: v.u,
-      generation: v.g,
-      out: v.out,
-      backbone: backboneFrom(v),
-      cacheDir: v['cache-dir'],
-      batchSize: intOpt(v['embed-batch'], '--embed-batch'),
-      columns: { u: jsonOpt(v['u-columns'], '--u-columns'), g: jsonOpt(v['g-columns'], '--g-columns') },
-      config,
-      backend: v.backend,
+      ...opts,
       signal,
       onProgress: stageBars(v.quiet),
     });

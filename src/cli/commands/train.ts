@@ -7,7 +7,7 @@ import { resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 import { AbortedError, ConfigError } from '../../errors.js';
 import { loadTrainConfig } from '../../train/config.js';
-import { train } from '../../train/trainer.js';
+import { RunStateError, train } from '../../train/trainer.js';
 import { onInterrupt } from '../../util/interrupt.js';
 import { Progress } from '../../util/progress.js';
 
@@ -15,7 +15,8 @@ export const summary = 'train a unified VLM with PairGRPO on a PairUG file (chec
 
 const HELP = `usage: pairuni train --config <run.json> [options]
 
-  --config <file>   training config (JSON; see TrainConfig in src/train/config.ts; paths relative to the file)
+  --config <file>   training config (JSON; paths relative to the file); its keys and defaults
+                    are listed under "Training" in the package's README.md
   --resume          continue from <out>/checkpoints/latest
   --steps <n>       override config.steps
   --out <dir>       override config.out
@@ -30,26 +31,21 @@ Exit codes: 0 done, 130 stopped by Ctrl-C (checkpoint saved), 1 error.`;
 const fmt = (x: number | undefined, d = 3) => (x === undefined || !Number.isFinite(x) ? '-' : x.toFixed(d));
 
 export async function run(argv: string[]): Promise<number> {
-  let values;
-  try {
-    ({ values } = parseArgs({
-      args: argv,
-      options: {
-        config: { type: 'string' },
-        resume: { type: 'boolean', default: false },
-        steps: { type: 'string' },
-        out: { type: 'string' },
-        data: { type: 'string' },
-        model: { type: 'string' },
-        quiet: { type: 'boolean', default: false },
-        help: { type: 'boolean', short: 'h', default: false },
-      },
-      strict: true,
-    }));
-  } catch (e) {
-    console.error(`pairuni train: ${(e as Error).message}\n\n${HELP}`);
-    return 2;
-  }
+  // Unknown flags and missing values are reported by the one handler in src/cli/index.ts.
+  const { values } = parseArgs({
+    args: argv,
+    options: {
+      config: { type: 'string' },
+      resume: { type: 'boolean', default: false },
+      steps: { type: 'string' },
+      out: { type: 'string' },
+      data: { type: 'string' },
+      model: { type: 'string' },
+      quiet: { type: 'boolean', default: false },
+      help: { type: 'boolean', short: 'h', default: false },
+    },
+    strict: true,
+  });
   if (values.help) {
     console.log(HELP);
     return 0;
@@ -91,6 +87,8 @@ export async function run(argv: string[]): Promise<number> {
       console.error(`pairuni train: ${e.message}`);
       return 130;
     }
+    // The SDK's message names its options (`resume: true`); here the user typed flags.
+    if (e instanceof RunStateError && e.cliMessage !== e.message) throw new RunStateError(e.cliMessage, { cause: e });
     throw e;
   } finally {
     interrupt.dispose();

@@ -4,7 +4,7 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ConfigError, DataError } from '../../../src/errors.js';
 import { writeTinyPairUG } from '../../../src/train/fixtures.js';
-import { loadPairUG, parseTrainConfig, stepIndices, stepSeed } from '../../../src/train/index.js';
+import { loadPairUG, parseTrainConfig, stepIndices, stepSeed, TrainConfig } from '../../../src/train/index.js';
 import { writeCheckpoint, latestCheckpoint, assertResumable } from '../../../src/train/checkpoint.js';
 
 let dir: string;
@@ -98,6 +98,41 @@ describe('data order and seeds', () => {
     const s = new Set([stepSeed(0, 0, 'und'), stepSeed(0, 0, 'gen'), stepSeed(0, 1, 'und'), stepSeed(0, 0, 0), stepSeed(0, 0, 1), stepSeed(1, 0, 'und')]);
     expect(s.size).toBe(6);
     expect(stepSeed(12345, 1199, 'gen')).toBeLessThan(2 ** 31);
+  });
+});
+
+describe("the README's table of config keys", () => {
+  /** Dotted names of the schema's fields (records such as `options` are one field). */
+  const leaves = (schema: unknown, prefix = ''): string[] => {
+    let s = schema as { def?: { innerType?: unknown; type?: string }; shape?: Record<string, unknown> };
+    while (s.def?.innerType) s = s.def.innerType as typeof s;
+    if (s.def?.type !== 'object') return [prefix.slice(0, -1)];
+    return Object.entries(s.shape!).flatMap(([k, v]) => leaves(v, `${prefix}${k}.`));
+  };
+  const get = (o: unknown, key: string) => key.split('.').reduce<unknown>((x, k) => (x as Record<string, unknown> | undefined)?.[k], o);
+
+  it('lists every key of TrainConfig once, with its default', () => {
+    const readme = readFileSync(join(process.cwd(), 'README.md'), 'utf8');
+    const training = readme.slice(readme.indexOf('\n## Training'), readme.indexOf('\n## ', readme.indexOf('\n## Training') + 1) >>> 0);
+    const rows = [...training.matchAll(/^\| `([\w.]+)` \| ([^|]+?) \| .*\|$/gm)].map((m) => ({ key: m[1], cell: m[2] }));
+    expect(rows.map((r) => r.key).sort()).toEqual(leaves(TrainConfig).sort());
+    const required = { data: 'd', out: 'o', model: { path: 'm' } };
+    const defaults = TrainConfig.parse(required);
+    for (const { key, cell } of rows) {
+      if (cell === 'required') {
+        expect(get(required, key), key).toBeDefined();
+        const without = structuredClone(required) as Record<string, any>;
+        if (key === 'model.path') delete without.model.path;
+        else delete without[key];
+        expect(TrainConfig.safeParse(without).success, key).toBe(false);
+      } else if (cell === 'unset') {
+        expect(get(defaults, key), key).toBeUndefined();
+      } else if (cell.startsWith('`')) {
+        expect(get(defaults, key), key).toEqual(JSON.parse(cell.slice(1, -1)));
+      } else {
+        expect(typeof get(defaults, key), key).toBe('string'); // described in words (a long text default)
+      }
+    }
   });
 });
 

@@ -1,8 +1,8 @@
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { basename, join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { EventWriter, crc32c, decodeEvent, encodeEvent, maskedCrc32c, readRecords } from '../../../src/train/index.js';
+import { EventWriter, SESSION_STATUS, crc32c, decodeEvent, encodeEvent, maskedCrc32c, readRecords } from '../../../src/train/index.js';
 import { frameRecord } from '../../../src/train/tfevents.js';
 
 describe('CRC32C', () => {
@@ -40,6 +40,27 @@ describe('Event protobuf and TFRecord framing', () => {
     bad[14] ^= 1;
     expect(() => readRecords(bad)).toThrow(/bad data CRC/);
     expect(() => readRecords(rec.subarray(0, rec.length - 2))).toThrow(/truncated/);
+  });
+  it('encodes a SessionLog (event field 7: status, checkpoint_path, msg) and reads it back', () => {
+    const e = { wallTime: 2, step: 5, sessionLog: { status: SESSION_STATUS.start, checkpointPath: 'c', msg: 'm' } };
+    // 09 <f64 2.0> 10 05 3a 08 [08 01 12 01 'c' 1a 01 'm']
+    expect(Array.from(encodeEvent(e))).toEqual([0x09, 0, 0, 0, 0, 0, 0, 0, 0x40, 0x10, 0x05, 0x3a, 0x08, 0x08, 0x01, 0x12, 0x01, 0x63, 0x1a, 0x01, 0x6d]);
+    expect(decodeEvent(encodeEvent(e))).toEqual(e);
+  });
+  it('every new writer gets a new file that sorts after the existing ones, even within one second', () => {
+    const dir = mkdtempSync(join(tmpdir(), 'pairuni-tb-'));
+    try {
+      const paths = [0, 1, 2].map(() => {
+        const w = new EventWriter(dir);
+        w.close();
+        return w.path;
+      });
+      expect(new Set(paths).size).toBe(3);
+      expect([...paths].sort()).toEqual(paths);
+      expect(readdirSync(dir).sort()).toEqual(paths.map((p) => basename(p)));
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
   it('the writer produces a parseable file: version record, scalars, images', () => {
     const dir = mkdtempSync(join(tmpdir(), 'pairuni-tb-'));

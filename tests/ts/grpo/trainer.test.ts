@@ -5,14 +5,14 @@
  */
 import { spawnSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { cpSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { run as cli } from '../../../src/cli/commands/train.js';
 import { AbortedError, ConfigError, SidecarError } from '../../../src/errors.js';
 import { AdvantageError } from '../../../src/grpo/index.js';
-import { resolvePython } from '../../../src/sidecar/index.js';
+import { resolvePython, Sidecar } from '../../../src/sidecar/index.js';
 import { writeTinyPairUG } from '../../../src/train/fixtures.js';
 import {
   decodeEvent,
@@ -24,6 +24,7 @@ import {
   train,
   type StepMetrics,
 } from '../../../src/train/index.js';
+import { expectedScalars, tensorboardScalars } from './tb-view.js';
 
 let dir: string;
 let modelDir: string;
@@ -62,6 +63,31 @@ const quiet = { onLog: () => undefined };
 const stable = (ms: StepMetrics[]) =>
   ms.map((m) => Object.fromEntries(Object.entries(m).filter(([k]) => !k.startsWith('time/') && k !== 'tokens_per_s')));
 const weights = (ckpt: string) => createHash('sha256').update(readFileSync(join(ckpt, 'policy', 'model', 'model.safetensors'))).digest('hex');
+/** TensorBoard's view of the run equals metrics.jsonl: no step a restart discarded survives there. */
+const tensorboardMatchesMetrics = (out: string) => expect(tensorboardScalars(join(out, 'tensorboard'))).toEqual(expectedScalars(readMetrics(out)));
+/** Spawns real sidecars and remembers them, to check that train() closed each one. */
+function spawnTracked(before?: () => void) {
+  const spawned: Sidecar[] = [];
+  return {
+    spawned,
+    spawn: async () => {
+      const sc = await Sidecar.spawn({ threads: 1 });
+      spawned.push(sc);
+      before?.();
+      return sc;
+    },
+    /** After a test: nothing left running even when train() leaked a sidecar. */
+    closeAll: () => Promise.all(spawned.map((sc) => sc.close().catch(() => undefined))),
+  };
+}
+const processGone = (pid: number) => {
+  try {
+    process.kill(pid, 0);
+    return false;
+  } catch (e) {
+    return (e as NodeJS.ErrnoException).code === 'ESRCH';
+  }
+};
 
 describe('train(): checkpoints, resume, restart', () => {
   let reference: StepMetrics[];
@@ -99,6 +125,8 @@ describe('train(): checkpoints, resume, restart', () => {
     expect(res.steps).toBe(3);
     expect(stable(readMetrics(cfg.out))).toEqual(stable(reference));
     expect(weights(res.checkpoint!)).toBe(weights(refCkpt));
+    tensorboardMatchesMetrics(cfg.out);
+    expect(readdirSync(join(cfg.out, 'tensorboard'))).toHaveLength(2);
   });
 
   it('a sidecar killed mid-run is restarted from the latest checkpoint and the run matches', async () => {
@@ -117,6 +145,8 @@ describe('train(): checkpoints, resume, restart', () => {
     expect(res.restarts).toBe(1);
     expect(stable(readMetrics(cfg.out))).toEqual(stable(reference));
     expect(weights(res.checkpoint!)).toBe(weights(refCkpt));
+    // Step 2 was logged, then lost with the sidecar and recomputed: TensorBoard shows it once, the new value.
+    tensorboardMatchesMetrics(cfg.out);
   });
 });
 
@@ -156,8 +186,56 @@ describe('train(): bad input', () => {
     expect(existsSync(join(dir, 'broken'))).toBe(false);
   });
 
+  it('an out that is an existing file is refused at once, by name, before a sidecar starts', async () => {
+    const file = join(dir, 'scratch.jsonl');
+    writeFileSync(file, '{}\n');
+    const t = spawnTracked();
+    try {
+      const t0 = Date.now();
+      const err = await train(config('x', { out: file }), { ...quiet, spawn: t.spawn }).catch((e) => e);
+      expect(err).toBeInstanceOf(RunStateError);
+      expect(err.message).toContain(`cannot use out ${file} as the run directory: it is a file`);
+      expect(Date.now() - t0).toBeLessThan(5_000);
+      expect(t.spawned).toHaveLength(0);
+      expect(readFileSync(file, 'utf8')).toBe('{}\n');
+    } finally {
+      await t.closeAll();
+    }
+  });
+
+  it('a failure after the sidecar started still closes it (the out dir taken away while it loads)', async () => {
+    const cfg = config('taken');
+    const t = spawnTracked(() => writeFileSync(cfg.out, 'not a directory'));
+    try {
+      const err = await train(cfg, { ...quiet, spawn: t.spawn }).catch((e) => e);
+      expect(err).toBeInstanceOf(RunStateError);
+      expect(err.message).toContain(cfg.out);
+      expect(t.spawned).toHaveLength(1);
+      expect(t.spawned[0].alive).toBe(false);
+      expect(processGone(t.spawned[0].pid!)).toBe(true);
+    } finally {
+      await t.closeAll();
+    }
+  });
+
+  it('a checkpoint write killed mid-way leaves its temp dir; the next start of the run removes it', async () => {
+    // What SIGKILL during writeCheckpoint leaves: a full copy of a checkpoint under its temp name.
+    const cfg = config('ref', { steps: 3 });
+    const dead = spawnSync(process.execPath, ['-e', '']).pid!;
+    const tmp = join(cfg.out, 'checkpoints', `.tmp-step-000004-${dead}`);
+    cpSync(join(cfg.out, 'checkpoints', 'step-000003'), tmp, { recursive: true });
+    mkdirSync(join(tmp, 'policy', `.policy.tmp-${dead}-0badc0de`)); // the sidecar's own temp, inside it
+    const lines: string[] = [];
+    const res = await train(cfg, { onLog: (l) => lines.push(l), resume: true });
+    expect(res.steps).toBe(3);
+    expect(existsSync(tmp)).toBe(false);
+    expect(lines.join('\n')).toContain(`removed ${tmp}`);
+    expect(readdirSync(join(cfg.out, 'checkpoints')).filter((n) => n.startsWith('.'))).toEqual([]);
+  });
+
   it('refuses to overwrite a run, to resume nothing, or to resume with changed math', async () => {
     await expect(train(config('ref'), quiet)).rejects.toBeInstanceOf(RunStateError);
+    await expect(train(config('ref'), quiet)).rejects.toThrow(/already holds a run .*; pass `resume: true` to continue it, or choose another `out`$/);
     await expect(train(config('fresh'), { ...quiet, resume: true })).rejects.toThrow(/nothing to resume/);
     await expect(train(config('ref', { optim: { lr: 1e-2, microBatch: 16 } }), { ...quiet, resume: true })).rejects.toBeInstanceOf(ConfigError);
   });
@@ -186,5 +264,26 @@ describe('pairuni train (CLI)', () => {
     expect(await cli(['--config', cfgFile, '--resume', '--quiet'])).toBe(0);
     expect(readMetrics(join(dir, 'cli-run')).map((m) => m.step)).toEqual([1, 2]);
     expect(await cli(['--bogus'])).toBe(2);
+  });
+
+  it('speaks in flags: --resume / --out in its messages, the README for the config keys', async () => {
+    const cfgFile = join(dir, 'run.json'); // written by the test above; cli-run holds a finished run
+    const err = await cli(['--config', cfgFile, '--quiet']).catch((e) => e);
+    expect(err).toBeInstanceOf(RunStateError);
+    expect(err.message).toMatch(/cli-run already holds a run .*; pass --resume to continue it, or choose another --out$/);
+    const e2 = await cli(['--config', cfgFile, '--quiet', '--resume', '--out', join(dir, 'cli-fresh')]).catch((e) => e);
+    expect(e2.message).toMatch(/nothing to resume: .*cli-fresh has no complete checkpoint \(leave out --resume to start a new run there\)/);
+    const file = join(dir, 'data', 'pairs.jsonl');
+    const e3 = await cli(['--config', cfgFile, '--quiet', '--out', file]).catch((e) => e);
+    expect(e3.message).toMatch(/pairs\.jsonl as the run directory: it is a file, not a directory; choose another --out$/);
+    const log = vi.spyOn(console, 'log').mockImplementation(() => undefined);
+    try {
+      expect(await cli(['--help'])).toBe(0);
+      const help = log.mock.calls.flat().join('\n');
+      expect(help).toMatch(/"Training" in the package's README\.md/);
+      expect(help).not.toMatch(/src\/train/);
+    } finally {
+      log.mockRestore();
+    }
   });
 });

@@ -1,8 +1,16 @@
 /** Tiny synthetic U/G manifests with real PNG files, for the pipeline and CLI tests. */
-import { mkdirSync, mkdtempSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { deflateSync } from 'node:zlib';
+import { afterAll } from 'vitest';
+
+// Every directory tinySet makes is removed when the importing test file finishes (the run fails on
+// anything left in its TMPDIR).
+const made: string[] = [];
+afterAll(() => {
+  for (const d of made.splice(0)) rmSync(d, { recursive: true, force: true });
+});
 
 const CRC = Array.from({ length: 256 }, (_, n) => {
   let c = n;
@@ -54,6 +62,7 @@ export interface TinySet {
 /** nU understanding + nG generation items over 4 colour topics; G items without QA when `gQA` is false. */
 export function tinySet(nU = 24, nG = 30, opts: { gQA?: boolean; uCaption?: boolean } = {}): TinySet {
   const dir = mkdtempSync(join(tmpdir(), 'pairuni-pairing-'));
+  made.push(dir);
   mkdirSync(join(dir, 'img'));
   const u = Array.from({ length: nU }, (_, i) => {
     writeFileSync(join(dir, 'img', `u${i}.png`), topicImage(i % 4, i));

@@ -115,3 +115,29 @@ describe('Arrow IPC and HF datasets', () => {
     expect(e.message).toMatch(/Parquet cannot be read by arrow-js.*write_feather/);
   });
 });
+
+describe('empty manifests', () => {
+  it('a U or G manifest with no records is a DataError naming the file (JSONL, Arrow, HF)', async () => {
+    const s = tinySet(1, 1);
+    const empty = join(s.dir, 'empty.jsonl');
+    writeFileSync(empty, '');
+    let e = await catchErr(readUnderstanding(empty));
+    expect(e.message).toBe(`${empty}: the understanding (U) manifest has no records; pairing needs at least one`);
+    expect(e.file).toBe(empty);
+    const blank = join(s.dir, 'blank.jsonl');
+    writeFileSync(blank, '\n  \n\n');
+    e = await catchErr(readGeneration(blank));
+    expect(e.message).toBe(`${blank}: the generation (G) manifest has no records; pairing needs at least one`);
+    expect(e.file).toBe(blank);
+    const arrow = join(s.dir, 'g.arrow');
+    writeFileSync(arrow, tableToIPC(new Table({ id: vectorFromArray([], new Utf8()), image: vectorFromArray([], new Utf8()), prompt: vectorFromArray([], new Utf8()) }), 'file'));
+    e = await catchErr(readGeneration(arrow));
+    expect(e.message).toMatch(/g\.arrow: the generation \(G\) manifest has no records/);
+    const hf = join(s.dir, 'hf');
+    mkdirSync(hf);
+    writeFileSync(join(hf, 'data-00000-of-00001.arrow'), tableToIPC(new Table({ id: vectorFromArray([], new Utf8()), image: vectorFromArray([], new Utf8()) }), 'stream'));
+    writeFileSync(join(hf, 'state.json'), JSON.stringify({ _data_files: [{ filename: 'data-00000-of-00001.arrow' }] }));
+    e = await catchErr(readUnderstanding(hf));
+    expect(e.message).toBe(`${hf}: the understanding (U) manifest has no records; pairing needs at least one`);
+  });
+});
