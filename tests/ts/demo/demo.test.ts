@@ -83,4 +83,13 @@ describe('demo (quick)', () => {
       expect(res.after[v][0].gen_reward).toBe(first!.after[v][0].gen_reward);
     }
   }, 600_000);
+
+  it('two demos started at the same time (each loading the machine for the other) give the uninterrupted numbers', async () => {
+    expect(first).toBeDefined();
+    const runs = await Promise.all(['twin-a', 'twin-b'].map((d) => runDemo({ out: join(scratch, d), quick: true, log: () => {} })));
+    for (const res of runs) {
+      expect({ ...res.before, grid: '' }).toEqual({ ...first!.before, grid: '' });
+      for (const v of ['pairgrpo', 'random'] as const) expect(res.after[v][0]).toEqual({ ...first!.after[v][0], grid: res.after[v][0].grid });
+    }
+  }, 600_000);
 });
