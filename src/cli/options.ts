@@ -92,6 +92,18 @@ export function userPath(v: string | undefined): string | undefined {
   return v === undefined || v === '' ? v : resolve(process.cwd(), v);
 }
 
+/** The manifest, backbone and cache options `embed` and `pair` share, validated, paths absolute against the cwd. */
+export function manifestOptions(v: Record<string, unknown>) {
+  return {
+    understanding: userPath(v.u as string),
+    generation: userPath(v.g as string),
+    backbone: backboneFrom(v),
+    cacheDir: userPath(v['cache-dir'] as string),
+    batchSize: intOpt(v['embed-batch'], '--embed-batch', { min: 1 }),
+    columns: { u: jsonOpt(v['u-columns'], '--u-columns'), g: jsonOpt(v['g-columns'], '--g-columns') },
+  };
+}
+
 export function jsonOpt(v: unknown, name: string): Record<string, string> | undefined {
   if (v === undefined) return undefined;
   try {

@@ -3,7 +3,7 @@ import { parseArgs } from 'node:util';
 import { AbortedError, ConfigError } from '../../errors.js';
 import { embedManifests } from '../../pairing/pipeline.js';
 import { onInterrupt } from '../../util/interrupt.js';
-import { backboneFrom, intOpt, jsonOpt, MANIFEST_HELP, MANIFEST_OPTIONS, stageBars, userPath } from '../options.js';
+import { MANIFEST_HELP, MANIFEST_OPTIONS, manifestOptions, stageBars } from '../options.js';
 
 export const summary = 'embed U/G manifest images with a backbone into the feature cache (resumable)';
 
@@ -23,14 +23,7 @@ export async function run(argv: string[]): Promise<number> {
   if (!v.u || !v.g) throw new ConfigError('pairuni embed needs --u and --g (see --help)');
   // Everything is validated, and every path made absolute against the user's working directory,
   // before any work starts.
-  const opts = {
-    understanding: userPath(v.u),
-    generation: userPath(v.g),
-    backbone: backboneFrom(v),
-    cacheDir: userPath(v['cache-dir']),
-    batchSize: intOpt(v['embed-batch'], '--embed-batch', { min: 1 }),
-    columns: { u: jsonOpt(v['u-columns'], '--u-columns'), g: jsonOpt(v['g-columns'], '--g-columns') },
-  };
+  const opts = manifestOptions(v);
   const { signal, dispose } = onInterrupt({ message: 'pairuni embed: finishing the current batch and saving' });
   try {
     const r = await embedManifests({

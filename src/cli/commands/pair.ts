@@ -4,7 +4,7 @@ import { AbortedError, ConfigError } from '../../errors.js';
 import { ABLATIONS, parsePairingConfig } from '../../pairing/config.js';
 import { buildPairUG, type BuildPairUGOptions } from '../../pairing/pipeline.js';
 import { onInterrupt } from '../../util/interrupt.js';
-import { backboneFrom, intOpt, jsonFile, jsonOpt, MANIFEST_HELP, MANIFEST_OPTIONS, numOpt, stageBars, userPath } from '../options.js';
+import { intOpt, jsonFile, MANIFEST_HELP, MANIFEST_OPTIONS, manifestOptions, numOpt, stageBars, userPath } from '../options.js';
 
 export const summary = 'build a PairUG dataset: features → aligned medoids → exact greedy retrieved pairs';
 
@@ -73,13 +73,8 @@ export async function run(argv: string[]): Promise<number> {
   if (v.ablation !== undefined) cfg.ablation = v.ablation;
   const config = parsePairingConfig(cfg);
   const opts: BuildPairUGOptions = {
-    understanding: userPath(v.u),
-    generation: userPath(v.g),
+    ...manifestOptions(v),
     out: userPath(v.out),
-    backbone: backboneFrom(v),
-    cacheDir: userPath(v['cache-dir']),
-    batchSize: intOpt(v['embed-batch'], '--embed-batch', { min: 1 }),
-    columns: { u: jsonOpt(v['u-columns'], '--u-columns'), g: jsonOpt(v['g-columns'], '--g-columns') },
     config,
     backend,
   };

@@ -263,7 +263,7 @@ describe('pairuni train (CLI)', () => {
     expect(await cli(['--config', cfgFile, '--steps', '1', '--quiet'])).toBe(0);
     expect(await cli(['--config', cfgFile, '--resume', '--quiet'])).toBe(0);
     expect(readMetrics(join(dir, 'cli-run')).map((m) => m.step)).toEqual([1, 2]);
-    expect(await cli(['--bogus'])).toBe(2);
+    await expect(cli(['--bogus'])).rejects.toMatchObject({ code: 'ERR_PARSE_ARGS_UNKNOWN_OPTION' }); // worded once, in src/cli/index.ts (tests/ts/cli)
   });
 
   it('speaks in flags: --resume / --out in its messages, the README for the config keys', async () => {
