@@ -18,7 +18,7 @@ import type { Payloads } from '../protocol/payload.js';
 import type { OpReply } from '../contract/ops.js';
 import { invoke, makeClient, type OpClient } from './client.js';
 import { type CallOptions, type CallResult, Controller, type ControllerStats, type RankInfo } from './controller.js';
-import { PACKAGE_ROOT, resolvePython, sidecarSourceDir } from './python.js';
+import { resolvePython, sidecarSourceDir } from './python.js';
 
 export interface SpawnOptions {
   /** Python interpreter (default: $PAIRUNI_PYTHON, else <package>/.venv/bin/python). */

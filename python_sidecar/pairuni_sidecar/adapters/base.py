@@ -16,7 +16,6 @@ the same mask). Autoregressive adapters ignore ``est_seed``.
 """
 from __future__ import annotations
 
-import math
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal

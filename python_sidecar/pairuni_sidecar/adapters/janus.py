@@ -35,7 +35,6 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from ..contract.generated import JanusGenOptions, JanusLoadOptions, JanusUndOptions
 from ..errors import BadRequest

@@ -23,7 +23,7 @@ import abc
 
 import hashlib
 import os
-from dataclasses import dataclass, field
+
 
 import numpy as np
 import torch

@@ -13,12 +13,10 @@ import msgpack
 
 from ..errors import BadRequest, TooLarge, UnsupportedVersion
 from .constants import (
-    DTYPES,
     KIND_NAMES,
     KINDS,
     KNOWN_FLAGS,
     MAGIC,
-    MAX_DIMS,
     MAX_SAFE_INT,
     PREAMBLE_BYTES,
     WIRE_MAJOR,
