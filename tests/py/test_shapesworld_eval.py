@@ -86,8 +86,8 @@ class ScriptedAdapter(PolicyAdapter):
         blank = render([])
         return torch.from_numpy(np.stack([render(self.truth[p]) if k == 0 else blank for p in prompts for k in range(n)]))
 
-    def und_rollout(self, items, n, s):
-        raise NotImplementedError
+    def und_rollout(self, *args, **kwargs):
+        raise AssertionError("held-out evaluation must use only greedy_answers and sample_images")
 
     gen_rollout = token_logprobs = sft_loss = save_pretrained = und_rollout
 
