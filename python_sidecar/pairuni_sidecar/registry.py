@@ -82,6 +82,7 @@ def _builtin() -> None:
 
 
 _BUILTIN_DECLARED = False
+_BUILTIN_OPS_LOADED = False  # the built-in op modules imported (a test may have imported one op module alone)
 
 
 def names(kind: str) -> list[str]:
@@ -126,6 +127,8 @@ def failures() -> dict[str, str]:
 
 def load_plugins(modules: list[str] | tuple[str, ...] = ()) -> None:
     """Import the built-in plug-ins and users' plug-in modules; each may declare ``PLUGINS``."""
+    global _BUILTIN_OPS_LOADED
+    _BUILTIN_OPS_LOADED = True
     for mod in ("pairuni_sidecar.plugins", *modules):
         try:
             m = importlib.import_module(mod)
@@ -172,7 +175,7 @@ def run_op(name: str, ctx: "OpContext", args: dict, tensors: dict | None = None)
     args and payloads checked against the contract, then the handler. For tests and benches."""
     from .contract import validate_args, validate_payloads, with_defaults
 
-    if not _ENTRIES["op"]:
+    if not _BUILTIN_OPS_LOADED:
         load_plugins()
     spec = get_op(name)
     if spec is None:

@@ -50,7 +50,7 @@ function issueText(e: z.ZodError): { msg: string; field: string | null } {
   return { msg: `${path || '(args)'}: ${i.message}`, field: path || null };
 }
 
-function checkPayloads(op: string, specs: PayloadSpecs | undefined, payloads: Payloads, what: string): void {
+function checkPayloads(specs: PayloadSpecs | undefined, payloads: Payloads, what: string): void {
   if (specs === 'any') return;
   const declared = specs ?? {};
   for (const name of Object.keys(payloads)) {
@@ -67,7 +67,6 @@ function checkPayloads(op: string, specs: PayloadSpecs | undefined, payloads: Pa
     if (isTensor && spec.dtype && !spec.dtype.includes(p.dtype)) throw new BadRequestError(`${what}: payload '${name}' must have dtype ${spec.dtype.join(' or ')}, got ${p.dtype}`, false, { field: name });
     if (isTensor && spec.rank !== undefined && p.shape.length !== spec.rank) throw new BadRequestError(`${what}: payload '${name}' must have rank ${spec.rank}, got ${p.shape.length}`, false, { field: name });
   }
-  void op;
 }
 
 /** Calls a catalogued op: validate the request, send it, validate the reply. */
@@ -78,7 +77,7 @@ export async function invoke<N extends OpName>(raw: RawCall, op: N, args: OpArgs
     const { msg, field } = issueText(req.error);
     throw new BadRequestError(`${op}: ${msg}`, false, { field, side: 'client' });
   }
-  checkPayloads(op, 'payloads' in decl ? decl.payloads : undefined, payloads, op);
+  checkPayloads('payloads' in decl ? decl.payloads : undefined, payloads, op);
   const r = await raw(op, req.data as Record<string, unknown>, payloads, opts);
   const rep = decl.reply.safeParse(r.args);
   if (!rep.success) {

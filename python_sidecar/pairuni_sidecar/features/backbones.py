@@ -57,12 +57,8 @@ class WeightsMismatch(OpFailed):
         self.missing, self.unexpected, self.mismatched = list(missing), list(unexpected), list(mismatched)
 
 
-class BackboneSpec(GeneratedBackboneSpec):
-    """The ``backbone`` record of the ``features.*`` ops (generated from src/contract/backbone.ts)."""
-
-    @staticmethod
-    def from_args(a: dict) -> "BackboneSpec":
-        return BackboneSpec.from_wire(a, where="backbone")
+#: The ``backbone`` record of the ``features.*`` ops (generated from src/contract/backbone.ts).
+BackboneSpec = GeneratedBackboneSpec
 
 
 def resolve_device(device: str) -> torch.device:

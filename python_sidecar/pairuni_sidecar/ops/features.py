@@ -21,7 +21,7 @@ STATE_KEY = "features.backbone"
 
 def get_backbone(state: dict, spec_args: dict) -> Backbone:
     """Load (or reuse) a backbone; only the most recent one stays in memory."""
-    spec = BackboneSpec.from_args(spec_args)
+    spec = BackboneSpec(**spec_args)  # checked against its declaration at the boundary
     cached = state.get(STATE_KEY)
     if cached is not None and cached[0] == spec:
         return cached[1]

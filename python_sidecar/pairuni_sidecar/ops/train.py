@@ -17,7 +17,7 @@ from typing import Any, Callable
 import torch
 
 from ..adapters import GenItem, LoadSpec, RolloutBatch, SFTExample, UndItem
-from ..contract.generated import GenSampling, LoadModel, Reward, UndSampling
+from ..contract.generated import GenSampling, Reward, UndSampling
 from ..errors import BadRequest
 from ..imaging import save_grid
 from ..policy import LossCfg, NonFiniteError, OptimCfg, Policy, SideInput, load_policy, save_policy
@@ -28,9 +28,8 @@ from ..rewards import make_reward
 
 
 def load_spec(args: dict) -> tuple[LoadSpec, OptimCfg]:
-    spec = LoadSpec(**LoadModel.from_wire(args["model"], where="train.load model").to_wire(),
-                    ref_model_dir=args.get("ref_model_dir"))
-    return spec, OptimCfg.from_wire(args["optim"], where="train.load optim")
+    # The records were checked against their declarations at the boundary (server / run_op).
+    return LoadSpec(**args["model"], ref_model_dir=args.get("ref_model_dir")), OptimCfg(**args["optim"])
 
 
 def und_items(items: list[dict]) -> list[UndItem]:
@@ -80,7 +79,7 @@ class TrainSession:
         return {**self.adapter.describe(), "adapter": self.spec.adapter, "optimizer_step": self.policy.step_count}
 
     def scorer(self, spec: dict):
-        r = Reward.from_wire(spec, where="reward")
+        r = Reward(**spec)
         key = f"{r.name}:{json.dumps(r.config, sort_keys=True)}"
         if key not in self.scorers:
             self.scorers[key] = make_reward(r.name, r.config)
@@ -91,7 +90,7 @@ class TrainSession:
 
     def update(self, sides: dict[str, tuple[RolloutBatch, torch.Tensor]], loss: dict, *, est_seed: int,
                grad_cosine: bool = False, check: Callable[[], None] | None = None) -> dict:
-        cfg = LossCfg.from_wire(loss, where="train.update loss")
+        cfg = LossCfg(**loss)
         inputs = []
         for side in ("und", "gen"):  # fixed order: und first (grad cosine splits after it)
             if side in sides:
@@ -154,10 +153,10 @@ def _rollout(ctx, side: str, args: dict) -> dict:
     ctx.progress(0, 1, f"{side} rollout", force=True)
     if side == "und":
         sess.adapter.require("und_rollout")
-        b = sess.adapter.und_rollout(und_items(args["items"]), args["n"], UndSampling.from_wire(args["sampling"], where="sampling"))
+        b = sess.adapter.und_rollout(und_items(args["items"]), args["n"], UndSampling(**args["sampling"]))
     else:
         sess.adapter.require("gen_rollout")
-        b = sess.adapter.gen_rollout(gen_items(args["items"]), args["n"], GenSampling.from_wire(args["sampling"], where="sampling"))
+        b = sess.adapter.gen_rollout(gen_items(args["items"]), args["n"], GenSampling(**args["sampling"]))
     out = {"handle": ctx.handles.put(b, prefix=f"rollout-{side}"), "side": side, "size": b.size, "tokens": b.num_tokens,
            "lengths": [int(x) for x in b.out_mask.sum(-1).tolist()]}
     if b.texts is not None:
