@@ -236,6 +236,20 @@ export const OPS = {
     args: z.strictObject({ out: userPath, seed: uint.default(0), sizes: z.record(z.string(), uint).default({}) }),
     reply: z.looseObject({ sizes: z.record(z.string(), uint) }),
   }),
+  'shapesworld.overlap': op({
+    doc: "train/eval overlap of a built ShapesWorld dataset and a model card's pretraining pool: eval understanding items equal to a training item, eval prompts equal to a training prompt",
+    args: z.strictObject({ data: userPath, model_dir: userPath.optional() }),
+    reply: z.strictObject({
+      u_eval: uint,
+      u_duplicates: uint,
+      g_eval: uint,
+      g_verbatim: uint,
+      train_u_items: uint,
+      train_prompts: uint,
+      g_eval_distinct_prompts: uint,
+      pretrain: z.strictObject({ seed: uint, n_items: uint }).nullable(),
+    }),
+  }),
   'shapesworld.pretrain': op({
     doc: 'pretrain the tiny ShapesWorld Janus from scratch (resumable)',
     args: z.strictObject({ out: userPath, seed: uint.default(0), work: userPath.optional(), format: free.default({}), config: free.default({}) }),

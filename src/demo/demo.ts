@@ -13,6 +13,7 @@
 import { createHash } from 'node:crypto';
 import { existsSync, mkdirSync, readdirSync, readFileSync, statSync } from 'node:fs';
 import { join, relative, resolve } from 'node:path';
+import type { OpReply } from '../contract/ops.js';
 import { AbortedError, ConfigError, PairuniError } from '../errors.js';
 import { buildPairUG } from '../pairing/pipeline.js';
 import { PACKAGE_ROOT } from '../sidecar/python.js';
@@ -56,6 +57,8 @@ export interface DemoResult {
   before: EvalResult;
   after: Record<'pairgrpo' | 'random', Record<number, EvalResult>>;
   summary: Record<'pairgrpo' | 'random', { und: { mean: number; std: number }; gen: { mean: number; std: number } }>;
+  /** Train/eval overlap of the world and the model's pretraining pool (`shapesworld.overlap`). */
+  overlap: SplitOverlap;
   seconds: number;
 }
 
@@ -236,6 +239,9 @@ async function runPhases(o: DemoOptions, t0: number, p: Plan, model: string): Pr
     log(`[1/5] building ShapesWorld (${p.world.u_train} U + ${p.world.g_train} G train items) in ${world}`);
     await shapesworld((sc) => sc.shapesworld.build({ out: world, seed: 0, sizes: p.world }), o.signal);
   } else log('[1/5] ShapesWorld already built');
+  // Held-out means held out: measured on the files the demo trains and evaluates on, and on the model's pretraining pool.
+  const overlap = await shapesworld(async (sc) => (await sc.shapesworld.overlap({ data: world, model_dir: model })).args, o.signal);
+  log(`  train/eval overlap: ${overlap.u_duplicates}/${overlap.u_eval} understanding items, ${overlap.g_verbatim}/${overlap.g_eval} generation prompts`);
   check();
 
   // 2. Pairing: PairUG and the random-pairs baseline, same budget.
@@ -350,9 +356,23 @@ async function runPhases(o: DemoOptions, t0: number, p: Plan, model: string): Pr
   ) as DemoResult['summary'];
   const seconds = Math.round((Date.now() - t0) / 1000);
   const wall = addWallTime(out, seconds);
-  const report = writeReport(out, p, before, after, summary, runs.map((r) => ({ ...r, dir: runDir(r) })), wall);
+  const report = writeReport(out, p, before, after, summary, runs.map((r) => ({ ...r, dir: runDir(r) })), wall, overlap);
   log(`[5/5] report: ${report}`);
-  return { report, before, after, summary, seconds };
+  return { report, before, after, summary, overlap, seconds };
+}
+
+type SplitOverlap = OpReply<'shapesworld.overlap'>;
+
+/** The report's statement of how held out the held-out items are (measured, not assumed). */
+export function heldOut(o: SplitOverlap): string {
+  const pool = o.pretrain ? `, and the model's pretraining pool (seed ${o.pretrain.seed}, ${o.pretrain.n_items} items)` : '';
+  return (
+    `Train/eval overlap, measured: **${o.u_duplicates} of ${o.u_eval}** held-out understanding items equal a training item ` +
+    `(same image pixels, question, choices and answer) and **${o.g_verbatim} of ${o.g_eval}** held-out generation prompts ` +
+    `(${o.g_eval_distinct_prompts} distinct) equal a training prompt; training = u_train, g_train (its prompts, MCQs and the U captions)${pool}. ` +
+    'Generation is evaluated on reserved attribute combinations (shape×colour, count×shape, shape pairs, relations) ' +
+    'and understanding on reserved scenes (object states in cells) that no training split can draw.'
+  );
 }
 
 function writeReport(
@@ -363,6 +383,7 @@ function writeReport(
   summary: DemoResult['summary'],
   runs: Array<{ variant: 'pairgrpo' | 'random'; seed: number; dir: string }>,
   wall: { seconds: number; invocations: number },
+  overlap: SplitOverlap,
 ): string {
   const pm = (x: { mean: number; std: number }) => `${x.mean.toFixed(3)} ± ${x.std.toFixed(3)}`;
   const d = (x: number, b: number) => `${x - b >= 0 ? '+' : ''}${(x - b).toFixed(3)}`;
@@ -437,6 +458,8 @@ function writeReport(
     `seeds ${p.seeds.join(', ')}. Held-out: ${before.n_und ?? p.evalUnd} understanding items, ${before.n_gen_prompts ?? p.evalN} generation prompts × ${p.evalSamples} samples. ` +
       `Wall time ${wall.seconds} s${wall.invocations > 1 ? ` over ${wall.invocations} invocations (interrupted and resumed, or rerun)` : ''}.`,
     '',
+    heldOut(overlap),
+    '',
     '## Result (mean ± std over seeds)',
     '',
     mdTable(
@@ -492,6 +515,6 @@ function writeReport(
   ];
   const path = join(out, 'report.md');
   writeFileAtomic(path, lines.join('\n'));
-  writeJsonAtomic(join(out, 'summary.json'), { before, after, summary, wallSeconds: wall.seconds, invocations: wall.invocations, plan: p }, 2);
+  writeJsonAtomic(join(out, 'summary.json'), { before, after, summary, overlap, wallSeconds: wall.seconds, invocations: wall.invocations, plan: p }, 2);
   return path;
 }

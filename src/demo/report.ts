@@ -77,3 +77,92 @@ export function fmt(x: number): string {
 function esc(s: string): string {
   return s.replace(/&/g, '&amp;').replace(/</g, '&lt;').replace(/>/g, '&gt;');
 }
+
+/** A mean with its two-sided confidence interval from the t-distribution (n - 1 degrees of freedom). */
+export interface MeanCI {
+  n: number;
+  mean: number;
+  /** Half-width: the interval is mean ± half (NaN with fewer than two values). */
+  half: number;
+  lo: number;
+  hi: number;
+}
+
+export function meanCI(xs: number[], level = 0.95): MeanCI {
+  const { mean, std } = meanStd(xs);
+  const n = xs.length;
+  const half = n > 1 ? tQuantile(1 - (1 - level) / 2, n - 1) * (std / Math.sqrt(n)) : NaN;
+  return { n, mean, half, lo: mean - half, hi: mean + half };
+}
+
+/**
+ * The paired difference a − b over the keys (seeds) present in both, with its t-interval: pairing by
+ * seed removes what the two arms share (the seed's data order and sampling), so it is tighter than
+ * comparing two independent means.
+ */
+export function pairedDiffCI(a: Record<string | number, number>, b: Record<string | number, number>, level = 0.95): MeanCI {
+  const keys = Object.keys(a).filter((k) => k in b);
+  return meanCI(keys.map((k) => a[k] - b[k]), level);
+}
+
+/** "0.512 ± 0.031 [0.481, 0.543]" (or just the mean when there is no interval). */
+export function fmtCI(c: MeanCI, digits = 3, signed = false): string {
+  const f = (x: number) => `${signed && x >= 0 ? '+' : ''}${x.toFixed(digits)}`;
+  return Number.isFinite(c.half) ? `${f(c.mean)} ± ${c.half.toFixed(digits)} [${f(c.lo)}, ${f(c.hi)}]` : `${f(c.mean)} (n = ${c.n}, no interval)`;
+}
+
+/** The p-quantile of Student's t with `df` degrees of freedom (bisection on the CDF). */
+export function tQuantile(p: number, df: number): number {
+  if (!(p > 0 && p < 1) || !(df > 0)) throw new RangeError(`tQuantile: need 0 < p < 1 and df > 0, got p=${p}, df=${df}`);
+  if (p < 0.5) return -tQuantile(1 - p, df);
+  let lo = 0;
+  let hi = 1;
+  while (tCdf(hi, df) < p) hi *= 2;
+  for (let i = 0; i < 200 && hi - lo > 1e-12 * hi; i++) {
+    const mid = (lo + hi) / 2;
+    if (tCdf(mid, df) < p) lo = mid;
+    else hi = mid;
+  }
+  return (lo + hi) / 2;
+}
+
+/** P(T ≤ t) for Student's t: 1 − ½·I_{df/(df+t²)}(df/2, ½) for t ≥ 0. */
+export function tCdf(t: number, df: number): number {
+  const tail = 0.5 * regIncBeta(df / (df + t * t), df / 2, 0.5);
+  return t >= 0 ? 1 - tail : tail;
+}
+
+/** Regularised incomplete beta I_x(a, b) by its continued fraction (Lentz), using the symmetry for convergence. */
+function regIncBeta(x: number, a: number, b: number): number {
+  if (x <= 0) return 0;
+  if (x >= 1) return 1;
+  const front = Math.exp(logGamma(a + b) - logGamma(a) - logGamma(b) + a * Math.log(x) + b * Math.log(1 - x));
+  if (x > (a + 1) / (a + b + 2)) return 1 - regIncBeta(1 - x, b, a);
+  const tiny = 1e-300;
+  let c = 1;
+  let d = 1 - ((a + b) * x) / (a + 1);
+  d = 1 / (Math.abs(d) < tiny ? tiny : d);
+  let f = d;
+  for (let m = 1; m <= 300; m++) {
+    for (const num of [(m * (b - m) * x) / ((a + 2 * m - 1) * (a + 2 * m)), -((a + m) * (a + b + m) * x) / ((a + 2 * m) * (a + 2 * m + 1))]) {
+      d = 1 + num * d;
+      d = 1 / (Math.abs(d) < tiny ? tiny : d);
+      c = 1 + num / c;
+      if (Math.abs(c) < tiny) c = tiny;
+      f *= c * d;
+    }
+    if (Math.abs(c * d - 1) < 1e-15) break;
+  }
+  return (front * f) / a;
+}
+
+/** ln Γ(x) for x > 0 (Lanczos, g = 7). */
+function logGamma(x: number): number {
+  const g = [0.99999999999980993, 676.5203681218851, -1259.1392167224028, 771.32342877765313, -176.61502916214059, 12.507343278686905, -0.13857109526572012, 9.9843695780195716e-6, 1.5056327351493116e-7];
+  if (x < 0.5) return Math.log(Math.PI / Math.sin(Math.PI * x)) - logGamma(1 - x);
+  x -= 1;
+  let s = g[0];
+  for (let i = 1; i < 9; i++) s += g[i] / (x + i);
+  const t = x + 7.5;
+  return 0.5 * Math.log(2 * Math.PI) + (x + 0.5) * Math.log(t) - t + Math.log(s);
+}

@@ -21,6 +21,28 @@ def build(ctx, args, tensors):
         raise BadRequest(f"{ctx.op}: {e}") from None
 
 
+@op("shapesworld.overlap", doc="train/eval overlap of a built ShapesWorld dataset and a model card's pretraining pool")
+def overlap(ctx, args, tensors):
+    import json
+    from pathlib import Path
+
+    from ..shapesworld.heldout import split_overlap
+    from ..shapesworld.model import MODEL_CARD
+
+    seed, n = None, 0
+    if args.get("model_dir"):
+        card_path = Path(args["model_dir"]) / MODEL_CARD
+        if not card_path.is_file():
+            raise NotFound(f"{card_path} not found: not a pairuni model directory")
+        cfg = (json.loads(card_path.read_text()).get("pretrain") or {}).get("config") or {}
+        if "seed" in cfg and "n_items" in cfg:  # a model not pretrained here has no ShapesWorld pool to check
+            seed, n = int(cfg["seed"]), int(cfg["n_items"])
+    try:
+        return split_overlap(args["data"], seed, n)
+    except FileNotFoundError as e:
+        raise NotFound(str(e)) from None
+
+
 @op("shapesworld.pretrain", doc="pretrain the tiny ShapesWorld Janus from scratch (resumable)")
 def pretrain(ctx, args, tensors):
     from ..shapesworld.formats import PromptFormat

@@ -21,6 +21,7 @@ import torch
 
 from ..fsutil import atomic_file
 from .formats import PromptFormat
+from .heldout import reserved_scene
 from .model import TinySizes, adapter_options, build_config, save_model_dir, special_ids, to_pixels
 from .render import render
 from .scenes import COLOR_NAMES, Obj, make_item
@@ -67,8 +68,11 @@ def _lr(base: float, step: int, total: int | None, warmup: int) -> float:
 
 
 def _dense_scene(rng: np.random.Generator) -> list[Obj]:
-    return [Obj(SHAPES[rng.integers(len(SHAPES))], COLOR_NAMES[rng.integers(len(COLOR_NAMES))], r, c)
+    """A crowded board for the VQ tokenizer; objects in held-out states (``heldout.reserved_scene``) are
+    left out, so evaluation scenes stay unseen by every pretraining stage."""
+    objs = [Obj(SHAPES[rng.integers(len(SHAPES))], COLOR_NAMES[rng.integers(len(COLOR_NAMES))], r, c)
             for r in range(GRID) for c in range(GRID) if rng.random() < 0.5]
+    return [o for o in objs if not reserved_scene([o])]
 
 
 @torch.no_grad()

@@ -2,7 +2,9 @@
 multiple-choice question that both describe the same scene.
 
 Every item is drawn from its own ``numpy`` generator seeded by (seed, split salt, index), so items
-are reproducible one by one and splits never share a random stream.
+are reproducible one by one and splits never share a random stream. Each split draws only the items
+its role admits (``heldout.py``): evaluation splits hold reserved prompts or scenes that no
+training split can produce.
 """
 from __future__ import annotations
 
@@ -10,6 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .heldout import admissible
 from .vocab import CATEGORIES, COLORS, COUNT_WORDS, GRID, PLURALS, RELATIONS, SHAPES
 
 COLOR_NAMES = tuple(COLORS)
@@ -141,6 +144,16 @@ def item_rng(seed: int, split: str, index: int) -> np.random.Generator:
     return np.random.default_rng([int(seed), SPLIT_SALTS[split], int(index)])
 
 
+MAX_DRAWS = 1000
+
+
 def make_item(seed: int, split: str, index: int, categories=CATEGORIES) -> Item:
-    """Item ``index`` of ``split``: categories cycle so every split is balanced."""
-    return sample_item(item_rng(seed, split, index), categories[index % len(categories)])
+    """Item ``index`` of ``split``: categories cycle so every split is balanced; items are redrawn from
+    the same stream until the split's role admits one (``heldout.admissible``)."""
+    rng = item_rng(seed, split, index)
+    category = categories[index % len(categories)]
+    for _ in range(MAX_DRAWS):
+        item = sample_item(rng, category)
+        if admissible(split, item.prompt, item.objects):
+            return item
+    raise ValueError(f"no {category} item admissible in split {split!r} after {MAX_DRAWS} draws")

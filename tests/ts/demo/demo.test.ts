@@ -24,6 +24,11 @@ describe('demo (quick)', () => {
     expect(md).toContain('PairGRPO on PairUG');
     expect(md).toContain('PairGRPO on random pairs');
     expect(md).toContain('<svg');
+    // Held out means held out: measured against u_train, g_train and the shipped model's pretraining pool.
+    expect(res.overlap).toMatchObject({ u_eval: 24, u_duplicates: 0, g_eval: 24, g_verbatim: 0 });
+    expect(res.overlap.pretrain?.n_items).toBeGreaterThan(1000);
+    expect(md).toContain('**0 of 24** held-out understanding items');
+    expect(md).toContain('**0 of 24** held-out generation prompts');
     for (const v of ['pairgrpo', 'random'] as const) {
       const e = res.after[v][0];
       expect(e.und_accuracy).toBeGreaterThanOrEqual(0);
