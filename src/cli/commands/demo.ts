@@ -77,9 +77,12 @@ Ctrl-C stops cleanly; the same command resumes.`);
     });
     bar?.done();
     const s = res.summary;
+    const ci = (c: { mean: number; half: number }, signed = false) =>
+      `${signed && c.mean >= 0 ? '+' : ''}${c.mean.toFixed(3)}${Number.isFinite(c.half) ? ` ± ${c.half.toFixed(3)}` : ''}`;
     console.log(`pretrained:        und acc ${res.before.und_accuracy.toFixed(3)}, gen reward ${res.before.gen_reward.toFixed(3)}`);
-    console.log(`PairGRPO (PairUG): und acc ${s.pairgrpo.und.mean.toFixed(3)} ± ${s.pairgrpo.und.std.toFixed(3)}, gen reward ${s.pairgrpo.gen.mean.toFixed(3)} ± ${s.pairgrpo.gen.std.toFixed(3)}`);
-    console.log(`random pairs:      und acc ${s.random.und.mean.toFixed(3)} ± ${s.random.und.std.toFixed(3)}, gen reward ${s.random.gen.mean.toFixed(3)} ± ${s.random.gen.std.toFixed(3)}`);
+    console.log(`PairGRPO (PairUG): und acc ${ci(s.pairgrpo.und)}, gen reward ${ci(s.pairgrpo.gen)} (95% CI)`);
+    console.log(`random pairs:      und acc ${ci(s.random.und)}, gen reward ${ci(s.random.gen)} (95% CI)`);
+    console.log(`PairUG − random:   und ${ci(res.paired.und, true)}, gen ${ci(res.paired.gen, true)} (paired by seed, 95% CI)`);
     console.log(`report: ${res.report} (${res.seconds} s)`);
     return 0;
   } catch (e) {

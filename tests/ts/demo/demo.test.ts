@@ -29,6 +29,11 @@ describe('demo (quick)', () => {
     expect(res.overlap.pretrain?.n_items).toBeGreaterThan(1000);
     expect(md).toContain('**0 of 24** held-out understanding items');
     expect(md).toContain('**0 of 24** held-out generation prompts');
+    // One seed: the paired difference is the seed's own difference, without an interval.
+    expect(res.paired.und.n).toBe(1);
+    expect(res.paired.und.mean).toBeCloseTo(res.after.pairgrpo[0].und_accuracy - res.after.random[0].und_accuracy, 12);
+    expect(res.paired.gen.mean).toBeCloseTo(res.after.pairgrpo[0].gen_reward - res.after.random[0].gen_reward, 12);
+    expect(md).toMatch(/\| understanding accuracy \| [+-]\d\.\d{3} \(n = 1, no interval\) \| one seed: no interval \|/);
     for (const v of ['pairgrpo', 'random'] as const) {
       const e = res.after[v][0];
       expect(e.und_accuracy).toBeGreaterThanOrEqual(0);
