@@ -248,6 +248,8 @@ export const OPS = {
       train_prompts: uint,
       g_eval_distinct_prompts: uint,
       pretrain: z.strictObject({ seed: uint, n_items: uint }).nullable(),
+      /** Why the model's pretraining pool was not checked (null when it was, or when no model was given). */
+      caveat: z.string().nullable(),
     }),
   }),
   'shapesworld.pretrain': op({

@@ -247,7 +247,8 @@ async function runPhases(o: DemoOptions, t0: number, p: Plan, model: string): Pr
   } else log('[1/5] ShapesWorld already built');
   // Held-out means held out: measured on the files the demo trains and evaluates on, and on the model's pretraining pool.
   const overlap = await shapesworld(async (sc) => (await sc.shapesworld.overlap({ data: world, model_dir: model })).args, o.signal);
-  log(`  train/eval overlap: ${overlap.u_duplicates}/${overlap.u_eval} understanding items, ${overlap.g_verbatim}/${overlap.g_eval} generation prompts`);
+  log(`  train/eval overlap: ${overlap.u_duplicates}/${overlap.u_eval} understanding items, ${overlap.g_verbatim}/${overlap.g_eval} generation prompts` +
+    (overlap.caveat ? ` (not checked: ${overlap.caveat})` : ''));
   check();
 
   // 2. Pairing: PairUG and the random-pairs baseline, same budget.
@@ -384,7 +385,8 @@ export function heldOut(o: SplitOverlap): string {
     `(same image pixels, question, choices and answer) and **${o.g_verbatim} of ${o.g_eval}** held-out generation prompts ` +
     `(${o.g_eval_distinct_prompts} distinct) equal a training prompt; training = u_train, g_train (its prompts, MCQs and the U captions)${pool}. ` +
     'Generation is evaluated on reserved attribute combinations (shape×colour, count×shape, shape pairs, relations) ' +
-    'and understanding on reserved scenes (object states in cells) that no training split can draw.'
+    'and understanding on reserved scenes (object states in cells) that no training split can draw.' +
+    (o.caveat ? ` **Not checked:** ${o.caveat}.` : '')
   );
 }
 

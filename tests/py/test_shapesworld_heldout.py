@@ -7,7 +7,7 @@ import numpy as np
 from PIL import Image
 
 from pairuni_sidecar.shapesworld.dataset import build_dataset
-from pairuni_sidecar.shapesworld.heldout import reserved_prompt, reserved_scene, split_overlap
+from pairuni_sidecar.shapesworld.heldout import RULES, pretraining_pool, reserved_prompt, reserved_scene, split_overlap
 from pairuni_sidecar.shapesworld.scenes import Obj, make_item
 from pairuni_sidecar.shapesworld.vocab import CATEGORIES
 
@@ -68,3 +68,12 @@ def test_every_category_has_evaluation_items_and_training_never_draws_them():
     assert all(reserved_prompt(it.prompt) for it in g)
     assert all(reserved_scene(it.objects) and not reserved_prompt(it.prompt) for it in u)
     assert {it.category for it in g} == {it.category for it in u} == set(CATEGORIES)
+
+
+def test_a_pretraining_pool_is_checked_only_when_drawn_under_these_rules():
+    cfg = {"seed": 3, "n_items": 500}
+    assert pretraining_pool({"pretrain": {"config": cfg, "heldout_rules": RULES}}) == (3, 500, None)
+    seed, n, caveat = pretraining_pool({"pretrain": {"config": cfg}})
+    assert (seed, n) == (None, 0) and "before the held-out rules" in caveat
+    seed, n, caveat = pretraining_pool({"family": "janus"})
+    assert (seed, n) == (None, 0) and "no ShapesWorld pretraining pool" in caveat

@@ -26,19 +26,17 @@ def overlap(ctx, args, tensors):
     import json
     from pathlib import Path
 
-    from ..shapesworld.heldout import split_overlap
+    from ..shapesworld.heldout import pretraining_pool, split_overlap
     from ..shapesworld.model import MODEL_CARD
 
-    seed, n = None, 0
+    seed, n, caveat = None, 0, None
     if args.get("model_dir"):
         card_path = Path(args["model_dir"]) / MODEL_CARD
         if not card_path.is_file():
             raise NotFound(f"{card_path} not found: not a pairuni model directory")
-        cfg = (json.loads(card_path.read_text()).get("pretrain") or {}).get("config") or {}
-        if "seed" in cfg and "n_items" in cfg:  # a model not pretrained here has no ShapesWorld pool to check
-            seed, n = int(cfg["seed"]), int(cfg["n_items"])
+        seed, n, caveat = pretraining_pool(json.loads(card_path.read_text()))
     try:
-        return split_overlap(args["data"], seed, n)
+        return {**split_overlap(args["data"], seed, n), "caveat": caveat}
     except FileNotFoundError as e:
         raise NotFound(str(e)) from None
 

@@ -33,6 +33,8 @@ from .prompts import parse_prompt
 from .vocab import COLORS, RELATIONS, SHAPES
 
 COLOR_NAMES = tuple(COLORS)
+# Written into a pretrained model's card: its pretraining pool was drawn under these rules.
+RULES = "heldout/1"
 # Inverse relations: "a left of b" is "b right of a".
 _INVERSE = {"left of": "right of", "right of": "left of", "above": "below", "below": "above"}
 
@@ -89,6 +91,20 @@ def _pixels(root: Path, rel: str) -> np.ndarray:
     from PIL import Image
 
     return np.asarray(Image.open(root / rel).convert("RGB"))
+
+
+def pretraining_pool(card: dict) -> tuple[int | None, int, str | None]:
+    """(seed, n_items, caveat) of the pretraining pool a model card describes. A model pretrained before
+    these rules (no ``heldout_rules`` in its card) drew its pool from every scene and prompt: regenerating
+    it now would not reproduce it, so it is not checked and the caveat says so."""
+    pre = card.get("pretrain") or {}
+    cfg = pre.get("config") or {}
+    if "seed" not in cfg or "n_items" not in cfg:
+        return None, 0, "the model card names no ShapesWorld pretraining pool: only the dataset's splits were checked"
+    if pre.get("heldout_rules") != RULES:
+        return None, 0, (f"the model was pretrained before the held-out rules ({RULES}): its pretraining pool may hold "
+                         "evaluation items and was not checked; regenerate it with scripts/pretrain-tiny-janus.sh")
+    return int(cfg["seed"]), int(cfg["n_items"]), None
 
 
 def split_overlap(data: str | Path, pretrain_seed: int | None = None, pretrain_n: int = 0) -> dict:

@@ -21,7 +21,7 @@ import torch
 
 from ..fsutil import atomic_file
 from .formats import PromptFormat
-from .heldout import reserved_scene
+from .heldout import RULES as HELDOUT_RULES, reserved_scene
 from .model import TinySizes, adapter_options, build_config, save_model_dir, special_ids, to_pixels
 from .render import render
 from .scenes import COLOR_NAMES, Obj, make_item
@@ -247,7 +247,7 @@ def pretrain(
         f"(binary {metrics['gen_binary']}) [{train_s}s]")
     extra = {"pretrain": {"config": asdict(cfg), "seconds": train_s, "torch": torch.__version__,
                           "vq_fidelity": vq_fidelity,
-                          "heldout_data_seed": cfg.seed, "heldout": metrics}}
+                          "heldout_rules": HELDOUT_RULES, "heldout_data_seed": cfg.seed, "heldout": metrics}}
     save_model_dir(model, tok, fmt, out, extra)
     shutil.rmtree(work, ignore_errors=True)
     return {"out": str(out), "seconds": train_s, "metrics": metrics}
