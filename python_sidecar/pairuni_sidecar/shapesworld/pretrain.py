@@ -48,6 +48,12 @@ class PretrainConfig:
     und_weight: float = 2.0         # the answer is a few tokens vs 16 image codes per example
     gen_weight: float = 1.0
     p_uncond: float = 0.1
+    # (c) shape curriculum, understanding only: single-object questions alone, then every MCQ type.
+    # Joint SFT leaves every shape-bound category at chance (the mixture of question types keeps the
+    # LM from learning to name a shape it does see; README, issue 15); this order unlocks it.
+    shape_steps: int = 100
+    mix_steps: int = 150
+    curriculum_lr: float = 1e-3
     warmup: int = 50
     ckpt_every: int = 100
     eval_n: int = 300
@@ -151,12 +157,15 @@ def pretrain(
         state = torch.load(work / STATE_FILE, weights_only=False)
         if _weights_key(state["cfg"]) != _weights_key(asdict(cfg)) or state["fmt"] != fmt.to_json():
             raise ValueError(f"{work / STATE_FILE} was written with other settings; delete {work} to start over")
+        if state["stage"] == "curriculum" and state["cfg"]["sft_steps"] != cfg.sft_steps:
+            raise ValueError(f"{work / STATE_FILE} finished SFT at sft_steps={state['cfg']['sft_steps']}, not {cfg.sft_steps}; "
+                             f"delete {work} to start over")
         if state["stage"] == "sft" and state["step"] > cfg.sft_steps:
             raise ValueError(f"{work / STATE_FILE} is at SFT step {state['step']}, past sft_steps={cfg.sft_steps}; "
                              f"delete {work} to start over")
         model.load_state_dict(state["model"])
         log(f"resuming at stage {state['stage']} step {state['step']}")
-    total = cfg.vq_steps + cfg.sft_steps
+    total = cfg.vq_steps + cfg.sft_steps + cfg.shape_steps + cfg.mix_steps
     vq = model.model.vqmodel
 
     # (a) VQ tokenizer ---------------------------------------------------------------------
@@ -237,6 +246,34 @@ def pretrain(
                 f"gen {m['gen_reward']} (binary {m['gen_binary']}) {m['gen_reward_by_category']}")
         if step % cfg.ckpt_every == 0 or step == cfg.sft_steps:
             _save_state(work, {"stage": "sft", "step": step, "model": model.state_dict(), "opt": opt.state_dict(),
+                               "cfg": asdict(cfg), "fmt": fmt.to_json()})
+
+    # (c) shape curriculum -------------------------------------------------------------------------
+    if stage == "sft":
+        stage, step = "curriculum", 0
+    single = [i for i, it in enumerate(items) if it.category == "single_object"]
+    mcqs = list(range(len(items)))  # und_ids[:N] are the MCQs, und_ids[N:] the descriptions
+    n_cur = cfg.shape_steps + cfg.mix_steps
+    while step < n_cur:
+        if check:
+            check()
+        for g in opt.param_groups:
+            g["lr"] = cfg.curriculum_lr
+        pool = single if step < cfg.shape_steps else mcqs
+        lu, au = und_loss(model, data, [pool[j] for j in _batch(cfg.seed, 4, step, len(pool), cfg.und_batch)], pad)
+        opt.zero_grad(set_to_none=True)
+        lu.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+        step += 1
+        if step % 25 == 0 or step == n_cur:
+            phase = "shape" if step <= cfg.shape_steps else "mix"
+            msg = f"curriculum ({phase}) {step}/{n_cur} und {float(lu.detach()):.3f} (tok acc {au:.2f}) [{time.monotonic() - t0:.0f}s]"
+            log(msg)
+            if progress:
+                progress(cfg.vq_steps + cfg.sft_steps + step, total, msg)
+        if step % cfg.ckpt_every == 0 or step == n_cur:
+            _save_state(work, {"stage": "curriculum", "step": step, "model": model.state_dict(), "opt": opt.state_dict(),
                                "cfg": asdict(cfg), "fmt": fmt.to_json()})
 
     # held-out "before" numbers, saved with the model --------------------------------------------
