@@ -6,6 +6,10 @@
  * through the SDK (sidecar backend by default), then the scikit-learn + numpy reference of the same
  * algorithm on the same file, and returns phase times, the time ratio, the inertia gap and peak RSS.
  * Smaller runs: --scale 0.1 (sizes, K and topics all scale).
+ *
+ * Retrieval is run in both readings of Algorithm 1 lines 10–14 on the same remaining sets:
+ * 'literal' (the default, inside the SDK run: each G item queries the U items still free) and
+ * 'static' (top-n lists over the initial remaining set), each with pairs, unpaired G and time.
  */
 import { spawn } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
@@ -17,6 +21,7 @@ import { TsBackend } from '../src/pairing/backend/ts.js';
 import type { PairingBackend } from '../src/pairing/backend/types.js';
 import { matrix } from '../src/pairing/matrix.js';
 import { pairFeatures } from '../src/pairing/pair.js';
+import { retrieve } from '../src/pairing/retrieve.js';
 import { resolvePython } from '../src/sidecar/index.js';
 
 const REF = new URL('./_pairing_ref.py', import.meta.url).pathname;
@@ -79,6 +84,24 @@ export async function main(argv: string[]): Promise<Record<string, unknown>> {
       },
     );
     const totalS = (performance.now() - t0) / 1000;
+
+    // The static reading on the same remaining sets (aligned items removed), same backend.
+    console.error('[bench pairing] static top-n retrieval on the same remaining sets ...');
+    const inAligned = new Set(res.aligned.map((a) => (a.side === 'U' ? a.index : nU + a.index)));
+    const uRem = Int32Array.from({ length: nU }, (_, i) => i).filter((i) => !inAligned.has(i));
+    const gRem = Int32Array.from({ length: nG }, (_, j) => nU + j).filter((i) => !inAligned.has(i));
+    const xh = await backend.upload(res.features);
+    const tS = performance.now();
+    const st = await retrieve(backend, res.features, xh, uRem, gRem, { retrieval: 'static', topN: 10, threshold: 0.6, order: 'dataset', pairsPerG: 1, extra: 4 });
+    const staticS = (performance.now() - tS) / 1000;
+    await backend.free(xh);
+    const retrieval = {
+      queries: gRem.length,
+      pool: uRem.length,
+      literal: { pairs: res.retrieved.length, unpaired_g: gRem.length - res.retrieved.length, all_taken: res.retrieval.allTaken, refills: res.retrieval.refills, time_s: r3(res.timingsMs.retrieval / 1000) },
+      static: { pairs: st.pairs.length, unpaired_g: gRem.length - st.pairs.length, all_taken: st.allTaken, time_s: r3(staticS) },
+    };
+    console.error(`[bench pairing] retrieval: ${JSON.stringify(retrieval)}`);
     const sidecarRss = backend instanceof SidecarBackend ? await backend.peakRss() : 0;
     await backend.close();
     const nodeRss = process.resourceUsage().maxRSS * 1024;
@@ -109,7 +132,7 @@ export async function main(argv: string[]): Promise<Record<string, unknown>> {
       peak_rss_total_mb: Math.round((nodeRss + sidecarRss) / 2 ** 20),
     };
     console.error(`[bench pairing] SDK: ${JSON.stringify(ours)}`);
-    const figures: Record<string, unknown> = { scale, nU, nG, d, K, topN: 10, delta: 0.6, ours };
+    const figures: Record<string, unknown> = { scale, nU, nG, d, K, topN: 10, delta: 0.6, retrieval, ours };
     if (!values['no-ref']) {
       console.error('[bench pairing] scikit-learn + numpy reference ...');
       const ref = await py(['run', '--x', file, '--nU', String(nU), '--nG', String(nG), '--d', String(d), '--k', String(K), '--seed', String(seed)]);
