@@ -1,5 +1,5 @@
 /**
- * `npm run bench -- pairing [--scale 1] [--backend sidecar|ts] [--no-ref] [--seed 0]`
+ * `npm run bench -- pairing [--scale 1] [--backend sidecar|ts] [--no-ref] [--seed 0] [--noise 1.65] [--topics N]`
  *
  * Paper scale (scale 1): U 47K + G 60K synthetic ResNet-like 2048-d features (notes/pairing.md §1
  * generator, 8000 topics, noise 1.65), K = 5000, n = 10, δ = 0.6, batch 1024. Runs Algorithm 1
@@ -51,6 +51,10 @@ export async function main(argv: string[]): Promise<Record<string, unknown>> {
       'no-ref': { type: 'boolean', default: false },
       seed: { type: 'string', default: '0' },
       d: { type: 'string', default: '2048' },
+      // Lower noise = tighter topics = more U candidates ≥ δ per G item (where the two readings differ).
+      noise: { type: 'string', default: '1.65' },
+      // Fewer topics = more U items per topic = G items with more than n candidates ≥ δ.
+      topics: { type: 'string' },
     },
   });
   const scale = Number(values.scale);
@@ -59,12 +63,12 @@ export async function main(argv: string[]): Promise<Record<string, unknown>> {
   const nU = Math.round(47_000 * scale);
   const nG = Math.round(60_000 * scale);
   const K = Math.max(2, Math.round(5000 * scale));
-  const topics = Math.max(2, Math.round(8000 * scale));
+  const topics = values.topics !== undefined ? Number(values.topics) : Math.max(2, Math.round(8000 * scale));
   const dir = mkdtempSync(join(tmpdir(), 'pairuni-bench-'));
   const file = join(dir, 'X.f32');
   try {
     console.error(`[bench pairing] generating U=${nU} G=${nG} d=${d} (topics ${topics}) ...`);
-    await py(['gen', '--out', file, '--nU', String(nU), '--nG', String(nG), '--d', String(d), '--topics', String(topics), '--seed', String(seed)]);
+    await py(['gen', '--out', file, '--nU', String(nU), '--nG', String(nG), '--d', String(d), '--topics', String(topics), '--noise', values.noise!, '--seed', String(seed)]);
     const buf = readFileSync(file);
     const X = matrix(nU + nG, d, new Float32Array(buf.buffer, buf.byteOffset, buf.byteLength / 4));
 
@@ -132,7 +136,7 @@ export async function main(argv: string[]): Promise<Record<string, unknown>> {
       peak_rss_total_mb: Math.round((nodeRss + sidecarRss) / 2 ** 20),
     };
     console.error(`[bench pairing] SDK: ${JSON.stringify(ours)}`);
-    const figures: Record<string, unknown> = { scale, nU, nG, d, K, topN: 10, delta: 0.6, retrieval, ours };
+    const figures: Record<string, unknown> = { scale, nU, nG, d, K, topics, noise: Number(values.noise), topN: 10, delta: 0.6, retrieval, ours };
     if (!values['no-ref']) {
       console.error('[bench pairing] scikit-learn + numpy reference ...');
       const ref = await py(['run', '--x', file, '--nU', String(nU), '--nG', String(nG), '--d', String(d), '--k', String(K), '--seed', String(seed)]);
