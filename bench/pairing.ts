@@ -7,6 +7,9 @@
  * algorithm on the same file, and returns phase times, the time ratio, the inertia gap and peak RSS.
  * Smaller runs: --scale 0.1 (sizes, K and topics all scale).
  *
+ * `--retrieval-only` skips clustering: the paper's aligned counts (1,928 U + 3,043 G, App. B.3, × scale)
+ * are removed at random from each side, as in notes/pairing.md §1, and only the two retrievals run.
+ *
  * Retrieval is run in both readings of Algorithm 1 lines 10–14 on the same remaining sets:
  * 'literal' (the default, inside the SDK run: each G item queries the U items still free) and
  * 'static' (top-n lists over the initial remaining set), each with pairs, unpaired G and time.
@@ -19,7 +22,8 @@ import { parseArgs } from 'node:util';
 import { SidecarBackend } from '../src/pairing/backend/sidecar.js';
 import { TsBackend } from '../src/pairing/backend/ts.js';
 import type { PairingBackend } from '../src/pairing/backend/types.js';
-import { matrix } from '../src/pairing/matrix.js';
+import { l2NormalizeRows, matrix } from '../src/pairing/matrix.js';
+import { Rng } from '../src/util/prng.js';
 import { pairFeatures } from '../src/pairing/pair.js';
 import { retrieve } from '../src/pairing/retrieve.js';
 import { resolvePython } from '../src/sidecar/index.js';
@@ -42,6 +46,27 @@ function py(args: string[]): Promise<Record<string, unknown>> {
 
 const r3 = (x: number): number => Math.round(x * 1000) / 1000;
 
+/** Both retrieval readings on the same remaining sets, with random aligned removal (no clustering). */
+async function retrievalOnly(backend: PairingBackend, X: ReturnType<typeof matrix>, nU: number, nG: number, scale: number, seed: number) {
+  l2NormalizeRows(X);
+  const rng = new Rng(seed);
+  const dropU = new Set(rng.sampleWithoutReplacement(nU, Math.round(1928 * scale)));
+  const dropG = new Set(rng.sampleWithoutReplacement(nG, Math.round(3043 * scale)));
+  const uRem = Int32Array.from({ length: nU }, (_, i) => i).filter((i) => !dropU.has(i));
+  const gRem = Int32Array.from({ length: nG }, (_, j) => nU + j).filter((i) => !dropG.has(i - nU));
+  const xh = await backend.upload(X);
+  const out: Record<string, unknown> = { queries: gRem.length, pool: uRem.length };
+  for (const mode of ['literal', 'static'] as const) {
+    console.error(`[bench pairing] ${mode} retrieval ...`);
+    const t = performance.now();
+    const r = await retrieve(backend, X, xh, uRem, gRem, { retrieval: mode, topN: 10, threshold: 0.6, order: 'dataset', pairsPerG: 1, extra: 4 });
+    out[mode] = { pairs: r.pairs.length, unpaired_g: gRem.length - r.pairs.length, all_taken: r.allTaken, refills: r.refills, time_s: r3((performance.now() - t) / 1000) };
+    console.error(`[bench pairing]   ${JSON.stringify(out[mode])}`);
+  }
+  await backend.free(xh);
+  return out;
+}
+
 export async function main(argv: string[]): Promise<Record<string, unknown>> {
   const { values } = parseArgs({
     args: argv,
@@ -55,6 +80,7 @@ export async function main(argv: string[]): Promise<Record<string, unknown>> {
       noise: { type: 'string', default: '1.65' },
       // Fewer topics = more U items per topic = G items with more than n candidates ≥ δ.
       topics: { type: 'string' },
+      'retrieval-only': { type: 'boolean', default: false },
     },
   });
   const scale = Number(values.scale);
@@ -73,6 +99,13 @@ export async function main(argv: string[]): Promise<Record<string, unknown>> {
     const X = matrix(nU + nG, d, new Float32Array(buf.buffer, buf.byteOffset, buf.byteLength / 4));
 
     const backend: PairingBackend = values.backend === 'ts' ? new TsBackend() : await SidecarBackend.spawn({ device: 'cpu', spawn: { threads: 2 } });
+    if (values['retrieval-only']) {
+      try {
+        return { scale, nU, nG, d, topics, noise: Number(values.noise), topN: 10, delta: 0.6, aligned_removed: 'random, paper counts', retrieval: await retrievalOnly(backend, X, nU, nG, scale, seed) };
+      } finally {
+        await backend.close();
+      }
+    }
     console.error(`[bench pairing] SDK run (${backend.name} backend), K=${K} ...`);
     const t0 = performance.now();
     const phases: Record<string, number> = {};

@@ -8,8 +8,9 @@
  * ties to the lower row id, proven against the f32 error bound) over a *superset* of the U items
  * still free. Walking that list and skipping taken items yields the best free items in order, as
  * long as the list does not run out. A list that runs out is complete when it was shorter than
- * asked (nothing else in its pool reaches δ); otherwise it is refilled with a fresh exact search
- * over the U items free right now. So the answer is the brute-force one:
+ * asked (nothing else in its pool reaches δ); otherwise it is refilled by a longer exact search
+ * (4× the length) over the same pool, so the backend reuses the pool it already gathered and one
+ * G item is refilled O(log |U|) times at most. So the answer is the brute-force one:
  *  - order 'dataset': for g in input order, take the pairsPerG best free U items with s ≥ δ;
  *  - order 'global-desc': repeatedly take the best (s desc, g position asc, u row asc) edge ≥ δ
  *    whose g has room and whose u is free (a lazy heap holds each g's best still-free edge).
@@ -47,13 +48,15 @@ export interface LiteralResult {
   refills: number;
 }
 
-/** One G item's exact candidate list and how far it has been read. */
+/** One G item's exact candidate list over `pool` (a superset of the free U items) and how far it has been read. */
 interface Cursor {
   rows: Int32Array;
   score: Float64Array;
   len: number;
-  /** The list was cut at its requested length: more candidates may exist beyond it. */
+  /** The length asked for; the list was cut there when `full` (more candidates may exist beyond it). */
+  asked: number;
   full: boolean;
+  pool: Int32Array;
   pos: number;
 }
 
@@ -74,8 +77,8 @@ export async function literalMatch(
   const freeRows = (): Int32Array => uRem.filter((u) => free[u] === 1);
   const stats = { requeried: 0, refills: 0 };
 
-  const search = async (qRows: Int32Array, pool: Int32Array): Promise<{ lists: ExactLists; n: number }> => {
-    const n = Math.min(opts.listLength, pool.length);
+  const search = async (qRows: Int32Array, pool: Int32Array, length = opts.listLength): Promise<{ lists: ExactLists; n: number }> => {
+    const n = Math.min(length, pool.length);
     const lists = await exactSearch(backend, { m: X, h: xh, rows: qRows }, { m: X, h: xh, rows: pool }, {
       n,
       threshold: opts.threshold,
@@ -86,13 +89,15 @@ export async function literalMatch(
     stats.requeried += lists.requeried;
     return { lists, n };
   };
-  const cursorOf = (lists: ExactLists, n: number, poolSize: number, r: number): Cursor => {
+  const cursorOf = (lists: ExactLists, n: number, pool: Int32Array, r: number): Cursor => {
     const len = lists.len[r];
     return {
       rows: lists.idx.subarray(r * lists.n, r * lists.n + len),
       score: lists.score.subarray(r * lists.n, r * lists.n + len),
       len,
-      full: len === n && n < poolSize,
+      asked: n,
+      full: len === n && n < pool.length,
+      pool,
       pos: 0,
     };
   };
@@ -104,9 +109,8 @@ export async function literalMatch(
       if (c.pos < c.len) return true;
       if (!c.full || nFree === 0) return false;
       if (opts.signal?.aborted) throw new AbortedError('retrieval aborted');
-      const pool = freeRows();
-      const { lists, n } = await search(Int32Array.of(gRem[qi]), pool);
-      cur[qi] = cursorOf(lists, n, pool.length, 0);
+      const { lists, n } = await search(Int32Array.of(gRem[qi]), c.pool, c.asked * 4);
+      cur[qi] = cursorOf(lists, n, c.pool, 0); // its first c.len entries are taken and get skipped
       stats.refills++;
     }
   };
@@ -132,7 +136,7 @@ export async function literalMatch(
       const { lists, n } = await search(gRem.subarray(b0, b1), pool);
       const cur: Cursor[] = [];
       for (let qi = b0; qi < b1; qi++) {
-        cur[qi] = cursorOf(lists, n, pool.length, qi - b0);
+        cur[qi] = cursorOf(lists, n, pool, qi - b0);
         if (cur[qi].len > 0) had[qi] = 1;
         while (taken[qi] < opts.pairsPerG && (await advance(qi, cur))) take(qi, cur[qi]);
       }
@@ -144,7 +148,7 @@ export async function literalMatch(
     if (pool.length > 0) {
       const { lists, n } = await search(gRem, pool);
       for (let qi = 0; qi < nq; qi++) {
-        cur[qi] = cursorOf(lists, n, pool.length, qi);
+        cur[qi] = cursorOf(lists, n, pool, qi);
         if (cur[qi].len > 0) had[qi] = 1;
       }
     }
