@@ -142,6 +142,7 @@ export async function literalMatch(
       }
       opts.onProgress?.(b1, nq);
     }
+    opts.onProgress?.(nq, nq); // also when the U items ran out before the last block
   } else {
     const pool = uRem;
     const cur: Cursor[] = [];
