@@ -71,8 +71,12 @@ export const LossConfig = z
     epsHigh: z.number().min(0).default(0.2),
     /** KL weight; 0 (the paper's setting) needs no reference model. */
     beta: z.number().min(0).default(0),
-    /** Sequence mean per trajectory then mean over trajectories (GRPO), or one token mean (T2I-R1). */
-    agg: z.enum(['seq_mean', 'token_mean']).default('seq_mean'),
+    /**
+     * How token terms are aggregated (python policy/loss.py): `seq_mean` (GRPO: token mean per trajectory,
+     * mean over trajectories), `token_mean` (T2I-R1: one token mean per side), `token_sum` (eq. 1–4 as
+     * printed: Σ_t per trajectory, mean over trajectories for eq. 1, over pairs for eq. 2/4).
+     */
+    agg: z.enum(['seq_mean', 'token_mean', 'token_sum']).default('seq_mean'),
     /** μ: optimizer steps per rollout batch. */
     mu: z.number().int().min(1).default(1),
   })

@@ -6,13 +6,16 @@
  *   L   = Σ_i c_i Σ_t mask_it · ( −min(ρ_t Ã_i, clip(ρ_t, 1−ε_low, 1+ε_high) Ã_i) + β · k3_t )
  *   k3_t = exp(ref_t − logp_t) − (ref_t − logp_t) − 1
  *
- * with c_i from `trajCoefficients` (sequence mean per side by default).
+ * with c_i from `trajCoefficients` (sequence mean per side by default; `token_sum` is eq. 1–4 as printed).
  */
+import type { LossConfig } from '../contract/config.js';
+import type { z } from 'zod';
+
 export interface SurrogateConfig {
   epsLow: number;
   epsHigh: number;
   beta: number;
-  agg: 'seq_mean' | 'token_mean';
+  agg: z.infer<typeof LossConfig>['agg'];
   norm: 'side' | 'batch';
 }
 
@@ -26,10 +29,15 @@ export interface SideLogprobs {
   ref?: ArrayLike<number>;
   adv: ArrayLike<number>; // (B,)
   length: number; // L
+  /** Items (groups) on this side: needed by agg 'token_sum' with norm 'side'. */
+  items?: number;
 }
 
-/** Per-trajectory coefficients c_i for each side (same rules as the sidecar). */
-export function trajCoefficients(sides: readonly { mask: ArrayLike<number>; length: number }[], cfg: SurrogateConfig): Float64Array[] {
+/**
+ * Per-trajectory coefficients c_i for each side (same rules as the sidecar). `items` (groups on the
+ * side) is needed by `token_sum` with `norm: 'side'`, where c_i = 1/items (eq. 2/4: mean over pairs).
+ */
+export function trajCoefficients(sides: readonly { mask: ArrayLike<number>; length: number; items?: number }[], cfg: SurrogateConfig): Float64Array[] {
   const lens = sides.map((s) => {
     const b = s.mask.length / s.length;
     const out = new Float64Array(b);
@@ -40,6 +48,11 @@ export function trajCoefficients(sides: readonly { mask: ArrayLike<number>; leng
   const all = { n: totals.reduce((a, t) => a + t.n, 0), tokens: totals.reduce((a, t) => a + t.tokens, 0) };
   return lens.map((l, si) => {
     const { n, tokens } = cfg.norm === 'batch' ? all : totals[si];
+    if (cfg.agg === 'token_sum') {
+      const per = cfg.norm === 'batch' ? n : sides[si].items;
+      if (per === undefined || !(per >= 1)) throw new RangeError(`agg 'token_sum' with norm 'side' needs a positive item count per side, got ${per}`);
+      return l.map(() => 1 / per);
+    }
     return l.map((len) => (cfg.agg === 'seq_mean' ? (len > 0 ? 1 / (n * len) : 0) : tokens > 0 ? 1 / tokens : 0));
   });
 }

@@ -7,7 +7,7 @@
  *  aligned-only   D_aligned only (medoid self-pairs, w = 1).
  *  retrieval-only D_ret only (w = √s).
  *  random         min(B, |U|, |G|) cross pairs (u, g): a uniformly random permutation of U zipped
- *                 with one of G, so each item is used at most once; s = their cosine, w = √max(s, 0).
+ *                 with one of G, so each item is used at most once; s = their cosine.
  *  u-only         min(B, #U with a caption) self-pairs drawn at random from U: both sides come from
  *                 the understanding set (the generation side is the item's completed caption).
  *  g-only         min(B, #G with question/choices/answer) self-pairs drawn at random from G.
@@ -17,9 +17,18 @@
  *  low-sim        retrieval reversed: over the same remaining sets, each G item (dataset order) takes
  *                 its least similar free U item among its n least similar, no threshold, each U item
  *                 used once, capped at B pairs.
+ *
+ * Pair weights (w, written as w_p): aligned 1, retrieved and low-sim √max(s, 0) (eq. 3). The `random`
+ * and `unpaired` pairs get w = 1 under `ablationWeight: 'paper'` (default): §3.2 ("Disentangling Data
+ * Pairing from Data Quality", Table 5) treats them as naive mixtures under the same data and budget,
+ * and eq. 3 defines the similarity weight only for retrieved pairs, so they train unweighted rather
+ * than with a smaller effective step (√s of unrelated images is ~0.5–0.7). The paper does not print
+ * their w_p; 'sqrt-similarity' gives them √max(s, 0) instead.
+ * `subset` (Table 5's "PairUG (7.5K)") then keeps a seeded uniform sample of the set, in set order.
  */
 import type { PairingBackend } from './backend/types.js';
 import type { Ablation } from './config.js';
+import { pairWeight } from '../grpo/advantages.js';
 import { dot64 } from './matrix.js';
 import type { PairingResult, Side } from './pair.js';
 import { Rng } from '../util/prng.js';
@@ -41,6 +50,8 @@ export interface OutPair {
   s: number;
   /** Cluster of an aligned medoid (−1 otherwise). */
   cluster: number;
+  /** The pair weight w_p the trainer applies in `pairgrpo` mode. */
+  w: number;
 }
 
 export interface AblationContext {
@@ -50,8 +61,20 @@ export interface AblationContext {
 }
 
 export async function pairSet(kind: Ablation, res: PairingResult, ctx: AblationContext): Promise<OutPair[]> {
-  const aligned: OutPair[] = res.aligned.map((a) => ({ type: 'aligned', u: { side: a.side, index: a.index }, g: { side: a.side, index: a.index }, s: 1, cluster: a.cluster }));
-  const retrieved: OutPair[] = res.retrieved.map((p) => ({ type: 'retrieved', u: { side: 'U', index: p.u }, g: { side: 'G', index: p.g }, s: p.s, cluster: -1 }));
+  const set = await ablationSet(kind, res, ctx);
+  const unweighted = res.config.ablationWeight === 'paper' && (kind === 'random' || kind === 'unpaired');
+  const weighted = set.map((p) => ({ ...p, w: unweighted ? 1 : pairWeight('pairgrpo', p.type, p.s) }));
+  const size = res.config.subset;
+  if (size === null || size >= weighted.length) return weighted;
+  const keep = new Rng(res.config.seed * 7919 + 211).sampleWithoutReplacement(weighted.length, size).sort();
+  return Array.from(keep, (i) => weighted[i]);
+}
+
+type Unweighted = Omit<OutPair, 'w'>;
+
+async function ablationSet(kind: Ablation, res: PairingResult, ctx: AblationContext): Promise<Unweighted[]> {
+  const aligned: Unweighted[] = res.aligned.map((a) => ({ type: 'aligned', u: { side: a.side, index: a.index }, g: { side: a.side, index: a.index }, s: 1, cluster: a.cluster }));
+  const retrieved: Unweighted[] = res.retrieved.map((p) => ({ type: 'retrieved', u: { side: 'U', index: p.u }, g: { side: 'G', index: p.g }, s: p.s, cluster: -1 }));
   const budget = aligned.length + retrieved.length;
   // An independent stream per ablation, derived from the run's seed.
   const rng = new Rng(res.config.seed * 7919 + Object.keys(ABLATION_SALT).indexOf(kind) + 1);
@@ -69,7 +92,7 @@ export async function pairSet(kind: Ablation, res: PairingResult, ctx: AblationC
       const us = rng.sampleWithoutReplacement(res.nU, m);
       const gs = rng.sampleWithoutReplacement(res.nG, m);
       return Array.from(us, (u, i) => {
-        const p: OutPair = { type: 'retrieved', u: { side: 'U', index: u }, g: { side: 'G', index: gs[i] }, s: 0, cluster: -1 };
+        const p: Unweighted = { type: 'retrieved', u: { side: 'U', index: u }, g: { side: 'G', index: gs[i] }, s: 0, cluster: -1 };
         p.s = cos(p.u, p.g);
         return p;
       });
@@ -92,7 +115,7 @@ export async function pairSet(kind: Ablation, res: PairingResult, ctx: AblationC
         [perm[i], perm[j]] = [perm[j], perm[i]];
       }
       return all.map((p, i) => {
-        const q: OutPair = { type: 'retrieved', u: p.u, g: all[perm[i]].g, s: 0, cluster: -1 };
+        const q: Unweighted = { type: 'retrieved', u: p.u, g: all[perm[i]].g, s: 0, cluster: -1 };
         q.s = cos(q.u, q.g);
         return q;
       });
@@ -104,6 +127,7 @@ export async function pairSet(kind: Ablation, res: PairingResult, ctx: AblationC
       const fh = await ctx.backend.upload(res.features);
       try {
         const r = await retrieve(ctx.backend, res.features, fh, uRem, gRem, {
+          retrieval: res.config.retrieval,
           topN: res.config.topN,
           order: 'dataset',
           pairsPerG: 1,

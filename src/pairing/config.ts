@@ -38,7 +38,13 @@ export const PairingConfig = z
   .object({
     seed: z.number().int().default(0),
     kmeans: KMeansConfig.default(KMeansConfig.parse({})),
-    /** n: retrieval candidates per generation item. */
+    /**
+     * Algorithm 1 lines 10–14. 'literal': each G item queries the U items still free at its turn (the
+     * remaining set shrinks, line 13), so it finds its best free U item ≥ δ. 'static': top-n lists over
+     * the initial remaining set, computed once; a G item whose n candidates were all taken stays unpaired.
+     */
+    retrieval: z.enum(['literal', 'static']).default('literal'),
+    /** n: retrieval candidates per generation item ('static': the whole search; 'literal': list length per query). */
     topN: z.number().int().min(1).default(10),
     /** δ: a retrieved pair needs cosine similarity ≥ threshold (applied to the f64 score). */
     threshold: z.number().min(-1).max(1).default(0.6),
@@ -49,6 +55,20 @@ export const PairingConfig = z
     /** Extra f32 candidates beyond n before the f64 rescore (more = fewer re-queries). */
     extraCandidates: z.number().int().min(0).default(4),
     ablation: Ablation.default('none'),
+    /**
+     * Lines 4–8, which item of each cluster becomes an aligned pair. 'medoid' (paper): argmax ⟨f_i, c_k⟩.
+     * Table 9's "No K-means (Random)" ablation: 'random-member' draws a uniform member of each non-empty
+     * cluster; 'random' draws as many items uniformly from U ∪ G, ignoring the clusters.
+     */
+    selection: z.enum(['medoid', 'random-member', 'random']).default('medoid'),
+    /** Keep a seeded uniform subset of this many pairs of the final set (Table 5's "PairUG (7.5K)"); null keeps all. */
+    subset: z.number().int().min(1).nullable().default(null),
+    /**
+     * w_p of the `random` and `unpaired` ablation pairs. 'paper' (default): 1, as naive mixtures trained
+     * without similarity weighting (§3.2, Table 5; eq. 3 weights only D_aligned and D_ret). 'sqrt-similarity':
+     * √max(s, 0) of their image cosine, as if they were retrieved pairs.
+     */
+    ablationWeight: z.enum(['paper', 'sqrt-similarity']).default('paper'),
   })
   .strict();
 export type PairingConfig = z.infer<typeof PairingConfig>;

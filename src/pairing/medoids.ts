@@ -3,6 +3,7 @@
  * Scores are exact f64 dot products; equal scores go to the lower row id. Empty clusters have no
  * medoid (−1) and are counted in the diagnostics.
  */
+import type { Rng } from '../util/prng.js';
 import { dot64, type Matrix } from './matrix.js';
 
 export function medoids(X: Matrix, C: Matrix, labels: Int32Array): { medoid: Int32Array; score: Float64Array } {
@@ -18,6 +19,20 @@ export function medoids(X: Matrix, C: Matrix, labels: Int32Array): { medoid: Int
     }
   }
   return { medoid, score };
+}
+
+/**
+ * Table 9's ablation: one uniformly random member per non-empty cluster instead of the medoid
+ * (reservoir sampling in row order, so one pass and one draw per point). −1 for empty clusters.
+ */
+export function randomMembers(labels: Int32Array, K: number, rng: Rng): Int32Array {
+  const pick = new Int32Array(K).fill(-1);
+  const seen = new Int32Array(K);
+  for (let i = 0; i < labels.length; i++) {
+    const k = labels[i];
+    if (rng.int(++seen[k]) === 0) pick[k] = i;
+  }
+  return pick;
 }
 
 export interface ClusterDiagnostics {

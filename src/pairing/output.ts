@@ -4,7 +4,6 @@
  * relative to the output directory; inline image bytes are materialised once under images/ by
  * content hash.
  */
-import { pairWeight } from '../grpo/advantages.js';
 import { createHash } from 'node:crypto';
 import { existsSync, mkdirSync } from 'node:fs';
 import { join, relative, sep } from 'node:path';
@@ -40,7 +39,7 @@ export function toPairRecords(pairs: OutPair[], inputs: PairInputs, outDir: stri
       pair_id: p.type === 'aligned' ? `aligned:${p.u.side}/${u.id}` : `${p.type}:${p.u.side}/${u.id}:${p.g.side}/${g.id}`,
       type: p.type,
       s_p: clamp(p.s),
-      w_p: pairWeight('pairgrpo', p.type, clamp(p.s)), // eq. 4, the one definition
+      w_p: p.w, // eq. 3 via pairSet (ablations.ts), the one definition
       u_src: p.u.side,
       u_id: u.id,
       g_src: p.g.side,
@@ -185,7 +184,7 @@ export function formatStats(st: PairStats): string {
   const lines = [
     `${ablation ? `Ablation '${st.ablation}'` : 'PairUG'}: ${st.counts.total} pairs = ${st.counts.aligned} aligned (${st.counts.alignedFromU} from U, ${st.counts.alignedFromG} from G) + ${st.counts.retrieved} ${ablation ? 'cross' : 'retrieved'}`,
     `${of}clusters: K=${c.k}, non-empty ${c.nonEmpty}, empty ${c.empty}, largest ${c.largest}, singletons ${c.singletons}, median size ${c.p50}; inertia ${c.inertia.toFixed(2)} after ${c.steps} steps (${c.stop})`,
-    `${of}retrieval: ${st.retrieval.queries} G queries over ${st.retrieval.pool} U items, ${st.retrieval.withCandidates} with a candidate ≥ δ, ${st.retrieval.allTaken} found all candidates taken`,
+    `${of}retrieval (${st.retrieval.mode}): ${st.retrieval.queries} G queries over ${st.retrieval.pool} U items, ${st.retrieval.withCandidates} with a candidate ≥ δ, ${st.retrieval.allTaken} found all candidates taken${st.retrieval.refills ? `, ${st.retrieval.refills} lists refilled` : ''}`,
   ];
   if (st.skippedMedoids.count) lines.push(`skipped medoids (missing completed fields): ${st.skippedMedoids.count}, e.g. ${st.skippedMedoids.examples.slice(0, 3).map((e) => `${e.side}/${e.id} (${e.reason})`).join('; ')}`);
   if (st.counts.retrieved) {

@@ -5,7 +5,7 @@
  *   C ← MiniBatchKMeans(F, K)                      (line 3, kmeans.ts)
  *   for each cluster k: i* ← argmax ⟨f_i, c_k⟩     (lines 4–8, medoids.ts) → D_aligned
  *   F_u^rem, F_g^rem ← F_u, F_g minus D_aligned    (line 9)
- *   for each g in F_g^rem: top-n U items ≥ δ, greedy, each U once  (lines 10–14, retrieve.ts) → D_ret
+ *   for each g in F_g^rem: best U items ≥ δ among those still free  (lines 10–14, retrieve.ts) → D_ret
  *
  * Rows of F are U items first (0..nU−1), then G items (nU..nU+nG−1). A medoid that cannot form an
  * aligned quadruple (its completed fields are missing, see `alignable`) is reported in `skipped`
@@ -16,7 +16,8 @@ import type { PairingBackend } from './backend/types.js';
 import { parsePairingConfig, type PairingConfig, type PairingConfigInput } from './config.js';
 import { miniBatchKMeans, type KMeansPhase } from './kmeans.js';
 import { centeredCopy, concatRows, l2NormalizeRows, type Matrix } from './matrix.js';
-import { clusterDiagnostics, medoids, type ClusterDiagnostics } from './medoids.js';
+import { clusterDiagnostics, medoids, randomMembers, type ClusterDiagnostics } from './medoids.js';
+import { Rng } from '../util/prng.js';
 import { retrieve } from './retrieve.js';
 
 export type Side = 'U' | 'G';
@@ -71,7 +72,7 @@ export interface PairingResult {
   skipped: SkippedMedoid[];
   retrieved: CrossPair[];
   clusters: ClusterDiagnostics & { inertia: number; steps: number; epochs: number; stop: string; reassigned: number; lloydIters: number };
-  retrieval: { queries: number; pool: number; withCandidates: number; allTaken: number; requeried: number };
+  retrieval: { mode: 'literal' | 'static'; queries: number; pool: number; withCandidates: number; allTaken: number; requeried: number; refills: number };
   /** Rows whose norm was off by more than 1e-3 before L2 normalisation. */
   renormalized: number;
   timingsMs: { upload: number; kmeans: number; kmeansInit: number; kmeansMinibatch: number; kmeansLloyd: number; kmeansLabels: number; medoids: number; retrieval: number; total: number };
@@ -110,7 +111,7 @@ export async function pairFeatures(input: PairingInput, configInput: PairingConf
 
     // Lines 4–8: one medoid per non-empty cluster → D_aligned.
     const tM = performance.now();
-    const { medoid } = medoids(Fc, km.centers, km.labels);
+    const medoid = selectAligned(cfg, Fc, km.centers, km.labels);
     const aligned: AlignedPair[] = [];
     const skipped: SkippedMedoid[] = [];
     const inAligned = new Uint8Array(nU + nG);
@@ -137,6 +138,7 @@ export async function pairFeatures(input: PairingInput, configInput: PairingConf
     // Lines 10–14: greedy retrieval over exact top-n lists.
     const tR = performance.now();
     const ret = await retrieve(backend, F, fh, uRem, gRem, {
+      retrieval: cfg.retrieval,
       topN: cfg.topN,
       threshold: cfg.threshold,
       order: cfg.order,
@@ -165,7 +167,7 @@ export async function pairFeatures(input: PairingInput, configInput: PairingConf
         reassigned: km.reassigned,
         lloydIters: km.lloydIters,
       },
-      retrieval: { queries: gRem.length, pool: uRem.length, withCandidates: ret.withCandidates, allTaken: ret.allTaken, requeried: ret.requeried },
+      retrieval: { mode: cfg.retrieval, queries: gRem.length, pool: uRem.length, withCandidates: ret.withCandidates, allTaken: ret.allTaken, requeried: ret.requeried, refills: ret.refills },
       renormalized,
       timingsMs: {
         upload: uploadMs,
@@ -184,6 +186,22 @@ export async function pairFeatures(input: PairingInput, configInput: PairingConf
   } finally {
     await backend.free(fh);
   }
+}
+
+/**
+ * Lines 4–8: the row chosen for each cluster (−1: none). The ablations of Table 9 replace the medoid
+ * with a random member of the cluster, or with as many rows drawn from U ∪ G regardless of clusters
+ * (listed under clusters 0.. in draw order). Their draws use a stream of their own.
+ */
+function selectAligned(cfg: PairingConfig, F: Matrix, C: Matrix, labels: Int32Array): Int32Array {
+  if (cfg.selection === 'medoid') return medoids(F, C, labels).medoid;
+  const rng = new Rng(cfg.seed * 7919 + 101);
+  const members = randomMembers(labels, C.rows, rng);
+  if (cfg.selection === 'random-member') return members;
+  const nonEmpty = members.filter((m) => m >= 0).length;
+  const out = new Int32Array(C.rows).fill(-1);
+  out.set(rng.sampleWithoutReplacement(F.rows, nonEmpty));
+  return out;
 }
 
 /** F_u ∪ F_g as one matrix (U rows first); both must have the same dimension. */

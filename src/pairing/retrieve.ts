@@ -1,8 +1,10 @@
 /**
- * Algorithm 1 lines 9–14: retrieval-based pairs.
+ * Algorithm 1 lines 9–14: retrieval-based pairs, in one of two readings (`retrieval` in the config):
  *
- * For every remaining G item we compute (once, exactly) its top-n remaining U items with f64
- * similarity ≥ δ, then match greedily so that each U item is used once:
+ * 'literal' (default, literal.ts): each G item queries the U items still free when its turn comes.
+ *
+ * 'static': for every remaining G item we compute (once, exactly) its top-n U items of the
+ * *initial* remaining set with f64 similarity ≥ δ, then match greedily so that each U item is used once:
  *  - order 'dataset' (paper): G items in input order; each takes its best still-free candidates;
  *  - order 'global-desc': all (g, u, s) candidates sorted by s desc (then g, then u position asc),
  *    an edge is taken when both ends still have room.
@@ -11,6 +13,7 @@
  */
 import type { MatrixHandle, PairingBackend } from './backend/types.js';
 import { exactSearch, type ExactLists } from './exact.js';
+import { literalMatch } from './literal.js';
 import type { Matrix } from './matrix.js';
 
 export interface RetrievedPair {
@@ -21,6 +24,7 @@ export interface RetrievedPair {
 }
 
 export interface RetrieveOptions {
+  retrieval: 'literal' | 'static';
   topN: number;
   /** δ on the f64 score; undefined keeps every candidate (the low-similarity ablation). */
   threshold?: number;
@@ -35,12 +39,15 @@ export interface RetrieveOptions {
 
 export interface RetrieveResult {
   pairs: RetrievedPair[];
-  lists: ExactLists;
+  /** The static top-n lists ('static' only). */
+  lists?: ExactLists;
   /** G items with at least one candidate ≥ δ. */
   withCandidates: number;
   /** G items that had candidates but found all of them taken. */
   allTaken: number;
   requeried: number;
+  /** Exhausted lists recomputed over the still-free U items ('literal' only). */
+  refills: number;
 }
 
 export async function retrieve(
@@ -51,6 +58,18 @@ export async function retrieve(
   gRem: Int32Array,
   opts: RetrieveOptions,
 ): Promise<RetrieveResult> {
+  if (opts.retrieval === 'literal') {
+    return literalMatch(backend, X, xh, uRem, gRem, {
+      listLength: opts.topN,
+      threshold: opts.threshold,
+      order: opts.order,
+      pairsPerG: opts.pairsPerG,
+      extra: opts.extra,
+      negate: opts.negate,
+      signal: opts.signal,
+      onProgress: opts.onProgress,
+    });
+  }
   const lists =
     uRem.length === 0
       ? { n: opts.topN, idx: new Int32Array(0), score: new Float64Array(0), len: new Int32Array(gRem.length), requeried: 0 }
@@ -68,7 +87,7 @@ export async function retrieve(
           },
         );
   const { pairs, withCandidates, allTaken } = greedyMatch(lists, gRem, opts.order, opts.pairsPerG, opts.negate ? -1 : 1);
-  return { pairs, lists, withCandidates, allTaken, requeried: lists.requeried };
+  return { pairs, lists, withCandidates, allTaken, requeried: lists.requeried, refills: 0 };
 }
 
 /**

@@ -90,6 +90,68 @@ def test_resnet50_loads_a_weights_file_strictly_and_embeds_2048d(tmp_path):
     assert bb.key.startswith("resnet50-")
 
 
+def functional_resnet50(sd: dict[str, torch.Tensor], x: torch.Tensor) -> torch.Tensor:
+    """torchvision's resnet50 (v1.5) forward, written from the architecture with functional ops only
+    and reading nothing but the state dict: an implementation independent of features/resnet.py."""
+    F = torch.nn.functional
+
+    def bn(h, p):  # eval-mode batch norm with torchvision's eps
+        return F.batch_norm(h, sd[f"{p}.running_mean"], sd[f"{p}.running_var"], sd[f"{p}.weight"], sd[f"{p}.bias"], False, 0.0, 1e-5)
+
+    h = F.relu(bn(F.conv2d(x, sd["conv1.weight"], stride=2, padding=3), "bn1"))
+    h = F.max_pool2d(h, 3, stride=2, padding=1)
+    for li, (blocks, stride) in enumerate(((3, 1), (4, 2), (6, 2), (3, 2)), start=1):
+        for b in range(blocks):
+            p = f"layer{li}.{b}"
+            s = stride if b == 0 else 1
+            out = F.relu(bn(F.conv2d(h, sd[f"{p}.conv1.weight"]), f"{p}.bn1"))
+            out = F.relu(bn(F.conv2d(out, sd[f"{p}.conv2.weight"], stride=s, padding=1), f"{p}.bn2"))  # stride on the 3×3
+            out = bn(F.conv2d(out, sd[f"{p}.conv3.weight"]), f"{p}.bn3")
+            idt = bn(F.conv2d(h, sd[f"{p}.downsample.0.weight"], stride=s), f"{p}.downsample.1") if b == 0 else h
+            h = F.relu(out + idt)
+    return h.mean(dim=(2, 3))  # global average pool; the fc head is not applied
+
+
+def random_resnet50_state(seed: int) -> dict[str, torch.Tensor]:
+    """Fixed random weights with non-trivial batch-norm statistics (default init has mean 0, var 1,
+    gamma 1, beta 0, which would hide a swapped or missing BN term), scaled to keep activations finite."""
+    g = torch.Generator().manual_seed(seed)
+    sd = {}
+    for k, v in ResNet50().state_dict().items():
+        if k.endswith("num_batches_tracked"):
+            sd[k] = v
+        elif k.endswith("running_var"):
+            sd[k] = 0.5 + torch.rand(v.shape, generator=g)
+        elif k.endswith("running_mean") or k.endswith(".bias"):
+            sd[k] = 0.1 * torch.randn(v.shape, generator=g)
+        elif v.ndim == 1:  # BN gamma
+            sd[k] = 0.2 + 0.3 * torch.rand(v.shape, generator=g)
+        else:  # conv / fc weights, He-scaled by fan-in
+            sd[k] = torch.randn(v.shape, generator=g) * (2.0 / v[0].numel()) ** 0.5
+    return sd
+
+
+def test_resnet50_matches_an_independent_functional_implementation(tmp_path):
+    sd = random_resnet50_state(3)
+    x = torch.randn(2, 3, 72, 56, generator=torch.Generator().manual_seed(4), dtype=torch.float64)
+    m = ResNet50()
+    m.load_state_dict(sd, strict=True)
+    with torch.inference_mode():
+        got = m.double().eval()(x)
+        want = functional_resnet50({k: v.double() if v.is_floating_point() else v for k, v in sd.items()}, x)
+    assert got.shape == (2, 2048)
+    assert float(want.abs().max()) > 0.1 and float(want.std()) > 0.01  # a real signal, not all zeros
+    torch.testing.assert_close(got, want, rtol=1e-9, atol=1e-12)
+    # The embedding path (preprocess → module → L2 norm, float32) agrees with the independent forward.
+    path = tmp_path / "resnet50-random.pth"
+    torch.save(sd, path)
+    bb = load_backbone(BackboneSpec(kind="resnet50", weights=str(path), device="cpu"))
+    ims = [Image.fromarray(np.random.default_rng(i).integers(0, 255, (90, 120, 3), dtype=np.uint8)) for i in range(2)]
+    with torch.inference_mode():
+        ref = functional_resnet50({k: v.double() if v.is_floating_point() else v for k, v in sd.items()}, bb.prepare(ims).double())
+    np.testing.assert_allclose(bb.embed(ims), torch.nn.functional.normalize(ref, dim=1).numpy(), atol=2e-5)
+
+
 def test_no_weights_is_an_error_never_random_weights(tmp_path):
     with pytest.raises(WeightsMissing, match="never falls back to random weights"):
         load_backbone(BackboneSpec(kind="resnet50"))

@@ -93,6 +93,38 @@ def test_traj_coefficients_hand_values():
     assert c[0].tolist() == [0.0]
 
 
+def test_token_sum_coefficients_hand_values():
+    und = torch.tensor([[1, 1, 0], [1, 1, 1]], dtype=torch.bool)    # one item, K = 2: lengths 2, 3
+    gen = torch.tensor([[1, 1, 1, 1]], dtype=torch.bool)            # one item, K = 1: length 4
+    # eq. 2/4: E over pairs of the sum over the pair's trajectories and tokens -> c = 1 / items of the side
+    c = traj_coefficients([und, gen], LossCfg(agg="token_sum", norm="side"), [1, 1])
+    assert c[0].tolist() == [1.0, 1.0] and c[1].tolist() == [1.0]
+    c = traj_coefficients([und, gen], LossCfg(agg="token_sum", norm="side"), [2, 1])  # K = 1 per item
+    assert c[0].tolist() == [0.5, 0.5] and c[1].tolist() == [1.0]
+    # eq. 1: E over the mixed batch's 3 trajectories of the token sum
+    c = traj_coefficients([und, gen], LossCfg(agg="token_sum", norm="batch"))
+    assert torch.allclose(c[0], torch.full((2,), 1 / 3)) and torch.allclose(c[1], torch.tensor([1 / 3]))
+    with pytest.raises(LossConfigError, match="item count"):
+        traj_coefficients([und, gen], LossCfg(agg="token_sum", norm="side"))
+
+
+@pytest.mark.parametrize(("agg", "items", "want"), [
+    ("seq_mean", None, 0.0),     # -1/(2*1) + 3 * 1/(2*3)
+    ("token_mean", None, 0.5),   # (-1 + 3) / 4 tokens
+    ("token_sum", [1], 2.0),     # -1 + 3, one pair
+])
+def test_loss_under_each_aggregation_hand_values(agg, items, want):
+    # One item, two trajectories at ratio 1: a 1-token answer with A = +1 (term -1) and a 3-token one
+    # with A = -1 (terms +1 each).
+    mask = torch.tensor([[1, 0, 0], [1, 1, 1]], dtype=torch.bool)
+    logp = torch.zeros(2, 3)
+    adv = torch.tensor([1.0, -1.0])
+    cfg = LossCfg(agg=agg, norm="side")
+    coef = traj_coefficients([mask], cfg, items)[0]
+    loss, _ = clipped_surrogate(logp, logp, adv, mask, coef, cfg)
+    assert float(loss) == pytest.approx(want, abs=1e-7)
+
+
 @pytest.mark.parametrize("bad", [dict(eps_low=1.0), dict(beta=-1.0), dict(agg="sum"), dict(norm="x")])
 def test_loss_cfg_validation(bad):
     with pytest.raises(BadRequest):  # the generated record's schema (src/contract) refuses it

@@ -148,6 +148,17 @@ def test_micro_batching_does_not_change_the_step(model_dir, image):
         assert float((g1[k] - g2[k]).abs().max()) <= 1e-5 * scale + 1e-9, k  # fp32 summation order only
 
 
+def test_token_sum_update_sums_tokens_and_averages_over_items(model_dir, image):
+    # At ratio 1 every token term is -A_i, so eq. 2's literal loss is -(sum_i A_i * |o_i|) / items.
+    a = load_adapter("janus", LoadSpec(path=model_dir, device="cpu"))
+    pol = Policy(a, OptimCfg(lr=1e-3))
+    ub = a.und_rollout([UndItem(image, "Q1"), UndItem(image, "Q2")], 3, UndSampling(max_new_tokens=4, seed=11))
+    adv = torch.tensor([1.0, -0.5, 0.25, 2.0, -1.0, 0.5])
+    lens = ub.out_mask.sum(-1).double()
+    m = pol.update([SideInput(ub, adv)], LossCfg(agg="token_sum", norm="side"))
+    assert m["loss"] == pytest.approx(float(-(adv.double() * lens).sum() / 2), abs=1e-4)
+
+
 def test_grad_cosine_matches_separate_gradients(model_dir, image):
     a = load_adapter("janus", LoadSpec(path=model_dir, device="cpu"))
     ub = a.und_rollout([UndItem(image, "Q")], 4, UndSampling(max_new_tokens=3, seed=1))

@@ -11,11 +11,17 @@ in the controller) and tokens t in its mask:
 The per-trajectory coefficient ``c_i`` fixes the aggregation and is computed once for the whole step,
 so splitting a step into micro-batches (gradient accumulation) does not change the result:
 
-- ``seq_mean`` (GRPO): c_i = 1 / (n_group * |o_i|)  - token mean inside a sequence, mean over sequences
+- ``seq_mean`` (GRPO, default): c_i = 1 / (n_group * |o_i|)  - token mean inside a sequence, mean over sequences
 - ``token_mean`` (T2I-R1): c_i = 1 / (tokens in the normalisation group)
+- ``token_sum`` (the paper's equations as printed): no length normalisation, Σ_t over each trajectory's
+  tokens. Eq. 1 is E_τ[Σ_t L_clip], so with ``norm="batch"`` c_i = 1 / (trajectories in the batch);
+  eq. 2/4 are E_p[Σ_{τ∈p^(u)} Σ_t + Σ_{τ∈p^(g)} Σ_t], so with ``norm="side"`` c_i = 1 / (items, i.e.
+  pairs, on the trajectory's side): a pair's K trajectories are summed, not averaged.
 
 where the normalisation group is each side separately (``norm="side"``: L = L_und + L_gen, eq. 2/4) or
-the whole mixed batch (``norm="batch"``: one expectation over all trajectories, eq. 1).
+the whole mixed batch (``norm="batch"``: one expectation over all trajectories, eq. 1). The paper's
+eq. 1-4 print Σ_t without 1/|o|, i.e. ``token_sum``; ``seq_mean`` is the GRPO implementation practice
+(DeepSeekMath's 1/|o_i| Σ_t) the paper builds on, kept as the default.
 """
 from __future__ import annotations
 
@@ -33,8 +39,13 @@ class LossConfigError(BadRequest):
 LossCfg = UpdateLoss
 
 
-def traj_coefficients(masks: list[torch.Tensor], cfg: LossCfg) -> list[torch.Tensor]:
-    """One coefficient per trajectory for each side's (B, L) mask, per the aggregation rules above."""
+def traj_coefficients(masks: list[torch.Tensor], cfg: LossCfg, items: list[int] | None = None) -> list[torch.Tensor]:
+    """One coefficient per trajectory for each side's (B, L) mask, per the aggregation rules above.
+
+    ``items`` (the number of items, i.e. groups, of each side) is needed by ``token_sum`` with ``norm="side"``.
+    """
+    if cfg.agg == "token_sum" and cfg.norm == "side" and (items is None or len(items) != len(masks) or min(items, default=1) < 1):
+        raise LossConfigError(f"agg='token_sum' with norm='side' needs a positive item count per side, got {items}")
     lens = [m.sum(-1).to(torch.float64) for m in masks]
     if cfg.norm == "batch":
         n = sum(int(x.numel()) for x in lens)
@@ -43,11 +54,13 @@ def traj_coefficients(masks: list[torch.Tensor], cfg: LossCfg) -> list[torch.Ten
     else:
         groups = [(int(x.numel()), float(x.sum())) for x in lens]
     out = []
-    for x, (n, tokens) in zip(lens, groups):
+    for si, (x, (n, tokens)) in enumerate(zip(lens, groups)):
         if cfg.agg == "seq_mean":
             c = torch.where(x > 0, 1.0 / (n * x.clamp(min=1)), torch.zeros_like(x))
-        else:
+        elif cfg.agg == "token_mean":
             c = torch.full_like(x, 1.0 / tokens if tokens > 0 else 0.0)
+        else:  # token_sum: E over trajectories (eq. 1) or over pairs (eq. 2/4) of Σ_t
+            c = torch.full_like(x, 1.0 / (n if cfg.norm == "batch" else items[si]))
         out.append(c.to(torch.float32))
     return out
 

@@ -110,7 +110,7 @@ class Policy:
                 raise NonFiniteError(f"{s.batch.side}: advantages contain NaN/inf; no update was applied")
         dev = self.adapter.device
         t0 = time.perf_counter()
-        coefs = traj_coefficients([s.batch.out_mask for s in sides], cfg)
+        coefs = traj_coefficients([s.batch.out_mask for s in sides], cfg, [int(s.batch.group.unique().numel()) for s in sides])
         if cfg.beta > 0:
             for s in sides:
                 self.ensure_ref_logp(s.batch, micro_batch)

@@ -17,6 +17,8 @@ ${MANIFEST_HELP}
   --out DIR            output directory (required)
   --config FILE        JSON pairing config (flags below override it)
   --k N                clusters K (default 5000)
+  --retrieval R        literal (default: each G item queries the U items still free) | static (top-n
+                       lists over the initial remaining set, computed once)
   --top-n N            retrieval candidates per G item (default 10)
   --threshold X        δ, minimum cosine similarity of a retrieved pair (default 0.6)
   --order O            dataset (default, paper) | global-desc
@@ -26,6 +28,9 @@ ${MANIFEST_HELP}
   --refine N           Lloyd iterations after mini-batch k-means (default 0)
   --center             cluster mean-centred features
   --ablation A         ${ABLATIONS.join(' | ')}
+  --ablation-weight W  paper (default: random/unpaired pairs get w_p = 1) | sqrt-similarity
+  --selection S        medoid (default) | random-member | random (Table 9 ablations)
+  --subset N           keep a seeded uniform subset of N pairs (Table 5's PairUG 7.5K)
   --backend B          sidecar (default) | ts (reference; small inputs only)`;
 
 export async function run(argv: string[]): Promise<number> {
@@ -36,6 +41,7 @@ export async function run(argv: string[]): Promise<number> {
       out: { type: 'string' },
       config: { type: 'string' },
       k: { type: 'string' },
+      retrieval: { type: 'string' },
       'top-n': { type: 'string' },
       threshold: { type: 'string' },
       order: { type: 'string' },
@@ -45,6 +51,9 @@ export async function run(argv: string[]): Promise<number> {
       refine: { type: 'string' },
       center: { type: 'boolean' },
       ablation: { type: 'string' },
+      'ablation-weight': { type: 'string' },
+      selection: { type: 'string' },
+      subset: { type: 'string' },
       backend: { type: 'string', default: 'sidecar' },
     },
     allowPositionals: false,
@@ -69,8 +78,12 @@ export async function run(argv: string[]): Promise<number> {
   if (v['top-n'] !== undefined) cfg.topN = intOpt(v['top-n'], '--top-n', { min: 1 });
   if (v.threshold !== undefined) cfg.threshold = numOpt(v.threshold, '--threshold', { min: -1, max: 1 });
   if (v.order !== undefined) cfg.order = v.order;
+  if (v.retrieval !== undefined) cfg.retrieval = v.retrieval;
   if (v.seed !== undefined) cfg.seed = intOpt(v.seed, '--seed');
   if (v.ablation !== undefined) cfg.ablation = v.ablation;
+  if (v['ablation-weight'] !== undefined) cfg.ablationWeight = v['ablation-weight'];
+  if (v.selection !== undefined) cfg.selection = v.selection;
+  if (v.subset !== undefined) cfg.subset = intOpt(v.subset, '--subset', { min: 1 });
   const config = parsePairingConfig(cfg);
   const opts: BuildPairUGOptions = {
     ...manifestOptions(v),

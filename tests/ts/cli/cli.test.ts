@@ -88,6 +88,7 @@ describe('numeric options: a ConfigError naming the option and its range, before
     ['pair', ['--kmeans-batch', '-8'], "--kmeans-batch must be an integer >= 1, got '-8'"],
     ['pair', ['--max-epochs', '0'], "--max-epochs must be a number > 0, got '0'"],
     ['pair', ['--refine', '-1'], "--refine must be an integer >= 0, got '-1'"],
+    ['pair', ['--subset', '0'], "--subset must be an integer >= 1, got '0'"],
     ['pair', ['--seed', '1.5'], "--seed must be an integer, got '1.5'"],
     ['pair', ['--embed-batch', '0'], "--embed-batch must be an integer >= 1, got '0'"],
     ['pair', ['--backbone', 'pixels', '--size', '513'], "--size must be an integer in [1, 512], got '513'"],

@@ -118,6 +118,23 @@ describe('clipped surrogate (TS reference)', () => {
     const t = trajCoefficients([und, gen], { epsLow: 0.2, epsHigh: 0.2, beta: 0, agg: 'token_mean', norm: 'batch' });
     close(t[0], [1 / 9, 1 / 9]);
     close(t[1], [1 / 9]);
+    // token_sum (eq. 1–4 as printed): Σ_t, mean over pairs per side (eq. 2/4) or over trajectories (eq. 1)
+    const s = trajCoefficients([{ ...und, items: 1 }, { ...gen, items: 1 }], { epsLow: 0.2, epsHigh: 0.2, beta: 0, agg: 'token_sum', norm: 'side' });
+    close(s[0], [1, 1]);
+    close(s[1], [1]);
+    const b = trajCoefficients([und, gen], { epsLow: 0.2, epsHigh: 0.2, beta: 0, agg: 'token_sum', norm: 'batch' });
+    close(b[0], [1 / 3, 1 / 3]);
+    close(b[1], [1 / 3]);
+    expect(() => trajCoefficients([und, gen], { epsLow: 0.2, epsHigh: 0.2, beta: 0, agg: 'token_sum', norm: 'side' })).toThrow(/item count/);
+  });
+  it.each([
+    ['seq_mean', 0], // −1/(2·1) + 3 · 1/(2·3)
+    ['token_mean', 0.5], // (−1 + 3) / 4 tokens
+    ['token_sum', 2], // −1 + 3, one pair
+  ] as const)('loss of one item under %s (hand-computed): %s', (agg, want) => {
+    // two trajectories at ratio 1: a 1-token answer with A = +1, a 3-token answer with A = −1
+    const side = { logp: [0, 0, 0, 0, 0, 0], old: [0, 0, 0, 0, 0, 0], mask: [1, 0, 0, 1, 1, 1], adv: [1, -1], length: 3, items: 1 };
+    expect(clippedSurrogate([side], { epsLow: 0.2, epsHigh: 0.2, beta: 0, agg, norm: 'side' }).loss).toBeCloseTo(want, 12);
   });
   it('k3 KL term', () => {
     const res = clippedSurrogate(

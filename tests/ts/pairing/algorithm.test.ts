@@ -87,21 +87,21 @@ describe('threshold boundary', () => {
     const xh = await be.upload(X);
     const uRem = Int32Array.from([0, 1]);
     const gRem = Int32Array.from([2]);
-    const base = { topN: 2, order: 'dataset' as const, pairsPerG: 1, extra: 4 };
+    const base = { retrieval: 'static' as const, topN: 2, order: 'dataset' as const, pairsPerG: 1, extra: 4 };
     const at = await retrieve(be, X, xh, uRem, gRem, { ...base, threshold: 0.5 });
     expect(at.pairs).toEqual([{ g: 2, u: 0, s: 0.5 }]);
-    expect(at.lists.len[0]).toBe(1);
+    expect(at.lists!.len[0]).toBe(1);
     const above = await retrieve(be, X, xh, uRem, gRem, { ...base, threshold: 0.5 + 2 ** -53 });
     expect(above.pairs).toEqual([]);
     const both = await retrieve(be, X, xh, uRem, gRem, { ...base, threshold: 0.25 });
-    expect(Array.from(both.lists.idx)).toEqual([0, 1]);
+    expect(Array.from(both.lists!.idx)).toEqual([0, 1]);
   });
   it('equal similarities rank the lower U index first', async () => {
     const X = matrix(3, 2, Float32Array.from([0.6, 0.8, 0.6, 0.8, 1, 0]));
     const be = new TsBackend();
     const xh = await be.upload(X);
-    const r = await retrieve(be, X, xh, Int32Array.from([0, 1]), Int32Array.from([2]), { topN: 2, threshold: 0.6, order: 'dataset', pairsPerG: 1, extra: 0 });
-    expect(Array.from(r.lists.idx)).toEqual([0, 1]);
+    const r = await retrieve(be, X, xh, Int32Array.from([0, 1]), Int32Array.from([2]), { retrieval: 'static', topN: 2, threshold: 0.6, order: 'dataset', pairsPerG: 1, extra: 0 });
+    expect(Array.from(r.lists!.idx)).toEqual([0, 1]);
     expect(r.pairs[0].u).toBe(0);
   });
 });

@@ -83,8 +83,8 @@ describe.each(backends)('golden exactness (%s backend)', (_name, make) => {
     const aligned = new Set(Array.from(G.arr.medoids as Int32Array).filter((m) => m >= 0));
     const uRem = Int32Array.from(Array.from(uRows).filter((i) => !aligned.has(i)));
     const gRem = Int32Array.from(Array.from(gRows).filter((i) => !aligned.has(i)));
-    const res = await retrieve(be, X, xh, uRem, gRem, { topN: G.meta.topN, threshold: G.meta.delta, order, pairsPerG: 1, extra: 4 });
-    expectLists(res.lists, G.arr.ret_idx as Int32Array, G.arr.ret_score as Float64Array, gRem.length, G.meta.topN);
+    const res = await retrieve(be, X, xh, uRem, gRem, { retrieval: 'static', topN: G.meta.topN, threshold: G.meta.delta, order, pairsPerG: 1, extra: 4 });
+    expectLists(res.lists!, G.arr.ret_idx as Int32Array, G.arr.ret_score as Float64Array, gRem.length, G.meta.topN);
     const want = order === 'dataset' ? G.meta.pairs_dataset : G.meta['pairs_global-desc'];
     expect(res.pairs.length).toBe(want.length);
     expect(res.pairs.map((p) => [p.g, p.u])).toEqual(want.map(([g, u]) => [g, u]));

@@ -136,6 +136,8 @@ describe('buildPairUG', () => {
     expect(rnd.length).toBe(Math.min(B, 24, 30));
     expect(new Set(rnd.map((r) => r.u_id)).size).toBe(rnd.length);
     expect(new Set(rnd.map((r) => r.g_id)).size).toBe(rnd.length);
+    expect(rnd.every((r) => r.w_p === 1)).toBe(true); // the paper's naive-mixture baseline: unweighted
+    expect(full.records.every((r) => r.w_p === (r.type === 'aligned' ? 1 : Math.sqrt(r.s_p)))).toBe(true);
     const uo = (await run('u-only')).records;
     expect(uo.length).toBe(Math.min(B, 24));
     expect(uo.every((r) => r.u_src === 'U' && r.g_src === 'U' && r.u_id === r.g_id)).toBe(true);
@@ -148,6 +150,7 @@ describe('buildPairUG', () => {
     expect(new Set(un.map((r) => `${r.g_src}/${r.g_id}`))).toEqual(new Set(full.records.map((r) => `${r.g_src}/${r.g_id}`)));
     const orig = new Set(full.records.map(key));
     expect(un.filter((r) => orig.has(key(r))).length).toBe(0); // no pair keeps its partner
+    expect(un.every((r) => r.w_p === 1)).toBe(true);
     const low = (await run('low-sim')).records;
     expect(low.length).toBeGreaterThan(0);
     expect(low.length).toBeLessThanOrEqual(B);

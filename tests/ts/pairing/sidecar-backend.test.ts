@@ -5,6 +5,7 @@
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { SidecarBackend } from '../../../src/pairing/backend/sidecar.js';
+import { TsBackend } from '../../../src/pairing/backend/ts.js';
 import { exactSearch } from '../../../src/pairing/exact.js';
 import { exactLabels } from '../../../src/pairing/kmeans.js';
 import { concatRows, matrix } from '../../../src/pairing/matrix.js';
@@ -56,9 +57,16 @@ describe('sidecar backend on the golden fixtures', () => {
     const uRem = Int32Array.from({ length: nU }, (_, i) => i).filter((i) => !aligned.has(i));
     const gRem = Int32Array.from({ length: G.meta.nG }, (_, j) => nU + j).filter((i) => !aligned.has(i));
     for (const order of ['dataset', 'global-desc'] as const) {
-      const r = await retrieve(be, X, xh, uRem, gRem, { topN: G.meta.topN, threshold: G.meta.delta, order, pairsPerG: 1, extra: 4 });
+      const r = await retrieve(be, X, xh, uRem, gRem, { retrieval: 'static', topN: G.meta.topN, threshold: G.meta.delta, order, pairsPerG: 1, extra: 4 });
       const want = order === 'dataset' ? G.meta.pairs_dataset : G.meta['pairs_global-desc'];
       expect(r.pairs.map((p) => [p.g, p.u])).toEqual(want.map(([g, u]) => [g, u]));
+      // The literal reading (shrinking U set, lists refilled on demand) equals the TS reference backend's.
+      const opts = { retrieval: 'literal' as const, topN: 2, threshold: G.meta.delta, order, pairsPerG: 1, extra: 4 };
+      const lit = await retrieve(be, X, xh, uRem, gRem, opts);
+      const ts = new TsBackend();
+      const ref = await retrieve(ts, X, await ts.upload(X), uRem, gRem, opts);
+      expect(lit.refills).toBeGreaterThan(0);
+      expect(lit.pairs).toEqual(ref.pairs);
     }
     await be.free(xh);
   });
