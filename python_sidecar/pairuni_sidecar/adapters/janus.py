@@ -39,6 +39,7 @@ import torch
 from ..contract.generated import JanusGenOptions, JanusLoadOptions, JanusUndOptions
 from ..errors import BadRequest
 from ..policy.step import NonFiniteError
+from ..rollout.engine import StaticDecoder, cfg_mix
 from .base import (
     AdapterConfigError,
     CheckpointNotFound,
@@ -122,12 +123,6 @@ def _length_buckets(seqs: list[list[int]]) -> list[list[int]]:
     return [by_len[k] for k in sorted(by_len)]
 
 
-def cfg_mix(logits: torch.Tensor, w: float) -> torch.Tensor:
-    """Classifier-free guidance over interleaved rows c0, u0, c1, u1, ...: ``u + w (c - u)`` per pair."""
-    c, u = logits[0::2], logits[1::2]
-    return u + w * (c - u)
-
-
 def selective_log_softmax(logits: torch.Tensor, ids: torch.Tensor, chunk: int = 8) -> torch.Tensor:
     """``log_softmax(logits)[ids]`` in fp32, row chunk by row chunk (vocab-wide logits are big)."""
     out = []
@@ -202,6 +197,9 @@ class JanusAdapter(PolicyAdapter):
         o = JanusLoadOptions.from_wire(dict(options or {}), where="janus model.options")
         self.und_template, self.gen_template = o.und_template, o.gen_template
         self.system_prompt, self.detach_uncond = o.system_prompt, o.detach_uncond
+        self.rollout_engine = o.rollout_engine
+        self.rollout_compile = o.rollout_compile == "on" or (o.rollout_compile == "auto" and self.device.type == "cuda")
+        self._decoders: dict[str, StaticDecoder] = {}
         if self.und_template.count("{image}") != 1 or "{question}" not in self.und_template:
             raise AdapterConfigError("janus: und_template must contain '{image}' once and '{question}'")
         if "{prompt}" not in self.gen_template:
@@ -371,7 +369,35 @@ class JanusAdapter(PolicyAdapter):
         )
 
     # -- understanding ---------------------------------------------------------------------------
+    def _decoder(self, side: str) -> StaticDecoder:
+        """The static-cache engine for one side: the LM with the answer head (``und``) or the image head
+        and generation embeddings (``gen``)."""
+        if side not in self._decoders:
+            m = self.model
+            if side == "und":
+                head, embed = m.lm_head, m.get_input_embeddings()
+            else:
+                head, embed = m.model.generation_head, m.prepare_embeddings_for_image_generation
+            self._decoders[side] = StaticDecoder(m.model.language_model, m.config.text_config, head=head,
+                                                 embed_next=embed, compile=self.rollout_compile)
+        return self._decoders[side]
+
     def _und_decode(self, ids: torch.Tensor, mask: torch.Tensor | None, feats: torch.Tensor, steps: int, *,
+                    temperature: float = 1.0, generator: torch.Generator | None = None,
+                    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The Janus text decoder (contract: ``_und_decode_reference``) on the configured rollout engine."""
+        if self.rollout_engine == "reference":
+            return self._und_decode_reference(ids, mask, feats, steps, temperature=temperature, generator=generator)
+        with self._autocast():
+            emb = self._und_embeds(self.model, ids, feats)
+        d = self._decoder("und").run(emb, mask, steps, temperature=temperature, generator=generator,
+                                     eos_id=self.eos_id, pad_id=self.pad_id, autocast=self._autocast,
+                                     amp_dtype=self.amp)
+        if bool(d.bad.any()):
+            raise self._non_finite("und", d.bad, int(d.first_bad.min()))
+        return d.tokens, (d.logp if generator is not None else None)
+
+    def _und_decode_reference(self, ids: torch.Tensor, mask: torch.Tensor | None, feats: torch.Tensor, steps: int, *,
                     temperature: float = 1.0, generator: torch.Generator | None = None,
                     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """The Janus text decoder: answers to prompt ids (B, P) whose image placeholders take ``feats``.
@@ -522,6 +548,19 @@ class JanusAdapter(PolicyAdapter):
 
     def _gen_decode(self, ids: torch.Tensor, mask: torch.Tensor | None, *, w: float, T: float, cfg: bool,
                     generator: torch.Generator, logp: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The Janus image sampler (contract: ``_gen_decode_reference``) on the configured rollout engine."""
+        if self.rollout_engine == "reference":
+            return self._gen_decode_reference(ids, mask, w=w, T=T, cfg=cfg, generator=generator, logp=logp)
+        d = self._decoder("gen").run(self.model.get_input_embeddings()(ids), mask, self.num_image_tokens,
+                                     rows_per_sample=2 if cfg else 1, cfg_weight=w, temperature=T,
+                                     generator=generator, check_every=_GEN_CHECK_EVERY, autocast=self._autocast,
+                                     amp_dtype=self.amp)
+        if bool(d.bad.any()):
+            raise self._non_finite("gen", d.bad, int(d.first_bad.min()))
+        return d.tokens, (d.logp if logp else None)
+
+    def _gen_decode_reference(self, ids: torch.Tensor, mask: torch.Tensor | None, *, w: float, T: float, cfg: bool,
+                              generator: torch.Generator, logp: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
         """The Janus image sampler: VQ codes (B, N) for the rows of ``_gen_rows`` (B * R, P), R = 2 with CFG.
 
         Each step draws from the full softmax of ``z / T`` over the generation head, ``z = u + w (c - u)``
