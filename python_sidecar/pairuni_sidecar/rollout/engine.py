@@ -79,13 +79,15 @@ class StaticDecoder:
     """
 
     def __init__(self, lm: torch.nn.Module, text_config, *, head: Callable[[torch.Tensor], torch.Tensor],
-                 embed_next: Callable[[torch.Tensor], torch.Tensor], compile: bool = False) -> None:
+                 embed_next: Callable[[torch.Tensor], torch.Tensor], compile: bool = False,
+                 compile_options: dict | None = None) -> None:
         self.lm, self.text_config = lm, text_config
         self.head, self.embed_next = head, embed_next
         self.compile = bool(compile)
         self._cache = None
         self._cache_key: tuple | None = None
-        self._step_fn = torch.compile(self._step, mode="reduce-overhead", dynamic=False) if compile else self._step
+        opts = {"mode": "reduce-overhead", "dynamic": False, **(compile_options or {})}
+        self._step_fn = torch.compile(self._step, **opts) if compile else self._step
 
     def _static_cache(self, rows: int, length: int, device: torch.device):
         from transformers import StaticCache
