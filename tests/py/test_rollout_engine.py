@@ -175,14 +175,16 @@ def test_eval_decoding_engine_equals_reference(pair):
 
 def test_compiled_step_is_one_graph_and_reproduces_the_eager_engine(pair):
     """The decode step traces as a single graph (fullgraph: no graph break, StaticCache mutation
-    included) and is not retraced between steps or rollouts. ``backend="eager"`` checks the tracing on
-    CPU in seconds; the GPU path uses the same trace with inductor + CUDA graphs (mode reduce-overhead)."""
+    included) and is not retraced between steps or rollouts, even when the longest prompt changes (the
+    cache length is bucketed). ``backend="eager"`` checks the tracing on CPU in seconds; the GPU path
+    uses the same trace with inductor + CUDA graphs (mode reduce-overhead)."""
     from torch._dynamo.utils import counters
 
     eng, _ = pair
-    items = [GenItem("a red circle"), GenItem("bb")]
+    batches = [[GenItem("a red circle"), GenItem("bb")], [GenItem("a red circle, larger"), GenItem("c")]]
     s = GenSampling(seed=2, cfg_weight=5.0)
-    want = eng.gen_rollout(items, 2, s)
+    want = [eng.gen_rollout(items, 2, s) for items in batches]
+    assert want[0].extra["prompt_ids"].shape[-1] != want[1].extra["prompt_ids"].shape[-1]
     m = eng.model
     compiled = JanusAdapter.from_model(m, eng.tok)
     compiled._decoders["gen"] = StaticDecoder(
@@ -191,8 +193,8 @@ def test_compiled_step_is_one_graph_and_reproduces_the_eager_engine(pair):
         compile_options={"backend": "eager", "mode": None, "fullgraph": True})
     torch._dynamo.reset()
     counters.clear()
-    for _ in range(2):
-        got = compiled.gen_rollout(items, 2, s)
-        assert torch.equal(got.out_ids, want.out_ids) and torch.equal(got.old_logp, want.old_logp)
+    for i in (0, 1, 0):
+        got = compiled.gen_rollout(batches[i], 2, s)
+        assert torch.equal(got.out_ids, want[i].out_ids) and torch.equal(got.old_logp, want[i].old_logp)
     assert counters["stats"]["unique_graphs"] == 1 and not counters["graph_break"]
     torch._dynamo.reset()

@@ -74,14 +74,17 @@ class Decoded:
 class StaticDecoder:
     """One family side's decoder: ``lm`` + ``head`` + ``embed_next``, reused across rollouts.
 
-    The cache is kept between calls of the same batch geometry (and reset in place), so a compiled
-    step is traced once per geometry and its CUDA graph replays on the same buffers.
+    The cache is kept between calls of the same geometry (rows, and prompt + steps rounded up to
+    ``length_bucket``) and reset in place, so a compiled step is traced once per geometry and its CUDA
+    graph replays on the same buffers. It stays allocated between rollouts (the price of not
+    recompiling): rows x slots x layers x 2 x hidden values in the KV dtype.
     """
 
     def __init__(self, lm: torch.nn.Module, text_config, *, head: Callable[[torch.Tensor], torch.Tensor],
                  embed_next: Callable[[torch.Tensor], torch.Tensor], compile: bool = False,
-                 compile_options: dict | None = None) -> None:
+                 compile_options: dict | None = None, length_bucket: int = 64) -> None:
         self.lm, self.text_config = lm, text_config
+        self.length_bucket = int(length_bucket)
         self.head, self.embed_next = head, embed_next
         self.compile = bool(compile)
         self._cache = None
@@ -139,10 +142,13 @@ class StaticDecoder:
         B, steps, dev = BR // R, int(steps), embeds.device
         w, T = float(cfg_weight), float(temperature)
         pmask = torch.ones((BR, P), dtype=torch.long, device=dev) if mask is None else mask.to(torch.long)
-        # One mask for the whole rollout: the prompt's padding, then every decode slot visible (the causal
-        # part hides slots not yet written), so each step sees the same shapes.
-        full = torch.cat([pmask, torch.ones((BR, steps), dtype=torch.long, device=dev)], 1)
-        cache = self._static_cache(BR, P + steps, dev)
+        # The cache length is rounded up to a multiple of ``length_bucket`` so that batches whose longest
+        # prompt differs (every RL step) reuse one cache and one compiled graph; the slots past P + steps
+        # are never written. One mask for the whole rollout: the prompt's padding, then every later slot
+        # visible (the causal part hides slots not yet written), so each step sees the same shapes.
+        S = -(-(P + steps) // self.length_bucket) * self.length_bucket
+        full = torch.cat([pmask, torch.ones((BR, S - P), dtype=torch.long, device=dev)], 1)
+        cache = self._static_cache(BR, S, dev)
         tokens = torch.full((B, steps), pad_id, dtype=torch.long, device=dev)
         logp = torch.zeros((B, steps), dtype=torch.float32, device=dev)
         finished = torch.zeros(B, dtype=torch.bool, device=dev)
