@@ -5,7 +5,8 @@
     python tests/gpu/rollout_engine.py --tiny                                # CPU smoke test of this script
 
 Random-init ``JanusForConditionalGeneration`` built on the device in bf16 (weights as a bf16 checkpoint
-holds them; no autocast, no fp32 master copy), wrapped with ``JanusAdapter.from_model`` twice:
+holds them; no autocast, no fp32 master copy; ``--weights fp32-autocast`` measures the adapter's
+training setup instead: fp32 master weights under bf16 autocast, which casts weights every step), wrapped with ``JanusAdapter.from_model`` twice:
 ``rollout_engine=static`` with ``rollout_compile=on`` (CUDA graphs) and ``rollout_engine=reference``.
 Each configuration samples ``images`` images (``images / k`` prompts of ragged lengths, k = 8, CFG w = 5,
 so 2 x images LM rows) through the adapter's decoder (``_gen_decode``, what ``gen_rollout`` runs before
@@ -97,14 +98,15 @@ def measured_bandwidth(dev: torch.device) -> float | None:
 
 
 def step_bytes(model, rows: int, mean_len: float) -> tuple[int, int]:
-    """(weight bytes, KV-cache bytes) one decode step must read."""
+    """(weight bytes, KV-cache bytes) one decode step must read, in bf16 (2 bytes a value, also with
+    ``--weights fp32-autocast``: the bound is what bf16 weights would allow)."""
     m = model.model
     used = [m.language_model.layers, m.language_model.norm, m.generation_head, m.generation_embeddings,
             m.generation_aligner]
-    w = sum(p.numel() * p.element_size() for mod in used for p in mod.parameters())
+    w = sum(2 * p.numel() for mod in used for p in mod.parameters())
     tc = model.config.text_config
     kv_per_token = 2 * tc.num_hidden_layers * tc.num_key_value_heads * (tc.hidden_size // tc.num_attention_heads)
-    return w, int(kv_per_token * rows * mean_len * next(model.parameters()).element_size())
+    return w, int(2 * kv_per_token * rows * mean_len)
 
 
 def host_syncs(fn) -> int | None:
@@ -127,7 +129,7 @@ def run_model(name: str, a, dev: torch.device, res: dict) -> None:
     from pairuni_sidecar.adapters.janus import JanusAdapter, _left_pad
     from pairuni_sidecar.adapters.tiny import tiny_tokenizer
 
-    dtype = torch.float32 if name == "tiny" else torch.bfloat16
+    dtype = torch.float32 if name == "tiny" or a.weights == "fp32-autocast" else torch.bfloat16
     torch.manual_seed(0)
     t0 = time.perf_counter()
     with torch.device(dev):
@@ -140,6 +142,9 @@ def run_model(name: str, a, dev: torch.device, res: dict) -> None:
     compile_ = "on" if dev.type == "cuda" else "off"
     paths = {"engine": JanusAdapter.from_model(model, tok, options={"rollout_engine": "static", "rollout_compile": compile_}),
              "reference": JanusAdapter.from_model(model, tok, options={"rollout_engine": "reference"})}
+    if a.weights == "fp32-autocast" and dev.type == "cuda":
+        for p in paths.values():  # the adapter's training configuration: fp32 master weights, bf16 autocast
+            p.amp = torch.bfloat16
     ad = paths["engine"]
     N, w = ad.num_image_tokens, 5.0
     rec["image_tokens"] = N
@@ -213,6 +218,8 @@ def main() -> int:
     ap.add_argument("--images", default="16,64")
     ap.add_argument("--k", type=int, default=8, help="images per prompt")
     ap.add_argument("--repeats", type=int, default=1)
+    ap.add_argument("--weights", choices=["bf16", "fp32-autocast"], default="bf16",
+                    help="bf16 weights (a checkpoint's dtype) or the adapter's training setup: fp32 master + bf16 autocast")
     ap.add_argument("--out", default=None)
     a = ap.parse_args()
     dev = torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -224,7 +231,7 @@ def main() -> int:
             raise SystemExit("Janus-Pro dims need a GPU; use --tiny for a CPU smoke test")
         models, a.images = a.models.split(","), [int(x) for x in a.images.split(",")]
     res: dict = {"device": torch.cuda.get_device_name(0) if dev.type == "cuda" else "cpu",
-                 "torch": torch.__version__, "cfg_weight": 5.0, "k": a.k,
+                 "torch": torch.__version__, "weights": a.weights, "cfg_weight": 5.0, "k": a.k,
                  "bandwidth_bytes_per_s": measured_bandwidth(dev)}
     for m in models:
         run_model(m, a, dev, res)
