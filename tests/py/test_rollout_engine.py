@@ -186,8 +186,8 @@ def test_compiled_step_is_one_graph_and_reproduces_the_eager_engine(pair):
     want = [eng.gen_rollout(items, 2, s) for items in batches]
     assert want[0].extra["prompt_ids"].shape[-1] != want[1].extra["prompt_ids"].shape[-1]
     m = eng.model
-    compiled = JanusAdapter.from_model(m, eng.tok)
-    compiled._decoders["gen"] = StaticDecoder(
+    compiled = JanusAdapter.from_model(m, eng.tok, options={"rollout_compile": "on"})
+    compiled._decoders["gen", True] = StaticDecoder(  # what _decoder builds, on the eager backend
         m.model.language_model, m.config.text_config, head=m.model.generation_head,
         embed_next=m.prepare_embeddings_for_image_generation, compile=True,
         compile_options={"backend": "eager", "mode": None, "fullgraph": True})
@@ -197,4 +197,8 @@ def test_compiled_step_is_one_graph_and_reproduces_the_eager_engine(pair):
         got = compiled.gen_rollout(batches[i], 2, s)
         assert torch.equal(got.out_ids, want[i].out_ids) and torch.equal(got.old_logp, want[i].old_logp)
     assert counters["stats"]["unique_graphs"] == 1 and not counters["graph_break"]
+    # evaluation batches vary in shape: they run the eager step, never (re)compiling the rollout one
+    compiled.sample_codes(["x", "a longer prompt"], 1, cfg_weight=2.0, temperature=1.0, seed=0)
+    assert set(compiled._decoders) == {("gen", True), ("gen", False)}
+    assert not compiled._decoders["gen", False].compile and counters["stats"]["unique_graphs"] == 1
     torch._dynamo.reset()

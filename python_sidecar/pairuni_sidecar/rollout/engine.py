@@ -181,7 +181,7 @@ class StaticDecoder:
                 if eos_id is not None:
                     finished |= tok == eos_id
                 all_done[t] = (finished | bad).all()
-                prev = tok.clone()  # a compiled step's outputs live in buffers that the next replay overwrites
+                prev = tok  # a new tensor (where), not the compiled step's output buffer the next replay overwrites
                 # The only host syncs: every check_every steps, stop as the reference loops would (image
                 # rows: on a non-finite distribution; text rows: once every row finished or failed).
                 if t == steps - 1:
