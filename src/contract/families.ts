@@ -14,6 +14,11 @@ export const JanusLoadOptions = z.strictObject({
   system_prompt: z.string().default(''),
   /** Stop gradients through the unconditional CFG branch (T2I-R1 keeps them). */
   detach_uncond: z.boolean().default(false),
+  /** Rollout decoder: `static` (batched prefill, static KV cache, on-device sampling; pairuni_sidecar/rollout)
+   * or `reference` (the original dynamic-cache loop, kept as the exactness reference). */
+  rollout_engine: z.enum(['static', 'reference']).default('static'),
+  /** Compile the static engine's decode step (torch.compile reduce-overhead: CUDA graphs); `auto` = on CUDA only. */
+  rollout_compile: z.enum(['auto', 'on', 'off']).default('auto'),
 });
 export const JanusUndOptions = z.strictObject({});
 export const JanusGenOptions = z.strictObject({});

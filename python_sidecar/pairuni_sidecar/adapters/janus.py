@@ -16,6 +16,10 @@ hidden top-k/top-p), so the recorded ``old_logp`` is exactly the behaviour distr
   the training log-prob the same guided distribution; ``"cond"`` scores the conditional branch only
   (T2I-R1 parity) and then records old log-probs with a no-grad conditional forward.
 
+Both loops run on the static-cache engine (``pairuni_sidecar/rollout/engine.py``: batched prefill, a
+compilable one-token step, the same draws as the loops below) unless ``rollout_engine="reference"``
+selects the dynamic-cache loops kept here as the reference its tests compare against.
+
 Evaluation (``greedy_answers``, ``sample_images``) runs through the same two decoding loops
 (``_und_decode``, ``_gen_decode``) as the rollouts; it only batches differently: prompts are grouped
 by token length, so rows need no padding and positions match training exactly.
@@ -39,6 +43,7 @@ import torch
 from ..contract.generated import JanusGenOptions, JanusLoadOptions, JanusUndOptions
 from ..errors import BadRequest
 from ..policy.step import NonFiniteError
+from ..rollout.engine import StaticDecoder, cfg_mix
 from .base import (
     AdapterConfigError,
     CheckpointNotFound,
@@ -122,12 +127,6 @@ def _length_buckets(seqs: list[list[int]]) -> list[list[int]]:
     return [by_len[k] for k in sorted(by_len)]
 
 
-def cfg_mix(logits: torch.Tensor, w: float) -> torch.Tensor:
-    """Classifier-free guidance over interleaved rows c0, u0, c1, u1, ...: ``u + w (c - u)`` per pair."""
-    c, u = logits[0::2], logits[1::2]
-    return u + w * (c - u)
-
-
 def selective_log_softmax(logits: torch.Tensor, ids: torch.Tensor, chunk: int = 8) -> torch.Tensor:
     """``log_softmax(logits)[ids]`` in fp32, row chunk by row chunk (vocab-wide logits are big)."""
     out = []
@@ -202,6 +201,9 @@ class JanusAdapter(PolicyAdapter):
         o = JanusLoadOptions.from_wire(dict(options or {}), where="janus model.options")
         self.und_template, self.gen_template = o.und_template, o.gen_template
         self.system_prompt, self.detach_uncond = o.system_prompt, o.detach_uncond
+        self.rollout_engine = o.rollout_engine
+        self.rollout_compile = o.rollout_compile == "on" or (o.rollout_compile == "auto" and self.device.type == "cuda")
+        self._decoders: dict[tuple[str, bool], StaticDecoder] = {}
         if self.und_template.count("{image}") != 1 or "{question}" not in self.und_template:
             raise AdapterConfigError("janus: und_template must contain '{image}' once and '{question}'")
         if "{prompt}" not in self.gen_template:
@@ -371,7 +373,39 @@ class JanusAdapter(PolicyAdapter):
         )
 
     # -- understanding ---------------------------------------------------------------------------
+    def _decoder(self, side: str, compiled: bool) -> StaticDecoder:
+        """The static-cache engine for one side: the LM with the answer head (``und``) or the image head
+        and generation embeddings (``gen``). Rollouts keep one batch geometry for a whole run, so their
+        compiled step is traced once; evaluation batches vary (length buckets, last chunks), so evaluation
+        runs the eager step rather than recompiling for each geometry."""
+        compiled = compiled and self.rollout_compile
+        if (side, compiled) not in self._decoders:
+            m = self.model
+            if side == "und":
+                head, embed = m.lm_head, m.get_input_embeddings()
+            else:
+                head, embed = m.model.generation_head, m.prepare_embeddings_for_image_generation
+            self._decoders[side, compiled] = StaticDecoder(m.model.language_model, m.config.text_config, head=head,
+                                                           embed_next=embed, compile=compiled)
+        return self._decoders[side, compiled]
+
     def _und_decode(self, ids: torch.Tensor, mask: torch.Tensor | None, feats: torch.Tensor, steps: int, *,
+                    temperature: float = 1.0, generator: torch.Generator | None = None, rollout: bool = True,
+                    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The Janus text decoder (contract: ``_und_decode_reference``) on the configured rollout engine
+        (``rollout=False``: an evaluation batch, never the compiled step)."""
+        if self.rollout_engine == "reference":
+            return self._und_decode_reference(ids, mask, feats, steps, temperature=temperature, generator=generator)
+        with self._autocast():
+            emb = self._und_embeds(self.model, ids, feats)
+        d = self._decoder("und", rollout).run(emb, mask, steps, temperature=temperature, generator=generator,
+                                     eos_id=self.eos_id, pad_id=self.pad_id, autocast=self._autocast,
+                                     amp_dtype=self.amp)
+        if bool(d.bad.any()):
+            raise self._non_finite("und", d.bad, int(d.first_bad.min()))
+        return d.tokens, (d.logp if generator is not None else None)
+
+    def _und_decode_reference(self, ids: torch.Tensor, mask: torch.Tensor | None, feats: torch.Tensor, steps: int, *,
                     temperature: float = 1.0, generator: torch.Generator | None = None,
                     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """The Janus text decoder: answers to prompt ids (B, P) whose image placeholders take ``feats``.
@@ -494,7 +528,7 @@ class JanusAdapter(PolicyAdapter):
                 chunk = members[s:s + max_rows]
                 x = torch.tensor([ids[i] for i in chunk], device=self.device)
                 feats = self._image_features(self.model, self.pixels_from_uint8(images[chunk]))
-                out, _ = self._und_decode(x, None, feats, max_new_tokens)
+                out, _ = self._und_decode(x, None, feats, max_new_tokens, rollout=False)
                 keep = _mask_through_eos(out, self.eos_id)
                 for j, i in enumerate(chunk):
                     answers[i] = [t for t, k in zip(out[j].tolist(), keep[j].tolist()) if k and t != self.eos_id]
@@ -521,7 +555,21 @@ class JanusAdapter(PolicyAdapter):
         return rows
 
     def _gen_decode(self, ids: torch.Tensor, mask: torch.Tensor | None, *, w: float, T: float, cfg: bool,
-                    generator: torch.Generator, logp: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
+                    generator: torch.Generator, logp: bool, rollout: bool = True) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The Janus image sampler (contract: ``_gen_decode_reference``) on the configured rollout engine
+        (``rollout=False``: an evaluation batch, never the compiled step)."""
+        if self.rollout_engine == "reference":
+            return self._gen_decode_reference(ids, mask, w=w, T=T, cfg=cfg, generator=generator, logp=logp)
+        d = self._decoder("gen", rollout).run(self.model.get_input_embeddings()(ids), mask, self.num_image_tokens,
+                                     rows_per_sample=2 if cfg else 1, cfg_weight=w, temperature=T,
+                                     generator=generator, check_every=_GEN_CHECK_EVERY, autocast=self._autocast,
+                                     amp_dtype=self.amp)
+        if bool(d.bad.any()):
+            raise self._non_finite("gen", d.bad, int(d.first_bad.min()))
+        return d.tokens, (d.logp if logp else None)
+
+    def _gen_decode_reference(self, ids: torch.Tensor, mask: torch.Tensor | None, *, w: float, T: float, cfg: bool,
+                              generator: torch.Generator, logp: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
         """The Janus image sampler: VQ codes (B, N) for the rows of ``_gen_rows`` (B * R, P), R = 2 with CFG.
 
         Each step draws from the full softmax of ``z / T`` over the generation head, ``z = u + w (c - u)``
@@ -633,7 +681,8 @@ class JanusAdapter(PolicyAdapter):
                 chunk = members[s:s + per_chunk]
                 rows = self._gen_rows([ids[i] for i in chunk for _ in range(n)], cfg)
                 out, lp = self._gen_decode(torch.tensor(rows, device=self.device), None, w=float(cfg_weight),
-                                           T=float(temperature), cfg=cfg, generator=gen, logp=return_logp)
+                                           T=float(temperature), cfg=cfg, generator=gen, logp=return_logp,
+                                           rollout=False)
                 for j, i in enumerate(chunk):
                     codes[i * n:(i + 1) * n] = out[j * n:(j + 1) * n].cpu()
                     if return_logp:
