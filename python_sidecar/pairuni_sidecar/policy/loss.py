@@ -33,15 +33,32 @@ class LossConfigError(BadRequest):
 LossCfg = UpdateLoss
 
 
-def traj_coefficients(masks: list[torch.Tensor], cfg: LossCfg) -> list[torch.Tensor]:
-    """One coefficient per trajectory for each side's (B, L) mask, per the aggregation rules above."""
+def side_totals(masks: list[torch.Tensor], sides: list[str]) -> dict[str, tuple[int, float]]:
+    """(trajectories, scored tokens) per side name over the given (B, L) masks."""
+    out: dict[str, tuple[int, float]] = {}
+    for m, side in zip(masks, sides):
+        n, t = out.get(side, (0, 0.0))
+        out[side] = (n + int(m.shape[0]), t + float(m.sum()))
+    return out
+
+
+def traj_coefficients(masks: list[torch.Tensor], cfg: LossCfg, sides: list[str] | None = None,
+                      totals: dict[str, tuple[int, float]] | None = None) -> list[torch.Tensor]:
+    """One coefficient per trajectory for each (B, L) mask, per the aggregation rules above.
+
+    ``sides`` names each mask's side (default: each mask is its own side); several masks of one side
+    share its normalisation group. ``totals`` are the groups' (trajectories, tokens) over the whole
+    step: with data parallelism, the world's sums (each rank holds part of the batch), so the ranks'
+    losses add up to the one-process loss. Default: the counts of ``masks``.
+    """
+    sides = sides if sides is not None else [str(i) for i in range(len(masks))]
     lens = [m.sum(-1).to(torch.float64) for m in masks]
+    totals = totals if totals is not None else side_totals(masks, sides)
     if cfg.norm == "batch":
-        n = sum(int(x.numel()) for x in lens)
-        tokens = sum(float(x.sum()) for x in lens)
-        groups = [(n, tokens)] * len(lens)
+        allg = (sum(n for n, _ in totals.values()), sum(t for _, t in totals.values()))
+        groups = [allg] * len(lens)
     else:
-        groups = [(int(x.numel()), float(x.sum())) for x in lens]
+        groups = [totals[s] for s in sides]
     out = []
     for x, (n, tokens) in zip(lens, groups):
         if cfg.agg == "seq_mean":
