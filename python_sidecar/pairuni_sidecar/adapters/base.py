@@ -175,8 +175,9 @@ class PolicyAdapter(ABC):
         """(name, parameter) pairs that the optimizer updates (fp32 master weights)."""
 
     @abstractmethod
-    def save_pretrained(self, path: str) -> None:
-        """Write the current weights (+ tokenizer/config files) so that the adapter loads ``path``."""
+    def save_pretrained(self, path: str, state_dict: dict | None = None) -> None:
+        """Write the current weights (+ tokenizer/config files) so that the adapter loads ``path``;
+        ``state_dict``: the full weights gathered from the ranks' shards (FSDP2), else the model's own."""
 
     @abstractmethod
     def describe(self) -> dict[str, Any]:

@@ -762,8 +762,8 @@ class JanusAdapter(PolicyAdapter):
         return dist.gathered(self.model)
 
     # -- persistence -----------------------------------------------------------------------------
-    def save_pretrained(self, path: str) -> None:
-        self.model.save_pretrained(path)
+    def save_pretrained(self, path: str, state_dict: dict | None = None) -> None:
+        self.model.save_pretrained(path, state_dict=state_dict)
         self.tok.save_pretrained(path)
         # Sidecar files that describe how the model was trained travel with every checkpoint.
         for extra in ("preprocessor_config.json", "processor_config.json", "pairuni_model.json"):

@@ -135,9 +135,8 @@ class Policy:
         plans = []
         for s in sides:
             rows_all = torch.arange(s.batch.size)
-            if cfg.beta == 0 and not distributed:
+            if cfg.beta == 0:
                 # zero-advantage trajectories (e.g. zero-variance groups) add nothing to the gradient
-                # (with FSDP every rank must run the same forwards, so they are kept there: 0 · grad)
                 rows_all = rows_all[s.adv != 0]
             plans.append([rows_all[i:i + micro_batch] for i in range(0, rows_all.numel(), micro_batch)])
         # FSDP2 gathers and reduces inside every forward/backward: each rank runs as many micro-batches
