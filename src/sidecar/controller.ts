@@ -105,12 +105,16 @@ export interface ControllerStats {
   streamsOut: number;
   /** Connection attempts refused: unknown CURVE keys and handshakes that failed (plaintext clients). */
   refused: number;
+  /** Bytes this controller sent to and received from ranks (all frames, both sockets). */
+  bytesOut: number;
+  bytesIn: number;
 }
 
 class SendQueue {
   private tail: Promise<void> = Promise.resolve();
-  constructor(private readonly sock: zmq.Router) {}
+  constructor(private readonly sock: zmq.Router, private readonly stats: ControllerStats) {}
   send(frames: Array<Buffer | Uint8Array>): Promise<void> {
+    for (const f of frames) this.stats.bytesOut += f.byteLength;
     const p = this.tail.then(() => this.sock.send(frames));
     this.tail = p.catch(() => undefined);
     return p;
@@ -122,7 +126,7 @@ export class Controller {
   readonly hbMs: number;
   readonly deadMs: number;
   readonly run: string;
-  readonly stats: ControllerStats = { lateReplies: 0, rankErrors: 0, badFrames: 0, streamsIn: 0, streamsOut: 0, refused: 0 };
+  readonly stats: ControllerStats = { lateReplies: 0, rankErrors: 0, badFrames: 0, streamsIn: 0, streamsOut: 0, refused: 0, bytesOut: 0, bytesIn: 0 };
   lastRankError?: string;
   private readonly ctrl: zmq.Router;
   private readonly data: zmq.Router;
@@ -186,8 +190,8 @@ export class Controller {
     };
     this.ctrl = new zmq.Router({ ...common, sendHighWaterMark: 10_000, receiveHighWaterMark: 10_000 });
     this.data = new zmq.Router({ ...common, sendHighWaterMark: 64, receiveHighWaterMark: 64 });
-    this.ctrlQ = new SendQueue(this.ctrl);
-    this.dataQ = new SendQueue(this.data);
+    this.ctrlQ = new SendQueue(this.ctrl, this.stats);
+    this.dataQ = new SendQueue(this.data, this.stats);
   }
 
   private onHandshakeError?: (address: string) => void;
@@ -222,8 +226,8 @@ export class Controller {
   world = 1;
 
   /** Ranks 0..world-1 that are not connected now. */
-  missingRanks(world = this.world): number[] {
-    const live = new Set(this.liveRanks().map((r) => r.info.rank));
+  missingRanks(world = this.world, stale?: ReadonlySet<string>): number[] {
+    const live = new Set(this.liveRanks().filter((r) => !stale?.has(r.info.incarnation)).map((r) => r.info.rank));
     return Array.from({ length: world }, (_, i) => i).filter((i) => !live.has(i));
   }
 
@@ -231,16 +235,16 @@ export class Controller {
    * Resolves once ranks 0..world-1 have all said hello (on both sockets); past `timeoutMs` it throws
    * a RanksMissingError naming the ranks that did not.
    */
-  async waitForRanks(world: number, timeoutMs: number, isAborted?: () => Error | undefined): Promise<void> {
+  async waitForRanks(world: number, timeoutMs: number, isAborted?: () => Error | undefined, stale?: ReadonlySet<string>): Promise<void> {
     this.world = world;
     const deadline = Date.now() + timeoutMs;
-    while (this.missingRanks(world).length > 0) {
+    while (this.missingRanks(world, stale).length > 0) {
       const err = isAborted?.();
       if (err) throw err;
       if (this.closed) throw SidecarError.generate('rank_lost', 'controller closed while waiting for ranks');
       const left = deadline - Date.now();
       if (left <= 0) {
-        const missing = this.missingRanks(world);
+        const missing = this.missingRanks(world, stale);
         throw new RanksMissingError(`rank${missing.length > 1 ? 's' : ''} ${missing.join(', ')} of a world of ${world} did not say hello within ${timeoutMs} ms`, missing, world);
       }
       await new Promise<void>((resolve) => {
@@ -280,6 +284,7 @@ export class Controller {
   }
 
   private onFrames(frames: Buffer[], isData: boolean): void {
+    for (const f of frames) this.stats.bytesIn += f.byteLength;
     const [rid, f0, ...payload] = frames;
     if (!rid || !f0) {
       this.stats.badFrames++;
@@ -558,8 +563,9 @@ export class Controller {
     const run = async () => {
       const calls = args.map((a, r) => this.call(op, a, payloads[r] ?? {}, { ...opts, rank: r }));
       const settled = await Promise.allSettled(calls);
-      const bad = settled.find((s): s is PromiseRejectedResult => s.status === 'rejected');
-      if (bad) throw bad.reason;
+      const bad = settled.filter((s): s is PromiseRejectedResult => s.status === 'rejected').map((s) => s.reason as Error);
+      // A lost rank is the cause; the survivors' errors (a broken collective) are its consequence.
+      if (bad.length) throw bad.find((e) => e instanceof SidecarError && e.code === 'rank_lost') ?? bad[0];
       return settled.map((s) => (s as PromiseFulfilledResult<CallResult>).value);
     };
     const p = this.worldTail.then(run);

@@ -114,6 +114,18 @@ export class Sidecar {
     return invokeWorld((o, a, p, c) => this.ctl.callWorld(o, a, p, c), op, ranks.map(args), ranks.map((r) => payloads?.(r) ?? {}), opts);
   }
 
+  /**
+   * After a rank was lost: waits for a new incarnation of every rank (torchrun restarts the whole world,
+   * `--max-restarts`), then resolves; the new ranks hold no policy (load it again). Throws a
+   * RanksMissingError naming the ranks that did not come back, or SidecarStartError once torchrun gave up.
+   */
+  async rejoin(timeoutMs = 300_000): Promise<void> {
+    const stale = new Set(this.ctl.rankInfos().map((r) => r.incarnation));
+    await this.ctl.waitForRanks(this.ctl.world, timeoutMs, () =>
+      this.exitInfo ? new SidecarStartError(`the rank launcher exited (${this.exitInfo.signal ?? `code ${this.exitInfo.code}`}): no restart left`, this.stderrTail) : undefined,
+    stale);
+  }
+
   /** How many ranks this sidecar has (its torch.distributed world size). */
   get world(): number {
     return this.ctl.world;

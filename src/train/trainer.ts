@@ -294,16 +294,23 @@ export async function pairGrpoStep(
 async function startPolicy(cfg: TrainConfig, opts: TrainOptions, ck: Checkpoint | undefined): Promise<{ sc: Sidecar; sides: { und: boolean; gen: boolean } }> {
   const sc = opts.spawn
     ? await opts.spawn()
-    : await Sidecar.spawn({ python: cfg.sidecar.python, threads: cfg.sidecar.threads, plugins: cfg.sidecar.plugins, onLog: opts.onLog, ranks: cfg.sidecar.ranks });
+    : await Sidecar.spawn({ python: cfg.sidecar.python, threads: cfg.sidecar.threads, plugins: cfg.sidecar.plugins, onLog: opts.onLog, ranks: cfg.sidecar.ranks, maxRestarts: cfg.sidecar.maxRestarts });
   try {
+    return { sc, sides: await loadPolicy(sc, cfg, ck) };
+  } catch (e) {
+    await sc.close().catch(() => undefined);
+    throw e;
+  }
+}
+
+/** Loads the policy on every rank (resuming from `ck`) and builds the reward model on each. */
+async function loadPolicy(sc: Sidecar, cfg: TrainConfig, ck: Checkpoint | undefined): Promise<{ und: boolean; gen: boolean }> {
+  {
     const loaded = await sc.train.load(loadArgs(cfg, ck?.policyDir));
     const sides = grpoSides(loaded.args.capabilities);
     // every rank scores its own images: each builds the reward model (fails early if it cannot)
     if (sides.gen) for (let r = 0; r < sc.world; r++) await sc.train.prepareReward({ reward: cfg.gen.reward }, {}, { rank: r });
-    return { sc, sides };
-  } catch (e) {
-    await sc.close().catch(() => undefined);
-    throw e;
+    return sides;
   }
 }
 
@@ -375,9 +382,23 @@ export async function train(cfg: TrainConfig, opts: TrainOptions = {}): Promise<
           throw SidecarError.generate('rank_lost', `sidecar died ${restarts} times (limit ${cfg.sidecar.maxRestarts}): ${(e as Error).message}`, false, {}, { cause: e });
         }
         log(`pairuni train: sidecar lost (${(e as Error).message}); restart ${restarts}/${cfg.sidecar.maxRestarts} from ${ck?.dir ?? 'the initial model'}`);
-        await sc.close().catch(() => undefined);
         ck = latestCheckpoint(cfg.out);
-        ({ sc, sides } = await startPolicy(cfg, opts, ck));
+        let rejoined = false;
+        if (sc.world > 1) {
+          // torchrun restarts the whole world (--max-restarts): wait for it, then reload the checkpoint
+          try {
+            await sc.rejoin();
+            sides = await loadPolicy(sc, cfg, ck);
+            rejoined = true;
+            log(`pairuni train: the world of ${sc.world} ranks is back; resuming from step ${ck?.state.step ?? 0}`);
+          } catch (re) {
+            log(`pairuni train: the ranks did not come back (${(re as Error).message}); starting new ones`);
+          }
+        }
+        if (!rejoined) {
+          await sc.close().catch(() => undefined);
+          ({ sc, sides } = await startPolicy(cfg, opts, ck));
+        }
         step = ck?.state.step ?? 0;
         savedStep = step;
         runLog.startAt(step);

@@ -30,7 +30,7 @@ def torchrun(n: int, *args: str, timeout: float = 300) -> subprocess.CompletedPr
 
 
 @pytest.fixture(scope="module")
-def worlds(tmp_path_factory):
+def inputs(tmp_path_factory):
     from PIL import Image
 
     from pairuni_sidecar.adapters.tiny import build_tiny_janus
@@ -39,11 +39,16 @@ def worlds(tmp_path_factory):
     model = build_tiny_janus(str(d / "model"), seed=0)
     img = d / "a.png"
     Image.fromarray(np.random.default_rng(1).integers(0, 255, (32, 32, 3), dtype=np.uint8)).save(img)
-    out = d / "out"
-    out.mkdir()
+    return model, str(img)
+
+
+@pytest.fixture(scope="module")
+def worlds(inputs, tmp_path_factory):
+    model, img = inputs
+    out = tmp_path_factory.mktemp("out")
     worker = str(HERE / "dist_worker.py")
-    torchrun(1, worker, model, str(img), str(out))
-    torchrun(2, worker, model, str(img), str(out))
+    torchrun(1, worker, model, img, str(out))
+    torchrun(2, worker, model, img, str(out))
     load = lambda name: torch.load(out / name, weights_only=False)  # noqa: E731
     return load("world1-rank0.pt"), load("world2-rank0.pt"), load("world2-rank1.pt")
 
@@ -94,3 +99,32 @@ def test_coefficients_with_world_totals_hand_values():
     parts = traj_coefficients([a, b], LossCfg(agg="token_mean", norm="side"), ["und", "und"])
     assert [float(parts[0][0]), float(parts[1][0])] == pytest.approx([1 / 6, 1 / 6])
     assert side_totals([a, b], ["und", "und"]) == {"und": (2, 6.0)}
+
+
+def test_two_torchrun_agents_form_one_world_over_c10d_and_train_the_same(inputs, worlds, tmp_path):
+    """Two "hosts" on loopback: two torchrun agents (--nnodes 2, one rank each) meet through c10d
+    rendezvous, form one world of 2 and train to the single-host numbers."""
+    import socket
+
+    one, r0, _ = worlds
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    model, img = inputs
+    out = tmp_path / "c10d"
+    out.mkdir()
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT / "python_sidecar")}
+    agents = [subprocess.Popen([sys.executable, "-m", "torch.distributed.run", "--nnodes=2", "--nproc-per-node=1",
+                                "--rdzv-backend=c10d", f"--rdzv-endpoint=127.0.0.1:{port}", "--rdzv-id=pairuni-test",
+                                str(HERE / "dist_worker.py"), model, img, str(out)],
+                               env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+              for _ in range(2)]
+    logs = [a.communicate(timeout=300)[0] for a in agents]
+    assert [a.returncode for a in agents] == [0, 0], "\n".join(x[-3000:] for x in logs)
+    got = torch.load(out / "world2-rank0.pt", weights_only=False)
+    assert got["sharded"] and got["world"] == 2
+    worst = max(float((one["params"][k] - got["params"][k]).abs().max()) for k in one["params"])
+    assert worst <= 1e-5
+    # the same world as the single-agent run: identical numbers
+    for k in r0["params"]:
+        assert torch.equal(r0["params"][k], got["params"][k]), k

@@ -117,6 +117,7 @@ describe('data-parallel PairGRPO through the trainer', () => {
       parallel: { parts: 2 },
     });
   const quiet = { onLog: () => undefined };
+  let want: StepMetrics[] = [];
   const stable = (ms: StepMetrics[]) => ms.map((m) => Object.fromEntries(Object.entries(m).filter(([k]) => !k.startsWith('time/') && k !== 'tokens_per_s')));
   const close = (a: StepMetrics[], b: StepMetrics[]) => {
     const [x, y] = [stable(a), stable(b)];
@@ -132,7 +133,7 @@ describe('data-parallel PairGRPO through the trainer', () => {
   it('2 ranks == 1 rank on the same parts; a 2-rank checkpoint resumes at 1 and at 2 identically', async () => {
     const ref = config('ref', 1, 3);
     await train(ref, quiet);
-    const want = readMetrics(ref.out);
+    want = readMetrics(ref.out);
     expect(want.map((m) => m.step)).toEqual([1, 2, 3]);
 
     const two = config('two', 2, 2);
@@ -145,5 +146,28 @@ describe('data-parallel PairGRPO through the trainer', () => {
       await train(config(out, ranks, 3), { ...quiet, resume: true });
       close(readMetrics(join(dir, out)), want);
     }
+  }, 600_000);
+
+  it('a rank SIGKILLed mid-update: torchrun restarts the world, the trainer reloads the checkpoint and ends with the uninterrupted metrics', async () => {
+    expect(want).toHaveLength(3);
+    const cfg = config('killed', 2, 3);
+    const lines: string[] = [];
+    let spawned = 0;
+    const res = await train(
+      { ...cfg, sidecar: { ...cfg.sidecar, maxRestarts: 1 } },
+      {
+        onLog: (l) => lines.push(l),
+        // rank 1 kills itself (SIGKILL) in its 2nd train.update, in the first incarnation only
+        spawn: async () => {
+          spawned++;
+          return Sidecar.spawn({ ranks: 2, maxRestarts: 1, threads: 1, env: { PAIRUNI_TEST_KILL_UPDATE: '2:1' }, onLog: (l) => lines.push(l) });
+        },
+      },
+    );
+    expect(res.restarts).toBe(1);
+    expect(spawned).toBe(1); // the same launcher: torchrun restarted the ranks, no new sidecar
+    expect(lines.some((l) => /rank 1 lost/.test(l))).toBe(true);
+    expect(lines.some((l) => /the world of 2 ranks is back; resuming from step 1/.test(l))).toBe(true);
+    close(readMetrics(cfg.out), want);
   }, 600_000);
 });

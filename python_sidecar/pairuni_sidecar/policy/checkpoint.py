@@ -121,7 +121,12 @@ def load_policy(adapter_name: str, spec: LoadSpec, optim: OptimCfg, resume_dir: 
     else:  # full tensors by parameter name: each rank keeps its shard
         from torch.distributed.checkpoint.state_dict import set_optimizer_state_dict
 
-        set_optimizer_state_dict(policy.adapter.model, policy.optimizer, state, options=_sd_options())
+        from torch.distributed.checkpoint.state_dict import StateDictOptions
+
+        # strict=False: a parameter that never had a gradient (e.g. every und group had zero variance)
+        # has no AdamW state yet, exactly as in the run that saved it
+        set_optimizer_state_dict(policy.adapter.model, policy.optimizer, state,
+                                 options=StateDictOptions(full_state_dict=True, cpu_offload=True, strict=False))
     for g in policy.optimizer.param_groups:  # the run's settings win over the stored ones
         g["lr"], g["betas"], g["eps"], g["weight_decay"] = optim.lr, tuple(optim.betas), optim.eps, optim.weight_decay
     set_rng_state(torch.load(os.path.join(resume_dir, "rng.pt"), weights_only=False))
