@@ -117,7 +117,14 @@ describe('data-parallel PairGRPO through the trainer', () => {
       parallel: { parts: 2 },
     });
   const quiet = { onLog: () => undefined };
-  let want: StepMetrics[] = [];
+  /** The uninterrupted reference: 3 steps at 1 rank over the same 2 parts (run once, on first use). */
+  let ref: Promise<StepMetrics[]> | undefined;
+  const reference = () =>
+    (ref ??= (async () => {
+      const c = config('ref', 1, 3);
+      await train(c, quiet);
+      return readMetrics(c.out);
+    })());
   const stable = (ms: StepMetrics[]) => ms.map((m) => Object.fromEntries(Object.entries(m).filter(([k]) => !k.startsWith('time/') && k !== 'tokens_per_s')));
   const close = (a: StepMetrics[], b: StepMetrics[]) => {
     const [x, y] = [stable(a), stable(b)];
@@ -131,9 +138,7 @@ describe('data-parallel PairGRPO through the trainer', () => {
   };
 
   it('2 ranks == 1 rank on the same parts; a 2-rank checkpoint resumes at 1 and at 2 identically', async () => {
-    const ref = config('ref', 1, 3);
-    await train(ref, quiet);
-    want = readMetrics(ref.out);
+    const want = await reference();
     expect(want.map((m) => m.step)).toEqual([1, 2, 3]);
 
     const two = config('two', 2, 2);
@@ -149,6 +154,7 @@ describe('data-parallel PairGRPO through the trainer', () => {
   }, 600_000);
 
   it('a rank SIGKILLed mid-update: torchrun restarts the world, the trainer reloads the checkpoint and ends with the uninterrupted metrics', async () => {
+    const want = await reference();
     expect(want).toHaveLength(3);
     const cfg = config('killed', 2, 3);
     const lines: string[] = [];

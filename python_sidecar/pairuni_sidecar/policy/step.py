@@ -58,8 +58,9 @@ class Policy:
         self.adapter = adapter
         self.optim_cfg = (optim or OptimCfg()).validate("optim")
         self.world = dist.current()
-        if self.world.distributed:
+        if self.world.distributed and not getattr(adapter, "sharded", False):
             adapter.shard()  # before the optimizer: it must hold the sharded parameters
+            adapter.sharded = True
         named = adapter.trainable_parameters()
         if not named:
             raise BadRequest("the adapter exposes no trainable parameters")
