@@ -124,8 +124,13 @@ def shard(modules: Iterable[torch.nn.Module], root: torch.nn.Module, *, forward_
     fully_shard(root, **kw)
     for m, name in forward_methods:
         register_fsdp_forward_method(m, name)
-    # FSDP2 makes the first module whose forward runs the root of its tree. Adapters call submodules
-    # before (or without) the root's forward, so the root is initialised here, once, explicitly.
+    if not any(p.is_meta for p in root.parameters()):
+        init_root(root)  # a model built on the meta device does this once materialised
+
+
+def init_root(root: torch.nn.Module) -> None:
+    """FSDP2 makes the first module whose forward runs the root of its tree. Adapters call submodules
+    before (or without) the root's forward, so the root is initialised explicitly, once."""
     root._get_fsdp_state()._lazy_init()
 
 

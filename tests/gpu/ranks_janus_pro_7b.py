@@ -95,6 +95,8 @@ def main() -> int:
                 inv, _ = m.rope_init_fn(m.config, w.device)
                 m.inv_freq.copy_(inv)
     adapter.device = w.device
+    if w.distributed:
+        dist.init_root(model)
     adapter.sharded = True  # Policy builds its optimizer over these shards and does not shard again
     policy = Policy(adapter, OptimCfg(lr=1e-6, micro_batch=a.micro_batch))
     build_s = time.perf_counter() - t0
