@@ -36,7 +36,7 @@ export async function main(argv: string[]): Promise<Record<string, unknown>> {
   const [steps, warmup, pairsN, k, threads] = [values.steps, values.warmup, values.pairs, values.k, values.threads].map(Number);
   const dir = mkdtempSync(join(tmpdir(), 'pairuni-bench-ranks-'));
   try {
-    const builder = await Sidecar.spawn({ threads });
+    const builder = await Sidecar.spawn({ threads, deadMs: 60_000 });
     const modelDir = await buildTinyJanus(builder, join(dir, 'tiny'));
     await builder.close();
     const dataFile = writeTinyPairUG(join(dir, 'data'), 8);
@@ -54,7 +54,7 @@ export async function main(argv: string[]): Promise<Record<string, unknown>> {
         sidecar: { threads, ranks },
         parallel: { parts: 2 },
       });
-      const sc = await Sidecar.spawn({ ranks, threads });
+      const sc = await Sidecar.spawn({ ranks, threads, deadMs: 60_000 });
       try {
         const loaded = await sc.train.load(loadArgs(cfg));
         const sides = grpoSides(loaded.args.capabilities);

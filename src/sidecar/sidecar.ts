@@ -264,6 +264,11 @@ export class Sidecar {
     return this.ctl.rankInfos();
   }
 
+  /** How the spawned process (the sidecar, or torchrun for several ranks) ended; undefined while it runs. */
+  get exited(): { code: number | null; signal: NodeJS.Signals | null } | undefined {
+    return this.exitInfo ? { ...this.exitInfo } : undefined;
+  }
+
   get pid(): number | undefined {
     return this.child?.pid;
   }
@@ -286,8 +291,8 @@ export class Sidecar {
     return this.ctl.onEvent((ev) => fn(ev.rank, ev.reason));
   }
 
-  /** Graceful shutdown: bye to every rank, wait for a spawned process (then SIGKILL), close sockets. */
-  async close(timeoutMs = 5000): Promise<void> {
+  /** Graceful shutdown: bye to every rank, wait for a spawned process (then SIGTERM, SIGKILL), close sockets (torchrun: longer, ranks leave the process group first). */
+  async close(timeoutMs = this.ctl.world > 1 ? 30_000 : 5000): Promise<void> {
     await this.ctl.close();
     const child = this.child;
     if (child && !this.exitInfo) {

@@ -80,6 +80,11 @@ describe('two ranks started by torchrun', () => {
     const pids = await Promise.all([0, 1].map(async (rank) => (await sc.call('echo', { rank }, {}, { rank })).args.rank));
     expect(pids).toEqual([0, 1]);
   });
+
+  it('closes cleanly: every rank leaves the process group and torchrun exits 0 (no abort)', async () => {
+    await sc.close();
+    expect(sc.exited).toEqual({ code: 0, signal: null });
+  });
 });
 
 it('names the rank that never arrives (typed timeout)', async () => {
