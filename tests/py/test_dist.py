@@ -21,8 +21,13 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
 
 
-def torchrun(n: int, *args: str, timeout: float = 300) -> subprocess.CompletedProcess:
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT / "python_sidecar")}
+def env_for(tmp: Path) -> dict:
+    # torchrun leaves its log directories in TMPDIR: keep them inside the test's own tmp dir
+    return {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT / "python_sidecar"), "TMPDIR": str(tmp)}
+
+
+def torchrun(n: int, tmp: Path, *args: str, timeout: float = 300) -> subprocess.CompletedProcess:
+    env = env_for(tmp)
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={n}", *args]
     r = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout)
     assert r.returncode == 0, f"torchrun x{n} failed ({r.returncode}):\n{r.stdout[-3000:]}\n{r.stderr[-6000:]}"
@@ -47,8 +52,8 @@ def worlds(inputs, tmp_path_factory):
     model, img = inputs
     out = tmp_path_factory.mktemp("out")
     worker = str(HERE / "dist_worker.py")
-    torchrun(1, worker, model, img, str(out))
-    torchrun(2, worker, model, img, str(out))
+    torchrun(1, out, worker, model, img, str(out))
+    torchrun(2, out, worker, model, img, str(out))
     load = lambda name: torch.load(out / name, weights_only=False)  # noqa: E731
     return load("world1-rank0.pt"), load("world2-rank0.pt"), load("world2-rank1.pt")
 
@@ -113,7 +118,7 @@ def test_two_torchrun_agents_form_one_world_over_c10d_and_train_the_same(inputs,
     model, img = inputs
     out = tmp_path / "c10d"
     out.mkdir()
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT / "python_sidecar")}
+    env = env_for(tmp_path)
     agents = [subprocess.Popen([sys.executable, "-m", "torch.distributed.run", "--nnodes=2", "--nproc-per-node=1",
                                 "--rdzv-backend=c10d", f"--rdzv-endpoint=127.0.0.1:{port}", "--rdzv-id=pairuni-test",
                                 str(HERE / "dist_worker.py"), model, img, str(out)],
