@@ -14,7 +14,8 @@ export function rankParts(parts: number, world: number, rank: number): number[] 
   return Array.from({ length: parts / world }, (_, k) => rank + k * world);
 }
 
-export function checkParts(parts: number, world: number, batchPairs?: number): void {
+export function checkParts(parts: number, world: number, batchPairs?: number, gradCosine = false): void {
+  if (gradCosine && world > 1) throw new ConfigError('log.gradCosine is computed on one rank only: turn it off with more than one rank');
   if (!(Number.isInteger(parts) && parts >= 1)) throw new ConfigError(`parallel.parts must be an integer >= 1, got ${parts}`);
   if (parts % world !== 0) throw new ConfigError(`parallel.parts (${parts}) must be a multiple of the number of ranks (${world})`);
   if (batchPairs !== undefined && batchPairs % parts !== 0) {

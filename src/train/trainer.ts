@@ -146,7 +146,7 @@ export async function pairGrpoStep(
   const gPairs = sides.gen ? gIdx.map((i) => pairs[i]) : [];
   const P = cfg.parallel.parts ?? 1;
   const world = sc.world;
-  checkParts(P, world, cfg.batchPairs);
+  checkParts(P, world, cfg.batchPairs, cfg.log.gradCosine);
   const mine = (r: number) => rankParts(P, world, r);
 
   // 2. Rollouts: K_u answers per (image, question), K_g images per prompt. They stay in the sidecar.

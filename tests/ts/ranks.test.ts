@@ -11,7 +11,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { BadRequestError, RanksMissingError } from '../../src/errors.js';
 import { resolvePython, Sidecar } from '../../src/sidecar/index.js';
 import { writeTinyPairUG } from '../../src/train/fixtures.js';
-import { mergeUpdateMetrics, partSeed, rankParts } from '../../src/train/parts.js';
+import { checkParts, mergeUpdateMetrics, partOf, partSeed, rankParts } from '../../src/train/parts.js';
 import { parseTrainConfig, readMetrics, train, type StepMetrics } from '../../src/train/index.js';
 import type { UpdateMetrics } from '../../src/contract/ops.js';
 
@@ -35,6 +35,10 @@ describe('parts and metrics (hand values)', () => {
     expect(rankParts(4, 2, 1)).toEqual([1, 3]);
     expect(rankParts(2, 1, 0)).toEqual([0, 1]);
     expect(() => rankParts(3, 2, 0)).toThrow(/multiple of the number of ranks \(2\)/);
+    expect(() => checkParts(2, 2, 3)).toThrow(/batchPairs \(3\) must be a multiple of parallel.parts \(2\)/);
+    expect(() => checkParts(2, 2, 4, true)).toThrow(/gradCosine/);
+    expect(() => checkParts(2, 1, 4, true)).not.toThrow();
+    expect(partOf([10, 11, 12, 13], 2, 1)).toEqual([12, 13]);
     expect(partSeed(12345, 0)).toBe(12345);
     expect(partSeed(12345, 1)).toBe(Number(((12345n * 1_000_003n + 1n) * 7919n) % 2_147_483_647n));
   });
