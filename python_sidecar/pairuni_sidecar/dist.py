@@ -35,13 +35,14 @@ from .errors import BadRequest
 
 @dataclass
 class World:
-    rank: int = 0
-    size: int = 1
-    local_rank: int = 0
-    device: torch.device = torch.device("cpu")
-    mesh: Any = None  # DeviceMesh when size > 1
+    # No defaults here: a world is always built whole (``init_world``, ``current``).
+    rank: int
+    size: int
+    local_rank: int
+    device: torch.device
+    mesh: Any  # DeviceMesh when size > 1
     #: torchrun's restart counter: each restart of the world is a new epoch
-    restart: int = 0
+    restart: int
 
     @property
     def distributed(self) -> bool:
@@ -67,7 +68,7 @@ def init_world(rank: int, size: int, local_rank: int) -> World:
     if _WORLD is not None:
         return _WORLD
     dev = pick_device(local_rank)
-    w = World(rank=rank, size=size, local_rank=local_rank, device=dev,
+    w = World(rank=rank, size=size, local_rank=local_rank, device=dev, mesh=None,
               restart=int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0") or 0))
     if size > 1:
         import torch.distributed as dist
@@ -90,7 +91,7 @@ def current() -> World:
     """This process's world (a world of one on the default device until ``init_world`` runs)."""
     global _WORLD
     if _WORLD is None:
-        _WORLD = World(device=pick_device(0))
+        _WORLD = World(rank=0, size=1, local_rank=0, device=pick_device(0), mesh=None, restart=0)
     return _WORLD
 
 
