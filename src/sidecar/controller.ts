@@ -226,8 +226,8 @@ export class Controller {
   world = 1;
 
   /** Ranks 0..world-1 that are not connected now. */
-  missingRanks(world = this.world, stale?: ReadonlySet<string>): number[] {
-    const live = new Set(this.liveRanks().filter((r) => !stale?.has(r.info.incarnation)).map((r) => r.info.rank));
+  missingRanks(world = this.world, accept?: (r: RankInfo) => boolean): number[] {
+    const live = new Set(this.liveRanks().filter((r) => !accept || accept(r.info)).map((r) => r.info.rank));
     return Array.from({ length: world }, (_, i) => i).filter((i) => !live.has(i));
   }
 
@@ -235,16 +235,16 @@ export class Controller {
    * Resolves once ranks 0..world-1 have all said hello (on both sockets); past `timeoutMs` it throws
    * a RanksMissingError naming the ranks that did not.
    */
-  async waitForRanks(world: number, timeoutMs: number, isAborted?: () => Error | undefined, stale?: ReadonlySet<string>): Promise<void> {
+  async waitForRanks(world: number, timeoutMs: number, isAborted?: () => Error | undefined, accept?: (r: RankInfo) => boolean): Promise<void> {
     this.world = world;
     const deadline = Date.now() + timeoutMs;
-    while (this.missingRanks(world, stale).length > 0) {
+    while (this.missingRanks(world, accept).length > 0) {
       const err = isAborted?.();
       if (err) throw err;
       if (this.closed) throw SidecarError.generate('rank_lost', 'controller closed while waiting for ranks');
       const left = deadline - Date.now();
       if (left <= 0) {
-        const missing = this.missingRanks(world, stale);
+        const missing = this.missingRanks(world, accept);
         throw new RanksMissingError(`rank${missing.length > 1 ? 's' : ''} ${missing.join(', ')} of a world of ${world} did not say hello within ${timeoutMs} ms`, missing, world);
       }
       await new Promise<void>((resolve) => {

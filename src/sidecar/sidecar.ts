@@ -115,15 +115,23 @@ export class Sidecar {
   }
 
   /**
-   * After a rank was lost: waits for a new incarnation of every rank (torchrun restarts the whole world,
-   * `--max-restarts`), then resolves; the new ranks hold no policy (load it again). Throws a
+   * After a rank of the world of restart `after` (`sc.epoch` before the loss) was lost: waits for every
+   * rank of a later restart (torchrun restarts the whole world, `--max-restarts`); the new ranks hold
+   * no policy (load it again). Throws a
    * RanksMissingError naming the ranks that did not come back, or SidecarStartError once torchrun gave up.
    */
-  async rejoin(timeoutMs = 300_000): Promise<void> {
-    const stale = new Set(this.ctl.rankInfos().map((r) => r.incarnation));
+  async rejoin(after: number, timeoutMs = 300_000): Promise<void> {
+    // Ranks of a later torchrun restart (TORCHELASTIC_RESTART_COUNT in their hello) than the lost
+    // world's: a rank of the new world may have said hello before the loss was even noticed.
     await this.ctl.waitForRanks(this.ctl.world, timeoutMs, () =>
       this.exitInfo ? new SidecarStartError(`the rank launcher exited (${this.exitInfo.signal ?? `code ${this.exitInfo.code}`}): no restart left`, this.stderrTail) : undefined,
-    stale);
+    (r) => Number(r.extra.restart ?? 0) > after);
+  }
+
+  /** The torchrun restart count of the current world (the lowest among the live ranks; 0 without torchrun). */
+  get epoch(): number {
+    const live = this.ctl.rankInfos().filter((r) => r.alive);
+    return live.length ? Math.min(...live.map((r) => Number(r.extra.restart ?? 0))) : 0;
   }
 
   /** How many ranks this sidecar has (its torch.distributed world size). */

@@ -341,6 +341,7 @@ export async function train(cfg: TrainConfig, opts: TrainOptions = {}): Promise<
   let step = ck?.state.step ?? 0;
   let restarts = ck?.state.restarts ?? 0;
   let { sc, sides } = await startPolicy(cfg, opts, ck);
+  let epoch = sc.epoch; // torchrun's restart count of the world the policy is loaded on
   // From here on every exit goes through the `finally` below, which closes the sidecar.
   let runLog: RunLog | undefined;
   let savedStep = step;
@@ -387,7 +388,8 @@ export async function train(cfg: TrainConfig, opts: TrainOptions = {}): Promise<
         if (sc.world > 1) {
           // torchrun restarts the whole world (--max-restarts): wait for it, then reload the checkpoint
           try {
-            await sc.rejoin();
+            await sc.rejoin(epoch);
+            epoch = sc.epoch;
             sides = await loadPolicy(sc, cfg, ck);
             rejoined = true;
             log(`pairuni train: the world of ${sc.world} ranks is back; resuming from step ${ck?.state.step ?? 0}`);
@@ -398,6 +400,7 @@ export async function train(cfg: TrainConfig, opts: TrainOptions = {}): Promise<
         if (!rejoined) {
           await sc.close().catch(() => undefined);
           ({ sc, sides } = await startPolicy(cfg, opts, ck));
+          epoch = sc.epoch;
         }
         step = ck?.state.step ?? 0;
         savedStep = step;
