@@ -184,7 +184,7 @@ describe('data-parallel PairGRPO through the trainer', () => {
     expect(lines.some((l) => /rank 1 lost/.test(l))).toBe(true);
     expect(lines.some((l) => /the world of 2 ranks is back; resuming from step 1/.test(l))).toBe(true);
     close(readMetrics(cfg.out), want);
-    // Known flake (not understood yet): in 2 of 6 runs the restarted world stalled in step 3 with both
-    // ranks idle; the bound keeps such a run from holding the suite for long.
+    // Known flake (not understood yet): in 2 of 6 runs the trainer stalled after the restart with both
+    // new ranks idle (once in step 3); the bound keeps such a run from holding the suite for long.
   }, 300_000);
 });
