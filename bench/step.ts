@@ -15,7 +15,7 @@ import { performance } from 'node:perf_hooks';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
-import { makeClient } from '../src/sidecar/client.js';
+import { invoke, makeClient } from '../src/sidecar/client.js';
 import { Sidecar, Tensor, resolvePython } from '../src/sidecar/index.js';
 import { buildTinyJanus, writeTinyPairUG } from '../src/train/fixtures.js';
 import { loadArgs, loadPairUG, pairGrpoStep, parseTrainConfig } from '../src/train/index.js';
@@ -85,13 +85,18 @@ export async function main(argv: string[]): Promise<Record<string, unknown>> {
     const side = sc;
     let calls: Recorded[] = [];
     // The same typed client the trainer uses, over a raw call that records each request as sent.
-    const recorder = makeClient((op, args, tensors, opts) => {
+    const raw = (op: string, args: Record<string, unknown>, tensors: Record<string, unknown>, opts?: object) => {
       const rec: Recorded = { op, args, tensors: Object.fromEntries(Object.entries(tensors).map(([k, t]) => [k, Array.from((t as Tensor).data as Float32Array)])) };
       calls.push(rec);
-      return side.call(op, args, tensors, opts).then((r) => {
+      return side.call(op, args, tensors as never, opts).then((r) => {
         rec.result = r.args;
         return r;
       });
+    };
+    // One rank: the world API (`sc.all`) is the same typed call on rank 0.
+    const recorder = Object.assign(makeClient(raw as never), {
+      world: 1,
+      all: async (op: never, args: (r: number) => never, payloads?: (r: number) => never) => [await invoke(raw as never, op, args(0), payloads?.(0) ?? {})],
     }) as unknown as Sidecar;
     const ts: number[] = [];
     const inproc: number[] = [];

@@ -113,6 +113,13 @@ export class SidecarStartError extends PairuniError {
   }
 }
 
+/** Ranks of a world that never said hello in time; `missing` names them (0-based rank numbers). */
+export class RanksMissingError extends SidecarStartError {
+  constructor(message: string, readonly missing: number[], readonly world: number, stderrTail = '', options?: { cause?: unknown }) {
+    super(message, stderrTail, options);
+  }
+}
+
 /** A configuration object or file that does not validate. */
 export class ConfigError extends PairuniError {
   constructor(message: string, options?: { cause?: unknown }) {

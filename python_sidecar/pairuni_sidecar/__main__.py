@@ -2,7 +2,10 @@
 
 Spawned by the TS SDK (`Sidecar.spawn`) with ipc:// endpoints, or started by hand / by torchrun
 with `--connect tcp://HOST:PORT` for `Sidecar.attach` (the data socket defaults to PORT+1).
-Under torchrun, RANK / WORLD_SIZE / LOCAL_RANK are read from the environment.
+Under torchrun, RANK / WORLD_SIZE / LOCAL_RANK are read from the environment, and with more than one
+rank the process joins a torch.distributed world (``dist.py``)::
+
+    torchrun --nproc-per-node 2 -m pairuni_sidecar --connect tcp://CTRL:5555
 """
 from __future__ import annotations
 
@@ -29,11 +32,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--rank", type=int, default=int(os.environ.get("RANK", 0)))
     ap.add_argument("--world", type=int, default=int(os.environ.get("WORLD_SIZE", 1)))
     ap.add_argument("--local-rank", type=int, default=int(os.environ.get("LOCAL_RANK", 0)))
-    ap.add_argument("--parent-pid", type=int, default=None, help="exit when this process is no longer our parent")
+    ap.add_argument("--parent-pid", type=int, default=None, help="the controller's pid: exit when that process is gone")
     ap.add_argument("--wait-controller", type=float, default=300.0, help="seconds to wait for the controller's welcome")
     ap.add_argument("--plugins", action="append", default=[],
                     help="plug-in module(s): ops, rewards, adapters, backbones, tiny-model builders (repeatable)")
     ap.add_argument("--threads", type=int, default=None, help="torch intra-op threads")
+    ap.add_argument("--curve-key", default=os.environ.get("PAIRUNI_CURVE_KEY"),
+                    help="this rank's key file (`pairuni keys NAME` → NAME.key): connect with CURVE")
+    ap.add_argument("--curve-server", default=os.environ.get("PAIRUNI_CURVE_SERVER"),
+                    help="the controller's public key, or its .pub file (with --curve-key)")
     a = ap.parse_args(argv)
 
     extra = tuple(a.plugins) + tuple(m for m in os.environ.get("PAIRUNI_PLUGINS", "").split(",") if m)
@@ -41,7 +48,9 @@ def main(argv: list[str] | None = None) -> int:
         import torch
 
         torch.set_num_threads(a.threads)
-    from .server import Server
+    from .server import Server, read_curve
+
+    curve = read_curve(a.curve_key, a.curve_server)
 
     srv = Server(
         a.ctrl,
@@ -52,6 +61,7 @@ def main(argv: list[str] | None = None) -> int:
         parent_pid=a.parent_pid,
         wait_controller_s=a.wait_controller,
         plugins=extra,
+        curve=curve,
     )
 
     def stop(signum, _frame):
@@ -65,10 +75,17 @@ def main(argv: list[str] | None = None) -> int:
         # the controller's to handle (finish the step, save, then end this rank with bye / SIGTERM).
         signal.signal(signal.SIGINT, signal.SIG_IGN)
     try:
-        return srv.serve()
+        code = srv.serve()
     finally:
-        if a.parent_pid is not None and os.getppid() != a.parent_pid:
+        from .server import controller_alive
+
+        if a.parent_pid is not None and not controller_alive(a.parent_pid):
             _remove_socket_dir(a.ctrl)
+    if a.world > 1:
+        from . import dist
+
+        dist.exit_process(code)  # destroy_process_group, then os._exit: no gloo abort at exit
+    return code
 
 
 def _remove_socket_dir(ctrl: str) -> None:

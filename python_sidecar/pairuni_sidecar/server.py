@@ -85,7 +85,9 @@ class Server:
         parent_pid: int | None = None,
         wait_controller_s: float = 60.0,
         plugins: tuple[str, ...] = (),
+        curve: tuple[bytes, bytes, bytes] | None = None,
     ) -> None:
+        self.curve = curve  # (public, secret, server public), Z85
         self.ctrl_endpoint = ctrl_endpoint
         self.data_endpoint = data_endpoint
         self.rank, self.world, self.local_rank = rank, world, local_rank
@@ -131,6 +133,7 @@ class Server:
         self._send_ctrl("hello", {
             "wire": [WIRE_MAJOR, WIRE_MAJOR], "minor": WIRE_MINOR, "caps": ["raw", "arrow", "chunk"],
             "rank": self.rank, "world": self.world, "local_rank": self.local_rank,
+            "restart": int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0") or 0),
             "host": pysocket.gethostname(), "pid": os.getpid(), "inc": self.incarnation,
             "torch": torch.__version__, "cuda": torch.cuda.is_available(), "sidecar": __version__,
         })
@@ -155,6 +158,8 @@ class Server:
         # typed `too_large` instead (see _drain).
         s.setsockopt(zmq.HEARTBEAT_IVL, 1000)
         s.setsockopt(zmq.HEARTBEAT_TIMEOUT, 5000)
+        if self.curve is not None:
+            s.curve_publickey, s.curve_secretkey, s.curve_serverkey = self.curve
         s.connect(endpoint)
         return s
 
@@ -185,7 +190,7 @@ class Server:
             self._flush_outbox()
             self._pump_streams()
             now = time.monotonic()
-            if self.parent_pid is not None and os.getppid() != self.parent_pid:
+            if self.parent_pid is not None and not controller_alive(self.parent_pid):
                 log("parent process is gone; exiting")
                 self.exit_code = 5
                 return
@@ -423,6 +428,17 @@ class Server:
     _tls = threading.local()
 
     def _worker(self) -> None:
+        # The world (device, and with more than one rank the process group and mesh) is set up here,
+        # after hello: the controller sees which ranks arrived while the group waits for the others.
+        try:
+            from . import dist
+
+            dist.init_world(self.rank, self.world, self.local_rank)
+        except Exception:  # noqa: BLE001 - a rank that cannot join the world leaves it
+            log(f"cannot join the torch.distributed world as rank {self.rank}/{self.world}: {traceback.format_exc()}")
+            self.exit_code, self.stopping = 6, True
+            self._wake_io()
+            return
         while True:
             item = self.work_q.get()
             if item is None:
@@ -547,6 +563,43 @@ class Server:
         if rid is not None:
             h["re"] = rid
         self._send(self.ctrl, "err", h)
+
+
+def read_curve(key_file: str | None, server: str | None) -> tuple[bytes, bytes, bytes] | None:
+    """(public, secret, server public) from a ``pairuni keys`` .key file and the controller's key or .pub."""
+    if not key_file and not server:
+        return None
+    if not (key_file and server):
+        raise SystemExit("CURVE needs both --curve-key (this rank's .key) and --curve-server (the controller's public key)")
+    import json
+
+    try:
+        with open(key_file) as f:
+            kp = json.load(f)
+        pub, sec = kp["public"], kp["secret"]
+    except (OSError, ValueError, KeyError) as e:
+        raise SystemExit(f"cannot read the CURVE key file {key_file!r}: {e}") from None
+    srv = server.strip()
+    if len(srv) != 40 and os.path.isfile(srv):
+        with open(srv) as f:
+            srv = f.read().strip()
+    for what, k in (("public", pub), ("secret", sec), ("server", srv)):
+        if not isinstance(k, str) or len(k) != 40:
+            raise SystemExit(f"CURVE {what} key is not 40 Z85 characters")
+    return pub.encode(), sec.encode(), srv.encode()
+
+
+def controller_alive(pid: int) -> bool:
+    """Whether the controller process still exists (it is our parent, or torchrun's parent)."""
+    if os.getppid() == pid:
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def salvage_header(frame) -> dict:

@@ -6,7 +6,9 @@
  * - `protocols/tools/make-contract.ts` exports it as JSON Schema (`protocols/schemas/ops.schema.json`)
  *   and generates the sidecar's validators and config dataclasses from it; the sidecar refuses a
  *   request that does not match, naming the field (`bad_request`).
- * - `scope: 'world'` marks collective ops (every rank must run them, in the same order).
+ * - `scope: 'world'` marks collective ops (every rank must run them, in the same order): with FSDP2 a
+ *   load shards, a rollout gathers the weights once, an update reduces gradients, a save gathers state.
+ *   `Sidecar` sends them to every rank in one order (src/sidecar/sidecar.ts); the others go to one rank.
  *
  * Wire keys are snake_case; config records travel as `wireRecord(...)` of their one declaration.
  */
@@ -42,6 +44,8 @@ const str = z.string().min(1);
 const empty = z.strictObject({});
 const free = z.record(z.string(), z.unknown());
 const handle = str;
+/** One rollout, or several of one side that share its normalisation group (in order). */
+const handles = z.union([handle, z.array(handle).min(1)]);
 const elapsed = { elapsed_s: z.number() };
 
 /** Capability names an adapter may declare; the trainer decides from them what runs. */
@@ -292,11 +296,13 @@ export const OPS = {
   }),
   'train.und_rollout': op({
     doc: 'sample n answers per (image, question); the batch stays in the sidecar under a handle',
+    scope: 'world',
     args: z.strictObject({ n: int.min(1), items: z.array(z.strictObject({ image_path: userPath, text: z.string() })).min(1), sampling: UndSampling }),
     reply: rolloutReply,
   }),
   'train.gen_rollout': op({
     doc: 'sample n images per prompt; the batch stays in the sidecar under a handle',
+    scope: 'world',
     args: z.strictObject({ n: int.min(1), items: z.array(z.strictObject({ prompt: str })).min(1), sampling: GenSampling }),
     reply: rolloutReply,
   }),
@@ -315,7 +321,7 @@ export const OPS = {
     doc: 'one optimizer step of the clipped surrogate over the given rollouts and advantages',
     scope: 'world',
     args: z.strictObject({
-      handles: z.strictObject({ und: handle.optional(), gen: handle.optional() }),
+      handles: z.strictObject({ und: handles.optional(), gen: handles.optional() }),
       loss: UpdateLoss,
       est_seed: uint,
       grad_cosine: z.boolean().default(false),
@@ -335,6 +341,7 @@ export const OPS = {
   }),
   'train.logprobs': op({
     doc: "current-policy per-token log-probs of a rollout next to its old log-probs and mask",
+    scope: 'world',
     args: z.strictObject({ handle, est_seed: uint.default(0) }),
     reply: z.strictObject({ size: uint, ...elapsed }),
     replyPayloads: { logp: { dtype: f32, rank: 2 }, old_logp: { dtype: f32, rank: 2 }, mask: { dtype: ['u8'], rank: 2 } },

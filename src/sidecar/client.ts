@@ -87,6 +87,38 @@ export async function invoke<N extends OpName>(raw: RawCall, op: N, args: OpArgs
   return { args: rep.data as OpReply<N>, tensors: r.tensors, tables: r.tables };
 }
 
+type RawWorldCall = (op: string, args: Array<Record<string, unknown>>, payloads: Payloads[], opts?: CallOptions) => Promise<CallResult[]>;
+
+/** Whether the catalogue marks `op` as a collective (every rank runs it, in one order). */
+export const isWorldOp = (op: string): boolean => (OPS as Record<string, { scope?: string }>)[op]?.scope === 'world';
+
+/**
+ * Calls a world-scoped op on every rank with that rank's args and payloads (index = rank): each
+ * request is validated before any leaves; replies come back in rank order, each validated.
+ */
+export async function invokeWorld<N extends OpName>(raw: RawWorldCall, op: N, args: ReadonlyArray<OpArgs<N>>, payloads: ReadonlyArray<Payloads> = [], opts?: CallOptions): Promise<Array<OpResult<N>>> {
+  if (!isWorldOp(op)) throw new BadRequestError(`${op} is a per-rank op: call it on one rank ({ rank }), not on the world`, false, { side: 'client' });
+  const decl = OPS[op];
+  const sent = args.map((a, r) => {
+    const req = decl.args.safeParse(a ?? {});
+    if (!req.success) {
+      const { msg, field } = issueText(req.error);
+      throw new BadRequestError(`${op} (rank ${r}): ${msg}`, false, { field, rank: r, side: 'client' });
+    }
+    checkPayloads('payloads' in decl ? decl.payloads : undefined, payloads[r] ?? {}, `${op} (rank ${r})`);
+    return req.data as Record<string, unknown>;
+  });
+  const rs = await raw(op, sent, args.map((_, r) => payloads[r] ?? {}), opts);
+  return rs.map((r, rank) => {
+    const rep = decl.reply.safeParse(r.args);
+    if (!rep.success) {
+      const { msg, field } = issueText(rep.error);
+      throw SidecarError.generate('internal', `${op} reply of rank ${rank} does not match the contract (src/contract/ops.ts): ${msg}`, false, { field, rank, reply: r.args });
+    }
+    return { args: rep.data as OpReply<N>, tensors: r.tensors, tables: r.tables };
+  });
+}
+
 /** Builds the `sc.<ns>.<method>` tree over a raw call function. */
 export function makeClient(raw: RawCall): OpClient {
   const tree: Record<string, unknown> = {};

@@ -7,7 +7,8 @@
 import { randomUUID } from 'node:crypto';
 import type * as arrow from 'apache-arrow';
 import * as zmq from 'zeromq';
-import { ProtocolError, SidecarError, type WireErrorCode } from '../errors.js';
+import { ConfigError, ProtocolError, RanksMissingError, SidecarError, type WireErrorCode } from '../errors.js';
+import { type AuthEvent, type CurveOptions, readKeyPair, readPublicKey, ZapHandler } from './curve.js';
 import { DEFAULT_LIMITS, Flags, type KindName, type Limits, WIRE_MAJOR, WIRE_MINOR } from '../protocol/constants.js';
 import { decodeHeaderFrame, encodeHeaderFrame, salvageIds, type BufferDesc } from '../protocol/header.js';
 import {
@@ -87,6 +88,12 @@ export interface ControllerOptions {
   hbMs?: number;
   deadMs?: number;
   run?: string;
+  /** CURVE with an allow-list (required for tcp:// unless `plaintext`); see src/sidecar/curve.ts. */
+  curve?: CurveOptions;
+  /** Accept plaintext tcp:// ranks (a trusted private network only). */
+  plaintext?: boolean;
+  /** Every authentication decision and every refused handshake (default: refusals to stderr). */
+  onAuth?: (ev: AuthEvent | { allowed: false; key: ''; address: string; mechanism: 'mismatch' }) => void;
 }
 
 export interface ControllerStats {
@@ -96,12 +103,18 @@ export interface ControllerStats {
   badFrames: number;
   streamsIn: number;
   streamsOut: number;
+  /** Connection attempts refused: unknown CURVE keys and handshakes that failed (plaintext clients). */
+  refused: number;
+  /** Bytes this controller sent to and received from ranks (all frames, both sockets). */
+  bytesOut: number;
+  bytesIn: number;
 }
 
 class SendQueue {
   private tail: Promise<void> = Promise.resolve();
-  constructor(private readonly sock: zmq.Router) {}
+  constructor(private readonly sock: zmq.Router, private readonly stats: ControllerStats) {}
   send(frames: Array<Buffer | Uint8Array>): Promise<void> {
+    for (const f of frames) this.stats.bytesOut += f.byteLength;
     const p = this.tail.then(() => this.sock.send(frames));
     this.tail = p.catch(() => undefined);
     return p;
@@ -113,10 +126,11 @@ export class Controller {
   readonly hbMs: number;
   readonly deadMs: number;
   readonly run: string;
-  readonly stats: ControllerStats = { lateReplies: 0, rankErrors: 0, badFrames: 0, streamsIn: 0, streamsOut: 0 };
+  readonly stats: ControllerStats = { lateReplies: 0, rankErrors: 0, badFrames: 0, streamsIn: 0, streamsOut: 0, refused: 0, bytesOut: 0, bytesIn: 0 };
   lastRankError?: string;
   private readonly ctrl: zmq.Router;
   private readonly data: zmq.Router;
+  private readonly zap?: ZapHandler;
   private readonly ctrlQ: SendQueue;
   private readonly dataQ: SendQueue;
   private readonly ranks = new Map<string, RankState>();
@@ -138,7 +152,32 @@ export class Controller {
     this.hbMs = opts.hbMs ?? 500;
     this.deadMs = opts.deadMs ?? 4000;
     this.run = opts.run ?? randomUUID();
+    const tcp = [opts.ctrlEndpoint, opts.dataEndpoint].some((e) => e.startsWith('tcp://'));
+    if (tcp && !opts.curve && !opts.plaintext) {
+      throw new ConfigError(`${opts.ctrlEndpoint}: tcp:// endpoints need CURVE ({ curve: { key, allow } }; \`pairuni keys\` makes key pairs), or plaintext: true on a trusted private network`);
+    }
+    let security: Record<string, unknown> = {};
+    if (opts.curve) {
+      const kp = readKeyPair(opts.curve.key);
+      const allow = opts.curve.allow.map(readPublicKey);
+      if (!allow.length) throw new ConfigError('curve.allow is empty: no rank could connect');
+      // A context of its own: one ZAP handler per context, and tests run several controllers.
+      const context = new zmq.Context();
+      const report = opts.onAuth ?? ((ev) => {
+        if (!ev.allowed) console.error(`[pairuni] refused a rank connection from ${ev.address || '?'}: ${ev.mechanism === 'mismatch' ? 'handshake failed (plaintext or wrong server key)' : `key ${ev.key || '(none)'} is not on the allow-list`}`);
+      });
+      this.zap = new ZapHandler(context, allow, (ev) => {
+        if (!ev.allowed) this.stats.refused++;
+        report(ev);
+      });
+      this.onHandshakeError = (address: string) => {
+        this.stats.refused++;
+        report({ allowed: false, key: '', address, mechanism: 'mismatch' });
+      };
+      security = { context, curveServer: true, curveSecretKey: kp.secretKey, curvePublicKey: kp.publicKey, zapDomain: 'pairuni' };
+    }
     const common = {
+      ...security,
       linger: 0,
       mandatory: true,
       // Routing ids are unique per rank incarnation, so a reconnect (e.g. after libzmq dropped an
@@ -151,11 +190,21 @@ export class Controller {
     };
     this.ctrl = new zmq.Router({ ...common, sendHighWaterMark: 10_000, receiveHighWaterMark: 10_000 });
     this.data = new zmq.Router({ ...common, sendHighWaterMark: 64, receiveHighWaterMark: 64 });
-    this.ctrlQ = new SendQueue(this.ctrl);
-    this.dataQ = new SendQueue(this.data);
+    this.ctrlQ = new SendQueue(this.ctrl, this.stats);
+    this.dataQ = new SendQueue(this.data, this.stats);
   }
 
+  private onHandshakeError?: (address: string) => void;
+
   async start(): Promise<void> {
+    if (this.zap) {
+      await this.zap.start(); // before the ROUTERs bind: the first handshake asks it
+      for (const sock of [this.ctrl, this.data]) {
+        // A plaintext client against a CURVE server fails here (mechanism mismatch), before ZAP.
+        sock.events.on('handshake:error:protocol', (ev) => this.onHandshakeError?.(String(ev.address ?? '')));
+        sock.events.on('handshake:error:other', (ev) => this.onHandshakeError?.(String(ev.address ?? '')));
+      }
+    }
     await this.ctrl.bind(this.opts.ctrlEndpoint);
     await this.data.bind(this.opts.dataEndpoint);
     void this.loop(this.ctrl, false);
@@ -173,16 +222,30 @@ export class Controller {
     return [...this.ranks.values()].map((r) => ({ ...r.info })).sort((a, b) => a.rank - b.rank);
   }
 
-  /** Resolves once `world` live ranks have said hello. */
-  async waitForRanks(world: number, timeoutMs: number, isAborted?: () => Error | undefined): Promise<void> {
+  /** The number of ranks this controller serves (set by `waitForRanks`). */
+  world = 1;
+
+  /** Ranks 0..world-1 that are not connected now. */
+  missingRanks(world = this.world, accept?: (r: RankInfo) => boolean): number[] {
+    const live = new Set(this.liveRanks().filter((r) => !accept || accept(r.info)).map((r) => r.info.rank));
+    return Array.from({ length: world }, (_, i) => i).filter((i) => !live.has(i));
+  }
+
+  /**
+   * Resolves once ranks 0..world-1 have all said hello (on both sockets); past `timeoutMs` it throws
+   * a RanksMissingError naming the ranks that did not.
+   */
+  async waitForRanks(world: number, timeoutMs: number, isAborted?: () => Error | undefined, accept?: (r: RankInfo) => boolean): Promise<void> {
+    this.world = world;
     const deadline = Date.now() + timeoutMs;
-    while (this.liveRanks().length < world) {
+    while (this.missingRanks(world, accept).length > 0) {
       const err = isAborted?.();
       if (err) throw err;
       if (this.closed) throw SidecarError.generate('rank_lost', 'controller closed while waiting for ranks');
       const left = deadline - Date.now();
       if (left <= 0) {
-        throw SidecarError.generate('rank_lost', `only ${this.liveRanks().length}/${world} ranks said hello within ${timeoutMs} ms`);
+        const missing = this.missingRanks(world, accept);
+        throw new RanksMissingError(`rank${missing.length > 1 ? 's' : ''} ${missing.join(', ')} of a world of ${world} did not say hello within ${timeoutMs} ms`, missing, world);
       }
       await new Promise<void>((resolve) => {
         const t = setTimeout(resolve, Math.min(left, 100));
@@ -221,6 +284,7 @@ export class Controller {
   }
 
   private onFrames(frames: Buffer[], isData: boolean): void {
+    for (const f of frames) this.stats.bytesIn += f.byteLength;
     const [rid, f0, ...payload] = frames;
     if (!rid || !f0) {
       this.stats.badFrames++;
@@ -484,6 +548,33 @@ export class Controller {
     }
   }
 
+  /** Marks every live rank lost (their launcher exited). */
+  markAllDead(reason: string): void {
+    for (const r of [...this.ranks.values()]) this.markDead(r, reason);
+  }
+
+  /**
+   * Sends `op` to ranks 0..world-1 (args and payloads per rank), in rank order, after every earlier
+   * world call has settled: collectives reach every rank in one order. Rejects with the first
+   * failure (in rank order); resolves with the replies in rank order.
+   */
+  callWorld(op: string, args: Array<Record<string, unknown>>, payloads: Payloads[], opts: Omit<CallOptions, 'rank'> = {}): Promise<CallResult[]> {
+    if (args.length !== this.world) return Promise.reject(SidecarError.generate('bad_request', `${op}: ${args.length} argument sets for a world of ${this.world}`));
+    const run = async () => {
+      const calls = args.map((a, r) => this.call(op, a, payloads[r] ?? {}, { ...opts, rank: r }));
+      const settled = await Promise.allSettled(calls);
+      const bad = settled.filter((s): s is PromiseRejectedResult => s.status === 'rejected').map((s) => s.reason as Error);
+      // A lost rank is the cause; the survivors' errors (a broken collective) are its consequence.
+      if (bad.length) throw bad.find((e) => e instanceof SidecarError && e.code === 'rank_lost') ?? bad[0];
+      return settled.map((s) => (s as PromiseFulfilledResult<CallResult>).value);
+    };
+    const p = this.worldTail.then(run);
+    this.worldTail = p.catch(() => undefined);
+    return p;
+  }
+
+  private worldTail: Promise<unknown> = Promise.resolve();
+
   /** Marks a rank lost: its pending calls reject with `rank_lost` at once. */
   markDead(rank: RankState | number, reason: string): void {
     const r = typeof rank === 'number' ? this.rankByNumber(rank) : rank;
@@ -623,6 +714,7 @@ export class Controller {
     this.ctrl.linger = 200;
     this.ctrl.close();
     this.data.close();
+    this.zap?.close();
   }
 
   get isClosed(): boolean {

@@ -2,22 +2,30 @@
  * `Sidecar`: the SDK's handle on one or more PyTorch sidecar ranks.
  *
  *   const sc = await Sidecar.spawn();                  // local process over ipc:// in a 0700 dir
+ *   const sc = await Sidecar.spawn({ ranks: 2 });       // torchrun starts 2 ranks here (gloo on CPU, FSDP2)
  *   const sc = await Sidecar.attach({ endpoint: 'tcp://0.0.0.0:5555', world: 8 }); // torchrun ranks connect in
  *   const { args } = await sc.train.load({ model, optim, seed: 0 });  // typed ops (src/contract/ops.ts)
  *   const { args, tensors, tables } = await sc.call('my.op', {}, { x: Tensor.from(f32) }); // users' own ops
  *   await sc.close();
+ *
+ * With several ranks, the catalogue's world-scoped ops (`scope: 'world'` in src/contract/ops.ts: load,
+ * rollouts, update, save, ...) go to every rank, in one order: `sc.train.load(args)` sends the same
+ * args to each, `sc.all('train.update', perRankArgs, perRankPayloads)` each rank its own. Per-rank
+ * ops go to one rank (`{ rank }`, default 0).
  */
 import { type ChildProcess, spawn } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
 import { mkdtempSync, rmSync, chmodSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { SidecarError, SidecarStartError } from '../errors.js';
+import { BadRequestError, RanksMissingError, SidecarError, SidecarStartError } from '../errors.js';
 import type { Limits } from '../protocol/constants.js';
 import type { Payloads } from '../protocol/payload.js';
 import type { OpReply } from '../contract/ops.js';
-import { invoke, makeClient, type OpClient } from './client.js';
-import { type CallOptions, type CallResult, Controller, type ControllerStats, type RankInfo } from './controller.js';
+import { invoke, invokeWorld, isWorldOp, makeClient, type OpClient, type OpResult } from './client.js';
+import type { OpArgs, OpName } from '../contract/ops.js';
+import { type CallOptions, type CallResult, Controller, type ControllerOptions, type ControllerStats, type RankInfo } from './controller.js';
+import type { CurveOptions } from './curve.js';
 import { resolvePython, sidecarSourceDir } from './python.js';
 
 export interface SpawnOptions {
@@ -39,11 +47,27 @@ export interface SpawnOptions {
   limits?: Partial<Limits>;
   /** Receives each line the sidecar writes to stderr (default: kept as a tail for error messages). */
   onLog?: (line: string) => void;
+  /**
+   * Ranks to start on this host (default 1). More than one: torchrun (`python -m torch.distributed.run
+   * --standalone --nproc-per-node N`) starts them, they form a torch.distributed world (gloo on CPU,
+   * `cuda:nccl,cpu:gloo` on GPU) and shard the policy with FSDP2.
+   */
+  ranks?: number;
+  /** torchrun `--max-restarts` (ranks > 1): how often it restarts the whole world after a rank dies. */
+  maxRestarts?: number;
 }
 
 export interface AttachOptions {
   /** Endpoint to bind for the ctrl socket, e.g. tcp://0.0.0.0:5555; data binds on port+1 unless given. */
   endpoint: string;
+  /**
+   * tcp:// needs CURVE: this controller's key pair (`pairuni keys controller`: controller.key) and the
+   * public keys (or .pub files) of the ranks allowed in; others are refused and logged.
+   */
+  curve?: CurveOptions;
+  /** Accept plaintext tcp:// ranks instead (a trusted private network only). */
+  plaintext?: boolean;
+  onAuth?: ControllerOptions['onAuth'];
   dataEndpoint?: string;
   /** How many ranks must register before attach resolves. */
   world?: number;
@@ -69,12 +93,56 @@ export class Sidecar {
   private readonly exitHooks: Array<() => void> = [];
 
   private constructor(private readonly ctl: Controller) {
-    const { info: _info, ...ops } = makeClient((op, args, payloads, opts) => ctl.call(op, args, payloads, opts));
+    const { info: _info, ...ops } = makeClient((op, args, payloads, opts) => this.route(op, args, payloads, opts));
     Object.assign(this, ops);
+  }
+
+  /** A typed op method's call: world-scoped ops go to every rank (same args), the reply is rank 0's. */
+  private async route(op: string, args: Record<string, unknown>, payloads: Payloads, opts?: CallOptions): Promise<CallResult> {
+    if (this.ctl.world === 1 || !isWorldOp(op)) return this.ctl.call(op, args, payloads, opts);
+    if (opts?.rank !== undefined) throw new BadRequestError(`${op} is world-scoped (a collective): it goes to every rank, not to rank ${opts.rank}`, false, { side: 'client' });
+    const world = this.ctl.world;
+    return (await this.ctl.callWorld(op, Array(world).fill(args), Array(world).fill(payloads), opts))[0];
+  }
+
+  /**
+   * A world-scoped op on every rank, each with its own args and payloads (`args(rank)`), replies in
+   * rank order. Refuses per-rank ops (they would leave the other ranks out of a collective).
+   */
+  all<N extends OpName>(op: N, args: (rank: number) => OpArgs<N>, payloads?: (rank: number) => Payloads, opts?: Omit<CallOptions, 'rank'>): Promise<Array<OpResult<N>>> {
+    const ranks = Array.from({ length: this.ctl.world }, (_, r) => r);
+    return invokeWorld((o, a, p, c) => this.ctl.callWorld(o, a, p, c), op, ranks.map(args), ranks.map((r) => payloads?.(r) ?? {}), opts);
+  }
+
+  /**
+   * After a rank of the world of restart `after` (`sc.epoch` before the loss) was lost: waits for every
+   * rank of a later restart (torchrun restarts the whole world, `--max-restarts`); the new ranks hold
+   * no policy (load it again). Throws a
+   * RanksMissingError naming the ranks that did not come back, or SidecarStartError once torchrun gave up.
+   */
+  async rejoin(after: number, timeoutMs = 300_000): Promise<void> {
+    // Ranks of a later torchrun restart (TORCHELASTIC_RESTART_COUNT in their hello) than the lost
+    // world's: a rank of the new world may have said hello before the loss was even noticed.
+    await this.ctl.waitForRanks(this.ctl.world, timeoutMs, () =>
+      this.exitInfo ? new SidecarStartError(`the rank launcher exited (${this.exitInfo.signal ?? `code ${this.exitInfo.code}`}): no restart left`, this.stderrTail) : undefined,
+    (r) => Number(r.extra.restart ?? 0) > after);
+  }
+
+  /** The torchrun restart count of the current world (the lowest among the live ranks; 0 without torchrun). */
+  get epoch(): number {
+    const live = this.ctl.rankInfos().filter((r) => r.alive);
+    return live.length ? Math.min(...live.map((r) => Number(r.extra.restart ?? 0))) : 0;
+  }
+
+  /** How many ranks this sidecar has (its torch.distributed world size). */
+  get world(): number {
+    return this.ctl.world;
   }
 
   /** Starts a local sidecar process and resolves once it has said hello. */
   static async spawn(opts: SpawnOptions = {}): Promise<Sidecar> {
+    const ranks = opts.ranks ?? 1;
+    if (!Number.isInteger(ranks) || ranks < 1) throw new BadRequestError(`spawn: ranks must be an integer >= 1, got ${ranks}`, false, { field: 'ranks', side: 'client' });
     // mkdtemp creates the directory 0700: only this user can reach the sockets.
     const dir = mkdtempSync(join(tmpdir(), 'pairuni-'));
     chmodSync(dir, 0o700);
@@ -94,13 +162,18 @@ export class Sidecar {
       throw new SidecarStartError(`could not bind ipc sockets in ${dir}: ${(e as Error).message}`);
     }
     const python = resolvePython(opts.python);
-    const args = ['-m', 'pairuni_sidecar', '--connect', `ipc://${join(dir, 'ctrl')}`, '--data', `ipc://${join(dir, 'data')}`,
+    // More than one rank: torchrun starts them (a free rendezvous port each time: --standalone) and
+    // restarts the whole world after a rank dies, up to --max-restarts times.
+    const launcher = ranks > 1 ? ['-m', 'torch.distributed.run', '--standalone', `--nproc-per-node=${ranks}`, `--max-restarts=${opts.maxRestarts ?? 0}`] : [];
+    const args = [...launcher, '-m', 'pairuni_sidecar', '--connect', `ipc://${join(dir, 'ctrl')}`, '--data', `ipc://${join(dir, 'data')}`,
       '--parent-pid', String(process.pid), '--wait-controller', '60'];
     for (const m of opts.plugins ?? []) args.push('--plugins', m);
     if (opts.threads) args.push('--threads', String(opts.threads));
     // PYTHONSAFEPATH: `python -m` would put the working directory first on sys.path, and a user's
     // `torch/` or `transformers.py` there would shadow the real packages (Python >= 3.11).
     const env: Record<string, string> = { ...(process.env as Record<string, string>), PYTHONUNBUFFERED: '1', PYTHONSAFEPATH: '1', ...opts.env };
+    // torchrun keeps its logs in a temp dir it never removes: make that our private dir (removed at close).
+    if (ranks > 1) env.TMPDIR = dir;
     // Works from a source checkout even when the package is not pip-installed in that interpreter.
     env.PYTHONPATH = [sidecarSourceDir(), env.PYTHONPATH].filter(Boolean).join(':');
     let child: ChildProcess;
@@ -134,11 +207,11 @@ export class Sidecar {
     child.on('exit', (code, signal) => {
       if (partial) onLine(partial);
       sc.exitInfo = { code, signal };
-      ctl.markDead(0, `sidecar process ${child.pid} exited (${signal ? `signal ${signal}` : `code ${code}`})`);
+      ctl.markAllDead(`sidecar process ${child.pid} exited (${signal ? `signal ${signal}` : `code ${code}`})`);
       sc.cleanupDir();
     });
     try {
-      await ctl.waitForRanks(1, opts.startTimeoutMs ?? 120_000, () => {
+      await ctl.waitForRanks(ranks, opts.startTimeoutMs ?? 120_000, () => {
         if (spawnError) return new SidecarStartError(`could not start ${python}: ${spawnError.message}`);
         if (sc.exitInfo) {
           return new SidecarStartError(
@@ -153,6 +226,7 @@ export class Sidecar {
       child.kill('SIGKILL');
       await ctl.close();
       sc.cleanupDir();
+      if (e instanceof RanksMissingError) throw new RanksMissingError(e.message, e.missing, e.world, sc.stderrTail);
       if (e instanceof SidecarStartError) throw e;
       throw new SidecarStartError(`sidecar did not say hello: ${(e as Error).message}`, sc.stderrTail);
     }
@@ -170,7 +244,10 @@ export class Sidecar {
       if (!m) throw new SidecarStartError(`cannot derive a data endpoint from ${opts.endpoint}; pass dataEndpoint`);
       data = `tcp://${m[1]}:${Number(m[2]) + 1}`;
     }
-    const ctl = new Controller({ ctrlEndpoint: opts.endpoint, dataEndpoint: data, hbMs: opts.hbMs, deadMs: opts.deadMs, limits: opts.limits, run: randomUUID() });
+    const ctl = new Controller({
+      ctrlEndpoint: opts.endpoint, dataEndpoint: data, hbMs: opts.hbMs, deadMs: opts.deadMs, limits: opts.limits, run: randomUUID(),
+      curve: opts.curve, plaintext: opts.plaintext, onAuth: opts.onAuth,
+    });
     await ctl.start();
     try {
       await ctl.waitForRanks(opts.world ?? 1, opts.timeoutMs ?? 300_000);
@@ -195,6 +272,11 @@ export class Sidecar {
     return this.ctl.rankInfos();
   }
 
+  /** How the spawned process (the sidecar, or torchrun for several ranks) ended; undefined while it runs. */
+  get exited(): { code: number | null; signal: NodeJS.Signals | null } | undefined {
+    return this.exitInfo ? { ...this.exitInfo } : undefined;
+  }
+
   get pid(): number | undefined {
     return this.child?.pid;
   }
@@ -217,8 +299,8 @@ export class Sidecar {
     return this.ctl.onEvent((ev) => fn(ev.rank, ev.reason));
   }
 
-  /** Graceful shutdown: bye to every rank, wait for a spawned process (then SIGKILL), close sockets. */
-  async close(timeoutMs = 5000): Promise<void> {
+  /** Graceful shutdown: bye to every rank, wait for a spawned process (then SIGTERM, SIGKILL), close sockets (torchrun: longer, ranks leave the process group first). */
+  async close(timeoutMs = this.ctl.world > 1 ? 30_000 : 5000): Promise<void> {
     await this.ctl.close();
     const child = this.child;
     if (child && !this.exitInfo) {

@@ -141,7 +141,8 @@ export function configDigest(c: TrainConfig): string {
 }
 
 function mathRelevant(c: TrainConfig): Record<string, unknown> {
-  const o: Record<string, unknown> = { ...c };
+  // Runs from before data parallelism were one part.
+  const o: Record<string, unknown> = { ...c, parallel: c.parallel ?? { parts: 1 } };
   for (const k of RESUMABLE_CHANGES) delete o[k];
   return o;
 }

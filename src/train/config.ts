@@ -60,6 +60,19 @@ export const TrainConfig = z
         plugins: z.array(z.string().min(1)).default([]),
         /** Restarts after the sidecar dies (each resumes from the latest checkpoint). */
         maxRestarts: z.number().int().min(0).default(2),
+        /** Ranks on this host (torchrun; data-parallel PairGRPO with FSDP2). Must divide parallel.parts. */
+        ranks: z.number().int().min(1).default(1),
+      })
+      .strict()
+      .prefault({}),
+    parallel: z
+      .object({
+        /**
+         * The step's batch is rolled out in this many parts of whole pairs, each with its own seed;
+         * rank r serves parts r, r + ranks, ... The samples depend on `parts`, not on the number of
+         * ranks, so a run resumes at another world size. Default: sidecar.ranks.
+         */
+        parts: z.number().int().min(1).optional(),
       })
       .strict()
       .prefault({}),
@@ -83,6 +96,7 @@ export function parseTrainConfig(input: unknown, baseDir = process.cwd(), source
     data: abs(c.data),
     out: abs(c.out),
     model: { ...c.model, path: abs(c.model.path), refPath: c.model.refPath ? abs(c.model.refPath) : undefined },
+    parallel: { parts: c.parallel.parts ?? c.sidecar.ranks },
   };
 }
 

@@ -4,8 +4,13 @@
  *
  * Heavy tensors never leave the sidecar: rollouts (token ids, log-probs, images) stay there under
  * handles; the controller moves texts (to score answers), rewards and advantages (B floats), and
- * metrics. Every step's randomness derives from (seed, step), so `resume` and sidecar restarts
+ * metrics. Every step's randomness derives from (seed, step, part), so `resume` and sidecar restarts
  * continue bit for bit.
+ *
+ * Data parallel (`sidecar.ranks` > 1): the batch is cut into `parallel.parts` parts of whole pairs
+ * (src/train/parts.ts); each rank rolls out its parts, the controller gathers texts and rewards,
+ * computes every advantage here as with one rank, and sends each rank its slice; torch.distributed
+ * (FSDP2) synchronises the gradients inside `train.update`.
  */
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
@@ -21,6 +26,7 @@ import { assertResumable, assertUsableOut, type Checkpoint, latestCheckpoint, re
 import type { TrainConfig } from './config.js';
 import { loadPairUG, stepIndices, type TrainPair } from './data.js';
 import { RunLog, type StepMetrics } from './metrics.js';
+import { checkParts, mergeUpdateMetrics, partOf, partSeed, rankParts } from './parts.js';
 
 export interface TrainOptions {
   /** Stops at the next step boundary, saves a checkpoint, then rejects with AbortedError. */
@@ -94,6 +100,17 @@ async function timed<R extends { args: { elapsed_s: number } }>(times: Times, ki
   return r;
 }
 
+/** Books a world call's time: the slowest rank's time inside the op, the rest is transport. */
+async function timedAll<R extends { args: { elapsed_s: number } }>(times: Times, call: Promise<R[]>, kind: keyof Omit<Times, 'transport'> = 'rollout'): Promise<R[]> {
+  const t0 = performance.now();
+  const rs = await call;
+  const wall = (performance.now() - t0) / 1000;
+  const inside = Math.max(...rs.map((r) => r.args.elapsed_s));
+  times[kind] += inside;
+  times.transport += Math.max(0, wall - inside);
+  return rs;
+}
+
 const mean = (a: ArrayLike<number>) => {
   let s = 0;
   for (let i = 0; i < a.length; i++) s += a[i];
@@ -127,39 +144,59 @@ export async function pairGrpoStep(
   const gIdx = isPaired(mode) ? uIdx : stepIndices(pairs.length, cfg.batchPairs, step, cfg.seed, 1).indices;
   const uPairs = sides.und ? uIdx.map((i) => pairs[i]) : [];
   const gPairs = sides.gen ? gIdx.map((i) => pairs[i]) : [];
+  const P = cfg.parallel.parts ?? 1;
+  const world = sc.world;
+  checkParts(P, world, cfg.batchPairs, cfg.log.gradCosine);
+  const mine = (r: number) => rankParts(P, world, r);
 
   // 2. Rollouts: K_u answers per (image, question), K_g images per prompt. They stay in the sidecar.
-  //    Sampling settings travel as the config declares them (src/contract/ops.ts), plus the step's seed.
-  const und = sides.und
-    ? await timed(times, 'rollout', sc.train.undRollout({
-        n: U.k,
-        items: uPairs.map((p) => ({ image_path: p.u_image_abs, text: renderQuestion(p.question, p.choices, U.instruction) })),
-        sampling: { ...wireOf(UndSampling, U), options: familyOptions(cfg.model.adapter, 'und', U.options), seed: stepSeed(cfg.seed, step, 'und') },
-      }))
-    : undefined;
-  const gen = sides.gen
-    ? await timed(times, 'rollout', sc.train.genRollout({
-        n: G.k,
-        items: gPairs.map((p) => ({ prompt: p.prompt })),
-        sampling: { ...wireOf(GenSampling, G), options: familyOptions(cfg.model.adapter, 'gen', G.options), seed: stepSeed(cfg.seed, step, 'gen') },
-      }))
-    : undefined;
-  const handles = { und: und?.args.handle, gen: gen?.args.handle };
-  const texts = und?.args.texts ?? [];
-  if (texts.length !== uPairs.length * U.k || (gen?.args.size ?? 0) !== gPairs.length * G.k) {
-    throw new PairuniError('rollout', `sidecar returned ${texts.length} answers / ${gen?.args.size ?? 0} images for ${uPairs.length}×${U.k} / ${gPairs.length}×${G.k}`);
+  //    Sampling settings travel as the config declares them (src/contract/ops.ts), plus the part's
+  //    seed. Round k: rank r rolls out part r + k·world (a world op: every rank, one order).
+  type Rollout = { handle: string; size: number; tokens: number; lengths: number[]; texts?: string[] };
+  const rolloutParts = async (side: 'und' | 'gen'): Promise<Rollout[]> => {
+    const out: Rollout[] = new Array(P);
+    for (let k = 0; k < P / world; k++) {
+      const rs = side === 'und'
+        ? await timedAll(times, sc.all('train.und_rollout', (r) => ({
+            n: U.k,
+            items: partOf(uPairs, P, mine(r)[k]).map((p) => ({ image_path: p.u_image_abs, text: renderQuestion(p.question, p.choices, U.instruction) })),
+            sampling: { ...wireOf(UndSampling, U), options: familyOptions(cfg.model.adapter, 'und', U.options), seed: partSeed(stepSeed(cfg.seed, step, 'und'), mine(r)[k]) },
+          })))
+        : await timedAll(times, sc.all('train.gen_rollout', (r) => ({
+            n: G.k,
+            items: partOf(gPairs, P, mine(r)[k]).map((p) => ({ prompt: p.prompt })),
+            sampling: { ...wireOf(GenSampling, G), options: familyOptions(cfg.model.adapter, 'gen', G.options), seed: partSeed(stepSeed(cfg.seed, step, 'gen'), mine(r)[k]) },
+          })));
+      rs.forEach((x, r) => (out[mine(r)[k]] = x.args));
+    }
+    return out;
+  };
+  const und = sides.und ? await rolloutParts('und') : undefined;
+  const gen = sides.gen ? await rolloutParts('gen') : undefined;
+  const handleOf = (ro: Rollout[] | undefined, r: number) => (ro ? mine(r).map((p) => ro[p].handle) : undefined);
+  const texts = und?.flatMap((x) => x.texts ?? []) ?? [];
+  const genSize = gen?.reduce((a, x) => a + x.size, 0) ?? 0;
+  if (texts.length !== uPairs.length * U.k || genSize !== gPairs.length * G.k) {
+    throw new PairuniError('rollout', `sidecar returned ${texts.length} answers / ${genSize} images for ${uPairs.length}×${U.k} / ${gPairs.length}×${G.k}`);
   }
 
   let freed = false;
   try {
-    // 3. Rewards: r_Und = accuracy of the parsed letter (here), r_Gen from the sidecar's reward model.
+    // 3. Rewards: r_Und = accuracy of the parsed letter (here), r_Gen from the reward model on the
+    //    rank that holds the images (a per-rank op: the images never travel).
     const tr = performance.now();
     const parts = texts.map((t, i) => undReward(t, uPairs[Math.floor(i / U.k)].answer, U.formatWeight));
     const rU = opts.undReward ? texts.map((t, i) => opts.undReward!(t, uPairs[Math.floor(i / U.k)])) : parts.map((p) => p.reward);
     times.reward += (performance.now() - tr) / 1000;
-    const rG = handles.gen
-      ? ((await timed(times, 'reward', sc.train.reward({ handle: handles.gen, reward: G.reward }))).tensors.rewards.data as Float32Array)
-      : new Float32Array(0);
+    const rG = new Float32Array(genSize);
+    if (gen) {
+      const scored = await Promise.all(gen.map((x, p) => timed(times, 'reward', sc.train.reward({ handle: x.handle, reward: G.reward }, {}, { rank: p % world }))));
+      let off = 0;
+      for (const s of scored) {
+        rG.set(s.tensors.rewards.data as Float32Array, off);
+        off += (s.tensors.rewards.data as Float32Array).length;
+      }
+    }
 
     // 4. Advantages (eq. 1–4): normalise within each (pair, side) group, then scale by w_p.
     const wU = uPairs.map((p) => trainWeight(mode, p));
@@ -168,34 +205,37 @@ export async function pairGrpoStep(
     const aU = sideAdvantages(rU, U.k, wU, norm, uPairs.map((p) => `pair ${p.pair_id} (understanding)`));
     const aG = sideAdvantages(rG, G.k, wG, norm, gPairs.map((p) => `pair ${p.pair_id} (generation)`));
 
-    if (opts.samplePath && handles.gen) {
-      await sc.train.grid({ handle: handles.gen, path: opts.samplePath, nrow: G.k, max_images: 4 * G.k });
+    if (opts.samplePath && gen) {
+      await sc.train.grid({ handle: gen[0].handle, path: opts.samplePath, nrow: G.k, max_images: 4 * G.k });
     }
 
     // 5. μ optimizer steps of the clipped surrogate on the same rollouts (computed in the sidecar);
-    //    the last one also frees the rollouts.
+    //    the last one also frees the rollouts. Each rank gets its parts' advantages, in its order.
     const updates: UpdateMetrics[] = [];
-    const adv: Record<string, Tensor> = {};
-    if (handles.und) adv.adv_und = Tensor.from(aU.adv);
-    if (handles.gen) adv.adv_gen = Tensor.from(aG.adv);
+    const slice = (a: Float32Array, perPart: number, r: number) => Float32Array.from(mine(r).flatMap((p) => Array.from(a.subarray(p * perPart, (p + 1) * perPart))));
+    const adv = (r: number): Record<string, Tensor> => ({
+      ...(und ? { adv_und: Tensor.from(slice(aU.adv, aU.adv.length / P, r)) } : {}),
+      ...(gen ? { adv_gen: Tensor.from(slice(aG.adv, aG.adv.length / P, r)) } : {}),
+    });
     for (let inner = 0; inner < cfg.loss.mu; inner++) {
-      const r = await timed(times, 'update', sc.train.update(
-        {
-          handles,
+      const rs = await timedAll(times, sc.all(
+        'train.update',
+        (r) => ({
+          handles: { und: handleOf(und, r), gen: handleOf(gen, r) },
           loss: { ...wireOf(UpdateLoss, cfg.loss), norm: lossNorm(mode) },
           est_seed: stepSeed(cfg.seed, step, inner),
           grad_cosine: cfg.log.gradCosine,
           free: inner === cfg.loss.mu - 1,
-        },
+        }),
         adv,
-      ));
-      updates.push(r.args);
+      ), 'update');
+      updates.push(mergeUpdateMetrics(rs.map((x) => x.args)));
     }
     freed = true;
 
     // 6. Metrics.
     const avgUpd = (k: keyof UpdateMetrics) => mean(updates.map((u) => u[k]).filter((x): x is number => typeof x === 'number'));
-    const rolloutTokens = (und?.args.tokens ?? 0) + (gen?.args.tokens ?? 0);
+    const rolloutTokens = [...(und ?? []), ...(gen ?? [])].reduce((a, x) => a + x.tokens, 0);
     const stepTime = (performance.now() - t0) / 1000;
     const ws = [...new Set([...uPairs, ...gPairs])];
     const maxAbs = (a: ArrayLike<number>) => (a.length ? Math.max(...Array.from(a, Math.abs)) : 0);
@@ -206,7 +246,7 @@ export async function pairGrpoStep(
       'und/reward_std': std(rU),
       'und/acc': mean(parts.map((p) => (p.correct ? 1 : 0))),
       'und/format': mean(parts.map((p) => (p.format ? 1 : 0))),
-      'und/len_mean': mean(und?.args.lengths ?? []),
+      'und/len_mean': mean(und?.flatMap((x) => x.lengths) ?? []),
       'und/zero_groups': aU.zeroGroups,
       'gen/reward': mean(rG),
       'gen/reward_std': std(rG),
@@ -241,8 +281,12 @@ export async function pairGrpoStep(
     return m;
   } finally {
     // After an error the rollouts are dropped here (a dead sidecar took them with it anyway).
-    const live = [handles.und, handles.gen].filter((h): h is string => h !== undefined);
-    if (!freed && live.length) await sc.handles.free({ handles: live }).catch(() => undefined);
+    if (!freed) {
+      for (let r = 0; r < world; r++) {
+        const live = [...(handleOf(und, r) ?? []), ...(handleOf(gen, r) ?? [])];
+        if (live.length) await sc.handles.free({ handles: live }, {}, { rank: r }).catch(() => undefined);
+      }
+    }
   }
 }
 
@@ -250,15 +294,23 @@ export async function pairGrpoStep(
 async function startPolicy(cfg: TrainConfig, opts: TrainOptions, ck: Checkpoint | undefined): Promise<{ sc: Sidecar; sides: { und: boolean; gen: boolean } }> {
   const sc = opts.spawn
     ? await opts.spawn()
-    : await Sidecar.spawn({ python: cfg.sidecar.python, threads: cfg.sidecar.threads, plugins: cfg.sidecar.plugins, onLog: opts.onLog });
+    : await Sidecar.spawn({ python: cfg.sidecar.python, threads: cfg.sidecar.threads, plugins: cfg.sidecar.plugins, onLog: opts.onLog, ranks: cfg.sidecar.ranks, maxRestarts: cfg.sidecar.maxRestarts });
   try {
-    const loaded = await sc.train.load(loadArgs(cfg, ck?.policyDir));
-    const sides = grpoSides(loaded.args.capabilities);
-    if (sides.gen) await sc.train.prepareReward({ reward: cfg.gen.reward });
-    return { sc, sides };
+    return { sc, sides: await loadPolicy(sc, cfg, ck) };
   } catch (e) {
     await sc.close().catch(() => undefined);
     throw e;
+  }
+}
+
+/** Loads the policy on every rank (resuming from `ck`) and builds the reward model on each. */
+async function loadPolicy(sc: Sidecar, cfg: TrainConfig, ck: Checkpoint | undefined): Promise<{ und: boolean; gen: boolean }> {
+  {
+    const loaded = await sc.train.load(loadArgs(cfg, ck?.policyDir));
+    const sides = grpoSides(loaded.args.capabilities);
+    // every rank scores its own images: each builds the reward model (fails early if it cannot)
+    if (sides.gen) for (let r = 0; r < sc.world; r++) await sc.train.prepareReward({ reward: cfg.gen.reward }, {}, { rank: r });
+    return sides;
   }
 }
 
@@ -289,6 +341,7 @@ export async function train(cfg: TrainConfig, opts: TrainOptions = {}): Promise<
   let step = ck?.state.step ?? 0;
   let restarts = ck?.state.restarts ?? 0;
   let { sc, sides } = await startPolicy(cfg, opts, ck);
+  let epoch = sc.epoch; // torchrun's restart count of the world the policy is loaded on
   // From here on every exit goes through the `finally` below, which closes the sidecar.
   let runLog: RunLog | undefined;
   let savedStep = step;
@@ -330,9 +383,25 @@ export async function train(cfg: TrainConfig, opts: TrainOptions = {}): Promise<
           throw SidecarError.generate('rank_lost', `sidecar died ${restarts} times (limit ${cfg.sidecar.maxRestarts}): ${(e as Error).message}`, false, {}, { cause: e });
         }
         log(`pairuni train: sidecar lost (${(e as Error).message}); restart ${restarts}/${cfg.sidecar.maxRestarts} from ${ck?.dir ?? 'the initial model'}`);
-        await sc.close().catch(() => undefined);
         ck = latestCheckpoint(cfg.out);
-        ({ sc, sides } = await startPolicy(cfg, opts, ck));
+        let rejoined = false;
+        if (sc.world > 1) {
+          // torchrun restarts the whole world (--max-restarts): wait for it, then reload the checkpoint
+          try {
+            await sc.rejoin(epoch);
+            epoch = sc.epoch;
+            sides = await loadPolicy(sc, cfg, ck);
+            rejoined = true;
+            log(`pairuni train: the world of ${sc.world} ranks is back; resuming from step ${ck?.state.step ?? 0}`);
+          } catch (re) {
+            log(`pairuni train: the ranks did not come back (${(re as Error).message}); starting new ones`);
+          }
+        }
+        if (!rejoined) {
+          await sc.close().catch(() => undefined);
+          ({ sc, sides } = await startPolicy(cfg, opts, ck));
+          epoch = sc.epoch;
+        }
         step = ck?.state.step ?? 0;
         savedStep = step;
         runLog.startAt(step);

@@ -165,7 +165,7 @@ describe('state machine and resources', () => {
 
 describe('controller side: a misbehaving rank', () => {
   it('answers req-before-hello, bad versions and duplicate hellos with typed errors', async () => {
-    const c = new Controller({ ctrlEndpoint: 'tcp://127.0.0.1:*', dataEndpoint: 'tcp://127.0.0.1:*' });
+    const c = new Controller({ ctrlEndpoint: 'tcp://127.0.0.1:*', dataEndpoint: 'tcp://127.0.0.1:*', plaintext: true });
     // Bind on ephemeral ports and find them.
     await c.start();
     const ep = (c as unknown as { ctrl: zmq.Router }).ctrl.lastEndpoint!;

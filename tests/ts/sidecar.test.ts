@@ -238,7 +238,7 @@ describe('rank loss', () => {
 
   it('detects a lost attached (tcp) rank by heartbeat', async () => {
     const [cp, dp] = [await freePort(), await freePort()];
-    const attaching = Sidecar.attach({ endpoint: `tcp://127.0.0.1:${cp}`, dataEndpoint: `tcp://127.0.0.1:${dp}`, timeoutMs: 60_000, hbMs: 200, deadMs: 1500 });
+    const attaching = Sidecar.attach({ endpoint: `tcp://127.0.0.1:${cp}`, dataEndpoint: `tcp://127.0.0.1:${dp}`, timeoutMs: 60_000, hbMs: 200, deadMs: 1500, plaintext: true });
     const child = spawn(resolvePython(), ['-m', 'pairuni_sidecar', '--connect', `tcp://127.0.0.1:${cp}`, '--data', `tcp://127.0.0.1:${dp}`], { stdio: 'ignore' });
     const sc2 = await attaching;
     expect(sc2.ranks[0].pid).toBe(child.pid);

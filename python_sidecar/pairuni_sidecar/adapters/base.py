@@ -175,8 +175,9 @@ class PolicyAdapter(ABC):
         """(name, parameter) pairs that the optimizer updates (fp32 master weights)."""
 
     @abstractmethod
-    def save_pretrained(self, path: str) -> None:
-        """Write the current weights (+ tokenizer/config files) so that the adapter loads ``path``."""
+    def save_pretrained(self, path: str, state_dict: dict | None = None) -> None:
+        """Write the current weights (+ tokenizer/config files) so that the adapter loads ``path``;
+        ``state_dict``: the full weights gathered from the ranks' shards (FSDP2), else the model's own."""
 
     @abstractmethod
     def describe(self) -> dict[str, Any]:
@@ -184,6 +185,18 @@ class PolicyAdapter(ABC):
 
     def train_mode(self, on: bool) -> None:
         """Switch between rollout (eval) and update (train: gradient checkpointing active) modes."""
+
+    def shard(self) -> None:
+        """Shard the policy over the world with FSDP2 (``dist.shard``), wrapping every submodule the
+        adapter calls directly. Called once, before the optimizer is built, only when world > 1."""
+        raise CapabilityError(f"{type(self).__name__} (family {self.family!r}) does not implement shard(): "
+                              "it cannot train with more than one rank")
+
+    def gathered(self):
+        """A context manager giving full weights to rollouts and evaluation (FSDP2 ``unshard``)."""
+        from ..dist import gathered
+
+        return gathered(getattr(self, "model", None))
 
     def require(self, capability: str) -> None:
         if capability not in self.capabilities:
@@ -195,7 +208,9 @@ class PolicyAdapter(ABC):
 
 def resolve_device(device: str) -> torch.device:
     if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        from ..dist import default_device
+
+        return default_device()  # chosen once per process, from the local rank
     try:
         d = torch.device(device)
     except RuntimeError as e:

@@ -790,9 +790,29 @@ class JanusAdapter(PolicyAdapter):
             res["gen"] = -logp.mean()
         return res
 
+    # -- scale-out -------------------------------------------------------------------------------
+    def shard(self) -> None:
+        """FSDP2 over every submodule this adapter calls directly (``dist.shard``; world > 1 only):
+        the decoder layers, the language model, its token embedding, the vision tower and aligner, the
+        generation embedding/aligner/head, the VQ model (``decode``/``encode`` are called directly)
+        and ``lm_head``, then the root. The frozen reference model stays replicated."""
+        from .. import dist
+
+        m, inner = self.model, self.model.model
+        lm = inner.language_model
+        mods = [*lm.layers, lm.embed_tokens, lm, inner.vision_model, inner.aligner, inner.generation_embeddings,
+                inner.generation_aligner, inner.generation_head, inner.vqmodel, m.lm_head]
+        dist.shard(mods, m, forward_methods=[(inner.vqmodel, "decode"), (inner.vqmodel, "encode")])
+
+    def gathered(self):
+        """Full weights for a rollout (one all-gather, none inside the decode loop)."""
+        from .. import dist
+
+        return dist.gathered(self.model)
+
     # -- persistence -----------------------------------------------------------------------------
-    def save_pretrained(self, path: str) -> None:
-        self.model.save_pretrained(path)
+    def save_pretrained(self, path: str, state_dict: dict | None = None) -> None:
+        self.model.save_pretrained(path, state_dict=state_dict)
         self.tok.save_pretrained(path)
         # Sidecar files that describe how the model was trained travel with every checkpoint.
         for extra in ("preprocessor_config.json", "processor_config.json", "pairuni_model.json"):

@@ -63,7 +63,9 @@ BackboneSpec = GeneratedBackboneSpec
 
 def resolve_device(device: str) -> torch.device:
     if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        from ..dist import default_device
+
+        return default_device()
     dev = torch.device(device)
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise BadRequest(f"device {device!r} requested but CUDA is not available in this sidecar")

@@ -147,7 +147,9 @@ def _store(ctx: OpContext) -> MatStore:
 def op_put(ctx: OpContext, args: dict, tensors: dict) -> dict:
     device = args["device"]
     if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
+        from ..dist import default_device
+
+        device = str(default_device())
     return {"handle": _store(ctx).put(tensors["m"], device), "device": str(device)}
 
 

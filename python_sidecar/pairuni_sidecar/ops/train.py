@@ -11,11 +11,14 @@ Every reply carries ``elapsed_s`` (time inside the op) so the controller can sep
 from __future__ import annotations
 
 import json
+import os
+import signal
 import time
 from typing import Any, Callable
 
 import torch
 
+from .. import dist
 from ..adapters import GenItem, LoadSpec, RolloutBatch, SFTExample, UndItem
 from ..contract.generated import GenSampling, Reward, UndSampling
 from ..errors import BadRequest
@@ -88,13 +91,14 @@ class TrainSession:
     def reward(self, batch: RolloutBatch, spec: dict) -> torch.Tensor:
         return score_batch(self.scorer(spec), batch, spec["name"])
 
-    def update(self, sides: dict[str, tuple[RolloutBatch, torch.Tensor]], loss: dict, *, est_seed: int,
+    def update(self, sides: dict[str, list[tuple[RolloutBatch, torch.Tensor]]], loss: dict, *, est_seed: int,
                grad_cosine: bool = False, check: Callable[[], None] | None = None) -> dict:
+        """``sides``: per side, one or more (rollout, advantages) parts (several rollouts of one side
+        share its normalisation group)."""
         cfg = LossCfg(**loss)
         inputs = []
         for side in ("und", "gen"):  # fixed order: und first (grad cosine splits after it)
-            if side in sides:
-                batch, adv = sides[side]
+            for batch, adv in sides.get(side, []):
                 if batch.side != side:
                     raise BadRequest(f"train.update: handle given for {side!r} holds a {batch.side!r} rollout")
                 inputs.append(SideInput(batch, torch.as_tensor(adv, dtype=torch.float32).reshape(-1)))
@@ -151,12 +155,15 @@ def _op_load(ctx, args, tensors):
 def _rollout(ctx, side: str, args: dict) -> dict:
     sess = _session(ctx)
     ctx.progress(0, 1, f"{side} rollout", force=True)
-    if side == "und":
-        sess.adapter.require("und_rollout")
-        b = sess.adapter.und_rollout(und_items(args["items"]), args["n"], UndSampling(**args["sampling"]))
-    else:
-        sess.adapter.require("gen_rollout")
-        b = sess.adapter.gen_rollout(gen_items(args["items"]), args["n"], GenSampling(**args["sampling"]))
+    # Per-rank op: with FSDP2 the weights are gathered once for the whole rollout, so the decode loop
+    # runs no collective (ranks finish their answers at different steps).
+    with sess.adapter.gathered():
+        if side == "und":
+            sess.adapter.require("und_rollout")
+            b = sess.adapter.und_rollout(und_items(args["items"]), args["n"], UndSampling(**args["sampling"]))
+        else:
+            sess.adapter.require("gen_rollout")
+            b = sess.adapter.gen_rollout(gen_items(args["items"]), args["n"], GenSampling(**args["sampling"]))
     out = {"handle": ctx.handles.put(b, prefix=f"rollout-{side}"), "side": side, "size": b.size, "tokens": b.num_tokens,
            "lengths": [int(x) for x in b.out_mask.sum(-1).tolist()]}
     if b.texts is not None:
@@ -194,10 +201,24 @@ def _op_prepare_reward(ctx, args, tensors):
     return {"reward": args["reward"]["name"]}
 
 
+def _fault_injection(ctx) -> None:
+    """Test hook: ``PAIRUNI_TEST_KILL_UPDATE=N:RANK`` SIGKILLs rank RANK at its Nth ``train.update`` in the
+    world's first incarnation (torchrun's restart count 0): a rank dying mid-update, deterministically."""
+    spec = os.environ.get("PAIRUNI_TEST_KILL_UPDATE")
+    if not spec:
+        return
+    n, rank = (int(x) for x in spec.split(":"))
+    seen = ctx.state["updates_seen"] = ctx.state.get("updates_seen", 0) + 1
+    w = dist.current()
+    if seen == n and w.rank == rank and w.restart == 0:
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
 @op("train.update")
 @_timed
 def _op_update(ctx, args, tensors):
     """One optimizer step of the clipped surrogate over the given rollouts and advantages."""
+    _fault_injection(ctx)
     sess = _session(ctx)
     handles = args["handles"]
     if not handles:
@@ -207,11 +228,22 @@ def _op_update(ctx, args, tensors):
         key = f"adv_{side}"
         if key not in tensors:
             raise BadRequest(f"train.update: missing payload {key!r} for the {side} rollout", detail={"field": key})
-        sides[side] = (_batch(ctx, h), tensors[key])
+        hs = [h] if isinstance(h, str) else list(h)
+        batches = [_batch(ctx, x) for x in hs]
+        adv = tensors[key].reshape(-1)
+        if adv.shape[0] != sum(b.size for b in batches):
+            raise BadRequest(f"train.update: {key} has {adv.shape[0]} advantages for {sum(b.size for b in batches)} "
+                             f"{side} trajectories", detail={"field": key})
+        parts, off = [], 0
+        for b in batches:  # one advantage vector per side, split over its handles in order
+            parts.append((b, adv[off:off + b.size]))
+            off += b.size
+        sides[side] = parts
     out = sess.update(sides, args["loss"], est_seed=args["est_seed"], grad_cosine=args["grad_cosine"], check=ctx.check)
     if args["free"]:  # the last inner iteration: drop the rollouts without another round trip
         for h in handles.values():
-            ctx.handles.free(h)
+            for x in ([h] if isinstance(h, str) else h):
+                ctx.handles.free(x)
     return out
 
 
@@ -231,7 +263,8 @@ def _op_logprobs(ctx, args, tensors):
     """Current-policy per-token log-probs of a rollout next to its old log-probs and mask."""
     sess = _session(ctx)
     b = _batch(ctx, args["handle"])
-    logp, mask = sess.adapter.token_logprobs(b, torch.arange(b.size), est_seed=args["est_seed"], grad=False)
+    with sess.adapter.gathered():
+        logp, mask = sess.adapter.token_logprobs(b, torch.arange(b.size), est_seed=args["est_seed"], grad=False)
     return Reply({"size": b.size}, {"logp": logp.float().cpu(), "old_logp": b.old_logp.float().cpu(),
                                      "mask": mask.to(torch.uint8).cpu()})
 

@@ -39,28 +39,45 @@ class LossConfigError(BadRequest):
 LossCfg = UpdateLoss
 
 
-def traj_coefficients(masks: list[torch.Tensor], cfg: LossCfg, items: list[int] | None = None) -> list[torch.Tensor]:
-    """One coefficient per trajectory for each side's (B, L) mask, per the aggregation rules above.
+def side_totals(masks: list[torch.Tensor], sides: list[str], items: list[int] | None = None) -> dict[str, tuple[int, float, int]]:
+    """(trajectories, scored tokens, items) per side name over the given (B, L) masks (items: 0 when not given)."""
+    out: dict[str, tuple[int, float, int]] = {}
+    for i, (m, side) in enumerate(zip(masks, sides)):
+        n, t, k = out.get(side, (0, 0.0, 0))
+        out[side] = (n + int(m.shape[0]), t + float(m.sum()), k + (items[i] if items is not None else 0))
+    return out
 
-    ``items`` (the number of items, i.e. groups, of each side) is needed by ``token_sum`` with ``norm="side"``.
+
+def traj_coefficients(masks: list[torch.Tensor], cfg: LossCfg, items: list[int] | None = None, *,
+                      sides: list[str] | None = None,
+                      totals: dict[str, tuple[int, float, int]] | None = None) -> list[torch.Tensor]:
+    """One coefficient per trajectory for each (B, L) mask, per the aggregation rules above.
+
+    ``items`` (the number of items, i.e. groups, of each mask) is needed by ``token_sum`` with ``norm="side"``.
+    ``sides`` names each mask's side (default: each mask is its own side); several masks of one side
+    share its normalisation group. ``totals`` are the groups' (trajectories, tokens, items) over the whole
+    step: with data parallelism, the world's sums (each rank holds part of the batch), so the ranks'
+    losses add up to the one-process loss. Default: the counts of ``masks``.
     """
-    if cfg.agg == "token_sum" and cfg.norm == "side" and (items is None or len(items) != len(masks) or min(items, default=1) < 1):
-        raise LossConfigError(f"agg='token_sum' with norm='side' needs a positive item count per side, got {items}")
+    sides = sides if sides is not None else [str(i) for i in range(len(masks))]
+    if totals is None:
+        if cfg.agg == "token_sum" and cfg.norm == "side" and (items is None or len(items) != len(masks) or min(items, default=1) < 1):
+            raise LossConfigError(f"agg='token_sum' with norm='side' needs a positive item count per side, got {items}")
+        totals = side_totals(masks, sides, items)
     lens = [m.sum(-1).to(torch.float64) for m in masks]
     if cfg.norm == "batch":
-        n = sum(int(x.numel()) for x in lens)
-        tokens = sum(float(x.sum()) for x in lens)
-        groups = [(n, tokens)] * len(lens)
+        allg = tuple(sum(v[j] for v in totals.values()) for j in range(3))
+        groups = [allg] * len(lens)
     else:
-        groups = [(int(x.numel()), float(x.sum())) for x in lens]
+        groups = [totals[s] for s in sides]
     out = []
-    for si, (x, (n, tokens)) in enumerate(zip(lens, groups)):
+    for x, (n, tokens, n_items) in zip(lens, groups):
         if cfg.agg == "seq_mean":
             c = torch.where(x > 0, 1.0 / (n * x.clamp(min=1)), torch.zeros_like(x))
         elif cfg.agg == "token_mean":
             c = torch.full_like(x, 1.0 / tokens if tokens > 0 else 0.0)
         else:  # token_sum: E over trajectories (eq. 1) or over pairs (eq. 2/4) of Σ_t
-            c = torch.full_like(x, 1.0 / (n if cfg.norm == "batch" else items[si]))
+            c = torch.full_like(x, 1.0 / (n if cfg.norm == "batch" else n_items))
         out.append(c.to(torch.float32))
     return out
 

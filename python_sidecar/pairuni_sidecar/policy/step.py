@@ -15,10 +15,11 @@ from typing import Callable
 
 import torch
 
+from .. import dist
 from ..adapters.base import PolicyAdapter, RolloutBatch, SFTExample
 from ..contract.generated import LoadOptim
 from ..errors import BadRequest, OpFailed
-from .loss import LossCfg, clipped_surrogate, traj_coefficients
+from .loss import LossCfg, LossConfigError, clipped_surrogate, side_totals, traj_coefficients
 
 
 class NonFiniteError(OpFailed):
@@ -56,6 +57,10 @@ class Policy:
     def __init__(self, adapter: PolicyAdapter, optim: OptimCfg | None = None) -> None:
         self.adapter = adapter
         self.optim_cfg = (optim or OptimCfg()).validate("optim")
+        self.world = dist.current()
+        if self.world.distributed and not getattr(adapter, "sharded", False):
+            adapter.shard()  # before the optimizer: it must hold the sharded parameters
+            adapter.sharded = True
         named = adapter.trainable_parameters()
         if not named:
             raise BadRequest("the adapter exposes no trainable parameters")
@@ -100,8 +105,11 @@ class Policy:
         if micro_batch < 1:
             raise BadRequest(f"micro_batch must be >= 1, got {micro_batch}")
         names = [s.batch.side for s in sides]
-        if len(set(names)) != len(names):
-            raise BadRequest(f"update got the same side twice: {names}")
+        if names != sorted(names, key=("und", "gen").index):
+            raise BadRequest(f"update takes und batches before gen batches, got {names}")
+        distributed = self.world.distributed
+        if grad_cosine and distributed:
+            raise BadRequest("grad_cosine is computed on one rank only; turn it off with more than one rank")
         for s in sides:
             adv = s.adv
             if adv.ndim != 1 or adv.shape[0] != s.batch.size:
@@ -110,7 +118,17 @@ class Policy:
                 raise NonFiniteError(f"{s.batch.side}: advantages contain NaN/inf; no update was applied")
         dev = self.adapter.device
         t0 = time.perf_counter()
-        coefs = traj_coefficients([s.batch.out_mask for s in sides], cfg, [int(s.batch.group.unique().numel()) for s in sides])
+        masks = [s.batch.out_mask for s in sides]
+        items = [int(s.batch.group.unique().numel()) for s in sides]
+        # Global normalisation: each rank holds whole groups of the step's batch, and the coefficients
+        # use the world's trajectory, token and item counts, so the ranks' gradients sum to one process's.
+        local = side_totals(masks, names, items)
+        keys = sorted(local)
+        summed = dist.all_reduce_sum([v for k in keys for v in local[k]])
+        totals = {k: (int(summed[3 * i]), summed[3 * i + 1], int(summed[3 * i + 2])) for i, k in enumerate(keys)}
+        if cfg.agg == "token_sum" and cfg.norm == "side" and min(t[2] for t in totals.values()) < 1:
+            raise LossConfigError(f"agg='token_sum' with norm='side' needs a positive item count per side, got {totals}")
+        coefs = traj_coefficients(masks, cfg, sides=names, totals=totals)
         if cfg.beta > 0:
             for s in sides:
                 self.ensure_ref_logp(s.batch, micro_batch)
@@ -118,26 +136,38 @@ class Policy:
         self.adapter.train_mode(True)
         accs: dict[str, _Acc] = {}
         first_grads: list[torch.Tensor] | None = None
+        plans = []
+        for s in sides:
+            rows_all = torch.arange(s.batch.size)
+            if cfg.beta == 0:
+                # zero-advantage trajectories (e.g. zero-variance groups) add nothing to the gradient
+                rows_all = rows_all[s.adv != 0]
+            plans.append([rows_all[i:i + micro_batch] for i in range(0, rows_all.numel(), micro_batch)])
+        # FSDP2 gathers and reduces inside every forward/backward: each rank runs as many micro-batches
+        # as the busiest one; the extra ones carry coefficient 0 (they change no gradient).
+        want = dist.all_reduce_max([len(p) for p in plans]) if distributed else [len(p) for p in plans]
         try:
             for si, s in enumerate(sides):
                 acc = accs.setdefault(s.batch.side, _Acc())
                 b, adv = s.batch, s.adv.float()
-                acc.trajs = b.size
-                rows_all = torch.arange(b.size)
-                if cfg.beta == 0:
-                    # zero-advantage trajectories (e.g. zero-variance groups) add nothing to the gradient
-                    keep = adv != 0
-                    acc.skipped = int((~keep).sum())
-                    rows_all = rows_all[keep]
-                for start in range(0, rows_all.numel(), micro_batch):
+                acc.trajs += b.size
+                acc.skipped += b.size - sum(int(r.numel()) for r in plans[si])
+                mbs = plans[si] + [None] * (want[si] - len(plans[si]))
+                for rows in mbs:
                     if check is not None:
                         check()
-                    rows = rows_all[start:start + micro_batch]
+                    coef = coefs[si]
+                    if rows is None:  # a padding micro-batch for the collectives
+                        rows, coef = torch.arange(min(b.size, micro_batch)), torch.zeros_like(coefs[si])
                     logp, mask = self.adapter.token_logprobs(b, rows, est_seed=est_seed, grad=True)
                     ref = b.ref_logp[rows].to(dev) if b.ref_logp is not None else None
                     loss, st = clipped_surrogate(logp, b.old_logp[rows].to(dev), adv[rows].to(dev), mask,
-                                                 coefs[si][rows].to(dev), cfg, ref)
-                    loss.backward()
+                                                 coef[rows].to(dev), cfg, ref)
+                    # the coefficients are world-global, so the ranks' losses add up to the whole
+                    # step's; FSDP2 averages the gradients over the ranks, hence the world size
+                    (loss * self.world.size if distributed else loss).backward()
+                    if not bool(coef[rows].any()):
+                        continue  # padding: no metrics
                     acc.loss += float(loss.detach())
                     acc.tokens += float(st["tokens"])
                     acc.clipped += float(st["clipped"])
@@ -162,10 +192,7 @@ class Policy:
             out["grad_cos"] = dot / math.sqrt(n1 * n2) if n1 > 0 and n2 > 0 else 0.0
         max_norm = self.optim_cfg.max_grad_norm
         grads = [p for p in self.params if p.grad is not None]
-        if grads:
-            norm = float(torch.nn.utils.clip_grad_norm_(grads, max_norm if max_norm > 0 else math.inf))
-        else:
-            norm = 0.0
+        norm = self._clip(grads, max_norm)
         if not math.isfinite(norm):
             self.optimizer.zero_grad(set_to_none=True)
             raise NonFiniteError(f"gradient norm is {norm}; the step was not applied (weights unchanged)")
@@ -193,6 +220,18 @@ class Policy:
         out["optimizer_step"] = float(self.step_count)
         return out
 
+    def _clip(self, grads: list[torch.Tensor], max_norm: float) -> float:
+        """Clips the global gradient norm (over the world's shards with FSDP2) and returns it."""
+        if self.world.distributed:
+            # every rank holds a shard of every parameter: all take part, with or without a gradient
+            grads = self.params
+        if not grads:
+            return 0.0
+        norm = torch.nn.utils.clip_grad_norm_(grads, max_norm if max_norm > 0 else math.inf)
+        if hasattr(norm, "full_tensor"):
+            norm = norm.full_tensor()
+        return float(norm)
+
     # -- supervised step (SFT families such as Bagel use only this) ------------------------------
     def sft_step(self, examples: list[SFTExample]) -> dict[str, float]:
         self.optimizer.zero_grad(set_to_none=True)
@@ -200,12 +239,12 @@ class Policy:
         try:
             losses = self.adapter.sft_loss(examples)
             total = sum(losses.values())
+            # each rank's loss is a mean over its own examples; FSDP2 averages them over the ranks
             total.backward()
         finally:
             self.adapter.train_mode(False)
         max_norm = self.optim_cfg.max_grad_norm
-        norm = float(torch.nn.utils.clip_grad_norm_([p for p in self.params if p.grad is not None],
-                                                    max_norm if max_norm > 0 else math.inf))
+        norm = self._clip([p for p in self.params if p.grad is not None], max_norm)
         if not math.isfinite(norm):
             self.optimizer.zero_grad(set_to_none=True)
             raise NonFiniteError(f"SFT gradient norm is {norm}; the step was not applied")

@@ -125,7 +125,9 @@ def _load_open_clip_hps(cfg: dict) -> HPSScorer:
         ) from None
     if ckpt_missing:
         raise RewardCheckpointMissing(f"reward 'hps': checkpoint {ckpt!r} does not exist", detail={"checkpoint": ckpt})
-    device = torch.device(cfg.get("device") or ("cuda" if torch.cuda.is_available() else "cpu"))
+    from ..dist import default_device
+
+    device = torch.device(cfg.get("device") or default_device())
     arch = str(cfg.get("model", "ViT-H-14"))
     model, _, _ = open_clip.create_model_and_transforms(arch, pretrained=None, precision="amp", device=device,
                                                         jit=False, force_quick_gelu=False)

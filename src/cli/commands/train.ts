@@ -22,6 +22,7 @@ const HELP = `usage: pairuni train --config <run.json> [options]
   --out <dir>       override config.out
   --data <file>     override config.data
   --model <dir>     override config.model.path
+  --ranks <n>       override config.sidecar.ranks: n ranks on this host (torchrun, FSDP2 data parallel)
   --quiet           no progress bar
   -h, --help        this text
 
@@ -41,6 +42,7 @@ export async function run(argv: string[]): Promise<number> {
       out: { type: 'string' },
       data: { type: 'string' },
       model: { type: 'string' },
+      ranks: { type: 'string' },
       quiet: { type: 'boolean', default: false },
       help: { type: 'boolean', short: 'h', default: false },
     },
@@ -64,6 +66,11 @@ export async function run(argv: string[]): Promise<number> {
   if (values.out) overrides.out = resolve(values.out);
   if (values.data) overrides.data = resolve(values.data);
   if (values.model) overrides.model = { path: resolve(values.model) };
+  if (values.ranks !== undefined) {
+    const n = Number(values.ranks);
+    if (!Number.isInteger(n) || n < 1) throw new ConfigError(`--ranks must be a positive integer, got '${values.ranks}'`);
+    overrides.sidecar = { ranks: n };
+  }
   const cfg = loadTrainConfig(values.config, overrides);
 
   const interrupt = onInterrupt({ message: 'pairuni train: stopping after this step' });
