@@ -128,20 +128,21 @@ export async function pairGrpoStep(
   const uPairs = sides.und ? uIdx.map((i) => pairs[i]) : [];
   const gPairs = sides.gen ? gIdx.map((i) => pairs[i]) : [];
 
+  const estSeeds = Array.from({ length: cfg.loss.mu }, (_, inner) => stepSeed(cfg.seed, step, inner));
   // 2. Rollouts: K_u answers per (image, question), K_g images per prompt. They stay in the sidecar.
   //    Sampling settings travel as the config declares them (src/contract/ops.ts), plus the step's seed.
   const und = sides.und
     ? await timed(times, 'rollout', sc.train.undRollout({
         n: U.k,
         items: uPairs.map((p) => ({ image_path: p.u_image_abs, text: renderQuestion(p.question, p.choices, U.instruction) })),
-        sampling: { ...wireOf(UndSampling, U), options: familyOptions(cfg.model.adapter, 'und', U.options), seed: stepSeed(cfg.seed, step, 'und') },
+        sampling: { ...wireOf(UndSampling, U), options: familyOptions(cfg.model.adapter, 'und', U.options), seed: stepSeed(cfg.seed, step, 'und'), est_seeds: estSeeds },
       }))
     : undefined;
   const gen = sides.gen
     ? await timed(times, 'rollout', sc.train.genRollout({
         n: G.k,
         items: gPairs.map((p) => ({ prompt: p.prompt })),
-        sampling: { ...wireOf(GenSampling, G), options: familyOptions(cfg.model.adapter, 'gen', G.options), seed: stepSeed(cfg.seed, step, 'gen') },
+        sampling: { ...wireOf(GenSampling, G), options: familyOptions(cfg.model.adapter, 'gen', G.options), seed: stepSeed(cfg.seed, step, 'gen'), est_seeds: estSeeds },
       }))
     : undefined;
   const handles = { und: und?.args.handle, gen: gen?.args.handle };
@@ -183,7 +184,7 @@ export async function pairGrpoStep(
         {
           handles,
           loss: { ...wireOf(UpdateLoss, cfg.loss), norm: lossNorm(mode) },
-          est_seed: stepSeed(cfg.seed, step, inner),
+          est_seed: estSeeds[inner],
           grad_cosine: cfg.log.gradCosine,
           free: inner === cfg.loss.mu - 1,
         },
