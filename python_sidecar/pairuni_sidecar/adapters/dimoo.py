@@ -55,8 +55,6 @@ from .base import (
 
 CODE_ENV = "PAIRUNI_DIMOO_CODE"
 UPSTREAM_FILES = ("model/__init__.py", "model/configuration_llada.py", "model/modeling_xllmx_dimoo.py")
-#: DiMOO's VQ (aMUSEd): 16x downsampling
-VQ_STRIDE = 16
 
 
 class DimooCodeError(AdapterConfigError):
@@ -175,11 +173,15 @@ class _UpstreamLogits:
 
 
 class _VQCodec:
-    """DiMOO's image tokenizer: ``diffusers.VQModel`` (aMUSEd), 16x downsampling, pixels in [0, 1]."""
+    """DiMOO's image tokenizer: ``diffusers.VQModel`` (aMUSEd: 16x downsampling), pixels in [0, 1]
+    (upstream clips decoded images to [0, 1]; the encoder's input range is not verified on real weights)."""
 
     def __init__(self, vq, size: int) -> None:
         self.vq, self.size = vq, size
-        self.h = self.w = size // VQ_STRIDE
+        self.stride = 2 ** (len(vq.config.block_out_channels) - 1)
+        if size % self.stride:
+            raise AdapterConfigError(f"dimoo: image_size {size} is not a multiple of the VQ's downsampling {self.stride}")
+        self.h = self.w = size // self.stride
 
     @property
     def image_size(self) -> tuple[int, int]:
@@ -195,9 +197,13 @@ class _VQCodec:
 
     @torch.no_grad()
     def decode(self, codes: torch.Tensor) -> torch.Tensor:
-        dev = next(self.vq.parameters()).device
-        shape = (codes.shape[0], self.h, self.w, int(self.vq.config.latent_channels))
-        x = self.vq.decode(codes.to(dev), force_not_quantize=True, shape=shape).sample
+        vq = self.vq
+        dev = next(vq.parameters()).device
+        # VQModel.decode(force_not_quantize=True, shape=...) as upstream calls it, without relying on the
+        # config's lookup_from_codebook flag: codebook rows -> post-quant conv -> decoder.
+        shape = (codes.shape[0], self.h, self.w, int(vq.config.vq_embed_dim or vq.config.latent_channels))
+        quant = vq.quantize.get_codebook_entry(codes.reshape(-1).to(dev), shape)
+        x = vq.decoder(vq.post_quant_conv(quant), quant if vq.config.norm_type == "spatial" else None)
         return (x.clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).cpu()
 
 
@@ -318,11 +324,8 @@ class DimooAdapter(PolicyAdapter):
             vocab = int(self.config.get("vocab_size") or self.config.get("embedding_size") or 0)
             self.layout = dimoo_layout(vocab)
             self.layout.check(path)
-            self.text = _Text(tok, set(self.layout.specials), None)
-            size = self.opts.image_size or 512
-            if size % VQ_STRIDE:
-                raise AdapterConfigError(f"dimoo: model.options.image_size must be a multiple of {VQ_STRIDE}, got {size}")
-            self.codec = _VQCodec(vq, size)
+            self.text = _Text(tok, set(self.layout.specials), len(tok))
+            self.codec = _VQCodec(vq, self.opts.image_size or 512)
         return model
 
     def _set_trainable(self, modules) -> None:
