@@ -292,7 +292,15 @@ class DimooAdapter(PolicyAdapter):
                 raise CheckpointNotFound(f"dimoo: tiny model {path!r} has no tokenizer.json")
             tok = Tokenizer.from_file(tp)
             self.text = _Text(tok, set(self.layout.specials), tok.get_vocab_size())
-            self.codec = PaletteCodec(tuple(c["grid"]), int(c["cell"]), self.layout.codebook)
+            if c.get("codec", "palette") == "shapes":
+                from ..diffusion.shapes_codec import ShapesCodec
+
+                self.codec = ShapesCodec()
+            else:
+                self.codec = PaletteCodec(tuple(c["grid"]), int(c["cell"]), self.layout.codebook)
+            if getattr(self.codec, "codebook", self.layout.codebook) != self.layout.codebook:
+                raise IncompatibleCheckpoint(f"dimoo: {path} has {self.layout.codebook} image codes; its codec "
+                                             f"{c.get('codec')!r} has {self.codec.codebook}")
             if self.opts.image_size and self.opts.image_size != self.codec.image_size[0]:
                 raise AdapterConfigError(f"dimoo: the tiny model draws {self.codec.image_size[0]} px images; "
                                          f"model.options.image_size={self.opts.image_size} (use 0)")
@@ -605,7 +613,9 @@ class DimooAdapter(PolicyAdapter):
             # Write straight into ``path`` (the caller's checkpoint writer makes it atomic).
             save_file({k: v.detach().contiguous().cpu() for k, v in self.model.state_dict().items()},
                       os.path.join(path, "model.safetensors"))
-            for f in ("config.json", "tokenizer.json"):
+            for f in ("config.json", "tokenizer.json", "pairuni_model.json"):
+                if not os.path.isfile(os.path.join(self.source_dir, f)):
+                    continue
                 shutil.copyfile(os.path.join(self.source_dir, f), os.path.join(path, f))
             return
         save_file({k: v.detach().contiguous().cpu() for k, v in self.model.state_dict().items()},

@@ -140,11 +140,15 @@ def save_tiny_mdm(out_dir: str, model: TinyMDM, tokenizer, *, layout: TokenLayou
 
     cfg = {"model_type": MODEL_TYPE, **asdict(model.config), "layout": asdict(layout), "grid": list(grid),
            "cell": cell, "codec": "palette", **(extra or {})}
+    card = cfg.pop("card", None)
     with atomic_dir(out_dir) as tmp:
         with open(os.path.join(tmp, "config.json"), "w") as f:
             json.dump(cfg, f, indent=1)
         save_file({k: v.detach().contiguous() for k, v in model.state_dict().items()}, os.path.join(tmp, "model.safetensors"))
         tokenizer.save(os.path.join(tmp, "tokenizer.json"))
+        if card is not None:  # pairuni_model.json: family, prompt format, adapter options, pretraining record
+            with open(os.path.join(tmp, "pairuni_model.json"), "w") as f:
+                json.dump(card, f, indent=2)
     return out_dir
 
 
