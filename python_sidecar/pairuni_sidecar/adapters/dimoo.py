@@ -609,6 +609,7 @@ class DimooAdapter(PolicyAdapter):
     def save_pretrained(self, path: str) -> None:
         from safetensors.torch import save_file
 
+        os.makedirs(path, exist_ok=True)
         if self.tiny:
             # Write straight into ``path`` (the caller's checkpoint writer makes it atomic).
             save_file({k: v.detach().contiguous().cpu() for k, v in self.model.state_dict().items()},

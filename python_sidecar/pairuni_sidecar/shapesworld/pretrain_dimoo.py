@@ -42,7 +42,7 @@ ANSWER_SLOTS = 16  # = the held-out evaluation's max_new_tokens and the demo's u
 class DimooPretrainConfig:
     seed: int = 0
     n_items: int = 12000
-    steps: int = 1500
+    steps: int = 600
     und_batch: int = 32
     gen_batch: int = 32
     lr: float = 2e-3
