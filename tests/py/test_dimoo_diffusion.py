@@ -222,3 +222,16 @@ def test_sft_loss_is_finite_and_trains(model_dir, image):
     pol = Policy(a, OptimCfg(lr=1e-2))
     first = pol.sft_step(ex)
     assert math.isfinite(first["und/sft_loss"]) and math.isfinite(first["gen/sft_loss"])
+
+
+def test_train_modules_groups(model_dir):
+    from pairuni_sidecar.adapters import AdapterConfigError
+
+    a = load_adapter("dimoo", LoadSpec(path=model_dir, device="cpu", train_modules=["language_model", "vision"]))
+    assert len(a.trainable_parameters()) == len(list(a.model.parameters()))
+    b = load_adapter("dimoo", LoadSpec(path=model_dir, device="cpu", train_modules=["head."]))
+    assert [n for n, _ in b.trainable_parameters()] == ["head.weight", "head.bias"]
+    with pytest.raises(AdapterConfigError, match="select no parameter"):
+        load_adapter("dimoo", LoadSpec(path=model_dir, device="cpu", train_modules=["vision"]))
+    with pytest.raises(AdapterConfigError, match="'nope'"):
+        load_adapter("dimoo", LoadSpec(path=model_dir, device="cpu", train_modules=["nope"]))

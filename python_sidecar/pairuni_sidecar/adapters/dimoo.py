@@ -337,17 +337,23 @@ class DimooAdapter(PolicyAdapter):
         return model
 
     def _set_trainable(self, modules) -> None:
+        """Groups: ``language_model`` is the whole transformer; ``vision`` names nothing (images enter as
+        VQ codes through the shared embedding: there is no vision encoder, and the VQ stays frozen);
+        anything else must be a parameter-name prefix."""
         names = [n for n, _ in self.model.named_parameters()]
-        if list(modules) == ["language_model"] or "all" in modules:
-            prefixes: tuple[str, ...] = ("",)  # the whole transformer is the language model here
-        else:
-            bad = [m for m in modules if not any(n.startswith(m) for n in names)]
-            if bad:
-                raise AdapterConfigError(f"train_modules: {bad} are not parameter-name prefixes of this model "
-                                         "(use 'language_model' for all of it)")
-            prefixes = tuple(modules)
+        prefixes: list[str] = []
+        for m in modules:
+            if m == "language_model":
+                prefixes.append("")
+            elif m != "vision":
+                if not any(n.startswith(m) for n in names):
+                    raise AdapterConfigError(f"train_modules: {m!r} is neither a group (language_model, vision) nor a "
+                                             "parameter-name prefix of this model")
+                prefixes.append(m)
+        if not prefixes:
+            raise AdapterConfigError(f"train_modules {list(modules)} select no parameter of the dimoo model (use 'language_model')")
         for n, p in self.model.named_parameters():
-            p.requires_grad_(n.startswith(prefixes))
+            p.requires_grad_(n.startswith(tuple(prefixes)))
         self.train_modules = tuple(modules)
 
     # -- helpers ---------------------------------------------------------------------------------

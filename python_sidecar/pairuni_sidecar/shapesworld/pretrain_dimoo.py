@@ -88,7 +88,7 @@ def _init_dir(path: Path, cfg: DimooPretrainConfig, fmt: PromptFormat) -> None:
 
 def _card(fmt: PromptFormat, pretrain: dict) -> dict:
     return {"format": MODEL_FORMAT, "family": "dimoo", "prompt_format": fmt.to_json(),
-            "adapter_options": adapter_options(fmt), "reward": "shapes",
+            "adapter_options": adapter_options(fmt), "reward": "shapes", "train_modules": ["language_model"],
             "answer_slots": ANSWER_SLOTS, **({"pretrain": pretrain} if pretrain else {})}
 
 
