@@ -93,7 +93,9 @@ def _card(fmt: PromptFormat, pretrain: dict) -> dict:
 
 
 def pretrain_dimoo(out: str | os.PathLike, cfg: DimooPretrainConfig = DimooPretrainConfig(),
-                   fmt: PromptFormat = PromptFormat(), log=print) -> dict:
+                   fmt: PromptFormat = PromptFormat(), log=print, check=None) -> dict:
+    """Pretrain and write the model directory ``out``; ``check()`` runs before every step (raise to stop:
+    the next call with the same arguments resumes from the last saved state)."""
     from ..adapters import LoadSpec
     from ..adapters.dimoo import DimooAdapter
     from ..diffusion.tiny_model import save_tiny_mdm
@@ -138,6 +140,8 @@ def pretrain_dimoo(out: str | os.PathLike, cfg: DimooPretrainConfig = DimooPretr
         torch.manual_seed(cfg.seed + 1)
     model.train()
     while step < cfg.steps:
+        if check:
+            check()
         for g in opt.param_groups:
             g["lr"] = _lr(cfg.lr, step, cfg.warmup)
         iu = _batch(cfg.seed, 2, step, cfg.n_items, cfg.und_batch)
