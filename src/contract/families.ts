@@ -51,6 +51,31 @@ export const FAMILIES = {
 } as const;
 export type Family = keyof typeof FAMILIES;
 
+/**
+ * Training-config defaults that differ by family, filled in where a config leaves them out (before the
+ * shared defaults of src/contract/config.ts apply). Lumina-DiMOO: the paper's rollout size 2 per side.
+ */
+export const FAMILY_CONFIG_DEFAULTS: Record<string, { und?: Record<string, unknown>; gen?: Record<string, unknown> }> = {
+  dimoo: { und: { k: 2 }, gen: { k: 2 } },
+};
+
+/** A config input with its family's config defaults filled in (other inputs unchanged). */
+export function withFamilyDefaults(input: unknown): unknown {
+  if (typeof input !== 'object' || input === null || Array.isArray(input)) return input;
+  const cfg = input as Record<string, unknown>;
+  const model = cfg.model as Record<string, unknown> | undefined;
+  const fam = typeof model?.adapter === 'string' ? FAMILY_CONFIG_DEFAULTS[model.adapter] : undefined;
+  if (!fam) return input;
+  const out: Record<string, unknown> = { ...cfg };
+  for (const side of ['und', 'gen'] as const) {
+    const given = cfg[side];
+    if (fam[side] && (given === undefined || (typeof given === 'object' && given !== null && !Array.isArray(given)))) {
+      out[side] = { ...fam[side], ...((given as Record<string, unknown> | undefined) ?? {}) };
+    }
+  }
+  return out;
+}
+
 /** The records generated as Python dataclasses for the families (name → schema). */
 export const FAMILY_RECORDS = { JanusLoadOptions, JanusUndOptions, JanusGenOptions, DimooLoadOptions, DimooUndOptions, DimooGenOptions } as const;
 
