@@ -235,3 +235,20 @@ def test_train_modules_groups(model_dir):
         load_adapter("dimoo", LoadSpec(path=model_dir, device="cpu", train_modules=["vision"]))
     with pytest.raises(AdapterConfigError, match="'nope'"):
         load_adapter("dimoo", LoadSpec(path=model_dir, device="cpu", train_modules=["nope"]))
+
+
+def test_save_and_resume_through_the_policy_checkpoint(model_dir, image, tmp_path):
+    from pairuni_sidecar.policy import load_policy, save_policy
+
+    spec = LoadSpec(path=model_dir, device="cpu")
+    pol = load_policy("dimoo", spec, OptimCfg(lr=1e-3))
+    b = pol.adapter.und_rollout([UndItem(image, "Which?")], 2, UndSampling(seed=4, max_new_tokens=4, est_seeds=[0]))
+    pol.update([SideInput(b, torch.tensor([1.0, -1.0]))],
+               LossCfg(eps_low=0.2, eps_high=0.2, beta=0.0, agg="seq_mean", norm="side"), est_seed=0)
+    save_policy(pol, "dimoo", str(tmp_path / "ck"))
+    back = load_policy("dimoo", spec, OptimCfg(lr=1e-3), str(tmp_path / "ck"))
+    assert back.step_count == 1
+    sd, sb = pol.adapter.model.state_dict(), back.adapter.model.state_dict()
+    assert all(torch.equal(sd[k], sb[k]) for k in sd)
+    lp, _ = back.adapter.token_logprobs(b, torch.arange(2), est_seed=0, grad=False)
+    assert torch.equal(lp, pol.adapter.token_logprobs(b, torch.arange(2), est_seed=0, grad=False)[0])
