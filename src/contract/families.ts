@@ -29,6 +29,8 @@ export const DimooLoadOptions = z.strictObject({
   system_prompt: z.string().default(''),
   /** One-step estimator: probability of masking each prompt token (dLLM's LLaDA recipe 0.15; d1 uses 0.3). */
   p_mask_prompt: z.number().min(0).max(1).default(0.15),
+  /** Log-probs for the update: `one_step` (d1 / dLLM mean-field estimate under the est_seed's masks) or `trajectory` (the recorded unmask steps rescored: text steps or image steps forwards, deterministic). */
+  estimator: z.enum(['one_step', 'trajectory']).default('one_step'),
   /** Generated image side in pixels (a multiple of 16 for DiMOO); 0 = the model's own (512 for DiMOO, the tiny model's grid). */
   image_size: z.number().int().min(0).default(0),
 });

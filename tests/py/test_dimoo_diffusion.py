@@ -252,3 +252,25 @@ def test_save_and_resume_through_the_policy_checkpoint(model_dir, image, tmp_pat
     assert all(torch.equal(sd[k], sb[k]) for k in sd)
     lp, _ = back.adapter.token_logprobs(b, torch.arange(2), est_seed=0, grad=False)
     assert torch.equal(lp, pol.adapter.token_logprobs(b, torch.arange(2), est_seed=0, grad=False)[0])
+
+
+def test_trajectory_estimator_rescores_the_sampled_steps(model_dir, image):
+    """The trajectory estimate equals the log-prob each committed token had when the sampler drew it."""
+    net_a = _adapter(model_dir, estimator="trajectory")
+    fn = net_a._logits_fn(net_a.model)
+    ids, keep, slots, _, un = net_a._gen_rows(["red", "blue circle"])
+    lay = net_a.layout
+    codes, commit, lp = sample_image(fn, ids, keep, slots, steps=5, temperature=1.0, lay=lay, seeds=[1, 2],
+                                     cfg_weight=3.0, uncond=un, record=True)
+    assert int(commit.min()) == 0 and int(commit.max()) == 4
+    from pairuni_sidecar.diffusion.estimator import trajectory_logprobs
+
+    again = trajectory_logprobs(fn, ids, keep, slots, codes + lay.code_base, codes, commit, steps=5, mask_id=lay.mask,
+                                temperature=1.0, support=slice(lay.code_base, lay.code_end), cfg_weight=3.0, uncond=un)
+    assert torch.allclose(again, lp, atol=1e-5)
+    g = net_a.gen_rollout([GenItem("red")], 2, GenSampling(seed=2, cfg_weight=3.0, options={"steps": 5}, est_seeds=[3, 4]))
+    assert torch.equal(g.old_logp_for(3), g.old_logp_for(4))  # no mask randomness
+    got, _ = net_a.token_logprobs(g, torch.arange(2), est_seed=4, grad=True)
+    assert torch.equal(got.detach(), g.old_logp_for(4))
+    b = net_a.und_rollout([UndItem(image, "Which?")], 2, UndSampling(seed=4, max_new_tokens=4, est_seeds=[0]))
+    assert torch.isfinite(b.old_logp).all() and (b.old_logp[b.out_mask] < 0).all()

@@ -34,7 +34,7 @@ from typing import Any
 import torch
 
 from ..contract.generated import DimooGenOptions, DimooLoadOptions, DimooUndOptions
-from ..diffusion.estimator import estimator_seeds, masked_inputs, one_step_logprobs
+from ..diffusion.estimator import estimator_seeds, masked_inputs, one_step_logprobs, trajectory_logprobs
 from ..diffusion.layout import TokenLayout, dimoo_layout, gen_region, right_pad, und_sequence
 from ..diffusion.samplers import row_seed, sample_image, sample_text
 from ..diffusion.tiny_model import MODEL_TYPE, PaletteCodec, TinyMDM, TinyMDMConfig, save_tiny_mdm
@@ -467,16 +467,17 @@ class DimooAdapter(PolicyAdapter):
         fn = self._logits_fn(self.model)
         seeds = [row_seed(s.seed, r) for r in range(len(group))]
         try:
-            x = sample_text(fn, ids, keep, slots, steps=o.steps, block_length=o.block_length, temperature=T,
-                            support=self.layout.text_support(), seeds=seeds, mask_id=self.layout.mask,
-                            cfg_weight=w, uncond=None if un is None else (un, keep, slots))
+            x, commit, _ = sample_text(fn, ids, keep, slots, steps=o.steps, block_length=o.block_length, temperature=T,
+                                       support=self.layout.text_support(), seeds=seeds, mask_id=self.layout.mask,
+                                       cfg_weight=w, uncond=None if un is None else (un, keep, slots), record=True)
         except ValueError as e:
             raise AdapterConfigError(f"dimoo und: {e} (und.options.steps / block_length, und.maxNewTokens)") from None
         out = x.gather(1, slots)
         texts, mask = self._answer(out)
         batch = RolloutBatch(side="und", group=group, out_ids=out, out_mask=mask, old_logp=torch.zeros(out.shape),
                              prompts=[it.text for it in items], texts=texts,
-                             extra={"ids": x, "keep": keep, "slots": slots, "maskable": maskable, "w": w, "T": T})
+                             extra={"ids": x, "keep": keep, "slots": slots, "maskable": maskable, "w": w, "T": T,
+                                    "commit": commit.cpu(), "steps": o.steps})
         self._record_old(batch, s.est_seeds)
         return batch
 
@@ -488,8 +489,8 @@ class DimooAdapter(PolicyAdapter):
             raise BadRequest(f"gen_rollout needs at least one item and n >= 1 (got {len(items)} items, n={n})")
         group = torch.arange(len(items)).repeat_interleave(n)
         w, T = float(s.cfg_weight), float(s.temperature)
-        codes, rows = self._sample_codes([items[g].prompt for g in group.tolist()], steps=o.steps, w=w, T=T,
-                                         seeds=[row_seed(s.seed, r) for r in range(len(group))])
+        codes, rows, commit = self._sample_codes([items[g].prompt for g in group.tolist()], steps=o.steps, w=w, T=T,
+                                                 seeds=[row_seed(s.seed, r) for r in range(len(group))], record=True)
         ids, keep, slots, maskable, (uids, ukeep, uslots) = rows
         lay = self.layout
         batch = RolloutBatch(
@@ -497,21 +498,25 @@ class DimooAdapter(PolicyAdapter):
             old_logp=torch.zeros(codes.shape), prompts=[it.prompt for it in items], images=self.codec.decode(codes),
             extra={"ids": ids.scatter(1, slots, codes + lay.code_base), "keep": keep, "slots": slots,
                    "maskable": maskable, "uncond": (uids.scatter(1, uslots, codes + lay.code_base), ukeep, uslots),
-                   "w": w if s.logp == "cfg" else 1.0, "T": T})
+                   "w": w if s.logp == "cfg" else 1.0, "T": T, "commit": commit, "steps": o.steps})
         self._record_old(batch, s.est_seeds)
         return batch
 
-    def _sample_codes(self, prompts: list[str], *, steps: int, w: float, T: float, seeds: list[int]):
+    def _sample_codes(self, prompts: list[str], *, steps: int, w: float, T: float, seeds: list[int], record: bool = False):
         rows = self._gen_rows(prompts)
         ids, keep, slots, _, un = rows
-        codes = sample_image(self._logits_fn(self.model), ids, keep, slots, steps=steps, temperature=T,
-                             lay=self.layout, seeds=seeds, cfg_weight=w, uncond=un if w != 1.0 else None)
-        return codes.cpu(), rows
+        codes, commit, _ = sample_image(self._logits_fn(self.model), ids, keep, slots, steps=steps, temperature=T,
+                                        lay=self.layout, seeds=seeds, cfg_weight=w, uncond=un if w != 1.0 else None,
+                                        record=True)
+        return (codes.cpu(), rows, commit.cpu()) if record else (codes.cpu(), rows)
 
     def _record_old(self, batch: RolloutBatch, est_seeds) -> None:
         seeds = [int(x) for x in (est_seeds or [0])]
         rows = torch.arange(batch.size)
-        for e in seeds:
+        for i, e in enumerate(seeds):
+            if i and self.opts.estimator == "trajectory":  # no mask randomness: one pass serves every seed
+                batch.old_logp_by_seed[e] = batch.old_logp_by_seed[seeds[0]]
+                continue
             batch.old_logp_by_seed[e] = self.token_logprobs(batch, rows, est_seed=e, grad=False)[0].detach().cpu()
         batch.old_logp = batch.old_logp_by_seed[seeds[0]]
 
@@ -529,6 +534,11 @@ class DimooAdapter(PolicyAdapter):
         fn = self._logits_fn(self.ref_model if ref else self.model)
         out = batch.out_ids[rows]
         ctx = contextlib.nullcontext() if grad else torch.no_grad()
+        if self.opts.estimator == "trajectory":
+            with ctx:
+                logp = self._trajectory(fn, batch, rows, ids, keep, slots, maskable, out.to(self.device))
+            mask = batch.out_mask[rows].to(self.device)
+            return logp * mask, mask
         with ctx:
             if batch.side == "und":
                 un = self._text_uncond(inp, maskable, x["w"])
@@ -543,6 +553,19 @@ class DimooAdapter(PolicyAdapter):
                                          uncond=(uinp, ukeep, uslots))
         mask = batch.out_mask[rows].to(self.device)
         return logp * mask, mask
+
+    def _trajectory(self, fn, batch, rows, ids, keep, slots, maskable, out):
+        x, lay = batch.extra, self.layout
+        commit = x["commit"][rows].to(self.device)
+        if batch.side == "und":
+            un = self._text_uncond(ids, maskable, x["w"])
+            return trajectory_logprobs(fn, ids, keep, slots, out, out, commit, steps=x["steps"], mask_id=lay.mask,
+                                       temperature=x["T"], support=lay.text_support(), cfg_weight=x["w"],
+                                       uncond=None if un is None else (un, keep, slots))
+        uids, ukeep, uslots = (t[rows] for t in x["uncond"])
+        return trajectory_logprobs(fn, ids, keep, slots, out + lay.code_base, out, commit, steps=x["steps"],
+                                   mask_id=lay.mask, temperature=x["T"], support=slice(lay.code_base, lay.code_end),
+                                   cfg_weight=x["w"], uncond=(uids, ukeep, uslots))
 
     def sft_loss(self, examples: list[SFTExample]) -> dict[str, torch.Tensor]:
         """Masked-token CE (DiMOO's SFT): per example a ratio cos(pi r / 2), r ~ U(0, 1), of the answer

@@ -58,3 +58,28 @@ def one_step_logprobs(logits_at, x: torch.Tensor, keep: torch.Tensor, slots: tor
         z = c
     z = z[..., support] if isinstance(support, slice) else z + support.to(z.device)
     return torch.log_softmax(z / temperature, -1).gather(-1, targets.unsqueeze(-1)).squeeze(-1)
+
+
+def trajectory_logprobs(logits_at, ids: torch.Tensor, keep: torch.Tensor, slots: torch.Tensor, tokens: torch.Tensor,
+                        targets: torch.Tensor, commit_at: torch.Tensor, *, steps: int, mask_id: int, temperature: float,
+                        support: torch.Tensor | slice, cfg_weight: float = 1.0, uncond: tuple | None = None) -> torch.Tensor:
+    """The second estimator: score the recorded unmask trajectory step by step. At step t the input shows
+    the slots committed before t (their ``tokens``, vocabulary ids) and masks the rest, as the sampler saw it;
+    slot i's log-prob is that of ``targets`` (ids, or code indices with a slice ``support``) at its commit
+    step. ``steps`` forwards (x2 with guidance), no randomness: ``est_seed`` plays no part. It omits the
+    probability of *which* slots were committed (the confidence ranking), like upstream trajectory scorers.
+    ``uncond = (ids_u, keep_u, slots_u)`` is kept in step with the trajectory."""
+    out = torch.zeros(slots.shape, device=commit_at.device)
+    for t in range(int(steps)):
+        now = commit_at == t
+        if not bool(now.any()):
+            continue
+        shown = torch.where(commit_at < t, tokens, torch.full_like(tokens, mask_id))
+        x = ids.scatter(1, slots, shown)
+        un = None
+        if uncond is not None and cfg_weight != 1.0:
+            un = (uncond[0].scatter(1, uncond[2], shown), uncond[1], uncond[2])
+        lp = one_step_logprobs(logits_at, x, keep, slots, targets, temperature=temperature, support=support,
+                               cfg_weight=cfg_weight, uncond=un)
+        out = torch.where(now.to(out.device), lp, out)
+    return out

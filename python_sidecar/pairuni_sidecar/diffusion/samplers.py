@@ -63,8 +63,10 @@ def _gather_set(x: torch.Tensor, pos: torch.Tensor, vals: torch.Tensor) -> None:
 @torch.no_grad()
 def sample_text(logits_at, ids: torch.Tensor, keep: torch.Tensor, slots: torch.Tensor, *, steps: int,
                 block_length: int, temperature: float, support: torch.Tensor, seeds: list[int], mask_id: int,
-                cfg_weight: float = 1.0, uncond: tuple | None = None) -> torch.Tensor:
-    """Fill the masked answer ``slots`` (B, L) of ``ids``; returns the filled ids (B, S).
+                cfg_weight: float = 1.0, uncond: tuple | None = None, record: bool = False):
+    """Fill the masked answer ``slots`` (B, L) of ``ids``; returns the filled ids (B, S), and with
+    ``record`` also the step at which each slot was committed (B, L) and the log-prob of the committed
+    token under ``softmax(z / T)`` at that step (B, L) (the trajectory estimator recomputes these).
 
     ``support`` (V,) is added to the logits (-inf where a token may not be drawn). ``uncond`` is
     ``(ids_u, keep_u, slots_u)`` with the same slots (its answer region is kept in step with ``ids``).
@@ -79,6 +81,9 @@ def sample_text(logits_at, ids: torch.Tensor, keep: torch.Tensor, slots: torch.T
     x = ids.clone()
     xu = uncond[0].clone() if uncond is not None else None
     nb, spb = L // block_length, steps // (L // block_length)
+    commit_at = torch.full((B, L), -1, dtype=torch.long, device=dev)
+    commit_lp = torch.zeros((B, L), device=dev)
+    t_global = 0
     for b in range(nb):
         in_block = torch.zeros(L, dtype=torch.bool, device=dev)
         in_block[b * block_length:(b + 1) * block_length] = True
@@ -86,6 +91,7 @@ def sample_text(logits_at, ids: torch.Tensor, keep: torch.Tensor, slots: torch.T
             un = (xu, uncond[1], uncond[2]) if uncond is not None else None
             z = guided(logits_at, x, keep, slots, un, cfg_weight) + support.to(dev)
             probs = torch.softmax(z, -1)
+            lps = torch.log_softmax(z / temperature, -1) if record and temperature > 0 else None
             masked = (x.gather(1, slots) == mask_id) & in_block
             cur = x.gather(1, slots)
             new = cur.clone()
@@ -98,19 +104,24 @@ def sample_text(logits_at, ids: torch.Tensor, keep: torch.Tensor, slots: torch.T
                 if k:
                     pick = conf.topk(k).indices
                     new[r, pick] = x0[pick]
+                    commit_at[r, pick] = t_global
+                    if lps is not None:
+                        commit_lp[r, pick] = lps[r, pick].gather(-1, x0[pick].unsqueeze(-1)).squeeze(-1)
             _gather_set(x, slots, new)
             if xu is not None:
                 _gather_set(xu, uncond[2], new)
-    return x
+            t_global += 1
+    return (x, commit_at, commit_lp) if record else x
 
 
 @torch.no_grad()
 def sample_image(logits_at, ids: torch.Tensor, keep: torch.Tensor, slots: torch.Tensor, *, steps: int,
                  temperature: float, lay: TokenLayout, seeds: list[int], cfg_weight: float = 1.0,
-                 uncond: tuple | None = None) -> torch.Tensor:
+                 uncond: tuple | None = None, record: bool = False):
     """Fill the masked image-code ``slots`` (B, N) of ``ids``; returns code indices (B, N) in
     ``0 .. codebook-1``. ``uncond = (ids_u, keep_u, slots_u)``: the unconditional rows, whose image
-    region is kept in step with ``ids``."""
+    region is kept in step with ``ids``. With ``record`` also the commit step of every code (B, N) and
+    its log-prob under ``softmax(z / T)`` at that step (B, N)."""
     if steps < 1 or not temperature > 0:
         raise ValueError(f"image sampler needs steps >= 1 and temperature > 0 (got {steps}, {temperature})")
     B, N = slots.shape
@@ -118,6 +129,8 @@ def sample_image(logits_at, ids: torch.Tensor, keep: torch.Tensor, slots: torch.
     gens = generators(seeds, dev)
     x = ids.clone()
     xu = uncond[0].clone() if uncond is not None else None
+    commit_at = torch.full((B, N), -1, dtype=torch.long, device=dev)
+    commit_lp = torch.zeros((B, N), device=dev)
     for t in range(steps):
         un = (xu, uncond[1], uncond[2]) if uncond is not None else None
         z = guided(logits_at, x, keep, slots, un, cfg_weight)[..., lay.code_base:lay.code_end] / temperature
@@ -137,10 +150,12 @@ def sample_image(logits_at, ids: torch.Tensor, keep: torch.Tensor, slots: torch.
             if stay:
                 commit[conf.topk(stay, largest=False).indices] = False
             new[r] = torch.where(commit, drawn + lay.code_base, cur[r])
+            commit_at[r] = torch.where(commit, torch.full_like(commit_at[r], t), commit_at[r])
+            commit_lp[r] = torch.where(commit, lp, commit_lp[r])
         _gather_set(x, slots, new)
         if xu is not None:
             _gather_set(xu, uncond[2], new)
     codes = x.gather(1, slots)
     if bool((codes == lay.mask).any()):
         raise RuntimeError("image sampler left masked codes (a bug: the last step commits every slot)")
-    return codes - lay.code_base
+    return (codes - lay.code_base, commit_at, commit_lp) if record else codes - lay.code_base
