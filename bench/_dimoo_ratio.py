@@ -5,7 +5,8 @@ update (lr as given, random +-1 advantages), then for M estimator seeds the per-
 log rho = logp_new(mask_j) - logp_old(mask_j') with
   - shared masks (j' = j: what the trainer's est_seed gives), and
   - independent masks (j' = j + 1: old and current passes drawing their own masks),
-for p_mask_prompt in {0, 0.15, 0.3} and, on the image side, guidance in the log-prob pass or not.
+for p_mask_prompt in {0, 0.15, 0.3} and, on the image side, guidance in the log-prob pass or not; and the
+trajectory estimator (the recorded unmask steps rescored).
 Reports the variance over seeds of the token ratio (mean over tokens) and of the sequence log-ratio.
 """
 from __future__ import annotations
@@ -78,6 +79,16 @@ def main() -> None:
                     res[f"{name}/p{p}/{how}/ratio_var"] = float(rho.var(0)[m].mean())
                     res[f"{name}/p{p}/{how}/seq_logratio_var"] = float((lr_tok * m).sum(-1).var(0).mean())
                     res[f"{name}/p{p}/{how}/ratio_mean_abs_dev"] = float((rho - 1).abs().mean(0)[m].mean())
+        # the trajectory estimator: no mask draws, so shared and independent seeds coincide
+        a.opts = dataclasses.replace(a.opts, estimator="trajectory")
+        for name, batch, w in cases:
+            if w is not None:
+                batch.extra["w"] = w
+            lo, ln = logps(batch, old), logps(batch, new)
+            m = batch.out_mask.bool()
+            lr_tok = torch.stack([ln[j] - lo[j] for j in range(seeds)])
+            res[f"{name}/trajectory/ratio_var"] = float(lr_tok.exp().var(0)[m].mean())
+            res[f"{name}/trajectory/ratio_mean_abs_dev"] = float((lr_tok.exp() - 1).abs().mean(0)[m].mean())
         a.model.load_state_dict(old)
         print(json.dumps({k: float(f"{v:.4g}") for k, v in res.items()}))
     finally:
