@@ -21,6 +21,7 @@ PLUGINS = {
     },
     "adapter": {
         "janus": "pairuni_sidecar.adapters.janus:JanusAdapter",
+        "dimoo": "pairuni_sidecar.adapters.dimoo:DimooAdapter",
     },
     "backbone": {
         "resnet50": "pairuni_sidecar.features.backbones:load_resnet50",
@@ -31,5 +32,6 @@ PLUGINS = {
     },
     "tiny": {
         "janus": "pairuni_sidecar.adapters.tiny:build_tiny_janus",
+        "dimoo": "pairuni_sidecar.diffusion.tiny_model:build_tiny_dimoo",
     },
 }

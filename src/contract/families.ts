@@ -23,13 +23,68 @@ export const JanusLoadOptions = z.strictObject({
 export const JanusUndOptions = z.strictObject({});
 export const JanusGenOptions = z.strictObject({});
 
+/** Lumina-DiMOO (masked diffusion): a user's upstream checkout + checkpoint, or the project's tiny model. */
+export const DimooLoadOptions = z.strictObject({
+  /** Lumina-DiMOO checkout (has model/modeling_xllmx_dimoo.py); '' = the PAIRUNI_DIMOO_CODE environment variable. Unused for the tiny model. */
+  code_dir: z.string().default(''),
+  /** `{system}`, `{question}`, `{image}` once (BOI, rows of codes + NEWLINE, EOI). */
+  und_template: z.string().default('<system>{system}</system><user>{question}{image}</user>'),
+  /** `{system}`, `{prompt}`; the unconditional (CFG) prompt puts the <uncondition> token in place of `{prompt}`. */
+  gen_template: z.string().default('<system>{system}</system><user>{prompt}</user>'),
+  system_prompt: z.string().default(''),
+  /** One-step estimator: probability of masking each prompt token (dLLM's LLaDA recipe 0.15; d1 uses 0.3). */
+  p_mask_prompt: z.number().min(0).max(1).default(0.15),
+  /** Log-probs for the update: `one_step` (d1 / dLLM mean-field estimate under the est_seed's masks) or `trajectory` (the recorded unmask steps rescored: text steps or image steps forwards, deterministic). */
+  estimator: z.enum(['one_step', 'trajectory']).default('one_step'),
+  /** Generated image side in pixels (a multiple of 16 for DiMOO); 0 = the model's own (512 for DiMOO, the tiny model's grid). */
+  image_size: z.number().int().min(0).default(0),
+});
+export const DimooUndOptions = z.strictObject({
+  /** Diffusion steps for the answer (paper, Appendix E: 2). */
+  steps: z.number().int().min(1).default(2),
+  /** Answer slots per block; 0 = one block (the answer slots are und.maxNewTokens). */
+  block_length: z.number().int().min(0).default(0),
+  /** Text guidance u + w (c - u) against the prompt-masked input, in rollouts and log-probs; 1 = none (d1's default). */
+  cfg_weight: z.number().default(1),
+});
+export const DimooGenOptions = z.strictObject({
+  /** MaskGIT steps (paper, Appendix E: 35; DiMOO's README 64). Guidance is gen.cfgWeight (w = s + 1: DiMOO's s = 4 is 5). */
+  steps: z.number().int().min(1).default(35),
+});
+
 export const FAMILIES = {
   janus: { load: JanusLoadOptions, und: JanusUndOptions, gen: JanusGenOptions },
+  dimoo: { load: DimooLoadOptions, und: DimooUndOptions, gen: DimooGenOptions },
 } as const;
 export type Family = keyof typeof FAMILIES;
 
+/**
+ * Training-config defaults that differ by family, filled in where a config leaves them out (before the
+ * shared defaults of src/contract/config.ts apply). Lumina-DiMOO: the paper's rollout size 2 per side.
+ */
+export const FAMILY_CONFIG_DEFAULTS: Record<string, { und?: Record<string, unknown>; gen?: Record<string, unknown> }> = {
+  dimoo: { und: { k: 2 }, gen: { k: 2 } },
+};
+
+/** A config input with its family's config defaults filled in (other inputs unchanged). */
+export function withFamilyDefaults(input: unknown): unknown {
+  if (typeof input !== 'object' || input === null || Array.isArray(input)) return input;
+  const cfg = input as Record<string, unknown>;
+  const model = cfg.model as Record<string, unknown> | undefined;
+  const fam = typeof model?.adapter === 'string' ? FAMILY_CONFIG_DEFAULTS[model.adapter] : undefined;
+  if (!fam) return input;
+  const out: Record<string, unknown> = { ...cfg };
+  for (const side of ['und', 'gen'] as const) {
+    const given = cfg[side];
+    if (fam[side] && (given === undefined || (typeof given === 'object' && given !== null && !Array.isArray(given)))) {
+      out[side] = { ...fam[side], ...((given as Record<string, unknown> | undefined) ?? {}) };
+    }
+  }
+  return out;
+}
+
 /** The records generated as Python dataclasses for the families (name → schema). */
-export const FAMILY_RECORDS = { JanusLoadOptions, JanusUndOptions, JanusGenOptions } as const;
+export const FAMILY_RECORDS = { JanusLoadOptions, JanusUndOptions, JanusGenOptions, DimooLoadOptions, DimooUndOptions, DimooGenOptions } as const;
 
 /** Fills a built-in family's option defaults so the sidecar receives explicit values; other families pass through. */
 export function familyOptions(family: string, where: 'load' | 'und' | 'gen', options: Record<string, unknown>): Record<string, unknown> {

@@ -59,8 +59,14 @@ export const PLUGIN_KINDS = ['op', 'reward', 'adapter', 'backbone', 'tiny'] as c
 export const LoadModel = wireRecord(ModelConfig.omit({ refPath: true }));
 export const LoadOptim = wireRecord(OptimConfig);
 // The config records less the fields only the controller uses (group sizes, prompt text, reward, μ).
-export const UndSampling = wireRecord(UndConfig.omit({ k: true, instruction: true, formatWeight: true })).extend({ seed: uint });
-export const GenSampling = wireRecord(GenConfig.omit({ k: true, reward: true })).extend({ seed: uint });
+/**
+ * `est_seeds`: the estimator seed of each inner iteration that will update on this rollout (what
+ * `train.update` sends as `est_seed`), so adapters whose log-probs are a seeded estimate (masked
+ * diffusion) record the behaviour log-probs under each of those masks before any update.
+ */
+const estSeeds = { seed: uint, est_seeds: z.array(uint).default([0]) };
+export const UndSampling = wireRecord(UndConfig.omit({ k: true, instruction: true, formatWeight: true })).extend(estSeeds);
+export const GenSampling = wireRecord(GenConfig.omit({ k: true, reward: true })).extend(estSeeds);
 export const UpdateLoss = wireRecord(LossConfig.omit({ mu: true })).extend({
   /** eq. 2/4 normalise each side (`side`); eq. 1 one expectation over the mixed batch (`batch`). */
   norm: z.enum(['side', 'batch']).default('side'),

@@ -28,8 +28,10 @@ import { writeFileAtomic, writeJsonAtomic } from '../util/atomic.js';
 export interface DemoOptions {
   /** Output directory (default `runs/demo`). */
   out: string;
-  /** Pretrained model directory (default: the shipped `assets/tiny-janus-shapes`). */
+  /** Pretrained model directory (default: the shipped tiny model of `family`). */
   model?: string;
+  /** Which shipped tiny model the default `model` is (its card's `family` picks the adapter either way). */
+  family?: DemoFamily;
   seeds?: number[];
   /** PairGRPO steps per run. */
   steps?: number;
@@ -71,6 +73,9 @@ export interface DemoResult {
 const GRID_N = 16;
 
 export const DEFAULT_MODEL = join(PACKAGE_ROOT, 'assets', 'tiny-janus-shapes');
+/** The shipped pretrained tiny models, one per family (`npm run demo` stays Janus). */
+export const DEMO_MODELS = { janus: DEFAULT_MODEL, dimoo: join(PACKAGE_ROOT, 'assets', 'tiny-dimoo-shapes') } as const;
+export type DemoFamily = keyof typeof DEMO_MODELS;
 
 interface Plan {
   world: { u_train: number; g_train: number; u_eval: number; g_eval: number };
@@ -83,6 +88,8 @@ interface Plan {
   batchPairs: number;
   k: number;
   lr: number;
+  /** The model card's family (the report names the model by it). */
+  family?: string;
 }
 
 function plan(o: DemoOptions): Plan {
@@ -201,6 +208,7 @@ export function validateDemoOptions(o: DemoOptions): void {
   if (typeof o.out !== 'string' || !o.out) throw bad('out must be a directory path', o.out);
   if (existsSync(o.out) && !statSync(o.out).isDirectory()) throw new ConfigError(`demo: out ${o.out} is a file, not a directory`);
   if (o.model !== undefined && (typeof o.model !== 'string' || !o.model)) throw bad('model must be a model directory path', o.model);
+  if (o.family !== undefined && !Object.hasOwn(DEMO_MODELS, o.family)) throw bad(`family must be one of ${Object.keys(DEMO_MODELS).join(', ')}`, o.family);
   if (o.steps !== undefined && !(Number.isSafeInteger(o.steps) && o.steps >= 1)) throw bad('steps must be a positive integer', o.steps);
   if (o.parallel !== undefined && !(Number.isSafeInteger(o.parallel) && o.parallel >= 1)) throw bad('parallel must be a positive integer', o.parallel);
   if (o.seeds !== undefined) {
@@ -214,11 +222,13 @@ export function validateDemoOptions(o: DemoOptions): void {
 export async function runDemo(o: DemoOptions): Promise<DemoResult> {
   const t0 = Date.now();
   validateDemoOptions(o);
-  const model = resolve(o.model ?? DEFAULT_MODEL);
+  const model = resolve(o.model ?? DEMO_MODELS[o.family ?? 'janus']);
   if (!existsSync(join(model, 'config.json'))) {
-    throw new PairuniError('demo', `no pretrained model at ${model}: regenerate it with \`python -m pairuni_sidecar.shapesworld pretrain --out ${model}\``);
+    const how = (o.family ?? 'janus') === 'dimoo' ? 'scripts/pretrain-tiny-dimoo.sh' : `python -m pairuni_sidecar.shapesworld pretrain --out ${model}`;
+    throw new PairuniError('demo', `no pretrained model at ${model}: regenerate it with \`${how}\``);
   }
-  const p = plan(o);
+  const cardPath = join(model, 'pairuni_model.json');
+  const p = { ...plan(o), family: existsSync(cardPath) ? String(readJson<{ family?: string }>(cardPath).family ?? 'janus') : 'janus' };
   checkPlan(resolve(o.out), p, model);
   try {
     return await runPhases(o, t0, p, model);
@@ -301,10 +311,12 @@ async function runPhases(o: DemoOptions, t0: number, p: Plan, model: string): Pr
       data: join(pairSets[r.variant], 'pairs.jsonl'),
       out: runDir(r),
       model: {
+        // The model card names the family (adapter) and, where it has no vision tower, what trains.
+        adapter: typeof card.family === 'string' ? card.family : 'janus',
         path: model,
         gradientCheckpointing: false,
-        // The tiny model was pretrained end to end; understanding needs its vision tower to move too.
-        trainModules: ['language_model', 'vision'],
+        // The tiny Janus was pretrained end to end; understanding needs its vision tower to move too.
+        trainModules: (card.train_modules as string[] | undefined) ?? ['language_model', 'vision'],
         // The model card says how the model was trained to be prompted; fall back to its prompt format.
         options: (card.adapter_options as Record<string, unknown> | undefined) ?? {
           ...(fmt.und_template ? { und_template: fmt.und_template.replace('{text}', '{question}') } : {}),
@@ -319,7 +331,7 @@ async function runPhases(o: DemoOptions, t0: number, p: Plan, model: string): Pr
       seed: r.seed,
       und: {
         k: p.k,
-        maxNewTokens: 16,
+        maxNewTokens: typeof card.answer_slots === 'number' ? card.answer_slots : 16,
         instruction: fmt.instruction ? `{question}\n{choices}\n${fmt.instruction}` : undefined,
       },
       gen: { k: p.k, cfgWeight: 3, reward: { name: 'shapes', config: {} } },
@@ -470,7 +482,7 @@ function writeReport(
   const lines = [
     '# PairUni demo on ShapesWorld',
     '',
-    `Tiny Janus pretrained on ShapesWorld, then PairGRPO for ${p.steps} steps (${p.batchPairs} pairs/step, K=${p.k} rollouts per side, lr ${p.lr}) `,
+    `Tiny ${p.family === 'dimoo' ? 'masked-diffusion DiMOO' : 'Janus'} pretrained on ShapesWorld, then PairGRPO for ${p.steps} steps (${p.batchPairs} pairs/step, K=${p.k} rollouts per side, lr ${p.lr}) `,
     `on **PairUG** (K-means medoids + retrieved pairs, w_p = 1 or √s_p; eq. 4) versus **random pairs** of the same size, same recipe, every pair at w_p = 1 (eq. 2), `,
     `seeds ${p.seeds.join(', ')}. Held-out: ${before.n_und ?? p.evalUnd} understanding items, ${before.n_gen_prompts ?? p.evalN} generation prompts × ${p.evalSamples} samples. ` +
       `Wall time ${wall.seconds} s${wall.invocations > 1 ? ` over ${wall.invocations} invocations (interrupted and resumed, or rerun)` : ''}.`,

@@ -9,6 +9,7 @@ import { dirname, resolve } from 'node:path';
 import { z } from 'zod';
 import { ConfigError } from '../errors.js';
 import { GenConfig, LossConfig, ModelConfig, OptimConfig, UndConfig } from '../contract/config.js';
+import { withFamilyDefaults } from '../contract/families.js';
 import { PAIR_MODES } from '../grpo/advantages.js';
 
 export { GenConfig, LossConfig, ModelConfig, OptimConfig, UndConfig };
@@ -84,7 +85,7 @@ export type TrainConfigInput = z.input<typeof TrainConfig>;
 
 /** Validates a config object; relative `data`, `out`, `model.path`, `model.refPath` resolve against `baseDir`. */
 export function parseTrainConfig(input: unknown, baseDir = process.cwd(), source = 'config'): TrainConfig {
-  const r = TrainConfig.safeParse(input);
+  const r = TrainConfig.safeParse(withFamilyDefaults(input));
   if (!r.success) {
     const lines = r.error.issues.map((i) => `  ${i.path.join('.') || '(root)'}: ${i.message}`);
     throw new ConfigError(`${source} is not a valid training config:\n${lines.join('\n')}`);

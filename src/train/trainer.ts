@@ -149,6 +149,7 @@ export async function pairGrpoStep(
   checkParts(P, world, cfg.batchPairs, cfg.log.gradCosine);
   const mine = (r: number) => rankParts(P, world, r);
 
+  const estSeeds = Array.from({ length: cfg.loss.mu }, (_, inner) => stepSeed(cfg.seed, step, inner));
   // 2. Rollouts: K_u answers per (image, question), K_g images per prompt. They stay in the sidecar.
   //    Sampling settings travel as the config declares them (src/contract/ops.ts), plus the part's
   //    seed. Round k: rank r rolls out part r + k·world (a world op: every rank, one order).
@@ -160,12 +161,12 @@ export async function pairGrpoStep(
         ? await timedAll(times, sc.all('train.und_rollout', (r) => ({
             n: U.k,
             items: partOf(uPairs, P, mine(r)[k]).map((p) => ({ image_path: p.u_image_abs, text: renderQuestion(p.question, p.choices, U.instruction) })),
-            sampling: { ...wireOf(UndSampling, U), options: familyOptions(cfg.model.adapter, 'und', U.options), seed: partSeed(stepSeed(cfg.seed, step, 'und'), mine(r)[k]) },
+            sampling: { ...wireOf(UndSampling, U), options: familyOptions(cfg.model.adapter, 'und', U.options), seed: partSeed(stepSeed(cfg.seed, step, 'und'), mine(r)[k]), est_seeds: estSeeds },
           })))
         : await timedAll(times, sc.all('train.gen_rollout', (r) => ({
             n: G.k,
             items: partOf(gPairs, P, mine(r)[k]).map((p) => ({ prompt: p.prompt })),
-            sampling: { ...wireOf(GenSampling, G), options: familyOptions(cfg.model.adapter, 'gen', G.options), seed: partSeed(stepSeed(cfg.seed, step, 'gen'), mine(r)[k]) },
+            sampling: { ...wireOf(GenSampling, G), options: familyOptions(cfg.model.adapter, 'gen', G.options), seed: partSeed(stepSeed(cfg.seed, step, 'gen'), mine(r)[k]), est_seeds: estSeeds },
           })));
       rs.forEach((x, r) => (out[mine(r)[k]] = x.args));
     }
@@ -223,7 +224,7 @@ export async function pairGrpoStep(
         (r) => ({
           handles: { und: handleOf(und, r), gen: handleOf(gen, r) },
           loss: { ...wireOf(UpdateLoss, cfg.loss), norm: lossNorm(mode) },
-          est_seed: stepSeed(cfg.seed, step, inner),
+          est_seed: estSeeds[inner],
           grad_cosine: cfg.log.gradCosine,
           free: inner === cfg.loss.mu - 1,
         }),

@@ -47,6 +47,10 @@ class AdapterConfigError(BadRequest):
     """A load spec or sampling setting that the adapter cannot use; the message names the field."""
 
 
+class EstimatorSeedError(BadRequest):
+    """An update asked for log-probs under an estimator seed whose behaviour log-probs were not recorded."""
+
+
 class CapabilityError(BadRequest):
     """The adapter was asked for something it does not declare in ``capabilities``."""
 
@@ -101,6 +105,23 @@ class RolloutBatch:
     images: torch.Tensor | None = None      # gen: uint8 (B, H, W, 3)
     ref_logp: torch.Tensor | None = None    # (B, L) float32 once computed for the KL term
     extra: dict[str, Any] = field(default_factory=dict)
+    #: behaviour log-probs per estimator seed, for adapters whose log-probs are a seeded estimate
+    #: (``seeded_logprobs``); recorded at rollout time for every seed in the sampling's ``est_seeds``
+    old_logp_by_seed: dict[int, torch.Tensor] = field(default_factory=dict)
+    #: reference log-probs per estimator seed (seeded estimators; ``ref_logp`` otherwise)
+    ref_logp_by_seed: dict[int, torch.Tensor] = field(default_factory=dict)
+
+    def old_logp_for(self, est_seed: int) -> torch.Tensor:
+        """The behaviour log-probs to divide by in an update that scores with ``est_seed``."""
+        if not self.old_logp_by_seed:
+            return self.old_logp
+        if int(est_seed) not in self.old_logp_by_seed:
+            raise EstimatorSeedError(
+                f"this {self.side} rollout recorded behaviour log-probs for estimator seeds "
+                f"{sorted(self.old_logp_by_seed)} only, not {est_seed}: send the update's est_seed among the "
+                "rollout's sampling.est_seeds (the trainer sends one per inner iteration)",
+                detail={"est_seed": int(est_seed), "recorded": sorted(self.old_logp_by_seed)})
+        return self.old_logp_by_seed[int(est_seed)]
 
     @property
     def size(self) -> int:
@@ -127,6 +148,9 @@ class PolicyAdapter(ABC):
     #: "ar" (autoregressive), "mdm" (masked diffusion), "ar+flow" (AR text + flow-matching images)
     family: ClassVar[str]
     capabilities: ClassVar[frozenset[str]]
+    #: True when ``token_logprobs`` is a seeded estimate (masked diffusion): old and reference log-probs
+    #: are then kept per ``est_seed``; False (exact log-probs) ignores the seed.
+    seeded_logprobs: ClassVar[bool] = False
 
     device: torch.device
 

@@ -265,7 +265,7 @@ def _op_logprobs(ctx, args, tensors):
     b = _batch(ctx, args["handle"])
     with sess.adapter.gathered():
         logp, mask = sess.adapter.token_logprobs(b, torch.arange(b.size), est_seed=args["est_seed"], grad=False)
-    return Reply({"size": b.size}, {"logp": logp.float().cpu(), "old_logp": b.old_logp.float().cpu(),
+    return Reply({"size": b.size}, {"logp": logp.float().cpu(), "old_logp": b.old_logp_for(args["est_seed"]).float().cpu(),
                                      "mask": mask.to(torch.uint8).cpu()})
 
 

@@ -77,14 +77,23 @@ class Policy:
 
     # -- reference log-probs (beta > 0) ----------------------------------------------------------
     @torch.no_grad()
-    def ensure_ref_logp(self, batch: RolloutBatch, micro_batch: int) -> None:
-        if batch.ref_logp is not None:
-            return
+    def ensure_ref_logp(self, batch: RolloutBatch, micro_batch: int, est_seed: int = 0) -> torch.Tensor:
+        """Reference log-probs of the batch, once per batch (exact log-probs) or once per estimator seed."""
+        seeded = self.adapter.seeded_logprobs
+        cached = batch.ref_logp_by_seed.get(int(est_seed)) if seeded else batch.ref_logp
+        if cached is not None:
+            return cached
         parts = []
         for s in range(0, batch.size, micro_batch):
             rows = torch.arange(s, min(batch.size, s + micro_batch))
-            parts.append(self.adapter.token_logprobs(batch, rows, est_seed=0, grad=False, ref=True)[0].float().cpu())
-        batch.ref_logp = torch.cat(parts, 0)
+            parts.append(self.adapter.token_logprobs(batch, rows, est_seed=est_seed if seeded else 0, grad=False,
+                                                     ref=True)[0].float().cpu())
+        ref = torch.cat(parts, 0)
+        if seeded:
+            batch.ref_logp_by_seed[int(est_seed)] = ref
+        else:
+            batch.ref_logp = ref
+        return ref
 
     # -- the PairGRPO update ---------------------------------------------------------------------
     def update(
@@ -129,9 +138,8 @@ class Policy:
         if cfg.agg == "token_sum" and cfg.norm == "side" and min(t[2] for t in totals.values()) < 1:
             raise LossConfigError(f"agg='token_sum' with norm='side' needs a positive item count per side, got {totals}")
         coefs = traj_coefficients(masks, cfg, sides=names, totals=totals)
-        if cfg.beta > 0:
-            for s in sides:
-                self.ensure_ref_logp(s.batch, micro_batch)
+        refs = {s.batch.side: self.ensure_ref_logp(s.batch, micro_batch, est_seed) for s in sides} if cfg.beta > 0 else {}
+        olds = {s.batch.side: s.batch.old_logp_for(est_seed) for s in sides}
         self.optimizer.zero_grad(set_to_none=True)
         self.adapter.train_mode(True)
         accs: dict[str, _Acc] = {}
@@ -160,8 +168,8 @@ class Policy:
                     if rows is None:  # a padding micro-batch for the collectives
                         rows, coef = torch.arange(min(b.size, micro_batch)), torch.zeros_like(coefs[si])
                     logp, mask = self.adapter.token_logprobs(b, rows, est_seed=est_seed, grad=True)
-                    ref = b.ref_logp[rows].to(dev) if b.ref_logp is not None else None
-                    loss, st = clipped_surrogate(logp, b.old_logp[rows].to(dev), adv[rows].to(dev), mask,
+                    ref = refs[b.side][rows].to(dev) if b.side in refs else None
+                    loss, st = clipped_surrogate(logp, olds[b.side][rows].to(dev), adv[rows].to(dev), mask,
                                                  coef[rows].to(dev), cfg, ref)
                     # the coefficients are world-global, so the ranks' losses add up to the whole
                     # step's; FSDP2 averages the gradients over the ranks, hence the world size

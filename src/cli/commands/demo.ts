@@ -34,6 +34,7 @@ export async function run(argv: string[]): Promise<number> {
     options: {
       out: { type: 'string', default: 'runs/demo' },
       model: { type: 'string' },
+      family: { type: 'string' },
       seeds: { type: 'string' },
       steps: { type: 'string' },
       parallel: { type: 'string' },
@@ -42,10 +43,11 @@ export async function run(argv: string[]): Promise<number> {
     },
   });
   if (values.help) {
-    console.log(`usage: pairuni demo [--out runs/demo] [--quick] [--seeds 0,1,2] [--steps N] [--parallel 2] [--model DIR]
+    console.log(`usage: pairuni demo [--out runs/demo] [--quick] [--seeds 0,1,2] [--steps N] [--parallel 2] [--model DIR] [--family janus|dimoo]
 
 Builds ShapesWorld, pairs it (PairUG and a random-pairs baseline), evaluates the shipped tiny Janus,
 runs PairGRPO on both pair sets for every seed, evaluates again and writes OUT/report.md.
+--family dimoo uses the shipped tiny masked-diffusion (Lumina-DiMOO style) model instead.
 Ctrl-C stops cleanly; the same command resumes.`);
     return 0;
   }
@@ -55,6 +57,7 @@ Ctrl-C stops cleanly; the same command resumes.`);
   const opts: DemoOptions = {
     out: values.out,
     model: values.model,
+    family: values.family as DemoOptions['family'],
     quick: values.quick,
     seeds: values.seeds === undefined ? undefined : seedList(values.seeds),
     steps: values.steps === undefined ? undefined : integer(values.steps, '--steps', 1),

@@ -1,0 +1,23 @@
+/** Family training defaults: Lumina-DiMOO's rollout size 2 (paper, Appendix E) where a config leaves k out. */
+import { describe, expect, it } from 'vitest';
+import { familyOptions } from '../../../src/contract/families.js';
+import { parseTrainConfig } from '../../../src/train/index.js';
+
+const base = { data: '/d/pairs.jsonl', out: '/o' };
+
+describe('family config defaults', () => {
+  it('dimoo: k = 2 per side unless given; janus keeps the shared default 4', () => {
+    const d = parseTrainConfig({ ...base, model: { adapter: 'dimoo', path: '/m' } });
+    expect([d.und.k, d.gen.k]).toEqual([2, 2]);
+    const given = parseTrainConfig({ ...base, model: { adapter: 'dimoo', path: '/m' }, und: { k: 4 }, gen: { temperature: 0.5 } });
+    expect([given.und.k, given.gen.k, given.gen.temperature]).toEqual([4, 2, 0.5]);
+    const j = parseTrainConfig({ ...base, model: { path: '/m' } });
+    expect([j.und.k, j.gen.k]).toEqual([4, 4]);
+  });
+
+  it('dimoo sampling options default to the paper: 2 text steps, 35 image steps', () => {
+    expect(familyOptions('dimoo', 'und', {})).toEqual({ steps: 2, block_length: 0, cfg_weight: 1 });
+    expect(familyOptions('dimoo', 'gen', {})).toEqual({ steps: 35 });
+    expect(() => familyOptions('dimoo', 'gen', { step: 3 })).toThrow();
+  });
+});
