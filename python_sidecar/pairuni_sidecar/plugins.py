@@ -21,6 +21,7 @@ PLUGINS = {
     },
     "adapter": {
         "janus": "pairuni_sidecar.adapters.janus:JanusAdapter",
+        "bagel": "pairuni_sidecar.adapters.bagel:BagelAdapter",
     },
     "backbone": {
         "resnet50": "pairuni_sidecar.features.backbones:load_resnet50",
@@ -31,5 +32,6 @@ PLUGINS = {
     },
     "tiny": {
         "janus": "pairuni_sidecar.adapters.tiny:build_tiny_janus",
+        "bagel": "pairuni_sidecar.adapters.tiny_bagel:build_tiny_bagel",
     },
 }

@@ -90,6 +90,11 @@ export type UpdateMetrics = z.infer<typeof UpdateMetrics>;
 export const SftMetrics = z.strictObject({
   'und/sft_loss': z.number().optional(),
   'gen/sft_loss': z.number().optional(),
+  /** Bagel: answer-token cross-entropy and flow-matching MSE (unweighted). */
+  'ce/sft_loss': z.number().optional(),
+  'mse/sft_loss': z.number().optional(),
+  /** What was back-propagated (the family's weighted sum of the terms). */
+  loss: z.number(),
   grad_norm: z.number(),
   lr: z.number(),
   optimizer_step: uint,
@@ -310,10 +315,12 @@ export const OPS = {
     payloads: { adv_und: { dtype: f32, rank: 1, optional: true }, adv_gen: { dtype: f32, rank: 1, optional: true } },
   }),
   'train.sft': op({
-    doc: 'one supervised optimizer step: CE on answers (und) and on image tokens (gen)',
+    doc: 'one supervised optimizer step: CE on answers (und) and on image tokens or latents (gen)',
     scope: 'world',
     args: z.strictObject({
       examples: z.array(z.strictObject({ side: z.enum(['und', 'gen']), image_path: userPath, text: z.string(), target: z.string().default('') })).min(1),
+      /** Seeds the step's randomness (dropout, timesteps, noise) so a resumed run repeats it; absent: the process RNG. */
+      seed: uint.optional(),
     }),
     reply: SftMetrics,
   }),
