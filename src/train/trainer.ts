@@ -21,6 +21,7 @@ import { assertResumable, assertUsableOut, type Checkpoint, latestCheckpoint, re
 import type { TrainConfig } from './config.js';
 import { loadPairUG, stepIndices, type TrainPair } from './data.js';
 import { RunLog, type StepMetrics } from './metrics.js';
+import { sftStep } from './sft.js';
 
 export interface TrainOptions {
   /** Stops at the next step boundary, saves a checkpoint, then rejects with AbortedError. */
@@ -75,6 +76,18 @@ export function grpoSides(caps: readonly string[]): { und: boolean; gen: boolean
     throw new ConfigError(`the adapter declares [${caps.join(', ')}]: it can roll out and score neither side, so PairGRPO cannot train it${caps.includes('sft') ? ' (it supports supervised fine-tuning: train.sft)' : ''}`);
   }
   return sides;
+}
+
+/**
+ * How the loaded adapter trains, from what it declares: PairGRPO on the sides it can roll out and
+ * score; supervised fine-tuning (`train.sft`, pair batches 1:1) when it rolls out neither but has `sft`.
+ */
+export type TrainMode = { kind: 'pairgrpo'; sides: { und: boolean; gen: boolean } } | { kind: 'sft' };
+
+export function trainMode(caps: readonly string[]): TrainMode {
+  const canRoll = (caps.includes('und_rollout') && caps.includes('logprobs_und')) || (caps.includes('gen_rollout') && caps.includes('logprobs_gen'));
+  if (!canRoll && caps.includes('sft')) return { kind: 'sft' };
+  return { kind: 'pairgrpo', sides: grpoSides(caps) };
 }
 
 interface Times {
@@ -247,15 +260,15 @@ export async function pairGrpoStep(
 }
 
 /** Starts (or restarts) a sidecar and loads the policy, resuming from `ck` when given. */
-async function startPolicy(cfg: TrainConfig, opts: TrainOptions, ck: Checkpoint | undefined): Promise<{ sc: Sidecar; sides: { und: boolean; gen: boolean } }> {
+async function startPolicy(cfg: TrainConfig, opts: TrainOptions, ck: Checkpoint | undefined): Promise<{ sc: Sidecar; mode: TrainMode }> {
   const sc = opts.spawn
     ? await opts.spawn()
     : await Sidecar.spawn({ python: cfg.sidecar.python, threads: cfg.sidecar.threads, plugins: cfg.sidecar.plugins, onLog: opts.onLog });
   try {
     const loaded = await sc.train.load(loadArgs(cfg, ck?.policyDir));
-    const sides = grpoSides(loaded.args.capabilities);
-    if (sides.gen) await sc.train.prepareReward({ reward: cfg.gen.reward });
-    return { sc, sides };
+    const mode = trainMode(loaded.args.capabilities);
+    if (mode.kind === 'pairgrpo' && mode.sides.gen) await sc.train.prepareReward({ reward: cfg.gen.reward });
+    return { sc, mode };
   } catch (e) {
     await sc.close().catch(() => undefined);
     throw e;
@@ -265,7 +278,8 @@ async function startPolicy(cfg: TrainConfig, opts: TrainOptions, ck: Checkpoint 
 const isRankLost = (e: unknown) => e instanceof SidecarError && e.code === 'rank_lost';
 
 /**
- * Trains `cfg.steps` PairGRPO steps. Checks that `cfg.out` can be a run directory before starting a
+ * Trains `cfg.steps` steps: PairGRPO, or supervised steps for an adapter that only declares `sft`
+ * (`trainMode`). Checks that `cfg.out` can be a run directory before starting a
  * sidecar, and validates the data, loads the policy and the reward model before writing anything to
  * it (then first removes what interrupted writes left there: `removeStaleTemps`); checkpoints every
  * `cfg.checkpoint.every` steps, at the end, and when stopped through `opts.signal`; restarts a dead
@@ -288,7 +302,7 @@ export async function train(cfg: TrainConfig, opts: TrainOptions = {}): Promise<
   }
   let step = ck?.state.step ?? 0;
   let restarts = ck?.state.restarts ?? 0;
-  let { sc, sides } = await startPolicy(cfg, opts, ck);
+  let { sc, mode } = await startPolicy(cfg, opts, ck);
   // From here on every exit goes through the `finally` below, which closes the sidecar.
   let runLog: RunLog | undefined;
   let savedStep = step;
@@ -316,11 +330,13 @@ export async function train(cfg: TrainConfig, opts: TrainOptions = {}): Promise<
       try {
         const sampleEvery = cfg.log.sampleEvery;
         const samplePath = sampleEvery > 0 && (step + 1) % sampleEvery === 0 ? join(cfg.out, 'samples', `step-${String(step + 1).padStart(6, '0')}.png`) : undefined;
-        const m = await pairGrpoStep(sc, cfg, pairs, step, { undReward: opts.undReward, samplePath, sides });
+        const m = mode.kind === 'sft'
+          ? await sftStep(sc, cfg, pairs, step)
+          : await pairGrpoStep(sc, cfg, pairs, step, { undReward: opts.undReward, samplePath, sides: mode.sides });
         step += 1;
         last = m;
         runLog.write(m);
-        if (samplePath) runLog.image(step, 'samples/gen', samplePath);
+        if (samplePath && mode.kind === 'pairgrpo') runLog.image(step, 'samples/gen', samplePath);
         await opts.onStep?.(m, { sidecar: sc, config: cfg });
         if (cfg.checkpoint.every > 0 && step % cfg.checkpoint.every === 0) await save();
       } catch (e) {
@@ -332,7 +348,7 @@ export async function train(cfg: TrainConfig, opts: TrainOptions = {}): Promise<
         log(`pairuni train: sidecar lost (${(e as Error).message}); restart ${restarts}/${cfg.sidecar.maxRestarts} from ${ck?.dir ?? 'the initial model'}`);
         await sc.close().catch(() => undefined);
         ck = latestCheckpoint(cfg.out);
-        ({ sc, sides } = await startPolicy(cfg, opts, ck));
+        ({ sc, mode } = await startPolicy(cfg, opts, ck));
         step = ck?.state.step ?? 0;
         savedStep = step;
         runLog.startAt(step);
