@@ -13,6 +13,7 @@ PLUGINS = {
         "pairuni_sidecar.ops.features",
         "pairuni_sidecar.ops.shapesworld",
         "pairuni_sidecar.ops.train",
+        "pairuni_sidecar.ops.option_eval",
     ],
     "reward": {
         "hps": "pairuni_sidecar.rewards.hps:make_hps",

@@ -264,6 +264,17 @@ export const OPS = {
     }),
     reply: EvalResult,
   }),
+  'shapesworld.eval_options': op({
+    doc: 'held-out MCQ accuracy by the log-likelihood of each option letter (no sampler), through a family adapter with option scoring (bagel)',
+    args: z.strictObject({
+      model: LoadModel,
+      data: userPath,
+      n_und: int.min(1).default(300),
+      /** How the question is shown: `{question}` and `{choices}` ("A. …" lines), as the trainer renders it. */
+      instruction: z.string().min(1),
+    }),
+    reply: z.strictObject({ und_accuracy: z.number(), und_accuracy_by_category: z.record(z.string(), z.number()), n_und: uint, ...elapsed }),
+  }),
   'shapesworld.score': op({
     doc: 'score images against ShapesWorld prompts (graded and binary)',
     args: z.strictObject({ prompts: z.array(z.string()), mode: z.enum(['graded', 'binary']).default('graded') }),
