@@ -394,7 +394,7 @@ class BagelAdapter(PolicyAdapter):
         from safetensors.torch import load_file
 
         sd = BagelStateDictAdapter(stage="stage2").from_hf(load_file(path), stage="stage2", strict=False)
-        sd = {k: v.float() for k, v in sd.items()}
+        # load_state_dict copies (and casts) into the fp32 parameters: no second fp32 copy of a 14B model
         missing, unexpected = self.model.load_state_dict(sd, strict=False)
         missing = [k for k in missing if not k.startswith(_FROZEN_TABLES)]
         if missing:
@@ -444,6 +444,10 @@ class BagelAdapter(PolicyAdapter):
             p.requires_grad_(on)
             if on:
                 self._trainable.append((n, p))
+            elif self.amp is not None:
+                # Frozen weights need no fp32 master copy: under bf16 autocast they are stored in bf16
+                # (BAGEL-7B-MoT with the und expert frozen: 14 GB instead of 28 GB for that half).
+                p.data = p.data.to(self.amp)
 
     def trainable_parameters(self) -> list[tuple[str, torch.nn.Parameter]]:
         return list(self._trainable)
