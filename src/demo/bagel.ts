@@ -102,7 +102,6 @@ export async function runBagelDemo(o: BagelDemoOptions): Promise<BagelDemoResult
   check();
 
   const init = join(out, 'tiny-bagel');
-  if (!existsSync(join(init, 'ema.safetensors'))) await withSidecar((sc) => sc.models.tiny({ family: 'bagel', dir: init, seed: 0 }));
   const config = (v: Variant, seed: number): TrainConfig =>
     parseTrainConfig({
       data: join(pairSets[v], 'pairs.jsonl'), out: join(out, 'runs', `${v}-s${seed}`),
@@ -110,18 +109,26 @@ export async function runBagelDemo(o: BagelDemoOptions): Promise<BagelDemoResult
       steps: p.steps, batchPairs: p.batchPairs, seed, und: { instruction: INSTRUCTION }, optim: p.optim,
       checkpoint: { every: Math.max(1, Math.floor(p.steps / 2)), keep: 1 }, sidecar: { threads: 1 },
     });
-  const evaluate = async (modelDir: string, path: string): Promise<UndEval> => {
+  // Evaluations share one sidecar per phase (each start costs seconds of imports).
+  const evaluate = async (sc: Sidecar, modelDir: string, path: string): Promise<UndEval> => {
     if (!existsSync(path)) {
       const model = { ...loadArgs(config('pairug', 0)).model, path: modelDir };
-      const r = await withSidecar((sc) => sc.shapesworld.evalOptions({ model, data: world, n_und: p.nUnd, instruction: INSTRUCTION }));
+      const r = await sc.shapesworld.evalOptions({ model, data: world, n_und: p.nUnd, instruction: INSTRUCTION });
       const { elapsed_s: _e, ...res } = r.args;
       writeJsonAtomic(path, res, 2);
     }
     return readJson<UndEval>(path);
   };
   mkdirSync(join(out, 'eval'), { recursive: true });
-  log('[3/5] held-out understanding of the random-init model');
-  const before = await evaluate(init, join(out, 'eval', 'init.json'));
+  const beforePath = join(out, 'eval', 'init.json');
+  if (!existsSync(join(init, 'ema.safetensors')) || !existsSync(beforePath)) {
+    log('[3/5] a tiny random-init Bagel; its held-out understanding');
+    await withSidecar(async (sc) => {
+      if (!existsSync(join(init, 'ema.safetensors'))) await sc.models.tiny({ family: 'bagel', dir: init, seed: 0 });
+      await evaluate(sc, init, beforePath);
+    });
+  }
+  const before = readJson<UndEval>(beforePath);
   check();
 
   const runs = (['pairug', 'random'] as const).flatMap((variant) => p.seeds.map((seed) => ({ variant, seed })));
@@ -135,11 +142,14 @@ export async function runBagelDemo(o: BagelDemoOptions): Promise<BagelDemoResult
   check();
 
   const after: BagelDemoResult['after'] = { pairug: {}, random: {} };
-  for (const r of runs) {
-    const ck = latestCheckpoint(config(r.variant, r.seed).out)!;
-    log(`[5/5] held-out understanding: ${r.variant} seed ${r.seed}`);
-    after[r.variant][r.seed] = await evaluate(join(ck.policyDir, 'model'), join(out, 'eval', `${r.variant}-s${r.seed}.json`));
+  const evalPath = (r: { variant: Variant; seed: number }) => join(out, 'eval', `${r.variant}-s${r.seed}.json`);
+  if (runs.some((r) => !existsSync(evalPath(r)))) {
+    log('[5/5] held-out understanding of every SFT model');
+    await withSidecar(async (sc) => {
+      for (const r of runs) await evaluate(sc, join(latestCheckpoint(config(r.variant, r.seed).out)!.policyDir, 'model'), evalPath(r));
+    });
   }
+  for (const r of runs) after[r.variant][r.seed] = readJson<UndEval>(evalPath(r));
   const summary = { pairug: meanStd(Object.values(after.pairug).map((e) => e.und_accuracy)), random: meanStd(Object.values(after.random).map((e) => e.und_accuracy)) };
   const seconds = Math.round((Date.now() - t0) / 1000);
   const lastLoss = (v: Variant, k: 'ce' | 'mse') =>
