@@ -219,3 +219,10 @@ def test_option_scoring_prefers_the_trained_answer(tiny):
         pol.sft_step(examples(tiny), seed=s)
     red, blue = a.option_logprobs(str(tiny / "im0.png"), q, ["A", "B"]), a.option_logprobs(str(tiny / "im1.png"), q, ["A", "B"])
     assert red[0] > red[1] and blue[1] > blue[0]
+
+
+def test_option_eval_renders_questions_as_the_trainer_does():
+    from pairuni_sidecar.ops.option_eval import render_question
+
+    # src/grpo/rewards.ts renderQuestion: "{letter}. {choice}" lines joined by newlines
+    assert render_question("Which?", ["red", "blue", "green"], "{question}\n{choices}\nLetter:") == "Which?\nA. red\nB. blue\nC. green\nLetter:"
