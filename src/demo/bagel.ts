@@ -13,7 +13,7 @@
  */
 import { existsSync, mkdirSync, readFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
-import { AbortedError } from '../errors.js';
+import { AbortedError, PairuniError } from '../errors.js';
 import { buildPairUG } from '../pairing/pipeline.js';
 import { Sidecar } from '../sidecar/sidecar.js';
 import { latestCheckpoint } from '../train/checkpoint.js';
@@ -79,6 +79,13 @@ export async function runBagelDemo(o: BagelDemoOptions): Promise<BagelDemoResult
   const out = resolve(o.out);
   const p = plan(o);
   mkdirSync(out, { recursive: true });
+  // Cached worlds, runs and evaluations are only valid for the plan that made them (more seeds are fine).
+  const { seeds: _s, ...fixed } = p;
+  const planPath = join(out, 'plan.json');
+  if (existsSync(planPath) && JSON.stringify(readJson(planPath)) !== JSON.stringify(fixed)) {
+    throw new PairuniError('demo', `${out} holds a Bagel demo made with a different plan (${planPath}); use another --out or delete it`);
+  }
+  writeJsonAtomic(planPath, fixed);
   const check = () => {
     if (o.signal?.aborted) throw new AbortedError('demo interrupted; rerun the same command to resume');
   };

@@ -4,6 +4,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { runBagelDemo } from '../../../src/demo/bagel.js';
+import { PairuniError } from '../../../src/errors.js';
 import { readMetrics } from '../../../src/train/metrics.js';
 
 const out = mkdtempSync(join(tmpdir(), 'pairuni-bagel-demo-'));
@@ -33,5 +34,7 @@ describe('demo --family bagel (quick)', () => {
     const again = await runBagelDemo({ out, quick: true, log: () => undefined });
     expect(again.summary).toEqual(res.summary);
     expect(existsSync(join(out, 'eval', 'init.json'))).toBe(true);
+    // A different plan on the same directory would mix stale results: refused before any work.
+    await expect(runBagelDemo({ out, quick: true, steps: 3, log: () => undefined })).rejects.toThrow(PairuniError);
   }, 600_000);
 });
