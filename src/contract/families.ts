@@ -34,6 +34,12 @@ export const BagelLoadOptions = z.strictObject({
   vae_image_size: z.number().int().positive().multipleOf(16).default(512),
   /** Understanding image side in px (multiple of the ViT patch, 14); Bagel's ViT transform keeps 378–980. */
   vit_image_size: z.number().int().positive().multipleOf(14).default(378),
+  /**
+   * LoRA rank on the LLM projections (q/k/v/o, gate/up/down) of the selected experts; 0 = full weights.
+   * The base stays frozen (bf16 under bf16 autocast); `vit` and the flow bridges, when selected, train fully.
+   */
+  lora_rank: z.number().int().min(0).default(0),
+  lora_alpha: z.number().positive().default(16),
 });
 export const BagelUndOptions = z.strictObject({});
 export const BagelGenOptions = z.strictObject({});

@@ -226,3 +226,42 @@ def test_option_eval_renders_questions_as_the_trainer_does():
 
     # src/grpo/rewards.ts renderQuestion: "{letter}. {choice}" lines joined by newlines
     assert render_question("Which?", ["red", "blue", "green"], "{question}\n{choices}\nLetter:") == "Which?\nA. red\nB. blue\nC. green\nLetter:"
+
+
+def test_lora_trains_factors_only_and_saves_merged_weights_with_upstream_names(tiny, tmp_path):
+    from safetensors.torch import load_file
+
+    lora = {"lora_rank": 4, "lora_alpha": 8}
+    a = load_adapter("bagel", spec(tiny / "model", train_modules=["gen_expert"], options=lora))
+    names = [n for n, _ in a.trainable_parameters()]
+    # 7 projections x 2 layers of the gen expert, two factors each, plus the flow bridges (full)
+    assert len(a.lora) == 14 and all("_moe_gen" in n for n in a.lora)
+    assert sum(n.startswith("lora:") for n in names) == 28
+    base = {n: p.detach().clone() for n, p in a.model.named_parameters()}
+    pol = Policy(a, RECIPE)
+    first = pol.sft_step(examples(tiny), seed=0)
+    for s in range(6):
+        last = pol.sft_step(examples(tiny), seed=0)
+    assert last["mse/sft_loss"] < first["mse/sft_loss"]
+    assert all(torch.equal(p, base[n]) for n, p in a.model.named_parameters() if n.startswith("model.language_model."))
+    out = tmp_path / "lora-ck"
+    a.save_pretrained(str(out))
+    ema, live, factors = (load_file(out / f) for f in ("ema.safetensors", "model.safetensors", "lora.safetensors"))
+    k = "language_model.model.layers.1.mlp_moe_gen.down_proj"
+    A, B = a.lora["model." + k]
+    assert torch.allclose(ema[k + ".weight"], live[k + ".weight"] + 2.0 * (B.detach() @ A.detach()), atol=1e-6)
+    assert torch.equal(factors["model." + k + ".lora_a"], A.detach())
+    # the merged directory is what Bagel's loader reads: without LoRA it loads W + (alpha/r) B A ...
+    merged = load_adapter("bagel", spec(out, train_modules=["gen_expert"]))
+    with torch.no_grad():
+        torch.manual_seed(9)  # the flow noise comes from the process RNG
+        l1 = a.sft_loss(examples(tiny), seed=9)
+        torch.manual_seed(9)
+        l2 = merged.sft_loss(examples(tiny), seed=9)
+    assert float(l1["mse"]) == pytest.approx(float(l2["mse"]), rel=1e-4)
+    assert float(l1["ce"]) == pytest.approx(float(l2["ce"]), rel=1e-4)
+    # ... and with LoRA it resumes base + factors exactly
+    again = load_adapter("bagel", spec(out, train_modules=["gen_expert"], options=lora))
+    assert all(torch.equal(again.lora[n][0], A_) and torch.equal(again.lora[n][1], B_) for n, (A_, B_) in a.lora.items())
+    with pytest.raises(Exception, match="ema_decay needs full weights"):
+        load_adapter("bagel", spec(tiny / "model", options={**lora, "ema_decay": 0.9}))

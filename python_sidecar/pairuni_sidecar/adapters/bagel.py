@@ -86,6 +86,7 @@ DEFAULT_GEOMETRY = {
 MODULE_GROUPS = ("language_model", "und_expert", "gen_expert", "vit")
 _GEN_BRIDGES = ("model.time_embedder.", "model.vae2llm.", "model.llm2vae.")
 _FROZEN_TABLES = ("model.vit_pos_embed.", "model.latent_pos_embed.")  # fixed sin-cos tables
+_LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 
 
 class ImageReadError(BadRequest):
@@ -363,7 +364,13 @@ class BagelAdapter(PolicyAdapter):
         self.vae.load_state_dict(load_file(os.path.join(d, "ae.safetensors")))
         self.vae.requires_grad_(False).eval().to(self.device)
         live = os.path.join(d, "model.safetensors")
-        self._load_weights(live if os.path.isfile(live) else os.path.join(d, "ema.safetensors"))
+        lora_file = os.path.join(d, "lora.safetensors")
+        if o.lora_rank > 0 and o.ema_decay > 0:
+            raise AdapterConfigError("bagel: ema_decay needs full weights; use lora_rank 0 or ema_decay 0",
+                                     detail={"field": "options"})
+        # A LoRA checkpoint read without LoRA: its merged weights are in ema.safetensors.
+        use_live = os.path.isfile(live) and (o.lora_rank > 0 or not os.path.isfile(lora_file))
+        self._load_weights(live if use_live else os.path.join(d, "ema.safetensors"))
         self.model.to(self.device)
         try:
             self.tok = AutoTokenizer.from_pretrained(d)
@@ -378,10 +385,13 @@ class BagelAdapter(PolicyAdapter):
             ids[name] = int(i)
         self.tokens = Tokens(ids[BOS], ids[EOS], ids[BOI], ids[EOI])
         self._set_trainable(spec.train_modules)
+        self.lora: dict[str, tuple[torch.nn.Parameter, torch.nn.Parameter]] = {}
+        if o.lora_rank > 0:
+            self._add_lora(load_file(lora_file) if use_live and os.path.isfile(lora_file) else None)
         self.ema: dict[str, torch.Tensor] | None = None
         if o.ema_decay > 0:
             ema_path = os.path.join(d, "ema.safetensors")
-            src = load_file(ema_path) if os.path.isfile(live) else None  # own checkpoint: EMA kept apart
+            src = load_file(ema_path) if use_live else None  # own checkpoint: EMA kept apart
             self.ema = {}
             for n, p in self.trainable_parameters():
                 hf = n.removeprefix("model.")
@@ -415,10 +425,19 @@ class BagelAdapter(PolicyAdapter):
         ema = dict(live)
         if self.ema is not None:
             ema.update(self._state_upstream(self.ema))
+        if self.lora:
+            # Bagel's loader reads plain weights: ema.safetensors gets W + (alpha/r) B A; the factors
+            # travel in lora.safetensors (model.safetensors keeps the base) so training resumes exactly.
+            with torch.no_grad():
+                for n, (a, b) in self.lora.items():
+                    k = n.removeprefix("model.") + ".weight"
+                    ema[k] = (ema[k].float() + self._lora_scale * (b.detach().cpu() @ a.detach().cpu())).to(ema[k].dtype)
+            save_file({f"{n}.lora_{w}": t.detach().cpu().contiguous() for n, (a, b) in self.lora.items() for w, t in (("a", a), ("b", b))},
+                      os.path.join(path, "lora.safetensors"))
         save_file(ema, os.path.join(path, "ema.safetensors"))
         for name in os.listdir(self.source_dir):
             src = os.path.join(self.source_dir, name)
-            if name in ("ema.safetensors", "model.safetensors") or not os.path.isfile(src):
+            if name in ("ema.safetensors", "model.safetensors", "lora.safetensors") or not os.path.isfile(src):
                 continue
             shutil.copyfile(src, os.path.join(path, name))  # configs, ae.safetensors, tokenizer files
 
@@ -441,6 +460,8 @@ class BagelAdapter(PolicyAdapter):
         self._trainable: list[tuple[str, torch.nn.Parameter]] = []
         for n, p in self.model.named_parameters():
             on = bool(self._group_of(n) & want) and not n.startswith(_FROZEN_TABLES)
+            if self.opts.lora_rank > 0 and n.startswith("model.language_model."):
+                on = False  # LoRA factors train instead (_add_lora)
             p.requires_grad_(on)
             if on:
                 self._trainable.append((n, p))
@@ -451,6 +472,38 @@ class BagelAdapter(PolicyAdapter):
 
     def trainable_parameters(self) -> list[tuple[str, torch.nn.Parameter]]:
         return list(self._trainable)
+
+    def _add_lora(self, saved: dict[str, torch.Tensor] | None) -> None:
+        """LoRA on the LLM projections of the selected experts: ``y = W x + (alpha/r) B A x`` via a forward
+        hook, so the module tree (and the checkpoint's key names) stay Bagel's. A ~ N(0, 1/in), B = 0."""
+        r, want = self.opts.lora_rank, set(self.train_modules)
+        self._lora_scale = self.opts.lora_alpha / r
+        for n, m in self.model.named_modules():
+            if not (isinstance(m, torch.nn.Linear) and n.startswith("model.language_model.model.layers.")
+                    and n.rsplit(".", 1)[-1].split("_moe_gen")[0] in _LORA_TARGETS
+                    and self._group_of(n + ".weight") & want):
+                continue
+            if saved is not None and f"{n}.lora_a" in saved:
+                a0, b0 = saved[f"{n}.lora_a"].float(), saved[f"{n}.lora_b"].float()
+            else:
+                a0 = torch.randn(r, m.in_features) / math.sqrt(m.in_features)
+                b0 = torch.zeros(m.out_features, r)
+            a = torch.nn.Parameter(a0.to(self.device))
+            b = torch.nn.Parameter(b0.to(self.device))
+            self.lora[n] = (a, b)
+            self._trainable += [(f"lora:{n}.a", a), (f"lora:{n}.b", b)]
+            m.register_forward_hook(self._lora_hook(a, b))
+        if not self.lora:
+            raise AdapterConfigError(f"bagel: lora_rank > 0 but train_modules {list(self.train_modules)} selects no LLM "
+                                     "expert (language_model, und_expert or gen_expert)", detail={"field": "options"})
+
+    def _lora_hook(self, a: torch.nn.Parameter, b: torch.nn.Parameter):
+        scale = self._lora_scale
+
+        def hook(_module, inputs, output):
+            x = inputs[0]
+            return output + scale * ((x.to(a.dtype) @ a.t()) @ b.t()).to(output.dtype)
+        return hook
 
     def after_step(self) -> None:
         """EMA of the trainable weights (Bagel: ``ema_decay`` 0.9999), after each optimizer step."""
@@ -615,6 +668,7 @@ class BagelAdapter(PolicyAdapter):
             "vit_image_size": self.opts.vit_image_size, "vae_image_size": self.opts.vae_image_size,
             "params_total": sum(p.numel() for p in self.model.parameters()), "params_trainable": n_train,
             "train_modules": list(self.train_modules), "ema": self.ema is not None,
+            "lora": {"rank": self.opts.lora_rank, "alpha": self.opts.lora_alpha, "modules": len(self.lora)} if self.lora else None,
             "special_ids": {"bos": self.tokens.bos, "eos": self.tokens.eos, "boi": self.tokens.boi, "eoi": self.tokens.eoi},
         }
 
