@@ -11,7 +11,7 @@ FLUX VAE (z 16, 8x). These follow BAGEL-7B-MoT's published configs as read, not 
 
 Options (``train_modules``; Bagel's flags in brackets): ``full`` = language_model + vit; ``freeze_vit``
 = language_model [--freeze_vit]; ``freeze_und`` = gen_expert [--freeze_und]; ``freeze_llm`` = vit
-[--freeze_llm]. Trainable weights are fp32 masters with AdamW state (16 B/param incl. grads); frozen
+[--freeze_llm]; ``lora16`` = LoRA rank 16 on both experts' projections. Trainable weights are fp32 masters with AdamW state (16 B/param incl. grads); frozen
 weights are bf16 (2 B/param). An option that does not fit records ``"oom"``.
 
 Prints one JSON line per option and the whole record at the end (also written to ``--out``).
@@ -35,6 +35,7 @@ OPTIONS = {
     "freeze_vit": ["language_model"],
     "freeze_und": ["gen_expert"],
     "freeze_llm": ["vit"],
+    "lora16": ["language_model"],  # with lora_rank 16 (see profile)
 }
 
 
@@ -83,12 +84,14 @@ def pair_images(d: str, size: int) -> tuple[str, str]:
     return u, g
 
 
-def profile(model_dir: str, modules: list[str], *, device: str, tiny: bool, steps: int, u: str, g: str) -> dict:
+def profile(model_dir: str, modules: list[str], *, device: str, tiny: bool, steps: int, u: str, g: str, lora: bool = False) -> dict:
     from pairuni_sidecar.adapters import LoadSpec, SFTExample, load_adapter
     from pairuni_sidecar.contract.generated import LoadOptim
     from pairuni_sidecar.policy import Policy
 
     opts = {"vae_image_size": 32, "vit_image_size": 28} if tiny else {"vae_image_size": 512, "vit_image_size": 378}
+    if lora:
+        opts["lora_rank"] = 16
     if device == "cuda":
         torch.cuda.reset_peak_memory_stats()
     t0 = time.perf_counter()
@@ -143,7 +146,8 @@ def main() -> int:
                   "torch": torch.__version__, "tiny": a.tiny, "dims": dims, "results": {}}
         for name in a.options.split(","):
             try:
-                r = profile(os.path.join(work, "model"), OPTIONS[name], device=device, tiny=a.tiny, steps=a.steps, u=u, g=g)
+                r = profile(os.path.join(work, "model"), OPTIONS[name], device=device, tiny=a.tiny, steps=a.steps, u=u, g=g,
+                            lora=name.startswith("lora"))
             except torch.OutOfMemoryError as e:
                 r = {"train_modules": OPTIONS[name], "oom": True, "error": str(e).splitlines()[0]}
                 gc.collect()
