@@ -11,6 +11,8 @@ import { fileURLToPath } from 'node:url';
 const root = join(dirname(fileURLToPath(import.meta.url)), '..');
 const venv = process.env.PAIRUNI_VENV ?? join(root, '.venv');
 const lock = join(root, 'python_sidecar', 'requirements.lock');
+// Packages whose declared dependencies must not be resolved (the Bagel model code): --no-deps.
+const noDepsLock = join(root, 'python_sidecar', 'requirements-bagel.lock');
 const stamp = join(venv, '.pairuni-stamp');
 
 if (process.env.PAIRUNI_SKIP_VENV === '1') {
@@ -42,6 +44,7 @@ function findPython() {
 
 const hash = createHash('sha256')
   .update(readFileSync(lock))
+  .update(readFileSync(noDepsLock))
   .update(readFileSync(join(root, 'python_sidecar', 'pyproject.toml')))
   .digest('hex')
   .slice(0, 16);
@@ -58,6 +61,7 @@ if (!existsSync(py)) {
 }
 console.log('[pairuni] installing pinned sidecar requirements (torch CPU wheel; first run takes a few minutes)');
 run(py, ['-m', 'pip', 'install', '--disable-pip-version-check', '-q', '-r', lock], 'pip install -r requirements.lock');
+run(py, ['-m', 'pip', 'install', '--disable-pip-version-check', '-q', '--no-deps', '-r', noDepsLock], 'pip install --no-deps -r requirements-bagel.lock');
 run(py, ['-m', 'pip', 'install', '--disable-pip-version-check', '-q', '--no-deps', '-e', join(root, 'python_sidecar')], 'pip install -e python_sidecar');
 const tmp = stamp + '.tmp';
 writeFileSync(tmp, hash + '\n');

@@ -13,6 +13,7 @@ PLUGINS = {
         "pairuni_sidecar.ops.features",
         "pairuni_sidecar.ops.shapesworld",
         "pairuni_sidecar.ops.train",
+        "pairuni_sidecar.ops.option_eval",
     ],
     "reward": {
         "hps": "pairuni_sidecar.rewards.hps:make_hps",
@@ -22,6 +23,7 @@ PLUGINS = {
     "adapter": {
         "janus": "pairuni_sidecar.adapters.janus:JanusAdapter",
         "dimoo": "pairuni_sidecar.adapters.dimoo:DimooAdapter",
+        "bagel": "pairuni_sidecar.adapters.bagel:BagelAdapter",
     },
     "backbone": {
         "resnet50": "pairuni_sidecar.features.backbones:load_resnet50",
@@ -33,5 +35,6 @@ PLUGINS = {
     "tiny": {
         "janus": "pairuni_sidecar.adapters.tiny:build_tiny_janus",
         "dimoo": "pairuni_sidecar.diffusion.tiny_model:build_tiny_dimoo",
+        "bagel": "pairuni_sidecar.adapters.tiny_bagel:build_tiny_bagel",
     },
 }

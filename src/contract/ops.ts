@@ -100,6 +100,11 @@ export type UpdateMetrics = z.infer<typeof UpdateMetrics>;
 export const SftMetrics = z.strictObject({
   'und/sft_loss': z.number().optional(),
   'gen/sft_loss': z.number().optional(),
+  /** Bagel: answer-token cross-entropy and flow-matching MSE (unweighted). */
+  'ce/sft_loss': z.number().optional(),
+  'mse/sft_loss': z.number().optional(),
+  /** What was back-propagated (the family's weighted sum of the terms). */
+  loss: z.number(),
   grad_norm: z.number(),
   lr: z.number(),
   optimizer_step: uint,
@@ -285,6 +290,17 @@ export const OPS = {
     }),
     reply: EvalResult,
   }),
+  'shapesworld.eval_options': op({
+    doc: 'held-out MCQ accuracy by the log-likelihood of each option letter (no sampler), through a family adapter with option scoring (bagel)',
+    args: z.strictObject({
+      model: LoadModel,
+      data: userPath,
+      n_und: int.min(1).default(300),
+      /** How the question is shown: `{question}` and `{choices}` ("A. …" lines), as the trainer renders it. */
+      instruction: z.string().min(1),
+    }),
+    reply: z.strictObject({ und_accuracy: z.number(), und_accuracy_by_category: z.record(z.string(), z.number()), n_und: uint, ...elapsed }),
+  }),
   'shapesworld.score': op({
     doc: 'score images against ShapesWorld prompts (graded and binary)',
     args: z.strictObject({ prompts: z.array(z.string()), mode: z.enum(['graded', 'binary']).default('graded') }),
@@ -338,10 +354,12 @@ export const OPS = {
     payloads: { adv_und: { dtype: f32, rank: 1, optional: true }, adv_gen: { dtype: f32, rank: 1, optional: true } },
   }),
   'train.sft': op({
-    doc: 'one supervised optimizer step: CE on answers (und) and on image tokens (gen)',
+    doc: 'one supervised optimizer step: CE on answers (und) and on image tokens or latents (gen)',
     scope: 'world',
     args: z.strictObject({
       examples: z.array(z.strictObject({ side: z.enum(['und', 'gen']), image_path: userPath, text: z.string(), target: z.string().default('') })).min(1),
+      /** Seeds the step's randomness (dropout, timesteps, noise) so a resumed run repeats it; absent: the process RNG. */
+      seed: uint.optional(),
     }),
     reply: SftMetrics,
   }),

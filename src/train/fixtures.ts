@@ -106,3 +106,8 @@ export function writeTinyPairUG(dir: string, n = 8, seed = 0): string {
 export async function buildTinyJanus(sc: Sidecar, dir: string, seed = 0): Promise<string> {
   return (await sc.models.tiny({ family: 'janus', dir, seed })).args.dir;
 }
+
+/** Builds a tiny random-init Bagel directory (BAGEL-7B-MoT layout) with the sidecar. */
+export async function buildTinyBagel(sc: Sidecar, dir: string, seed = 0): Promise<string> {
+  return (await sc.models.tiny({ family: 'bagel', dir, seed })).args.dir;
+}

@@ -27,6 +27,7 @@ import type { TrainConfig } from './config.js';
 import { loadPairUG, stepIndices, type TrainPair } from './data.js';
 import { RunLog, type StepMetrics } from './metrics.js';
 import { checkParts, mergeUpdateMetrics, partOf, partSeed, rankParts } from './parts.js';
+import { sftStep } from './sft.js';
 
 export interface TrainOptions {
   /** Stops at the next step boundary, saves a checkpoint, then rejects with AbortedError. */
@@ -81,6 +82,18 @@ export function grpoSides(caps: readonly string[]): { und: boolean; gen: boolean
     throw new ConfigError(`the adapter declares [${caps.join(', ')}]: it can roll out and score neither side, so PairGRPO cannot train it${caps.includes('sft') ? ' (it supports supervised fine-tuning: train.sft)' : ''}`);
   }
   return sides;
+}
+
+/**
+ * How the loaded adapter trains, from what it declares: PairGRPO on the sides it can roll out and
+ * score; supervised fine-tuning (`train.sft`, pair batches 1:1) when it rolls out neither but has `sft`.
+ */
+export type TrainMode = { kind: 'pairgrpo'; sides: { und: boolean; gen: boolean } } | { kind: 'sft' };
+
+export function trainMode(caps: readonly string[]): TrainMode {
+  const canRoll = (caps.includes('und_rollout') && caps.includes('logprobs_und')) || (caps.includes('gen_rollout') && caps.includes('logprobs_gen'));
+  if (!canRoll && caps.includes('sft')) return { kind: 'sft' };
+  return { kind: 'pairgrpo', sides: grpoSides(caps) };
 }
 
 interface Times {
@@ -292,12 +305,12 @@ export async function pairGrpoStep(
 }
 
 /** Starts (or restarts) a sidecar and loads the policy, resuming from `ck` when given. */
-async function startPolicy(cfg: TrainConfig, opts: TrainOptions, ck: Checkpoint | undefined): Promise<{ sc: Sidecar; sides: { und: boolean; gen: boolean } }> {
+async function startPolicy(cfg: TrainConfig, opts: TrainOptions, ck: Checkpoint | undefined): Promise<{ sc: Sidecar; mode: TrainMode }> {
   const sc = opts.spawn
     ? await opts.spawn()
     : await Sidecar.spawn({ python: cfg.sidecar.python, threads: cfg.sidecar.threads, plugins: cfg.sidecar.plugins, onLog: opts.onLog, ranks: cfg.sidecar.ranks, maxRestarts: cfg.sidecar.maxRestarts });
   try {
-    return { sc, sides: await loadPolicy(sc, cfg, ck) };
+    return { sc, mode: await loadPolicy(sc, cfg, ck) };
   } catch (e) {
     await sc.close().catch(() => undefined);
     throw e;
@@ -305,20 +318,21 @@ async function startPolicy(cfg: TrainConfig, opts: TrainOptions, ck: Checkpoint 
 }
 
 /** Loads the policy on every rank (resuming from `ck`) and builds the reward model on each. */
-async function loadPolicy(sc: Sidecar, cfg: TrainConfig, ck: Checkpoint | undefined): Promise<{ und: boolean; gen: boolean }> {
-  {
-    const loaded = await sc.train.load(loadArgs(cfg, ck?.policyDir));
-    const sides = grpoSides(loaded.args.capabilities);
-    // every rank scores its own images: each builds the reward model (fails early if it cannot)
-    if (sides.gen) for (let r = 0; r < sc.world; r++) await sc.train.prepareReward({ reward: cfg.gen.reward }, {}, { rank: r });
-    return sides;
+async function loadPolicy(sc: Sidecar, cfg: TrainConfig, ck: Checkpoint | undefined): Promise<TrainMode> {
+  const loaded = await sc.train.load(loadArgs(cfg, ck?.policyDir));
+  const mode = trainMode(loaded.args.capabilities);
+  // every rank scores its own images: each builds the reward model (fails early if it cannot)
+  if (mode.kind === 'pairgrpo' && mode.sides.gen) {
+    for (let r = 0; r < sc.world; r++) await sc.train.prepareReward({ reward: cfg.gen.reward }, {}, { rank: r });
   }
+  return mode;
 }
 
 const isRankLost = (e: unknown) => e instanceof SidecarError && e.code === 'rank_lost';
 
 /**
- * Trains `cfg.steps` PairGRPO steps. Checks that `cfg.out` can be a run directory before starting a
+ * Trains `cfg.steps` steps: PairGRPO, or supervised steps for an adapter that only declares `sft`
+ * (`trainMode`). Checks that `cfg.out` can be a run directory before starting a
  * sidecar, and validates the data, loads the policy and the reward model before writing anything to
  * it (then first removes what interrupted writes left there: `removeStaleTemps`); checkpoints every
  * `cfg.checkpoint.every` steps, at the end, and when stopped through `opts.signal`; restarts a dead
@@ -341,7 +355,7 @@ export async function train(cfg: TrainConfig, opts: TrainOptions = {}): Promise<
   }
   let step = ck?.state.step ?? 0;
   let restarts = ck?.state.restarts ?? 0;
-  let { sc, sides } = await startPolicy(cfg, opts, ck);
+  let { sc, mode } = await startPolicy(cfg, opts, ck);
   let epoch = sc.epoch; // torchrun's restart count of the world the policy is loaded on
   // From here on every exit goes through the `finally` below, which closes the sidecar.
   let runLog: RunLog | undefined;
@@ -370,11 +384,13 @@ export async function train(cfg: TrainConfig, opts: TrainOptions = {}): Promise<
       try {
         const sampleEvery = cfg.log.sampleEvery;
         const samplePath = sampleEvery > 0 && (step + 1) % sampleEvery === 0 ? join(cfg.out, 'samples', `step-${String(step + 1).padStart(6, '0')}.png`) : undefined;
-        const m = await pairGrpoStep(sc, cfg, pairs, step, { undReward: opts.undReward, samplePath, sides });
+        const m = mode.kind === 'sft'
+          ? await sftStep(sc, cfg, pairs, step)
+          : await pairGrpoStep(sc, cfg, pairs, step, { undReward: opts.undReward, samplePath, sides: mode.sides });
         step += 1;
         last = m;
         runLog.write(m);
-        if (samplePath) runLog.image(step, 'samples/gen', samplePath);
+        if (samplePath && mode.kind === 'pairgrpo') runLog.image(step, 'samples/gen', samplePath);
         await opts.onStep?.(m, { sidecar: sc, config: cfg });
         if (cfg.checkpoint.every > 0 && step % cfg.checkpoint.every === 0) await save();
       } catch (e) {
@@ -391,7 +407,7 @@ export async function train(cfg: TrainConfig, opts: TrainOptions = {}): Promise<
           try {
             await sc.rejoin(epoch);
             epoch = sc.epoch;
-            sides = await loadPolicy(sc, cfg, ck);
+            mode = await loadPolicy(sc, cfg, ck);
             rejoined = true;
             log(`pairuni train: the world of ${sc.world} ranks is back; resuming from step ${ck?.state.step ?? 0}`);
           } catch (re) {
@@ -400,7 +416,7 @@ export async function train(cfg: TrainConfig, opts: TrainOptions = {}): Promise<
         }
         if (!rejoined) {
           await sc.close().catch(() => undefined);
-          ({ sc, sides } = await startPolicy(cfg, opts, ck));
+          ({ sc, mode } = await startPolicy(cfg, opts, ck));
           epoch = sc.epoch;
         }
         step = ck?.state.step ?? 0;

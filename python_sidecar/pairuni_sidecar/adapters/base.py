@@ -179,7 +179,15 @@ class PolicyAdapter(ABC):
 
     @abstractmethod
     def sft_loss(self, examples: list[SFTExample]) -> dict[str, torch.Tensor]:
-        """Mean token cross-entropy per side present: ``{"und": ..., "gen": ...}`` (with grad)."""
+        """The supervised loss terms (with grad), e.g. mean token cross-entropy per side present
+        ``{"und": ..., "gen": ...}``; Bagel: ``{"ce": ..., "mse": ...}``."""
+
+    def combine_sft_losses(self, losses: dict[str, torch.Tensor]) -> torch.Tensor:
+        """The scalar that ``sft_step`` back-propagates (a family with loss weights overrides this)."""
+        return sum(losses.values())
+
+    def after_step(self) -> None:
+        """Called after every applied optimizer step (e.g. an EMA of the weights)."""
 
     # -- held-out evaluation (deterministic answers, seeded images) -------------------------------
     def greedy_answers(self, images: torch.Tensor, texts: list[str], *, max_new_tokens: int = 16) -> list[str]:

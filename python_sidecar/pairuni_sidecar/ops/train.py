@@ -254,7 +254,7 @@ def _op_sft(ctx, args, tensors):
     sess = _session(ctx)
     sess.adapter.require("sft")
     ex = [SFTExample(e["side"], e["image_path"], e["text"], e["target"]) for e in args["examples"]]
-    return sess.policy.sft_step(ex)
+    return sess.policy.sft_step(ex, seed=args.get("seed"))
 
 
 @op("train.logprobs")

@@ -8,6 +8,7 @@ optimizer state stay as they were.
 """
 from __future__ import annotations
 
+import contextlib
 import math
 import time
 from dataclasses import dataclass, field
@@ -205,6 +206,7 @@ class Policy:
             self.optimizer.zero_grad(set_to_none=True)
             raise NonFiniteError(f"gradient norm is {norm}; the step was not applied (weights unchanged)")
         self.optimizer.step()
+        self.adapter.after_step()
         self.optimizer.zero_grad(set_to_none=True)
         self.step_count += 1
         tokens = 0.0
@@ -241,12 +243,18 @@ class Policy:
         return float(norm)
 
     # -- supervised step (SFT families such as Bagel use only this) ------------------------------
-    def sft_step(self, examples: list[SFTExample]) -> dict[str, float]:
+    def sft_step(self, examples: list[SFTExample], seed: int | None = None) -> dict[str, float]:
         self.optimizer.zero_grad(set_to_none=True)
         self.adapter.train_mode(True)
         try:
-            losses = self.adapter.sft_loss(examples)
-            total = sum(losses.values())
+            # With a seed the step's randomness derives from (run seed, step), so a resume repeats it.
+            forked = contextlib.nullcontext() if seed is None else torch.random.fork_rng(
+                devices=[self.adapter.device] if self.adapter.device.type == "cuda" else [])
+            with forked:
+                if seed is not None:
+                    torch.manual_seed(seed)
+                losses = self.adapter.sft_loss(examples)
+            total = self.adapter.combine_sft_losses(losses)
             # each rank's loss is a mean over its own examples; FSDP2 averages them over the ranks
             total.backward()
         finally:
@@ -258,6 +266,7 @@ class Policy:
             raise NonFiniteError(f"SFT gradient norm is {norm}; the step was not applied")
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
+        self.adapter.after_step()
         self.step_count += 1
-        return {**{f"{k}/sft_loss": float(v.detach()) for k, v in losses.items()}, "grad_norm": norm,
-                "lr": float(self.optimizer.param_groups[0]["lr"]), "optimizer_step": self.step_count}
+        return {**{f"{k}/sft_loss": float(v.detach()) for k, v in losses.items()}, "loss": float(total.detach()),
+                "grad_norm": norm, "lr": float(self.optimizer.param_groups[0]["lr"]), "optimizer_step": self.step_count}

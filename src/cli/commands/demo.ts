@@ -2,6 +2,7 @@
 import { parseArgs } from 'node:util';
 import { AbortedError, ConfigError } from '../../errors.js';
 import { runDemo, validateDemoOptions, type DemoOptions } from '../../demo/demo.js';
+import { runBagelCli } from '../../demo/bagel-cli.js';
 import { onInterrupt } from '../../util/interrupt.js';
 import { Progress } from '../../util/progress.js';
 
@@ -43,13 +44,22 @@ export async function run(argv: string[]): Promise<number> {
     },
   });
   if (values.help) {
-    console.log(`usage: pairuni demo [--out runs/demo] [--quick] [--seeds 0,1,2] [--steps N] [--parallel 2] [--model DIR] [--family janus|dimoo]
+    console.log(`usage: pairuni demo [--family janus|dimoo|bagel] [--out runs/demo] [--quick] [--seeds 0,1,2] [--steps N] [--parallel 2] [--model DIR]
+--family bagel: SFT of a tiny random-init Bagel on PairUG vs random pairs (out default runs/demo-bagel).
 
 Builds ShapesWorld, pairs it (PairUG and a random-pairs baseline), evaluates the shipped tiny Janus,
 runs PairGRPO on both pair sets for every seed, evaluates again and writes OUT/report.md.
 --family dimoo uses the shipped tiny masked-diffusion (Lumina-DiMOO style) model instead.
 Ctrl-C stops cleanly; the same command resumes.`);
     return 0;
+  }
+  if (values.family === 'bagel') {
+    return runBagelCli({
+      out: values.out === 'runs/demo' ? 'runs/demo-bagel' : values.out ?? 'runs/demo-bagel',
+      quick: values.quick,
+      seeds: values.seeds === undefined ? undefined : seedList(values.seeds),
+      steps: values.steps === undefined ? undefined : integer(values.steps, '--steps', 1),
+    });
   }
   // Every option is checked before anything runs or is written to --out.
   if (!values.out) throw new ConfigError(`--out must name a directory, got '${values.out}'`);

@@ -1,6 +1,6 @@
 /**
- * `pairuni train --config run.json [--resume] [--steps N] [--out DIR]`: PairGRPO training with a
- * progress bar. Ctrl-C stops at the next step boundary and saves a checkpoint (a second Ctrl-C exits
+ * `pairuni train --config run.json [--resume] [--steps N] [--out DIR]`: PairGRPO training (or SFT for
+ * an adapter that declares only `sft`, such as Bagel) with a progress bar. Ctrl-C stops at the next step boundary and saves a checkpoint (a second Ctrl-C exits
  * at once); `--resume` continues from the run directory's latest checkpoint.
  */
 import { resolve } from 'node:path';
@@ -82,8 +82,11 @@ export async function run(argv: string[]): Promise<number> {
       onLog: (l) => {
         if (/error|Traceback|lost|restart/i.test(l)) process.stderr.write(`${l}\n`);
       },
-      onStep: (m) =>
-        bar.update(m.step, cfg.steps, `r_u=${fmt(m['und/reward'])} r_g=${fmt(m['gen/reward'])} |g|=${fmt(m.grad_norm, 2)} ${fmt(m['time/step'], 2)}s/step`),
+      onStep: (m) => {
+        // SFT steps (an adapter that declares only `sft`, e.g. Bagel) report their loss terms instead of rewards.
+        const what = 'ce' in m ? `ce=${fmt(m.ce)} mse=${fmt(m.mse)}` : `r_u=${fmt(m['und/reward'])} r_g=${fmt(m['gen/reward'])}`;
+        bar.update(m.step, cfg.steps, `${what} |g|=${fmt(m.grad_norm, 2)} ${fmt(m['time/step'], 2)}s/step`);
+      },
     });
     bar.done();
     console.log(`pairuni train: ${res.steps} steps done; checkpoint ${res.checkpoint}${res.restarts ? ` (${res.restarts} sidecar restarts)` : ''}`);

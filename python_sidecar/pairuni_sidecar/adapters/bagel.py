@@ -1,0 +1,676 @@
+"""Bagel (BAGEL-7B-MoT) adapter: supervised fine-tuning on PairUG pairs (PairUni Appendix E).
+
+The model is NVIDIA NeMo AutoModel's maintained port, ``nemo_automodel.components.models.bagel``
+(``BagelForUnifiedMultimodal``; pinned in python_sidecar/requirements-bagel.lock and installed with
+``--no-deps`` by scripts/setup-python.mjs). It owns the Qwen2 mixture-of-transformers LLM (an
+understanding and a ``*_moe_gen`` expert per block), the SigLIP-NaViT tower and connector, and the
+flow-matching bridges; the FLUX VAE stays outside the module (frozen, encodes under ``no_grad``).
+
+One PairUG pair becomes one packed sequence of two samples, as Bagel's ``PackedDataset.pack_sequence``
+lays them out (see ``pack_pair``):
+
+- und: ``[vit_image (full attention), question (causal, no loss), answer (causal, CE)]``;
+- gen: ``[prompt (causal, no loss, dropped with p=text_cond_dropout), vae_image ("noise": MSE)]``.
+
+Text items are ``<|im_start|> ids <|im_end|>``, CE labels ``ids + <|im_end|>`` at the positions of
+``<|im_start|> ids``; an image is ``<|vision_start|> tokens <|vision_end|>`` with one RoPE position for
+all its tokens; a "noise" image is invisible to every other token. The model draws the flow noise and
+the loss image's timestep goes through ``sigmoid`` then Bagel's shift ``s t / (1 + (s - 1) t)``.
+
+Loss: ``ce_weight * CE_mean + mse_weight * MSE_mean`` (CE over answer tokens, MSE over latent tokens
+and channels, both token-means over the step's pairs, as Bagel's trainer reduces them).
+
+Model directory (BAGEL-7B-MoT layout): ``llm_config.json``, ``vit_config.json``, ``ae.safetensors``,
+``ema.safetensors`` and the Qwen2 tokenizer files; a missing one raises ``CheckpointNotFound`` naming
+it. ``save_pretrained`` writes the same layout with upstream key names (``language_model.*``,
+``vit_model.*``, ``connector.*``, ``vae2llm.*`` ...): ``ema.safetensors`` holds the EMA weights (the live
+weights when EMA is off) so Bagel's own ``load_checkpoint_and_dispatch(ema.safetensors)`` loads it;
+``model.safetensors`` holds the live weights (what training resumes from).
+``pairuni_bagel.json`` (optional) carries geometry for non-7B configurations (tiny test models).
+
+Parameter groups for ``train_modules``: ``language_model`` (both experts, embeddings, head and the
+flow bridges), ``und_expert`` (the LLM's understanding copy, embeddings, head), ``gen_expert`` (the
+``*_moe_gen`` copy and the flow bridges), ``vit`` (SigLIP tower + connector). Bagel's flags map to them:
+``freeze_vit`` = leave out ``vit``; ``freeze_llm`` = leave out ``language_model``; ``freeze_und`` =
+``["gen_expert"]`` (the und expert's Q/K/V are also detached, as upstream).
+
+CPU: the port calls flash-attn (ViT, inference) and the CUDA-only EFFICIENT_ATTENTION SDPA backend in
+training; without CUDA ``_cpu_attention`` swaps both for plain SDPA in fp32 (same maths, slower).
+"""
+from __future__ import annotations
+
+import contextlib
+import copy
+import json
+import math
+import os
+import random
+import shutil
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ..contract.generated import BagelLoadOptions
+from ..errors import BadRequest
+from .base import (
+    AdapterConfigError,
+    CheckpointNotFound,
+    GenItem,
+    LoadSpec,
+    PolicyAdapter,
+    RolloutBatch,
+    SamplingCfg,
+    SFTExample,
+    UndItem,
+    resolve_autocast,
+    resolve_device,
+)
+
+#: files a BAGEL-7B-MoT directory must hold
+REQUIRED_FILES = ("llm_config.json", "vit_config.json", "ae.safetensors", "ema.safetensors")
+
+#: Bagel's special tokens (data/data_utils.py::add_special_tokens)
+BOS, EOS, BOI, EOI = "<|im_start|>", "<|im_end|>", "<|vision_start|>", "<|vision_end|>"
+
+#: BAGEL-7B-MoT geometry (app.py / TRAIN.md) unless pairuni_bagel.json overrides it
+DEFAULT_GEOMETRY = {
+    "latent_patch_size": 2, "max_latent_size": 64, "vit_patch_size": 14, "vit_max_num_patch_per_side": 70,
+    "connector_act": "gelu_pytorch_tanh",
+    "ae": {"resolution": 256, "in_channels": 3, "downsample": 8, "ch": 128, "out_ch": 3, "ch_mult": [1, 2, 4, 4],
+           "num_res_blocks": 2, "z_channels": 16, "scale_factor": 0.3611, "shift_factor": 0.1159},
+}
+
+MODULE_GROUPS = ("language_model", "und_expert", "gen_expert", "vit")
+_GEN_BRIDGES = ("model.time_embedder.", "model.vae2llm.", "model.llm2vae.")
+_FROZEN_TABLES = ("model.vit_pos_embed.", "model.latent_pos_embed.")  # fixed sin-cos tables
+_LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+
+
+class ImageReadError(BadRequest):
+    """An SFT image that is missing or cannot be decoded."""
+
+
+def _require_bagel():
+    try:
+        import nemo_automodel.components.models.bagel as bagel
+    except ImportError as e:
+        raise AdapterConfigError(
+            f"the bagel adapter needs nemo-automodel==0.7.0 ({e}); it is installed by `npm install` "
+            "(scripts/setup-python.mjs, python_sidecar/requirements-bagel.lock)"
+        ) from None
+    return bagel
+
+
+# -- CPU attention -------------------------------------------------------------------------------
+
+def _sdpa_varlen(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q=None, max_seqlen_k=None, causal=False, **_):
+    """flash_attn_varlen_func's contract ((T, H, D) packed, per-segment attention) with plain SDPA."""
+    out = []
+    bounds = cu_seqlens_q.tolist()
+    for a, b in zip(bounds[:-1], bounds[1:]):
+        o = F.scaled_dot_product_attention(q[a:b].float().transpose(0, 1), k[a:b].float().transpose(0, 1),
+                                           v[a:b].float().transpose(0, 1), is_causal=causal)
+        out.append(o.transpose(0, 1))
+    return torch.cat(out, 0)
+
+
+def _sdpa_fp32(q, k, v, mask):
+    return F.scaled_dot_product_attention(q.float(), k.float(), v.float(), mask.float())
+
+
+_CPU_PATCHED = False
+
+
+def _cpu_attention() -> None:
+    """Route the port's CUDA-only attention calls to fp32 SDPA (once per process, CPU only)."""
+    global _CPU_PATCHED
+    if _CPU_PATCHED or torch.cuda.is_available():
+        return
+    from nemo_automodel.components.models.bagel import modeling_qwen2_packed as qp
+    from nemo_automodel.components.models.bagel import modeling_siglip_navit as sn
+
+    if not sn._HAS_FLASH_ATTN:
+        sn._flash_attn_varlen = _sdpa_varlen
+    qp.sdpa_kernel = lambda backends: contextlib.nullcontext()
+    qp.scaled_dot_product_attention = _sdpa_fp32
+    _CPU_PATCHED = True
+
+
+# -- packing -------------------------------------------------------------------------------------
+
+@dataclass
+class Tokens:
+    bos: int
+    eos: int
+    boi: int
+    eoi: int
+
+
+@dataclass
+class Pack:
+    """The model's packed-forward inputs for one pair, plus what the tests inspect."""
+
+    sample_lens: list[int]
+    split_lens: list[list[int]]
+    attn_modes: list[list[str]]
+    text_ids: list[int] = field(default_factory=list)
+    text_indexes: list[int] = field(default_factory=list)
+    position_ids: list[int] = field(default_factory=list)
+    vit_token_indexes: list[int] = field(default_factory=list)
+    vit_position_ids: list[int] = field(default_factory=list)
+    vit_tokens: torch.Tensor | None = None
+    vae_token_indexes: list[int] = field(default_factory=list)
+    latent_position_ids: list[int] = field(default_factory=list)
+    latent_shape: tuple[int, int] = (0, 0)
+    vae_image: torch.Tensor | None = None
+    timesteps: list[float] = field(default_factory=list)
+    mse_loss_indexes: list[int] = field(default_factory=list)
+    ce_loss_indexes: list[int] = field(default_factory=list)
+    label_ids: list[int] = field(default_factory=list)
+    prompt_dropped: bool = False
+
+    @property
+    def length(self) -> int:
+        return sum(self.sample_lens)
+
+
+def patchify(image: torch.Tensor, p: int) -> torch.Tensor:
+    """(C, H, W) -> (H/p * W/p, p*p*C), row-major patches (Bagel's data/data_utils.py::patchify)."""
+    c, h, w = image.shape
+    x = image.reshape(c, h // p, p, w // p, p)
+    return torch.einsum("chpwq->hwpqc", x).reshape(-1, p * p * c)
+
+
+def grid_position_ids(h: int, w: int, max_per_side: int) -> list[int]:
+    """Flattened 2D ids ``row * max_per_side + col`` of an h x w patch grid."""
+    return [r * max_per_side + c for r in range(h) for c in range(w)]
+
+
+def attention_mask(split_lens: list[int], attn_modes: list[str]) -> torch.Tensor:
+    """One sample's additive mask (Bagel's ``prepare_attention_mask_per_sample``): causal splits see
+    themselves causally and everything before; full/noise splits see themselves fully and everything
+    before; nothing but a noise split itself sees a noise split."""
+    n = sum(split_lens)
+    allow = torch.zeros((n, n), dtype=torch.bool)
+    s = 0
+    for ln, mode in zip(split_lens, attn_modes):
+        block = torch.ones((ln, ln), dtype=torch.bool)
+        allow[s:s + ln, s:s + ln] = block.tril() if mode == "causal" else block
+        allow[s:s + ln, :s] = True
+        s += ln
+    s = 0
+    for ln, mode in zip(split_lens, attn_modes):
+        if mode == "noise":
+            allow[:, s:s + ln] = False
+            allow[s:s + ln, s:s + ln] = True
+        s += ln
+    return torch.zeros((n, n)).masked_fill_(~allow, float("-inf"))
+
+
+def pack_pair(tok: Tokens, *, und_image: torch.Tensor, question: list[int], answer: list[int], prompt: list[int],
+              gen_image: torch.Tensor, vit_patch: int, vit_max_per_side: int, vae_downsample: int,
+              latent_max_per_side: int, timestep: float, drop_prompt: bool) -> Pack:
+    """One PairUG pair -> one packed sequence: the und sample, then the gen sample.
+
+    ``und_image`` is the ViT input (3, H, W) in [-1, 1] (H, W multiples of ``vit_patch``); ``gen_image``
+    the VAE input (3, H, W) in [-1, 1] (multiples of ``vae_downsample``); ``timestep`` the loss image's
+    pre-sigmoid timestep (Bagel draws it from N(0, 1)).
+    """
+    pk = Pack(sample_lens=[], split_lens=[], attn_modes=[])
+    curr = 0
+
+    def text(ids: list[int], loss: bool, rope: int, splits: list[int], modes: list[str]) -> int:
+        nonlocal curr
+        shifted = [tok.bos] + ids
+        pk.text_ids += shifted + [tok.eos]
+        pk.text_indexes += list(range(curr, curr + len(shifted) + 1))
+        if loss:
+            pk.ce_loss_indexes += list(range(curr, curr + len(shifted)))
+            pk.label_ids += ids + [tok.eos]
+        n = len(shifted) + 1
+        curr += n
+        pk.position_ids += list(range(rope, rope + n))
+        splits.append(n)
+        modes.append("causal")
+        return rope + n
+
+    def image_brackets(n_tokens: int) -> int:
+        """<|vision_start|> at curr, tokens after it, <|vision_end|>; returns the first token index."""
+        nonlocal curr
+        pk.text_ids.append(tok.boi)
+        pk.text_indexes.append(curr)
+        first = curr + 1
+        pk.text_ids.append(tok.eoi)
+        pk.text_indexes.append(first + n_tokens)
+        curr = first + n_tokens + 1
+        return first
+
+    # und: vit image, question (no loss), answer (CE)
+    splits, modes, start = [], [], curr
+    vt = patchify(und_image, vit_patch)
+    first = image_brackets(vt.shape[0])
+    pk.vit_tokens = vt
+    pk.vit_token_indexes = list(range(first, first + vt.shape[0]))
+    pk.vit_position_ids = grid_position_ids(und_image.shape[1] // vit_patch, und_image.shape[2] // vit_patch, vit_max_per_side)
+    pk.position_ids += [0] * (vt.shape[0] + 2)
+    splits.append(vt.shape[0] + 2)
+    modes.append("full")
+    rope = text(question, False, 1, splits, modes)
+    text(answer, True, rope, splits, modes)
+    pk.sample_lens.append(curr - start)
+    pk.split_lens.append(splits)
+    pk.attn_modes.append(modes)
+
+    # gen: prompt (no loss; dropped for CFG), vae image (noise: MSE)
+    splits, modes, start, rope = [], [], curr, 0
+    if drop_prompt:
+        pk.prompt_dropped = True
+    else:
+        rope = text(prompt, False, 0, splits, modes)
+    h, w = gen_image.shape[1] // vae_downsample, gen_image.shape[2] // vae_downsample
+    first = image_brackets(h * w)
+    pk.vae_image = gen_image
+    pk.latent_shape = (h, w)
+    pk.latent_position_ids = grid_position_ids(h, w, latent_max_per_side)
+    pk.vae_token_indexes = list(range(first, first + h * w))
+    pk.mse_loss_indexes = list(pk.vae_token_indexes)
+    pk.timesteps = [timestep] * (h * w)
+    pk.position_ids += [rope] * (h * w + 2)
+    splits.append(h * w + 2)
+    modes.append("noise")
+    pk.sample_lens.append(curr - start)
+    pk.split_lens.append(splits)
+    pk.attn_modes.append(modes)
+    return pk
+
+
+def shifted_timestep(t: torch.Tensor, shift: float) -> torch.Tensor:
+    """Bagel's training timestep: ``sigmoid`` (logit-normal for t ~ N(0, 1)) then ``s t / (1 + (s - 1) t)``."""
+    t = torch.sigmoid(t)
+    return shift * t / (1 + (shift - 1) * t)
+
+
+# -- the adapter ---------------------------------------------------------------------------------
+
+def check_bagel_dir(path: str, what: str = "model") -> None:
+    if not isinstance(path, str) or not path:
+        raise AdapterConfigError(f"{what}: a model directory path is required")
+    if not os.path.isdir(path):
+        raise CheckpointNotFound(f"{what}: Bagel model directory {path!r} does not exist")
+    missing = [f for f in REQUIRED_FILES if not os.path.isfile(os.path.join(path, f))]
+    if missing:
+        raise CheckpointNotFound(f"{what}: Bagel model directory {path!r} lacks {', '.join(missing)} "
+                                 f"(a BAGEL-7B-MoT directory holds {', '.join(REQUIRED_FILES)})",
+                                 detail={"path": path, "missing": missing})
+
+
+def _read_json(path: str) -> dict:
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except (OSError, json.JSONDecodeError) as e:
+        raise CheckpointNotFound(f"cannot read {path!r}: {e}") from None
+
+
+class BagelAdapter(PolicyAdapter):
+    family = "ar+flow"
+    capabilities = frozenset({"sft"})
+
+    def __init__(self, spec: LoadSpec) -> None:
+        bagel = _require_bagel()
+        from transformers import AutoTokenizer
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
+        self.spec = spec
+        check_bagel_dir(spec.model_dir)
+        self.source_dir = os.path.abspath(spec.model_dir)
+        self.device = resolve_device(spec.device)
+        self.amp = resolve_autocast(spec.autocast, self.device)
+        o = BagelLoadOptions.from_wire(dict(spec.options or {}), where="bagel model.options")
+        self.opts = o
+        if self.device.type == "cpu":
+            _cpu_attention()
+
+        d = self.source_dir
+        self.llm_json = _read_json(os.path.join(d, "llm_config.json"))
+        self.vit_json = _read_json(os.path.join(d, "vit_config.json"))
+        geo = copy.deepcopy(DEFAULT_GEOMETRY)
+        extra = os.path.join(d, "pairuni_bagel.json")
+        if os.path.isfile(extra):
+            for k, v in _read_json(extra).items():
+                geo[k] = {**geo[k], **v} if isinstance(geo.get(k), dict) else v
+        self.geometry = geo
+
+        # As Bagel's app.py / training load: MoT layers, qk-norm, untied head; the ViT drops its last
+        # layer (vit_select_layer=-2, applied by the port) and has no RoPE.
+        llm = dict(self.llm_json, layer_module="Qwen2MoTDecoderLayer", qk_norm=True, tie_word_embeddings=False,
+                   freeze_und="und_expert" not in spec.train_modules and "language_model" not in spec.train_modules)
+        ae = geo["ae"]
+        cfg = bagel.BagelConfig(
+            text_config=llm, vision_config=dict(self.vit_json), visual_und=True, visual_gen=True,
+            vae_config={"z_channels": ae["z_channels"], "downsample": ae["downsample"]},
+            latent_patch_size=geo["latent_patch_size"], max_latent_size=geo["max_latent_size"],
+            vit_patch_size=geo["vit_patch_size"], vit_max_num_patch_per_side=geo["vit_max_num_patch_per_side"],
+            connector_act=geo["connector_act"], vit_rope=False, timestep_shift=o.timestep_shift,
+        )
+        self.model = bagel.BagelForUnifiedMultimodal(cfg)
+        self.vae = bagel.AutoEncoder(bagel.AutoEncoderParams(**ae))
+        from safetensors.torch import load_file
+
+        self.vae.load_state_dict(load_file(os.path.join(d, "ae.safetensors")))
+        self.vae.requires_grad_(False).eval().to(self.device)
+        live = os.path.join(d, "model.safetensors")
+        lora_file = os.path.join(d, "lora.safetensors")
+        if o.lora_rank > 0 and o.ema_decay > 0:
+            raise AdapterConfigError("bagel: ema_decay needs full weights; use lora_rank 0 or ema_decay 0",
+                                     detail={"field": "options"})
+        # A LoRA checkpoint read without LoRA: its merged weights are in ema.safetensors.
+        use_live = os.path.isfile(live) and (o.lora_rank > 0 or not os.path.isfile(lora_file))
+        self._load_weights(live if use_live else os.path.join(d, "ema.safetensors"))
+        self.model.to(self.device)
+        try:
+            self.tok = AutoTokenizer.from_pretrained(d)
+        except Exception as e:  # noqa: BLE001 - a typed error naming the directory
+            raise CheckpointNotFound(f"model: no usable Qwen2 tokenizer in {d!r} ({type(e).__name__}: {e})") from None
+        ids = {}
+        for name in (BOS, EOS, BOI, EOI):
+            i = self.tok.convert_tokens_to_ids(name)
+            if i is None or i == self.tok.unk_token_id or not 0 <= i < cfg.text_config.vocab_size:
+                raise AdapterConfigError(f"model dir {d!r}: the tokenizer has no {name} token "
+                                         "(Bagel's data_utils.add_special_tokens adds it)")
+            ids[name] = int(i)
+        self.tokens = Tokens(ids[BOS], ids[EOS], ids[BOI], ids[EOI])
+        self._set_trainable(spec.train_modules)
+        self.lora: dict[str, tuple[torch.nn.Parameter, torch.nn.Parameter]] = {}
+        if o.lora_rank > 0:
+            self._add_lora(load_file(lora_file) if use_live and os.path.isfile(lora_file) else None)
+        self.ema: dict[str, torch.Tensor] | None = None
+        if o.ema_decay > 0:
+            ema_path = os.path.join(d, "ema.safetensors")
+            src = load_file(ema_path) if use_live else None  # own checkpoint: EMA kept apart
+            self.ema = {}
+            for n, p in self.trainable_parameters():
+                hf = n.removeprefix("model.")
+                self.ema[n] = (src[hf].float() if src is not None and hf in src else p.detach().float()).clone()
+        self.model.train(False)
+
+    # -- loading / saving ------------------------------------------------------------------------
+    def _load_weights(self, path: str) -> None:
+        from nemo_automodel.components.models.bagel.state_dict_adapter import BagelStateDictAdapter
+        from safetensors.torch import load_file
+
+        sd = BagelStateDictAdapter(stage="stage2").from_hf(load_file(path), stage="stage2", strict=False)
+        # load_state_dict copies (and casts) into the fp32 parameters: no second fp32 copy of a 14B model
+        missing, unexpected = self.model.load_state_dict(sd, strict=False)
+        missing = [k for k in missing if not k.startswith(_FROZEN_TABLES)]
+        if missing:
+            raise CheckpointNotFound(f"{path!r} lacks {len(missing)} weight(s) of this configuration "
+                                     f"(e.g. {missing[:3]}): is it a BAGEL-7B-MoT checkpoint of the same size?",
+                                     detail={"path": path, "missing": missing[:20]})
+
+    def _state_upstream(self, tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Module-tree names -> BAGEL's checkpoint names (``model.`` root dropped)."""
+        return {k.removeprefix("model."): v.detach().to("cpu").contiguous() for k, v in tensors.items()}
+
+    def save_pretrained(self, path: str) -> None:
+        from safetensors.torch import save_file
+
+        os.makedirs(path, exist_ok=True)
+        live = self._state_upstream(self.model.state_dict())
+        save_file(live, os.path.join(path, "model.safetensors"))
+        ema = dict(live)
+        if self.ema is not None:
+            ema.update(self._state_upstream(self.ema))
+        if self.lora:
+            # Bagel's loader reads plain weights: ema.safetensors gets W + (alpha/r) B A; the factors
+            # travel in lora.safetensors (model.safetensors keeps the base) so training resumes exactly.
+            with torch.no_grad():
+                for n, (a, b) in self.lora.items():
+                    k = n.removeprefix("model.") + ".weight"
+                    ema[k] = (ema[k].float() + self._lora_scale * (b.detach().cpu() @ a.detach().cpu())).to(ema[k].dtype)
+            save_file({f"{n}.lora_{w}": t.detach().cpu().contiguous() for n, (a, b) in self.lora.items() for w, t in (("a", a), ("b", b))},
+                      os.path.join(path, "lora.safetensors"))
+        save_file(ema, os.path.join(path, "ema.safetensors"))
+        for name in os.listdir(self.source_dir):
+            src = os.path.join(self.source_dir, name)
+            if name in ("ema.safetensors", "model.safetensors", "lora.safetensors") or not os.path.isfile(src):
+                continue
+            shutil.copyfile(src, os.path.join(path, name))  # configs, ae.safetensors, tokenizer files
+
+    # -- parameters ------------------------------------------------------------------------------
+    def _group_of(self, name: str) -> set[str]:
+        if name.startswith(("model.vit_model.", "model.connector.")):
+            return {"vit"}
+        if name.startswith("model.language_model.") or name.startswith(_GEN_BRIDGES):
+            gen = "_moe_gen" in name or name.startswith(_GEN_BRIDGES)
+            return {"language_model", "gen_expert" if gen else "und_expert"}
+        return set()
+
+    def _set_trainable(self, modules) -> None:
+        unknown = [m for m in modules if m not in MODULE_GROUPS]
+        if unknown or not modules:
+            raise AdapterConfigError(f"bagel: train_modules {list(modules)} must be a non-empty subset of "
+                                     f"{list(MODULE_GROUPS)}", detail={"field": "train_modules"})
+        want = set(modules)
+        self.train_modules = tuple(modules)
+        self._trainable: list[tuple[str, torch.nn.Parameter]] = []
+        for n, p in self.model.named_parameters():
+            on = bool(self._group_of(n) & want) and not n.startswith(_FROZEN_TABLES)
+            if self.opts.lora_rank > 0 and n.startswith("model.language_model."):
+                on = False  # LoRA factors train instead (_add_lora)
+            p.requires_grad_(on)
+            if on:
+                self._trainable.append((n, p))
+            elif self.amp is not None:
+                # Frozen weights need no fp32 master copy: under bf16 autocast they are stored in bf16
+                # (BAGEL-7B-MoT with the und expert frozen: 14 GB instead of 28 GB for that half).
+                p.data = p.data.to(self.amp)
+
+    def trainable_parameters(self) -> list[tuple[str, torch.nn.Parameter]]:
+        return list(self._trainable)
+
+    def _add_lora(self, saved: dict[str, torch.Tensor] | None) -> None:
+        """LoRA on the LLM projections of the selected experts: ``y = W x + (alpha/r) B A x`` via a forward
+        hook, so the module tree (and the checkpoint's key names) stay Bagel's. A ~ N(0, 1/in), B = 0."""
+        r, want = self.opts.lora_rank, set(self.train_modules)
+        self._lora_scale = self.opts.lora_alpha / r
+        for n, m in self.model.named_modules():
+            if not (isinstance(m, torch.nn.Linear) and n.startswith("model.language_model.model.layers.")
+                    and n.rsplit(".", 1)[-1].split("_moe_gen")[0] in _LORA_TARGETS
+                    and self._group_of(n + ".weight") & want):
+                continue
+            if saved is not None and f"{n}.lora_a" in saved:
+                a0, b0 = saved[f"{n}.lora_a"].float(), saved[f"{n}.lora_b"].float()
+            else:
+                a0 = torch.randn(r, m.in_features) / math.sqrt(m.in_features)
+                b0 = torch.zeros(m.out_features, r)
+            a = torch.nn.Parameter(a0.to(self.device))
+            b = torch.nn.Parameter(b0.to(self.device))
+            self.lora[n] = (a, b)
+            self._trainable += [(f"lora:{n}.a", a), (f"lora:{n}.b", b)]
+            m.register_forward_hook(self._lora_hook(a, b))
+        if not self.lora:
+            raise AdapterConfigError(f"bagel: lora_rank > 0 but train_modules {list(self.train_modules)} selects no LLM "
+                                     "expert (language_model, und_expert or gen_expert)", detail={"field": "options"})
+
+    def _lora_hook(self, a: torch.nn.Parameter, b: torch.nn.Parameter):
+        scale = self._lora_scale
+
+        def hook(_module, inputs, output):
+            x = inputs[0]
+            return output + scale * ((x.to(a.dtype) @ a.t()) @ b.t()).to(output.dtype)
+        return hook
+
+    def after_step(self) -> None:
+        """EMA of the trainable weights (Bagel: ``ema_decay`` 0.9999), after each optimizer step."""
+        if self.ema is None:
+            return
+        d = self.opts.ema_decay
+        with torch.no_grad():
+            for n, p in self._trainable:
+                self.ema[n].mul_(d).add_(p.detach().float(), alpha=1 - d)
+
+    def combine_sft_losses(self, losses: dict[str, torch.Tensor]) -> torch.Tensor:
+        return self.opts.ce_weight * losses["ce"] + self.opts.mse_weight * losses["mse"]
+
+    def train_mode(self, on: bool) -> None:
+        self.model.train(on)
+
+    # -- data ------------------------------------------------------------------------------------
+    def _image(self, path: str, size: int) -> torch.Tensor:
+        from PIL import Image
+
+        try:
+            with Image.open(path) as im:
+                im = im.convert("RGB").resize((size, size), Image.BICUBIC)
+                arr = np.asarray(im, dtype=np.float32) / 127.5 - 1.0
+        except (OSError, ValueError) as e:
+            raise ImageReadError(f"cannot read image {path!r}: {e}", detail={"path": path}) from None
+        return torch.from_numpy(arr).permute(2, 0, 1).contiguous()
+
+    def _enc(self, s: str) -> list[int]:
+        return list(self.tok.encode(s, add_special_tokens=False))
+
+    def pair_examples(self, examples: list[SFTExample]) -> list[tuple[SFTExample, SFTExample]]:
+        """The step's examples as (und, gen) pairs: a 1:1 ratio, pair i = the i-th und and i-th gen example."""
+        und = [e for e in examples if e.side == "und"]
+        gen = [e for e in examples if e.side == "gen"]
+        bad = [e.side for e in examples if e.side not in ("und", "gen")]
+        if bad:
+            raise BadRequest(f"sft example side must be 'und' or 'gen', got {bad[0]!r}")
+        if not und or len(und) != len(gen):
+            raise BadRequest(f"bagel SFT packs one understanding and one generation sample per sequence: got "
+                             f"{len(und)} und and {len(gen)} gen examples (they must be equal and > 0)")
+        return list(zip(und, gen))
+
+    def pack(self, und: SFTExample, gen: SFTExample, rng: random.Random, g: torch.Generator) -> Pack:
+        geo, o = self.geometry, self.opts
+        return pack_pair(
+            self.tokens, und_image=self._image(und.image_path, o.vit_image_size), question=self._enc(und.text),
+            answer=self._enc(und.target), prompt=self._enc(gen.text), gen_image=self._image(gen.image_path, o.vae_image_size),
+            vit_patch=geo["vit_patch_size"], vit_max_per_side=geo["vit_max_num_patch_per_side"],
+            vae_downsample=geo["ae"]["downsample"] * geo["latent_patch_size"], latent_max_per_side=geo["max_latent_size"],
+            timestep=float(torch.randn((), generator=g)), drop_prompt=rng.random() < o.text_cond_dropout,
+        )
+
+    def _autocast(self):
+        if self.amp is None:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=self.amp)
+
+    @contextlib.contextmanager
+    def _packed_path(self):
+        """The port runs packed (training-layout) forwards only in ``train()`` mode; none of its modules
+        has dropout at Bagel's settings, so scoring uses the same path."""
+        was = self.model.training
+        self.model.train(True)
+        try:
+            yield
+        finally:
+            self.model.train(was)
+
+    def forward_pack(self, pk: Pack) -> dict[str, torch.Tensor]:
+        """Per-token ``ce`` (answer tokens) and ``mse`` (latent tokens x channels) of one packed pair."""
+        dev = self.device
+        T = lambda x, dt=torch.long: torch.tensor(x, dtype=dt, device=dev)  # noqa: E731
+        with torch.no_grad():
+            latent = self.vae.encode(pk.vae_image[None].to(dev))
+        masks = [attention_mask(s, m).to(dev) for s, m in zip(pk.split_lens, pk.attn_modes)]
+        with self._packed_path(), self._autocast():
+            out = self.model(
+                sequence_length=pk.length, packed_text_ids=T(pk.text_ids), packed_text_indexes=T(pk.text_indexes),
+                sample_lens=pk.sample_lens, packed_position_ids=T(pk.position_ids), nested_attention_masks=masks,
+                packed_vit_tokens=pk.vit_tokens.to(dev), packed_vit_token_indexes=T(pk.vit_token_indexes),
+                packed_vit_position_ids=T(pk.vit_position_ids), vit_token_seqlens=T([len(pk.vit_token_indexes)], torch.int),
+                padded_latent=latent, patchified_vae_latent_shapes=[pk.latent_shape],
+                packed_latent_position_ids=T(pk.latent_position_ids), packed_vae_token_indexes=T(pk.vae_token_indexes),
+                packed_timesteps=T(pk.timesteps, torch.float32), mse_loss_indexes=T(pk.mse_loss_indexes),
+                ce_loss_indexes=T(pk.ce_loss_indexes), packed_label_ids=T(pk.label_ids),
+            )
+        return {"ce": out["ce"].float(), "mse": out["mse"].float()}
+
+    def sft_loss(self, examples: list[SFTExample], *, seed: int | None = None) -> dict[str, torch.Tensor]:
+        """Token-mean CE over all answer tokens and MSE over all latent tokens of the step's pairs
+        (unweighted; ``combine_sft_losses`` applies ``ce_weight`` / ``mse_weight``)."""
+        self.require("sft")
+        pairs = self.pair_examples(examples)
+        # Dropout and timesteps come from the process RNG (saved in checkpoints), so resume continues it.
+        rng = random.Random(int(torch.randint(0, 2**31 - 1, ()).item()) if seed is None else seed)
+        g = torch.Generator().manual_seed(rng.randrange(2**31))
+        ce_sum = mse_sum = 0.0
+        n_ce = n_mse = 0
+        for und, gen in pairs:
+            out = self.forward_pack(self.pack(und, gen, rng, g))
+            ce_sum = ce_sum + out["ce"].sum()
+            mse_sum = mse_sum + out["mse"].mean(-1).sum()
+            n_ce += out["ce"].numel()
+            n_mse += out["mse"].shape[0]
+        return {"ce": ce_sum / n_ce, "mse": mse_sum / n_mse}
+
+    # -- held-out understanding: option-letter scoring (no sampler) -------------------------------
+    @torch.no_grad()
+    def option_logprobs(self, image_path: str, question: str, options: list[str]) -> list[float]:
+        """Sum log-prob of each candidate answer text after (image, question), teacher-forced: the
+        und sample alone, exactly as packed for training (no generation sample)."""
+        with self._packed_path():
+            img = self._image(image_path, self.opts.vit_image_size)
+            q = self._enc(question)
+            geo = self.geometry
+            res = []
+            for opt in options:
+                ans = self._enc(opt)
+                pk = pack_pair(self.tokens, und_image=img, question=q, answer=ans, prompt=[],
+                               gen_image=torch.zeros(3, 0, 0), vit_patch=geo["vit_patch_size"],
+                               vit_max_per_side=geo["vit_max_num_patch_per_side"], vae_downsample=1,
+                               latent_max_per_side=geo["max_latent_size"], timestep=0.0, drop_prompt=True)
+                n = pk.sample_lens[0]
+                dev = self.device
+                T = lambda x, dt=torch.long: torch.tensor(x, dtype=dt, device=dev)  # noqa: E731
+                keep = [i for i, ix in enumerate(pk.text_indexes) if ix < n]
+                with self._autocast():
+                    out = self.model(
+                        sequence_length=n, packed_text_ids=T([pk.text_ids[i] for i in keep]),
+                        packed_text_indexes=T([pk.text_indexes[i] for i in keep]), sample_lens=[n],
+                        packed_position_ids=T(pk.position_ids[:n]),
+                        nested_attention_masks=[attention_mask(pk.split_lens[0], pk.attn_modes[0]).to(dev)],
+                        packed_vit_tokens=pk.vit_tokens.to(dev), packed_vit_token_indexes=T(pk.vit_token_indexes),
+                        packed_vit_position_ids=T(pk.vit_position_ids),
+                        vit_token_seqlens=T([len(pk.vit_token_indexes)], torch.int),
+                        ce_loss_indexes=T(pk.ce_loss_indexes[:len(ans)]), packed_label_ids=T(pk.label_ids[:len(ans)]),
+                    )
+                res.append(-float(out["ce"].float().sum()))
+            return res
+
+    # -- what Bagel does not do here ---------------------------------------------------------------
+    def und_rollout(self, items: list[UndItem], n: int, s: SamplingCfg) -> RolloutBatch:
+        self.require("und_rollout")
+        raise AssertionError("unreachable")
+
+    def gen_rollout(self, items: list[GenItem], n: int, s: SamplingCfg) -> RolloutBatch:
+        self.require("gen_rollout")
+        raise AssertionError("unreachable")
+
+    def token_logprobs(self, batch, rows, *, est_seed: int, grad: bool, ref: bool = False):
+        self.require("logprobs_und" if batch.side == "und" else "logprobs_gen")
+        raise AssertionError("unreachable")
+
+    def describe(self) -> dict[str, Any]:
+        n_train = sum(p.numel() for _, p in self._trainable)
+        lc = self.model.config.text_config
+        return {
+            "family": self.family, "adapter": "bagel", "capabilities": sorted(self.capabilities),
+            "device": str(self.device), "autocast": str(self.amp).replace("torch.", "") if self.amp else "off",
+            "hidden_size": int(lc.hidden_size), "layers": int(lc.num_hidden_layers), "vocab_size": int(lc.vocab_size),
+            "vit_image_size": self.opts.vit_image_size, "vae_image_size": self.opts.vae_image_size,
+            "params_total": sum(p.numel() for p in self.model.parameters()), "params_trainable": n_train,
+            "train_modules": list(self.train_modules), "ema": self.ema is not None,
+            "lora": {"rank": self.opts.lora_rank, "alpha": self.opts.lora_alpha, "modules": len(self.lora)} if self.lora else None,
+            "special_ids": {"bos": self.tokens.bos, "eos": self.tokens.eos, "boi": self.tokens.boi, "eoi": self.tokens.eoi},
+        }
+
+
+__all__ = ["BagelAdapter", "Pack", "attention_mask", "check_bagel_dir", "pack_pair", "patchify", "shifted_timestep"]

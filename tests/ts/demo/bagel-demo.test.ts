@@ -1,0 +1,40 @@
+/** CI runs the Bagel demo's quick variant: world → pairs → SFT on PairUG and on random pairs → held-out understanding → report. */
+import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, describe, expect, it } from 'vitest';
+import { runBagelDemo } from '../../../src/demo/bagel.js';
+import { PairuniError } from '../../../src/errors.js';
+import { readMetrics } from '../../../src/train/metrics.js';
+
+const out = mkdtempSync(join(tmpdir(), 'pairuni-bagel-demo-'));
+afterAll(() => rmSync(out, { recursive: true, force: true }));
+
+describe('demo --family bagel (quick)', () => {
+  it('trains both pair sets with SFT, scores held-out option letters before and after, and reruns as a no-op', async () => {
+    const res = await runBagelDemo({ out, quick: true, log: () => undefined });
+    const md = readFileSync(res.report, 'utf8');
+    expect(md).toContain('SFT on PairUG');
+    expect(md).toContain('SFT on random pairs');
+    expect(md).toContain('Generation: not measured');
+    expect(res.before.n_und).toBe(24);
+    // 24 items with 4 options each: accuracy is a multiple of 1/24
+    for (const e of [res.before, res.after.pairug[0], res.after.random[0]]) {
+      expect(Math.abs(e.und_accuracy * 24 - Math.round(e.und_accuracy * 24))).toBeLessThan(1e-3);
+    }
+    for (const v of ['pairug', 'random']) {
+      const rows = readMetrics(join(out, 'runs', `${v}-s0`));
+      expect(rows.map((r) => r.step)).toEqual([1, 2]);
+      for (const r of rows) {
+        expect(r.ce).toBeGreaterThan(0);
+        expect(r.mse).toBeGreaterThan(0);
+      }
+    }
+    // Everything is cached: the rerun trains and evaluates nothing and reports the same numbers.
+    const again = await runBagelDemo({ out, quick: true, log: () => undefined });
+    expect(again.summary).toEqual(res.summary);
+    expect(existsSync(join(out, 'eval', 'init.json'))).toBe(true);
+    // A different plan on the same directory would mix stale results: refused before any work.
+    await expect(runBagelDemo({ out, quick: true, steps: 3, log: () => undefined })).rejects.toThrow(PairuniError);
+  }, 600_000);
+});

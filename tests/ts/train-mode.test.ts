@@ -1,0 +1,35 @@
+/** How `train` picks PairGRPO or SFT: from the adapter's declared capabilities, never from its name. */
+import { describe, expect, it } from 'vitest';
+import { ConfigError } from '../../src/errors.js';
+import { sftExamples, sftSeed, trainMode } from '../../src/train/index.js';
+import type { TrainPair } from '../../src/train/data.js';
+
+describe('trainMode', () => {
+  it('runs PairGRPO on the sides an adapter can roll out and score', () => {
+    expect(trainMode(['und_rollout', 'logprobs_und', 'gen_rollout', 'logprobs_gen', 'sft'])).toEqual({ kind: 'pairgrpo', sides: { und: true, gen: true } });
+    expect(trainMode(['gen_rollout', 'logprobs_gen'])).toEqual({ kind: 'pairgrpo', sides: { und: false, gen: true } });
+  });
+  it('runs SFT when the adapter rolls out neither side but declares sft (Bagel)', () => {
+    expect(trainMode(['sft'])).toEqual({ kind: 'sft' });
+    expect(trainMode(['sft', 'und_rollout'])).toEqual({ kind: 'sft' }); // a rollout without log-probs cannot train
+  });
+  it('refuses an adapter that can do neither', () => {
+    expect(() => trainMode(['cfg'])).toThrow(ConfigError);
+  });
+});
+
+describe('sftExamples', () => {
+  const pair = (id: number): TrainPair =>
+    ({ pair_id: id, u_image_abs: `/u${id}.png`, g_image_abs: `/g${id}.png`, question: `q${id}`, choices: ['red', 'blue'], answer: 'B', prompt: `p${id}` }) as unknown as TrainPair;
+  it('sends both sides of every pair, 1:1 and in pair order', () => {
+    const ex = sftExamples([pair(1), pair(2)], '{question}|{choices}');
+    expect(ex.map((e) => e.side)).toEqual(['und', 'gen', 'und', 'gen']);
+    expect(ex[0]).toEqual({ side: 'und', image_path: '/u1.png', text: 'q1|A. red\nB. blue', target: 'B' });
+    expect(ex[3]).toEqual({ side: 'gen', image_path: '/g2.png', text: 'p2', target: '' });
+  });
+  it('seeds each step apart and reproducibly', () => {
+    expect(sftSeed(7, 3)).toBe(sftSeed(7, 3));
+    expect(new Set([0, 1, 2, 3].map((s) => sftSeed(7, s))).size).toBe(4);
+    expect(sftSeed(7, 3)).toBeLessThan(2_147_483_647);
+  });
+});
