@@ -89,7 +89,8 @@ def main() -> int:
 
     from PIL import Image
 
-    from pairuni_sidecar.adapters import GenItem, LoadSpec, SamplingCfg, UndItem, load_adapter
+    from pairuni_sidecar.adapters import GenItem, LoadSpec, UndItem, load_adapter
+    from pairuni_sidecar.contract import GenSampling, UndSampling
     from pairuni_sidecar.policy import LossCfg, OptimCfg, Policy, SideInput
 
     work = tempfile.mkdtemp(prefix="janus1b-")
@@ -99,7 +100,7 @@ def main() -> int:
         build(os.path.join(work, "model"), a.tiny, device)
         res["build_s"] = time.perf_counter() - t0
         t0 = time.perf_counter()
-        ad = load_adapter("janus", LoadSpec(model_dir=os.path.join(work, "model"), device=device, autocast="auto"))
+        ad = load_adapter("janus", LoadSpec(path=os.path.join(work, "model"), device=device, autocast="auto"))
         pol = Policy(ad, OptimCfg(lr=1e-6))
         res["load_s"] = time.perf_counter() - t0
         res["params_total"] = ad.describe()["params_total"]
@@ -112,17 +113,17 @@ def main() -> int:
 
         gens, unds = [GenItem(f"a photo of object {i}") for i in range(a.prompts)], \
             [UndItem(img, f"Question {i}? A. x B. y") for i in range(a.prompts)]
-        ad.gen_rollout(gens[:1], 1, SamplingCfg(seed=0))  # warm-up
+        ad.gen_rollout(gens[:1], 1, GenSampling(seed=0))  # warm-up
         sync(dev)
         t0 = time.perf_counter()
-        gb = ad.gen_rollout(gens, a.k, SamplingCfg(seed=1, cfg_weight=5.0))
+        gb = ad.gen_rollout(gens, a.k, GenSampling(seed=1, cfg_weight=5.0))
         sync(dev)
         dt = time.perf_counter() - t0
         res["gen_rollout_s"] = dt
         res["gen_images_per_s"] = gb.size / dt
         res["gen_tokens_per_s"] = gb.num_tokens / dt
         t0 = time.perf_counter()
-        ub = ad.und_rollout(unds, a.k, SamplingCfg(seed=2, max_new_tokens=a.und_tokens))
+        ub = ad.und_rollout(unds, a.k, UndSampling(seed=2, max_new_tokens=a.und_tokens))
         sync(dev)
         dt = time.perf_counter() - t0
         res["und_rollout_s"] = dt

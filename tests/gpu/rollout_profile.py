@@ -34,17 +34,18 @@ def main() -> int:
 
     from PIL import Image
 
-    from pairuni_sidecar.adapters import LoadSpec, SamplingCfg, UndItem, load_adapter
+    from pairuni_sidecar.adapters import LoadSpec, UndItem, load_adapter
+    from pairuni_sidecar.contract import UndSampling
 
     device = "cuda" if torch.cuda.is_available() and not a.tiny else "cpu"
     work = tempfile.mkdtemp(prefix="janus1b-prof-")
     try:
         build(os.path.join(work, "model"), a.tiny, device)
-        ad = load_adapter("janus", LoadSpec(model_dir=os.path.join(work, "model"), device=device, autocast="auto"))
+        ad = load_adapter("janus", LoadSpec(path=os.path.join(work, "model"), device=device, autocast="auto"))
         img = os.path.join(work, "img.png")
         Image.new("RGB", (ad.image_size, ad.image_size), (120, 30, 200)).save(img)
         items = [UndItem(img, "Question 0? A. x B. y"), UndItem(img, "Question 1? A. x B. y")]
-        s = SamplingCfg(seed=1, max_new_tokens=a.tokens, old_logp="rollout")
+        s = UndSampling(seed=1, max_new_tokens=a.tokens, old_logp="rollout")
         ad.und_rollout(items[:1], 1, s)  # warm-up
         acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device == "cuda" else [])
         t0 = time.perf_counter()

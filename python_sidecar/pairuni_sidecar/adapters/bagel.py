@@ -416,11 +416,11 @@ class BagelAdapter(PolicyAdapter):
         """Module-tree names -> BAGEL's checkpoint names (``model.`` root dropped)."""
         return {k.removeprefix("model."): v.detach().to("cpu").contiguous() for k, v in tensors.items()}
 
-    def save_pretrained(self, path: str) -> None:
+    def save_pretrained(self, path: str, state_dict: dict | None = None) -> None:
         from safetensors.torch import save_file
 
         os.makedirs(path, exist_ok=True)
-        live = self._state_upstream(self.model.state_dict())
+        live = self._state_upstream(state_dict if state_dict is not None else self.model.state_dict())
         save_file(live, os.path.join(path, "model.safetensors"))
         ema = dict(live)
         if self.ema is not None:

@@ -635,20 +635,21 @@ class DimooAdapter(PolicyAdapter):
     def trainable_parameters(self) -> list[tuple[str, torch.nn.Parameter]]:
         return [(n, p) for n, p in self.model.named_parameters() if p.requires_grad]
 
-    def save_pretrained(self, path: str) -> None:
+    def save_pretrained(self, path: str, state_dict: dict | None = None) -> None:
         from safetensors.torch import save_file
 
         os.makedirs(path, exist_ok=True)
+        sd = state_dict if state_dict is not None else self.model.state_dict()
         if self.tiny:
             # Write straight into ``path`` (the caller's checkpoint writer makes it atomic).
-            save_file({k: v.detach().contiguous().cpu() for k, v in self.model.state_dict().items()},
+            save_file({k: v.detach().contiguous().cpu() for k, v in sd.items()},
                       os.path.join(path, "model.safetensors"))
             for f in ("config.json", "tokenizer.json", "pairuni_model.json"):
                 if not os.path.isfile(os.path.join(self.source_dir, f)):
                     continue
                 shutil.copyfile(os.path.join(self.source_dir, f), os.path.join(path, f))
             return
-        save_file({k: v.detach().contiguous().cpu() for k, v in self.model.state_dict().items()},
+        save_file({k: v.detach().contiguous().cpu() for k, v in sd.items()},
                   os.path.join(path, "model.safetensors"))
         for f in os.listdir(self.source_dir):
             src = os.path.join(self.source_dir, f)

@@ -139,8 +139,9 @@ class Policy:
         if cfg.agg == "token_sum" and cfg.norm == "side" and min(t[2] for t in totals.values()) < 1:
             raise LossConfigError(f"agg='token_sum' with norm='side' needs a positive item count per side, got {totals}")
         coefs = traj_coefficients(masks, cfg, sides=names, totals=totals)
-        refs = {s.batch.side: self.ensure_ref_logp(s.batch, micro_batch, est_seed) for s in sides} if cfg.beta > 0 else {}
-        olds = {s.batch.side: s.batch.old_logp_for(est_seed) for s in sides}
+        # per batch, not per side name: with data parallelism a rank holds several parts of one side
+        refs = [self.ensure_ref_logp(s.batch, micro_batch, est_seed) for s in sides] if cfg.beta > 0 else None
+        olds = [s.batch.old_logp_for(est_seed) for s in sides]
         self.optimizer.zero_grad(set_to_none=True)
         self.adapter.train_mode(True)
         accs: dict[str, _Acc] = {}
@@ -169,8 +170,8 @@ class Policy:
                     if rows is None:  # a padding micro-batch for the collectives
                         rows, coef = torch.arange(min(b.size, micro_batch)), torch.zeros_like(coefs[si])
                     logp, mask = self.adapter.token_logprobs(b, rows, est_seed=est_seed, grad=True)
-                    ref = refs[b.side][rows].to(dev) if b.side in refs else None
-                    loss, st = clipped_surrogate(logp, olds[b.side][rows].to(dev), adv[rows].to(dev), mask,
+                    ref = refs[si][rows].to(dev) if refs is not None else None
+                    loss, st = clipped_surrogate(logp, olds[si][rows].to(dev), adv[rows].to(dev), mask,
                                                  coef[rows].to(dev), cfg, ref)
                     # the coefficients are world-global, so the ranks' losses add up to the whole
                     # step's; FSDP2 averages the gradients over the ranks, hence the world size

@@ -103,7 +103,7 @@ def pretraining_pool(card: dict) -> tuple[int | None, int, str | None]:
         return None, 0, "the model card names no ShapesWorld pretraining pool: only the dataset's splits were checked"
     if pre.get("heldout_rules") != RULES:
         return None, 0, (f"the model was pretrained before the held-out rules ({RULES}): its pretraining pool may hold "
-                         "evaluation items and was not checked; regenerate it with scripts/pretrain-tiny-janus.sh")
+                         "evaluation items and was not checked; regenerate it with its scripts/pretrain-tiny-*.sh")
     return int(cfg["seed"]), int(cfg["n_items"]), None
 
 

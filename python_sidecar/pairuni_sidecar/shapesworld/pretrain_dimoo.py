@@ -30,6 +30,7 @@ import torch
 from ..fsutil import atomic_file
 from .formats import PromptFormat
 from .model import MODEL_CARD, MODEL_FORMAT
+from .heldout import RULES as HELDOUT_RULES
 from .scenes import make_item
 from .tokenizer import build_tokenizer
 from .vq import scene_codes
@@ -178,7 +179,8 @@ def pretrain_dimoo(out: str | os.PathLike, cfg: DimooPretrainConfig = DimooPretr
         c = json.load(f)
     extra = {k: c[k] for k in ("codec",)}
     extra["card"] = _card(fmt, {"config": asdict(cfg), "seconds": secs, "torch": torch.__version__,
-                                "split": "pretrain", "heldout": m})
+                                "split": "pretrain", "heldout_rules": HELDOUT_RULES,
+                                "heldout_data_seed": cfg.seed, "heldout": m})
     tok_path = init / "tokenizer.json"
     from tokenizers import Tokenizer
 

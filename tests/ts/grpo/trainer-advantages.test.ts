@@ -72,6 +72,16 @@ function recordingSidecar(sent: Sent[]): Sidecar {
       },
     },
     handles: { free: async () => ({ args: {} }) },
+    // one rank: world-scoped ops (rollouts, update) arrive through `all`, one reply per rank
+    world: 1,
+    all: async (op: string, args: (r: number) => never, payloads?: (r: number) => Record<string, Tensor>) => {
+      const ops: Record<string, (a: never, p: Record<string, Tensor>) => Promise<unknown>> = {
+        'train.und_rollout': sc.train.undRollout,
+        'train.gen_rollout': sc.train.genRollout,
+        'train.update': sc.train.update,
+      };
+      return [await ops[op](args(0), payloads?.(0) ?? {})];
+    },
   };
   return sc as unknown as Sidecar;
 }
