@@ -1,10 +1,9 @@
 /** `pairuni demo`: the whole pipeline on ShapesWorld with the shipped tiny Janus, on CPU. */
 import { parseArgs } from 'node:util';
-import { AbortedError, ConfigError } from '../../errors.js';
+import { ConfigError } from '../../errors.js';
 import { runDemo, validateDemoOptions, type DemoOptions } from '../../demo/demo.js';
 import { runBagelCli } from '../../demo/bagel-cli.js';
-import { onInterrupt } from '../../util/interrupt.js';
-import { Progress } from '../../util/progress.js';
+import { runDemoCli } from '../../demo/cli-run.js';
 
 export const summary = 'ShapesWorld end to end: pair, PairGRPO vs random pairs, before/after eval, report';
 
@@ -74,21 +73,7 @@ Ctrl-C stops cleanly; the same command resumes.`);
     parallel: values.parallel === undefined ? undefined : integer(values.parallel, '--parallel', 1),
   };
   validateDemoOptions(opts);
-  const interrupt = onInterrupt({ message: '[demo] stopping at the next step boundary' });
-  let bar: Progress | undefined;
-  const seen = new Map<string, number>();
-  try {
-    const res = await runDemo({
-      ...opts,
-      signal: interrupt.signal,
-      log: (l) => console.error(l),
-      onStep: (runName, step, total, runs) => {
-        bar ??= new Progress({ label: 'PairGRPO', total: total * runs, unit: 'steps' });
-        seen.set(runName, step);
-        bar.update([...seen.values()].reduce((a, b) => a + b, 0), undefined, runName);
-      },
-    });
-    bar?.done();
+  return runDemoCli('PairGRPO', (hooks) => runDemo({ ...opts, ...hooks }), (res) => {
     const s = res.summary;
     const ci = (c: { mean: number; half: number }, signed = false) =>
       `${signed && c.mean >= 0 ? '+' : ''}${c.mean.toFixed(3)}${Number.isFinite(c.half) ? ` ± ${c.half.toFixed(3)}` : ''}`;
@@ -97,14 +82,5 @@ Ctrl-C stops cleanly; the same command resumes.`);
     console.log(`random pairs:      und acc ${ci(s.random.und)}, gen reward ${ci(s.random.gen)} (95% CI)`);
     console.log(`PairUG − random:   und ${ci(res.paired.und, true)}, gen ${ci(res.paired.gen, true)} (paired by seed, 95% CI)`);
     console.log(`report: ${res.report} (${res.seconds} s)`);
-    return 0;
-  } catch (e) {
-    if (e instanceof AbortedError) {
-      console.error(`[demo] ${e.message}`);
-      return 130;
-    }
-    throw e;
-  } finally {
-    interrupt.dispose();
-  }
+  });
 }
