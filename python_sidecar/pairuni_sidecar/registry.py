@@ -109,6 +109,18 @@ def resolve(kind: str, name: str) -> Any:
     return entry
 
 
+def tiny_main(family: str, argv: list[str] | None = None) -> int:
+    """``python -m <builder module> OUT_DIR [--seed 0]``: one command line for every registered tiny builder."""
+    import argparse
+
+    p = argparse.ArgumentParser(description=f"Write a tiny random-init {family} model directory.")
+    p.add_argument("out_dir")
+    p.add_argument("--seed", type=int, default=0)
+    a = p.parse_args(argv)
+    print(resolve("tiny", family)(a.out_dir, seed=a.seed))
+    return 0
+
+
 def load_all() -> dict[str, str]:
     """Import every lazy entry (for ``info`` / doctor); returns what failed, by ``kind:name``."""
     for kind in KINDS:

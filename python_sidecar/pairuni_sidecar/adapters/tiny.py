@@ -9,7 +9,6 @@ the real ``save_pretrained`` path, so ``from_pretrained(dir)`` is exercised end 
 """
 from __future__ import annotations
 
-import argparse
 import json
 import os
 
@@ -70,14 +69,7 @@ def build_tiny_janus(out_dir: str, *, seed: int = 0, **config_overrides) -> str:
     return out_dir
 
 
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("out_dir")
-    p.add_argument("--seed", type=int, default=0)
-    a = p.parse_args(argv)
-    print(build_tiny_janus(a.out_dir, seed=a.seed))
-    return 0
-
-
 if __name__ == "__main__":
-    raise SystemExit(main())
+    from pairuni_sidecar.registry import tiny_main
+
+    raise SystemExit(tiny_main("janus"))

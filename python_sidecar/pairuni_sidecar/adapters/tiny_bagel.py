@@ -9,7 +9,6 @@ special tokens, and ``pairuni_bagel.json`` (the small geometry). ~0.3 M paramete
 """
 from __future__ import annotations
 
-import argparse
 import json
 import os
 
@@ -81,14 +80,7 @@ def build_tiny_bagel(out_dir: str, *, seed: int = 0, hidden: int = 64, layers: i
     return out_dir
 
 
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("out_dir")
-    p.add_argument("--seed", type=int, default=0)
-    a = p.parse_args(argv)
-    print(build_tiny_bagel(a.out_dir, seed=a.seed))
-    return 0
-
-
 if __name__ == "__main__":
-    raise SystemExit(main())
+    from pairuni_sidecar.registry import tiny_main
+
+    raise SystemExit(tiny_main("bagel"))

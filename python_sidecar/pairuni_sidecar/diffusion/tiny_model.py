@@ -12,7 +12,6 @@ Model directory: ``config.json`` (``model_type: pairuni_tiny_mdm``: sizes, layou
 """
 from __future__ import annotations
 
-import argparse
 import json
 import os
 from dataclasses import asdict, dataclass
@@ -162,14 +161,7 @@ def build_tiny_dimoo(out_dir: str, *, seed: int = 0, grid: tuple[int, int] = (4,
     return save_tiny_mdm(out_dir, model, tok, layout=lay, grid=grid, cell=cell)
 
 
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("out_dir")
-    p.add_argument("--seed", type=int, default=0)
-    a = p.parse_args(argv)
-    print(build_tiny_dimoo(a.out_dir, seed=a.seed))
-    return 0
-
-
 if __name__ == "__main__":
-    raise SystemExit(main())
+    from pairuni_sidecar.registry import tiny_main
+
+    raise SystemExit(tiny_main("dimoo"))
