@@ -74,6 +74,13 @@ def init_world(rank: int, size: int, local_rank: int) -> World:
         import torch.distributed as dist
         from torch.distributed.device_mesh import init_device_mesh
 
+        if os.environ.get("TORCHELASTIC_USE_AGENT_STORE") == "True" and int(os.environ.get("TORCHELASTIC_MAX_RESTARTS", "0") or 0) > 0:
+            # torchrun's shared rendezvous store keeps the dead world's addresses across restarts
+            # (pytorch#135712): a restarted world may then fail to connect or hang. Sidecar.spawn sets this.
+            print("[pairuni-sidecar] warning: torchrun shares its rendezvous store across restarts; set "
+                  "TORCH_DISABLE_SHARE_RDZV_TCP_STORE=1 for torchrun, or a restarted world may fail to form",
+                  file=sys.stderr, flush=True)
+
         if dev.type == "cuda":
             torch.cuda.set_device(dev)
             dist.init_process_group("cuda:nccl,cpu:gloo", device_id=dev)

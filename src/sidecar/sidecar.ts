@@ -174,6 +174,11 @@ export class Sidecar {
     const env: Record<string, string> = { ...(process.env as Record<string, string>), PYTHONUNBUFFERED: '1', PYTHONSAFEPATH: '1', ...opts.env };
     // torchrun keeps its logs in a temp dir it never removes: make that our private dir (removed at close).
     if (ranks > 1) env.TMPDIR = dir;
+    // torchrun (torch 2.13) hands every restart of the world the same rendezvous TCPStore, unprefixed:
+    // the restarted ranks can read the dead world's gloo/NCCL addresses from it and then fail to connect
+    // or wait forever (pytorch#135712; measured here: 5 of 6 restarts of a bare 2-rank gloo script
+    // failed, 0 of 6 with this set). Unshared, each restart gets a fresh store on its rank 0.
+    if (ranks > 1) env.TORCH_DISABLE_SHARE_RDZV_TCP_STORE ??= '1';
     // Works from a source checkout even when the package is not pip-installed in that interpreter.
     env.PYTHONPATH = [sidecarSourceDir(), env.PYTHONPATH].filter(Boolean).join(':');
     let child: ChildProcess;

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import time
 from typing import Any, Callable
 
@@ -201,24 +200,10 @@ def _op_prepare_reward(ctx, args, tensors):
     return {"reward": args["reward"]["name"]}
 
 
-def _fault_injection(ctx) -> None:
-    """Test hook: ``PAIRUNI_TEST_KILL_UPDATE=N:RANK`` SIGKILLs rank RANK at its Nth ``train.update`` in the
-    world's first incarnation (torchrun's restart count 0): a rank dying mid-update, deterministically."""
-    spec = os.environ.get("PAIRUNI_TEST_KILL_UPDATE")
-    if not spec:
-        return
-    n, rank = (int(x) for x in spec.split(":"))
-    seen = ctx.state["updates_seen"] = ctx.state.get("updates_seen", 0) + 1
-    w = dist.current()
-    if seen == n and w.rank == rank and w.restart == 0:
-        os.kill(os.getpid(), signal.SIGKILL)
-
-
 @op("train.update")
 @_timed
 def _op_update(ctx, args, tensors):
     """One optimizer step of the clipped surrogate over the given rollouts and advantages."""
-    _fault_injection(ctx)
     sess = _session(ctx)
     handles = args["handles"]
     if not handles:
