@@ -208,6 +208,8 @@ describe('data-parallel PairGRPO through the trainer', () => {
     // the world that finished is torchrun's restart 1: new processes (TORCHELASTIC_RESTART_COUNT 1)
     expect(after.map((r) => [r.rank, r.extra.restart])).toEqual([[0, 1], [1, 1]]);
     expect(after.map((r) => r.pid)).not.toContain(victim);
+    // the trainer closed the restarted world: every rank left the process group, torchrun exited 0 (no abort)
+    expect(sc!.exited).toEqual({ code: 0, signal: null });
     close(readMetrics(cfg.out), want);
   }, 300_000);
 });
