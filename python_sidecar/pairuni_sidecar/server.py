@@ -454,8 +454,6 @@ class Server:
     def _run(self, ctx: OpContext, spec, args: dict, tensors: dict) -> None:
         try:
             ctx.check()
-            if TRACE:
-                log(f"trace: op {ctx.op} started")
             t0 = time.perf_counter()
             result = spec.fn(ctx, args, tensors)
             if TRACE:

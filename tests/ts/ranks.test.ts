@@ -171,14 +171,21 @@ describe('data-parallel PairGRPO through the trainer', () => {
     let sc: Sidecar | undefined;
     let victim: number | undefined;
     let updates = 0;
-    // The test kills rank 1 from outside, as a crash would: once its 2nd train.update has started
-    // (PAIRUNI_TRACE logs "op train.update started" with the rank's pid), first world only.
-    const onLog = (l: string) => {
-      lines.push(l);
-      victim ??= sc?.ranks.find((r) => r.rank === 1)?.pid;
-      if (victim !== undefined && l.startsWith(`[pairuni-sidecar ${victim} `) && l.endsWith('trace: op train.update started') && ++updates === 2) {
-        process.kill(victim, 'SIGKILL');
-      }
+    // The test kills rank 1 from outside, as a crash would, while the world's 2nd train.update is in
+    // flight: right after the controller hands it to rank 1 (rank 0's copy is queued ahead of it), so
+    // that update can never complete, whenever the rank dies, and the run resumes from step 1.
+    const killInSecondUpdate = (s: Sidecar) => {
+      const ctl = s._controller;
+      const call = ctl.call.bind(ctl);
+      ctl.call = (op, args, payloads, opts) => {
+        const p = call(op, args, payloads, opts);
+        if (op === 'train.update' && opts?.rank === 1 && ++updates === 2) {
+          victim = s.ranks.find((r) => r.rank === 1 && r.alive)!.pid!;
+          process.kill(victim, 'SIGKILL');
+        }
+        return p;
+      };
+      return s;
     };
     let after: RankInfo[] = [];
     let res: Awaited<ReturnType<typeof train>> | undefined;
@@ -190,7 +197,7 @@ describe('data-parallel PairGRPO through the trainer', () => {
           onStep: (_m, { sidecar }) => void (after = sidecar.ranks.filter((r) => r.alive)),
           spawn: async () => {
             spawned++;
-            sc = await Sidecar.spawn({ ranks: 2, maxRestarts: 1, threads: 1, env: { PAIRUNI_TRACE: '1' }, onLog });
+            sc = killInSecondUpdate(await Sidecar.spawn({ ranks: 2, maxRestarts: 1, threads: 1, onLog: (l) => lines.push(l) }));
             return sc;
           },
         },
@@ -199,7 +206,7 @@ describe('data-parallel PairGRPO through the trainer', () => {
       // PAIRUNI_FAULT_LOG=file keeps the sidecar's and the trainer's lines of this run (diagnosis)
       if (process.env.PAIRUNI_FAULT_LOG) writeFileSync(process.env.PAIRUNI_FAULT_LOG, lines.join('\n'));
     }
-    expect(updates).toBe(2);
+    expect(updates).toBe(4); // steps 1 and 2 in the first world, steps 2 and 3 after the restart (mu 1)
     expect(res?.restarts).toBe(1);
     expect(spawned).toBe(1); // the same launcher: torchrun restarted the ranks, no new sidecar
     // rank 1's death fails the update (torchrun also stops rank 0: either may be the one reported)
