@@ -136,9 +136,17 @@ def _world_atomic_dir(path: str):
     when every rank finished its part (a failure anywhere removes the temp directory)."""
     w = dist.current()
     with contextlib.ExitStack() as stack:
-        tmp = stack.enter_context(atomic_dir(path)) if w.rank == 0 else None
+        tmp, err = None, None
+        if w.rank == 0:
+            try:
+                tmp = stack.enter_context(atomic_dir(path))
+            except BaseException as e:  # noqa: BLE001 - the other ranks must not wait for a temp dir
+                err = e
         tmp = dist.broadcast_object(tmp)
-        err: BaseException | None = None
+        if tmp is None:
+            if err is not None:
+                raise err
+            raise OpFailed(f"rank 0 could not create a temp directory beside {path!r}", detail={"path": path})
         try:
             yield tmp
         except BaseException as e:  # noqa: BLE001 - re-raised below, after the ranks agree
@@ -241,10 +249,13 @@ def load_policy(adapter_name: str, spec: LoadSpec, optim: OptimCfg, resume_dir: 
     # the optimizer state is loaded into fresh AdamW state tensors, installed below
     src = f"rank{w.rank % int(meta['world'])}"
     sd["rng"] = {src: b""}  # replaced by the stored bytes
+    from torch.distributed.checkpoint.api import CheckpointException
+
     try:
         with _dcp_quiet():
             dcp.load(sd, checkpoint_id=os.path.join(resume_dir, STATE))
-    except Exception as e:  # noqa: BLE001 - DCP wraps every rank's failure; name the directory
+    # CheckpointException (every rank's failures, gathered) derives from BaseException, not Exception
+    except (Exception, CheckpointException) as e:  # noqa: BLE001 - name the directory
         raise CheckpointCorrupt(f"checkpoint {resume_dir!r}: its DCP state ({STATE}/) cannot be read into this "
                                 f"{adapter_name} model: {_first_line(e)}", detail={"path": resume_dir}) from e
     from torch.distributed.checkpoint.state_dict import set_model_state_dict
