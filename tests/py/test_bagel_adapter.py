@@ -200,6 +200,8 @@ def test_resume_equals_an_uninterrupted_run(tiny, tmp_path, how):
     # EMA weights and LoRA factors live outside the model module: the DCP checkpoint carries them
     # (adapter.extra_state) and the LoRA factors' AdamW state by parameter name
     def run(steps, start=0, policy=None):
+        if policy is None:
+            torch.manual_seed(0)  # LoRA's A factors start random: the same start for both runs
         pol = policy or load_policy("bagel", spec(tiny / "model", **how), RECIPE)
         for s in range(start, start + steps):
             pol.sft_step(examples(tiny), seed=1000 + s)
