@@ -133,30 +133,34 @@ def _meta(policy: Policy, adapter_name: str, world: int) -> dict:
 @contextlib.contextmanager
 def _world_atomic_dir(path: str):
     """``fsutil.atomic_dir`` on rank 0, its temp path shared with every rank; the rename happens only
-    when every rank finished its part (a failure anywhere removes the temp directory)."""
+    when every rank finished its part, and every rank learns whether it happened (a failure anywhere,
+    the rename included, fails the op on every rank and no rank waits in a collective for another)."""
     w = dist.current()
-    with contextlib.ExitStack() as stack:
-        tmp, err = None, None
-        if w.rank == 0:
+    err: BaseException | None = None
+    try:
+        with contextlib.ExitStack() as stack:
+            tmp = None
+            if w.rank == 0:
+                try:
+                    tmp = stack.enter_context(atomic_dir(path))
+                except BaseException as e:  # noqa: BLE001 - the other ranks must not wait for a temp dir
+                    err = e
+            tmp = dist.broadcast_object(tmp)
+            if tmp is None:
+                raise err or OpFailed(f"rank 0 could not create a temp directory beside {path!r}", detail={"path": path})
             try:
-                tmp = stack.enter_context(atomic_dir(path))
-            except BaseException as e:  # noqa: BLE001 - the other ranks must not wait for a temp dir
+                yield tmp
+            except BaseException as e:  # noqa: BLE001 - re-raised below, after the ranks agree
                 err = e
-        tmp = dist.broadcast_object(tmp)
-        if tmp is None:
-            if err is not None:
-                raise err
-            raise OpFailed(f"rank 0 could not create a temp directory beside {path!r}", detail={"path": path})
-        try:
-            yield tmp
-        except BaseException as e:  # noqa: BLE001 - re-raised below, after the ranks agree
-            err = e
-        if not dist.all_ok(err is None):
-            if err is not None:
-                raise err
-            raise OpFailed(f"writing checkpoint {path!r} failed on another rank; nothing was replaced",
-                           detail={"path": path})
-    dist.barrier()  # rank 0 renamed: the checkpoint exists for every rank when this returns
+            if not dist.all_ok(err is None):  # rank 0 leaves the block by raising: atomic_dir removes tmp
+                raise err or OpFailed(f"writing checkpoint {path!r} failed on another rank; nothing was replaced",
+                                      detail={"path": path})
+        # rank 0 left atomic_dir normally: the new directory replaced the old one
+    except BaseException as e:  # noqa: BLE001
+        err = e
+    if not dist.all_ok(err is None):
+        raise err or OpFailed(f"checkpoint {path!r} was not published (rank 0 failed to rename it into place)",
+                              detail={"path": path})
 
 
 def save_policy(policy: Policy, adapter_name: str, path: str, *, hf: bool = False) -> str:
