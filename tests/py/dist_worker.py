@@ -20,6 +20,7 @@ from __future__ import annotations
 import os
 import random
 import sys
+import time
 
 import numpy as np
 import torch
@@ -99,7 +100,9 @@ def main(mode: str, model_dir: str, image: str, out: str, ckpt: str | None = Non
     items = (und_items, gen_items)
     res: dict = {"world": w.size}
     if mode == "resume":
+        t0 = time.perf_counter()
         policy = load_policy("janus", spec, OPTIM, resume_dir=ckpt)
+        res["load_s"] = time.perf_counter() - t0  # reported by hand, never asserted (no timed tests)
         res["loaded"] = snapshot(policy)
         steps = [2]
     else:
@@ -111,8 +114,11 @@ def main(mode: str, model_dir: str, image: str, out: str, ckpt: str | None = Non
         seen.update(run_step(policy, w, step, items, loss))
     if mode == "save":
         res["saved"] = snapshot(policy)
+        t0 = time.perf_counter()
         save_policy(policy, "janus", ckpt)
+        t1 = time.perf_counter()
         export_policy(policy, ckpt + "-hf")
+        res["save_s"], res["export_s"] = t1 - t0, time.perf_counter() - t1
         seen.update(run_step(policy, w, 2, items, loss))
     res["seen"] = seen
     res["params"] = {n: full(p) for n, p in policy.adapter.model.named_parameters()}
