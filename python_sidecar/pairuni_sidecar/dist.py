@@ -189,6 +189,23 @@ def all_reduce_max(values: list[int]) -> list[int]:
     return [int(x) for x in t.cpu()]
 
 
+def broadcast_object(obj: Any, src: int = 0) -> Any:
+    """Rank ``src``'s (picklable) object on every rank; identity at world 1."""
+    if not current().distributed:
+        return obj
+    import torch.distributed as dist
+
+    box = [obj]
+    dist.broadcast_object_list(box, src=src)
+    return box[0]
+
+
+def all_ok(ok: bool) -> bool:
+    """True on every rank only if ``ok`` is true on every rank (a failure on one rank reaches all,
+    so none waits in a later collective for a rank that gave up)."""
+    return all_reduce_max([0 if ok else 1])[0] == 0
+
+
 def barrier() -> None:
     if current().distributed:
         import torch.distributed as dist

@@ -371,7 +371,17 @@ export const OPS = {
     replyPayloads: { logp: { dtype: f32, rank: 2 }, old_logp: { dtype: f32, rank: 2 }, mask: { dtype: ['u8'], rank: 2 } },
   }),
   'train.save': op({
-    doc: 'write the policy (HF model dir + optimizer + RNG) atomically to dir',
+    doc: 'write a resumable checkpoint atomically to dir: torch.distributed.checkpoint shards (model, optimizer, per-rank RNG), resumable at any number of ranks',
+    scope: 'world',
+    args: z.strictObject({
+      dir: userPath,
+      /** Also write the full model to `<dir>/model` in the family's own (HF) format, as `train.export` does. */
+      hf: z.boolean().default(false),
+    }),
+    reply: z.strictObject({ dir: z.string(), optimizer_step: uint, ...elapsed }),
+  }),
+  'train.export': op({
+    doc: "write the full model atomically to dir in the family's own (HF) format: from_pretrained and model.path read it (no optimizer, no RNG)",
     scope: 'world',
     args: z.strictObject({ dir: userPath }),
     reply: z.strictObject({ dir: z.string(), optimizer_step: uint, ...elapsed }),

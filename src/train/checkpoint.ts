@@ -1,7 +1,9 @@
 /**
  * Run-directory checkpoints, atomic:
  *
- *   <out>/checkpoints/step-000100/policy/        written by the sidecar (HF model dir, optimizer, RNG)
+ *   <out>/checkpoints/step-000100/policy/        written by the sidecar: DCP shards of the model, optimizer
+ *                                                and per-rank RNG (resumable at any number of ranks); the
+ *                                                run's final checkpoint also has policy/model (HF format)
  *   <out>/checkpoints/step-000100/trainer.json   the controller's state (completed steps, config)
  *   <out>/checkpoints/latest                     name of the newest complete checkpoint
  *

@@ -363,7 +363,8 @@ export async function train(cfg: TrainConfig, opts: TrainOptions = {}): Promise<
   let last: StepMetrics | undefined;
   const save = async () => {
     ck = await writeCheckpoint(cfg.out, { step, config: cfg, restarts }, async (dir) => {
-      await sc.train.save({ dir });
+      // the run's last checkpoint also carries the full model in HF format (policy/model) for evaluation
+      await sc.train.save({ dir, hf: step >= cfg.steps });
     }, cfg.checkpoint.keep);
     savedStep = step;
   };

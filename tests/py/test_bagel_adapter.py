@@ -193,9 +193,16 @@ def test_save_round_trip_with_upstream_key_names(tiny, tmp_path):
     assert torch.equal(c.model.state_dict()["model." + k], ema[k])
 
 
-def test_resume_equals_an_uninterrupted_run(tiny, tmp_path):
+@pytest.mark.parametrize("how", [{"options": {"ema_decay": 0.9}},
+                                 {"options": {"lora_rank": 4, "lora_alpha": 8}, "train_modules": ["gen_expert"]}],
+                         ids=["ema", "lora"])
+def test_resume_equals_an_uninterrupted_run(tiny, tmp_path, how):
+    # EMA weights and LoRA factors live outside the model module: the DCP checkpoint carries them
+    # (adapter.extra_state) and the LoRA factors' AdamW state by parameter name
     def run(steps, start=0, policy=None):
-        pol = policy or load_policy("bagel", spec(tiny / "model", options={"ema_decay": 0.9}), RECIPE)
+        if policy is None:
+            torch.manual_seed(0)  # LoRA's A factors start random: the same start for both runs
+        pol = policy or load_policy("bagel", spec(tiny / "model", **how), RECIPE)
         for s in range(start, start + steps):
             pol.sft_step(examples(tiny), seed=1000 + s)
         return pol
@@ -203,12 +210,15 @@ def test_resume_equals_an_uninterrupted_run(tiny, tmp_path):
     straight = run(4)
     half = run(2)
     save_policy(half, "bagel", str(tmp_path / "ck"))
-    resumed = run(2, start=2, policy=load_policy("bagel", spec(tiny / "model", options={"ema_decay": 0.9}), RECIPE,
-                                                  str(tmp_path / "ck")))
+    resumed = run(2, start=2, policy=load_policy("bagel", spec(tiny / "model", **how), RECIPE, str(tmp_path / "ck")))
     assert resumed.step_count == 4
     sa, sb = straight.adapter.model.state_dict(), resumed.adapter.model.state_dict()
     assert all(torch.equal(sa[n], sb[n]) for n in sa)
-    assert all(torch.equal(straight.adapter.ema[n], resumed.adapter.ema[n]) for n in straight.adapter.ema)
+    xa, xb = straight.adapter.extra_state(), resumed.adapter.extra_state()
+    assert xa and set(xa) == set(xb)
+    assert all(torch.equal(xa[n], xb[n]) for n in xa)
+    if "lora_rank" in how["options"]:  # B starts at 0: trained factors are not
+        assert all(float(v.detach().abs().max()) > 0 for n, v in xa.items() if n.endswith(".b"))
 
 
 def test_option_scoring_prefers_the_trained_answer(tiny):

@@ -1,4 +1,6 @@
-"""Data-parallel PairGRPO on torch.distributed (gloo, CPU): 2 ranks under FSDP2 == 1 rank.
+"""Data-parallel PairGRPO on torch.distributed (gloo, CPU): 2 ranks under FSDP2 == 1 rank; DCP
+checkpoints written at one world size resume at another; the HF export; the reference-KL path with
+uneven parts.
 
 Each case starts torchrun (``--standalone``: a free port per run) on ``dist_worker.py``; the ranks are
 real processes with a gloo process group and an explicit CPU device mesh.
@@ -52,10 +54,10 @@ def worlds(inputs, tmp_path_factory):
     model, img = inputs
     out = tmp_path_factory.mktemp("out")
     worker = str(HERE / "dist_worker.py")
-    torchrun(1, out, worker, model, img, str(out))
-    torchrun(2, out, worker, model, img, str(out))
+    torchrun(1, out, worker, "parity", model, img, str(out))
+    torchrun(2, out, worker, "parity", model, img, str(out))
     load = lambda name: torch.load(out / name, weights_only=False)  # noqa: E731
-    return load("world1-rank0.pt"), load("world2-rank0.pt"), load("world2-rank1.pt")
+    return load("parity-world1-rank0.pt"), load("parity-world2-rank0.pt"), load("parity-world2-rank1.pt")
 
 
 def test_two_ranks_fsdp2_equal_one_rank_after_three_updates(worlds):
@@ -124,15 +126,166 @@ def test_two_torchrun_agents_form_one_world_over_c10d_and_train_the_same(inputs,
     env = env_for(tmp_path)
     agents = [subprocess.Popen([sys.executable, "-m", "torch.distributed.run", "--nnodes=2", "--nproc-per-node=1",
                                 "--rdzv-backend=c10d", f"--rdzv-endpoint=127.0.0.1:{port}", "--rdzv-id=pairuni-test",
-                                str(HERE / "dist_worker.py"), model, img, str(out)],
+                                str(HERE / "dist_worker.py"), "parity", model, img, str(out)],
                                env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
               for _ in range(2)]
     logs = [a.communicate(timeout=300)[0] for a in agents]
     assert [a.returncode for a in agents] == [0, 0], "\n".join(x[-3000:] for x in logs)
-    got = torch.load(out / "world2-rank0.pt", weights_only=False)
+    got = torch.load(out / "parity-world2-rank0.pt", weights_only=False)
     assert got["sharded"] and got["world"] == 2
     worst = max(float((one["params"][k] - got["params"][k]).abs().max()) for k in one["params"])
     assert worst <= 1e-5
     # the same world as the single-agent run: identical numbers
     for k in r0["params"]:
         assert torch.equal(r0["params"][k], got["params"][k]), k
+
+
+# -- checkpoints (torch.distributed.checkpoint) ------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def checkpoints(inputs, tmp_path_factory):
+    """Saved after 2 updates at world S (then the 3rd update, uninterrupted), resumed at world R for
+    the 3rd update: (S, R) in (2, 1), (2, 2), (1, 2)."""
+    model, img = inputs
+    root = tmp_path_factory.mktemp("ckpt")
+    worker = str(HERE / "dist_worker.py")
+    got = {}
+    for saved in (2, 1):
+        out = root / f"saved{saved}"
+        out.mkdir()
+        ck = str(out / "ck")
+        torchrun(saved, out, worker, "save", model, img, str(out), ck)
+        got[saved] = {"ck": ck, "ranks": [torch.load(out / f"save-world{saved}-rank{r}.pt", weights_only=False) for r in range(saved)]}
+        for resumed in ((1, 2) if saved == 2 else (2,)):
+            rout = out / f"resumed{resumed}"
+            rout.mkdir()
+            torchrun(resumed, rout, worker, "resume", model, img, str(rout), ck)
+            got[(saved, resumed)] = [torch.load(rout / f"resume-world{resumed}-rank{r}.pt", weights_only=False) for r in range(resumed)]
+    return got
+
+
+def _worst(a: dict, b: dict) -> float:
+    assert set(a) == set(b)
+    return max(float((a[k] - b[k]).abs().max()) for k in a)
+
+
+@pytest.mark.parametrize("saved,resumed", [(2, 1), (2, 2), (1, 2)])
+def test_checkpoint_resumes_at_another_world_size_and_continues_identically(checkpoints, saved, resumed):
+    savers = checkpoints[saved]["ranks"]
+    ranks = checkpoints[(saved, resumed)]
+    assert savers[0]["sharded"] == (saved > 1) and ranks[0]["sharded"] == (resumed > 1)
+    for r, got in enumerate(ranks):
+        loaded, want = got["loaded"], savers[r % saved]["saved"]
+        # the model and Adam's moments come back exactly (DCP copies the bytes, resharded)
+        assert _worst(loaded["params"], want["params"]) == 0.0
+        assert _worst(loaded["exp_avg"], want["exp_avg"]) == 0.0
+        assert max(float(v.abs().max()) for v in want["exp_avg"].values()) > 1e-4  # a real optimizer state
+        assert loaded["optimizer_step"] == 2
+        # each rank continues the RNG streams of rank (r % saved world)
+        for k, v in want["rng"].items():
+            assert torch.equal(loaded["rng"][k], v), (r, k)
+    # the next update equals the uninterrupted one (fp32 sums in another order at another world size)
+    cont = savers[0]
+    assert _worst(ranks[0]["params"], cont["params"]) <= 1e-5
+    moved = _worst(cont["params"], cont["saved"]["params"])
+    assert moved > 1e-3, moved  # the 3rd update moved the weights by far more than the tolerance
+    m_cont = [s["seen"]["m2"] for s in savers]
+    m_res = [g["seen"]["m2"] for g in ranks]
+    assert abs(float(m_res[0]["grad_norm"]) - float(m_cont[0]["grad_norm"])) <= 1e-5 * float(m_cont[0]["grad_norm"])
+    assert abs(sum(float(m["loss"]) for m in m_res) - sum(float(m["loss"]) for m in m_cont)) <= 1e-6
+    assert sum(float(m["update_tokens"]) for m in m_res) == sum(float(m["update_tokens"]) for m in m_cont)
+    if saved == resumed:  # the same world: bit for bit
+        assert _worst(ranks[0]["params"], cont["params"]) == 0.0
+
+
+def test_checkpoint_layout_is_dcp_shards_per_rank(checkpoints):
+    import json
+
+    for saved in (1, 2):
+        ck = Path(checkpoints[saved]["ck"])
+        assert sorted(p.name for p in ck.iterdir()) == ["policy.json", "state"]
+        assert sorted(p.name for p in (ck / "state").iterdir()) == [".metadata", *[f"__{r}_0.distcp" for r in range(saved)]]
+        meta = json.loads((ck / "policy.json").read_text())
+        assert (meta["format"], meta["world"], meta["optimizer_step"]) == ("pairuni-policy/2", saved, 2)
+        assert not [p for p in ck.parent.iterdir() if p.name.startswith(".")]  # no temp directory left
+
+
+@pytest.mark.parametrize("saved", [1, 2])
+def test_hf_export_loads_with_from_pretrained_and_equals_the_trained_params(checkpoints, saved):
+    from transformers import JanusForConditionalGeneration
+
+    want = checkpoints[saved]["ranks"][0]["saved"]["params"]
+    m = JanusForConditionalGeneration.from_pretrained(checkpoints[saved]["ck"] + "-hf")
+    got = {n: p.detach() for n, p in m.named_parameters()}
+    assert _worst(got, want) == 0.0
+
+
+def test_corrupt_or_missing_checkpoint_is_a_typed_error_naming_what_is_wrong(checkpoints, inputs, tmp_path):
+    import shutil
+
+    from pairuni_sidecar.adapters import LoadSpec
+    from pairuni_sidecar.adapters.base import CheckpointNotFound
+    from pairuni_sidecar.errors import BadRequest
+    from pairuni_sidecar.policy import CheckpointCorrupt, OptimCfg, load_policy
+
+    model, _ = inputs
+    spec, optim = LoadSpec(path=model, device="cpu"), OptimCfg(lr=5e-3, micro_batch=2)
+
+    def copy(name: str) -> Path:
+        d = tmp_path / name
+        shutil.copytree(checkpoints[2]["ck"], d)
+        return d
+
+    with pytest.raises(CheckpointNotFound, match="nowhere' does not exist") as ei:
+        load_policy("janus", spec, optim, resume_dir=str(tmp_path / "nowhere"))
+    assert ei.value.code == "not_found"
+    d = copy("no-meta")
+    (d / "policy.json").unlink()
+    with pytest.raises(CheckpointNotFound, match="has no policy.json"):
+        load_policy("janus", spec, optim, resume_dir=str(d))
+    d = copy("bad-meta")
+    (d / "policy.json").write_text("{not json")
+    with pytest.raises(CheckpointCorrupt, match="policy.json is unreadable"):
+        load_policy("janus", spec, optim, resume_dir=str(d))
+    d = copy("no-shard")
+    (d / "state" / "__1_0.distcp").unlink()
+    with pytest.raises(CheckpointCorrupt, match=r"incomplete: state/__1_0.distcp missing \(written by 2 ranks\)") as ei:
+        load_policy("janus", spec, optim, resume_dir=str(d))
+    assert ei.value.code == "op_failed" and ei.value.detail["missing"] == ["state/__1_0.distcp"]
+    d = copy("no-index")
+    (d / "state" / ".metadata").unlink()
+    with pytest.raises(CheckpointCorrupt, match=r"incomplete: state/.metadata is missing"):
+        load_policy("janus", spec, optim, resume_dir=str(d))
+    d = copy("truncated")
+    shard = d / "state" / "__0_0.distcp"
+    shard.write_bytes(shard.read_bytes()[: shard.stat().st_size // 2])
+    with pytest.raises(CheckpointCorrupt, match=r"its DCP state \(state/\) cannot be read into this janus model") as ei:
+        load_policy("janus", spec, optim, resume_dir=str(d))
+    assert ei.value.detail["path"] == str(d)
+    with pytest.raises(BadRequest, match="written by adapter 'janus', not 'dimoo'"):
+        load_policy("dimoo", spec, optim, resume_dir=checkpoints[2]["ck"])
+
+
+# -- the reference-KL path with uneven parts ---------------------------------------------------
+
+
+def test_reference_kl_with_uneven_parts_two_ranks_equal_one_rank(inputs, tmp_path):
+    """beta > 0: every rank computes reference log-probs for its own parts. Part 0 holds twice the
+    trajectories of part 1, so the ranks' micro-batch counts differ; the reference and update passes
+    are padded to the busiest rank's count, the run finishes, and it equals one process."""
+    model, img = inputs
+    worker = str(HERE / "dist_worker.py")
+    torchrun(1, tmp_path, worker, "refkl", model, img, str(tmp_path))
+    torchrun(2, tmp_path, worker, "refkl", model, img, str(tmp_path))
+    one, r0, r1 = (torch.load(tmp_path / f"refkl-world{n}-rank{r}.pt", weights_only=False) for n, r in ((1, 0), (2, 0), (2, 1)))
+    assert r0["sharded"] and not one["sharded"]
+    assert r0["seen"]["s0p0"]["und_ids"].shape[0] == 2 * r1["seen"]["s0p1"]["und_ids"].shape[0]  # uneven parts
+    assert _worst(one["params"], r0["params"]) <= 1e-5
+    assert _worst(one["params"], one["init"]) > 1e-3
+    for step in range(2):
+        m1, a, b = one["seen"][f"m{step}"], r0["seen"][f"m{step}"], r1["seen"][f"m{step}"]
+        assert abs(float(a["grad_norm"]) - float(m1["grad_norm"])) <= 1e-5 * float(m1["grad_norm"])
+        assert abs(float(a["loss"]) + float(b["loss"]) - float(m1["loss"])) <= 1e-6
+        assert "und/kl_ref" in m1 and "gen/kl_ref" in m1
+    assert float(one["seen"]["m1"]["gen/kl_ref"]) > 0  # after one update the policy left the reference

@@ -1,10 +1,10 @@
 /**
  * Several ranks on this host: `Sidecar.spawn({ ranks: 2 })` runs torchrun (gloo, CPU), world-scoped
  * ops reach every rank, per-rank ops one; data-parallel PairGRPO at 2 ranks equals 1 rank on the same
- * parts, and a checkpoint written at 2 ranks resumes at 1 and at 2 to the same numbers.
+ * parts, and a checkpoint written at 2 ranks (DCP shards) resumes at 1 and at 2 to the same numbers.
  */
 import { spawn, spawnSync } from 'node:child_process';
-import { cpSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { cpSync, existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -153,12 +153,19 @@ describe('data-parallel PairGRPO through the trainer', () => {
     const two = config('two', 2, 2);
     await train(two, quiet);
     close(readMetrics(two.out), want.slice(0, 2));
+    // DCP: one shard file per rank; the run's final checkpoint also carries the HF export, earlier ones not
+    const policy = (step: number, out = two.out) => join(out, 'checkpoints', `step-00000${step}`, 'policy');
+    expect(JSON.parse(readFileSync(join(policy(2), 'policy.json'), 'utf8'))).toMatchObject({ format: 'pairuni-policy/2', world: 2 });
+    expect(readdirSync(join(policy(2), 'state')).sort()).toEqual(['.metadata', '__0_0.distcp', '__1_0.distcp']);
+    expect(existsSync(join(policy(2), 'model', 'config.json'))).toBe(true);
+    expect(existsSync(join(policy(1), 'model'))).toBe(false);
 
     for (const ranks of [1, 2]) {
       const out = `two-then-${ranks}`;
       cpSync(two.out, join(dir, out), { recursive: true });
       await train(config(out, ranks, 3), { ...quiet, resume: true });
       close(readMetrics(join(dir, out)), want);
+      expect(readdirSync(join(policy(3, join(dir, out)), 'state')).filter((f) => f.endsWith('.distcp'))).toHaveLength(ranks);
     }
   }, 600_000);
 

@@ -505,6 +505,12 @@ class BagelAdapter(PolicyAdapter):
             return output + scale * ((x.to(a.dtype) @ a.t()) @ b.t()).to(output.dtype)
         return hook
 
+    def extra_state(self) -> dict[str, torch.Tensor]:
+        """LoRA factors (trainable parameters outside the module tree) and the EMA weights."""
+        out = {f"lora:{n}.{w}": t for n, (a, b) in self.lora.items() for w, t in (("a", a), ("b", b))}
+        out.update({f"ema:{n}": t for n, t in (self.ema or {}).items()})
+        return out
+
     def after_step(self) -> None:
         """EMA of the trainable weights (Bagel: ``ema_decay`` 0.9999), after each optimizer step."""
         if self.ema is None:

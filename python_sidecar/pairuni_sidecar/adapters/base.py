@@ -206,6 +206,11 @@ class PolicyAdapter(ABC):
     def trainable_parameters(self) -> list[tuple[str, torch.nn.Parameter]]:
         """(name, parameter) pairs that the optimizer updates (fp32 master weights)."""
 
+    def extra_state(self) -> dict[str, torch.Tensor]:
+        """Trained state that lives outside ``self.model`` (e.g. an EMA of the weights, LoRA factors),
+        by name: checkpoints save it and restore it in place (the tensors returned must be the live ones)."""
+        return {}
+
     @abstractmethod
     def save_pretrained(self, path: str, state_dict: dict | None = None) -> None:
         """Write the current weights (+ tokenizer/config files) so that the adapter loads ``path``;

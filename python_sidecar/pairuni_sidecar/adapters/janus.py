@@ -363,7 +363,8 @@ class JanusAdapter(PolicyAdapter):
     def _non_finite(self, side: str, bad: torch.Tensor, first_step: int) -> NonFiniteError:
         """The error for decoding rows whose next-token distribution was NaN/inf: it names the model."""
         rows = bad.nonzero().flatten().tolist()
-        where = self.source_dir or "<in-memory model>"
+        # a resumed policy's weights come from its checkpoint, not from the base model directory
+        where = getattr(self, "loaded_from", None) or self.source_dir or "<in-memory model>"
         what = "answer" if side == "und" else "image"
         return NonFiniteError(
             f"janus {side}: the model loaded from {where!r} gives NaN/inf {what}-token probabilities "

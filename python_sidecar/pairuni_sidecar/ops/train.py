@@ -22,7 +22,7 @@ from ..adapters import GenItem, LoadSpec, RolloutBatch, SFTExample, UndItem
 from ..contract.generated import GenSampling, Reward, UndSampling
 from ..errors import BadRequest
 from ..imaging import save_grid
-from ..policy import LossCfg, NonFiniteError, OptimCfg, Policy, SideInput, load_policy, save_policy
+from ..policy import LossCfg, NonFiniteError, OptimCfg, Policy, SideInput, export_policy, load_policy, save_policy
 from ..registry import Reply, op, resolve
 from ..rewards import make_reward
 
@@ -103,8 +103,11 @@ class TrainSession:
                 inputs.append(SideInput(batch, torch.as_tensor(adv, dtype=torch.float32).reshape(-1)))
         return self.policy.update(inputs, cfg, est_seed=est_seed, grad_cosine=grad_cosine, check=check)
 
-    def save(self, path: str) -> str:
-        return save_policy(self.policy, self.spec.adapter, path)
+    def save(self, path: str, hf: bool = False) -> str:
+        return save_policy(self.policy, self.spec.adapter, path, hf=hf)
+
+    def export(self, path: str) -> str:
+        return export_policy(self.policy, path)
 
 
 # -- op wrappers -------------------------------------------------------------------------------
@@ -257,9 +260,17 @@ def _op_logprobs(ctx, args, tensors):
 @op("train.save")
 @_timed
 def _op_save(ctx, args, tensors):
-    """Write the policy (HF model dir + optimizer + RNG) atomically to ``dir``."""
+    """Write a resumable DCP checkpoint (model, optimizer, RNG; with ``hf`` also the HF model) to ``dir``."""
     sess = _session(ctx)
-    return {"dir": sess.save(args["dir"]), "optimizer_step": sess.policy.step_count}
+    return {"dir": sess.save(args["dir"], hf=args["hf"]), "optimizer_step": sess.policy.step_count}
+
+
+@op("train.export")
+@_timed
+def _op_export(ctx, args, tensors):
+    """Write the full model (the family's HF layout) atomically to ``dir``."""
+    sess = _session(ctx)
+    return {"dir": sess.export(args["dir"]), "optimizer_step": sess.policy.step_count}
 
 
 @op("train.grid")

@@ -80,21 +80,35 @@ class Policy:
     @torch.no_grad()
     def ensure_ref_logp(self, batch: RolloutBatch, micro_batch: int, est_seed: int = 0) -> torch.Tensor:
         """Reference log-probs of the batch, once per batch (exact log-probs) or once per estimator seed."""
+        return self.ref_logps([batch], micro_batch, est_seed)[0]
+
+    @torch.no_grad()
+    def ref_logps(self, batches: list[RolloutBatch], micro_batch: int, est_seed: int = 0) -> list[torch.Tensor]:
+        """``ensure_ref_logp`` for each batch. With several ranks every rank runs the same number of
+        reference forwards per batch (the busiest rank's; the extra ones are discarded), as the update
+        pads its micro-batches: ranks hold parts of different sizes, and a reference model that runs a
+        collective in its forward (FSDP2 all-gathers) would otherwise wait forever on the rank that
+        stopped early. Cached batches count 0 forwards and are padded like the others."""
         seeded = self.adapter.seeded_logprobs
-        cached = batch.ref_logp_by_seed.get(int(est_seed)) if seeded else batch.ref_logp
-        if cached is not None:
-            return cached
-        parts = []
-        for s in range(0, batch.size, micro_batch):
-            rows = torch.arange(s, min(batch.size, s + micro_batch))
-            parts.append(self.adapter.token_logprobs(batch, rows, est_seed=est_seed if seeded else 0, grad=False,
-                                                     ref=True)[0].float().cpu())
-        ref = torch.cat(parts, 0)
-        if seeded:
-            batch.ref_logp_by_seed[int(est_seed)] = ref
-        else:
-            batch.ref_logp = ref
-        return ref
+        seed = int(est_seed) if seeded else 0
+
+        def cached(b: RolloutBatch) -> torch.Tensor | None:
+            return b.ref_logp_by_seed.get(seed) if seeded else b.ref_logp
+
+        plans = [[] if cached(b) is not None else [torch.arange(s, min(b.size, s + micro_batch)) for s in range(0, b.size, micro_batch)]
+                 for b in batches]
+        want = dist.all_reduce_max([len(p) for p in plans]) if self.world.distributed else [len(p) for p in plans]
+        for b, plan, n in zip(batches, plans, want):
+            parts = [self.adapter.token_logprobs(b, rows, est_seed=seed, grad=False, ref=True)[0].float().cpu() for rows in plan]
+            for _ in range(n - len(plan)):  # padding forwards for the collectives: results unused
+                self.adapter.token_logprobs(b, torch.arange(min(b.size, micro_batch)), est_seed=seed, grad=False, ref=True)
+            if plan:
+                ref = torch.cat(parts, 0)
+                if seeded:
+                    b.ref_logp_by_seed[seed] = ref
+                else:
+                    b.ref_logp = ref
+        return [cached(b) for b in batches]
 
     # -- the PairGRPO update ---------------------------------------------------------------------
     def update(
@@ -140,7 +154,7 @@ class Policy:
             raise LossConfigError(f"agg='token_sum' with norm='side' needs a positive item count per side, got {totals}")
         coefs = traj_coefficients(masks, cfg, sides=names, totals=totals)
         # per batch, not per side name: with data parallelism a rank holds several parts of one side
-        refs = [self.ensure_ref_logp(s.batch, micro_batch, est_seed) for s in sides] if cfg.beta > 0 else None
+        refs = self.ref_logps([s.batch for s in sides], micro_batch, est_seed) if cfg.beta > 0 else None
         olds = [s.batch.old_logp_for(est_seed) for s in sides]
         self.optimizer.zero_grad(set_to_none=True)
         self.adapter.train_mode(True)
