@@ -91,11 +91,14 @@ interface Plan {
   lr: number;
   /** `model.options` the runs train with beyond the model card's (e.g. DiMOO's log-prob estimator). */
   modelOptions: Record<string, unknown>;
+  /** `gen` and `loss` settings beyond the demo's own (e.g. DiMOO's image log-prob without guidance). */
+  gen: Record<string, unknown>;
+  loss: Record<string, unknown>;
   /** The model card's family (the report names the model by it). */
   family: string;
 }
 
-type PlanNumbers = Omit<Plan, 'family' | 'modelOptions'> & { modelOptions?: Record<string, unknown> };
+type PlanNumbers = Omit<Plan, 'family' | 'modelOptions' | 'gen' | 'loss'> & Partial<Pick<Plan, 'modelOptions' | 'gen' | 'loss'>>;
 
 /**
  * Where a family's demo differs from the Janus plan below, and why: the one place for per-family demo
@@ -106,9 +109,14 @@ const FAMILY_DEMO: Record<string, { full?: Partial<PlanNumbers>; quick?: Partial
     // Sized to fit 15 min on 2 cores (README: measured): 3 seeds × 20 steps, held-out 300 und + 150 gen prompts × 2.
     // The trajectory estimator: with the one-step mean-field estimate an update did not raise the sampler's
     // probability of the better image of a pair (it scores every code with the whole image masked, marginals
-    // the sampler never draws from), and held-out generation fell on every seed (README, issue 11).
-    full: { steps: 20, seeds: [0, 1, 2], evalN: 150, evalUnd: 300, world: { u_train: 960, g_train: 960, u_eval: 300, g_eval: 150 }, modelOptions: { estimator: 'trajectory' } },
-    quick: { modelOptions: { estimator: 'trajectory' } },
+    // the sampler never draws from), and held-out generation fell on every seed. With it, guidance in the
+    // image log-prob pass and lr 1e-4 still drew held-out images empty on seed 1 (0.569 → 0.490); the
+    // conditional log-prob at lr 5e-5 kept them (0.572). Single-seed diagnostics: README, issue 11.
+    full: {
+      steps: 20, seeds: [0, 1, 2], evalN: 150, evalUnd: 300, world: { u_train: 960, g_train: 960, u_eval: 300, g_eval: 150 },
+      lr: 5e-5, modelOptions: { estimator: 'trajectory' }, gen: { logp: 'cond' },
+    },
+    quick: { lr: 5e-5, modelOptions: { estimator: 'trajectory' }, gen: { logp: 'cond' } },
   },
 };
 
@@ -135,7 +143,17 @@ function plan(o: DemoOptions, family: string): Plan {
     lr: 1e-4,
   };
   const p = { ...base, ...fam };
-  return { ...p, steps: o.steps ?? p.steps, seeds: o.seeds ?? p.seeds, modelOptions: p.modelOptions ?? {}, family };
+  return { ...p, steps: o.steps ?? p.steps, seeds: o.seeds ?? p.seeds, modelOptions: p.modelOptions ?? {}, gen: p.gen ?? {}, loss: p.loss ?? {}, family };
+}
+
+/** The family's recipe changes, as the report states them (empty for the Janus demo). */
+function recipeNote(p: Plan): string {
+  const parts = [
+    ...Object.entries(p.modelOptions).map(([k, v]) => `model.options.${k} ${JSON.stringify(v)}`),
+    ...Object.entries(p.gen).map(([k, v]) => `gen.${k} ${JSON.stringify(v)}`),
+    ...Object.entries(p.loss).map(([k, v]) => `loss.${k} ${JSON.stringify(v)}`),
+  ];
+  return parts.length ? `; ${parts.join(', ')}` : '';
 }
 
 /** Wall time summed over every invocation that worked on `out` (a resumed demo reports its whole cost). */
@@ -208,7 +226,7 @@ function checkPlan(out: string, p: Plan, model: string): void {
   const now: Record<string, unknown> = {
     world: p.world, clusters: p.clusters, steps: p.steps, batchPairs: p.batchPairs, k: p.k, lr: p.lr,
     // Janus plans written before model options existed have none: an empty set reads as absent.
-    ...(Object.keys(p.modelOptions).length ? { modelOptions: p.modelOptions } : {}),
+    ...Object.fromEntries((['modelOptions', 'gen', 'loss'] as const).filter((k) => Object.keys(p[k]).length).map((k) => [k, p[k]])),
     model: digest.digest('hex').slice(0, 16),
   };
   const path = join(out, 'plan.json');
@@ -364,7 +382,8 @@ async function runPhases(o: DemoOptions, t0: number, p: Plan, model: string): Pr
         maxNewTokens: typeof card.answer_slots === 'number' ? card.answer_slots : 16,
         instruction: fmt.instruction ? `{question}\n{choices}\n${fmt.instruction}` : undefined,
       },
-      gen: { k: p.k, cfgWeight: 3, reward: { name: 'shapes', config: {} } },
+      gen: { k: p.k, cfgWeight: 3, reward: { name: 'shapes', config: {} }, ...p.gen },
+      ...(Object.keys(p.loss).length ? { loss: p.loss } : {}),
       optim: { lr: p.lr, microBatch: 16 },
       log: { sampleEvery: Math.max(1, p.steps), tensorboard: true },
       checkpoint: { every: Math.max(1, Math.floor(p.steps / 2)), keep: 1 },
@@ -512,7 +531,7 @@ function writeReport(
   const lines = [
     '# PairUni demo on ShapesWorld',
     '',
-    `Tiny ${p.family === 'dimoo' ? 'masked-diffusion DiMOO' : 'Janus'} pretrained on ShapesWorld, then PairGRPO for ${p.steps} steps (${p.batchPairs} pairs/step, K=${p.k} rollouts per side, lr ${p.lr}${Object.keys(p.modelOptions).length ? `, model options ${JSON.stringify(p.modelOptions)}` : ''}) `,
+    `Tiny ${p.family === 'dimoo' ? 'masked-diffusion DiMOO' : 'Janus'} pretrained on ShapesWorld, then PairGRPO for ${p.steps} steps (${p.batchPairs} pairs/step, K=${p.k} rollouts per side, lr ${p.lr}${recipeNote(p)}) `,
     `on **PairUG** (K-means medoids + retrieved pairs, w_p = 1 or √s_p; eq. 4) versus **random pairs** of the same size, same recipe, every pair at w_p = 1 (eq. 2), `,
     `seeds ${p.seeds.join(', ')}. Held-out: ${before.n_und ?? p.evalUnd} understanding items, ${before.n_gen_prompts ?? p.evalN} generation prompts × ${p.evalSamples} samples. ` +
       `Wall time ${wall.seconds} s${wall.invocations > 1 ? ` over ${wall.invocations} invocations (interrupted and resumed, or rerun)` : ''}.`,
