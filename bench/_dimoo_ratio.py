@@ -8,6 +8,8 @@ log rho = logp_new(mask_j) - logp_old(mask_j') with
 for p_mask_prompt in {0, 0.15, 0.3} and, on the image side, guidance in the log-prob pass or not; and the
 trajectory estimator (the recorded unmask steps rescored).
 Reports the variance over seeds of the token ratio (mean over tokens) and of the sequence log-ratio.
+Then each estimator under its own update (one_step at p = 0.15, trajectory; image log-prob with and
+without guidance): the spread over the batch of the log-ratio at inner iteration 2 (``iter2_*``).
 """
 from __future__ import annotations
 
