@@ -8,6 +8,8 @@ log rho = logp_new(mask_j) - logp_old(mask_j') with
 for p_mask_prompt in {0, 0.15, 0.3} and, on the image side, guidance in the log-prob pass or not; and the
 trajectory estimator (the recorded unmask steps rescored).
 Reports the variance over seeds of the token ratio (mean over tokens) and of the sequence log-ratio.
+Then each estimator under its own update (one_step at p = 0.15, trajectory; image log-prob with and
+without guidance): the spread over the batch of the log-ratio at inner iteration 2 (``iter2_*``).
 """
 from __future__ import annotations
 
@@ -89,6 +91,31 @@ def main() -> None:
             lr_tok = torch.stack([ln[j] - lo[j] for j in range(seeds)])
             res[f"{name}/trajectory/ratio_var"] = float(lr_tok.exp().var(0)[m].mean())
             res[f"{name}/trajectory/ratio_mean_abs_dev"] = float((lr_tok.exp() - 1).abs().mean(0)[m].mean())
+        # Each estimator under its own update (what a run with it does): from the same weights, batch and
+        # advantages, one update with that estimator (inner iteration 1, est_seed 0), then the log-ratio
+        # log pi_new - log pi_old of inner iteration 2 (est_seed 1, old and new passes on the same masks):
+        # its spread over the batch's tokens and over its trajectories (sequence log-ratio = token sum).
+        for est in ("one_step", "trajectory"):
+            a.opts = dataclasses.replace(a.opts, estimator=est, p_mask_prompt=0.15)
+            for w_name, w in (("cfg", 3.0), ("cond", 1.0)):
+                gen.extra["w"] = w
+                a.model.load_state_dict(old)
+                Policy(a, OptimCfg(lr=lr)).update(
+                    [SideInput(und, adv), SideInput(gen, adv)],
+                    LossCfg(eps_low=0.2, eps_high=0.2, beta=0.0, agg="seq_mean", norm="side"), est_seed=0)
+                upd = copy.deepcopy(a.model.state_dict())
+                for name, batch in (("und", und), (f"gen_{w_name}", gen)):
+                    if name == "und" and w_name == "cond":
+                        continue  # text has no image guidance: the cfg update's numbers stand
+                    m = batch.out_mask.bool()
+                    a.model.load_state_dict(old)
+                    lo = a.token_logprobs(batch, torch.arange(batch.size), est_seed=1, grad=False)[0]
+                    a.model.load_state_dict(upd)
+                    ln = a.token_logprobs(batch, torch.arange(batch.size), est_seed=1, grad=False)[0]
+                    d = ln - lo
+                    res[f"{name}/{est}/iter2_token_logratio_std"] = float(d[m].std())
+                    res[f"{name}/{est}/iter2_seq_logratio_std"] = float((d * m).sum(-1).std())
+                    res[f"{name}/{est}/iter2_clipped_frac"] = float(((d.exp() - 1).abs() > 0.2)[m].float().mean())
         a.model.load_state_dict(old)
         print(json.dumps({k: float(f"{v:.4g}") for k, v in res.items()}))
     finally:

@@ -18,6 +18,7 @@ import { AbortedError, ConfigError, PairuniError } from '../errors.js';
 import { buildPairUG } from '../pairing/pipeline.js';
 import { PACKAGE_ROOT } from '../sidecar/python.js';
 import { Sidecar } from '../sidecar/sidecar.js';
+import { FAMILY_CONFIG_DEFAULTS } from '../contract/families.js';
 import { parseTrainConfig, type TrainConfigInput } from '../train/config.js';
 import { readMetrics } from '../train/metrics.js';
 import { latestCheckpoint } from '../train/checkpoint.js';
@@ -88,13 +89,43 @@ interface Plan {
   batchPairs: number;
   k: number;
   lr: number;
+  /** `model.options` the runs train with beyond the model card's (e.g. DiMOO's log-prob estimator). */
+  modelOptions: Record<string, unknown>;
+  /** `gen` and `loss` settings beyond the demo's own (e.g. DiMOO's image log-prob without guidance). */
+  gen: Record<string, unknown>;
+  loss: Record<string, unknown>;
   /** The model card's family (the report names the model by it). */
-  family?: string;
+  family: string;
 }
 
-function plan(o: DemoOptions): Plan {
+type PlanNumbers = Omit<Plan, 'family' | 'modelOptions' | 'gen' | 'loss'> & Partial<Pick<Plan, 'modelOptions' | 'gen' | 'loss'>>;
+
+/**
+ * Where a family's demo differs from the Janus plan below, and why: the one place for per-family demo
+ * numbers (its training defaults, such as DiMOO's rollout size 2, come from FAMILY_CONFIG_DEFAULTS).
+ */
+const FAMILY_DEMO: Record<string, { full?: Partial<PlanNumbers>; quick?: Partial<PlanNumbers> }> = {
+  dimoo: {
+    // Sized to fit 15 min on 2 cores (README: measured): 3 seeds × 20 steps, held-out 300 und + 150 gen prompts × 2.
+    // The trajectory estimator: with the one-step mean-field estimate an update did not raise the sampler's
+    // probability of the better image of a pair (it scores every code with the whole image masked, marginals
+    // the sampler never draws from), and held-out generation fell on every seed. With it, guidance in the
+    // image log-prob pass and lr 1e-4 still drew held-out images empty on seed 1 (0.569 → 0.490); the
+    // conditional log-prob at lr 5e-5 kept them (0.572). Single-seed diagnostics: README, issue 11.
+    full: {
+      steps: 20, seeds: [0, 1, 2], evalN: 150, evalUnd: 300, world: { u_train: 960, g_train: 960, u_eval: 300, g_eval: 150 },
+      lr: 5e-5, modelOptions: { estimator: 'trajectory' }, gen: { logp: 'cond' },
+    },
+    quick: { lr: 5e-5, modelOptions: { estimator: 'trajectory' }, gen: { logp: 'cond' } },
+  },
+};
+
+function plan(o: DemoOptions, family: string): Plan {
   const quick = Boolean(o.quick);
-  return {
+  const fam = FAMILY_DEMO[family]?.[quick ? 'quick' : 'full'] ?? {};
+  // The family's rollout size where it has one (DiMOO: the paper's 2), else the Janus demo's.
+  const famK = FAMILY_CONFIG_DEFAULTS[family]?.gen?.k;
+  const base: PlanNumbers = {
     // Understanding is scored on 4× more held-out items than generation: answering is cheap, and with
     // 50 items a category one lucky majority letter moved a category by ±0.2 (measured: the same six
     // policies ranked differently on 300 vs 1200 items; 1200 agree with each other).
@@ -103,14 +134,26 @@ function plan(o: DemoOptions): Plan {
     evalN: quick ? 24 : 300,
     evalUnd: quick ? 24 : 1200,
     evalSamples: quick ? 1 : 2,
-    steps: o.steps ?? (quick ? 2 : 150),
+    steps: quick ? 2 : 150,
     // Five seeds: a 95% t-interval on 3 seeds is ±4.3 standard errors, on 5 seeds ±2.8.
-    seeds: o.seeds ?? (quick ? [0] : [0, 1, 2, 3, 4]),
+    seeds: quick ? [0] : [0, 1, 2, 3, 4],
     batchPairs: quick ? 2 : 8,
     // Calibrated on 2 CPU cores: 3 seeds × 2 variants × 150 steps took about 8.5 minutes (5 seeds: ~14, estimated).
-    k: quick ? 4 : 8,
+    k: typeof famK === 'number' ? famK : quick ? 4 : 8,
     lr: 1e-4,
   };
+  const p = { ...base, ...fam };
+  return { ...p, steps: o.steps ?? p.steps, seeds: o.seeds ?? p.seeds, modelOptions: p.modelOptions ?? {}, gen: p.gen ?? {}, loss: p.loss ?? {}, family };
+}
+
+/** The family's recipe changes, as the report states them (empty for the Janus demo). */
+function recipeNote(p: Plan): string {
+  const parts = [
+    ...Object.entries(p.modelOptions).map(([k, v]) => `model.options.${k} ${JSON.stringify(v)}`),
+    ...Object.entries(p.gen).map(([k, v]) => `gen.${k} ${JSON.stringify(v)}`),
+    ...Object.entries(p.loss).map(([k, v]) => `loss.${k} ${JSON.stringify(v)}`),
+  ];
+  return parts.length ? `; ${parts.join(', ')}` : '';
 }
 
 /** Wall time summed over every invocation that worked on `out` (a resumed demo reports its whole cost). */
@@ -182,6 +225,8 @@ function checkPlan(out: string, p: Plan, model: string): void {
   }
   const now: Record<string, unknown> = {
     world: p.world, clusters: p.clusters, steps: p.steps, batchPairs: p.batchPairs, k: p.k, lr: p.lr,
+    // Janus plans written before model options existed have none: an empty set reads as absent.
+    ...Object.fromEntries((['modelOptions', 'gen', 'loss'] as const).filter((k) => Object.keys(p[k]).length).map((k) => [k, p[k]])),
     model: digest.digest('hex').slice(0, 16),
   };
   const path = join(out, 'plan.json');
@@ -228,7 +273,7 @@ export async function runDemo(o: DemoOptions): Promise<DemoResult> {
     throw new PairuniError('demo', `no pretrained model at ${model}: regenerate it with \`${how}\``);
   }
   const cardPath = join(model, 'pairuni_model.json');
-  const p = { ...plan(o), family: existsSync(cardPath) ? String(readJson<{ family?: string }>(cardPath).family ?? 'janus') : 'janus' };
+  const p = plan(o, existsSync(cardPath) ? String(readJson<{ family?: string }>(cardPath).family ?? 'janus') : 'janus');
   checkPlan(resolve(o.out), p, model);
   try {
     return await runPhases(o, t0, p, model);
@@ -318,9 +363,12 @@ async function runPhases(o: DemoOptions, t0: number, p: Plan, model: string): Pr
         // The tiny Janus was pretrained end to end; understanding needs its vision tower to move too.
         trainModules: (card.train_modules as string[] | undefined) ?? ['language_model', 'vision'],
         // The model card says how the model was trained to be prompted; fall back to its prompt format.
-        options: (card.adapter_options as Record<string, unknown> | undefined) ?? {
-          ...(fmt.und_template ? { und_template: fmt.und_template.replace('{text}', '{question}') } : {}),
-          ...(fmt.gen_template ? { gen_template: fmt.gen_template } : {}),
+        options: {
+          ...((card.adapter_options as Record<string, unknown> | undefined) ?? {
+            ...(fmt.und_template ? { und_template: fmt.und_template.replace('{text}', '{question}') } : {}),
+            ...(fmt.gen_template ? { gen_template: fmt.gen_template } : {}),
+          }),
+          ...p.modelOptions,
         },
       },
       // The baseline trains its random pairs at full weight (eq. 2): with √s_p its near-zero
@@ -334,7 +382,8 @@ async function runPhases(o: DemoOptions, t0: number, p: Plan, model: string): Pr
         maxNewTokens: typeof card.answer_slots === 'number' ? card.answer_slots : 16,
         instruction: fmt.instruction ? `{question}\n{choices}\n${fmt.instruction}` : undefined,
       },
-      gen: { k: p.k, cfgWeight: 3, reward: { name: 'shapes', config: {} } },
+      gen: { k: p.k, cfgWeight: 3, reward: { name: 'shapes', config: {} }, ...p.gen },
+      ...(Object.keys(p.loss).length ? { loss: p.loss } : {}),
       optim: { lr: p.lr, microBatch: 16 },
       log: { sampleEvery: Math.max(1, p.steps), tensorboard: true },
       checkpoint: { every: Math.max(1, Math.floor(p.steps / 2)), keep: 1 },
@@ -357,16 +406,16 @@ async function runPhases(o: DemoOptions, t0: number, p: Plan, model: string): Pr
 
   // 5. Evaluate every final policy; write the report.
   const after: DemoResult['after'] = { pairgrpo: {}, random: {} };
-  for (const r of runs) {
+  // Side by side like the training runs: each evaluation is a single-threaded sidecar of its own.
+  await pool(runs, o.parallel ?? 2, async (r) => {
     const path = join(evalDir, `${r.variant}-s${r.seed}.json`);
-    if (!evalDone(path, p)) {
-      const ck = latestCheckpoint(runDir(r));
-      if (!ck) throw new PairuniError('demo', `run ${runDir(r)} has no checkpoint to evaluate`);
-      log(`[5/5] evaluating ${r.variant} seed ${r.seed}`);
-      writeJsonAtomic(path, await evaluate(join(ck.policyDir, 'model'), `${r.variant}-s${r.seed}`), 2);
-    }
-    after[r.variant][r.seed] = readJson<EvalResult>(path);
-  }
+    if (evalDone(path, p)) return;
+    const ck = latestCheckpoint(runDir(r));
+    if (!ck) throw new PairuniError('demo', `run ${runDir(r)} has no checkpoint to evaluate`);
+    log(`[5/5] evaluating ${r.variant} seed ${r.seed}`);
+    writeJsonAtomic(path, await evaluate(join(ck.policyDir, 'model'), `${r.variant}-s${r.seed}`), 2);
+  });
+  for (const r of runs) after[r.variant][r.seed] = readJson<EvalResult>(join(evalDir, `${r.variant}-s${r.seed}.json`));
   const summary = Object.fromEntries(
     (['pairgrpo', 'random'] as const).map((v) => {
       const rs = Object.values(after[v]);
@@ -482,7 +531,7 @@ function writeReport(
   const lines = [
     '# PairUni demo on ShapesWorld',
     '',
-    `Tiny ${p.family === 'dimoo' ? 'masked-diffusion DiMOO' : 'Janus'} pretrained on ShapesWorld, then PairGRPO for ${p.steps} steps (${p.batchPairs} pairs/step, K=${p.k} rollouts per side, lr ${p.lr}) `,
+    `Tiny ${p.family === 'dimoo' ? 'masked-diffusion DiMOO' : 'Janus'} pretrained on ShapesWorld, then PairGRPO for ${p.steps} steps (${p.batchPairs} pairs/step, K=${p.k} rollouts per side, lr ${p.lr}${recipeNote(p)}) `,
     `on **PairUG** (K-means medoids + retrieved pairs, w_p = 1 or √s_p; eq. 4) versus **random pairs** of the same size, same recipe, every pair at w_p = 1 (eq. 2), `,
     `seeds ${p.seeds.join(', ')}. Held-out: ${before.n_und ?? p.evalUnd} understanding items, ${before.n_gen_prompts ?? p.evalN} generation prompts × ${p.evalSamples} samples. ` +
       `Wall time ${wall.seconds} s${wall.invocations > 1 ? ` over ${wall.invocations} invocations (interrupted and resumed, or rerun)` : ''}.`,
