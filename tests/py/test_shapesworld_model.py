@@ -129,7 +129,7 @@ def test_pretraining_is_reproducible_and_resumes_exactly(tmp_path):
     from safetensors.torch import load_file
 
     cfg = PretrainConfig(seed=1, n_items=48, vq_steps=4, vq_batch=4, sft_steps=4, und_batch=4, gen_batch=4,
-                         warmup=2, ckpt_every=2, eval_n=6, eval_samples=1, sizes=SMALL.__dict__)
+                         warmup=2, ckpt_every=2, eval_n=6, eval_samples=1, shape_steps=2, mix_steps=2, sizes=SMALL.__dict__)
     full = pretrain(tmp_path / "full", cfg, log=lambda m: None)
     assert set(full["metrics"]) >= {"und_accuracy", "gen_reward", "gen_reward_by_category"}
 
@@ -163,7 +163,7 @@ def test_pretraining_resumes_across_sft_length_only(tmp_path):
     from safetensors.torch import load_file
 
     cfg = PretrainConfig(seed=1, n_items=24, vq_steps=2, vq_batch=4, sft_steps=4, und_batch=4, gen_batch=4,
-                         warmup=1, ckpt_every=1, eval_n=4, eval_samples=1, sizes=SMALL.__dict__)
+                         warmup=1, ckpt_every=1, eval_n=4, eval_samples=1, shape_steps=1, mix_steps=1, sizes=SMALL.__dict__)
     pretrain(tmp_path / "direct", cfg, log=lambda m: None)
 
     class Stop(Exception):
@@ -187,3 +187,12 @@ def test_pretraining_resumes_across_sft_length_only(tmp_path):
     assert any("resuming at stage sft step 1" in m for m in logs)
     a, b = load_file(tmp_path / "direct" / "model.safetensors"), load_file(tmp_path / "m" / "model.safetensors")
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_descriptions_name_each_objects_cell_in_reading_order():
+    from pairuni_sidecar.shapesworld.scenes import Obj
+    from pairuni_sidecar.shapesworld.sft import describe
+
+    objs = [Obj("circle", "blue", 3, 0), Obj("square", "red", 0, 1)]
+    assert describe(objs) == "red square one two , blue circle four one"
+    assert describe(objs, cells=False) == "red square , blue circle"

@@ -14,6 +14,7 @@ import torch.nn.functional as F
 
 from .formats import PromptFormat
 from .model import to_pixels
+from .vocab import COUNT_WORDS
 
 
 @dataclass
@@ -30,13 +31,24 @@ class SFTData:
         return i % len(self.gen_ids)
 
 
-def describe(objects) -> str:
-    """Every object of a scene in reading order, e.g. "red square , blue circle"."""
+def describe(objects, cells: bool = True) -> str:
+    """Every object of a scene in reading order with its cell (row, column as 1-based count words),
+    e.g. "red square one two , blue circle three one"; ``cells=False``: "red square , blue circle".
+
+    The cells are what makes the vision tower keep *where* a patch is: without them nothing in
+    pretraining needs it (reading order is the image-token order the LM already sees), a linear
+    probe on the trained image features read an object's row/column at chance, and position
+    questions stayed at chance (issue 15). Count words keep the tokenizer's vocabulary unchanged.
+    """
     ordered = sorted(objects, key=lambda o: (o.row, o.col))
+    if cells:
+        return " , ".join(f"{o.color} {o.shape} {COUNT_WORDS[o.row + 1]} {COUNT_WORDS[o.col + 1]}" for o in ordered)
     return " , ".join(f"{o.color} {o.shape}" for o in ordered)
 
 
-def tokenize_items(prompts, fmt: PromptFormat, items, images: torch.Tensor, codes: torch.Tensor) -> SFTData:
+def tokenize_items(
+    prompts, fmt: PromptFormat, items, images: torch.Tensor, codes: torch.Tensor, cells: bool = True
+) -> SFTData:
     """MCQ examples, then one description example per item: a dense signal about every object
     that teaches the from-scratch vision tower to see (MCQ answers alone left it unused).
 
@@ -50,7 +62,7 @@ def tokenize_items(prompts, fmt: PromptFormat, items, images: torch.Tensor, code
     desc_ids, desc_len = [], []
     caption = prompts.und_prompt_ids(fmt.caption_request)
     for it in items:
-        d = tok(describe(it.objects), add_special_tokens=False).input_ids + [eos]
+        d = tok(describe(it.objects, cells), add_special_tokens=False).input_ids + [eos]
         desc_ids.append(caption + d)
         desc_len.append(len(d))
         p = prompts.und_prompt_ids(fmt.und_user_text(it.question, it.choices))
