@@ -11,13 +11,11 @@ Every reply carries ``elapsed_s`` (time inside the op) so the controller can sep
 from __future__ import annotations
 
 import json
-import os
 import time
 from typing import Any, Callable
 
 import torch
 
-from .. import dist
 from ..adapters import GenItem, LoadSpec, RolloutBatch, SFTExample, UndItem
 from ..contract.generated import GenSampling, Reward, UndSampling
 from ..errors import BadRequest
