@@ -129,6 +129,18 @@ describe('train(): checkpoints, resume, restart', () => {
     expect(readdirSync(join(cfg.out, 'tensorboard'))).toHaveLength(2);
   });
 
+  it("a resumed run's final model carries the source model's sidecar files after the checkpoint it resumed from was pruned", async () => {
+    // Format 1 rebuilt a resumed policy from the checkpoint's model/ dir: once `keep` pruned that dir,
+    // the final export silently lost the files that say how the model was trained.
+    const cfg = config('pruned', { checkpoint: { every: 1, keep: 1 } });
+    const ac = new AbortController();
+    await train(cfg, { ...quiet, signal: ac.signal, onStep: (m) => (m.step === 1 ? ac.abort() : undefined) }).catch((e) => e);
+    const res = await train(cfg, { ...quiet, resume: true });
+    expect(readdirSync(join(cfg.out, 'checkpoints')).filter((d) => d.startsWith('step-'))).toEqual(['step-000003']);
+    const card = (d: string) => readFileSync(join(d, 'preprocessor_config.json'), 'utf8');
+    expect(card(join(res.checkpoint!, 'policy', 'model'))).toBe(card(modelDir));
+  });
+
   it('a sidecar killed mid-run is restarted from the latest checkpoint and the run matches', async () => {
     const cfg = config('killed');
     let killed = false;
