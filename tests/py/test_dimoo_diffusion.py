@@ -199,8 +199,8 @@ def test_reference_logprobs_follow_the_estimator_seed(model_dir, image):
     a = load_adapter("dimoo", LoadSpec(path=model_dir, device="cpu", ref_model_dir=model_dir))
     b = a.und_rollout([UndItem(image, "Which?")], 2, UndSampling(seed=4, max_new_tokens=4, est_seeds=[0, 1]))
     pol = Policy(a, OptimCfg(lr=1e-3))
-    ref0 = pol.ensure_ref_logp(b, 8, 0)
-    ref1 = pol.ensure_ref_logp(b, 8, 1)
+    (ref0,) = pol.ref_logps([b], 8, 0)
+    (ref1,) = pol.ref_logps([b], 8, 1)
     assert torch.equal(ref0, b.old_logp_for(0)) and torch.equal(ref1, b.old_logp_for(1))
 
 

@@ -78,13 +78,9 @@ class Policy:
 
     # -- reference log-probs (beta > 0) ----------------------------------------------------------
     @torch.no_grad()
-    def ensure_ref_logp(self, batch: RolloutBatch, micro_batch: int, est_seed: int = 0) -> torch.Tensor:
-        """Reference log-probs of the batch, once per batch (exact log-probs) or once per estimator seed."""
-        return self.ref_logps([batch], micro_batch, est_seed)[0]
-
-    @torch.no_grad()
     def ref_logps(self, batches: list[RolloutBatch], micro_batch: int, est_seed: int = 0) -> list[torch.Tensor]:
-        """``ensure_ref_logp`` for each batch. With several ranks every rank runs the same number of
+        """Reference log-probs of each batch, computed once per batch (exact log-probs) or once per
+        estimator seed and cached on the batch. With several ranks every rank runs the same number of
         reference forwards per batch (the busiest rank's; the extra ones are discarded), as the update
         pads its micro-batches: ranks hold parts of different sizes, and a reference model that runs a
         collective in its forward (FSDP2 all-gathers) would otherwise wait forever on the rank that
@@ -97,7 +93,7 @@ class Policy:
 
         plans = [[] if cached(b) is not None else [torch.arange(s, min(b.size, s + micro_batch)) for s in range(0, b.size, micro_batch)]
                  for b in batches]
-        want = dist.all_reduce_max([len(p) for p in plans]) if self.world.distributed else [len(p) for p in plans]
+        want = dist.all_reduce_max([len(p) for p in plans])  # the plans themselves at world 1
         for b, plan, n in zip(batches, plans, want):
             parts = [self.adapter.token_logprobs(b, rows, est_seed=seed, grad=False, ref=True)[0].float().cpu() for rows in plan]
             for _ in range(n - len(plan)):  # padding forwards for the collectives: results unused
