@@ -115,9 +115,11 @@ def mixed_precision(w: World):
     return MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32)
 
 
-def shard(modules: Iterable[torch.nn.Module], root: torch.nn.Module, *, forward_methods: Iterable[tuple[torch.nn.Module, str]] = ()) -> None:
+def shard(modules: Iterable[torch.nn.Module], root: torch.nn.Module, *, forward_methods: Iterable[tuple[torch.nn.Module, str]] = (),
+          offload: bool = False) -> None:
     """FSDP2 on each module (inner ones first), then on ``root``; ``forward_methods`` are (module,
-    method) pairs called directly instead of ``forward`` (e.g. a VQ decoder's ``decode``)."""
+    method) pairs called directly instead of ``forward`` (e.g. a VQ decoder's ``decode``); ``offload``
+    (the load spec's ``cpu_offload``) keeps the shards and their optimizer state in host memory."""
     from torch.distributed.fsdp import fully_shard, register_fsdp_forward_method
 
     w = current()
@@ -127,6 +129,13 @@ def shard(modules: Iterable[torch.nn.Module], root: torch.nn.Module, *, forward_
     mp = mixed_precision(w)
     if mp is not None:
         kw["mp_policy"] = mp
+    if offload:
+        if w.device.type != "cuda":
+            raise BadRequest("model.cpuOffload moves FSDP2 shards between host and GPU memory: it needs CUDA ranks "
+                             f"(this rank runs on {w.device})", detail={"field": "model.cpuOffload"})
+        from torch.distributed.fsdp import CPUOffloadPolicy
+
+        kw["offload_policy"] = CPUOffloadPolicy()
     for m in modules:
         fully_shard(m, **kw)
     fully_shard(root, **kw)
@@ -134,6 +143,43 @@ def shard(modules: Iterable[torch.nn.Module], root: torch.nn.Module, *, forward_
         register_fsdp_forward_method(m, name)
     if not any(p.is_meta for p in root.parameters()):
         init_root(root)  # a model built on the meta device does this once materialised
+
+
+def repeated_blocks(model: torch.nn.Module) -> list[torch.nn.Module]:
+    """The blocks of the model's largest ``ModuleList`` (by parameter count): the transformer layers that
+    FSDP2 shards one unit each (TinyMDM's ``blocks``, LLaDA's ``transformer.blocks``)."""
+    lists = [m for m in model.modules() if isinstance(m, torch.nn.ModuleList) and len(m)]
+    if not lists:
+        return []
+    best = max(lists, key=lambda m: sum(p.numel() for p in m.parameters()))
+    return list(best)
+
+
+def is_sharded(t: torch.Tensor) -> bool:
+    """A DTensor (an FSDP2 shard) rather than a tensor every rank holds whole."""
+    return hasattr(t, "full_tensor")
+
+
+def full_tensor(t: torch.Tensor) -> torch.Tensor:
+    """The whole tensor on every rank (a collective for a DTensor: every rank calls it in one order)."""
+    return t.full_tensor() if is_sharded(t) else t
+
+
+def all_reduce_mean_(tensors: list[torch.Tensor]) -> None:
+    """Averages replicated tensors (gradients of parameters outside FSDP2) over the world, in place."""
+    w = current()
+    if not w.distributed or not tensors:
+        return
+    import torch.distributed as dist
+
+    flat = torch.cat([t.detach().reshape(-1).to(torch.float64) for t in tensors])
+    dist.all_reduce(flat)
+    flat /= w.size
+    off = 0
+    for t in tensors:
+        n = t.numel()
+        t.copy_(flat[off:off + n].view_as(t).to(t.dtype))
+        off += n
 
 
 def init_root(root: torch.nn.Module) -> None:

@@ -21,7 +21,10 @@ export const ModelConfig = z
     autocast: z.enum(['auto', 'bf16', 'off']).default('auto'),
     /** Parameter groups that train (Janus: language_model | vision | gen_head | gen_embed | vqmodel). */
     trainModules: z.array(z.string().min(1)).min(1).default(['language_model']),
+    /** Activation checkpointing per transformer block in update passes (every family): recomputes a block's activations in the backward pass instead of keeping them. */
     gradientCheckpointing: z.boolean().default(true),
+    /** With several ranks on GPUs: FSDP2 keeps the sharded parameters, gradients and optimizer state in host memory (`CPUOffloadPolicy`), copying each unit to the GPU for its forward and backward. */
+    cpuOffload: z.boolean().default(false),
     /** Adapter-specific options (Janus: und_template, gen_template, system_prompt, detach_uncond). */
     options: z.record(z.string(), z.unknown()).default({}),
     /** Frozen reference model for the KL term (β > 0); defaults to `path`. */

@@ -65,8 +65,10 @@ from .base import (
     SamplingCfg,
     SFTExample,
     UndItem,
+    checkpoint_blocks,
     resolve_autocast,
     resolve_device,
+    store_frozen,
 )
 
 #: files a BAGEL-7B-MoT directory must hold
@@ -86,6 +88,8 @@ DEFAULT_GEOMETRY = {
 MODULE_GROUPS = ("language_model", "und_expert", "gen_expert", "vit")
 _GEN_BRIDGES = ("model.time_embedder.", "model.vae2llm.", "model.llm2vae.")
 _FROZEN_TABLES = ("model.vit_pos_embed.", "model.latent_pos_embed.")  # fixed sin-cos tables
+#: the layer lists FSDP2 shards one unit each (and the port calls through their forward)
+_LAYER_LISTS = ("model.language_model.model.layers", "model.vit_model.vision_model.encoder.layers")
 _LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 
 
@@ -102,6 +106,13 @@ def _require_bagel():
             "(scripts/setup-python.mjs, python_sidecar/requirements-bagel.lock)"
         ) from None
     return bagel
+
+
+def _submodule(root: torch.nn.Module, path: str) -> torch.nn.ModuleList:
+    m = root.get_submodule(path)
+    if not isinstance(m, torch.nn.ModuleList):
+        raise AdapterConfigError(f"bagel: {path} is a {type(m).__name__}, not the layer list this port is expected to have")
+    return m
 
 
 # -- CPU attention -------------------------------------------------------------------------------
@@ -385,6 +396,9 @@ class BagelAdapter(PolicyAdapter):
             ids[name] = int(i)
         self.tokens = Tokens(ids[BOS], ids[EOS], ids[BOI], ids[EOI])
         self._set_trainable(spec.train_modules)
+        self.gradient_checkpointing = bool(spec.gradient_checkpointing)
+        if self.gradient_checkpointing:
+            checkpoint_blocks([m for path in _LAYER_LISTS for m in _submodule(self.model, path)])
         self.lora: dict[str, tuple[torch.nn.Parameter, torch.nn.Parameter]] = {}
         if o.lora_rank > 0:
             self._add_lora(load_file(lora_file) if use_live and os.path.isfile(lora_file) else None)
@@ -416,23 +430,25 @@ class BagelAdapter(PolicyAdapter):
         """Module-tree names -> BAGEL's checkpoint names (``model.`` root dropped)."""
         return {k.removeprefix("model."): v.detach().to("cpu").contiguous() for k, v in tensors.items()}
 
-    def save_pretrained(self, path: str, state_dict: dict | None = None) -> None:
+    def save_pretrained(self, path: str, state_dict: dict | None = None, extra_state: dict | None = None) -> None:
         from safetensors.torch import save_file
 
         os.makedirs(path, exist_ok=True)
         live = self._state_upstream(state_dict if state_dict is not None else self.model.state_dict())
         save_file(live, os.path.join(path, "model.safetensors"))
+        extra = extra_state if extra_state is not None else self.extra_state()
         ema = dict(live)
         if self.ema is not None:
-            ema.update(self._state_upstream(self.ema))
+            ema.update(self._state_upstream({n: extra[f"ema:{n}"] for n in self.ema}))
         if self.lora:
             # Bagel's loader reads plain weights: ema.safetensors gets W + (alpha/r) B A; the factors
             # travel in lora.safetensors (model.safetensors keeps the base) so training resumes exactly.
+            factors = {n: (extra[f"lora:{n}.a"].detach().cpu(), extra[f"lora:{n}.b"].detach().cpu()) for n in self.lora}
             with torch.no_grad():
-                for n, (a, b) in self.lora.items():
+                for n, (a, b) in factors.items():
                     k = n.removeprefix("model.") + ".weight"
-                    ema[k] = (ema[k].float() + self._lora_scale * (b.detach().cpu() @ a.detach().cpu())).to(ema[k].dtype)
-            save_file({f"{n}.lora_{w}": t.detach().cpu().contiguous() for n, (a, b) in self.lora.items() for w, t in (("a", a), ("b", b))},
+                    ema[k] = (ema[k].float() + self._lora_scale * (b @ a)).to(ema[k].dtype)
+            save_file({f"{n}.lora_{w}": t.contiguous() for n, (a, b) in factors.items() for w, t in (("a", a), ("b", b))},
                       os.path.join(path, "lora.safetensors"))
         save_file(ema, os.path.join(path, "ema.safetensors"))
         for name in os.listdir(self.source_dir):
@@ -465,10 +481,8 @@ class BagelAdapter(PolicyAdapter):
             p.requires_grad_(on)
             if on:
                 self._trainable.append((n, p))
-            elif self.amp is not None:
-                # Frozen weights need no fp32 master copy: under bf16 autocast they are stored in bf16
-                # (BAGEL-7B-MoT with the und expert frozen: 14 GB instead of 28 GB for that half).
-                p.data = p.data.to(self.amp)
+        # BAGEL-7B-MoT with the und expert frozen: 14 GB instead of 28 GB for that half under bf16
+        store_frozen(self.model, self.amp)
 
     def trainable_parameters(self) -> list[tuple[str, torch.nn.Parameter]]:
         return list(self._trainable)
@@ -519,6 +533,24 @@ class BagelAdapter(PolicyAdapter):
         with torch.no_grad():
             for n, p in self._trainable:
                 self.ema[n].mul_(d).add_(p.detach().float(), alpha=1 - d)
+
+    # -- scale-out -------------------------------------------------------------------------------
+    def shard(self) -> None:
+        """FSDP2 over every LLM decoder layer and ViT encoder layer (the port calls each through its
+        forward), then the root (``dist.shard``; world > 1 only); the VAE stays outside, frozen and
+        whole. The trainable list is rebuilt on the sharded parameters; LoRA factors stay replicated
+        (``Policy`` averages their gradients) and the EMA is sharded like the weights it follows."""
+        from .. import dist
+
+        layers = [m for path in _LAYER_LISTS for m in _submodule(self.model, path)]
+        dist.shard(layers, self.model, offload=self.spec.cpu_offload)
+        lora = [(n, p) for n, p in self._trainable if n.startswith("lora:")]
+        self._trainable = [(n, p) for n, p in self.model.named_parameters() if p.requires_grad] + lora
+        if self.ema is not None:
+            from torch.distributed.tensor import distribute_tensor
+
+            params = dict(self._trainable)
+            self.ema = {n: distribute_tensor(t, params[n].device_mesh, params[n].placements) for n, t in self.ema.items()}
 
     def combine_sft_losses(self, losses: dict[str, torch.Tensor]) -> torch.Tensor:
         return self.opts.ce_weight * losses["ce"] + self.opts.mse_weight * losses["mse"]
@@ -601,21 +633,37 @@ class BagelAdapter(PolicyAdapter):
 
     def sft_loss(self, examples: list[SFTExample], *, seed: int | None = None) -> dict[str, torch.Tensor]:
         """Token-mean CE over all answer tokens and MSE over all latent tokens of the step's pairs
-        (unweighted; ``combine_sft_losses`` applies ``ce_weight`` / ``mse_weight``)."""
+        (unweighted; ``combine_sft_losses`` applies ``ce_weight`` / ``mse_weight``).
+
+        Data-parallel: every rank is given the step's pairs and runs pairs ``rank, rank + world, ...``.
+        Each pair's randomness (prompt dropout, timestep, flow noise) derives from (step seed, pair
+        index), and the means divide by the whole step's token counts (known from the texts and the
+        image size), so the ranks' parts add up to the one-process loss; each rank returns world x its
+        part because FSDP2 averages gradients over the ranks. A rank with fewer pairs than the busiest
+        one runs a pair at weight 0, so every rank runs FSDP2's collectives the same number of times."""
+        from .. import dist
+
         self.require("sft")
         pairs = self.pair_examples(examples)
-        # Dropout and timesteps come from the process RNG (saved in checkpoints), so resume continues it.
-        rng = random.Random(int(torch.randint(0, 2**31 - 1, ()).item()) if seed is None else seed)
-        g = torch.Generator().manual_seed(rng.randrange(2**31))
-        ce_sum = mse_sum = 0.0
-        n_ce = n_mse = 0
-        for und, gen in pairs:
-            out = self.forward_pack(self.pack(und, gen, rng, g))
-            ce_sum = ce_sum + out["ce"].sum()
-            mse_sum = mse_sum + out["mse"].mean(-1).sum()
-            n_ce += out["ce"].numel()
-            n_mse += out["mse"].shape[0]
-        return {"ce": ce_sum / n_ce, "mse": mse_sum / n_mse}
+        w = dist.current()
+        # The step seed comes from the process RNG (saved in checkpoints) when none is given.
+        base = int(torch.randint(0, 2**31 - 1, ()).item()) if seed is None else int(seed)
+        n_lat = (self.opts.vae_image_size // (self.geometry["ae"]["downsample"] * self.geometry["latent_patch_size"])) ** 2
+        n_ce = sum(len(self._enc(u.target)) + 1 for u, _ in pairs)  # answer ids + <|im_end|>
+        n_mse = n_lat * len(pairs)
+        mine = list(range(w.rank, len(pairs), w.size))
+        busiest = -(-len(pairs) // w.size)
+        ce_sum = mse_sum = torch.zeros((), device=self.device)
+        for j in range(busiest):
+            i, weight = (mine[j], 1.0) if j < len(mine) else (0, 0.0)
+            rng = random.Random(base * 1_000_003 + i)
+            g = torch.Generator().manual_seed(rng.randrange(2**31))
+            with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []):
+                torch.manual_seed(rng.randrange(2**31))  # the model draws the flow noise from the process RNG
+                out = self.forward_pack(self.pack(*pairs[i], rng, g))
+            ce_sum = ce_sum + weight * out["ce"].sum()
+            mse_sum = mse_sum + weight * out["mse"].mean(-1).sum()
+        return {"ce": ce_sum * (w.size / n_ce), "mse": mse_sum * (w.size / n_mse)}
 
     # -- held-out understanding: option-letter scoring (no sampler) -------------------------------
     @torch.no_grad()
@@ -674,6 +722,7 @@ class BagelAdapter(PolicyAdapter):
             "vit_image_size": self.opts.vit_image_size, "vae_image_size": self.opts.vae_image_size,
             "params_total": sum(p.numel() for p in self.model.parameters()), "params_trainable": n_train,
             "train_modules": list(self.train_modules), "ema": self.ema is not None,
+            "gradient_checkpointing": self.gradient_checkpointing,
             "lora": {"rank": self.opts.lora_rank, "alpha": self.opts.lora_alpha, "modules": len(self.lora)} if self.lora else None,
             "special_ids": {"bos": self.tokens.bos, "eos": self.tokens.eos, "boi": self.tokens.boi, "eoi": self.tokens.eoi},
         }

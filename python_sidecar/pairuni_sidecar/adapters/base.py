@@ -212,9 +212,10 @@ class PolicyAdapter(ABC):
         return {}
 
     @abstractmethod
-    def save_pretrained(self, path: str, state_dict: dict | None = None) -> None:
+    def save_pretrained(self, path: str, state_dict: dict | None = None, extra_state: dict | None = None) -> None:
         """Write the current weights (+ tokenizer/config files) so that the adapter loads ``path``;
-        ``state_dict``: the full weights gathered from the ranks' shards (FSDP2), else the model's own."""
+        ``state_dict`` / ``extra_state``: the full weights and ``extra_state()`` tensors gathered from the
+        ranks' shards (FSDP2; rank 0 writes), else the adapter's own."""
 
     @abstractmethod
     def describe(self) -> dict[str, Any]:
@@ -241,6 +242,38 @@ class PolicyAdapter(ABC):
                 f"{type(self).__name__} (family {self.family!r}) does not support {capability!r}; "
                 f"it declares {sorted(self.capabilities)}"
             )
+
+
+def store_frozen(model: torch.nn.Module, dtype: torch.dtype | None) -> None:
+    """Frozen parameters need no fp32 master copy: under bf16 compute (``dtype``) they are stored in it
+    (half the bytes; they get no gradient and no optimizer state). fp32 (``None``, the CPU default)
+    leaves them as they are."""
+    if dtype is None:
+        return
+    for p in model.parameters():
+        if not p.requires_grad:
+            p.data = p.data.to(dtype)
+
+
+def checkpoint_blocks(blocks: list[torch.nn.Module]) -> None:
+    """Activation checkpointing per transformer block: a block's forward with grad enabled keeps only
+    its inputs and runs again in the backward pass. The module tree (and so every parameter name, the
+    checkpoints' keys) is unchanged, and FSDP2 wrapped around a block still gathers its shard for the
+    recomputation (its pre-backward hook runs first). No-grad passes (rollouts) are untouched."""
+    from torch.utils.checkpoint import checkpoint
+
+    for b in blocks:
+        if getattr(b, "_pairuni_checkpointed", False):
+            continue
+        inner = b.forward
+
+        def forward(*args, _inner=inner, **kwargs):
+            if torch.is_grad_enabled():
+                return checkpoint(_inner, *args, use_reentrant=False, **kwargs)
+            return _inner(*args, **kwargs)
+
+        b.forward = forward
+        b._pairuni_checkpointed = True
 
 
 def resolve_device(device: str) -> torch.device:

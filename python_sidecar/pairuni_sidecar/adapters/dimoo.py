@@ -38,6 +38,7 @@ from ..diffusion.estimator import estimator_seeds, masked_inputs, one_step_logpr
 from ..diffusion.layout import TokenLayout, dimoo_layout, gen_region, right_pad, und_sequence
 from ..diffusion.samplers import row_seed, sample_image, sample_text
 from ..diffusion.tiny_model import MODEL_TYPE, PaletteCodec, TinyMDM, TinyMDMConfig, save_tiny_mdm
+from ..dist import repeated_blocks
 from ..errors import BadRequest
 from .base import (
     AdapterConfigError,
@@ -49,8 +50,10 @@ from .base import (
     SamplingCfg,
     SFTExample,
     UndItem,
+    checkpoint_blocks,
     resolve_autocast,
     resolve_device,
+    store_frozen,
 )
 
 CODE_ENV = "PAIRUNI_DIMOO_CODE"
@@ -246,11 +249,16 @@ class DimooAdapter(PolicyAdapter):
         if not spec.train_modules:
             raise AdapterConfigError("train_modules is empty: nothing would train")
         self._set_trainable(spec.train_modules)
+        store_frozen(self.model, self.amp)
+        self.gradient_checkpointing = bool(spec.gradient_checkpointing)
+        if self.gradient_checkpointing:
+            checkpoint_blocks(repeated_blocks(self.model))
         self.ref_model = None
         if spec.ref_model_dir:
             self._read_config(spec.ref_model_dir)
             self.ref_model = self._load(spec.ref_model_dir, text_too=False)
             self.ref_model.requires_grad_(False)
+            store_frozen(self.ref_model, self.amp)
         self.model.eval()
 
     # -- loading ---------------------------------------------------------------------------------
@@ -635,7 +643,20 @@ class DimooAdapter(PolicyAdapter):
     def trainable_parameters(self) -> list[tuple[str, torch.nn.Parameter]]:
         return [(n, p) for n, p in self.model.named_parameters() if p.requires_grad]
 
-    def save_pretrained(self, path: str, state_dict: dict | None = None) -> None:
+    # -- scale-out -------------------------------------------------------------------------------
+    def shard(self) -> None:
+        """FSDP2 over each transformer block, then the root (``dist.shard``; world > 1 only): the adapter
+        calls nothing but the model's forward (the VQ codec is outside it, frozen). The reference model
+        is sharded the same way; ``Policy.ref_logps`` runs the same number of passes on every rank.
+        The estimator's masks come from (est_seed, row) of each rank's own batches, so they do not
+        depend on the world size."""
+        from .. import dist
+
+        for m in (self.model, self.ref_model):
+            if m is not None:
+                dist.shard(dist.repeated_blocks(m), m, offload=self.spec.cpu_offload)
+
+    def save_pretrained(self, path: str, state_dict: dict | None = None, extra_state: dict | None = None) -> None:
         from safetensors.torch import save_file
 
         os.makedirs(path, exist_ok=True)
@@ -669,7 +690,7 @@ class DimooAdapter(PolicyAdapter):
             "p_mask_prompt": self.opts.p_mask_prompt,
             "params_total": sum(p.numel() for p in self.model.parameters()),
             "params_trainable": sum(p.numel() for _, p in self.trainable_parameters()),
-            "ref_model": self.ref_model is not None,
+            "ref_model": self.ref_model is not None, "gradient_checkpointing": self.gradient_checkpointing,
         }
 
 

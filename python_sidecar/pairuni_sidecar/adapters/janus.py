@@ -56,6 +56,7 @@ from .base import (
     UndItem,
     resolve_autocast,
     resolve_device,
+    store_frozen,
 )
 
 
@@ -165,6 +166,7 @@ class JanusAdapter(PolicyAdapter):
             raise CheckpointNotFound(f"model: no usable tokenizer in {spec.model_dir!r} ({type(e).__name__}: {e})") from None
         self._read_geometry(spec.model_dir)
         self._set_trainable(spec.train_modules)
+        store_frozen(self.model, self.amp)
         self.gradient_checkpointing = bool(spec.gradient_checkpointing)
         if self.gradient_checkpointing:
             self.model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
@@ -781,7 +783,7 @@ class JanusAdapter(PolicyAdapter):
             tmask = tmask.to(self.device)
             res["und"] = -(logp * tmask).sum() / tmask.sum()
         if gen:
-            with torch.no_grad():
+            with torch.no_grad(), self._autocast():  # the frozen VQ may be stored in bf16
                 pix = self.pixels([e.image_path for e in gen], size=self.vq_image_size,
                                   mean=torch.full((1, 3, 1, 1), 0.5), std=torch.full((1, 3, 1, 1), 0.5))
                 codes = model.model.vqmodel.encode(pix).image_tokens.reshape(len(gen), -1)
@@ -796,14 +798,19 @@ class JanusAdapter(PolicyAdapter):
         """FSDP2 over every submodule this adapter calls directly (``dist.shard``; world > 1 only):
         the decoder layers, the language model, its token embedding, the vision tower and aligner, the
         generation embedding/aligner/head, the VQ model (``decode``/``encode`` are called directly)
-        and ``lm_head``, then the root. The frozen reference model stays replicated."""
+        and ``lm_head``, then the root. The frozen reference model is sharded the same way
+        (``Policy.ref_logps`` runs the same number of passes on every rank)."""
         from .. import dist
 
-        m, inner = self.model, self.model.model
-        lm = inner.language_model
-        mods = [*lm.layers, lm.embed_tokens, lm, inner.vision_model, inner.aligner, inner.generation_embeddings,
-                inner.generation_aligner, inner.generation_head, inner.vqmodel, m.lm_head]
-        dist.shard(mods, m, forward_methods=[(inner.vqmodel, "decode"), (inner.vqmodel, "encode")])
+        for m in (self.model, self.ref_model):
+            if m is None:
+                continue
+            inner = m.model
+            lm = inner.language_model
+            mods = [*lm.layers, lm.embed_tokens, lm, inner.vision_model, inner.aligner, inner.generation_embeddings,
+                    inner.generation_aligner, inner.generation_head, inner.vqmodel, m.lm_head]
+            dist.shard(mods, m, forward_methods=[(inner.vqmodel, "decode"), (inner.vqmodel, "encode")],
+                       offload=self.spec.cpu_offload)
 
     def gathered(self):
         """Full weights for a rollout (one all-gather, none inside the decode loop)."""
@@ -812,7 +819,7 @@ class JanusAdapter(PolicyAdapter):
         return dist.gathered(self.model)
 
     # -- persistence -----------------------------------------------------------------------------
-    def save_pretrained(self, path: str, state_dict: dict | None = None) -> None:
+    def save_pretrained(self, path: str, state_dict: dict | None = None, extra_state: dict | None = None) -> None:
         self.model.save_pretrained(path, state_dict=state_dict)
         self.tok.save_pretrained(path)
         # Sidecar files that describe how the model was trained travel with every checkpoint.

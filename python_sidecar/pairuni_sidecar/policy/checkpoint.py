@@ -188,11 +188,13 @@ def _write_hf(policy: Policy, path: str) -> None:
     from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
 
     w = dist.current()
-    full = None
+    full = extra = None
     if w.distributed:
         full = get_model_state_dict(policy.adapter.model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+        # sharded extras (Bagel's EMA) are gathered by every rank, in one order; replicated ones are whole
+        extra = {k: dist.full_tensor(v.detach()).cpu() for k, v in policy.adapter.extra_state().items()}
     if w.rank == 0:
-        policy.adapter.save_pretrained(path, state_dict=full)
+        policy.adapter.save_pretrained(path, state_dict=full, extra_state=extra)
 
 
 def export_policy(policy: Policy, path: str) -> str:

@@ -71,6 +71,9 @@ class Policy:
             if p.dtype != torch.float32:
                 raise BadRequest(f"trainable parameter {n} is {p.dtype}; master weights must be fp32 "
                                  "(lr 1e-6 updates vanish in bf16)")
+        # Trainable tensors outside FSDP2's units (LoRA factors held beside the model) are whole on every
+        # rank: their gradients are averaged over the world by hand, as FSDP2 averages the shards'.
+        self.replicated = [p for p in self.params if not dist.is_sharded(p)] if self.world.distributed else []
         c = self.optim_cfg
         self.optimizer = torch.optim.AdamW(self.params, lr=c.lr, betas=tuple(c.betas), eps=c.eps,
                                            weight_decay=c.weight_decay)
@@ -244,14 +247,27 @@ class Policy:
     def _clip(self, grads: list[torch.Tensor], max_norm: float) -> float:
         """Clips the global gradient norm (over the world's shards with FSDP2) and returns it."""
         if self.world.distributed:
-            # every rank holds a shard of every parameter: all take part, with or without a gradient
-            grads = self.params
+            return self._clip_world(max_norm)
         if not grads:
             return 0.0
-        norm = torch.nn.utils.clip_grad_norm_(grads, max_norm if max_norm > 0 else math.inf)
-        if hasattr(norm, "full_tensor"):
-            norm = norm.full_tensor()
-        return float(norm)
+        return float(torch.nn.utils.clip_grad_norm_(grads, max_norm if max_norm > 0 else math.inf))
+
+    def _clip_world(self, max_norm: float) -> float:
+        """The world's gradient norm: the shards' squares summed over the ranks plus the replicated
+        tensors' once (after averaging them), then the same scaling as ``clip_grad_norm_``. Every rank
+        takes part, with or without a gradient (each holds a shard of every FSDP2 parameter)."""
+        rep = [p.grad for p in self.replicated if p.grad is not None]
+        dist.all_reduce_mean_(rep)
+        local = sum(float(p.grad.to_local().double().pow(2).sum()) for p in self.params
+                    if p.grad is not None and dist.is_sharded(p.grad))
+        norm = math.sqrt(dist.all_reduce_sum([local])[0] + sum(float(g.double().pow(2).sum()) for g in rep))
+        if max_norm > 0 and math.isfinite(norm):
+            coef = min(1.0, max_norm / (norm + 1e-6))
+            if coef < 1.0:
+                for p in self.params:
+                    if p.grad is not None:
+                        p.grad.mul_(coef)
+        return norm
 
     # -- supervised step (SFT families such as Bagel use only this) ------------------------------
     def sft_step(self, examples: list[SFTExample], seed: int | None = None) -> dict[str, float]:
@@ -266,7 +282,8 @@ class Policy:
                     torch.manual_seed(seed)
                 losses = self.adapter.sft_loss(examples)
             total = self.adapter.combine_sft_losses(losses)
-            # each rank's loss is a mean over its own examples; FSDP2 averages them over the ranks
+            # FSDP2 averages the ranks' gradients: an adapter that splits the step's examples over the
+            # ranks returns world x its share of the step's loss (Bagel), one that does not the whole loss
             total.backward()
         finally:
             self.adapter.train_mode(False)
@@ -279,5 +296,8 @@ class Policy:
         self.optimizer.zero_grad(set_to_none=True)
         self.adapter.after_step()
         self.step_count += 1
-        return {**{f"{k}/sft_loss": float(v.detach()) for k, v in losses.items()}, "loss": float(total.detach()),
+        # the ranks' values averaged: the whole step's loss either way (identity at world 1)
+        names = [f"{k}/sft_loss" for k in losses] + ["loss"]
+        vals = dist.all_reduce_sum([float(v.detach()) for v in losses.values()] + [float(total.detach())])
+        return {**{k: v / self.world.size for k, v in zip(names, vals)},
                 "grad_norm": norm, "lr": float(self.optimizer.param_groups[0]["lr"]), "optimizer_step": self.step_count}
