@@ -4,7 +4,7 @@
  * is what `npm run typecheck` compiles and the examples test runs).
  */
 import { spawnSync } from 'node:child_process';
-import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
@@ -72,6 +72,13 @@ describe('README quick start', () => {
     const block = /\n```ts\n([\s\S]*?)```\n/.exec(readme.slice(start));
     expect(block?.[1]).toBe(file);
     expect(file.trimEnd().split('\n').length).toBeLessThanOrEqual(30);
+  });
+
+  it("lists every command of src/cli/commands in the README's command table, and no other", () => {
+    const readme = readFileSync(join(root, 'README.md'), 'utf8');
+    const listed = [...readme.matchAll(/^\| `pairuni (\w+)` \|/gm)].map((m) => m[1]).sort();
+    const commands = readdirSync(join(root, 'src', 'cli', 'commands')).map((f) => f.replace(/\.ts$/, '')).sort();
+    expect(listed).toEqual(commands);
   });
 
   it('keeps the README at most 150 lines', () => {
