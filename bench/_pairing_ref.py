@@ -2,7 +2,7 @@
 algorithm with scikit-learn + numpy (the paper's tooling).
 
   gen  --out X.f32 --nU .. --nG .. --d 2048 --topics 8000 --noise 1.65 --seed 0
-       x = relu(C[topic] + noise·N(0,1) + 0.8·|bg|), L2-normalised float32 (notes/pairing.md §1)
+       x = relu(C[topic] + noise·N(0,1) + 0.8·|bg|), L2-normalised float32 (docs/pairing.md §1)
   run  --x X.f32 --nU .. --nG .. --d .. --k .. --batch 1024 --topn 10 --delta 0.6 --seed 0
        sklearn MiniBatchKMeans(n_init=1, k-means++) → medoids (argmax x·c per cluster) → remove the
        aligned items → numpy brute-force top-n (chunked GEMM + argpartition) → greedy in G order.

@@ -1,14 +1,14 @@
 /**
  * `npm run bench -- pairing [--scale 1] [--backend sidecar|ts] [--no-ref] [--seed 0] [--noise 1.65] [--topics N]`
  *
- * Paper scale (scale 1): U 47K + G 60K synthetic ResNet-like 2048-d features (notes/pairing.md §1
+ * Paper scale (scale 1): U 47K + G 60K synthetic ResNet-like 2048-d features (docs/pairing.md §1
  * generator, 8000 topics, noise 1.65), K = 5000, n = 10, δ = 0.6, batch 1024. Runs Algorithm 1
  * through the SDK (sidecar backend by default), then the scikit-learn + numpy reference of the same
  * algorithm on the same file, and returns phase times, the time ratio, the inertia gap and peak RSS.
  * Smaller runs: --scale 0.1 (sizes, K and topics all scale).
  *
  * `--retrieval-only` skips clustering: the paper's aligned counts (1,928 U + 3,043 G, App. B.3, × scale)
- * are removed at random from each side, as in notes/pairing.md §1, and only the two retrievals run.
+ * are removed at random from each side, as in docs/pairing.md §1, and only the two retrievals run.
  *
  * Retrieval is run in both readings of Algorithm 1 lines 10–14 on the same remaining sets:
  * 'literal' (the default, inside the SDK run: each G item queries the U items still free) and

@@ -106,13 +106,13 @@ type PlanNumbers = Omit<Plan, 'family' | 'modelOptions' | 'gen' | 'loss'> & Part
  */
 const FAMILY_DEMO: Record<string, { full?: Partial<PlanNumbers>; quick?: Partial<PlanNumbers> }> = {
   dimoo: {
-    // Sized to fit 15 min on 2 cores (README: measured): 3 seeds × 20 steps, held-out 300 und + 150 gen prompts × 2.
+    // Sized to fit 15 min on 2 cores (docs/results.md: measured): 3 seeds × 20 steps, held-out 300 und + 150 gen prompts × 2.
     // The trajectory estimator: with the one-step mean-field estimate an update did not raise the sampler's
     // probability of the better image of a pair (it scores every code with the whole image masked, marginals
     // the sampler never draws from), and held-out generation fell on every seed. With it, guidance in the
     // image log-prob pass and lr 1e-4 still drew held-out images empty on seed 1 (0.569 → 0.490); the
     // conditional log-prob at lr 5e-5 kept them (0.572), on the earlier 600-step tiny DiMOO. With the 1200-step
-    // one, held-out generation rose on all 3 seeds (0.602 → 0.641, 0.622, 0.629). Diagnostics: README, issue 11.
+    // one, held-out generation rose on all 3 seeds (0.602 → 0.641, 0.622, 0.629). Diagnostics: docs/notes.md, issue 11.
     full: {
       steps: 20, seeds: [0, 1, 2], evalN: 150, evalUnd: 300, world: { u_train: 960, g_train: 960, u_eval: 300, g_eval: 150 },
       lr: 5e-5, modelOptions: { estimator: 'trajectory' }, gen: { logp: 'cond' },

@@ -1,6 +1,6 @@
 /**
  * Pairing configuration (zod). Defaults follow the paper (§2.1, §3: K≈5000, top-n = 10, δ = 0.6)
- * and sklearn's MiniBatchKMeans semantics where the paper is silent (notes/pairing.md §4).
+ * and sklearn's MiniBatchKMeans semantics where the paper is silent (docs/pairing.md §4).
  */
 import { z } from 'zod';
 import { ConfigError } from '../errors.js';

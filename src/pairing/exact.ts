@@ -1,5 +1,5 @@
 /**
- * Exact top-n lists on top of a float32 backend (notes/pairing.md §3.1).
+ * Exact top-n lists on top of a float32 backend (docs/pairing.md §3.1).
  *
  * A backend returns the best n+m candidates per query by its float32 score. We rescore those in
  * f64, sort by (score desc, position asc), apply the threshold to the f64 score, and then *prove*

@@ -4,7 +4,7 @@
  * Determinism is promised per (seed, backend): every random choice in k-means++, the mini-batch
  * sampler, the reassignment step and the ablation samplers draws from one of these generators, so a
  * rerun with the same seed and inputs reproduces the same pairs. We do not try to reproduce
- * numpy's MT19937 streams (see notes/pairing.md §3.4): the trajectory of a k-means run is an
+ * numpy's MT19937 streams (see docs/pairing.md §3.4): the trajectory of a k-means run is an
  * implementation detail, its quality is what we test.
  *
  * Generator: xoshiro128** (Blackman & Vigna), 128-bit state, seeded through splitmix32 so that

@@ -279,7 +279,7 @@ def test_trajectory_estimator_rescores_the_sampled_steps(model_dir, image):
 def test_trajectory_step_raises_the_samplers_logprob_of_the_rewarded_image(model_dir):
     """With the trajectory estimator the update moves what the sampler draws: the log-prob of every
     committed code in the context it was committed in, so the rewarded image becomes more likely and the
-    other less (the demo's estimator; the one-step estimate did not order pairs this way, README)."""
+    other less (the demo's estimator; the one-step estimate did not order pairs this way, docs/notes.md)."""
     a = _adapter(model_dir, estimator="trajectory")
     g = a.gen_rollout([GenItem("red"), GenItem("blue circle")], 2,
                       GenSampling(seed=4, cfg_weight=3.0, options={"steps": 6}, est_seeds=[0, 1]))

@@ -53,7 +53,7 @@ class PretrainConfig:
     describe_cells: bool = True
     # (c) shape curriculum, understanding only: single-object questions alone, then every MCQ type.
     # Joint SFT leaves every shape-bound category at chance (the mixture of question types keeps the
-    # LM from learning to name a shape it does see; README, issue 15); this order unlocks it.
+    # LM from learning to name a shape it does see; docs/notes.md, issue 15); this order unlocks it.
     shape_steps: int = 100
     mix_steps: int = 900            # held-out position 0.16 after 150 (und only), 0.40 after 900 (issue 15)
     mix_gen_weight: float = 1.0    # the mix phase also trains generation (0: und only; gen reward fell 0.35 -> 0.26)

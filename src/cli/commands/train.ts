@@ -16,7 +16,7 @@ export const summary = 'train a unified VLM with PairGRPO on a PairUG file (chec
 const HELP = `usage: pairuni train --config <run.json> [options]
 
   --config <file>   training config (JSON; paths relative to the file); its keys and defaults
-                    are listed under "Training" in the package's README.md
+                    are listed under "Config keys" in the package's docs/training.md
   --resume          continue from <out>/checkpoints/latest
   --steps <n>       override config.steps
   --out <dir>       override config.out

@@ -2,7 +2,7 @@
  * The fast backend: the three kernels run as ops in the PyTorch sidecar (python_sidecar/
  * pairuni_sidecar/ops/kernels.py) on BLAS (MKL/OpenBLAS) or CUDA. The feature matrix is uploaded
  * once and stays resident in the sidecar; each kernel call ships only row ids and small results.
- * Measured on 2 cores: ~300 GFLOP/s for the assignment GEMM (notes/pairing.md §2: BLAS class).
+ * Measured on 2 cores: ~300 GFLOP/s for the assignment GEMM (docs/pairing.md §2: BLAS class).
  */
 import { PairuniError } from '../../errors.js';
 import type { Matrix } from '../matrix.js';

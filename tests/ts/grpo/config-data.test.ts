@@ -101,7 +101,7 @@ describe('data order and seeds', () => {
   });
 });
 
-describe("the README's table of config keys", () => {
+describe("docs/training.md's table of config keys", () => {
   /** Dotted names of the schema's fields (records such as `options` are one field). */
   const leaves = (schema: unknown, prefix = ''): string[] => {
     let s = schema as { def?: { innerType?: unknown; type?: string }; shape?: Record<string, unknown> };
@@ -112,8 +112,10 @@ describe("the README's table of config keys", () => {
   const get = (o: unknown, key: string) => key.split('.').reduce<unknown>((x, k) => (x as Record<string, unknown> | undefined)?.[k], o);
 
   it('lists every key of TrainConfig once, with its default', () => {
-    const readme = readFileSync(join(process.cwd(), 'README.md'), 'utf8');
-    const training = readme.slice(readme.indexOf('\n## Training'), readme.indexOf('\n## ', readme.indexOf('\n## Training') + 1) >>> 0);
+    const doc = readFileSync(join(process.cwd(), 'docs', 'training.md'), 'utf8');
+    const start = doc.indexOf('\n## Config keys');
+    expect(start).toBeGreaterThan(-1);
+    const training = doc.slice(start, doc.indexOf('\n## ', start + 1) >>> 0);
     const rows = [...training.matchAll(/^\| `([\w.]+)` \| ([^|]+?) \| .*\|$/gm)].map((m) => ({ key: m[1], cell: m[2] }));
     expect(rows.map((r) => r.key).sort()).toEqual(leaves(TrainConfig).sort());
     const required = { data: 'd', out: 'o', model: { path: 'm' } };

@@ -278,7 +278,7 @@ describe('pairuni train (CLI)', () => {
     await expect(cli(['--bogus'])).rejects.toMatchObject({ code: 'ERR_PARSE_ARGS_UNKNOWN_OPTION' }); // worded once, in src/cli/index.ts (tests/ts/cli)
   });
 
-  it('speaks in flags: --resume / --out in its messages, the README for the config keys', async () => {
+  it('speaks in flags: --resume / --out in its messages, docs/training.md for the config keys', async () => {
     const cfgFile = join(dir, 'run.json'); // written by the test above; cli-run holds a finished run
     const err = await cli(['--config', cfgFile, '--quiet']).catch((e) => e);
     expect(err).toBeInstanceOf(RunStateError);
@@ -292,7 +292,7 @@ describe('pairuni train (CLI)', () => {
     try {
       expect(await cli(['--help'])).toBe(0);
       const help = log.mock.calls.flat().join('\n');
-      expect(help).toMatch(/"Training" in the package's README\.md/);
+      expect(help).toMatch(/"Config keys" in the package's docs\/training\.md/);
       expect(help).not.toMatch(/src\/train/);
     } finally {
       log.mockRestore();
