@@ -13,6 +13,7 @@ from pairuni_sidecar.adapters import AdapterConfigError, GenItem, LoadSpec, UndI
 from pairuni_sidecar.adapters.tiny import build_tiny_janus  # noqa: E402
 from pairuni_sidecar.contract import GenSampling, UndSampling  # noqa: E402
 from pairuni_sidecar.diffusion.tiny_model import build_tiny_dimoo  # noqa: E402
+from pairuni_sidecar.errors import BadRequest  # noqa: E402
 from pairuni_sidecar.policy import LossCfg, OptimCfg, SideInput, export_policy, load_policy, save_policy  # noqa: E402
 
 LORA = {"lora_rank": 4, "lora_alpha": 8}  # scale alpha / r = 2
@@ -130,7 +131,7 @@ def test_lora_resume_restores_factors_and_adam_state(family, request, image, tmp
         assert all(torch.equal(sa[k], sb[k]) for k in sa), n
     assert all(torch.equal(x, y) for x, y in zip(_logps(pol.adapter, batches, est), _logps(back.adapter, batches, est)))
     # resuming with LoRA off is a different set of trainable parameters: refused by name
-    with pytest.raises(Exception, match="different set of trainable parameters"):
+    with pytest.raises(BadRequest, match="different set of trainable parameters"):
         load_policy(family, spec(path), optim, resume_dir=ck)
 
 
