@@ -19,6 +19,15 @@ export const JanusLoadOptions = z.strictObject({
   rollout_engine: z.enum(['static', 'reference']).default('static'),
   /** Compile the static engine's decode step (torch.compile reduce-overhead: CUDA graphs); `auto` = on CUDA only. */
   rollout_compile: z.enum(['auto', 'on', 'off']).default('auto'),
+
+  /**
+   * LoRA rank on the Linear layers of the selected train_modules that `lora_targets` names; 0 = full weights.
+   * With LoRA only the factors train (every base weight stays frozen); exports merge W + (alpha/r)·B·A.
+   */
+  lora_rank: z.number().int().min(0).default(0),
+  lora_alpha: z.number().positive().default(16),
+  /** Module-name suffixes of the Linear layers that get LoRA factors (e.g. `q_proj`, `mlp.down_proj`); [] = the LLM's attention and MLP projections (every Linear inside its decoder layers). */
+  lora_targets: z.array(z.string().min(1)).default([]),
 });
 export const JanusUndOptions = z.strictObject({});
 export const JanusGenOptions = z.strictObject({});
@@ -38,6 +47,15 @@ export const DimooLoadOptions = z.strictObject({
   estimator: z.enum(['one_step', 'trajectory']).default('one_step'),
   /** Generated image side in pixels (a multiple of 16 for DiMOO); 0 = the model's own (512 for DiMOO, the tiny model's grid). */
   image_size: z.number().int().min(0).default(0),
+
+  /**
+   * LoRA rank on the Linear layers of the selected train_modules that `lora_targets` names; 0 = full weights.
+   * With LoRA only the factors train (every base weight stays frozen); exports merge W + (alpha/r)·B·A.
+   */
+  lora_rank: z.number().int().min(0).default(0),
+  lora_alpha: z.number().positive().default(16),
+  /** Module-name suffixes of the Linear layers that get LoRA factors (e.g. `q_proj`, `mlp.down_proj`); [] = the LLM's attention and MLP projections (every Linear inside its transformer blocks). */
+  lora_targets: z.array(z.string().min(1)).default([]),
 });
 export const DimooUndOptions = z.strictObject({
   /** Diffusion steps for the answer (paper, Appendix E: 2). */

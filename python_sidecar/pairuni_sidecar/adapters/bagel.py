@@ -42,7 +42,6 @@ from __future__ import annotations
 import contextlib
 import copy
 import json
-import math
 import os
 import random
 import shutil
@@ -70,6 +69,7 @@ from .base import (
     resolve_device,
     store_frozen,
 )
+from .lora import LoRA, linear_modules
 
 #: files a BAGEL-7B-MoT directory must hold
 REQUIRED_FILES = ("llm_config.json", "vit_config.json", "ae.safetensors", "ema.safetensors")
@@ -399,7 +399,7 @@ class BagelAdapter(PolicyAdapter):
         self.gradient_checkpointing = bool(spec.gradient_checkpointing)
         if self.gradient_checkpointing:
             checkpoint_blocks([m for path in _LAYER_LISTS for m in _submodule(self.model, path)])
-        self.lora: dict[str, tuple[torch.nn.Parameter, torch.nn.Parameter]] = {}
+        self.lora: LoRA | None = None
         if o.lora_rank > 0:
             self._add_lora(load_file(lora_file) if use_live and os.path.isfile(lora_file) else None)
         self.ema: dict[str, torch.Tensor] | None = None
@@ -443,13 +443,8 @@ class BagelAdapter(PolicyAdapter):
         if self.lora:
             # Bagel's loader reads plain weights: ema.safetensors gets W + (alpha/r) B A; the factors
             # travel in lora.safetensors (model.safetensors keeps the base) so training resumes exactly.
-            factors = {n: (extra[f"lora:{n}.a"].detach().cpu(), extra[f"lora:{n}.b"].detach().cpu()) for n in self.lora}
-            with torch.no_grad():
-                for n, (a, b) in factors.items():
-                    k = n.removeprefix("model.") + ".weight"
-                    ema[k] = (ema[k].float() + self._lora_scale * (b @ a)).to(ema[k].dtype)
-            save_file({f"{n}.lora_{w}": t.contiguous() for n, (a, b) in factors.items() for w, t in (("a", a), ("b", b))},
-                      os.path.join(path, "lora.safetensors"))
+            ema = self.lora.merged(ema, key=lambda n: n.removeprefix("model.") + ".weight")
+            save_file(self.lora.file_state(), os.path.join(path, "lora.safetensors"))
         save_file(ema, os.path.join(path, "ema.safetensors"))
         for name in os.listdir(self.source_dir):
             src = os.path.join(self.source_dir, name)
@@ -488,40 +483,20 @@ class BagelAdapter(PolicyAdapter):
         return list(self._trainable)
 
     def _add_lora(self, saved: dict[str, torch.Tensor] | None) -> None:
-        """LoRA on the LLM projections of the selected experts: ``y = W x + (alpha/r) B A x`` via a forward
-        hook, so the module tree (and the checkpoint's key names) stay Bagel's. A ~ N(0, 1/in), B = 0."""
-        r, want = self.opts.lora_rank, set(self.train_modules)
-        self._lora_scale = self.opts.lora_alpha / r
-        for n, m in self.model.named_modules():
-            if not (isinstance(m, torch.nn.Linear) and n.startswith("model.language_model.model.layers.")
-                    and n.rsplit(".", 1)[-1].split("_moe_gen")[0] in _LORA_TARGETS
-                    and self._group_of(n + ".weight") & want):
-                continue
-            if saved is not None and f"{n}.lora_a" in saved:
-                a0, b0 = saved[f"{n}.lora_a"].float(), saved[f"{n}.lora_b"].float()
-            else:
-                a0 = torch.randn(r, m.in_features) / math.sqrt(m.in_features)
-                b0 = torch.zeros(m.out_features, r)
-            a = torch.nn.Parameter(a0.to(self.device))
-            b = torch.nn.Parameter(b0.to(self.device))
-            self.lora[n] = (a, b)
-            self._trainable += [(f"lora:{n}.a", a), (f"lora:{n}.b", b)]
-            m.register_forward_hook(self._lora_hook(a, b))
-        if not self.lora:
+        """LoRA (``adapters/lora.py``) on the LLM projections of the selected experts."""
+        want = set(self.train_modules)
+        targets = linear_modules(self.model, lambda n: n.startswith("model.language_model.model.layers.")
+                                 and n.rsplit(".", 1)[-1].split("_moe_gen")[0] in _LORA_TARGETS
+                                 and bool(self._group_of(n + ".weight") & want))
+        if not targets:
             raise AdapterConfigError(f"bagel: lora_rank > 0 but train_modules {list(self.train_modules)} selects no LLM "
                                      "expert (language_model, und_expert or gen_expert)", detail={"field": "options"})
-
-    def _lora_hook(self, a: torch.nn.Parameter, b: torch.nn.Parameter):
-        scale = self._lora_scale
-
-        def hook(_module, inputs, output):
-            x = inputs[0]
-            return output + scale * ((x.to(a.dtype) @ a.t()) @ b.t()).to(output.dtype)
-        return hook
+        self.lora = LoRA(targets, rank=self.opts.lora_rank, alpha=self.opts.lora_alpha, device=self.device, saved=saved)
+        self._trainable += self.lora.named_parameters()
 
     def extra_state(self) -> dict[str, torch.Tensor]:
         """LoRA factors (trainable parameters outside the module tree) and the EMA weights."""
-        out = {f"lora:{n}.{w}": t for n, (a, b) in self.lora.items() for w, t in (("a", a), ("b", b))}
+        out = self.lora.state() if self.lora else {}
         out.update({f"ema:{n}": t for n, t in (self.ema or {}).items()})
         return out
 
@@ -723,7 +698,7 @@ class BagelAdapter(PolicyAdapter):
             "params_total": sum(p.numel() for p in self.model.parameters()), "params_trainable": n_train,
             "train_modules": list(self.train_modules), "ema": self.ema is not None,
             "gradient_checkpointing": self.gradient_checkpointing,
-            "lora": {"rank": self.opts.lora_rank, "alpha": self.opts.lora_alpha, "modules": len(self.lora)} if self.lora else None,
+            "lora": self.lora.describe() if self.lora else None,
             "special_ids": {"bos": self.tokens.bos, "eos": self.tokens.eos, "boi": self.tokens.boi, "eoi": self.tokens.eoi},
         }
 

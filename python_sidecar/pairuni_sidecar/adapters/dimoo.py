@@ -55,6 +55,7 @@ from .base import (
     resolve_device,
     store_frozen,
 )
+from .lora import LoRA, select_targets, within_blocks
 
 CODE_ENV = "PAIRUNI_DIMOO_CODE"
 UPSTREAM_FILES = ("model/__init__.py", "model/configuration_llada.py", "model/modeling_xllmx_dimoo.py")
@@ -249,6 +250,7 @@ class DimooAdapter(PolicyAdapter):
         if not spec.train_modules:
             raise AdapterConfigError("train_modules is empty: nothing would train")
         self._set_trainable(spec.train_modules)
+        self._add_lora()
         store_frozen(self.model, self.amp)
         self.gradient_checkpointing = bool(spec.gradient_checkpointing)
         if self.gradient_checkpointing:
@@ -363,6 +365,22 @@ class DimooAdapter(PolicyAdapter):
         for n, p in self.model.named_parameters():
             p.requires_grad_(n.startswith(tuple(prefixes)))
         self.train_modules = tuple(modules)
+
+    def _add_lora(self) -> None:
+        """With ``lora_rank`` > 0: LoRA factors (``adapters/lora.py``) on the selected modules' Linear layers
+        that ``lora_targets`` names (default: every Linear inside the transformer blocks, i.e. the attention
+        and MLP projections: upstream's ``blocks.N.{q,k,v}_proj/attn_out/ff_proj/up_proj/ff_out``, the tiny
+        model's ``blocks.N.{qkv,out,ff.0,ff.2}``); they alone train, every base weight is frozen."""
+        self.lora = None
+        o = self.opts
+        if o.lora_rank == 0:
+            return
+        selected = {n for n, p in self.model.named_parameters() if p.requires_grad}
+        targets = select_targets(self.model, who="dimoo", selected=selected, targets=list(o.lora_targets),
+                                 default=within_blocks("blocks|block_groups"),
+                                 default_what="the Linear layers inside the transformer blocks")
+        self.model.requires_grad_(False)
+        self.lora = LoRA(targets, rank=o.lora_rank, alpha=o.lora_alpha, device=self.device)
 
     # -- helpers ---------------------------------------------------------------------------------
     def _autocast(self):
@@ -641,7 +659,12 @@ class DimooAdapter(PolicyAdapter):
         self.model.eval()  # dropout is zeroed at load; there is nothing train() would switch on
 
     def trainable_parameters(self) -> list[tuple[str, torch.nn.Parameter]]:
-        return [(n, p) for n, p in self.model.named_parameters() if p.requires_grad]
+        own = [(n, p) for n, p in self.model.named_parameters() if p.requires_grad]
+        return own + (self.lora.named_parameters() if self.lora else [])
+
+    def extra_state(self) -> dict[str, torch.Tensor]:
+        """The LoRA factors (trainable parameters outside the module tree), if any."""
+        return self.lora.state() if self.lora else {}
 
     # -- scale-out -------------------------------------------------------------------------------
     def shard(self) -> None:
@@ -661,6 +684,8 @@ class DimooAdapter(PolicyAdapter):
 
         os.makedirs(path, exist_ok=True)
         sd = state_dict if state_dict is not None else self.model.state_dict()
+        if self.lora:  # a plain model for the loader: W + (alpha/r) B A
+            sd = self.lora.merged(sd)
         if self.tiny:
             # Write straight into ``path`` (the caller's checkpoint writer makes it atomic).
             save_file({k: v.detach().contiguous().cpu() for k, v in sd.items()},
@@ -690,7 +715,8 @@ class DimooAdapter(PolicyAdapter):
             "p_mask_prompt": self.opts.p_mask_prompt,
             "params_total": sum(p.numel() for p in self.model.parameters()),
             "params_trainable": sum(p.numel() for _, p in self.trainable_parameters()),
-            "ref_model": self.ref_model is not None, "gradient_checkpointing": self.gradient_checkpointing,
+            "ref_model": self.ref_model is not None, "lora": self.lora.describe() if self.lora else None,
+            "gradient_checkpointing": self.gradient_checkpointing,
         }
 
 

@@ -58,6 +58,7 @@ from .base import (
     resolve_device,
     store_frozen,
 )
+from .lora import LoRA, select_targets, within_blocks
 
 
 #: named parameter groups for ``LoadSpec.train_modules`` (raw parameter-name prefixes are accepted too)
@@ -166,6 +167,7 @@ class JanusAdapter(PolicyAdapter):
             raise CheckpointNotFound(f"model: no usable tokenizer in {spec.model_dir!r} ({type(e).__name__}: {e})") from None
         self._read_geometry(spec.model_dir)
         self._set_trainable(spec.train_modules)
+        self._add_lora()
         store_frozen(self.model, self.amp)
         self.gradient_checkpointing = bool(spec.gradient_checkpointing)
         if self.gradient_checkpointing:
@@ -192,6 +194,7 @@ class JanusAdapter(PolicyAdapter):
         self.model, self.tok = model, tok
         self._read_geometry("<in-memory model>")
         self.train_modules = ()
+        self.lora = None
         self._vision_trainable = any(p.requires_grad for n, p in model.named_parameters()
                                      if n.startswith(MODULE_GROUPS["vision"]))
         self.gradient_checkpointing = False
@@ -201,6 +204,7 @@ class JanusAdapter(PolicyAdapter):
     # -- loading ---------------------------------------------------------------------------------
     def _set_options(self, options: dict[str, Any] | None) -> None:
         o = JanusLoadOptions.from_wire(dict(options or {}), where="janus model.options")
+        self.opts = o
         self.und_template, self.gen_template = o.und_template, o.gen_template
         self.system_prompt, self.detach_uncond = o.system_prompt, o.detach_uncond
         self.rollout_engine = o.rollout_engine
@@ -274,6 +278,23 @@ class JanusAdapter(PolicyAdapter):
         self.train_modules = tuple(modules)
         self._vision_trainable = any(p.requires_grad for n, p in self.model.named_parameters()
                                      if n.startswith(MODULE_GROUPS["vision"]))
+
+    def _add_lora(self) -> None:
+        """With ``lora_rank`` > 0: LoRA factors (``adapters/lora.py``) on the selected modules' Linear layers
+        that ``lora_targets`` names (default: the LLM decoder layers' attention and MLP projections); they
+        alone train, every base weight is frozen."""
+        self.lora = None
+        o = self.opts
+        if o.lora_rank == 0:
+            return
+        selected = {n for n, p in self.model.named_parameters() if p.requires_grad}
+        targets = select_targets(self.model, who="janus", selected=selected, targets=list(o.lora_targets),
+                                 default=within_blocks(r"language_model\.layers"),
+                                 default_what="q/k/v/o and gate/up/down projections of the LLM's decoder layers")
+        self.model.requires_grad_(False)
+        self.lora = LoRA(targets, rank=o.lora_rank, alpha=o.lora_alpha, device=self.device)
+        # image features need a graph only when a vision module carries factors
+        self._vision_trainable = any(n.startswith(MODULE_GROUPS["vision"]) for n in self.lora)
 
     # -- small helpers ---------------------------------------------------------------------------
     def _recompute_old(self, s: SamplingCfg) -> bool:
@@ -360,7 +381,12 @@ class JanusAdapter(PolicyAdapter):
         self.model.train(bool(on) and self.gradient_checkpointing)
 
     def trainable_parameters(self) -> list[tuple[str, torch.nn.Parameter]]:
-        return [(n, p) for n, p in self.model.named_parameters() if p.requires_grad]
+        own = [(n, p) for n, p in self.model.named_parameters() if p.requires_grad]
+        return own + (self.lora.named_parameters() if self.lora else [])
+
+    def extra_state(self) -> dict[str, torch.Tensor]:
+        """The LoRA factors (trainable parameters outside the module tree), if any."""
+        return self.lora.state() if self.lora else {}
 
     def _non_finite(self, side: str, bad: torch.Tensor, first_step: int) -> NonFiniteError:
         """The error for decoding rows whose next-token distribution was NaN/inf: it names the model."""
@@ -820,6 +846,8 @@ class JanusAdapter(PolicyAdapter):
 
     # -- persistence -----------------------------------------------------------------------------
     def save_pretrained(self, path: str, state_dict: dict | None = None, extra_state: dict | None = None) -> None:
+        if self.lora:  # a plain model for from_pretrained: W + (alpha/r) B A
+            state_dict = self.lora.merged(state_dict if state_dict is not None else self.model.state_dict())
         self.model.save_pretrained(path, state_dict=state_dict)
         self.tok.save_pretrained(path)
         # Sidecar files that describe how the model was trained travel with every checkpoint.
@@ -840,5 +868,5 @@ class JanusAdapter(PolicyAdapter):
                             "eoi": self.eoi_id, "image": self.img_id},
             "params_total": sum(p.numel() for p in self.model.parameters()), "params_trainable": n_train,
             "train_modules": list(self.train_modules), "gradient_checkpointing": self.gradient_checkpointing,
-            "ref_model": self.ref_model is not None,
+            "ref_model": self.ref_model is not None, "lora": self.lora.describe() if self.lora else None,
         }
