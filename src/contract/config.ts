@@ -22,7 +22,7 @@ export const ModelConfig = z
     /** Parameter groups that train (Janus: language_model | vision | gen_head | gen_embed | vqmodel). */
     trainModules: z.array(z.string().min(1)).min(1).default(['language_model']),
     gradientCheckpointing: z.boolean().default(true),
-    /** Adapter-specific options (Janus: und_template, gen_template, system_prompt, detach_uncond). */
+    /** Adapter-specific options (Janus: und_template, gen_template, und_system_prompt, gen_system_prompt, detach_uncond). */
     options: z.record(z.string(), z.unknown()).default({}),
     /** Frozen reference model for the KL term (β > 0); defaults to `path`. */
     refPath: z.string().min(1).optional(),
