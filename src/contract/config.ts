@@ -25,7 +25,7 @@ export const ModelConfig = z
     gradientCheckpointing: z.boolean().default(true),
     /** With several ranks on GPUs: FSDP2 keeps the sharded parameters, gradients and optimizer state in host memory (`CPUOffloadPolicy`), copying each unit to the GPU for its forward and backward. */
     cpuOffload: z.boolean().default(false),
-    /** Adapter-specific options (Janus: und_template, gen_template, system_prompt, detach_uncond). */
+    /** Adapter-specific options (Janus: und_template, gen_template, und_system_prompt, gen_system_prompt, detach_uncond). */
     options: z.record(z.string(), z.unknown()).default({}),
     /** Frozen reference model for the KL term (β > 0); defaults to `path`. */
     refPath: z.string().min(1).optional(),

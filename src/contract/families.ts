@@ -11,7 +11,12 @@ export const JanusLoadOptions = z.strictObject({
   und_template: z.string().default('{system}<|User|>: {image}\n{question}\n\n<|Assistant|>:'),
   /** User turn of a generation prompt: `{prompt}`, optional `{system}`. */
   gen_template: z.string().default('{system}<|User|>: {prompt}\n\n<|Assistant|>:'),
-  system_prompt: z.string().default(''),
+  /** `{system}` of understanding prompts (followed by a blank line when set); unset = the model's own: Janus'
+   * VLChatProcessor.system_prompt "You are a helpful language and vision assistant. …" (janus/models/processing_vlm.py:78-82;
+   * transformers' DEFAULT_SYSTEM_PROMPT), or what its config.json pins (`pairuni_system_prompts`; the tiny models: ''). */
+  und_system_prompt: z.string().optional(),
+  /** `{system}` of generation prompts; unset = '' as upstream's t2i examples (generation_inference.py:49), or the config's pin. */
+  gen_system_prompt: z.string().optional(),
   /** Stop gradients through the unconditional CFG branch (T2I-R1 keeps them). */
   detach_uncond: z.boolean().default(false),
   /** Rollout decoder: `static` (batched prefill, static KV cache, on-device sampling; pairuni_sidecar/rollout)
@@ -40,7 +45,12 @@ export const DimooLoadOptions = z.strictObject({
   und_template: z.string().default('<system>{system}</system><user>{question}{image}</user>'),
   /** `{system}`, `{prompt}`; the unconditional (CFG) prompt puts the <uncondition> token in place of `{prompt}`. */
   gen_template: z.string().default('<system>{system}</system><user>{prompt}</user>'),
-  system_prompt: z.string().default(''),
+  /** `{system}` of understanding prompts; unset = the checkpoint's own: upstream's understanding prompt
+   * (config.py:40, `text_understanding`) for Lumina-DiMOO, '' for the project's tiny models (trained without one). */
+  und_system_prompt: z.string().optional(),
+  /** `{system}` of generation prompts (and their CFG rows); unset = upstream's `image_generation` prompt
+   * (config.py:41) for Lumina-DiMOO, '' for the tiny models. */
+  gen_system_prompt: z.string().optional(),
   /** One-step estimator: probability of masking each prompt token (dLLM's LLaDA recipe 0.15; d1 uses 0.3). */
   p_mask_prompt: z.number().min(0).max(1).default(0.15),
   /** Log-probs for the update: `one_step` (d1 / dLLM mean-field estimate under the est_seed's masks) or `trajectory` (the recorded unmask steps rescored: text steps or image steps forwards, deterministic). */

@@ -7,8 +7,8 @@ through the real ``DimooAdapter``.
 The model is the project's bidirectional transformer (``diffusion/tiny_model.py``) at LLaDA-8B's width
 and depth (d_model 4096, 32 layers, 32 heads), with a GELU MLP of 18432 (the parameters and FLOPs of
 LLaDA's SwiGLU 12288), learned positions instead of RoPE, and DiMOO's token layout (special ids, 8192
-image codes at 126356+) in a vocabulary of 134656 (DiMOO's exact size is in its checkpoint's
-config.json; 126356 + 8192 rounded up to 64 here). Not the upstream code: throughput and memory of the
+image codes at 126356+) in a vocabulary of 134548 = 126356 + 8192 (upstream's image logits are the
+last 8192: generators/image_generation_generator.py:84). Not the upstream code: throughput and memory of the
 same shapes, not of LLaDA's kernels. Images: 512 px = 32 x 32 codes (1056 image positions with row
 separators), 35 MaskGIT steps, CFG against the unconditional prompt, rollout size 2; text: 2 steps.
 Updating all 8B parameters with fp32 AdamW needs ~128 GB before activations, so by default the last
@@ -38,7 +38,7 @@ def build(model_dir: str, tiny: bool, device: str) -> dict:
         lay, grid, cell = tiny_layout(96, 64), (4, 4), 8
         c = TinyMDMConfig(vocab_size=lay.vocab_size, d_model=64, n_layers=2, n_heads=4, d_ff=128, max_len=512)
     else:
-        lay, grid, cell = dimoo_layout(134656), (32, 32), 16
+        lay, grid, cell = dimoo_layout(134548), (32, 32), 16
         c = TinyMDMConfig(vocab_size=lay.vocab_size, d_model=4096, n_layers=32, n_heads=32, d_ff=18432, max_len=2048)
     torch.manual_seed(0)
     with torch.device(device):

@@ -20,7 +20,7 @@ CONFIG = textwrap.dedent('''
     class LLaDAConfig:
         model_type = "llada"
 
-        def __init__(self, d_model=16, vocab_size=134656, embedding_dropout=0.1, **kwargs):
+        def __init__(self, d_model=16, vocab_size=134548, embedding_dropout=0.1, **kwargs):
             self.d_model, self.vocab_size, self.embedding_dropout = d_model, vocab_size, embedding_dropout
             for k, v in kwargs.items():
                 setattr(self, k, v)
@@ -71,11 +71,11 @@ def upstream(tmp_path_factory):
     code = write_code(tmp_path_factory.mktemp("code"))
     ckpt = str(tmp_path_factory.mktemp("ckpt"))
     torch.manual_seed(0)
-    raw = {"d_model": 16, "vocab_size": 134656, "embedding_dropout": 0.1}
+    raw = {"d_model": 16, "vocab_size": 134548, "embedding_dropout": 0.1}
     with open(os.path.join(ckpt, "config.json"), "w") as f:
         json.dump(raw, f)
     # weights in the stand-in's naming, written without importing it here (the loader must do that)
-    d, v = 16, 134656
+    d, v = 16, 134548
     state = {"model.wte.weight": torch.randn(v, d), "model.mix.weight": torch.randn(d, d) * 0.1,
              "model.mix.bias": torch.zeros(d), "model.ff_out.weight": torch.randn(v, d) * 0.3,
              "model.ff_out.bias": torch.zeros(v)}
@@ -101,7 +101,7 @@ def test_loads_and_rolls_out_with_the_dimoo_layout(upstream, image):
     code, ckpt = upstream
     a = load_adapter("dimoo", LoadSpec(path=ckpt, device="cpu", options={"code_dir": code, "image_size": 8}))
     d = a.describe()
-    assert d["source"] == "lumina-dimoo" and d["grid"] == [4, 4] and d["vocab_size"] == 134656
+    assert d["source"] == "lumina-dimoo" and d["grid"] == [4, 4] and d["vocab_size"] == 134548
     assert d["special_ids"]["mask"] == 126336 and d["special_ids"]["code_base"] == 126356
     assert all(m.p == 0.0 for m in a.model.modules() if isinstance(m, torch.nn.Dropout))
     assert a.model.config.embedding_dropout == 0.0
@@ -112,6 +112,20 @@ def test_loads_and_rolls_out_with_the_dimoo_layout(upstream, image):
     for batch in (b, g):
         lp, mask = a.token_logprobs(batch, torch.arange(batch.size), est_seed=3, grad=False)
         assert torch.equal(lp, batch.old_logp_for(3) * mask) and torch.isfinite(lp).all()
+
+
+def test_real_checkpoint_prompts_are_upstreams(upstream):
+    from transformers import AutoTokenizer
+
+    from pairuni_sidecar.adapters.dimoo import UPSTREAM_SYSTEM_PROMPTS
+
+    code, ckpt = upstream
+    a = load_adapter("dimoo", LoadSpec(path=ckpt, device="cpu", options={"code_dir": code, "image_size": 8}))
+    assert a.system == UPSTREAM_SYSTEM_PROMPTS
+    assert UPSTREAM_SYSTEM_PROMPTS["gen"] == "Generate an image according to the text prompt."
+    ids, _, _, maskable, _ = a._gen_rows(["red"])
+    text = "<system>Generate an image according to the text prompt.</system><user>red</user>"
+    assert ids[0, :int(maskable[0].sum())].tolist() == AutoTokenizer.from_pretrained(ckpt)(text)["input_ids"]
 
 
 def test_code_dir_from_the_environment(upstream, monkeypatch):

@@ -70,6 +70,26 @@ def test_loads_geometry_from_config_not_576(adapter):
     assert adapter.gen_prompt_ids("a cat")[-1] == 4
 
 
+def test_system_prompts_per_task_default_to_upstream(adapter, tmp_path):
+    from transformers.models.janus.processing_janus import DEFAULT_SYSTEM_PROMPT
+
+    # the tiny model's config pins empty prompts: its ids are as before the per-task prompts
+    assert adapter.system_prompts == {"und": None, "gen": None} and adapter._system("und") == adapter._system("gen") == ""
+    assert adapter.und_prompt_ids("Q?")[:2] == [adapter.bos_id] + adapter._enc("<")
+    # a config without a pin (a real checkpoint): understanding gets Janus' VLChatProcessor.system_prompt +
+    # the DeepSeek separator, as transformers' port prepends it; generation none (upstream's t2i examples)
+    model_dir = build_tiny_janus(str(tmp_path / "unpinned"), seed=0, system_prompts=None)
+    adapter = load_adapter("janus", LoadSpec(path=model_dir, device="cpu"))
+    assert adapter._system("und") == DEFAULT_SYSTEM_PROMPT and adapter._system("gen") == ""
+    sys_ids = adapter._enc(DEFAULT_SYSTEM_PROMPT)
+    assert adapter.und_prompt_ids("Q?")[1:1 + len(sys_ids)] == sys_ids
+    assert adapter.gen_prompt_ids("a cat") == [adapter.bos_id] + adapter._enc("<|User|>: a cat\n\n<|Assistant|>:") + [adapter.boi_id]
+    pinned = load_adapter("janus", LoadSpec(path=model_dir, device="cpu",
+                                            options={"und_system_prompt": "", "gen_system_prompt": "Draw."}))
+    assert pinned.und_prompt_ids("Q?")[:2] == [adapter.bos_id] + adapter._enc("<")
+    assert pinned.gen_prompt_ids("a")[1:1 + len(adapter._enc("Draw.\n\n"))] == adapter._enc("Draw.\n\n")
+
+
 def test_default_trainable_is_language_model_only(adapter):
     names = [n for n, _ in adapter.trainable_parameters()]
     assert names and all(n.startswith(("model.language_model.", "lm_head.")) for n in names)

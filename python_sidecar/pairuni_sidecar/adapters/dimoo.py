@@ -58,6 +58,16 @@ from .base import (
 from .lora import LoRA, select_targets, within_blocks
 
 CODE_ENV = "PAIRUNI_DIMOO_CODE"
+#: Lumina-DiMOO's task system prompts (upstream config.py:40-41, PROMPT_TEMPLATES), the defaults of
+#: ``und_system_prompt`` / ``gen_system_prompt`` for a real checkpoint. The tiny models were trained with none.
+UPSTREAM_SYSTEM_PROMPTS = {
+    "und": "You are a multimodal model that can process both text and images. Answer the following question "
+           "based on the provided images. Analyze each image and combine relevant details to answer.",
+    "gen": "Generate an image according to the text prompt.",
+}
+#: Share of SFT generation prompts replaced by ``<uncondition>`` so CFG has an unconditional model
+#: (upstream train/train.py:98-100).
+SFT_UNCOND_PROB = 0.1
 UPSTREAM_FILES = ("model/__init__.py", "model/configuration_llada.py", "model/modeling_xllmx_dimoo.py")
 
 
@@ -212,15 +222,35 @@ class _VQCodec:
 
 
 class _Text:
-    """Encode/decode text with either a ``tokenizers.Tokenizer`` (tiny) or an HF tokenizer (real)."""
+    """Encode/decode text with either a ``tokenizers.Tokenizer`` (tiny) or an HF tokenizer (real).
+
+    Upstream tokenizes every prompt and SFT answer with the tokenizer's default call (special tokens as
+    the tokenizer adds them: inference/inference_t2i.py:97, train/train.py:74). Prompts are built from
+    pieces (the image or ``<uncondition>`` goes between them), so ``wrap`` adds around the pieces what
+    the default call adds around a text: ``wrap(encode(a) + encode(b)) == default_call(a + b)``."""
 
     def __init__(self, tok, special_ids: set[int], n_text: int | None) -> None:
         self.tok, self.special, self.n_text = tok, special_ids, n_text
+        self.prefix, self.suffix = self._added_around("a")
+
+    def _ids(self, text: str, special: bool) -> list[int]:
+        if hasattr(self.tok, "encode") and hasattr(self.tok, "get_vocab_size"):
+            return list(self.tok.encode(text, add_special_tokens=special).ids)
+        return list(self.tok(text, add_special_tokens=special)["input_ids"])
+
+    def _added_around(self, probe: str) -> tuple[list[int], list[int]]:
+        full, plain = self._ids(probe, True), self._ids(probe, False)
+        for i in range(len(full) - len(plain) + 1):
+            if full[i:i + len(plain)] == plain:
+                return full[:i], full[i + len(plain):]
+        raise AdapterConfigError(f"dimoo: the tokenizer's default call changes a text's own ids ({probe!r}: {full} "
+                                 f"with special tokens, {plain} without); prompts could not be built from pieces")
 
     def encode(self, text: str) -> list[int]:
-        if hasattr(self.tok, "encode") and hasattr(self.tok, "get_vocab_size"):
-            return list(self.tok.encode(text, add_special_tokens=False).ids)
-        return list(self.tok.encode(text, add_special_tokens=False))
+        return self._ids(text, False)
+
+    def wrap(self, ids: list[int]) -> list[int]:
+        return self.prefix + list(ids) + self.suffix
 
     def decode(self, ids: list[int]) -> str:
         keep = [i for i in ids if i not in self.special and (self.n_text is None or i < self.n_text)]
@@ -246,6 +276,9 @@ class DimooAdapter(PolicyAdapter):
         self.source_dir = os.path.abspath(spec.model_dir)
         self.config = self._read_config(spec.model_dir)
         self.tiny = self.config.get("model_type") == MODEL_TYPE
+        own = {"und": "", "gen": ""} if self.tiny else UPSTREAM_SYSTEM_PROMPTS
+        self.system = {"und": own["und"] if self.opts.und_system_prompt is None else self.opts.und_system_prompt,
+                       "gen": own["gen"] if self.opts.gen_system_prompt is None else self.opts.gen_system_prompt}
         self.model = self._load(spec.model_dir)
         if not spec.train_modules:
             raise AdapterConfigError("train_modules is empty: nothing would train")
@@ -413,8 +446,10 @@ class DimooAdapter(PolicyAdapter):
         lay, (h, w) = self.layout, self.grid
         seqs, starts = [], []
         for c, t in zip(codes, texts):
-            pre, post = self._split(self.opts.und_template, "image", system=self.opts.system_prompt, question=t)
-            s, start = und_sequence(pre, post, c, h, w, slots, lay)
+            pre, post = self._split(self.opts.und_template, "image", system=self.system["und"], question=t)
+            # The tokenizer's BOS before the prompt and EOS (if any) after it: the image stays at the
+            # template's place, inside the prompt (upstream's input_ids[:-1] + image + input_ids[-1:]).
+            s, start = und_sequence(self.text.prefix + pre, post + self.text.suffix, c, h, w, slots, lay)
             seqs.append(s)
             starts.append(start)
         ids, keep = right_pad(seqs, lay.pad)
@@ -429,8 +464,8 @@ class DimooAdapter(PolicyAdapter):
         region, offs = gen_region(h, w, lay)
         seqs, slots, plen = [], [], []
         for p in prompts:
-            pre, post = self._split(self.opts.gen_template, "prompt", system=self.opts.system_prompt, prompt=p)
-            pid = pre + self.text.encode(p) + post
+            pre, post = self._split(self.opts.gen_template, "prompt", system=self.system["gen"], prompt=p)
+            pid = self.text.wrap(pre + self.text.encode(p) + post)
             seqs.append(pid + region)
             slots.append([len(pid) + o for o in offs])
             plen.append(len(pid))
@@ -438,8 +473,8 @@ class DimooAdapter(PolicyAdapter):
         maskable = torch.zeros_like(keep)
         for r, n in enumerate(plen):
             maskable[r, :n] = True
-        pre, post = self._split(self.opts.gen_template, "prompt", system=self.opts.system_prompt, prompt="")
-        u = pre + [lay.uncond] + post
+        pre, post = self._split(self.opts.gen_template, "prompt", system=self.system["gen"], prompt="")
+        u = self.text.wrap(pre + [lay.uncond] + post)
         uids = torch.tensor([u + region] * len(prompts), dtype=torch.long)
         ukeep = torch.ones_like(uids, dtype=torch.bool)
         uslots = (len(u) + torch.tensor(offs)).unsqueeze(0).expand(len(prompts), -1).contiguous()
@@ -595,7 +630,9 @@ class DimooAdapter(PolicyAdapter):
 
     def sft_loss(self, examples: list[SFTExample]) -> dict[str, torch.Tensor]:
         """Masked-token CE (DiMOO's SFT): per example a ratio cos(pi r / 2), r ~ U(0, 1), of the answer
-        slots / image codes is masked and only those are scored; plain mean over masked tokens."""
+        slots / image codes is masked and only those are scored; plain mean over masked tokens. Targets as
+        upstream's (train/train.py:85-100): the answer tokenized by the default call with ``</answer>``,
+        padded with the pad id; ``SFT_UNCOND_PROB`` of the generation prompts become ``<uncondition>``."""
         self.require("sft")
         if not examples:
             raise BadRequest("sft_loss needs at least one example")
@@ -606,17 +643,40 @@ class DimooAdapter(PolicyAdapter):
         und = [e for e in examples if e.side == "und"]
         gen = [e for e in examples if e.side == "gen"]
         if und:
-            tgt = [self.text.encode(e.target) + [lay.eos] for e in und]
-            L = max(len(t) for t in tgt)
-            tgt = [t + [lay.eos] * (L - len(t)) for t in tgt]
+            tgt = self._sft_answers([e.target for e in und])
+            L = tgt.shape[1]
             codes = self.codec.encode(self._load_images([e.image_path for e in und]))
             ids, keep, slots, _ = self._und_rows(codes, [e.text for e in und], L)
-            res["und"] = self._masked_ce(fn, ids, keep, slots, torch.tensor(tgt), lay.text_support())
+            res["und"] = self._masked_ce(fn, ids, keep, slots, tgt, lay.text_support())
         if gen:
             codes = self.codec.encode(self._load_images([e.image_path for e in gen]))
-            ids, keep, slots, _, _ = self._gen_rows([e.text for e in gen])
+            ids, keep, slots, _ = self._sft_gen_rows([e.text for e in gen])
             res["gen"] = self._masked_ce(fn, ids, keep, slots, codes, slice(lay.code_base, lay.code_end))
         return res
+
+    def _sft_answers(self, answers: list[str]) -> torch.Tensor:
+        """(B, L) answer targets: ``default_call(answer + "</answer>")`` then pad ids up to the longest."""
+        lay = self.layout
+        tgt = [self.text.wrap(self.text.encode(a) + [lay.eoa]) for a in answers]
+        L = max(len(t) for t in tgt)
+        return torch.tensor([t + [lay.pad] * (L - len(t)) for t in tgt])
+
+    def _sft_gen_rows(self, prompts: list[str]):
+        """Generation SFT rows with each prompt replaced by the unconditional one with probability
+        ``SFT_UNCOND_PROB`` (torch's generator); returns ids, keep, code slots and the dropped rows."""
+        lay = self.layout
+        ids, keep, slots, _, (uids, ukeep, uslots) = self._gen_rows(prompts)
+        drop = torch.rand(len(prompts)) < SFT_UNCOND_PROB
+        if drop.any():  # the rows differ in length: right-pad both to one width
+            width = max(ids.shape[1], uids.shape[1])
+
+            def pad(t, v):
+                return torch.nn.functional.pad(t, (0, width - t.shape[1]), value=v)
+            d = drop.unsqueeze(1)
+            ids = torch.where(d, pad(uids, lay.pad), pad(ids, lay.pad))
+            keep = torch.where(d, pad(ukeep, False), pad(keep, False))
+            slots = torch.where(d, uslots, slots)
+        return ids, keep, slots, drop
 
     def _masked_ce(self, fn, ids, keep, slots, targets, support) -> torch.Tensor:
         lay = self.layout

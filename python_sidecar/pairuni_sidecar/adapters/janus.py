@@ -78,6 +78,15 @@ class ImageReadError(BadRequest):
 #: decode steps between checks for a non-finite distribution in the image sampler (each check syncs)
 _GEN_CHECK_EVERY = 32
 
+#: System prompts of an unset ``und_system_prompt`` / ``gen_system_prompt``: Janus' VLChatProcessor.system_prompt
+#: for understanding (janus/models/processing_vlm.py:78-82, = transformers' DEFAULT_SYSTEM_PROMPT), none for
+#: generation (generation_inference.py:49). A model's config.json may pin its own (``pairuni_system_prompts``).
+UPSTREAM_SYSTEM_PROMPTS = {
+    "und": "You are a helpful language and vision assistant. You are able to understand the visual content that "
+           "the user provides, and assist the user with a variety of tasks using natural language.",
+    "gen": "",
+}
+
 
 def _check_model_dir(path: str, what: str) -> None:
     if not isinstance(path, str) or not path:
@@ -206,7 +215,8 @@ class JanusAdapter(PolicyAdapter):
         o = JanusLoadOptions.from_wire(dict(options or {}), where="janus model.options")
         self.opts = o
         self.und_template, self.gen_template = o.und_template, o.gen_template
-        self.system_prompt, self.detach_uncond = o.system_prompt, o.detach_uncond
+        self.system_prompts = {"und": o.und_system_prompt, "gen": o.gen_system_prompt}
+        self.detach_uncond = o.detach_uncond
         self.rollout_engine = o.rollout_engine
         self.rollout_compile = o.rollout_compile == "on" or (o.rollout_compile == "auto" and self.device.type == "cuda")
         self._decoders: dict[tuple[str, bool], StaticDecoder] = {}
@@ -308,19 +318,22 @@ class JanusAdapter(PolicyAdapter):
     def _enc(self, text: str) -> list[int]:
         return list(self.tok.encode(text, add_special_tokens=False))
 
-    def _system(self) -> str:
-        return f"{self.system_prompt}\n\n" if self.system_prompt else ""
+    def _system(self, side: str) -> str:
+        sp = self.system_prompts[side]
+        if sp is None:  # unset: what the model's config pins (the tiny models: none), else upstream's
+            sp = (getattr(self.model.config, "pairuni_system_prompts", None) or UPSTREAM_SYSTEM_PROMPTS)[side]
+        return f"{sp}\n\n" if sp else ""  # the DeepSeek conversation format: system + sep "\n\n"
 
     def und_prompt_ids(self, question: str) -> list[int]:
         pre, post = self.und_template.split("{image}")
-        sys_ = self._system()
+        sys_ = self._system("und")
         pre = pre.replace("{system}", sys_).replace("{question}", question)
         post = post.replace("{system}", sys_).replace("{question}", question)
         return ([self.bos_id] + self._enc(pre) + [self.boi_id] + [self.img_id] * self.num_image_tokens
                 + [self.eoi_id] + self._enc(post))
 
     def gen_prompt_ids(self, prompt: str) -> list[int]:
-        text = self.gen_template.replace("{system}", self._system()).replace("{prompt}", prompt)
+        text = self.gen_template.replace("{system}", self._system("gen")).replace("{prompt}", prompt)
         return [self.bos_id] + self._enc(text) + [self.boi_id]
 
     def pixels(self, paths: list[str], size: int | None = None, mean=None, std=None) -> torch.Tensor:

@@ -32,8 +32,14 @@ def tiny_tokenizer():
     )
 
 
+#: The tiny models are prompted without system prompts (their tests were written so); the adapter reads the pin
+#: from config.json where ``und_system_prompt`` / ``gen_system_prompt`` are unset.
+TINY_SYSTEM_PROMPTS = {"und": "", "gen": ""}
+
+
 def tiny_janus_config(*, image_size: int = 32, patch_size: int = 8, hidden: int = 64, layers: int = 2,
-                      vocab_size: int = 128, codebook: int = 64, max_positions: int = 512):
+                      vocab_size: int = 128, codebook: int = 64, max_positions: int = 512,
+                      system_prompts: dict | None = TINY_SYSTEM_PROMPTS):
     from transformers import JanusConfig
 
     n_img = (image_size // patch_size) ** 2
@@ -48,6 +54,7 @@ def tiny_janus_config(*, image_size: int = 32, patch_size: int = 8, hidden: int 
                        channel_multiplier=[1, 1, 1], num_res_blocks=1, projection_dim=hidden,
                        image_token_embed_dim=hidden, num_hidden_layers=2),
         image_token_id=3, tie_word_embeddings=False,
+        **({"pairuni_system_prompts": dict(system_prompts)} if system_prompts is not None else {}),
     )
 
 

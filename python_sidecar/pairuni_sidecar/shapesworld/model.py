@@ -89,7 +89,8 @@ def adapter_options(fmt: PromptFormat) -> dict:
     return {
         "und_template": "{system}" + fmt.und_template.replace("{text}", "{question}"),
         "gen_template": "{system}" + fmt.gen_template,
-        "system_prompt": "",
+        "und_system_prompt": "",  # trained without system prompts: pinned, not the family default
+        "gen_system_prompt": "",
     }
 
 

@@ -66,7 +66,8 @@ class DimooPretrainConfig:
 
 def adapter_options(fmt: PromptFormat) -> dict:
     return {"und_template": "{system}" + fmt.und_template.replace("{text}", "{question}"),
-            "gen_template": "{system}" + fmt.gen_template, "system_prompt": ""}
+            "gen_template": "{system}" + fmt.gen_template,
+            "und_system_prompt": "", "gen_system_prompt": ""}
 
 
 def _lr(base: float, step: int, warmup: int) -> float:

@@ -20,4 +20,13 @@ describe('family config defaults', () => {
     expect(familyOptions('dimoo', 'gen', {})).toEqual({ steps: 35 });
     expect(() => familyOptions('dimoo', 'gen', { step: 3 })).toThrow();
   });
+
+  it('system prompts are per task and left to the sidecar (the model\'s own: upstream\'s) unless given', () => {
+    for (const family of ['janus', 'dimoo']) {
+      const o = familyOptions(family, 'load', {});
+      expect('und_system_prompt' in o || 'gen_system_prompt' in o).toBe(false);
+      expect(familyOptions(family, 'load', { und_system_prompt: '', gen_system_prompt: 'G' })).toMatchObject({ und_system_prompt: '', gen_system_prompt: 'G' });
+    }
+    expect(() => familyOptions('janus', 'load', { system_prompt: '' })).toThrow(/system_prompt/);
+  });
 });
