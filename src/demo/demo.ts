@@ -62,9 +62,9 @@ export interface DemoResult {
   before: EvalResult;
   after: Record<'pairgrpo' | 'random', Record<number, EvalResult>>;
   /** Per arm: the mean over seeds with its std and 95% t-interval. */
-  summary: Record<'pairgrpo' | 'random', { und: ArmStat; gen: ArmStat }>;
-  /** PairUG − random per side, paired by seed, with its 95% t-interval. */
-  paired: { und: MeanCI; gen: MeanCI };
+  summary: Record<'pairgrpo' | 'random', { und: ArmStat; gen: ArmStat; gradCos: ArmStat }>;
+  /** PairUG − random per side (and for the mean und–gen gradient cosine), paired by seed, with its 95% t-interval. */
+  paired: { und: MeanCI; gen: MeanCI; gradCos: MeanCI };
   /** Train/eval overlap of the world and the model's pretraining pool (`shapesworld.overlap`). */
   overlap: SplitOverlap;
   seconds: number;
@@ -386,7 +386,9 @@ async function runPhases(o: DemoOptions, t0: number, p: Plan, model: string): Pr
       gen: { k: p.k, cfgWeight: 3, reward: { name: 'shapes', config: {} }, ...p.gen },
       ...(Object.keys(p.loss).length ? { loss: p.loss } : {}),
       optim: { lr: p.lr, microBatch: 16 },
-      log: { sampleEvery: Math.max(1, p.steps), tensorboard: true },
+      // grad_cos every step: the paper's mechanism (§2.2, Fig. 8) is that aligned pairs raise the cosine
+      // between the understanding and generation gradients; the report compares it between the arms.
+      log: { sampleEvery: Math.max(1, p.steps), tensorboard: true, gradCosine: true },
       checkpoint: { every: Math.max(1, Math.floor(p.steps / 2)), keep: 1 },
       sidecar: { threads: 1 },
     };
@@ -417,11 +419,13 @@ async function runPhases(o: DemoOptions, t0: number, p: Plan, model: string): Pr
     writeJsonAtomic(path, await evaluate(join(ck.policyDir, 'model'), `${r.variant}-s${r.seed}`), 2);
   });
   for (const r of runs) after[r.variant][r.seed] = readJson<EvalResult>(join(evalDir, `${r.variant}-s${r.seed}.json`));
+  const cosBySeed = { pairgrpo: {}, random: {} } as Record<'pairgrpo' | 'random', Record<number, number>>;
+  for (const r of runs) cosBySeed[r.variant][r.seed] = meanGradCos(runDir(r));
   const summary = Object.fromEntries(
     (['pairgrpo', 'random'] as const).map((v) => {
       const rs = Object.values(after[v]);
       const arm = (xs: number[]): ArmStat => ({ ...meanCI(xs), std: meanStd(xs).std });
-      return [v, { und: arm(rs.map((x) => x.und_accuracy)), gen: arm(rs.map((x) => x.gen_reward)) }];
+      return [v, { und: arm(rs.map((x) => x.und_accuracy)), gen: arm(rs.map((x) => x.gen_reward)), gradCos: arm(Object.values(cosBySeed[v])) }];
     }),
   ) as DemoResult['summary'];
   const bySeed = (v: 'pairgrpo' | 'random', key: 'und_accuracy' | 'gen_reward') =>
@@ -429,6 +433,7 @@ async function runPhases(o: DemoOptions, t0: number, p: Plan, model: string): Pr
   const paired: DemoResult['paired'] = {
     und: pairedDiffCI(bySeed('pairgrpo', 'und_accuracy'), bySeed('random', 'und_accuracy')),
     gen: pairedDiffCI(bySeed('pairgrpo', 'gen_reward'), bySeed('random', 'gen_reward')),
+    gradCos: pairedDiffCI(cosBySeed.pairgrpo, cosBySeed.random),
   };
   const seconds = Math.round((Date.now() - t0) / 1000);
   const wall = addWallTime(out, seconds);
@@ -438,6 +443,14 @@ async function runPhases(o: DemoOptions, t0: number, p: Plan, model: string): Pr
 }
 
 type SplitOverlap = OpReply<'shapesworld.overlap'>;
+
+/** A run's mean und–gen gradient cosine over its logged steps (NaN when it logged none). */
+export function meanGradCos(dir: string): number {
+  const xs = (existsSync(join(dir, 'metrics.jsonl')) ? readMetrics(dir) : [])
+    .map((m) => Number((m as Record<string, unknown>).grad_cos))
+    .filter(Number.isFinite);
+  return xs.length ? xs.reduce((a, b) => a + b, 0) / xs.length : NaN;
+}
 
 /** The report's statement of how held out the held-out items are (measured, not assumed). */
 export function heldOut(o: SplitOverlap): string {
@@ -578,6 +591,23 @@ function writeReport(
     ),
     '',
     ...categoryNotes(),
+    '## Mechanism: cosine between the understanding and generation gradients (paper §2.2, Fig. 8)',
+    '',
+    'Each step logs the cosine between the gradient of the understanding loss and that of the generation loss over ' +
+      "the same update (`grad_cos`). The paper's argument for PairGRPO is that aligned pairs raise it; per run it is " +
+      'averaged over the steps, then over seeds as above.',
+    '',
+    mdTable(
+      ['', 'mean und–gen gradient cosine ± 95% CI [interval]'],
+      [
+        ['PairGRPO on PairUG', pm(summary.pairgrpo.gradCos)],
+        ['PairGRPO on random pairs', pm(summary.random.gradCos)],
+        ['PairUG − random, paired by seed', `${fmtCI(paired.gradCos, 3, true)} (${verdict(paired.gradCos)})`],
+      ],
+    ),
+    '',
+    curves('grad_cos', 'und–gen gradient cosine per step'),
+    '',
     '## Training curves (5-step moving average)',
     '',
     curves('und/reward', 'understanding reward (train rollouts)'),

@@ -81,6 +81,7 @@ Ctrl-C stops cleanly; the same command resumes.`);
     console.log(`PairGRPO (PairUG): und acc ${ci(s.pairgrpo.und)}, gen reward ${ci(s.pairgrpo.gen)} (95% CI)`);
     console.log(`random pairs:      und acc ${ci(s.random.und)}, gen reward ${ci(s.random.gen)} (95% CI)`);
     console.log(`PairUG − random:   und ${ci(res.paired.und, true)}, gen ${ci(res.paired.gen, true)} (paired by seed, 95% CI)`);
+    console.log(`und–gen gradient cosine: PairUG ${ci(s.pairgrpo.gradCos)}, random ${ci(s.random.gradCos)}, difference ${ci(res.paired.gradCos, true)}`);
     console.log(`report: ${res.report} (${res.seconds} s)`);
   });
 }

@@ -5,6 +5,7 @@ import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { DEFAULT_MODEL, runDemo, type DemoResult } from '../../../src/demo/demo.js';
 import { AbortedError, PairuniError } from '../../../src/errors.js';
+import { readMetrics } from '../../../src/train/index.js';
 
 const out = mkdtempSync(join(tmpdir(), 'pairuni-demo-'));
 const scratch = mkdtempSync(join(tmpdir(), 'pairuni-demo-b-'));
@@ -42,6 +43,16 @@ describe('demo (quick)', () => {
     expect(res.paired.und.mean).toBeCloseTo(res.after.pairgrpo[0].und_accuracy - res.after.random[0].und_accuracy, 12);
     expect(res.paired.gen.mean).toBeCloseTo(res.after.pairgrpo[0].gen_reward - res.after.random[0].gen_reward, 12);
     expect(md).toMatch(/\| understanding accuracy \| [+-]\d\.\d{3} \(n = 1, no interval\) \| one seed: no interval \|/);
+    // The mechanism: every step logged the und–gen gradient cosine; the report averages it per run.
+    for (const v of ['pairgrpo', 'random'] as const) {
+      const rows = readMetrics(join(res.report, '..', 'runs', `${v}-s0`));
+      expect(rows.length).toBeGreaterThan(0);
+      expect(rows.every((m) => typeof m.grad_cos === 'number' && Math.abs(m.grad_cos) <= 1)).toBe(true);
+      const mean = rows.reduce((a, m) => a + (m.grad_cos as number), 0) / rows.length;
+      expect(res.summary[v].gradCos.mean).toBeCloseTo(mean, 12);
+    }
+    expect(res.paired.gradCos.mean).toBeCloseTo(res.summary.pairgrpo.gradCos.mean - res.summary.random.gradCos.mean, 12);
+    expect(md).toContain('## Mechanism: cosine between the understanding and generation gradients');
     for (const v of ['pairgrpo', 'random'] as const) {
       const e = res.after[v][0];
       expect(e.und_accuracy).toBeGreaterThanOrEqual(0);
