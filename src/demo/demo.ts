@@ -21,7 +21,7 @@ import { Sidecar } from '../sidecar/sidecar.js';
 import { FAMILY_CONFIG_DEFAULTS } from '../contract/families.js';
 import { parseTrainConfig, type TrainConfigInput } from '../train/config.js';
 import { readMetrics } from '../train/metrics.js';
-import { latestCheckpoint } from '../train/checkpoint.js';
+import { assertUsableOut, latestCheckpoint } from '../train/checkpoint.js';
 import { train } from '../train/trainer.js';
 import { fmtCI, lineChart, mdTable, meanCI, meanStd, pairedDiffCI, smooth, type MeanCI, type Series } from './report.js';
 import { writeFileAtomic, writeJsonAtomic } from '../util/atomic.js';
@@ -158,7 +158,7 @@ function recipeNote(p: Plan): string {
 }
 
 /** Wall time summed over every invocation that worked on `out` (a resumed demo reports its whole cost). */
-function addWallTime(out: string, seconds: number): { seconds: number; invocations: number } {
+export function addWallTime(out: string, seconds: number): { seconds: number; invocations: number } {
   const path = join(out, 'timing.json');
   const prev = existsSync(path) ? readJson<{ seconds: number; invocations: number }>(path) : { seconds: 0, invocations: 0 };
   const next = { seconds: prev.seconds + seconds, invocations: prev.invocations + 1 };
@@ -268,6 +268,7 @@ export function validateDemoOptions(o: DemoOptions): void {
 export async function runDemo(o: DemoOptions): Promise<DemoResult> {
   const t0 = Date.now();
   validateDemoOptions(o);
+  assertUsableOut(o.out, 'the demo directory');
   const model = resolve(o.model ?? DEMO_MODELS[o.family ?? 'janus']);
   if (!existsSync(join(model, 'config.json'))) {
     const how = (o.family ?? 'janus') === 'dimoo' ? 'scripts/pretrain-tiny-dimoo.sh' : `python -m pairuni_sidecar.shapesworld pretrain --out ${model}`;

@@ -57,9 +57,10 @@ const errnoCode = (e: unknown) => (e as NodeJS.ErrnoException | undefined)?.code
 /**
  * Throws a RunStateError naming the path unless `out` is a writable directory or can be created as
  * one (its nearest existing ancestor is a writable directory). Creates nothing: checked before a
- * sidecar is started, so a run that cannot write its results fails at once.
+ * sidecar is started, so a run that cannot write its results fails at once (the demos check their
+ * `out` the same way, naming it as `what`).
  */
-export function assertUsableOut(out: string): void {
+export function assertUsableOut(out: string, what = 'the run directory'): void {
   const target = resolve(out);
   for (let p = target; ; p = dirname(p)) {
     let isDir: boolean;
@@ -72,13 +73,13 @@ export function assertUsableOut(out: string): void {
     }
     if (!isDir) {
       const why = p === target ? 'it is a file, not a directory' : `${p} is a file, not a directory`;
-      const msg = (opt: string) => `cannot use out ${out} as the run directory: ${why}; choose another ${opt}`;
+      const msg = (opt: string) => `cannot use out ${out} as ${what}: ${why}; choose another ${opt}`;
       throw new RunStateError(msg('`out`'), { cliMessage: msg('--out') });
     }
     try {
       accessSync(p, constants.W_OK | constants.X_OK);
     } catch (e) {
-      throw new RunStateError(`cannot use out ${out} as the run directory: ${p === target ? 'it' : p} is not writable`, { cause: e });
+      throw new RunStateError(`cannot use out ${out} as ${what}: ${p === target ? 'it' : p} is not writable`, { cause: e });
     }
     return;
   }
