@@ -72,8 +72,11 @@ export async function run(argv: string[]): Promise<number> {
     const res = await train(cfg, {
       resume: values.resume,
       signal: interrupt.signal,
+      // The trainer's own notices (restarts, skipped checkpoints, removed temps), never the sidecar's raw
+      // stderr: a failure reaches the user as its typed error, and torchrun's and Python's tracebacks
+      // (a corrupt checkpoint, Ctrl-C with --ranks 2) would print before it, repeating it less clearly.
       onLog: (l) => {
-        if (/error|Traceback|lost|restart/i.test(l)) process.stderr.write(`${l}\n`);
+        if (l.startsWith('pairuni train:')) process.stderr.write(`${l}\n`);
       },
       onStep: (m) => {
         // SFT steps (an adapter that declares only `sft`, e.g. Bagel) report their loss terms instead of rewards.
