@@ -117,7 +117,8 @@ describe('pairuni train --resume on a damaged run (real sidecar, the shipped tin
     const r = await pairuni('train', '--config', cfg, '--resume', '--steps', '3', '--quiet');
     expect(r.code).toBe(1);
     expect(r.err).toHaveLength(1);
-    expect(r.err[0]).toMatch(/^pairuni train: CheckpointCorrupt \[op_failed\]: .*step-000002.*cannot be read/);
+    // CheckpointCorrupt travels as op_failed (README, Checkpoints), naming the directory and what failed.
+    expect(r.err[0]).toMatch(/^pairuni train: OpFailedError \[op_failed\]: train\.load: checkpoint '[^']*step-000002\/policy': its DCP state \(state\/\) cannot be read into this janus model: /);
     expect(readFileSync(join(out, 'checkpoints', 'latest'), 'utf8').trim()).toBe('step-000002');
   }, 300_000);
 });
