@@ -19,7 +19,7 @@ import { Sidecar } from '../sidecar/sidecar.js';
 import { assertUsableOut, latestCheckpoint } from '../train/checkpoint.js';
 import { parseTrainConfig, type TrainConfig } from '../train/config.js';
 import { readMetrics } from '../train/metrics.js';
-import { loadArgs, train } from '../train/trainer.js';
+import { isTrainerNotice, loadArgs, train } from '../train/trainer.js';
 import { writeFileAtomic, writeJsonAtomic } from '../util/atomic.js';
 import { addWallTime } from './demo.js';
 import { mdTable, meanStd } from './report.js';
@@ -166,7 +166,7 @@ async function bagelPhases(o: BagelDemoOptions, t0: number, p: ReturnType<typeof
     const cfg = config(r.variant, r.seed);
     const done = latestCheckpoint(cfg.out);
     if (done && done.state.step >= p.steps) continue;
-    await train(cfg, { resume: Boolean(done), signal: o.signal, onLog: () => undefined, onStep: (m) => o.onStep?.(`${r.variant}-s${r.seed}`, m.step, p.steps, runs.length) });
+    await train(cfg, { resume: Boolean(done), signal: o.signal, onLog: (l) => void (isTrainerNotice(l) && log(`  ${l}`)), onStep: (m) => o.onStep?.(`${r.variant}-s${r.seed}`, m.step, p.steps, runs.length) });
   }
   check();
 

@@ -29,6 +29,13 @@ import { RunLog, type StepMetrics } from './metrics.js';
 import { checkParts, mergeUpdateMetrics, partOf, partSeed, rankParts } from './parts.js';
 import { sftStep } from './sft.js';
 
+/**
+ * Whether an `onLog` line is one of the trainer's own notices (a restart, a skipped checkpoint, removed
+ * temps) rather than a line of the sidecar's stderr: a command line shows those only, since a failure
+ * reaches the user as its typed error and a traceback before it would repeat it less clearly.
+ */
+export const isTrainerNotice = (line: string): boolean => line.startsWith('pairuni train:');
+
 export interface TrainOptions {
   /** Stops at the next step boundary, saves a checkpoint, then rejects with AbortedError. */
   signal?: AbortSignal;

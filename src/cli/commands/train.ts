@@ -7,7 +7,7 @@ import { resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 import { AbortedError } from '../../errors.js';
 import { loadTrainConfig } from '../../train/config.js';
-import { RunStateError, train } from '../../train/trainer.js';
+import { isTrainerNotice, RunStateError, train } from '../../train/trainer.js';
 import { onInterrupt } from '../../util/interrupt.js';
 import { Progress } from '../../util/progress.js';
 import { intOpt, USAGE_EXIT } from '../options.js';
@@ -28,7 +28,7 @@ const HELP = `usage: pairuni train --config <run.json> [options]
   -h, --help        this text
 
 Writes <out>/metrics.jsonl, <out>/tensorboard/, <out>/samples/, <out>/checkpoints/step-NNNNNN/.
-Exit codes: 0 done, 130 stopped by Ctrl-C (checkpoint saved), 1 error.`;
+Exit codes: 0 done, 130 stopped by Ctrl-C (checkpoint saved), 2 a bad command line, 1 any other error.`;
 
 const fmt = (x: number | undefined, d = 3) => (x === undefined || !Number.isFinite(x) ? '-' : x.toFixed(d));
 
@@ -72,11 +72,10 @@ export async function run(argv: string[]): Promise<number> {
     const res = await train(cfg, {
       resume: values.resume,
       signal: interrupt.signal,
-      // The trainer's own notices (restarts, skipped checkpoints, removed temps), never the sidecar's raw
-      // stderr: a failure reaches the user as its typed error, and torchrun's and Python's tracebacks
-      // (a corrupt checkpoint, Ctrl-C with --ranks 2) would print before it, repeating it less clearly.
+      // Not the sidecar's raw stderr: Python's and torchrun's tracebacks (a corrupt checkpoint, Ctrl-C
+      // with --ranks 2) printed before the typed error that says the same.
       onLog: (l) => {
-        if (l.startsWith('pairuni train:')) process.stderr.write(`${l}\n`);
+        if (isTrainerNotice(l)) process.stderr.write(`${l}\n`);
       },
       onStep: (m) => {
         // SFT steps (an adapter that declares only `sft`, e.g. Bagel) report their loss terms instead of rewards.
