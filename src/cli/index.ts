@@ -10,6 +10,7 @@ import { readdirSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { PairuniError } from '../errors.js';
+import { USAGE_EXIT } from './options.js';
 
 interface Command {
   run(argv: string[]): Promise<number>;
@@ -40,8 +41,7 @@ async function help(): Promise<void> {
   console.log(lines.join('\n'));
 }
 
-/** Exit status for a command line that does not parse (unknown flag, missing value). */
-export const USAGE_EXIT = 2;
+export { USAGE_EXIT };
 
 /** node's parseArgs errors carry `code: 'ERR_PARSE_ARGS_…'` (unknown option, bad value, positional). */
 export function isParseArgsError(e: unknown): e is Error & { code: string } {

@@ -46,6 +46,21 @@ export function backboneFrom(v: Record<string, unknown>): BackboneSpec {
   return r.data;
 }
 
+/** The required flags left out (or given empty), as `--name` words; undefined when none is. */
+export function missingFlags(v: Record<string, unknown>, required: string[]): string[] | undefined {
+  const missing = required.filter((k) => !v[k]).map((k) => `--${k}`);
+  return missing.length ? missing : undefined;
+}
+
+/** Exit status of a command line that does not parse (unknown flag, missing value) or lacks a required flag. */
+export const USAGE_EXIT = 2;
+
+/** One line naming the missing flags and where to look; returns the usage exit status. */
+export function usageError(cmd: string, missing: string[]): number {
+  console.error(`pairuni ${cmd}: ${missing.join(', ')} ${missing.length > 1 ? 'are' : 'is'} required (see 'pairuni ${cmd} --help')`);
+  return USAGE_EXIT;
+}
+
 /** Allowed range of a numeric option; `gt` is an exclusive lower bound. */
 export interface Range {
   min?: number;
@@ -64,10 +79,17 @@ function inRange(n: number, r: Range): boolean {
   return (r.min === undefined || n >= r.min) && (r.gt === undefined || n > r.gt) && (r.max === undefined || n <= r.max);
 }
 
+/**
+ * Decimal notation only: `Number()` alone also takes '0x2', '0b1', ' 3', 'Infinity', '' (as 0) and, for
+ * an integer, '1e2'. Every command parses its numbers here, so one value means the same everywhere.
+ */
+const INTEGER = /^-?\d+$/;
+const DECIMAL = /^-?(?:\d+\.?\d*|\.\d+)(?:e[+-]?\d+)?$/i;
+
 /** Parses an integer option; a ConfigError names the option and the allowed range. */
 export function intOpt(v: unknown, name: string, range: Range = {}): number {
-  const s = String(v).trim();
-  const n = s === '' ? NaN : Number(s);
+  const s = String(v);
+  const n = INTEGER.test(s) ? Number(s) : NaN;
   const want = ['an integer', rangeText(range)].filter(Boolean).join(' ');
   if (!Number.isSafeInteger(n) || !inRange(n, range)) throw new ConfigError(`${name} must be ${want}, got '${v}'`);
   return n;
@@ -75,8 +97,8 @@ export function intOpt(v: unknown, name: string, range: Range = {}): number {
 
 /** Parses a number option; a ConfigError names the option and the allowed range. */
 export function numOpt(v: unknown, name: string, range: Range = {}): number {
-  const s = String(v).trim();
-  const n = s === '' ? NaN : Number(s);
+  const s = String(v);
+  const n = DECIMAL.test(s) ? Number(s) : NaN;
   const want = ['a number', rangeText(range)].filter(Boolean).join(' ');
   if (!Number.isFinite(n) || !inRange(n, range)) throw new ConfigError(`${name} must be ${want}, got '${v}'`);
   return n;

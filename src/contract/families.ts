@@ -5,6 +5,7 @@
  * (a user's plug-in adapter) validates its own options.
  */
 import { z } from 'zod';
+import { ConfigError } from '../errors.js';
 
 export const JanusLoadOptions = z.strictObject({
   /** User turn of an understanding prompt: `{image}` once (the image placeholder run), `{question}`, optional `{system}`. */
@@ -141,8 +142,33 @@ export function withFamilyDefaults(input: unknown): unknown {
 /** The records generated as Python dataclasses for the families (name → schema). */
 export const FAMILY_RECORDS = { JanusLoadOptions, JanusUndOptions, JanusGenOptions, DimooLoadOptions, DimooUndOptions, DimooGenOptions, BagelLoadOptions } as const;
 
+/** Where each kind of family option sits in a training config. */
+export const FAMILY_OPTION_FIELDS = { load: 'model.options', und: 'und.options', gen: 'gen.options' } as const;
+
+/**
+ * What is wrong with a built-in family's options, one line per problem naming the config field
+ * (`model.options.detach_uncond: ...`); empty when they are valid or the family is a plug-in's.
+ */
+export function familyOptionIssues(family: string, where: 'load' | 'und' | 'gen', options: Record<string, unknown>): string[] {
+  const f = (FAMILIES as Record<string, (typeof FAMILIES)[Family]>)[family];
+  if (!f) return [];
+  const r = f[where].safeParse(options);
+  if (r.success) return [];
+  const field = FAMILY_OPTION_FIELDS[where];
+  const known = Object.keys(f[where].shape);
+  return r.error.issues.flatMap((i) => {
+    if (i.code === 'unrecognized_keys') {
+      return i.keys.map((k) => `${field}.${k}: not an option of the ${family} family (${known.length ? `it takes ${known.join(', ')}` : 'it takes none'})`);
+    }
+    return [`${[field, ...i.path.map(String)].join('.')}: ${i.message}`];
+  });
+}
+
 /** Fills a built-in family's option defaults so the sidecar receives explicit values; other families pass through. */
 export function familyOptions(family: string, where: 'load' | 'und' | 'gen', options: Record<string, unknown>): Record<string, unknown> {
   const f = (FAMILIES as Record<string, (typeof FAMILIES)[Family]>)[family];
-  return f ? (f[where].parse(options) as Record<string, unknown>) : options;
+  if (!f) return options;
+  const issues = familyOptionIssues(family, where, options);
+  if (issues.length) throw new ConfigError(issues.join('; '));
+  return f[where].parse(options) as Record<string, unknown>;
 }

@@ -8,6 +8,6 @@ export async function runBagelCli(opts: BagelDemoOptions): Promise<number> {
     console.log(`random init:         und acc ${res.before.und_accuracy.toFixed(3)}`);
     console.log(`SFT on PairUG:       und acc ${pm(res.summary.pairug)}`);
     console.log(`SFT on random pairs: und acc ${pm(res.summary.random)}`);
-    console.log(`generation: not measured (no flow sampler); report: ${res.report} (${res.seconds} s)`);
+    console.log(`generation: not measured (no flow sampler); report: ${res.report} (${res.seconds} s${res.wallSeconds !== res.seconds ? `; ${res.wallSeconds} s over all invocations` : ''})`);
   });
 }

@@ -16,11 +16,12 @@ import { join, resolve } from 'node:path';
 import { AbortedError, PairuniError } from '../errors.js';
 import { buildPairUG } from '../pairing/pipeline.js';
 import { Sidecar } from '../sidecar/sidecar.js';
-import { latestCheckpoint } from '../train/checkpoint.js';
+import { assertUsableOut, latestCheckpoint } from '../train/checkpoint.js';
 import { parseTrainConfig, type TrainConfig } from '../train/config.js';
 import { readMetrics } from '../train/metrics.js';
-import { loadArgs, train } from '../train/trainer.js';
+import { isTrainerNotice, loadArgs, train } from '../train/trainer.js';
 import { writeFileAtomic, writeJsonAtomic } from '../util/atomic.js';
+import { addWallTime } from './demo.js';
 import { mdTable, meanStd } from './report.js';
 
 export interface BagelDemoOptions {
@@ -42,7 +43,10 @@ export interface BagelDemoResult {
   before: UndEval;
   after: Record<Variant, Record<number, UndEval>>;
   summary: Record<Variant, { mean: number; std: number }>;
+  /** This invocation's wall time. */
   seconds: number;
+  /** The demo's wall time on `out`, summed over every invocation (resumes and reruns). */
+  wallSeconds: number;
 }
 
 const INSTRUCTION = '{question}\n{choices}\nAnswer with the option letter.';
@@ -75,17 +79,35 @@ async function withSidecar<T>(fn: (sc: Sidecar) => Promise<T>): Promise<T> {
 
 export async function runBagelDemo(o: BagelDemoOptions): Promise<BagelDemoResult> {
   const t0 = Date.now();
-  const log = o.log ?? ((l: string) => console.error(l));
   const out = resolve(o.out);
   const p = plan(o);
+  assertUsableOut(out, 'the demo directory');
   mkdirSync(out, { recursive: true });
   // Cached worlds, runs and evaluations are only valid for the plan that made them (more seeds are fine).
   const { seeds: _s, ...fixed } = p;
   const planPath = join(out, 'plan.json');
-  if (existsSync(planPath) && JSON.stringify(readJson(planPath)) !== JSON.stringify(fixed)) {
-    throw new PairuniError('demo', `${out} holds a Bagel demo made with a different plan (${planPath}); use another --out or delete it`);
+  if (existsSync(planPath)) {
+    const before = readJson<Record<string, unknown>>(planPath);
+    const now = fixed as Record<string, unknown>;
+    const diff = [...new Set([...Object.keys(before), ...Object.keys(now)])].filter((k) => JSON.stringify(before[k]) !== JSON.stringify(now[k]));
+    if (diff.length) {
+      const what = diff.map((k) => `${k}: ${JSON.stringify(before[k])} there, ${JSON.stringify(now[k])} now`).join('; ');
+      throw new PairuniError('demo', `${out} holds a Bagel demo made with a different plan (${what}); use another --out or delete it`);
+    }
   }
   writeJsonAtomic(planPath, fixed);
+  try {
+    return await bagelPhases(o, t0, p);
+  } catch (e) {
+    // An interrupted or failed invocation still counts towards the demo's wall time.
+    addWallTime(out, Math.round((Date.now() - t0) / 1000));
+    throw e;
+  }
+}
+
+async function bagelPhases(o: BagelDemoOptions, t0: number, p: ReturnType<typeof plan>): Promise<BagelDemoResult> {
+  const log = o.log ?? ((l: string) => console.error(l));
+  const out = resolve(o.out);
   const check = () => {
     if (o.signal?.aborted) throw new AbortedError('demo interrupted; rerun the same command to resume');
   };
@@ -144,7 +166,7 @@ export async function runBagelDemo(o: BagelDemoOptions): Promise<BagelDemoResult
     const cfg = config(r.variant, r.seed);
     const done = latestCheckpoint(cfg.out);
     if (done && done.state.step >= p.steps) continue;
-    await train(cfg, { resume: Boolean(done), signal: o.signal, onLog: () => undefined, onStep: (m) => o.onStep?.(`${r.variant}-s${r.seed}`, m.step, p.steps, runs.length) });
+    await train(cfg, { resume: Boolean(done), signal: o.signal, onLog: (l) => void (isTrainerNotice(l) && log(`  ${l}`)), onStep: (m) => o.onStep?.(`${r.variant}-s${r.seed}`, m.step, p.steps, runs.length) });
   }
   check();
 
@@ -159,6 +181,8 @@ export async function runBagelDemo(o: BagelDemoOptions): Promise<BagelDemoResult
   for (const r of runs) after[r.variant][r.seed] = readJson<UndEval>(evalPath(r));
   const summary = { pairug: meanStd(Object.values(after.pairug).map((e) => e.und_accuracy)), random: meanStd(Object.values(after.random).map((e) => e.und_accuracy)) };
   const seconds = Math.round((Date.now() - t0) / 1000);
+  // Summed over every invocation on `out`: a no-op rerun must not report its own 0 s as the demo's cost.
+  const wall = addWallTime(out, seconds);
   const lastLoss = (v: Variant, k: 'ce' | 'mse') =>
     meanStd(p.seeds.map((s) => {
       const rows = readMetrics(config(v, s).out);
@@ -171,7 +195,7 @@ export async function runBagelDemo(o: BagelDemoOptions): Promise<BagelDemoResult
     `Tiny random-init Bagel (Qwen2 MoT hidden 64 × 2 layers, SigLIP hidden 32, VAE z=16), SFT ${p.steps} steps × ${p.batchPairs} pairs ` +
       `(each pair one packed sequence: 1 understanding + 1 generation sample; CE + flow-matching MSE; AdamW β 0.9/0.95, eps 1e-15, lr ${p.optim.lr}, clip 1), ` +
       `seeds ${p.seeds.join(', ')}. Held-out understanding: ${before.n_und} items from the world's held-out split, answer = the option letter with the highest log-likelihood. ` +
-      `This invocation: ${seconds} s.`,
+      `Wall time ${wall.seconds} s${wall.invocations > 1 ? ` over ${wall.invocations} invocations (interrupted and resumed, or rerun)` : ''}.`,
     '',
     mdTable(
       ['', 'held-out understanding accuracy (mean ± std)', 'final train CE', 'final train MSE'],
@@ -187,6 +211,6 @@ export async function runBagelDemo(o: BagelDemoOptions): Promise<BagelDemoResult
   ];
   const report = join(out, 'report.md');
   writeFileAtomic(report, lines.join('\n'));
-  writeJsonAtomic(join(out, 'summary.json'), { before, after, summary, seconds, plan: p }, 2);
-  return { report, before, after, summary, seconds };
+  writeJsonAtomic(join(out, 'summary.json'), { before, after, summary, wallSeconds: wall.seconds, invocations: wall.invocations, plan: p }, 2);
+  return { report, before, after, summary, seconds, wallSeconds: wall.seconds };
 }

@@ -1,5 +1,6 @@
 /** The CLI side shared by every demo arm: Ctrl-C stops at a step boundary, one progress bar over all runs. */
 import { AbortedError } from '../errors.js';
+import { RunStateError } from '../train/checkpoint.js';
 import { onInterrupt } from '../util/interrupt.js';
 import { Progress } from '../util/progress.js';
 
@@ -33,6 +34,8 @@ export async function runDemoCli<T>(label: string, run: (hooks: DemoHooks) => Pr
       console.error(`[demo] ${e.message}`);
       return 130;
     }
+    // The SDK's message names its options (`out`); here the user typed flags (`--out`), as for `train`.
+    if (e instanceof RunStateError && e.cliMessage !== e.message) throw new RunStateError(e.cliMessage, { cause: e });
     throw e;
   } finally {
     interrupt.dispose();

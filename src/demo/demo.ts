@@ -18,10 +18,10 @@ import { AbortedError, ConfigError, PairuniError } from '../errors.js';
 import { buildPairUG } from '../pairing/pipeline.js';
 import { PACKAGE_ROOT } from '../sidecar/python.js';
 import { Sidecar } from '../sidecar/sidecar.js';
-import { FAMILY_CONFIG_DEFAULTS } from '../contract/families.js';
+import { FAMILIES, FAMILY_CONFIG_DEFAULTS } from '../contract/families.js';
 import { parseTrainConfig, type TrainConfigInput } from '../train/config.js';
 import { readMetrics } from '../train/metrics.js';
-import { latestCheckpoint } from '../train/checkpoint.js';
+import { assertUsableOut, latestCheckpoint } from '../train/checkpoint.js';
 import { train } from '../train/trainer.js';
 import { fmtCI, lineChart, mdTable, meanCI, meanStd, pairedDiffCI, smooth, type MeanCI, type Series } from './report.js';
 import { writeFileAtomic, writeJsonAtomic } from '../util/atomic.js';
@@ -157,8 +157,23 @@ function recipeNote(p: Plan): string {
   return parts.length ? `; ${parts.join(', ')}` : '';
 }
 
+/** A model directory's family: its model card's `family`, else a built-in family its config.json's `model_type` names, else Janus. */
+function modelFamily(model: string): { family: string; source: string } {
+  const cardPath = join(model, 'pairuni_model.json');
+  const card = existsSync(cardPath) ? readJson<{ family?: unknown }>(cardPath) : {};
+  if (typeof card.family === 'string') return { family: card.family, source: `pairuni_model.json: family "${card.family}"` };
+  let type: unknown;
+  try {
+    type = readJson<{ model_type?: unknown }>(join(model, 'config.json')).model_type;
+  } catch {
+    /* an unreadable config.json is the model loader's to report, by name */
+  }
+  if (typeof type === 'string' && Object.hasOwn(FAMILIES, type)) return { family: type, source: `config.json: model_type "${type}"` };
+  return { family: 'janus', source: 'no family in pairuni_model.json or config.json: taken as Janus' };
+}
+
 /** Wall time summed over every invocation that worked on `out` (a resumed demo reports its whole cost). */
-function addWallTime(out: string, seconds: number): { seconds: number; invocations: number } {
+export function addWallTime(out: string, seconds: number): { seconds: number; invocations: number } {
   const path = join(out, 'timing.json');
   const prev = existsSync(path) ? readJson<{ seconds: number; invocations: number }>(path) : { seconds: 0, invocations: 0 };
   const next = { seconds: prev.seconds + seconds, invocations: prev.invocations + 1 };
@@ -254,7 +269,7 @@ export function validateDemoOptions(o: DemoOptions): void {
   if (typeof o.out !== 'string' || !o.out) throw bad('out must be a directory path', o.out);
   if (existsSync(o.out) && !statSync(o.out).isDirectory()) throw new ConfigError(`demo: out ${o.out} is a file, not a directory`);
   if (o.model !== undefined && (typeof o.model !== 'string' || !o.model)) throw bad('model must be a model directory path', o.model);
-  if (o.family !== undefined && !Object.hasOwn(DEMO_MODELS, o.family)) throw bad(`family must be one of ${Object.keys(DEMO_MODELS).join(', ')}`, o.family);
+  if (o.family !== undefined && !Object.hasOwn(DEMO_MODELS, o.family)) throw bad(`family must be one of ${Object.keys(DEMO_MODELS).join(', ')} (bagel has its own demo, runBagelDemo: 'pairuni demo --family bagel')`, o.family);
   if (o.steps !== undefined && !(Number.isSafeInteger(o.steps) && o.steps >= 1)) throw bad('steps must be a positive integer', o.steps);
   if (o.parallel !== undefined && !(Number.isSafeInteger(o.parallel) && o.parallel >= 1)) throw bad('parallel must be a positive integer', o.parallel);
   if (o.seeds !== undefined) {
@@ -268,13 +283,18 @@ export function validateDemoOptions(o: DemoOptions): void {
 export async function runDemo(o: DemoOptions): Promise<DemoResult> {
   const t0 = Date.now();
   validateDemoOptions(o);
+  assertUsableOut(o.out, 'the demo directory');
   const model = resolve(o.model ?? DEMO_MODELS[o.family ?? 'janus']);
   if (!existsSync(join(model, 'config.json'))) {
     const how = (o.family ?? 'janus') === 'dimoo' ? 'scripts/pretrain-tiny-dimoo.sh' : `python -m pairuni_sidecar.shapesworld pretrain --out ${model}`;
     throw new PairuniError('demo', `no pretrained model at ${model}: regenerate it with \`${how}\``);
   }
-  const cardPath = join(model, 'pairuni_model.json');
-  const p = plan(o, existsSync(cardPath) ? String(readJson<{ family?: string }>(cardPath).family ?? 'janus') : 'janus');
+  const { family, source } = modelFamily(model);
+  // The model's family picks the recipe: a model of another family than --family asked for would run that recipe unannounced.
+  if (o.family !== undefined && o.family !== family) {
+    throw new ConfigError(`demo: family ${o.family} was asked for, but ${model} is a ${family} model (${source}); pass a ${o.family} model or leave out the family`);
+  }
+  const p = plan(o, family);
   checkPlan(resolve(o.out), p, model);
   try {
     return await runPhases(o, t0, p, model);

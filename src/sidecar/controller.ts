@@ -121,6 +121,14 @@ class SendQueue {
   }
 }
 
+/**
+ * A sidecar error message led by its op's name, once: the sidecar's contract checks already begin
+ * with it (`train.load: missing field(s) model`) and an unknown op names itself (`unknown op 'x.y'`).
+ */
+export function withOp(op: string, msg: string): string {
+  return msg.startsWith(`${op}:`) || msg.startsWith(`${op} `) || msg.includes(`'${op}'`) ? msg : `${op}: ${msg}`;
+}
+
 export class Controller {
   readonly limits: Limits;
   readonly hbMs: number;
@@ -420,7 +428,7 @@ export class Controller {
           return;
         }
         const p = this.takePending(h.re as number);
-        p?.reject(SidecarError.generate(err.code, `${p.op}: ${err.msg}`, err.retryable ?? false, err.detail ?? {}));
+        if (p) p.reject(SidecarError.generate(err.code, withOp(p.op, err.msg), err.retryable ?? false, err.detail ?? {}));
         return;
       }
       case 'prog': {

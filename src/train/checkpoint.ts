@@ -57,9 +57,10 @@ const errnoCode = (e: unknown) => (e as NodeJS.ErrnoException | undefined)?.code
 /**
  * Throws a RunStateError naming the path unless `out` is a writable directory or can be created as
  * one (its nearest existing ancestor is a writable directory). Creates nothing: checked before a
- * sidecar is started, so a run that cannot write its results fails at once.
+ * sidecar is started, so a run that cannot write its results fails at once (the demos check their
+ * `out` the same way, naming it as `what`).
  */
-export function assertUsableOut(out: string): void {
+export function assertUsableOut(out: string, what = 'the run directory'): void {
   const target = resolve(out);
   for (let p = target; ; p = dirname(p)) {
     let isDir: boolean;
@@ -72,13 +73,13 @@ export function assertUsableOut(out: string): void {
     }
     if (!isDir) {
       const why = p === target ? 'it is a file, not a directory' : `${p} is a file, not a directory`;
-      const msg = (opt: string) => `cannot use out ${out} as the run directory: ${why}; choose another ${opt}`;
+      const msg = (opt: string) => `cannot use out ${out} as ${what}: ${why}; choose another ${opt}`;
       throw new RunStateError(msg('`out`'), { cliMessage: msg('--out') });
     }
     try {
       accessSync(p, constants.W_OK | constants.X_OK);
     } catch (e) {
-      throw new RunStateError(`cannot use out ${out} as the run directory: ${p === target ? 'it' : p} is not writable`, { cause: e });
+      throw new RunStateError(`cannot use out ${out} as ${what}: ${p === target ? 'it' : p} is not writable`, { cause: e });
     }
     return;
   }
@@ -162,18 +163,32 @@ export function assertResumable(stored: TrainConfig, current: TrainConfig): void
   }
 }
 
-function readState(dir: string): TrainerState | undefined {
+/** A checkpoint's trainer state, or why the directory is not a usable checkpoint. */
+function readState(dir: string): TrainerState | string {
+  if (!existsSync(dir)) return 'it does not exist';
+  let s: TrainerState;
   try {
-    const s = JSON.parse(readFileSync(join(dir, 'trainer.json'), 'utf8')) as TrainerState;
-    if (s.format !== TRAINER_STATE_FORMAT || !existsSync(join(dir, 'policy', 'policy.json'))) return undefined;
-    return s;
-  } catch {
-    return undefined;
+    s = JSON.parse(readFileSync(join(dir, 'trainer.json'), 'utf8')) as TrainerState;
+  } catch (e) {
+    return errnoCode(e) === 'ENOENT' ? 'trainer.json is missing' : `trainer.json is unreadable (${(e as Error).message})`;
   }
+  if (s?.format !== TRAINER_STATE_FORMAT) return `trainer.json has format ${JSON.stringify(s?.format)}, not ${TRAINER_STATE_FORMAT}`;
+  if (!existsSync(join(dir, 'policy', 'policy.json'))) return 'policy/policy.json is missing';
+  return s;
 }
 
-/** The newest complete checkpoint of a run directory, if any. */
-export function latestCheckpoint(out: string): Checkpoint | undefined {
+/** A checkpoint directory `latestCheckpoint` passed over, and why. */
+export interface SkippedCheckpoint {
+  dir: string;
+  reason: string;
+}
+
+/**
+ * The newest complete checkpoint of a run directory, if any. A damaged newer one (trainer.json or
+ * policy/policy.json missing or unreadable) is passed over for the one before it; `onSkip` hears of
+ * each, so a resume never silently redoes steps (the trainer logs it as a warning).
+ */
+export function latestCheckpoint(out: string, onSkip?: (s: SkippedCheckpoint) => void): Checkpoint | undefined {
   const root = checkpointsDir(out);
   if (!existsSync(root)) return undefined;
   const names: string[] = [];
@@ -183,11 +198,12 @@ export function latestCheckpoint(out: string): Checkpoint | undefined {
     /* fall back to scanning */
   }
   names.push(...readdirSync(root).filter((n) => /^step-\d+$/.test(n)).sort().reverse());
-  for (const n of names) {
+  for (const n of new Set(names)) {
     if (!n) continue;
     const dir = join(root, n);
     const state = readState(dir);
-    if (state) return { dir, policyDir: join(dir, 'policy'), state };
+    if (typeof state !== 'string') return { dir, policyDir: join(dir, 'policy'), state };
+    onSkip?.({ dir, reason: n === names[0] && !existsSync(dir) ? `checkpoints/latest names it, but ${state}` : state });
   }
   return undefined;
 }

@@ -9,7 +9,7 @@ import { dirname, resolve } from 'node:path';
 import { z } from 'zod';
 import { ConfigError } from '../errors.js';
 import { GenConfig, LossConfig, ModelConfig, OptimConfig, UndConfig } from '../contract/config.js';
-import { withFamilyDefaults } from '../contract/families.js';
+import { familyOptionIssues, withFamilyDefaults } from '../contract/families.js';
 import { PAIR_MODES } from '../grpo/advantages.js';
 
 export { GenConfig, LossConfig, ModelConfig, OptimConfig, UndConfig };
@@ -86,9 +86,12 @@ export type TrainConfigInput = z.input<typeof TrainConfig>;
 /** Validates a config object; relative `data`, `out`, `model.path`, `model.refPath` resolve against `baseDir`. */
 export function parseTrainConfig(input: unknown, baseDir = process.cwd(), source = 'config'): TrainConfig {
   const r = TrainConfig.safeParse(withFamilyDefaults(input));
-  if (!r.success) {
-    const lines = r.error.issues.map((i) => `  ${i.path.join('.') || '(root)'}: ${i.message}`);
-    throw new ConfigError(`${source} is not a valid training config:\n${lines.join('\n')}`);
+  // A built-in family's options are checked here too, so one of another family fails before anything runs or is written.
+  const issues = r.success
+    ? (['load', 'und', 'gen'] as const).flatMap((w) => familyOptionIssues(r.data.model.adapter, w, w === 'load' ? r.data.model.options : r.data[w].options))
+    : r.error.issues.map((i) => `${i.path.join('.') || '(root)'}: ${i.message}`);
+  if (!r.success || issues.length) {
+    throw new ConfigError(`${source} is not a valid training config:${issues.length === 1 ? ` ${issues[0]}` : issues.map((l) => `\n  ${l}`).join('')}`);
   }
   const c = r.data;
   const abs = (p: string) => resolve(baseDir, p);

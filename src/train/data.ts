@@ -4,7 +4,7 @@
  * resume exact.
  */
 import { existsSync, readFileSync, statSync } from 'node:fs';
-import { dirname, isAbsolute, resolve } from 'node:path';
+import { dirname, isAbsolute, join, resolve } from 'node:path';
 import { tableFromIPC } from 'apache-arrow';
 import { PairRecord } from '../data/schemas.js';
 import { DataError } from '../errors.js';
@@ -72,7 +72,12 @@ function readRows(file: string): unknown[] {
  */
 export function loadPairUG(file: string): TrainPair[] {
   const path = resolve(file);
-  if (!existsSync(path) || !statSync(path).isFile()) throw new DataError(`PairUG file ${path} does not exist`, path);
+  if (!existsSync(path)) throw new DataError(`PairUG file ${path} does not exist`, path);
+  if (!statSync(path).isFile()) {
+    // `pairuni pair --out DIR` writes DIR/pairs.jsonl and DIR/pairs.arrow: a user may well pass DIR.
+    const inside = ['pairs.jsonl', 'pairs.arrow'].map((f) => join(path, f)).filter((f) => existsSync(f));
+    throw new DataError(`PairUG file ${path} is a directory, not a file${inside.length ? ` (it holds ${inside.join(' and ')}: pass one of them)` : ''}`, path);
+  }
   const base = dirname(path);
   const rows = readRows(path);
   if (rows.length === 0) throw new DataError(`PairUG file ${path} has no rows`, path);

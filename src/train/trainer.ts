@@ -22,12 +22,19 @@ import { isPaired, lossNorm, sideAdvantages, trainWeight } from '../grpo/advanta
 import { renderQuestion, undReward } from '../grpo/rewards.js';
 import { Sidecar, Tensor } from '../sidecar/index.js';
 import { writeJsonAtomic } from '../util/atomic.js';
-import { assertResumable, assertUsableOut, type Checkpoint, latestCheckpoint, removeStaleTemps, RunStateError, writeCheckpoint } from './checkpoint.js';
+import { assertResumable, assertUsableOut, type Checkpoint, latestCheckpoint, removeStaleTemps, RunStateError, type SkippedCheckpoint, writeCheckpoint } from './checkpoint.js';
 import type { TrainConfig } from './config.js';
 import { loadPairUG, stepIndices, type TrainPair } from './data.js';
 import { RunLog, type StepMetrics } from './metrics.js';
 import { checkParts, mergeUpdateMetrics, partOf, partSeed, rankParts } from './parts.js';
 import { sftStep } from './sft.js';
+
+/**
+ * Whether an `onLog` line is one of the trainer's own notices (a restart, a skipped checkpoint, removed
+ * temps) rather than a line of the sidecar's stderr: a command line shows those only, since a failure
+ * reaches the user as its typed error and a traceback before it would repeat it less clearly.
+ */
+export const isTrainerNotice = (line: string): boolean => line.startsWith('pairuni train:');
 
 export interface TrainOptions {
   /** Stops at the next step boundary, saves a checkpoint, then rejects with AbortedError. */
@@ -342,7 +349,9 @@ export async function train(cfg: TrainConfig, opts: TrainOptions = {}): Promise<
   const log = (s: string) => (opts.onLog ? opts.onLog(s) : process.stderr.write(`${s}\n`));
   assertUsableOut(cfg.out);
   const pairs = loadPairUG(cfg.data);
-  let ck = latestCheckpoint(cfg.out);
+  // A damaged newer checkpoint is passed over for the one before it: say so, since its steps will be redone.
+  const skipped = ({ dir, reason }: SkippedCheckpoint) => log(`pairuni train: warning: skipping checkpoint ${dir}: ${reason}`);
+  let ck = latestCheckpoint(cfg.out, skipped);
   if (opts.resume) {
     if (!ck) {
       const msg = (drop: string) => `nothing to resume: ${cfg.out} has no complete checkpoint (${drop} to start a new run there)`;
@@ -401,7 +410,7 @@ export async function train(cfg: TrainConfig, opts: TrainOptions = {}): Promise<
           throw SidecarError.generate('rank_lost', `sidecar died ${restarts} times (limit ${cfg.sidecar.maxRestarts}): ${(e as Error).message}`, false, {}, { cause: e });
         }
         log(`pairuni train: sidecar lost (${(e as Error).message}); restart ${restarts}/${cfg.sidecar.maxRestarts} from ${ck?.dir ?? 'the initial model'}`);
-        ck = latestCheckpoint(cfg.out);
+        ck = latestCheckpoint(cfg.out, skipped);
         let rejoined = false;
         if (sc.world > 1) {
           // torchrun restarts the whole world (--max-restarts): wait for it, then reload the checkpoint

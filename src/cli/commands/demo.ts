@@ -1,25 +1,17 @@
 /** `pairuni demo`: the whole pipeline on ShapesWorld with the shipped tiny Janus, on CPU. */
 import { parseArgs } from 'node:util';
 import { ConfigError } from '../../errors.js';
-import { runDemo, validateDemoOptions, type DemoOptions } from '../../demo/demo.js';
+import { DEMO_MODELS, runDemo, validateDemoOptions, type DemoOptions } from '../../demo/demo.js';
 import { runBagelCli } from '../../demo/bagel-cli.js';
 import { runDemoCli } from '../../demo/cli-run.js';
+import { intOpt } from '../options.js';
 
 export const summary = 'ShapesWorld end to end: pair, PairGRPO vs random pairs, before/after eval, report';
-
-/** Digits only: `Number()` would also take '', ' 3', '1e2', '0x10' (and give NaN for 'abc'). */
-function integer(v: string, flag: string, min: number): number {
-  const n = Number(v);
-  if (!/^\d+$/.test(v) || !Number.isSafeInteger(n) || n < min) {
-    throw new ConfigError(`${flag} must be ${min > 0 ? 'a positive integer' : 'an integer >= 0'}, got '${v}'`);
-  }
-  return n;
-}
 
 function seedList(v: string): number[] {
   const seeds = v.split(',').map((x) => {
     try {
-      return integer(x.trim(), '--seeds', 0);
+      return intOpt(x.trim(), '--seeds', { min: 0 });
     } catch {
       throw new ConfigError(`--seeds must be a comma-separated list of integers >= 0 (e.g. 0,1,2), got '${v}'`);
     }
@@ -27,6 +19,9 @@ function seedList(v: string): number[] {
   if (new Set(seeds).size !== seeds.length) throw new ConfigError(`--seeds must not repeat a seed, got '${v}'`);
   return seeds;
 }
+
+/** Every family `--family` takes: the shipped tiny models' and Bagel's (a random init built by the demo). */
+export const DEMO_FAMILIES = [...Object.keys(DEMO_MODELS), 'bagel'] as const;
 
 export async function run(argv: string[]): Promise<number> {
   const { values } = parseArgs({
@@ -52,12 +47,20 @@ runs PairGRPO on both pair sets for every seed, evaluates again and writes OUT/r
 Ctrl-C stops cleanly; the same command resumes.`);
     return 0;
   }
+  if (values.family !== undefined && !(DEMO_FAMILIES as readonly string[]).includes(values.family)) {
+    throw new ConfigError(`--family must be one of ${DEMO_FAMILIES.join(', ')}, got '${values.family}'`);
+  }
   if (values.family === 'bagel') {
+    // The Bagel demo trains a random init it builds itself, one run after another: refuse what it would ignore.
+    const ignored = (['model', 'parallel'] as const).filter((k) => values[k] !== undefined);
+    if (ignored.length) {
+      throw new ConfigError(`${ignored.map((k) => `--${k}`).join(' and ')} cannot be used with --family bagel: it trains a tiny random-init Bagel it builds itself, one run at a time`);
+    }
     return runBagelCli({
       out: values.out === 'runs/demo' ? 'runs/demo-bagel' : values.out ?? 'runs/demo-bagel',
       quick: values.quick,
       seeds: values.seeds === undefined ? undefined : seedList(values.seeds),
-      steps: values.steps === undefined ? undefined : integer(values.steps, '--steps', 1),
+      steps: values.steps === undefined ? undefined : intOpt(values.steps, '--steps', { min: 1 }),
     });
   }
   // Every option is checked before anything runs or is written to --out.
@@ -69,8 +72,8 @@ Ctrl-C stops cleanly; the same command resumes.`);
     family: values.family as DemoOptions['family'],
     quick: values.quick,
     seeds: values.seeds === undefined ? undefined : seedList(values.seeds),
-    steps: values.steps === undefined ? undefined : integer(values.steps, '--steps', 1),
-    parallel: values.parallel === undefined ? undefined : integer(values.parallel, '--parallel', 1),
+    steps: values.steps === undefined ? undefined : intOpt(values.steps, '--steps', { min: 1 }),
+    parallel: values.parallel === undefined ? undefined : intOpt(values.parallel, '--parallel', { min: 1 }),
   };
   validateDemoOptions(opts);
   return runDemoCli('PairGRPO', (hooks) => runDemo({ ...opts, ...hooks }), (res) => {

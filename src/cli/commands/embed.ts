@@ -1,9 +1,9 @@
 /** `pairuni embed`: embed the images of a U and a G manifest into the feature cache. */
 import { parseArgs } from 'node:util';
-import { AbortedError, ConfigError } from '../../errors.js';
+import { AbortedError } from '../../errors.js';
 import { embedManifests } from '../../pairing/pipeline.js';
 import { onInterrupt } from '../../util/interrupt.js';
-import { MANIFEST_HELP, MANIFEST_OPTIONS, manifestOptions, stageBars } from '../options.js';
+import { MANIFEST_HELP, MANIFEST_OPTIONS, manifestOptions, missingFlags, stageBars, usageError } from '../options.js';
 
 export const summary = 'embed U/G manifest images with a backbone into the feature cache (resumable)';
 
@@ -20,7 +20,8 @@ export async function run(argv: string[]): Promise<number> {
     console.log(HELP);
     return 0;
   }
-  if (!v.u || !v.g) throw new ConfigError('pairuni embed needs --u and --g (see --help)');
+  const missing = missingFlags(v, ['u', 'g']);
+  if (missing) return usageError('embed', missing);
   // Everything is validated, and every path made absolute against the user's working directory,
   // before any work starts.
   const opts = manifestOptions(v);

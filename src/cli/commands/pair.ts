@@ -4,7 +4,7 @@ import { AbortedError, ConfigError } from '../../errors.js';
 import { ABLATIONS, parsePairingConfig } from '../../pairing/config.js';
 import { buildPairUG, type BuildPairUGOptions } from '../../pairing/pipeline.js';
 import { onInterrupt } from '../../util/interrupt.js';
-import { intOpt, jsonFile, MANIFEST_HELP, MANIFEST_OPTIONS, manifestOptions, numOpt, stageBars, userPath } from '../options.js';
+import { intOpt, jsonFile, missingFlags, usageError, MANIFEST_HELP, MANIFEST_OPTIONS, manifestOptions, numOpt, stageBars, userPath } from '../options.js';
 
 export const summary = 'build a PairUG dataset: features → aligned medoids → exact greedy retrieved pairs';
 
@@ -62,7 +62,8 @@ export async function run(argv: string[]): Promise<number> {
     console.log(HELP);
     return 0;
   }
-  if (!v.u || !v.g || !v.out) throw new ConfigError('pairuni pair needs --u, --g and --out (see --help)');
+  const missing = missingFlags(v, ['u', 'g', 'out']);
+  if (missing) return usageError('pair', missing);
   const backend = v.backend;
   if (backend !== 'sidecar' && backend !== 'ts') throw new ConfigError(`--backend must be sidecar or ts, got '${backend}'`);
   // Everything is validated, and every path made absolute against the user's working directory,
@@ -87,7 +88,7 @@ export async function run(argv: string[]): Promise<number> {
   const config = parsePairingConfig(cfg);
   const opts: BuildPairUGOptions = {
     ...manifestOptions(v),
-    out: userPath(v.out),
+    out: userPath(v.out as string),
     config,
     backend,
   };

@@ -5,11 +5,12 @@
  */
 import { resolve } from 'node:path';
 import { parseArgs } from 'node:util';
-import { AbortedError, ConfigError } from '../../errors.js';
+import { AbortedError } from '../../errors.js';
 import { loadTrainConfig } from '../../train/config.js';
-import { RunStateError, train } from '../../train/trainer.js';
+import { isTrainerNotice, RunStateError, train } from '../../train/trainer.js';
 import { onInterrupt } from '../../util/interrupt.js';
 import { Progress } from '../../util/progress.js';
+import { intOpt, USAGE_EXIT } from '../options.js';
 
 export const summary = 'train a unified VLM with PairGRPO on a PairUG file (checkpoints, resume, TensorBoard)';
 
@@ -27,7 +28,7 @@ const HELP = `usage: pairuni train --config <run.json> [options]
   -h, --help        this text
 
 Writes <out>/metrics.jsonl, <out>/tensorboard/, <out>/samples/, <out>/checkpoints/step-NNNNNN/.
-Exit codes: 0 done, 130 stopped by Ctrl-C (checkpoint saved), 1 error.`;
+Exit codes: 0 done, 130 stopped by Ctrl-C (checkpoint saved), 2 a bad command line, 1 any other error.`;
 
 const fmt = (x: number | undefined, d = 3) => (x === undefined || !Number.isFinite(x) ? '-' : x.toFixed(d));
 
@@ -54,23 +55,15 @@ export async function run(argv: string[]): Promise<number> {
   }
   if (!values.config) {
     console.error(`pairuni train: --config is required\n\n${HELP}`);
-    return 2;
+    return USAGE_EXIT;
   }
   const overrides: Record<string, unknown> = {};
-  if (values.steps !== undefined) {
-    const n = Number(values.steps);
-    if (!Number.isInteger(n) || n < 1) throw new ConfigError(`--steps must be a positive integer, got '${values.steps}'`);
-    overrides.steps = n;
-  }
+  if (values.steps !== undefined) overrides.steps = intOpt(values.steps, '--steps', { min: 1 });
   // Paths given on the command line are relative to the working directory (the config's to its file).
   if (values.out) overrides.out = resolve(values.out);
   if (values.data) overrides.data = resolve(values.data);
   if (values.model) overrides.model = { path: resolve(values.model) };
-  if (values.ranks !== undefined) {
-    const n = Number(values.ranks);
-    if (!Number.isInteger(n) || n < 1) throw new ConfigError(`--ranks must be a positive integer, got '${values.ranks}'`);
-    overrides.sidecar = { ranks: n };
-  }
+  if (values.ranks !== undefined) overrides.sidecar = { ranks: intOpt(values.ranks, '--ranks', { min: 1 }) };
   const cfg = loadTrainConfig(values.config, overrides);
 
   const interrupt = onInterrupt({ message: 'pairuni train: stopping after this step' });
@@ -79,8 +72,10 @@ export async function run(argv: string[]): Promise<number> {
     const res = await train(cfg, {
       resume: values.resume,
       signal: interrupt.signal,
+      // Not the sidecar's raw stderr: Python's and torchrun's tracebacks (a corrupt checkpoint, Ctrl-C
+      // with --ranks 2) printed before the typed error that says the same.
       onLog: (l) => {
-        if (/error|Traceback|lost|restart/i.test(l)) process.stderr.write(`${l}\n`);
+        if (isTrainerNotice(l)) process.stderr.write(`${l}\n`);
       },
       onStep: (m) => {
         // SFT steps (an adapter that declares only `sft`, e.g. Bagel) report their loss terms instead of rewards.

@@ -30,11 +30,24 @@ describe('demo --family bagel (quick)', () => {
         expect(r.mse).toBeGreaterThan(0);
       }
     }
-    // Everything is cached: the rerun trains and evaluates nothing and reports the same numbers.
+    // The report's wall time is the demo's: this invocation built, trained and evaluated everything.
+    const first = JSON.parse(readFileSync(join(out, 'summary.json'), 'utf8')) as { wallSeconds: number; invocations: number };
+    expect(first.invocations).toBe(1);
+    expect(first.wallSeconds).toBe(res.seconds);
+    expect(first.wallSeconds).toBeGreaterThan(0);
+    expect(md).toContain(`Wall time ${first.wallSeconds} s.`);
+    // Everything is cached: the rerun trains and evaluates nothing and reports the same numbers,
+    // and its own few seconds are added to the wall time rather than written over it.
     const again = await runBagelDemo({ out, quick: true, log: () => undefined });
     expect(again.summary).toEqual(res.summary);
     expect(existsSync(join(out, 'eval', 'init.json'))).toBe(true);
-    // A different plan on the same directory would mix stale results: refused before any work.
-    await expect(runBagelDemo({ out, quick: true, steps: 3, log: () => undefined })).rejects.toThrow(PairuniError);
+    const second = JSON.parse(readFileSync(join(out, 'summary.json'), 'utf8')) as { wallSeconds: number; invocations: number };
+    expect(second).toMatchObject({ wallSeconds: first.wallSeconds + again.seconds, invocations: 2 });
+    expect(again.wallSeconds).toBe(second.wallSeconds);
+    expect(readFileSync(again.report, 'utf8')).toContain(`Wall time ${second.wallSeconds} s over 2 invocations`);
+    // A different plan on the same directory would mix stale results: refused before any work, naming what differs.
+    const refused = await runBagelDemo({ out, quick: true, steps: 3, log: () => undefined }).catch((e: unknown) => e);
+    expect(refused).toBeInstanceOf(PairuniError);
+    expect((refused as Error).message).toContain('different plan (steps: 2 there, 3 now)');
   }, 600_000);
 });

@@ -57,15 +57,15 @@ describe('runDemo options', () => {
 
 describe('pairuni demo (CLI) options', () => {
   it.each<[string[], RegExp]>([
-    [['--steps', 'abc'], /--steps must be a positive integer, got 'abc'/],
-    [['--steps', ''], /--steps must be a positive integer, got ''/],
-    [['--steps', '1e2'], /--steps must be a positive integer, got '1e2'/],
-    [['--steps', '0'], /--steps must be a positive integer, got '0'/],
+    [['--steps', 'abc'], /--steps must be an integer >= 1, got 'abc'/],
+    [['--steps', ''], /--steps must be an integer >= 1, got ''/],
+    [['--steps', '1e2'], /--steps must be an integer >= 1, got '1e2'/],
+    [['--steps', '0'], /--steps must be an integer >= 1, got '0'/],
     [['--seeds', 'a,b'], /--seeds must be a comma-separated list of integers >= 0 \(e\.g\. 0,1,2\), got 'a,b'/],
     [['--seeds', ''], /--seeds must be a comma-separated list/],
     [['--seeds', '0,,1'], /--seeds must be a comma-separated list/],
     [['--seeds', '0,0'], /--seeds must not repeat a seed, got '0,0'/],
-    [['--parallel', 'two'], /--parallel must be a positive integer, got 'two'/],
+    [['--parallel', 'two'], /--parallel must be an integer >= 1, got 'two'/],
     [['--out', ''], /--out must name a directory/],
   ])('%j fails before any work, writing nothing', async (args, message) => {
     const out = fresh();
