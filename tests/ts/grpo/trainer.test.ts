@@ -3,11 +3,13 @@
  * sidecar killed mid-run both continue bit for bit; bad inputs fail with typed errors and leave
  * nothing half-written.
  */
-import { spawnSync } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { cpSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { createRequire } from 'node:module';
+import { fileURLToPath, pathToFileURL } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { run as cli } from '../../../src/cli/commands/train.js';
 import { AbortedError, ConfigError, SidecarError } from '../../../src/errors.js';
@@ -80,6 +82,7 @@ function spawnTracked(before?: () => void) {
     closeAll: () => Promise.all(spawned.map((sc) => sc.close().catch(() => undefined))),
   };
 }
+const pause = (ms: number) => new Promise((r) => setTimeout(r, ms));
 const processGone = (pid: number) => {
   try {
     process.kill(pid, 0);
@@ -298,4 +301,92 @@ describe('pairuni train (CLI)', () => {
       log.mockRestore();
     }
   });
+
+  it('Ctrl-C while the sidecar starts: exit 130 in one line, nothing written; a second Ctrl-C later quits at once and leaves no socket dir', async () => {
+    const cfgFile = join(dir, 'ctrl-c.json');
+    writeFileSync(
+      cfgFile,
+      JSON.stringify({
+        data: 'data/pairs.jsonl', out: 'ctrl-c-run', model: { path: 'tiny', device: 'cpu' }, steps: 1000, batchPairs: 2, mode: 'vanilla',
+        und: { k: 2, maxNewTokens: 4 }, gen: { k: 2, reward: { name: 'brightness' } }, optim: { lr: 1e-3 }, checkpoint: { every: 1 }, sidecar: { threads: 1 },
+      }),
+    );
+    const out = join(dir, 'ctrl-c-run');
+    // The child's own TMPDIR: where Sidecar.spawn makes its socket dir (pairuni-XXXXXX).
+    const tmp = mkdtempSync(join(dir, 'ctrl-c-tmp-'));
+    const socketDirs = () => readdirSync(tmp).filter((f) => f.startsWith('pairuni-'));
+
+    // 1. SIGINT to the whole process group (as a terminal sends it) as soon as the sidecar process exists,
+    //    i.e. before it has imported torch and could ignore SIGINT.
+    const first = cliProcess(tmp, '--config', cfgFile, '--quiet');
+    const starting = await first.sidecarPid();
+    first.interrupt();
+    const r1 = await first.exit;
+    expect(r1.stderr).not.toMatch(/Traceback|KeyboardInterrupt|SidecarStartError|exited before saying hello|\n\s+at /);
+    expect(r1.stderr.trim().split('\n')).toEqual([
+      'pairuni train: stopping after this step (Ctrl-C again to quit at once)',
+      'pairuni train: training stopped at step 0/1000 while the sidecar started; nothing saved yet',
+    ]);
+    expect(r1.code).toBe(130);
+    expect(processGone(starting)).toBe(true);
+    expect(socketDirs()).toEqual([]);
+    expect(existsSync(out)).toBe(false); // nothing to clean up: the same command starts the run
+
+    // 2. The same command trains; Ctrl-C during a step, then Ctrl-C again: exit at once, sidecar and socket dir gone.
+    const second = cliProcess(tmp, '--config', cfgFile, '--quiet');
+    const sidecar = await second.sidecarPid();
+    while (!(existsSync(join(out, 'metrics.jsonl')) && readFileSync(join(out, 'metrics.jsonl'), 'utf8').includes('\n'))) await pause(20);
+    second.interrupt();
+    await second.stderrHas('Ctrl-C again to quit at once');
+    second.interrupt();
+    const r2 = await second.exit;
+    expect(r2.code).toBe(130);
+    expect(socketDirs()).toEqual([]);
+    while (!processGone(sidecar)) await pause(20); // SIGKILLed by the exit hook; its new parent reaps it
+    expect(readMetrics(out).length).toBeGreaterThanOrEqual(1);
+    rmSync(tmp, { recursive: true, force: true });
+  }, 600_000);
 });
+
+const RUNNER = fileURLToPath(new URL('../cli/_run.ts', import.meta.url));
+const TSX = pathToFileURL(createRequire(import.meta.url).resolve('tsx')).href;
+
+/** `pairuni train ...` as a user runs it: its own process group (Ctrl-C goes to the group), TMPDIR `tmp`. */
+function cliProcess(tmp: string, ...argv: string[]) {
+  const child = spawn(process.execPath, ['--import', TSX, RUNNER, 'train', ...argv], {
+    cwd: dir, detached: true, stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, TMPDIR: tmp },
+  });
+  let stdout = '';
+  let stderr = '';
+  child.stdout!.on('data', (d) => (stdout += d));
+  child.stderr!.on('data', (d) => (stderr += d));
+  const exit = new Promise<{ code: number | null; stdout: string; stderr: string }>((resolve) => child.on('close', (code) => resolve({ code, stdout, stderr })));
+  let done = false;
+  void exit.then(() => (done = true));
+  return {
+    exit,
+    interrupt: () => process.kill(-child.pid!, 'SIGINT'),
+    /** Polls for the sidecar this run spawned (`--parent-pid <its pid>` on the command line). */
+    async sidecarPid(): Promise<number> {
+      for (;;) {
+        for (const p of readdirSync('/proc').filter((f) => /^\d+$/.test(f))) {
+          let cmd: string[];
+          try {
+            cmd = readFileSync(`/proc/${p}/cmdline`, 'utf8').split('\0');
+          } catch {
+            continue; // gone meanwhile
+          }
+          if (cmd.includes('pairuni_sidecar') && cmd[cmd.indexOf('--parent-pid') + 1] === String(child.pid)) return Number(p);
+        }
+        if (done) throw new Error(`pairuni train exited before it started a sidecar: ${stderr}`);
+        await pause(10);
+      }
+    },
+    async stderrHas(text: string): Promise<void> {
+      while (!stderr.includes(text)) {
+        if (done) throw new Error(`pairuni train exited without printing '${text}': ${stderr}`);
+        await pause(10);
+      }
+    },
+  };
+}
