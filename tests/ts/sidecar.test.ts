@@ -135,7 +135,7 @@ describe('raw tensors', () => {
     let want = 0;
     for (let i = 0; i < n; i += 4096) want += i % 1000;
     expect((s.args.sums as Record<string, number>).big).toBe(want);
-  }, 120_000);
+  });
 });
 
 describe('Arrow payloads', () => {
@@ -183,21 +183,22 @@ describe('cancellation, deadlines, progress', () => {
   it('cancels a slow op through an AbortSignal and stays responsive', async () => {
     const ac = new AbortController();
     const t0 = Date.now();
-    const p = sc.call('debug.sleep', { seconds: 20 }, {}, { signal: ac.signal });
+    // Bounds are a fraction of the 10 min sleep they rule out, so a busy machine cannot trip them.
+    const p = sc.call('debug.sleep', { seconds: 600 }, {}, { signal: ac.signal });
     setTimeout(() => ac.abort(), 200);
     expect(await codeOf(p)).toBe('cancelled');
-    expect(Date.now() - t0).toBeLessThan(2000);
+    expect(Date.now() - t0).toBeLessThan(60_000);
     const t1 = Date.now();
     await sc.call('echo', {});
-    expect(Date.now() - t1).toBeLessThan(2000); // the sidecar stopped the sleep instead of finishing it
-    await new Promise((r) => setTimeout(r, 100));
-    expect(sc.stats.lateReplies).toBeGreaterThanOrEqual(1); // the rank's `cancelled` answer arrived late and was dropped
+    expect(Date.now() - t1).toBeLessThan(60_000); // the sidecar stopped the sleep instead of finishing it
+    // The rank's `cancelled` answer arrives late (before the echo's reply: one socket, in order) and is dropped.
+    expect(sc.stats.lateReplies).toBeGreaterThanOrEqual(1);
   });
 
   it('enforces deadlines on both sides', async () => {
     const t0 = Date.now();
-    expect(await codeOf(sc.call('debug.sleep', { seconds: 20 }, {}, { deadlineMs: 300 }))).toBe('deadline');
-    expect(Date.now() - t0).toBeLessThan(2000);
+    expect(await codeOf(sc.call('debug.sleep', { seconds: 600 }, {}, { deadlineMs: 300 }))).toBe('deadline');
+    expect(Date.now() - t0).toBeLessThan(60_000);
     const r = await sc.call('echo', { after: 1 });
     expect(r.args).toEqual({ after: 1 });
   });
@@ -217,17 +218,17 @@ describe('cancellation, deadlines, progress', () => {
 });
 
 describe('rank loss', () => {
-  it('rejects the pending call with rank_lost within 5 s of SIGKILL, and a new sidecar starts', async () => {
+  it('rejects the pending call with rank_lost soon after SIGKILL (not when the sleep ends), and a new sidecar starts', async () => {
     const s2 = await Sidecar.spawn({ threads: 1 });
     const lost: string[] = [];
     s2.onRankLost((_r, why) => lost.push(why));
     const t0 = Date.now();
-    const p = s2.call('debug.sleep', { seconds: 30 });
+    const p = s2.call('debug.sleep', { seconds: 600 });
     setTimeout(() => process.kill(s2.pid!, 'SIGKILL'), 300);
     const e = await p.catch((x) => x);
     expect(e).toBeInstanceOf(SidecarError);
     expect(e.code).toBe('rank_lost');
-    expect(Date.now() - t0).toBeLessThan(5000);
+    expect(Date.now() - t0).toBeLessThan(60_000);
     expect(lost[0]).toMatch(/SIGKILL/);
     expect(await codeOf(s2.call('echo'))).toBe('rank_lost');
     await s2.close();
@@ -238,18 +239,18 @@ describe('rank loss', () => {
 
   it('detects a lost attached (tcp) rank by heartbeat', async () => {
     const [cp, dp] = [await freePort(), await freePort()];
-    const attaching = Sidecar.attach({ endpoint: `tcp://127.0.0.1:${cp}`, dataEndpoint: `tcp://127.0.0.1:${dp}`, timeoutMs: 60_000, hbMs: 200, deadMs: 1500, plaintext: true });
+    const attaching = Sidecar.attach({ endpoint: `tcp://127.0.0.1:${cp}`, dataEndpoint: `tcp://127.0.0.1:${dp}`, timeoutMs: 240_000, hbMs: 200, deadMs: 3000, plaintext: true });
     const child = spawn(resolvePython(), ['-m', 'pairuni_sidecar', '--connect', `tcp://127.0.0.1:${cp}`, '--data', `tcp://127.0.0.1:${dp}`], { stdio: 'ignore' });
     const sc2 = await attaching;
     expect(sc2.ranks[0].pid).toBe(child.pid);
     expect((await sc2.call('echo', { tcp: 1 })).args).toEqual({ tcp: 1 });
     const t0 = Date.now();
-    const p = sc2.call('debug.sleep', { seconds: 30 });
+    const p = sc2.call('debug.sleep', { seconds: 600 });
     setTimeout(() => child.kill('SIGKILL'), 200);
-    expect(await codeOf(p)).toBe('rank_lost');
-    expect(Date.now() - t0).toBeLessThan(5000);
+    expect(await codeOf(p)).toBe('rank_lost'); // a dead tcp rank never answers: only the heartbeat can tell
+    expect(Date.now() - t0).toBeLessThan(60_000);
     await sc2.close();
-  }, 30_000);
+  });
 });
 
 async function freePort(): Promise<number> {
@@ -271,7 +272,7 @@ describe('process lifecycle', () => {
     const pid = Number(/PID (\d+)/.exec(r.stdout)?.[1]);
     expect(pid).toBeGreaterThan(0);
     expect(alive(pid)).toBe(false);
-  }, 90_000);
+  });
 
   it('a sidecar whose controller is SIGKILLed exits by itself (no orphans)', async () => {
     const node = spawn(process.execPath, ['--import', 'tsx', LIFECYCLE, 'hang'], { stdio: ['ignore', 'pipe', 'inherit'] });
@@ -294,7 +295,7 @@ describe('process lifecycle', () => {
     while (alive(pid) && Date.now() - t0 < 15_000) await new Promise((r) => setTimeout(r, 100));
     expect(alive(pid)).toBe(false);
     expect(existsSync(sockDir)).toBe(false); // the sidecar removed what its dead controller left
-  }, 90_000);
+  });
 
   it("a terminal's Ctrl-C (SIGINT to the process group) leaves the sidecar to its controller", async () => {
     const node = spawn(process.execPath, ['--import', 'tsx', LIFECYCLE, 'sigint'], { stdio: ['ignore', 'pipe', 'inherit'], detached: true });
@@ -309,7 +310,7 @@ describe('process lifecycle', () => {
     expect(out).toContain('ECHO OK');
     expect(code).toBe(0);
     expect(alive(pid)).toBe(false); // ended by its controller's close
-  }, 90_000);
+  });
 });
 
 function alive(pid: number): boolean {

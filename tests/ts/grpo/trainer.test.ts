@@ -61,6 +61,11 @@ const config = (out: string, over: Record<string, unknown> = {}) =>
   });
 
 const quiet = { onLog: () => undefined };
+/**
+ * The limit for a test that starts sidecars and trains (20-40 s on 2 quiet cores, several times that on
+ * busy ones): a busy machine must not fail it; a hang still does. Other tests here take vitest's 5 min.
+ */
+const TRAINS = 900_000;
 /** Everything but wall-clock figures. */
 const stable = (ms: StepMetrics[]) =>
   ms.map((m) => Object.fromEntries(Object.entries(m).filter(([k]) => !k.startsWith('time/') && k !== 'tokens_per_s')));
@@ -115,10 +120,13 @@ describe('train(): checkpoints, resume, restart', () => {
     const scalarSteps = events.filter((e) => e.summary?.some((v) => v.tag === 'und/reward')).map((e) => e.step);
     expect(scalarSteps).toEqual([1, 2, 3]);
     expect(events.some((e) => e.step === 2 && e.summary?.some((v) => 'image' in v))).toBe(true);
-  });
+  }, TRAINS);
 
-  it('Ctrl-C (abort) stops at a step boundary and saves; resume continues bit for bit', async () => {
-    const cfg = config('abort');
+  it("Ctrl-C (abort) stops at a step boundary and saves; resume continues bit for bit, and the final model carries the source model's sidecar files after the checkpoint it resumed from was pruned", async () => {
+    // keep: 1 prunes the checkpoint the resumed run started from; pruning changes no number of the run.
+    // Format 1 rebuilt a resumed policy from the checkpoint's model/ dir: once `keep` pruned that dir,
+    // the final export silently lost the files that say how the model was trained.
+    const cfg = config('abort', { checkpoint: { every: 1, keep: 1 } });
     const ac = new AbortController();
     const err = await train(cfg, { ...quiet, signal: ac.signal, onStep: (m) => (m.step === 1 ? ac.abort() : undefined) }).catch((e) => e);
     expect(err).toBeInstanceOf(AbortedError);
@@ -130,19 +138,10 @@ describe('train(): checkpoints, resume, restart', () => {
     expect(weights(res.checkpoint!)).toBe(weights(refCkpt));
     tensorboardMatchesMetrics(cfg.out);
     expect(readdirSync(join(cfg.out, 'tensorboard'))).toHaveLength(2);
-  });
-
-  it("a resumed run's final model carries the source model's sidecar files after the checkpoint it resumed from was pruned", async () => {
-    // Format 1 rebuilt a resumed policy from the checkpoint's model/ dir: once `keep` pruned that dir,
-    // the final export silently lost the files that say how the model was trained.
-    const cfg = config('pruned', { checkpoint: { every: 1, keep: 1 } });
-    const ac = new AbortController();
-    await train(cfg, { ...quiet, signal: ac.signal, onStep: (m) => (m.step === 1 ? ac.abort() : undefined) }).catch((e) => e);
-    const res = await train(cfg, { ...quiet, resume: true });
     expect(readdirSync(join(cfg.out, 'checkpoints')).filter((d) => d.startsWith('step-'))).toEqual(['step-000003']);
     const card = (d: string) => readFileSync(join(d, 'preprocessor_config.json'), 'utf8');
     expect(card(join(res.checkpoint!, 'policy', 'model'))).toBe(card(modelDir));
-  });
+  }, TRAINS);
 
   it('a sidecar killed mid-run is restarted from the latest checkpoint and the run matches', async () => {
     const cfg = config('killed');
@@ -162,7 +161,7 @@ describe('train(): checkpoints, resume, restart', () => {
     expect(weights(res.checkpoint!)).toBe(weights(refCkpt));
     // Step 2 was logged, then lost with the sidecar and recomputed: TensorBoard shows it once, the new value.
     tensorboardMatchesMetrics(cfg.out);
-  });
+  }, TRAINS);
 });
 
 describe('train(): bad input', () => {
@@ -178,7 +177,7 @@ describe('train(): bad input', () => {
     expect(latestCheckpoint(cfg.out)?.state.step).toBe(1);
     expect(readMetrics(cfg.out).map((m) => m.step)).toEqual([1]);
     expect(readdirSync(join(cfg.out, 'checkpoints')).filter((n) => n.includes('tmp'))).toEqual([]);
-  });
+  }, TRAINS);
 
   it('a missing model, a missing reward checkpoint and a broken PairUG file fail before anything is written', async () => {
     const noModel = config('no-model', { model: { path: join(dir, 'nope'), device: 'cpu' } });
@@ -199,19 +198,17 @@ describe('train(): bad input', () => {
     expect(e3.constructor.name).toBe('DataError');
     expect(e3.row).toBe(4);
     expect(existsSync(join(dir, 'broken'))).toBe(false);
-  });
+  }, TRAINS);
 
   it('an out that is an existing file is refused at once, by name, before a sidecar starts', async () => {
     const file = join(dir, 'scratch.jsonl');
     writeFileSync(file, '{}\n');
     const t = spawnTracked();
     try {
-      const t0 = Date.now();
       const err = await train(config('x', { out: file }), { ...quiet, spawn: t.spawn }).catch((e) => e);
       expect(err).toBeInstanceOf(RunStateError);
       expect(err.message).toContain(`cannot use out ${file} as the run directory: it is a file`);
-      expect(Date.now() - t0).toBeLessThan(5_000);
-      expect(t.spawned).toHaveLength(0);
+      expect(t.spawned).toHaveLength(0); // refused before the slow part: no sidecar was started
       expect(readFileSync(file, 'utf8')).toBe('{}\n');
     } finally {
       await t.closeAll();
@@ -231,7 +228,7 @@ describe('train(): bad input', () => {
     } finally {
       await t.closeAll();
     }
-  });
+  }, TRAINS);
 
   it('a checkpoint write killed mid-way leaves its temp dir; the next start of the run removes it', async () => {
     // What SIGKILL during writeCheckpoint leaves: a full copy of a checkpoint under its temp name.
@@ -246,7 +243,7 @@ describe('train(): bad input', () => {
     expect(existsSync(tmp)).toBe(false);
     expect(lines.join('\n')).toContain(`removed ${tmp}`);
     expect(readdirSync(join(cfg.out, 'checkpoints')).filter((n) => n.startsWith('.'))).toEqual([]);
-  });
+  }, TRAINS);
 
   it('refuses to overwrite a run, to resume nothing, or to resume with changed math', async () => {
     await expect(train(config('ref'), quiet)).rejects.toBeInstanceOf(RunStateError);
@@ -279,7 +276,7 @@ describe('pairuni train (CLI)', () => {
     expect(await cli(['--config', cfgFile, '--resume', '--quiet'])).toBe(0);
     expect(readMetrics(join(dir, 'cli-run')).map((m) => m.step)).toEqual([1, 2]);
     await expect(cli(['--bogus'])).rejects.toMatchObject({ code: 'ERR_PARSE_ARGS_UNKNOWN_OPTION' }); // worded once, in src/cli/index.ts (tests/ts/cli)
-  });
+  }, TRAINS);
 
   it('speaks in flags: --resume / --out in its messages, the README for the config keys', async () => {
     const cfgFile = join(dir, 'run.json'); // written by the test above; cli-run holds a finished run
@@ -345,7 +342,7 @@ describe('pairuni train (CLI)', () => {
     while (!processGone(sidecar)) await pause(20); // SIGKILLed by the exit hook; its new parent reaps it
     expect(readMetrics(out).length).toBeGreaterThanOrEqual(1);
     rmSync(tmp, { recursive: true, force: true });
-  }, 600_000);
+  }, TRAINS);
 });
 
 const RUNNER = fileURLToPath(new URL('../cli/_run.ts', import.meta.url));
