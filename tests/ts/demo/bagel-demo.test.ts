@@ -36,5 +36,5 @@ describe('demo --family bagel (quick)', () => {
     expect(existsSync(join(out, 'eval', 'init.json'))).toBe(true);
     // A different plan on the same directory would mix stale results: refused before any work.
     await expect(runBagelDemo({ out, quick: true, steps: 3, log: () => undefined })).rejects.toThrow(PairuniError);
-  }, 600_000);
+  }, 1_800_000);
 });
