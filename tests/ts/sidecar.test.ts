@@ -218,6 +218,23 @@ describe('cancellation, deadlines, progress', () => {
 });
 
 describe('rank loss', () => {
+  it("a controller that stood still longer than deadMs keeps its rank: its own stall is no evidence against the rank", async () => {
+    // What a busy machine does to a test process (descheduled, or a long synchronous step), made certain.
+    const s = await Sidecar.spawn({ threads: 1, hbMs: 100, deadMs: 1000 });
+    try {
+      const lost: string[] = [];
+      s.onRankLost((_r, why) => lost.push(why));
+      const until = Date.now() + 3000;
+      while (Date.now() < until); // no timer fires, no socket is read, no heartbeat goes out
+      expect((await s.call('echo', { after: 'stall' })).args).toEqual({ after: 'stall' });
+      await new Promise((r) => setTimeout(r, 1500)); // heartbeats flow again on both sides
+      expect(lost).toEqual([]);
+      expect(s.alive).toBe(true);
+    } finally {
+      await s.close();
+    }
+  });
+
   it('rejects the pending call with rank_lost soon after SIGKILL (not when the sleep ends), and a new sidecar starts', async () => {
     const s2 = await Sidecar.spawn({ threads: 1 });
     const lost: string[] = [];
