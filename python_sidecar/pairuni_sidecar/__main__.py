@@ -71,8 +71,9 @@ def main(argv: list[str] | None = None) -> int:
     if a.parent_pid is None:
         signal.signal(signal.SIGINT, stop)
     else:
-        # Spawned by a local controller: a terminal's Ctrl-C reaches the whole process group, and it is
-        # the controller's to handle (finish the step, save, then end this rank with bye / SIGTERM).
+        # Spawned by a local controller (in a process group of its own, out of a terminal's reach): a
+        # Ctrl-C is the controller's to handle (finish the step, save, then end this rank with bye /
+        # SIGTERM), also when it reaches this rank some other way (torchrun forwards what it gets).
         signal.signal(signal.SIGINT, signal.SIG_IGN)
     try:
         code = srv.serve()

@@ -200,7 +200,9 @@ class Server:
                     self.exit_code = 3
                     return
                 continue
-            if now - self.last_seen > self.dead_ms / 1000:
+            # A local controller (--parent-pid) is alive (checked above): its silence is a busy event
+            # loop, not a loss, and it ends this rank itself (bye, SIGTERM, SIGKILL at its exit).
+            if self.parent_pid is None and now - self.last_seen > self.dead_ms / 1000:
                 log(f"controller silent for {now - self.last_seen:.1f}s (heartbeat lost); exiting")
                 self.exit_code = 4
                 return

@@ -199,10 +199,14 @@ function readJson<T>(path: string): T {
  * single-threaded sidecar, so evaluations run side by side and give the same numbers whatever runs beside them.
  */
 async function shapesworld<T>(run: (sc: Sidecar) => Promise<T>, signal?: AbortSignal): Promise<T> {
-  const sc = await Sidecar.spawn({ threads: 1, env: { OMP_NUM_THREADS: '1' } });
+  // A Ctrl-C while the sidecar starts stops the start (Sidecar.spawn's signal).
+  const sc = await Sidecar.spawn({ threads: 1, env: { OMP_NUM_THREADS: '1' }, signal }).catch((e: unknown) => {
+    throw e instanceof AbortedError ? new AbortedError('demo interrupted', { cause: e }) : e;
+  });
   const onAbort = () => void sc.close(1000);
   signal?.addEventListener('abort', onAbort, { once: true });
   try {
+    if (signal?.aborted) throw new AbortedError('demo interrupted'); // aborted just after the start: no event will come
     return await run(sc);
   } catch (e) {
     if (signal?.aborted) throw new AbortedError('demo interrupted');

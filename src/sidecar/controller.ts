@@ -148,6 +148,7 @@ export class Controller {
   private nextId = 1;
   private nextSid = 1;
   private hbTimer?: NodeJS.Timeout;
+  private lastTick = Date.now();
   private closed = false;
   /** Test hook: sees every decoded message from a rank before dispatch. */
   _tap?: (kind: KindName, header: Record<string, unknown>, payload: Buffer[]) => void;
@@ -540,15 +541,19 @@ export class Controller {
 
   private heartbeat(): void {
     const now = Date.now();
+    // A tick this late means this process stood still (a blocked event loop, a busy machine): the ranks'
+    // messages of that time wait unread in the sockets, read before the next tick. No verdict until then.
+    const stalled = now - this.lastTick > this.deadMs / 2;
+    this.lastTick = now;
     for (const r of this.ranks.values()) {
       if (!r.info.alive) continue;
-      if (now - r.lastSeen > this.deadMs) {
+      if (!stalled && now - r.lastSeen > this.deadMs) {
         this.markDead(r, `no message for ${now - r.lastSeen} ms (heartbeat lost)`);
         continue;
       }
       void this.ctrlQ.send([r.rid, encodeHeaderFrame('hb', { state: 'ok', busy: this.pending.size })]).catch(() => undefined);
       for (const [sid, s] of r.inStreams) {
-        if (now - s.lastActivity > this.limits.stallMs) {
+        if (!stalled && now - s.lastActivity > this.limits.stallMs) {
           r.inStreams.delete(sid);
           this.rejectPending(s.header.re as number, SidecarError.generate('bad_request', `chunk stream ${sid} stalled`));
         }

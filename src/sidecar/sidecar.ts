@@ -18,7 +18,7 @@ import { randomUUID } from 'node:crypto';
 import { mkdtempSync, rmSync, chmodSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { BadRequestError, RanksMissingError, SidecarError, SidecarStartError } from '../errors.js';
+import { AbortedError, BadRequestError, RanksMissingError, SidecarError, SidecarStartError } from '../errors.js';
 import type { Limits } from '../protocol/constants.js';
 import type { Payloads } from '../protocol/payload.js';
 import type { OpReply } from '../contract/ops.js';
@@ -55,6 +55,8 @@ export interface SpawnOptions {
   ranks?: number;
   /** torchrun `--max-restarts` (ranks > 1): how often it restarts the whole world after a rank dies. */
   maxRestarts?: number;
+  /** Aborting it while the sidecar starts stops the start: the process is killed and spawn rejects with AbortedError. */
+  signal?: AbortSignal;
 }
 
 export interface AttachOptions {
@@ -183,7 +185,12 @@ export class Sidecar {
     env.PYTHONPATH = [sidecarSourceDir(), env.PYTHONPATH].filter(Boolean).join(':');
     let child: ChildProcess;
     try {
-      child = spawn(python, args, { cwd: opts.cwd ?? process.cwd(), env, stdio: ['ignore', 'pipe', 'pipe'] });
+      // detached: a process group (and session) of its own, so a terminal's Ctrl-C, which goes to the
+      // whole foreground group, reaches only this controller. The sidecar can ignore SIGINT only once
+      // its imports are done (seconds); before that the signal would kill it mid-start, with a traceback.
+      // The controller ends it (bye, SIGTERM, or SIGKILL from the exit hook below); so does the
+      // sidecar's own --parent-pid watch when this process is SIGKILLed.
+      child = spawn(python, args, { cwd: opts.cwd ?? process.cwd(), env, stdio: ['ignore', 'pipe', 'pipe'], detached: true });
     } catch (e) {
       await ctl.close();
       sc.cleanupDir();
@@ -202,9 +209,14 @@ export class Sidecar {
     };
     child.stderr?.on('data', onData);
     child.stdout?.on('data', onData);
-    const killOnExit = () => child.kill('SIGKILL');
-    process.once('exit', killOnExit);
-    sc.exitHooks.push(() => process.removeListener('exit', killOnExit));
+    // Whatever ends this process while the sidecar runs (process.exit on a second Ctrl-C, an uncaught
+    // error) ends the sidecar and removes the socket dir; no asynchronous cleanup runs after 'exit'.
+    const onProcessExit = () => {
+      child.kill('SIGKILL');
+      sc.cleanupDir();
+    };
+    process.once('exit', onProcessExit);
+    sc.exitHooks.push(() => process.removeListener('exit', onProcessExit));
     let spawnError: Error | undefined;
     child.on('error', (e) => {
       spawnError = e;
@@ -217,6 +229,7 @@ export class Sidecar {
     });
     try {
       await ctl.waitForRanks(ranks, opts.startTimeoutMs ?? 120_000, () => {
+        if (opts.signal?.aborted) return new AbortedError('stopped while the sidecar was starting');
         if (spawnError) return new SidecarStartError(`could not start ${python}: ${spawnError.message}`);
         if (sc.exitInfo) {
           return new SidecarStartError(
@@ -228,9 +241,14 @@ export class Sidecar {
         return undefined;
       });
     } catch (e) {
+      // Reject only once the process is gone: the caller may exit right after (a Ctrl-C at start).
+      const gone = sc.exitInfo || spawnError ? Promise.resolve() : new Promise<void>((resolve) => child.once('exit', () => resolve()));
       child.kill('SIGKILL');
+      await gone;
       await ctl.close();
+      sc.exitHooks.forEach((h) => h());
       sc.cleanupDir();
+      if (e instanceof AbortedError) throw e;
       if (e instanceof RanksMissingError) throw new RanksMissingError(e.message, e.missing, e.world, sc.stderrTail);
       if (e instanceof SidecarStartError) throw e;
       throw new SidecarStartError(`sidecar did not say hello: ${(e as Error).message}`, sc.stderrTail);

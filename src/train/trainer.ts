@@ -313,11 +313,21 @@ export async function pairGrpoStep(
 
 /** Starts (or restarts) a sidecar and loads the policy, resuming from `ck` when given. */
 async function startPolicy(cfg: TrainConfig, opts: TrainOptions, ck: Checkpoint | undefined): Promise<{ sc: Sidecar; mode: TrainMode }> {
-  const sc = opts.spawn
-    ? await opts.spawn()
-    : await Sidecar.spawn({ python: cfg.sidecar.python, threads: cfg.sidecar.threads, plugins: cfg.sidecar.plugins, onLog: opts.onLog, ranks: cfg.sidecar.ranks, maxRestarts: cfg.sidecar.maxRestarts });
+  const stopped = () => new AbortedError(`training stopped at step ${ck?.state.step ?? 0}/${cfg.steps} while the sidecar started; ${ck ? `checkpoint ${ck.dir}` : 'nothing saved yet'}`);
+  let sc: Sidecar;
   try {
-    return { sc, mode: await loadPolicy(sc, cfg, ck) };
+    sc = opts.spawn
+      ? await opts.spawn()
+      : await Sidecar.spawn({ python: cfg.sidecar.python, threads: cfg.sidecar.threads, plugins: cfg.sidecar.plugins, onLog: opts.onLog, ranks: cfg.sidecar.ranks, maxRestarts: cfg.sidecar.maxRestarts, signal: opts.signal });
+  } catch (e) {
+    throw e instanceof AbortedError ? stopped() : e;
+  }
+  try {
+    // A Ctrl-C during the start stops here, before the run directory is touched.
+    if (opts.signal?.aborted) throw stopped();
+    const mode = await loadPolicy(sc, cfg, ck);
+    if (opts.signal?.aborted) throw stopped();
+    return { sc, mode };
   } catch (e) {
     await sc.close().catch(() => undefined);
     throw e;

@@ -272,7 +272,7 @@ def test_cli_eval_prints_the_same_numbers(tiny, tmp_path):
     args = ["--seed", "0", "--n", "4", "--n-und", "5", "--samples", "1", "--sample-seed", "3", "--grid", str(tmp_path / "g.png"),
             "--grid-n", "4"]
     out = subprocess.run([sys.executable, "-m", "pairuni_sidecar.shapesworld", "eval", "--model", d, *args],
-                         capture_output=True, text=True, timeout=300, check=True,
+                         capture_output=True, text=True, timeout=900, check=True,
                          env={**os.environ, "PYTHONPATH": str(ROOT / "python_sidecar")})
     res = json.loads(out.stdout)
     want = evaluate_model_dir(d, seed=0, n=4, n_und=5, samples=1, sample_seed=3, grid=str(tmp_path / "h.png"), grid_n=4)

@@ -65,7 +65,7 @@ def test_cli_build_writes_manifests(tmp_path):
     out = subprocess.run(
         [sys.executable, "-m", "pairuni_sidecar.shapesworld", "build", "--out", str(tmp_path), "--seed", "1",
          "--u-train", "6", "--g-train", "6", "--u-eval", "6", "--g-eval", "6"],
-        capture_output=True, text=True, timeout=120, check=True,
+        capture_output=True, text=True, timeout=600, check=True,
     )
     meta = json.loads(out.stdout)
     assert meta["seed"] == 1 and set(meta["manifests"]) == {"u_train", "g_train", "u_eval", "g_eval"}

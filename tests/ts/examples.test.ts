@@ -15,11 +15,11 @@ describe('examples', () => {
       // Examples that write results take an output directory as their first argument (users keep theirs).
       const out = mkdtempSync(join(tmpdir(), 'pairuni-example-'));
       try {
-        const r = spawnSync(process.execPath, ['--import', 'tsx', `${dir}${f}`, join(out, 'out')], { encoding: 'utf8', timeout: 240_000, env: { ...process.env, PAIRUNI_EXAMPLE_CI: '1' } });
+        const r = spawnSync(process.execPath, ['--import', 'tsx', `${dir}${f}`, join(out, 'out')], { encoding: 'utf8', timeout: 840_000, env: { ...process.env, PAIRUNI_EXAMPLE_CI: '1' } });
         expect(r.status, `${f} failed:\n${r.stdout}\n${r.stderr}`).toBe(0);
       } finally {
         rmSync(out, { recursive: true, force: true });
       }
-    }, 300_000);
+    }, 900_000); // spawnSync's limit comes first, so the failure names the example
   }
 });

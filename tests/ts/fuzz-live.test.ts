@@ -23,7 +23,9 @@ let ctl: Controller;
 const inbox: Array<{ kind: string; header: Record<string, unknown> }> = [];
 
 beforeAll(async () => {
-  sc = await Sidecar.spawn({ threads: 1, limits: { stallMs: 800 } });
+  // A stall limit short enough to test, long enough that an open stream's next chunk (sent at once)
+  // is not taken for a stall on a busy machine.
+  sc = await Sidecar.spawn({ threads: 1, limits: { stallMs: 5000 } });
   ctl = sc._controller;
   ctl._tap = (kind, header) => {
     if (kind === 'res' || kind === 'err') inbox.push({ kind, header });
@@ -34,7 +36,7 @@ afterAll(async () => {
 });
 
 /** Waits for the rank's answer to a raw message: an err (with or without re) or a res for `id`. */
-async function answer(id: number | undefined, timeoutMs = 5000): Promise<{ kind: string; header: Record<string, unknown> }> {
+async function answer(id: number | undefined, timeoutMs = 120_000): Promise<{ kind: string; header: Record<string, unknown> }> {
   const t0 = Date.now();
   for (;;) {
     const i = inbox.findIndex((m) => m.kind === 'err' ? m.header.re === undefined || m.header.re === id : m.header.re === id);
@@ -45,7 +47,7 @@ async function answer(id: number | undefined, timeoutMs = 5000): Promise<{ kind:
 }
 
 async function stillServing(): Promise<void> {
-  const r = await sc.call('echo', { alive: true }, { x: Tensor.from(Float32Array.of(1, 2)) }, { deadlineMs: 5000 });
+  const r = await sc.call('echo', { alive: true }, { x: Tensor.from(Float32Array.of(1, 2)) }, { deadlineMs: 60_000 });
   expect(r.args).toEqual({ alive: true });
 }
 
@@ -122,7 +124,7 @@ describe('broken chunk streams', () => {
     inbox.length = 0;
     await ctl._sendRaw(0, [req(303, desc, { sid: 303, tot: 8 })], 'data');
     await ctl._sendRaw(0, [chunk(303, 0, 0), Buffer.alloc(4)], 'data');
-    const a = await answer(303, 8000);
+    const a = await answer(303);
     expect((a.header.err as { msg: string }).msg).toMatch(/stalled/);
     await stillServing();
   });
@@ -131,7 +133,8 @@ describe('broken chunk streams', () => {
 describe('state machine and resources', () => {
   it('a duplicate request id in flight is refused, cancel for unknown ids is ignored', async () => {
     inbox.length = 0;
-    const sleep = encodeHeaderFrame('req', { id: 500, op: 'debug.sleep', a: { seconds: 0.5 } });
+    // Long enough that the second copy, sent right after, surely finds the first in flight.
+    const sleep = encodeHeaderFrame('req', { id: 500, op: 'debug.sleep', a: { seconds: 5 } });
     await ctl._sendRaw(0, [sleep]);
     await ctl._sendRaw(0, [sleep]);
     const dup = await answer(500);
@@ -151,7 +154,7 @@ describe('state machine and resources', () => {
     const n = 10_000;
     const rs = await Promise.all(Array.from({ length: n }, (_, i) => sc.call('echo', { i })));
     expect(rs.map((r) => r.args.i)).toEqual(Array.from({ length: n }, (_, i) => i));
-  }, 120_000);
+  });
 
   it('a message over the size limit is refused with too_large and the rank keeps serving', async () => {
     inbox.length = 0;
@@ -160,7 +163,7 @@ describe('state machine and resources', () => {
     const a = await answer(600);
     expect((a.header.err as { code: string }).code).toBe('too_large');
     await stillServing();
-  }, 30_000);
+  });
 });
 
 describe('controller side: a misbehaving rank', () => {

@@ -1,4 +1,4 @@
-import { spawn, spawnSync } from 'node:child_process';
+import { spawn } from 'node:child_process';
 import { createServer } from 'node:net';
 import { existsSync, readFileSync } from 'node:fs';
 import { dirname } from 'node:path';
@@ -135,7 +135,7 @@ describe('raw tensors', () => {
     let want = 0;
     for (let i = 0; i < n; i += 4096) want += i % 1000;
     expect((s.args.sums as Record<string, number>).big).toBe(want);
-  }, 120_000);
+  });
 });
 
 describe('Arrow payloads', () => {
@@ -183,21 +183,22 @@ describe('cancellation, deadlines, progress', () => {
   it('cancels a slow op through an AbortSignal and stays responsive', async () => {
     const ac = new AbortController();
     const t0 = Date.now();
-    const p = sc.call('debug.sleep', { seconds: 20 }, {}, { signal: ac.signal });
+    // Bounds are a fraction of the 10 min sleep they rule out, so a busy machine cannot trip them.
+    const p = sc.call('debug.sleep', { seconds: 600 }, {}, { signal: ac.signal });
     setTimeout(() => ac.abort(), 200);
     expect(await codeOf(p)).toBe('cancelled');
-    expect(Date.now() - t0).toBeLessThan(2000);
+    expect(Date.now() - t0).toBeLessThan(60_000);
     const t1 = Date.now();
     await sc.call('echo', {});
-    expect(Date.now() - t1).toBeLessThan(2000); // the sidecar stopped the sleep instead of finishing it
-    await new Promise((r) => setTimeout(r, 100));
-    expect(sc.stats.lateReplies).toBeGreaterThanOrEqual(1); // the rank's `cancelled` answer arrived late and was dropped
+    expect(Date.now() - t1).toBeLessThan(60_000); // the sidecar stopped the sleep instead of finishing it
+    // The rank's `cancelled` answer arrives late (before the echo's reply: one socket, in order) and is dropped.
+    expect(sc.stats.lateReplies).toBeGreaterThanOrEqual(1);
   });
 
   it('enforces deadlines on both sides', async () => {
     const t0 = Date.now();
-    expect(await codeOf(sc.call('debug.sleep', { seconds: 20 }, {}, { deadlineMs: 300 }))).toBe('deadline');
-    expect(Date.now() - t0).toBeLessThan(2000);
+    expect(await codeOf(sc.call('debug.sleep', { seconds: 600 }, {}, { deadlineMs: 300 }))).toBe('deadline');
+    expect(Date.now() - t0).toBeLessThan(60_000);
     const r = await sc.call('echo', { after: 1 });
     expect(r.args).toEqual({ after: 1 });
   });
@@ -217,17 +218,34 @@ describe('cancellation, deadlines, progress', () => {
 });
 
 describe('rank loss', () => {
-  it('rejects the pending call with rank_lost within 5 s of SIGKILL, and a new sidecar starts', async () => {
+  it("a controller that stood still longer than deadMs keeps its rank: its own stall is no evidence against the rank", async () => {
+    // What a busy machine does to a test process (descheduled, or a long synchronous step), made certain.
+    const s = await Sidecar.spawn({ threads: 1, hbMs: 100, deadMs: 1000 });
+    try {
+      const lost: string[] = [];
+      s.onRankLost((_r, why) => lost.push(why));
+      const until = Date.now() + 3000;
+      while (Date.now() < until); // no timer fires, no socket is read, no heartbeat goes out
+      expect((await s.call('echo', { after: 'stall' })).args).toEqual({ after: 'stall' });
+      await new Promise((r) => setTimeout(r, 1500)); // heartbeats flow again on both sides
+      expect(lost).toEqual([]);
+      expect(s.alive).toBe(true);
+    } finally {
+      await s.close();
+    }
+  });
+
+  it('rejects the pending call with rank_lost soon after SIGKILL (not when the sleep ends), and a new sidecar starts', async () => {
     const s2 = await Sidecar.spawn({ threads: 1 });
     const lost: string[] = [];
     s2.onRankLost((_r, why) => lost.push(why));
     const t0 = Date.now();
-    const p = s2.call('debug.sleep', { seconds: 30 });
+    const p = s2.call('debug.sleep', { seconds: 600 });
     setTimeout(() => process.kill(s2.pid!, 'SIGKILL'), 300);
     const e = await p.catch((x) => x);
     expect(e).toBeInstanceOf(SidecarError);
     expect(e.code).toBe('rank_lost');
-    expect(Date.now() - t0).toBeLessThan(5000);
+    expect(Date.now() - t0).toBeLessThan(60_000);
     expect(lost[0]).toMatch(/SIGKILL/);
     expect(await codeOf(s2.call('echo'))).toBe('rank_lost');
     await s2.close();
@@ -238,18 +256,18 @@ describe('rank loss', () => {
 
   it('detects a lost attached (tcp) rank by heartbeat', async () => {
     const [cp, dp] = [await freePort(), await freePort()];
-    const attaching = Sidecar.attach({ endpoint: `tcp://127.0.0.1:${cp}`, dataEndpoint: `tcp://127.0.0.1:${dp}`, timeoutMs: 60_000, hbMs: 200, deadMs: 1500, plaintext: true });
+    const attaching = Sidecar.attach({ endpoint: `tcp://127.0.0.1:${cp}`, dataEndpoint: `tcp://127.0.0.1:${dp}`, timeoutMs: 240_000, hbMs: 200, deadMs: 3000, plaintext: true });
     const child = spawn(resolvePython(), ['-m', 'pairuni_sidecar', '--connect', `tcp://127.0.0.1:${cp}`, '--data', `tcp://127.0.0.1:${dp}`], { stdio: 'ignore' });
     const sc2 = await attaching;
     expect(sc2.ranks[0].pid).toBe(child.pid);
     expect((await sc2.call('echo', { tcp: 1 })).args).toEqual({ tcp: 1 });
     const t0 = Date.now();
-    const p = sc2.call('debug.sleep', { seconds: 30 });
+    const p = sc2.call('debug.sleep', { seconds: 600 });
     setTimeout(() => child.kill('SIGKILL'), 200);
-    expect(await codeOf(p)).toBe('rank_lost');
-    expect(Date.now() - t0).toBeLessThan(5000);
+    expect(await codeOf(p)).toBe('rank_lost'); // a dead tcp rank never answers: only the heartbeat can tell
+    expect(Date.now() - t0).toBeLessThan(60_000);
     await sc2.close();
-  }, 30_000);
+  });
 });
 
 async function freePort(): Promise<number> {
@@ -265,13 +283,17 @@ async function freePort(): Promise<number> {
 const LIFECYCLE = new URL('./fixtures/lifecycle.mts', import.meta.url).pathname;
 
 describe('process lifecycle', () => {
-  it('Node exits promptly after close and the sidecar is gone', () => {
-    const r = spawnSync(process.execPath, ['--import', 'tsx', LIFECYCLE], { encoding: 'utf8', timeout: 60_000 });
-    expect(r.status).toBe(0);
-    const pid = Number(/PID (\d+)/.exec(r.stdout)?.[1]);
+  it('Node exits by itself after close and the sidecar is gone', async () => {
+    // Not spawnSync: a blocked event loop sends no heartbeats to this file's sidecar, which would then leave.
+    const node = spawn(process.execPath, ['--import', 'tsx', LIFECYCLE], { stdio: ['ignore', 'pipe', 'inherit'] });
+    let stdout = '';
+    node.stdout!.on('data', (b) => (stdout += b));
+    const status = await new Promise<number | null>((resolve) => node.on('close', (c) => resolve(c)));
+    expect(status).toBe(0);
+    const pid = Number(/PID (\d+)/.exec(stdout)?.[1]);
     expect(pid).toBeGreaterThan(0);
     expect(alive(pid)).toBe(false);
-  }, 90_000);
+  });
 
   it('a sidecar whose controller is SIGKILLed exits by itself (no orphans)', async () => {
     const node = spawn(process.execPath, ['--import', 'tsx', LIFECYCLE, 'hang'], { stdio: ['ignore', 'pipe', 'inherit'] });
@@ -290,26 +312,27 @@ describe('process lifecycle', () => {
     const sockDir = dirname(cmd[cmd.indexOf('--connect') + 1].slice('ipc://'.length));
     expect(existsSync(sockDir)).toBe(true);
     node.kill('SIGKILL');
-    const t0 = Date.now();
-    while (alive(pid) && Date.now() - t0 < 15_000) await new Promise((r) => setTimeout(r, 100));
-    expect(alive(pid)).toBe(false);
+    while (alive(pid)) await new Promise((r) => setTimeout(r, 100)); // the sidecar notices within a loop turn
     expect(existsSync(sockDir)).toBe(false); // the sidecar removed what its dead controller left
-  }, 90_000);
+  });
 
   it("a terminal's Ctrl-C (SIGINT to the process group) leaves the sidecar to its controller", async () => {
     const node = spawn(process.execPath, ['--import', 'tsx', LIFECYCLE, 'sigint'], { stdio: ['ignore', 'pipe', 'inherit'], detached: true });
     let out = '';
-    node.stdout!.on('data', (b) => (out += b));
-    const t0 = Date.now();
-    while (!out.includes('READY') && Date.now() - t0 < 60_000) await new Promise((r) => setTimeout(r, 50));
-    expect(out).toContain('READY');
+    await new Promise<void>((resolve, reject) => {
+      node.stdout!.on('data', (b) => {
+        out += b;
+        if (out.includes('READY')) resolve();
+      });
+      node.on('exit', () => reject(new Error(`child exited early: ${out}`)));
+    });
     const pid = Number(/PID (\d+)/.exec(out)![1]);
     process.kill(-node.pid!, 'SIGINT'); // the whole group, as a terminal does
     const code = await new Promise<number | null>((resolve) => node.on('exit', (c) => resolve(c)));
     expect(out).toContain('ECHO OK');
     expect(code).toBe(0);
     expect(alive(pid)).toBe(false); // ended by its controller's close
-  }, 90_000);
+  });
 });
 
 function alive(pid: number): boolean {

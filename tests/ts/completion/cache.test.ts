@@ -18,7 +18,7 @@ afterEach(async () => {
 
 const keys = (s: ScriptedServer, from = 0) => s.requests.slice(from).map((r) => `${itemIdOf(r)}/${r.model}`);
 
-async function until(cond: () => boolean, ms = 5_000): Promise<void> {
+async function until(cond: () => boolean, ms = 240_000): Promise<void> {
   const t0 = Date.now();
   while (!cond()) {
     if (Date.now() - t0 > ms) throw new Error('condition not reached');
@@ -119,8 +119,8 @@ describe('persistent cache', () => {
 
   it('an aborted run, restarted, repeats no request of a finished item and replays a half-done one', async () => {
     const r = router({
-      'u3/chk-u': [{ content: OK, delayMs: 10_000 }],
-      'u4/gen-u': [{ content: VALID_U, delayMs: 10_000 }],
+      'u3/chk-u': [{ content: OK, delayMs: 50_000 }],
+      'u4/gen-u': [{ content: VALID_U, delayMs: 50_000 }],
     });
     server = await startScriptedServer(r.handler);
     const cachePath = join(tmp.dir, 'cache.jsonl');

@@ -44,10 +44,13 @@ describe('concurrency', () => {
       // Pseudo-random (seeded) response times shuffle the completion order.
       let seed = 7;
       const r = router(script);
+      // The first six are held until all six have arrived: six in flight at once, however slow the machine.
+      let sixArrived!: () => void;
+      const six = new Promise<void>((res) => (sixArrived = res));
       server = await startScriptedServer(async (req) => {
         seed = (seed * 1103515245 + 12345) % 2 ** 31;
-        // The first six are held long enough for all six to be in flight at once.
-        await new Promise((res) => setTimeout(res, req.n <= 6 ? 150 : seed % 13));
+        if (req.n === 6) sixArrived();
+        await (req.n <= 6 ? six : new Promise((res) => setTimeout(res, seed % 13)));
         return r.handler(req);
       });
       const cachePath = join(tmp.dir, 'cache.jsonl');
@@ -96,7 +99,7 @@ describe('concurrency', () => {
   it('breaking out of the loop cancels work in flight; no request is sent afterwards', async () => {
     const r = router();
     server = await startScriptedServer(async (req) => {
-      await new Promise((res) => setTimeout(res, itemIdOf(req) === 'g1' ? 5 : 300));
+      await new Promise((res) => setTimeout(res, itemIdOf(req) === 'g1' ? 5 : 30_000)); // g1 surely first
       return r.handler(req);
     });
     const items = [gItem('g1'), gItem('g2'), gItem('g3'), gItem('g4')];

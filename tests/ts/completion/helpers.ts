@@ -70,7 +70,7 @@ export function config(url: string, over: Partial<CompleterConfigInput> = {}): C
     apiKey: 'test-key',
     models: { ...MODELS },
     concurrency: 2,
-    timeoutMs: 5_000,
+    timeoutMs: 60_000, // far above any scripted delay below it: a busy machine must not turn a reply into a timeout
     retry: { maxRetries: 3, baseDelayMs: 100, maxDelayMs: 1_000, jitter: false },
     maxFormatRetries: 2,
     maxRegenerations: 2,

@@ -28,8 +28,8 @@ function spawnTsx(script: string, args: string[], tmpDir: string) {
   return { child, stderr: () => err, exited };
 }
 
-/** Polls `cond` every 10 ms; fails after `ms`. */
-async function until(cond: () => boolean, what: () => string, ms = 20_000): Promise<void> {
+/** Polls `cond` every 10 ms; fails after `ms` (under the test's limit, so the failure says what it waited for). */
+async function until(cond: () => boolean, what: () => string, ms = 240_000): Promise<void> {
   const t0 = Date.now();
   while (!cond()) {
     if (Date.now() - t0 > ms) throw new Error(`timed out waiting: ${what()}`);
@@ -127,11 +127,7 @@ describe('pairuni complete interrupted with Ctrl-C', () => {
       let err = '';
       child.stderr.on('data', (d: Buffer) => (err += d.toString()));
       const exited = new Promise<number | null>((res) => child.on('exit', (code) => res(code)));
-      const t0 = Date.now();
-      while (server.requests.length < 7) {
-        if (Date.now() - t0 > 20_000) throw new Error(`no progress: ${err}`);
-        await new Promise((res) => setTimeout(res, 10));
-      }
+      await until(() => server!.requests.length >= 7, () => `no progress: ${err}`);
       child.kill('SIGINT');
       expect(await exited).toBe(130);
       const report = JSON.parse(await readFile(join(out, 'report.json'), 'utf8'));
@@ -204,7 +200,8 @@ describe('pairuni complete: the first Ctrl-C lets requests in flight finish', ()
     const tmp = await tempDir();
     try {
       const r = router();
-      server = await startScriptedServer(async (req) => ({ ...(r.handler(req) as object), delayMs: 30_000 }));
+      // Replies that take 150 s (under the client's 180 s timeout): only the second Ctrl-C can end the run in time.
+      server = await startScriptedServer(async (req) => ({ ...(r.handler(req) as object), delayMs: 150_000 }));
       const ids = ['u1', 'u2'];
       const manifest = await writeManifest(tmp.dir, ids);
       const args = ['--u', manifest, '--out', join(tmp.dir, 'out'), '--base-url', server.url, '--api-key', 'k', '--model-u2c', 'gen-u', '--model-check-u2c', 'chk-u', '--concurrency', '2', '--quiet'];
@@ -220,7 +217,7 @@ describe('pairuni complete: the first Ctrl-C lets requests in flight finish', ()
       const second = Date.now();
       c.child.kill('SIGINT');
       expect(await c.exited).toBe(130);
-      expect(exitedAt - second).toBeLessThan(5_000);
+      expect(exitedAt - second).toBeLessThan(30_000);
       expect(server.requests).toHaveLength(2);
     } finally {
       await tmp.cleanup();

@@ -66,9 +66,9 @@ describe('transport retries against the scripted endpoint', () => {
     const { completer, delays, server } = await setup(
       {
         'u1/gen-u': [{ status: 500 }, { status: 500 }],
-        'u1/chk-u': [{ content: '{"verdict":"consistent","problems":[]}', delayMs: 2_000 }],
+        'u1/chk-u': [{ content: '{"verdict":"consistent","problems":[]}', delayMs: 120_000 }],
       },
-      { timeoutMs: 300 },
+      { timeoutMs: 3_000 }, // the prompt replies fit it on a busy machine; the slow one never does
     );
     const job = completer.run([uItem('u1')]);
     const [r] = await job.collect();

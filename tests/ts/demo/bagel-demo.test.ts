@@ -49,5 +49,5 @@ describe('demo --family bagel (quick)', () => {
     const refused = await runBagelDemo({ out, quick: true, steps: 3, log: () => undefined }).catch((e: unknown) => e);
     expect(refused).toBeInstanceOf(PairuniError);
     expect((refused as Error).message).toContain('different plan (steps: 2 there, 3 now)');
-  }, 600_000);
+  }, 1_800_000);
 });

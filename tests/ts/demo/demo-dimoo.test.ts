@@ -27,7 +27,7 @@ describe('demo --family dimoo (quick)', () => {
       expect(e.gen_reward).toBeLessThanOrEqual(1);
       expect(existsSync(join(out, 'eval', `${v}-s0-grid.png`))).toBe(true);
     }
-  }, 900_000);
+  }, 2_700_000);
 
   it('refuses an unknown family before any work', async () => {
     await expect(runDemo({ out: join(out, 'x'), quick: true, family: 'bagel' as never })).rejects.toThrow(ConfigError);

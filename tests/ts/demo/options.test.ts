@@ -27,7 +27,7 @@ describe('runDemo options', () => {
     expect((err as Error).message).toBe('demo: steps must be a positive integer, got NaN');
     expect(lines).toEqual([]);
     expect(existsSync(out)).toBe(false);
-  }, 120_000);
+  });
 
   it.each<[Partial<DemoOptions>, RegExp]>([
     [{ steps: 0 }, /steps must be a positive integer, got 0/],

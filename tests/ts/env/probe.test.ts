@@ -22,7 +22,7 @@ describe('probe (what `pairuni doctor` reports)', () => {
     expect(r.packages.pyzmq).toBeTruthy();
     expect(r.sidecar).toBeTruthy();
     expect(r.ops).toContain('tensor.sum');
-  }, 120_000);
+  });
 
   it('an interpreter that cannot run is fatal, named, with a fix', async () => {
     const r = await probe({ python: '/nonexistent/bin/python' });
@@ -48,5 +48,5 @@ describe('probe (what `pairuni doctor` reports)', () => {
     expect(torch).toMatchObject({ fatal: true });
     expect(torch!.fix).toMatch(/node .*scripts\/setup-python\.mjs/);
     expect(torch!.fix).toContain('npm install-scripts approve pairuni');
-  }, 60_000);
+  });
 });

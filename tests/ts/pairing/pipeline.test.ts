@@ -19,7 +19,7 @@ import { tinySet } from './_data.js';
 let sc: Sidecar;
 beforeAll(async () => {
   sc = await Sidecar.spawn();
-}, 120_000);
+});
 afterAll(async () => {
   await sc?.close();
 });
@@ -179,5 +179,5 @@ describe('CLI', () => {
     }
     await expect(runPair(['--u', 'x'])).rejects.toThrow(ConfigError);
     await expect(runPair(['--u', 'a', '--g', 'b', '--out', 'c', '--ablation', 'bogus'])).rejects.toThrow(/ablation/);
-  }, 120_000);
+  });
 });

@@ -21,7 +21,7 @@ let be: SidecarBackend;
 
 beforeAll(async () => {
   be = await SidecarBackend.spawn({ device: 'cpu' });
-}, 120_000);
+});
 afterAll(async () => {
   await be?.close();
 });

@@ -6,7 +6,8 @@ import { onInterrupt } from '../../../src/util/interrupt.js';
 
 const mode = process.argv[2];
 const { signal, dispose } = onInterrupt({ message: 'child: stopping' });
-const keepAlive = setTimeout(() => process.exit(99), 20_000);
+// Only a safety net (a broken handler must not leave the child running): far beyond any busy machine's delays.
+const keepAlive = setTimeout(() => process.exit(99), 240_000);
 signal.addEventListener('abort', () => {
   process.stdout.write('aborted\n');
   if (mode === 'once') {
