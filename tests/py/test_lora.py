@@ -159,3 +159,31 @@ def test_lora_on_modules_without_linear_layers_is_a_typed_error(janus_dir, dimoo
     assert e.value.detail == {"field": "options.lora_targets"}
     with pytest.raises(AdapterConfigError, match=r"lora_targets \['nope'\]"):
         load_adapter("dimoo", _dimoo(dimoo_dir, options={**LORA, "lora_targets": ["nope"]}))
+
+
+@pytest.mark.parametrize("family", ["janus", "dimoo"])
+def test_lora_kl_reference_is_the_base_with_factors_off(family, request, image):
+    """beta > 0 with ref_model_dir = model.path: no second copy of the weights is loaded; the reference
+    passes run the policy's own (frozen) base with the factors switched off, i.e. the policy before any
+    update, and equal a plain adapter's log-probs after the factors have moved."""
+    spec, make, est, _, _ = FAMILIES[family]
+    path = request.getfixturevalue(f"{family}_dir")
+    pol = load_policy(family, spec(path, options=LORA, ref_model_dir=str(path)), OptimCfg(lr=1e-2, micro_batch=4))
+    a = pol.adapter
+    assert a.ref_model is None and a.ref_is_base and a.describe()["ref_model"] == "lora-base"
+    plain = load_adapter(family, spec(path))
+    batches = make(a, image, 5)
+    kl = LossCfg(eps_low=0.2, eps_high=0.2, beta=0.1, agg="seq_mean", norm="side")
+    first = pol.update([SideInput(b, adv) for b, adv in batches], kl, est_seed=est)
+    assert first["und/kl_ref"] == 0.0 and first["gen/kl_ref"] == 0.0  # B = 0: policy = reference
+    second = pol.update([SideInput(b, adv) for b, adv in make(a, image, 7)], kl, est_seed=est)
+    assert second["und/kl_ref"] > 0 or second["gen/kl_ref"] > 0  # the factors moved away from the base
+    for b, _ in batches:
+        rows = torch.arange(b.size)
+        ref = a.token_logprobs(b, rows, est_seed=est, grad=False, ref=True)[0]
+        assert torch.equal(ref, plain.token_logprobs(b, rows, est_seed=est, grad=False)[0])
+        assert not torch.equal(ref, a.token_logprobs(b, rows, est_seed=est, grad=False)[0])
+    assert a.lora.enabled  # switched back on after the reference passes
+    other = load_adapter(family, spec(path, options=LORA, ref_model_dir=str(path) + "/."))
+    assert other.ref_is_base and other.ref_model is None  # the same directory spelt another way
+    assert load_adapter(family, spec(path, ref_model_dir=str(path))).ref_model is not None  # no LoRA: a copy

@@ -55,7 +55,7 @@ from .base import (
     resolve_device,
     store_frozen,
 )
-from .lora import LoRA, select_targets, within_blocks
+from .lora import LoRA, lora_base_is_reference, select_targets, within_blocks
 
 CODE_ENV = "PAIRUNI_DIMOO_CODE"
 #: Lumina-DiMOO's task system prompts (upstream config.py:40-41, PROMPT_TEMPLATES), the defaults of
@@ -289,7 +289,8 @@ class DimooAdapter(PolicyAdapter):
         if self.gradient_checkpointing:
             checkpoint_blocks(repeated_blocks(self.model))
         self.ref_model = None
-        if spec.ref_model_dir:
+        self.ref_is_base = bool(spec.ref_model_dir) and lora_base_is_reference(self.lora, spec)
+        if spec.ref_model_dir and not self.ref_is_base:
             self._read_config(spec.ref_model_dir)
             self.ref_model = self._load(spec.ref_model_dir, text_too=False)
             self.ref_model.requires_grad_(False)
@@ -421,11 +422,12 @@ class DimooAdapter(PolicyAdapter):
             return contextlib.nullcontext()
         return torch.autocast(self.device.type, dtype=self.amp)
 
-    def _logits_fn(self, model):
+    def _logits_fn(self, model, lora_off: bool = False):
+        """Logits at ``pos``; ``lora_off``: of the base model alone (the KL reference of a LoRA policy)."""
         base = model if self.tiny else _UpstreamLogits(model)
 
         def fn(ids, keep, pos):
-            with self._autocast():
+            with self._autocast(), (self.lora.disabled() if lora_off else contextlib.nullcontext()):
                 return base(ids.to(self.device), keep.to(self.device), pos.to(self.device)).float()
         return fn
 
@@ -585,14 +587,15 @@ class DimooAdapter(PolicyAdapter):
     def token_logprobs(self, batch: RolloutBatch, rows: torch.Tensor, *, est_seed: int, grad: bool,
                        ref: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
         self.require(f"logprobs_{batch.side}")
-        if ref and self.ref_model is None:
+        if ref and self.ref_model is None and not self.ref_is_base:
             raise AdapterConfigError("reference log-probs requested but no reference model is loaded (ref_model_dir)")
         rows = rows.to(torch.long)
         x, lay = batch.extra, self.layout
         seeds = estimator_seeds(est_seed, rows)
         ids, keep, slots, maskable = x["ids"][rows], x["keep"][rows], x["slots"][rows], x["maskable"][rows]
         inp = masked_inputs(ids, keep, slots, maskable, seeds, self.opts.p_mask_prompt, lay.mask)
-        fn = self._logits_fn(self.ref_model if ref else self.model)
+        fn = self._logits_fn(self.ref_model if ref and self.ref_model is not None else self.model,
+                             lora_off=ref and self.ref_is_base)
         out = batch.out_ids[rows]
         ctx = contextlib.nullcontext() if grad else torch.no_grad()
         if self.opts.estimator == "trajectory":
@@ -775,7 +778,8 @@ class DimooAdapter(PolicyAdapter):
             "p_mask_prompt": self.opts.p_mask_prompt,
             "params_total": sum(p.numel() for p in self.model.parameters()),
             "params_trainable": sum(p.numel() for _, p in self.trainable_parameters()),
-            "ref_model": self.ref_model is not None, "lora": self.lora.describe() if self.lora else None,
+            "ref_model": "lora-base" if self.ref_is_base else self.ref_model is not None,
+            "lora": self.lora.describe() if self.lora else None,
             "gradient_checkpointing": self.gradient_checkpointing,
         }
 

@@ -58,7 +58,7 @@ from .base import (
     resolve_device,
     store_frozen,
 )
-from .lora import LoRA, select_targets, within_blocks
+from .lora import LoRA, lora_base_is_reference, select_targets, within_blocks
 
 
 #: named parameter groups for ``LoadSpec.train_modules`` (raw parameter-name prefixes are accepted too)
@@ -182,7 +182,8 @@ class JanusAdapter(PolicyAdapter):
         if self.gradient_checkpointing:
             self.model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         self.ref_model = None
-        if spec.ref_model_dir:
+        self.ref_is_base = bool(spec.ref_model_dir) and lora_base_is_reference(self.lora, spec)
+        if spec.ref_model_dir and not self.ref_is_base:
             _check_model_dir(spec.ref_model_dir, "reference model")
             self.ref_model = self._load_model(spec.ref_model_dir, dtype=self.amp or torch.float32)
             self.ref_model.requires_grad_(False)
@@ -773,13 +774,13 @@ class JanusAdapter(PolicyAdapter):
                        ref: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
         del est_seed  # autoregressive: exact teacher-forced log-probs, no estimator randomness
         self.require(f"logprobs_{batch.side}")
-        if ref and self.ref_model is None:
+        if ref and self.ref_model is None and not self.ref_is_base:
             raise AdapterConfigError("reference log-probs requested but no reference model is loaded (ref_model_dir)")
-        model = self.ref_model if ref else self.model
+        model = self.ref_model if ref and self.ref_model is not None else self.model
         rows = rows.to(torch.long)
         out = batch.out_ids[rows].to(self.device)
         ctx = contextlib.nullcontext() if grad else torch.no_grad()
-        with ctx:
+        with ctx, (self.lora.disabled() if ref and self.ref_is_base else contextlib.nullcontext()):
             x = batch.extra
             if batch.side == "und":
                 grp = batch.group[rows].to(self.device)
@@ -881,5 +882,6 @@ class JanusAdapter(PolicyAdapter):
                             "eoi": self.eoi_id, "image": self.img_id},
             "params_total": sum(p.numel() for p in self.model.parameters()), "params_trainable": n_train,
             "train_modules": list(self.train_modules), "gradient_checkpointing": self.gradient_checkpointing,
-            "ref_model": self.ref_model is not None, "lora": self.lora.describe() if self.lora else None,
+            "ref_model": "lora-base" if self.ref_is_base else self.ref_model is not None,
+            "lora": self.lora.describe() if self.lora else None,
         }

@@ -14,7 +14,9 @@ its checkpoint key names and FSDP's wrapping, exactly the base model's:
 """
 from __future__ import annotations
 
+import contextlib
 import math
+import os
 import re
 from collections.abc import Callable, Iterable, Iterator, Mapping
 
@@ -74,6 +76,7 @@ class LoRA(Mapping):
             raise AdapterConfigError(f"lora_rank must be >= 1 to attach LoRA factors, got {rank}",
                                      detail={"field": "options.lora_rank"})
         self.rank, self.alpha, self.scale = int(rank), float(alpha), float(alpha) / int(rank)
+        self.enabled = True
         self._factors: dict[str, tuple[torch.nn.Parameter, torch.nn.Parameter]] = {}
         self._handles = []
         for n, m in modules.items():
@@ -91,9 +94,21 @@ class LoRA(Mapping):
         scale = self.scale
 
         def hook(_module, inputs, output):
+            if not self.enabled:
+                return output
             x = inputs[0]
             return output + scale * ((x.to(a.dtype) @ a.t()) @ b.t()).to(output.dtype)
         return hook
+
+    @contextlib.contextmanager
+    def disabled(self) -> Iterator[None]:
+        """The base model alone for the duration: with the base frozen, that is the policy before any
+        update, so a KL reference needs no second copy of the weights."""
+        was, self.enabled = self.enabled, False
+        try:
+            yield
+        finally:
+            self.enabled = was
 
     # -- mapping ---------------------------------------------------------------------------------
     def __getitem__(self, name: str) -> tuple[torch.nn.Parameter, torch.nn.Parameter]:
@@ -141,4 +156,13 @@ class LoRA(Mapping):
         return {"rank": self.rank, "alpha": self.alpha, "modules": len(self._factors)}
 
 
-__all__ = ["LoRA", "PREFIX", "linear_modules", "select_targets", "suffix_match", "within_blocks"]
+def lora_base_is_reference(lora: "LoRA | None", spec) -> bool:
+    """A LoRA policy whose KL reference is its own base model (``ref_model_dir`` = ``model.path``, the
+    trainer's default): the frozen base with the factors off is the policy before any update, so no
+    second copy is loaded (``LoRA.disabled`` around the reference passes)."""
+    if lora is None or not spec.ref_model_dir:
+        return False
+    return os.path.realpath(spec.ref_model_dir) == os.path.realpath(spec.model_dir)
+
+
+__all__ = ["LoRA", "lora_base_is_reference", "PREFIX", "linear_modules", "select_targets", "suffix_match", "within_blocks"]
