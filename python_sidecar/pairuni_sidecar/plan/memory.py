@@ -26,8 +26,9 @@ from __future__ import annotations
 
 import math
 import os
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, replace
 
+from ..contract.generated import PlanRequest
 from ..errors import BadRequest
 from . import arch as archmod
 from .presets import preset as get_preset
@@ -49,29 +50,10 @@ class PlanError(BadRequest):
         super().__init__(message, detail={"field": field} if field else None)
 
 
-@dataclass
-class PlanRequest:
-    family: str
-    preset: str | None = None
-    model_dir: str | None = None
-    ranks: int = 1
-    gpu_gib: float = 80.0
-    #: train-module groups (the family's MODULE_GROUPS); default: the language model
-    train_modules: list[str] = field(default_factory=lambda: ["language_model"])
-    lora_rank: int = 0
-    beta: float = 0.0
-    micro_batch: int = 1
-    #: group size: rollouts per prompt
-    k: int = 4
-    #: text tokens of one sequence (prompt + answer)
-    text_tokens: int = 256
-    #: tokens of one image (default: the model's own, e.g. Janus 576, DiMOO/Bagel 1024 at 512 px)
-    image_tokens: int | None = None
-    checkpointing: bool = True
-    cpu_offload: bool = False
-    precision: str = "bf16-mixed"
-    #: "rl" (PairGRPO: rollouts, K) or "sft" (Bagel's supervised step: no rollouts)
-    mode: str | None = None
+#: The request (``family``, ``preset`` | ``model_dir``, ``ranks``, ``gpu_gib``, ``train_modules``,
+#: ``lora_rank``, ``beta``, ``micro_batch``, ``k``, ``text_tokens``, ``image_tokens``, ``checkpointing``,
+#: ``cpu_offload``, ``precision``, ``mode``) is generated from its one declaration, ``PlanArgs`` in
+#: src/contract/ops.ts, with its defaults.
 
 
 # -- input checks ------------------------------------------------------------------------------------

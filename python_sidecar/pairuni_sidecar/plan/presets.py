@@ -62,8 +62,8 @@ PRESETS: dict[str, Preset] = {
         # LLaDA code is not installed, so its module cannot be built on the meta device here.
         {"d_model": 4096, "n_layers": 32, "n_heads": 32, "n_kv_heads": 32, "mlp_hidden_size": 12288,
          "vocab_size": 134548, "weight_tying": False, "include_bias": False},
-        # The DiMOO tech report (arXiv 2510.06308) and model card: "8B"; the count above is 8.08B
-        published_params=8.08e9, published_source="Lumina-DiMOO technical report / model card (8B, LLaDA-8B + 8192 image codes)",
+        # The DiMOO model card and report state "8B"; the count above gives 8.08B
+        published_params=8.0e9, published_source="Lumina-DiMOO technical report / model card (8B: LLaDA-8B + 8192 image codes)",
         image_tokens=1024, notes={"image_vocab": 8192}),
     "BAGEL-7B-MoT": Preset(
         "BAGEL-7B-MoT", "bagel",

@@ -1,0 +1,129 @@
+"""`pairuni plan`: bytes against a real model's tensors, FSDP2's dim-0 sharding, the presets against
+their published sizes, the fit verdicts and the typed errors."""
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from pairuni_sidecar.adapters.tiny import tiny_janus_config
+from pairuni_sidecar.plan import arch
+from pairuni_sidecar.plan.memory import GiB, PlanError, PlanRequest, plan, shard_numel
+from pairuni_sidecar.plan.presets import PRESETS
+from pairuni_sidecar.registry import OpContext, run_op
+
+
+@pytest.fixture(scope="module")
+def tiny_dir(tmp_path_factory):
+    from pairuni_sidecar.adapters.tiny import build_tiny_janus
+
+    return build_tiny_janus(str(tmp_path_factory.mktemp("plan") / "janus"))
+
+
+@pytest.fixture(scope="module")
+def real_tiny():
+    from transformers import JanusForConditionalGeneration
+
+    torch.manual_seed(0)
+    return JanusForConditionalGeneration(tiny_janus_config())
+
+
+def test_tiny_janus_bytes_equal_the_real_models_tensors(tiny_dir, real_tiny):
+    names = dict(real_tiny.named_parameters())
+    every = ["language_model", "vision", "gen_head", "gen_embed", "vqmodel"]
+    # fp32 (the CPU discipline): every parameter 4 bytes; grads and AdamW's two moments per trainable
+    # element, plus AdamW's 4-byte step tensor per trainable parameter
+    p = plan(PlanRequest(family="janus", model_dir=tiny_dir, precision="fp32", train_modules=every))
+    assert p["counts"]["params"] == sum(t.numel() for t in names.values())
+    assert p["bytes"]["parameters"] == sum(t.numel() * t.element_size() for t in names.values())
+    assert p["bytes"]["gradients"] == p["bytes"]["parameters"]
+    assert p["bytes"]["optimizer"] == 2 * p["bytes"]["parameters"] + 4 * len(names)
+    # bf16-mixed, language model only: its tensors fp32 masters, everything else bf16 and without grads
+    q = plan(PlanRequest(family="janus", model_dir=tiny_dir))
+    lm = {n: t for n, t in names.items() if n.startswith(("model.language_model.", "lm_head."))}
+    want = sum(t.numel() * (4 if n in lm else 2) for n, t in names.items())
+    assert q["bytes"]["parameters"] == want
+    assert q["bytes"]["gradients"] == sum(t.numel() * 4 for t in lm.values())
+    assert q["counts"]["trainable"] == sum(t.numel() for t in lm.values())
+
+
+def test_two_ranks_halve_the_state_up_to_fsdp2_dim0_padding(tiny_dir, real_tiny):
+    # FSDP2 shards dim 0 as torch.chunk does: rank 0 holds ceil(rows/2) rows
+    for n, t in real_tiny.named_parameters():
+        chunks = torch.chunk(t.detach(), 2, dim=0)
+        assert [shard_numel(tuple(t.shape), 2, r) for r in (0, 1)] == [c.numel() for c in chunks] + [0] * (2 - len(chunks)), n
+    one = plan(PlanRequest(family="janus", model_dir=tiny_dir, precision="fp32"))["bytes"]
+    two = plan(PlanRequest(family="janus", model_dir=tiny_dir, precision="fp32", ranks=2))["bytes"]
+    odd_rows = sum(4 * math.prod(t.shape[1:]) for t in real_tiny.parameters() if t.shape[0] % 2)
+    for k in ("parameters", "gradients"):
+        assert one[k] / 2 <= two[k] <= one[k] / 2 + odd_rows / 2
+    assert two["fsdp_buffers"] > 0 and one["fsdp_buffers"] == 0
+
+
+@pytest.mark.parametrize("name,tol", [("Janus-Pro-1B", 0.01), ("Janus-Pro-7B", 0.01), ("Lumina-DiMOO", 0.02),
+                                      # "14B" is the paper's rounding; the count holds 32 M fixed sin-cos tables
+                                      ("BAGEL-7B-MoT", 0.05)])
+def test_presets_match_their_published_sizes(name, tol):
+    p = PRESETS[name]
+    a = arch.from_preset(p)
+    n = sum(math.prod(s) for _, s in a.params)
+    assert abs(n - p.published_params) / p.published_params < tol, (name, n)
+
+
+def test_dimoo_analytic_count_is_llada_8b_plus_the_image_codes():
+    c = PRESETS["Lumina-DiMOO"].config
+    # hand count: per block 4 d^2 attention + 3 d f SwiGLU + 2 d norms; wte and the untied head; ln_f
+    d, f, L, V = 4096, 12288, 32, 134548
+    assert sum(math.prod(s) for _, s in arch.dimoo_shapes(c)) == L * (4 * d * d + 3 * d * f + 2 * d) + 2 * V * d + d
+
+
+def test_paper_settings_verdicts():
+    j = plan(PlanRequest(family="janus", preset="Janus-Pro-7B", ranks=8, gpu_gib=80, k=4))
+    assert j["fits"] and j["suggestion"] is None and j["bytes"]["total"] == max(j["bytes"]["update_peak"], j["bytes"]["rollout_peak"])
+    # one 80 GB GPU, no checkpointing, a reference: DiMOO-8B full fine-tuning does not fit, and the
+    # first listed change that does is named
+    d = plan(PlanRequest(family="dimoo", preset="Lumina-DiMOO", ranks=1, gpu_gib=80, k=2, beta=0.04, checkpointing=False))
+    assert not d["fits"] and d["bytes"]["reference"] > 0
+    assert d["suggestion"] is not None and d["verdict"] == f"fits with: {d['suggestion']['change']}"
+    assert d["suggestion"]["total"] <= d["usable"]
+    tiny_gpu = plan(PlanRequest(family="bagel", preset="BAGEL-7B-MoT", ranks=1, gpu_gib=0.5))
+    assert tiny_gpu["verdict"] == "nothing listed fits" and tiny_gpu["suggestion"] is None
+
+
+def test_lora_trains_only_adapters_and_drops_the_reference_copy():
+    full = plan(PlanRequest(family="janus", preset="Janus-Pro-1B", beta=0.04))
+    lora = plan(PlanRequest(family="janus", preset="Janus-Pro-1B", beta=0.04, lora_rank=16))
+    cfg = PRESETS["Janus-Pro-1B"].config["text_config"]
+    h, f, L = cfg["hidden_size"], cfg["intermediate_size"], cfg["num_hidden_layers"]
+    # q, k, v, o: r (h + h) each; gate, up: r (h + f); down: r (f + h)
+    assert lora["counts"]["trainable"] == L * 16 * (4 * 2 * h + 3 * (h + f))
+    assert lora["bytes"]["reference"] == 0 and full["bytes"]["reference"] > 0
+    assert lora["bytes"]["optimizer"] < full["bytes"]["optimizer"] / 100
+
+
+@pytest.mark.parametrize("kw,field", [
+    (dict(family="janus", preset="Janus-Pro-70B"), "preset"),
+    (dict(family="dimoo", preset="Janus-Pro-7B"), "preset"),
+    (dict(family="janus"), "preset"),
+    (dict(family="flux", preset="Janus-Pro-7B"), "family"),
+    (dict(family="janus", preset="Janus-Pro-7B", ranks=0), "ranks"),
+    (dict(family="janus", preset="Janus-Pro-7B", gpu_gib=float("nan")), "gpu_gib"),
+    (dict(family="janus", preset="Janus-Pro-7B", gpu_gib=-80), "gpu_gib"),
+    (dict(family="janus", preset="Janus-Pro-7B", k=2.5), "k"),
+    (dict(family="janus", preset="Janus-Pro-7B", train_modules=["unet"]), "train_modules"),
+    (dict(family="bagel", preset="BAGEL-7B-MoT", mode="rl"), "mode"),
+    (dict(family="janus", model_dir="/nonexistent/model"), "model_dir"),
+])
+def test_bad_input_is_a_typed_error_naming_the_field(kw, field):
+    with pytest.raises(PlanError) as e:
+        plan(PlanRequest(**kw))
+    assert e.value.detail["field"] == field and "\n" not in str(e.value)
+
+
+def test_plan_op_validates_and_replies(tiny_dir):
+    ctx = OpContext.__new__(OpContext)
+    r = run_op("plan", ctx, {"family": "janus", "model_dir": tiny_dir, "precision": "fp32", "ranks": 2})
+    assert r["fits"] and r["bytes"]["total"] < GiB and r["request"]["ranks"] == 2
+    with pytest.raises(PlanError, match="unknown preset"):
+        run_op("plan", ctx, {"family": "janus", "preset": "nope"})
