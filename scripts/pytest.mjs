@@ -15,7 +15,10 @@ if (!existsSync(py) && !process.env.PAIRUNI_PYTHON) {
 // A private temp root (pytest's tmp_path dirs and whatever the sidecar makes), removed afterwards, so
 // a run leaves nothing in /tmp; anything a test left outside tmp_path is named and fails the run.
 const tmp = mkdtempSync(join(tmpdir(), 'pairuni-pytest-'));
-const r = spawnSync(py, ['-m', 'pytest', 'tests/py', '-q', '-p', 'no:cacheprovider', `--basetemp=${join(tmp, 'basetemp')}`, ...process.argv.slice(2)], {
+// Paths or node ids on the command line run just those; none runs the whole suite.
+const args = process.argv.slice(2);
+const paths = args.some((a) => existsSync(join(root, a.split('::')[0]))) ? [] : ['tests/py'];
+const r = spawnSync(py, ['-m', 'pytest', ...paths, '-q', '-p', 'no:cacheprovider', `--basetemp=${join(tmp, 'basetemp')}`, ...args], {
   cwd: root,
   stdio: 'inherit',
   env: { ...process.env, TMPDIR: tmp, TORCHINDUCTOR_CACHE_DIR: join(tmp, 'torchinductor'), PYTHONPATH: [join(root, 'python_sidecar'), process.env.PYTHONPATH].filter(Boolean).join(':') },

@@ -1,0 +1,116 @@
+"""One rank of `npm run bench -- plan` (torchrun, gloo on CPU): a real PairGRPO update of the tiny Janus
+next to `pairuni plan`'s figures for the same configuration.
+
+    python bench/_plan_step.py build DIR HIDDEN LAYERS
+    torchrun --nproc-per-node N bench/_plan_step.py step DIR OUT_JSON MICRO_BATCH
+
+`step` rolls out K = 2 answers to 2 questions and K = 2 images for 2 prompts (outside the measurement),
+runs one `Policy.update` on them (so AdamW's state exists, as in every step after the first), then
+measures a second one, and writes per rank:
+
+- exact bytes: the local shard tensors of every parameter, of every gradient (read in the optimizer's
+  step, before it zeroes them) and of AdamW's state (exp_avg, exp_avg_sq, step) after the step;
+- the step's peak memory as an RSS delta: the peak RSS (VmHWM, reset through /proc/self/clear_refs
+  just before the second update) minus the RSS before it, next to the plan's update peak less the
+  state that exists before the step (parameters, optimizer, reference). glibc returns freed blocks of >= 64 KiB to the OS
+  (MALLOC_MMAP_THRESHOLD_ is set by bench/plan.ts), so RSS follows the live tensors;
+- the plan (precision fp32: the CPU discipline) for the same ranks, micro-batch and sequence lengths.
+"""
+from __future__ import annotations
+
+import json
+import os
+import sys
+
+import torch
+
+torch.set_num_threads(1)
+
+from pairuni_sidecar import dist  # noqa: E402
+from pairuni_sidecar.adapters import GenItem, LoadSpec, UndItem  # noqa: E402
+from pairuni_sidecar.contract import GenSampling, UndSampling  # noqa: E402
+from pairuni_sidecar.contract.generated import PlanRequest  # noqa: E402
+from pairuni_sidecar.plan.memory import plan  # noqa: E402
+from pairuni_sidecar.policy import LossCfg, OptimCfg, SideInput, load_policy  # noqa: E402
+
+K = 2
+PROMPTS = [GenItem("a red circle left of a blue square"), GenItem("two green stars above one dot")]
+QUESTIONS = ["what shape is left? A. circle B. square", "how many stars? A. one B. two"]
+ANSWER_TOKENS = 8
+
+
+def local_bytes(t: torch.Tensor) -> int:
+    t = t.to_local() if hasattr(t, "to_local") else t
+    return t.numel() * t.element_size()
+
+
+def rss() -> int:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def hwm() -> int:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    raise RuntimeError("no VmHWM in /proc/self/status")
+
+
+def step(model_dir: str, out: str, micro_batch: int) -> None:
+    w = dist.init_world(int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"]), int(os.environ["LOCAL_RANK"]))
+    torch.manual_seed(0)
+    spec = LoadSpec(path=model_dir, device="cpu", train_modules=["language_model"], gradient_checkpointing=False)
+    policy = load_policy("janus", spec, OptimCfg(lr=1e-3, micro_batch=micro_batch))
+    adapter = policy.adapter
+    image = os.path.join(model_dir, "bench.png")
+    with adapter.gathered():
+        ub = adapter.und_rollout([UndItem(image, q) for q in QUESTIONS], K,
+                                 UndSampling(max_new_tokens=ANSWER_TOKENS, seed=1 + w.rank))
+        gb = adapter.gen_rollout(PROMPTS, K, GenSampling(cfg_weight=2.0, seed=1 + w.rank))
+    sides = [SideInput(ub, torch.tensor([1.0, -1.0] * len(QUESTIONS))), SideInput(gb, torch.tensor([1.0, -1.0] * len(PROMPTS)))]
+    # text tokens of the longest sequence: a generation prompt, or a question (less its image tokens) + answer
+    text_tokens = max(max(len(adapter.gen_prompt_ids(p.prompt)) for p in PROMPTS),
+                      max(len(adapter.und_prompt_ids(q)) for q in QUESTIONS) - adapter.num_image_tokens + ANSWER_TOKENS)
+    loss = LossCfg(agg="seq_mean", norm="side")
+    policy.update(sides, loss, est_seed=0)
+
+    grads = {}
+    opt_step = policy.optimizer.step
+
+    def counting_step(*a, **kw):  # the gradients as the optimizer sees them, before they are zeroed
+        grads["bytes"] = sum(local_bytes(p.grad) for g in policy.optimizer.param_groups for p in g["params"] if p.grad is not None)
+        return opt_step(*a, **kw)
+
+    policy.optimizer.step = counting_step
+    dist.barrier()
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")  # resets VmHWM to the current RSS
+    before = rss()
+    policy.update(sides, loss, est_seed=1)
+    peak = hwm() - before
+    params = sum(local_bytes(p) for p in adapter.model.parameters())
+    optim = sum(local_bytes(v) for s in policy.optimizer.state.values() for v in s.values() if torch.is_tensor(v))
+    p = plan(PlanRequest(family="janus", model_dir=model_dir, ranks=w.size, precision="fp32", micro_batch=micro_batch,
+                         text_tokens=text_tokens, checkpointing=False, k=K))
+    rec = {"rank": w.rank, "world": w.size, "measured": {"parameters": params, "gradients": grads["bytes"], "optimizer": optim,
+                                                        "step_peak_rss_delta": peak},
+           "plan": p["bytes"], "counts": p["counts"], "text_tokens": text_tokens, "image_tokens": p["image_tokens"]}
+    with open(f"{out}.rank{w.rank}", "w") as f:
+        json.dump(rec, f)
+    dist.barrier()
+    dist.exit_process(0)
+
+
+if __name__ == "__main__":
+    if sys.argv[1] == "build":
+        from pairuni_sidecar.adapters.tiny import build_tiny_janus
+
+        d, hidden, layers = sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
+        build_tiny_janus(d, seed=0, hidden=hidden, layers=layers)
+        import numpy as np
+        from PIL import Image
+
+        Image.fromarray(np.random.default_rng(1).integers(0, 255, (32, 32, 3), dtype=np.uint8)).save(os.path.join(d, "bench.png"))
+    else:
+        step(sys.argv[2], sys.argv[3], int(sys.argv[4]))
