@@ -30,7 +30,7 @@ from pairuni_sidecar import dist  # noqa: E402
 from pairuni_sidecar.adapters import GenItem, LoadSpec, UndItem  # noqa: E402
 from pairuni_sidecar.contract import GenSampling, UndSampling  # noqa: E402
 from pairuni_sidecar.contract.generated import PlanRequest  # noqa: E402
-from pairuni_sidecar.plan.memory import plan  # noqa: E402
+from pairuni_sidecar.plan.memory import plan, state_bytes  # noqa: E402
 from pairuni_sidecar.policy import LossCfg, OptimCfg, SideInput, load_policy  # noqa: E402
 
 K = 2
@@ -91,11 +91,12 @@ def step(model_dir: str, out: str, micro_batch: int) -> None:
     peak = hwm() - before
     params = sum(local_bytes(p) for p in adapter.model.parameters())
     optim = sum(local_bytes(v) for s in policy.optimizer.state.values() for v in s.values() if torch.is_tensor(v))
-    p = plan(PlanRequest(family="janus", model_dir=model_dir, ranks=w.size, precision="fp32", micro_batch=micro_batch,
-                         text_tokens=text_tokens, checkpointing=False, k=K))
+    req = PlanRequest(family="janus", model_dir=model_dir, ranks=w.size, precision="fp32", micro_batch=micro_batch,
+                      text_tokens=text_tokens, checkpointing=False, k=K)
+    p = plan(req)
     rec = {"rank": w.rank, "world": w.size, "measured": {"parameters": params, "gradients": grads["bytes"], "optimizer": optim,
                                                         "step_peak_rss_delta": peak},
-           "plan": p["bytes"], "counts": p["counts"], "text_tokens": text_tokens, "image_tokens": p["image_tokens"]}
+           "plan": p["bytes"], "plan_this_rank": state_bytes(req, w.rank), "counts": p["counts"], "text_tokens": text_tokens, "image_tokens": p["image_tokens"]}
     with open(f"{out}.rank{w.rank}", "w") as f:
         json.dump(rec, f)
     dist.barrier()

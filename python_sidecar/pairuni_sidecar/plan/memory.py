@@ -152,19 +152,30 @@ def compute_bytes(r: PlanRequest) -> int:
     return 2 if r.precision == "bf16-mixed" else 4
 
 
-def parameter_bytes(t: Tensors, r: PlanRequest) -> int:
+# The state functions take the rank (default 0, which holds the largest shards: the plan's figure);
+# the bench compares every rank's own tensors with its own figure.
+
+def parameter_bytes(t: Tensors, r: PlanRequest, rank: int = 0) -> int:
     """fp32 master shards of the trainable tensors + frozen shards in the compute dtype."""
-    return sum(4 * shard_numel(s, r.ranks) for _, s in t.trainable) + sum(compute_bytes(r) * shard_numel(s, r.ranks) for _, s in t.frozen)
+    return (sum(4 * shard_numel(s, r.ranks, rank) for _, s in t.trainable)
+            + sum(compute_bytes(r) * shard_numel(s, r.ranks, rank) for _, s in t.frozen))
 
 
-def gradient_bytes(t: Tensors, r: PlanRequest) -> int:
+def gradient_bytes(t: Tensors, r: PlanRequest, rank: int = 0) -> int:
     """fp32, one per trainable shard element (FSDP2 reduce-scatters into the sharded ``.grad``)."""
-    return sum(4 * shard_numel(s, r.ranks) for _, s in t.trainable)
+    return sum(4 * shard_numel(s, r.ranks, rank) for _, s in t.trainable)
 
 
-def optimizer_bytes(t: Tensors, r: PlanRequest) -> int:
+def optimizer_bytes(t: Tensors, r: PlanRequest, rank: int = 0) -> int:
     """AdamW: exp_avg + exp_avg_sq (fp32, shard-shaped) and one 4-byte ``step`` tensor per parameter."""
-    return sum(8 * shard_numel(s, r.ranks) + 4 for _, s in t.trainable)
+    return sum(8 * shard_numel(s, r.ranks, rank) + 4 for _, s in t.trainable)
+
+
+def state_bytes(r: PlanRequest, rank: int) -> dict[str, int]:
+    """Parameter, gradient and optimizer bytes of one given rank (the bench's exact comparison)."""
+    _check(r)
+    t = select(_arch(r), r)
+    return {"parameters": parameter_bytes(t, r, rank), "gradients": gradient_bytes(t, r, rank), "optimizer": optimizer_bytes(t, r, rank)}
 
 
 def reference_bytes(a: archmod.Arch, r: PlanRequest) -> int:
