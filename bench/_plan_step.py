@@ -2,7 +2,7 @@
 next to `pairuni plan`'s figures for the same configuration.
 
     python bench/_plan_step.py build DIR HIDDEN LAYERS
-    torchrun --nproc-per-node N bench/_plan_step.py step DIR OUT_JSON MICRO_BATCH
+    torchrun --nproc-per-node N bench/_plan_step.py step DIR OUT_JSON MICRO_BATCH on|off  (activation checkpointing)
 
 `step` rolls out K = 2 answers to 2 questions and K = 2 images for 2 prompts (outside the measurement),
 runs one `Policy.update` on them (so AdamW's state exists, as in every step after the first), then
@@ -57,10 +57,10 @@ def hwm() -> int:
     raise RuntimeError("no VmHWM in /proc/self/status")
 
 
-def step(model_dir: str, out: str, micro_batch: int) -> None:
+def step(model_dir: str, out: str, micro_batch: int, checkpointing: bool) -> None:
     w = dist.init_world(int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"]), int(os.environ["LOCAL_RANK"]))
     torch.manual_seed(0)
-    spec = LoadSpec(path=model_dir, device="cpu", train_modules=["language_model"], gradient_checkpointing=False)
+    spec = LoadSpec(path=model_dir, device="cpu", train_modules=["language_model"], gradient_checkpointing=checkpointing)
     policy = load_policy("janus", spec, OptimCfg(lr=1e-3, micro_batch=micro_batch))
     adapter = policy.adapter
     image = os.path.join(model_dir, "bench.png")
@@ -92,7 +92,7 @@ def step(model_dir: str, out: str, micro_batch: int) -> None:
     params = sum(local_bytes(p) for p in adapter.model.parameters())
     optim = sum(local_bytes(v) for s in policy.optimizer.state.values() for v in s.values() if torch.is_tensor(v))
     req = PlanRequest(family="janus", model_dir=model_dir, ranks=w.size, precision="fp32", micro_batch=micro_batch,
-                      text_tokens=text_tokens, checkpointing=False, k=K)
+                      text_tokens=text_tokens, checkpointing=checkpointing, k=K)
     p = plan(req)
     rec = {"rank": w.rank, "world": w.size, "measured": {"parameters": params, "gradients": grads["bytes"], "optimizer": optim,
                                                         "step_peak_rss_delta": peak},
@@ -114,4 +114,4 @@ if __name__ == "__main__":
 
         Image.fromarray(np.random.default_rng(1).integers(0, 255, (32, 32, 3), dtype=np.uint8)).save(os.path.join(d, "bench.png"))
     else:
-        step(sys.argv[2], sys.argv[3], int(sys.argv[4]))
+        step(sys.argv[2], sys.argv[3], int(sys.argv[4]), sys.argv[5] == "on")

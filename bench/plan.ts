@@ -2,8 +2,8 @@
  * `npm run bench -- plan [--sizes 256,512] [--layers 4] [--micro-batch 4]`
  *
  * `pairuni plan` next to a measured PairGRPO update of the tiny Janus at two sizes (hidden 256 and
- * 512, 4 layers) and 1 and 2 ranks (torchrun, gloo, CPU, fp32: the plan's `precision: fp32`), by
- * bench/_plan_step.py:
+ * 512, 4 layers), 1 and 2 ranks (torchrun, gloo, CPU, fp32: the plan's `precision: fp32`) and activation
+ * checkpointing off and on, by bench/_plan_step.py:
  *
  * - parameter, gradient and optimizer bytes: each rank's local shard tensors against the plan's
  *   figure for that rank — must be EXACT;
@@ -52,9 +52,9 @@ export async function main(argv: string[]): Promise<Record<string, unknown>> {
     for (const hidden of sizes) {
       const model = join(dir, `janus-${hidden}`);
       execFileSync(py, [worker, 'build', model, String(hidden), String(values.layers)], { env, stdio: ['ignore', 'ignore', 'inherit'] });
-      for (const ranks of [1, 2]) {
-        const out = join(dir, `out-${hidden}-${ranks}`);
-        execFileSync(py, ['-m', 'torch.distributed.run', '--standalone', `--nproc-per-node=${ranks}`, worker, 'step', model, out, String(values['micro-batch'])], {
+      for (const [ranks, ckpt] of [[1, 'off'], [2, 'off'], [1, 'on'], [2, 'on']] as const) {
+        const out = join(dir, `out-${hidden}-${ranks}-${ckpt}`);
+        execFileSync(py, ['-m', 'torch.distributed.run', '--standalone', `--nproc-per-node=${ranks}`, worker, 'step', model, out, String(values['micro-batch']), ckpt], {
           env,
           stdio: ['ignore', 'ignore', 'ignore'],
         });
@@ -67,11 +67,11 @@ export async function main(argv: string[]): Promise<Record<string, unknown>> {
           if (Math.abs(ratio - 1) > Math.abs(worst - 1)) worst = ratio;
           const mib = (b: number) => (b / 2 ** 20).toFixed(2);
           console.error(
-            `janus h${hidden} ${rec.counts.params} params, ${ranks} rank(s), rank ${r}: ` +
+            `janus h${hidden} ${rec.counts.params} params, ${ranks} rank(s), checkpointing ${ckpt}, rank ${r}: ` +
               STATE.map((k) => `${k} ${rec.measured[k]} / ${rec.plan_this_rank[k]}`).join(', ') +
               ` ${same ? 'EXACT' : 'DIFFER'}; step peak ${mib(rec.measured.step_peak_rss_delta)} MiB measured / ${mib(planned)} MiB planned = ${ratio.toFixed(3)}`,
           );
-          rows.push({ hidden, ranks, rank: r, ...Object.fromEntries(STATE.map((k) => [k, [rec.measured[k], rec.plan_this_rank[k]]])), peak_ratio: Number(ratio.toFixed(4)) });
+          rows.push({ hidden, ranks, checkpointing: ckpt, rank: r, ...Object.fromEntries(STATE.map((k) => [k, [rec.measured[k], rec.plan_this_rank[k]]])), peak_ratio: Number(ratio.toFixed(4)) });
         }
       }
     }

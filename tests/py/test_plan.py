@@ -127,3 +127,26 @@ def test_plan_op_validates_and_replies(tiny_dir):
     assert r["fits"] and r["bytes"]["total"] < GiB and r["request"]["ranks"] == 2
     with pytest.raises(PlanError, match="unknown preset"):
         run_op("plan", ctx, {"family": "janus", "preset": "nope"})
+
+
+def test_tiny_dimoo_and_bagel_dirs_count_their_real_models(tmp_path):
+    import json
+
+    from safetensors.torch import load_file
+
+    from pairuni_sidecar.adapters.tiny_bagel import build_tiny_bagel
+    from pairuni_sidecar.diffusion.tiny_model import TinyMDM, TinyMDMConfig, build_tiny_dimoo
+
+    d = build_tiny_dimoo(str(tmp_path / "dimoo"), seed=0)
+    with open(f"{d}/config.json") as f:
+        c = json.load(f)
+    m = TinyMDM(TinyMDMConfig(**{k: c[k] for k in TinyMDMConfig.__dataclass_fields__ if k in c}))
+    m.load_state_dict(load_file(f"{d}/model.safetensors"), strict=True)
+    p = plan(PlanRequest(family="dimoo", model_dir=d, precision="fp32"))
+    assert p["bytes"]["parameters"] == sum(t.numel() * t.element_size() for t in m.parameters())
+    assert p["image_tokens"] == c["grid"][0] * c["grid"][1]
+
+    b = build_tiny_bagel(str(tmp_path / "bagel"), seed=0)
+    stored = load_file(f"{b}/ema.safetensors")  # every parameter of the model, as the adapter loads it
+    q = plan(PlanRequest(family="bagel", model_dir=b, precision="fp32", train_modules=["language_model", "vit"]))
+    assert q["counts"]["params"] == sum(t.numel() for t in stored.values())

@@ -56,6 +56,8 @@ class Arch:
     image_tokens: int
     #: parameters that never train whatever is selected (fixed sin-cos tables)
     always_frozen: frozenset[str] = field(default_factory=frozenset)
+    #: DiMOO: the image codes the sampler's softmax runs over (the last slice of the vocabulary)
+    image_codes: int = 0
 
     def unit_of(self, name: str) -> str:
         """FSDP unit of a parameter: its decoder block, else its top two name components (the
@@ -118,6 +120,10 @@ def dimoo_shapes(c: dict) -> list[tuple[str, tuple[int, ...]]]:
     return out
 
 
+#: Lumina-DiMOO's image codes: aMUSEd-VQ, 8192 (upstream's config.py; /work/shared/notes/upstream.md)
+DIMOO_IMAGE_CODES = 8192
+
+
 def dimoo_from_config(c: dict, image_tokens: int) -> Arch:
     params = dimoo_shapes(c)
     # adapters/dimoo.py: ``language_model`` is the whole transformer; ``vision`` names nothing
@@ -125,7 +131,7 @@ def dimoo_from_config(c: dict, image_tokens: int) -> Arch:
     vocab = c.get("embedding_size") or c["vocab_size"]
     return Arch("dimoo", params, groups, ("language_model", "vision"),
                 Stack(c["n_layers"], c["d_model"], c["mlp_hidden_size"], c["n_heads"], c.get("n_kv_heads") or c["n_heads"]),
-                text_vocab=vocab, gen_vocab=vocab, image_tokens=image_tokens)
+                text_vocab=vocab, gen_vocab=vocab, image_tokens=image_tokens, image_codes=DIMOO_IMAGE_CODES)
 
 
 def dimoo_tiny(c: dict) -> Arch:
@@ -138,7 +144,8 @@ def dimoo_tiny(c: dict) -> Arch:
     grid = c.get("grid") or [0, 0]
     return Arch("dimoo", params, {n: frozenset({"language_model"}) for n, _ in params}, ("language_model", "vision"),
                 Stack(tc.n_layers, tc.d_model, tc.d_ff, tc.n_heads, tc.n_heads),
-                text_vocab=tc.vocab_size, gen_vocab=tc.vocab_size, image_tokens=int(grid[0]) * int(grid[1]))
+                text_vocab=tc.vocab_size, gen_vocab=tc.vocab_size, image_tokens=int(grid[0]) * int(grid[1]),
+                image_codes=int((c.get("layout") or {}).get("codebook", tc.vocab_size)))
 
 
 # -- Bagel ---------------------------------------------------------------------------------------------
@@ -150,10 +157,11 @@ def bagel_from_config(llm: dict, vit: dict, geometry: dict | None, image_tokens:
 
     g = {**DEFAULT_GEOMETRY, **(geometry or {})}
     ae = {**DEFAULT_GEOMETRY["ae"], **g.get("ae", {})}
-    # As adapters/bagel.py: MoT layers, qk-norm, untied head, the ViT without its last layer, no RoPE
+    # As adapters/bagel.py: MoT layers, qk-norm, untied head, no ViT RoPE (the port itself drops the
+    # ViT's last layer: vit_select_layer=-2)
     cfg = bagel.BagelConfig(
         text_config=dict(llm, layer_module="Qwen2MoTDecoderLayer", qk_norm=True, tie_word_embeddings=False),
-        vision_config=dict(vit, num_hidden_layers=int(vit["num_hidden_layers"]) - 1), visual_und=True, visual_gen=True,
+        vision_config=dict(vit), visual_und=True, visual_gen=True,
         vae_config={"z_channels": ae["z_channels"], "downsample": ae["downsample"]},
         latent_patch_size=g["latent_patch_size"], max_latent_size=g["max_latent_size"], vit_patch_size=g["vit_patch_size"],
         vit_max_num_patch_per_side=g["vit_max_num_patch_per_side"], connector_act=g["connector_act"], vit_rope=False)

@@ -259,9 +259,11 @@ def rollout_bytes(a: archmod.Arch, r: PlanRequest) -> int:
 
     Janus: the KV cache of K images x 2 CFG rows over prompt + 576 image tokens (2 tensors per layer of
     kv_heads x head_dim), the largest cache either side builds.
-    DiMOO: the sampler re-runs the whole sequence each step: per row the token ids (int64), the model's
-    logits over the vocabulary in the compute dtype and the fp32 probabilities of the image positions,
-    for K x 2 CFG rows; plus one block's forward (no grad)."""
+    DiMOO (diffusion/samplers.py): each step runs the cond and then the uncond K rows over the whole
+    sequence; one branch's logits over the vocabulary in the compute dtype exist at a time, then both
+    branches' image-position logits in fp32 and their guided mix (3 x K x image x vocab x 4), the image
+    codes' slice and its log-softmax (2 x K x image x codes x 4); plus the ids of both branches (int64)
+    and one block's forward (no grad)."""
     if _mode(a, r) == "sft":
         return 0
     st, c = a.stack, compute_bytes(r)
@@ -269,7 +271,9 @@ def rollout_bytes(a: archmod.Arch, r: PlanRequest) -> int:
     kv = st.kv_heads * (st.hidden // st.heads)
     if a.family == "janus":
         return 2 * st.layers * kv * seq * rows * c
-    return rows * seq * (8 + a.gen_vocab * c) + rows * a.image_tokens * a.gen_vocab * 4 + rows * seq * block_internal_elems(st) * c
+    k, img, vocab = r.k, a.image_tokens, a.gen_vocab
+    return (k * seq * vocab * c + 3 * k * img * vocab * 4 + 2 * k * img * a.image_codes * 4 + rows * seq * 8
+            + k * seq * block_internal_elems(st) * c)
 
 
 def gathered_weight_bytes(a: archmod.Arch, r: PlanRequest) -> int:

@@ -64,7 +64,7 @@ PRESETS: dict[str, Preset] = {
          "vocab_size": 134548, "weight_tying": False, "include_bias": False},
         # The DiMOO model card and report state "8B"; the count above gives 8.08B
         published_params=8.0e9, published_source="Lumina-DiMOO technical report / model card (8B: LLaDA-8B + 8192 image codes)",
-        image_tokens=1024, notes={"image_vocab": 8192}),
+        image_tokens=1024),
     "BAGEL-7B-MoT": Preset(
         "BAGEL-7B-MoT", "bagel",
         {
@@ -74,7 +74,7 @@ PRESETS: dict[str, Preset] = {
                     "num_attention_heads": 28, "num_key_value_heads": 4, "max_position_embeddings": 32768,
                     "rms_norm_eps": 1e-6, "rope_theta": 1000000.0, "tie_word_embeddings": False, "model_type": "qwen2"},
             # vit_config.json: SigLIP so400m/14 (hidden 1152, intermediate 4304, 27 layers, 16 heads);
-            # Bagel drops the last layer at load (vit_select_layer=-2), as adapters/bagel.py does.
+            # the port drops the last layer when it builds the tower (vit_select_layer=-2).
             "vit": {"hidden_size": 1152, "intermediate_size": 4304, "num_hidden_layers": 27, "num_attention_heads": 16,
                     "patch_size": 14, "image_size": 980, "num_channels": 3, "model_type": "siglip_vision_model"},
         },

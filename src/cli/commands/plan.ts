@@ -63,7 +63,7 @@ export function planTable(p: PlanReply): string {
   const what = p.preset ?? p.model_dir;
   const lines = [
     `${p.family} ${what}: ${(p.counts.params / 1e9).toFixed(3)} B parameters, ${(p.counts.trainable / 1e9).toFixed(3)} B trained (${p.mode})`,
-    `  ranks ${r.ranks}, ${r.gpu_gib} GiB/GPU, K ${r.k}, beta ${r.beta}, micro-batch ${r.micro_batch}, LoRA ${r.lora_rank}, ` +
+    `  ranks ${r.ranks}, ${r.gpu_gib} GiB/GPU, ${p.mode === 'rl' ? `K ${r.k}, beta ${r.beta}, ` : ''}micro-batch ${r.micro_batch}, LoRA ${r.lora_rank}, ` +
       `checkpointing ${r.checkpointing ? 'on' : 'off'}, offload ${r.cpu_offload ? 'on' : 'off'}, ${r.precision}, ` +
       `${r.text_tokens} text + ${p.image_tokens} image tokens`,
   ];
@@ -147,7 +147,7 @@ export async function run(argv: string[]): Promise<number> {
   } catch (e) {
     // Bad input, whether the CLI or the sidecar found it: one line, exit 2
     if (e instanceof ConfigError || e instanceof BadRequestError) {
-      console.error(`pairuni plan: ${e.message}`);
+      console.error(`pairuni plan: ${e.message.replace(/^plan: /, '')}`);
       return 2;
     }
     throw e;
