@@ -145,6 +145,10 @@ def test_tiny_dimoo_and_bagel_dirs_count_their_real_models(tmp_path):
     p = plan(PlanRequest(family="dimoo", model_dir=d, precision="fp32"))
     assert p["bytes"]["parameters"] == sum(t.numel() * t.element_size() for t in m.parameters())
     assert p["image_tokens"] == c["grid"][0] * c["grid"][1]
+    # LoRA on the tiny DiMOO's block linears (top-level ``blocks.N``): qkv (h -> 3h), out, ff.0 (h -> f), ff.2
+    h, f, L = c["d_model"], c["d_ff"], c["n_layers"]
+    lora = plan(PlanRequest(family="dimoo", model_dir=d, precision="fp32", lora_rank=4))
+    assert lora["counts"]["trainable"] == L * 4 * ((h + 3 * h) + (h + h) + (h + f) + (f + h))
 
     b = build_tiny_bagel(str(tmp_path / "bagel"), seed=0)
     stored = load_file(f"{b}/ema.safetensors")  # every parameter of the model, as the adapter loads it

@@ -24,7 +24,7 @@ from .presets import Preset
 LORA_TARGETS = re.compile(r"\.(q_proj|k_proj|v_proj|o_proj|gate_proj|up_proj|down_proj|attn_out|ff_proj|ff_out|qkv|out|ff\.0|ff\.2)"
                           r"(_moe_gen)?\.weight$")
 #: the decoder-block index in a parameter name (one FSDP unit per block)
-BLOCK = re.compile(r"^(.*?\.(?:layers|blocks))\.(\d+)\.")
+BLOCK = re.compile(r"^((?:.*?\.)?(?:layers|blocks))\.(\d+)\.")
 
 
 @dataclass
