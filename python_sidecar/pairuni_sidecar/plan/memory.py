@@ -40,6 +40,8 @@ RESERVE = 0.10
 #: the LoRA rank the "add LoRA" suggestion uses
 SUGGESTED_LORA_RANK = 64
 FAMILIES = ("janus", "dimoo", "bagel")
+#: SigLIP tokens of a 512 px understanding image in Bagel's NaViT (14 px patches, 36 x 36)
+BAGEL_VIT_TOKENS = (512 // 14) ** 2
 
 
 class PlanError(BadRequest):
@@ -209,8 +211,7 @@ def update_sequences(a: archmod.Arch, r: PlanRequest) -> list[Sequence]:
         # masked diffusion: the whole sequence each pass, cond and uncond rows, logits over the vocabulary
         return [Sequence("und", mb, txt + img, txt, a.text_vocab), Sequence("gen", 2 * mb, txt + img, img, a.gen_vocab)]
     # Bagel SFT: one packed pair per row: und (ViT tokens + question + answer) and gen (prompt + latents)
-    vit = (512 // 14) ** 2
-    return [Sequence("sft", mb, 2 * txt + vit + img, txt, a.text_vocab)]
+    return [Sequence("sft", mb, 2 * txt + BAGEL_VIT_TOKENS + img, txt, a.text_vocab)]
 
 
 def block_internal_elems(st: archmod.Stack) -> int:

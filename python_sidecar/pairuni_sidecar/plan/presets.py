@@ -6,7 +6,7 @@ meta-built model against.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 
@@ -21,7 +21,6 @@ class Preset:
     published_source: str
     #: tokens one generated image takes in the sequence (Janus: 24x24 VQ grid; DiMOO: 32x32 at 512 px)
     image_tokens: int
-    notes: dict[str, Any] = field(default_factory=dict)
 
 
 def _janus_pro(hidden: int, inter: int, layers: int, heads: int) -> dict:
@@ -58,7 +57,7 @@ PRESETS: dict[str, Preset] = {
         # Alpha-VLLM/Lumina-DiMOO: LLaDA-8B backbone (GSAI-ML/LLaDA-8B-Base config.json: d_model 4096,
         # 32 llama blocks, 32 heads (no GQA), mlp_hidden_size 12288, no biases, untied output) with the
         # vocabulary widened by 8192 aMUSEd-VQ codes from id 126356: 134548 (upstream's arithmetic,
-        # /work/shared/notes/upstream.md). Counted analytically (arch._dimoo_shapes): the upstream
+        # /work/shared/notes/upstream.md). Counted analytically (arch.dimoo_shapes): the upstream
         # LLaDA code is not installed, so its module cannot be built on the meta device here.
         {"d_model": 4096, "n_layers": 32, "n_heads": 32, "n_kv_heads": 32, "mlp_hidden_size": 12288,
          "vocab_size": 134548, "weight_tying": False, "include_bias": False},
@@ -81,7 +80,7 @@ PRESETS: dict[str, Preset] = {
         # The BAGEL paper (arXiv 2505.14683): "7B active parameters, 14B total"
         published_params=14.0e9, published_source="BAGEL paper arXiv 2505.14683 (14B total, 7B active)",
         # 512 px: FLUX VAE /8 then 2x2 latent patches -> 32x32 = 1024 latent tokens
-        image_tokens=1024, notes={"vit_tokens": (512 // 14) ** 2}),
+        image_tokens=1024),
 }
 
 
