@@ -1,8 +1,8 @@
 """One rank of `npm run bench -- plan` (torchrun, gloo on CPU): a real PairGRPO update of the tiny Janus
 next to `pairuni plan`'s figures for the same configuration.
 
-    python bench/_plan_step.py build DIR HIDDEN LAYERS
-    torchrun --nproc-per-node N bench/_plan_step.py step DIR OUT_JSON MICRO_BATCH on|off  (activation checkpointing)
+    python bench/_plan_step.py build janus|dimoo DIR HIDDEN LAYERS
+    torchrun --nproc-per-node N bench/_plan_step.py step janus|dimoo DIR OUT_JSON MICRO_BATCH on|off  (activation checkpointing)
 
 `step` rolls out K = 2 answers to 2 questions and K = 2 images for 2 prompts (outside the measurement),
 runs one `Policy.update` on them (so AdamW's state exists, as in every step after the first), then
@@ -57,21 +57,26 @@ def hwm() -> int:
     raise RuntimeError("no VmHWM in /proc/self/status")
 
 
-def step(model_dir: str, out: str, micro_batch: int, checkpointing: bool) -> None:
+def step(family: str, model_dir: str, out: str, micro_batch: int, checkpointing: bool) -> None:
     w = dist.init_world(int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"]), int(os.environ["LOCAL_RANK"]))
     torch.manual_seed(0)
     spec = LoadSpec(path=model_dir, device="cpu", train_modules=["language_model"], gradient_checkpointing=checkpointing)
-    policy = load_policy("janus", spec, OptimCfg(lr=1e-3, micro_batch=micro_batch))
+    policy = load_policy(family, spec, OptimCfg(lr=1e-3, micro_batch=micro_batch))
     adapter = policy.adapter
     image = os.path.join(model_dir, "bench.png")
+    seeds = [0, 1]  # the estimator seeds of the two updates (DiMOO records old log-probs under each)
     with adapter.gathered():
         ub = adapter.und_rollout([UndItem(image, q) for q in QUESTIONS], K,
-                                 UndSampling(max_new_tokens=ANSWER_TOKENS, seed=1 + w.rank))
-        gb = adapter.gen_rollout(PROMPTS, K, GenSampling(cfg_weight=2.0, seed=1 + w.rank))
+                                 UndSampling(max_new_tokens=ANSWER_TOKENS, seed=1 + w.rank, est_seeds=seeds))
+        gb = adapter.gen_rollout(PROMPTS, K, GenSampling(cfg_weight=2.0, seed=1 + w.rank, est_seeds=seeds))
     sides = [SideInput(ub, torch.tensor([1.0, -1.0] * len(QUESTIONS))), SideInput(gb, torch.tensor([1.0, -1.0] * len(PROMPTS)))]
-    # text tokens of the longest sequence: a generation prompt, or a question (less its image tokens) + answer
-    text_tokens = max(max(len(adapter.gen_prompt_ids(p.prompt)) for p in PROMPTS),
-                      max(len(adapter.und_prompt_ids(q)) for q in QUESTIONS) - adapter.num_image_tokens + ANSWER_TOKENS)
+    if family == "janus":
+        # text tokens of the longest sequence: a generation prompt, or a question (less its image tokens) + answer
+        text_tokens = max(max(len(adapter.gen_prompt_ids(p.prompt)) for p in PROMPTS),
+                          max(len(adapter.und_prompt_ids(q)) for q in QUESTIONS) - adapter.num_image_tokens + ANSWER_TOKENS)
+    else:
+        # DiMOO: the rolled-out sequences (image codes + text) as the update re-reads them
+        text_tokens = max(b.extra["ids"].shape[1] for b in (ub, gb)) - adapter.codec.h * adapter.codec.w
     loss = LossCfg(agg="seq_mean", norm="side")
     policy.update(sides, loss, est_seed=0)
 
@@ -91,7 +96,7 @@ def step(model_dir: str, out: str, micro_batch: int, checkpointing: bool) -> Non
     peak = hwm() - before
     params = sum(local_bytes(p) for p in adapter.model.parameters())
     optim = sum(local_bytes(v) for s in policy.optimizer.state.values() for v in s.values() if torch.is_tensor(v))
-    req = PlanRequest(family="janus", model_dir=model_dir, ranks=w.size, precision="fp32", micro_batch=micro_batch,
+    req = PlanRequest(family=family, model_dir=model_dir, ranks=w.size, precision="fp32", micro_batch=micro_batch,
                       text_tokens=text_tokens, checkpointing=checkpointing, k=K)
     p = plan(req)
     rec = {"rank": w.rank, "world": w.size, "measured": {"parameters": params, "gradients": grads["bytes"], "optimizer": optim,
@@ -105,13 +110,18 @@ def step(model_dir: str, out: str, micro_batch: int, checkpointing: bool) -> Non
 
 if __name__ == "__main__":
     if sys.argv[1] == "build":
-        from pairuni_sidecar.adapters.tiny import build_tiny_janus
+        family, d, hidden, layers = sys.argv[2], sys.argv[3], int(sys.argv[4]), int(sys.argv[5])
+        if family == "janus":
+            from pairuni_sidecar.adapters.tiny import build_tiny_janus
 
-        d, hidden, layers = sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
-        build_tiny_janus(d, seed=0, hidden=hidden, layers=layers)
+            build_tiny_janus(d, seed=0, hidden=hidden, layers=layers)
+        else:
+            from pairuni_sidecar.diffusion.tiny_model import build_tiny_dimoo
+
+            build_tiny_dimoo(d, seed=0, grid=(8, 8), d_model=hidden, n_layers=layers, d_ff=2 * hidden)
         import numpy as np
         from PIL import Image
 
         Image.fromarray(np.random.default_rng(1).integers(0, 255, (32, 32, 3), dtype=np.uint8)).save(os.path.join(d, "bench.png"))
     else:
-        step(sys.argv[2], sys.argv[3], int(sys.argv[4]), sys.argv[5] == "on")
+        step(sys.argv[2], sys.argv[3], sys.argv[4], int(sys.argv[5]), sys.argv[6] == "on")

@@ -154,3 +154,50 @@ def test_tiny_dimoo_and_bagel_dirs_count_their_real_models(tmp_path):
     stored = load_file(f"{b}/ema.safetensors")  # every parameter of the model, as the adapter loads it
     q = plan(PlanRequest(family="bagel", model_dir=b, precision="fp32", train_modules=["language_model", "vit"]))
     assert q["counts"]["params"] == sum(t.numel() for t in stored.values())
+
+
+def _saved_per_token_per_layer(build, forward, tokens: int) -> float:
+    """Elements autograd keeps for backward per token per block (parameters excluded): the difference
+    between a 4-block and a 2-block model, halved."""
+    def saved(layers: int) -> int:
+        torch.manual_seed(0)
+        m = build(layers)
+        params = {p.untyped_storage().data_ptr() for p in m.parameters()}
+        seen: dict[int, int] = {}
+
+        def pack(t):
+            st = t.untyped_storage()
+            if st.data_ptr() not in params:
+                seen[st.data_ptr()] = st.nbytes()
+            return t
+
+        with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+            forward(m)
+        return sum(seen.values()) // 4
+
+    return (saved(4) - saved(2)) / 2 / tokens
+
+
+def test_block_activation_formula_matches_autograds_saved_tensors():
+    from transformers import JanusForConditionalGeneration
+
+    from pairuni_sidecar.diffusion.tiny_model import TinyMDM, TinyMDMConfig
+    from pairuni_sidecar.plan.arch import Stack
+    from pairuni_sidecar.plan.memory import block_internal_elems
+
+    rows, T, h, f = 4, 40, 128, 384
+    x = torch.randn(rows, T, h, requires_grad=True)
+
+    def janus(layers):
+        return JanusForConditionalGeneration(tiny_janus_config(hidden=h, layers=layers)).model.language_model
+
+    got = _saved_per_token_per_layer(janus, lambda lm: lm(inputs_embeds=x, attention_mask=torch.ones(rows, T, dtype=torch.long),
+                                                          use_cache=False), rows * T)
+    want = block_internal_elems(Stack(1, h, 2 * h, 4, 4))
+    assert 0 <= got - want <= 16, (got, want)  # the rest: per-token scalars (norm statistics, logsumexp per head)
+
+    ids, keep = torch.randint(0, 50, (rows, T)), torch.ones(rows, T, dtype=torch.bool)
+    got = _saved_per_token_per_layer(lambda layers: TinyMDM(TinyMDMConfig(vocab_size=50, d_model=h, n_layers=layers, d_ff=f, n_heads=4)),
+                                     lambda m: m(ids, keep), rows * T)
+    want = block_internal_elems(Stack(1, h, f, 4, 4, block="gelu"))
+    assert 0 <= got - want <= 16, (got, want)

@@ -38,6 +38,9 @@ class Stack:
     kv_heads: int
     #: parallel expert copies a token may go through (Bagel's MoT: 2, each token uses one)
     experts: int = 1
+    #: block layout: "llama" (RMSNorm, RoPE, SwiGLU: every real family) or "gelu" (the tiny DiMOO:
+    #: LayerNorm, fused qkv, learned positions, GELU MLP)
+    block: str = "llama"
 
 
 @dataclass
@@ -143,7 +146,7 @@ def dimoo_tiny(c: dict) -> Arch:
     params = _meta_params(model)
     grid = c.get("grid") or [0, 0]
     return Arch("dimoo", params, {n: frozenset({"language_model"}) for n, _ in params}, ("language_model", "vision"),
-                Stack(tc.n_layers, tc.d_model, tc.d_ff, tc.n_heads, tc.n_heads),
+                Stack(tc.n_layers, tc.d_model, tc.d_ff, tc.n_heads, tc.n_heads, block="gelu"),
                 text_vocab=tc.vocab_size, gen_vocab=tc.vocab_size, image_tokens=int(grid[0]) * int(grid[1]),
                 image_codes=int((c.get("layout") or {}).get("codebook", tc.vocab_size)))
 

@@ -218,7 +218,12 @@ def block_internal_elems(st: archmod.Stack) -> int:
     """Elements one decoder block keeps for backward per token (bf16/fp32 activations, SDPA with a
     fused kernel so no seq x seq matrix): the block input and the first norm's output (h each), q, k, v
     (h + 2 kv), q and k after RoPE (h + kv), the attention output (h), the residual sum and the second
-    norm's output (h each), and the SwiGLU gate, up, silu(gate) and product (4 f): 7 h + 3 kv + 4 f."""
+    norm's output (h each), and the SwiGLU gate, up, silu(gate) and product (4 f): 7 h + 3 kv + 4 f.
+    The tiny DiMOO's GELU block keeps the block input and first norm's output, the fused qkv (3 h), the
+    attention output, the residual sum and second norm's output, and the MLP's hidden before and after
+    GELU (2 f): 8 h + 2 f. (Both checked against autograd's saved tensors of the real modules.)"""
+    if st.block == "gelu":
+        return 8 * st.hidden + 2 * st.inter
     kv = st.kv_heads * (st.hidden // st.heads)
     return 7 * st.hidden + 3 * kv + 4 * st.inter
 
