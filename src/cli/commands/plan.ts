@@ -8,8 +8,7 @@
  */
 import { parseArgs } from 'node:util';
 import { BadRequestError, ConfigError } from '../../errors.js';
-import type { OpArgs } from '../../contract/ops.js';
-import type { PlanReply } from '../../contract/ops.js';
+import type { OpArgs, PlanReply } from '../../contract/ops.js';
 import { Sidecar } from '../../sidecar/index.js';
 import { intOpt, numOpt, userPath } from '../options.js';
 
