@@ -14,6 +14,7 @@ PLUGINS = {
         "pairuni_sidecar.ops.shapesworld",
         "pairuni_sidecar.ops.train",
         "pairuni_sidecar.ops.option_eval",
+        "pairuni_sidecar.ops.plan",
     ],
     "reward": {
         "hps": "pairuni_sidecar.rewards.hps:make_hps",

@@ -72,8 +72,30 @@ export const UpdateLoss = wireRecord(LossConfig.omit({ mu: true })).extend({
   norm: z.enum(['side', 'batch']).default('side'),
 });
 export const Reward = RewardSpec;
+/** `plan`'s request: a family and a preset *or* a model directory, the world and the training options. */
+export const PlanArgs = z.strictObject({
+  family: z.enum(['janus', 'dimoo', 'bagel']),
+  preset: str.optional(),
+  model_dir: userPath.optional(),
+  ranks: int.min(1).default(1),
+  gpu_gib: z.number().positive().default(80),
+  train_modules: z.array(str).min(1).default(['language_model']),
+  lora_rank: uint.default(0),
+  /** > 0: a reference model is planned (unless LoRA, whose frozen base is the reference). */
+  beta: z.number().min(0).default(0),
+  micro_batch: int.min(1).default(1),
+  k: int.min(1).default(4),
+  text_tokens: int.min(1).default(256),
+  image_tokens: int.min(1).optional(),
+  checkpointing: z.boolean().default(true),
+  cpu_offload: z.boolean().default(false),
+  /** bf16-mixed: the GPU discipline (fp32 master, bf16 frozen/compute); fp32: the CPU one. */
+  precision: z.enum(['bf16-mixed', 'fp32']).default('bf16-mixed'),
+  /** rl (rollouts of K) or sft; default: sft for bagel, rl otherwise. */
+  mode: z.enum(['rl', 'sft']).optional(),
+});
 /** The records generated as Python dataclasses (name → schema). */
-export const RECORDS = { LoadModel, LoadOptim, UndSampling, GenSampling, UpdateLoss, Reward, BackboneSpec } as const;
+export const RECORDS = { LoadModel, LoadOptim, UndSampling, GenSampling, UpdateLoss, Reward, BackboneSpec, PlanRequest: PlanArgs } as const;
 
 // -- metric records --------------------------------------------------------------------------------
 const SIDE_METRICS = ['loss', 'tokens', 'clip_frac', 'ratio_mean', 'ratio_min', 'ratio_max', 'kl_old', 'kl_ref', 'skipped'] as const;
@@ -136,6 +158,39 @@ export const EvalResult = z.looseObject({
   samples_per_prompt: uint,
 });
 export type EvalResult = z.infer<typeof EvalResult>;
+
+const planBytes = z.strictObject({
+  parameters: uint,
+  gradients: uint,
+  optimizer: uint,
+  reference: uint,
+  activations: uint,
+  fsdp_buffers: uint,
+  gathered_weights: uint,
+  rollout: uint,
+  update_peak: uint,
+  rollout_peak: uint,
+  total: uint,
+  /** bytes held in host memory per rank (CPU offload). */
+  host: uint,
+});
+export const PlanReply = z.strictObject({
+  family: z.string(),
+  preset: z.string().nullable(),
+  model_dir: z.string().nullable(),
+  mode: z.enum(['rl', 'sft']),
+  request: z.looseObject({}),
+  image_tokens: uint,
+  /** per-rank bytes (rank 0 holds the largest FSDP shard). */
+  bytes: planBytes,
+  /** GPU bytes a plan may use: gpu_gib less the 10% kept free. */
+  usable: uint,
+  fits: z.boolean(),
+  counts: z.strictObject({ params: uint, trainable: uint }),
+  suggestion: z.strictObject({ change: z.string(), total: uint, request: z.looseObject({}) }).nullable(),
+  verdict: z.string(),
+});
+export type PlanReply = z.infer<typeof PlanReply>;
 
 const f32 = ['f32'] as const;
 const idx = ['i32', 'i64'] as const;
@@ -307,6 +362,13 @@ export const OPS = {
     reply: z.strictObject({ n: uint, graded_mean: z.number(), binary_mean: z.number() }),
     payloads: { images: { dtype: ['u8'], rank: 4 } },
     replyPayloads: { graded: { dtype: f32, rank: 1 }, binary: { dtype: f32, rank: 1 } },
+  }),
+
+  // -- planning ---------------------------------------------------------------------------------
+  plan: op({
+    doc: 'per-rank memory of a training configuration (architecture built on the meta device, no weights): parameters, gradients, optimizer, reference, activations, rollout buffers, whether it fits, and the cheapest listed change that makes it fit',
+    args: PlanArgs,
+    reply: PlanReply,
   }),
 
   // -- training: the policy, its rollouts (resident, by handle), its updates ------------------------
