@@ -50,13 +50,8 @@ export async function main(argv: string[]): Promise<Record<string, unknown>> {
   const rows: Array<Record<string, unknown>> = [];
   const worst: Record<string, number> = { janus: 1, dimoo: 1 };
   const exact: Record<string, boolean> = { janus: true, dimoo: true };
-  // DiMOO at 1 rank only and without checkpointing: its FSDP2 sharding and checkpointing are being
-  // added separately (adapters/dimoo.py has neither yet)
-  const runs = [
-    ...(['janus', 'dimoo'] as const).flatMap((family) =>
-      sizes.map((hidden) => ({ family, hidden, worlds: family === 'janus' ? ([[1, 'off'], [2, 'off'], [1, 'on'], [2, 'on']] as const) : ([[1, 'off']] as const) })),
-    ),
-  ];
+  const worlds = [[1, 'off'], [2, 'off'], [1, 'on'], [2, 'on']] as const;
+  const runs = (['janus', 'dimoo'] as const).flatMap((family) => sizes.map((hidden) => ({ family, hidden, worlds })));
   try {
     for (const { family, hidden, worlds } of runs) {
       const model = join(dir, `${family}-${hidden}`);
