@@ -108,12 +108,10 @@ export function parseTrainConfig(input: unknown, baseDir = process.cwd(), source
 /** The formats a config file may be in, by its extension. */
 export type ConfigFormat = 'json' | 'yaml';
 
-/** `.yaml`/`.yml` is YAML, `.json` JSON; any other extension is refused (a guess could misread the file). */
+/** `.yaml`/`.yml` is YAML; anything else JSON (`.json`, and any name a JSON config had before YAML was read). */
 export function configFormat(file: string): ConfigFormat {
   const ext = extname(file).toLowerCase();
-  if (ext === '.yaml' || ext === '.yml') return 'yaml';
-  if (ext === '.json') return 'json';
-  throw new ConfigError(`config ${file}: the name must end in .json, .yaml or .yml (got '${ext || 'no extension'}')`);
+  return ext === '.yaml' || ext === '.yml' ? 'yaml' : 'json';
 }
 
 /** `file:line:col: message` of a text that does not parse, 1-based, as editors jump to it. */
