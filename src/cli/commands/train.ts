@@ -16,7 +16,7 @@ export const summary = 'train a unified VLM with PairGRPO on a PairUG file (chec
 
 const HELP = `usage: pairuni train --config <run.yaml|run.json> [options]
 
-  --config <file>   training config, YAML (.yaml, .yml) or JSON (.json); paths relative to the file;
+  --config <file>   training config, YAML (.yaml, .yml) or JSON (any other name); paths relative to it;
                     its keys and defaults are listed under "Config keys" in the package's docs/training.md
   --set <key=value> override one config key by its dotted path, e.g. --set loss.beta=0.04
                     (repeatable; the value is read as JSON when it parses, else as a string)
