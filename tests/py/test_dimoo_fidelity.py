@@ -147,7 +147,8 @@ def _default_und_question() -> str:
     import re
 
     ts = (pathlib.Path(__file__).parents[2] / "src" / "grpo" / "rewards.ts").read_text()
-    template = json.loads('"' + re.search(r"DEFAULT_UND_INSTRUCTION =\s*'([^']*)'", ts).group(1).replace('"', '\\"') + '"')
+    literal = re.search(r"DEFAULT_UND_INSTRUCTION =\s*'([^']*)'", ts).group(1)
+    template = json.loads('"' + literal.replace('"', '\\"') + '"')  # the TS escapes (\n) are JSON's
     return template.replace("{question}", "Which shape is in the picture?").replace(
         "{choices}", "A. circle\nB. square\nC. triangle\nD. star")
 
@@ -199,8 +200,26 @@ def test_over_long_prompt_names_the_limit_and_a_fix_that_works(tmp_path, und_ima
     long_q = q + " Think step by step." * 12
     with pytest.raises(AdapterConfigError) as e:
         a.und_rollout([UndItem(und_image, long_q)], 1, UndSampling(seed=1, max_new_tokens=1))
-    cut = int(re.search(r"shorten the question \(und\.instruction\) by at least (\d+) tokens$", str(e.value)).group(1))
+    cut = int(re.search(r"shorten the question \(und\.instruction\) by at least (\d+) tokens?$", str(e.value)).group(1))
     ok = a.und_rollout([UndItem(und_image, long_q[:-cut])], 1, UndSampling(seed=1, max_new_tokens=1))
     assert ok.out_ids.shape[1] == 1
     with pytest.raises(AdapterConfigError, match="shorten the question"):
         a.und_rollout([UndItem(und_image, long_q[:-(cut - 1)])], 1, UndSampling(seed=1, max_new_tokens=1))
+
+
+def test_over_long_generation_prompt_names_the_cut_that_fits(tmp_path):
+    import re
+
+    from pairuni_sidecar.adapters import GenItem
+    from pairuni_sidecar.adapters.base import AdapterConfigError
+    from pairuni_sidecar.contract import GenSampling
+
+    a = load_adapter("dimoo", LoadSpec(path=build_tiny_dimoo(str(tmp_path / "m"), seed=0, max_len=256), device="cpu"))
+    prompt = "a red circle on a blue ground, " * 8
+    with pytest.raises(AdapterConfigError, match="over the tiny model's limit of 256 positions") as e:
+        a.gen_rollout([GenItem(prompt)], 1, GenSampling(seed=0, options={"steps": 2}))
+    cut = int(re.search(r"shorten the generation prompt by at least (\d+) tokens?$", str(e.value)).group(1))
+    fits = a.gen_rollout([GenItem(prompt[:-cut])], 1, GenSampling(seed=0, options={"steps": 2}))
+    assert fits.out_ids.shape == (1, 16)
+    with pytest.raises(AdapterConfigError, match="by at least 1 token$"):
+        a.gen_rollout([GenItem(prompt[:-(cut - 1)])], 1, GenSampling(seed=0, options={"steps": 2}))

@@ -71,6 +71,10 @@ SFT_UNCOND_PROB = 0.1
 UPSTREAM_FILES = ("model/__init__.py", "model/configuration_llada.py", "model/modeling_xllmx_dimoo.py")
 
 
+def _tokens(n: int) -> str:
+    return f"{n} token" if n == 1 else f"{n} tokens"
+
+
 class DimooCodeError(AdapterConfigError):
     """The Lumina-DiMOO checkout is missing, incomplete, or does not provide the classes the loader needs."""
 
@@ -452,7 +456,7 @@ class DimooAdapter(PolicyAdapter):
         prompt = starts[longest]  # tokens before the first answer slot (image, template, question, BOA)
         room = limit - prompt - 1  # the EOA after the answer slots
         fix = (f"set {answer} to at most {room}" if room >= 1 else
-               f"shorten the question (und.instruction) by at least {prompt + 2 - limit} tokens")
+               f"shorten the question (und.instruction) by at least {_tokens(prompt + 2 - limit)}")
         raise AdapterConfigError(
             f"dimoo und: the prompt takes {prompt} tokens and {answer} adds {slots} answer slots + 1, "
             f"{len(seqs[longest])} in all, over the tiny model's limit of {limit} positions (max_len in its "
@@ -486,6 +490,12 @@ class DimooAdapter(PolicyAdapter):
             seqs.append(pid + region)
             slots.append([len(pid) + o for o in offs])
             plen.append(len(pid))
+        limit = self.config.get("max_len") if self.tiny else None
+        if limit is not None and len(region) + max(plen) > limit:
+            raise AdapterConfigError(
+                f"dimoo gen: the prompt takes {max(plen)} tokens and the image {len(region)}, over the tiny model's "
+                f"limit of {limit} positions (max_len in its config.json): shorten the generation prompt by at "
+                f"least {_tokens(len(region) + max(plen) - limit)}")
         ids, keep = right_pad(seqs, lay.pad)
         maskable = torch.zeros_like(keep)
         for r, n in enumerate(plen):
