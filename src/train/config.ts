@@ -208,9 +208,18 @@ export function applyConfigSets(raw: Record<string, unknown>, sets: readonly Con
     const issue = configPathIssue(path);
     if (issue) throw new ConfigError(`--set ${path.join('.')}: ${issue}`);
     const v = PATH_KEYS.has(path.join('.')) && typeof value === 'string' && value ? resolve(cwd, value) : value;
-    out = deepMerge(out, path.reduceRight<unknown>((acc, k) => ({ [k]: acc }), v) as Record<string, unknown>);
+    out = setAt(out, path, v);
   }
   return out;
+}
+
+/** A copy of `obj` with the value at `path` replaced (an object value too: `--set model.options={}` clears them). */
+function setAt(obj: Record<string, unknown>, path: readonly string[], value: unknown): Record<string, unknown> {
+  const [k, ...rest] = path;
+  if (!rest.length) return { ...obj, [k]: value };
+  const cur = obj[k];
+  const inner = cur && typeof cur === 'object' && !Array.isArray(cur) ? (cur as Record<string, unknown>) : {};
+  return { ...obj, [k]: setAt(inner, rest, value) };
 }
 
 /** `a.b=c` → path [a, b], value: JSON when it parses as JSON (`0.04`, `true`, `["x"]`), else the text; undefined when malformed. */

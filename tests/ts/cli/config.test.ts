@@ -86,6 +86,7 @@ describe('pairuni train --config: YAML or JSON, --set, --print-config', () => {
       '--set', 'mode=pair',
       '--set', 'model.trainModules=["language_model","gen_head"]',
       '--set', 'und.instruction={question} {choices}',
+      '--set', 'gen={"k":3}',
       '--set', 'steps=5',
       '--set', 'data=other/pairs.jsonl',
       '--steps', '7',
@@ -97,6 +98,7 @@ describe('pairuni train --config: YAML or JSON, --set, --print-config', () => {
     expect(c.model.trainModules).toEqual(['language_model', 'gen_head']);
     expect(c.und.instruction).toBe('{question} {choices}');
     expect(c.und.k).toBe(2); // the file's sibling keys stay
+    expect(c.gen).toMatchObject({ k: 3, reward: { name: 'hps' } }); // an object value replaces the section (defaults refill it)
     expect(c.steps).toBe(7);
     expect(c.data).toBe(join(process.cwd(), 'other/pairs.jsonl')); // as --data: relative to the working directory
   });
