@@ -458,8 +458,8 @@ class DimooAdapter(PolicyAdapter):
         fix = (f"set {answer} to at most {room}" if room >= 1 else
                f"shorten the question (und.instruction) by at least {_tokens(prompt + 2 - limit)}")
         raise AdapterConfigError(
-            f"dimoo und: the prompt takes {prompt} tokens and {answer} adds {slots} answer slots + 1, "
-            f"{len(seqs[longest])} in all, over the tiny model's limit of {limit} positions (max_len in its "
+            f"dimoo und: the prompt takes {prompt} tokens and the answer {slots + 1} ({slots} slots for {answer} "
+            f"and an end token), {len(seqs[longest])} in all, over the tiny model's limit of {limit} positions (max_len in its "
             f"config.json): {fix}")
 
     def _und_rows(self, codes: torch.Tensor, texts: list[str], slots: int, answer: str = "und.maxNewTokens"):
