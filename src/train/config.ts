@@ -5,7 +5,8 @@
  * state use GRPO/TRL defaults and say so: ε = 0.2, μ = 1, grad-norm clip 1.0, weight decay 0.
  */
 import { readFileSync } from 'node:fs';
-import { dirname, resolve } from 'node:path';
+import { dirname, extname, resolve } from 'node:path';
+import { parseDocument, stringify } from 'yaml';
 import { z } from 'zod';
 import { ConfigError } from '../errors.js';
 import { GenConfig, LossConfig, ModelConfig, OptimConfig, UndConfig } from '../contract/config.js';
@@ -104,16 +105,143 @@ export function parseTrainConfig(input: unknown, baseDir = process.cwd(), source
   };
 }
 
-/** Reads a JSON config file (paths inside resolve against the file's directory). */
-export function loadTrainConfig(file: string, overrides: Record<string, unknown> = {}): TrainConfig {
-  let raw: unknown;
+/** The formats a config file may be in, by its extension. */
+export type ConfigFormat = 'json' | 'yaml';
+
+/** `.yaml`/`.yml` is YAML; anything else JSON (`.json`, and any name a JSON config had before YAML was read). */
+export function configFormat(file: string): ConfigFormat {
+  const ext = extname(file).toLowerCase();
+  return ext === '.yaml' || ext === '.yml' ? 'yaml' : 'json';
+}
+
+/** `file:line:col: message` of a text that does not parse, 1-based, as editors jump to it. */
+function at(file: string, text: string, pos: number, message: string): string {
+  const before = text.slice(0, pos).split('\n');
+  return `${file}:${before.length}:${before[before.length - 1].length + 1}: ${message}`;
+}
+
+/** A config file's object, as written (nothing validated yet): JSON or YAML by the file's extension. */
+export function readTrainConfigFile(file: string): { raw: Record<string, unknown>; format: ConfigFormat } {
+  const format = configFormat(file);
+  let text: string;
   try {
-    raw = JSON.parse(readFileSync(file, 'utf8'));
+    text = readFileSync(file, 'utf8');
   } catch (e) {
     throw new ConfigError(`cannot read config ${file}: ${(e as Error).message}`, { cause: e });
   }
-  if (typeof raw !== 'object' || raw === null || Array.isArray(raw)) throw new ConfigError(`config ${file} must hold a JSON object`);
-  return parseTrainConfig(deepMerge(raw as Record<string, unknown>, overrides), dirname(resolve(file)), file);
+  let raw: unknown;
+  if (format === 'yaml') {
+    const doc = parseDocument(text, { prettyErrors: false });
+    const e = doc.errors[0];
+    if (e) throw new ConfigError(`cannot parse config ${at(file, text, e.pos[0], e.message.split('\n')[0])}`);
+    raw = doc.toJS();
+  } else {
+    try {
+      raw = JSON.parse(text);
+    } catch (e) {
+      // node 20 says `... in JSON at position N`; the line and column are what a user can find.
+      const m = /^(.*?)(?: in JSON)? at position (\d+)/s.exec((e as Error).message);
+      const msg = m ? at(file, text, Number(m[2]), m[1]) : `${file}: ${(e as Error).message}`;
+      throw new ConfigError(`cannot parse config ${msg}`, { cause: e });
+    }
+  }
+  if (typeof raw !== 'object' || raw === null || Array.isArray(raw)) {
+    throw new ConfigError(`config ${file} must hold a ${format === 'yaml' ? 'YAML mapping' : 'JSON object'} of config keys`);
+  }
+  return { raw: raw as Record<string, unknown>, format };
+}
+
+/** Reads a JSON or YAML config file (paths inside resolve against the file's directory). */
+export function loadTrainConfig(file: string, overrides: Record<string, unknown> = {}): TrainConfig {
+  const { raw } = readTrainConfigFile(file);
+  return parseTrainConfig(deepMerge(raw, overrides), dirname(resolve(file)), file);
+}
+
+/** One dotted override, `--set loss.beta=0.04`: the key path and its value. */
+export interface ConfigSet {
+  path: string[];
+  value: unknown;
+}
+
+type Def = { type: string; innerType?: z.ZodType; shape?: Record<string, z.ZodType> };
+const def = (s: z.ZodType) => (s as unknown as { _zod: { def: Def } })._zod.def;
+
+/** The schema under defaults and optionals: the object (or record, or leaf) the user writes. */
+function bare(s: z.ZodType): z.ZodType {
+  let t = s;
+  while (def(t).innerType && ['default', 'prefault', 'optional', 'nullable'].includes(def(t).type)) t = def(t).innerType!;
+  return t;
+}
+
+/**
+ * Why `path` names no config key (the first segment that is not one, and what its section takes);
+ * undefined when it is one. Below a free-form record (the family `options`) any key is accepted here:
+ * the family's own schema checks those when the config is parsed.
+ */
+export function configPathIssue(path: readonly string[]): string | undefined {
+  let s: z.ZodType = TrainConfig;
+  for (let i = 0; i < path.length; i++) {
+    const t = bare(s);
+    const d = def(t);
+    if (d.type === 'record') return undefined;
+    const here = path.slice(0, i).join('.');
+    if (d.type !== 'object' || !d.shape) return `${here} is a value, not a section with keys`;
+    if (!Object.hasOwn(d.shape, path[i])) {
+      const which = i === path.length - 1 ? 'no such config key' : `no config key '${path.slice(0, i + 1).join('.')}'`;
+      return `${which} (${here || 'the top level'} takes ${Object.keys(d.shape).join(', ')})`;
+    }
+    s = d.shape[path[i]];
+  }
+  return undefined;
+}
+
+/** Config keys holding a path: a `--set` value for one is relative to the working directory, as `--out` is. */
+const PATH_KEYS = new Set(['data', 'out', 'model.path', 'model.refPath']);
+
+/**
+ * The config with each `--set` applied in order (later ones win); a path that names no key is refused
+ * by name before anything is parsed, so a typo is never silently added.
+ */
+export function applyConfigSets(raw: Record<string, unknown>, sets: readonly ConfigSet[], cwd = process.cwd()): Record<string, unknown> {
+  let out = raw;
+  for (const { path, value } of sets) {
+    const issue = configPathIssue(path);
+    if (issue) throw new ConfigError(`--set ${path.join('.')}: ${issue}`);
+    const v = PATH_KEYS.has(path.join('.')) && typeof value === 'string' && value ? resolve(cwd, value) : value;
+    out = setAt(out, path, v);
+  }
+  return out;
+}
+
+/** A copy of `obj` with the value at `path` replaced (an object value too: `--set model.options={}` clears them). */
+function setAt(obj: Record<string, unknown>, path: readonly string[], value: unknown): Record<string, unknown> {
+  const [k, ...rest] = path;
+  if (!rest.length) return { ...obj, [k]: value };
+  const cur = obj[k];
+  const inner = cur && typeof cur === 'object' && !Array.isArray(cur) ? (cur as Record<string, unknown>) : {};
+  return { ...obj, [k]: setAt(inner, rest, value) };
+}
+
+/** `a.b=c` → path [a, b], value: JSON when it parses as JSON (`0.04`, `true`, `["x"]`), else the text; undefined when malformed. */
+export function parseConfigSet(arg: string): ConfigSet | undefined {
+  const eq = arg.indexOf('=');
+  if (eq <= 0) return undefined;
+  const path = arg.slice(0, eq).split('.');
+  if (path.some((k) => !k)) return undefined;
+  const text = arg.slice(eq + 1);
+  let value: unknown = text;
+  try {
+    value = JSON.parse(text);
+  } catch {
+    // a plain string: `--set mode=pair`
+  }
+  return { path, value };
+}
+
+/** The resolved config as the input was written: YAML for a YAML file, else JSON. */
+export function formatTrainConfig(cfg: TrainConfig, format: ConfigFormat): string {
+  const plain = JSON.parse(JSON.stringify(cfg)) as unknown; // drops the undefined optionals, as JSON would
+  return format === 'yaml' ? stringify(plain, { lineWidth: 0 }).trimEnd() : JSON.stringify(plain, null, 2);
 }
 
 function deepMerge(a: Record<string, unknown>, b: Record<string, unknown>): Record<string, unknown> {

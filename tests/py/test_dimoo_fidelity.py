@@ -138,3 +138,88 @@ def test_sft_loss_trains_on_upstream_targets(adapter, tmp_path):
     res = adapter.sft_loss([SFTExample(side="und", image_path=str(p), text="Which?", target="ab"),
                             SFTExample(side="gen", image_path=str(p), text="a red cat", target="")])
     assert set(res) == {"und", "gen"} and all(torch.isfinite(v) and v.requires_grad for v in res.values())
+
+
+def _default_und_question() -> str:
+    """The understanding text the trainer sends by default: src/grpo/rewards.ts DEFAULT_UND_INSTRUCTION rendered."""
+    import json
+    import pathlib
+    import re
+
+    ts = (pathlib.Path(__file__).parents[2] / "src" / "grpo" / "rewards.ts").read_text()
+    literal = re.search(r"DEFAULT_UND_INSTRUCTION =\s*'([^']*)'", ts).group(1)
+    template = json.loads('"' + literal.replace('"', '\\"') + '"')  # the TS escapes (\n) are JSON's
+    return template.replace("{question}", "Which shape is in the picture?").replace(
+        "{choices}", "A. circle\nB. square\nC. triangle\nD. star")
+
+
+@pytest.fixture(scope="module")
+def und_image(tmp_path_factory):
+    import numpy as np
+    from PIL import Image
+
+    p = tmp_path_factory.mktemp("img") / "a.png"
+    Image.fromarray(np.zeros((16, 16, 3), np.uint8)).save(p)
+    return str(p)
+
+
+def test_tiny_model_fits_the_default_prompt_and_answer_length(tmp_path, und_image):
+    from pairuni_sidecar.adapters import UndItem
+    from pairuni_sidecar.contract import UndSampling
+
+    a = load_adapter("dimoo", LoadSpec(path=build_tiny_dimoo(str(tmp_path / "m"), seed=0), device="cpu"))
+    s = UndSampling(seed=1)
+    assert s.max_new_tokens == 512  # und.maxNewTokens' default
+    b = a.und_rollout([UndItem(und_image, _default_und_question())], 1, s)
+    assert tuple(b.out_ids.shape) == (1, 512)
+
+
+def test_over_long_prompt_names_the_limit_and_a_fix_that_works(tmp_path, und_image):
+    import re
+
+    from pairuni_sidecar.adapters import UndItem
+    from pairuni_sidecar.contract import UndSampling
+    from pairuni_sidecar.adapters.base import AdapterConfigError
+
+    # 256 positions: the size the builder made before, and the pretrained assets/tiny-dimoo-shapes' max_len
+    a = load_adapter("dimoo", LoadSpec(path=build_tiny_dimoo(str(tmp_path / "m"), seed=0, max_len=256), device="cpu"))
+    q = _default_und_question()
+    item = [UndItem(und_image, q)]
+    with pytest.raises(AdapterConfigError) as e:
+        a.und_rollout(item, 1, UndSampling(seed=1))
+    msg = str(e.value)
+    room = int(re.search(r"set und\.maxNewTokens to at most (\d+)$", msg).group(1))
+    prompt = int(re.search(r"the prompt takes (\d+) tokens", msg).group(1))
+    assert "over the tiny model's limit of 256 positions" in msg and prompt + 512 + 1 > 256
+    assert room == 256 - prompt - 1 and room >= 1
+    assert a.und_rollout(item, 1, UndSampling(seed=1, max_new_tokens=room)).out_ids.shape[1] == room
+    with pytest.raises(AdapterConfigError, match=f"to at most {room}$"):
+        a.und_rollout(item, 1, UndSampling(seed=1, max_new_tokens=room + 1))
+
+    # A question that alone overflows: the fix is a shorter question, by the count the error gives.
+    long_q = q + " Think step by step." * 12
+    with pytest.raises(AdapterConfigError) as e:
+        a.und_rollout([UndItem(und_image, long_q)], 1, UndSampling(seed=1, max_new_tokens=1))
+    cut = int(re.search(r"shorten the question \(und\.instruction\) by at least (\d+) tokens?$", str(e.value)).group(1))
+    ok = a.und_rollout([UndItem(und_image, long_q[:-cut])], 1, UndSampling(seed=1, max_new_tokens=1))
+    assert ok.out_ids.shape[1] == 1
+    with pytest.raises(AdapterConfigError, match="shorten the question"):
+        a.und_rollout([UndItem(und_image, long_q[:-(cut - 1)])], 1, UndSampling(seed=1, max_new_tokens=1))
+
+
+def test_over_long_generation_prompt_names_the_cut_that_fits(tmp_path):
+    import re
+
+    from pairuni_sidecar.adapters import GenItem
+    from pairuni_sidecar.adapters.base import AdapterConfigError
+    from pairuni_sidecar.contract import GenSampling
+
+    a = load_adapter("dimoo", LoadSpec(path=build_tiny_dimoo(str(tmp_path / "m"), seed=0, max_len=256), device="cpu"))
+    prompt = "a red circle on a blue ground, " * 8
+    with pytest.raises(AdapterConfigError, match="over the tiny model's limit of 256 positions") as e:
+        a.gen_rollout([GenItem(prompt)], 1, GenSampling(seed=0, options={"steps": 2}))
+    cut = int(re.search(r"shorten the generation prompt by at least (\d+) tokens?$", str(e.value)).group(1))
+    fits = a.gen_rollout([GenItem(prompt[:-cut])], 1, GenSampling(seed=0, options={"steps": 2}))
+    assert fits.out_ids.shape == (1, 16)
+    with pytest.raises(AdapterConfigError, match="by at least 1 token$"):
+        a.gen_rollout([GenItem(prompt[:-(cut - 1)])], 1, GenSampling(seed=0, options={"steps": 2}))

@@ -71,6 +71,10 @@ SFT_UNCOND_PROB = 0.1
 UPSTREAM_FILES = ("model/__init__.py", "model/configuration_llada.py", "model/modeling_xllmx_dimoo.py")
 
 
+def _tokens(n: int) -> str:
+    return f"{n} token" if n == 1 else f"{n} tokens"
+
+
 class DimooCodeError(AdapterConfigError):
     """The Lumina-DiMOO checkout is missing, incomplete, or does not provide the classes the loader needs."""
 
@@ -444,7 +448,23 @@ class DimooAdapter(PolicyAdapter):
         pre, post = template.split("{" + at + "}")
         return self.text.encode(self._fill(pre, **kw)), self.text.encode(self._fill(post, **kw))
 
-    def _und_rows(self, codes: torch.Tensor, texts: list[str], slots: int):
+    def _check_fits(self, seqs: list[list[int]], starts: list[int], slots: int, answer: str) -> None:
+        """A tiny model's learned positions end at ``max_len``: refuse a longer row with the numbers that fix it
+        (the sampler's own error named neither the prompt's share nor a setting that would make it fit)."""
+        limit = self.config.get("max_len") if self.tiny else None
+        longest = max(range(len(seqs)), key=lambda r: len(seqs[r]))
+        if limit is None or len(seqs[longest]) <= limit:
+            return
+        prompt = starts[longest]  # tokens before the first answer slot (image, template, question, BOA)
+        room = limit - prompt - 1  # the EOA after the answer slots
+        fix = (f"set {answer} to at most {room}" if room >= 1 else
+               f"shorten the question (und.instruction) by at least {_tokens(prompt + 2 - limit)}")
+        raise AdapterConfigError(
+            f"dimoo und: the prompt takes {prompt} tokens and the answer {slots + 1} ({slots} slots for {answer} "
+            f"and an end token), {len(seqs[longest])} in all, over the tiny model's limit of {limit} positions (max_len in its "
+            f"config.json): {fix}")
+
+    def _und_rows(self, codes: torch.Tensor, texts: list[str], slots: int, answer: str = "und.maxNewTokens"):
         lay, (h, w) = self.layout, self.grid
         seqs, starts = [], []
         for c, t in zip(codes, texts):
@@ -454,6 +474,7 @@ class DimooAdapter(PolicyAdapter):
             s, start = und_sequence(self.text.prefix + pre, post + self.text.suffix, c, h, w, slots, lay)
             seqs.append(s)
             starts.append(start)
+        self._check_fits(seqs, starts, slots, answer)
         ids, keep = right_pad(seqs, lay.pad)
         slot_pos = torch.tensor(starts).unsqueeze(1) + torch.arange(slots)
         maskable = keep.clone()
@@ -471,6 +492,12 @@ class DimooAdapter(PolicyAdapter):
             seqs.append(pid + region)
             slots.append([len(pid) + o for o in offs])
             plen.append(len(pid))
+        limit = self.config.get("max_len") if self.tiny else None
+        if limit is not None and len(region) + max(plen) > limit:
+            raise AdapterConfigError(
+                f"dimoo gen: the prompt takes {max(plen)} tokens and the image {len(region)}, over the tiny model's "
+                f"limit of {limit} positions (max_len in its config.json): shorten the generation prompt by at "
+                f"least {_tokens(len(region) + max(plen) - limit)}")
         ids, keep = right_pad(seqs, lay.pad)
         maskable = torch.zeros_like(keep)
         for r, n in enumerate(plen):
@@ -649,7 +676,7 @@ class DimooAdapter(PolicyAdapter):
             tgt = self._sft_answers([e.target for e in und])
             L = tgt.shape[1]
             codes = self.codec.encode(self._load_images([e.image_path for e in und]))
-            ids, keep, slots, _ = self._und_rows(codes, [e.text for e in und], L)
+            ids, keep, slots, _ = self._und_rows(codes, [e.text for e in und], L, answer="the longest SFT answer")
             res["und"] = self._masked_ce(fn, ids, keep, slots, tgt, lay.text_support())
         if gen:
             codes = self.codec.encode(self._load_images([e.image_path for e in gen]))

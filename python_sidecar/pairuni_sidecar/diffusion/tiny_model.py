@@ -151,14 +151,32 @@ def save_tiny_mdm(out_dir: str, model: TinyMDM, tokenizer, *, layout: TokenLayou
     return out_dir
 
 
+#: Positions of a built tiny DiMOO: the default understanding prompt (src/grpo/rewards.ts
+#: DEFAULT_UND_INSTRUCTION, about 230 characters with the template and image, one token each) plus the
+#: default und.maxNewTokens 512 answer slots, with room for a longer question.
+TINY_MAX_LEN = 1024
+
+
 def build_tiny_dimoo(out_dir: str, *, seed: int = 0, grid: tuple[int, int] = (4, 4), cell: int = 4,
-                     codebook: int = 16, dropout: float = 0.0, **sizes) -> str:
+                     codebook: int = 16, dropout: float = 0.0, max_len: int = TINY_MAX_LEN, **sizes) -> str:
     """Write a tiny random-init masked-diffusion model directory (the ``tiny`` plug-in for ``dimoo``)."""
     tok = char_tokenizer()
     lay = tiny_layout(tok.get_vocab_size(), codebook)
     torch.manual_seed(seed)
     model = TinyMDM(TinyMDMConfig(vocab_size=lay.vocab_size, dropout=dropout, **sizes))
+    if max_len != model.config.max_len:
+        _resize_positions(model, max_len, seed)
     return save_tiny_mdm(out_dir, model, tok, layout=lay, grid=grid, cell=cell)
+
+
+def _resize_positions(model: TinyMDM, max_len: int, seed: int) -> None:
+    """Positions past the config default come from their own generator, so every other weight of a seed
+    (and its first positions) stays what it was when the builder made 256 positions."""
+    old = model.pos.weight.data
+    extra = torch.randn(max(0, max_len - old.shape[0]), old.shape[1], generator=torch.Generator().manual_seed(seed))
+    model.pos = nn.Embedding(max_len, old.shape[1])
+    model.pos.weight.data.copy_(torch.cat([old, extra])[:max_len])
+    model.config.max_len = max_len
 
 
 if __name__ == "__main__":

@@ -1,12 +1,12 @@
 /**
- * `pairuni train --config run.json [--resume] [--steps N] [--out DIR]`: PairGRPO training (or SFT for
+ * `pairuni train --config run.yaml [--set a.b=c ...] [--print-config] [--resume] [--steps N] [--out DIR]`: PairGRPO training (or SFT for
  * an adapter that declares only `sft`, such as Bagel) with a progress bar. Ctrl-C stops at the next step boundary and saves a checkpoint (a second Ctrl-C exits
  * at once); `--resume` continues from the run directory's latest checkpoint.
  */
-import { resolve } from 'node:path';
+import { dirname, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 import { AbortedError } from '../../errors.js';
-import { loadTrainConfig } from '../../train/config.js';
+import { applyConfigSets, type ConfigSet, formatTrainConfig, parseConfigSet, parseTrainConfig, readTrainConfigFile } from '../../train/config.js';
 import { isTrainerNotice, RunStateError, train } from '../../train/trainer.js';
 import { onInterrupt } from '../../util/interrupt.js';
 import { Progress } from '../../util/progress.js';
@@ -14,10 +14,13 @@ import { intOpt, USAGE_EXIT } from '../options.js';
 
 export const summary = 'train a unified VLM with PairGRPO on a PairUG file (checkpoints, resume, TensorBoard)';
 
-const HELP = `usage: pairuni train --config <run.json> [options]
+const HELP = `usage: pairuni train --config <run.yaml|run.json> [options]
 
-  --config <file>   training config (JSON; paths relative to the file); its keys and defaults
-                    are listed under "Config keys" in the package's docs/training.md
+  --config <file>   training config, YAML (.yaml, .yml) or JSON (any other name); paths relative to it;
+                    its keys and defaults are listed under "Config keys" in the package's docs/training.md
+  --set <key=value> override one config key by its dotted path, e.g. --set loss.beta=0.04
+                    (repeatable; the value is read as JSON when it parses, else as a string)
+  --print-config    print the resolved config, every default filled in, and exit (trains nothing)
   --resume          continue from <out>/checkpoints/latest
   --steps <n>       override config.steps
   --out <dir>       override config.out
@@ -38,6 +41,8 @@ export async function run(argv: string[]): Promise<number> {
     args: argv,
     options: {
       config: { type: 'string' },
+      set: { type: 'string', multiple: true, default: [] },
+      'print-config': { type: 'boolean', default: false },
       resume: { type: 'boolean', default: false },
       steps: { type: 'string' },
       out: { type: 'string' },
@@ -57,14 +62,28 @@ export async function run(argv: string[]): Promise<number> {
     console.error(`pairuni train: --config is required\n\n${HELP}`);
     return USAGE_EXIT;
   }
-  const overrides: Record<string, unknown> = {};
-  if (values.steps !== undefined) overrides.steps = intOpt(values.steps, '--steps', { min: 1 });
-  // Paths given on the command line are relative to the working directory (the config's to its file).
-  if (values.out) overrides.out = resolve(values.out);
-  if (values.data) overrides.data = resolve(values.data);
-  if (values.model) overrides.model = { path: resolve(values.model) };
-  if (values.ranks !== undefined) overrides.sidecar = { ranks: intOpt(values.ranks, '--ranks', { min: 1 }) };
-  const cfg = loadTrainConfig(values.config, overrides);
+  const sets: ConfigSet[] = [];
+  for (const arg of values.set) {
+    const s = parseConfigSet(arg);
+    if (!s) {
+      console.error(`pairuni train: --set takes key.path=value, got '${arg}' (see 'pairuni train --help')`);
+      return USAGE_EXIT;
+    }
+    sets.push(s);
+  }
+  // The fixed flags are --set under another name, applied last. Paths given on the command line are
+  // relative to the working directory (the config's to its file).
+  if (values.steps !== undefined) sets.push({ path: ['steps'], value: intOpt(values.steps, '--steps', { min: 1 }) });
+  if (values.out) sets.push({ path: ['out'], value: resolve(values.out) });
+  if (values.data) sets.push({ path: ['data'], value: resolve(values.data) });
+  if (values.model) sets.push({ path: ['model', 'path'], value: resolve(values.model) });
+  if (values.ranks !== undefined) sets.push({ path: ['sidecar', 'ranks'], value: intOpt(values.ranks, '--ranks', { min: 1 }) });
+  const { raw, format } = readTrainConfigFile(values.config);
+  const cfg = parseTrainConfig(applyConfigSets(raw, sets), dirname(resolve(values.config)), values.config);
+  if (values['print-config']) {
+    console.log(formatTrainConfig(cfg, format));
+    return 0;
+  }
 
   const interrupt = onInterrupt({ message: 'pairuni train: stopping after this step' });
   const bar = new Progress({ label: 'train', total: cfg.steps, unit: 'step', silent: values.quiet });
