@@ -55,7 +55,7 @@ describe("train: another family's options are refused at config parse, naming th
     [
       'a Janus load option in a DiMOO config',
       { model: { adapter: 'dimoo', path: DEMO_MODELS.dimoo, device: 'cpu', options: { detach_uncond: true } } },
-      'model.options.detach_uncond: not an option of the dimoo family (it takes code_dir, und_template, gen_template, system_prompt, p_mask_prompt, estimator, image_size)',
+      'model.options.detach_uncond: not an option of the dimoo family (it takes code_dir, und_template, gen_template, und_system_prompt, gen_system_prompt, p_mask_prompt, estimator, image_size, lora_rank, lora_alpha, lora_targets)',
     ],
     [
       'a Janus load option under gen.options',
