@@ -156,6 +156,26 @@ def test_tiny_dimoo_and_bagel_dirs_count_their_real_models(tmp_path):
     assert q["counts"]["params"] == sum(t.numel() for t in stored.values())
 
 
+def test_lora_factors_are_whole_on_every_rank_and_bagel_keeps_its_vit_training(tmp_path):
+    """LoRA factors live outside FSDP2's units (replicated): their bytes, gradients and AdamW state do not
+    shrink with more ranks. Bagel freezes only its LLM under LoRA: a selected ViT trains in full, as the
+    adapter does (the plan's trainable count equals the real adapter's)."""
+    from pairuni_sidecar.adapters import LoadSpec, load_adapter
+    from pairuni_sidecar.adapters.tiny_bagel import build_tiny_bagel
+
+    one = plan(PlanRequest(family="janus", preset="Janus-Pro-1B", lora_rank=16, ranks=1))
+    two = plan(PlanRequest(family="janus", preset="Janus-Pro-1B", lora_rank=16, ranks=2))
+    assert two["bytes"]["gradients"] == one["bytes"]["gradients"] > 0
+    assert two["bytes"]["optimizer"] == one["bytes"]["optimizer"]
+    b = build_tiny_bagel(str(tmp_path / "bagel"), seed=0)
+    mods = ["gen_expert", "vit"]
+    q = plan(PlanRequest(family="bagel", model_dir=b, precision="fp32", train_modules=mods, lora_rank=4))
+    a = load_adapter("bagel", LoadSpec(adapter="bagel", path=b, device="cpu", autocast="off", train_modules=mods,
+                                       options={"lora_rank": 4, "vae_image_size": 32, "vit_image_size": 28}))
+    assert q["counts"]["trainable"] == sum(p.numel() for _, p in a.trainable_parameters())
+    assert any(n.startswith("model.vit_model.") for n, _ in a.trainable_parameters())
+
+
 def _saved_per_token_per_layer(build, forward, tokens: int) -> float:
     """Elements autograd keeps for backward per token per block (parameters excluded): the difference
     between a 4-block and a 2-block model, halved."""

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import math
 import os
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 
 from ..contract.generated import PlanRequest
 from ..errors import BadRequest
@@ -120,10 +120,13 @@ def shard_numel(shape: tuple[int, ...], ranks: int, rank: int = 0) -> int:
 
 @dataclass
 class Tensors:
-    """(name, shape) of the parameters by role, after train-module and LoRA selection."""
+    """(name, shape) of the parameters by role, after train-module and LoRA selection. ``replicated``:
+    trainable tensors outside FSDP2's units (LoRA factors), whole on every rank with their gradients
+    and AdamW state (``Policy`` averages their gradients over the world)."""
 
     trainable: list[tuple[str, tuple[int, ...]]]
     frozen: list[tuple[str, tuple[int, ...]]]
+    replicated: list[tuple[str, tuple[int, ...]]] = field(default_factory=list)
 
 
 def select(a: archmod.Arch, r: PlanRequest) -> Tensors:
@@ -136,16 +139,20 @@ def select(a: archmod.Arch, r: PlanRequest) -> Tensors:
         raise PlanError(f"train_modules {r.train_modules} select no parameter of this {a.family} model", field="train_modules")
     if r.lora_rank == 0:
         return Tensors([(n, s) for n, s in a.params if n in on], [(n, s) for n, s in a.params if n not in on])
-    # LoRA: every base weight frozen; each targeted linear (out, in) of a trained block gets A (r, in)
-    # and B (out, r) in fp32
-    targets = [(n, s) for n, s in a.params if n in on and n in set(a.lora_targets())]
+    # LoRA: each targeted linear (out, in) of a trained block gets A (r, in) and B (out, r) in fp32, whole
+    # on every rank. The base weights are frozen: every one for Janus and DiMOO; Bagel freezes only its
+    # LLM (adapters/bagel.py), so a selected ViT and the flow bridges still train in full.
+    llm_only = a.family == "bagel"  # Bagel's factors go on its LLM experts' projections only
+    targets = [(n, s) for n, s in a.params if n in on and n in set(a.lora_targets())
+               and (not llm_only or n.startswith("model.language_model."))]
     if not targets:
         raise PlanError(f"lora_rank {r.lora_rank}: train_modules {r.train_modules} contain no linear layer LoRA adapts", field="lora_rank")
     lora = []
     for n, (out, inp) in targets:
         base = n.removesuffix(".weight")
         lora += [(base + ".lora_A", (r.lora_rank, inp)), (base + ".lora_B", (out, r.lora_rank))]
-    return Tensors(lora, list(a.params))
+    full = {n for n in on if a.family == "bagel" and not n.startswith("model.language_model.")}
+    return Tensors([(n, s) for n, s in a.params if n in full], [(n, s) for n, s in a.params if n not in full], lora)
 
 
 # -- one function per component ----------------------------------------------------------------------
@@ -158,19 +165,24 @@ def compute_bytes(r: PlanRequest) -> int:
 # the bench compares every rank's own tensors with its own figure.
 
 def parameter_bytes(t: Tensors, r: PlanRequest, rank: int = 0) -> int:
-    """fp32 master shards of the trainable tensors + frozen shards in the compute dtype."""
+    """fp32 master shards of the trainable tensors + frozen shards in the compute dtype + the replicated
+    fp32 LoRA factors."""
     return (sum(4 * shard_numel(s, r.ranks, rank) for _, s in t.trainable)
-            + sum(compute_bytes(r) * shard_numel(s, r.ranks, rank) for _, s in t.frozen))
+            + sum(compute_bytes(r) * shard_numel(s, r.ranks, rank) for _, s in t.frozen)
+            + sum(4 * numel(s) for _, s in t.replicated))
 
 
 def gradient_bytes(t: Tensors, r: PlanRequest, rank: int = 0) -> int:
-    """fp32, one per trainable shard element (FSDP2 reduce-scatters into the sharded ``.grad``)."""
-    return sum(4 * shard_numel(s, r.ranks, rank) for _, s in t.trainable)
+    """fp32, one per trainable shard element (FSDP2 reduce-scatters into the sharded ``.grad``), and the
+    replicated factors' whole gradients."""
+    return sum(4 * shard_numel(s, r.ranks, rank) for _, s in t.trainable) + sum(4 * numel(s) for _, s in t.replicated)
 
 
 def optimizer_bytes(t: Tensors, r: PlanRequest, rank: int = 0) -> int:
-    """AdamW: exp_avg + exp_avg_sq (fp32, shard-shaped) and one 4-byte ``step`` tensor per parameter."""
-    return sum(8 * shard_numel(s, r.ranks, rank) + 4 for _, s in t.trainable)
+    """AdamW: exp_avg + exp_avg_sq (fp32, shard-shaped, whole for replicated factors) and one 4-byte
+    ``step`` tensor per parameter."""
+    return (sum(8 * shard_numel(s, r.ranks, rank) + 4 for _, s in t.trainable)
+            + sum(8 * numel(s) + 4 for _, s in t.replicated))
 
 
 def state_bytes(r: PlanRequest, rank: int) -> dict[str, int]:
@@ -312,7 +324,8 @@ def _evaluate(a: archmod.Arch, r: PlanRequest) -> dict:
                   "update_peak": update_peak, "rollout_peak": rollout_peak, "total": total, "host": host},
         "usable": usable,
         "fits": total <= usable,
-        "counts": {"params": sum(numel(s) for _, s in a.params), "trainable": sum(numel(s) for _, s in t.trainable)},
+        "counts": {"params": sum(numel(s) for _, s in a.params),
+                   "trainable": sum(numel(s) for _, s in (*t.trainable, *t.replicated))},
     }
 
 
