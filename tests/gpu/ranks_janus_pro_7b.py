@@ -10,7 +10,11 @@ by shard on each rank's device and initialised N(0, 0.02). Dimensions follow Jan
 tokens; VQ 16384 codes), read from configs, not from a downloaded checkpoint. Each rank rolls out
 ``--prompts`` x ``--k`` images under ``gathered()`` (one all-gather) and runs ``--steps`` PairGRPO updates
 on them (gen side, language model trained). Rank 0 prints one JSON line: rollout s, update s/step, peak
-memory per rank (GPU: max_memory_allocated; CPU: ru_maxrss).
+memory per rank (GPU: max_memory_allocated; CPU: ru_maxrss) next to ``pairuni plan``'s figure for the same
+configuration (preset Janus-Pro-7B, or the tiny config; the same ranks, K, micro-batch, checkpointing
+and precision), so a GPU run checks the planner: ``plan_total_gib`` is the plan's per-rank peak and
+``peak_over_plan`` measured / planned per rank. The load follows the project's memory discipline: on
+CUDA frozen weights are stored in bf16 and compute runs under bf16 autocast over fp32 masters.
 """
 from __future__ import annotations
 
@@ -55,6 +59,26 @@ def peak_bytes(dev: torch.device) -> int:
     return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024
 
 
+def plan_figure(a, ranks: int, batch, adapter) -> dict:
+    """``pairuni plan`` for what this run does: the update trains the language model on the gen side only,
+    ``batch.size`` images of ``num_image_tokens`` codes per rank, in micro-batches of ``a.micro_batch``."""
+    import tempfile
+
+    from pairuni_sidecar.contract.generated import PlanRequest
+    from pairuni_sidecar.plan.memory import plan
+
+    gpu = torch.cuda.is_available()
+    common = dict(family="janus", ranks=ranks, k=a.k, micro_batch=a.micro_batch, checkpointing=gpu,
+                  precision="bf16-mixed" if gpu else "fp32", text_tokens=int(batch.extra["prompt_ids"].shape[-1]),
+                  image_tokens=adapter.num_image_tokens, gpu_gib=torch.cuda.get_device_properties(0).total_memory / 2**30 if gpu else 80)
+    if not a.tiny:
+        return plan(PlanRequest(preset="Janus-Pro-7B", **common))
+    with tempfile.TemporaryDirectory() as d:  # the planner reads a model directory's config.json only
+        with open(os.path.join(d, "config.json"), "w") as f:
+            f.write(janus_pro_7b_config(True).to_json_string())
+        return plan(PlanRequest(model_dir=d, **common))
+
+
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--tiny", action="store_true")
@@ -79,6 +103,13 @@ def main() -> int:
         model = JanusForConditionalGeneration(janus_pro_7b_config(a.tiny))
     adapter = JanusAdapter.from_model(model, tiny_tokenizer())
     adapter._set_trainable(("language_model",))
+    if w.device.type == "cuda":  # the load spec's discipline (autocast "auto"), as JanusAdapter.__init__ applies it
+        from pairuni_sidecar.adapters.base import store_frozen
+
+        adapter.amp = torch.bfloat16
+        store_frozen(model, adapter.amp)
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        adapter.gradient_checkpointing = True
     if w.distributed:
         adapter.shard()  # FSDP2 over the meta model: each rank materialises only its shards below
     model.to_empty(device=w.device)
@@ -123,6 +154,7 @@ def main() -> int:
         out = [torch.zeros(1) for _ in range(w.size)]
         tdist.all_gather(out, peaks[0].reshape(1))
         peaks = out
+    planned = plan_figure(a, w.size, batch, adapter)
     if w.rank == 0:
         res = {
             "check": "ranks_janus_pro_7b", "tiny": a.tiny, "world": w.size, "device": str(w.device),
@@ -130,6 +162,8 @@ def main() -> int:
             "image_tokens": adapter.num_image_tokens, "build_s": round(build_s, 2), "rollout_s": round(rollout_s, 3),
             "update_s_per_step": [round(t, 3) for t in times],
             "peak_mem_gib_per_rank": [round(float(p) / 2**30, 3) for p in peaks],
+            "plan": planned, "plan_total_gib": round(planned["bytes"]["total"] / 2**30, 3),
+            "peak_over_plan": [round(float(p) / planned["bytes"]["total"], 3) for p in peaks],
             "torch": torch.__version__,
         }
         line = json.dumps(res)

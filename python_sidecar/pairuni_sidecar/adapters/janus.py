@@ -850,7 +850,7 @@ class JanusAdapter(PolicyAdapter):
             mods = [*lm.layers, lm.embed_tokens, lm, inner.vision_model, inner.aligner, inner.generation_embeddings,
                     inner.generation_aligner, inner.generation_head, inner.vqmodel, m.lm_head]
             dist.shard(mods, m, forward_methods=[(inner.vqmodel, "decode"), (inner.vqmodel, "encode")],
-                       offload=self.spec.cpu_offload)
+                       offload=self.spec is not None and self.spec.cpu_offload)  # from_model: no spec
 
     def gathered(self):
         """Full weights for a rollout (one all-gather, none inside the decode loop)."""
