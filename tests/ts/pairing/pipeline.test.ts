@@ -177,7 +177,7 @@ describe('CLI', () => {
       console.log = log;
       rmSync(s.dir, { recursive: true, force: true });
     }
-    await expect(runPair(['--u', 'x'])).rejects.toThrow(ConfigError);
+    expect(await runPair(['--u', 'x'])).toBe(2); // a missing required flag: one line, usage exit
     await expect(runPair(['--u', 'a', '--g', 'b', '--out', 'c', '--ablation', 'bogus'])).rejects.toThrow(/ablation/);
   });
 });
