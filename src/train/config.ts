@@ -83,8 +83,20 @@ export const TrainConfig = z
 export type TrainConfig = z.infer<typeof TrainConfig>;
 export type TrainConfigInput = z.input<typeof TrainConfig>;
 
-/** Validates a config object; relative `data`, `out`, `model.path`, `model.refPath` resolve against `baseDir`. */
-export function parseTrainConfig(input: unknown, baseDir = process.cwd(), source = 'config'): TrainConfig {
+/**
+ * Validates a config written in TypeScript and fills its defaults; relative `data`, `out`, `model.path`,
+ * `model.refPath` resolve against `baseDir`. Typed with the schema's input type, so a misspelled key or
+ * a value of the wrong type fails to compile; at run time every mistake is a `ConfigError` naming it.
+ */
+export function parseTrainConfig(input: TrainConfigInput, baseDir = process.cwd(), source = 'config'): TrainConfig {
+  return parseUntrustedTrainConfig(input, baseDir, source);
+}
+
+/**
+ * `parseTrainConfig` for a value whose shape nothing vouches for (a parsed file, a request body): the
+ * same checks, each mistake a `ConfigError` naming the key.
+ */
+export function parseUntrustedTrainConfig(input: unknown, baseDir = process.cwd(), source = 'config'): TrainConfig {
   const r = TrainConfig.safeParse(withFamilyDefaults(input));
   // A built-in family's options are checked here too, so one of another family fails before anything runs or is written.
   const issues = r.success
@@ -113,7 +125,7 @@ export function loadTrainConfig(file: string, overrides: Record<string, unknown>
     throw new ConfigError(`cannot read config ${file}: ${(e as Error).message}`, { cause: e });
   }
   if (typeof raw !== 'object' || raw === null || Array.isArray(raw)) throw new ConfigError(`config ${file} must hold a JSON object`);
-  return parseTrainConfig(deepMerge(raw as Record<string, unknown>, overrides), dirname(resolve(file)), file);
+  return parseUntrustedTrainConfig(deepMerge(raw as Record<string, unknown>, overrides), dirname(resolve(file)), file);
 }
 
 function deepMerge(a: Record<string, unknown>, b: Record<string, unknown>): Record<string, unknown> {
