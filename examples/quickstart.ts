@@ -25,5 +25,5 @@ console.log(pairs.summary);
 // 3. Train: PairGRPO on the pairs, ShapesWorld's programmatic reward on the generation side.
 const config = parseTrainConfig({ data: pairs.files.jsonl, out: join(out, 'run'), model: { path: model, device: 'cpu' }, steps: 2, batchPairs: 2,
   und: { k: 2, maxNewTokens: 8 }, gen: { k: 2, reward: { name: 'shapes' } }, sidecar: { threads: 1 } });
-const run = await train(config, { onStep: (m) => console.log(`step ${m.step}: r_und ${m['und/reward'].toFixed(3)}, r_gen ${m['gen/reward'].toFixed(3)}`) });
+const run = await train(config, { onStep: (m) => console.log(`step ${m.step}: r_und ${m['und/reward']?.toFixed(3)}, r_gen ${m['gen/reward']?.toFixed(3)}`) });
 console.log(`checkpoint: ${run.checkpoint}`);

@@ -14,7 +14,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Sidecar } from '../src/sidecar/index.js';
 import { buildTinyBagel, writeTinyPairUG } from '../src/train/fixtures.js';
-import { parseTrainConfig, readMetrics, train } from '../src/train/index.js';
+import { parseTrainConfig, readMetrics, train, type StepMetrics } from '../src/train/index.js';
 
 const out = process.argv[2] ?? mkdtempSync(join(tmpdir(), 'pairuni-example-'));
 const t0 = Date.now();
@@ -42,8 +42,8 @@ const config = parseTrainConfig({
   sidecar: { threads: 1 },
 });
 
-const onStep = (m: { step: number } & Record<string, number>) =>
-  console.log(`step ${m.step}: ce=${m.ce.toFixed(3)} mse=${m.mse.toFixed(3)} loss=${m.loss.toFixed(3)} |grad|=${m.grad_norm.toFixed(3)} ${m['time/step'].toFixed(2)}s`);
+const onStep = (m: StepMetrics) =>
+  console.log(`step ${m.step}: ce=${m.ce?.toFixed(3)} mse=${m.mse?.toFixed(3)} loss=${m.loss.toFixed(3)} |grad|=${m.grad_norm.toFixed(3)} ${m['time/step'].toFixed(2)}s`);
 
 const first = await train(config, { onStep, onLog: () => undefined });
 console.log(`trained ${first.steps} steps; checkpoint ${first.checkpoint}`);

@@ -47,8 +47,8 @@ const res = await train(config, {
   onLog: () => undefined,
   onStep: (m) =>
     console.log(
-      `step ${m.step}: r_und=${m['und/reward'].toFixed(3)} r_gen=${m['gen/reward'].toFixed(3)} ` +
-        `ratio und/gen=${m['und/ratio_mean'].toFixed(4)}/${m['gen/ratio_mean'].toFixed(4)} ${m['time/step'].toFixed(2)}s`,
+      `step ${m.step}: r_und=${m['und/reward']?.toFixed(3)} r_gen=${m['gen/reward']?.toFixed(3)} ` +
+        `ratio und/gen=${m['und/ratio_mean']?.toFixed(4)}/${m['gen/ratio_mean']?.toFixed(4)} ${m['time/step'].toFixed(2)}s`,
     ),
 });
 console.log(`trained ${res.steps} steps; checkpoint ${res.checkpoint} (${((Date.now() - t0) / 1000).toFixed(1)}s)`);

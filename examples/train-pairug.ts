@@ -17,7 +17,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Sidecar } from '../src/sidecar/index.js';
 import { buildTinyJanus, writeTinyPairUG } from '../src/train/fixtures.js';
-import { parseTrainConfig, readMetrics, train } from '../src/train/index.js';
+import { parseTrainConfig, readMetrics, train, type StepMetrics } from '../src/train/index.js';
 
 const out = process.argv[2] ?? mkdtempSync(join(tmpdir(), 'pairuni-example-'));
 const t0 = Date.now();
@@ -42,10 +42,10 @@ const config = parseTrainConfig({
   sidecar: { threads: 1 },
 });
 
-const onStep = (m: { step: number } & Record<string, number>) =>
+const onStep = (m: StepMetrics) =>
   console.log(
-    `step ${m.step}: r_und=${m['und/reward'].toFixed(3)} r_gen=${m['gen/reward'].toFixed(3)} ` +
-      `w_p=${m['wp/mean'].toFixed(3)} |grad|=${m.grad_norm.toFixed(3)} ${m['time/step'].toFixed(2)}s`,
+    `step ${m.step}: r_und=${m['und/reward']?.toFixed(3)} r_gen=${m['gen/reward']?.toFixed(3)} ` +
+      `w_p=${m['wp/mean']?.toFixed(3)} |grad|=${m.grad_norm.toFixed(3)} ${m['time/step'].toFixed(2)}s`,
   );
 
 const first = await train(config, { onStep, onLog: () => undefined });

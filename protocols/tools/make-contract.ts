@@ -6,6 +6,7 @@
  *   src/contract/*.ts (zod)       → protocols/schemas/ops.schema.json
  *   all of the above              → python_sidecar/pairuni_sidecar/contract/generated.py
  *                                   (constants, header and op schemas, config records as dataclasses)
+ *   the op catalogue + its JSDoc  → docs/ops.md (the op reference: scope, doc, args, reply, payloads)
  *
  *   npx tsx protocols/tools/make-contract.ts          write the files
  *   npx tsx protocols/tools/make-contract.ts --check  exit 1 naming each file that differs
@@ -16,6 +17,7 @@
 import { readFileSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import ts from 'typescript';
 import type { z as Z } from 'zod';
 
 const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
@@ -24,6 +26,7 @@ export const OUTPUTS = {
   headerSchema: 'protocols/schemas/header.schema.json',
   opsSchema: 'protocols/schemas/ops.schema.json',
   python: 'python_sidecar/pairuni_sidecar/contract/generated.py',
+  opsDoc: 'docs/ops.md',
 } as const;
 
 interface Constants {
@@ -182,6 +185,222 @@ ${records}
 `;
 }
 
+type Json = Record<string, unknown>;
+
+/**
+ * The JSDoc of each op's own `args` and `reply` fields (`op → 'args' | 'reply' → field → text`), read from
+ * the catalogue's source: zod keeps no comments at run time, and the comments are where fields are explained.
+ */
+export function fieldDocs(source: string): Record<string, Record<string, Record<string, string>>> {
+  const file = ts.createSourceFile('ops.ts', source, ts.ScriptTarget.ES2022, true);
+  const out: Record<string, Record<string, Record<string, string>>> = {};
+  const name = (n: ts.PropertyName) => (ts.isIdentifier(n) || ts.isStringLiteral(n) ? n.text : n.getText(file));
+  const jsdoc = (n: ts.Node) =>
+    ts
+      .getJSDocCommentsAndTags(n)
+      .filter(ts.isJSDoc)
+      .map((d) => ts.getTextOfJSDocComment(d.comment) ?? '')
+      .join(' ')
+      .replace(/\s+/g, ' ')
+      .trim();
+  // `z.strictObject({...})`, `z.looseObject({...})` or `.extend({...})`: the fields of its first object argument.
+  const fields = (e: ts.Expression): Record<string, string> => {
+    const docs: Record<string, string> = {};
+    if (!ts.isCallExpression(e)) return docs;
+    const lit = e.arguments[0];
+    if (lit && ts.isObjectLiteralExpression(lit))
+      for (const p of lit.properties) if (ts.isPropertyAssignment(p) && jsdoc(p)) docs[name(p.name)] = jsdoc(p);
+    return docs;
+  };
+  const visit = (n: ts.Node): void => {
+    if (ts.isVariableDeclaration(n) && ts.isIdentifier(n.name) && n.name.text === 'OPS' && n.initializer) {
+      let init: ts.Expression = n.initializer;
+      while (ts.isAsExpression(init) || ts.isSatisfiesExpression(init)) init = init.expression;
+      if (!ts.isObjectLiteralExpression(init)) return;
+      for (const p of init.properties) {
+        if (!ts.isPropertyAssignment(p) || !ts.isCallExpression(p.initializer)) continue;
+        const decl = p.initializer.arguments[0];
+        if (!decl || !ts.isObjectLiteralExpression(decl)) continue;
+        const entry: Record<string, Record<string, string>> = {};
+        for (const q of decl.properties) {
+          if (ts.isPropertyAssignment(q) && (name(q.name) === 'args' || name(q.name) === 'reply')) entry[name(q.name)] = fields(q.initializer);
+        }
+        out[name(p.name)] = entry;
+      }
+      return;
+    }
+    ts.forEachChild(n, visit);
+  };
+  visit(file);
+  return out;
+}
+
+/**
+ * The field JSDoc of each top-level `const` of the contract sources (record name → wire key → text).
+ * A record declared from another (`wireRecord(ModelConfig.omit(...))`, `.extend({...})`) inherits that
+ * one's docs, under its snake_case keys too, so the generated records carry the config's comments.
+ */
+export function recordDocs(sources: readonly string[]): Record<string, Record<string, string>> {
+  const decls = new Map<string, ts.Expression>();
+  const files = sources.map((text, i) => ts.createSourceFile(`contract-${i}.ts`, text, ts.ScriptTarget.ES2022, true));
+  for (const f of files) {
+    for (const st of f.statements) {
+      if (!ts.isVariableStatement(st)) continue;
+      for (const d of st.declarationList.declarations) if (ts.isIdentifier(d.name) && d.initializer) decls.set(d.name.text, d.initializer);
+    }
+  }
+  const text = (n: ts.Node) =>
+    ts
+      .getJSDocCommentsAndTags(n)
+      .filter(ts.isJSDoc)
+      .map((d) => ts.getTextOfJSDocComment(d.comment) ?? '')
+      .join(' ')
+      .replace(/\s+/g, ' ')
+      .trim();
+  const memo = new Map<string, Record<string, string>>();
+  const ofConst = (name: string): Record<string, string> => {
+    if (memo.has(name)) return memo.get(name)!;
+    memo.set(name, {}); // a cycle contributes nothing
+    const docs: Record<string, string> = {};
+    const init = decls.get(name);
+    if (init) spine(init, docs);
+    memo.set(name, docs);
+    return docs;
+  };
+  // Only the chain that builds the value: nested objects' fields are not this record's fields.
+  const spine = (e: ts.Expression, docs: Record<string, string>): void => {
+    if (ts.isIdentifier(e)) Object.assign(docs, ofConst(e.text));
+    else if (ts.isPropertyAccessExpression(e) || ts.isParenthesizedExpression(e) || ts.isAsExpression(e)) spine(e.expression, docs);
+    else if (ts.isCallExpression(e)) {
+      if (ts.isPropertyAccessExpression(e.expression)) spine(e.expression.expression, docs);
+      for (const a of e.arguments) {
+        if (ts.isObjectLiteralExpression(a)) {
+          for (const p of a.properties) {
+            const t = text(p);
+            if (!t || !p.name || !(ts.isIdentifier(p.name) || ts.isStringLiteral(p.name))) continue;
+            docs[p.name.text] = t;
+            docs[p.name.text.replace(/[A-Z]/g, (c) => `_${c.toLowerCase()}`)] = t;
+          }
+        } else spine(a, docs);
+      }
+    }
+  };
+  const out: Record<string, Record<string, string>> = {};
+  for (const name of decls.keys()) out[name] = ofConst(name);
+  return out;
+}
+
+/** A JSON Schema property as a short TypeScript-like type. */
+function typeText(s: Json, records: Record<string, Json>): string {
+  const rec = Object.entries(records).find(([, r]) => JSON.stringify(r) === JSON.stringify(s));
+  if (rec) return `[${rec[0]}](#${rec[0].toLowerCase()})`;
+  if (Array.isArray(s.enum)) return s.enum.map((v) => JSON.stringify(v).replace(/"/g, "'")).join(' \\| ');
+  if ('const' in s) return JSON.stringify(s.const).replace(/"/g, "'");
+  for (const k of ['anyOf', 'oneOf'] as const) if (Array.isArray(s[k])) return (s[k] as Json[]).map((x) => typeText(x, records)).join(' \\| ');
+  if (Array.isArray(s.type)) return s.type.join(' \\| ');
+  switch (s.type) {
+    case 'array':
+      if (Array.isArray(s.items)) return `[${(s.items as Json[]).map((x) => typeText(x, records)).join(', ')}]`;
+      if (!s.items) return 'unknown[]';
+      return ((t) => (t.includes('|') ? `(${t})[]` : `${t}[]`))(typeText(s.items as Json, records));
+    case 'object':
+      if (s.properties && Object.keys(s.properties as Json).length)
+        return `{ ${Object.entries(s.properties as Record<string, Json>).map(([k, v]) => `${k}${(s.required as string[] | undefined)?.includes(k) ? '' : '?'}: ${typeText(v, records)}`).join('; ')} }`;
+      return s.additionalProperties && typeof s.additionalProperties === 'object' ? `Record<string, ${typeText(s.additionalProperties as Json, records)}>` : 'object';
+    case 'integer':
+    case 'number':
+    case 'string':
+    case 'boolean':
+    case 'null':
+      return s.type === 'integer' ? 'int' : s.type;
+    default:
+      return 'any';
+  }
+}
+
+/** Bounds and formats the type column does not show. */
+function bounds(s: Json): string {
+  const b: string[] = [];
+  if (typeof s.minimum === 'number' && s.minimum !== -Number.MAX_SAFE_INTEGER) b.push(`≥ ${s.minimum}`);
+  if (typeof s.exclusiveMinimum === 'number') b.push(`> ${s.exclusiveMinimum}`);
+  // `.int()`'s safe-integer ceiling says nothing a reader needs.
+  if (typeof s.maximum === 'number' && s.maximum !== Number.MAX_SAFE_INTEGER) b.push(`≤ ${s.maximum}`);
+  if (typeof s.minLength === 'number' && s.minLength > 0) b.push('non-empty');
+  if (Array.isArray(s.items)) return b.join(', ');
+  if (typeof s.minItems === 'number') b.push(`≥ ${s.minItems} items`);
+  if (typeof s.maxItems === 'number') b.push(`≤ ${s.maxItems} items`);
+  return b.join(', ');
+}
+
+const cell = (t: string) => t.replace(/\|/g, '\\|').replace(/\n/g, ' ');
+
+function fieldTable(schema: Json, docs: Record<string, string>, records: Record<string, Json>, withDefault: boolean): string[] {
+  const props = (schema.properties ?? {}) as Record<string, Json>;
+  const required = (schema.required ?? []) as string[];
+  if (!Object.keys(props).length) return [schema.additionalProperties === false ? '(none)' : '(any fields)'];
+  const lines = withDefault ? ['| field | type | default | notes |', '|---|---|---|---|'] : ['| field | type | notes |', '|---|---|---|'];
+  for (const [k, s] of Object.entries(props)) {
+    const dflt = 'default' in s ? `\`${JSON.stringify(s.default)}\`` : required.includes(k) && !withDefault ? '' : required.includes(k) ? 'required' : 'optional';
+    const notes = [bounds(s), docs[k] ?? ''].filter(Boolean).join('; ');
+    const opt = !withDefault && !required.includes(k) ? ' (optional)' : '';
+    lines.push(withDefault ? `| \`${k}\` | ${typeText(s, records)} | ${dflt} | ${cell(notes)} |` : `| \`${k}\` | ${typeText(s, records)}${opt} | ${cell(notes)} |`);
+  }
+  if (schema.additionalProperties !== false) lines.push('', 'Other fields are passed through.');
+  return lines;
+}
+
+function payloadText(p: unknown): string[] {
+  if (p === 'any') return ['any payloads'];
+  const entries = Object.entries((p ?? {}) as Record<string, PayloadSpecJson>);
+  if (!entries.length) return [];
+  return entries.map(([k, v]) => {
+    const parts = [v.enc, v.dtype ? v.dtype.join(' or ') : undefined, v.rank !== undefined ? `rank ${v.rank}` : undefined, v.optional ? 'optional' : undefined].filter(Boolean);
+    return `- \`${k}\`${parts.length ? `: ${parts.join(', ')}` : ''}`;
+  });
+}
+interface PayloadSpecJson {
+  enc?: string;
+  dtype?: string[];
+  rank?: number;
+  optional?: boolean;
+}
+
+/** docs/ops.md: every built-in op from the catalogue (its doc string, field JSDoc, schemas, payloads). */
+export function opsMarkdown(s: Awaited<ReturnType<typeof schemas>>, docs: ReturnType<typeof fieldDocs>, recDocs: ReturnType<typeof recordDocs> = {}): string {
+  const records = s.records as Record<string, Json>;
+  const out = [
+    '<!-- Generated by protocols/tools/make-contract.ts from src/contract/ops.ts. Do not edit: change the',
+    '     catalogue and run `npx tsx protocols/tools/make-contract.ts`; tests/ts/contract.test.ts fails on drift. -->',
+    '# Sidecar ops',
+    '',
+    "Every built-in op of the sidecar, from the op catalogue (`src/contract/ops.ts`). In TypeScript an op",
+    "`ns.method` is `sc.ns.method(args, payloads, options)` on a `Sidecar`; its argument and reply types are",
+    "`OpArgs<'ns.method'>` and `OpReply<'ns.method'>`. Field names are the wire's (snake_case). Paths are",
+    "resolved against the caller's working directory before they are sent. **world** ops are collective:",
+    'the `Sidecar` sends them to every rank in one order; **rank** ops go to one rank. Defaults are filled',
+    'by the client; a missing, unknown or mistyped field is refused as `bad_request` naming it.',
+    'The same declarations as JSON Schema: [protocols/schemas/ops.schema.json](../protocols/schemas/ops.schema.json).',
+    '',
+    '| op | scope | what it does |',
+    '|---|---|---|',
+  ];
+  const ops = s.ops.ops as Record<string, Json>;
+  for (const [name, d] of Object.entries(ops)) out.push(`| [\`${name}\`](#${name.replace(/\./g, '').toLowerCase()}) | ${d.scope} | ${cell(String(d.doc))} |`);
+  for (const [name, d] of Object.entries(ops)) {
+    out.push('', `## ${name}`, '', `Scope: **${d.scope}**. ${d.doc}.`, '', '**Args**', '', ...fieldTable(d.args as Json, docs[name]?.args ?? {}, records, true));
+    const pl = payloadText(d.payloads);
+    if (pl.length) out.push('', '**Payloads**', '', ...pl);
+    out.push('', '**Reply**', '', ...fieldTable(d.reply as Json, docs[name]?.reply ?? {}, records, false));
+    const rp = payloadText(d.reply_payloads);
+    if (rp.length) out.push('', '**Reply payloads**', '', ...rp);
+  }
+  out.push('', '## Records', '', 'Config records the ops take, generated as Python dataclasses for the sidecar.');
+  for (const [name, r] of Object.entries(records)) out.push('', `### ${name}`, '', ...fieldTable(r, recDocs[name] ?? {}, {}, true));
+  return `${out.join('\n')}\n`;
+}
+
+const src = (file: string) => readFileSync(join(ROOT, 'src', 'contract', file), 'utf8');
+
 export async function render(): Promise<Record<keyof typeof OUTPUTS, string>> {
   const c = readConstants();
   const ts = tsConstants(c);
@@ -191,6 +410,7 @@ export async function render(): Promise<Record<keyof typeof OUTPUTS, string>> {
     headerSchema: schemaDoc('header.schema.json', 'pairuni wire protocol v1: msgpack header map, one schema per message kind (preamble byte 6)', { definitions: s.header }),
     opsSchema: schemaDoc('ops.schema.json', 'pairuni wire protocol v1: built-in ops (request args and payloads, reply args and payloads)', { definitions: s.ops.ops, capabilities: s.ops.capabilities, records: s.records }),
     python: pythonModule(c, s),
+    opsDoc: opsMarkdown(s, fieldDocs(src('ops.ts')), recordDocs(['config.ts', 'backbone.ts', 'families.ts', 'ops.ts'].map(src))),
   };
 }
 

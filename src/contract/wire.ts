@@ -40,5 +40,8 @@ export function wireOf<S extends z.ZodObject>(record: S, value: object): Partial
  * A file or directory the user names. The client resolves it against the caller's working directory
  * before it crosses the wire, so a relative path means what it means where the user typed it (the
  * sidecar runs elsewhere, and remote ranks elsewhere still). On the wire: a non-empty string.
+ *
+ * Typed `string` on input so `dir: 42` fails to compile; at run time anything else still reaches the
+ * string check and is refused by name (the args of an untyped `sc.call` are not checked by the compiler).
  */
-export const userPath = z.preprocess((v) => (typeof v === 'string' && v ? resolve(v) : v), z.string().min(1));
+export const userPath = z.preprocess((v: string) => (typeof v === 'string' && v ? resolve(v) : v), z.string().min(1));

@@ -20,7 +20,7 @@ import { PACKAGE_ROOT } from '../sidecar/python.js';
 import { Sidecar } from '../sidecar/sidecar.js';
 import { FAMILIES, FAMILY_CONFIG_DEFAULTS } from '../contract/families.js';
 import { parseTrainConfig, type TrainConfigInput } from '../train/config.js';
-import { readMetrics } from '../train/metrics.js';
+import { readMetrics, type StepMetrics } from '../train/metrics.js';
 import { assertUsableOut, latestCheckpoint } from '../train/checkpoint.js';
 import { train } from '../train/trainer.js';
 import { fmtCI, lineChart, mdTable, meanCI, meanStd, pairedDiffCI, smooth, type MeanCI, type Series } from './report.js';
@@ -473,7 +473,7 @@ type SplitOverlap = OpReply<'shapesworld.overlap'>;
 /** A run's mean und–gen gradient cosine over its logged steps (NaN when it logged none). */
 export function meanGradCos(dir: string): number {
   const xs = (existsSync(join(dir, 'metrics.jsonl')) ? readMetrics(dir) : [])
-    .map((m) => Number((m as Record<string, unknown>).grad_cos))
+    .map((m) => Number(m.grad_cos))
     .filter(Number.isFinite);
   return xs.length ? xs.reduce((a, b) => a + b, 0) / xs.length : NaN;
 }
@@ -509,11 +509,11 @@ function writeReport(
     meanStd(Object.values(after[v]).map((e) => e[key]?.[c] ?? NaN)).mean;
   const verdict = (c: MeanCI) =>
     !Number.isFinite(c.half) ? 'one seed: no interval' : c.lo > 0 ? 'PairUG higher' : c.hi < 0 ? 'PairUG lower' : 'no difference shown';
-  const curves = (metric: string, label: string): string => {
+  const curves = (metric: keyof StepMetrics, label: string): string => {
     const series: Series[] = [];
     for (const r of runs) {
       const rows = existsSync(join(r.dir, 'metrics.jsonl')) ? readMetrics(r.dir) : [];
-      const pts = rows.map((m) => [m.step, Number((m as Record<string, unknown>)[metric])] as [number, number]).filter(([, y]) => Number.isFinite(y));
+      const pts = rows.map((m) => [m.step, Number(m[metric])] as [number, number]).filter(([, y]) => Number.isFinite(y));
       series.push({ name: `${r.variant} s${r.seed}`, points: smooth(pts, 5) });
     }
     return lineChart(label, series, { yLabel: metric });

@@ -84,8 +84,20 @@ export const TrainConfig = z
 export type TrainConfig = z.infer<typeof TrainConfig>;
 export type TrainConfigInput = z.input<typeof TrainConfig>;
 
-/** Validates a config object; relative `data`, `out`, `model.path`, `model.refPath` resolve against `baseDir`. */
-export function parseTrainConfig(input: unknown, baseDir = process.cwd(), source = 'config'): TrainConfig {
+/**
+ * Validates a config written in TypeScript and fills its defaults; relative `data`, `out`, `model.path`,
+ * `model.refPath` resolve against `baseDir`. Typed with the schema's input type, so a misspelled key or
+ * a value of the wrong type fails to compile; at run time every mistake is a `ConfigError` naming it.
+ */
+export function parseTrainConfig(input: TrainConfigInput, baseDir = process.cwd(), source = 'config'): TrainConfig {
+  return parseUntrustedTrainConfig(input, baseDir, source);
+}
+
+/**
+ * `parseTrainConfig` for a value whose shape nothing vouches for (a parsed file, a request body): the
+ * same checks, each mistake a `ConfigError` naming the key.
+ */
+export function parseUntrustedTrainConfig(input: unknown, baseDir = process.cwd(), source = 'config'): TrainConfig {
   const r = TrainConfig.safeParse(withFamilyDefaults(input));
   // A built-in family's options are checked here too, so one of another family fails before anything runs or is written.
   const issues = r.success
@@ -154,7 +166,7 @@ export function readTrainConfigFile(file: string): { raw: Record<string, unknown
 /** Reads a JSON or YAML config file (paths inside resolve against the file's directory). */
 export function loadTrainConfig(file: string, overrides: Record<string, unknown> = {}): TrainConfig {
   const { raw } = readTrainConfigFile(file);
-  return parseTrainConfig(deepMerge(raw, overrides), dirname(resolve(file)), file);
+  return parseUntrustedTrainConfig(deepMerge(raw, overrides), dirname(resolve(file)), file);
 }
 
 /** One dotted override, `--set loss.beta=0.04`: the key path and its value. */

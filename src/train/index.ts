@@ -8,11 +8,12 @@ export {
   UndConfig,
   loadTrainConfig,
   parseTrainConfig,
+  parseUntrustedTrainConfig,
   type TrainConfigInput,
 } from './config.js';
 export { loadPairUG, stepIndices, type TrainPair } from './data.js';
 export { assertUsableOut, checkpointsDir, latestCheckpoint, removeStaleTemps, writeCheckpoint, type Checkpoint, type SkippedCheckpoint, type TrainerState } from './checkpoint.js';
-export { RunLog, readMetrics, type StepMetrics } from './metrics.js';
+export { RunLog, readMetrics, type StepMetrics, type CommonStepMetrics, type PairGrpoStepMetrics, type SftStepMetrics } from './metrics.js';
 export { EventWriter, SESSION_STATUS, crc32c, decodeEvent, encodeEvent, maskedCrc32c, readRecords, type SessionLog, type TFEvent } from './tfevents.js';
 export { RunStateError, grpoSides, isTrainerNotice, loadArgs, pairGrpoStep, stepSeed, train, trainMode, type TrainMode, type TrainOptions, type TrainResult } from './trainer.js';
 export { sftExamples, sftSeed, sftStep } from './sft.js';

@@ -9,7 +9,74 @@ import { join } from 'node:path';
 import { writeFileAtomic } from '../util/atomic.js';
 import { EventWriter } from './tfevents.js';
 
-export type StepMetrics = { step: number } & Record<string, number>;
+/** The keys of every step, PairGRPO or supervised (docs/metrics.md). */
+export interface CommonStepMetrics {
+  /** Completed steps, counting from 1. */
+  step: number;
+  /** The pass over the PairUG file (from 0) that the step's pairs are drawn from. */
+  epoch: number;
+  /** What was back-propagated. */
+  loss: number;
+  /** Global L2 gradient norm before clipping. */
+  grad_norm: number;
+  lr: number;
+  /** Seconds inside the update op(s). */
+  'time/update': number;
+  /** Wall seconds of the whole step in the controller. */
+  'time/step': number;
+}
+
+/** One PairGRPO step (`pairGrpoStep`); meanings and units in docs/metrics.md. */
+export interface PairGrpoStepMetrics extends CommonStepMetrics {
+  'und/reward': number;
+  'und/reward_std': number;
+  'und/acc': number;
+  'und/format': number;
+  'und/len_mean': number;
+  'und/zero_groups': number;
+  'gen/reward': number;
+  'gen/reward_std': number;
+  'gen/zero_groups': number;
+  'adv/und_mean_abs': number;
+  'adv/gen_mean_abs': number;
+  'adv/und_max_abs': number;
+  'adv/gen_max_abs': number;
+  'wp/mean': number;
+  'wp/min': number;
+  'wp/max': number;
+  'wp/retrieved_frac': number;
+  'und/clip_frac': number;
+  'gen/clip_frac': number;
+  'und/ratio_mean': number;
+  'gen/ratio_mean': number;
+  'kl/old': number;
+  /** Only when `loss.beta` > 0. */
+  'kl/ref'?: number;
+  /** Only with `log.gradCosine`. */
+  grad_cos?: number;
+  'tokens/rollout': number;
+  'tokens/update': number;
+  tokens_per_s: number;
+  'time/rollout': number;
+  'time/reward': number;
+  'time/transport': number;
+}
+
+/** One supervised step (a family without PairGRPO capabilities); the per-term losses its family reports. */
+export interface SftStepMetrics extends CommonStepMetrics {
+  /** Janus / DiMOO: mean token cross-entropy per side. */
+  'und/sft_loss'?: number;
+  'gen/sft_loss'?: number;
+  /** Bagel: answer-token cross-entropy and flow-matching MSE (unweighted). */
+  ce?: number;
+  mse?: number;
+}
+
+/**
+ * One row of `metrics.jsonl`, as `onStep` and `readMetrics` give it: the common keys always, the
+ * PairGRPO keys in a PairGRPO run, the SFT keys in a supervised one. A key not listed fails to compile.
+ */
+export type StepMetrics = CommonStepMetrics & Partial<Omit<PairGrpoStepMetrics, keyof CommonStepMetrics>> & Partial<Omit<SftStepMetrics, keyof CommonStepMetrics>>;
 
 export class RunLog {
   readonly jsonl: string;

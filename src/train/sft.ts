@@ -10,7 +10,7 @@ import { renderQuestion } from '../grpo/rewards.js';
 import type { Sidecar } from '../sidecar/index.js';
 import type { TrainConfig } from './config.js';
 import { stepIndices, type TrainPair } from './data.js';
-import type { StepMetrics } from './metrics.js';
+import type { SftStepMetrics } from './metrics.js';
 
 /** `train.sft` examples for a batch of pairs: und (image, question → answer letter), gen (prompt → image), 1:1. */
 export function sftExamples(pairs: readonly TrainPair[], instruction?: string): OpArgs<'train.sft'>['examples'] {
@@ -26,16 +26,17 @@ export function sftSeed(seed: number, step: number): number {
 }
 
 /** One supervised step; `step` is 0-based, the metrics row carries step + 1. */
-export async function sftStep(sc: Sidecar, cfg: TrainConfig, pairs: readonly TrainPair[], step: number): Promise<StepMetrics> {
+export async function sftStep(sc: Sidecar, cfg: TrainConfig, pairs: readonly TrainPair[], step: number): Promise<SftStepMetrics> {
   const t0 = performance.now();
   const { indices, epoch } = stepIndices(pairs.length, cfg.batchPairs, step, cfg.seed, 0);
   const r = await sc.train.sft({ examples: sftExamples(indices.map((i) => pairs[i]), cfg.und.instruction), seed: sftSeed(cfg.seed, step) });
   const a = r.args;
-  const m: StepMetrics = { step: step + 1, epoch, loss: a.loss, grad_norm: a.grad_norm, lr: a.lr, 'time/update': a.elapsed_s, 'time/step': 0 };
+  const m: SftStepMetrics = { step: step + 1, epoch, loss: a.loss, grad_norm: a.grad_norm, lr: a.lr, 'time/update': a.elapsed_s, 'time/step': 0 };
   // Per-term losses as the family names them: Bagel `ce` and `mse`; Janus `und/sft_loss`, `gen/sft_loss`.
-  for (const [k, v] of Object.entries(a)) {
-    if (k.endsWith('/sft_loss') && typeof v === 'number') m[k.startsWith('ce/') || k.startsWith('mse/') ? k.slice(0, -'/sft_loss'.length) : k] = v;
-  }
+  if (a['und/sft_loss'] !== undefined) m['und/sft_loss'] = a['und/sft_loss'];
+  if (a['gen/sft_loss'] !== undefined) m['gen/sft_loss'] = a['gen/sft_loss'];
+  if (a['ce/sft_loss'] !== undefined) m.ce = a['ce/sft_loss'];
+  if (a['mse/sft_loss'] !== undefined) m.mse = a['mse/sft_loss'];
   m['time/step'] = (performance.now() - t0) / 1000;
   return m;
 }

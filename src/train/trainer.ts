@@ -23,9 +23,9 @@ import { renderQuestion, undReward } from '../grpo/rewards.js';
 import { Sidecar, Tensor } from '../sidecar/index.js';
 import { writeJsonAtomic } from '../util/atomic.js';
 import { assertResumable, assertUsableOut, type Checkpoint, latestCheckpoint, removeStaleTemps, RunStateError, type SkippedCheckpoint, writeCheckpoint } from './checkpoint.js';
-import type { TrainConfig } from './config.js';
+import { parseTrainConfig, type TrainConfig, type TrainConfigInput } from './config.js';
 import { loadPairUG, stepIndices, type TrainPair } from './data.js';
-import { RunLog, type StepMetrics } from './metrics.js';
+import { RunLog, type PairGrpoStepMetrics, type StepMetrics } from './metrics.js';
 import { checkParts, mergeUpdateMetrics, partOf, partSeed, rankParts } from './parts.js';
 import { sftStep } from './sft.js';
 
@@ -152,7 +152,7 @@ export async function pairGrpoStep(
   pairs: readonly TrainPair[],
   step: number,
   opts: Pick<TrainOptions, 'undReward'> & { samplePath?: string; sides?: { und: boolean; gen: boolean } } = {},
-): Promise<StepMetrics> {
+): Promise<PairGrpoStepMetrics> {
   const t0 = performance.now();
   const times: Times = { rollout: 0, reward: 0, update: 0, transport: 0 };
   const { und: U, gen: G, mode } = cfg;
@@ -260,7 +260,7 @@ export async function pairGrpoStep(
     const stepTime = (performance.now() - t0) / 1000;
     const ws = [...new Set([...uPairs, ...gPairs])];
     const maxAbs = (a: ArrayLike<number>) => (a.length ? Math.max(...Array.from(a, Math.abs)) : 0);
-    const m: StepMetrics = {
+    const m: PairGrpoStepMetrics = {
       step: step + 1,
       epoch,
       'und/reward': mean(rU),
@@ -354,8 +354,11 @@ const isRankLost = (e: unknown) => e instanceof SidecarError && e.code === 'rank
  * it (then first removes what interrupted writes left there: `removeStaleTemps`); checkpoints every
  * `cfg.checkpoint.every` steps, at the end, and when stopped through `opts.signal`; restarts a dead
  * sidecar from the latest checkpoint. Every failure after the sidecar started closes it.
+ * `config` is what `parseTrainConfig` takes (checked here the same way) or what it returned.
  */
-export async function train(cfg: TrainConfig, opts: TrainOptions = {}): Promise<TrainResult> {
+export async function train(config: TrainConfigInput, opts: TrainOptions = {}): Promise<TrainResult> {
+  // A parsed config parses to itself (its paths already absolute, its defaults filled), so either form may be given.
+  const cfg = parseTrainConfig(config);
   const log = (s: string) => (opts.onLog ? opts.onLog(s) : process.stderr.write(`${s}\n`));
   assertUsableOut(cfg.out);
   const pairs = loadPairUG(cfg.data);

@@ -6,7 +6,7 @@ import { mkdtempSync, readdirSync, readFileSync, rmSync, statSync } from 'node:f
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { drift } from '../../protocols/tools/make-contract.js';
+import { drift, fieldDocs, OUTPUTS, recordDocs, render } from '../../protocols/tools/make-contract.js';
 import { OPS } from '../../src/contract/ops.js';
 import { BadRequestError, InternalError, NotFoundError, OpFailedError, RankLostError, SidecarError, WIRE_ERROR_CODES } from '../../src/errors.js';
 import { invoke } from '../../src/sidecar/client.js';
@@ -26,6 +26,57 @@ function tsFiles(dir: string): string[] {
 describe('declared once, generated for both languages', () => {
   it('the committed schemas, TS constants and Python module equal what the declarations generate', async () => {
     expect(await drift()).toEqual([]);
+  });
+
+  it('docs/ops.md is one of the drift-checked outputs and documents every op from the catalogue', async () => {
+    expect(Object.values(OUTPUTS)).toContain('docs/ops.md');
+    const md = (await render()).opsDoc;
+    for (const [name, d] of Object.entries(OPS)) {
+      expect(md).toContain(`\n## ${name}\n\nScope: **${'scope' in d ? d.scope : 'rank'}**. ${d.doc}.`);
+    }
+    // A field's JSDoc (zod drops it at run time) reaches the reference from the catalogue's source.
+    expect(md).toContain('| `free` | boolean | `false` | Drop the rollouts after this step (the last inner iteration) without another round trip. |');
+    expect(md).toMatch(/\| `model` \| \[LoadModel\]\(#loadmodel\) \| required \|/);
+    // A record's fields carry the comments of the config field they are derived from, under wire keys.
+    expect(md).toContain('| `micro_batch` | int | `8` | ≥ 1; Trajectories per forward/backward (gradient accumulation inside a step). |');
+  });
+
+  it('field JSDoc is read from the args and reply literals of each op', () => {
+    const src = `export const OPS = {
+      'a.b': op({
+        doc: 'x',
+        args: z.strictObject({
+          /** Where it goes. */
+          dir: userPath,
+          n: int,
+        }),
+        reply: z.looseObject({
+          /** Bytes written. */
+          size: uint,
+        }),
+      }),
+    } as const satisfies Record<string, OpDecl>;`;
+    expect(fieldDocs(src)).toEqual({ 'a.b': { args: { dir: 'Where it goes.' }, reply: { size: 'Bytes written.' } } });
+  });
+
+  it('a record derived from another inherits its field JSDoc under snake_case keys; nested objects do not leak', () => {
+    const config = `export const Model = z
+      .object({
+        /** The weights. */
+        modelPath: z.string(),
+        inner: z.object({
+          /** Not a field of Model. */
+          deep: z.number(),
+        }),
+      })
+      .strict();`;
+    const ops = `export const Load = wireRecord(Model.omit({ inner: true })).extend({
+      /** Added on the wire. */
+      seed: uint,
+    });`;
+    const docs = recordDocs([config, ops]);
+    expect(docs.Model).toEqual({ modelPath: 'The weights.', model_path: 'The weights.' });
+    expect(docs.Load).toEqual({ modelPath: 'The weights.', model_path: 'The weights.', seed: 'Added on the wire.' });
   });
 
   it('library code names no op by string outside the typed client', () => {

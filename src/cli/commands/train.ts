@@ -6,7 +6,7 @@
 import { dirname, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 import { AbortedError } from '../../errors.js';
-import { applyConfigSets, type ConfigSet, formatTrainConfig, parseConfigSet, parseTrainConfig, readTrainConfigFile } from '../../train/config.js';
+import { applyConfigSets, type ConfigSet, formatTrainConfig, parseConfigSet, parseUntrustedTrainConfig, readTrainConfigFile } from '../../train/config.js';
 import { isTrainerNotice, RunStateError, train } from '../../train/trainer.js';
 import { onInterrupt } from '../../util/interrupt.js';
 import { Progress } from '../../util/progress.js';
@@ -79,7 +79,7 @@ export async function run(argv: string[]): Promise<number> {
   if (values.model) sets.push({ path: ['model', 'path'], value: resolve(values.model) });
   if (values.ranks !== undefined) sets.push({ path: ['sidecar', 'ranks'], value: intOpt(values.ranks, '--ranks', { min: 1 }) });
   const { raw, format } = readTrainConfigFile(values.config);
-  const cfg = parseTrainConfig(applyConfigSets(raw, sets), dirname(resolve(values.config)), values.config);
+  const cfg = parseUntrustedTrainConfig(applyConfigSets(raw, sets), dirname(resolve(values.config)), values.config);
   if (values['print-config']) {
     console.log(formatTrainConfig(cfg, format));
     return 0;

@@ -4,7 +4,7 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ConfigError, DataError } from '../../../src/errors.js';
 import { writeTinyPairUG } from '../../../src/train/fixtures.js';
-import { loadPairUG, parseTrainConfig, stepIndices, stepSeed, TrainConfig } from '../../../src/train/index.js';
+import { loadPairUG, parseTrainConfig, parseUntrustedTrainConfig, stepIndices, stepSeed, TrainConfig } from '../../../src/train/index.js';
 import { writeCheckpoint, latestCheckpoint, assertResumable } from '../../../src/train/checkpoint.js';
 
 let dir: string;
@@ -34,8 +34,9 @@ describe('TrainConfig', () => {
   it('rejects bad values with the field path (an empty group: k = 0)', () => {
     expect(() => parseTrainConfig({ data: 'd', out: 'o', model: { path: 'm' }, und: { k: 0 } })).toThrow(ConfigError);
     expect(() => parseTrainConfig({ data: 'd', out: 'o', model: { path: 'm' }, und: { k: 0 } })).toThrow(/und\.k/);
-    expect(() => parseTrainConfig({ data: 'd', out: 'o', model: { path: 'm' }, mode: 'sqrt' })).toThrow(/mode/);
-    expect(() => parseTrainConfig({ data: 'd', out: 'o', model: { path: 'm' }, lr: 1 })).toThrow(/Unrecognized key/);
+    // Mistakes the types let through only from untyped input (tests/ts/types.test-d.ts: they fail to compile).
+    expect(() => parseUntrustedTrainConfig({ data: 'd', out: 'o', model: { path: 'm' }, mode: 'sqrt' })).toThrow(/mode/);
+    expect(() => parseUntrustedTrainConfig({ data: 'd', out: 'o', model: { path: 'm' }, lr: 1 })).toThrow(/Unrecognized key/);
   });
   it('resume compatibility names the differing fields', () => {
     const a = parseTrainConfig({ data: 'd', out: 'o', model: { path: 'm' } });

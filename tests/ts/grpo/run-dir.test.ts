@@ -17,11 +17,24 @@ import {
   RunLog,
   RunStateError,
   SESSION_STATUS,
+  type StepMetrics,
 } from '../../../src/train/index.js';
 import { expectedScalars, tensorboardScalars } from './tb-view.js';
 
 const root = mkdtempSync(join(tmpdir(), 'pairuni-rundir-'));
 afterAll(() => rmSync(root, { recursive: true, force: true }));
+
+/** A logged row: the keys every step has, and one PairGRPO key. */
+const row = (step: number, loss: number, undReward: number): StepMetrics => ({
+  step,
+  epoch: 0,
+  loss,
+  grad_norm: 1,
+  lr: 1e-6,
+  'time/update': 0.5,
+  'time/step': 1,
+  'und/reward': undReward,
+});
 
 /** A PID that belonged to a process which has exited (and been reaped). */
 const deadPid = () => spawnSync(process.execPath, ['-e', '']).pid!;
@@ -88,23 +101,23 @@ describe('RunLog: a resume from an older checkpoint', () => {
     // First process: steps 1..4 logged, checkpoint at 2, then killed.
     const first = new RunLog(out, true);
     first.startAt(0);
-    for (const step of [1, 2, 3, 4]) first.write({ step, loss: step, 'und/reward': step / 10 });
+    for (const step of [1, 2, 3, 4]) first.write(row(step, step, step / 10));
     first.close();
     mkdirSync(join(out, 'samples'));
     for (const s of [2, 4]) writeFileSync(png(s), 'png');
     // Second process, usually within the same second: resumes from step 2, redoes step 3, is stopped.
     const second = new RunLog(out, true);
     second.startAt(2);
-    second.write({ step: 3, loss: 30, 'und/reward': 0.5 });
+    second.write(row(3, 30, 0.5));
     // An in-process sidecar restart from the same checkpoint: step 3 again.
     second.startAt(2);
-    second.write({ step: 3, loss: 31, 'und/reward': 0.25 });
+    second.write(row(3, 31, 0.25));
     second.close();
 
     expect(readMetrics(out)).toEqual([
-      { step: 1, loss: 1, 'und/reward': 0.1 },
-      { step: 2, loss: 2, 'und/reward': 0.2 },
-      { step: 3, loss: 31, 'und/reward': 0.25 },
+      row(1, 1, 0.1),
+      row(2, 2, 0.2),
+      row(3, 31, 0.25),
     ]);
     expect(tensorboardScalars(tb)).toEqual(expectedScalars(readMetrics(out)));
     // One new file per (re)start, each sorting after the previous ones, each opened with a START.

@@ -6,7 +6,7 @@
  */
 import { describe, expect, it } from 'vitest';
 import type { Sidecar, Tensor } from '../../../src/sidecar/index.js';
-import { parseTrainConfig, pairGrpoStep, type TrainPair } from '../../../src/train/index.js';
+import { parseTrainConfig, pairGrpoStep, type TrainConfigInput, type TrainPair } from '../../../src/train/index.js';
 import { stepIndices } from '../../../src/train/data.js';
 
 const K = 3;
@@ -86,7 +86,7 @@ function recordingSidecar(sent: Sent[]): Sidecar {
   return sc as unknown as Sidecar;
 }
 
-const cfg = (mode: string) =>
+const cfg = (mode: TrainConfigInput['mode']) =>
   parseTrainConfig({
     data: 'unused.jsonl',
     out: 'unused',

@@ -109,7 +109,7 @@ describe('train(): checkpoints, resume, restart', () => {
     reference = readMetrics(cfg.out);
     refCkpt = res.checkpoint!;
     expect(reference.map((m) => m.step)).toEqual([1, 2, 3]);
-    for (const k of ['und/reward', 'und/acc', 'gen/reward', 'adv/und_mean_abs', 'wp/mean', 'und/clip_frac', 'kl/old', 'grad_norm', 'grad_cos', 'tokens_per_s', 'time/rollout', 'time/reward', 'time/update', 'time/transport', 'time/step']) {
+    for (const k of ['und/reward', 'und/acc', 'gen/reward', 'adv/und_mean_abs', 'wp/mean', 'und/clip_frac', 'kl/old', 'grad_norm', 'grad_cos', 'tokens_per_s', 'time/rollout', 'time/reward', 'time/update', 'time/transport', 'time/step'] as const) {
       expect(Number.isFinite(reference[0][k]), k).toBe(true);
     }
     expect(readdirSync(join(cfg.out, 'checkpoints')).sort()).toEqual(['latest', 'step-000001', 'step-000002', 'step-000003']);
