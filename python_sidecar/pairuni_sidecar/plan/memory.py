@@ -40,8 +40,6 @@ RESERVE = 0.10
 #: the LoRA rank the "add LoRA" suggestion uses
 SUGGESTED_LORA_RANK = 64
 FAMILIES = ("janus", "dimoo", "bagel")
-#: SigLIP tokens of a 512 px understanding image in Bagel's NaViT (14 px patches, 36 x 36)
-BAGEL_VIT_TOKENS = (512 // 14) ** 2
 
 
 class PlanError(BadRequest):
@@ -222,8 +220,20 @@ def update_sequences(a: archmod.Arch, r: PlanRequest) -> list[Sequence]:
     if a.family == "dimoo":
         # masked diffusion: the whole sequence each pass, cond and uncond rows, logits over the vocabulary
         return [Sequence("und", mb, txt + img, txt, a.text_vocab), Sequence("gen", 2 * mb, txt + img, img, a.gen_vocab)]
-    # Bagel SFT: one packed pair per row: und (ViT tokens + question + answer) and gen (prompt + latents)
-    return [Sequence("sft", mb, 2 * txt + BAGEL_VIT_TOKENS + img, txt, a.text_vocab)]
+    # Bagel SFT: one packed pair per row: und (ViT tokens + question + answer) and gen (prompt + latents);
+    # `text_tokens` is each sample's text with its framing (BOS/EOS, vision brackets) and `micro_batch` the
+    # pairs a rank runs in a step: sft_loss forwards them one at a time but sums their losses before the
+    # one backward, so every pair's graph is alive at once. The understanding image is the generated
+    # image's size cut to whole ViT patches (512 px: 32 x 32 latents, 36 x 36 SigLIP tokens) — a fixed
+    # 512 px ViT count made the tiny bench's planned activations 11x the measured ones.
+    return [Sequence("sft", mb, 2 * txt + bagel_vit_tokens(a) + img, txt, a.text_vocab)]
+
+
+def bagel_vit_tokens(a: archmod.Arch) -> int:
+    """SigLIP tokens of the understanding image at the generated image's side (``image_tokens`` latent
+    tokens, square), cut to whole ViT patches."""
+    side = math.isqrt(a.image_tokens) * a.latent_stride
+    return (side // a.vit_patch) ** 2
 
 
 def block_internal_elems(st: archmod.Stack) -> int:
