@@ -1,8 +1,11 @@
 """One rank of `npm run bench -- plan` (torchrun, gloo on CPU): a real PairGRPO update of the tiny Janus
-next to `pairuni plan`'s figures for the same configuration.
+or DiMOO, or a real SFT step of the tiny Bagel, next to `pairuni plan`'s figures for the same configuration.
 
-    python bench/_plan_step.py build janus|dimoo DIR HIDDEN LAYERS
-    torchrun --nproc-per-node N bench/_plan_step.py step janus|dimoo DIR OUT_JSON MICRO_BATCH on|off  (activation checkpointing)
+    python bench/_plan_step.py build janus|dimoo|bagel DIR HIDDEN LAYERS
+    torchrun --nproc-per-node N bench/_plan_step.py step janus|dimoo|bagel DIR OUT_JSON MICRO_BATCH on|off  (activation checkpointing)
+
+Bagel (`bagel_step`): one `Policy.sft_step` on 4 (und, gen) pairs, then the measured one; MICRO_BATCH is
+not used (the plan's micro-batch is the pairs one rank runs: 4 at 1 rank, 2 at 2).
 
 `step` rolls out K = 2 answers to 2 questions and K = 2 images for 2 prompts (outside the measurement),
 runs one `Policy.update` on them (so AdamW's state exists, as in every step after the first), then
