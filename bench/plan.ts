@@ -60,7 +60,10 @@ export async function main(argv: string[]): Promise<Record<string, unknown>> {
   });
   const families = String(values.family).split(',');
   const unknown = families.filter((f) => !(FAMILIES as readonly string[]).includes(f));
-  if (unknown.length) throw new Error(`--family: unknown ${unknown.join(', ')} (one or more of ${FAMILIES.join(', ')})`);
+  if (unknown.length) {
+    console.error(`--family: unknown ${unknown.join(', ')} (one or more of ${FAMILIES.join(', ')})`);
+    process.exit(2);
+  }
   const sizes = String(values.sizes).split(',').map(Number);
   const dir = mkdtempSync(join(tmpdir(), 'pairuni-bench-plan-'));
   const py = resolvePython();
