@@ -1,5 +1,5 @@
 /**
- * `npm run bench -- plan [--sizes 256,512] [--layers 4] [--micro-batch 4]`
+ * `npm run bench -- plan [--sizes 256,512] [--layers 4] [--micro-batch 4] [--family janus,dimoo,bagel]`
  *
  * `pairuni plan` next to a measured PairGRPO update of the tiny Janus at two sizes (hidden 256 and
  * 512, 4 layers), 1 and 2 ranks (torchrun, gloo, CPU, fp32: the plan's `precision: fp32`) and activation
@@ -13,9 +13,15 @@
  *   gradients + activations + FSDP buffers — the ratio measured / planned should lie in [0.8, 1.2].
  *
  * The tiny DiMOO (same two sizes, 8 x 8 image codes) at 1 rank without checkpointing only: its FSDP2
- * sharding and checkpointing are being added elsewhere. Bagel is not measured.
+ * sharding and checkpointing are being added elsewhere.
  *
- * Last line: `<family>.worst_peak_ratio` (the ratio farthest from 1) and `<family>.exact` (all bytes equal).
+ * The tiny Bagel (same two sizes, `language_model` trained, 64 px generated / 56 px understood images:
+ * 16 latent and 16 SigLIP tokens) at 1 and 2 ranks, checkpointing off and on: one SFT step on 4 (und,
+ * gen) pairs, measured after a first one. Bagel is data-parallel over pairs, so the plan's micro-batch is
+ * the pairs one rank runs (4 at 1 rank, 2 at 2).
+ *
+ * Last line: `<family>.worst_peak_ratio` (the ratio farthest from 1) and `<family>.exact` (all bytes equal)
+ * for each family run (`--family` picks them; all three by default).
  */
 import { execFileSync } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
@@ -27,6 +33,11 @@ import { resolvePython, sidecarSourceDir } from '../src/sidecar/python.js';
 
 const here = dirname(fileURLToPath(import.meta.url));
 const STATE = ['parameters', 'gradients', 'optimizer'] as const;
+const FAMILIES = ['janus', 'dimoo', 'bagel'] as const;
+type Family = (typeof FAMILIES)[number];
+const FULL_WORLDS = [[1, 'off'], [2, 'off'], [1, 'on'], [2, 'on']] as const;
+/** DiMOO at 1 rank without checkpointing only (see above). */
+const WORLDS: Record<Family, ReadonlyArray<readonly [number, 'on' | 'off']>> = { janus: FULL_WORLDS, dimoo: [[1, 'off']], bagel: FULL_WORLDS };
 
 interface RankRecord {
   rank: number;
@@ -40,18 +51,28 @@ interface RankRecord {
 export async function main(argv: string[]): Promise<Record<string, unknown>> {
   const { values } = parseArgs({
     args: argv,
-    options: { sizes: { type: 'string', default: '256,512' }, layers: { type: 'string', default: '4' }, 'micro-batch': { type: 'string', default: '4' } },
+    options: {
+      sizes: { type: 'string', default: '256,512' },
+      layers: { type: 'string', default: '4' },
+      'micro-batch': { type: 'string', default: '4' },
+      family: { type: 'string', default: FAMILIES.join(',') },
+    },
   });
+  const families = String(values.family).split(',');
+  const unknown = families.filter((f) => !(FAMILIES as readonly string[]).includes(f));
+  if (unknown.length) {
+    console.error(`--family: unknown ${unknown.join(', ')} (one or more of ${FAMILIES.join(', ')})`);
+    process.exit(2);
+  }
   const sizes = String(values.sizes).split(',').map(Number);
   const dir = mkdtempSync(join(tmpdir(), 'pairuni-bench-plan-'));
   const py = resolvePython();
   const env = { ...process.env, OMP_NUM_THREADS: '1', PYTHONPATH: sidecarSourceDir(), TMPDIR: dir, MALLOC_MMAP_THRESHOLD_: '65536' };
   const worker = join(here, '_plan_step.py');
   const rows: Array<Record<string, unknown>> = [];
-  const worst: Record<string, number> = { janus: 1, dimoo: 1 };
-  const exact: Record<string, boolean> = { janus: true, dimoo: true };
-  const worlds = [[1, 'off'], [2, 'off'], [1, 'on'], [2, 'on']] as const;
-  const runs = (['janus', 'dimoo'] as const).flatMap((family) => sizes.map((hidden) => ({ family, hidden, worlds })));
+  const worst: Record<string, number> = Object.fromEntries(families.map((f) => [f, 1]));
+  const exact: Record<string, boolean> = Object.fromEntries(families.map((f) => [f, true]));
+  const runs = (families as Family[]).flatMap((family) => sizes.map((hidden) => ({ family, hidden, worlds: WORLDS[family] })));
   try {
     for (const { family, hidden, worlds } of runs) {
       const model = join(dir, `${family}-${hidden}`);
@@ -83,11 +104,8 @@ export async function main(argv: string[]): Promise<Record<string, unknown>> {
     rmSync(dir, { recursive: true, force: true });
   }
   return {
-    measure: 'RSS delta of the second update (VmHWM after - RSS before), vs plan gradients + activations + fsdp_buffers',
+    measure: 'RSS delta of the second update / SFT step (VmHWM after - RSS before), vs plan gradients + activations + fsdp_buffers',
     rows,
-    'janus.exact': exact.janus,
-    'janus.worst_peak_ratio': Number(worst.janus.toFixed(4)),
-    'dimoo.exact': exact.dimoo,
-    'dimoo.worst_peak_ratio': Number(worst.dimoo.toFixed(4)),
+    ...Object.fromEntries(families.flatMap((f) => [[`${f}.exact`, exact[f]], [`${f}.worst_peak_ratio`, Number(worst[f].toFixed(4))]])),
   };
 }

@@ -221,3 +221,23 @@ def test_block_activation_formula_matches_autograds_saved_tensors():
                                      lambda m: m(ids, keep), rows * T)
     want = block_internal_elems(Stack(1, h, f, 4, 4, block="gelu"))
     assert 0 <= got - want <= 16, (got, want)
+
+
+def test_bagel_sft_activations_count_the_understanding_image_at_the_generated_images_size(tmp_path):
+    """A Bagel SFT pair packs the und sample (SigLIP tokens + text) and the gen sample (text + latents):
+    its ViT tokens follow the generated image's side (latent tokens x 16 px), cut to 14 px patches —
+    1296 at 512 px, 16 at the tiny model's 64 px — not a fixed 512 px count."""
+    from pairuni_sidecar.adapters.tiny_bagel import build_tiny_bagel
+    from pairuni_sidecar.plan.memory import _arch, bagel_vit_tokens
+
+    real = PlanRequest(family="bagel", preset="BAGEL-7B-MoT")
+    assert bagel_vit_tokens(_arch(real)) == 36 * 36  # 32 x 32 latents of 16 px = 512 px
+    assert bagel_vit_tokens(_arch(PlanRequest(family="bagel", preset="BAGEL-7B-MoT", image_tokens=256))) == 18 * 18
+    b = build_tiny_bagel(str(tmp_path / "bagel"), seed=0)  # hidden 64, 2 layers, SwiGLU 128, GQA 4 / 2 heads of 16
+    r = PlanRequest(family="bagel", model_dir=b, precision="fp32", micro_batch=2, text_tokens=10, image_tokens=16,
+                    checkpointing=False, train_modules=["language_model"])
+    assert bagel_vit_tokens(_arch(r)) == 16
+    tokens = 2 * (2 * 10 + 16 + 16)  # 2 pairs of 52 tokens, every graph alive until the one backward
+    per_token = 2 * (7 * 64 + 3 * 32 + 4 * 128)  # two layers of the Llama block's saved tensors
+    head = 2 * 10 * 102 * (2 * 4 + 4)  # logits, their log-softmax and gradient over the scored text, vocab 102
+    assert plan(r)["bytes"]["activations"] == tokens * per_token * 4 + head

@@ -61,6 +61,10 @@ class Arch:
     always_frozen: frozenset[str] = field(default_factory=frozenset)
     #: DiMOO: the image codes the sampler's softmax runs over (the last slice of the vocabulary)
     image_codes: int = 0
+    #: Bagel: pixels per side of one latent token (VAE downsample x latent patch) and of one ViT patch,
+    #: so the understanding image's SigLIP tokens follow from the generated image's latent tokens
+    latent_stride: int = 0
+    vit_patch: int = 0
 
     def unit_of(self, name: str) -> str:
         """FSDP unit of a parameter: its decoder block, else its top two name components (the
@@ -184,7 +188,8 @@ def bagel_from_config(llm: dict, vit: dict, geometry: dict | None, image_tokens:
                 Stack(llm["num_hidden_layers"], llm["hidden_size"], llm["intermediate_size"], llm["num_attention_heads"],
                       llm.get("num_key_value_heads") or llm["num_attention_heads"], experts=2),
                 text_vocab=llm["vocab_size"], gen_vocab=0, image_tokens=image_tokens,
-                always_frozen=frozenset(n for n, _ in params if n.startswith(_FROZEN_TABLES)))
+                always_frozen=frozenset(n for n, _ in params if n.startswith(_FROZEN_TABLES)),
+                latent_stride=ae["downsample"] * g["latent_patch_size"], vit_patch=g["vit_patch_size"])
 
 
 # -- entry points --------------------------------------------------------------------------------------

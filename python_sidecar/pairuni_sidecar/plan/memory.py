@@ -40,8 +40,6 @@ RESERVE = 0.10
 #: the LoRA rank the "add LoRA" suggestion uses
 SUGGESTED_LORA_RANK = 64
 FAMILIES = ("janus", "dimoo", "bagel")
-#: SigLIP tokens of a 512 px understanding image in Bagel's NaViT (14 px patches, 36 x 36)
-BAGEL_VIT_TOKENS = (512 // 14) ** 2
 
 
 class PlanError(BadRequest):
@@ -222,8 +220,20 @@ def update_sequences(a: archmod.Arch, r: PlanRequest) -> list[Sequence]:
     if a.family == "dimoo":
         # masked diffusion: the whole sequence each pass, cond and uncond rows, logits over the vocabulary
         return [Sequence("und", mb, txt + img, txt, a.text_vocab), Sequence("gen", 2 * mb, txt + img, img, a.gen_vocab)]
-    # Bagel SFT: one packed pair per row: und (ViT tokens + question + answer) and gen (prompt + latents)
-    return [Sequence("sft", mb, 2 * txt + BAGEL_VIT_TOKENS + img, txt, a.text_vocab)]
+    # Bagel SFT: one packed pair per row: und (ViT tokens + question + answer) and gen (prompt + latents);
+    # `text_tokens` is each sample's text with its framing (BOS/EOS, vision brackets) and `micro_batch` the
+    # pairs a rank runs in a step: sft_loss forwards them one at a time but sums their losses before the
+    # one backward, so every pair's graph is alive at once. The understanding image is the generated
+    # image's size cut to whole ViT patches (512 px: 32 x 32 latents, 36 x 36 SigLIP tokens) — a fixed
+    # 512 px ViT count made the tiny bench's planned activations 11x the measured ones.
+    return [Sequence("sft", mb, 2 * txt + bagel_vit_tokens(a) + img, txt, a.text_vocab)]
+
+
+def bagel_vit_tokens(a: archmod.Arch) -> int:
+    """SigLIP tokens of the understanding image at the generated image's side (``image_tokens`` latent
+    tokens, square), cut to whole ViT patches."""
+    side = math.isqrt(a.image_tokens) * a.latent_stride
+    return (side // a.vit_patch) ** 2
 
 
 def block_internal_elems(st: archmod.Stack) -> int:
@@ -256,8 +266,14 @@ def activation_bytes(a: archmod.Arch, r: PlanRequest) -> int:
 
 
 def fsdp_buffer_bytes(a: archmod.Arch, t: Tensors, r: PlanRequest) -> int:
-    """Sharded (ranks > 1 or offload): the unit being computed and the one prefetched, gathered in the
-    compute dtype, plus the unsharded gradient of a unit before its reduce-scatter (fp32)."""
+    """Sharded (ranks > 1 or offload), what FSDP2 (torch 2.13, ``_fsdp_param_group.py``) holds at once,
+    in backward: the unit being computed and the one prefetched, unsharded in the compute dtype, and the
+    all-gather result of the prefetch until its copy-out (in forward the previous unit's result is kept
+    until the next copy-out: three units there too); the unit's unsharded gradient as autograd writes it
+    (compute dtype) and a reduce-scatter input in the reduce dtype (fp32), the previous unit's kept until
+    this unit's reduce begins. Counting only two gathered units and one fp32 gradient left the tiny
+    Bagel's 2-rank SFT step 17-41% above the plan (RSS sampled through the step: ~3 units over the
+    activations in forward, ~5 in backward)."""
     if r.ranks == 1 and not r.cpu_offload:
         return 0
     units: dict[str, int] = {}
@@ -268,8 +284,8 @@ def fsdp_buffer_bytes(a: archmod.Arch, t: Tensors, r: PlanRequest) -> int:
         units[u] = units.get(u, 0) + numel(s)
         if n in trainable:
             train_units[u] = train_units.get(u, 0) + numel(s)
-    top = sorted(units.values(), reverse=True)[:2]
-    return compute_bytes(r) * sum(top) + 4 * max(train_units.values(), default=0)
+    c = compute_bytes(r)
+    return c * sum(sorted(units.values(), reverse=True)[:3]) + (c + 4) * max(train_units.values(), default=0)
 
 
 def rollout_bytes(a: archmod.Arch, r: PlanRequest) -> int:
