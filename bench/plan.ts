@@ -12,8 +12,7 @@
  *   leave RSS) against the plan's update peak less the state that exists before it:
  *   gradients + activations + FSDP buffers — the ratio measured / planned should lie in [0.8, 1.2].
  *
- * The tiny DiMOO (same two sizes, 8 x 8 image codes) at 1 rank without checkpointing only: its FSDP2
- * sharding and checkpointing are being added elsewhere.
+ * The tiny DiMOO (same two sizes, 8 x 8 image codes) likewise: 1 and 2 ranks, checkpointing off and on.
  *
  * The tiny Bagel (same two sizes, `language_model` trained, 64 px generated / 56 px understood images:
  * 16 latent and 16 SigLIP tokens) at 1 and 2 ranks, checkpointing off and on: one SFT step on 4 (und,
@@ -36,8 +35,7 @@ const STATE = ['parameters', 'gradients', 'optimizer'] as const;
 const FAMILIES = ['janus', 'dimoo', 'bagel'] as const;
 type Family = (typeof FAMILIES)[number];
 const FULL_WORLDS = [[1, 'off'], [2, 'off'], [1, 'on'], [2, 'on']] as const;
-/** DiMOO at 1 rank without checkpointing only (see above). */
-const WORLDS: Record<Family, ReadonlyArray<readonly [number, 'on' | 'off']>> = { janus: FULL_WORLDS, dimoo: [[1, 'off']], bagel: FULL_WORLDS };
+const WORLDS: Record<Family, ReadonlyArray<readonly [number, 'on' | 'off']>> = { janus: FULL_WORLDS, dimoo: FULL_WORLDS, bagel: FULL_WORLDS };
 
 interface RankRecord {
   rank: number;
