@@ -187,6 +187,16 @@ ${records}
 
 type Json = Record<string, unknown>;
 
+/** A node's JSDoc text on one line ('' when it has none). */
+function jsdocText(n: ts.Node): string {
+  return ts
+    .getJSDocCommentsAndTags(n)
+    .filter(ts.isJSDoc)
+    .map((d) => ts.getTextOfJSDocComment(d.comment) ?? '')
+    .join(' ')
+    .replace(/\s+/g, ' ')
+    .trim();
+}
 /**
  * The JSDoc of each op's own `args` and `reply` fields (`op → 'args' | 'reply' → field → text`), read from
  * the catalogue's source: zod keeps no comments at run time, and the comments are where fields are explained.
@@ -195,21 +205,13 @@ export function fieldDocs(source: string): Record<string, Record<string, Record<
   const file = ts.createSourceFile('ops.ts', source, ts.ScriptTarget.ES2022, true);
   const out: Record<string, Record<string, Record<string, string>>> = {};
   const name = (n: ts.PropertyName) => (ts.isIdentifier(n) || ts.isStringLiteral(n) ? n.text : n.getText(file));
-  const jsdoc = (n: ts.Node) =>
-    ts
-      .getJSDocCommentsAndTags(n)
-      .filter(ts.isJSDoc)
-      .map((d) => ts.getTextOfJSDocComment(d.comment) ?? '')
-      .join(' ')
-      .replace(/\s+/g, ' ')
-      .trim();
   // `z.strictObject({...})`, `z.looseObject({...})` or `.extend({...})`: the fields of its first object argument.
   const fields = (e: ts.Expression): Record<string, string> => {
     const docs: Record<string, string> = {};
     if (!ts.isCallExpression(e)) return docs;
     const lit = e.arguments[0];
     if (lit && ts.isObjectLiteralExpression(lit))
-      for (const p of lit.properties) if (ts.isPropertyAssignment(p) && jsdoc(p)) docs[name(p.name)] = jsdoc(p);
+      for (const p of lit.properties) if (ts.isPropertyAssignment(p) && jsdocText(p)) docs[name(p.name)] = jsdocText(p);
     return docs;
   };
   const visit = (n: ts.Node): void => {
@@ -249,14 +251,6 @@ export function recordDocs(sources: readonly string[]): Record<string, Record<st
       for (const d of st.declarationList.declarations) if (ts.isIdentifier(d.name) && d.initializer) decls.set(d.name.text, d.initializer);
     }
   }
-  const text = (n: ts.Node) =>
-    ts
-      .getJSDocCommentsAndTags(n)
-      .filter(ts.isJSDoc)
-      .map((d) => ts.getTextOfJSDocComment(d.comment) ?? '')
-      .join(' ')
-      .replace(/\s+/g, ' ')
-      .trim();
   const memo = new Map<string, Record<string, string>>();
   const ofConst = (name: string): Record<string, string> => {
     if (memo.has(name)) return memo.get(name)!;
@@ -276,7 +270,7 @@ export function recordDocs(sources: readonly string[]): Record<string, Record<st
       for (const a of e.arguments) {
         if (ts.isObjectLiteralExpression(a)) {
           for (const p of a.properties) {
-            const t = text(p);
+            const t = jsdocText(p);
             if (!t || !p.name || !(ts.isIdentifier(p.name) || ts.isStringLiteral(p.name))) continue;
             docs[p.name.text] = t;
             docs[p.name.text.replace(/[A-Z]/g, (c) => `_${c.toLowerCase()}`)] = t;

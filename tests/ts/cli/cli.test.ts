@@ -9,9 +9,10 @@ import { createRequire } from 'node:module';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
-import { afterAll, describe, expect, it, vi } from 'vitest';
-import { joinNegativeValues, main } from '../../../src/cli/index.js';
+import { afterAll, describe, expect, it } from 'vitest';
+import { joinNegativeValues } from '../../../src/cli/index.js';
 import { tinySet } from '../pairing/_data.js';
+import { pairuni as run } from './_pairuni.js';
 
 const RUNNER = join(dirname(fileURLToPath(import.meta.url)), '_run.ts');
 const TSX = pathToFileURL(createRequire(import.meta.url).resolve('tsx')).href;
@@ -19,19 +20,7 @@ const TSX = pathToFileURL(createRequire(import.meta.url).resolve('tsx')).href;
 const dir = mkdtempSync(join(tmpdir(), 'pairuni-cli-'));
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
 
-/** `pairuni ...` in this process: exit status and what it printed (console.log / console.error). */
-async function pairuni(...argv: string[]): Promise<{ code: number; out: string[]; err: string[] }> {
-  const out: string[] = [];
-  const err: string[] = [];
-  const log = vi.spyOn(console, 'log').mockImplementation((...a: unknown[]) => void out.push(a.join(' ')));
-  const error = vi.spyOn(console, 'error').mockImplementation((...a: unknown[]) => void err.push(a.join(' ')));
-  try {
-    return { code: await main(argv), out, err };
-  } finally {
-    log.mockRestore();
-    error.mockRestore();
-  }
-}
+const pairuni = (...argv: string[]) => run(argv);
 
 /** `pairuni ...` as a child process in `cwd` (the way a user runs it). */
 function pairuniProcess(cwd: string, ...argv: string[]): Promise<{ code: number | null; stdout: string; stderr: string }> {

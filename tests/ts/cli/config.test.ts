@@ -6,26 +6,18 @@
 import { existsSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { afterAll, describe, expect, it, vi } from 'vitest';
+import { afterAll, describe, expect, it } from 'vitest';
 import { parse as parseYaml } from 'yaml';
-import { main } from '../../../src/cli/index.js';
+import { pairuni as run } from './_pairuni.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'pairuni-config-'));
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
 
-/** `pairuni ...` in this process: exit status and the lines it printed to stdout and stderr. */
-async function pairuni(...argv: string[]): Promise<{ code: number; out: string; err: string[] }> {
-  const out: string[] = [];
-  const err: string[] = [];
-  const log = vi.spyOn(console, 'log').mockImplementation((...a: unknown[]) => void out.push(a.join(' ')));
-  const error = vi.spyOn(console, 'error').mockImplementation((...a: unknown[]) => void err.push(a.join(' ')));
-  try {
-    return { code: await main(argv), out: out.join('\n'), err };
-  } finally {
-    log.mockRestore();
-    error.mockRestore();
-  }
-}
+/** `pairuni ...` in this process: exit status, stdout as one string, stderr lines. */
+const pairuni = async (...argv: string[]) => {
+  const r = await run(argv);
+  return { ...r, out: r.out.join('\n') };
+};
 
 const YAML_RUN = `# a small run
 data: data/pairs.jsonl

@@ -2,21 +2,10 @@
  * `pairuni plan`: the table and exit 0 when the configuration fits, exit 3 with the change that fits
  * when it does not, and one line with exit 2 for bad input (found by the CLI or by the sidecar).
  */
-import { describe, expect, it, vi } from 'vitest';
-import { main } from '../../../src/cli/index.js';
+import { describe, expect, it } from 'vitest';
+import { pairuni as run } from './_pairuni.js';
 
-async function pairuni(...argv: string[]): Promise<{ code: number; out: string[]; err: string[] }> {
-  const out: string[] = [];
-  const err: string[] = [];
-  const log = vi.spyOn(console, 'log').mockImplementation((...a: unknown[]) => void out.push(a.join(' ')));
-  const error = vi.spyOn(console, 'error').mockImplementation((...a: unknown[]) => void err.push(a.join(' ')));
-  try {
-    return { code: await main(argv), out, err };
-  } finally {
-    log.mockRestore();
-    error.mockRestore();
-  }
-}
+const pairuni = (...argv: string[]) => run(argv);
 
 describe('pairuni plan', () => {
   it('Janus-Pro-7B on 8 x 80 GiB at K = 4 fits: a table of per-rank GiB, exit 0', { timeout: 300_000 }, async () => {

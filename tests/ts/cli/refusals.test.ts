@@ -7,35 +7,18 @@
 import { existsSync, mkdirSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
-import { main } from '../../../src/cli/index.js';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { DEMO_MODELS, runDemo } from '../../../src/demo/demo.js';
 import { ConfigError } from '../../../src/errors.js';
 import { writeTinyPairUG } from '../../../src/train/fixtures.js';
+import { pairuni as run } from './_pairuni.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'pairuni-refusals-'));
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
 let n = 0;
 const fresh = () => join(dir, `out-${n++}`);
 
-/** `pairuni ...` in this process: exit status and every line it printed to stdout and stderr. */
-async function pairuni(...argv: string[]): Promise<{ code: number; out: string[]; err: string[] }> {
-  const out: string[] = [];
-  const err: string[] = [];
-  const log = vi.spyOn(console, 'log').mockImplementation((...a: unknown[]) => void out.push(a.join(' ')));
-  const error = vi.spyOn(console, 'error').mockImplementation((...a: unknown[]) => void err.push(a.join(' ')));
-  const write = vi.spyOn(process.stderr, 'write').mockImplementation((chunk: string | Uint8Array) => {
-    err.push(...String(chunk).split('\n').filter(Boolean));
-    return true;
-  });
-  try {
-    return { code: await main(argv), out, err };
-  } finally {
-    log.mockRestore();
-    error.mockRestore();
-    write.mockRestore();
-  }
-}
+const pairuni = (...argv: string[]) => run(argv, { stderrWrites: true });
 
 let data: string;
 beforeAll(() => {

@@ -6,11 +6,11 @@
 import { cpSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
-import { main } from '../../../src/cli/index.js';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { DEMO_MODELS } from '../../../src/demo/demo.js';
 import { writeTinyPairUG } from '../../../src/train/fixtures.js';
 import { latestCheckpoint, readMetrics, type SkippedCheckpoint } from '../../../src/train/index.js';
+import { pairuni as run } from '../cli/_pairuni.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'pairuni-damaged-ck-'));
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
@@ -53,21 +53,7 @@ describe('latestCheckpoint passes over a damaged newer checkpoint and says so', 
   });
 });
 
-/** `pairuni train ...` in this process: exit status and every line written to stderr. */
-async function pairuni(...argv: string[]): Promise<{ code: number; err: string[] }> {
-  const err: string[] = [];
-  const error = vi.spyOn(console, 'error').mockImplementation((...a: unknown[]) => void err.push(a.join(' ')));
-  const write = vi.spyOn(process.stderr, 'write').mockImplementation((chunk: string | Uint8Array) => {
-    err.push(...String(chunk).split('\n').filter(Boolean));
-    return true;
-  });
-  try {
-    return { code: await main(argv), err };
-  } finally {
-    error.mockRestore();
-    write.mockRestore();
-  }
-}
+const pairuni = (...argv: string[]) => run(argv, { stderrWrites: true });
 
 describe('pairuni train --resume on a damaged run (real sidecar, the shipped tiny Janus)', () => {
   let source: string;
