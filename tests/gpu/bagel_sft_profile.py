@@ -14,6 +14,9 @@ Options (``train_modules``; Bagel's flags in brackets): ``full`` = language_mode
 [--freeze_llm]; ``lora16`` = LoRA rank 16 on both experts' projections. Trainable weights are fp32 masters with AdamW state (16 B/param incl. grads); frozen
 weights are bf16 (2 B/param). An option that does not fit records ``"oom"``.
 
+Each option's record carries ``pairuni plan``'s per-GPU figure for the same step (``plan_total_gib``,
+``plan_verdict``) and, on a GPU, ``peak_over_plan`` = max_memory_allocated / plan.
+
 Prints one JSON line per option and the whole record at the end (also written to ``--out``).
 """
 from __future__ import annotations
@@ -121,6 +124,21 @@ def profile(model_dir: str, modules: list[str], *, device: str, tiny: bool, step
            "ce": round(m["ce/sft_loss"], 4), "mse": round(m["mse/sft_loss"], 4)}
     if device == "cuda":
         out["peak_mem_gib"] = round(torch.cuda.max_memory_allocated() / 2**30, 2)
+    # ``pairuni plan`` for the same step: one pair, its text split over the und and gen samples. The plan
+    # sizes the understanding image like the generated one (512 px), this step's ViT sees 378 px: the
+    # plan's ViT activations are an upper bound here.
+    from pairuni_sidecar.contract.generated import PlanRequest
+    from pairuni_sidecar.plan.memory import plan
+
+    p = plan(PlanRequest(family="bagel", model_dir=model_dir, ranks=1, mode="sft", micro_batch=1, train_modules=modules,
+                         lora_rank=opts.get("lora_rank", 0), image_tokens=len(pk.vae_token_indexes),
+                         text_tokens=-(-(pk.length - len(pk.vit_token_indexes) - len(pk.vae_token_indexes)) // 2),
+                         precision="bf16-mixed" if device == "cuda" else "fp32",
+                         gpu_gib=torch.cuda.get_device_properties(0).total_memory / 2**30 if device == "cuda" else 80))
+    out["plan_total_gib"] = round(p["bytes"]["total"] / 2**30, 4)
+    out["plan_verdict"] = p["verdict"]
+    if device == "cuda":
+        out["peak_over_plan"] = round(out["peak_mem_gib"] / out["plan_total_gib"], 3)
     del pol, a
     gc.collect()
     if device == "cuda":
