@@ -40,6 +40,7 @@ from ..diffusion.samplers import row_seed, sample_image, sample_text
 from ..diffusion.tiny_model import MODEL_TYPE, PaletteCodec, TinyMDM, TinyMDMConfig, save_tiny_mdm
 from ..dist import repeated_blocks
 from ..errors import BadRequest
+from ..registry import resolve
 from .base import (
     AdapterConfigError,
     CheckpointNotFound,
@@ -340,12 +341,10 @@ class DimooAdapter(PolicyAdapter):
                 raise CheckpointNotFound(f"dimoo: tiny model {path!r} has no tokenizer.json")
             tok = Tokenizer.from_file(tp)
             self.text = _Text(tok, set(self.layout.specials), tok.get_vocab_size())
-            if c.get("codec", "palette") == "shapes":
-                from ..diffusion.shapes_codec import ShapesCodec
-
-                self.codec = ShapesCodec()
-            else:
+            if c.get("codec", "palette") == "palette":
                 self.codec = PaletteCodec(tuple(c["grid"]), int(c["cell"]), self.layout.codebook)
+            else:  # a registered codec plug-in (ShapesWorld's "shapes" registers itself)
+                self.codec = resolve("codec", c["codec"])(c)
             if getattr(self.codec, "codebook", self.layout.codebook) != self.layout.codebook:
                 raise IncompatibleCheckpoint(f"dimoo: {path} has {self.layout.codebook} image codes; its codec "
                                              f"{c.get('codec')!r} has {self.codec.codebook}")

@@ -41,8 +41,7 @@ import numpy as np
 import torch
 
 from ..contract.generated import JanusGenOptions, JanusLoadOptions, JanusUndOptions
-from ..errors import BadRequest
-from ..policy.step import NonFiniteError
+from ..errors import BadRequest, NonFiniteError
 from ..rollout.engine import StaticDecoder, cfg_mix
 from .base import (
     AdapterConfigError,

@@ -18,9 +18,9 @@ import torch
 
 from ..adapters import GenItem, LoadSpec, RolloutBatch, SFTExample, UndItem
 from ..contract.generated import GenSampling, Reward, UndSampling
-from ..errors import BadRequest
+from ..errors import BadRequest, NonFiniteError
 from ..imaging import save_grid
-from ..policy import LossCfg, NonFiniteError, OptimCfg, Policy, SideInput, export_policy, load_policy, save_policy
+from ..policy import LossCfg, OptimCfg, Policy, SideInput, export_policy, load_policy, save_policy
 from ..registry import Reply, op, resolve
 from ..rewards import make_reward
 
