@@ -42,6 +42,7 @@ from ..dist import repeated_blocks
 from ..errors import BadRequest
 from ..registry import resolve
 from .base import (
+    ANY_VALUE,
     AdapterConfigError,
     CheckpointNotFound,
     GenItem,
@@ -52,6 +53,7 @@ from .base import (
     SFTExample,
     UndItem,
     checkpoint_blocks,
+    disable_dropout,
     resolve_autocast,
     resolve_device,
     store_frozen,
@@ -82,12 +84,6 @@ class DimooCodeError(AdapterConfigError):
 
 class IncompatibleCheckpoint(AdapterConfigError):
     """The checkpoint's weights do not fit the model built from its config (missing/unexpected keys, shapes)."""
-
-
-def _disable_dropout(model: torch.nn.Module) -> None:
-    for m in model.modules():
-        if isinstance(m, torch.nn.Dropout):
-            m.p = 0.0
 
 
 # -- the real model's loader ----------------------------------------------------------------------
@@ -167,7 +163,7 @@ def load_upstream_model(code_dir: str, ckpt: str, dtype: torch.dtype = torch.flo
             f"unexpected {unexpected[:8]}, wrong shape {shapes[:8]} (use the checkout the checkpoint was made with)",
             detail={"missing": missing[:64], "unexpected": unexpected[:64], "shape": shapes[:64]})
     model.load_state_dict(state, strict=True)
-    _disable_dropout(model)
+    disable_dropout(model)
     return model.to(dtype)
 
 
@@ -268,6 +264,15 @@ class DimooAdapter(PolicyAdapter):
     family = "mdm"
     capabilities = frozenset({"und_rollout", "gen_rollout", "logprobs_und", "logprobs_gen", "sft", "cfg", "ref_model"})
     seeded_logprobs = True
+    name = "dimoo"
+    # Old log-probs are always the estimator's, recomputed after sampling per est_seed (the sampler's own
+    # unmasking probabilities are not the estimator's): old_logp "rollout" is refused.
+    honours = {
+        "und.temperature": ANY_VALUE, "und.max_new_tokens": ANY_VALUE, "und.old_logp": ("auto", "recompute"),
+        "und.est_seeds": ANY_VALUE,
+        "gen.temperature": ANY_VALUE, "gen.cfg_weight": ANY_VALUE, "gen.logp": ANY_VALUE,
+        "gen.old_logp": ("auto", "recompute"), "gen.est_seeds": ANY_VALUE,
+    }
 
     def __init__(self, spec: LoadSpec) -> None:
         self.spec = spec
@@ -332,7 +337,7 @@ class DimooAdapter(PolicyAdapter):
             model.load_state_dict(load_file(wp), strict=True)
         except RuntimeError as e:
             raise IncompatibleCheckpoint(f"dimoo: {wp} does not fit its config.json: {e}") from None
-        _disable_dropout(model)
+        disable_dropout(model)
         if text_too:
             self.layout = TokenLayout(**c["layout"])
             self.layout.check(path)
@@ -420,11 +425,6 @@ class DimooAdapter(PolicyAdapter):
         self.lora = LoRA(targets, rank=o.lora_rank, alpha=o.lora_alpha, device=self.device)
 
     # -- helpers ---------------------------------------------------------------------------------
-    def _autocast(self):
-        if self.amp is None:
-            return contextlib.nullcontext()
-        return torch.autocast(self.device.type, dtype=self.amp)
-
     def _logits_fn(self, model, lora_off: bool = False):
         """Logits at ``pos``; ``lora_off``: of the base model alone (the KL reference of a LoRA policy)."""
         base = model if self.tiny else _UpstreamLogits(model)
