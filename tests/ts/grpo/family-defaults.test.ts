@@ -1,6 +1,6 @@
 /** Family training defaults: Lumina-DiMOO's rollout size 2 (paper, Appendix E) where a config leaves k out. */
 import { describe, expect, it } from 'vitest';
-import { familyOptions } from '../../../src/contract/families.js';
+import { familyOptions } from '../../../src/contract/families/index.js';
 import { parseTrainConfig } from '../../../src/train/index.js';
 
 const base = { data: '/d/pairs.jsonl', out: '/o' };
