@@ -23,6 +23,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
+from .contract.generated import PLUGIN_KINDS
 from .errors import BadRequest, Cancelled, DeadlineExceeded, NotFound
 
 
@@ -52,7 +53,7 @@ class OpSpec:
 # ``PLUGINS = {kind: {name: "module:attr"}}`` (``op`` takes a list of modules whose ``@op`` functions
 # register on import). Import failures are kept and reported by the ``info`` op and ``pairuni doctor``.
 
-KINDS = ("op", "reward", "adapter", "backbone", "tiny", "codec")
+KINDS = tuple(PLUGIN_KINDS)  # declared once, in src/contract/ops.ts
 #: Modules declaring the built-in ``PLUGINS``: the framework's, and the ShapesWorld toy world's (it registers
 #: itself, so no framework module imports it; tests/py/test_toy_world_walled.py).
 BUILTIN_PLUGIN_MODULES = ("pairuni_sidecar.plugins", "pairuni_sidecar.shapesworld.plugins")
