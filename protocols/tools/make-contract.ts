@@ -395,7 +395,11 @@ export function opsMarkdown(s: Awaited<ReturnType<typeof schemas>>, docs: Return
 
 const src = (file: string) => readFileSync(join(ROOT, 'src', 'contract', file), 'utf8');
 /** One file per model family (src/contract/families/<family>.ts) and the index composing them. */
-const familyFiles = () => readdirSync(join(ROOT, 'src', 'contract', 'families')).filter((f) => f.endsWith('.ts')).sort().map((f) => `families/${f}`);
+const familyFiles = () =>
+  readdirSync(join(ROOT, 'src', 'contract', 'families'))
+    .filter((f) => f.endsWith('.ts'))
+    .sort()
+    .map((f) => `families/${f}`);
 
 export async function render(): Promise<Record<keyof typeof OUTPUTS, string>> {
   const c = readConstants();
@@ -406,7 +410,11 @@ export async function render(): Promise<Record<keyof typeof OUTPUTS, string>> {
     headerSchema: schemaDoc('header.schema.json', 'pairuni wire protocol v1: msgpack header map, one schema per message kind (preamble byte 6)', { definitions: s.header }),
     opsSchema: schemaDoc('ops.schema.json', 'pairuni wire protocol v1: built-in ops (request args and payloads, reply args and payloads)', { definitions: s.ops.ops, capabilities: s.ops.capabilities, records: s.records }),
     python: pythonModule(c, s),
-    opsDoc: opsMarkdown(s, fieldDocs(src('ops.ts')), recordDocs(['config.ts', 'backbone.ts', ...familyFiles(), 'ops.ts'].map(src))),
+    opsDoc: opsMarkdown(
+      s,
+      fieldDocs(src('ops.ts')),
+      recordDocs(['config.ts', 'backbone.ts', ...familyFiles(), 'ops.ts'].map(src)),
+    ),
   };
 }
 

@@ -38,8 +38,9 @@ def imported_names(path: Path, root: Path) -> list[tuple[int, str]]:
             mod = ".".join(base + (node.module.split(".") if node.module else []))
             # `from .. import shapesworld` imports the submodule named in the list
             out += [(node.lineno, f"{mod}.{a.name}") for a in node.names]
-        elif isinstance(node, ast.Constant) and isinstance(node.value, str) and node.value.startswith("pairuni_sidecar."):
-            out.append((node.lineno, node.value.split(":")[0]))
+        elif isinstance(node, ast.Constant) and isinstance(node.value, str):
+            if node.value.startswith("pairuni_sidecar."):
+                out.append((node.lineno, node.value.split(":")[0]))
     return out
 
 

@@ -25,6 +25,7 @@ export interface FamilyDeclaration {
 const DECLARED = { janus, dimoo, bagel } as const;
 type Declared = typeof DECLARED;
 
+/** Each built-in family's option schemas by adapter name: `load` (`model.options`), `und`, `gen` (`*.options`). */
 export const FAMILIES = Object.fromEntries(Object.entries(DECLARED).map(([name, d]) => [name, d.options])) as {
   readonly [F in keyof Declared]: Declared[F]['options'];
 };
@@ -35,7 +36,9 @@ export type Family = keyof typeof FAMILIES;
  * shared defaults of src/contract/config.ts apply). Lumina-DiMOO: the paper's rollout size 2 per side.
  */
 export const FAMILY_CONFIG_DEFAULTS: Record<string, { und?: Record<string, unknown>; gen?: Record<string, unknown> }> =
-  Object.fromEntries(Object.entries(DECLARED).flatMap(([name, d]) => ('configDefaults' in d ? [[name, d.configDefaults]] : [])));
+  Object.fromEntries(
+    Object.entries(DECLARED).flatMap(([name, d]) => ('configDefaults' in d ? [[name, d.configDefaults]] : [])),
+  );
 
 /** A config input with its family's config defaults filled in (other inputs unchanged). */
 export function withFamilyDefaults(input: unknown): unknown {
@@ -55,7 +58,10 @@ export function withFamilyDefaults(input: unknown): unknown {
 }
 
 /** The records generated as Python dataclasses for the families (name → schema). */
-export const FAMILY_RECORDS: Record<string, z.ZodObject> = Object.assign({}, ...Object.values(DECLARED).map((d) => d.records));
+export const FAMILY_RECORDS: Record<string, z.ZodObject> = Object.assign(
+  {},
+  ...Object.values(DECLARED).map((d) => d.records),
+);
 
 /** Where each kind of family option sits in a training config. */
 export const FAMILY_OPTION_FIELDS = { load: 'model.options', und: 'und.options', gen: 'gen.options' } as const;
