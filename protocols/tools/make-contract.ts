@@ -14,7 +14,7 @@
  * tests/ts/contract.test.ts runs the check, so a declaration changed on one side fails CI until the
  * files are regenerated.
  */
-import { readFileSync, writeFileSync } from 'node:fs';
+import { readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import ts from 'typescript';
@@ -69,7 +69,7 @@ async function schemas(): Promise<{ header: Record<string, unknown>; ops: Record
   const { z } = await import('zod');
   const { HeaderSchemas } = await import('../../src/protocol/header.js');
   const { OPS, RECORDS, CAPABILITIES, PLUGIN_KINDS } = await import('../../src/contract/ops.js');
-  const { FAMILY_RECORDS } = await import('../../src/contract/families.js');
+  const { FAMILY_RECORDS } = await import('../../src/contract/families/index.js');
   // draft-07 so the sidecar's validator (fastjsonschema) reads it; `output` so defaulted fields are
   // required on the wire (the sidecar receives explicit values) and carry their default for reference.
   const js = (s: Z.ZodType, io: 'input' | 'output' = 'output') => {
@@ -394,6 +394,12 @@ export function opsMarkdown(s: Awaited<ReturnType<typeof schemas>>, docs: Return
 }
 
 const src = (file: string) => readFileSync(join(ROOT, 'src', 'contract', file), 'utf8');
+/** One file per model family (src/contract/families/<family>.ts) and the index composing them. */
+const familyFiles = () =>
+  readdirSync(join(ROOT, 'src', 'contract', 'families'))
+    .filter((f) => f.endsWith('.ts'))
+    .sort()
+    .map((f) => `families/${f}`);
 
 export async function render(): Promise<Record<keyof typeof OUTPUTS, string>> {
   const c = readConstants();
@@ -404,7 +410,11 @@ export async function render(): Promise<Record<keyof typeof OUTPUTS, string>> {
     headerSchema: schemaDoc('header.schema.json', 'pairuni wire protocol v1: msgpack header map, one schema per message kind (preamble byte 6)', { definitions: s.header }),
     opsSchema: schemaDoc('ops.schema.json', 'pairuni wire protocol v1: built-in ops (request args and payloads, reply args and payloads)', { definitions: s.ops.ops, capabilities: s.ops.capabilities, records: s.records }),
     python: pythonModule(c, s),
-    opsDoc: opsMarkdown(s, fieldDocs(src('ops.ts')), recordDocs(['config.ts', 'backbone.ts', 'families.ts', 'ops.ts'].map(src))),
+    opsDoc: opsMarkdown(
+      s,
+      fieldDocs(src('ops.ts')),
+      recordDocs(['config.ts', 'backbone.ts', ...familyFiles(), 'ops.ts'].map(src)),
+    ),
   };
 }
 

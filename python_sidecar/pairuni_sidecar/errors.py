@@ -59,3 +59,8 @@ class NotFound(SidecarError):
 
 class OpFailed(SidecarError):
     code = "op_failed"
+
+
+class NonFiniteError(OpFailed):
+    """NaN/inf where a finite number is required: advantages, rewards or gradients (nothing was applied),
+    or a model's next-token distribution while decoding (the adapter names the model directory)."""

@@ -3,6 +3,7 @@
 A user's plug-in package declares the same ``PLUGINS`` mapping (or uses ``@op`` / ``@plugin``) and is
 loaded with ``Sidecar.spawn({ plugins: ['my_pkg.plugins'] })`` / ``--plugins my_pkg.plugins``.
 Entries are imported on first use, so a missing optional package disables only what needs it.
+The ShapesWorld toy world declares its own (``shapesworld/plugins.py``).
 """
 
 PLUGINS = {
@@ -11,14 +12,12 @@ PLUGINS = {
         "pairuni_sidecar.ops.builtin",
         "pairuni_sidecar.ops.kernels",
         "pairuni_sidecar.ops.features",
-        "pairuni_sidecar.ops.shapesworld",
         "pairuni_sidecar.ops.train",
         "pairuni_sidecar.ops.option_eval",
         "pairuni_sidecar.ops.plan",
     ],
     "reward": {
         "hps": "pairuni_sidecar.rewards.hps:make_hps",
-        "shapes": "pairuni_sidecar.rewards.shapes:make_shapes_scorer",
         "brightness": "pairuni_sidecar.policy.toy_rewards:make_brightness",
     },
     "adapter": {

@@ -1,4 +1,4 @@
-"""The sidecar's one plug-in registry (ops, rewards, adapters, backbones, tiny-model builders), its one
+"""The sidecar's one plug-in registry (ops, rewards, adapters, backbones, tiny-model builders, image codecs), its one
 store of resident objects (handles), and the per-request context handed to op handlers.
 
 A handler is a plain function ``fn(ctx, args, tensors) -> dict | Reply``:
@@ -23,6 +23,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
+from .contract.generated import PLUGIN_KINDS
 from .errors import BadRequest, Cancelled, DeadlineExceeded, NotFound
 
 
@@ -46,12 +47,16 @@ class OpSpec:
 #
 # Kinds: ``op`` (wire ops), ``reward`` (generation rewards: factory(config) -> scorer), ``adapter``
 # (PolicyAdapter classes), ``backbone`` (image-feature loaders: fn(spec) -> Backbone), ``tiny``
-# (per-family builders of tiny test models: fn(dir, seed) -> dir). An entry is an object or a lazy
+# (per-family builders of tiny test models: fn(dir, seed) -> dir), ``codec`` (image codecs a tiny model's
+# config.json names: factory(config) -> codec with encode/decode). An entry is an object or a lazy
 # "module:attr" string imported on first use; a package declares its entries in a module-level
 # ``PLUGINS = {kind: {name: "module:attr"}}`` (``op`` takes a list of modules whose ``@op`` functions
 # register on import). Import failures are kept and reported by the ``info`` op and ``pairuni doctor``.
 
-KINDS = ("op", "reward", "adapter", "backbone", "tiny")
+KINDS = tuple(PLUGIN_KINDS)  # declared once, in src/contract/ops.ts
+#: Modules declaring the built-in ``PLUGINS``: the framework's, and the ShapesWorld toy world's (it registers
+#: itself, so no framework module imports it; tests/py/test_toy_world_walled.py).
+BUILTIN_PLUGIN_MODULES = ("pairuni_sidecar.plugins", "pairuni_sidecar.shapesworld.plugins")
 _ENTRIES: dict[str, dict[str, Any]] = {k: {} for k in KINDS}
 _FAILED: dict[str, str] = {}
 
@@ -73,12 +78,11 @@ def _builtin() -> None:
     global _BUILTIN_DECLARED
     if not _BUILTIN_DECLARED:
         _BUILTIN_DECLARED = True
-        from .plugins import PLUGINS
-
-        for kind, entries in PLUGINS.items():
-            if kind != "op":
-                for name, target in entries.items():
-                    register(kind, name, target)
+        for mod in BUILTIN_PLUGIN_MODULES:
+            for kind, entries in importlib.import_module(mod).PLUGINS.items():
+                if kind != "op":
+                    for name, target in entries.items():
+                        register(kind, name, target)
 
 
 _BUILTIN_DECLARED = False
@@ -141,7 +145,7 @@ def load_plugins(modules: list[str] | tuple[str, ...] = ()) -> None:
     """Import the built-in plug-ins and users' plug-in modules; each may declare ``PLUGINS``."""
     global _BUILTIN_OPS_LOADED
     _BUILTIN_OPS_LOADED = True
-    for mod in ("pairuni_sidecar.plugins", *modules):
+    for mod in (*BUILTIN_PLUGIN_MODULES, *modules):
         try:
             m = importlib.import_module(mod)
         except Exception as e:  # noqa: BLE001 - reported through `info`

@@ -47,7 +47,7 @@ export const UndConfig = z
      * `auto`: recompute under bf16 autocast (the two paths round differently there), rollout in fp32.
      */
     oldLogp: z.enum(['auto', 'rollout', 'recompute']).default('auto'),
-    /** Family sampling options (src/contract/families.ts); the adapter refuses unknown names. */
+    /** Family sampling options (one file per family in src/contract/families/); the adapter refuses unknown names. */
     options: z.record(z.string(), z.unknown()).default({}),
   })
   .strict();
@@ -61,7 +61,7 @@ export const GenConfig = z
     /** Training log-prob of image tokens: the CFG-guided distribution (default) or the conditional branch (T2I-R1 parity). */
     logp: z.enum(['cfg', 'cond']).default('cfg'),
     oldLogp: z.enum(['auto', 'rollout', 'recompute']).default('auto'),
-    /** Family sampling options (src/contract/families.ts); the adapter refuses unknown names. */
+    /** Family sampling options (one file per family in src/contract/families/); the adapter refuses unknown names. */
     options: z.record(z.string(), z.unknown()).default({}),
     /** A reward registered in the sidecar (`@reward(name)`): `hps` (needs config.checkpoint), `shapes`, `brightness`, ... */
     reward: RewardSpec.prefault({}),

@@ -53,7 +53,7 @@ export const CAPABILITIES = ['und_rollout', 'gen_rollout', 'logprobs_und', 'logp
 export type Capability = (typeof CAPABILITIES)[number];
 
 /** Plug-in kinds of the sidecar's one registry. */
-export const PLUGIN_KINDS = ['op', 'reward', 'adapter', 'backbone', 'tiny'] as const;
+export const PLUGIN_KINDS = ['op', 'reward', 'adapter', 'backbone', 'tiny', 'codec'] as const;
 
 // -- records the sidecar receives as generated dataclasses ---------------------------------------
 export const LoadModel = wireRecord(ModelConfig.omit({ refPath: true }));

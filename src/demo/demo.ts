@@ -18,7 +18,7 @@ import { AbortedError, ConfigError, PairuniError } from '../errors.js';
 import { buildPairUG } from '../pairing/pipeline.js';
 import { PACKAGE_ROOT } from '../sidecar/python.js';
 import { Sidecar } from '../sidecar/sidecar.js';
-import { FAMILIES, FAMILY_CONFIG_DEFAULTS } from '../contract/families.js';
+import { FAMILIES, FAMILY_CONFIG_DEFAULTS } from '../contract/families/index.js';
 import { parseTrainConfig, type TrainConfigInput } from '../train/config.js';
 import { readMetrics, type StepMetrics } from '../train/metrics.js';
 import { assertUsableOut, latestCheckpoint } from '../train/checkpoint.js';

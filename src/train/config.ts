@@ -10,7 +10,7 @@ import { parseDocument, stringify } from 'yaml';
 import { z } from 'zod';
 import { ConfigError } from '../errors.js';
 import { GenConfig, LossConfig, ModelConfig, OptimConfig, UndConfig } from '../contract/config.js';
-import { familyOptionIssues, withFamilyDefaults } from '../contract/families.js';
+import { familyOptionIssues, withFamilyDefaults } from '../contract/families/index.js';
 import { PAIR_MODES } from '../grpo/advantages.js';
 
 export { GenConfig, LossConfig, ModelConfig, OptimConfig, UndConfig };

@@ -15,7 +15,7 @@
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { AbortedError, ConfigError, PairuniError, SidecarError } from '../errors.js';
-import { familyOptions } from '../contract/families.js';
+import { familyOptions } from '../contract/families/index.js';
 import { GenSampling, type OpArgs, UndSampling, type UpdateMetrics, UpdateLoss } from '../contract/ops.js';
 import { toWire, wireOf } from '../contract/wire.js';
 import { isPaired, lossNorm, sideAdvantages, trainWeight } from '../grpo/advantages.js';

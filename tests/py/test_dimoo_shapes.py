@@ -7,7 +7,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from pairuni_sidecar.diffusion.shapes_codec import ShapesCodec
+from pairuni_sidecar.shapesworld.codec import ShapesCodec
 from pairuni_sidecar.shapesworld.pretrain_dimoo import DimooPretrainConfig, pretrain_dimoo
 from pairuni_sidecar.shapesworld.render import render
 from pairuni_sidecar.shapesworld.scenes import make_item

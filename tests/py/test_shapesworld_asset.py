@@ -10,7 +10,7 @@ import torch
 
 pytest.importorskip("transformers")
 
-from pairuni_sidecar.rewards.shapes import ShapesScorer  # noqa: E402
+from pairuni_sidecar.shapesworld.reward import ShapesScorer  # noqa: E402
 from pairuni_sidecar.shapesworld.evaluate import heldout_items, load_eval_adapter  # noqa: E402
 from pairuni_sidecar.shapesworld.model import load_model_dir, special_ids, to_pixels, to_uint8  # noqa: E402
 from pairuni_sidecar.shapesworld.render import render  # noqa: E402

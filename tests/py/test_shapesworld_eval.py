@@ -25,7 +25,7 @@ pytest.importorskip("transformers")
 
 from pairuni_sidecar.adapters.base import CapabilityError, PolicyAdapter  # noqa: E402
 from pairuni_sidecar.adapters.janus import JanusAdapter, cfg_mix  # noqa: E402
-from pairuni_sidecar.rewards.shapes import ShapesScorer  # noqa: E402
+from pairuni_sidecar.shapesworld.reward import ShapesScorer  # noqa: E402
 from pairuni_sidecar.shapesworld.evaluate import (  # noqa: E402
     evaluate,
     evaluate_adapter,

@@ -8,7 +8,7 @@ import torch
 
 from pairuni_sidecar.errors import BadRequest
 from pairuni_sidecar.rewards import list_rewards, make_reward
-from pairuni_sidecar.rewards.shapes import ShapesScorer
+from pairuni_sidecar.shapesworld.reward import ShapesScorer
 from pairuni_sidecar.shapesworld.judge import judge
 from pairuni_sidecar.shapesworld.prompts import PromptError, parse_prompt
 from pairuni_sidecar.shapesworld.render import render
@@ -84,8 +84,7 @@ def test_unknown_blobs_count_as_junk():
 
 
 def test_registry_contract_and_input_errors():
-    import pairuni_sidecar.rewards.shapes  # noqa: F401 - registers "shapes"
-
+    # registered by the toy world's own PLUGINS (shapesworld/plugins.py), without importing it here
     assert "shapes" in list_rewards()
     scorer = make_reward("shapes", {"mode": "binary"})
     img = torch.from_numpy(render([Obj("cross", "yellow", 2, 2)]))[None]

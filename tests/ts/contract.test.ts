@@ -102,6 +102,7 @@ describe('declared once, generated for both languages', () => {
       expect(info.plugins.reward).toEqual(expect.arrayContaining(['hps', 'shapes', 'brightness']));
       expect(info.plugins.backbone).toEqual(expect.arrayContaining(['resnet50', 'pixels']));
       expect(info.plugins.tiny).toContain('janus');
+      expect(info.plugins.codec).toEqual(['shapes']); // registered by the ShapesWorld package itself
       for (const d of Object.values(OPS)) expect(d.doc.length).toBeGreaterThan(10);
       expect(typeof sc.train.update).toBe('function');
       expect(typeof sc.kernels.gemmNt).toBe('function');

@@ -58,6 +58,7 @@ from .base import (
     AdapterConfigError,
     CheckpointNotFound,
     GenItem,
+    ImageReadError,
     LoadSpec,
     PolicyAdapter,
     RolloutBatch,
@@ -91,10 +92,6 @@ _FROZEN_TABLES = ("model.vit_pos_embed.", "model.latent_pos_embed.")  # fixed si
 #: the layer lists FSDP2 shards one unit each (and the port calls through their forward)
 _LAYER_LISTS = ("model.language_model.model.layers", "model.vit_model.vision_model.encoder.layers")
 _LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
-
-
-class ImageReadError(BadRequest):
-    """An SFT image that is missing or cannot be decoded."""
 
 
 def _require_bagel():
@@ -329,6 +326,7 @@ def _read_json(path: str) -> dict:
 class BagelAdapter(PolicyAdapter):
     family = "ar+flow"
     capabilities = frozenset({"sft"})
+    name = "bagel"
 
     def __init__(self, spec: LoadSpec) -> None:
         bagel = _require_bagel()
@@ -569,11 +567,6 @@ class BagelAdapter(PolicyAdapter):
             vae_downsample=geo["ae"]["downsample"] * geo["latent_patch_size"], latent_max_per_side=geo["max_latent_size"],
             timestep=float(torch.randn((), generator=g)), drop_prompt=rng.random() < o.text_cond_dropout,
         )
-
-    def _autocast(self):
-        if self.amp is None:
-            return contextlib.nullcontext()
-        return torch.autocast(self.device.type, dtype=self.amp)
 
     @contextlib.contextmanager
     def _packed_path(self):

@@ -16,6 +16,9 @@ the same mask). Autoregressive adapters ignore ``est_seed``.
 """
 from __future__ import annotations
 
+import contextlib
+import dataclasses
+import re
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal
@@ -55,6 +58,15 @@ class CapabilityError(BadRequest):
     """The adapter was asked for something it does not declare in ``capabilities``."""
 
 
+class ImageReadError(BadRequest):
+    """An understanding image or SFT target image that is missing or cannot be decoded."""
+
+
+class UnhonouredField(BadRequest):
+    """A generic request field set to a value the family's adapter does not act on (``honours``):
+    refused by name rather than silently dropped. ``detail``: field, family, value."""
+
+
 @dataclass(kw_only=True)
 class LoadSpec(LoadModel):
     """The config's model record (generated from src/contract/config.ts, with its defaults) plus the
@@ -85,6 +97,25 @@ class GenItem:
 #: Sampling settings of one rollout: the config's und/gen records (generated, with their defaults)
 #: plus the step's seed. ``options`` holds family options, which each adapter validates.
 SamplingCfg = UndSampling | GenSampling
+
+
+
+def _generic_fields(record: type) -> dict[str, Any]:
+    # ``options`` are the family's own (validated against its declaration) and ``seed`` only seeds.
+    out = {}
+    for f in dataclasses.fields(record):
+        if f.name not in ("options", "seed"):
+            out[f.name] = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
+    return out
+
+
+#: The generic ``sampling`` fields of train.und_rollout / train.gen_rollout (src/contract/ops.ts) by side,
+#: with their declared defaults. An adapter acts on those it lists in ``PolicyAdapter.honours``; any other
+#: must stay at its default. A field added to the contract is thus refused until a family claims it.
+GENERIC_FIELDS: dict[str, dict[str, Any]] = {"und": _generic_fields(UndSampling), "gen": _generic_fields(GenSampling)}
+
+#: ``honours`` value: every value of the field is acted on.
+ANY_VALUE = None
 
 
 @dataclass
@@ -151,11 +182,24 @@ class PolicyAdapter(ABC):
     #: True when ``token_logprobs`` is a seeded estimate (masked diffusion): old and reference log-probs
     #: are then kept per ``est_seed``; False (exact log-probs) ignores the seed.
     seeded_logprobs: ClassVar[bool] = False
+    #: The registered adapter name (``model.adapter``), for messages that name the family.
+    name: ClassVar[str]
+    #: The generic fields (``GENERIC_FIELDS``, as ``"side.field"``) this adapter acts on: ``ANY_VALUE``,
+    #: or the tuple of values it implements. A field not listed is refused unless at its default.
+    honours: ClassVar[dict[str, tuple | None]] = {}
 
     device: torch.device
+    #: The autocast dtype of forwards (``resolve_autocast``); None = full precision.
+    amp: torch.dtype | None = None
 
     @abstractmethod
     def __init__(self, spec: LoadSpec) -> None: ...
+
+    def _autocast(self):
+        """The adapter's autocast context for a forward (a no-op without ``amp``)."""
+        if self.amp is None:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=self.amp)
 
     # -- rollouts --------------------------------------------------------------------------------
     @abstractmethod
@@ -236,12 +280,38 @@ class PolicyAdapter(ABC):
 
         return gathered(getattr(self, "model", None))
 
+    @classmethod
+    def check_honoured(cls, side: Side, s: SamplingCfg) -> None:
+        """Refuse (``UnhonouredField``) a generic sampling field this adapter would silently ignore."""
+        for field_name, default in GENERIC_FIELDS[side].items():
+            value, key = getattr(s, field_name), f"{side}.{field_name}"
+            takes = cls.honours[key] if key in cls.honours else (default,)
+            if takes is ANY_VALUE or value in takes:
+                continue
+            config = re.sub(r"_(\w)", lambda m: m.group(1).upper(), key)
+            raise UnhonouredField(
+                f"the {cls.name} adapter does not honour {key}={value!r} (train.{side}_rollout "
+                f"sampling.{field_name}; config {config}): it takes {' or '.join(map(repr, takes))}",
+                detail={"field": f"sampling.{field_name}", "family": cls.name, "value": value})
+
     def require(self, capability: str) -> None:
         if capability not in self.capabilities:
             raise CapabilityError(
                 f"{type(self).__name__} (family {self.family!r}) does not support {capability!r}; "
                 f"it declares {sorted(self.capabilities)}"
             )
+
+
+def disable_dropout(model: torch.nn.Module) -> None:
+    """RL log-prob passes must be deterministic (ratio == 1 at the first inner iteration), train mode
+    included: zero every ``nn.Dropout`` and the float rates that attention code passes to functional
+    dropout itself (HF's ``attention_dropout``, a module's ``dropout``), which no ``nn.Dropout`` covers."""
+    for m in model.modules():
+        if isinstance(m, torch.nn.Dropout):
+            m.p = 0.0
+        for attr in ("attention_dropout", "dropout"):
+            if isinstance(getattr(m, attr, None), float):
+                setattr(m, attr, 0.0)
 
 
 def store_frozen(model: torch.nn.Module, dtype: torch.dtype | None) -> None:

@@ -40,7 +40,9 @@ from ..diffusion.samplers import row_seed, sample_image, sample_text
 from ..diffusion.tiny_model import MODEL_TYPE, PaletteCodec, TinyMDM, TinyMDMConfig, save_tiny_mdm
 from ..dist import repeated_blocks
 from ..errors import BadRequest
+from ..registry import resolve
 from .base import (
+    ANY_VALUE,
     AdapterConfigError,
     CheckpointNotFound,
     GenItem,
@@ -51,6 +53,7 @@ from .base import (
     SFTExample,
     UndItem,
     checkpoint_blocks,
+    disable_dropout,
     resolve_autocast,
     resolve_device,
     store_frozen,
@@ -81,12 +84,6 @@ class DimooCodeError(AdapterConfigError):
 
 class IncompatibleCheckpoint(AdapterConfigError):
     """The checkpoint's weights do not fit the model built from its config (missing/unexpected keys, shapes)."""
-
-
-def _disable_dropout(model: torch.nn.Module) -> None:
-    for m in model.modules():
-        if isinstance(m, torch.nn.Dropout):
-            m.p = 0.0
 
 
 # -- the real model's loader ----------------------------------------------------------------------
@@ -166,7 +163,7 @@ def load_upstream_model(code_dir: str, ckpt: str, dtype: torch.dtype = torch.flo
             f"unexpected {unexpected[:8]}, wrong shape {shapes[:8]} (use the checkout the checkpoint was made with)",
             detail={"missing": missing[:64], "unexpected": unexpected[:64], "shape": shapes[:64]})
     model.load_state_dict(state, strict=True)
-    _disable_dropout(model)
+    disable_dropout(model)
     return model.to(dtype)
 
 
@@ -267,6 +264,15 @@ class DimooAdapter(PolicyAdapter):
     family = "mdm"
     capabilities = frozenset({"und_rollout", "gen_rollout", "logprobs_und", "logprobs_gen", "sft", "cfg", "ref_model"})
     seeded_logprobs = True
+    name = "dimoo"
+    # Old log-probs are always the estimator's, recomputed after sampling per est_seed (the sampler's own
+    # unmasking probabilities are not the estimator's): old_logp "rollout" is refused.
+    honours = {
+        "und.temperature": ANY_VALUE, "und.max_new_tokens": ANY_VALUE, "und.old_logp": ("auto", "recompute"),
+        "und.est_seeds": ANY_VALUE,
+        "gen.temperature": ANY_VALUE, "gen.cfg_weight": ANY_VALUE, "gen.logp": ANY_VALUE,
+        "gen.old_logp": ("auto", "recompute"), "gen.est_seeds": ANY_VALUE,
+    }
 
     def __init__(self, spec: LoadSpec) -> None:
         self.spec = spec
@@ -331,7 +337,7 @@ class DimooAdapter(PolicyAdapter):
             model.load_state_dict(load_file(wp), strict=True)
         except RuntimeError as e:
             raise IncompatibleCheckpoint(f"dimoo: {wp} does not fit its config.json: {e}") from None
-        _disable_dropout(model)
+        disable_dropout(model)
         if text_too:
             self.layout = TokenLayout(**c["layout"])
             self.layout.check(path)
@@ -340,12 +346,10 @@ class DimooAdapter(PolicyAdapter):
                 raise CheckpointNotFound(f"dimoo: tiny model {path!r} has no tokenizer.json")
             tok = Tokenizer.from_file(tp)
             self.text = _Text(tok, set(self.layout.specials), tok.get_vocab_size())
-            if c.get("codec", "palette") == "shapes":
-                from ..diffusion.shapes_codec import ShapesCodec
-
-                self.codec = ShapesCodec()
-            else:
+            if c.get("codec", "palette") == "palette":
                 self.codec = PaletteCodec(tuple(c["grid"]), int(c["cell"]), self.layout.codebook)
+            else:  # a registered codec plug-in (ShapesWorld's "shapes" registers itself)
+                self.codec = resolve("codec", c["codec"])(c)
             if getattr(self.codec, "codebook", self.layout.codebook) != self.layout.codebook:
                 raise IncompatibleCheckpoint(f"dimoo: {path} has {self.layout.codebook} image codes; its codec "
                                              f"{c.get('codec')!r} has {self.codec.codebook}")
@@ -421,11 +425,6 @@ class DimooAdapter(PolicyAdapter):
         self.lora = LoRA(targets, rank=o.lora_rank, alpha=o.lora_alpha, device=self.device)
 
     # -- helpers ---------------------------------------------------------------------------------
-    def _autocast(self):
-        if self.amp is None:
-            return contextlib.nullcontext()
-        return torch.autocast(self.device.type, dtype=self.amp)
-
     def _logits_fn(self, model, lora_off: bool = False):
         """Logits at ``pos``; ``lora_off``: of the base model alone (the KL reference of a LoRA policy)."""
         base = model if self.tiny else _UpstreamLogits(model)

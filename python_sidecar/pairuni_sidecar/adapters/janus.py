@@ -41,19 +41,22 @@ import numpy as np
 import torch
 
 from ..contract.generated import JanusGenOptions, JanusLoadOptions, JanusUndOptions
-from ..errors import BadRequest
-from ..policy.step import NonFiniteError
+from ..errors import BadRequest, NonFiniteError
 from ..rollout.engine import StaticDecoder, cfg_mix
 from .base import (
+    ANY_VALUE,
+    GENERIC_FIELDS,
     AdapterConfigError,
     CheckpointNotFound,
     GenItem,
+    ImageReadError,
     LoadSpec,
     PolicyAdapter,
     RolloutBatch,
     SamplingCfg,
     SFTExample,
     UndItem,
+    disable_dropout,
     resolve_autocast,
     resolve_device,
     store_frozen,
@@ -69,10 +72,6 @@ MODULE_GROUPS: dict[str, tuple[str, ...]] = {
     "gen_embed": ("model.generation_embeddings.", "model.generation_aligner."),
     "vqmodel": ("model.vqmodel.",),
 }
-
-
-class ImageReadError(BadRequest):
-    """An understanding image or SFT target image that is missing or cannot be decoded."""
 
 
 #: decode steps between checks for a non-finite distribution in the image sampler (each check syncs)
@@ -97,16 +96,6 @@ def _check_model_dir(path: str, what: str) -> None:
         raise CheckpointNotFound(f"{what}: {path!r} has no config.json (not a from_pretrained directory)")
     if not any(f.endswith((".safetensors", ".bin")) for f in os.listdir(path)):
         raise CheckpointNotFound(f"{what}: {path!r} has no weight files (*.safetensors / *.bin)")
-
-
-def _disable_dropout(model: torch.nn.Module) -> None:
-    """RL log-prob passes must be deterministic: ratio == 1 at the first inner iteration."""
-    for m in model.modules():
-        if isinstance(m, torch.nn.Dropout):
-            m.p = 0.0
-        for attr in ("attention_dropout", "dropout"):
-            if isinstance(getattr(m, attr, None), float):
-                setattr(m, attr, 0.0)
 
 
 def _left_pad(seqs: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -150,6 +139,9 @@ def selective_log_softmax(logits: torch.Tensor, ids: torch.Tensor, chunk: int = 
 class JanusAdapter(PolicyAdapter):
     family = "ar"
     capabilities = frozenset({"und_rollout", "gen_rollout", "logprobs_und", "logprobs_gen", "sft", "cfg", "ref_model"})
+    name = "janus"
+    # Every generic field; log-probs are exact, so any est_seeds give the same (unseeded) estimate.
+    honours = {f"{side}.{f}": ANY_VALUE for side, fields in GENERIC_FIELDS.items() for f in fields}
 
     def __init__(self, spec: LoadSpec) -> None:
         try:
@@ -231,7 +223,7 @@ class JanusAdapter(PolicyAdapter):
             model = self._cls.from_pretrained(path, dtype=dtype)
         except Exception as e:  # noqa: BLE001
             raise CheckpointNotFound(f"cannot load JanusForConditionalGeneration from {path!r}: {type(e).__name__}: {e}") from None
-        _disable_dropout(model)
+        disable_dropout(model)
         return model.to(self.device).eval()
 
     def _read_geometry(self, path: str) -> None:
@@ -310,11 +302,6 @@ class JanusAdapter(PolicyAdapter):
     # -- small helpers ---------------------------------------------------------------------------
     def _recompute_old(self, s: SamplingCfg) -> bool:
         return s.old_logp == "recompute" or (s.old_logp == "auto" and self.amp is not None)
-
-    def _autocast(self):
-        if self.amp is None:
-            return contextlib.nullcontext()
-        return torch.autocast(self.device.type, dtype=self.amp)
 
     def _enc(self, text: str) -> list[int]:
         return list(self.tok.encode(text, add_special_tokens=False))

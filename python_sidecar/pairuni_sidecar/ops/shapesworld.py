@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from ..errors import BadRequest, NotFound
 from ..registry import Reply, op
-from ..rewards.shapes import ShapesScorer
+from ..shapesworld.reward import ShapesScorer
 
 
 def _progress(ctx):

@@ -18,9 +18,9 @@ import torch
 
 from ..adapters import GenItem, LoadSpec, RolloutBatch, SFTExample, UndItem
 from ..contract.generated import GenSampling, Reward, UndSampling
-from ..errors import BadRequest
+from ..errors import BadRequest, NonFiniteError
 from ..imaging import save_grid
-from ..policy import LossCfg, NonFiniteError, OptimCfg, Policy, SideInput, export_policy, load_policy, save_policy
+from ..policy import LossCfg, OptimCfg, Policy, SideInput, export_policy, load_policy, save_policy
 from ..registry import Reply, op, resolve
 from ..rewards import make_reward
 
@@ -160,10 +160,14 @@ def _rollout(ctx, side: str, args: dict) -> dict:
     with sess.adapter.gathered():
         if side == "und":
             sess.adapter.require("und_rollout")
-            b = sess.adapter.und_rollout(und_items(args["items"]), args["n"], UndSampling(**args["sampling"]))
+            s = UndSampling(**args["sampling"])
+            sess.adapter.check_honoured("und", s)
+            b = sess.adapter.und_rollout(und_items(args["items"]), args["n"], s)
         else:
             sess.adapter.require("gen_rollout")
-            b = sess.adapter.gen_rollout(gen_items(args["items"]), args["n"], GenSampling(**args["sampling"]))
+            s = GenSampling(**args["sampling"])
+            sess.adapter.check_honoured("gen", s)
+            b = sess.adapter.gen_rollout(gen_items(args["items"]), args["n"], s)
     out = {"handle": ctx.handles.put(b, prefix=f"rollout-{side}"), "side": side, "size": b.size, "tokens": b.num_tokens,
            "lengths": [int(x) for x in b.out_mask.sum(-1).tolist()]}
     if b.texts is not None:

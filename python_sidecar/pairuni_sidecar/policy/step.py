@@ -19,13 +19,8 @@ import torch
 from .. import dist
 from ..adapters.base import PolicyAdapter, RolloutBatch, SFTExample
 from ..contract.generated import LoadOptim
-from ..errors import BadRequest, OpFailed
+from ..errors import BadRequest, NonFiniteError
 from .loss import LossCfg, LossConfigError, clipped_surrogate, side_totals, traj_coefficients
-
-
-class NonFiniteError(OpFailed):
-    """NaN/inf where a finite number is required: advantages, rewards or gradients (nothing was applied),
-    or a model's next-token distribution while decoding (the adapter names the model directory)."""
 
 
 #: The optimizer record of ``train.load`` (generated from src/contract: lr, betas, eps, weight_decay,

@@ -18,7 +18,7 @@ import torch
 from PIL import Image
 
 from ..adapters.base import PolicyAdapter
-from ..rewards.shapes import ShapesScorer
+from .reward import ShapesScorer
 from .formats import PromptFormat
 from .render import render
 from .scenes import make_item

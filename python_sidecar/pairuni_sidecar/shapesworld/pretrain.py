@@ -89,7 +89,7 @@ def _dense_scene(rng: np.random.Generator) -> list[Obj]:
 def vq_recon_reward(model, seed: int, n: int) -> dict:
     """Shapes reward of images decoded from the *true* codes of held-out scenes: the ceiling that
     the VQ decoder puts on generation reward."""
-    from ..rewards.shapes import ShapesScorer
+    from .reward import ShapesScorer
 
     items = [make_item(seed, "g_eval", i) for i in range(n)]
     codes = torch.stack([scene_codes(it.objects) for it in items])

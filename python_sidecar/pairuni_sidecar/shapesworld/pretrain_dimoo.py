@@ -79,7 +79,7 @@ def _batch(seed: int, stage: int, step: int, n: int, size: int) -> list[int]:
 
 
 def _init_dir(path: Path, cfg: DimooPretrainConfig, fmt: PromptFormat) -> None:
-    from ..diffusion.shapes_codec import ShapesCodec
+    from .codec import ShapesCodec
     from ..diffusion.tiny_model import TinyMDM, TinyMDMConfig, save_tiny_mdm, tiny_layout
 
     tok = build_tokenizer(fmt)

@@ -1,11 +1,21 @@
 /** Family training defaults: Lumina-DiMOO's rollout size 2 (paper, Appendix E) where a config leaves k out. */
 import { describe, expect, it } from 'vitest';
-import { familyOptions } from '../../../src/contract/families.js';
+import { dimoo } from '../../../src/contract/families/dimoo.js';
+import { FAMILIES, FAMILY_CONFIG_DEFAULTS, FAMILY_RECORDS, familyOptions } from '../../../src/contract/families/index.js';
 import { parseTrainConfig } from '../../../src/train/index.js';
 
 const base = { data: '/d/pairs.jsonl', out: '/o' };
 
 describe('family config defaults', () => {
+  it('each family is one file; the index composes their options, config defaults and generated records', () => {
+    expect(Object.keys(FAMILIES)).toEqual(['janus', 'dimoo', 'bagel']);
+    expect(FAMILIES.dimoo).toBe(dimoo.options);
+    expect(FAMILY_CONFIG_DEFAULTS).toEqual({ dimoo: { und: { k: 2 }, gen: { k: 2 } } });
+    expect(Object.keys(FAMILY_RECORDS)).toEqual([
+      'JanusLoadOptions', 'JanusUndOptions', 'JanusGenOptions', 'DimooLoadOptions', 'DimooUndOptions', 'DimooGenOptions', 'BagelLoadOptions',
+    ]);
+  });
+
   it('dimoo: k = 2 per side unless given; janus keeps the shared default 4', () => {
     const d = parseTrainConfig({ ...base, model: { adapter: 'dimoo', path: '/m' } });
     expect([d.und.k, d.gen.k]).toEqual([2, 2]);

@@ -10,10 +10,10 @@ import numpy as np
 import torch
 
 from ..errors import BadRequest
-from ..shapesworld.detect import detect
-from ..shapesworld.judge import judge
-from ..shapesworld.prompts import PromptError, parse_prompt
-from . import reward
+from ..rewards import reward
+from .detect import detect
+from .judge import judge
+from .prompts import PromptError, parse_prompt
 
 MODES = ("graded", "binary")
 
