@@ -32,7 +32,15 @@ beforeAll(() => {
   mkdirSync(pluginDir);
   writeFileSync(
     join(pluginDir, 'noisy_plugin.py'),
-    'import sys, warnings\nprint("noisy_plugin: to stderr", file=sys.stderr, flush=True)\nprint("noisy_plugin: to stdout", flush=True)\nwarnings.warn("noisy_plugin: a warning")\n',
+    [
+      'import sys, warnings',
+      'from pairuni_sidecar import log',
+      'print("noisy_plugin: to stderr", file=sys.stderr, flush=True)',
+      'print("noisy_plugin: to stdout", flush=True)',
+      'warnings.warn("noisy_plugin: a warning")',
+      'log.warn("noisy_plugin: through the log helper\\nsecond line")',
+      '',
+    ].join('\n'),
   );
 });
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
@@ -82,6 +90,8 @@ it('a logger given to Sidecar.spawn and train receives every line of the run, at
   expect(find(/^noisy_plugin: to stderr$/).map((g) => g.level)).toEqual(['debug']);
   expect(find(/^noisy_plugin: to stdout$/).map((g) => g.level)).toEqual(['debug']);
   expect(find(/UserWarning: noisy_plugin: a warning$/).map((g) => g.level)).toEqual(['debug']);
+  // A plug-in's message through the sidecar's log helper: its level, on each of its lines.
+  expect(find(/^\[pairuni-sidecar \d+ [\d.]+\] warn: (noisy_plugin: through the log helper|second line)$/).map((g) => g.level)).toEqual(['warn', 'warn']);
   // The trainer's own notice.
   expect(find(/^pairuni train: removed .*\.tmp-step-000009-/).map((g) => g.level)).toEqual(['info']);
   // Every line the sidecar wrote (its last lines, kept for error messages) reached the logger.
