@@ -8,10 +8,12 @@ import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, afterEach, beforeAll, expect, it, vi } from 'vitest';
+import { buildPairUG } from '../../src/pairing/pipeline.js';
 import { resolvePython, Sidecar } from '../../src/sidecar/index.js';
 import { writeTinyPairUG } from '../../src/train/fixtures.js';
 import { train } from '../../src/train/index.js';
 import type { Logger } from '../../src/util/log.js';
+import { tinySet } from './pairing/_data.js';
 
 let dir: string;
 let modelDir: string;
@@ -46,10 +48,15 @@ beforeAll(() => {
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
 afterEach(() => vi.restoreAllMocks());
 
-it('a logger given to Sidecar.spawn and train receives every line of the run, at a level; nothing reaches stdout/stderr', async () => {
+/** A logger that records each call's level and message (the extra arguments appended). */
+function capture(): { logger: Logger; got: Array<{ level: string; message: string }> } {
   const got: Array<{ level: string; message: string }> = [];
   const at = (level: string) => (message: string, ...args: unknown[]) => void got.push({ level, message: [message, ...args].join(' ') });
-  const logger: Logger = { debug: at('debug'), info: at('info'), warn: at('warn'), error: at('error') };
+  return { got, logger: { debug: at('debug'), info: at('info'), warn: at('warn'), error: at('error') } };
+}
+
+it('a logger given to Sidecar.spawn and train receives every line of the run, at a level; nothing reaches stdout/stderr', async () => {
+  const { logger, got } = capture();
   const out = join(dir, 'run');
   // What a killed checkpoint write leaves (this process's pid: stale), so that the trainer has a notice to give.
   const stale = join(out, 'checkpoints', `.tmp-step-000009-${process.pid}`);
@@ -99,3 +106,17 @@ it('a logger given to Sidecar.spawn and train receives every line of the run, at
   expect(sidecarLines.length).toBeGreaterThanOrEqual(4);
   expect(sidecarLines.filter((l) => !got.some((g) => g.message === l))).toEqual([]);
 }, 900_000);
+
+it('buildPairUG hands the lines of the sidecar it starts to its logger; nothing reaches stdout/stderr', async () => {
+  const s = tinySet(8, 8);
+  const { logger, got } = capture();
+  const stdout = vi.spyOn(process.stdout, 'write');
+  const stderr = vi.spyOn(process.stderr, 'write');
+  const r = await buildPairUG({
+    understanding: s.u, generation: s.g, out: join(s.dir, 'out'), cacheDir: join(s.dir, 'cache'), backbone: { kind: 'pixels', size: 8 },
+    config: { kmeans: { k: 2, batchSize: 16 }, threshold: 0.5, topN: 2 }, logger, logLevel: 'debug',
+  });
+  expect([...stdout.mock.calls, ...stderr.mock.calls].map((c) => String(c[0]))).toEqual([]);
+  expect(r.records.length).toBeGreaterThan(0);
+  expect(got.filter((g) => /^\[pairuni-sidecar \d+ [\d.]+\] debug: rank 0\/1 starting /.test(g.message)).map((g) => g.level)).toEqual(['debug']);
+}, 300_000);
