@@ -12,6 +12,7 @@ export { toWire, wireRecord } from './contract/wire.js';
 export type { OpClient, OpResult } from './sidecar/client.js';
 export { probe, type ProbeReport, type Problem } from './env/probe.js';
 export { Progress, type ProgressOptions } from './util/progress.js';
+export { createLogger, stderrLogger, parseLogLevel, LOG_LEVELS, type Logger, type LogLevel, type LogOptions, type LogFn } from './util/log.js';
 export * from './completion/index.js';
 export { train, pairGrpoStep, parseTrainConfig, parseUntrustedTrainConfig, loadTrainConfig, TrainConfig, loadPairUG, readMetrics, latestCheckpoint, RunStateError, EventWriter, type TrainOptions, type TrainResult, type StepMetrics, type CommonStepMetrics, type PairGrpoStepMetrics, type SftStepMetrics, type TrainPair, type TrainConfigInput } from './train/index.js';
 export { pairWeight, trainWeight, groupNormalize, sideAdvantages, clippedSurrogate, trajCoefficients, undReward, parseAnswerLetter, renderQuestion, AdvantageError, PAIR_MODES, type PairMode } from './grpo/index.js';

@@ -30,6 +30,7 @@ from typing import Any, Iterable, Iterator
 
 import torch
 
+from . import log
 from .errors import BadRequest
 
 
@@ -77,9 +78,8 @@ def init_world(rank: int, size: int, local_rank: int) -> World:
         if os.environ.get("TORCHELASTIC_USE_AGENT_STORE") == "True" and int(os.environ.get("TORCHELASTIC_MAX_RESTARTS", "0") or 0) > 0:
             # torchrun's shared rendezvous store keeps the dead world's addresses across restarts
             # (pytorch#135712): a restarted world may then fail to connect or hang. Sidecar.spawn sets this.
-            print("[pairuni-sidecar] warning: torchrun shares its rendezvous store across restarts; set "
-                  "TORCH_DISABLE_SHARE_RDZV_TCP_STORE=1 for torchrun, or a restarted world may fail to form",
-                  file=sys.stderr, flush=True)
+            log.warn("torchrun shares its rendezvous store across restarts; set "
+                     "TORCH_DISABLE_SHARE_RDZV_TCP_STORE=1 for torchrun, or a restarted world may fail to form")
 
         if dev.type == "cuda":
             torch.cuda.set_device(dev)
@@ -269,7 +269,7 @@ def exit_process(code: int) -> None:
             if dist.is_initialized():
                 dist.destroy_process_group()
         except Exception as e:  # noqa: BLE001 - a broken world still has to exit
-            print(f"[pairuni-sidecar] destroy_process_group failed: {e}", file=sys.stderr, flush=True)
+            log.warn(f"destroy_process_group failed: {e}")
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(code)

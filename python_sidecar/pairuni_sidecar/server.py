@@ -8,7 +8,6 @@ import os
 import queue
 from collections import deque
 import socket as pysocket
-import sys
 import threading
 import time
 import traceback
@@ -20,7 +19,7 @@ import numpy as np
 import torch
 import zmq
 
-from . import __version__
+from . import __version__, log
 from .errors import BadRequest, SidecarError, TooLarge, UnknownOp
 from .protocol.constants import (
     DEFAULT_CHUNK_BYTES,
@@ -39,10 +38,6 @@ from .registry import HandleStore, OpContext, Reply, get_op, load_plugins
 
 COPY_THRESHOLD = 64 * 1024
 TRACE = bool(os.environ.get("PAIRUNI_TRACE"))
-
-
-def log(msg: str) -> None:
-    print(f"[pairuni-sidecar {os.getpid()} {time.monotonic():.4f}] {msg}", file=sys.stderr, flush=True)
 
 
 @dataclass
@@ -128,6 +123,8 @@ class Server:
         self.wake.bind(self.wake_addr)
         worker = threading.Thread(target=self._worker, name="pairuni-worker", daemon=True)
         worker.start()
+        log.debug(f"rank {self.rank}/{self.world} starting (torch {torch.__version__}, sidecar {__version__}); "
+                  f"connecting to {self.ctrl_endpoint}")
         # Announce the data connection too: the controller waits for both before sending streams.
         self._send(self.data, "hb", {"state": "starting"})
         self._send_ctrl("hello", {
@@ -191,19 +188,19 @@ class Server:
             self._pump_streams()
             now = time.monotonic()
             if self.parent_pid is not None and not controller_alive(self.parent_pid):
-                log("parent process is gone; exiting")
+                log.info("parent process is gone; exiting")
                 self.exit_code = 5
                 return
             if not self.welcomed:
                 if now - started > self.wait_controller_s:
-                    log(f"no welcome from a controller at {self.ctrl_endpoint} within {self.wait_controller_s:.0f}s; exiting")
+                    log.error(f"no welcome from a controller at {self.ctrl_endpoint} within {self.wait_controller_s:.0f}s; exiting")
                     self.exit_code = 3
                     return
                 continue
             # A local controller (--parent-pid) is alive (checked above): its silence is a busy event
             # loop, not a loss, and it ends this rank itself (bye, SIGTERM, SIGKILL at its exit).
             if self.parent_pid is None and now - self.last_seen > self.dead_ms / 1000:
-                log(f"controller silent for {now - self.last_seen:.1f}s (heartbeat lost); exiting")
+                log.warn(f"controller silent for {now - self.last_seen:.1f}s (heartbeat lost); exiting")
                 self.exit_code = 4
                 return
             if (now - last_hb) * 1000 >= self.hb_ms:
@@ -231,7 +228,7 @@ class Server:
                 self._error(getattr(e, "request_id", None), e)
             except Exception as e:  # noqa: BLE001 - a bad frame must never kill the rank
                 self.stats["bad_frames"] += 1
-                log(f"internal error while handling a frame: {traceback.format_exc()}")
+                log.error(f"internal error while handling a frame: {traceback.format_exc()}")
                 self._error(None, SidecarError(f"internal error: {type(e).__name__}: {e}"))
 
     # ------------------------------------------------------------------ incoming
@@ -258,7 +255,7 @@ class Server:
             return
         if not self.welcomed:
             if kind == "err":
-                log(f"controller refused this rank: [{h['err']['code']}] {h['err']['msg']}")
+                log.error(f"controller refused this rank: [{h['err']['code']}] {h['err']['msg']}")
                 self.stopping, self.exit_code = True, 2
                 return
             if is_data and len(self.early_data) < 1024:
@@ -269,11 +266,11 @@ class Server:
         if kind == "hb":
             return
         if kind == "bye":
-            log(f"controller said bye ({h.get('reason', '')}); exiting")
+            log.debug(f"controller said bye ({h.get('reason', '')}); exiting")
             self.stopping = True
             return
         if kind == "err":
-            log(f"controller reported: [{h['err']['code']}] {h['err']['msg']}")
+            log.warn(f"controller reported: [{h['err']['code']}] {h['err']['msg']}")
             return
         if kind == "cancel":
             ctx = self.active.get(h["re"])
@@ -319,7 +316,7 @@ class Server:
             if tot > self.limits.max_msg:
                 raise _with_id(TooLarge(f"stream of {tot} bytes over the limit"), h)
             if TRACE:
-                log(f"trace: stream {sid} header, {tot} bytes")
+                log.debug(f"trace: stream {sid} header, {tot} bytes")
             s = InStream(header=h, descs=descs, offsets=offsets, buf=self.pool.get(tot))
             self._skip_empty(s)
             self.in_streams[sid] = s
@@ -373,7 +370,7 @@ class Server:
     def _finish_stream(self, sid: int, s: InStream) -> None:
         del self.in_streams[sid]
         if TRACE:
-            log(f"trace: stream {sid} complete")
+            log.debug(f"trace: stream {sid} complete")
         tensors = {}
         try:
             for d, off in zip(s.descs, s.offsets):
@@ -437,7 +434,7 @@ class Server:
 
             dist.init_world(self.rank, self.world, self.local_rank)
         except Exception:  # noqa: BLE001 - a rank that cannot join the world leaves it
-            log(f"cannot join the torch.distributed world as rank {self.rank}/{self.world}: {traceback.format_exc()}")
+            log.error(f"cannot join the torch.distributed world as rank {self.rank}/{self.world}: {traceback.format_exc()}")
             self.exit_code, self.stopping = 6, True
             self._wake_io()
             return
@@ -448,7 +445,7 @@ class Server:
             try:
                 self._run(*item)
             except Exception:  # noqa: BLE001 - the worker thread must outlive any one request
-                log(f"worker error outside a handler: {traceback.format_exc()}")
+                log.error(f"worker error outside a handler: {traceback.format_exc()}")
             # Drop our references now: the request's tensors (possibly a 1 GiB arena) must not
             # outlive the request while the worker waits for the next one.
             del item
@@ -459,7 +456,7 @@ class Server:
             t0 = time.perf_counter()
             result = spec.fn(ctx, args, tensors)
             if TRACE:
-                log(f"trace: op {ctx.op} ran {1000 * (time.perf_counter() - t0):.1f} ms")
+                log.debug(f"trace: op {ctx.op} ran {1000 * (time.perf_counter() - t0):.1f} ms")
             if result is None:
                 result = Reply()
             elif isinstance(result, dict):
@@ -470,7 +467,7 @@ class Server:
             self.outbox.put(("err", {"re": ctx.request_id, "err": e.to_wire()}, []))
         except Exception as e:  # noqa: BLE001 - handler bugs become typed replies, not dead ranks
             tb = traceback.format_exc()
-            log(f"op {ctx.op} failed:\n{tb}")
+            log.debug(f"op {ctx.op} failed:\n{tb}")
             self.outbox.put(("err", {"re": ctx.request_id, "err": {
                 "code": "op_failed", "msg": f"{type(e).__name__}: {e}", "retryable": False,
                 "detail": {"type": type(e).__name__, "traceback": tb[-4000:]},
@@ -544,7 +541,7 @@ class Server:
             # wait on each other). The backlog drains as the controller reads.
             q.append(frames)
         except zmq.ZMQError as e:
-            log(f"send of {kind} failed: {e}")
+            log.warn(f"send of {kind} failed: {e}")
 
     def _flush_backlog(self) -> None:
         for sock, q in self.backlog.items():
@@ -554,7 +551,7 @@ class Server:
                 except zmq.Again:
                     break
                 except zmq.ZMQError as e:
-                    log(f"send failed: {e}")
+                    log.warn(f"send failed: {e}")
                 q.popleft()
 
     def _send_ctrl(self, kind: str, h: dict) -> None:

@@ -21,6 +21,7 @@ import { toDataUrl } from './images.js';
 import type { RunStats } from './report.js';
 import { classifyFailure, htmlMessage, htmlPage, retryDelayMs, type Failure } from './retry.js';
 import type { ChatMessage } from './templates.js';
+import { createLogger, logLevelOf, type LogOptions } from '../util/log.js';
 
 export type Sleep = (ms: number, signal: AbortSignal) => Promise<void>;
 
@@ -50,7 +51,11 @@ export interface CallContext {
   stop?: AbortSignal;
 }
 
-export interface ChatClientDeps {
+/**
+ * `logger` / `logLevel`: what the openai client logs. Its per-request lines (openai-node logs every
+ * response at info) arrive at debug; its warnings and errors at theirs.
+ */
+export interface ChatClientDeps extends LogOptions {
   sleep?: Sleep;
   /** Source of jitter; tests pin it. */
   random?: () => number;
@@ -67,12 +72,17 @@ export class ChatClient {
     private readonly config: CompleterConfig,
     deps: ChatClientDeps = {},
   ) {
+    const log = createLogger(deps);
+    const level = logLevelOf(deps);
     this.api = new OpenAI({
       baseURL: config.baseURL,
       apiKey: config.apiKey,
       timeout: config.timeoutMs,
       maxRetries: 0,
       ...(deps.fetch ? { fetch: deps.fetch } : {}),
+      // Its info lines are ours at debug; the level it is given only spares it formatting what would be dropped.
+      logger: { debug: log.debug, info: log.debug, warn: log.warn, error: log.error },
+      logLevel: level === 'info' ? 'warn' : level,
     });
     this.sleep = deps.sleep ?? defaultSleep;
     this.random = deps.random ?? Math.random;

@@ -21,6 +21,7 @@ import { parseTrainConfig, type TrainConfig } from '../train/config.js';
 import { readMetrics } from '../train/metrics.js';
 import { isTrainerNotice, loadArgs, train } from '../train/trainer.js';
 import { writeFileAtomic, writeJsonAtomic } from '../util/atomic.js';
+import { createLogger } from '../util/log.js';
 import { addWallTime } from './demo.js';
 import { mdTable, meanStd } from './report.js';
 
@@ -106,7 +107,7 @@ export async function runBagelDemo(o: BagelDemoOptions): Promise<BagelDemoResult
 }
 
 async function bagelPhases(o: BagelDemoOptions, t0: number, p: ReturnType<typeof plan>): Promise<BagelDemoResult> {
-  const log = o.log ?? ((l: string) => console.error(l));
+  const log = o.log ?? createLogger().info;
   const out = resolve(o.out);
   const check = () => {
     if (o.signal?.aborted) throw new AbortedError('demo interrupted; rerun the same command to resume');

@@ -25,6 +25,7 @@ import { assertUsableOut, latestCheckpoint } from '../train/checkpoint.js';
 import { train } from '../train/trainer.js';
 import { fmtCI, lineChart, mdTable, meanCI, meanStd, pairedDiffCI, smooth, type MeanCI, type Series } from './report.js';
 import { writeFileAtomic, writeJsonAtomic } from '../util/atomic.js';
+import { createLogger } from '../util/log.js';
 
 export interface DemoOptions {
   /** Output directory (default `runs/demo`). */
@@ -313,7 +314,7 @@ export async function runDemo(o: DemoOptions): Promise<DemoResult> {
 }
 
 async function runPhases(o: DemoOptions, t0: number, p: Plan, model: string): Promise<DemoResult> {
-  const log = o.log ?? ((l: string) => console.error(l));
+  const log = o.log ?? createLogger().info;
   const out = resolve(o.out);
   mkdirSync(out, { recursive: true });
   const check = () => {

@@ -22,10 +22,12 @@ import { embedImages, type BackboneSpec } from './embed.js';
 import { concatRows } from './matrix.js';
 import { alignableFor, formatStats, pairStats, toPairRecords, writePairUG, type PairStats } from './output.js';
 import { pairFeatures, type PairingPhase } from './pair.js';
+import { createLogger, type Logger, type LogOptions } from '../util/log.js';
 
 export type Stage = 'read' | 'embed-U' | 'embed-G' | PairingPhase | 'write';
 
-export interface EmbedManifestsOptions {
+/** `logger` / `logLevel`: the lines of the sidecar these start (not of a `sidecar` passed in: it has its own). */
+export interface EmbedManifestsOptions extends LogOptions {
   understanding: string;
   generation: string;
   backbone: BackboneSpec;
@@ -56,11 +58,15 @@ export interface EmbeddedManifests {
  */
 class LazySidecar {
   private starting?: Promise<Sidecar>;
-  constructor(private readonly given?: Sidecar) {}
+  constructor(
+    private readonly given: Sidecar | undefined,
+    private readonly logger: Logger,
+  ) {}
 
   get(): Promise<Sidecar> {
     if (this.given) return Promise.resolve(this.given);
-    return (this.starting ??= Sidecar.spawn());
+    // The logger is already filtered at the caller's level: let every line through to it.
+    return (this.starting ??= Sidecar.spawn({ logger: this.logger, logLevel: 'debug' }));
   }
 
   async close(): Promise<void> {
@@ -146,7 +152,7 @@ function cacheDirOf(opts: EmbedManifestsOptions): string {
 
 export async function embedManifests(opts: EmbedManifestsOptions): Promise<EmbeddedManifests> {
   const cacheDir = cacheDirOf(opts);
-  const sidecar = new LazySidecar(opts.sidecar);
+  const sidecar = new LazySidecar(opts.sidecar, createLogger(opts));
   try {
     const inputs = await readInputs(opts, cacheDir, sidecar);
     return await embedInputs(opts, inputs, cacheDir, await sidecar.get());
@@ -175,7 +181,7 @@ export async function buildPairUG(opts: BuildPairUGOptions): Promise<PairUGResul
   const cfg = parsePairingConfig(opts.config ?? {});
   checkOutputDir(opts.out);
   const cacheDir = cacheDirOf(opts);
-  const sidecar = new LazySidecar(opts.sidecar);
+  const sidecar = new LazySidecar(opts.sidecar, createLogger(opts));
   try {
     const inputs = await readInputs(opts, cacheDir, sidecar);
     const sc = await sidecar.get();

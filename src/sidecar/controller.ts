@@ -20,6 +20,7 @@ import {
   streamLayout,
 } from '../protocol/payload.js';
 import type { Tensor } from '../protocol/tensor.js';
+import { createLogger, type Logger } from '../util/log.js';
 
 export interface CallOptions {
   signal?: AbortSignal;
@@ -92,8 +93,10 @@ export interface ControllerOptions {
   curve?: CurveOptions;
   /** Accept plaintext tcp:// ranks (a trusted private network only). */
   plaintext?: boolean;
-  /** Every authentication decision and every refused handshake (default: refusals to stderr). */
+  /** Every authentication decision and every refused handshake (default: refusals to the logger, as warnings). */
   onAuth?: (ev: AuthEvent | { allowed: false; key: ''; address: string; mechanism: 'mismatch' }) => void;
+  /** Where the controller's own messages go (default: `createLogger()`, see src/util/log.ts). */
+  logger?: Logger;
 }
 
 export interface ControllerStats {
@@ -156,7 +159,10 @@ export class Controller {
   private readonly dataSeen = new Set<string>();
   private readonly listeners = new Set<(ev: { type: 'rank_lost'; rank: number; reason: string }) => void>();
 
+  private readonly log: Logger;
+
   constructor(private readonly opts: ControllerOptions) {
+    this.log = opts.logger ?? createLogger();
     this.limits = { ...DEFAULT_LIMITS, ...opts.limits };
     this.hbMs = opts.hbMs ?? 500;
     this.deadMs = opts.deadMs ?? 4000;
@@ -173,12 +179,12 @@ export class Controller {
       // A context of its own: one ZAP handler per context, and tests run several controllers.
       const context = new zmq.Context();
       const report = opts.onAuth ?? ((ev) => {
-        if (!ev.allowed) console.error(`[pairuni] refused a rank connection from ${ev.address || '?'}: ${ev.mechanism === 'mismatch' ? 'handshake failed (plaintext or wrong server key)' : `key ${ev.key || '(none)'} is not on the allow-list`}`);
+        if (!ev.allowed) this.log.warn(`[pairuni] refused a rank connection from ${ev.address || '?'}: ${ev.mechanism === 'mismatch' ? 'handshake failed (plaintext or wrong server key)' : `key ${ev.key || '(none)'} is not on the allow-list`}`);
       });
       this.zap = new ZapHandler(context, allow, (ev) => {
         if (!ev.allowed) this.stats.refused++;
         report(ev);
-      });
+      }, this.log);
       this.onHandshakeError = (address: string) => {
         this.stats.refused++;
         report({ allowed: false, key: '', address, mechanism: 'mismatch' });
@@ -284,11 +290,11 @@ export class Controller {
           this.onFrames(frames as Buffer[], isData);
         } catch (e) {
           // A bug in dispatch must not stop the loop; surface it on pending calls of that rank.
-          console.error('[pairuni] controller dispatch error:', e);
+          this.log.error('[pairuni] controller dispatch error:', e);
         }
       }
     } catch (e) {
-      if (!this.closed) console.error('[pairuni] controller socket loop ended:', e);
+      if (!this.closed) this.log.error('[pairuni] controller socket loop ended:', e);
     }
   }
 

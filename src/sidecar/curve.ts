@@ -10,6 +10,7 @@
 import { chmodSync, existsSync, readFileSync, writeFileSync } from 'node:fs';
 import * as zmq from 'zeromq';
 import { ConfigError } from '../errors.js';
+import { type Logger, stderrLogger } from '../util/log.js';
 
 export interface KeyPair {
   publicKey: string;
@@ -84,7 +85,12 @@ export class ZapHandler {
   private readonly allow: Set<string>;
   private closed = false;
 
-  constructor(context: zmq.Context, allow: Iterable<string>, private readonly onAuth: (ev: AuthEvent) => void) {
+  constructor(
+    context: zmq.Context,
+    allow: Iterable<string>,
+    private readonly onAuth: (ev: AuthEvent) => void,
+    private readonly log: Logger = stderrLogger,
+  ) {
     this.sock = new zmq.Router({ context, linger: 0 });
     this.allow = new Set(allow);
   }
@@ -106,7 +112,7 @@ export class ZapHandler {
         await this.sock.send([rid, delim, '1.0', reqId, allowed ? '200' : '400', allowed ? 'OK' : 'key not allowed', allowed ? key : '', '']);
       }
     } catch (e) {
-      if (!this.closed) console.error('[pairuni] ZAP handler stopped:', e);
+      if (!this.closed) this.log.error('[pairuni] ZAP handler stopped:', e);
     }
   }
 

@@ -27,8 +27,9 @@ import type { OpArgs, OpName } from '../contract/ops.js';
 import { type CallOptions, type CallResult, Controller, type ControllerOptions, type ControllerStats, type RankInfo } from './controller.js';
 import type { CurveOptions } from './curve.js';
 import { resolvePython, sidecarSourceDir } from './python.js';
+import { createLogger, type LogOptions, sidecarLineLevel } from '../util/log.js';
 
-export interface SpawnOptions {
+export interface SpawnOptions extends LogOptions {
   /** Python interpreter (default: $PAIRUNI_PYTHON, else <package>/.venv/bin/python). */
   python?: string;
   env?: Record<string, string>;
@@ -45,7 +46,11 @@ export interface SpawnOptions {
   hbMs?: number;
   deadMs?: number;
   limits?: Partial<Limits>;
-  /** Receives each line the sidecar writes to stderr (default: kept as a tail for error messages). */
+  /**
+   * Receives each line the sidecar writes to stderr or stdout, as text. Given without `logger`, it
+   * takes the lines instead of the logger (the behaviour before `logger` existed); with `logger`, both
+   * receive them. Either way the last lines are kept for error messages (`logTail`).
+   */
   onLog?: (line: string) => void;
   /**
    * Ranks to start on this host (default 1). More than one: torchrun (`python -m torch.distributed.run
@@ -59,7 +64,7 @@ export interface SpawnOptions {
   signal?: AbortSignal;
 }
 
-export interface AttachOptions {
+export interface AttachOptions extends LogOptions {
   /** Endpoint to bind for the ctrl socket, e.g. tcp://0.0.0.0:5555; data binds on port+1 unless given. */
   endpoint: string;
   /**
@@ -145,6 +150,9 @@ export class Sidecar {
   static async spawn(opts: SpawnOptions = {}): Promise<Sidecar> {
     const ranks = opts.ranks ?? 1;
     if (!Number.isInteger(ranks) || ranks < 1) throw new BadRequestError(`spawn: ranks must be an integer >= 1, got ${ranks}`, false, { field: 'ranks', side: 'client' });
+    const log = createLogger(opts);
+    // Lines go to the logger at the level the sidecar gave them (src/util/log.ts: sidecarLineLevel).
+    const toLogger = opts.onLog && !opts.logger ? undefined : (line: string) => log[sidecarLineLevel(line)](line);
     // mkdtemp creates the directory 0700: only this user can reach the sockets.
     const dir = mkdtempSync(join(tmpdir(), 'pairuni-'));
     chmodSync(dir, 0o700);
@@ -154,6 +162,7 @@ export class Sidecar {
       hbMs: opts.hbMs,
       deadMs: opts.deadMs,
       limits: opts.limits,
+      logger: log,
     });
     const sc = new Sidecar(ctl);
     sc.ipcDir = dir;
@@ -200,6 +209,7 @@ export class Sidecar {
     const onLine = (line: string) => {
       sc.stderrTail = (sc.stderrTail + line + '\n').slice(-STDERR_TAIL);
       opts.onLog?.(line);
+      toLogger?.(line);
     };
     let partial = '';
     const onData = (buf: Buffer) => {
@@ -269,7 +279,7 @@ export class Sidecar {
     }
     const ctl = new Controller({
       ctrlEndpoint: opts.endpoint, dataEndpoint: data, hbMs: opts.hbMs, deadMs: opts.deadMs, limits: opts.limits, run: randomUUID(),
-      curve: opts.curve, plaintext: opts.plaintext, onAuth: opts.onAuth,
+      curve: opts.curve, plaintext: opts.plaintext, onAuth: opts.onAuth, logger: createLogger(opts),
     });
     await ctl.start();
     try {

@@ -22,6 +22,7 @@ import { isPaired, lossNorm, sideAdvantages, trainWeight } from '../grpo/advanta
 import { renderQuestion, undReward } from '../grpo/rewards.js';
 import { Sidecar, Tensor } from '../sidecar/index.js';
 import { writeJsonAtomic } from '../util/atomic.js';
+import { createLogger, type LogOptions } from '../util/log.js';
 import { assertResumable, assertUsableOut, type Checkpoint, latestCheckpoint, removeStaleTemps, RunStateError, type SkippedCheckpoint, writeCheckpoint } from './checkpoint.js';
 import { parseTrainConfig, type TrainConfig, type TrainConfigInput } from './config.js';
 import { loadPairUG, stepIndices, type TrainPair } from './data.js';
@@ -36,14 +37,21 @@ import { sftStep } from './sft.js';
  */
 export const isTrainerNotice = (line: string): boolean => line.startsWith('pairuni train:');
 
-export interface TrainOptions {
+/**
+ * `logger` / `logLevel`: the trainer's notices (a restart: warn; a skipped checkpoint: warn; removed
+ * temps: info) and every line of the sidecar's stderr (at the level it carries, see `Sidecar.spawn`).
+ */
+export interface TrainOptions extends LogOptions {
   /** Stops at the next step boundary, saves a checkpoint, then rejects with AbortedError. */
   signal?: AbortSignal;
   /** Continue from `<out>/checkpoints/latest` (the config may change only in steps/out/log/checkpoint/sidecar). */
   resume?: boolean;
   /** Called after each step is logged. */
   onStep?: (m: StepMetrics, ctx: { sidecar: Sidecar; config: TrainConfig }) => void | Promise<void>;
-  /** Sidecar stderr lines and trainer notices. */
+  /**
+   * Sidecar stderr lines and trainer notices, as text. Given without `logger`, it takes them instead of
+   * the logger (the behaviour before `logger` existed); with `logger`, both receive them.
+   */
   onLog?: (line: string) => void;
   /** Replaces the accuracy reward of the understanding side (must return a finite number). */
   undReward?: (completion: string, pair: TrainPair) => number;
@@ -318,7 +326,10 @@ async function startPolicy(cfg: TrainConfig, opts: TrainOptions, ck: Checkpoint 
   try {
     sc = opts.spawn
       ? await opts.spawn()
-      : await Sidecar.spawn({ python: cfg.sidecar.python, threads: cfg.sidecar.threads, plugins: cfg.sidecar.plugins, onLog: opts.onLog, ranks: cfg.sidecar.ranks, maxRestarts: cfg.sidecar.maxRestarts, signal: opts.signal });
+      : await Sidecar.spawn({
+          python: cfg.sidecar.python, threads: cfg.sidecar.threads, plugins: cfg.sidecar.plugins, onLog: opts.onLog, logger: opts.logger, logLevel: opts.logLevel,
+          ranks: cfg.sidecar.ranks, maxRestarts: cfg.sidecar.maxRestarts, signal: opts.signal,
+        });
   } catch (e) {
     throw e instanceof AbortedError ? stopped() : e;
   }
@@ -359,7 +370,11 @@ const isRankLost = (e: unknown) => e instanceof SidecarError && e.code === 'rank
 export async function train(config: TrainConfigInput, opts: TrainOptions = {}): Promise<TrainResult> {
   // A parsed config parses to itself (its paths already absolute, its defaults filled), so either form may be given.
   const cfg = parseTrainConfig(config);
-  const log = (s: string) => (opts.onLog ? opts.onLog(s) : process.stderr.write(`${s}\n`));
+  const logger = createLogger(opts);
+  const log = (s: string, level: 'info' | 'warn' | 'error' = 'warn') => {
+    opts.onLog?.(s);
+    if (opts.logger || !opts.onLog) logger[level](s);
+  };
   assertUsableOut(cfg.out);
   const pairs = loadPairUG(cfg.data);
   // A damaged newer checkpoint is passed over for the one before it: say so, since its steps will be redone.
@@ -391,7 +406,7 @@ export async function train(config: TrainConfigInput, opts: TrainOptions = {}): 
     savedStep = step;
   };
   try {
-    for (const p of removeStaleTemps(cfg.out)) log(`pairuni train: removed ${p} (left by an interrupted write)`);
+    for (const p of removeStaleTemps(cfg.out)) log(`pairuni train: removed ${p} (left by an interrupted write)`, 'info');
     try {
       runLog = new RunLog(cfg.out, cfg.log.tensorboard);
     } catch (e) {
@@ -432,7 +447,7 @@ export async function train(config: TrainConfigInput, opts: TrainOptions = {}): 
             epoch = sc.epoch;
             mode = await loadPolicy(sc, cfg, ck);
             rejoined = true;
-            log(`pairuni train: the world of ${sc.world} ranks is back; resuming from step ${ck?.state.step ?? 0}`);
+            log(`pairuni train: the world of ${sc.world} ranks is back; resuming from step ${ck?.state.step ?? 0}`, 'info');
           } catch (re) {
             log(`pairuni train: the ranks did not come back (${(re as Error).message}); starting new ones`);
           }
@@ -452,7 +467,7 @@ export async function train(config: TrainConfigInput, opts: TrainOptions = {}): 
   } catch (e) {
     // Keep what was computed: a failure after completed-but-unsaved steps still leaves a checkpoint.
     if (!(e instanceof AbortedError) && savedStep !== step && sc.alive) {
-      await save().catch((se) => log(`pairuni train: could not save after the error: ${(se as Error).message}`));
+      await save().catch((se) => log(`pairuni train: could not save after the error: ${(se as Error).message}`, 'error'));
     }
     throw e;
   } finally {

@@ -7,8 +7,9 @@ import { dirname, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 import { AbortedError } from '../../errors.js';
 import { applyConfigSets, type ConfigSet, formatTrainConfig, parseConfigSet, parseUntrustedTrainConfig, readTrainConfigFile } from '../../train/config.js';
-import { isTrainerNotice, RunStateError, train } from '../../train/trainer.js';
+import { RunStateError, train } from '../../train/trainer.js';
 import { onInterrupt } from '../../util/interrupt.js';
+import { stderrLogger } from '../../util/log.js';
 import { Progress } from '../../util/progress.js';
 import { intOpt, USAGE_EXIT } from '../options.js';
 
@@ -91,11 +92,10 @@ export async function run(argv: string[]): Promise<number> {
     const res = await train(cfg, {
       resume: values.resume,
       signal: interrupt.signal,
-      // Not the sidecar's raw stderr: Python's and torchrun's tracebacks (a corrupt checkpoint, Ctrl-C
-      // with --ranks 2) printed before the typed error that says the same.
-      onLog: (l) => {
-        if (isTrainerNotice(l)) process.stderr.write(`${l}\n`);
-      },
+      // At the default level (info; $PAIRUNI_LOG) the trainer's notices and the sidecar's warnings show,
+      // not its raw stderr: Python's and torchrun's tracebacks (a corrupt checkpoint, Ctrl-C with
+      // --ranks 2) arrive at debug, since the typed error printed after them says the same.
+      logger: stderrLogger,
       onStep: (m) => {
         // SFT steps (an adapter that declares only `sft`, e.g. Bagel) report their loss terms instead of rewards.
         const what = 'ce' in m ? `ce=${fmt(m.ce)} mse=${fmt(m.mse)}` : `r_u=${fmt(m['und/reward'])} r_g=${fmt(m['gen/reward'])}`;
