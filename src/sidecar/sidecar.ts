@@ -343,7 +343,11 @@ export class Sidecar {
     this.cleanupDir();
   }
 
-  /** Test hook: raw frames straight onto a rank's socket (fuzzing). */
+  /**
+   * Test hook: raw frames straight onto a rank's socket (fuzzing).
+   *
+   * @internal
+   */
   get _controller(): Controller {
     return this.ctl;
   }
