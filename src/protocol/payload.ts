@@ -10,14 +10,18 @@ import { decodeArrow, encodeArrow } from './arrow.js';
 import type { BufferDesc } from './header.js';
 import { Tensor, numel } from './tensor.js';
 
+/** One payload of a message: a dense tensor (`raw`) or an Arrow table (`arrow`). */
 export type Payload = Tensor | arrow.Table;
+/** A message's payloads by name; names are the op's declared payload names. */
 export type Payloads = Record<string, Payload>;
 
+/** A payload ready to send: its descriptor for the header and the bytes of its frame. */
 export interface OutgoingBuffer {
   desc: BufferDesc;
   bytes: Uint8Array;
 }
 
+/** Descriptors and frame bytes of `payloads`, in insertion order; Arrow tables are checked against the v1 subset and encoded. */
 export function describePayloads(payloads: Payloads | undefined): OutgoingBuffer[] {
   const out: OutgoingBuffer[] = [];
   for (const [nm, p] of Object.entries(payloads ?? {})) {
@@ -69,6 +73,7 @@ export function checkDescriptors(descs: readonly BufferDesc[], limits: Pick<Limi
   return total;
 }
 
+/** A received message's payloads, split by encoding. */
 export interface DecodedPayloads {
   tensors: Record<string, Tensor>;
   tables: Record<string, arrow.Table>;
