@@ -6,6 +6,7 @@ import { WIRE_ERROR_CODES } from './protocol/constants.gen.js';
  */
 
 export { WIRE_ERROR_CODES };
+/** An error code a sidecar can answer with (protocols/wire-v1.md). */
 export type WireErrorCode = (typeof WIRE_ERROR_CODES)[number];
 
 /** Codes of errors raised in the SDK itself (not answered by a sidecar). */
@@ -26,6 +27,7 @@ export const SDK_ERROR_CODES = [
 /** The closed set of codes a PairuniError carries. */
 export type ErrorCode = WireErrorCode | (typeof SDK_ERROR_CODES)[number];
 
+/** Base class of every error the SDK throws; `code` says which kind (`instanceof` the subclass works too). */
 export class PairuniError extends Error {
   readonly code: ErrorCode;
   constructor(code: ErrorCode, message: string, options?: { cause?: unknown }) {
@@ -63,6 +65,7 @@ export class SidecarError extends PairuniError {
     super(code, message, options);
   }
 
+  /** The subclass of {@link SidecarError} for a wire code (e.g. `rank_lost` → {@link RankLostError}). */
   static generate(code: WireErrorCode, message: string, retryable = false, detail: Record<string, unknown> = {}, options?: { cause?: unknown }): SidecarError {
     const Cls = BY_CODE[code];
     return Cls ? new Cls(message, retryable, detail, options) : new SidecarError(code, message, retryable, detail, options);

@@ -21,26 +21,32 @@ import {
 } from '../protocol/payload.js';
 import type { Tensor } from '../protocol/tensor.js';
 
+/** Per-call options of an op call. */
 export interface CallOptions {
+  /** Aborting it cancels the call: the rank is told to stop and the call rejects. */
   signal?: AbortSignal;
   /** Relative deadline; past it the call rejects with code `deadline` and the rank is told to stop. */
   deadlineMs?: number;
+  /** Receives the op's progress messages (`prog`) as the rank sends them. */
   onProgress?: (p: { done: number; total?: number; msg?: string }) => void;
   /** Which rank serves the call (default 0). */
   rank?: number;
 }
 
+/** An untyped op reply (from `sc.call`): reply args, raw tensors and Arrow tables by payload name. */
 export interface CallResult {
   args: Record<string, unknown>;
   tensors: Record<string, Tensor>;
   tables: Record<string, arrow.Table>;
 }
 
+/** A registered rank as the controller sees it; `caps` are its capabilities (see {@link CAPABILITIES}). */
 export interface RankInfo {
   rank: number;
   world: number;
   host?: string;
   pid?: number;
+  /** Unique per rank process: a restarted rank registers as a new incarnation. */
   incarnation: string;
   caps: string[];
   alive: boolean;
@@ -96,6 +102,7 @@ export interface ControllerOptions {
   onAuth?: (ev: AuthEvent | { allowed: false; key: ''; address: string; mechanism: 'mismatch' }) => void;
 }
 
+/** Cumulative counters of a controller since it started (see {@link Sidecar.stats}). */
 export interface ControllerStats {
   lateReplies: number;
   /** Errors a rank reported about a message it could not attribute to a request. */

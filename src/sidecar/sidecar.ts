@@ -28,6 +28,7 @@ import { type CallOptions, type CallResult, Controller, type ControllerOptions, 
 import type { CurveOptions } from './curve.js';
 import { resolvePython, sidecarSourceDir } from './python.js';
 
+/** Options of {@link Sidecar.spawn}: the local sidecar process, its ranks and its environment. */
 export interface SpawnOptions {
   /** Python interpreter (default: $PAIRUNI_PYTHON, else <package>/.venv/bin/python). */
   python?: string;
@@ -59,6 +60,7 @@ export interface SpawnOptions {
   signal?: AbortSignal;
 }
 
+/** Options of {@link Sidecar.attach}: a controller that binds and waits for ranks started elsewhere (multi-host). */
 export interface AttachOptions {
   /** Endpoint to bind for the ctrl socket, e.g. tcp://0.0.0.0:5555; data binds on port+1 unless given. */
   endpoint: string;
@@ -69,7 +71,9 @@ export interface AttachOptions {
   curve?: CurveOptions;
   /** Accept plaintext tcp:// ranks instead (a trusted private network only). */
   plaintext?: boolean;
+  /** Called for each CURVE handshake, allowed or refused (default: refusals are logged to stderr). */
   onAuth?: ControllerOptions['onAuth'];
+  /** Endpoint of the data socket (chunk streams), when not the ctrl port + 1. */
   dataEndpoint?: string;
   /** How many ranks must register before attach resolves. */
   world?: number;
@@ -87,6 +91,11 @@ const STDERR_TAIL = 8192;
 // The typed op methods (`sc.train.load`, `sc.features.embed`, ...) are merged onto every Sidecar.
 export interface Sidecar extends Omit<OpClient, 'info'> {}
 
+/**
+ * A running sidecar: one or more Python ranks behind a controller. Start one with {@link Sidecar.spawn}
+ * (a local process) or {@link Sidecar.attach} (ranks that connect in); call ops as typed methods
+ * (`sc.train.load(...)`, one per catalogued op, see docs/ops.md) or by name with `call`; `close()` when done.
+ */
 export class Sidecar {
   private child?: ChildProcess;
   private ipcDir?: string;
@@ -291,6 +300,7 @@ export class Sidecar {
     return this.ctl.call(op, args, payloads, opts);
   }
 
+  /** Every rank that registered, dead ones included (`alive: false`). */
   get ranks(): RankInfo[] {
     return this.ctl.rankInfos();
   }
@@ -300,10 +310,12 @@ export class Sidecar {
     return this.exitInfo ? { ...this.exitInfo } : undefined;
   }
 
+  /** Process id of a spawned sidecar; undefined for an attached one. */
   get pid(): number | undefined {
     return this.child?.pid;
   }
 
+  /** A snapshot of the controller's counters (bytes, streams, bad frames, refused connections). */
   get stats(): ControllerStats {
     return { ...this.ctl.stats };
   }
@@ -313,6 +325,7 @@ export class Sidecar {
     return this.stderrTail;
   }
 
+  /** True while the controller is open and at least one rank is alive. */
   get alive(): boolean {
     return this.ctl.rankInfos().some((r) => r.alive) && !this.ctl.isClosed;
   }

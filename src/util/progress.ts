@@ -12,6 +12,7 @@ export interface ProgressOptions {
   logEveryMs?: number;
 }
 
+/** A progress bar or periodic progress line (see {@link ProgressOptions}); call `done()` to finish it. */
 export class Progress {
   private done_ = 0;
   private total?: number;
@@ -28,14 +29,17 @@ export class Progress {
     this.tty = Boolean(this.stream.isTTY) && !opts.silent;
   }
 
+  /** Units done so far. */
   get value(): number {
     return this.done_;
   }
 
+  /** Advances by `k` units. */
   tick(k = 1, msg?: string): void {
     this.update(this.done_ + k, undefined, msg);
   }
 
+  /** Sets the absolute count (and total or message when given); draws at most every 100 ms on a TTY. */
   update(done: number, total?: number, msg?: string): void {
     this.done_ = done;
     if (total !== undefined) this.total = total;
@@ -48,6 +52,7 @@ export class Progress {
     }
   }
 
+  /** Draws the final line once; later calls do nothing. */
   done(msg?: string): void {
     if (this.finished) return;
     this.finished = true;
