@@ -22,6 +22,7 @@ import type { RunStats } from './report.js';
 import { classifyFailure, htmlMessage, htmlPage, retryDelayMs, type Failure } from './retry.js';
 import type { ChatMessage } from './templates.js';
 
+/** The wait between retries; injectable so tests need not sleep. Must reject when `signal` aborts. */
 export type Sleep = (ms: number, signal: AbortSignal) => Promise<void>;
 
 export const defaultSleep: Sleep = async (ms, signal) => {

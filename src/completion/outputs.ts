@@ -10,6 +10,7 @@ import { writeFileAtomic, writeJsonAtomic } from '../util/atomic.js';
 import type { CompletionReport } from './report.js';
 import type { CompletionResult, Direction } from './types.js';
 
+/** Where a completion run's outputs go inside its output folder. */
 export interface CompletionOutputPaths {
   u: string;
   g: string;
@@ -17,6 +18,7 @@ export interface CompletionOutputPaths {
   report: string;
 }
 
+/** The output files of a run into `outDir`: u.completed.jsonl, g.completed.jsonl, rejections.jsonl, report.json. */
 export function completionOutputPaths(outDir: string): CompletionOutputPaths {
   return {
     u: join(outDir, 'u.completed.jsonl'),
@@ -26,6 +28,7 @@ export function completionOutputPaths(outDir: string): CompletionOutputPaths {
   };
 }
 
+/** One line of rejections.jsonl: an item that was not completed, why, and where it came from. */
 export interface RejectionRow {
   direction: Direction;
   id: string;

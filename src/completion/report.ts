@@ -9,6 +9,7 @@ import { REJECT_REASONS, UNFINISHED_REASONS, type CompletionItem, type Completio
  */
 export type StoppedBy = 'running' | 'completed' | 'budget' | 'stopped' | 'aborted' | 'error';
 
+/** Item outcomes and the work spent for one direction (u2c or g2qa). */
 export interface DirectionCounts {
   total: number;
   accepted: number;
@@ -24,6 +25,7 @@ export interface DirectionCounts {
   regenerations: number;
 }
 
+/** Requests, tokens and cost (USD) of one model in a run. */
 export interface ModelUsage {
   requests: number;
   inputTokens: number;
@@ -32,6 +34,7 @@ export interface ModelUsage {
   costUsd: number | null;
 }
 
+/** The report of a completion run (`run.report()`, and report.json of the CLI): outcomes, traffic, tokens, cost. */
 export interface CompletionReport {
   stoppedBy: StoppedBy;
   /** Why the run stopped early, when it did. */

@@ -7,6 +7,7 @@
 import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 
+/** A request as the scripted server's handler sees it. */
 export interface ScriptedRequest {
   /** 1-based arrival order. */
   n: number;
@@ -23,6 +24,7 @@ export interface ScriptedRequest {
   headers: IncomingMessage['headers'];
 }
 
+/** What a handler answers: a chat completion (content, refusal, usage) or a raw HTTP status; `delayMs` waits first. */
 export type ScriptedReply =
   | {
       content?: string | null;
@@ -33,8 +35,10 @@ export type ScriptedReply =
     }
   | { status: number; headers?: Record<string, string>; body?: unknown; delayMs?: number };
 
+/** Answers each chat request of a scripted server. */
 export type ScriptedHandler = (req: ScriptedRequest) => ScriptedReply | Promise<ScriptedReply>;
 
+/** A running scripted server and what it has seen. */
 export interface ScriptedServer {
   /** Base URL to give the client, ending in /v1. */
   url: string;
@@ -42,9 +46,11 @@ export interface ScriptedServer {
   /** Requests currently being answered, and the most seen at once. */
   inFlight: number;
   maxInFlight: number;
+  /** Stops the server, cancelling delayed replies and dropping open connections. */
   close(): Promise<void>;
 }
 
+/** Starts a scripted OpenAI-compatible endpoint (see above) on 127.0.0.1; `close()` it when done. */
 export async function startScriptedServer(handler: ScriptedHandler): Promise<ScriptedServer> {
   const timers = new Set<NodeJS.Timeout>();
   const state: ScriptedServer = {

@@ -12,6 +12,10 @@ export interface ItemSource {
   row?: number;
 }
 
+/**
+ * One item to complete: an understanding record that needs a caption (`u2c`) or a generation record
+ * that needs a question, choices and answer (`g2qa`), with its image.
+ */
 export type CompletionItem =
   | { direction: 'u2c'; record: UnderstandingRecord; image: ImageSource; source?: ItemSource }
   | { direction: 'g2qa'; record: GenerationRecord; image: ImageSource; source?: ItemSource };
@@ -29,6 +33,7 @@ export const REJECT_REASONS = [
   /** The checker refused. */
   'checker_refusal',
 ] as const;
+/** Why an item was rejected for good (cached as final). */
 export type RejectReason = (typeof REJECT_REASONS)[number];
 
 /**
@@ -37,11 +42,13 @@ export type RejectReason = (typeof REJECT_REASONS)[number];
  * or a fatal error; calls it had finished are in the cache).
  */
 export const UNFINISHED_REASONS = ['budget', 'request_error', 'stopped'] as const;
+/** Why an item was left for the next run. */
 export type UnfinishedReason = (typeof UNFINISHED_REASONS)[number];
 
 /** Where an outcome came from: live calls (possibly partly replayed), the outcome cache, or the input itself. */
 export type Origin = 'llm' | 'cache' | 'input';
 
+/** The calls and retries one item cost. */
 export interface ItemStats {
   /** Chat calls this item needed (live + replayed from the call journal). */
   calls: number;
@@ -59,6 +66,7 @@ interface ResultBase {
   source?: ItemSource;
 }
 
+/** The outcome of one item: accepted (the completed record), rejected (final) or unfinished (retried next run). */
 export type CompletionResult =
   | (ResultBase & {
       status: 'accepted';
