@@ -107,6 +107,7 @@ export const BagelLoadOptions = z.strictObject({
 export const BagelUndOptions = z.strictObject({});
 export const BagelGenOptions = z.strictObject({});
 
+/** Each model family's option schemas: `load` (train.load's `options`), `und` and `gen` (the per-side rollout options). */
 export const FAMILIES = {
   janus: { load: JanusLoadOptions, und: JanusUndOptions, gen: JanusGenOptions },
   dimoo: { load: DimooLoadOptions, und: DimooUndOptions, gen: DimooGenOptions },

@@ -9,12 +9,15 @@ import { join } from 'node:path';
 import { PairuniError } from '../errors.js';
 import { PACKAGE_ROOT, defaultVenv, resolvePython, sidecarSourceDir } from '../sidecar/python.js';
 
+/** A problem the probe found, with a command or step that fixes it. */
 export interface Problem {
   what: string;
   fix: string;
+  /** The sidecar cannot start (or cannot run its core ops) until it is fixed. */
   fatal: boolean;
 }
 
+/** What {@link probe} found about the sidecar's Python environment. */
 export interface ProbeReport {
   python: string;
   pythonVersion?: string;
