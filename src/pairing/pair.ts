@@ -62,6 +62,7 @@ export interface PairingOptions {
   onProgress?: (phase: PairingPhase, done: number, total: number) => void;
 }
 
+/** Algorithm 1's output: the aligned and retrieved pairs, skipped medoids, cluster and retrieval diagnostics, timings. */
 export interface PairingResult {
   config: PairingConfig;
   backend: string;
@@ -81,6 +82,7 @@ export interface PairingResult {
   labels: Int32Array;
 }
 
+/** Runs Algorithm 1 (above) on already embedded U and G features. */
 export async function pairFeatures(input: PairingInput, configInput: PairingConfigInput | PairingConfig, opts: PairingOptions): Promise<PairingResult> {
   const cfg = parsePairingConfig(configInput);
   const { backend } = opts;

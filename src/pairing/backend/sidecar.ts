@@ -14,6 +14,7 @@ export interface SidecarBackendOptions {
   device?: string;
 }
 
+/** The pairing kernels as sidecar ops (BLAS or CUDA); the one to use at paper scale. */
 export class SidecarBackend implements PairingBackend {
   readonly name = 'sidecar';
   private readonly device: string;
