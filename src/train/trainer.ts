@@ -36,6 +36,7 @@ import { sftStep } from './sft.js';
  */
 export const isTrainerNotice = (line: string): boolean => line.startsWith('pairuni train:');
 
+/** Options of {@link train} beyond the config: cancellation, resume, callbacks, a custom sidecar. */
 export interface TrainOptions {
   /** Stops at the next step boundary, saves a checkpoint, then rejects with AbortedError. */
   signal?: AbortSignal;
@@ -51,11 +52,15 @@ export interface TrainOptions {
   spawn?: () => Promise<Sidecar>;
 }
 
+/** How a {@link train} run ended. */
 export interface TrainResult {
   /** Completed steps (equals config.steps when the run finished). */
   steps: number;
+  /** Directory of the last checkpoint saved, if any. */
   checkpoint?: string;
+  /** Metrics of the last step. */
   last?: StepMetrics;
+  /** Sidecar restarts after a crash during the run. */
   restarts: number;
 }
 
