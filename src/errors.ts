@@ -29,6 +29,7 @@ export type ErrorCode = WireErrorCode | (typeof SDK_ERROR_CODES)[number];
 
 /** Base class of every error the SDK throws; `code` says which kind (`instanceof` the subclass works too). */
 export class PairuniError extends Error {
+  /** The error's kind: a wire code for errors a sidecar answered, an SDK code otherwise. */
   readonly code: ErrorCode;
   constructor(code: ErrorCode, message: string, options?: { cause?: unknown }) {
     super(message, options);
@@ -40,6 +41,7 @@ export class PairuniError extends Error {
 /** A frame, header or payload that violates protocol v1 (raised while decoding, before any dispatch). */
 export class ProtocolError extends PairuniError {
   constructor(
+    /** The wire code the other side is (or would be) told. */
     readonly wireCode: WireErrorCode,
     message: string,
     options?: { cause?: unknown },
@@ -58,7 +60,9 @@ export class SidecarError extends PairuniError {
   constructor(
     code: WireErrorCode,
     message: string,
+    /** The same call may succeed if sent again (e.g. `overloaded`). */
     readonly retryable = false,
+    /** Structured context from the sidecar: `type` (Python exception class), `field`, `side`, ... */
     readonly detail: Record<string, unknown> = {},
     options?: { cause?: unknown },
   ) {
@@ -111,14 +115,27 @@ const BY_CODE: Record<WireErrorCode, Sub> = {
 
 /** The sidecar process could not be started, or exited before saying hello. */
 export class SidecarStartError extends PairuniError {
-  constructor(message: string, readonly stderrTail = '', options?: { cause?: unknown }) {
+  constructor(
+    message: string,
+    /** The last lines the sidecar wrote to stderr (also appended to the message). */
+    readonly stderrTail = '',
+    options?: { cause?: unknown },
+  ) {
     super('start_failed', stderrTail ? `${message}\n--- sidecar stderr (tail) ---\n${stderrTail}` : message, options);
   }
 }
 
 /** Ranks of a world that never said hello in time; `missing` names them (0-based rank numbers). */
 export class RanksMissingError extends SidecarStartError {
-  constructor(message: string, readonly missing: number[], readonly world: number, stderrTail = '', options?: { cause?: unknown }) {
+  constructor(
+    message: string,
+    /** Rank numbers that never registered. */
+    readonly missing: number[],
+    /** The world size that was expected. */
+    readonly world: number,
+    stderrTail = '',
+    options?: { cause?: unknown },
+  ) {
     super(message, stderrTail, options);
   }
 }
@@ -132,7 +149,14 @@ export class ConfigError extends PairuniError {
 
 /** Input data (manifests, images, feature files) that cannot be used; names the file and row. */
 export class DataError extends PairuniError {
-  constructor(message: string, readonly file?: string, readonly row?: number, options?: { cause?: unknown }) {
+  constructor(
+    message: string,
+    /** The file the bad input came from. */
+    readonly file?: string,
+    /** Its row: 1-based line for JSONL, 0-based row for tables. */
+    readonly row?: number,
+    options?: { cause?: unknown },
+  ) {
     super('data', message, options);
   }
 }

@@ -84,9 +84,11 @@ export class CompletionCache {
   private queue: { line: string; resolve: () => void; reject: (e: unknown) => void }[] = [];
   private flushing: Promise<void> | undefined;
   private closed = false;
+  /** What `open` loaded: calls, items, and bytes of a torn last line it cut off. */
   loadInfo: CacheLoadInfo = { calls: 0, items: 0, tornBytes: 0 };
 
   private constructor(
+    /** The cache file; undefined for an in-memory cache. */
     readonly path: string | undefined,
     private fh: FileHandle | undefined,
   ) {}

@@ -75,6 +75,7 @@ export class CompletionRun implements AsyncIterable<CompletionResult> {
 }
 
 export class Completer {
+  /** The parsed configuration, defaults filled. */
   readonly config: CompleterConfig;
   private readonly client: ChatClient;
   private memoryCache: CompletionCache | undefined;

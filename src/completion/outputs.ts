@@ -12,9 +12,13 @@ import type { CompletionResult, Direction } from './types.js';
 
 /** Where a completion run's outputs go inside its output folder. */
 export interface CompletionOutputPaths {
+  /** Completed understanding manifest. */
   u: string;
+  /** Completed generation manifest. */
   g: string;
+  /** One line per item not completed. */
   rejections: string;
+  /** The run's {@link CompletionReport}. */
   report: string;
 }
 
@@ -30,11 +34,17 @@ export function completionOutputPaths(outDir: string): CompletionOutputPaths {
 
 /** One line of rejections.jsonl: an item that was not completed, why, and where it came from. */
 export interface RejectionRow {
+  /** Which completion the item needed. */
   direction: Direction;
+  /** The record's id. */
   id: string;
+  /** A reject or unfinished reason. */
   reason: string;
+  /** What exactly went wrong. */
   detail: string;
+  /** The manifest it came from. */
   file?: string;
+  /** Its 1-based line there. */
   row?: number;
 }
 

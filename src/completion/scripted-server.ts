@@ -11,7 +11,9 @@ import type { AddressInfo } from 'node:net';
 export interface ScriptedRequest {
   /** 1-based arrival order. */
   n: number;
+  /** The `model` of the request. */
   model: string;
+  /** The parsed JSON body. */
   body: Record<string, unknown>;
   /** All text parts of all messages, joined by newlines (handy for routing by marker). */
   text: string;
@@ -21,6 +23,7 @@ export interface ScriptedRequest {
   images: number;
   /** Number of messages in the conversation (a re-ask after bad output has 4). */
   turns: number;
+  /** The HTTP request headers. */
   headers: IncomingMessage['headers'];
 }
 
@@ -42,9 +45,11 @@ export type ScriptedHandler = (req: ScriptedRequest) => ScriptedReply | Promise<
 export interface ScriptedServer {
   /** Base URL to give the client, ending in /v1. */
   url: string;
+  /** Every request received, in arrival order. */
   requests: ScriptedRequest[];
   /** Requests currently being answered, and the most seen at once. */
   inFlight: number;
+  /** The most requests answered at once. */
   maxInFlight: number;
   /** Stops the server, cancelling delayed replies and dropping open connections. */
   close(): Promise<void>;

@@ -7,6 +7,7 @@ export type Direction = 'u2c' | 'g2qa';
 
 /** Where an item came from, for error messages and the rejections file. */
 export interface ItemSource {
+  /** The manifest the item was read from. */
   file?: string;
   /** 1-based line number in `file`. */
   row?: number;
@@ -54,7 +55,9 @@ export interface ItemStats {
   calls: number;
   /** Of those, calls answered from the journal without a request. */
   replayedCalls: number;
+  /** Re-asks after output that failed validation. */
   formatRetries: number;
+  /** Fresh generations after the checker found a contradiction. */
   regenerations: number;
 }
 

@@ -32,8 +32,11 @@ export interface ManifestItem<R> {
 
 /** A manifest read and validated: its file, the format it was read as, and its records with their images. */
 export interface Manifest<R> {
+  /** Absolute path of the manifest. */
   file: string;
+  /** The format it was read as. */
   format: 'jsonl' | 'arrow' | 'hf' | 'parquet';
+  /** Records in file order, each with its image source and row. */
   items: ManifestItem<R>[];
 }
 

@@ -26,7 +26,11 @@ export type PairMode = (typeof PAIR_MODES)[number];
 
 /** A reward or group that cannot yield an advantage (NaN reward, empty group, size mismatch). */
 export class AdvantageError extends PairuniError {
-  constructor(message: string, readonly detail: Record<string, unknown> = {}) {
+  constructor(
+    message: string,
+    /** Context of the failure, e.g. the index of the offending reward. */
+    readonly detail: Record<string, unknown> = {},
+  ) {
     super('advantage', message);
   }
 }

@@ -166,9 +166,13 @@ export interface BuildPairUGOptions extends EmbedManifestsOptions {
 
 /** What {@link buildPairUG} wrote: the pair records, their statistics, the file paths, and a printable summary. */
 export interface PairUGResult {
+  /** The pairs written, in file order. */
   records: PairRecord[];
+  /** Counts, similarity histogram, diagnostics and timings (stats.json). */
   stats: PairStats;
+  /** Paths of pairs.arrow, pairs.jsonl and stats.json. */
   files: { arrow: string; jsonl: string; stats: string };
+  /** The human-readable summary `pairuni pair` prints. */
   summary: string;
 }
 

@@ -89,10 +89,15 @@ export type AnyHeader = { [K in KindName]: Header<K> }[KindName];
 
 /** A header frame decoded and validated: the preamble's fields and the msgpack map. */
 export interface DecodedHeader {
+  /** Message kind from the preamble. */
   kind: KindName;
+  /** Preamble flag bits ({@link Flags}). */
   flags: number;
+  /** Sender's wire major. */
   major: number;
+  /** Sender's wire minor. */
   minor: number;
+  /** The msgpack map, validated against the kind's schema. */
   header: Record<string, unknown>;
 }
 
@@ -100,6 +105,7 @@ const encoder = new Encoder({ sortKeys: true, ignoreUndefined: true, forceFloat3
 
 /** The limit a header frame is decoded under (a {@link Limits} subset). */
 export interface DecodeLimits {
+  /** Largest header frame accepted, bytes. */
   maxHeaderBytes: number;
 }
 

@@ -6,8 +6,11 @@ import { ProtocolError } from '../errors.js';
 
 /** A whole received message: kind, flags, header map and its payloads. */
 export interface DecodedMessage extends DecodedPayloads {
+  /** Message kind from the preamble. */
   kind: KindName;
+  /** Preamble flag bits ({@link Flags}). */
   flags: number;
+  /** The validated msgpack header map. */
   header: Record<string, unknown>;
 }
 

@@ -17,7 +17,9 @@ export type Payloads = Record<string, Payload>;
 
 /** A payload ready to send: its descriptor for the header and the bytes of its frame. */
 export interface OutgoingBuffer {
+  /** Goes into the header's `b` list. */
   desc: BufferDesc;
+  /** The payload frame. */
   bytes: Uint8Array;
 }
 
@@ -75,7 +77,9 @@ export function checkDescriptors(descs: readonly BufferDesc[], limits: Pick<Limi
 
 /** A received message's payloads, split by encoding. */
 export interface DecodedPayloads {
+  /** Raw payloads by name (views of the received frames). */
   tensors: Record<string, Tensor>;
+  /** Arrow payloads by name. */
   tables: Record<string, arrow.Table>;
 }
 

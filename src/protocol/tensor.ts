@@ -62,7 +62,9 @@ export class Tensor {
   private view_?: TypedArray;
 
   constructor(
+    /** Element type. */
     readonly dtype: DType,
+    /** Dimensions, outermost first (C order). */
     readonly shape: readonly number[],
     bytes: Uint8Array,
   ) {

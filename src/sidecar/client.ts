@@ -24,8 +24,11 @@ type MethodOf<N, A extends string> = N extends `${A}.${infer M}` ? M : never;
 
 /** A typed op reply: `args` typed from the op's declared reply, plus tensors and tables by payload name. */
 export interface OpResult<N extends OpName> {
+  /** The reply's arguments, validated against the op's reply schema. */
   args: OpReply<N>;
+  /** Raw payloads by name. */
   tensors: Record<string, Tensor>;
+  /** Arrow payloads by name. */
   tables: Record<string, arrow.Table>;
 }
 /** An op as a method: args may be left out when every field has a default. */

@@ -32,6 +32,7 @@ import { resolvePython, sidecarSourceDir } from './python.js';
 export interface SpawnOptions {
   /** Python interpreter (default: $PAIRUNI_PYTHON, else <package>/.venv/bin/python). */
   python?: string;
+  /** Extra environment variables of the sidecar, over this process's. */
   env?: Record<string, string>;
   /** Working directory of the sidecar (default: this process's, so relative paths mean the same on both sides). */
   cwd?: string;
@@ -42,9 +43,13 @@ export interface SpawnOptions {
   plugins?: string[];
   /** torch intra-op threads in the sidecar. */
   threads?: number;
+  /** How long every rank has to say hello (default 120 000 ms; the first run may compile kernels). */
   startTimeoutMs?: number;
+  /** Heartbeat interval (default 500 ms). */
   hbMs?: number;
+  /** A rank silent this long is declared lost and its calls fail with RankLostError (default 4000 ms). */
   deadMs?: number;
+  /** Transfer limits (defaults: {@link DEFAULT_LIMITS}). */
   limits?: Partial<Limits>;
   /** Receives each line the sidecar writes to stderr (default: kept as a tail for error messages). */
   onLog?: (line: string) => void;
@@ -77,9 +82,13 @@ export interface AttachOptions {
   dataEndpoint?: string;
   /** How many ranks must register before attach resolves. */
   world?: number;
+  /** How long to wait for them (default 300 000 ms). */
   timeoutMs?: number;
+  /** Heartbeat interval (default 500 ms). */
   hbMs?: number;
+  /** A rank silent this long is declared lost (default 4000 ms). */
   deadMs?: number;
+  /** Transfer limits (defaults: {@link DEFAULT_LIMITS}). */
   limits?: Partial<Limits>;
 }
 

@@ -176,6 +176,7 @@ const EVENT_FILE = /^events\.out\.tfevents\.(\d+)\./;
  * exclusively, never appended to.
  */
 export class EventWriter {
+  /** The event file being written. */
   readonly path: string;
   private fd: number | undefined;
 

@@ -3,12 +3,17 @@
  * elsewhere (CI, pipes) it prints a line every `logEveryMs` so logs show the job is alive.
  */
 export interface ProgressOptions {
+  /** Printed first on each line. */
   label: string;
+  /** Units expected; without it no bar or ETA, only a count and rate. */
   total?: number;
+  /** Unit name for the count and rate (`images`, `steps`). */
   unit?: string;
+  /** Where to draw (default stderr). */
   stream?: NodeJS.WriteStream;
   /** Print nothing at all (tests, or callers that render progress themselves). */
   silent?: boolean;
+  /** Interval of the progress lines when not on a TTY (default 10 000 ms). */
   logEveryMs?: number;
 }
 

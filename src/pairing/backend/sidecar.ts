@@ -21,6 +21,7 @@ export class SidecarBackend implements PairingBackend {
 
   /** Use a running sidecar; `close()` then leaves it running. */
   constructor(
+    /** The sidecar the kernels run in. */
     readonly sidecar: Sidecar,
     opts: SidecarBackendOptions = {},
     private readonly owns = false,

@@ -42,6 +42,7 @@ export interface TopkResult {
 
 /** Where the pairing kernels run: {@link TsBackend} (reference) or {@link SidecarBackend} (BLAS/CUDA), or your own. */
 export interface PairingBackend {
+  /** Reported in the pairing stats (`ts`, `sidecar`, or yours). */
   readonly name: string;
   /** Copy a matrix into the backend; the handle stays valid until `free`. */
   upload(m: Matrix): Promise<MatrixHandle>;
