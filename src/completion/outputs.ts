@@ -16,7 +16,7 @@ export interface CompletionOutputPaths {
   u: string;
   /** Completed generation manifest. */
   g: string;
-  /** One line per item not completed. */
+  /** One line per rejected item. */
   rejections: string;
   /** The run's {@link CompletionReport}. */
   report: string;
@@ -32,13 +32,13 @@ export function completionOutputPaths(outDir: string): CompletionOutputPaths {
   };
 }
 
-/** One line of rejections.jsonl: an item that was not completed, why, and where it came from. */
+/** One line of rejections.jsonl: a rejected item, why, and where it came from. */
 export interface RejectionRow {
   /** Which completion the item needed. */
   direction: Direction;
   /** The record's id. */
   id: string;
-  /** A reject or unfinished reason. */
+  /** Why it was rejected (a {@link CompletionRejectReason}). */
   reason: string;
   /** What exactly went wrong. */
   detail: string;

@@ -49,7 +49,7 @@ export interface SpawnOptions {
   hbMs?: number;
   /** A rank silent this long is declared lost and its calls fail with RankLostError (default 4000 ms). */
   deadMs?: number;
-  /** Transfer limits (defaults: {@link DEFAULT_LIMITS}). */
+  /** Transfer limits (defaults: `DEFAULT_LIMITS` of `pairuni/protocol`). */
   limits?: Partial<Limits>;
   /** Receives each line the sidecar writes to stderr (default: kept as a tail for error messages). */
   onLog?: (line: string) => void;
@@ -88,7 +88,7 @@ export interface AttachOptions {
   hbMs?: number;
   /** A rank silent this long is declared lost (default 4000 ms). */
   deadMs?: number;
-  /** Transfer limits (defaults: {@link DEFAULT_LIMITS}). */
+  /** Transfer limits (defaults: `DEFAULT_LIMITS` of `pairuni/protocol`). */
   limits?: Partial<Limits>;
 }
 
