@@ -1,9 +1,10 @@
 #!/usr/bin/env node
 /**
  * The API reference of `pairuni` and `pairuni/protocol` (docs/api/, TypeDoc + typedoc-plugin-markdown,
- * options in typedoc.json). Every export must carry a doc comment: TypeDoc's `notDocumented`
- * validation names each one that does not (`pairuni.Foo (Variable), defined in pairuni/src/x.ts`),
- * and any warning fails the run.
+ * options in typedoc.json). Every export, and every own property of an exported interface or class,
+ * must carry a doc comment: each one without is named (`pairuni.Foo (Variable), defined in
+ * pairuni/src/x.ts, does not have any documentation`), and any TypeDoc warning fails the run (a type
+ * the API uses but does not export must be exported or listed in typedoc.json's intentionallyNotExported).
  *
  *   node scripts/api-docs.mjs           regenerate docs/api/
  *   node scripts/api-docs.mjs --check   validate, render to a temporary folder and compare with docs/api/:
@@ -44,7 +45,8 @@ function undocumentedProperties(project) {
   const out = [];
   for (const r of project.getReflectionsByKind(ReflectionKind.Property)) {
     if (!r.parent?.kindOf(ReflectionKind.Interface | ReflectionKind.Class) || r.inheritedFrom || r.hasComment()) continue;
-    const where = r.sources?.[0]?.fileName ?? project.getSymbolIdFromReflection(r)?.packagePath ?? '?';
+    const id = project.getSymbolIdFromReflection(r);
+    const where = id ? `${id.packageName}/${id.packagePath}` : '?';
     out.push(`${r.getFriendlyFullName()} (Property), defined in ${where}, does not have any documentation`);
   }
   return out;
