@@ -39,7 +39,10 @@ function proseLines(text) {
   });
 }
 
-/** GitHub's heading anchors: lower case, punctuation dropped, spaces to hyphens, repeats numbered. */
+/**
+ * GitHub's heading anchors: lower case, punctuation dropped, spaces to hyphens, repeats numbered; plus
+ * explicit HTML anchors (`<a id="x">`, as the generated API reference in docs/api/ writes them).
+ */
 export function anchors(text) {
   const seen = new Map();
   const out = new Set();
@@ -51,6 +54,7 @@ export function anchors(text) {
       else if (f[1][0] === fence) fence = null;
       continue;
     }
+    if (fence === null) for (const a of line.replace(/(`+)[^`]*?\1/g, '').matchAll(/<a\s+(?:id|name)="([^"]+)"/g)) out.add(a[1].toLowerCase());
     const h = fence === null && /^#{1,6}\s+(.*?)\s*#*\s*$/.exec(line);
     if (!h) continue;
     const slug = h[1]

@@ -6,6 +6,7 @@ import { WIRE_ERROR_CODES } from './protocol/constants.gen.js';
  */
 
 export { WIRE_ERROR_CODES };
+/** An error code a sidecar can answer with (protocols/wire-v1.md). */
 export type WireErrorCode = (typeof WIRE_ERROR_CODES)[number];
 
 /** Codes of errors raised in the SDK itself (not answered by a sidecar). */
@@ -26,7 +27,9 @@ export const SDK_ERROR_CODES = [
 /** The closed set of codes a PairuniError carries. */
 export type ErrorCode = WireErrorCode | (typeof SDK_ERROR_CODES)[number];
 
+/** Base class of every error the SDK throws; `code` says which kind (`instanceof` the subclass works too). */
 export class PairuniError extends Error {
+  /** The error's kind: a wire code for errors a sidecar answered, an SDK code otherwise. */
   readonly code: ErrorCode;
   constructor(code: ErrorCode, message: string, options?: { cause?: unknown }) {
     super(message, options);
@@ -38,6 +41,7 @@ export class PairuniError extends Error {
 /** A frame, header or payload that violates protocol v1 (raised while decoding, before any dispatch). */
 export class ProtocolError extends PairuniError {
   constructor(
+    /** The wire code the other side is (or would be) told. */
     readonly wireCode: WireErrorCode,
     message: string,
     options?: { cause?: unknown },
@@ -56,13 +60,16 @@ export class SidecarError extends PairuniError {
   constructor(
     code: WireErrorCode,
     message: string,
+    /** The same call may succeed if sent again (e.g. `overloaded`). */
     readonly retryable = false,
+    /** Structured context from the sidecar: `type` (Python exception class), `field`, `side`, ... */
     readonly detail: Record<string, unknown> = {},
     options?: { cause?: unknown },
   ) {
     super(code, message, options);
   }
 
+  /** The subclass of {@link SidecarError} for a wire code (e.g. `rank_lost` → {@link RankLostError}). */
   static generate(code: WireErrorCode, message: string, retryable = false, detail: Record<string, unknown> = {}, options?: { cause?: unknown }): SidecarError {
     const Cls = BY_CODE[code];
     return Cls ? new Cls(message, retryable, detail, options) : new SidecarError(code, message, retryable, detail, options);
@@ -108,14 +115,27 @@ const BY_CODE: Record<WireErrorCode, Sub> = {
 
 /** The sidecar process could not be started, or exited before saying hello. */
 export class SidecarStartError extends PairuniError {
-  constructor(message: string, readonly stderrTail = '', options?: { cause?: unknown }) {
+  constructor(
+    message: string,
+    /** The last lines the sidecar wrote to stderr (also appended to the message). */
+    readonly stderrTail = '',
+    options?: { cause?: unknown },
+  ) {
     super('start_failed', stderrTail ? `${message}\n--- sidecar stderr (tail) ---\n${stderrTail}` : message, options);
   }
 }
 
 /** Ranks of a world that never said hello in time; `missing` names them (0-based rank numbers). */
 export class RanksMissingError extends SidecarStartError {
-  constructor(message: string, readonly missing: number[], readonly world: number, stderrTail = '', options?: { cause?: unknown }) {
+  constructor(
+    message: string,
+    /** Rank numbers that never registered. */
+    readonly missing: number[],
+    /** The world size that was expected. */
+    readonly world: number,
+    stderrTail = '',
+    options?: { cause?: unknown },
+  ) {
     super(message, stderrTail, options);
   }
 }
@@ -129,7 +149,14 @@ export class ConfigError extends PairuniError {
 
 /** Input data (manifests, images, feature files) that cannot be used; names the file and row. */
 export class DataError extends PairuniError {
-  constructor(message: string, readonly file?: string, readonly row?: number, options?: { cause?: unknown }) {
+  constructor(
+    message: string,
+    /** The file the bad input came from. */
+    readonly file?: string,
+    /** Its row: 1-based line for JSONL, 0-based row for tables. */
+    readonly row?: number,
+    options?: { cause?: unknown },
+  ) {
     super('data', message, options);
   }
 }

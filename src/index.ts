@@ -1,6 +1,8 @@
 /**
  * pairuni: pair-aware RL (PairUni / PairGRPO) for unified vision-language models.
  * A typed SDK that drives a PyTorch sidecar over protocol v1 (ZeroMQ + msgpack + Arrow).
+ *
+ * @module pairuni
  */
 export * from './errors.js';
 export * from './data/schemas.js';

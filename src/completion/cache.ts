@@ -77,15 +77,18 @@ export interface CacheLoadInfo {
   tornBytes: number;
 }
 
+/** The crash-safe cache of chat calls and item outcomes that makes a rerun pay only for unfinished items (format above). */
 export class CompletionCache {
   private readonly calls = new Map<string, CallEntry>();
   private readonly items = new Map<string, ItemEntry>();
   private queue: { line: string; resolve: () => void; reject: (e: unknown) => void }[] = [];
   private flushing: Promise<void> | undefined;
   private closed = false;
+  /** What `open` loaded: calls, items, and bytes of a torn last line it cut off. */
   loadInfo: CacheLoadInfo = { calls: 0, items: 0, tornBytes: 0 };
 
   private constructor(
+    /** The cache file; undefined for an in-memory cache. */
     readonly path: string | undefined,
     private fh: FileHandle | undefined,
   ) {}
@@ -95,6 +98,7 @@ export class CompletionCache {
     return new CompletionCache(undefined, undefined);
   }
 
+  /** Opens (creating it and its folder if needed) and loads the cache file; a torn last line is cut off. */
   static async open(path: string): Promise<CompletionCache> {
     await mkdir(dirname(path), { recursive: true });
     const tornBytes = await cutTornTail(path);
@@ -133,10 +137,12 @@ export class CompletionCache {
     this.loadInfo = { calls: this.calls.size, items: this.items.size, tornBytes: 0 };
   }
 
+  /** The cached reply of a chat call, by request hash. */
   getCall(k: string): CallEntry | undefined {
     return this.calls.get(k);
   }
 
+  /** The cached outcome of an item, by item key. */
   getItem(k: string): ItemEntry | undefined {
     return this.items.get(k);
   }
@@ -147,6 +153,7 @@ export class CompletionCache {
     return this.append(e);
   }
 
+  /** Records an item's final outcome; resolves once the line is on disk. */
   putItem(e: ItemEntry): Promise<void> {
     this.items.set(e.k, e);
     return this.append(e);
@@ -177,6 +184,7 @@ export class CompletionCache {
     }
   }
 
+  /** Waits for queued lines to reach the disk, then closes the file; idempotent. */
   async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;

@@ -23,6 +23,7 @@ import { classifyFailure, htmlMessage, htmlPage, retryDelayMs, type Failure } fr
 import type { ChatMessage } from './templates.js';
 import { createLogger, logLevelOf, type LogOptions } from '../util/log.js';
 
+/** The wait between retries; injectable so tests need not sleep. Must reject when `signal` aborts. */
 export type Sleep = (ms: number, signal: AbortSignal) => Promise<void>;
 
 export const defaultSleep: Sleep = async (ms, signal) => {

@@ -44,6 +44,7 @@ export class CompletionRun implements AsyncIterable<CompletionResult> {
     private readonly stats: RunStats,
   ) {}
 
+  /** Counts, token usage, cost and why the run stopped, so far. */
   report(): CompletionReport {
     return this.stats.report();
   }
@@ -58,6 +59,7 @@ export class CompletionRun implements AsyncIterable<CompletionResult> {
     return [...this.stats.leftover];
   }
 
+  /** Starts the run; results arrive in completion order, not input order. */
   [Symbol.asyncIterator](): AsyncIterator<CompletionResult> {
     if (this.used) throw new ConfigError('a CompletionRun can be iterated only once; call completer.run() again');
     this.used = true;
@@ -73,6 +75,7 @@ export class CompletionRun implements AsyncIterable<CompletionResult> {
 }
 
 export class Completer {
+  /** The parsed configuration, defaults filled. */
   readonly config: CompleterConfig;
   private readonly client: ChatClient;
   private memoryCache: CompletionCache | undefined;
@@ -83,6 +86,7 @@ export class Completer {
     this.client = new ChatClient(this.config, deps);
   }
 
+  /** Completes `items` (sync or async iterable, read lazily); nothing starts until the run is iterated. */
   run(items: Iterable<CompletionItem> | AsyncIterable<CompletionItem>, opts: RunOptions = {}): CompletionRun {
     const stats = new RunStats(this.config);
     return new CompletionRun(() => this.iterate(items, opts, stats), stats);

@@ -14,6 +14,7 @@ export const Price = z
   .strict();
 export type Price = z.infer<typeof Price>;
 
+/** Retry policy of the chat calls (zod schema; `completion.retry`). */
 export const RetryConfig = z
   .object({
     /** Transport retries per request (429, 408, 409, 5xx, timeouts, dropped connections). */
@@ -26,8 +27,10 @@ export const RetryConfig = z
     jitter: z.boolean().default(true),
   })
   .strict();
+/** Parsed {@link RetryConfig}, defaults filled. */
 export type RetryConfig = z.infer<typeof RetryConfig>;
 
+/** Spend limits of one run (zod schema; `completion.budget`); reaching one stops the run with BudgetExhaustedError. */
 export const BudgetConfig = z
   .object({
     /** HTTP requests this run may send (retries included); unset = unlimited. */
@@ -39,8 +42,10 @@ export const BudgetConfig = z
     maxTokens: z.number().int().positive().optional(),
   })
   .strict();
+/** Parsed {@link BudgetConfig}. */
 export type BudgetConfig = z.infer<typeof BudgetConfig>;
 
+/** Configuration of a {@link Completer} (zod schema): endpoint, models, concurrency, retry, budget, cache. */
 export const CompleterConfig = z
   .object({
     /** Any OpenAI-compatible endpoint, e.g. https://api.openai.com/v1, http://localhost:8000/v1 (vLLM), http://localhost:11434/v1 (Ollama). */
@@ -99,9 +104,16 @@ export const CompleterConfig = z
       .prefault({}),
   })
   .strict();
+/** Parsed {@link CompleterConfig}, defaults filled. */
 export type CompleterConfig = z.infer<typeof CompleterConfig>;
+/** What {@link parseCompleterConfig} accepts: defaulted fields optional, unknown keys refused at compile time. */
 export type CompleterConfigInput = z.input<typeof CompleterConfig>;
 
+/**
+ * Validates a completer config and fills defaults; `origin` (a file name, say) prefixes the message.
+ *
+ * @throws ConfigError naming each invalid or unknown field.
+ */
 export function parseCompleterConfig(input: unknown, origin = 'completion config'): CompleterConfig {
   const r = CompleterConfig.safeParse(input);
   if (!r.success) throw new ConfigError(`${origin}: ${z.prettifyError(r.error)}`, { cause: r.error });

@@ -27,7 +27,12 @@ export class CompletionApiError extends PairuniError {
  * exceeded). The item is reported unfinished, not rejected, so a rerun with other settings retries it.
  */
 export class RequestRejectedError extends PairuniError {
-  constructor(message: string, readonly status: number, options?: { cause?: unknown }) {
+  constructor(
+    message: string,
+    /** The HTTP status of the refusal. */
+    readonly status: number,
+    options?: { cause?: unknown },
+  ) {
     super('llm_request_rejected', message, options);
   }
 }

@@ -10,6 +10,11 @@ import { DataError } from '../errors.js';
 import { GenerationRecord, UnderstandingRecord } from '../data/schemas.js';
 import type { CompletionItem, Direction } from './types.js';
 
+/**
+ * Reads a U (`direction` 'u2c') or G ('g2qa') manifest into completion items, checking every row first.
+ *
+ * @throws DataError naming the file and row of the first bad row (JSON, schema, duplicate id, answer, image).
+ */
 export async function readCompletionManifest(file: string, direction: Direction): Promise<CompletionItem[]> {
   let text: string;
   try {

@@ -10,13 +10,19 @@ import { writeFileAtomic, writeJsonAtomic } from '../util/atomic.js';
 import type { CompletionReport } from './report.js';
 import type { CompletionResult, Direction } from './types.js';
 
+/** Where a completion run's outputs go inside its output folder. */
 export interface CompletionOutputPaths {
+  /** Completed understanding manifest. */
   u: string;
+  /** Completed generation manifest. */
   g: string;
+  /** One line per rejected item. */
   rejections: string;
+  /** The run's {@link CompletionReport}. */
   report: string;
 }
 
+/** The output files of a run into `outDir`: u.completed.jsonl, g.completed.jsonl, rejections.jsonl, report.json. */
 export function completionOutputPaths(outDir: string): CompletionOutputPaths {
   return {
     u: join(outDir, 'u.completed.jsonl'),
@@ -26,12 +32,19 @@ export function completionOutputPaths(outDir: string): CompletionOutputPaths {
   };
 }
 
+/** One line of rejections.jsonl: a rejected item, why, and where it came from. */
 export interface RejectionRow {
+  /** Which completion the item needed. */
   direction: Direction;
+  /** The record's id. */
   id: string;
+  /** Why it was rejected (a {@link CompletionRejectReason}). */
   reason: string;
+  /** What exactly went wrong. */
   detail: string;
+  /** The manifest it came from. */
   file?: string;
+  /** Its 1-based line there. */
   row?: number;
 }
 

@@ -9,50 +9,72 @@ import { REJECT_REASONS, UNFINISHED_REASONS, type CompletionItem, type Completio
  */
 export type StoppedBy = 'running' | 'completed' | 'budget' | 'stopped' | 'aborted' | 'error';
 
+/** Item outcomes and the work spent for one direction (u2c or g2qa). */
 export interface DirectionCounts {
+  /** Items of this direction: accepted + rejected + unfinished. */
   total: number;
+  /** Items completed and kept. */
   accepted: number;
   /** Accepted items whose first draft the checker had rejected. */
   acceptedAfterRegeneration: number;
+  /** Rejected items by reason. */
   rejected: Record<RejectReason, number>;
+  /** Unfinished items by reason. */
   unfinished: Record<UnfinishedReason, number>;
   /** Outcomes served from the outcome cache / taken from the input as is (no calls). */
   fromCache: number;
+  /** Items whose fields were already filled in the input (kept as they were). */
   fromInput: number;
   /** Work done by this run (cached outcomes excluded). */
   formatRetries: number;
+  /** Fresh generations this run asked for after a contradiction. */
   regenerations: number;
 }
 
+/** Requests, tokens and cost (USD) of one model in a run. */
 export interface ModelUsage {
+  /** HTTP requests sent, retries included. */
   requests: number;
+  /** Prompt tokens billed. */
   inputTokens: number;
+  /** Completion tokens billed. */
   outputTokens: number;
   /** null when no price is configured for the model. */
   costUsd: number | null;
 }
 
+/** The report of a completion run (`run.report()`, and report.json of the CLI): outcomes, traffic, tokens, cost. */
 export interface CompletionReport {
+  /** How the run ended (`running` while it goes on). */
   stoppedBy: StoppedBy;
   /** Why the run stopped early, when it did. */
   stopDetail?: string;
+  /** ISO time the run started. */
   startedAt: string;
+  /** ISO time it ended. */
   finishedAt?: string;
+  /** Wall time so far, ms. */
   durationMs: number;
+  /** Model of each role: generation and checking, per direction. */
   models: { u2c: string; g2qa: string; verifyU2c: string; verifyG2qa: string };
+  /** Prompt template version per direction (part of the cache keys). */
   templateVersions: Record<Direction, string>;
   /**
    * Every item counts once: total = accepted + rejected + unfinished, whatever way the run ended.
    * For an array input, total is its length; for another iterable, the items taken from it.
    */
   items: { total: number; accepted: number; rejected: number; unfinished: number; fromCache: number; fromInput: number };
+  /** The same counts split by direction, with reasons. */
   byDirection: Record<Direction, DirectionCounts>;
   /** HTTP traffic of this run: every attempt counts, retries included. */
   requests: { sent: number; succeeded: number; retries: number; failures: Record<string, number> };
   /** Chat calls needed by this run's items: live ones, and ones replayed from the cache's call journal. */
   calls: { live: number; replayed: number };
+  /** Tokens and cost (USD; null when a model has no price) in total and per model. */
   usage: { inputTokens: number; outputTokens: number; costUsd: number | null; byModel: Record<string, ModelUsage> };
+  /** The cache file and what was loaded from it. */
   cache: { path: string | null; loadedCalls: number; loadedItems: number; tornBytes: number };
+  /** The limits set and which one was reached, if any. */
   budget: { maxRequests?: number; maxTokens?: number; exhausted: string | null };
 }
 

@@ -7,10 +7,13 @@
 import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 
+/** A request as the scripted server's handler sees it. */
 export interface ScriptedRequest {
   /** 1-based arrival order. */
   n: number;
+  /** The `model` of the request. */
   model: string;
+  /** The parsed JSON body. */
   body: Record<string, unknown>;
   /** All text parts of all messages, joined by newlines (handy for routing by marker). */
   text: string;
@@ -20,9 +23,11 @@ export interface ScriptedRequest {
   images: number;
   /** Number of messages in the conversation (a re-ask after bad output has 4). */
   turns: number;
+  /** The HTTP request headers. */
   headers: IncomingMessage['headers'];
 }
 
+/** What a handler answers: a chat completion (content, refusal, usage) or a raw HTTP status; `delayMs` waits first. */
 export type ScriptedReply =
   | {
       content?: string | null;
@@ -33,18 +38,24 @@ export type ScriptedReply =
     }
   | { status: number; headers?: Record<string, string>; body?: unknown; delayMs?: number };
 
+/** Answers each chat request of a scripted server. */
 export type ScriptedHandler = (req: ScriptedRequest) => ScriptedReply | Promise<ScriptedReply>;
 
+/** A running scripted server and what it has seen. */
 export interface ScriptedServer {
   /** Base URL to give the client, ending in /v1. */
   url: string;
+  /** Every request received, in arrival order. */
   requests: ScriptedRequest[];
   /** Requests currently being answered, and the most seen at once. */
   inFlight: number;
+  /** The most requests answered at once. */
   maxInFlight: number;
+  /** Stops the server, cancelling delayed replies and dropping open connections. */
   close(): Promise<void>;
 }
 
+/** Starts a scripted OpenAI-compatible endpoint (see above) on 127.0.0.1; `close()` it when done. */
 export async function startScriptedServer(handler: ScriptedHandler): Promise<ScriptedServer> {
   const timers = new Set<NodeJS.Timeout>();
   const state: ScriptedServer = {

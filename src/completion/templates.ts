@@ -10,6 +10,7 @@ import type { GenerationRecord, UnderstandingRecord } from '../data/schemas.js';
 import type { LoadedImage } from './images.js';
 import type { Direction } from './types.js';
 
+/** The prompt template version of each direction; part of every cache key. */
 export const TEMPLATE_VERSIONS: Record<Direction, string> = {
   u2c: 'u2c-1',
   g2qa: 'g2qa-1',

@@ -7,11 +7,16 @@ export type Direction = 'u2c' | 'g2qa';
 
 /** Where an item came from, for error messages and the rejections file. */
 export interface ItemSource {
+  /** The manifest the item was read from. */
   file?: string;
   /** 1-based line number in `file`. */
   row?: number;
 }
 
+/**
+ * One item to complete: an understanding record that needs a caption (`u2c`) or a generation record
+ * that needs a question, choices and answer (`g2qa`), with its image.
+ */
 export type CompletionItem =
   | { direction: 'u2c'; record: UnderstandingRecord; image: ImageSource; source?: ItemSource }
   | { direction: 'g2qa'; record: GenerationRecord; image: ImageSource; source?: ItemSource };
@@ -29,6 +34,7 @@ export const REJECT_REASONS = [
   /** The checker refused. */
   'checker_refusal',
 ] as const;
+/** Why an item was rejected for good (cached as final). */
 export type RejectReason = (typeof REJECT_REASONS)[number];
 
 /**
@@ -37,17 +43,21 @@ export type RejectReason = (typeof REJECT_REASONS)[number];
  * or a fatal error; calls it had finished are in the cache).
  */
 export const UNFINISHED_REASONS = ['budget', 'request_error', 'stopped'] as const;
+/** Why an item was left for the next run. */
 export type UnfinishedReason = (typeof UNFINISHED_REASONS)[number];
 
 /** Where an outcome came from: live calls (possibly partly replayed), the outcome cache, or the input itself. */
 export type Origin = 'llm' | 'cache' | 'input';
 
+/** The calls and retries one item cost. */
 export interface ItemStats {
   /** Chat calls this item needed (live + replayed from the call journal). */
   calls: number;
   /** Of those, calls answered from the journal without a request. */
   replayedCalls: number;
+  /** Re-asks after output that failed validation. */
   formatRetries: number;
+  /** Fresh generations after the checker found a contradiction. */
   regenerations: number;
 }
 
@@ -59,6 +69,7 @@ interface ResultBase {
   source?: ItemSource;
 }
 
+/** The outcome of one item: accepted (the completed record), rejected (final) or unfinished (retried next run). */
 export type CompletionResult =
   | (ResultBase & {
       status: 'accepted';

@@ -2,6 +2,7 @@
 import { z } from 'zod';
 import { userPath } from './wire.js';
 
+/** The image backbone that embeds images for pairing (zod schema; `backbone` of the pairing config and `features.backbone`). */
 export const BackboneSpec = z
   .object({
     /** A backbone registered in the sidecar: resnet50 | torchvision | timm | hf | pixels, or a plug-in's. */

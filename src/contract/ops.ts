@@ -50,6 +50,7 @@ const elapsed = { elapsed_s: z.number() };
 
 /** Capability names an adapter may declare; the trainer decides from them what runs. */
 export const CAPABILITIES = ['und_rollout', 'gen_rollout', 'logprobs_und', 'logprobs_gen', 'sft', 'cfg', 'ref_model'] as const;
+/** One of {@link CAPABILITIES}. */
 export type Capability = (typeof CAPABILITIES)[number];
 
 /** Plug-in kinds of the sidecar's one registry. */
@@ -195,6 +196,7 @@ export type PlanReply = z.infer<typeof PlanReply>;
 const f32 = ['f32'] as const;
 const idx = ['i32', 'i64'] as const;
 
+/** The op catalogue: each built-in op's scope, doc, argument and reply schemas and payloads (rendered as docs/ops.md). */
 export const OPS = {
   // -- the sidecar itself -----------------------------------------------------------------------
   info: op({
@@ -455,8 +457,11 @@ export const OPS = {
   }),
 } as const satisfies Record<string, OpDecl>;
 
+/** The name of a catalogued op (`'train.load'`, ...). */
 export type OpName = keyof typeof OPS;
+/** What a call of op `N` takes: its args schema's input (defaulted fields optional). */
 export type OpArgs<N extends OpName> = z.input<(typeof OPS)[N]['args']>;
+/** What op `N` replies, as validated on arrival. */
 export type OpReply<N extends OpName> = z.output<(typeof OPS)[N]['reply']>;
 export const OP_NAMES = Object.keys(OPS) as OpName[];
 export { DTYPE_NAMES };

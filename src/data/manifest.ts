@@ -19,6 +19,7 @@ import type { z } from 'zod';
 import { DataError } from '../errors.js';
 import { GenerationRecord, UnderstandingRecord } from './schemas.js';
 
+/** Where a record's image comes from: a file (absolute path) or bytes inline in the manifest. */
 export type ImageSource = { path: string } | { bytes: Uint8Array };
 
 export interface ManifestItem<R> {
@@ -29,9 +30,13 @@ export interface ManifestItem<R> {
   row: number;
 }
 
+/** A manifest read and validated: its file, the format it was read as, and its records with their images. */
 export interface Manifest<R> {
+  /** Absolute path of the manifest. */
   file: string;
+  /** The format it was read as. */
   format: 'jsonl' | 'arrow' | 'hf' | 'parquet';
+  /** Records in file order, each with its image source and row. */
   items: ManifestItem<R>[];
 }
 
@@ -46,10 +51,20 @@ export interface ReadManifestOptions {
   parquetToArrow?: (parquetPath: string) => Promise<string>;
 }
 
+/**
+ * Reads an understanding set U (image, question, choices, answer) from any format above.
+ *
+ * @throws DataError naming the file and row of the first problem.
+ */
 export function readUnderstanding(path: string, opts: ReadManifestOptions = {}): Promise<Manifest<UnderstandingRecord>> {
   return readManifest(path, UnderstandingRecord, opts);
 }
 
+/**
+ * Reads a generation set G (image, prompt) from any format above.
+ *
+ * @throws DataError naming the file and row of the first problem.
+ */
 export function readGeneration(path: string, opts: ReadManifestOptions = {}): Promise<Manifest<GenerationRecord>> {
   return readManifest(path, GenerationRecord, opts);
 }

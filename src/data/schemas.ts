@@ -37,7 +37,9 @@ export const GenerationRecord = z.object({
 });
 export type GenerationRecord = z.infer<typeof GenerationRecord>;
 
+/** How a pair was formed: `aligned` (a cluster's medoid, one item on both sides, w_p = 1) or `retrieved` (a G item matched to its most similar remaining U item, cosine ≥ δ, w_p = √s_p). */
 export const PairType = z.enum(['aligned', 'retrieved']);
+/** A {@link PairType} value. */
 export type PairType = z.infer<typeof PairType>;
 
 /**

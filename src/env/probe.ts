@@ -9,27 +9,43 @@ import { join } from 'node:path';
 import { PairuniError } from '../errors.js';
 import { PACKAGE_ROOT, defaultVenv, resolvePython, sidecarSourceDir } from '../sidecar/python.js';
 
+/** A problem the probe found, with a command or step that fixes it. */
 export interface Problem {
+  /** What is wrong. */
   what: string;
+  /** A command or step that fixes it. */
   fix: string;
+  /** The sidecar cannot start (or cannot run its core ops) until it is fixed. */
   fatal: boolean;
 }
 
+/** What {@link probe} found about the sidecar's Python environment. */
 export interface ProbeReport {
+  /** The interpreter probed. */
   python: string;
+  /** Its version; absent when it could not be run. */
   pythonVersion?: string;
+  /** The venv the SDK looks in. */
   venv: string;
+  /** torch version, when importable. */
   torch?: string;
+  /** torch sees a CUDA device. */
   cuda?: boolean;
+  /** CUDA version torch was built with (null: a CPU build). */
   cudaVersion?: string | null;
+  /** Visible GPUs, memory in GiB. */
   gpus: Array<{ index: number; name: string; memoryGiB: number }>;
+  /** Version of each relevant package, null when missing. */
   packages: Record<string, string | null>;
+  /** Version of the pairuni_sidecar package, when importable. */
   sidecar?: string;
+  /** Op names the sidecar registers. */
   ops: string[];
   /** Registered plug-ins by kind (op, reward, adapter, backbone, tiny). */
   plugins: Record<string, string[]>;
   /** Plug-ins (by `kind:name`) and plug-in modules that failed to import, with the reason. */
   unavailable: Record<string, string>;
+  /** What is wrong, each with a fix; empty for a healthy environment. */
   problems: Problem[];
 }
 

@@ -16,12 +16,21 @@
  */
 import { PairuniError } from '../errors.js';
 
+/**
+ * How advantages are formed: `vanilla` (1), `pair` (2), `pairgrpo` (3, w_p = √s_p for retrieved pairs),
+ * and the pair-weight ablations `linear` (w_p = s_p) and `none` (w_p = 1).
+ */
 export const PAIR_MODES = ['vanilla', 'pair', 'pairgrpo', 'linear', 'none'] as const;
+/** One of {@link PAIR_MODES}. */
 export type PairMode = (typeof PAIR_MODES)[number];
 
 /** A reward or group that cannot yield an advantage (NaN reward, empty group, size mismatch). */
 export class AdvantageError extends PairuniError {
-  constructor(message: string, readonly detail: Record<string, unknown> = {}) {
+  constructor(
+    message: string,
+    /** Context of the failure, e.g. the index of the offending reward. */
+    readonly detail: Record<string, unknown> = {},
+  ) {
     super('advantage', message);
   }
 }

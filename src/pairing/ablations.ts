@@ -60,6 +60,7 @@ export interface AblationContext {
   signal?: AbortSignal;
 }
 
+/** The pairs of set `kind` (PairUG itself for `none`, else an ablation, see above), each with its pair weight. */
 export async function pairSet(kind: Ablation, res: PairingResult, ctx: AblationContext): Promise<OutPair[]> {
   const set = await ablationSet(kind, res, ctx);
   const unweighted = res.config.ablationWeight === 'paper' && (kind === 'random' || kind === 'unpaired');

@@ -30,10 +30,12 @@ export const KMeansConfig = z
   .strict();
 export type KMeansConfig = z.infer<typeof KMeansConfig>;
 
+/** The pair sets `pairuni pair --ablation` can build: PairUG (`none`) and the paper's comparison sets (see docs/pairing.md). */
 export const ABLATIONS = ['none', 'aligned-only', 'retrieval-only', 'random', 'u-only', 'g-only', 'unpaired', 'low-sim'] as const;
 export const Ablation = z.enum(ABLATIONS);
 export type Ablation = z.infer<typeof Ablation>;
 
+/** Configuration of pairing (zod schema): seed, k-means, retrieval threshold and pool sizes, ablation. */
 export const PairingConfig = z
   .object({
     seed: z.number().int().default(0),
@@ -71,9 +73,15 @@ export const PairingConfig = z
     ablationWeight: z.enum(['paper', 'sqrt-similarity']).default('paper'),
   })
   .strict();
+/** Parsed {@link PairingConfig}, defaults filled. */
 export type PairingConfig = z.infer<typeof PairingConfig>;
 export type PairingConfigInput = z.input<typeof PairingConfig>;
 
+/**
+ * Validates a pairing config and fills its defaults (`undefined` → all defaults).
+ *
+ * @throws ConfigError naming each invalid field.
+ */
 export function parsePairingConfig(input: unknown): PairingConfig {
   const r = PairingConfig.safeParse(input ?? {});
   if (!r.success) {

@@ -42,6 +42,7 @@ export interface EmbedResult {
   duplicates: number;
 }
 
+/** L2-normalised features of `images` (one row each, in order), embedding only those not already in the feature cache. */
 export async function embedImages(images: ImageSource[], opts: EmbedOptions): Promise<EmbedResult> {
   const spec = BackboneSpec.safeParse(opts.backbone);
   if (!spec.success) throw new ConfigError(`invalid backbone: ${spec.error.issues.map((i) => `${i.path.join('.')}: ${i.message}`).join('; ')}`);

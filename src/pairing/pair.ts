@@ -62,25 +62,39 @@ export interface PairingOptions {
   onProgress?: (phase: PairingPhase, done: number, total: number) => void;
 }
 
+/** Algorithm 1's output: the aligned and retrieved pairs, skipped medoids, cluster and retrieval diagnostics, timings. */
 export interface PairingResult {
+  /** The config used, defaults filled. */
   config: PairingConfig;
+  /** The backend's name. */
   backend: string;
+  /** Number of U items. */
   nU: number;
+  /** Number of G items. */
   nG: number;
+  /** Feature dimension. */
   dim: number;
+  /** D_aligned: one pair per cluster medoid that could form a quadruple. */
   aligned: AlignedPair[];
+  /** Medoids that could not form an aligned quadruple, and why. */
   skipped: SkippedMedoid[];
+  /** D_ret: G items matched to U items by similarity. */
   retrieved: CrossPair[];
+  /** k-means diagnostics: cluster sizes, inertia, steps, why it stopped. */
   clusters: ClusterDiagnostics & { inertia: number; steps: number; epochs: number; stop: string; reassigned: number; lloydIters: number };
+  /** Retrieval diagnostics: queries, pool size, how many found a candidate or found all taken. */
   retrieval: { mode: 'literal' | 'static'; queries: number; pool: number; withCandidates: number; allTaken: number; requeried: number; refills: number };
   /** Rows whose norm was off by more than 1e-3 before L2 normalisation. */
   renormalized: number;
+  /** Wall time of each phase, ms. */
   timingsMs: { upload: number; kmeans: number; kmeansInit: number; kmeansMinibatch: number; kmeansLloyd: number; kmeansLabels: number; medoids: number; retrieval: number; total: number };
   /** Kept for ablations (ablations.ts): the normalised F and per-cluster labels. */
   features: Matrix;
+  /** Cluster of each row of `features`. */
   labels: Int32Array;
 }
 
+/** Runs Algorithm 1 (above) on already embedded U and G features. */
 export async function pairFeatures(input: PairingInput, configInput: PairingConfigInput | PairingConfig, opts: PairingOptions): Promise<PairingResult> {
   const cfg = parsePairingConfig(configInput);
   const { backend } = opts;

@@ -150,6 +150,7 @@ function cacheDirOf(opts: EmbedManifestsOptions): string {
   return cacheDir;
 }
 
+/** `pairuni embed`: reads the U and G manifests and embeds their images into the feature cache. */
 export async function embedManifests(opts: EmbedManifestsOptions): Promise<EmbeddedManifests> {
   const cacheDir = cacheDirOf(opts);
   const sidecar = new LazySidecar(opts.sidecar, createLogger(opts));
@@ -169,13 +170,19 @@ export interface BuildPairUGOptions extends EmbedManifestsOptions {
   backend?: 'sidecar' | 'ts' | PairingBackend;
 }
 
+/** What {@link buildPairUG} wrote: the pair records, their statistics, the file paths, and a printable summary. */
 export interface PairUGResult {
+  /** The pairs written, in file order. */
   records: PairRecord[];
+  /** Counts, similarity histogram, diagnostics and timings (stats.json). */
   stats: PairStats;
+  /** Paths of pairs.arrow, pairs.jsonl and stats.json. */
   files: { arrow: string; jsonl: string; stats: string };
+  /** The human-readable summary `pairuni pair` prints. */
   summary: string;
 }
 
+/** `pairuni pair`: manifests → features → Algorithm 1 → (ablation) → pairs.arrow, pairs.jsonl and stats.json in `opts.out`. */
 export async function buildPairUG(opts: BuildPairUGOptions): Promise<PairUGResult> {
   // Everything that can be refused is refused before any embedding or pairing work.
   const cfg = parsePairingConfig(opts.config ?? {});

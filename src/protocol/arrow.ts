@@ -7,8 +7,10 @@
 import * as arrow from 'apache-arrow';
 import { ProtocolError } from '../errors.js';
 
+/** Arrow's canonical extension name marking a FixedSizeList column as an n-d tensor column. */
 export const FIXED_SHAPE_TENSOR = 'arrow.fixed_shape_tensor';
 
+/** One Arrow IPC stream of `table`, refused (`ProtocolError` `bad_request`) if it leaves the v1 subset. */
 export function encodeArrow(table: arrow.Table): Uint8Array {
   validateTable(table, 'outgoing');
   return arrow.tableToIPC(table, 'stream');
@@ -137,6 +139,12 @@ function validateData(d: arrow.Data, path: string): void {
   d.children.forEach((c, i) => validateData(c, `${path}.${i}`));
 }
 
+/**
+ * Checks a table against the v1 Arrow subset (no nulls, no dictionaries, valid offsets and tensor
+ * metadata) before its bytes are trusted; `what` prefixes the error message.
+ *
+ * @throws ProtocolError `bad_request` naming the column and what is wrong.
+ */
 export function validateTable(table: arrow.Table, what: string): void {
   for (const f of table.schema.fields) validateField(f, `${what}: column '${f.name}'`);
   for (const batch of table.batches) {

@@ -22,6 +22,7 @@ import {
 const uint = z.number().int().min(0).max(MAX_SAFE_HEADER_INT);
 const name = z.string().min(1).max(256);
 
+/** One payload's descriptor in a header's `b` list: name, encoding (`raw` tensor or `arrow` table), byte length, dtype and shape. */
 export const BufferDesc = z.looseObject({
   nm: name,
   enc: z.enum(['raw', 'arrow']),
@@ -29,8 +30,10 @@ export const BufferDesc = z.looseObject({
   dt: z.enum(DTYPE_NAMES as [string, ...string[]]).optional(),
   sh: z.array(uint).max(MAX_DIMS).optional(),
 });
+/** A parsed {@link BufferDesc} (unknown keys kept: newer minors may add some). */
 export type BufferDesc = z.infer<typeof BufferDesc>;
 
+/** A streamed message's `st`: stream id and total bytes of its chunk stream (protocols/wire-v1.md). */
 export const StreamDesc = z.looseObject({ sid: uint, tot: uint });
 
 const payloadFields = {
@@ -39,6 +42,7 @@ const payloadFields = {
   st: StreamDesc.optional(),
 };
 
+/** The body of an `err` message: the code the error classes map from, a message, retryability, detail. */
 export const WireError = z.looseObject({
   code: z.enum(WIRE_ERROR_CODES),
   msg: z.string(),
@@ -46,6 +50,7 @@ export const WireError = z.looseObject({
   detail: z.record(z.string(), z.unknown()).optional(),
 });
 
+/** The msgpack header of each message kind; loose, so a newer minor's extra keys pass. */
 export const HeaderSchemas = {
   hello: z.looseObject({
     wire: z.tuple([uint, uint]),
@@ -77,20 +82,30 @@ export const HeaderSchemas = {
   prog: z.looseObject({ re: uint, done: z.number(), total: z.number().optional(), msg: z.string().optional() }),
 } satisfies Record<KindName, z.ZodType>;
 
+/** The parsed header of kind `K`. */
 export type Header<K extends KindName> = z.infer<(typeof HeaderSchemas)[K]>;
+/** A parsed header of any kind. */
 export type AnyHeader = { [K in KindName]: Header<K> }[KindName];
 
+/** A header frame decoded and validated: the preamble's fields and the msgpack map. */
 export interface DecodedHeader {
+  /** Message kind from the preamble. */
   kind: KindName;
+  /** Preamble flag bits ({@link Flags}). */
   flags: number;
+  /** Sender's wire major. */
   major: number;
+  /** Sender's wire minor. */
   minor: number;
+  /** The msgpack map, validated against the kind's schema. */
   header: Record<string, unknown>;
 }
 
 const encoder = new Encoder({ sortKeys: true, ignoreUndefined: true, forceFloat32: false });
 
+/** The limit a header frame is decoded under (a {@link Limits} subset). */
 export interface DecodeLimits {
+  /** Largest header frame accepted, bytes. */
   maxHeaderBytes: number;
 }
 
@@ -115,6 +130,7 @@ export function encodeCanonical(value: unknown): Uint8Array {
   return encoder.encode(value);
 }
 
+/** One header frame: preamble + canonical msgpack of `header`, in a fresh buffer (zeromq may send it zero-copy). */
 export function encodeHeaderFrame(kind: KindName, header: object, flags = 0): Buffer {
   const body = encoder.encode(header);
   // A fresh buffer per message: zeromq.js sends large buffers zero-copy, so they must not be reused.
@@ -166,6 +182,11 @@ export function salvageIds(frame: Uint8Array): { id?: number; re?: number } {
   }
 }
 
+/**
+ * Reads a frame's 8-byte preamble before any msgpack is parsed, so a stray or foreign frame is refused cheaply.
+ *
+ * @throws ProtocolError `bad_request` on a short frame, bad magic, unknown kind or flag bits; `unsupported_version` on another major.
+ */
 export function parsePreamble(frame: Uint8Array): { kind: KindName; flags: number; major: number; minor: number } {
   if (frame.byteLength < PREAMBLE_BYTES) {
     throw new ProtocolError('bad_request', `header frame of ${frame.byteLength} bytes is shorter than the 8-byte preamble`);

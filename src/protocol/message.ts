@@ -4,12 +4,22 @@ import { type BufferDesc, decodeHeaderFrame } from './header.js';
 import { checkDescriptors, type DecodedPayloads, decodePayloads } from './payload.js';
 import { ProtocolError } from '../errors.js';
 
+/** A whole received message: kind, flags, header map and its payloads. */
 export interface DecodedMessage extends DecodedPayloads {
+  /** Message kind from the preamble. */
   kind: KindName;
+  /** Preamble flag bits ({@link Flags}). */
   flags: number;
+  /** The validated msgpack header map. */
   header: Record<string, unknown>;
 }
 
+/**
+ * Decodes one multipart message (header frame + one frame per payload) under `limits`.
+ * A streamed message's or a chunk's payloads are not in these frames, so they come back empty.
+ *
+ * @throws ProtocolError on any malformed frame, descriptor or size over a limit.
+ */
 export function decodeMessage(frames: readonly Uint8Array[], limits: Pick<Limits, 'maxHeaderBytes' | 'maxMessageBytes'>): DecodedMessage {
   if (frames.length === 0) throw new ProtocolError('bad_request', 'empty message');
   const { kind, flags, header } = decodeHeaderFrame(frames[0], limits);

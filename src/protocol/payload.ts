@@ -10,14 +10,20 @@ import { decodeArrow, encodeArrow } from './arrow.js';
 import type { BufferDesc } from './header.js';
 import { Tensor, numel } from './tensor.js';
 
+/** One payload of a message: a dense tensor (`raw`) or an Arrow table (`arrow`). */
 export type Payload = Tensor | arrow.Table;
+/** A message's payloads by name; names are the op's declared payload names. */
 export type Payloads = Record<string, Payload>;
 
+/** A payload ready to send: its descriptor for the header and the bytes of its frame. */
 export interface OutgoingBuffer {
+  /** Goes into the header's `b` list. */
   desc: BufferDesc;
+  /** The payload frame. */
   bytes: Uint8Array;
 }
 
+/** Descriptors and frame bytes of `payloads`, in insertion order; Arrow tables are checked against the v1 subset and encoded. */
 export function describePayloads(payloads: Payloads | undefined): OutgoingBuffer[] {
   const out: OutgoingBuffer[] = [];
   for (const [nm, p] of Object.entries(payloads ?? {})) {
@@ -69,8 +75,11 @@ export function checkDescriptors(descs: readonly BufferDesc[], limits: Pick<Limi
   return total;
 }
 
+/** A received message's payloads, split by encoding. */
 export interface DecodedPayloads {
+  /** Raw payloads by name (views of the received frames). */
   tensors: Record<string, Tensor>;
+  /** Arrow payloads by name. */
   tables: Record<string, arrow.Table>;
 }
 

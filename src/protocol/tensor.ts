@@ -5,6 +5,7 @@
 import { ProtocolError } from '../errors.js';
 import { DTYPES, type DType, MAX_DIMS } from './constants.js';
 
+/** The typed arrays a {@link Tensor} can view its bytes as (bf16 and f16 as `Uint16Array`). */
 export type TypedArray =
   | Uint8Array
   | Int8Array
@@ -51,13 +52,19 @@ export function numel(shape: readonly number[]): number {
   return n;
 }
 
+/**
+ * A dense n-d array as it travels: dtype, shape and little-endian C-order bytes. Views, never copies,
+ * so a tensor received from the sidecar is read in place.
+ */
 export class Tensor {
   /** Raw little-endian bytes (C order). */
   readonly bytes: Uint8Array;
   private view_?: TypedArray;
 
   constructor(
+    /** Element type. */
     readonly dtype: DType,
+    /** Dimensions, outermost first (C order). */
     readonly shape: readonly number[],
     bytes: Uint8Array,
   ) {
@@ -82,10 +89,12 @@ export class Tensor {
     return new Tensor(dt, shape ?? [data.length], new Uint8Array(data.buffer, data.byteOffset, data.byteLength));
   }
 
+  /** Number of elements (product of the shape). */
   get size(): number {
     return numel(this.shape);
   }
 
+  /** Byte length of the data. */
   get nbytes(): number {
     return this.bytes.byteLength;
   }
@@ -104,6 +113,7 @@ export class Tensor {
     return this.view_;
   }
 
+  /** `Tensor(f32, [2, 3])`: dtype and shape, never the data (it may be gigabytes). */
   toString(): string {
     return `Tensor(${this.dtype}, [${this.shape.join(', ')}])`;
   }

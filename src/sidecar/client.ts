@@ -22,9 +22,13 @@ type Camel<S extends string> = S extends `${infer H}_${infer T}` ? `${H}${Capita
 type NsOf<N> = N extends `${infer A}.${string}` ? A : never;
 type MethodOf<N, A extends string> = N extends `${A}.${infer M}` ? M : never;
 
+/** A typed op reply: `args` typed from the op's declared reply, plus tensors and tables by payload name. */
 export interface OpResult<N extends OpName> {
+  /** The reply's arguments, validated against the op's reply schema. */
   args: OpReply<N>;
+  /** Raw payloads by name. */
   tensors: Record<string, Tensor>;
+  /** Arrow payloads by name. */
   tables: Record<string, arrow.Table>;
 }
 /** An op as a method: args may be left out when every field has a default. */
@@ -32,6 +36,7 @@ export type OpMethod<N extends OpName> = {} extends OpArgs<N>
   ? (args?: OpArgs<N>, payloads?: Payloads, opts?: CallOptions) => Promise<OpResult<N>>
   : (args: OpArgs<N>, payloads?: Payloads, opts?: CallOptions) => Promise<OpResult<N>>;
 
+/** One method per catalogued op: `ns.snake_name` → `client.ns.camelName(args, payloads, opts)`. */
 export type OpClient = {
   [A in NsOf<OpName>]: { [M in MethodOf<OpName, A> as Camel<M>]: OpMethod<`${A}.${M}` & OpName> };
 } & { [N in OpName as N extends `${string}.${string}` ? never : N]: OpMethod<N> };

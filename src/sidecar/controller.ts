@@ -22,29 +22,45 @@ import {
 import type { Tensor } from '../protocol/tensor.js';
 import { createLogger, type Logger } from '../util/log.js';
 
+/** Per-call options of an op call. */
 export interface CallOptions {
+  /** Aborting it cancels the call: the rank is told to stop and the call rejects. */
   signal?: AbortSignal;
   /** Relative deadline; past it the call rejects with code `deadline` and the rank is told to stop. */
   deadlineMs?: number;
+  /** Receives the op's progress messages (`prog`) as the rank sends them. */
   onProgress?: (p: { done: number; total?: number; msg?: string }) => void;
   /** Which rank serves the call (default 0). */
   rank?: number;
 }
 
+/** An untyped op reply (from `sc.call`): reply args, raw tensors and Arrow tables by payload name. */
 export interface CallResult {
+  /** The reply's arguments, as the rank sent them. */
   args: Record<string, unknown>;
+  /** Raw payloads by name. */
   tensors: Record<string, Tensor>;
+  /** Arrow payloads by name. */
   tables: Record<string, arrow.Table>;
 }
 
+/** A registered rank as the controller sees it; `caps` are its capabilities (see {@link CAPABILITIES}). */
 export interface RankInfo {
+  /** Rank number, from 0. */
   rank: number;
+  /** World size the rank belongs to. */
   world: number;
+  /** Host name the rank reported. */
   host?: string;
+  /** Process id on that host. */
   pid?: number;
+  /** Unique per rank process: a restarted rank registers as a new incarnation. */
   incarnation: string;
+  /** Capabilities the rank announced in its hello. */
   caps: string[];
+  /** False once the rank was lost (exit, heartbeat timeout, bye). */
   alive: boolean;
+  /** Any other fields of the rank's hello (a newer minor's). */
   extra: Record<string, unknown>;
 }
 
@@ -99,17 +115,23 @@ export interface ControllerOptions {
   logger?: Logger;
 }
 
+/** Cumulative counters of a controller since it started (see {@link Sidecar.stats}). */
 export interface ControllerStats {
+  /** Replies that arrived after their call had already settled here (cancelled, timed out). */
   lateReplies: number;
   /** Errors a rank reported about a message it could not attribute to a request. */
   rankErrors: number;
+  /** Messages dropped as malformed. */
   badFrames: number;
+  /** Chunk streams received. */
   streamsIn: number;
+  /** Chunk streams sent. */
   streamsOut: number;
   /** Connection attempts refused: unknown CURVE keys and handshakes that failed (plaintext clients). */
   refused: number;
   /** Bytes this controller sent to and received from ranks (all frames, both sockets). */
   bytesOut: number;
+  /** Bytes received from ranks. */
   bytesIn: number;
 }
 

@@ -10,6 +10,7 @@ export function defaultVenv(): string {
   return process.env.PAIRUNI_VENV ?? join(PACKAGE_ROOT, '.venv');
 }
 
+/** The Python interpreter a sidecar runs: `explicit`, else $PAIRUNI_PYTHON, else the package's venv, else `python3` on PATH. */
 export function resolvePython(explicit?: string): string {
   if (explicit) return explicit;
   if (process.env.PAIRUNI_PYTHON) return process.env.PAIRUNI_PYTHON;

@@ -29,9 +29,11 @@ import type { CurveOptions } from './curve.js';
 import { resolvePython, sidecarSourceDir } from './python.js';
 import { createLogger, type LogOptions, sidecarLineLevel } from '../util/log.js';
 
+/** Options of {@link Sidecar.spawn}: the local sidecar process, its ranks and its environment. */
 export interface SpawnOptions extends LogOptions {
   /** Python interpreter (default: $PAIRUNI_PYTHON, else <package>/.venv/bin/python). */
   python?: string;
+  /** Extra environment variables of the sidecar, over this process's. */
   env?: Record<string, string>;
   /** Working directory of the sidecar (default: this process's, so relative paths mean the same on both sides). */
   cwd?: string;
@@ -42,9 +44,13 @@ export interface SpawnOptions extends LogOptions {
   plugins?: string[];
   /** torch intra-op threads in the sidecar. */
   threads?: number;
+  /** How long every rank has to say hello (default 120 000 ms; the first run may compile kernels). */
   startTimeoutMs?: number;
+  /** Heartbeat interval (default 500 ms). */
   hbMs?: number;
+  /** A rank silent this long is declared lost and its calls fail with RankLostError (default 4000 ms). */
   deadMs?: number;
+  /** Transfer limits (defaults: `DEFAULT_LIMITS` of `pairuni/protocol`). */
   limits?: Partial<Limits>;
   /**
    * Receives each line the sidecar writes to stderr or stdout, as text. Given without `logger`, it
@@ -64,6 +70,7 @@ export interface SpawnOptions extends LogOptions {
   signal?: AbortSignal;
 }
 
+/** Options of {@link Sidecar.attach}: a controller that binds and waits for ranks started elsewhere (multi-host). */
 export interface AttachOptions extends LogOptions {
   /** Endpoint to bind for the ctrl socket, e.g. tcp://0.0.0.0:5555; data binds on port+1 unless given. */
   endpoint: string;
@@ -74,13 +81,19 @@ export interface AttachOptions extends LogOptions {
   curve?: CurveOptions;
   /** Accept plaintext tcp:// ranks instead (a trusted private network only). */
   plaintext?: boolean;
+  /** Called for each CURVE handshake, allowed or refused (default: refusals are logged to stderr). */
   onAuth?: ControllerOptions['onAuth'];
+  /** Endpoint of the data socket (chunk streams), when not the ctrl port + 1. */
   dataEndpoint?: string;
   /** How many ranks must register before attach resolves. */
   world?: number;
+  /** How long to wait for them (default 300 000 ms). */
   timeoutMs?: number;
+  /** Heartbeat interval (default 500 ms). */
   hbMs?: number;
+  /** A rank silent this long is declared lost (default 4000 ms). */
   deadMs?: number;
+  /** Transfer limits (defaults: `DEFAULT_LIMITS` of `pairuni/protocol`). */
   limits?: Partial<Limits>;
 }
 
@@ -92,6 +105,11 @@ const STDERR_TAIL = 8192;
 // The typed op methods (`sc.train.load`, `sc.features.embed`, ...) are merged onto every Sidecar.
 export interface Sidecar extends Omit<OpClient, 'info'> {}
 
+/**
+ * A running sidecar: one or more Python ranks behind a controller. Start one with {@link Sidecar.spawn}
+ * (a local process) or {@link Sidecar.attach} (ranks that connect in); call ops as typed methods
+ * (`sc.train.load(...)`, one per catalogued op, see docs/ops.md) or by name with `call`; `close()` when done.
+ */
 export class Sidecar {
   private child?: ChildProcess;
   private ipcDir?: string;
@@ -301,6 +319,7 @@ export class Sidecar {
     return this.ctl.call(op, args, payloads, opts);
   }
 
+  /** Every rank that registered, dead ones included (`alive: false`). */
   get ranks(): RankInfo[] {
     return this.ctl.rankInfos();
   }
@@ -310,10 +329,12 @@ export class Sidecar {
     return this.exitInfo ? { ...this.exitInfo } : undefined;
   }
 
+  /** Process id of a spawned sidecar; undefined for an attached one. */
   get pid(): number | undefined {
     return this.child?.pid;
   }
 
+  /** A snapshot of the controller's counters (bytes, streams, bad frames, refused connections). */
   get stats(): ControllerStats {
     return { ...this.ctl.stats };
   }
@@ -323,6 +344,7 @@ export class Sidecar {
     return this.stderrTail;
   }
 
+  /** True while the controller is open and at least one rank is alive. */
   get alive(): boolean {
     return this.ctl.rankInfos().some((r) => r.alive) && !this.ctl.isClosed;
   }
@@ -353,7 +375,11 @@ export class Sidecar {
     this.cleanupDir();
   }
 
-  /** Test hook: raw frames straight onto a rank's socket (fuzzing). */
+  /**
+   * Test hook: raw frames straight onto a rank's socket (fuzzing).
+   *
+   * @internal
+   */
   get _controller(): Controller {
     return this.ctl;
   }

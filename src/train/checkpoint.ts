@@ -45,6 +45,7 @@ export const checkpointsDir = (out: string) => join(out, 'checkpoints');
  * SDK's options (`resume: true`, `out`); `cliMessage` says the same with the command line's flags.
  */
 export class RunStateError extends ConfigError {
+  /** The same message in terms of the command line's flags (`--resume`, `--out`). */
   readonly cliMessage: string;
   constructor(message: string, options?: { cause?: unknown; cliMessage?: string }) {
     super(message, options);

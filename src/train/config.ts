@@ -15,6 +15,7 @@ import { PAIR_MODES } from '../grpo/advantages.js';
 
 export { GenConfig, LossConfig, ModelConfig, OptimConfig, UndConfig };
 
+/** The training configuration (zod schema): data, model, rollout sides, loss, optimiser, steps, output, sidecar. */
 export const TrainConfig = z
   .object({
     /** PairUG file (JSONL or Arrow IPC) of PairRecord rows; image paths relative to it. */
@@ -81,7 +82,9 @@ export const TrainConfig = z
   })
   .strict();
 
+/** A parsed {@link TrainConfig}: defaults filled (and paths resolved, through {@link parseTrainConfig}). */
 export type TrainConfig = z.infer<typeof TrainConfig>;
+/** What a config may leave out: every defaulted field optional. */
 export type TrainConfigInput = z.input<typeof TrainConfig>;
 
 /**

@@ -12,7 +12,9 @@ import { Rng } from '../util/prng.js';
 
 /** A validated pair with absolute image paths. */
 export interface TrainPair extends PairRecord {
+  /** `u_image` resolved against the PairUG file's folder. */
   u_image_abs: string;
+  /** `g_image` resolved against the PairUG file's folder. */
   g_image_abs: string;
 }
 

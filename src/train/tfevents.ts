@@ -176,6 +176,7 @@ const EVENT_FILE = /^events\.out\.tfevents\.(\d+)\./;
  * exclusively, never appended to.
  */
 export class EventWriter {
+  /** The event file being written. */
   readonly path: string;
   private fd: number | undefined;
 
@@ -199,11 +200,13 @@ export class EventWriter {
     this.write({ wallTime: Date.now() / 1000, fileVersion: 'brain.Event:2' });
   }
 
+  /** Appends one raw event record. */
   write(e: TFEvent): void {
     if (this.fd === undefined) throw new Error(`event file ${this.path} is closed`);
     writeSync(this.fd, frameRecord(encodeEvent(e)));
   }
 
+  /** One scalar per tag at `step`; non-finite values are left out (TensorBoard would plot them as gaps anyway). */
   scalars(step: number, values: Record<string, number>, wallTime = Date.now() / 1000): void {
     const summary = Object.entries(values)
       .filter(([, v]) => typeof v === 'number' && Number.isFinite(v))
@@ -211,6 +214,7 @@ export class EventWriter {
     if (summary.length) this.write({ wallTime, step, summary });
   }
 
+  /** One encoded image under `tag` at `step`. */
   image(step: number, tag: string, image: ImageSummary, wallTime = Date.now() / 1000): void {
     this.write({ wallTime, step, summary: [{ tag, image }] });
   }
@@ -223,6 +227,7 @@ export class EventWriter {
     this.write({ wallTime, step, sessionLog: { status: SESSION_STATUS.start, ...(msg !== undefined ? { msg } : {}) } });
   }
 
+  /** Syncs the file to disk and closes it; idempotent. */
   close(): void {
     if (this.fd !== undefined) {
       fsyncSync(this.fd);

@@ -38,6 +38,7 @@ import { sftStep } from './sft.js';
 export const isTrainerNotice = (line: string): boolean => line.startsWith('pairuni train:');
 
 /**
+ * Options of {@link train} beyond the config: cancellation, resume, callbacks, a custom sidecar.
  * `logger` / `logLevel`: the trainer's notices (a restart: warn; a skipped checkpoint: warn; removed
  * temps: info) and every line of the sidecar's stderr (at the level it carries, see `Sidecar.spawn`).
  */
@@ -59,11 +60,15 @@ export interface TrainOptions extends LogOptions {
   spawn?: () => Promise<Sidecar>;
 }
 
+/** How a {@link train} run ended. */
 export interface TrainResult {
   /** Completed steps (equals config.steps when the run finished). */
   steps: number;
+  /** Directory of the last checkpoint saved, if any. */
   checkpoint?: string;
+  /** Metrics of the last step. */
   last?: StepMetrics;
+  /** Sidecar restarts after a crash during the run. */
   restarts: number;
 }
 

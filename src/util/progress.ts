@@ -3,15 +3,21 @@
  * elsewhere (CI, pipes) it prints a line every `logEveryMs` so logs show the job is alive.
  */
 export interface ProgressOptions {
+  /** Printed first on each line. */
   label: string;
+  /** Units expected; without it no bar or ETA, only a count and rate. */
   total?: number;
+  /** Unit name for the count and rate (`images`, `steps`). */
   unit?: string;
+  /** Where to draw (default stderr). */
   stream?: NodeJS.WriteStream;
   /** Print nothing at all (tests, or callers that render progress themselves). */
   silent?: boolean;
+  /** Interval of the progress lines when not on a TTY (default 10 000 ms). */
   logEveryMs?: number;
 }
 
+/** A progress bar or periodic progress line (see {@link ProgressOptions}); call `done()` to finish it. */
 export class Progress {
   private done_ = 0;
   private total?: number;
@@ -28,14 +34,17 @@ export class Progress {
     this.tty = Boolean(this.stream.isTTY) && !opts.silent;
   }
 
+  /** Units done so far. */
   get value(): number {
     return this.done_;
   }
 
+  /** Advances by `k` units. */
   tick(k = 1, msg?: string): void {
     this.update(this.done_ + k, undefined, msg);
   }
 
+  /** Sets the absolute count (and total or message when given); draws at most every 100 ms on a TTY. */
   update(done: number, total?: number, msg?: string): void {
     this.done_ = done;
     if (total !== undefined) this.total = total;
@@ -48,6 +57,7 @@ export class Progress {
     }
   }
 
+  /** Draws the final line once; later calls do nothing. */
   done(msg?: string): void {
     if (this.finished) return;
     this.finished = true;

@@ -14,12 +14,14 @@ export interface SidecarBackendOptions {
   device?: string;
 }
 
+/** The pairing kernels as sidecar ops (BLAS or CUDA); the one to use at paper scale. */
 export class SidecarBackend implements PairingBackend {
   readonly name = 'sidecar';
   private readonly device: string;
 
   /** Use a running sidecar; `close()` then leaves it running. */
   constructor(
+    /** The sidecar the kernels run in. */
     readonly sidecar: Sidecar,
     opts: SidecarBackendOptions = {},
     private readonly owns = false,

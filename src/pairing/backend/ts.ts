@@ -10,6 +10,7 @@ import type { MatrixHandle, PairingBackend, TopkRequest, TopkResult } from './ty
 /** Database rows scored per block: keeps a block of D hot in cache while queries stream over it. */
 const DB_BLOCK = 256;
 
+/** The pairing kernels in plain TypeScript: the tests' oracle, for a few thousand points at most. */
 export class TsBackend implements PairingBackend {
   readonly name = 'ts';
   private readonly mats = new Map<number, Matrix>();

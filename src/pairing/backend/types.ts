@@ -40,12 +40,15 @@ export interface TopkResult {
   score: Float32Array;
 }
 
+/** Where the pairing kernels run: {@link TsBackend} (reference) or {@link SidecarBackend} (BLAS/CUDA), or your own. */
 export interface PairingBackend {
+  /** Reported in the pairing stats (`ts`, `sidecar`, or yours). */
   readonly name: string;
   /** Copy a matrix into the backend; the handle stays valid until `free`. */
   upload(m: Matrix): Promise<MatrixHandle>;
   /** Overwrite some rows of an uploaded matrix (centroid updates). `values` is rows.length × cols. */
   setRows(h: MatrixHandle, rows: Int32Array, values: Float32Array): Promise<void>;
+  /** Releases an uploaded matrix; its handle is invalid afterwards. */
   free(h: MatrixHandle): Promise<void>;
   /** C = A[aRows] · B[bRows]ᵀ as a dense |aRows|×|bRows| float32 block (small A only). */
   gemmNT(a: MatrixHandle, aRows: Int32Array | undefined, b: MatrixHandle, bRows?: Int32Array): Promise<Float32Array>;
@@ -56,5 +59,6 @@ export interface PairingBackend {
   assign(x: MatrixHandle, xRows: Int32Array | undefined, c: MatrixHandle, k: number): Promise<TopkResult>;
   /** Streaming top-k by inner product; never materialises the full |Q|×|D| score matrix. */
   topk(req: TopkRequest): Promise<TopkResult>;
+  /** Frees every resident matrix (and what the backend owns, e.g. a sidecar it started). */
   close(): Promise<void>;
 }

@@ -56,6 +56,15 @@ describe('scripts/check-links.mjs', () => {
     expect(r.stderr).toMatch(/2 broken link/);
   });
 
+  it('resolves an anchor to an explicit <a id> (the generated API reference writes table rows so), not to one in code', () => {
+    site('| <a id="property-code-13"></a> `code` |\n\n`<a id="in-span"></a>`\n\n[row](#property-code-13) [span](#in-span)\n');
+    const r = check(dir);
+    expect(r.status).toBe(1);
+    expect(r.stderr).not.toMatch(/property-code-13/);
+    expect(r.stderr).toMatch(/broken link #in-span: docs\/guide\.md has no heading #in-span/);
+    expect(r.stderr).toMatch(/1 broken link/);
+  });
+
   it("passes on this repository's README.md and docs/", () => {
     const r = check(root);
     expect(r.stderr).toBe('');
