@@ -13,9 +13,13 @@ export type LogFn = (message: string, ...args: unknown[]) => void;
 
 /** Anything with these four methods: `console`, pino, winston, or a test's array. */
 export interface Logger {
+  /** What only a developer reads: the sidecar's unmarked lines (Python warnings, tracebacks), start and stop. */
   debug: LogFn;
+  /** The normal life of a run worth a line (removed temporaries, a world back at full size). */
   info: LogFn;
+  /** What the user may have to act on (a skipped checkpoint, a restarted sidecar). */
   warn: LogFn;
+  /** A fault of the SDK or the sidecar itself (a checkpoint that could not be saved). */
   error: LogFn;
 }
 
