@@ -10,7 +10,8 @@
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { Completer, startScriptedServer, type CompletionItem, type ScriptedServer } from '../src/completion/index.js';
+import { Completer, type CompletionItem } from 'pairuni';
+import { startScriptedServer, type ScriptedServer } from 'pairuni/testing';
 
 // A 1×1 PNG: real endpoints need a decodable image.
 const PIXEL = Buffer.from(

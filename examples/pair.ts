@@ -10,7 +10,7 @@ import { mkdirSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { deflateSync } from 'node:zlib';
-import { buildPairUG } from '../src/pairing/index.js';
+import { buildPairUG } from 'pairuni';
 
 /** A minimal RGB PNG encoder, so the example needs no image library. */
 function png(w: number, h: number, pixel: (x: number, y: number) => [number, number, number]): Buffer {

@@ -12,9 +12,8 @@
 import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { Sidecar } from '../src/sidecar/index.js';
-import { buildTinyBagel, writeTinyPairUG } from '../src/train/fixtures.js';
-import { parseTrainConfig, readMetrics, train, type StepMetrics } from '../src/train/index.js';
+import { Sidecar, parseTrainConfig, readMetrics, train, type StepMetrics } from 'pairuni';
+import { buildTinyBagel, writeTinyPairUG } from 'pairuni/testing';
 
 const out = process.argv[2] ?? mkdtempSync(join(tmpdir(), 'pairuni-example-'));
 const t0 = Date.now();

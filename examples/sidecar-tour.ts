@@ -3,7 +3,7 @@
  * across, and shut down cleanly.   node --import tsx examples/sidecar-tour.ts
  */
 import { tableFromArrays } from 'apache-arrow';
-import { CancelledError, OpFailedError, Sidecar, Tensor } from '../src/index.js';
+import { CancelledError, OpFailedError, Sidecar, Tensor } from 'pairuni';
 
 const sc = await Sidecar.spawn();
 try {

@@ -15,9 +15,8 @@
 import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { Sidecar } from '../src/sidecar/index.js';
-import { writeTinyPairUG } from '../src/train/fixtures.js';
-import { parseTrainConfig, train } from '../src/train/index.js';
+import { Sidecar, parseTrainConfig, train } from 'pairuni';
+import { writeTinyPairUG } from 'pairuni/testing';
 
 const out = process.argv[2] ?? mkdtempSync(join(tmpdir(), 'pairuni-example-'));
 const t0 = Date.now();

@@ -1,10 +1,9 @@
 /** Where the sidecar's Python lives: PAIRUNI_PYTHON, else the venv that `npm install` created. */
 import { existsSync } from 'node:fs';
-import { dirname, join, resolve } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { join } from 'node:path';
+import { PACKAGE_ROOT } from './package-root.cjs';
 
-/** The package root (works from src/ under tsx and from dist/ after the build). */
-export const PACKAGE_ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..');
+export { PACKAGE_ROOT };
 
 export function defaultVenv(): string {
   return process.env.PAIRUNI_VENV ?? join(PACKAGE_ROOT, '.venv');

@@ -102,12 +102,26 @@ export function writeTinyPairUG(dir: string, n = 8, seed = 0): string {
   return file;
 }
 
-/** Builds a tiny random-init Janus model directory with the sidecar (`train.tiny_janus`). */
+/**
+ * Builds a tiny random-init model directory of a registered family with the sidecar (`models.tiny`):
+ * a few layers and small vocabularies in the family's own on-disk layout, so `model.path` loads it
+ * like the real checkpoint. Returns the directory.
+ */
+export async function buildTinyModel(sc: Sidecar, family: string, dir: string, seed = 0): Promise<string> {
+  return (await sc.models.tiny({ family, dir, seed })).args.dir;
+}
+
+/** Builds a tiny random-init Janus model directory (HF `save_pretrained` layout) with the sidecar. */
 export async function buildTinyJanus(sc: Sidecar, dir: string, seed = 0): Promise<string> {
-  return (await sc.models.tiny({ family: 'janus', dir, seed })).args.dir;
+  return buildTinyModel(sc, 'janus', dir, seed);
+}
+
+/** Builds a tiny random-init Lumina-DiMOO directory (DiMOO's token conventions: MASK, image codes, row separators). */
+export async function buildTinyDimoo(sc: Sidecar, dir: string, seed = 0): Promise<string> {
+  return buildTinyModel(sc, 'dimoo', dir, seed);
 }
 
 /** Builds a tiny random-init Bagel directory (BAGEL-7B-MoT layout) with the sidecar. */
 export async function buildTinyBagel(sc: Sidecar, dir: string, seed = 0): Promise<string> {
-  return (await sc.models.tiny({ family: 'bagel', dir, seed })).args.dir;
+  return buildTinyModel(sc, 'bagel', dir, seed);
 }

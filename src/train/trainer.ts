@@ -110,6 +110,7 @@ export function grpoSides(caps: readonly string[]): { und: boolean; gen: boolean
  */
 export type TrainMode = { kind: 'pairgrpo'; sides: { und: boolean; gen: boolean } } | { kind: 'sft' };
 
+/** The `TrainMode` of a loaded policy, from the capabilities `train.load` replied with. */
 export function trainMode(caps: readonly string[]): TrainMode {
   const canRoll = (caps.includes('und_rollout') && caps.includes('logprobs_und')) || (caps.includes('gen_rollout') && caps.includes('logprobs_gen'));
   if (!canRoll && caps.includes('sft')) return { kind: 'sft' };
