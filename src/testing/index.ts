@@ -16,7 +16,7 @@
  * await train(parseTrainConfig({ data, out: '/tmp/t/run', model: { path: model, device: 'cpu' }, steps: 2 }));
  * ```
  *
- * @module
+ * @module pairuni/testing
  */
 export { buildTinyBagel, buildTinyDimoo, buildTinyJanus, buildTinyModel, encodePng, writeTinyPairUG } from '../train/fixtures.js';
 export { startScriptedServer, type ScriptedServer, type ScriptedHandler, type ScriptedReply, type ScriptedRequest } from '../completion/scripted-server.js';
