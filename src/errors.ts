@@ -23,6 +23,7 @@ export const SDK_ERROR_CODES = [
   'llm_api',
   'llm_request_rejected',
   'budget_exhausted',
+  'capability',
 ] as const;
 /** The closed set of codes a PairuniError carries. */
 export type ErrorCode = WireErrorCode | (typeof SDK_ERROR_CODES)[number];
@@ -165,5 +166,15 @@ export class DataError extends PairuniError {
 export class AbortedError extends PairuniError {
   constructor(message = 'aborted', options?: { cause?: unknown }) {
     super('aborted', message, options);
+  }
+}
+
+/**
+ * The loaded model's adapter does not declare a capability the job needs (e.g. `gen_rollout` to
+ * generate images); `capabilities` is what it declares.
+ */
+export class CapabilityError extends PairuniError {
+  constructor(message: string, readonly capability: string, readonly capabilities: readonly string[], options?: { cause?: unknown }) {
+    super('capability', message, options);
   }
 }

@@ -20,3 +20,16 @@ export { train, pairGrpoStep, sftStep, loadArgs, trainMode, type TrainMode, pars
 export { pairWeight, trainWeight, groupNormalize, sideAdvantages, clippedSurrogate, trajCoefficients, undReward, parseAnswerLetter, renderQuestion, AdvantageError, PAIR_MODES, type PairMode } from './grpo/index.js';
 export { buildPairUG, embedManifests, pairFeatures, stackFeatures, pairSet, embedImages, parsePairingConfig, PairingConfig, BackboneSpec, ABLATIONS, SidecarBackend, TsBackend, type PairingResult, type PairUGResult, type PairingBackend } from './pairing/index.js';
 export { readUnderstanding, readGeneration, type Manifest, type ImageSource } from './data/manifest.js';
+export {
+  writeGenEvalSamples,
+  readGenEvalPrompts,
+  genEvalFolder,
+  genEvalSampleName,
+  genEvalFolderComplete,
+  genEvalBatchSeed,
+  GENEVAL_SAMPLES,
+  GENEVAL_SEED,
+  type GenEvalPrompt,
+  type GenEvalSamplesOptions,
+  type GenEvalSamplesResult,
+} from './eval/geneval.js';

@@ -450,6 +450,12 @@ export const OPS = {
     args: z.strictObject({ dir: userPath }),
     reply: z.strictObject({ dir: z.string(), optimizer_step: uint, ...elapsed }),
   }),
+  'train.images': op({
+    doc: "a generation rollout's images, prompt-major (n per prompt in the order sampled), uint8 (B, H, W, 3)",
+    args: z.strictObject({ handle }),
+    reply: z.strictObject({ size: uint, height: uint, width: uint, ...elapsed }),
+    replyPayloads: { images: { dtype: ['u8'], rank: 4 } },
+  }),
   'train.grid': op({
     doc: "save a PNG grid of a generation rollout's images",
     args: z.strictObject({ handle, path: userPath, nrow: int.min(1).default(4), max_images: int.min(1).default(16) }),

@@ -161,7 +161,7 @@ function recipeNote(p: Plan): string {
 }
 
 /** A model directory's family: its model card's `family`, else a built-in family its config.json's `model_type` names, else Janus. */
-function modelFamily(model: string): { family: string; source: string } {
+export function modelFamily(model: string): { family: string; source: string } {
   const cardPath = join(model, 'pairuni_model.json');
   const card = existsSync(cardPath) ? readJson<{ family?: unknown }>(cardPath) : {};
   if (typeof card.family === 'string') return { family: card.family, source: `pairuni_model.json: family "${card.family}"` };

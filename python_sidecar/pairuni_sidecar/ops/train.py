@@ -286,6 +286,17 @@ def _op_grid(ctx, args, tensors):
     return {"path": args["path"], "width": w, "height": h}
 
 
+@op("train.images")
+@_timed
+def _op_images(ctx, args, tensors):
+    """A generation rollout's images as one uint8 (B, H, W, 3) payload (the exporters write the files)."""
+    b = _batch(ctx, args["handle"])
+    if b.images is None:
+        raise BadRequest(f"train.images: handle {args['handle']!r} holds a {b.side!r} rollout, which has no images")
+    imgs = b.images.detach().to("cpu", torch.uint8).contiguous()
+    return Reply({"size": int(imgs.shape[0]), "height": int(imgs.shape[1]), "width": int(imgs.shape[2])}, {"images": imgs})
+
+
 @op("models.tiny")
 def _op_tiny(ctx, args, tensors):
     """Build a tiny random-init model directory with the family's registered builder."""

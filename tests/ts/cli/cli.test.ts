@@ -43,7 +43,7 @@ describe('unknown flags and other parse errors (handled once, in src/cli/index.t
     expect(r.out).toEqual([]);
   };
   // These parse with node's parseArgs and let its error through to main().
-  for (const cmd of ['demo', 'embed', 'pair', 'doctor']) it(`pairuni ${cmd} --no-such-flag: one line naming the flag, exit 2`, () => oneLine(cmd));
+  for (const cmd of ['demo', 'embed', 'pair', 'doctor', 'samples']) it(`pairuni ${cmd} --no-such-flag: one line naming the flag, exit 2`, () => oneLine(cmd));
   for (const cmd of ['complete', 'train']) it(`pairuni ${cmd} --no-such-flag: one line naming the flag, exit 2`, () => oneLine(cmd));
 
   it('a missing option value is a parse error too', async () => {
