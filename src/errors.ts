@@ -174,7 +174,14 @@ export class AbortedError extends PairuniError {
  * generate images); `capabilities` is what it declares.
  */
 export class CapabilityError extends PairuniError {
-  constructor(message: string, readonly capability: string, readonly capabilities: readonly string[], options?: { cause?: unknown }) {
+  constructor(
+    message: string,
+    /** The capability the job needs (e.g. `gen_rollout`). */
+    readonly capability: string,
+    /** The capabilities the adapter declares. */
+    readonly capabilities: readonly string[],
+    options?: { cause?: unknown },
+  ) {
     super('capability', message, options);
   }
 }

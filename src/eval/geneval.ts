@@ -23,9 +23,11 @@ import { AbortedError, CapabilityError, ConfigError, DataError, PairuniError } f
 import { Sidecar } from '../sidecar/index.js';
 import { encodePng } from '../train/fixtures.js';
 import { writeFileAtomic } from '../util/atomic.js';
+import type { LogOptions } from '../util/log.js';
 
 /** GenEval's own defaults (generation/diffusers_generate.py: `--n_samples 4`, `--seed 42`). */
 export const GENEVAL_SAMPLES = 4;
+/** GenEval's default sampling seed (`--seed 42`). */
 export const GENEVAL_SEED = 42;
 
 /** One line of a GenEval metadata file: `prompt` and `tag` (the evaluator reads both), plus its own keys. */
@@ -34,7 +36,9 @@ export interface GenEvalPrompt {
   index: number;
   /** 1-based line number in the file (for messages). */
   line: number;
+  /** The text to generate from. */
   prompt: string;
+  /** GenEval's task category (`single_object`, `counting`, `colors`, ...), read by its evaluator. */
   tag: string;
   /** The line as written (trimmed): copied verbatim into the folder's metadata.jsonl. */
   text: string;
@@ -102,7 +106,8 @@ export function genEvalFolderComplete(dir: string, p: GenEvalPrompt, n: number):
   return meta === `${p.text}\n` && files.length === n && files.every((f) => want.has(f));
 }
 
-export interface GenEvalSamplesOptions {
+/** Options of {@link writeGenEvalSamples}. `logger`/`logLevel` reach the sidecar started here (see `Sidecar.spawn`). */
+export interface GenEvalSamplesOptions extends LogOptions {
   /** Model directory (a `from_pretrained` directory or a pairuni export). */
   model: string;
   /** GenEval metadata file: one JSON object per line with `prompt` and `tag`. */
@@ -117,6 +122,7 @@ export interface GenEvalSamplesOptions {
   seed?: number;
   /** Classifier-free guidance weight (default: the training config's `gen.cfgWeight` default). */
   cfg?: number;
+  /** Sampling temperature of the image tokens (default: the family's generation default). */
   temperature?: number;
   /** Prompts per rollout call (default 1: every prompt's images depend on the seed and its index only). */
   batch?: number;
@@ -126,9 +132,11 @@ export interface GenEvalSamplesOptions {
   modelOptions?: Record<string, unknown>;
   /** A running sidecar to use (left open); default: one started here and closed at the end. */
   sidecar?: Sidecar;
-  /** For the sidecar started here: interpreter, torch threads, stderr lines. */
+  /** Python interpreter of the sidecar started here (default: as `Sidecar.spawn`). */
   python?: string;
+  /** torch intra-op threads of the sidecar started here. */
   threads?: number;
+  /** Each line the sidecar started here writes (as `Sidecar.spawn`'s `onLog`). */
   onLog?: (line: string) => void;
   /** Aborting stops after the batch being written (AbortedError); the same call resumes. */
   signal?: AbortSignal;
@@ -136,15 +144,23 @@ export interface GenEvalSamplesOptions {
   onProgress?: (done: number, total: number) => void;
 }
 
+/** What {@link writeGenEvalSamples} did. */
 export interface GenEvalSamplesResult {
+  /** The output directory, absolute. */
   out: string;
   /** Prompt indices written by this call, and those found complete and kept. */
   written: number[];
+  /** Prompt indices whose folders were already complete and left untouched. */
   kept: number[];
+  /** Images per prompt. */
   samples: number;
+  /** Image width in pixels. */
   width: number;
+  /** Image height in pixels. */
   height: number;
+  /** The adapter family used. */
   family: string;
+  /** Wall time of the call, seconds. */
   seconds: number;
 }
 
@@ -204,7 +220,7 @@ export async function writeGenEvalSamples(o: GenEvalSamplesOptions): Promise<Gen
   }
 
   const own = !o.sidecar;
-  const sc = o.sidecar ?? (await Sidecar.spawn({ python: o.python, threads: o.threads, onLog: o.onLog, signal: o.signal }));
+  const sc = o.sidecar ?? (await Sidecar.spawn({ python: o.python, threads: o.threads, onLog: o.onLog, logger: o.logger, logLevel: o.logLevel, signal: o.signal }));
   try {
     if (o.signal?.aborted) throw stopped();
     const loaded = await sc.train.load({ model: toWire(modelCfg), optim: toWire(OptimConfig.parse({})), seed });
