@@ -134,9 +134,9 @@ describe('requests and replies are checked at the boundary', () => {
     const missing = await invoke(raw, 'debug.sleep', {} as never).catch((e) => e);
     expect(missing).toBeInstanceOf(BadRequestError);
     expect(missing.detail.field).toBe('seconds');
-    const typed = await invoke(raw, 'train.update', { handles: {}, loss: { eps_low: 'x' }, est_seed: 0 } as never).catch((e) => e);
-    expect(typed.detail.field).toBe('loss.eps_low');
-    const payload = await invoke(raw, 'train.update', { handles: {}, loss: {}, est_seed: 0 }, { adv_und: Tensor.from(new Float64Array(2)) }).catch((e) => e);
+    const typed = await invoke(raw, 'train.update', { handles: {}, loss: { epsLow: 'x' }, estSeed: 0 } as never).catch((e) => e);
+    expect(typed.detail.field).toBe('loss.epsLow');
+    const payload = await invoke(raw, 'train.update', { handles: {}, loss: {}, estSeed: 0 }, { adv_und: Tensor.from(new Float64Array(2)) }).catch((e) => e);
     expect(payload.message).toMatch(/payload 'adv_und' must have dtype f32, got f64/);
     expect(sent).toBe(0);
   });
@@ -167,17 +167,17 @@ describe('requests and replies are checked at the boundary', () => {
     expect(sent[0].path).toBe(join(process.cwd(), 'samples', 'grid.png'));
     await invoke(raw, 'features.backbone', { backbone: { kind: 'resnet50', weights: 'resnet50.pth' } }).catch(() => undefined);
     expect((sent[1].backbone as { weights: string }).weights).toBe(join(process.cwd(), 'resnet50.pth'));
-    await invoke(raw, 'train.und_rollout', { n: 1, items: [{ image_path: '/abs/a.png', text: 'q' }, { image_path: 'rel/b.png', text: 'q' }], sampling: { seed: 0 } }).catch(() => undefined);
+    await invoke(raw, 'train.und_rollout', { n: 1, items: [{ imagePath: '/abs/a.png', text: 'q' }, { imagePath: 'rel/b.png', text: 'q' }], sampling: { seed: 0 } }).catch(() => undefined);
     expect((sent[2].items as Array<{ image_path: string }>).map((i) => i.image_path)).toEqual(['/abs/a.png', join(process.cwd(), 'rel', 'b.png')]);
   });
 
   it('a reply field renamed by the sidecar fails on arrival, naming the field', async () => {
     const metrics = { loss: 0.1, grad_norm: 1, lr: 1e-3, update_tokens: 4, update_s: 0.01, optimizer_step: 1, elapsed_s: 0.01, 'und/clip_frac': 0 };
-    const ok = await invoke(async () => ({ args: metrics, tensors: {}, tables: {} }), 'train.update', { handles: {}, loss: {}, est_seed: 0 });
+    const ok = await invoke(async () => ({ args: metrics, tensors: {}, tables: {} }), 'train.update', { handles: {}, loss: {}, estSeed: 0 });
     expect(ok.args['und/clip_frac']).toBe(0);
     const { 'und/clip_frac': _, ...rest } = metrics;
     const renamed = { ...rest, 'und/clipfrac': 0 };
-    const err = await invoke(async () => ({ args: renamed, tensors: {}, tables: {} }), 'train.update', { handles: {}, loss: {}, est_seed: 0 }).catch((e) => e);
+    const err = await invoke(async () => ({ args: renamed, tensors: {}, tables: {} }), 'train.update', { handles: {}, loss: {}, estSeed: 0 }).catch((e) => e);
     expect(err).toBeInstanceOf(InternalError);
     expect(err.message).toMatch(/train\.update reply does not match the contract.*und\/clipfrac/);
   });
