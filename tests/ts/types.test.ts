@@ -68,7 +68,7 @@ describe('path arguments', () => {
       sc.train.sft({
         examples: [
           // @ts-expect-error a numeric path inside a list of items
-          { side: 'und', image_path: 7, text: 'q' },
+          { side: 'und', imagePath: 7, text: 'q' },
         ],
       }),
       sc.train.export({ dir: 'out/model' }),
