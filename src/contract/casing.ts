@@ -30,6 +30,9 @@ export function metricRecord<S extends z.ZodObject>(schema: S): S & MetricKeys {
   return schema as S & MetricKeys;
 }
 
+/** Whether `schema` was marked by `metricRecord` (its keys are names, kept as declared). */
+export const isMetricRecord = (schema: z.ZodType): boolean => metricRecords.has(schema);
+
 /** `est_seed` → `estSeed` (the type of `camel`). */
 export type Camel<S extends string> = S extends `${infer H}_${infer T}` ? `${H}${Capitalize<Camel<T>>}` : S;
 /** `est_seed` → `estSeed`: an underscore and the letter or digit after it become that character upper-cased. */
