@@ -37,8 +37,12 @@ describe('declared once, generated for both languages', () => {
     // A field's JSDoc (zod drops it at run time) reaches the reference from the catalogue's source.
     expect(md).toContain('| `free` | boolean | `false` | Drop the rollouts after this step (the last inner iteration) without another round trip. |');
     expect(md).toMatch(/\| `model` \| \[LoadModel\]\(#loadmodel\) \| required \|/);
-    // A record's fields carry the comments of the config field they are derived from, under wire keys.
-    expect(md).toContain('| `micro_batch` | int | `8` | ≥ 1; Trajectories per forward/backward (gradient accumulation inside a step). |');
+    // A record's fields carry the comments of the config field they are derived from, under their TS
+    // names with the wire's beside them; family options (map keys) and metric names stay as declared.
+    expect(md).toContain('| `microBatch` (wire `micro_batch`) | int | `8` | ≥ 1; Trajectories per forward/backward (gradient accumulation inside a step). |');
+    expect(md).toContain('| `cudaVersion` (wire `cuda_version`) | string \\| null |  |');
+    expect(md).toContain('| `lora_alpha` | number | `16` | > 0 |');
+    expect(md).toContain('| `grad_norm` | number |  |');
   });
 
   it('field JSDoc is read from the args and reply literals of each op', () => {
