@@ -10,7 +10,8 @@
  *   load shards, a rollout gathers the weights once, an update reduces gradients, a save gathers state.
  *   `Sidecar` sends them to every rank in one order (src/sidecar/sidecar.ts); the others go to one rank.
  *
- * Wire keys are snake_case; config records travel as `wireRecord(...)` of their one declaration.
+ * Wire keys are snake_case (TS code reads and writes them in camelCase: src/contract/casing.ts); config
+ * records travel as `wireRecord(...)` of their one declaration.
  */
 import { z } from 'zod';
 import { GenConfig, LossConfig, ModelConfig, OptimConfig, RewardSpec, UndConfig } from './config.js';
