@@ -38,9 +38,12 @@ export type Camel<S extends string> = S extends `${infer H}_${infer T}` ? `${H}$
 /** `est_seed` → `estSeed`: an underscore and the letter or digit after it become that character upper-cased. */
 export const camel = (k: string): string => k.replace(/_([a-z0-9])/g, (_, c: string) => c.toUpperCase());
 
+// Through `infer O` so editors and compiler messages show the resulting fields, not this alias.
 type CamelKeys<Shape, T, D extends 'in' | 'out'> = {
   [K in keyof T as K extends keyof Shape & string ? Camel<K> : K]: K extends keyof Shape ? Walk<Shape[K], D> : T[K];
-};
+} extends infer O
+  ? { [K in keyof O]: O[K] }
+  : never;
 type Walk<S, D extends 'in' | 'out'> = S extends MetricKeys
   ? D extends 'in'
     ? z.input<S>
