@@ -14,7 +14,7 @@
  */
 import type * as arrow from 'apache-arrow';
 import type { z } from 'zod';
-import { fromWireKeys, toWireKeys, tsPath } from '../contract/casing.js';
+import { camel, fromWireKeys, toWireKeys, tsPath } from '../contract/casing.js';
 import { OPS, type OpArgs, type OpName, type OpReply, type PayloadSpecs } from '../contract/ops.js';
 import { BadRequestError, SidecarError } from '../errors.js';
 import type { Payloads } from '../protocol/payload.js';
@@ -41,12 +41,13 @@ export type OpClient = {
 
 type RawCall = (op: string, args: Record<string, unknown>, payloads: Payloads, opts?: CallOptions) => Promise<CallResult>;
 
-const camel = (s: string) => s.replace(/_([a-z0-9])/g, (_, c: string) => c.toUpperCase());
-
-/** The first issue of a failed check, its path spelled as TS code writes it. */
-function issueText(schema: z.ZodType, e: z.ZodError): { msg: string; field: string | null } {
+/**
+ * The first issue of a failed check. A request's path is spelled as the caller's TS code wrote it
+ * (`schema` given); a reply's as the sidecar sent it (a reply that misses the contract is the sidecar's fault).
+ */
+function issueText(e: z.ZodError, schema?: z.ZodType): { msg: string; field: string | null } {
   const i = e.issues[0];
-  const path = tsPath(schema, i.path).join('.');
+  const path = (schema ? tsPath(schema, i.path) : i.path.map(String)).join('.');
   if (i.code === 'unrecognized_keys') {
     const keys = (i as { keys: string[] }).keys;
     return { msg: `unknown field(s) ${keys.join(', ')}${path ? ` in ${path}` : ''}`, field: [path, keys[0]].filter(Boolean).join('.') };
@@ -88,7 +89,7 @@ function tsReply<N extends OpName>(op: N, wire: Record<string, unknown>, rank?: 
   const schema = OPS[op].reply as z.ZodType;
   const rep = schema.safeParse(wire);
   if (!rep.success) {
-    const { msg, field } = issueText(schema, rep.error);
+    const { msg, field } = issueText(rep.error);
     const who = rank === undefined ? `${op} reply` : `${op} reply of rank ${rank}`;
     throw SidecarError.generate('internal', `${who} does not match the contract (src/contract/ops.ts): ${msg}`, false, { field, ...(rank === undefined ? {} : { rank }), reply: wire });
   }
@@ -100,7 +101,7 @@ export async function invoke<N extends OpName>(raw: RawCall, op: N, args: OpArgs
   const decl = OPS[op];
   const req = decl.args.safeParse(wireArgs(op, args));
   if (!req.success) {
-    const { msg, field } = issueText(decl.args, req.error);
+    const { msg, field } = issueText(req.error, decl.args);
     throw new BadRequestError(`${op}: ${msg}`, false, { field, side: 'client' });
   }
   checkPayloads('payloads' in decl ? decl.payloads : undefined, payloads, op);
@@ -123,7 +124,7 @@ export async function invokeWorld<N extends OpName>(raw: RawWorldCall, op: N, ar
   const sent = args.map((a, r) => {
     const req = decl.args.safeParse(wireArgs(op, a, r));
     if (!req.success) {
-      const { msg, field } = issueText(decl.args, req.error);
+      const { msg, field } = issueText(req.error, decl.args);
       throw new BadRequestError(`${op} (rank ${r}): ${msg}`, false, { field, rank: r, side: 'client' });
     }
     checkPayloads('payloads' in decl ? decl.payloads : undefined, payloads[r] ?? {}, `${op} (rank ${r})`);

@@ -9,7 +9,7 @@ import { camel, type CamelInput, fromWireKeys, toWireKeys, tsPath } from '../../
 import { ModelConfig, OptimConfig, UndConfig, GenConfig, LossConfig } from '../../src/contract/config.js';
 import { OPS, PlanReply, RECORDS, type OpArgs, type OpReply } from '../../src/contract/ops.js';
 import { snake } from '../../src/contract/wire.js';
-import { BadRequestError } from '../../src/errors.js';
+import { BadRequestError, InternalError } from '../../src/errors.js';
 import type { Payloads } from '../../src/protocol/payload.js';
 import { invoke } from '../../src/sidecar/client.js';
 import type { Sidecar } from '../../src/sidecar/index.js';
@@ -102,6 +102,12 @@ describe('replies: wire replies become TS replies at the client', () => {
     const info = { sidecar: '0', python: '3', torch: '2', cuda: false, cuda_version: null, devices: [], threads: 1, packages: { torch_vision: null }, ops: [], plugins: {}, unavailable: {}, handles: 0, policy: null, extra_key: 1 };
     const i = await invoke(recorder(info).raw, 'info', {});
     expect(i.args).toMatchObject({ cudaVersion: null, packages: { torch_vision: null }, extra_key: 1 });
+  });
+
+  it("names a reply's missing field as the sidecar should have sent it", async () => {
+    const e = await invoke(recorder({ dir: '/d', elapsed_s: 0.1 }).raw, 'train.save', { dir: '/d' }).catch((x) => x);
+    expect(e).toBeInstanceOf(InternalError);
+    expect(e.detail.field).toBe('optimizer_step');
   });
 
   it('keeps the names of a metric record as they are logged', async () => {
