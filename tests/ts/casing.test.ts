@@ -39,9 +39,22 @@ describe('the TS spelling of a wire key', () => {
     for (const rec of [ModelConfig, OptimConfig, UndConfig, GenConfig, LossConfig]) for (const k of Object.keys(rec.shape)) expect(camel(snake(k))).toBe(k);
   });
 
-  it('is one name per wire key in every op and record (no two wire keys read the same in TS)', () => {
+  it('is one name per wire key in every object of every op and record, at any depth (no two read the same in TS)', () => {
     const schemas = [...Object.values(OPS).flatMap((d) => [d.args, d.reply]), ...Object.values(RECORDS)] as z.ZodType[];
-    for (const s of schemas) expect(() => toWireKeys(s, {} as never)).not.toThrow();
+    let objects = 0;
+    const visit = (j: unknown): void => {
+      if (Array.isArray(j)) return j.forEach(visit);
+      if (typeof j !== 'object' || j === null) return;
+      const props = (j as { properties?: Record<string, unknown> }).properties;
+      if (props) {
+        objects++;
+        const names = Object.keys(props).map(camel);
+        expect(new Set(names).size, Object.keys(props).join(', ')).toBe(names.length);
+      }
+      Object.values(j).forEach(visit);
+    };
+    for (const s of schemas) visit(z.toJSONSchema(s, { unrepresentable: 'any' }));
+    expect(objects).toBeGreaterThan(Object.keys(OPS).length); // every op's args or reply is an object (echo's are maps)
   });
 });
 
