@@ -8,7 +8,7 @@ export * from './errors.js';
 export * from './data/schemas.js';
 export { Sidecar, Tensor, bf16ToF32, f32ToBf16, resolvePython } from './sidecar/index.js';
 export type { SpawnOptions, AttachOptions, SidecarInfo, CallOptions, CallResult, RankInfo, ControllerStats, DType, Payload, Payloads, TypedArray } from './sidecar/index.js';
-export { OPS, CAPABILITIES, UpdateMetrics, SftMetrics, EvalResult, type OpName, type OpArgs, type OpReply, type Capability } from './contract/ops.js';
+export { OPS, CAPABILITIES, UpdateMetrics, SftMetrics, EvalResult, type OpName, type OpArgs, type OpReply, type WireArgs, type WireReply, type Capability } from './contract/ops.js';
 export { FAMILIES, familyOptions } from './contract/families/index.js';
 export { toWire, wireRecord } from './contract/wire.js';
 export type { OpClient, OpResult } from './sidecar/client.js';

@@ -73,12 +73,24 @@ export const WIRE_ERROR_CODES = ${lit(Object.keys(c.errorCodes))} as const;
 `;
 }
 
-async function schemas(): Promise<{ header: Record<string, unknown>; ops: Record<string, unknown>; records: Record<string, unknown> }> {
+/** A wire key as TS code spells it. */
+type KeyName = (wireKey: string) => string;
+/** How each table's keys are spelled in TS: camelCase (field names) or as on the wire (metric names, option maps). */
+interface TsCase {
+  ops: Record<string, { args: KeyName; reply: KeyName }>;
+  records: Record<string, KeyName>;
+}
+
+async function schemas(): Promise<{ header: Record<string, unknown>; ops: Record<string, unknown>; records: Record<string, unknown>; tsCase: TsCase }> {
   // Imported late: they import the constants generated above.
   const { z } = await import('zod');
   const { HeaderSchemas } = await import('../../src/protocol/header.js');
   const { OPS, RECORDS, CAPABILITIES, PLUGIN_KINDS } = await import('../../src/contract/ops.js');
   const { FAMILY_RECORDS } = await import('../../src/contract/families/index.js');
+  const { camel, isMetricRecord } = await import('../../src/contract/casing.js');
+  const tsCase: TsCase = { ops: {}, records: {} };
+  const asIs: KeyName = (k) => k;
+  const keyName = (schema: Z.ZodType): KeyName => (isMetricRecord(schema) ? asIs : camel);
   // draft-07 so the sidecar's validator (fastjsonschema) reads it; `output` so defaulted fields are
   // required on the wire (the sidecar receives explicit values) and carry their default for reference.
   const js = (s: Z.ZodType, io: 'input' | 'output' = 'output') => {
@@ -98,12 +110,20 @@ async function schemas(): Promise<{ header: Record<string, unknown>; ops: Record
       payloads: 'payloads' in d ? d.payloads : {},
       reply_payloads: 'replyPayloads' in d ? d.replyPayloads : {},
     };
+    tsCase.ops[name] = { args: keyName(d.args), reply: keyName(d.reply) };
   }
   const records: Record<string, unknown> = {};
-  for (const [name, s] of Object.entries(RECORDS)) records[name] = js(s as Z.ZodType);
+  for (const [name, s] of Object.entries(RECORDS)) {
+    records[name] = js(s as Z.ZodType);
+    tsCase.records[name] = camel;
+  }
   // Family options may be left out (the user's config names only what it changes): input form.
-  for (const [name, s] of Object.entries(FAMILY_RECORDS)) records[name] = js(s as Z.ZodType, 'input');
-  return { header, ops: { ops, capabilities: CAPABILITIES, plugin_kinds: PLUGIN_KINDS }, records };
+  // Their names are the keys of an `options` map (data, not fields): the same in TS as on the wire.
+  for (const [name, s] of Object.entries(FAMILY_RECORDS)) {
+    records[name] = js(s as Z.ZodType, 'input');
+    tsCase.records[name] = asIs;
+  }
+  return { header, ops: { ops, capabilities: CAPABILITIES, plugin_kinds: PLUGIN_KINDS }, records, tsCase };
 }
 
 const schemaDoc = (id: string, title: string, body: Record<string, unknown>) =>
@@ -293,23 +313,26 @@ export function recordDocs(sources: readonly string[]): Record<string, Record<st
   return out;
 }
 
-/** A JSON Schema property as a short TypeScript-like type. */
-function typeText(s: Json, records: Record<string, Json>): string {
+/**
+ * A JSON Schema property as a short TypeScript-like type, keys as TS code spells them (`properties` are
+ * declared keys; a map's keys are not among them).
+ */
+function typeText(s: Json, records: Record<string, Json>, tsKey: KeyName = (k) => k): string {
   const rec = Object.entries(records).find(([, r]) => JSON.stringify(r) === JSON.stringify(s));
   if (rec) return `[${rec[0]}](#${rec[0].toLowerCase()})`;
   if (Array.isArray(s.enum)) return s.enum.map((v) => JSON.stringify(v).replace(/"/g, "'")).join(' \\| ');
   if ('const' in s) return JSON.stringify(s.const).replace(/"/g, "'");
-  for (const k of ['anyOf', 'oneOf'] as const) if (Array.isArray(s[k])) return (s[k] as Json[]).map((x) => typeText(x, records)).join(' \\| ');
+  for (const k of ['anyOf', 'oneOf'] as const) if (Array.isArray(s[k])) return (s[k] as Json[]).map((x) => typeText(x, records, tsKey)).join(' \\| ');
   if (Array.isArray(s.type)) return s.type.join(' \\| ');
   switch (s.type) {
     case 'array':
-      if (Array.isArray(s.items)) return `[${(s.items as Json[]).map((x) => typeText(x, records)).join(', ')}]`;
+      if (Array.isArray(s.items)) return `[${(s.items as Json[]).map((x) => typeText(x, records, tsKey)).join(', ')}]`;
       if (!s.items) return 'unknown[]';
-      return ((t) => (t.includes('|') ? `(${t})[]` : `${t}[]`))(typeText(s.items as Json, records));
+      return ((t) => (t.includes('|') ? `(${t})[]` : `${t}[]`))(typeText(s.items as Json, records, tsKey));
     case 'object':
       if (s.properties && Object.keys(s.properties as Json).length)
-        return `{ ${Object.entries(s.properties as Record<string, Json>).map(([k, v]) => `${k}${(s.required as string[] | undefined)?.includes(k) ? '' : '?'}: ${typeText(v, records)}`).join('; ')} }`;
-      return s.additionalProperties && typeof s.additionalProperties === 'object' ? `Record<string, ${typeText(s.additionalProperties as Json, records)}>` : 'object';
+        return `{ ${Object.entries(s.properties as Record<string, Json>).map(([k, v]) => `${tsKey(k)}${(s.required as string[] | undefined)?.includes(k) ? '' : '?'}: ${typeText(v, records, tsKey)}`).join('; ')} }`;
+      return s.additionalProperties && typeof s.additionalProperties === 'object' ? `Record<string, ${typeText(s.additionalProperties as Json, records, tsKey)}>` : 'object';
     case 'integer':
     case 'number':
     case 'string':
@@ -337,7 +360,7 @@ function bounds(s: Json): string {
 
 const cell = (t: string) => t.replace(/\|/g, '\\|').replace(/\n/g, ' ');
 
-function fieldTable(schema: Json, docs: Record<string, string>, records: Record<string, Json>, withDefault: boolean): string[] {
+function fieldTable(schema: Json, docs: Record<string, string>, records: Record<string, Json>, withDefault: boolean, tsKey: KeyName): string[] {
   const props = (schema.properties ?? {}) as Record<string, Json>;
   const required = (schema.required ?? []) as string[];
   if (!Object.keys(props).length) return [schema.additionalProperties === false ? '(none)' : '(any fields)'];
@@ -346,7 +369,9 @@ function fieldTable(schema: Json, docs: Record<string, string>, records: Record<
     const dflt = 'default' in s ? `\`${JSON.stringify(s.default)}\`` : required.includes(k) && !withDefault ? '' : required.includes(k) ? 'required' : 'optional';
     const notes = [bounds(s), docs[k] ?? ''].filter(Boolean).join('; ');
     const opt = !withDefault && !required.includes(k) ? ' (optional)' : '';
-    lines.push(withDefault ? `| \`${k}\` | ${typeText(s, records)} | ${dflt} | ${cell(notes)} |` : `| \`${k}\` | ${typeText(s, records)}${opt} | ${cell(notes)} |`);
+    const name = tsKey(k) === k ? `\`${k}\`` : `\`${tsKey(k)}\` (wire \`${k}\`)`;
+    const type = typeText(s, records, tsKey);
+    lines.push(withDefault ? `| ${name} | ${type} | ${dflt} | ${cell(notes)} |` : `| ${name} | ${type}${opt} | ${cell(notes)} |`);
   }
   if (schema.additionalProperties !== false) lines.push('', 'Other fields are passed through.');
   return lines;
@@ -378,7 +403,11 @@ export function opsMarkdown(s: Awaited<ReturnType<typeof schemas>>, docs: Return
     '',
     "Every built-in op of the sidecar, from the op catalogue (`src/contract/ops.ts`). In TypeScript an op",
     "`ns.method` is `sc.ns.method(args, payloads, options)` on a `Sidecar`; its argument and reply types are",
-    "`OpArgs<'ns.method'>` and `OpReply<'ns.method'>`. Field names are the wire's (snake_case). Paths are",
+    "`OpArgs<'ns.method'>` and `OpReply<'ns.method'>`. Field names are camelCase in TypeScript and snake_case",
+    'on the wire (JSON Schema, Python, a raw `sc.call`); a table shows both where they differ, and the client',
+    'converts between them (src/contract/casing.ts). Keys of maps (`options`, `config`, `sizes`, per-category',
+    'results) are data and travel as written; metric records (the replies of `train.update`, `train.sft`,',
+    '`shapesworld.eval`, `shapesworld.eval_options`) and family options keep their names in TS. Paths are',
     "resolved against the caller's working directory before they are sent. **world** ops are collective:",
     'the `Sidecar` sends them to every rank in one order; **rank** ops go to one rank. Defaults are filled',
     'by the client; a missing, unknown or mistyped field is refused as `bad_request` naming it.',
@@ -390,15 +419,15 @@ export function opsMarkdown(s: Awaited<ReturnType<typeof schemas>>, docs: Return
   const ops = s.ops.ops as Record<string, Json>;
   for (const [name, d] of Object.entries(ops)) out.push(`| [\`${name}\`](#${name.replace(/\./g, '').toLowerCase()}) | ${d.scope} | ${cell(String(d.doc))} |`);
   for (const [name, d] of Object.entries(ops)) {
-    out.push('', `## ${name}`, '', `Scope: **${d.scope}**. ${d.doc}.`, '', '**Args**', '', ...fieldTable(d.args as Json, docs[name]?.args ?? {}, records, true));
+    out.push('', `## ${name}`, '', `Scope: **${d.scope}**. ${d.doc}.`, '', '**Args**', '', ...fieldTable(d.args as Json, docs[name]?.args ?? {}, records, true, s.tsCase.ops[name].args));
     const pl = payloadText(d.payloads);
     if (pl.length) out.push('', '**Payloads**', '', ...pl);
-    out.push('', '**Reply**', '', ...fieldTable(d.reply as Json, docs[name]?.reply ?? {}, records, false));
+    out.push('', '**Reply**', '', ...fieldTable(d.reply as Json, docs[name]?.reply ?? {}, records, false, s.tsCase.ops[name].reply));
     const rp = payloadText(d.reply_payloads);
     if (rp.length) out.push('', '**Reply payloads**', '', ...rp);
   }
   out.push('', '## Records', '', 'Config records the ops take, generated as Python dataclasses for the sidecar.');
-  for (const [name, r] of Object.entries(records)) out.push('', `### ${name}`, '', ...fieldTable(r, recDocs[name] ?? {}, {}, true));
+  for (const [name, r] of Object.entries(records)) out.push('', `### ${name}`, '', ...fieldTable(r, recDocs[name] ?? {}, {}, true, s.tsCase.records[name]));
   return `${out.join('\n')}\n`;
 }
 

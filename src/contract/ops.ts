@@ -10,13 +10,15 @@
  *   load shards, a rollout gathers the weights once, an update reduces gradients, a save gathers state.
  *   `Sidecar` sends them to every rank in one order (src/sidecar/sidecar.ts); the others go to one rank.
  *
- * Wire keys are snake_case; config records travel as `wireRecord(...)` of their one declaration.
+ * Wire keys are snake_case (TS code reads and writes them in camelCase: src/contract/casing.ts); config
+ * records travel as `wireRecord(...)` of their one declaration.
  */
 import { z } from 'zod';
 import { GenConfig, LossConfig, ModelConfig, OptimConfig, RewardSpec, UndConfig } from './config.js';
 import { BackboneSpec } from './backbone.js';
 import { DTYPE_NAMES, type DType } from '../protocol/constants.js';
 import { userPath, wireRecord } from './wire.js';
+import { type CamelInput, type CamelOutput, metricRecord } from './casing.js';
 
 export interface PayloadSpec {
   enc?: 'raw' | 'arrow';
@@ -105,7 +107,8 @@ const sideMetrics = <S extends 'und' | 'gen'>(side: S) =>
     [K in (typeof SIDE_METRICS)[number] as `${S}/${K}`]: z.ZodOptional<z.ZodNumber>;
   };
 /** What one PairGRPO optimizer step reports (`train.update`); a renamed key fails on arrival. */
-export const UpdateMetrics = z.strictObject({
+export const UpdateMetrics = metricRecord(
+  z.strictObject({
   ...sideMetrics('und'),
   ...sideMetrics('gen'),
   loss: z.number(),
@@ -116,11 +119,13 @@ export const UpdateMetrics = z.strictObject({
   update_s: z.number(),
   optimizer_step: uint,
   ...elapsed,
-});
+  }),
+);
 export type UpdateMetrics = z.infer<typeof UpdateMetrics>;
 
 /** What one supervised step reports (`train.sft`). */
-export const SftMetrics = z.strictObject({
+export const SftMetrics = metricRecord(
+  z.strictObject({
   'und/sft_loss': z.number().optional(),
   'gen/sft_loss': z.number().optional(),
   /** Bagel: answer-token cross-entropy and flow-matching MSE (unweighted). */
@@ -132,7 +137,8 @@ export const SftMetrics = z.strictObject({
   lr: z.number(),
   optimizer_step: uint,
   ...elapsed,
-});
+  }),
+);
 export type SftMetrics = z.infer<typeof SftMetrics>;
 
 const rolloutReply = z.strictObject({
@@ -146,7 +152,8 @@ const rolloutReply = z.strictObject({
 });
 
 /** Held-out ShapesWorld results of one model (`shapesworld.eval`). */
-export const EvalResult = z.looseObject({
+export const EvalResult = metricRecord(
+  z.looseObject({
   und_accuracy: z.number(),
   und_format_rate: z.number(),
   und_accuracy_by_category: z.record(z.string(), z.number()),
@@ -157,7 +164,8 @@ export const EvalResult = z.looseObject({
   n_und: uint,
   n_gen_prompts: uint,
   samples_per_prompt: uint,
-});
+  }),
+);
 export type EvalResult = z.infer<typeof EvalResult>;
 
 const planBytes = z.strictObject({
@@ -191,7 +199,7 @@ export const PlanReply = z.strictObject({
   suggestion: z.strictObject({ change: z.string(), total: uint, request: z.looseObject({}) }).nullable(),
   verdict: z.string(),
 });
-export type PlanReply = z.infer<typeof PlanReply>;
+export type PlanReply = CamelOutput<typeof PlanReply>;
 
 const f32 = ['f32'] as const;
 const idx = ['i32', 'i64'] as const;
@@ -356,7 +364,7 @@ export const OPS = {
       /** How the question is shown: `{question}` and `{choices}` ("A. …" lines), as the trainer renders it. */
       instruction: z.string().min(1),
     }),
-    reply: z.strictObject({ und_accuracy: z.number(), und_accuracy_by_category: z.record(z.string(), z.number()), n_und: uint, ...elapsed }),
+    reply: metricRecord(z.strictObject({ und_accuracy: z.number(), und_accuracy_by_category: z.record(z.string(), z.number()), n_und: uint, ...elapsed })),
   }),
   'shapesworld.score': op({
     doc: 'score images against ShapesWorld prompts (graded and binary)',
@@ -465,9 +473,13 @@ export const OPS = {
 
 /** The name of a catalogued op (`'train.load'`, ...). */
 export type OpName = keyof typeof OPS;
-/** What a call of op `N` takes: its args schema's input (defaulted fields optional). */
-export type OpArgs<N extends OpName> = z.input<(typeof OPS)[N]['args']>;
-/** What op `N` replies, as validated on arrival. */
-export type OpReply<N extends OpName> = z.output<(typeof OPS)[N]['reply']>;
+/** What TS code passes to `sc.ns.method(args)`: the declared args with camelCase keys (src/contract/casing.ts). */
+export type OpArgs<N extends OpName> = CamelInput<(typeof OPS)[N]['args']>;
+/** What `sc.ns.method()` resolves to (`.args`): the declared reply with camelCase keys (metric names as declared). */
+export type OpReply<N extends OpName> = CamelOutput<(typeof OPS)[N]['reply']>;
+/** An op's args as they travel (snake_case keys): what a raw `sc.call` and the sidecar see. */
+export type WireArgs<N extends OpName> = z.input<(typeof OPS)[N]['args']>;
+/** An op's reply as it travels (snake_case keys). */
+export type WireReply<N extends OpName> = z.output<(typeof OPS)[N]['reply']>;
 export const OP_NAMES = Object.keys(OPS) as OpName[];
 export { DTYPE_NAMES };

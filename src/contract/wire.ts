@@ -6,6 +6,7 @@
  */
 import { resolve } from 'node:path';
 import { z } from 'zod';
+import type { CamelInput } from './casing.js';
 
 export type Snake<S extends string> = S extends `${infer H}${infer T}` ? `${H extends Lowercase<H> ? H : `_${Lowercase<H>}`}${Snake<T>}` : S;
 export type SnakeKeys<T> = { [K in keyof T as K extends string ? Snake<K> : K]: T[K] };
@@ -27,13 +28,14 @@ export function toWire<T extends Record<string, unknown>>(value: T): SnakeKeys<T
 }
 
 /**
- * The part of a config value that a wire record declares, in its wire form: keys to snake_case, and
- * only the keys the record has (so a field added to the config record travels without further code).
+ * The part of a config value that a wire record declares, in its TS form (camelCase): only the keys
+ * the record has, so a field added to the config record travels without further code (the op client
+ * converts the keys to the wire's).
  */
-export function wireOf<S extends z.ZodObject>(record: S, value: object): Partial<z.input<S>> {
+export function declaredOf<S extends z.ZodObject>(record: S, value: object): Partial<CamelInput<S>> {
   const out: Record<string, unknown> = {};
-  for (const [k, v] of Object.entries(value)) if (v !== undefined && snake(k) in record.shape) out[snake(k)] = v;
-  return out as Partial<z.input<S>>;
+  for (const [k, v] of Object.entries(value)) if (v !== undefined && snake(k) in record.shape) out[k] = v;
+  return out as Partial<CamelInput<S>>;
 }
 
 /**

@@ -13,6 +13,7 @@
  */
 import { existsSync, mkdirSync, readFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
+import type { OpReply } from '../contract/ops.js';
 import { AbortedError, PairuniError } from '../errors.js';
 import { buildPairUG } from '../pairing/pipeline.js';
 import { Sidecar } from '../sidecar/sidecar.js';
@@ -37,7 +38,7 @@ export interface BagelDemoOptions {
 }
 
 type Variant = 'pairug' | 'random';
-interface UndEval { und_accuracy: number; und_accuracy_by_category: Record<string, number>; n_und: number }
+type UndEval = Omit<OpReply<'shapesworld.eval_options'>, 'elapsed_s'>;
 
 export interface BagelDemoResult {
   report: string;
@@ -143,7 +144,7 @@ async function bagelPhases(o: BagelDemoOptions, t0: number, p: ReturnType<typeof
   const evaluate = async (sc: Sidecar, modelDir: string, path: string): Promise<UndEval> => {
     if (!existsSync(path)) {
       const model = { ...loadArgs(config('pairug', 0)).model, path: modelDir };
-      const r = await sc.shapesworld.evalOptions({ model, data: world, n_und: p.nUnd, instruction: INSTRUCTION });
+      const r = await sc.shapesworld.evalOptions({ model, data: world, nUnd: p.nUnd, instruction: INSTRUCTION });
       const { elapsed_s: _e, ...res } = r.args;
       writeJsonAtomic(path, res, 2);
     }

@@ -47,14 +47,8 @@ export interface DemoOptions {
   onStep?: (run: string, step: number, totalSteps: number, runs: number) => void;
 }
 
-export interface EvalResult {
-  und_accuracy: number;
-  und_accuracy_by_category: Record<string, number>;
-  gen_reward: number;
-  gen_reward_by_category: Record<string, number>;
-  gen_binary: number;
-  [k: string]: unknown;
-}
+/** One model's held-out results (`shapesworld.eval`'s reply, a metric record: keys as in the eval files). */
+export type EvalResult = OpReply<'shapesworld.eval'>;
 
 export type ArmStat = MeanCI & { std: number };
 
@@ -329,8 +323,8 @@ async function runPhases(o: DemoOptions, t0: number, p: Plan, model: string): Pr
     await shapesworld((sc) => sc.shapesworld.build({ out: world, seed: 0, sizes: p.world }), o.signal);
   } else log('[1/5] ShapesWorld already built');
   // Held-out means held out: measured on the files the demo trains and evaluates on, and on the model's pretraining pool.
-  const overlap = await shapesworld(async (sc) => (await sc.shapesworld.overlap({ data: world, model_dir: model })).args, o.signal);
-  log(`  train/eval overlap: ${overlap.u_duplicates}/${overlap.u_eval} understanding items, ${overlap.g_verbatim}/${overlap.g_eval} generation prompts` +
+  const overlap = await shapesworld(async (sc) => (await sc.shapesworld.overlap({ data: world, modelDir: model })).args, o.signal);
+  log(`  train/eval overlap: ${overlap.uDuplicates}/${overlap.uEval} understanding items, ${overlap.gVerbatim}/${overlap.gEval} generation prompts` +
     (overlap.caveat ? ` (not checked: ${overlap.caveat})` : ''));
   check();
 
@@ -362,8 +356,8 @@ async function runPhases(o: DemoOptions, t0: number, p: Plan, model: string): Pr
   // Every model samples the same prompts with the same seed, so the grids compare image by image.
   const evaluate = (m: string, name: string) =>
     shapesworld(async (sc) => (await sc.shapesworld.eval({
-      model_dir: m, data: world, n: p.evalN, n_und: p.evalUnd, samples: p.evalSamples, sample_seed: 0,
-      grid: join(evalDir, `${name}-grid.png`), grid_n: GRID_N,
+      modelDir: m, data: world, n: p.evalN, nUnd: p.evalUnd, samples: p.evalSamples, sampleSeed: 0,
+      grid: join(evalDir, `${name}-grid.png`), gridN: GRID_N,
     })).args, o.signal);
   const beforePath = join(evalDir, 'pretrained.json');
   if (!evalDone(beforePath, p)) {
@@ -481,11 +475,11 @@ export function meanGradCos(dir: string): number {
 
 /** The report's statement of how held out the held-out items are (measured, not assumed). */
 export function heldOut(o: SplitOverlap): string {
-  const pool = o.pretrain ? `, and the model's pretraining pool (seed ${o.pretrain.seed}, ${o.pretrain.n_items} items)` : '';
+  const pool = o.pretrain ? `, and the model's pretraining pool (seed ${o.pretrain.seed}, ${o.pretrain.nItems} items)` : '';
   return (
-    `Train/eval overlap, measured: **${o.u_duplicates} of ${o.u_eval}** held-out understanding items equal a training item ` +
-    `(same image pixels, question, choices and answer) and **${o.g_verbatim} of ${o.g_eval}** held-out generation prompts ` +
-    `(${o.g_eval_distinct_prompts} distinct) equal a training prompt; training = u_train, g_train (its prompts, MCQs and the U captions)${pool}. ` +
+    `Train/eval overlap, measured: **${o.uDuplicates} of ${o.uEval}** held-out understanding items equal a training item ` +
+    `(same image pixels, question, choices and answer) and **${o.gVerbatim} of ${o.gEval}** held-out generation prompts ` +
+    `(${o.gEvalDistinctPrompts} distinct) equal a training prompt; training = u_train, g_train (its prompts, MCQs and the U captions)${pool}. ` +
     'Generation is evaluated on reserved attribute combinations (shape×colour, count×shape, shape pairs, relations) ' +
     'and understanding on reserved scenes (object states in cells) that no training split can draw.' +
     (o.caveat ? ` **Not checked:** ${o.caveat}.` : '')

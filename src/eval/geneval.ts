@@ -17,7 +17,7 @@ import { join, resolve } from 'node:path';
 import { GenConfig, ModelConfig, OptimConfig } from '../contract/config.js';
 import { FAMILY_CONFIG_DEFAULTS, familyOptions } from '../contract/families/index.js';
 import { GenSampling } from '../contract/ops.js';
-import { toWire, wireOf } from '../contract/wire.js';
+import { declaredOf } from '../contract/wire.js';
 import { modelFamily } from '../demo/demo.js';
 import { AbortedError, CapabilityError, ConfigError, DataError, PairuniError } from '../errors.js';
 import { Sidecar } from '../sidecar/index.js';
@@ -223,7 +223,7 @@ export async function writeGenEvalSamples(o: GenEvalSamplesOptions): Promise<Gen
   const sc = o.sidecar ?? (await Sidecar.spawn({ python: o.python, threads: o.threads, onLog: o.onLog, logger: o.logger, logLevel: o.logLevel, signal: o.signal }));
   try {
     if (o.signal?.aborted) throw stopped();
-    const loaded = await sc.train.load({ model: toWire(modelCfg), optim: toWire(OptimConfig.parse({})), seed });
+    const loaded = await sc.train.load({ model: modelCfg, optim: OptimConfig.parse({}), seed });
     const caps = loaded.args.capabilities;
     if (!caps.includes('gen_rollout')) {
       throw new CapabilityError(
@@ -240,7 +240,7 @@ export async function writeGenEvalSamples(o: GenEvalSamplesOptions): Promise<Gen
       const ro = await sc.train.genRollout({
         n,
         items: chunk.map((p) => ({ prompt: p.prompt })),
-        sampling: { ...wireOf(GenSampling, gen), options: genOptions, seed: genEvalBatchSeed(seed, first), est_seeds: [0] },
+        sampling: { ...declaredOf(GenSampling, gen), options: genOptions, seed: genEvalBatchSeed(seed, first), estSeeds: [0] },
       });
       const handle = ro.args.handle;
       try {

@@ -114,7 +114,7 @@ export async function embedImages(images: ImageSource[], opts: EmbedOptions): Pr
       parts.forEach((p, j) => blob.set(p, Number(offsets[j])));
       let res;
       try {
-        res = await opts.sidecar.features.embed({ backbone: spec.data, batch_size: Math.min(bs, 32) }, { blob: Tensor.from(blob), offsets: Tensor.from(offsets) }, { signal: opts.signal });
+        res = await opts.sidecar.features.embed({ backbone: spec.data, batchSize: Math.min(bs, 32) }, { blob: Tensor.from(blob), offsets: Tensor.from(offsets) }, { signal: opts.signal });
       } catch (e) {
         if (e instanceof SidecarError && e.code === 'bad_request' && typeof e.detail.index === 'number') {
           const d = describe(batch[e.detail.index]);

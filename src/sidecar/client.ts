@@ -1,17 +1,20 @@
 /**
  * The typed client: one method per catalogued op, derived from `src/contract/ops.ts`.
  *
- *   const { args } = await sc.train.update({ handles, loss, est_seed: 7 }, { adv_und, adv_gen });
- *   args.grad_norm                                  // typed from the op's declared reply
+ *   const { args } = await sc.train.update({ handles, loss, estSeed: 7 }, { adv_und, adv_gen });
+ *   args.optimizer_step                             // typed from the op's declared reply (a metric record: names as logged)
  *
  * Requests are validated before they leave (defaults filled in, unknown/missing/mistyped fields →
  * `BadRequestError` naming the field), replies when they arrive (a field the sidecar renamed or
  * dropped → `InternalError` naming it). `op.name` → `sc.op.name`, snake_case methods in camelCase
- * (`train.prepare_reward` → `sc.train.prepareReward`). This is the only module in `src/` that names
- * an op by string; `sc.call(op, ...)` stays for users' own ops.
+ * (`train.prepare_reward` → `sc.train.prepareReward`). Args and replies are camelCase in TS and
+ * snake_case on the wire: this module converts them, by the op's schema (src/contract/casing.ts), and
+ * nowhere else does. Payload names are wire names (`adv_und`). This is the only module in `src/` that
+ * names an op by string; `sc.call(op, ...)` stays for users' own ops (raw wire args, no conversion).
  */
 import type * as arrow from 'apache-arrow';
 import type { z } from 'zod';
+import { camel, fromWireKeys, toWireKeys, tsPath } from '../contract/casing.js';
 import { OPS, type OpArgs, type OpName, type OpReply, type PayloadSpecs } from '../contract/ops.js';
 import { BadRequestError, SidecarError } from '../errors.js';
 import type { Payloads } from '../protocol/payload.js';
@@ -43,11 +46,13 @@ export type OpClient = {
 
 type RawCall = (op: string, args: Record<string, unknown>, payloads: Payloads, opts?: CallOptions) => Promise<CallResult>;
 
-const camel = (s: string) => s.replace(/_([a-z0-9])/g, (_, c: string) => c.toUpperCase());
-
-function issueText(e: z.ZodError): { msg: string; field: string | null } {
+/**
+ * The first issue of a failed check. A request's path is spelled as the caller's TS code wrote it
+ * (`schema` given); a reply's as the sidecar sent it (a reply that misses the contract is the sidecar's fault).
+ */
+function issueText(e: z.ZodError, schema?: z.ZodType): { msg: string; field: string | null } {
   const i = e.issues[0];
-  const path = i.path.join('.');
+  const path = (schema ? tsPath(schema, i.path) : i.path.map(String)).join('.');
   if (i.code === 'unrecognized_keys') {
     const keys = (i as { keys: string[] }).keys;
     return { msg: `unknown field(s) ${keys.join(', ')}${path ? ` in ${path}` : ''}`, field: [path, keys[0]].filter(Boolean).join('.') };
@@ -74,22 +79,39 @@ function checkPayloads(specs: PayloadSpecs | undefined, payloads: Payloads, what
   }
 }
 
+/** TS args in their wire form (declared keys to snake_case); a wire name written in TS is refused by name. */
+function wireArgs<N extends OpName>(op: N, args: OpArgs<N> | undefined, rank?: number): unknown {
+  try {
+    return toWireKeys(OPS[op].args as z.ZodType, (args ?? {}) as never);
+  } catch (e) {
+    if (e instanceof BadRequestError) throw new BadRequestError(`${op}${rank === undefined ? '' : ` (rank ${rank})`}: ${e.message}`, false, { ...e.detail, ...(rank === undefined ? {} : { rank }) });
+    throw e;
+  }
+}
+
+/** A reply checked against the contract, then in its TS form (declared keys to camelCase). */
+function tsReply<N extends OpName>(op: N, wire: Record<string, unknown>, rank?: number): OpReply<N> {
+  const schema = OPS[op].reply as z.ZodType;
+  const rep = schema.safeParse(wire);
+  if (!rep.success) {
+    const { msg, field } = issueText(rep.error);
+    const who = rank === undefined ? `${op} reply` : `${op} reply of rank ${rank}`;
+    throw SidecarError.generate('internal', `${who} does not match the contract (src/contract/ops.ts): ${msg}`, false, { field, ...(rank === undefined ? {} : { rank }), reply: wire });
+  }
+  return fromWireKeys(schema, rep.data) as OpReply<N>;
+}
+
 /** Calls a catalogued op: validate the request, send it, validate the reply. */
 export async function invoke<N extends OpName>(raw: RawCall, op: N, args: OpArgs<N> | undefined, payloads: Payloads = {}, opts?: CallOptions): Promise<OpResult<N>> {
   const decl = OPS[op];
-  const req = decl.args.safeParse(args ?? {});
+  const req = decl.args.safeParse(wireArgs(op, args));
   if (!req.success) {
-    const { msg, field } = issueText(req.error);
+    const { msg, field } = issueText(req.error, decl.args);
     throw new BadRequestError(`${op}: ${msg}`, false, { field, side: 'client' });
   }
   checkPayloads('payloads' in decl ? decl.payloads : undefined, payloads, op);
   const r = await raw(op, req.data as Record<string, unknown>, payloads, opts);
-  const rep = decl.reply.safeParse(r.args);
-  if (!rep.success) {
-    const { msg, field } = issueText(rep.error);
-    throw SidecarError.generate('internal', `${op} reply does not match the contract (src/contract/ops.ts): ${msg}`, false, { field, reply: r.args });
-  }
-  return { args: rep.data as OpReply<N>, tensors: r.tensors, tables: r.tables };
+  return { args: tsReply(op, r.args), tensors: r.tensors, tables: r.tables };
 }
 
 type RawWorldCall = (op: string, args: Array<Record<string, unknown>>, payloads: Payloads[], opts?: CallOptions) => Promise<CallResult[]>;
@@ -105,23 +127,16 @@ export async function invokeWorld<N extends OpName>(raw: RawWorldCall, op: N, ar
   if (!isWorldOp(op)) throw new BadRequestError(`${op} is a per-rank op: call it on one rank ({ rank }), not on the world`, false, { side: 'client' });
   const decl = OPS[op];
   const sent = args.map((a, r) => {
-    const req = decl.args.safeParse(a ?? {});
+    const req = decl.args.safeParse(wireArgs(op, a, r));
     if (!req.success) {
-      const { msg, field } = issueText(req.error);
+      const { msg, field } = issueText(req.error, decl.args);
       throw new BadRequestError(`${op} (rank ${r}): ${msg}`, false, { field, rank: r, side: 'client' });
     }
     checkPayloads('payloads' in decl ? decl.payloads : undefined, payloads[r] ?? {}, `${op} (rank ${r})`);
     return req.data as Record<string, unknown>;
   });
   const rs = await raw(op, sent, args.map((_, r) => payloads[r] ?? {}), opts);
-  return rs.map((r, rank) => {
-    const rep = decl.reply.safeParse(r.args);
-    if (!rep.success) {
-      const { msg, field } = issueText(rep.error);
-      throw SidecarError.generate('internal', `${op} reply of rank ${rank} does not match the contract (src/contract/ops.ts): ${msg}`, false, { field, rank, reply: r.args });
-    }
-    return { args: rep.data as OpReply<N>, tensors: r.tensors, tables: r.tables };
-  });
+  return rs.map((r, rank) => ({ args: tsReply(op, r.args, rank), tensors: r.tensors, tables: r.tables }));
 }
 
 /** Builds the `sc.<ns>.<method>` tree over a raw call function. */

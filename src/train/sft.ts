@@ -15,8 +15,8 @@ import type { SftStepMetrics } from './metrics.js';
 /** `train.sft` examples for a batch of pairs: und (image, question → answer letter), gen (prompt → image), 1:1. */
 export function sftExamples(pairs: readonly TrainPair[], instruction?: string): OpArgs<'train.sft'>['examples'] {
   return pairs.flatMap((p) => [
-    { side: 'und' as const, image_path: p.u_image_abs, text: renderQuestion(p.question, p.choices, instruction), target: p.answer },
-    { side: 'gen' as const, image_path: p.g_image_abs, text: p.prompt, target: '' },
+    { side: 'und' as const, imagePath: p.u_image_abs, text: renderQuestion(p.question, p.choices, instruction), target: p.answer },
+    { side: 'gen' as const, imagePath: p.g_image_abs, text: p.prompt, target: '' },
   ]);
 }
 

@@ -17,7 +17,7 @@ import { performance } from 'node:perf_hooks';
 import { AbortedError, ConfigError, PairuniError, SidecarError } from '../errors.js';
 import { familyOptions } from '../contract/families/index.js';
 import { GenSampling, type OpArgs, UndSampling, type UpdateMetrics, UpdateLoss } from '../contract/ops.js';
-import { toWire, wireOf } from '../contract/wire.js';
+import { declaredOf } from '../contract/wire.js';
 import { isPaired, lossNorm, sideAdvantages, trainWeight } from '../grpo/advantages.js';
 import { renderQuestion, undReward } from '../grpo/rewards.js';
 import { Sidecar, Tensor } from '../sidecar/index.js';
@@ -84,11 +84,11 @@ export function stepSeed(seed: number, step: number, what: 'und' | 'gen' | numbe
 export function loadArgs(cfg: TrainConfig, resumeDir?: string): OpArgs<'train.load'> {
   const { refPath: _ref, ...model } = cfg.model;
   return {
-    model: toWire({ ...model, options: familyOptions(model.adapter, 'load', model.options) }),
-    optim: toWire(cfg.optim),
+    model: { ...model, options: familyOptions(model.adapter, 'load', model.options) },
+    optim: cfg.optim,
     seed: cfg.seed,
-    ...(cfg.loss.beta > 0 ? { ref_model_dir: cfg.model.refPath ?? cfg.model.path } : {}),
-    ...(resumeDir ? { resume_dir: resumeDir } : {}),
+    ...(cfg.loss.beta > 0 ? { refModelDir: cfg.model.refPath ?? cfg.model.path } : {}),
+    ...(resumeDir ? { resumeDir } : {}),
   };
 }
 
@@ -124,24 +124,28 @@ interface Times {
   transport: number;
 }
 
-/** Books a sidecar call's time: inside the op (its reply's `elapsed_s`) and on the wire. */
-async function timed<R extends { args: { elapsed_s: number } }>(times: Times, kind: keyof Omit<Times, 'transport'>, call: Promise<R>): Promise<R> {
+/** Seconds inside an op: `elapsedS` of a reply, `elapsed_s` of a metric record (`train.update`: names as logged). */
+type Timed = { args: { elapsedS: number } | { elapsed_s: number } };
+const inside = (r: Timed): number => ('elapsedS' in r.args ? r.args.elapsedS : r.args.elapsed_s);
+
+/** Books a sidecar call's time: inside the op (its reply's elapsed seconds) and on the wire. */
+async function timed<R extends Timed>(times: Times, kind: keyof Omit<Times, 'transport'>, call: Promise<R>): Promise<R> {
   const t0 = performance.now();
   const r = await call;
   const wall = (performance.now() - t0) / 1000;
-  times[kind] += r.args.elapsed_s;
-  times.transport += Math.max(0, wall - r.args.elapsed_s);
+  times[kind] += inside(r);
+  times.transport += Math.max(0, wall - inside(r));
   return r;
 }
 
 /** Books a world call's time: the slowest rank's time inside the op, the rest is transport. */
-async function timedAll<R extends { args: { elapsed_s: number } }>(times: Times, call: Promise<R[]>, kind: keyof Omit<Times, 'transport'> = 'rollout'): Promise<R[]> {
+async function timedAll<R extends Timed>(times: Times, call: Promise<R[]>, kind: keyof Omit<Times, 'transport'> = 'rollout'): Promise<R[]> {
   const t0 = performance.now();
   const rs = await call;
   const wall = (performance.now() - t0) / 1000;
-  const inside = Math.max(...rs.map((r) => r.args.elapsed_s));
-  times[kind] += inside;
-  times.transport += Math.max(0, wall - inside);
+  const slowest = Math.max(...rs.map(inside));
+  times[kind] += slowest;
+  times.transport += Math.max(0, wall - slowest);
   return rs;
 }
 
@@ -194,13 +198,13 @@ export async function pairGrpoStep(
       const rs = side === 'und'
         ? await timedAll(times, sc.all('train.und_rollout', (r) => ({
             n: U.k,
-            items: partOf(uPairs, P, mine(r)[k]).map((p) => ({ image_path: p.u_image_abs, text: renderQuestion(p.question, p.choices, U.instruction) })),
-            sampling: { ...wireOf(UndSampling, U), options: familyOptions(cfg.model.adapter, 'und', U.options), seed: partSeed(stepSeed(cfg.seed, step, 'und'), mine(r)[k]), est_seeds: estSeeds },
+            items: partOf(uPairs, P, mine(r)[k]).map((p) => ({ imagePath: p.u_image_abs, text: renderQuestion(p.question, p.choices, U.instruction) })),
+            sampling: { ...declaredOf(UndSampling, U), options: familyOptions(cfg.model.adapter, 'und', U.options), seed: partSeed(stepSeed(cfg.seed, step, 'und'), mine(r)[k]), estSeeds },
           })))
         : await timedAll(times, sc.all('train.gen_rollout', (r) => ({
             n: G.k,
             items: partOf(gPairs, P, mine(r)[k]).map((p) => ({ prompt: p.prompt })),
-            sampling: { ...wireOf(GenSampling, G), options: familyOptions(cfg.model.adapter, 'gen', G.options), seed: partSeed(stepSeed(cfg.seed, step, 'gen'), mine(r)[k]), est_seeds: estSeeds },
+            sampling: { ...declaredOf(GenSampling, G), options: familyOptions(cfg.model.adapter, 'gen', G.options), seed: partSeed(stepSeed(cfg.seed, step, 'gen'), mine(r)[k]), estSeeds },
           })));
       rs.forEach((x, r) => (out[mine(r)[k]] = x.args));
     }
@@ -241,7 +245,7 @@ export async function pairGrpoStep(
     const aG = sideAdvantages(rG, G.k, wG, norm, gPairs.map((p) => `pair ${p.pair_id} (generation)`));
 
     if (opts.samplePath && gen) {
-      await sc.train.grid({ handle: gen[0].handle, path: opts.samplePath, nrow: G.k, max_images: 4 * G.k });
+      await sc.train.grid({ handle: gen[0].handle, path: opts.samplePath, nrow: G.k, maxImages: 4 * G.k });
     }
 
     // 5. μ optimizer steps of the clipped surrogate on the same rollouts (computed in the sidecar);
@@ -257,9 +261,9 @@ export async function pairGrpoStep(
         'train.update',
         (r) => ({
           handles: { und: handleOf(und, r), gen: handleOf(gen, r) },
-          loss: { ...wireOf(UpdateLoss, cfg.loss), norm: lossNorm(mode) },
-          est_seed: estSeeds[inner],
-          grad_cosine: cfg.log.gradCosine,
+          loss: { ...declaredOf(UpdateLoss, cfg.loss), norm: lossNorm(mode) },
+          estSeed: estSeeds[inner],
+          gradCosine: cfg.log.gradCosine,
           free: inner === cfg.loss.mu - 1,
         }),
         adv,

@@ -37,8 +37,12 @@ describe('declared once, generated for both languages', () => {
     // A field's JSDoc (zod drops it at run time) reaches the reference from the catalogue's source.
     expect(md).toContain('| `free` | boolean | `false` | Drop the rollouts after this step (the last inner iteration) without another round trip. |');
     expect(md).toMatch(/\| `model` \| \[LoadModel\]\(#loadmodel\) \| required \|/);
-    // A record's fields carry the comments of the config field they are derived from, under wire keys.
-    expect(md).toContain('| `micro_batch` | int | `8` | ≥ 1; Trajectories per forward/backward (gradient accumulation inside a step). |');
+    // A record's fields carry the comments of the config field they are derived from, under their TS
+    // names with the wire's beside them; family options (map keys) and metric names stay as declared.
+    expect(md).toContain('| `microBatch` (wire `micro_batch`) | int | `8` | ≥ 1; Trajectories per forward/backward (gradient accumulation inside a step). |');
+    expect(md).toContain('| `cudaVersion` (wire `cuda_version`) | string \\| null |  |');
+    expect(md).toContain('| `lora_alpha` | number | `16` | > 0 |');
+    expect(md).toContain('| `grad_norm` | number |  |');
   });
 
   it('field JSDoc is read from the args and reply literals of each op', () => {
@@ -135,9 +139,9 @@ describe('requests and replies are checked at the boundary', () => {
     const missing = await invoke(raw, 'debug.sleep', {} as never).catch((e) => e);
     expect(missing).toBeInstanceOf(BadRequestError);
     expect(missing.detail.field).toBe('seconds');
-    const typed = await invoke(raw, 'train.update', { handles: {}, loss: { eps_low: 'x' }, est_seed: 0 } as never).catch((e) => e);
-    expect(typed.detail.field).toBe('loss.eps_low');
-    const payload = await invoke(raw, 'train.update', { handles: {}, loss: {}, est_seed: 0 }, { adv_und: Tensor.from(new Float64Array(2)) }).catch((e) => e);
+    const typed = await invoke(raw, 'train.update', { handles: {}, loss: { epsLow: 'x' }, estSeed: 0 } as never).catch((e) => e);
+    expect(typed.detail.field).toBe('loss.epsLow');
+    const payload = await invoke(raw, 'train.update', { handles: {}, loss: {}, estSeed: 0 }, { adv_und: Tensor.from(new Float64Array(2)) }).catch((e) => e);
     expect(payload.message).toMatch(/payload 'adv_und' must have dtype f32, got f64/);
     expect(sent).toBe(0);
   });
@@ -168,17 +172,17 @@ describe('requests and replies are checked at the boundary', () => {
     expect(sent[0].path).toBe(join(process.cwd(), 'samples', 'grid.png'));
     await invoke(raw, 'features.backbone', { backbone: { kind: 'resnet50', weights: 'resnet50.pth' } }).catch(() => undefined);
     expect((sent[1].backbone as { weights: string }).weights).toBe(join(process.cwd(), 'resnet50.pth'));
-    await invoke(raw, 'train.und_rollout', { n: 1, items: [{ image_path: '/abs/a.png', text: 'q' }, { image_path: 'rel/b.png', text: 'q' }], sampling: { seed: 0 } }).catch(() => undefined);
+    await invoke(raw, 'train.und_rollout', { n: 1, items: [{ imagePath: '/abs/a.png', text: 'q' }, { imagePath: 'rel/b.png', text: 'q' }], sampling: { seed: 0 } }).catch(() => undefined);
     expect((sent[2].items as Array<{ image_path: string }>).map((i) => i.image_path)).toEqual(['/abs/a.png', join(process.cwd(), 'rel', 'b.png')]);
   });
 
   it('a reply field renamed by the sidecar fails on arrival, naming the field', async () => {
     const metrics = { loss: 0.1, grad_norm: 1, lr: 1e-3, update_tokens: 4, update_s: 0.01, optimizer_step: 1, elapsed_s: 0.01, 'und/clip_frac': 0 };
-    const ok = await invoke(async () => ({ args: metrics, tensors: {}, tables: {} }), 'train.update', { handles: {}, loss: {}, est_seed: 0 });
+    const ok = await invoke(async () => ({ args: metrics, tensors: {}, tables: {} }), 'train.update', { handles: {}, loss: {}, estSeed: 0 });
     expect(ok.args['und/clip_frac']).toBe(0);
     const { 'und/clip_frac': _, ...rest } = metrics;
     const renamed = { ...rest, 'und/clipfrac': 0 };
-    const err = await invoke(async () => ({ args: renamed, tensors: {}, tables: {} }), 'train.update', { handles: {}, loss: {}, est_seed: 0 }).catch((e) => e);
+    const err = await invoke(async () => ({ args: renamed, tensors: {}, tables: {} }), 'train.update', { handles: {}, loss: {}, estSeed: 0 }).catch((e) => e);
     expect(err).toBeInstanceOf(InternalError);
     expect(err.message).toMatch(/train\.update reply does not match the contract.*und\/clipfrac/);
   });

@@ -25,8 +25,8 @@ describe('sftExamples', () => {
   it('sends both sides of every pair, 1:1 and in pair order', () => {
     const ex = sftExamples([pair(1), pair(2)], '{question}|{choices}');
     expect(ex.map((e) => e.side)).toEqual(['und', 'gen', 'und', 'gen']);
-    expect(ex[0]).toEqual({ side: 'und', image_path: '/u1.png', text: 'q1|A. red\nB. blue', target: 'B' });
-    expect(ex[3]).toEqual({ side: 'gen', image_path: '/g2.png', text: 'p2', target: '' });
+    expect(ex[0]).toEqual({ side: 'und', imagePath: '/u1.png', text: 'q1|A. red\nB. blue', target: 'B' });
+    expect(ex[3]).toEqual({ side: 'gen', imagePath: '/g2.png', text: 'p2', target: '' });
   });
   it('seeds each step apart and reproducibly', () => {
     expect(sftSeed(7, 3)).toBe(sftSeed(7, 3));

@@ -55,7 +55,7 @@ describe('path arguments', () => {
   it('are strings in the op argument types, and a number does not compile', () => {
     expectTypeOf<OpArgs<'models.tiny'>['dir']>().toEqualTypeOf<string>();
     expectTypeOf<OpArgs<'train.save'>['dir']>().toEqualTypeOf<string>();
-    expectTypeOf<OpArgs<'train.load'>['resume_dir']>().toEqualTypeOf<string | undefined>();
+    expectTypeOf<OpArgs<'train.load'>['resumeDir']>().toEqualTypeOf<string | undefined>();
     expectTypeOf<OpArgs<'manifest.parquet_to_arrow'>>().toEqualTypeOf<{ path: string; out: string }>();
     expectTypeOf<NonNullable<OpArgs<'features.backbone'>['backbone']['weights']>>().toEqualTypeOf<string>();
 
@@ -68,7 +68,7 @@ describe('path arguments', () => {
       sc.train.sft({
         examples: [
           // @ts-expect-error a numeric path inside a list of items
-          { side: 'und', image_path: 7, text: 'q' },
+          { side: 'und', imagePath: 7, text: 'q' },
         ],
       }),
       sc.train.export({ dir: 'out/model' }),

@@ -46,11 +46,11 @@ const ROWS: Array<[keyof PlanReply['bytes'], string]> = [
   ['optimizer', 'optimizer (AdamW moments)'],
   ['reference', 'reference model'],
   ['activations', 'activations (one micro-batch)'],
-  ['fsdp_buffers', 'FSDP gathered units'],
-  ['update_peak', '= update peak'],
-  ['gathered_weights', 'full weights for rollouts'],
+  ['fsdpBuffers', 'FSDP gathered units'],
+  ['updatePeak', '= update peak'],
+  ['gatheredWeights', 'full weights for rollouts'],
   ['rollout', 'rollout buffers'],
-  ['rollout_peak', '= rollout peak'],
+  ['rolloutPeak', '= rollout peak'],
   ['total', 'TOTAL per rank'],
 ];
 
@@ -59,15 +59,15 @@ const gib = (b: number) => `${(b / 2 ** 30).toFixed(2)} GiB`;
 /** The plan as the table `pairuni plan` prints (also used by docs/plan.md). */
 export function planTable(p: PlanReply): string {
   const r = p.request as Record<string, unknown>;
-  const what = p.preset ?? p.model_dir;
+  const what = p.preset ?? p.modelDir;
   const lines = [
     `${p.family} ${what}: ${(p.counts.params / 1e9).toFixed(3)} B parameters, ${(p.counts.trainable / 1e9).toFixed(3)} B trained (${p.mode})`,
     `  ranks ${r.ranks}, ${r.gpu_gib} GiB/GPU, ${p.mode === 'rl' ? `K ${r.k}, beta ${r.beta}, ` : ''}micro-batch ${r.micro_batch}, LoRA ${r.lora_rank}, ` +
       `checkpointing ${r.checkpointing ? 'on' : 'off'}, offload ${r.cpu_offload ? 'on' : 'off'}, ${r.precision}, ` +
-      `${r.text_tokens} text + ${p.image_tokens} image tokens`,
+      `${r.text_tokens} text + ${p.imageTokens} image tokens`,
   ];
   for (const [k, label] of ROWS) {
-    if ((k === 'gathered_weights' || k === 'rollout' || k === 'rollout_peak') && p.mode === 'sft') continue;
+    if ((k === 'gatheredWeights' || k === 'rollout' || k === 'rolloutPeak') && p.mode === 'sft') continue;
     lines.push(`  ${label.padEnd(36)} ${gib(p.bytes[k]).padStart(12)}`);
   }
   if (p.bytes.host > 0) lines.push(`  ${'host memory (offloaded)'.padEnd(36)} ${gib(p.bytes.host).padStart(12)}`);
@@ -82,18 +82,18 @@ export function planArgs(v: Record<string, unknown>): OpArgs<'plan'> {
   if ((v.preset === undefined) === (v.model === undefined)) throw new ConfigError('give exactly one of --preset and --model');
   const a: Record<string, unknown> = { family };
   if (v.preset !== undefined) a.preset = String(v.preset);
-  if (v.model !== undefined) a.model_dir = userPath(String(v.model));
+  if (v.model !== undefined) a.modelDir = userPath(String(v.model));
   if (v.ranks !== undefined) a.ranks = intOpt(v.ranks, '--ranks', { min: 1, max: 65536 });
-  if (v['gpu-gib'] !== undefined) a.gpu_gib = numOpt(v['gpu-gib'], '--gpu-gib', { gt: 0, max: 1e6 });
-  if (v['train-modules'] !== undefined) a.train_modules = String(v['train-modules']).split(',').map((s) => s.trim()).filter(Boolean);
-  if (v['lora-rank'] !== undefined) a.lora_rank = intOpt(v['lora-rank'], '--lora-rank', { min: 0, max: 65536 });
+  if (v['gpu-gib'] !== undefined) a.gpuGib = numOpt(v['gpu-gib'], '--gpu-gib', { gt: 0, max: 1e6 });
+  if (v['train-modules'] !== undefined) a.trainModules = String(v['train-modules']).split(',').map((s) => s.trim()).filter(Boolean);
+  if (v['lora-rank'] !== undefined) a.loraRank = intOpt(v['lora-rank'], '--lora-rank', { min: 0, max: 65536 });
   if (v.beta !== undefined) a.beta = numOpt(v.beta, '--beta', { min: 0 });
-  if (v['micro-batch'] !== undefined) a.micro_batch = intOpt(v['micro-batch'], '--micro-batch', { min: 1 });
+  if (v['micro-batch'] !== undefined) a.microBatch = intOpt(v['micro-batch'], '--micro-batch', { min: 1 });
   if (v.k !== undefined) a.k = intOpt(v.k, '--k', { min: 1 });
-  if (v['text-tokens'] !== undefined) a.text_tokens = intOpt(v['text-tokens'], '--text-tokens', { min: 1 });
-  if (v['image-tokens'] !== undefined) a.image_tokens = intOpt(v['image-tokens'], '--image-tokens', { min: 1 });
+  if (v['text-tokens'] !== undefined) a.textTokens = intOpt(v['text-tokens'], '--text-tokens', { min: 1 });
+  if (v['image-tokens'] !== undefined) a.imageTokens = intOpt(v['image-tokens'], '--image-tokens', { min: 1 });
   if (v['no-checkpointing']) a.checkpointing = false;
-  if (v['cpu-offload']) a.cpu_offload = true;
+  if (v['cpu-offload']) a.cpuOffload = true;
   if (v.precision !== undefined) {
     if (v.precision !== 'bf16-mixed' && v.precision !== 'fp32') throw new ConfigError(`--precision must be bf16-mixed or fp32, got '${v.precision}'`);
     a.precision = v.precision;

@@ -78,7 +78,7 @@ export class SidecarBackend implements PairingBackend {
 
   /** Peak RSS of the sidecar process in bytes (for benchmarks). */
   async peakRss(): Promise<number> {
-    return (await this.sidecar.kernels.stats()).args.peak_rss;
+    return (await this.sidecar.kernels.stats()).args.peakRss;
   }
 
   async close(): Promise<void> {

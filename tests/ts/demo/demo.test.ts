@@ -26,11 +26,11 @@ describe('demo (quick)', () => {
     expect(md).toContain('PairGRPO on random pairs');
     expect(md).toContain('<svg');
     // Held out means held out: measured against u_train, g_train and the shipped model's pretraining pool.
-    expect(res.overlap).toMatchObject({ u_eval: 24, u_duplicates: 0, g_eval: 24, g_verbatim: 0 });
+    expect(res.overlap).toMatchObject({ uEval: 24, uDuplicates: 0, gEval: 24, gVerbatim: 0 });
     // The pretraining pool is checked only for a model pretrained under the held-out rules (its card says so).
     const card = JSON.parse(readFileSync(join(DEFAULT_MODEL, 'pairuni_model.json'), 'utf8'));
     if (card.pretrain.heldout_rules === 'heldout/1') {
-      expect(res.overlap.pretrain).toEqual({ seed: card.pretrain.config.seed, n_items: card.pretrain.config.n_items });
+      expect(res.overlap.pretrain).toEqual({ seed: card.pretrain.config.seed, nItems: card.pretrain.config.n_items });
       expect(res.overlap.caveat).toBeNull();
     } else {
       expect(res.overlap.pretrain).toBeNull();

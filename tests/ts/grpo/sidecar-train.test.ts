@@ -59,17 +59,17 @@ function seqLogp(x: { logp: Float32Array; mask: Uint8Array; b: number; l: number
 }
 
 // The config's sampling records in their wire form, as the trainer sends them.
-const und = { temperature: 1, max_new_tokens: 512, old_logp: 'auto' as const, options: {} };
-const gen = { temperature: 1, cfg_weight: 5, logp: 'cfg' as const, old_logp: 'auto' as const, options: {} };
+const und = { temperature: 1, maxNewTokens: 512, oldLogp: 'auto' as const, options: {} };
+const gen = { temperature: 1, cfgWeight: 5, logp: 'cfg' as const, oldLogp: 'auto' as const, options: {} };
 
 const avg = (xs: number[]) => xs.reduce((a, b) => a + b, 0) / xs.length;
-const undItems = () => pairs.slice(0, 2).map((p) => ({ image_path: p.u_image_abs, text: p.question }));
+const undItems = () => pairs.slice(0, 2).map((p) => ({ imagePath: p.u_image_abs, text: p.question }));
 
 describe('Janus through the sidecar', () => {
   it('sampled and recomputed log-probs agree (fp32 ≤ 1e-5) on both sides', async () => {
     await sc.train.load(loadArgs(config()));
-    const u = await sc.train.undRollout({ n: 4, items: undItems(), sampling: { ...und, max_new_tokens: 12, seed: 3 } });
-    const g = await sc.train.genRollout({ n: 3, items: [{ prompt: 'a red square' }, { prompt: 'x' }], sampling: { ...gen, cfg_weight: 5, seed: 4 } });
+    const u = await sc.train.undRollout({ n: 4, items: undItems(), sampling: { ...und, maxNewTokens: 12, seed: 3 } });
+    const g = await sc.train.genRollout({ n: 3, items: [{ prompt: 'a red square' }, { prompt: 'x' }], sampling: { ...gen, cfgWeight: 5, seed: 4 } });
     expect(u.args.size).toBe(8);
     expect((u.args.texts as string[]).length).toBe(8);
     for (const h of [u.args.handle, g.args.handle] as string[]) {
@@ -85,12 +85,12 @@ describe('Janus through the sidecar', () => {
 
   it("the TS reference surrogate equals the sidecar's loss off-policy (μ = 2, with clipping)", async () => {
     await sc.train.load(loadArgs(config({ optim: { lr: 0.05, maxGradNorm: 0, microBatch: 3 } })));
-    const u = await sc.train.undRollout({ n: 4, items: undItems(), sampling: { ...und, max_new_tokens: 6, seed: 5 } });
+    const u = await sc.train.undRollout({ n: 4, items: undItems(), sampling: { ...und, maxNewTokens: 6, seed: 5 } });
     const g = await sc.train.genRollout({ n: 4, items: [{ prompt: 'p' }], sampling: { ...gen, seed: 6 } });
     const advU = new Float32Array([1.2, -0.4, 0, -0.8, 0.5, -0.5, 1.5, -1.5]);
     const advG = new Float32Array([1, -1, 0.5, -0.5]);
     const handles = { und: u.args.handle, gen: g.args.handle };
-    const update = () => sc.train.update({ handles, loss: { norm: 'side' }, est_seed: 0 }, { adv_und: Tensor.from(advU), adv_gen: Tensor.from(advG) });
+    const update = () => sc.train.update({ handles, loss: { norm: 'side' }, estSeed: 0 }, { adv_und: Tensor.from(advU), adv_gen: Tensor.from(advG) });
     const first = await update();
     const su = await logprobs(handles.und as string);
     const sg = await logprobs(handles.gen as string);
@@ -113,7 +113,7 @@ describe('Janus through the sidecar', () => {
     const cfg = config();
     await sc.train.load(loadArgs(cfg));
     // held-out evaluation samples of the initial policy, scored before and after training
-    const ev = await sc.train.undRollout({ n: 24, items: undItems(), sampling: { ...und, max_new_tokens: 2, seed: 999 } });
+    const ev = await sc.train.undRollout({ n: 24, items: undItems(), sampling: { ...und, maxNewTokens: 2, seed: 999 } });
     const eg = await sc.train.genRollout({ n: 12, items: pairs.slice(0, 2).map((p) => ({ prompt: p.prompt })), sampling: { ...gen, seed: 998 } });
     const upper = (t: string) => (/^[A-Z]/.test(t) ? 1 : 0);
     const bright = (await sc.train.reward({ handle: eg.args.handle, reward: { name: 'brightness' } })).tensors.rewards.data as Float32Array;
@@ -142,13 +142,13 @@ describe('Janus through the sidecar', () => {
 
   it('one update raises the log-prob of positive-advantage trajectories and lowers the negative ones', async () => {
     await sc.train.load(loadArgs(config()));
-    const u = await sc.train.undRollout({ n: 8, items: undItems(), sampling: { ...und, max_new_tokens: 4, seed: 11 } });
+    const u = await sc.train.undRollout({ n: 8, items: undItems(), sampling: { ...und, maxNewTokens: 4, seed: 11 } });
     const g = await sc.train.genRollout({ n: 8, items: [{ prompt: 'a' }, { prompt: 'b' }], sampling: { ...gen, seed: 12 } });
     const rU = (u.args.texts as string[]).map((t) => (/^[A-Z]/.test(t) ? 1 : 0));
     const rG = (await sc.train.reward({ handle: g.args.handle, reward: { name: 'brightness' } })).tensors.rewards.data as Float32Array;
     const aU = sideAdvantages(rU, 8, [1, 0.8]).adv;
     const aG = sideAdvantages(rG, 8, [1, 0.8]).adv;
-    await sc.train.update({ handles: { und: u.args.handle, gen: g.args.handle }, loss: {}, est_seed: 0 }, { adv_und: Tensor.from(aU), adv_gen: Tensor.from(aG) });
+    await sc.train.update({ handles: { und: u.args.handle, gen: g.args.handle }, loss: {}, estSeed: 0 }, { adv_und: Tensor.from(aU), adv_gen: Tensor.from(aG) });
     for (const [h, adv] of [[u.args.handle, aU], [g.args.handle, aG]] as const) {
       const x = await logprobs(h as string);
       const delta = Array.from({ length: x.b }, (_, i) => {

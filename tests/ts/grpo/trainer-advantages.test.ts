@@ -55,13 +55,13 @@ function recordingSidecar(sent: Sent[]): Sidecar {
       undRollout: async (a: { n: number; items: { text: string }[] }) => {
         cur = { und: a.items.map((it) => idOf(it.text)), gen: [], advUnd: [], advGen: [], norm: '' };
         const texts = cur.und.flatMap((id) => Array.from({ length: a.n }, (_, j) => `${id}#${j}`));
-        return { args: { handle: 'h-und', texts, lengths: texts.map(() => 1), tokens: texts.length, elapsed_s: 0 } };
+        return { args: { handle: 'h-und', texts, lengths: texts.map(() => 1), tokens: texts.length, elapsedS: 0 } };
       },
       genRollout: async (a: { n: number; items: { prompt: string }[] }) => {
         cur.gen = a.items.map((it) => idOf(it.prompt));
-        return { args: { handle: 'h-gen', size: a.items.length * a.n, tokens: 0, elapsed_s: 0 } };
+        return { args: { handle: 'h-gen', size: a.items.length * a.n, tokens: 0, elapsedS: 0 } };
       },
-      reward: async () => ({ args: { elapsed_s: 0 }, tensors: { rewards: { data: Float32Array.from(cur.gen.flatMap((id) => genR[id])) } } }),
+      reward: async () => ({ args: { elapsedS: 0 }, tensors: { rewards: { data: Float32Array.from(cur.gen.flatMap((id) => genR[id])) } } }),
       grid: async () => ({ args: {} }),
       update: async (args: { loss: { norm: string } }, adv: Record<string, Tensor>) => {
         cur.advUnd = Array.from(adv.adv_und.data as Float32Array);
