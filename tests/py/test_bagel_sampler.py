@@ -252,3 +252,24 @@ def test_capabilities_choose_sft_or_pairgrpo(root, adapter):
     assert not bool(ode.out_mask.any())
     with pytest.raises(AdapterConfigError, match="ODE sampler"):
         adapter.token_logprobs(ode, torch.arange(1), est_seed=0, grad=False)
+
+
+def test_gpu_sampler_profile_runs_its_tiny_path_on_cpu():
+    # tests/gpu/bagel_sampler_profile.py at BAGEL-7B-MoT size needs a GPU; its --tiny path is this
+    import importlib.util
+    import os
+    import sys
+
+    here = os.path.join(os.path.dirname(__file__), "..", "gpu")
+    sys.path.insert(0, here)
+    try:
+        spec = importlib.util.spec_from_file_location("bagel_sampler_profile", os.path.join(here, "bagel_sampler_profile.py"))
+        mod = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(mod)
+        rec = mod.run(tiny=True, batch=1, timesteps=2, repeats=1)
+    finally:
+        sys.path.remove(here)
+    assert rec["image_px"] == 32 and set(rec["results"]) == {"ode", "sde", "sde_score_backward"}
+    assert rec["results"]["ode"]["logp_recorded"] is False and rec["results"]["sde"]["logp_recorded"] is True
+    assert rec["results"]["sde"]["image_shape"] == [32, 32, 3] and rec["results"]["ode"]["images_per_s"] > 0
+    assert rec["results"]["sde_score_backward"]["steps"] == 1
