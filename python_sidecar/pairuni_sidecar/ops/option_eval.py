@@ -70,8 +70,8 @@ def eval_options(ctx, args, tensors):
     adapter = load_adapter(args["model"]["adapter"], LoadSpec(**args["model"]))
     res = option_accuracy(adapter, args["data"], args["n_und"], args["instruction"],
                           progress=lambda d, n, m: ctx.progress(d, n, m))
-    if args.get("n_gen", 0) > 0:
-        res.update(generation_reward(adapter, args["data"], args["n_gen"], samples=args.get("samples", 2),
-                                     cfg_weight=args.get("cfg_weight", 4.0), seed=args.get("sample_seed", 0),
-                                     options=args.get("gen_options") or {}, grid=args.get("grid")))
+    if args["n_gen"] > 0:
+        res.update(generation_reward(adapter, args["data"], args["n_gen"], samples=args["samples"],
+                                     cfg_weight=args["cfg_weight"], seed=args["sample_seed"],
+                                     options=args["gen_options"], grid=args.get("grid")))
     return {**res, "elapsed_s": time.perf_counter() - t0}
