@@ -222,6 +222,19 @@ def test_a_steps_recorded_logprob_is_the_gaussian_density_by_hand(adapter):
         assert torch.allclose(b.old_logp[:, k], dens.flatten(1).mean(1), atol=1e-5)
 
 
+def test_conditional_logprobs_score_the_guided_steps_without_guidance(adapter):
+    s = dict(seed=3, cfg_weight=4.0, options={**FAST, "noise_level": 0.7})
+    guided = adapter.gen_rollout([GenItem("blue circle")], 2, GenSampling(**s))
+    cond = adapter.gen_rollout([GenItem("blue circle")], 2, GenSampling(**s, logp="cond"))
+    assert torch.equal(cond.extra["traj"], guided.extra["traj"])  # the same sampled trajectories ...
+    # ... scored under the conditional velocity: by hand at the first step (inside the guidance interval)
+    x, v = cond.extra["traj"][:, 0], adapter._velocity(adapter._gen_packs([adapter._enc("blue circle")] * 2)[0], cond.extra["traj"][:, 0], 1.0)
+    sigma, dt = 0.7 * math.sqrt(1 / (1 - 0.9)), 0.1
+    mean = x - v * dt - sigma ** 2 * dt / 2 * x
+    assert torch.allclose(cond.old_logp[:, 0], flow.step_logp(cond.extra["traj"][:, 1], mean, sigma * math.sqrt(dt)), atol=1e-5)
+    assert not torch.equal(cond.old_logp, guided.old_logp)  # (the tiny random model's guidance moves little)
+
+
 RECIPE = LoadOptim(lr=3e-3, betas=[0.9, 0.95], eps=1e-15, weight_decay=0.0, max_grad_norm=1.0, micro_batch=8)
 
 

@@ -1,4 +1,6 @@
-"""Bagel (BAGEL-7B-MoT) adapter: supervised fine-tuning on PairUG pairs (PairUni Appendix E).
+"""Bagel (BAGEL-7B-MoT) adapter: supervised fine-tuning on PairUG pairs (PairUni Appendix E), sampling on
+both sides (text answers from the und expert; images from the flow sampler, ``adapters/bagel_flow.py``)
+and, with ``objective="pairgrpo"``, PairGRPO's log-probs (answer tokens; the SDE sampler's steps).
 
 The model is NVIDIA NeMo AutoModel's maintained port, ``nemo_automodel.components.models.bagel``
 (``BagelForUnifiedMultimodal``; pinned in python_sidecar/requirements-bagel.lock and installed with
