@@ -755,11 +755,22 @@ class BagelAdapter(PolicyAdapter):
             return res
 
     # -- packed forwards (training layout, any mix of und and gen samples) ------------------------
-    def _hidden(self, pk: Pack, latent: torch.Tensor | None = None, t: torch.Tensor | None = None) -> torch.Tensor:
+    def _vit_embeds(self, pk: Pack) -> torch.Tensor:
+        """The ViT tokens' LLM inputs: SigLIP tower (each image attends within itself), connector, 2D position."""
+        mdl, dev = self.model.model, self.device
+        vpos = torch.tensor(pk.vit_position_ids, dtype=torch.long, device=dev)
+        lens = torch.tensor(pk.vit_seqlens or [len(pk.vit_token_indexes)], dtype=torch.int, device=dev)
+        with self._autocast():
+            f = mdl.vit_model(packed_pixel_values=pk.vit_tokens.to(dev), packed_flattened_position_ids=vpos,
+                              cu_seqlens=F.pad(torch.cumsum(lens, 0), (1, 0)).to(torch.int32), max_seqlen=int(lens.max()))
+            return mdl.connector(f) + mdl.vit_pos_embed(vpos)
+
+    def _hidden(self, pk: Pack, latent: torch.Tensor | None = None, t: torch.Tensor | None = None,
+                vit: torch.Tensor | None = None) -> torch.Tensor:
         """Last hidden states of a packed sequence, through the port's training-layout path (the one SFT
         trains; its cached inference path needs flash-attn and casts to bf16). ``latent`` (tokens, D) and
         ``t`` (tokens,) fill the sequence's latent positions as Bagel's flow input ``vae2llm(x_t) +
-        time_embed(t) + pos``."""
+        time_embed(t) + pos``; ``vit``: the ViT tokens' inputs already computed (``_vit_embeds``)."""
         mdl = self.model.model
         lm, dev = mdl.language_model, self.device
         T = lambda x, dt=torch.long: torch.tensor(x, dtype=dt, device=dev)  # noqa: E731
@@ -770,12 +781,8 @@ class BagelAdapter(PolicyAdapter):
             seq[text_idx] = emb
             und_idx, gen_idx = text_idx, None
             if pk.vit_token_indexes:
-                vit_idx, vpos = T(pk.vit_token_indexes), T(pk.vit_position_ids)
-                lens = T(pk.vit_seqlens or [len(pk.vit_token_indexes)], torch.int)
-                f = mdl.vit_model(packed_pixel_values=pk.vit_tokens.to(dev), packed_flattened_position_ids=vpos,
-                                  cu_seqlens=F.pad(torch.cumsum(lens, 0), (1, 0)).to(torch.int32),
-                                  max_seqlen=int(lens.max()))
-                seq[vit_idx] = (mdl.connector(f) + mdl.vit_pos_embed(vpos)).to(seq.dtype)
+                vit_idx = T(pk.vit_token_indexes)
+                seq[vit_idx] = (self._vit_embeds(pk) if vit is None else vit).to(seq.dtype)
                 und_idx = torch.cat([text_idx, vit_idx])
             if latent is not None:
                 gen_idx = T(pk.vae_token_indexes)
@@ -942,10 +949,11 @@ class BagelAdapter(PolicyAdapter):
         return [pack_und(self.tokens, und_image=im, question=q, answer=a, vit_patch=geo["vit_patch_size"],
                          vit_max_per_side=geo["vit_max_num_patch_per_side"]) for im, q, a in zip(images, questions, answers)]
 
-    def _und_logits(self, packs: list[Pack], take: list[list[int]]) -> list[torch.Tensor]:
-        """Logits (float32) at the positions ``take[i]`` (indexes into pack i's ``ce_loss_indexes``)."""
+    def _und_logits(self, packs: list[Pack], take: list[list[int]], vit: list[torch.Tensor] | None = None) -> list[torch.Tensor]:
+        """Logits (float32) at the positions ``take[i]`` (indexes into pack i's ``ce_loss_indexes``);
+        ``vit``: each pack's ViT inputs already computed (decoding computes them once per image)."""
         pk = concat_packs(packs)
-        h = self._hidden(pk)
+        h = self._hidden(pk, vit=torch.cat(vit, 0) if vit is not None else None)
         idx, off = [], 0
         for p_, tk in zip(packs, take):
             idx += [p_.ce_loss_indexes[j] + off for j in tk]
@@ -959,19 +967,24 @@ class BagelAdapter(PolicyAdapter):
         """Answers (B, max_new) as Bagel's ``generate_text`` decodes them after ``[image, question]``:
         ``<|im_start|>`` then tokens until ``<|im_end|>`` (kept; the rest of the row is ``<|im_end|>``);
         greedy without ``seeds``, else softmax(logits / T) sampled from row j's generator ``seeds[j]``.
-        Every step is one packed forward of the unfinished rows (no KV cache). Returns ids and the
+        Every step is one packed forward of the unfinished rows (no KV cache; each image's ViT pass runs
+        once). Returns ids and the
         sampling log-probs (B, max_new)."""
         B, eos = len(questions), self.tokens.eos
         gens = [torch.Generator().manual_seed(int(s_)) for s_ in seeds] if seeds is not None else None
         out = torch.full((B, max_new), eos, dtype=torch.long)
         lps = torch.zeros(B, max_new)
         answers: list[list[int]] = [[] for _ in range(B)]
+        # the image tokens come before everything decoded: their inputs are computed once per row
+        first = self._und_packs(images, questions, answers)
+        vit = list(self._vit_embeds(concat_packs(first)).split([len(p_.vit_token_indexes) for p_ in first]))
         live = list(range(B))
         for step in range(max_new):
             if not live:
                 break
             logits = self._und_logits(self._und_packs([images[i] for i in live], [questions[i] for i in live],
-                                                      [answers[i] for i in live]), [[step]] * len(live))
+                                                      [answers[i] for i in live]), [[step]] * len(live),
+                                     vit=[vit[i] for i in live])
             z = torch.cat(logits, 0).cpu()
             if not bool(torch.isfinite(z).all()):
                 raise NonFiniteError(f"bagel und: the model loaded from {self.source_dir!r} gives NaN/inf answer-token "
