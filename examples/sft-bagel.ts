@@ -4,7 +4,8 @@
  *
  *   npx tsx examples/sft-bagel.ts [outDir]
  *
- * The trainer sees that the Bagel adapter declares only `sft` and runs supervised steps; the same
+ * The trainer sees that the Bagel adapter scores no rollouts (no `logprobs_*`: `options.objective` is
+ * `sft`, the default; `pairgrpo` would train it by PairGRPO) and runs supervised steps; the same
  * config, CLI, checkpoints, Ctrl-C and `resume` as PairGRPO. For a real run point `model.path` at a
  * BAGEL-7B-MoT directory (llm_config.json, vit_config.json, ae.safetensors, ema.safetensors, tokenizer)
  * and drop the small image sizes (defaults: 512 px generation, 378 px understanding).

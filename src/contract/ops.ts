@@ -363,8 +363,23 @@ export const OPS = {
       n_und: int.min(1).default(300),
       /** How the question is shown: `{question}` and `{choices}` ("A. …" lines), as the trainer renders it. */
       instruction: z.string().min(1),
+      /** Held-out generation prompts whose sampled images are scored (shapes reward); 0 = generation not measured. */
+      n_gen: uint.default(0),
+      samples: int.min(1).default(2),
+      cfg_weight: z.number().default(4),
+      sample_seed: uint.default(0),
+      /** The family's sampling options (`gen.options`), e.g. Bagel's `num_timesteps`. */
+      gen_options: free.default({}),
+      /** A PNG grid of the first sample of the first 16 prompts. */
+      grid: userPath.optional(),
     }),
-    reply: metricRecord(z.strictObject({ und_accuracy: z.number(), und_accuracy_by_category: z.record(z.string(), z.number()), n_und: uint, ...elapsed })),
+    reply: metricRecord(z.strictObject({
+      und_accuracy: z.number(), und_accuracy_by_category: z.record(z.string(), z.number()), n_und: uint,
+      gen_reward: z.number().optional(), gen_binary: z.number().optional(),
+      gen_reward_by_category: z.record(z.string(), z.number()).optional(), gen_binary_by_category: z.record(z.string(), z.number()).optional(),
+      n_gen_prompts: uint.optional(), samples_per_prompt: uint.optional(),
+      ...elapsed,
+    })),
   }),
   'shapesworld.score': op({
     doc: 'score images against ShapesWorld prompts (graded and binary)',

@@ -5,10 +5,11 @@
  *   2. pair it → PairUG, and random pairs of the same size                  SDK: buildPairUG
  *   3. a tiny random-init Bagel (BAGEL-7B-MoT layout), held-out understanding before training
  *   4. SFT (1:1 und:gen pairs, CE + flow MSE) on each pair set for every seed  SDK: train
- *   5. held-out understanding of every final model; report.md with mean ± std over seeds
+ *   5. held-out understanding and generation of every final model; report.md with means and 95% CIs over seeds
  *
  * Understanding is scored without a sampler: the option letter with the highest log-likelihood is the
- * answer (`shapesworld.eval_options`). Generation is not measured: the adapter has no flow sampler.
+ * answer (`shapesworld.eval_options`). Generation: the shapes reward of images from the adapter's flow
+ * sampler (ODE, upstream's guidance settings) for the held-out prompts, per category, and a sample grid.
  * Phases whose results exist are skipped on a rerun; training resumes from its last checkpoint.
  */
 import { existsSync, mkdirSync, readFileSync } from 'node:fs';
@@ -24,7 +25,7 @@ import { isTrainerNotice, loadArgs, train } from '../train/trainer.js';
 import { writeFileAtomic, writeJsonAtomic } from '../util/atomic.js';
 import { createLogger } from '../util/log.js';
 import { addWallTime } from './demo.js';
-import { mdTable, meanStd } from './report.js';
+import { fmtCI, mdTable, meanCI, meanStd, type MeanCI } from './report.js';
 
 export interface BagelDemoOptions {
   out: string;
@@ -38,13 +39,16 @@ export interface BagelDemoOptions {
 }
 
 type Variant = 'pairug' | 'random';
-type UndEval = Omit<OpReply<'shapesworld.eval_options'>, 'elapsed_s'>;
+// The demo always scores generation too (nGen > 0), so the reply's generation fields are present.
+type UndEval = Required<Omit<OpReply<'shapesworld.eval_options'>, 'elapsed_s' | 'gen_binary_by_category'>>;
 
 export interface BagelDemoResult {
   report: string;
   before: UndEval;
   after: Record<Variant, Record<number, UndEval>>;
   summary: Record<Variant, { mean: number; std: number }>;
+  /** Held-out generation reward per variant over seeds. */
+  genSummary: Record<Variant, MeanCI>;
   /** This invocation's wall time. */
   seconds: number;
   /** The demo's wall time on `out`, summed over every invocation (resumes and reruns). */
@@ -56,9 +60,13 @@ const INSTRUCTION = '{question}\n{choices}\nAnswer with the option letter.';
 function plan(o: BagelDemoOptions) {
   const quick = Boolean(o.quick);
   return {
-    world: quick ? { u_train: 48, g_train: 48, u_eval: 24, g_eval: 8 } : { u_train: 480, g_train: 480, u_eval: 300, g_eval: 8 },
+    world: quick ? { u_train: 48, g_train: 48, u_eval: 24, g_eval: 8 } : { u_train: 480, g_train: 480, u_eval: 300, g_eval: 48 },
     clusters: quick ? 8 : 48,
     nUnd: quick ? 24 : 300,
+    // held-out prompts x images each, sampled by the ODE with upstream's guidance (4, interval [0.4, 1])
+    nGen: quick ? 8 : 48,
+    samples: 2,
+    genOptions: { num_timesteps: quick ? 10 : 25 },
     steps: o.steps ?? (quick ? 2 : 120),
     seeds: o.seeds ?? (quick ? [0] : [0, 1, 2]),
     batchPairs: 4,
@@ -144,7 +152,10 @@ async function bagelPhases(o: BagelDemoOptions, t0: number, p: ReturnType<typeof
   const evaluate = async (sc: Sidecar, modelDir: string, path: string): Promise<UndEval> => {
     if (!existsSync(path)) {
       const model = { ...loadArgs(config('pairug', 0)).model, path: modelDir };
-      const r = await sc.shapesworld.evalOptions({ model, data: world, nUnd: p.nUnd, instruction: INSTRUCTION });
+      const r = await sc.shapesworld.evalOptions({
+        model, data: world, nUnd: p.nUnd, instruction: INSTRUCTION, nGen: p.nGen, samples: p.samples, genOptions: p.genOptions,
+        grid: path.replace(/\.json$/, '.png'),
+      });
       const { elapsed_s: _e, ...res } = r.args;
       writeJsonAtomic(path, res, 2);
     }
@@ -153,7 +164,7 @@ async function bagelPhases(o: BagelDemoOptions, t0: number, p: ReturnType<typeof
   mkdirSync(join(out, 'eval'), { recursive: true });
   const beforePath = join(out, 'eval', 'init.json');
   if (!existsSync(join(init, 'ema.safetensors')) || !existsSync(beforePath)) {
-    log('[3/5] a tiny random-init Bagel; its held-out understanding');
+    log('[3/5] a tiny random-init Bagel; its held-out understanding and generation');
     await withSidecar(async (sc) => {
       if (!existsSync(join(init, 'ema.safetensors'))) await sc.models.tiny({ family: 'bagel', dir: init, seed: 0 });
       await evaluate(sc, init, beforePath);
@@ -175,13 +186,17 @@ async function bagelPhases(o: BagelDemoOptions, t0: number, p: ReturnType<typeof
   const after: BagelDemoResult['after'] = { pairug: {}, random: {} };
   const evalPath = (r: { variant: Variant; seed: number }) => join(out, 'eval', `${r.variant}-s${r.seed}.json`);
   if (runs.some((r) => !existsSync(evalPath(r)))) {
-    log('[5/5] held-out understanding of every SFT model');
+    log('[5/5] held-out understanding and generation of every SFT model');
     await withSidecar(async (sc) => {
       for (const r of runs) await evaluate(sc, join(latestCheckpoint(config(r.variant, r.seed).out)!.policyDir, 'model'), evalPath(r));
     });
   }
   for (const r of runs) after[r.variant][r.seed] = readJson<UndEval>(evalPath(r));
   const summary = { pairug: meanStd(Object.values(after.pairug).map((e) => e.und_accuracy)), random: meanStd(Object.values(after.random).map((e) => e.und_accuracy)) };
+  const genSummary = { pairug: meanCI(Object.values(after.pairug).map((e) => e.gen_reward)), random: meanCI(Object.values(after.random).map((e) => e.gen_reward)) };
+  const undCI = (v: Variant) => fmtCI(meanCI(Object.values(after[v]).map((e) => e.und_accuracy)));
+  const cats = Object.keys(before.gen_reward_by_category);
+  const catMean = (v: Variant, c: string) => meanStd(Object.values(after[v]).map((e) => e.gen_reward_by_category[c] ?? 0)).mean.toFixed(3);
   const seconds = Math.round((Date.now() - t0) / 1000);
   // Summed over every invocation on `out`: a no-op rerun must not report its own 0 s as the demo's cost.
   const wall = addWallTime(out, seconds);
@@ -200,19 +215,28 @@ async function bagelPhases(o: BagelDemoOptions, t0: number, p: ReturnType<typeof
       `Wall time ${wall.seconds} s${wall.invocations > 1 ? ` over ${wall.invocations} invocations (interrupted and resumed, or rerun)` : ''}.`,
     '',
     mdTable(
-      ['', 'held-out understanding accuracy (mean ± std)', 'final train CE', 'final train MSE'],
+      ['', 'held-out understanding accuracy (mean ± 95% CI)', 'held-out generation reward (mean ± 95% CI)', 'final train CE', 'final train MSE'],
       [
-        ['random init', before.und_accuracy.toFixed(3), '', ''],
-        ['SFT on PairUG', pm(summary.pairug), pm(lastLoss('pairug', 'ce')), pm(lastLoss('pairug', 'mse'))],
-        ['SFT on random pairs', pm(summary.random), pm(lastLoss('random', 'ce')), pm(lastLoss('random', 'mse'))],
+        ['random init', before.und_accuracy.toFixed(3), before.gen_reward.toFixed(3), '', ''],
+        ['SFT on PairUG', undCI('pairug'), fmtCI(genSummary.pairug), pm(lastLoss('pairug', 'ce')), pm(lastLoss('pairug', 'mse'))],
+        ['SFT on random pairs', undCI('random'), fmtCI(genSummary.random), pm(lastLoss('random', 'ce')), pm(lastLoss('random', 'mse'))],
       ],
     ),
     '',
-    'Generation: not measured (the Bagel adapter has no flow sampler yet).',
+    `Generation: shapes reward (graded, 0–1) of ${before.samples_per_prompt} images for each of ${before.n_gen_prompts} held-out prompts, ` +
+      `sampled by the flow sampler's ODE (${p.genOptions.num_timesteps} time points, shift 3, text guidance 4 in t ∈ (0.4, 1], global renorm); ` +
+      'per category (mean over seeds):',
+    '',
+    mdTable(
+      ['category', 'random init', 'SFT on PairUG', 'SFT on random pairs'],
+      cats.map((c) => [c, (before.gen_reward_by_category[c] ?? 0).toFixed(3), catMean('pairug', c), catMean('random', c)]),
+    ),
+    '',
+    'Sample grids (first image of the first 16 held-out prompts, same seeds for every model): `eval/init.png`, `eval/<variant>-s<seed>.png`.',
     '',
   ];
   const report = join(out, 'report.md');
   writeFileAtomic(report, lines.join('\n'));
-  writeJsonAtomic(join(out, 'summary.json'), { before, after, summary, wallSeconds: wall.seconds, invocations: wall.invocations, plan: p }, 2);
-  return { report, before, after, summary, seconds, wallSeconds: wall.seconds };
+  writeJsonAtomic(join(out, 'summary.json'), { before, after, summary, genSummary, wallSeconds: wall.seconds, invocations: wall.invocations, plan: p }, 2);
+  return { report, before, after, summary, genSummary, seconds, wallSeconds: wall.seconds };
 }

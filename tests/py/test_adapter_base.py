@@ -107,11 +107,14 @@ def test_dimoo_refuses_old_logp_rollout_by_name(side):
             dimoo.DimooAdapter.check_honoured(side, _sampling(side, **{f: NON_DEFAULT[f]}))
 
 
-def test_bagel_honours_no_rollout_field():
-    # Bagel trains by SFT only: a sampling field away from its default names the family and the field.
-    with pytest.raises(UnhonouredField, match=r"the bagel adapter does not honour gen\.cfg_weight=2\.5 .*it takes 5"):
-        bagel.BagelAdapter.check_honoured("gen", _sampling("gen", cfg_weight=2.5))
-    bagel.BagelAdapter.check_honoured("gen", _sampling("gen"))  # all defaults: nothing to refuse
+def test_bagel_refuses_a_gen_temperature_and_honours_the_rest():
+    # The flow sampler has no temperature (its noise is gen.options.noise_level): any other value is refused by name.
+    with pytest.raises(UnhonouredField, match=r"the bagel adapter does not honour gen\.temperature=0\.7 .*it takes 1"):
+        bagel.BagelAdapter.check_honoured("gen", _sampling("gen", temperature=0.7))
+    for side, fields in GENERIC_FIELDS.items():
+        for f in fields:
+            if (side, f) != ("gen", "temperature"):
+                bagel.BagelAdapter.check_honoured(side, _sampling(side, **{f: NON_DEFAULT[f]}))
 
 
 def test_a_field_added_to_the_contract_is_refused_until_a_family_claims_it(monkeypatch):

@@ -13,6 +13,9 @@ describe('trainMode', () => {
   it('runs SFT when the adapter rolls out neither side but declares sft (Bagel)', () => {
     expect(trainMode(['sft'])).toEqual({ kind: 'sft' });
     expect(trainMode(['sft', 'und_rollout'])).toEqual({ kind: 'sft' }); // a rollout without log-probs cannot train
+    // Bagel declares its log-probs only with model.options.objective 'pairgrpo' (adapters/bagel.py)
+    expect(trainMode(['cfg', 'gen_rollout', 'sft', 'und_rollout'])).toEqual({ kind: 'sft' });
+    expect(trainMode(['cfg', 'gen_rollout', 'logprobs_gen', 'logprobs_und', 'sft', 'und_rollout'])).toEqual({ kind: 'pairgrpo', sides: { und: true, gen: true } });
   });
   it('refuses an adapter that can do neither', () => {
     expect(() => trainMode(['cfg'])).toThrow(ConfigError);

@@ -1,4 +1,6 @@
-"""Bagel (BAGEL-7B-MoT) adapter: supervised fine-tuning on PairUG pairs (PairUni Appendix E).
+"""Bagel (BAGEL-7B-MoT) adapter: supervised fine-tuning on PairUG pairs (PairUni Appendix E), sampling on
+both sides (text answers from the und expert; images from the flow sampler, ``adapters/bagel_flow.py``)
+and, with ``objective="pairgrpo"``, PairGRPO's log-probs (answer tokens; the SDE sampler's steps).
 
 The model is NVIDIA NeMo AutoModel's maintained port, ``nemo_automodel.components.models.bagel``
 (``BagelForUnifiedMultimodal``; pinned in python_sidecar/requirements-bagel.lock and installed with
@@ -52,10 +54,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..contract.generated import BagelLoadOptions
-from ..errors import BadRequest
+from ..contract.generated import BagelGenOptions, BagelLoadOptions, BagelUndOptions
+from ..errors import BadRequest, NonFiniteError
 from .base import (
+    ANY_VALUE,
     AdapterConfigError,
+    CapabilityError,
     CheckpointNotFound,
     GenItem,
     ImageReadError,
@@ -70,6 +74,7 @@ from .base import (
     resolve_device,
     store_frozen,
 )
+from . import bagel_flow as flow
 from .lora import LoRA, linear_modules
 
 #: files a BAGEL-7B-MoT directory must hold
@@ -179,6 +184,8 @@ class Pack:
     ce_loss_indexes: list[int] = field(default_factory=list)
     label_ids: list[int] = field(default_factory=list)
     prompt_dropped: bool = False
+    #: ViT tokens per und sample (a concatenation of several packs; one pack: its own count)
+    vit_seqlens: list[int] = field(default_factory=list)
 
     @property
     def length(self) -> int:
@@ -295,6 +302,76 @@ def pack_pair(tok: Tokens, *, und_image: torch.Tensor, question: list[int], answ
     return pk
 
 
+def pack_gen(tok: Tokens, prompt: list[int] | None, h: int, w: int, latent_max_per_side: int) -> Pack:
+    """One generation query as ``pack_pair`` lays out its gen sample: ``[prompt (causal)], [<|vision_start|>
+    h*w latent tokens <|vision_end|>] ("noise")``, the image at the RoPE position after the prompt;
+    ``prompt=None`` is the prompt-free (CFG) query, upstream's empty context."""
+    pk = Pack(sample_lens=[], split_lens=[[]], attn_modes=[[]])
+    rope = 0
+    if prompt is not None:
+        ids = [tok.bos] + list(prompt) + [tok.eos]
+        pk.text_ids += ids
+        pk.text_indexes += list(range(len(ids)))
+        pk.position_ids += list(range(len(ids)))
+        pk.split_lens[0].append(len(ids))
+        pk.attn_modes[0].append("causal")
+        rope = len(ids)
+    else:
+        pk.prompt_dropped = True
+    first = rope + 1
+    pk.text_ids += [tok.boi, tok.eoi]
+    pk.text_indexes += [rope, first + h * w]
+    pk.vae_token_indexes = list(range(first, first + h * w))
+    pk.latent_position_ids = grid_position_ids(h, w, latent_max_per_side)
+    pk.latent_shape = (h, w)
+    pk.position_ids += [rope] * (h * w + 2)
+    pk.split_lens[0].append(h * w + 2)
+    pk.attn_modes[0].append("noise")
+    pk.sample_lens.append(rope + h * w + 2)
+    return pk
+
+
+def pack_und(tok: Tokens, *, und_image: torch.Tensor, question: list[int], answer: list[int], vit_patch: int,
+             vit_max_per_side: int) -> Pack:
+    """The und sample of ``pack_pair`` alone: ``[vit image, question, <|im_start|> answer <|im_end|>]``;
+    ``ce_loss_indexes`` are the positions whose logits predict ``answer + [<|im_end|>]``."""
+    pk = pack_pair(tok, und_image=und_image, question=question, answer=answer, prompt=[], gen_image=torch.zeros(3, 0, 0),
+                   vit_patch=vit_patch, vit_max_per_side=vit_max_per_side, vae_downsample=1, latent_max_per_side=1,
+                   timestep=0.0, drop_prompt=True)
+    n = pk.sample_lens[0]
+    keep = [i for i, ix in enumerate(pk.text_indexes) if ix < n]
+    return Pack(sample_lens=[n], split_lens=pk.split_lens[:1], attn_modes=pk.attn_modes[:1],
+                text_ids=[pk.text_ids[i] for i in keep], text_indexes=[pk.text_indexes[i] for i in keep],
+                position_ids=pk.position_ids[:n], vit_token_indexes=pk.vit_token_indexes,
+                vit_position_ids=pk.vit_position_ids, vit_tokens=pk.vit_tokens, ce_loss_indexes=pk.ce_loss_indexes,
+                label_ids=pk.label_ids, vit_seqlens=[len(pk.vit_token_indexes)])
+
+
+def concat_packs(packs: list[Pack]) -> Pack:
+    """Several packs as one packed sequence (indexes offset; each sample keeps its own mask and positions)."""
+    out = Pack(sample_lens=[], split_lens=[], attn_modes=[])
+    off, vit = 0, []
+    for pk in packs:
+        out.sample_lens += pk.sample_lens
+        out.split_lens += pk.split_lens
+        out.attn_modes += pk.attn_modes
+        out.text_ids += pk.text_ids
+        out.text_indexes += [i + off for i in pk.text_indexes]
+        out.position_ids += pk.position_ids
+        out.vit_token_indexes += [i + off for i in pk.vit_token_indexes]
+        out.vit_position_ids += pk.vit_position_ids
+        if pk.vit_token_indexes:
+            vit.append(pk.vit_tokens)
+            out.vit_seqlens += pk.vit_seqlens or [len(pk.vit_token_indexes)]
+        out.vae_token_indexes += [i + off for i in pk.vae_token_indexes]
+        out.latent_position_ids += pk.latent_position_ids
+        out.ce_loss_indexes += [i + off for i in pk.ce_loss_indexes]
+        out.label_ids += pk.label_ids
+        off += pk.length
+    out.vit_tokens = torch.cat(vit, 0) if vit else None
+    return out
+
+
 def shifted_timestep(t: torch.Tensor, shift: float) -> torch.Tensor:
     """Bagel's training timestep: ``sigmoid`` (logit-normal for t ~ N(0, 1)) then ``s t / (1 + (s - 1) t)``."""
     t = torch.sigmoid(t)
@@ -325,8 +402,16 @@ def _read_json(path: str) -> dict:
 
 class BagelAdapter(PolicyAdapter):
     family = "ar+flow"
-    capabilities = frozenset({"sft"})
+    #: sampling on both sides always; ``objective="pairgrpo"`` adds the log-probs PairGRPO needs
+    capabilities = frozenset({"sft", "und_rollout", "gen_rollout", "cfg"})
     name = "bagel"
+    # Text log-probs and the SDE steps' Gaussian log-probs are exact, so est_seeds change nothing (as Janus);
+    # the flow sampler has no temperature (its rollout noise is gen.options.noise_level).
+    honours = {
+        "und.temperature": ANY_VALUE, "und.max_new_tokens": ANY_VALUE, "und.old_logp": ANY_VALUE, "und.est_seeds": ANY_VALUE,
+        "gen.temperature": (1,), "gen.cfg_weight": ANY_VALUE, "gen.logp": ANY_VALUE, "gen.old_logp": ANY_VALUE,
+        "gen.est_seeds": ANY_VALUE,
+    }
 
     def __init__(self, spec: LoadSpec) -> None:
         bagel = _require_bagel()
@@ -341,6 +426,8 @@ class BagelAdapter(PolicyAdapter):
         self.amp = resolve_autocast(spec.autocast, self.device)
         o = BagelLoadOptions.from_wire(dict(spec.options or {}), where="bagel model.options")
         self.opts = o
+        if o.objective == "pairgrpo":
+            self.capabilities = type(self).capabilities | {"logprobs_und", "logprobs_gen"}
         if self.device.type == "cpu":
             _cpu_attention()
 
@@ -667,18 +754,335 @@ class BagelAdapter(PolicyAdapter):
                 res.append(-float(out["ce"].float().sum()))
             return res
 
-    # -- what Bagel does not do here ---------------------------------------------------------------
-    def und_rollout(self, items: list[UndItem], n: int, s: SamplingCfg) -> RolloutBatch:
-        self.require("und_rollout")
-        raise AssertionError("unreachable")
+    # -- packed forwards (training layout, any mix of und and gen samples) ------------------------
+    def _vit_embeds(self, pk: Pack) -> torch.Tensor:
+        """The ViT tokens' LLM inputs: SigLIP tower (each image attends within itself), connector, 2D position."""
+        mdl, dev = self.model.model, self.device
+        vpos = torch.tensor(pk.vit_position_ids, dtype=torch.long, device=dev)
+        lens = torch.tensor(pk.vit_seqlens or [len(pk.vit_token_indexes)], dtype=torch.int, device=dev)
+        with self._autocast():
+            f = mdl.vit_model(packed_pixel_values=pk.vit_tokens.to(dev), packed_flattened_position_ids=vpos,
+                              cu_seqlens=F.pad(torch.cumsum(lens, 0), (1, 0)).to(torch.int32), max_seqlen=int(lens.max()))
+            return mdl.connector(f) + mdl.vit_pos_embed(vpos)
 
+    def _hidden(self, pk: Pack, latent: torch.Tensor | None = None, t: torch.Tensor | None = None,
+                vit: torch.Tensor | None = None) -> torch.Tensor:
+        """Last hidden states of a packed sequence, through the port's training-layout path (the one SFT
+        trains; its cached inference path needs flash-attn and casts to bf16). ``latent`` (tokens, D) and
+        ``t`` (tokens,) fill the sequence's latent positions as Bagel's flow input ``vae2llm(x_t) +
+        time_embed(t) + pos``; ``vit``: the ViT tokens' inputs already computed (``_vit_embeds``)."""
+        mdl = self.model.model
+        lm, dev = mdl.language_model, self.device
+        T = lambda x, dt=torch.long: torch.tensor(x, dtype=dt, device=dev)  # noqa: E731
+        with self._packed_path(), self._autocast():
+            text_idx = T(pk.text_indexes)
+            emb = lm.model.embed_tokens(T(pk.text_ids))
+            seq = emb.new_zeros((pk.length, emb.shape[-1]))
+            seq[text_idx] = emb
+            und_idx, gen_idx = text_idx, None
+            if pk.vit_token_indexes:
+                vit_idx = T(pk.vit_token_indexes)
+                seq[vit_idx] = (self._vit_embeds(pk) if vit is None else vit).to(seq.dtype)
+                und_idx = torch.cat([text_idx, vit_idx])
+            if latent is not None:
+                gen_idx = T(pk.vae_token_indexes)
+                z = mdl.vae2llm(latent) + mdl.time_embedder(t) + mdl.latent_pos_embed(T(pk.latent_position_ids))
+                seq[gen_idx] = z.to(seq.dtype)
+            masks = [attention_mask(s_, m).to(dev) for s_, m in zip(pk.split_lens, pk.attn_modes)]
+            return lm(packed_sequence=seq, sample_lens=pk.sample_lens, attention_mask=masks,
+                      packed_position_ids=T(pk.position_ids), packed_und_token_indexes=und_idx,
+                      packed_gen_token_indexes=gen_idx)
+
+    # -- generation: the flow sampler ------------------------------------------------------------
+    def _gen_options(self, options: dict) -> BagelGenOptions:
+        g = BagelGenOptions.from_wire(dict(options or {}), where="bagel gen.options")
+        lo, hi = g.cfg_interval
+        if lo > hi:
+            raise AdapterConfigError(f"bagel gen.options.cfg_interval must be [lo, hi] with lo <= hi, got {g.cfg_interval}",
+                                     detail={"field": "gen.options.cfg_interval"})
+        return g
+
+    def _latent_grid(self) -> tuple[int, int, int]:
+        """(h, w, D) of the generated latent: side / (VAE downsample x latent patch), D = patch^2 x z."""
+        geo = self.geometry
+        p, down = geo["latent_patch_size"], geo["ae"]["downsample"] * geo["latent_patch_size"]
+        side = self.opts.vae_image_size
+        return side // down, side // down, p * p * geo["ae"]["z_channels"]
+
+    def _gen_packs(self, prompts: list[list[int]]) -> tuple[Pack, Pack]:
+        """The conditional queries of ``prompts`` and the same followed by as many prompt-free queries."""
+        h, w, _ = self._latent_grid()
+        mx = self.geometry["max_latent_size"]
+        cond = [pack_gen(self.tokens, p, h, w, mx) for p in prompts]
+        free = [pack_gen(self.tokens, None, h, w, mx)] * len(prompts)
+        return concat_packs(cond), concat_packs(cond + free)
+
+    def _velocity(self, pk: Pack, x: torch.Tensor, t: float) -> torch.Tensor:
+        """The model's velocity (n, N, D) at latents x (n, N, D), all at time t, for the n queries of pk."""
+        n, N, D = x.shape
+        tt = torch.full((n * N,), float(t), dtype=torch.float32, device=self.device)
+        h = self._hidden(pk, x.reshape(n * N, D), tt)
+        with self._autocast():
+            v = self.model.model.llm2vae(h[torch.tensor(pk.vae_token_indexes, device=self.device)])
+        return v.float().reshape(n, N, D)
+
+    def _guided(self, packs: tuple[Pack, Pack], x: torch.Tensor, t: float, w: float, g: BagelGenOptions) -> torch.Tensor:
+        """Text-guided velocity inside the guidance interval, the conditional one elsewhere (and at w = 1)."""
+        if w == 1.0 or not flow.guidance_on(t, g.cfg_interval):
+            return self._velocity(packs[0], x, t)
+        v = self._velocity(packs[1], torch.cat([x, x], 0), t)
+        B = x.shape[0]
+        return flow.guided_velocity(v[:B], v[B:], w, g.cfg_renorm_min, g.cfg_renorm_type)
+
+    def _flow_sample(self, prompts: list[list[int]], seeds: list[int], *, w: float, g: BagelGenOptions,
+                     noise_level: float) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Latents (B, N, D) from noise by the Euler ODE (noise_level 0) or Flow-GRPO's SDE, one query per
+        prompt, row j's noise drawn from its own generator seeded ``seeds[j]`` (a batch equals its rows
+        run alone). Returns the trajectory (B, S + 1, N, D) and, for the SDE, the per-step log-probs (B, S)."""
+        h, w_, D = self._latent_grid()
+        N = h * w_
+        gens = [torch.Generator().manual_seed(int(s_)) for s_ in seeds]
+        draw = lambda: torch.stack([torch.randn(N, D, generator=q) for q in gens]).to(self.device)  # noqa: E731
+        packs = self._gen_packs(prompts)
+        grid = flow.time_grid(g.num_timesteps, g.timestep_shift)
+        x = draw()
+        traj, lps = [x], []
+        for k in range(len(grid) - 1):
+            t, dt = float(grid[k]), float(grid[k] - grid[k + 1])
+            v = self._guided(packs, x, t, w, g)
+            if noise_level > 0:
+                sigma = flow.sde_sigma(grid, k, noise_level)
+                mean = flow.sde_mean(x, v, t, dt, sigma)
+                std = sigma * dt ** 0.5
+                x = mean + std * draw()
+                lps.append(flow.step_logp(x, mean, std))
+            else:
+                x = x - v * dt
+            traj.append(x)
+        return torch.stack(traj, 1), (torch.stack(lps, 1) if lps else None)
+
+    @torch.no_grad()
+    def decode_latents(self, x: torch.Tensor) -> torch.Tensor:
+        """Latent tokens (B, N, D) -> uint8 images (B, H, W, 3) on the CPU, as upstream's ``decode_image``
+        (unpatchify, VAE decode, ``(x / 2 + 0.5).clamp(0, 1) * 255`` truncated)."""
+        h, w, D = self._latent_grid()
+        p, c = self.geometry["latent_patch_size"], self.geometry["ae"]["z_channels"]
+        z = torch.einsum("nhwpqc->nchpwq", x.reshape(-1, h, w, p, p, c)).reshape(-1, c, h * p, w * p)
+        with self._autocast():
+            img = self.vae.decode(z.to(self.device)).float()
+        return ((img * 0.5 + 0.5).clamp(0, 1) * 255).to(torch.uint8).permute(0, 2, 3, 1).cpu()
+
+    @staticmethod
+    def _row_seeds(seed: int, rows: int) -> list[int]:
+        return [(int(seed) * 1_000_003 + j) % (2**63 - 1) for j in range(rows)]
+
+    def _check_gen_sampling(self, s: SamplingCfg) -> BagelGenOptions:
+        if float(s.temperature) != 1.0:
+            raise AdapterConfigError(f"bagel: gen.temperature must be 1 (got {s.temperature}): the flow sampler has no "
+                                     "temperature; its rollout noise is gen.options.noise_level", detail={"field": "gen.temperature"})
+        return self._gen_options(s.options)
+
+    @torch.no_grad()
     def gen_rollout(self, items: list[GenItem], n: int, s: SamplingCfg) -> RolloutBatch:
+        """``n`` images per prompt from the SDE sampler (gen.options.noise_level > 0; per-step log-probs
+        recorded) or the ODE one (noise_level 0: no log-probs). ``out_ids`` are the step numbers: the
+        "tokens" of a flow trajectory are its steps."""
         self.require("gen_rollout")
-        raise AssertionError("unreachable")
+        g = self._check_gen_sampling(s)
+        if not items or n < 1:
+            raise BadRequest(f"gen_rollout needs at least one item and n >= 1 (got {len(items)} items, n={n})")
+        group = torch.arange(len(items)).repeat_interleave(n)
+        prompts = [self._enc(it.prompt) for it in items]
+        rows = [prompts[i] for i in group.tolist()]
+        B, w = len(rows), float(s.cfg_weight)
+        traj, lps = self._flow_sample(rows, self._row_seeds(s.seed, B), w=w, g=g, noise_level=g.noise_level)
+        S = traj.shape[1] - 1
+        sde = lps is not None
+        batch = RolloutBatch(
+            side="gen", group=group, out_ids=torch.arange(S).repeat(B, 1),
+            out_mask=torch.full((B, S), sde, dtype=torch.bool), old_logp=lps.cpu() if sde else torch.zeros(B, S),
+            prompts=[it.prompt for it in items], images=self.decode_latents(traj[:, -1]),
+            extra={"prompt_ids": prompts, "traj": traj, "cfg_weight": w, "options": g, "gen_logp": s.logp},
+        )
+        if sde and (s.logp == "cond" or s.old_logp == "recompute" or (s.old_logp == "auto" and self.amp is not None)):
+            batch.old_logp = self._gen_logp(batch, torch.arange(B)).detach().cpu()
+        return batch
+
+    def _gen_logp(self, batch: RolloutBatch, rows: torch.Tensor) -> torch.Tensor:
+        """Per-step log-probs (b, S) of the recorded transitions under the current weights, step by step
+        as sampled (one packed forward of the rows per step, as the rollout ran them)."""
+        x = batch.extra
+        g: BagelGenOptions = x["options"]
+        if g.noise_level <= 0:
+            raise AdapterConfigError("bagel: this gen rollout was sampled by the ODE sampler (gen.options.noise_level 0) "
+                                     "and has no log-probs; PairGRPO needs noise_level > 0", detail={"field": "gen.options.noise_level"})
+        r = rows.to(torch.long)
+        traj = x["traj"][r.to(x["traj"].device)]
+        packs = self._gen_packs([x["prompt_ids"][i] for i in batch.group[r].tolist()])
+        w = 1.0 if x["gen_logp"] == "cond" else x["cfg_weight"]
+        grid = flow.time_grid(g.num_timesteps, g.timestep_shift)
+        out = []
+        for k in range(len(grid) - 1):
+            t, dt = float(grid[k]), float(grid[k] - grid[k + 1])
+            sigma = flow.sde_sigma(grid, k, g.noise_level)
+            mean = flow.sde_mean(traj[:, k], self._guided(packs, traj[:, k], t, w, g), t, dt, sigma)
+            out.append(flow.step_logp(traj[:, k + 1], mean, sigma * dt ** 0.5))
+        return torch.stack(out, 1)
+
+    @torch.no_grad()
+    def sample_images(self, prompts: list[str], n: int, *, cfg_weight: float, temperature: float, seed: int,
+                      options: dict | None = None) -> torch.Tensor:
+        """``n`` images per prompt, prompt-major, uint8 (P * n, H, W, 3), by the ODE sampler (evaluation);
+        row j's initial noise is seeded from (seed, j). ``temperature`` must be 1 (the flow has none)."""
+        if not prompts or n < 1:
+            raise BadRequest(f"sample_images needs at least one prompt and n >= 1 (got {len(prompts)} prompts, n={n})")
+        if float(temperature) != 1.0:
+            raise AdapterConfigError(f"bagel: sample_images temperature must be 1 (got {temperature}): the flow sampler has none")
+        g = self._gen_options(options or {})
+        rows = [self._enc(p) for p in prompts for _ in range(n)]
+        traj, _ = self._flow_sample(rows, self._row_seeds(seed, len(rows)), w=float(cfg_weight), g=g, noise_level=0.0)
+        return self.decode_latents(traj[:, -1])
+
+    # -- understanding: text answers from the und expert ------------------------------------------
+    def _und_packs(self, images: list[torch.Tensor], questions: list[list[int]], answers: list[list[int]]) -> list[Pack]:
+        geo = self.geometry
+        return [pack_und(self.tokens, und_image=im, question=q, answer=a, vit_patch=geo["vit_patch_size"],
+                         vit_max_per_side=geo["vit_max_num_patch_per_side"]) for im, q, a in zip(images, questions, answers)]
+
+    def _und_logits(self, packs: list[Pack], take: list[list[int]], vit: list[torch.Tensor] | None = None) -> list[torch.Tensor]:
+        """Logits (float32) at the positions ``take[i]`` (indexes into pack i's ``ce_loss_indexes``);
+        ``vit``: each pack's ViT inputs already computed (decoding computes them once per image)."""
+        pk = concat_packs(packs)
+        h = self._hidden(pk, vit=torch.cat(vit, 0) if vit is not None else None)
+        idx, off = [], 0
+        for p_, tk in zip(packs, take):
+            idx += [p_.ce_loss_indexes[j] + off for j in tk]
+            off += p_.length
+        with self._autocast():
+            z = self.model.model.language_model.lm_head(h[torch.tensor(idx, device=self.device)]).float()
+        return list(z.split([len(tk) for tk in take]))
+
+    def _und_decode(self, images: list[torch.Tensor], questions: list[list[int]], max_new: int, *,
+                    temperature: float = 1.0, seeds: list[int] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Answers (B, max_new) as Bagel's ``generate_text`` decodes them after ``[image, question]``:
+        ``<|im_start|>`` then tokens until ``<|im_end|>`` (kept; the rest of the row is ``<|im_end|>``);
+        greedy without ``seeds``, else softmax(logits / T) sampled from row j's generator ``seeds[j]``.
+        Every step is one packed forward of the unfinished rows (no KV cache; each image's ViT pass runs
+        once). Returns ids and the
+        sampling log-probs (B, max_new)."""
+        B, eos = len(questions), self.tokens.eos
+        gens = [torch.Generator().manual_seed(int(s_)) for s_ in seeds] if seeds is not None else None
+        out = torch.full((B, max_new), eos, dtype=torch.long)
+        lps = torch.zeros(B, max_new)
+        answers: list[list[int]] = [[] for _ in range(B)]
+        # the image tokens come before everything decoded: their inputs are computed once per row
+        first = self._und_packs(images, questions, answers)
+        vit = list(self._vit_embeds(concat_packs(first)).split([len(p_.vit_token_indexes) for p_ in first]))
+        live = list(range(B))
+        for step in range(max_new):
+            if not live:
+                break
+            logits = self._und_logits(self._und_packs([images[i] for i in live], [questions[i] for i in live],
+                                                      [answers[i] for i in live]), [[step]] * len(live),
+                                     vit=[vit[i] for i in live])
+            z = torch.cat(logits, 0).cpu()
+            if not bool(torch.isfinite(z).all()):
+                raise NonFiniteError(f"bagel und: the model loaded from {self.source_dir!r} gives NaN/inf answer-token "
+                                     f"logits (decode step {step}); its weights are probably not finite")
+            lp = torch.log_softmax(z / temperature, -1)
+            if gens is None:
+                tok = z.argmax(-1)
+            else:
+                tok = torch.stack([torch.multinomial(lp[j].exp(), 1, generator=gens[i]) for j, i in enumerate(live)]).flatten()
+            still = []
+            for j, i in enumerate(live):
+                out[i, step], lps[i, step] = tok[j], lp[j, tok[j]]
+                if int(tok[j]) != eos:
+                    answers[i].append(int(tok[j]))
+                    still.append(i)
+            live = still
+        return out, lps
+
+    def _answer_mask(self, out: torch.Tensor) -> torch.Tensor:
+        """Positions up to and including the first ``<|im_end|>``."""
+        is_eos = (out == self.tokens.eos).long()
+        return (is_eos.cumsum(1) - is_eos) == 0
+
+    def _uint8_vit(self, images: torch.Tensor) -> list[torch.Tensor]:
+        from PIL import Image
+
+        size, out = self.opts.vit_image_size, []
+        for im in images.cpu().numpy():
+            im = Image.fromarray(im).convert("RGB").resize((size, size), Image.BICUBIC)
+            out.append(torch.from_numpy(np.asarray(im, dtype=np.float32) / 127.5 - 1.0).permute(2, 0, 1).contiguous())
+        return out
+
+    @torch.no_grad()
+    def greedy_answers(self, images: torch.Tensor, texts: list[str], *, max_new_tokens: int = 16) -> list[str]:
+        """Greedy answers for uint8 images (B, H, W, 3) and questions, special tokens dropped."""
+        if len(texts) != images.shape[0]:
+            raise BadRequest(f"greedy answers: {images.shape[0]} images but {len(texts)} texts")
+        if int(max_new_tokens) < 1:
+            raise BadRequest(f"greedy answers: max_new_tokens must be >= 1, got {max_new_tokens}")
+        out, _ = self._und_decode(self._uint8_vit(images), [self._enc(t) for t in texts], int(max_new_tokens))
+        return self._texts(out)
+
+    def _texts(self, out: torch.Tensor) -> list[str]:
+        m = self._answer_mask(out)
+        return [self.tok.decode([t for t, k in zip(row, mk) if k and t != self.tokens.eos], skip_special_tokens=True)
+                for row, mk in zip(out.tolist(), m.tolist())]
+
+    @torch.no_grad()
+    def und_rollout(self, items: list[UndItem], n: int, s: SamplingCfg) -> RolloutBatch:
+        """``n`` sampled answers per item at ``und.temperature``; row j seeded from (seed, j). Old log-probs
+        are the teacher-forced ones (one forward; exact ratio 1 at the first update) unless
+        ``old_logp="rollout"`` keeps the decoding's."""
+        self.require("und_rollout")
+        BagelUndOptions.from_wire(dict(s.options or {}), where="bagel und.options")
+        if not items or n < 1:
+            raise BadRequest(f"und_rollout needs at least one item and n >= 1 (got {len(items)} items, n={n})")
+        group = torch.arange(len(items)).repeat_interleave(n)
+        imgs = [self._image(it.image_path, self.opts.vit_image_size) for it in items]
+        qs = [self._enc(it.text) for it in items]
+        rows = group.tolist()
+        T = float(s.temperature)
+        out, lps = self._und_decode([imgs[i] for i in rows], [qs[i] for i in rows], int(s.max_new_tokens),
+                                    temperature=T, seeds=self._row_seeds(s.seed, len(rows)))
+        mask = self._answer_mask(out)
+        batch = RolloutBatch(side="und", group=group, out_ids=out, out_mask=mask, old_logp=lps * mask,
+                             prompts=[it.text for it in items], texts=self._texts(out),
+                             extra={"images": imgs, "questions": qs, "temperature": T})
+        if s.old_logp != "rollout":
+            batch.old_logp = self._und_logp(batch, torch.arange(len(rows))).detach().cpu()
+        return batch
+
+    def _und_logp(self, batch: RolloutBatch, rows: torch.Tensor) -> torch.Tensor:
+        """Teacher-forced per-token log-probs (b, L) of the answers, in the SFT layout (``pack_und``)."""
+        x, eos = batch.extra, self.tokens.eos
+        r = rows.to(torch.long).tolist()
+        out, mask = batch.out_ids[r], batch.out_mask[r]
+        n_tok = mask.sum(1).tolist()
+        answers = [[t for t in row[:k] if t != eos] for row, k in zip(out.tolist(), n_tok)]
+        g = batch.group[r].tolist()
+        packs = self._und_packs([x["images"][i] for i in g], [x["questions"][i] for i in g], answers)
+        logits = self._und_logits(packs, [list(range(k)) for k in n_tok])
+        res = torch.zeros(out.shape, dtype=torch.float32, device=self.device)
+        for j, (z, k) in enumerate(zip(logits, n_tok)):
+            if k:
+                lp = torch.log_softmax(z / x["temperature"], -1)
+                res[j, :k] = lp.gather(1, out[j, :k].to(self.device)[:, None])[:, 0]
+        return res
 
     def token_logprobs(self, batch, rows, *, est_seed: int, grad: bool, ref: bool = False):
+        """Exact log-probs: answer tokens teacher-forced; a flow trajectory's SDE steps (``est_seed`` unused)."""
+        del est_seed
         self.require("logprobs_und" if batch.side == "und" else "logprobs_gen")
-        raise AssertionError("unreachable")
+        if ref:
+            raise CapabilityError("bagel: no reference model (set loss.beta 0)")
+        with contextlib.nullcontext() if grad else torch.no_grad():
+            logp = self._und_logp(batch, rows) if batch.side == "und" else self._gen_logp(batch, rows)
+        mask = batch.out_mask[rows.to(torch.long)].to(self.device)
+        return logp * mask, mask
 
     def describe(self) -> dict[str, Any]:
         n_train = sum(p.numel() for _, p in self._trainable)
@@ -696,4 +1100,5 @@ class BagelAdapter(PolicyAdapter):
         }
 
 
-__all__ = ["BagelAdapter", "Pack", "attention_mask", "check_bagel_dir", "pack_pair", "patchify", "shifted_timestep"]
+__all__ = ["BagelAdapter", "Pack", "attention_mask", "check_bagel_dir", "concat_packs", "pack_gen", "pack_pair", "pack_und",
+           "patchify", "shifted_timestep"]

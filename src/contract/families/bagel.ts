@@ -23,11 +23,36 @@ export const BagelLoadOptions = z.strictObject({
    */
   lora_rank: z.number().int().min(0).default(0),
   lora_alpha: z.number().positive().default(16),
+  /**
+   * What the trainer runs: `sft` (the paper's Bagel recipe; rollouts sample but score nothing) or `pairgrpo`
+   * (the adapter also declares `logprobs_und` / `logprobs_gen`: text answers scored as the autoregressive
+   * families, images through the SDE sampler's per-step Gaussian log-probs).
+   */
+  objective: z.enum(['sft', 'pairgrpo']).default('sft'),
 });
 export const BagelUndOptions = z.strictObject({});
-export const BagelGenOptions = z.strictObject({});
+/** Bagel's flow sampler; defaults are upstream's text-to-image inference (inferencer.py, app.py). */
+export const BagelGenOptions = z.strictObject({
+  /** Points of the 1 → 0 time grid (upstream: 50, i.e. 49 Euler steps). */
+  num_timesteps: z.number().int().min(2).default(50),
+  /** Inference timestep shift s: t ← s·t / (1 + (s−1)·t) on the linear grid (upstream: 3.0). */
+  timestep_shift: z.number().positive().default(3),
+  /** Text guidance (gen.cfgWeight) only at steps with lo < t ≤ hi (upstream: [0.4, 1.0]). */
+  cfg_interval: z.tuple([z.number().min(0).max(1), z.number().min(0).max(1)]).default([0.4, 1]),
+  /** Guided velocity rescaled by clamp(‖v_cond‖ / ‖v_guided‖, min, 1); 1 = no renormalisation (upstream: 0). */
+  cfg_renorm_min: z.number().min(0).max(1).default(0),
+  /** Norm of the renormalisation: over a sample's whole latent (`global`, upstream's t2i) or per latent token (`channel`). */
+  cfg_renorm_type: z.enum(['global', 'channel']).default('global'),
+  /**
+   * Rollouts: Flow-GRPO's SDE noise scale a (σ_t = a·√(t/(1−t))); each step is the ODE step plus this noise
+   * and records its Gaussian log-prob. 0 = the deterministic ODE sampler (no log-probs). Evaluation always samples the ODE.
+   */
+  noise_level: z.number().min(0).default(0.7),
+});
 
 export const bagel = {
   options: { load: BagelLoadOptions, und: BagelUndOptions, gen: BagelGenOptions },
-  records: { BagelLoadOptions },
+  records: { BagelLoadOptions, BagelUndOptions, BagelGenOptions },
+  // upstream Bagel's text-to-image guidance scale (app.py, inferencer.py gen_image)
+  configDefaults: { gen: { cfgWeight: 4 } },
 } as const satisfies FamilyDeclaration;

@@ -16,8 +16,17 @@ describe('demo --family bagel (quick)', () => {
     const md = readFileSync(res.report, 'utf8');
     expect(md).toContain('SFT on PairUG');
     expect(md).toContain('SFT on random pairs');
-    expect(md).toContain('Generation: not measured');
+    expect(md).toContain('held-out generation reward');
     expect(res.before.n_und).toBe(24);
+    // generation: 2 ODE samples for each of the 8 held-out prompts, shapes reward in [0, 1], per category, a grid per model
+    for (const e of [res.before, res.after.pairug[0], res.after.random[0]]) {
+      expect([e.n_gen_prompts, e.samples_per_prompt]).toEqual([8, 2]);
+      expect(e.gen_reward).toBeGreaterThanOrEqual(0);
+      expect(e.gen_reward).toBeLessThanOrEqual(1);
+      expect(Object.keys(e.gen_reward_by_category).length).toBeGreaterThan(0);
+    }
+    expect(res.genSummary.pairug.mean).toBe(res.after.pairug[0].gen_reward);
+    for (const g of ['init', 'pairug-s0', 'random-s0']) expect(existsSync(join(out, 'eval', `${g}.png`))).toBe(true);
     // 24 items with 4 options each: accuracy is a multiple of 1/24
     for (const e of [res.before, res.after.pairug[0], res.after.random[0]]) {
       expect(Math.abs(e.und_accuracy * 24 - Math.round(e.und_accuracy * 24))).toBeLessThan(1e-3);

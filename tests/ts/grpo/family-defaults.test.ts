@@ -31,6 +31,18 @@ describe('family config defaults', () => {
     expect(() => familyOptions('dimoo', 'gen', { step: 3 })).toThrow();
   });
 
+  it("bagel: upstream's text-to-image sampler (guidance 4, 50 points, shift 3, interval [0.4, 1], global renorm 0)", () => {
+    const b = parseTrainConfig({ ...base, model: { adapter: 'bagel', path: '/m' } });
+    expect(b.gen.cfgWeight).toBe(4);
+    expect(parseTrainConfig({ ...base, model: { adapter: 'bagel', path: '/m' }, gen: { cfgWeight: 2 } }).gen.cfgWeight).toBe(2);
+    expect(familyOptions('bagel', 'gen', {})).toEqual({
+      num_timesteps: 50, timestep_shift: 3, cfg_interval: [0.4, 1], cfg_renorm_min: 0, cfg_renorm_type: 'global', noise_level: 0.7,
+    });
+    expect(familyOptions('bagel', 'load', {})).toMatchObject({ objective: 'sft' });
+    expect(() => familyOptions('bagel', 'gen', { num_timesteps: 1 })).toThrow(/num_timesteps/);
+    expect(() => familyOptions('bagel', 'load', { objective: 'rl' })).toThrow(/objective/);
+  });
+
   it('system prompts are per task and left to the sidecar (the model\'s own: upstream\'s) unless given', () => {
     for (const family of ['janus', 'dimoo']) {
       const o = familyOptions(family, 'load', {});
