@@ -20,7 +20,6 @@ import os
 import sys
 import tempfile
 
-import numpy as np
 import torch
 
 

@@ -204,7 +204,8 @@ def run_model(name: str, a, dev: torch.device, res: dict) -> None:
         rec[str(n_img)] = r
         res[name] = rec
         emit(res, a.out)
-    del paths, ad, model
+    paths.clear()  # the closure above reads the dict, so the name stays bound
+    del ad, model
     if dev.type == "cuda":
         rec["peak_gpu_mem_gib"] = round(torch.cuda.max_memory_allocated() / 2**30, 2)
         torch.cuda.empty_cache()

@@ -164,6 +164,7 @@ class StaticDecoder:
             z = self._logits(h, R, w, T, generator is None)
             noise = None if generator is None else exp_race_noise(z, generator)
             tok, lp, ok = draw(z, noise)
+            prev = tok
             for t in range(steps):
                 if t > 0:
                     pos += 1

@@ -29,7 +29,7 @@ import torch
 
 from ..fsutil import atomic_file
 from .formats import PromptFormat
-from .model import MODEL_CARD, MODEL_FORMAT
+from .model import MODEL_FORMAT
 from .heldout import RULES as HELDOUT_RULES
 from .scenes import make_item
 from .tokenizer import build_tokenizer
