@@ -13,7 +13,7 @@ export type { OpClient, OpResult } from './sidecar/client.js';
 export { probe, type ProbeReport, type Problem } from './env/probe.js';
 export { Progress, type ProgressOptions } from './util/progress.js';
 export * from './completion/index.js';
-export { train, pairGrpoStep, parseTrainConfig, parseUntrustedTrainConfig, loadTrainConfig, TrainConfig, loadPairUG, readMetrics, latestCheckpoint, RunStateError, EventWriter, type TrainOptions, type TrainResult, type StepMetrics, type CommonStepMetrics, type PairGrpoStepMetrics, type SftStepMetrics, type TrainPair, type TrainConfigInput } from './train/index.js';
+export { train, pairGrpoStep, parseTrainConfig, parseUntrustedTrainConfig, loadTrainConfig, TrainConfig, loadPairUG, readMetrics, latestCheckpoint, RunStateError, EventWriter, type TrainOptions, type TrainResult, type StepMetrics, type CommonStepMetrics, type PairGrpoStepMetrics, type SftStepMetrics, type TrainPair, type TrainConfigInput, RewardConfig, scoreSide, remoteRewards, type RewardCallback, type RewardBatch, type GenRewardBatch, type UndRewardBatch, type RewardTermMetrics } from './train/index.js';
 export { pairWeight, trainWeight, groupNormalize, sideAdvantages, clippedSurrogate, trajCoefficients, undReward, parseAnswerLetter, renderQuestion, AdvantageError, PAIR_MODES, type PairMode } from './grpo/index.js';
 export { buildPairUG, embedManifests, pairFeatures, stackFeatures, pairSet, embedImages, parsePairingConfig, PairingConfig, BackboneSpec, ABLATIONS, SidecarBackend, TsBackend, type PairingResult, type PairUGResult, type PairingBackend } from './pairing/index.js';
 export { readUnderstanding, readGeneration, type Manifest, type ImageSource } from './data/manifest.js';

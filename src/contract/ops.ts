@@ -65,7 +65,7 @@ export const LoadOptim = wireRecord(OptimConfig);
  * diffusion) record the behaviour log-probs under each of those masks before any update.
  */
 const estSeeds = { seed: uint, est_seeds: z.array(uint).default([0]) };
-export const UndSampling = wireRecord(UndConfig.omit({ k: true, instruction: true, formatWeight: true })).extend(estSeeds);
+export const UndSampling = wireRecord(UndConfig.omit({ k: true, instruction: true, formatWeight: true, reward: true })).extend(estSeeds);
 export const GenSampling = wireRecord(GenConfig.omit({ k: true, reward: true })).extend(estSeeds);
 export const UpdateLoss = wireRecord(LossConfig.omit({ mu: true })).extend({
   /** eq. 2/4 normalise each side (`side`); eq. 1 one expectation over the mixed batch (`batch`). */
@@ -400,6 +400,12 @@ export const OPS = {
     args: z.strictObject({ handle, reward: Reward }),
     reply: z.strictObject({ size: uint, ...elapsed }),
     replyPayloads: { rewards: { dtype: f32, rank: 1 } },
+  }),
+  'train.rollout_images': op({
+    doc: "a generation rollout's images as one uint8 (B, H, W, 3) payload and each image's prompt, for rewards scored outside the sidecar",
+    args: z.strictObject({ handle }),
+    reply: z.strictObject({ size: uint, prompts: z.array(z.string()), ...elapsed }),
+    replyPayloads: { images: { dtype: ['u8'], rank: 4 } },
   }),
   'train.update': op({
     doc: 'one optimizer step of the clipped surrogate over the given rollouts and advantages',

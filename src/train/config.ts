@@ -12,6 +12,7 @@ import { ConfigError } from '../errors.js';
 import { GenConfig, LossConfig, ModelConfig, OptimConfig, UndConfig } from '../contract/config.js';
 import { familyOptionIssues, withFamilyDefaults } from '../contract/families.js';
 import { PAIR_MODES } from '../grpo/advantages.js';
+import { type RewardConfig, rewardIssues, rewardTerms } from '../contract/reward-config.js';
 
 export { GenConfig, LossConfig, ModelConfig, OptimConfig, UndConfig };
 
@@ -101,8 +102,20 @@ export function parseUntrustedTrainConfig(input: unknown, baseDir = process.cwd(
   const r = TrainConfig.safeParse(withFamilyDefaults(input));
   // A built-in family's options are checked here too, so one of another family fails before anything runs or is written.
   const issues = r.success
-    ? (['load', 'und', 'gen'] as const).flatMap((w) => familyOptionIssues(r.data.model.adapter, w, w === 'load' ? r.data.model.options : r.data[w].options))
-    : r.error.issues.map((i) => `${i.path.join('.') || '(root)'}: ${i.message}`);
+    ? [
+        ...(['load', 'und', 'gen'] as const).flatMap((w) => familyOptionIssues(r.data.model.adapter, w, w === 'load' ? r.data.model.options : r.data[w].options)),
+        ...sideRewardIssues(r.data.und.reward, 'und'),
+        ...sideRewardIssues(r.data.gen.reward, 'gen'),
+      ]
+    : r.error.issues.flatMap((i) => {
+        const at = i.path.join('.');
+        // a reward source is a union of kinds: report the mistakes of the kind that was written
+        if (i.code === 'invalid_union' && (at === 'und.reward' || at === 'gen.reward')) {
+          const sub = rewardIssues((input as Record<string, Record<string, unknown>>)[i.path[0] as string]?.reward, i.path);
+          if (sub.length) return sub;
+        }
+        return [`${at || '(root)'}: ${i.message}`];
+      });
   if (!r.success || issues.length) {
     throw new ConfigError(`${source} is not a valid training config:${issues.length === 1 ? ` ${issues[0]}` : issues.map((l) => `\n  ${l}`).join('')}`);
   }
@@ -115,6 +128,17 @@ export function parseUntrustedTrainConfig(input: unknown, baseDir = process.cwd(
     model: { ...c.model, path: abs(c.model.path), refPath: c.model.refPath ? abs(c.model.refPath) : undefined },
     parallel: { parts: c.parallel.parts ?? c.sidecar.ranks },
   };
+}
+
+/** Sources a side cannot use: sidecar plug-ins score images (generation); the accuracy reward scores answers (understanding). */
+function sideRewardIssues(cfg: RewardConfig | undefined, side: 'und' | 'gen'): string[] {
+  if (!cfg) return [];
+  return rewardTerms(cfg, side).flatMap(({ key, source }) => {
+    const at = 'sum' in cfg ? `${side}.reward.sum.${key}.source` : `${side}.reward`;
+    if (side === 'und' && 'name' in source) return [`${at}: a sidecar reward plug-in ('${source.name}') scores generated images; the understanding side takes { builtin: 'accuracy' }, { callback }, { url } or a sum of these`];
+    if (side === 'gen' && 'builtin' in source) return [`${at}: the built-in accuracy reward scores answers; the generation side takes a plug-in { name, config }, { callback }, { url } or a sum of these`];
+    return [];
+  });
 }
 
 /** The formats a config file may be in, by its extension. */

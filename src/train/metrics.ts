@@ -27,6 +27,9 @@ export interface CommonStepMetrics {
 }
 
 /** One PairGRPO step (`pairGrpoStep`); meanings and units in docs/metrics.md. */
+/** Each term of a weighted-sum reward (`und.reward.sum` / `gen.reward.sum` keys), before weighting: `gen/reward/hps`. */
+export type RewardTermMetrics = Partial<Record<`${'und' | 'gen'}/reward/${string}`, number>>;
+
 export interface PairGrpoStepMetrics extends CommonStepMetrics {
   'und/reward': number;
   'und/reward_std': number;

@@ -193,6 +193,17 @@ def _op_reward(ctx, args, tensors):
     return Reply({"size": int(r.shape[0])}, {"rewards": r})
 
 
+@op("train.rollout_images")
+@_timed
+def _op_rollout_images(ctx, args, tensors):
+    """A generation rollout's images (uint8, B x H x W x 3) and each image's prompt, for rewards scored outside."""
+    b = _batch(ctx, args["handle"])
+    if b.side != "gen" or b.images is None:
+        raise BadRequest(f"train.rollout_images: handle {args['handle']!r} holds a {b.side!r} rollout, not generated images")
+    images = b.images.detach().to("cpu", torch.uint8).contiguous()
+    return Reply({"size": int(images.shape[0]), "prompts": [b.prompts[g] for g in b.group.tolist()]}, {"images": images})
+
+
 @op("train.prepare_reward")
 @_timed
 def _op_prepare_reward(ctx, args, tensors):
