@@ -10,7 +10,7 @@
  */
 import { describeSource, type RewardConfig, type RewardSource, type RewardSpec, rewardTerms } from '../contract/reward-config.js';
 import { PairuniError, RewardError } from '../errors.js';
-import type { Tensor } from '../sidecar/index.js';
+import { type Sidecar, Tensor } from '../sidecar/index.js';
 import type { TrainPair } from './data.js';
 import { remoteRewards, type RemoteRewardOptions } from './remote-reward.js';
 
@@ -148,4 +148,59 @@ async function scoreSource(
     return remoteRewards(source, name, { side: 'und', step, items }, ctx);
   }
   return (inputs as GenRewardInputs).plugin(source);
+}
+
+/** A generation rollout in parts, each under a handle on a rank (one part: the whole rollout on rank 0). */
+export interface RolloutPart {
+  handle: string;
+  rank: number;
+}
+
+/**
+ * The generation inputs of a rollout held by the sidecar: plug-ins score each part on its rank, and
+ * the images come over once (`train.rollout_images`). `book` wraps each sidecar call (the trainer times them).
+ */
+export function sidecarGenInputs(
+  sc: Sidecar,
+  parts: readonly RolloutPart[],
+  step: number,
+  pairs: readonly TrainPair[],
+  book: <R extends { args: { elapsed_s: number } }>(call: Promise<R>) => Promise<R> = (c) => c,
+): GenRewardInputs {
+  return {
+    side: 'gen',
+    step,
+    pairs,
+    plugin: async (spec) => {
+      const scored = await Promise.all(parts.map((x) => book(sc.train.reward({ handle: x.handle, reward: spec }, {}, { rank: x.rank }))));
+      return concatF32(scored.map((x) => x.tensors.rewards.data as Float32Array));
+    },
+    images: async () => {
+      const got = await Promise.all(parts.map((x) => book(sc.train.rolloutImages({ handle: x.handle }, {}, { rank: x.rank }))));
+      return { images: concatImages(got.map((x) => x.tensors.images)), prompts: got.flatMap((x) => x.args.prompts) };
+    },
+  };
+}
+
+function concatF32(parts: Float32Array[]): Float32Array {
+  if (parts.length === 1) return parts[0];
+  const out = new Float32Array(parts.reduce((a, x) => a + x.length, 0));
+  let off = 0;
+  for (const x of parts) {
+    out.set(x, off);
+    off += x.length;
+  }
+  return out;
+}
+
+/** The parts' images as one (B, H, W, 3) tensor: the reply's own buffer with one part, a copy with several. */
+function concatImages(parts: Tensor[]): Tensor {
+  if (parts.length === 1) return parts[0];
+  const bytes = new Uint8Array(parts.reduce((a, x) => a + x.nbytes, 0));
+  let off = 0;
+  for (const x of parts) {
+    bytes.set(x.bytes, off);
+    off += x.nbytes;
+  }
+  return new Tensor('u8', [parts.reduce((a, x) => a + x.shape[0], 0), ...parts[0].shape.slice(1)], bytes);
 }

@@ -25,7 +25,7 @@ import { Sidecar, Tensor } from '../sidecar/index.js';
 import { writeJsonAtomic } from '../util/atomic.js';
 import { assertResumable, assertUsableOut, type Checkpoint, latestCheckpoint, removeStaleTemps, RunStateError, type SkippedCheckpoint, writeCheckpoint } from './checkpoint.js';
 import { parseTrainConfig, type TrainConfig, type TrainConfigInput } from './config.js';
-import { type RewardCallback, scoreSide, type SideRewards } from './reward-sources.js';
+import { type RewardCallback, scoreSide, sidecarGenInputs, type SideRewards } from './reward-sources.js';
 import { loadPairUG, stepIndices, type TrainPair } from './data.js';
 import { RunLog, type PairGrpoStepMetrics, type RewardTermMetrics, type StepMetrics } from './metrics.js';
 import { checkParts, mergeUpdateMetrics, partOf, partSeed, rankParts } from './parts.js';
@@ -149,29 +149,6 @@ const std = (a: ArrayLike<number>) => {
 };
 const meanAbs = (a: ArrayLike<number>) => mean(Array.from(a, Math.abs));
 
-function concatF32(parts: Float32Array[]): Float32Array {
-  if (parts.length === 1) return parts[0];
-  const out = new Float32Array(parts.reduce((a, x) => a + x.length, 0));
-  let off = 0;
-  for (const x of parts) {
-    out.set(x, off);
-    off += x.length;
-  }
-  return out;
-}
-
-/** The rollout parts' images as one (B, H, W, 3) tensor: the reply's own buffer with one part, a copy with several. */
-function concatImages(parts: Tensor[]): Tensor {
-  if (parts.length === 1) return parts[0];
-  const bytes = new Uint8Array(parts.reduce((a, x) => a + x.nbytes, 0));
-  let off = 0;
-  for (const x of parts) {
-    bytes.set(x.bytes, off);
-    off += x.nbytes;
-  }
-  return new Tensor('u8', [parts.reduce((a, x) => a + x.shape[0], 0), ...parts[0].shape.slice(1)], bytes);
-}
-
 /** `<side>/reward/<key>`: the mean of each term of a weighted sum (a single source is `<side>/reward` itself). */
 function termMeans(side: 'und' | 'gen', cfg: TrainConfig['gen']['reward'] | undefined, r: SideRewards): RewardTermMetrics {
   if (!cfg || !('sum' in cfg)) return {};
@@ -264,19 +241,7 @@ export async function pairGrpoStep(
         }, ctx))
       : none;
     const scoredG = gen
-      ? await scoreTimed(() => scoreSide(G.reward, {
-          side: 'gen',
-          step,
-          pairs: itemPairs(gPairs, G.k, genSize),
-          plugin: async (spec) => {
-            const scored = await Promise.all(gen.map((x, p) => timed(times, 'reward', sc.train.reward({ handle: x.handle, reward: spec }, {}, { rank: p % world }))));
-            return concatF32(scored.map((x) => x.tensors.rewards.data as Float32Array));
-          },
-          images: async () => {
-            const got = await Promise.all(gen.map((x, p) => timed(times, 'reward', sc.train.rolloutImages({ handle: x.handle }, {}, { rank: p % world }))));
-            return { images: concatImages(got.map((x) => x.tensors.images)), prompts: got.flatMap((x) => x.args.prompts) };
-          },
-        }, ctx))
+      ? await scoreTimed(() => scoreSide(G.reward, sidecarGenInputs(sc, gen.map((x, p) => ({ handle: x.handle, rank: p % world })), step, itemPairs(gPairs, G.k, genSize), (c) => timed(times, 'reward', c)), ctx))
       : none;
     const rU = scoredU.total;
     const rG = scoredG.total;
