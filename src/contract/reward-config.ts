@@ -66,17 +66,21 @@ function sourceSchema(v: unknown): z.ZodType {
  * `gen.reward.timeoutS: Too small` rather than zod's `Invalid input` for the whole union.
  */
 export function rewardIssues(value: unknown, path: readonly PropertyKey[]): string[] {
-  const r = sourceSchema(value).safeParse(value);
+  const schema = sourceSchema(value);
+  const r = schema.safeParse(value);
   if (r.success) return [];
+  const sources = new Set<string>();
   return r.error.issues.flatMap((i) => {
-    const at = [...path, ...i.path];
-    if (i.code === 'invalid_union') {
-      let inner: unknown = value;
-      for (const k of i.path) inner = (inner as Record<PropertyKey, unknown>)?.[k];
-      const sub = rewardIssues(inner, at);
+    // a term's source is itself a union: report it as the kind written there
+    if (schema === RewardSum && i.path.length >= 3 && i.path[2] === 'source') {
+      const key = String(i.path[1]);
+      if (sources.has(key)) return [];
+      sources.add(key);
+      const term = ((value as { sum: Record<string, unknown> }).sum[key] ?? {}) as { source?: unknown };
+      const sub = sourceSchema(term.source) === RewardSum ? [] : rewardIssues(term.source, [...path, 'sum', key, 'source']);
       if (sub.length) return sub;
     }
-    return [`${at.join('.')}: ${i.message}`];
+    return [`${[...path, ...i.path].join('.')}: ${i.message}`];
   });
 }
 

@@ -107,15 +107,7 @@ export function parseUntrustedTrainConfig(input: unknown, baseDir = process.cwd(
         ...sideRewardIssues(r.data.und.reward, 'und'),
         ...sideRewardIssues(r.data.gen.reward, 'gen'),
       ]
-    : r.error.issues.flatMap((i) => {
-        const at = i.path.join('.');
-        // a reward source is a union of kinds: report the mistakes of the kind that was written
-        if (i.code === 'invalid_union' && (at === 'und.reward' || at === 'gen.reward')) {
-          const sub = rewardIssues((input as Record<string, Record<string, unknown>>)[i.path[0] as string]?.reward, i.path);
-          if (sub.length) return sub;
-        }
-        return [`${at || '(root)'}: ${i.message}`];
-      });
+    : zodIssues(r.error.issues, input);
   if (!r.success || issues.length) {
     throw new ConfigError(`${source} is not a valid training config:${issues.length === 1 ? ` ${issues[0]}` : issues.map((l) => `\n  ${l}`).join('')}`);
   }
@@ -128,6 +120,24 @@ export function parseUntrustedTrainConfig(input: unknown, baseDir = process.cwd(
     model: { ...c.model, path: abs(c.model.path), refPath: c.model.refPath ? abs(c.model.refPath) : undefined },
     parallel: { parts: c.parallel.parts ?? c.sidecar.ranks },
   };
+}
+
+/**
+ * `key: message` lines of a failed parse. A reward source is a union of kinds, whose own issues name
+ * the whole union; they are replaced by the mistakes of the kind that was written.
+ */
+function zodIssues(issues: readonly z.core.$ZodIssue[], input: unknown): string[] {
+  const done = new Set<string>();
+  return issues.flatMap((i) => {
+    const [side, key] = i.path;
+    if ((side === 'und' || side === 'gen') && key === 'reward') {
+      if (done.has(side)) return [];
+      done.add(side);
+      const sub = rewardIssues((input as Record<string, Record<string, unknown> | undefined>)[side]?.reward, [side, 'reward']);
+      if (sub.length) return sub;
+    }
+    return [`${i.path.join('.') || '(root)'}: ${i.message}`];
+  });
 }
 
 /** Sources a side cannot use: sidecar plug-ins score images (generation); the accuracy reward scores answers (understanding). */
