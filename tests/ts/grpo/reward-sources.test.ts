@@ -58,6 +58,9 @@ const bright: RewardCallback = (b) => {
   });
 };
 
+/** What a fake server received: each request's JSON header and Authorization header. */
+const received: Array<{ head: { side: string; step: number; items: Array<Record<string, unknown>> }; auth?: string }> = [];
+
 /** A loopback server answering every request with `answer(items)` (or never, when it returns undefined). */
 async function fakeServer(answer: (n: number) => unknown): Promise<string> {
   const s = createServer((req, res) => {
@@ -65,7 +68,8 @@ async function fakeServer(answer: (n: number) => unknown): Promise<string> {
     req.on('data', (c: Buffer) => chunks.push(c));
     req.on('end', () => {
       const body = Buffer.concat(chunks);
-      const head = JSON.parse(body.subarray(4, 4 + body.readUInt32LE(0)).toString('utf8')) as { items: unknown[] };
+      const head = JSON.parse(body.subarray(4, 4 + body.readUInt32LE(0)).toString('utf8')) as (typeof received)[number]['head'];
+      received.push({ head, auth: req.headers.authorization });
       const reply = answer(head.items.length);
       if (reply === undefined) return; // hangs: never answers
       res.setHeader('content-type', 'application/json');
@@ -210,6 +214,46 @@ describe('reward sources in the config', () => {
   it('a side refuses the sources that cannot score it', () => {
     expect(issues({ und: { reward: { name: 'hps' } } })).toContain("und.reward: a sidecar reward plug-in ('hps') scores generated images");
     expect(issues({ gen: { reward: { sum: { acc: { weight: 1, source: { builtin: 'accuracy' } } } } } })).toContain('gen.reward.sum.acc.source: the built-in accuracy reward scores answers');
+  });
+});
+
+describe('understanding-side sources', () => {
+  const p = (id: string, answer: string) => ({ pair_id: id, question: `q ${id}`, choices: ['yes', 'no'], answer }) as unknown as TrainPair;
+  const inputs = {
+    side: 'und' as const,
+    step: 5,
+    pairs: [p('a', 'A'), p('a', 'A'), p('b', 'B'), p('b', 'B')],
+    completions: ['A', 'B', 'B', 'x'],
+    questions: ['Q a', 'Q a', 'Q b', 'Q b'],
+    builtin: () => Float32Array.of(1, 0, 1, 0),
+  };
+
+  it('a callback, a server (with its bearer token) and the built-in accuracy, summed', async () => {
+    const url = await fakeServer((n) => ({ rewards: Array.from({ length: n }, (_, i) => i) }));
+    process.env.PAIRUNI_TEST_REWARD_TOKEN = 's3cret';
+    try {
+      const cfg = config('u', {
+        und: {
+          reward: {
+            sum: {
+              acc: { weight: 1, source: { builtin: 'accuracy' } },
+              len: { weight: 0.5, source: { callback: 'len' } },
+              judge: { weight: 0.25, source: { url, authEnv: 'PAIRUNI_TEST_REWARD_TOKEN', batchSize: 3 } },
+            },
+          },
+        },
+      }).und.reward!;
+      const r = await scoreSide(cfg, inputs, { callbacks: { len: (b) => (b.side === 'und' ? b.completions.map((c) => c.length) : []) } });
+      // acc (1, 0, 1, 0) + 0.5 · len (1, 1, 1, 1) + 0.25 · judge (0, 1, 2, 0): the server saw batches of 3 and 1
+      expect(Array.from(r.total)).toEqual([1.5, 0.75, 2, 0.5]);
+      const sent = received.slice(-2);
+      expect(sent.map((x) => x.head.items.length)).toEqual([3, 1]);
+      expect(sent[0].auth).toBe('Bearer s3cret');
+      expect(sent[0].head).toMatchObject({ side: 'und', step: 5 });
+      expect(sent[0].head.items[2]).toEqual({ completion: 'B', question: 'q b', choices: ['yes', 'no'], answer: 'B', pair_id: 'b' });
+    } finally {
+      delete process.env.PAIRUNI_TEST_REWARD_TOKEN;
+    }
   });
 });
 
