@@ -12,7 +12,7 @@ import { ConfigError } from '../errors.js';
 import { GenConfig, LossConfig, ModelConfig, OptimConfig, UndConfig } from '../contract/config.js';
 import { familyOptionIssues, withFamilyDefaults } from '../contract/families.js';
 import { PAIR_MODES } from '../grpo/advantages.js';
-import { type RewardConfig, rewardIssues, rewardTerms } from '../contract/reward-config.js';
+import { RewardConfig, rewardIssues, rewardTerms } from '../contract/reward-config.js';
 
 export { GenConfig, LossConfig, ModelConfig, OptimConfig, UndConfig };
 
@@ -44,6 +44,19 @@ export const TrainConfig = z
         sampleEvery: z.number().int().min(0).default(50),
         /** Cosine between understanding and generation gradients (App. D); costs one gradient copy. */
         gradCosine: z.boolean().default(false),
+      })
+      .strict()
+      .prefault({}),
+    eval: z
+      .object({
+        /** Evaluate the current policy every N steps, and at step 0 and the end (0: never). */
+        every: z.number().int().min(0).default(0),
+        /** Held-out PairUG file: the first `samples` pairs are evaluated (needed when `every` > 0). */
+        data: z.string().min(1).optional(),
+        /** Pairs evaluated per side: one answer per question, one image per prompt. */
+        samples: z.number().int().min(1).default(16),
+        /** The generation scorer (any reward source, e.g. `{ name: 'shapes' }`); default: `gen.reward`. */
+        reward: RewardConfig.optional(),
       })
       .strict()
       .prefault({}),
@@ -106,6 +119,9 @@ export function parseUntrustedTrainConfig(input: unknown, baseDir = process.cwd(
         ...(['load', 'und', 'gen'] as const).flatMap((w) => familyOptionIssues(r.data.model.adapter, w, w === 'load' ? r.data.model.options : r.data[w].options)),
         ...sideRewardIssues(r.data.und.reward, 'und'),
         ...sideRewardIssues(r.data.gen.reward, 'gen'),
+        ...sideRewardIssues(r.data.eval.reward, 'gen').map((l) => l.replace(/^gen\.reward/, 'eval.reward')),
+        ...(r.data.eval.every > 0 && !r.data.eval.data ? ['eval.data: evaluation every N steps (eval.every) needs a held-out PairUG file'] : []),
+        ...(r.data.eval.every > 0 && r.data.sidecar.ranks > 1 ? ['eval.every: evaluation during training runs on one rank (sidecar.ranks 1)'] : []),
       ]
     : zodIssues(r.error.issues, input);
   if (!r.success || issues.length) {
@@ -118,6 +134,7 @@ export function parseUntrustedTrainConfig(input: unknown, baseDir = process.cwd(
     data: abs(c.data),
     out: abs(c.out),
     model: { ...c.model, path: abs(c.model.path), refPath: c.model.refPath ? abs(c.model.refPath) : undefined },
+    eval: { ...c.eval, data: c.eval.data ? abs(c.eval.data) : undefined },
     parallel: { parts: c.parallel.parts ?? c.sidecar.ranks },
   };
 }
@@ -242,7 +259,7 @@ export function configPathIssue(path: readonly string[]): string | undefined {
 }
 
 /** Config keys holding a path: a `--set` value for one is relative to the working directory, as `--out` is. */
-const PATH_KEYS = new Set(['data', 'out', 'model.path', 'model.refPath']);
+const PATH_KEYS = new Set(['data', 'out', 'model.path', 'model.refPath', 'eval.data']);
 
 /**
  * The config with each `--set` applied in order (later ones win); a path that names no key is refused
@@ -303,4 +320,4 @@ function deepMerge(a: Record<string, unknown>, b: Record<string, unknown>): Reco
 }
 
 /** Config fields that may change between a run and its resume (everything else must match). */
-export const RESUMABLE_CHANGES = ['steps', 'out', 'log', 'checkpoint', 'sidecar'] as const;
+export const RESUMABLE_CHANGES = ['steps', 'out', 'log', 'eval', 'checkpoint', 'sidecar'] as const;

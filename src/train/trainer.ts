@@ -27,7 +27,8 @@ import { assertResumable, assertUsableOut, type Checkpoint, latestCheckpoint, re
 import { parseTrainConfig, type TrainConfig, type TrainConfigInput } from './config.js';
 import { type RewardCallback, scoreSide, sidecarGenInputs, type SideRewards } from './reward-sources.js';
 import { loadPairUG, stepIndices, type TrainPair } from './data.js';
-import { RunLog, type PairGrpoStepMetrics, type RewardTermMetrics, type StepMetrics } from './metrics.js';
+import { readEvals, RunLog, type PairGrpoStepMetrics, type RewardTermMetrics, type StepMetrics } from './metrics.js';
+import { evalDue, evaluatePolicy } from './evaluate.js';
 import { checkParts, mergeUpdateMetrics, partOf, partSeed, rankParts } from './parts.js';
 import { sftStep } from './sft.js';
 
@@ -399,6 +400,7 @@ export async function train(config: TrainConfigInput, opts: TrainOptions = {}): 
   });
   if (missing.length) throw new ConfigError(`${missing.join('; ')}, but train() got no such function in options.rewards`);
   const pairs = loadPairUG(cfg.data);
+  const held = cfg.eval.every > 0 ? loadPairUG(cfg.eval.data!) : [];
   // A damaged newer checkpoint is passed over for the one before it: say so, since its steps will be redone.
   const skipped = ({ dir, reason }: SkippedCheckpoint) => log(`pairuni train: warning: skipping checkpoint ${dir}: ${reason}`);
   let ck = latestCheckpoint(cfg.out, skipped);
@@ -436,12 +438,18 @@ export async function train(config: TrainConfigInput, opts: TrainOptions = {}): 
     }
     writeJsonAtomic(join(cfg.out, 'config.json'), cfg);
     runLog.startAt(step);
+    // eval.jsonl says which evaluations are done: a resume neither repeats one nor skips one
+    const evaluate = async () => {
+      if (mode.kind !== 'pairgrpo' || !evalDue(cfg, step) || readEvals(cfg.out).some((r) => r.step === step)) return;
+      runLog!.evaluation(step, await evaluatePolicy(sc, cfg, held, step, mode.sides, { callbacks: opts.rewards, signal: opts.signal }));
+    };
     while (step < cfg.steps) {
       if (opts.signal?.aborted) {
         if (savedStep !== step) await save();
         throw new AbortedError(`training stopped at step ${step}/${cfg.steps}; checkpoint ${ck?.dir ?? '(none: no step completed)'}`);
       }
       try {
+        await evaluate();
         const sampleEvery = cfg.log.sampleEvery;
         const samplePath = sampleEvery > 0 && (step + 1) % sampleEvery === 0 ? join(cfg.out, 'samples', `step-${String(step + 1).padStart(6, '0')}.png`) : undefined;
         const m = mode.kind === 'sft'
@@ -484,6 +492,7 @@ export async function train(config: TrainConfigInput, opts: TrainOptions = {}): 
         runLog.startAt(step);
       }
     }
+    await evaluate();
     if (savedStep !== step || !ck) await save();
     return { steps: step, checkpoint: ck?.dir, last, restarts };
   } catch (e) {
