@@ -29,7 +29,13 @@ export function evalDue(cfg: TrainConfig, step: number): boolean {
   return cfg.eval.every > 0 && (step === 0 || step % cfg.eval.every === 0 || step === cfg.steps);
 }
 
-/** Evaluates the loaded policy after `step` completed steps; returns its `eval/...` scalars. */
+/** What one evaluation gives: its `eval/...` scalars and the sample table's rows. */
+export interface Evaluation {
+  scalars: Record<`eval/${string}`, number>;
+  rows: Array<Record<string, unknown>>;
+}
+
+/** Evaluates the loaded policy after `step` completed steps (and writes its table and images). */
 export async function evaluatePolicy(
   sc: Sidecar,
   cfg: TrainConfig,
@@ -37,7 +43,7 @@ export async function evaluatePolicy(
   step: number,
   sides: { und: boolean; gen: boolean },
   ctx: RewardContext = {},
-): Promise<Record<`eval/${string}`, number>> {
+): Promise<Evaluation> {
   const items = held.slice(0, cfg.eval.samples);
   const name = `step-${String(step).padStart(6, '0')}`;
   const dir = join(cfg.out, 'eval');
@@ -85,5 +91,5 @@ export async function evaluatePolicy(
   }
   mkdirSync(dir, { recursive: true });
   writeFileAtomic(join(dir, `${name}.jsonl`), rows.map((x) => `${JSON.stringify(x)}\n`).join(''));
-  return out;
+  return { scalars: out, rows };
 }

@@ -20,4 +20,5 @@ export { sftExamples, sftSeed, sftStep } from './sft.js';
 export { scoreSide, sidecarGenInputs, type RolloutPart, type GenRewardBatch, type GenRewardInputs, type RewardBatch, type RewardCallback, type RewardContext, type SideRewards, type UndRewardBatch, type UndRewardInputs } from './reward-sources.js';
 export { REWARD_CONTENT_TYPE, encodeRewardRequest, remoteRewards, type RemoteRewardOptions, type RemoteRewardRequest } from './remote-reward.js';
 export { RewardConfig, RewardSource, RewardSpec, RemoteRewardSource, describeSource, rewardTerms, type RewardConfigInput } from '../contract/reward-config.js';
-export { evalDue, evaluatePolicy } from './evaluate.js';
+export { evalDue, evaluatePolicy, type Evaluation } from './evaluate.js';
+export { type ExperimentSink } from './sinks.js';

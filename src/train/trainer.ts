@@ -29,6 +29,7 @@ import { type RewardCallback, scoreSide, sidecarGenInputs, type SideRewards } fr
 import { loadPairUG, stepIndices, type TrainPair } from './data.js';
 import { readEvals, RunLog, type PairGrpoStepMetrics, type RewardTermMetrics, type StepMetrics } from './metrics.js';
 import { evalDue, evaluatePolicy } from './evaluate.js';
+import { type ExperimentSink, Sinks } from './sinks.js';
 import { checkParts, mergeUpdateMetrics, partOf, partSeed, rankParts } from './parts.js';
 import { sftStep } from './sft.js';
 
@@ -55,6 +56,8 @@ export interface TrainOptions {
    * a side's whole batch and returns one finite reward per item.
    */
   rewards?: Readonly<Record<string, RewardCallback>>;
+  /** Experiment trackers to report to besides metrics.jsonl and TensorBoard (docs/training.md#experiment-sinks). */
+  sinks?: readonly ExperimentSink[];
   /** How to start a sidecar (default: `Sidecar.spawn` with `config.sidecar`). Called again after a crash. */
   spawn?: () => Promise<Sidecar>;
 }
@@ -420,6 +423,7 @@ export async function train(config: TrainConfigInput, opts: TrainOptions = {}): 
   let epoch = sc.epoch; // torchrun's restart count of the world the policy is loaded on
   // From here on every exit goes through the `finally` below, which closes the sidecar.
   let runLog: RunLog | undefined;
+  const sinks = new Sinks(opts.sinks);
   let savedStep = step;
   let last: StepMetrics | undefined;
   const save = async () => {
@@ -441,8 +445,12 @@ export async function train(config: TrainConfigInput, opts: TrainOptions = {}): 
     // eval.jsonl says which evaluations are done: a resume neither repeats one nor skips one
     const evaluate = async () => {
       if (mode.kind !== 'pairgrpo' || !evalDue(cfg, step) || readEvals(cfg.out).some((r) => r.step === step)) return;
-      runLog!.evaluation(step, await evaluatePolicy(sc, cfg, held, step, mode.sides, { callbacks: opts.rewards, signal: opts.signal }));
+      const ev = await evaluatePolicy(sc, cfg, held, step, mode.sides, { callbacks: opts.rewards, signal: opts.signal });
+      runLog!.evaluation(step, ev.scalars);
+      await sinks.log(step, ev.scalars);
+      await sinks.table(step, 'eval/samples', ev.rows);
     };
+    await sinks.start({ out: cfg.out, step, resumed: Boolean(opts.resume), config: cfg });
     while (step < cfg.steps) {
       if (opts.signal?.aborted) {
         if (savedStep !== step) await save();
@@ -458,7 +466,12 @@ export async function train(config: TrainConfigInput, opts: TrainOptions = {}): 
         step += 1;
         last = m;
         runLog.write(m);
-        if (samplePath && mode.kind === 'pairgrpo') runLog.image(step, 'samples/gen', samplePath);
+        const { step: _s, ...scalars } = m;
+        await sinks.log(step, scalars as Record<string, number>);
+        if (samplePath && mode.kind === 'pairgrpo') {
+          runLog.image(step, 'samples/gen', samplePath);
+          await sinks.image(step, 'samples/gen', samplePath);
+        }
         await opts.onStep?.(m, { sidecar: sc, config: cfg });
         if (cfg.checkpoint.every > 0 && step % cfg.checkpoint.every === 0) await save();
       } catch (e) {
@@ -490,6 +503,7 @@ export async function train(config: TrainConfigInput, opts: TrainOptions = {}): 
         step = ck?.state.step ?? 0;
         savedStep = step;
         runLog.startAt(step);
+        await sinks.start({ out: cfg.out, step, resumed: true, config: cfg });
       }
     }
     await evaluate();
@@ -505,6 +519,7 @@ export async function train(config: TrainConfigInput, opts: TrainOptions = {}): 
     throw e;
   } finally {
     runLog?.close();
+    await sinks.close().catch((se) => log(`pairuni train: an experiment sink failed to close: ${(se as Error).message}`));
     await sc.close().catch(() => undefined);
   }
 }

@@ -1,7 +1,8 @@
 /**
  * Evaluation during training (`eval` in the config) on a tiny Janus through real sidecars: held-out
  * accuracy and generation reward at step 0, every N steps and at the end, logged as `eval/...` with a
- * sample table per evaluation; a run stopped and resumed evaluates each step exactly once.
+ * sample table per evaluation; a run stopped and resumed evaluates each step exactly once, and a
+ * user's experiment sink is told each step's metrics, each evaluation and its table, in order.
  */
 import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -10,7 +11,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { AbortedError, ConfigError } from '../../../src/errors.js';
 import { Sidecar } from '../../../src/sidecar/index.js';
 import { buildTinyJanus, writeTinyPairUG } from '../../../src/train/fixtures.js';
-import { parseTrainConfig, readEvals, readMetrics, train } from '../../../src/train/index.js';
+import { type ExperimentSink, parseTrainConfig, readEvals, readMetrics, train } from '../../../src/train/index.js';
 
 const SLOW = 900_000;
 let dir: string;
@@ -58,11 +59,27 @@ describe('evaluation during training', () => {
   it('runs at step 0, every N steps and at the end, once each across a stop and a resume, with its sample tables', async () => {
     const cfg = config('run');
     const stop = new AbortController();
+    // a user's experiment sink records what it is told, in order
+    const calls: string[] = [];
+    const tables: Array<{ step: number; rows: number }> = [];
+    const sink: ExperimentSink = {
+      start: (r) => void calls.push(`start ${r.step} ${r.resumed}`),
+      log: (step, sc) => void calls.push(`log ${step} ${'eval/und_acc' in sc ? 'eval' : 'train'}`),
+      logTable: (step, name, rows) => {
+        tables.push({ step, rows: rows.length });
+        calls.push(`table ${step} ${name}`);
+      },
+      close: () => void calls.push('close'),
+    };
     // stopped after step 1 (before the evaluation due at step 2), then resumed
-    const err = await train(cfg, { signal: stop.signal, onLog: () => undefined, onStep: (m) => { if (m.step === 1) stop.abort(); } }).catch((e) => e);
+    const err = await train(cfg, { signal: stop.signal, sinks: [sink], onLog: () => undefined, onStep: (m) => { if (m.step === 1) stop.abort(); } }).catch((e) => e);
     expect(err).toBeInstanceOf(AbortedError);
     expect(readEvals(cfg.out).map((r) => r.step)).toEqual([0]);
-    await train(cfg, { resume: true, onLog: () => undefined });
+    expect(calls).toEqual(['start 0 false', 'log 0 eval', 'table 0 eval/samples', 'log 1 train', 'close']);
+    calls.length = 0;
+    await train(cfg, { resume: true, sinks: [sink], onLog: () => undefined });
+    expect(calls).toEqual(['start 1 true', 'log 2 train', 'log 2 eval', 'table 2 eval/samples', 'log 3 train', 'log 3 eval', 'table 3 eval/samples', 'close']);
+    expect(tables.map((t) => t.rows)).toEqual([6, 6, 6]); // 3 answers and 3 images each
     // every 2 steps of 3: steps 0, 2 and the last (3), each once
     const evals = readEvals(cfg.out);
     expect(evals.map((r) => r.step)).toEqual([0, 2, 3]);
