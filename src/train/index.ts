@@ -22,3 +22,4 @@ export { REWARD_CONTENT_TYPE, encodeRewardRequest, remoteRewards, type RemoteRew
 export { RewardConfig, RewardSource, RewardSpec, RemoteRewardSource, describeSource, rewardTerms, type RewardConfigInput } from '../contract/reward-config.js';
 export { evalDue, evaluatePolicy, type Evaluation } from './evaluate.js';
 export { type ExperimentSink } from './sinks.js';
+export { exportGenEvalSamples, readGenEvalPrompts } from './geneval.js';
