@@ -43,6 +43,7 @@ export const RewardSum = z.strictObject({
   sum: z.record(z.string().regex(/^[A-Za-z0-9_.-]+$/, 'letters, digits, _ . - (it names a metric)'), RewardTerm).refine((s) => Object.keys(s).length > 0, 'at least one term'),
 });
 
+/** A side's reward: one source or a weighted `sum` of sources (docs/training.md#reward-sources). */
 export const RewardConfig = z.union([RewardSum, BuiltinRewardSource, CallbackRewardSource, RemoteRewardSource, RewardSpec]);
 
 export type RewardSpec = z.infer<typeof RewardSpec>;

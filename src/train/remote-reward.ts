@@ -16,6 +16,7 @@ import { isRetryableStatus, retryAfterMs, retryDelayMs } from '../completion/ret
 import type { RemoteRewardSource } from '../contract/reward-config.js';
 import type { Tensor } from '../sidecar/index.js';
 
+/** The Content-Type of a reward request (the framed body described above). */
 export const REWARD_CONTENT_TYPE = 'application/x-pairuni-reward';
 
 /** What one side sends to a reward server: JSON items, and for generation the images (uint8, B × H × W × 3). */

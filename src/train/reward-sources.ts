@@ -39,6 +39,7 @@ export interface UndRewardBatch {
   pairs: TrainPair[];
 }
 
+/** What a reward callback receives: one side's whole batch for the step. */
 export type RewardBatch = GenRewardBatch | UndRewardBatch;
 
 /** A reward computed in TypeScript: one finite number per item of the batch, in order. */
@@ -56,6 +57,7 @@ export interface GenRewardInputs {
   images: () => Promise<{ images: Tensor; prompts: string[] }>;
 }
 
+/** Where an understanding step's items come from, for the sources that need them. */
 export interface UndRewardInputs {
   side: 'und';
   step: number;
@@ -66,11 +68,13 @@ export interface UndRewardInputs {
   builtin: () => Float32Array;
 }
 
+/** What scoring needs besides the items: the named callbacks, the stop signal. */
 export interface RewardContext extends RemoteRewardOptions {
   /** Callbacks by the name a `{ callback }` source gives. */
   callbacks?: Readonly<Record<string, RewardCallback>>;
 }
 
+/** One side's scored rewards. */
 export interface SideRewards {
   /** Σ weight · source, the rewards group normalisation sees. */
   total: Float32Array;
@@ -93,8 +97,8 @@ function checked(scores: ArrayLike<number>, n: number, name: string, step: numbe
 }
 
 /**
- * Scores one side of a step with its reward config. Sources run one after another (a plug-in and a
- * server can both be slow; their order is the config's). `name` is the side's metric name (`gen/reward`).
+ * Scores one side of a step with its reward config. Sources run one after another, in the config's
+ * order; each must give one finite number per item, else a RewardError names the source, step and item.
  */
 export async function scoreSide(cfg: RewardConfig, inputs: GenRewardInputs | UndRewardInputs, ctx: RewardContext = {}): Promise<SideRewards> {
   const { step, side } = inputs;
