@@ -24,6 +24,7 @@ export const SDK_ERROR_CODES = [
   'llm_request_rejected',
   'budget_exhausted',
   'capability',
+  'reward',
 ] as const;
 /** The closed set of codes a PairuniError carries. */
 export type ErrorCode = WireErrorCode | (typeof SDK_ERROR_CODES)[number];
@@ -183,5 +184,26 @@ export class CapabilityError extends PairuniError {
     options?: { cause?: unknown },
   ) {
     super('capability', message, options);
+  }
+}
+
+/** Why a reward source's scores were refused. */
+export type RewardFailure = 'non_finite' | 'length' | 'timeout' | 'http' | 'bad_reply' | 'callback';
+
+/**
+ * A reward source gave no usable scores for a training step: a NaN/Inf score, the wrong number of
+ * scores, a server that timed out or refused, a callback that threw. Names the source, the 0-based
+ * step and (for a bad score) the item; the trainer stops at that step's boundary with a resumable checkpoint.
+ */
+export class RewardError extends PairuniError {
+  constructor(
+    message: string,
+    readonly source: string,
+    readonly step: number,
+    readonly reason: RewardFailure,
+    readonly item?: number,
+    options?: { cause?: unknown },
+  ) {
+    super('reward', message, options);
   }
 }

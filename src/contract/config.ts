@@ -6,9 +6,9 @@
  */
 import { z } from 'zod';
 import { DEFAULT_UND_INSTRUCTION } from '../grpo/rewards.js';
+import { RewardConfig, RewardSpec } from './reward-config.js';
 
-/** A generation reward registered in the sidecar (`hps` needs config.checkpoint; `shapes`, `brightness`, ...). */
-export const RewardSpec = z.object({ name: z.string().min(1).default('hps'), config: z.record(z.string(), z.unknown()).default({}) }).strict();
+export { RewardConfig, RewardSpec };
 
 export const ModelConfig = z
   .object({
@@ -49,6 +49,11 @@ export const UndConfig = z
     oldLogp: z.enum(['auto', 'rollout', 'recompute']).default('auto'),
     /** Family sampling options (one file per family in src/contract/families/); the adapter refuses unknown names. */
     options: z.record(z.string(), z.unknown()).default({}),
+    /**
+     * Where r_Und comes from (docs/training.md#reward-sources): unset, the built-in accuracy
+     * (`{ builtin: 'accuracy' }`); or a callback, a reward server, or a weighted `sum` of these.
+     */
+    reward: RewardConfig.optional(),
   })
   .strict();
 
@@ -63,8 +68,12 @@ export const GenConfig = z
     oldLogp: z.enum(['auto', 'rollout', 'recompute']).default('auto'),
     /** Family sampling options (one file per family in src/contract/families/); the adapter refuses unknown names. */
     options: z.record(z.string(), z.unknown()).default({}),
-    /** A reward registered in the sidecar (`@reward(name)`): `hps` (needs config.checkpoint), `shapes`, `brightness`, ... */
-    reward: RewardSpec.prefault({}),
+    /**
+     * Where r_Gen comes from (docs/training.md#reward-sources): a reward registered in the sidecar
+     * (`{ name, config }`: `hps` needs config.checkpoint; `shapes`, `brightness`, ...), a callback, a
+     * reward server, or a weighted `sum` of these.
+     */
+    reward: RewardConfig.prefault({}),
   })
   .strict();
 

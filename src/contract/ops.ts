@@ -68,7 +68,7 @@ export const LoadOptim = wireRecord(OptimConfig);
  * diffusion) record the behaviour log-probs under each of those masks before any update.
  */
 const estSeeds = { seed: uint, est_seeds: z.array(uint).default([0]) };
-export const UndSampling = wireRecord(UndConfig.omit({ k: true, instruction: true, formatWeight: true })).extend(estSeeds);
+export const UndSampling = wireRecord(UndConfig.omit({ k: true, instruction: true, formatWeight: true, reward: true })).extend(estSeeds);
 export const GenSampling = wireRecord(GenConfig.omit({ k: true, reward: true })).extend(estSeeds);
 export const UpdateLoss = wireRecord(LossConfig.omit({ mu: true })).extend({
   /** eq. 2/4 normalise each side (`side`); eq. 1 one expectation over the mixed batch (`batch`). */
@@ -426,6 +426,12 @@ export const OPS = {
     reply: z.strictObject({ size: uint, ...elapsed }),
     replyPayloads: { rewards: { dtype: f32, rank: 1 } },
   }),
+  'train.rollout_images': op({
+    doc: "a generation rollout's images as one uint8 (B, H, W, 3) payload (prompt-major, n per prompt in the order sampled) and each image's prompt, for rewards scored outside the sidecar and the exporters",
+    args: z.strictObject({ handle }),
+    reply: z.strictObject({ size: uint, prompts: z.array(z.string()), ...elapsed }),
+    replyPayloads: { images: { dtype: ['u8'], rank: 4 } },
+  }),
   'train.update': op({
     doc: 'one optimizer step of the clipped surrogate over the given rollouts and advantages',
     scope: 'world',
@@ -472,12 +478,6 @@ export const OPS = {
     scope: 'world',
     args: z.strictObject({ dir: userPath }),
     reply: z.strictObject({ dir: z.string(), optimizer_step: uint, ...elapsed }),
-  }),
-  'train.images': op({
-    doc: "a generation rollout's images, prompt-major (n per prompt in the order sampled), uint8 (B, H, W, 3)",
-    args: z.strictObject({ handle }),
-    reply: z.strictObject({ size: uint, height: uint, width: uint, ...elapsed }),
-    replyPayloads: { images: { dtype: ['u8'], rank: 4 } },
   }),
   'train.grid': op({
     doc: "save a PNG grid of a generation rollout's images",

@@ -244,7 +244,7 @@ export async function writeGenEvalSamples(o: GenEvalSamplesOptions): Promise<Gen
       });
       const handle = ro.args.handle;
       try {
-        const { tensors } = await sc.train.images({ handle });
+        const { tensors } = await sc.train.rolloutImages({ handle });
         const [b, h, w] = tensors.images.shape;
         if (b !== chunk.length * n) throw new PairuniError('rollout', `the model returned ${b} images for ${chunk.length} prompts × ${n} samples`);
         size = { width: w, height: h };

@@ -12,6 +12,7 @@ import { ConfigError } from '../errors.js';
 import { GenConfig, LossConfig, ModelConfig, OptimConfig, UndConfig } from '../contract/config.js';
 import { familyOptionIssues, withFamilyDefaults } from '../contract/families/index.js';
 import { PAIR_MODES } from '../grpo/advantages.js';
+import { RewardConfig, rewardIssues, rewardTerms } from '../contract/reward-config.js';
 
 export { GenConfig, LossConfig, ModelConfig, OptimConfig, UndConfig };
 
@@ -44,6 +45,19 @@ export const TrainConfig = z
         sampleEvery: z.number().int().min(0).default(50),
         /** Cosine between understanding and generation gradients (App. D); costs one gradient copy. */
         gradCosine: z.boolean().default(false),
+      })
+      .strict()
+      .prefault({}),
+    eval: z
+      .object({
+        /** Evaluate the current policy every N steps, and at step 0 and the end (0: never). */
+        every: z.number().int().min(0).default(0),
+        /** Held-out PairUG file: the first `samples` pairs are evaluated (needed when `every` > 0). */
+        data: z.string().min(1).optional(),
+        /** Pairs evaluated per side: one answer per question, one image per prompt. */
+        samples: z.number().int().min(1).default(16),
+        /** The generation scorer (any reward source, e.g. `{ name: 'shapes' }`); default: `gen.reward`. */
+        reward: RewardConfig.optional(),
       })
       .strict()
       .prefault({}),
@@ -104,8 +118,15 @@ export function parseUntrustedTrainConfig(input: unknown, baseDir = process.cwd(
   const r = TrainConfig.safeParse(withFamilyDefaults(input));
   // A built-in family's options are checked here too, so one of another family fails before anything runs or is written.
   const issues = r.success
-    ? (['load', 'und', 'gen'] as const).flatMap((w) => familyOptionIssues(r.data.model.adapter, w, w === 'load' ? r.data.model.options : r.data[w].options))
-    : r.error.issues.map((i) => `${i.path.join('.') || '(root)'}: ${i.message}`);
+    ? [
+        ...(['load', 'und', 'gen'] as const).flatMap((w) => familyOptionIssues(r.data.model.adapter, w, w === 'load' ? r.data.model.options : r.data[w].options)),
+        ...sideRewardIssues(r.data.und.reward, 'und'),
+        ...sideRewardIssues(r.data.gen.reward, 'gen'),
+        ...sideRewardIssues(r.data.eval.reward, 'gen').map((l) => l.replace(/^gen\.reward/, 'eval.reward')),
+        ...(r.data.eval.every > 0 && !r.data.eval.data ? ['eval.data: evaluation every N steps (eval.every) needs a held-out PairUG file'] : []),
+        ...(r.data.eval.every > 0 && r.data.sidecar.ranks > 1 ? ['eval.every: evaluation during training runs on one rank (sidecar.ranks 1)'] : []),
+      ]
+    : zodIssues(r.error.issues, input);
   if (!r.success || issues.length) {
     throw new ConfigError(`${source} is not a valid training config:${issues.length === 1 ? ` ${issues[0]}` : issues.map((l) => `\n  ${l}`).join('')}`);
   }
@@ -116,8 +137,38 @@ export function parseUntrustedTrainConfig(input: unknown, baseDir = process.cwd(
     data: abs(c.data),
     out: abs(c.out),
     model: { ...c.model, path: abs(c.model.path), refPath: c.model.refPath ? abs(c.model.refPath) : undefined },
+    eval: { ...c.eval, data: c.eval.data ? abs(c.eval.data) : undefined },
     parallel: { parts: c.parallel.parts ?? c.sidecar.ranks },
   };
+}
+
+/**
+ * `key: message` lines of a failed parse. A reward source is a union of kinds, whose own issues name
+ * the whole union; they are replaced by the mistakes of the kind that was written.
+ */
+function zodIssues(issues: readonly z.core.$ZodIssue[], input: unknown): string[] {
+  const done = new Set<string>();
+  return issues.flatMap((i) => {
+    const [side, key] = i.path;
+    if ((side === 'und' || side === 'gen') && key === 'reward') {
+      if (done.has(side)) return [];
+      done.add(side);
+      const sub = rewardIssues((input as Record<string, Record<string, unknown> | undefined>)[side]?.reward, [side, 'reward']);
+      if (sub.length) return sub;
+    }
+    return [`${i.path.join('.') || '(root)'}: ${i.message}`];
+  });
+}
+
+/** Sources a side cannot use: sidecar plug-ins score images (generation); the accuracy reward scores answers (understanding). */
+function sideRewardIssues(cfg: RewardConfig | undefined, side: 'und' | 'gen'): string[] {
+  if (!cfg) return [];
+  return rewardTerms(cfg, side).flatMap(({ key, source }) => {
+    const at = 'sum' in cfg ? `${side}.reward.sum.${key}.source` : `${side}.reward`;
+    if (side === 'und' && 'name' in source) return [`${at}: a sidecar reward plug-in ('${source.name}') scores generated images; the understanding side takes { builtin: 'accuracy' }, { callback }, { url } or a sum of these`];
+    if (side === 'gen' && 'builtin' in source) return [`${at}: the built-in accuracy reward scores answers; the generation side takes a plug-in { name, config }, { callback }, { url } or a sum of these`];
+    return [];
+  });
 }
 
 /** The formats a config file may be in, by its extension. */
@@ -211,7 +262,7 @@ export function configPathIssue(path: readonly string[]): string | undefined {
 }
 
 /** Config keys holding a path: a `--set` value for one is relative to the working directory, as `--out` is. */
-const PATH_KEYS = new Set(['data', 'out', 'model.path', 'model.refPath']);
+const PATH_KEYS = new Set(['data', 'out', 'model.path', 'model.refPath', 'eval.data']);
 
 /**
  * The config with each `--set` applied in order (later ones win); a path that names no key is refused
@@ -272,4 +323,4 @@ function deepMerge(a: Record<string, unknown>, b: Record<string, unknown>): Reco
 }
 
 /** Config fields that may change between a run and its resume (everything else must match). */
-export const RESUMABLE_CHANGES = ['steps', 'out', 'log', 'checkpoint', 'sidecar'] as const;
+export const RESUMABLE_CHANGES = ['steps', 'out', 'log', 'eval', 'checkpoint', 'sidecar'] as const;

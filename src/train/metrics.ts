@@ -28,6 +28,9 @@ export interface CommonStepMetrics {
 }
 
 /** One PairGRPO step (`pairGrpoStep`); meanings and units in docs/metrics.md. */
+/** Each term of a weighted-sum reward (`und.reward.sum` / `gen.reward.sum` keys), before weighting: `gen/reward/hps`. */
+export type RewardTermMetrics = Partial<Record<`${'und' | 'gen'}/reward/${string}`, number>>;
+
 export interface PairGrpoStepMetrics extends CommonStepMetrics {
   /** Mean understanding reward (accuracy + `und.formatWeight` · format, or `undReward`'s value). */
   'und/reward': number;
@@ -141,6 +144,15 @@ export class RunLog {
         });
       writeFileAtomic(this.jsonl, keep.map((l) => `${l}\n`).join(''));
     }
+    const evals = join(this.out, 'eval.jsonl');
+    if (existsSync(evals)) writeFileAtomic(evals, readEvals(this.out).filter((r) => r.step <= step).map((r) => `${JSON.stringify(r)}\n`).join(''));
+    const tables = join(this.out, 'eval');
+    if (existsSync(tables)) {
+      for (const n of readdirSync(tables)) {
+        const m = /^step-(\d+)(?:\.jsonl)?$/.exec(n);
+        if (m && Number(m[1]) > step) rmSync(join(tables, n), { recursive: true, force: true });
+      }
+    }
     const samples = join(this.out, 'samples');
     if (existsSync(samples)) {
       for (const n of readdirSync(samples)) {
@@ -162,6 +174,12 @@ export class RunLog {
     appendFileSync(this.jsonl, `${JSON.stringify(m)}\n`);
     const { step, ...rest } = m;
     this.tb?.scalars(step, rest as Record<string, number>);
+  }
+
+  /** One evaluation's scalars (`eval/...`) after `step` completed steps: a row of eval.jsonl and TensorBoard scalars. */
+  evaluation(step: number, scalars: Record<string, number>): void {
+    appendFileSync(join(this.out, 'eval.jsonl'), `${JSON.stringify({ step, ...scalars })}\n`);
+    this.tb?.scalars(step, scalars);
   }
 
   /** Adds a PNG (as written by the sidecar) to TensorBoard's image tab. */
@@ -190,4 +208,23 @@ export function readMetrics(out: string): StepMetrics[] {
     .split('\n')
     .filter((l) => l.trim())
     .map((l) => JSON.parse(l) as StepMetrics);
+}
+
+/** One row of `<out>/eval.jsonl`: an evaluation after `step` completed steps (docs/metrics.md). */
+export type EvalRow = { step: number } & Record<`eval/${string}`, number>;
+
+/** Reads eval.jsonl back (a torn last line from a crash is left out). */
+export function readEvals(out: string): EvalRow[] {
+  const f = join(out, 'eval.jsonl');
+  if (!existsSync(f)) return [];
+  return readFileSync(f, 'utf8')
+    .split('\n')
+    .filter((l) => l.trim())
+    .flatMap((l) => {
+      try {
+        return [JSON.parse(l) as EvalRow];
+      } catch {
+        return [];
+      }
+    });
 }

@@ -14,10 +14,11 @@
  */
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
-import { AbortedError, ConfigError, PairuniError, SidecarError } from '../errors.js';
+import { AbortedError, ConfigError, PairuniError, RewardError, SidecarError } from '../errors.js';
 import { familyOptions } from '../contract/families/index.js';
 import { GenSampling, type OpArgs, UndSampling, type UpdateMetrics, UpdateLoss } from '../contract/ops.js';
 import { declaredOf } from '../contract/wire.js';
+import { rewardTerms } from '../contract/reward-config.js';
 import { isPaired, lossNorm, sideAdvantages, trainWeight } from '../grpo/advantages.js';
 import { renderQuestion, undReward } from '../grpo/rewards.js';
 import { Sidecar, Tensor } from '../sidecar/index.js';
@@ -25,8 +26,11 @@ import { writeJsonAtomic } from '../util/atomic.js';
 import { createLogger, type LogOptions } from '../util/log.js';
 import { assertResumable, assertUsableOut, type Checkpoint, latestCheckpoint, removeStaleTemps, RunStateError, type SkippedCheckpoint, writeCheckpoint } from './checkpoint.js';
 import { parseTrainConfig, type TrainConfig, type TrainConfigInput } from './config.js';
+import { type RewardCallback, scoreSide, sidecarGenInputs, type SideRewards } from './reward-sources.js';
 import { loadPairUG, stepIndices, type TrainPair } from './data.js';
-import { RunLog, type PairGrpoStepMetrics, type StepMetrics } from './metrics.js';
+import { readEvals, RunLog, type PairGrpoStepMetrics, type RewardTermMetrics, type StepMetrics } from './metrics.js';
+import { evalDue, evaluatePolicy } from './evaluate.js';
+import { type ExperimentSink, Sinks } from './sinks.js';
 import { checkParts, mergeUpdateMetrics, partOf, partSeed, rankParts } from './parts.js';
 import { sftStep } from './sft.js';
 
@@ -54,8 +58,15 @@ export interface TrainOptions extends LogOptions {
    * the logger (the behaviour before `logger` existed); with `logger`, both receive them.
    */
   onLog?: (line: string) => void;
-  /** Replaces the accuracy reward of the understanding side (must return a finite number). */
+  /** Replaces the built-in accuracy reward of the understanding side (must return a finite number). */
   undReward?: (completion: string, pair: TrainPair) => number;
+  /**
+   * The functions `{ callback: name }` reward sources name (docs/training.md#reward-sources): each gets
+   * a side's whole batch and returns one finite reward per item.
+   */
+  rewards?: Readonly<Record<string, RewardCallback>>;
+  /** Experiment trackers to report to besides metrics.jsonl and TensorBoard (docs/training.md#experiment-sinks). */
+  sinks?: readonly ExperimentSink[];
   /** How to start a sidecar (default: `Sidecar.spawn` with `config.sidecar`). Called again after a crash. */
   spawn?: () => Promise<Sidecar>;
 }
@@ -160,6 +171,12 @@ const std = (a: ArrayLike<number>) => {
 };
 const meanAbs = (a: ArrayLike<number>) => mean(Array.from(a, Math.abs));
 
+/** `<side>/reward/<key>`: the mean of each term of a weighted sum (a single source is `<side>/reward` itself). */
+function termMeans(side: 'und' | 'gen', cfg: TrainConfig['gen']['reward'] | undefined, r: SideRewards): RewardTermMetrics {
+  if (!cfg || !('sum' in cfg)) return {};
+  return Object.fromEntries(Object.entries(r.terms).map(([k, v]) => [`${side}/reward/${k}`, mean(v)]));
+}
+
 /**
  * One PairGRPO step on the sidecar's policy. Returns the step's metrics; `step` is the 0-based index
  * of the step being run (the metrics row carries step + 1, the number of completed steps).
@@ -169,8 +186,8 @@ export async function pairGrpoStep(
   cfg: TrainConfig,
   pairs: readonly TrainPair[],
   step: number,
-  opts: Pick<TrainOptions, 'undReward'> & { samplePath?: string; sides?: { und: boolean; gen: boolean } } = {},
-): Promise<PairGrpoStepMetrics> {
+  opts: Pick<TrainOptions, 'undReward' | 'rewards' | 'signal'> & { samplePath?: string; sides?: { und: boolean; gen: boolean } } = {},
+): Promise<PairGrpoStepMetrics & RewardTermMetrics> {
   const t0 = performance.now();
   const times: Times = { rollout: 0, reward: 0, update: 0, transport: 0 };
   const { und: U, gen: G, mode } = cfg;
@@ -221,21 +238,35 @@ export async function pairGrpoStep(
 
   let freed = false;
   try {
-    // 3. Rewards: r_Und = accuracy of the parsed letter (here), r_Gen from the reward model on the
-    //    rank that holds the images (a per-rank op: the images never travel).
-    const tr = performance.now();
+    // 3. Rewards from each side's sources (src/train/reward-sources.ts): the built-in accuracy here,
+    //    plug-ins on the rank that holds the images (a per-rank op: the images stay there), callbacks
+    //    and servers with the images fetched once. Time spent here in TS books as reward time.
     const parts = texts.map((t, i) => undReward(t, uPairs[Math.floor(i / U.k)].answer, U.formatWeight));
-    const rU = opts.undReward ? texts.map((t, i) => opts.undReward!(t, uPairs[Math.floor(i / U.k)])) : parts.map((p) => p.reward);
-    times.reward += (performance.now() - tr) / 1000;
-    const rG = new Float32Array(genSize);
-    if (gen) {
-      const scored = await Promise.all(gen.map((x, p) => timed(times, 'reward', sc.train.reward({ handle: x.handle, reward: G.reward }, {}, { rank: p % world }))));
-      let off = 0;
-      for (const s of scored) {
-        rG.set(s.tensors.rewards.data as Float32Array, off);
-        off += (s.tensors.rewards.data as Float32Array).length;
-      }
-    }
+    const ctx = { callbacks: opts.rewards, signal: opts.signal };
+    const scoreTimed = async (fn: () => Promise<SideRewards>) => {
+      const before = times.reward + times.transport;
+      const t1 = performance.now();
+      const r = await fn();
+      times.reward += Math.max(0, (performance.now() - t1) / 1000 - (times.reward + times.transport - before));
+      return r;
+    };
+    const none: SideRewards = { total: new Float32Array(0), terms: {} };
+    const itemPairs = (ps: TrainPair[], k: number, n: number) => Array.from({ length: n }, (_, i) => ps[Math.floor(i / k)]);
+    const scoredU = sides.und
+      ? await scoreTimed(() => scoreSide(U.reward ?? { builtin: 'accuracy' }, {
+          side: 'und',
+          step,
+          pairs: itemPairs(uPairs, U.k, texts.length),
+          completions: texts,
+          questions: texts.map((_, i) => { const p = uPairs[Math.floor(i / U.k)]; return renderQuestion(p.question, p.choices, U.instruction); }),
+          builtin: () => Float32Array.from(opts.undReward ? texts.map((t, i) => opts.undReward!(t, uPairs[Math.floor(i / U.k)])) : parts.map((p) => p.reward)),
+        }, ctx))
+      : none;
+    const scoredG = gen
+      ? await scoreTimed(() => scoreSide(G.reward, sidecarGenInputs(sc, gen.map((x, p) => ({ handle: x.handle, rank: p % world })), step, itemPairs(gPairs, G.k, genSize), (c) => timed(times, 'reward', c)), ctx))
+      : none;
+    const rU = scoredU.total;
+    const rG = scoredG.total;
 
     // 4. Advantages (eq. 1–4): normalise within each (pair, side) group, then scale by w_p.
     const wU = uPairs.map((p) => trainWeight(mode, p));
@@ -278,15 +309,17 @@ export async function pairGrpoStep(
     const stepTime = (performance.now() - t0) / 1000;
     const ws = [...new Set([...uPairs, ...gPairs])];
     const maxAbs = (a: ArrayLike<number>) => (a.length ? Math.max(...Array.from(a, Math.abs)) : 0);
-    const m: PairGrpoStepMetrics = {
+    const m: PairGrpoStepMetrics & RewardTermMetrics = {
       step: step + 1,
       epoch,
+      ...termMeans('und', U.reward, scoredU),
       'und/reward': mean(rU),
       'und/reward_std': std(rU),
       'und/acc': mean(parts.map((p) => (p.correct ? 1 : 0))),
       'und/format': mean(parts.map((p) => (p.format ? 1 : 0))),
       'und/len_mean': mean(und?.flatMap((x) => x.lengths) ?? []),
       'und/zero_groups': aU.zeroGroups,
+      ...termMeans('gen', G.reward, scoredG),
       'gen/reward': mean(rG),
       'gen/reward_std': std(rG),
       'gen/zero_groups': aG.zeroGroups,
@@ -361,7 +394,10 @@ async function loadPolicy(sc: Sidecar, cfg: TrainConfig, ck: Checkpoint | undefi
   const mode = trainMode(loaded.args.capabilities);
   // every rank scores its own images: each builds the reward model (fails early if it cannot)
   if (mode.kind === 'pairgrpo' && mode.sides.gen) {
-    for (let r = 0; r < sc.world; r++) await sc.train.prepareReward({ reward: cfg.gen.reward }, {}, { rank: r });
+    for (const { source } of rewardTerms(cfg.gen.reward, 'gen')) {
+      if (!('name' in source)) continue;
+      for (let r = 0; r < sc.world; r++) await sc.train.prepareReward({ reward: source }, {}, { rank: r });
+    }
   }
   return mode;
 }
@@ -386,7 +422,13 @@ export async function train(config: TrainConfigInput, opts: TrainOptions = {}): 
     if (opts.logger || !opts.onLog) logger[level](s);
   };
   assertUsableOut(cfg.out);
+  const missing = (['und', 'gen'] as const).flatMap((side) => {
+    const rc = cfg[side].reward;
+    return rc ? rewardTerms(rc, side).flatMap(({ source }) => ('callback' in source && !opts.rewards?.[source.callback] ? [`${side}.reward names callback '${source.callback}'`] : [])) : [];
+  });
+  if (missing.length) throw new ConfigError(`${missing.join('; ')}, but train() got no such function in options.rewards`);
   const pairs = loadPairUG(cfg.data);
+  const held = cfg.eval.every > 0 ? loadPairUG(cfg.eval.data!) : [];
   // A damaged newer checkpoint is passed over for the one before it: say so, since its steps will be redone.
   const skipped = ({ dir, reason }: SkippedCheckpoint) => log(`pairuni train: warning: skipping checkpoint ${dir}: ${reason}`);
   let ck = latestCheckpoint(cfg.out, skipped);
@@ -406,6 +448,7 @@ export async function train(config: TrainConfigInput, opts: TrainOptions = {}): 
   let epoch = sc.epoch; // torchrun's restart count of the world the policy is loaded on
   // From here on every exit goes through the `finally` below, which closes the sidecar.
   let runLog: RunLog | undefined;
+  const sinks = new Sinks(opts.sinks);
   let savedStep = step;
   let last: StepMetrics | undefined;
   const save = async () => {
@@ -424,21 +467,36 @@ export async function train(config: TrainConfigInput, opts: TrainOptions = {}): 
     }
     writeJsonAtomic(join(cfg.out, 'config.json'), cfg);
     runLog.startAt(step);
+    // eval.jsonl says which evaluations are done: a resume neither repeats one nor skips one
+    const evaluate = async () => {
+      if (mode.kind !== 'pairgrpo' || !evalDue(cfg, step) || readEvals(cfg.out).some((r) => r.step === step)) return;
+      const ev = await evaluatePolicy(sc, cfg, held, step, mode.sides, { callbacks: opts.rewards, signal: opts.signal });
+      runLog!.evaluation(step, ev.scalars);
+      await sinks.log(step, ev.scalars);
+      await sinks.table(step, 'eval/samples', ev.rows);
+    };
+    await sinks.start({ out: cfg.out, step, resumed: Boolean(opts.resume), config: cfg });
     while (step < cfg.steps) {
       if (opts.signal?.aborted) {
         if (savedStep !== step) await save();
         throw new AbortedError(`training stopped at step ${step}/${cfg.steps}; checkpoint ${ck?.dir ?? '(none: no step completed)'}`);
       }
       try {
+        await evaluate();
         const sampleEvery = cfg.log.sampleEvery;
         const samplePath = sampleEvery > 0 && (step + 1) % sampleEvery === 0 ? join(cfg.out, 'samples', `step-${String(step + 1).padStart(6, '0')}.png`) : undefined;
         const m = mode.kind === 'sft'
           ? await sftStep(sc, cfg, pairs, step)
-          : await pairGrpoStep(sc, cfg, pairs, step, { undReward: opts.undReward, samplePath, sides: mode.sides });
+          : await pairGrpoStep(sc, cfg, pairs, step, { undReward: opts.undReward, rewards: opts.rewards, signal: opts.signal, samplePath, sides: mode.sides });
         step += 1;
         last = m;
         runLog.write(m);
-        if (samplePath && mode.kind === 'pairgrpo') runLog.image(step, 'samples/gen', samplePath);
+        const { step: _s, ...scalars } = m;
+        await sinks.log(step, scalars as Record<string, number>);
+        if (samplePath && mode.kind === 'pairgrpo') {
+          runLog.image(step, 'samples/gen', samplePath);
+          await sinks.image(step, 'samples/gen', samplePath);
+        }
         await opts.onStep?.(m, { sidecar: sc, config: cfg });
         if (cfg.checkpoint.every > 0 && step % cfg.checkpoint.every === 0) await save();
       } catch (e) {
@@ -470,18 +528,23 @@ export async function train(config: TrainConfigInput, opts: TrainOptions = {}): 
         step = ck?.state.step ?? 0;
         savedStep = step;
         runLog.startAt(step);
+        await sinks.start({ out: cfg.out, step, resumed: true, config: cfg });
       }
     }
+    await evaluate();
     if (savedStep !== step || !ck) await save();
     return { steps: step, checkpoint: ck?.dir, last, restarts };
   } catch (e) {
     // Keep what was computed: a failure after completed-but-unsaved steps still leaves a checkpoint.
-    if (!(e instanceof AbortedError) && savedStep !== step && sc.alive) {
+    // A bad reward stops before the step's update: the policy is still the one at this step's boundary,
+    // so it is saved even when no step completed yet, and `resume` retries the step.
+    if (!(e instanceof AbortedError) && (savedStep !== step || (e instanceof RewardError && !ck)) && sc.alive) {
       await save().catch((se) => log(`pairuni train: could not save after the error: ${(se as Error).message}`, 'error'));
     }
     throw e;
   } finally {
     runLog?.close();
+    await sinks.close().catch((se) => log(`pairuni train: an experiment sink failed to close: ${(se as Error).message}`));
     await sc.close().catch(() => undefined);
   }
 }

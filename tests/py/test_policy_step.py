@@ -310,12 +310,13 @@ def test_ops_round_trip(model_dir, image, tmp_path):
     assert r.shape == (2,) and r.dtype == torch.float32
     imgs = handles.get(rg["handle"]).images
     assert torch.allclose(r, imgs.float().mean(dim=(1, 2, 3)) / 255)
-    im = call(state, handles, "train.images", {"handle": rg["handle"]})
-    validate_reply("train.images", im.args)
-    assert (im.args["size"], im.args["height"], im.args["width"]) == (2, 16, 16)
+    im = call(state, handles, "train.rollout_images", {"handle": rg["handle"]})
+    validate_reply("train.rollout_images", im.args)
+    assert im.args["size"] == 2 and im.args["prompts"] == ["p", "p"]
+    assert im.tensors["images"].shape == (2, 16, 16, 3)
     assert im.tensors["images"].dtype == torch.uint8 and torch.equal(im.tensors["images"], imgs)
-    with pytest.raises(BadRequest, match="holds a 'und' rollout, which has no images"):
-        call(state, handles, "train.images", {"handle": ru["handle"]})
+    with pytest.raises(BadRequest, match="holds a 'und' rollout, not generated images"):
+        call(state, handles, "train.rollout_images", {"handle": ru["handle"]})
     lp = call(state, handles, "train.logprobs", {"handle": ru["handle"]})
     assert (lp.tensors["logp"] - lp.tensors["old_logp"]).abs().max() <= 1e-5
     m = call(state, handles, "train.update", {"handles": {"und": ru["handle"], "gen": rg["handle"]}, "grad_cosine": True,

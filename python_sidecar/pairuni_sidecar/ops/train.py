@@ -197,6 +197,18 @@ def _op_reward(ctx, args, tensors):
     return Reply({"size": int(r.shape[0])}, {"rewards": r})
 
 
+@op("train.rollout_images")
+@_timed
+def _op_rollout_images(ctx, args, tensors):
+    """A generation rollout's images (uint8, B x H x W x 3) and each image's prompt, for rewards scored
+    outside the sidecar and for the exporters (which write the files)."""
+    b = _batch(ctx, args["handle"])
+    if b.side != "gen" or b.images is None:
+        raise BadRequest(f"train.rollout_images: handle {args['handle']!r} holds a {b.side!r} rollout, not generated images")
+    images = b.images.detach().to("cpu", torch.uint8).contiguous()
+    return Reply({"size": int(images.shape[0]), "prompts": [b.prompts[g] for g in b.group.tolist()]}, {"images": images})
+
+
 @op("train.prepare_reward")
 @_timed
 def _op_prepare_reward(ctx, args, tensors):
@@ -284,17 +296,6 @@ def _op_grid(ctx, args, tensors):
         raise BadRequest("train.grid: the handle holds no images (not a gen rollout)")
     w, h = save_grid(b.images, args["path"], args["nrow"], args["max_images"])
     return {"path": args["path"], "width": w, "height": h}
-
-
-@op("train.images")
-@_timed
-def _op_images(ctx, args, tensors):
-    """A generation rollout's images as one uint8 (B, H, W, 3) payload (the exporters write the files)."""
-    b = _batch(ctx, args["handle"])
-    if b.images is None:
-        raise BadRequest(f"train.images: handle {args['handle']!r} holds a {b.side!r} rollout, which has no images")
-    imgs = b.images.detach().to("cpu", torch.uint8).contiguous()
-    return Reply({"size": int(imgs.shape[0]), "height": int(imgs.shape[1]), "width": int(imgs.shape[2])}, {"images": imgs})
 
 
 @op("models.tiny")

@@ -26,7 +26,7 @@ describe('TrainConfig', () => {
     expect(c.und.temperature).toBe(1);
     expect(c.gen.temperature).toBe(1);
     expect(c.steps).toBe(1200);
-    expect(c.gen.reward.name).toBe('hps');
+    expect(c.gen.reward).toEqual({ name: 'hps', config: {} });
     expect(c.model.trainModules).toEqual(['language_model']);
     expect(c.data).toBe('/base/d.jsonl');
     expect(c.model.path).toBe('/base/m');

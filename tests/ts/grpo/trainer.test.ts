@@ -12,8 +12,7 @@ import { createRequire } from 'node:module';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { run as cli } from '../../../src/cli/commands/train.js';
-import { AbortedError, ConfigError, SidecarError } from '../../../src/errors.js';
-import { AdvantageError } from '../../../src/grpo/index.js';
+import { AbortedError, ConfigError, RewardError, SidecarError } from '../../../src/errors.js';
 import { resolvePython, Sidecar } from '../../../src/sidecar/index.js';
 import { writeTinyPairUG } from '../../../src/train/fixtures.js';
 import {
@@ -165,15 +164,16 @@ describe('train(): checkpoints, resume, restart', () => {
 });
 
 describe('train(): bad input', () => {
-  it('a NaN reward is a typed error naming the pair; completed steps are saved, nothing half-written', async () => {
+  it('a NaN reward is a typed error naming the source, step and item; completed steps are saved, nothing half-written', async () => {
     const cfg = config('nan', { checkpoint: { every: 0, keep: 0 } });
     let calls = 0;
     const err = await train(cfg, {
       ...quiet,
       undReward: () => (++calls > 8 ? NaN : calls % 2), // step 1 uses 8 answers; step 2 gets NaN
     }).catch((e) => e);
-    expect(err).toBeInstanceOf(AdvantageError);
-    expect(err.message).toMatch(/pair p\d \(understanding\): reward 0 of the group is NaN/);
+    expect(err).toBeInstanceOf(RewardError);
+    expect([err.reason, err.step, err.item]).toEqual(['non_finite', 1, 0]);
+    expect(err.message).toMatch(/reward 'und\/reward' \(built-in accuracy, understanding\) at step 1: item 0 \(pair p\d, question "What colour is the square\?"\) scored NaN/);
     expect(latestCheckpoint(cfg.out)?.state.step).toBe(1);
     expect(readMetrics(cfg.out).map((m) => m.step)).toEqual([1]);
     expect(readdirSync(join(cfg.out, 'checkpoints')).filter((n) => n.includes('tmp'))).toEqual([]);
