@@ -198,9 +198,13 @@ export type RewardFailure = 'non_finite' | 'length' | 'timeout' | 'http' | 'bad_
 export class RewardError extends PairuniError {
   constructor(
     message: string,
+    /** The reward source: its key, kind and side, e.g. `'gen/reward' (server http://…, generation)` or a sum's term key. */
     readonly source: string,
+    /** The 0-based step whose rewards were refused; a resume reruns it. */
     readonly step: number,
+    /** What was wrong with the scores. */
     readonly reason: RewardFailure,
+    /** The 0-based item of the batch whose score was bad, when one was. */
     readonly item?: number,
     options?: { cause?: unknown },
   ) {

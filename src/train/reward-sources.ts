@@ -16,6 +16,7 @@ import { remoteRewards, type RemoteRewardOptions } from './remote-reward.js';
 
 /** What a generation reward callback receives: every image of the step's rollout (K per prompt, in order). */
 export interface GenRewardBatch {
+  /** Which side's batch this is (`gen`: images). */
   side: 'gen';
   /** 0-based index of the step being run. */
   step: number;
@@ -29,7 +30,9 @@ export interface GenRewardBatch {
 
 /** What an understanding reward callback receives: every sampled answer of the step (K per question, in order). */
 export interface UndRewardBatch {
+  /** Which side's batch this is (`und`: text answers). */
   side: 'und';
+  /** 0-based index of the step being run. */
   step: number;
   /** The sampled answers. */
   completions: string[];
