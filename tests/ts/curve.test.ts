@@ -27,12 +27,27 @@ afterAll(() => {
 });
 
 const port = () => 20000 + Math.floor(Math.random() * 20000);
-function rank(endpoint: string, curve: string[]): void {
-  const c = spawn(resolvePython(), ['-m', 'pairuni_sidecar', '--connect', endpoint, '--wait-controller', '40', ...curve], {
+/**
+ * Starts a real rank connecting to `endpoint`; resolves once it has imported its server (torch and all),
+ * so that a controller bound next sees its handshake at once. A refused rank never registers, so its
+ * attach can only end by timing out: that timeout must not also cover the rank's start, which takes a
+ * minute on busy cores. `-X importtime` is the sign: it logs each module as its import completes.
+ */
+async function rank(endpoint: string, curve: string[]): Promise<void> {
+  const c = spawn(resolvePython(), ['-X', 'importtime', '-m', 'pairuni_sidecar', '--connect', endpoint, '--wait-controller', '300', ...curve], {
     env: { ...process.env, PYTHONPATH: join(process.cwd(), 'python_sidecar') } as Record<string, string>,
-    stdio: 'ignore',
+    stdio: ['ignore', 'ignore', 'pipe'],
   });
   children.push(c);
+  let err = '';
+  await new Promise<void>((resolve, reject) => {
+    c.stderr!.on('data', (d) => {
+      err += d;
+      if (/\| +pairuni_sidecar\.server$/m.test(err)) resolve();
+    });
+    c.on('exit', (code) => reject(new Error(`the rank for ${endpoint} exited (${code}) before it imported its server:\n${err.slice(-2000)}`)));
+  });
+  c.stderr!.resume();
 }
 const curveArgs = (who: string) => ['--curve-key', join(dir, `${who}.key`), '--curve-server', join(dir, 'controller.pub')];
 
@@ -69,10 +84,9 @@ describe('CURVE + ZAP allow-list over loopback', () => {
   it('lets an allow-listed key in and refuses an unknown key and a plaintext client (logged)', async () => {
     const [good, stranger, plain] = [port(), port(), port()].map((p) => `tcp://127.0.0.1:${p}`);
     const ev = { good: [] as AuthEvent[], stranger: [] as AuthEvent[], plain: [] as AuthEvent[] };
+    await Promise.all([rank(good, curveArgs('good')), rank(stranger, curveArgs('stranger')), rank(plain, [])]);
+    // The ranks are up and reconnect every 100 ms: 20 s to be refused is far more than a handshake needs.
     const attaching = [attach(good, ev.good, 40_000), attach(stranger, ev.stranger, 20_000), attach(plain, ev.plain, 20_000)];
-    rank(good, curveArgs('good'));
-    rank(stranger, curveArgs('stranger'));
-    rank(plain, []);
     const [ok, unknown, plaintext] = await Promise.allSettled(attaching);
 
     expect(ok.status).toBe('fulfilled');
