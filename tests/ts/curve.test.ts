@@ -12,6 +12,7 @@ import { run as keysCli } from '../../src/cli/commands/keys.js';
 import { ConfigError, RanksMissingError } from '../../src/errors.js';
 import { type AuthEvent, readKeyPair, resolvePython, Sidecar, writeKeyPair } from '../../src/sidecar/index.js';
 import { z85 } from '../../src/sidecar/curve.js';
+import { IMPORT_LOG, untilImported } from './_rank-ready.js';
 
 let dir: string;
 const children: ChildProcess[] = [];
@@ -27,27 +28,14 @@ afterAll(() => {
 });
 
 const port = () => 20000 + Math.floor(Math.random() * 20000);
-/**
- * Starts a real rank connecting to `endpoint`; resolves once it has imported its server (torch and all),
- * so that a controller bound next sees its handshake at once. A refused rank never registers, so its
- * attach can only end by timing out: that timeout must not also cover the rank's start, which takes a
- * minute on busy cores. `-X importtime` is the sign: it logs each module as its import completes.
- */
+/** Starts a real rank connecting to `endpoint`; resolves once it is ready to connect (`untilImported`). */
 async function rank(endpoint: string, curve: string[]): Promise<void> {
-  const c = spawn(resolvePython(), ['-X', 'importtime', '-m', 'pairuni_sidecar', '--connect', endpoint, '--wait-controller', '300', ...curve], {
+  const c = spawn(resolvePython(), [...IMPORT_LOG, '-m', 'pairuni_sidecar', '--connect', endpoint, '--wait-controller', '300', ...curve], {
     env: { ...process.env, PYTHONPATH: join(process.cwd(), 'python_sidecar') } as Record<string, string>,
     stdio: ['ignore', 'ignore', 'pipe'],
   });
   children.push(c);
-  let err = '';
-  await new Promise<void>((resolve, reject) => {
-    c.stderr!.on('data', (d) => {
-      err += d;
-      if (/\| +pairuni_sidecar\.server$/m.test(err)) resolve();
-    });
-    c.on('exit', (code) => reject(new Error(`the rank for ${endpoint} exited (${code}) before it imported its server:\n${err.slice(-2000)}`)));
-  });
-  c.stderr!.resume();
+  await untilImported(c, `the rank for ${endpoint}`);
 }
 const curveArgs = (who: string) => ['--curve-key', join(dir, `${who}.key`), '--curve-server', join(dir, 'controller.pub')];
 
