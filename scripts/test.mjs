@@ -58,4 +58,5 @@ const results = await Promise.all(
 );
 console.log(`\n[test] summary (${Math.round((Date.now() - t0) / 1000)} s wall):`);
 for (const r of results) console.log(`[test]   ${r.ok ? 'ok  ' : 'FAIL'} ${r.name}: ${r.how} in ${r.s} s`);
-process.exit(results.every((r) => r.ok) ? 0 : interrupted ? 130 : 1);
+// exitCode, not exit(): held output written to a pipe must drain first.
+process.exitCode = results.every((r) => r.ok) ? 0 : interrupted ? 130 : 1;
