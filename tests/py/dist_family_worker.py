@@ -1,6 +1,10 @@
 """One rank of the DiMOO and Bagel data-parallel checks (run by torchrun from test_dist_families.py).
 
-    torchrun --nproc-per-node N tests/py/dist_family_worker.py FAMILY MODE MODEL_DIR DATA OUT [CKPT]
+    torchrun --nproc-per-node N tests/py/dist_family_worker.py FAMILY[,FAMILY...] MODE MODEL_DIR[,...] DATA OUT [CKPT[,...]]
+
+Several families (with their model dirs and checkpoints, comma-separated in the same order) run one
+after another in the same ranks: one torch import per rank instead of one per family; each family
+loads its own policy and seeds itself.
 
 FAMILY ``dimoo``: PairGRPO updates as ``dist_worker.py`` runs them for Janus (the step's batch in two
 fixed parts, part p rolled out with seed SEED + 10 * step + p by rank p % world), behaviour log-probs
@@ -67,8 +71,18 @@ def bagel_step(policy, w, step: int, data: str) -> dict:
     return {f"m{step}": {k: torch.tensor(float(v)) for k, v in m.items() if k in ("loss", "grad_norm", "ce/sft_loss", "mse/sft_loss")}}
 
 
-def main(family: str, mode: str, model_dir: str, data: str, out: str, ckpt: str | None = None) -> None:
+def main(families: str, mode: str, model_dirs: str, data: str, out: str, ckpts: str | None = None) -> None:
     w = dist.init_world(int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"]), int(os.environ["LOCAL_RANK"]))
+    fams, dirs = families.split(","), model_dirs.split(",")
+    cks = ckpts.split(",") if ckpts else [None] * len(fams)
+    assert len(dirs) == len(fams) == len(cks), (families, model_dirs, ckpts)
+    for family, model_dir, ckpt in zip(fams, dirs, cks):
+        run_family(w, family, mode, model_dir, data, out, ckpt)
+        dist.barrier()
+    dist.exit_process(0)
+
+
+def run_family(w, family: str, mode: str, model_dir: str, data: str, out: str, ckpt: str | None) -> None:
     torch.manual_seed(0)
     if family == "dimoo":
         spec = LoadSpec(path=model_dir, device="auto")
@@ -105,8 +119,6 @@ def main(family: str, mode: str, model_dir: str, data: str, out: str, ckpt: str 
     res["extra"] = {k: full(v) for k, v in policy.adapter.extra_state().items()}
     res["sharded"] = dist.is_sharded(next(policy.adapter.model.parameters()))
     torch.save(res, os.path.join(out, f"{family}-{mode}-world{w.size}-rank{w.rank}.pt"))
-    dist.barrier()
-    dist.exit_process(0)
 
 
 if __name__ == "__main__":

@@ -6,9 +6,11 @@ out both parts and updates over both; at world 2 rank r rolls out part r under F
 gradients are synchronised by torch.distributed. Rank r writes what it saw to OUT/<mode>-world<N>-rank<r>.pt;
 the test compares worlds.
 
-    torchrun --nproc-per-node N tests/py/dist_worker.py MODE MODEL_DIR IMAGE OUT [CKPT]
+    torchrun --nproc-per-node N tests/py/dist_worker.py MODE[+MODE...] MODEL_DIR IMAGE OUT [CKPT]
 
-MODE:
+Several modes joined by ``+`` run one after another in the same ranks (one torch import per rank
+instead of one per mode; each mode loads its own policy and seeds itself, and the first one runs as
+in a fresh process). MODE:
 - ``parity``: 3 PairGRPO updates; the rollouts seen and the full parameters after them.
 - ``save``: 2 updates, then ``save_policy(CKPT)`` and ``export_policy(CKPT-hf)``, then the 3rd update.
 - ``resume``: ``load_policy(resume_dir=CKPT)`` (any world size), then the 3rd update.
@@ -85,8 +87,15 @@ def run_step(policy, w, step: int, items, loss: LossCfg) -> dict:
     return seen
 
 
-def main(mode: str, model_dir: str, image: str, out: str, ckpt: str | None = None) -> None:
+def main(modes: str, model_dir: str, image: str, out: str, ckpt: str | None = None) -> None:
     w = dist.init_world(int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"]), int(os.environ["LOCAL_RANK"]))
+    for mode in modes.split("+"):
+        run_mode(w, mode, model_dir, image, out, ckpt)
+        dist.barrier()
+    dist.exit_process(0)
+
+
+def run_mode(w, mode: str, model_dir: str, image: str, out: str, ckpt: str | None) -> None:
     torch.manual_seed(0)
     und_items = [[UndItem(image, "what shape? A"), UndItem(image, "what colour? B")],
                  [UndItem(image, "how many? C"), UndItem(image, "where? D")]]
@@ -124,8 +133,6 @@ def main(mode: str, model_dir: str, image: str, out: str, ckpt: str | None = Non
     res["params"] = {n: full(p) for n, p in policy.adapter.model.named_parameters()}
     res["sharded"] = hasattr(next(policy.adapter.model.parameters()), "full_tensor")
     torch.save(res, os.path.join(out, f"{mode}-world{w.size}-rank{w.rank}.pt"))
-    dist.barrier()
-    dist.exit_process(0)
 
 
 if __name__ == "__main__":

@@ -51,14 +51,25 @@ def inputs(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def worlds(inputs, tmp_path_factory):
+def runs(inputs, tmp_path_factory):
+    """parity, save (to RUNS/world<N>/ck) and refkl at world 1 and at world 2: one torchrun per world
+    size, its ranks run the three modes in turn (each rank process imports torch once, not three times)."""
     model, img = inputs
-    out = tmp_path_factory.mktemp("out")
-    worker = str(HERE / "dist_worker.py")
-    torchrun(1, out, worker, "parity", model, img, str(out))
-    torchrun(2, out, worker, "parity", model, img, str(out))
-    load = lambda name: torch.load(out / name, weights_only=False)  # noqa: E731
-    return load("parity-world1-rank0.pt"), load("parity-world2-rank0.pt"), load("parity-world2-rank1.pt")
+    root = tmp_path_factory.mktemp("runs")
+    for n in (1, 2):
+        out = root / f"world{n}"
+        out.mkdir()
+        torchrun(n, out, str(HERE / "dist_worker.py"), "parity+save+refkl", model, img, str(out), str(out / "ck"))
+    return root
+
+
+def _load(runs: Path, mode: str, world: int, rank: int) -> dict:
+    return torch.load(runs / f"world{world}" / f"{mode}-world{world}-rank{rank}.pt", weights_only=False)
+
+
+@pytest.fixture(scope="module")
+def worlds(runs):
+    return _load(runs, "parity", 1, 0), _load(runs, "parity", 2, 0), _load(runs, "parity", 2, 1)
 
 
 def test_two_ranks_fsdp2_equal_one_rank_after_three_updates(worlds):
@@ -145,7 +156,7 @@ def test_two_torchrun_agents_form_one_world_over_c10d_and_train_the_same(inputs,
 
 
 @pytest.fixture(scope="module")
-def checkpoints(inputs, tmp_path_factory):
+def checkpoints(inputs, runs, tmp_path_factory):
     """Saved after 2 updates at world S (then the 3rd update, uninterrupted), resumed at world R for
     the 3rd update: (S, R) in (2, 1), (2, 2), (1, 2)."""
     model, img = inputs
@@ -155,9 +166,8 @@ def checkpoints(inputs, tmp_path_factory):
     for saved in (2, 1):
         out = root / f"saved{saved}"
         out.mkdir()
-        ck = str(out / "ck")
-        torchrun(saved, out, worker, "save", model, img, str(out), ck)
-        got[saved] = {"ck": ck, "ranks": [torch.load(out / f"save-world{saved}-rank{r}.pt", weights_only=False) for r in range(saved)]}
+        ck = str(runs / f"world{saved}" / "ck")
+        got[saved] = {"ck": ck, "ranks": [_load(runs, "save", saved, r) for r in range(saved)]}
         for resumed in ((1, 2) if saved == 2 else (2,)):
             rout = out / f"resumed{resumed}"
             rout.mkdir()
@@ -271,15 +281,11 @@ def test_corrupt_or_missing_checkpoint_is_a_typed_error_naming_what_is_wrong(che
 # -- the reference-KL path with uneven parts ---------------------------------------------------
 
 
-def test_reference_kl_with_uneven_parts_two_ranks_equal_one_rank(inputs, tmp_path):
+def test_reference_kl_with_uneven_parts_two_ranks_equal_one_rank(runs):
     """beta > 0: every rank computes reference log-probs for its own parts. Part 0 holds twice the
     trajectories of part 1, so the ranks' micro-batch counts differ; the reference and update passes
     are padded to the busiest rank's count, the run finishes, and it equals one process."""
-    model, img = inputs
-    worker = str(HERE / "dist_worker.py")
-    torchrun(1, tmp_path, worker, "refkl", model, img, str(tmp_path))
-    torchrun(2, tmp_path, worker, "refkl", model, img, str(tmp_path))
-    one, r0, r1 = (torch.load(tmp_path / f"refkl-world{n}-rank{r}.pt", weights_only=False) for n, r in ((1, 0), (2, 0), (2, 1)))
+    one, r0, r1 = (_load(runs, "refkl", n, r) for n, r in ((1, 0), (2, 0), (2, 1)))
     assert r0["sharded"] and not one["sharded"]
     assert r0["seen"]["s0p0"]["und_ids"].shape[0] == 2 * r1["seen"]["s0p1"]["und_ids"].shape[0]  # uneven parts
     assert _worst(one["params"], r0["params"]) <= 1e-5

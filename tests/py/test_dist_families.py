@@ -41,19 +41,20 @@ def _load(out: Path, family: str, mode: str, world: int) -> list[dict]:
 @pytest.fixture(scope="module")
 def runs(models, tmp_path_factory):
     """Per family: 2 steps, a checkpoint, the 3rd step (uninterrupted) at 2 ranks and at 1 rank; each
-    checkpoint resumed at the other world size for the 3rd step."""
+    checkpoint resumed at the other world size for the 3rd step. One torchrun per (mode, world size):
+    its ranks run the three families in turn (each rank process imports torch once, not three times)."""
     got = {}
-    for fam in FAMILIES:
-        model = models["dimoo" if fam == "dimoo" else "bagel"]
-        out = tmp_path_factory.mktemp(fam)
-        for saved, resumed in ((2, 1), (1, 2)):
-            sdir = out / f"saved{saved}"
-            sdir.mkdir()
-            ck = str(sdir / "ck")
-            torchrun(saved, sdir, WORKER, fam, "save", model, models["data"], str(sdir), ck)
-            rdir = sdir / f"resumed{resumed}"
-            rdir.mkdir()
-            torchrun(resumed, rdir, WORKER, fam, "resume", model, models["data"], str(rdir), ck)
+    root = tmp_path_factory.mktemp("families")
+    dirs = ",".join(models["dimoo" if fam == "dimoo" else "bagel"] for fam in FAMILIES)
+    for saved, resumed in ((2, 1), (1, 2)):
+        sdir = root / f"saved{saved}"
+        sdir.mkdir()
+        cks = [str(sdir / f"{fam}-ck") for fam in FAMILIES]
+        torchrun(saved, sdir, WORKER, ",".join(FAMILIES), "save", dirs, models["data"], str(sdir), ",".join(cks))
+        rdir = sdir / f"resumed{resumed}"
+        rdir.mkdir()
+        torchrun(resumed, rdir, WORKER, ",".join(FAMILIES), "resume", dirs, models["data"], str(rdir), ",".join(cks))
+        for fam, ck in zip(FAMILIES, cks):
             got[(fam, "save", saved)] = _load(sdir, fam, "save", saved)
             got[(fam, "resume", saved, resumed)] = _load(rdir, fam, "resume", resumed)
             got[(fam, "ck", saved)] = ck

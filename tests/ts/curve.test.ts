@@ -12,6 +12,7 @@ import { run as keysCli } from '../../src/cli/commands/keys.js';
 import { ConfigError, RanksMissingError } from '../../src/errors.js';
 import { type AuthEvent, readKeyPair, resolvePython, Sidecar, writeKeyPair } from '../../src/sidecar/index.js';
 import { z85 } from '../../src/sidecar/curve.js';
+import { IMPORT_LOG, untilImported } from './_rank-ready.js';
 
 let dir: string;
 const children: ChildProcess[] = [];
@@ -27,25 +28,14 @@ afterAll(() => {
 });
 
 const port = () => 20000 + Math.floor(Math.random() * 20000);
-/**
- * Starts a rank and resolves once it has imported torch and is connecting: on a busy machine the
- * import alone can take a minute, so the controllers' attach limits below count from here, not from
- * the spawn (the rank waits for the controller's welcome for minutes).
- */
-function rank(endpoint: string, curve: string[]): Promise<void> {
-  const c = spawn(resolvePython(), ['-m', 'pairuni_sidecar', '--connect', endpoint, '--wait-controller', '300', ...curve], {
+/** Starts a real rank connecting to `endpoint`; resolves once it is ready to connect (`untilImported`). */
+async function rank(endpoint: string, curve: string[]): Promise<void> {
+  const c = spawn(resolvePython(), [...IMPORT_LOG, '-m', 'pairuni_sidecar', '--connect', endpoint, '--wait-controller', '300', ...curve], {
     env: { ...process.env, PYTHONPATH: join(process.cwd(), 'python_sidecar') } as Record<string, string>,
     stdio: ['ignore', 'ignore', 'pipe'],
   });
   children.push(c);
-  return new Promise((resolve, reject) => {
-    let err = '';
-    c.stderr!.on('data', (b: Buffer) => {
-      err += b.toString();
-      if (/ starting \(torch /.test(err)) resolve();
-    });
-    c.on('exit', (code) => reject(new Error(`rank for ${endpoint} exited (${code}) before starting:\n${err}`)));
-  });
+  await untilImported(c, `the rank for ${endpoint}`);
 }
 const curveArgs = (who: string) => ['--curve-key', join(dir, `${who}.key`), '--curve-server', join(dir, 'controller.pub')];
 
@@ -83,9 +73,8 @@ describe('CURVE + ZAP allow-list over loopback', () => {
     const [good, stranger, plain] = [port(), port(), port()].map((p) => `tcp://127.0.0.1:${p}`);
     const ev = { good: [] as AuthEvent[], stranger: [] as AuthEvent[], plain: [] as AuthEvent[] };
     await Promise.all([rank(good, curveArgs('good')), rank(stranger, curveArgs('stranger')), rank(plain, [])]);
-    // The ranks are up and retrying their connections: an allow-listed one is in within seconds even on
-    // a busy machine; the refused ones are given as long to show that they never get in.
-    const attaching = [attach(good, ev.good, 60_000), attach(stranger, ev.stranger, 20_000), attach(plain, ev.plain, 20_000)];
+    // The ranks are up and reconnect every 100 ms: 20 s to be refused is far more than a handshake needs.
+    const attaching = [attach(good, ev.good, 40_000), attach(stranger, ev.stranger, 20_000), attach(plain, ev.plain, 20_000)];
     const [ok, unknown, plaintext] = await Promise.allSettled(attaching);
 
     expect(ok.status).toBe('fulfilled');

@@ -12,6 +12,7 @@ import { BadRequestError, RanksMissingError } from '../../src/errors.js';
 import { resolvePython, Sidecar, type RankInfo } from '../../src/sidecar/index.js';
 import { writeTinyPairUG } from '../../src/train/fixtures.js';
 import { checkParts, mergeUpdateMetrics, partOf, partSeed, rankParts } from '../../src/train/parts.js';
+import { IMPORT_LOG, untilImported } from './_rank-ready.js';
 import { parseTrainConfig, readMetrics, train, type StepMetrics } from '../../src/train/index.js';
 import type { UpdateMetrics } from '../../src/contract/ops.js';
 
@@ -93,18 +94,19 @@ describe('two ranks started by torchrun', () => {
 
 it('names the rank that never arrives (typed timeout)', async () => {
   const port = 20000 + Math.floor(Math.random() * 20000);
-  // The limit must outlast rank 0's start (torch imports: a minute on busy shared cores), or rank 0 is missing too.
-  const attached = Sidecar.attach({ endpoint: `tcp://127.0.0.1:${port}`, world: 2, timeoutMs: 60_000, plaintext: true });
   // rank 0 of a world of 2 connects; rank 1 never starts
-  const child = spawn(resolvePython(), ['-m', 'pairuni_sidecar', '--connect', `tcp://127.0.0.1:${port}`, '--rank', '0', '--world', '2', '--wait-controller', '120'], {
+  const child = spawn(resolvePython(), [...IMPORT_LOG, '-m', 'pairuni_sidecar', '--connect', `tcp://127.0.0.1:${port}`, '--rank', '0', '--world', '2', '--wait-controller', '300'], {
     env: { ...env(), MASTER_ADDR: '127.0.0.1', MASTER_PORT: String(port + 2), RANK: '0', WORLD_SIZE: '2', LOCAL_RANK: '0' },
-    stdio: 'ignore',
+    stdio: ['ignore', 'ignore', 'pipe'],
   });
   try {
-    const e = await attached.then(() => undefined, (x: unknown) => x);
+    // Rank 0 has imported torch (a minute on busy cores) before the attach's clock starts: the limit
+    // covers its hello only (milliseconds), so rank 0 is never reported missing with rank 1.
+    await untilImported(child, 'rank 0');
+    const e = await Sidecar.attach({ endpoint: `tcp://127.0.0.1:${port}`, world: 2, timeoutMs: 20_000, plaintext: true }).then(() => undefined, (x: unknown) => x);
     expect(e).toBeInstanceOf(RanksMissingError);
     expect((e as RanksMissingError).missing).toEqual([1]);
-    expect((e as Error).message).toMatch(/rank 1 of a world of 2 did not say hello within 60000 ms/);
+    expect((e as Error).message).toMatch(/rank 1 of a world of 2 did not say hello within 20000 ms/);
   } finally {
     child.kill('SIGKILL');
   }

@@ -1,7 +1,7 @@
 import { spawn } from 'node:child_process';
 import { createServer } from 'node:net';
 import { existsSync, readFileSync } from 'node:fs';
-import { dirname } from 'node:path';
+import { dirname, join } from 'node:path';
 import { tableFromArrays, Table, vectorFromArray, Field, Schema, Float32, Int32, List, Utf8, makeData, type FixedSizeList, RecordBatch, Struct } from 'apache-arrow';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Sidecar, Tensor, bf16ToF32, f32ToBf16, resolvePython } from '../../src/sidecar/index.js';
@@ -257,7 +257,11 @@ describe('rank loss', () => {
   it('detects a lost attached (tcp) rank by heartbeat', async () => {
     const [cp, dp] = [await freePort(), await freePort()];
     const attaching = Sidecar.attach({ endpoint: `tcp://127.0.0.1:${cp}`, dataEndpoint: `tcp://127.0.0.1:${dp}`, timeoutMs: 240_000, hbMs: 200, deadMs: 3000, plaintext: true });
-    const child = spawn(resolvePython(), ['-m', 'pairuni_sidecar', '--connect', `tcp://127.0.0.1:${cp}`, '--data', `tcp://127.0.0.1:${dp}`], { stdio: 'ignore' });
+    // This checkout's sidecar, as Sidecar.spawn runs it: not whatever copy the venv has installed.
+    const child = spawn(resolvePython(), ['-m', 'pairuni_sidecar', '--connect', `tcp://127.0.0.1:${cp}`, '--data', `tcp://127.0.0.1:${dp}`], {
+      env: { ...process.env, PYTHONPATH: join(process.cwd(), 'python_sidecar') },
+      stdio: 'ignore',
+    });
     const sc2 = await attaching;
     expect(sc2.ranks[0].pid).toBe(child.pid);
     expect((await sc2.call('echo', { tcp: 1 })).args).toEqual({ tcp: 1 });

@@ -95,29 +95,31 @@ describe('demo (quick)', () => {
     expect(JSON.parse(readFileSync(join(out, 'plan.json'), 'utf8'))).toMatchObject({ steps: 2, k: 4, world: { u_train: 96 } });
   });
 
-  it('interrupted during training, the same call resumes and ends with the uninterrupted numbers', async () => {
+  it('interrupted during training, the same call resumes; a second demo started beside it (each loading the machine for the other): both end with the uninterrupted numbers', async () => {
+    // One test, not two: the twin that loads the machine is also the check that concurrent demos agree,
+    // so the file runs three quick demos (and a resumed one) instead of four.
     expect(first).toBeDefined();
     const dir = join(scratch, 'interrupted');
-    const ac = new AbortController();
-    const err = await runDemo({ out: dir, quick: true, signal: ac.signal, log: () => {}, onStep: () => ac.abort() }).catch((e: unknown) => e);
-    expect(err).toBeInstanceOf(AbortedError);
-    expect(existsSync(join(dir, 'report.md'))).toBe(false);
-    const lines: string[] = [];
-    const res = await runDemo({ out: dir, quick: true, log: (l) => lines.push(l) });
-    expect(lines.join('\n')).toMatch(/already built/);
-    expect(lines.join('\n')).toMatch(/pretrained model already evaluated/);
-    expect({ ...res.before, grid: '' }).toEqual({ ...first!.before, grid: '' }); // the grid path names the out dir
-    for (const v of ['pairgrpo', 'random'] as const) {
-      expect(res.after[v][0].und_accuracy).toBe(first!.after[v][0].und_accuracy);
-      expect(res.after[v][0].gen_reward).toBe(first!.after[v][0].gen_reward);
-    }
-  }, 1_800_000);
-
-  it('two demos started at the same time (each loading the machine for the other) give the uninterrupted numbers', async () => {
-    expect(first).toBeDefined();
-    const runs = await Promise.all(['twin-a', 'twin-b'].map((d) => runDemo({ out: join(scratch, d), quick: true, log: () => {} })));
+    const twin = runDemo({ out: join(scratch, 'twin'), quick: true, log: () => {} });
+    const resumed = (async () => {
+      const ac = new AbortController();
+      const err = await runDemo({ out: dir, quick: true, signal: ac.signal, log: () => {}, onStep: () => ac.abort() }).catch((e: unknown) => e);
+      expect(err).toBeInstanceOf(AbortedError);
+      expect(existsSync(join(dir, 'report.md'))).toBe(false);
+      const lines: string[] = [];
+      const res = await runDemo({ out: dir, quick: true, log: (l) => lines.push(l) });
+      expect(lines.join('\n')).toMatch(/already built/);
+      expect(lines.join('\n')).toMatch(/pretrained model already evaluated/);
+      return res;
+    })();
+    // Both finish before any verdict: a failure must not leave a demo running into afterAll's cleanup.
+    const settled = await Promise.allSettled([resumed, twin]);
+    const runs = settled.map((r) => {
+      if (r.status === 'rejected') throw r.reason;
+      return r.value;
+    });
     for (const res of runs) {
-      expect({ ...res.before, grid: '' }).toEqual({ ...first!.before, grid: '' });
+      expect({ ...res.before, grid: '' }).toEqual({ ...first!.before, grid: '' }); // the grid path names the out dir
       for (const v of ['pairgrpo', 'random'] as const) expect(res.after[v][0]).toEqual({ ...first!.after[v][0], grid: res.after[v][0].grid });
     }
   }, 1_800_000);
