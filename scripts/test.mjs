@@ -1,6 +1,7 @@
 #!/usr/bin/env node
 /**
- * `npm test`: the type check, the link check, vitest and pytest, side by side. Most of each suite's
+ * `npm test`: the type check, the link check, the API reference check, the formatters' checks, vitest
+ * and pytest, side by side. Most of each suite's
  * time is one process waiting on another (a sidecar importing torch, a torchrun rendezvous), and pytest
  * runs one test at a time: run one after the other, they leave a core idle for much of the run.
  *
@@ -15,10 +16,23 @@ import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 const root = join(dirname(fileURLToPath(import.meta.url)), '..');
+// `ruff check` (mistakes: unused or undefined names) and `ruff format --check`, one process.
+const RUFF = [
+  'import subprocess, sys',
+  "c = subprocess.run([sys.executable, '-m', 'ruff', 'check', '.']).returncode",
+  "f = subprocess.run([sys.executable, '-m', 'ruff', 'format', '--check', '.']).returncode",
+  'sys.exit(c or f)',
+].join('\n');
 const bin = (name) => join(root, 'node_modules', '.bin', name);
+// The sidecar venv's interpreter, as scripts/pytest.mjs finds it (ruff is pinned in requirements.lock).
+const py = process.env.PAIRUNI_PYTHON ?? join(process.env.PAIRUNI_VENV ?? join(root, '.venv'), 'bin', 'python');
 const jobs = [
   { name: 'typecheck', cmd: bin('tsc'), args: ['-p', 'tsconfig.json', '--noEmit'] },
   { name: 'check-links', cmd: process.execPath, args: [join(root, 'scripts', 'check-links.mjs')] },
+  { name: 'api-docs', cmd: process.execPath, args: [join(root, 'scripts', 'api-docs.mjs'), '--check'] },
+  // One line width (120) for both languages: .prettierrc.json, ruff.toml. `npm run format` fixes both.
+  { name: 'prettier', cmd: bin('prettier'), args: ['--check', '--log-level', 'warn', '.'] },
+  { name: 'ruff', cmd: py, args: ['-c', RUFF] },
   { name: 'vitest (tests/ts)', cmd: bin('vitest'), args: ['run'] },
   { name: 'pytest (tests/py)', cmd: process.execPath, args: [join(root, 'scripts', 'pytest.mjs')] },
 ];

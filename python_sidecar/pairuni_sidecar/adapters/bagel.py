@@ -440,6 +440,17 @@ class BagelAdapter(PolicyAdapter):
             for k, v in _read_json(extra).items():
                 geo[k] = {**geo[k], **v} if isinstance(geo.get(k), dict) else v
         self.geometry = geo
+        # Position tables bound the image sides: a larger side would index past them mid-rollout.
+        for field, side, most, how in (
+            ("vae_image_size", o.vae_image_size, geo["max_latent_size"] * geo["ae"]["downsample"] * geo["latent_patch_size"],
+             f"max_latent_size {geo['max_latent_size']} latents per side x VAE downsample {geo['ae']['downsample']} x latent patch {geo['latent_patch_size']}"),
+            ("vit_image_size", o.vit_image_size, geo["vit_max_num_patch_per_side"] * geo["vit_patch_size"],
+             f"vit_max_num_patch_per_side {geo['vit_max_num_patch_per_side']} x patch {geo['vit_patch_size']}"),
+        ):
+            if side > most:
+                raise AdapterConfigError(
+                    f"bagel model.options.{field}={side} is beyond this model's largest image, {most} px ({how}); "
+                    f"set model.options.{field} to at most {most}", detail={"field": f"model.options.{field}"})
 
         # As Bagel's app.py / training load: MoT layers, qk-norm, untied head; the ViT drops its last
         # layer (vit_select_layer=-2, applied by the port) and has no RoPE.

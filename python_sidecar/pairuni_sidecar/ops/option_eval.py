@@ -45,7 +45,7 @@ def generation_reward(adapter, data: str, n_gen: int, *, samples: int, cfg_weigh
                       options: dict, grid: str | None = None, grid_n: int = 16) -> dict:
     """Mean graded / binary shapes reward of ``samples`` images per held-out prompt, overall and per
     category; ``grid``: the first sample of the first ``grid_n`` prompts as a PNG there."""
-    from ..rewards.shapes import ShapesScorer
+    from ..shapesworld.reward import ShapesScorer
     from ..shapesworld.evaluate import _per_category, heldout_items
 
     _, gen, _ = heldout_items(data, 0, n_gen, 1)

@@ -3,7 +3,7 @@
  * (evaluation/evaluate_images.py reads `<out>/<digits>/metadata.jsonl` and `samples/<digits>.png`),
  * resumed without redoing finished prompts, bad prompt lines named, a model that cannot generate refused.
  */
-import { mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { inflateSync } from 'node:zlib';
@@ -153,15 +153,49 @@ describe('GenEval layout from the tiny Janus', () => {
       expect(await writeGenEvalSamples(opts(out))).toMatchObject({ written: [], kept: [0, 1, 2], width: SIZE, height: SIZE });
     });
 
-    it('a model whose adapter cannot generate (Bagel today) is refused with a CapabilityError naming gen_rollout', async () => {
+    it('Bagel writes the same layout through its flow sampler (a tiny Bagel at its own image size)', async () => {
       const bagel = join(dir, 'tiny-bagel');
       await sc.models.tiny({ family: 'bagel', dir: bagel, seed: 0 });
       const out = join(dir, 'bagel-out');
-      const err = await writeGenEvalSamples({ ...opts(out), model: bagel, family: 'bagel' }).catch((e: unknown) => e);
-      expect(err).toBeInstanceOf(CapabilityError);
-      expect(err).toMatchObject({ capability: 'gen_rollout', capabilities: ['sft'] });
-      expect((err as Error).message).toMatch(/family bagel\) cannot generate images: its adapter declares \[sft\], without 'gen_rollout'/);
-      expect(() => statSync(out)).toThrow();
+      const small = { vae_image_size: 32, vit_image_size: 28 };
+      const r = await writeGenEvalSamples({ ...opts(out), model: bagel, family: 'bagel', modelOptions: small });
+      expect(r).toMatchObject({ written: [0, 1, 2], kept: [], width: 32, height: 32, family: 'bagel' });
+      for (const f of ['00000', '00001', '00002']) {
+        expect(readPng(join(out, f, 'samples', '00001.png'))).toEqual({ width: 32, height: 32, depth: 8, color: 2, raw: (32 * 3 + 1) * 32 });
+      }
+      // Bagel's default 512 px is beyond this tiny model's latent grid: refused by name before sampling.
+      const err = await writeGenEvalSamples({ ...opts(join(dir, 'bagel-512')), model: bagel, family: 'bagel', sidecar: sc }).catch((e: unknown) => e);
+      expect((err as Error).message).toMatch(/vae_image_size=512 is beyond this model's largest image, 128 px/);
+    });
+
+    it('a model whose adapter cannot generate is refused with a CapabilityError naming gen_rollout', async () => {
+      // Every built-in family generates now; a plug-in adapter that declares only `sft` stands in for one that cannot.
+      const plug = join(dir, 'plug');
+      mkdirSync(plug, { recursive: true });
+      writeFileSync(
+        join(plug, 'sft_only_adapter.py'),
+        [
+          'from pairuni_sidecar.adapters.janus import JanusAdapter',
+          '',
+          'class SftOnly(JanusAdapter):',
+          '    name = "sft_only"',
+          '    capabilities = frozenset({"sft"})',
+          '',
+          'PLUGINS = {"adapter": {"sft_only": "sft_only_adapter:SftOnly"}}',
+          '',
+        ].join('\n'),
+      );
+      const own = await Sidecar.spawn({ threads: 1, plugins: ['sft_only_adapter'], env: { PYTHONPATH: plug } });
+      try {
+        const out = join(dir, 'sft-only-out');
+        const err = await writeGenEvalSamples({ ...opts(out), family: 'sft_only', sidecar: own }).catch((e: unknown) => e);
+        expect(err).toBeInstanceOf(CapabilityError);
+        expect(err).toMatchObject({ capability: 'gen_rollout', capabilities: ['sft'] });
+        expect((err as Error).message).toMatch(/family sft_only\) cannot generate images: its adapter declares \[sft\], without 'gen_rollout'/);
+        expect(() => statSync(out)).toThrow();
+      } finally {
+        await own.close();
+      }
     });
   });
 });

@@ -1,0 +1,13 @@
+#!/usr/bin/env node
+// `npm run format`'s Python half: `ruff check --fix` and `ruff format` with the sidecar venv's ruff (pinned in
+// python_sidecar/requirements.lock), configured by ruff.toml.
+import { spawnSync } from 'node:child_process';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+const root = join(dirname(fileURLToPath(import.meta.url)), '..');
+const py = process.env.PAIRUNI_PYTHON ?? join(process.env.PAIRUNI_VENV ?? join(root, '.venv'), 'bin', 'python');
+for (const args of [['check', '--fix', '.'], ['format', '.']]) {
+  const r = spawnSync(py, ['-m', 'ruff', ...args], { cwd: root, stdio: 'inherit' });
+  if (r.status !== 0) process.exit(r.status ?? 1);
+}
