@@ -11,6 +11,7 @@ Reports the variance over seeds of the token ratio (mean over tokens) and of the
 Then each estimator under its own update (one_step at p = 0.15, trajectory; image log-prob with and
 without guidance): the spread over the batch of the log-ratio at inner iteration 2 (``iter2_*``).
 """
+
 from __future__ import annotations
 
 import copy
@@ -50,20 +51,31 @@ def main() -> None:
             p = os.path.join(tmp, f"{i}.png")
             Image.fromarray(render(it.objects)).save(p)
             paths.append(p)
-        und = a.und_rollout([UndItem(p, fmt.und_user_text(it.question, it.choices)) for p, it in zip(paths, items)], 2,
-                            UndSampling(seed=1, max_new_tokens=16, est_seeds=[0], options={"steps": 2}))
-        gen = a.gen_rollout([GenItem(it.prompt) for it in items], 2,
-                            GenSampling(seed=2, cfg_weight=3.0, est_seeds=[0], options={"steps": 35}))
+        und = a.und_rollout(
+            [UndItem(p, fmt.und_user_text(it.question, it.choices)) for p, it in zip(paths, items)],
+            2,
+            UndSampling(seed=1, max_new_tokens=16, est_seeds=[0], options={"steps": 2}),
+        )
+        gen = a.gen_rollout(
+            [GenItem(it.prompt) for it in items],
+            2,
+            GenSampling(seed=2, cfg_weight=3.0, est_seeds=[0], options={"steps": 35}),
+        )
         old = copy.deepcopy(a.model.state_dict())
         pol = Policy(a, OptimCfg(lr=lr))
         adv = torch.tensor([1.0, -1.0] * 8)
-        pol.update([SideInput(und, adv), SideInput(gen, adv)],
-                   LossCfg(eps_low=0.2, eps_high=0.2, beta=0.0, agg="seq_mean", norm="side"), est_seed=0)
+        pol.update(
+            [SideInput(und, adv), SideInput(gen, adv)],
+            LossCfg(eps_low=0.2, eps_high=0.2, beta=0.0, agg="seq_mean", norm="side"),
+            est_seed=0,
+        )
         new = copy.deepcopy(a.model.state_dict())
 
         def logps(batch, state):
             a.model.load_state_dict(state)
-            return [a.token_logprobs(batch, torch.arange(batch.size), est_seed=j, grad=False)[0] for j in range(seeds + 1)]
+            return [
+                a.token_logprobs(batch, torch.arange(batch.size), est_seed=j, grad=False)[0] for j in range(seeds + 1)
+            ]
 
         res = {}
         cases = [("und", und, None)] + [("gen_" + k, gen, w) for k, w in (("cfg", 3.0), ("cond", 1.0))]
@@ -101,7 +113,9 @@ def main() -> None:
                 a.model.load_state_dict(old)
                 Policy(a, OptimCfg(lr=lr)).update(
                     [SideInput(und, adv), SideInput(gen, adv)],
-                    LossCfg(eps_low=0.2, eps_high=0.2, beta=0.0, agg="seq_mean", norm="side"), est_seed=0)
+                    LossCfg(eps_low=0.2, eps_high=0.2, beta=0.0, agg="seq_mean", norm="side"),
+                    est_seed=0,
+                )
                 upd = copy.deepcopy(a.model.state_dict())
                 for name, batch in (("und", und), (f"gen_{w_name}", gen)):
                     if name == "und" and w_name == "cond":

@@ -8,6 +8,7 @@ algorithm with scikit-learn + numpy (the paper's tooling).
        aligned items → numpy brute-force top-n (chunked GEMM + argpartition) → greedy in G order.
 Prints one JSON line with phase times, inertia, counts and peak RSS.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -82,17 +83,21 @@ def run(a) -> None:
     t["retrieval"] = time.perf_counter() - t2
     t["total"] = time.perf_counter() - t0
     sizes = np.bincount(labels, minlength=a.k)
-    print(json.dumps({
-        "times_s": t,
-        "inertia": float(km.inertia_),
-        "steps": int(km.n_steps_),
-        "aligned": int(len(medoids)),
-        "non_empty": int((sizes > 0).sum()),
-        "largest": int(sizes.max()),
-        "singletons": int((sizes == 1).sum()),
-        "retrieved": int(pairs),
-        "peak_rss": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
-    }))
+    print(
+        json.dumps(
+            {
+                "times_s": t,
+                "inertia": float(km.inertia_),
+                "steps": int(km.n_steps_),
+                "aligned": int(len(medoids)),
+                "non_empty": int((sizes > 0).sum()),
+                "largest": int(sizes.max()),
+                "singletons": int((sizes == 1).sum()),
+                "retrieved": int(pairs),
+                "peak_rss": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
+            }
+        )
+    )
 
 
 def main() -> None:

@@ -19,6 +19,7 @@ measures a second one, and writes per rank:
   (MALLOC_MMAP_THRESHOLD_ is set by bench/plan.ts), so RSS follows the live tensors;
 - the plan (precision fp32: the CPU discipline) for the same ranks, micro-batch and sequence lengths.
 """
+
 from __future__ import annotations
 
 import json
@@ -67,7 +68,9 @@ def measure(policy, run) -> dict:
     opt_step = policy.optimizer.step
 
     def counting_step(*a, **kw):  # the gradients as the optimizer sees them, before they are zeroed
-        grads["bytes"] = sum(local_bytes(p.grad) for g in policy.optimizer.param_groups for p in g["params"] if p.grad is not None)
+        grads["bytes"] = sum(
+            local_bytes(p.grad) for g in policy.optimizer.param_groups for p in g["params"] if p.grad is not None
+        )
         return opt_step(*a, **kw)
 
     policy.optimizer.step = counting_step
@@ -84,8 +87,16 @@ def measure(policy, run) -> dict:
 
 def write(out: str, w, measured: dict, req: PlanRequest, **extra) -> None:
     p = plan(req)
-    rec = {"rank": w.rank, "world": w.size, "measured": measured, "plan": p["bytes"], "plan_this_rank": state_bytes(req, w.rank),
-           "counts": p["counts"], "image_tokens": p["image_tokens"], **extra}
+    rec = {
+        "rank": w.rank,
+        "world": w.size,
+        "measured": measured,
+        "plan": p["bytes"],
+        "plan_this_rank": state_bytes(req, w.rank),
+        "counts": p["counts"],
+        "image_tokens": p["image_tokens"],
+        **extra,
+    }
     with open(f"{out}.rank{w.rank}", "w") as f:
         json.dump(rec, f)
     dist.barrier()
@@ -102,16 +113,25 @@ def bagel_examples(model_dir: str) -> list[SFTExample]:
     ex = []
     for i in range(4):
         img = os.path.join(model_dir, f"bench{i % 2}.png")
-        ex += [SFTExample("und", img, f"what colour is square {i}? A. red B. blue", "AB"[i % 2] + " it is" * (1 + i % 2)),
-               SFTExample("gen", img, f"a {'red' if i % 2 == 0 else 'blue'} square number {i} on grey")]
+        ex += [
+            SFTExample("und", img, f"what colour is square {i}? A. red B. blue", "AB"[i % 2] + " it is" * (1 + i % 2)),
+            SFTExample("gen", img, f"a {'red' if i % 2 == 0 else 'blue'} square number {i} on grey"),
+        ]
     return ex
 
 
 def bagel_step(model_dir: str, out: str, checkpointing: bool) -> None:
     w = dist.init_world(int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"]), int(os.environ["LOCAL_RANK"]))
     torch.manual_seed(0)
-    spec = LoadSpec(adapter="bagel", path=model_dir, device="cpu", autocast="off", train_modules=["language_model"],
-                    gradient_checkpointing=checkpointing, options={"vae_image_size": BAGEL_VAE_PX, "vit_image_size": BAGEL_VIT_PX})
+    spec = LoadSpec(
+        adapter="bagel",
+        path=model_dir,
+        device="cpu",
+        autocast="off",
+        train_modules=["language_model"],
+        gradient_checkpointing=checkpointing,
+        options={"vae_image_size": BAGEL_VAE_PX, "vit_image_size": BAGEL_VIT_PX},
+    )
     policy = load_policy("bagel", spec, OptimCfg(lr=1e-3))
     adapter = policy.adapter
     examples = bagel_examples(model_dir)
@@ -124,9 +144,18 @@ def bagel_step(model_dir: str, out: str, checkpointing: bool) -> None:
     policy.sft_step(examples, seed=0)
     measured = measure(policy, lambda: policy.sft_step(examples, seed=1))
     per_rank = -(-len(pairs) // w.size)  # pairs each rank runs, their graphs alive until the one backward
-    req = PlanRequest(family="bagel", model_dir=model_dir, ranks=w.size, precision="fp32", mode="sft", micro_batch=per_rank,
-                      text_tokens=text_tokens, image_tokens=len(pk.vae_token_indexes), checkpointing=checkpointing,
-                      train_modules=["language_model"])
+    req = PlanRequest(
+        family="bagel",
+        model_dir=model_dir,
+        ranks=w.size,
+        precision="fp32",
+        mode="sft",
+        micro_batch=per_rank,
+        text_tokens=text_tokens,
+        image_tokens=len(pk.vae_token_indexes),
+        checkpointing=checkpointing,
+        train_modules=["language_model"],
+    )
     write(out, w, measured, req, text_tokens=text_tokens, packed_length=pk.length, vit_tokens=len(pk.vit_token_indexes))
 
 
@@ -135,20 +164,30 @@ def step(family: str, model_dir: str, out: str, micro_batch: int, checkpointing:
         return bagel_step(model_dir, out, checkpointing)
     w = dist.init_world(int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"]), int(os.environ["LOCAL_RANK"]))
     torch.manual_seed(0)
-    spec = LoadSpec(path=model_dir, device="cpu", train_modules=["language_model"], gradient_checkpointing=checkpointing)
+    spec = LoadSpec(
+        path=model_dir, device="cpu", train_modules=["language_model"], gradient_checkpointing=checkpointing
+    )
     policy = load_policy(family, spec, OptimCfg(lr=1e-3, micro_batch=micro_batch))
     adapter = policy.adapter
     image = os.path.join(model_dir, "bench.png")
     seeds = [0, 1]  # the estimator seeds of the two updates (DiMOO records old log-probs under each)
     with adapter.gathered():
-        ub = adapter.und_rollout([UndItem(image, q) for q in QUESTIONS], K,
-                                 UndSampling(max_new_tokens=ANSWER_TOKENS, seed=1 + w.rank, est_seeds=seeds))
+        ub = adapter.und_rollout(
+            [UndItem(image, q) for q in QUESTIONS],
+            K,
+            UndSampling(max_new_tokens=ANSWER_TOKENS, seed=1 + w.rank, est_seeds=seeds),
+        )
         gb = adapter.gen_rollout(PROMPTS, K, GenSampling(cfg_weight=2.0, seed=1 + w.rank, est_seeds=seeds))
-    sides = [SideInput(ub, torch.tensor([1.0, -1.0] * len(QUESTIONS))), SideInput(gb, torch.tensor([1.0, -1.0] * len(PROMPTS)))]
+    sides = [
+        SideInput(ub, torch.tensor([1.0, -1.0] * len(QUESTIONS))),
+        SideInput(gb, torch.tensor([1.0, -1.0] * len(PROMPTS))),
+    ]
     if family == "janus":
         # text tokens of the longest sequence: a generation prompt, or a question (less its image tokens) + answer
-        text_tokens = max(max(len(adapter.gen_prompt_ids(p.prompt)) for p in PROMPTS),
-                          max(len(adapter.und_prompt_ids(q)) for q in QUESTIONS) - adapter.num_image_tokens + ANSWER_TOKENS)
+        text_tokens = max(
+            max(len(adapter.gen_prompt_ids(p.prompt)) for p in PROMPTS),
+            max(len(adapter.und_prompt_ids(q)) for q in QUESTIONS) - adapter.num_image_tokens + ANSWER_TOKENS,
+        )
     else:
         # DiMOO: the rolled-out sequences (image codes + text) as the update re-reads them
         text_tokens = max(b.extra["ids"].shape[1] for b in (ub, gb)) - adapter.codec.h * adapter.codec.w
@@ -156,8 +195,16 @@ def step(family: str, model_dir: str, out: str, micro_batch: int, checkpointing:
     policy.update(sides, loss, est_seed=0)
 
     measured = measure(policy, lambda: policy.update(sides, loss, est_seed=1))
-    req = PlanRequest(family=family, model_dir=model_dir, ranks=w.size, precision="fp32", micro_batch=micro_batch,
-                      text_tokens=text_tokens, checkpointing=checkpointing, k=K)
+    req = PlanRequest(
+        family=family,
+        model_dir=model_dir,
+        ranks=w.size,
+        precision="fp32",
+        micro_batch=micro_batch,
+        text_tokens=text_tokens,
+        checkpointing=checkpointing,
+        k=K,
+    )
     write(out, w, measured, req, text_tokens=text_tokens)
 
 

@@ -1,5 +1,6 @@
 """Bench-only op for bench/reward.ts: enlarges a generation rollout's images in place (nearest
 neighbour), so the tiny model's step carries images of a real model's size into its rewards."""
+
 from __future__ import annotations
 
 from pairuni_sidecar.errors import BadRequest

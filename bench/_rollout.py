@@ -5,6 +5,7 @@ machine slows both alike. Prints one JSON line of figures.
     python bench/_rollout.py OUT_DIR [--rounds 5] [--prompts 4] [--k 4] [--cfg 5] [--image-size 64]
                              [--patch 4] [--und-tokens 64] [--threads 1]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -37,8 +38,10 @@ def main() -> int:
     model = build_tiny_janus(f"{a.out_dir}/tiny", seed=0, image_size=a.image_size, patch_size=a.patch)
     img = f"{a.out_dir}/q.png"
     Image.fromarray(np.random.default_rng(0).integers(0, 255, (48, 48, 3), dtype=np.uint8)).save(img)
-    paths = {name: load_adapter("janus", LoadSpec(path=model, device="cpu", options={"rollout_engine": name}))
-             for name in ("static", "reference")}
+    paths = {
+        name: load_adapter("janus", LoadSpec(path=model, device="cpu", options={"rollout_engine": name}))
+        for name in ("static", "reference")
+    }
     gen_items = [GenItem("a red circle " * (1 + i % 3)) for i in range(a.prompts)]  # ragged prompt lengths
     und_items = [UndItem(img, "What is it? " * (1 + i % 3)) for i in range(a.prompts)]
     times: dict[str, dict[str, list[float]]] = {s: {n: [] for n in paths} for s in ("gen", "und")}
@@ -60,9 +63,16 @@ def main() -> int:
                 tokens["und"][name] = int(u.out_ids.numel())  # decoded positions, EOS padding included
         identical &= all(torch.equal(outs[s]["static"], outs[s]["reference"]) for s in outs)
 
-    res: dict = {"threads": a.threads, "rounds": a.rounds, "prompts": a.prompts, "k": a.k, "cfg": a.cfg,
-                 "image_tokens": paths["static"].num_image_tokens, "und_max_tokens": a.und_tokens,
-                 "identical_tokens": bool(identical)}
+    res: dict = {
+        "threads": a.threads,
+        "rounds": a.rounds,
+        "prompts": a.prompts,
+        "k": a.k,
+        "cfg": a.cfg,
+        "image_tokens": paths["static"].num_image_tokens,
+        "und_max_tokens": a.und_tokens,
+        "identical_tokens": bool(identical),
+    }
     for side in ("gen", "und"):
         for name in paths:
             med = statistics.median(times[side][name])

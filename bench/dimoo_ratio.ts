@@ -16,7 +16,14 @@ import { resolvePython } from '../src/sidecar/index.js';
 const here = dirname(fileURLToPath(import.meta.url));
 
 export async function main(argv: string[]): Promise<Record<string, unknown>> {
-  const { values } = parseArgs({ args: argv, options: { seeds: { type: 'string', default: '16' }, lr: { type: 'string', default: '1e-4' }, model: { type: 'string', default: DEMO_MODELS.dimoo } } });
+  const { values } = parseArgs({
+    args: argv,
+    options: {
+      seeds: { type: 'string', default: '16' },
+      lr: { type: 'string', default: '1e-4' },
+      model: { type: 'string', default: DEMO_MODELS.dimoo },
+    },
+  });
   const r = spawnSync(resolvePython(), [join(here, '_dimoo_ratio.py'), values.model!, values.seeds!, values.lr!], {
     encoding: 'utf8',
     env: { ...process.env, OMP_NUM_THREADS: '1', PYTHONPATH: join(here, '..', 'python_sidecar') },

@@ -47,7 +47,14 @@ function py(args: string[]): Promise<Record<string, unknown>> {
 const r3 = (x: number): number => Math.round(x * 1000) / 1000;
 
 /** Both retrieval readings on the same remaining sets, with random aligned removal (no clustering). */
-async function retrievalOnly(backend: PairingBackend, X: ReturnType<typeof matrix>, nU: number, nG: number, scale: number, seed: number) {
+async function retrievalOnly(
+  backend: PairingBackend,
+  X: ReturnType<typeof matrix>,
+  nU: number,
+  nG: number,
+  scale: number,
+  seed: number,
+) {
   l2NormalizeRows(X);
   const rng = new Rng(seed);
   const dropU = new Set(rng.sampleWithoutReplacement(nU, Math.round(1928 * scale)));
@@ -59,8 +66,21 @@ async function retrievalOnly(backend: PairingBackend, X: ReturnType<typeof matri
   for (const mode of ['literal', 'static'] as const) {
     console.error(`[bench pairing] ${mode} retrieval ...`);
     const t = performance.now();
-    const r = await retrieve(backend, X, xh, uRem, gRem, { retrieval: mode, topN: 10, threshold: 0.6, order: 'dataset', pairsPerG: 1, extra: 4 });
-    out[mode] = { pairs: r.pairs.length, unpaired_g: gRem.length - r.pairs.length, all_taken: r.allTaken, refills: r.refills, time_s: r3((performance.now() - t) / 1000) };
+    const r = await retrieve(backend, X, xh, uRem, gRem, {
+      retrieval: mode,
+      topN: 10,
+      threshold: 0.6,
+      order: 'dataset',
+      pairsPerG: 1,
+      extra: 4,
+    });
+    out[mode] = {
+      pairs: r.pairs.length,
+      unpaired_g: gRem.length - r.pairs.length,
+      all_taken: r.allTaken,
+      refills: r.refills,
+      time_s: r3((performance.now() - t) / 1000),
+    };
     console.error(`[bench pairing]   ${JSON.stringify(out[mode])}`);
   }
   await backend.free(xh);
@@ -94,14 +114,42 @@ export async function main(argv: string[]): Promise<Record<string, unknown>> {
   const file = join(dir, 'X.f32');
   try {
     console.error(`[bench pairing] generating U=${nU} G=${nG} d=${d} (topics ${topics}) ...`);
-    await py(['gen', '--out', file, '--nU', String(nU), '--nG', String(nG), '--d', String(d), '--topics', String(topics), '--noise', values.noise!, '--seed', String(seed)]);
+    await py([
+      'gen',
+      '--out',
+      file,
+      '--nU',
+      String(nU),
+      '--nG',
+      String(nG),
+      '--d',
+      String(d),
+      '--topics',
+      String(topics),
+      '--noise',
+      values.noise!,
+      '--seed',
+      String(seed),
+    ]);
     const buf = readFileSync(file);
     const X = matrix(nU + nG, d, new Float32Array(buf.buffer, buf.byteOffset, buf.byteLength / 4));
 
-    const backend: PairingBackend = values.backend === 'ts' ? new TsBackend() : await SidecarBackend.spawn({ device: 'cpu', spawn: { threads: 2 } });
+    const backend: PairingBackend =
+      values.backend === 'ts' ? new TsBackend() : await SidecarBackend.spawn({ device: 'cpu', spawn: { threads: 2 } });
     if (values['retrieval-only']) {
       try {
-        return { scale, nU, nG, d, topics, noise: Number(values.noise), topN: 10, delta: 0.6, aligned_removed: 'random, paper counts', retrieval: await retrievalOnly(backend, X, nU, nG, scale, seed) };
+        return {
+          scale,
+          nU,
+          nG,
+          d,
+          topics,
+          noise: Number(values.noise),
+          topN: 10,
+          delta: 0.6,
+          aligned_removed: 'random, paper counts',
+          retrieval: await retrievalOnly(backend, X, nU, nG, scale, seed),
+        };
       } finally {
         await backend.close();
       }
@@ -115,7 +163,8 @@ export async function main(argv: string[]): Promise<Record<string, unknown>> {
       {
         backend,
         onProgress: (phase, done, total) => {
-          if (!(phase in phases)) console.error(`[bench pairing]   ${phase} started at ${((performance.now() - t0) / 1000).toFixed(1)}s`);
+          if (!(phase in phases))
+            console.error(`[bench pairing]   ${phase} started at ${((performance.now() - t0) / 1000).toFixed(1)}s`);
           phases[phase] = done / total;
         },
       },
@@ -129,14 +178,32 @@ export async function main(argv: string[]): Promise<Record<string, unknown>> {
     const gRem = Int32Array.from({ length: nG }, (_, j) => nU + j).filter((i) => !inAligned.has(i));
     const xh = await backend.upload(res.features);
     const tS = performance.now();
-    const st = await retrieve(backend, res.features, xh, uRem, gRem, { retrieval: 'static', topN: 10, threshold: 0.6, order: 'dataset', pairsPerG: 1, extra: 4 });
+    const st = await retrieve(backend, res.features, xh, uRem, gRem, {
+      retrieval: 'static',
+      topN: 10,
+      threshold: 0.6,
+      order: 'dataset',
+      pairsPerG: 1,
+      extra: 4,
+    });
     const staticS = (performance.now() - tS) / 1000;
     await backend.free(xh);
     const retrieval = {
       queries: gRem.length,
       pool: uRem.length,
-      literal: { pairs: res.retrieved.length, unpaired_g: gRem.length - res.retrieved.length, all_taken: res.retrieval.allTaken, refills: res.retrieval.refills, time_s: r3(res.timingsMs.retrieval / 1000) },
-      static: { pairs: st.pairs.length, unpaired_g: gRem.length - st.pairs.length, all_taken: st.allTaken, time_s: r3(staticS) },
+      literal: {
+        pairs: res.retrieved.length,
+        unpaired_g: gRem.length - res.retrieved.length,
+        all_taken: res.retrieval.allTaken,
+        refills: res.retrieval.refills,
+        time_s: r3(res.timingsMs.retrieval / 1000),
+      },
+      static: {
+        pairs: st.pairs.length,
+        unpaired_g: gRem.length - st.pairs.length,
+        all_taken: st.allTaken,
+        time_s: r3(staticS),
+      },
     };
     console.error(`[bench pairing] retrieval: ${JSON.stringify(retrieval)}`);
     const sidecarRss = backend instanceof SidecarBackend ? await backend.peakRss() : 0;
@@ -169,14 +236,42 @@ export async function main(argv: string[]): Promise<Record<string, unknown>> {
       peak_rss_total_mb: Math.round((nodeRss + sidecarRss) / 2 ** 20),
     };
     console.error(`[bench pairing] SDK: ${JSON.stringify(ours)}`);
-    const figures: Record<string, unknown> = { scale, nU, nG, d, K, topics, noise: Number(values.noise), topN: 10, delta: 0.6, retrieval, ours };
+    const figures: Record<string, unknown> = {
+      scale,
+      nU,
+      nG,
+      d,
+      K,
+      topics,
+      noise: Number(values.noise),
+      topN: 10,
+      delta: 0.6,
+      retrieval,
+      ours,
+    };
     if (!values['no-ref']) {
       console.error('[bench pairing] scikit-learn + numpy reference ...');
-      const ref = await py(['run', '--x', file, '--nU', String(nU), '--nG', String(nG), '--d', String(d), '--k', String(K), '--seed', String(seed)]);
+      const ref = await py([
+        'run',
+        '--x',
+        file,
+        '--nU',
+        String(nU),
+        '--nG',
+        String(nG),
+        '--d',
+        String(d),
+        '--k',
+        String(K),
+        '--seed',
+        String(seed),
+      ]);
       const refTotal = (ref.times_s as Record<string, number>).total;
       figures.reference = { ...ref, peak_rss_mb: Math.round(Number(ref.peak_rss) / 2 ** 20) };
       figures.ratio_total = r3(totalS / refTotal);
-      figures.inertia_rel_diff = Number(((res.clusters.inertia - Number(ref.inertia)) / Number(ref.inertia)).toFixed(5));
+      figures.inertia_rel_diff = Number(
+        ((res.clusters.inertia - Number(ref.inertia)) / Number(ref.inertia)).toFixed(5),
+      );
     }
     return figures;
   } finally {

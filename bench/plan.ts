@@ -34,8 +34,17 @@ const here = dirname(fileURLToPath(import.meta.url));
 const STATE = ['parameters', 'gradients', 'optimizer'] as const;
 const FAMILIES = ['janus', 'dimoo', 'bagel'] as const;
 type Family = (typeof FAMILIES)[number];
-const FULL_WORLDS = [[1, 'off'], [2, 'off'], [1, 'on'], [2, 'on']] as const;
-const WORLDS: Record<Family, ReadonlyArray<readonly [number, 'on' | 'off']>> = { janus: FULL_WORLDS, dimoo: FULL_WORLDS, bagel: FULL_WORLDS };
+const FULL_WORLDS = [
+  [1, 'off'],
+  [2, 'off'],
+  [1, 'on'],
+  [2, 'on'],
+] as const;
+const WORLDS: Record<Family, ReadonlyArray<readonly [number, 'on' | 'off']>> = {
+  janus: FULL_WORLDS,
+  dimoo: FULL_WORLDS,
+  bagel: FULL_WORLDS,
+};
 
 interface RankRecord {
   rank: number;
@@ -65,22 +74,49 @@ export async function main(argv: string[]): Promise<Record<string, unknown>> {
   const sizes = String(values.sizes).split(',').map(Number);
   const dir = mkdtempSync(join(tmpdir(), 'pairuni-bench-plan-'));
   const py = resolvePython();
-  const env = { ...process.env, OMP_NUM_THREADS: '1', PYTHONPATH: sidecarSourceDir(), TMPDIR: dir, MALLOC_MMAP_THRESHOLD_: '65536' };
+  const env = {
+    ...process.env,
+    OMP_NUM_THREADS: '1',
+    PYTHONPATH: sidecarSourceDir(),
+    TMPDIR: dir,
+    MALLOC_MMAP_THRESHOLD_: '65536',
+  };
   const worker = join(here, '_plan_step.py');
   const rows: Array<Record<string, unknown>> = [];
   const worst: Record<string, number> = Object.fromEntries(families.map((f) => [f, 1]));
   const exact: Record<string, boolean> = Object.fromEntries(families.map((f) => [f, true]));
-  const runs = (families as Family[]).flatMap((family) => sizes.map((hidden) => ({ family, hidden, worlds: WORLDS[family] })));
+  const runs = (families as Family[]).flatMap((family) =>
+    sizes.map((hidden) => ({ family, hidden, worlds: WORLDS[family] })),
+  );
   try {
     for (const { family, hidden, worlds } of runs) {
       const model = join(dir, `${family}-${hidden}`);
-      execFileSync(py, [worker, 'build', family, model, String(hidden), String(values.layers)], { env, stdio: ['ignore', 'ignore', 'inherit'] });
+      execFileSync(py, [worker, 'build', family, model, String(hidden), String(values.layers)], {
+        env,
+        stdio: ['ignore', 'ignore', 'inherit'],
+      });
       for (const [ranks, ckpt] of worlds) {
         const out = join(dir, `out-${family}-${hidden}-${ranks}-${ckpt}`);
-        execFileSync(py, ['-m', 'torch.distributed.run', '--standalone', `--nproc-per-node=${ranks}`, worker, 'step', family, model, out, String(values['micro-batch']), ckpt], {
-          env,
-          stdio: ['ignore', 'ignore', 'ignore'],
-        });
+        execFileSync(
+          py,
+          [
+            '-m',
+            'torch.distributed.run',
+            '--standalone',
+            `--nproc-per-node=${ranks}`,
+            worker,
+            'step',
+            family,
+            model,
+            out,
+            String(values['micro-batch']),
+            ckpt,
+          ],
+          {
+            env,
+            stdio: ['ignore', 'ignore', 'ignore'],
+          },
+        );
         for (let r = 0; r < ranks; r++) {
           const rec = JSON.parse(readFileSync(`${out}.rank${r}`, 'utf8')) as RankRecord;
           const planned = rec.plan.gradients + rec.plan.activations + rec.plan.fsdp_buffers;
@@ -94,7 +130,15 @@ export async function main(argv: string[]): Promise<Record<string, unknown>> {
               STATE.map((k) => `${k} ${rec.measured[k]} / ${rec.plan_this_rank[k]}`).join(', ') +
               ` ${same ? 'EXACT' : 'DIFFER'}; step peak ${mib(rec.measured.step_peak_rss_delta)} MiB measured / ${mib(planned)} MiB planned = ${ratio.toFixed(3)}`,
           );
-          rows.push({ family, hidden, ranks, checkpointing: ckpt, rank: r, ...Object.fromEntries(STATE.map((k) => [k, [rec.measured[k], rec.plan_this_rank[k]]])), peak_ratio: Number(ratio.toFixed(4)) });
+          rows.push({
+            family,
+            hidden,
+            ranks,
+            checkpointing: ckpt,
+            rank: r,
+            ...Object.fromEntries(STATE.map((k) => [k, [rec.measured[k], rec.plan_this_rank[k]]])),
+            peak_ratio: Number(ratio.toFixed(4)),
+          });
         }
       }
     }
@@ -102,8 +146,14 @@ export async function main(argv: string[]): Promise<Record<string, unknown>> {
     rmSync(dir, { recursive: true, force: true });
   }
   return {
-    measure: 'RSS delta of the second update / SFT step (VmHWM after - RSS before), vs plan gradients + activations + fsdp_buffers',
+    measure:
+      'RSS delta of the second update / SFT step (VmHWM after - RSS before), vs plan gradients + activations + fsdp_buffers',
     rows,
-    ...Object.fromEntries(families.flatMap((f) => [[`${f}.exact`, exact[f]], [`${f}.worst_peak_ratio`, Number(worst[f].toFixed(4))]])),
+    ...Object.fromEntries(
+      families.flatMap((f) => [
+        [`${f}.exact`, exact[f]],
+        [`${f}.worst_peak_ratio`, Number(worst[f].toFixed(4))],
+      ]),
+    ),
   };
 }

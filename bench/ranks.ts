@@ -33,7 +33,9 @@ export async function main(argv: string[]): Promise<Record<string, unknown>> {
       threads: { type: 'string', default: '1' },
     },
   });
-  const [steps, warmup, pairsN, k, threads] = [values.steps, values.warmup, values.pairs, values.k, values.threads].map(Number);
+  const [steps, warmup, pairsN, k, threads] = [values.steps, values.warmup, values.pairs, values.k, values.threads].map(
+    Number,
+  );
   const dir = mkdtempSync(join(tmpdir(), 'pairuni-bench-ranks-'));
   try {
     const builder = await Sidecar.spawn({ threads, deadMs: 60_000 });
@@ -71,7 +73,11 @@ export async function main(argv: string[]): Promise<Record<string, unknown>> {
             undTokens += m['und/len_mean'] * pairsN * k;
           }
         }
-        return { stepS: median(times), bytesPerStepPerRank: bytes / steps / ranks, undTokensPerStep: undTokens / steps };
+        return {
+          stepS: median(times),
+          bytesPerStepPerRank: bytes / steps / ranks,
+          undTokensPerStep: undTokens / steps,
+        };
       } finally {
         await sc.close();
       }

@@ -20,7 +20,14 @@ import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { resolvePython, Sidecar } from '../src/sidecar/index.js';
 import { buildTinyJanus, writeTinyPairUG } from '../src/train/fixtures.js';
-import { loadArgs, loadPairUG, pairGrpoStep, parseTrainConfig, type GenRewardBatch, type RewardCallback } from '../src/train/index.js';
+import {
+  loadArgs,
+  loadPairUG,
+  pairGrpoStep,
+  parseTrainConfig,
+  type GenRewardBatch,
+  type RewardCallback,
+} from '../src/train/index.js';
 
 const here = dirname(fileURLToPath(import.meta.url));
 const median = (xs: number[]) => {
@@ -56,10 +63,14 @@ export async function main(argv: string[]): Promise<Record<string, unknown>> {
   const size = Number(values.size);
   const threads = Number(values.threads);
   const dir = mkdtempSync(join(tmpdir(), 'pairuni-bench-reward-'));
-  const server = spawn(resolvePython(), [join(here, '..', 'examples', 'reward_server.py'), '--reward', 'brightness', '--port', '0'], {
-    env: { ...process.env, PYTHONPATH: join(here, '..', 'python_sidecar'), OMP_NUM_THREADS: String(threads) },
-    stdio: ['ignore', 'pipe', 'ignore'],
-  });
+  const server = spawn(
+    resolvePython(),
+    [join(here, '..', 'examples', 'reward_server.py'), '--reward', 'brightness', '--port', '0'],
+    {
+      env: { ...process.env, PYTHONPATH: join(here, '..', 'python_sidecar'), OMP_NUM_THREADS: String(threads) },
+      stdio: ['ignore', 'pipe', 'ignore'],
+    },
+  );
   let sc: Sidecar | undefined;
   try {
     const ready = createInterface({ input: server.stdout! })[Symbol.asyncIterator]().next();
@@ -96,13 +107,22 @@ export async function main(argv: string[]): Promise<Record<string, unknown>> {
       get(t, p) {
         if (p === 'all') {
           return async (op: string, args: never, payloads?: never) => {
-            const rs = await (t.all as (...a: unknown[]) => Promise<Array<{ args: { handle: string } }>>)(op, args, payloads);
+            const rs = await (t.all as (...a: unknown[]) => Promise<Array<{ args: { handle: string } }>>)(
+              op,
+              args,
+              payloads,
+            );
             if (op === 'train.gen_rollout') {
               const t0 = performance.now();
               for (const [rank, r] of rs.entries()) {
                 const first = await t.call('bench.upscale_rollout', { handle: r.args.handle, factor: 1 }, {}, { rank });
                 const h = (first.args as { shape: number[] }).shape[1];
-                const up = await t.call('bench.upscale_rollout', { handle: r.args.handle, factor: Math.max(1, Math.round(size / h)) }, {}, { rank });
+                const up = await t.call(
+                  'bench.upscale_rollout',
+                  { handle: r.args.handle, factor: Math.max(1, Math.round(size / h)) },
+                  {},
+                  { rank },
+                );
                 shape = (up.args as { shape: number[] }).shape;
               }
               upscaleS += (performance.now() - t0) / 1000;
@@ -145,7 +165,9 @@ export async function main(argv: string[]): Promise<Record<string, unknown>> {
       ts_callback_reward_s: r4(median(rewardTimes.ts_callback)),
       http_reward_s: r4(median(rewardTimes.http)),
       // the three sources score the same images: their mean rewards agree to float rounding
-      same_rewards: rewards.plugin.every((r, i) => Math.abs(r - rewards.ts_callback[i]) < 1e-5 && Math.abs(r - rewards.http[i]) < 1e-5),
+      same_rewards: rewards.plugin.every(
+        (r, i) => Math.abs(r - rewards.ts_callback[i]) < 1e-5 && Math.abs(r - rewards.http[i]) < 1e-5,
+      ),
       ts_callback_ratio: Number((med('ts_callback') / med('plugin')).toFixed(3)),
       http_ratio: Number((med('http') / med('plugin')).toFixed(3)),
       target_ratio: 1.1,

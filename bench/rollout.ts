@@ -36,7 +36,10 @@ export async function main(argv: string[]): Promise<Record<string, unknown>> {
         OMP_NUM_THREADS: threads,
         MKL_NUM_THREADS: threads,
       };
-      const p = spawn(resolvePython(), [join(here, '_rollout.py'), dir, ...args], { stdio: ['ignore', 'pipe', 'inherit'], env });
+      const p = spawn(resolvePython(), [join(here, '_rollout.py'), dir, ...args], {
+        stdio: ['ignore', 'pipe', 'inherit'],
+        env,
+      });
       let out = '';
       p.stdout.on('data', (b) => (out += b));
       p.on('error', reject);

@@ -86,7 +86,13 @@ export async function main(argv: string[]): Promise<Record<string, unknown>> {
     let calls: Recorded[] = [];
     // The same typed client the trainer uses, over a raw call that records each request as sent.
     const raw = (op: string, args: Record<string, unknown>, tensors: Record<string, unknown>, opts?: object) => {
-      const rec: Recorded = { op, args, tensors: Object.fromEntries(Object.entries(tensors).map(([k, t]) => [k, Array.from((t as Tensor).data as Float32Array)])) };
+      const rec: Recorded = {
+        op,
+        args,
+        tensors: Object.fromEntries(
+          Object.entries(tensors).map(([k, t]) => [k, Array.from((t as Tensor).data as Float32Array)]),
+        ),
+      };
       calls.push(rec);
       return side.call(op, args, tensors as never, opts).then((r) => {
         rec.result = r.args;
@@ -96,7 +102,9 @@ export async function main(argv: string[]): Promise<Record<string, unknown>> {
     // One rank: the world API (`sc.all`) is the same typed call on rank 0.
     const recorder = Object.assign(makeClient(raw as never), {
       world: 1,
-      all: async (op: never, args: (r: number) => never, payloads?: (r: number) => never) => [await invoke(raw as never, op, args(0), payloads?.(0) ?? {})],
+      all: async (op: never, args: (r: number) => never, payloads?: (r: number) => never) => [
+        await invoke(raw as never, op, args(0), payloads?.(0) ?? {}),
+      ],
     }) as unknown as Sidecar;
     const ts: number[] = [];
     const inproc: number[] = [];

@@ -8,6 +8,7 @@ list of recorded calls ``[{op, args, tensors, result?}]``; for each, one JSON li
 
     python bench/step_inprocess.py [--threads 1]
 """
+
 from __future__ import annotations
 
 import argparse

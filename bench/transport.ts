@@ -13,7 +13,6 @@ function vm(pid: number | 'self', key: 'VmHWM' | 'VmRSS'): number {
   return m ? Number(m[1]) * 1024 : NaN;
 }
 
-
 /** Resets VmHWM to the current RSS (Linux: writing 5 to clear_refs), so a peak is measured per phase. */
 function resetHwm(pid: number | 'self'): boolean {
   try {
@@ -67,9 +66,11 @@ async function pythoniaBaseline(bytes: number): Promise<{ numberArrayMs: number;
     const numberArrayMs = performance.now() - t0;
     // The fastest way we found: the raw bytes as one base64 string.
     t0 = performance.now();
-    const n2 = await py`int(__import__('numpy').frombuffer(__import__('base64').b64decode(${Buffer.from(f.buffer).toString('base64')}), dtype='float32').size)`;
+    const n2 =
+      await py`int(__import__('numpy').frombuffer(__import__('base64').b64decode(${Buffer.from(f.buffer).toString('base64')}), dtype='float32').size)`;
     const base64Ms = performance.now() - t0;
-    if (n1 !== f.length || n2 !== f.length) throw new Error(`pythonia returned ${n1}/${n2} elements, expected ${f.length}`);
+    if (n1 !== f.length || n2 !== f.length)
+      throw new Error(`pythonia returned ${n1}/${n2} elements, expected ${f.length}`);
     return { numberArrayMs, base64Ms };
   } finally {
     python.exit();
@@ -103,8 +104,13 @@ export async function main(args: string[]): Promise<Record<string, unknown>> {
       out[`${k}_p50_us`] = Math.round(pct(lat[k], 50) * 1000);
       out[`${k}_p99_us`] = Math.round(pct(lat[k], 99) * 1000);
     }
-    out.typed_client_cost_pct = +((100 * ((out.rpc_declared_typed_p50_us as number) - (out.rpc_declared_raw_p50_us as number))) / (out.rpc_declared_raw_p50_us as number)).toFixed(1);
-    console.error(`small RPC: p50 ${out.rpc_p50_us} us (typed ${out.rpc_typed_p50_us}), declared op p50 raw ${out.rpc_declared_raw_p50_us} / typed ${out.rpc_declared_typed_p50_us} us`);
+    out.typed_client_cost_pct = +(
+      (100 * ((out.rpc_declared_typed_p50_us as number) - (out.rpc_declared_raw_p50_us as number))) /
+      (out.rpc_declared_raw_p50_us as number)
+    ).toFixed(1);
+    console.error(
+      `small RPC: p50 ${out.rpc_p50_us} us (typed ${out.rpc_typed_p50_us}), declared op p50 raw ${out.rpc_declared_raw_p50_us} / typed ${out.rpc_declared_typed_p50_us} us`,
+    );
 
     out.memcpy_64MiB_ms = +memcpyMs(64 * MiB, 10).toFixed(2);
     out.memcpy_GBps = +((64 * MiB) / (out.memcpy_64MiB_ms as number) / 1e6).toFixed(2);
@@ -146,7 +152,11 @@ export async function main(args: string[]): Promise<Record<string, unknown>> {
         const py0 = vm(pid, 'VmRSS');
         const node0 = vm('self', 'VmRSS');
         await fn();
-        return { py: +((vm(pid, 'VmHWM') - py0) / GiB).toFixed(2), node: +((vm('self', 'VmHWM') - node0) / GiB).toFixed(2), hwmReset: ok };
+        return {
+          py: +((vm(pid, 'VmHWM') - py0) / GiB).toFixed(2),
+          node: +((vm('self', 'VmHWM') - node0) / GiB).toFixed(2),
+          hwmReset: ok,
+        };
       };
       const one = await phase(async () => {
         await sc2.call('tensor.recv', {}, { x });
@@ -169,8 +179,12 @@ export async function main(args: string[]): Promise<Record<string, unknown>> {
   const scale = quick ? 16 : 1; // quick mode measures 4 MiB and scales linearly (pythonia is throughput-bound)
   out.pythonia_64MiB_number_array_ms = Math.round(pb.numberArrayMs * scale);
   out.pythonia_64MiB_base64_ms = Math.round(pb.base64Ms * scale);
-  out.speedup_vs_pythonia = +((out.pythonia_64MiB_number_array_ms as number) / (out.oneway_64MiB_ms as number)).toFixed(1);
-  out.speedup_vs_pythonia_base64 = +((out.pythonia_64MiB_base64_ms as number) / (out.oneway_64MiB_ms as number)).toFixed(1);
+  out.speedup_vs_pythonia = +((out.pythonia_64MiB_number_array_ms as number) / (out.oneway_64MiB_ms as number)).toFixed(
+    1,
+  );
+  out.speedup_vs_pythonia_base64 = +(
+    (out.pythonia_64MiB_base64_ms as number) / (out.oneway_64MiB_ms as number)
+  ).toFixed(1);
   out.targets = {
     rpc_p50_us_max: 250,
     rpc_p99_us_max: 2000,

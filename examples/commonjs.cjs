@@ -27,7 +27,15 @@ async function main() {
     await sc.close();
   }
 
-  const input = { data, out: join(out, 'run'), model: { path: model, device: 'cpu' }, steps: 2, batchPairs: 2, und: { k: 2, maxNewTokens: 4 }, gen: { k: 2, reward: { name: 'brightness' } } };
+  const input = {
+    data,
+    out: join(out, 'run'),
+    model: { path: model, device: 'cpu' },
+    steps: 2,
+    batchPairs: 2,
+    und: { k: 2, maxNewTokens: 4 },
+    gen: { k: 2, reward: { name: 'brightness' } },
+  };
   try {
     // A misspelled key fails to type-check (checkJs, or in TypeScript) and is refused by name at run time.
     // @ts-expect-error: 'stpes'

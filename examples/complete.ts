@@ -30,7 +30,8 @@ async function main(): Promise<void> {
         return {
           content: JSON.stringify({
             facts: ['two cats'],
-            prompt: 'Two ginger cats asleep side by side on a grey sofa in a bright living room, afternoon light from a window on the left, a knitted blanket under them',
+            prompt:
+              'Two ginger cats asleep side by side on a grey sofa in a bright living room, afternoon light from a window on the left, a knitted blanket under them',
           }),
         };
       }
@@ -49,12 +50,23 @@ async function main(): Promise<void> {
     const items: CompletionItem[] = [
       {
         direction: 'u2c',
-        record: { id: 'u1', image: 'u1.png', question: 'How many cats are on the sofa?', choices: ['One', 'Two', 'Three', 'Four'], answer: 'B' },
+        record: {
+          id: 'u1',
+          image: 'u1.png',
+          question: 'How many cats are on the sofa?',
+          choices: ['One', 'Two', 'Three', 'Four'],
+          answer: 'B',
+        },
         image: { bytes: PIXEL },
       },
       {
         direction: 'g2qa',
-        record: { id: 'g1', image: 'g1.png', prompt: 'A red apple to the left of a blue mug on a wooden table', category: 'two object' },
+        record: {
+          id: 'g1',
+          image: 'g1.png',
+          prompt: 'A red apple to the left of a blue mug on a wooden table',
+          category: 'two object',
+        },
         image: { bytes: PIXEL },
       },
     ];
@@ -70,11 +82,18 @@ async function main(): Promise<void> {
     process.once('SIGINT', () => ac.abort());
     const job = completer.run(items, { signal: ac.signal });
     for await (const r of job) {
-      if (r.status === 'accepted') console.log(r.id, 'accepted:', r.direction === 'u2c' ? r.record.caption : `${r.record.question} → ${r.record.answer}`);
+      if (r.status === 'accepted')
+        console.log(
+          r.id,
+          'accepted:',
+          r.direction === 'u2c' ? r.record.caption : `${r.record.question} → ${r.record.answer}`,
+        );
       else console.log(r.id, r.status, r.reason, r.detail);
     }
     const rep = job.report();
-    console.log(`requests ${rep.requests.sent}, tokens ${rep.usage.inputTokens}/${rep.usage.outputTokens}, ~$${rep.usage.costUsd?.toFixed(5)}`);
+    console.log(
+      `requests ${rep.requests.sent}, tokens ${rep.usage.inputTokens}/${rep.usage.outputTokens}, ~$${rep.usage.costUsd?.toFixed(5)}`,
+    );
   } finally {
     await server?.close();
     await rm(dir, { recursive: true, force: true });

@@ -41,7 +41,12 @@ function png(w: number, h: number, pixel: (x: number, y: number) => [number, num
   ihdr.writeUInt32BE(w, 0);
   ihdr.writeUInt32BE(h, 4);
   ihdr.set([8, 2, 0, 0, 0], 8); // 8-bit RGB
-  return Buffer.concat([Buffer.from([137, 80, 78, 71, 13, 10, 26, 10]), chunk('IHDR', ihdr), chunk('IDAT', deflateSync(raw)), chunk('IEND', Buffer.alloc(0))]);
+  return Buffer.concat([
+    Buffer.from([137, 80, 78, 71, 13, 10, 26, 10]),
+    chunk('IHDR', ihdr),
+    chunk('IDAT', deflateSync(raw)),
+    chunk('IEND', Buffer.alloc(0)),
+  ]);
 }
 
 const out = process.argv[2] ?? join(tmpdir(), 'pairuni-example-pair');
@@ -49,9 +54,16 @@ const data = join(out, 'data');
 mkdirSync(join(data, 'img'), { recursive: true });
 
 // Six "topics" (colour + stripe pattern); each U and G item is a noisy instance of one topic.
-const topics: [number, number, number][] = [[220, 40, 40], [40, 200, 60], [50, 70, 230], [230, 210, 40], [180, 60, 200], [40, 200, 210]];
+const topics: [number, number, number][] = [
+  [220, 40, 40],
+  [40, 200, 60],
+  [50, 70, 230],
+  [230, 210, 40],
+  [180, 60, 200],
+  [40, 200, 210],
+];
 let seed = 1;
-const rand = () => ((seed = (seed * 16807) % 2147483647) / 2147483647);
+const rand = () => (seed = (seed * 16807) % 2147483647) / 2147483647;
 const image = (name: string, t: number) => {
   const [r, g, b] = topics[t];
   const stripe = 3 + t;
@@ -61,18 +73,41 @@ const image = (name: string, t: number) => {
   const px = Math.floor(rand() * 20);
   const py = Math.floor(rand() * 20);
   const pixel = (x: number, y: number): number[] =>
-    x >= px && x < px + 14 && y >= py && y < py + 14 ? [pr, pg, pb] : (x + y) % stripe < 2 ? [255 - r, 255 - g, 255 - b] : [r, g, b];
-  writeFileSync(join(data, 'img', name), png(32, 32, (x, y) => pixel(x, y).map((v) => Math.max(0, Math.min(255, v + jitter()))) as [number, number, number]));
+    x >= px && x < px + 14 && y >= py && y < py + 14
+      ? [pr, pg, pb]
+      : (x + y) % stripe < 2
+        ? [255 - r, 255 - g, 255 - b]
+        : [r, g, b];
+  writeFileSync(
+    join(data, 'img', name),
+    png(32, 32, (x, y) => pixel(x, y).map((v) => Math.max(0, Math.min(255, v + jitter()))) as [number, number, number]),
+  );
   return `img/${name}`;
 };
 const names = ['red', 'green', 'blue', 'yellow', 'purple', 'cyan'];
 const U = Array.from({ length: 60 }, (_, i) => {
   const t = i % 6;
-  return { id: `u${i}`, image: image(`u${i}.png`, t), question: 'Which colour dominates the image?', choices: [1, 2, 3, 0].map((k) => names[(t + k) % 6]), answer: 'D', caption: `A ${names[t]} striped square`, category: names[t] };
+  return {
+    id: `u${i}`,
+    image: image(`u${i}.png`, t),
+    question: 'Which colour dominates the image?',
+    choices: [1, 2, 3, 0].map((k) => names[(t + k) % 6]),
+    answer: 'D',
+    caption: `A ${names[t]} striped square`,
+    category: names[t],
+  };
 });
 const G = Array.from({ length: 80 }, (_, i) => {
   const t = (i * 5) % 6;
-  return { id: `g${i}`, image: image(`g${i}.png`, t), prompt: `A ${names[t]} square with diagonal stripes`, question: 'What colour is the square?', choices: [names[t], 'black'], answer: 'A', category: names[t] };
+  return {
+    id: `g${i}`,
+    image: image(`g${i}.png`, t),
+    prompt: `A ${names[t]} square with diagonal stripes`,
+    question: 'What colour is the square?',
+    choices: [names[t], 'black'],
+    answer: 'A',
+    category: names[t],
+  };
 });
 writeFileSync(join(data, 'u.jsonl'), U.map((r) => JSON.stringify(r)).join('\n') + '\n');
 writeFileSync(join(data, 'g.jsonl'), G.map((r) => JSON.stringify(r)).join('\n') + '\n');

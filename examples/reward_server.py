@@ -14,6 +14,7 @@ The request body (application/x-pairuni-reward): uint32 little-endian n, n bytes
 images' B*H*W*3 bytes. The reply: `{"rewards": [B floats]}`, `null` for a score that is not finite (the
 trainer reports it by item). Requests are served one at a time: a GPU scorer is not shared between threads.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -37,14 +38,14 @@ def decode(body: bytes) -> tuple[dict, torch.Tensor | None]:
         raise BadRequest("the body is shorter than its 4-byte header length")
     (n,) = struct.unpack_from("<I", body, 0)
     try:
-        head = json.loads(body[4:4 + n])
+        head = json.loads(body[4 : 4 + n])
     except ValueError as e:
         raise BadRequest(f"the JSON header does not parse: {e}") from None
     spec = head.get("images")
     if spec is None:
         return head, None
     shape = [int(x) for x in spec["shape"]]
-    raw = body[4 + n:]
+    raw = body[4 + n :]
     if spec.get("dtype") != "uint8" or len(shape) != 4 or shape[-1] != 3 or math.prod(shape) != len(raw):
         raise BadRequest(f"images {spec} do not describe the {len(raw)} bytes after the header")
     return head, torch.frombuffer(bytearray(raw), dtype=torch.uint8).reshape(shape)
@@ -67,9 +68,17 @@ def make_handler(scorer, token: str | None):
             try:
                 head, images = decode(body)
                 if head.get("side") != "gen" or images is None:
-                    raise BadRequest("this server wraps a sidecar reward plug-in: it scores generated images (side 'gen') only")
+                    raise BadRequest(
+                        "this server wraps a sidecar reward plug-in: it scores generated images (side 'gen') only"
+                    )
                 prompts = [str(it["prompt"]) for it in head["items"]]
-                scores = torch.as_tensor(scorer.score(images, prompts)).detach().to("cpu", torch.float64).reshape(-1).tolist()
+                scores = (
+                    torch.as_tensor(scorer.score(images, prompts))
+                    .detach()
+                    .to("cpu", torch.float64)
+                    .reshape(-1)
+                    .tolist()
+                )
             except (BadRequest, KeyError, TypeError, ValueError) as e:
                 return self.reply(400, {"error": f"{type(e).__name__}: {e}"})
             except Exception as e:  # noqa: BLE001 - the client retries 500s, then reports this text

@@ -43,9 +43,13 @@ const config = parseTrainConfig({
 });
 
 const onStep = (m: StepMetrics) =>
-  console.log(`step ${m.step}: ce=${m.ce?.toFixed(3)} mse=${m.mse?.toFixed(3)} loss=${m.loss.toFixed(3)} |grad|=${m.grad_norm.toFixed(3)} ${m['time/step'].toFixed(2)}s`);
+  console.log(
+    `step ${m.step}: ce=${m.ce?.toFixed(3)} mse=${m.mse?.toFixed(3)} loss=${m.loss.toFixed(3)} |grad|=${m.grad_norm.toFixed(3)} ${m['time/step'].toFixed(2)}s`,
+  );
 
 const first = await train(config, { onStep, onLog: () => undefined });
 console.log(`trained ${first.steps} steps; checkpoint ${first.checkpoint}`);
 const resumed = await train({ ...config, steps: 6 }, { resume: true, onStep, onLog: () => undefined });
-console.log(`resumed to ${resumed.steps} steps; ${readMetrics(config.out).length} metric rows (${((Date.now() - t0) / 1000).toFixed(1)}s)`);
+console.log(
+  `resumed to ${resumed.steps} steps; ${readMetrics(config.out).length} metric rows (${((Date.now() - t0) / 1000).toFixed(1)}s)`,
+);

@@ -8,11 +8,16 @@ import { CancelledError, OpFailedError, Sidecar, Tensor } from 'pairuni';
 const sc = await Sidecar.spawn();
 try {
   const info = await sc.info();
-  console.log(`sidecar ${info.sidecar}: python ${info.python}, torch ${info.torch}, CUDA ${info.cuda}, ${info.ops.length} ops`);
+  console.log(
+    `sidecar ${info.sidecar}: python ${info.python}, torch ${info.torch}, CUDA ${info.cuda}, ${info.ops.length} ops`,
+  );
   console.log(`plug-ins: adapters ${info.plugins.adapter.join(', ')}; rewards ${info.plugins.reward.join(', ')}`);
 
   // Dense tensors travel raw (any dtype incl. bf16); large ones are chunked automatically.
-  const x = Tensor.from(Float32Array.from({ length: 1 << 20 }, (_, i) => i % 7), [1024, 1024]);
+  const x = Tensor.from(
+    Float32Array.from({ length: 1 << 20 }, (_, i) => i % 7),
+    [1024, 1024],
+  );
   // Built-in ops are typed methods (src/contract/ops.ts): args and reply are checked on both sides.
   const { args } = await sc.tensor.sum({}, { x });
   console.log('sum computed by torch:', args.sums.x);
@@ -32,7 +37,9 @@ try {
   // Long calls can be cancelled or given a deadline.
   const ac = new AbortController();
   setTimeout(() => ac.abort(), 100);
-  await sc.debug.sleep({ seconds: 10 }, {}, { signal: ac.signal }).catch((e) => console.log('cancelled:', e instanceof CancelledError));
+  await sc.debug
+    .sleep({ seconds: 10 }, {}, { signal: ac.signal })
+    .catch((e) => console.log('cancelled:', e instanceof CancelledError));
 } finally {
   await sc.close();
 }

@@ -38,7 +38,10 @@ try {
     const loaded = await sc.train.load(loadArgs(cfg)); // replaces the previous family's policy
     const mode = trainMode(loaded.args.capabilities);
     if (mode.kind === 'pairgrpo' && mode.sides.gen) await sc.train.prepareReward({ reward: { name: 'brightness' } });
-    const m = mode.kind === 'sft' ? await sftStep(sc, cfg, pairs, 0) : await pairGrpoStep(sc, cfg, pairs, 0, { sides: mode.sides });
+    const m =
+      mode.kind === 'sft'
+        ? await sftStep(sc, cfg, pairs, 0)
+        : await pairGrpoStep(sc, cfg, pairs, 0, { sides: mode.sides });
     const shown = Object.entries(m).map(([k, v]) => `${k}=${typeof v === 'number' ? +v.toPrecision(4) : v}`);
     console.log(`${family} (${loaded.args.adapter}, ${mode.kind}): ${shown.join(' ')}`);
   }

@@ -51,5 +51,9 @@ const first = await train(config, { onStep, onLog: () => undefined });
 console.log(`trained ${first.steps} steps; checkpoint ${first.checkpoint}`);
 
 const resumed = await train({ ...config, steps: 6 }, { resume: true, onStep, onLog: () => undefined });
-console.log(`resumed to ${resumed.steps} steps; ${readMetrics(config.out).length} metric rows in ${join(config.out, 'metrics.jsonl')}`);
-console.log(`TensorBoard: tensorboard --logdir ${join(config.out, 'tensorboard')}   (${((Date.now() - t0) / 1000).toFixed(1)}s)`);
+console.log(
+  `resumed to ${resumed.steps} steps; ${readMetrics(config.out).length} metric rows in ${join(config.out, 'metrics.jsonl')}`,
+);
+console.log(
+  `TensorBoard: tensorboard --logdir ${join(config.out, 'tensorboard')}   (${((Date.now() - t0) / 1000).toFixed(1)}s)`,
+);

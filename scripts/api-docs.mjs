@@ -44,7 +44,8 @@ function files(dir) {
 function undocumentedProperties(project) {
   const out = [];
   for (const r of project.getReflectionsByKind(ReflectionKind.Property)) {
-    if (!r.parent?.kindOf(ReflectionKind.Interface | ReflectionKind.Class) || r.inheritedFrom || r.hasComment()) continue;
+    if (!r.parent?.kindOf(ReflectionKind.Interface | ReflectionKind.Class) || r.inheritedFrom || r.hasComment())
+      continue;
     const id = project.getSymbolIdFromReflection(r);
     const where = id ? `${id.packageName}/${id.packagePath}` : '?';
     out.push(`${r.getFriendlyFullName()} (Property), defined in ${where}, does not have any documentation`);
@@ -58,7 +59,9 @@ function drift(fresh) {
   const out = [];
   for (const f of b) if (!a.has(f)) out.push(`missing: docs/api/${f}`);
   for (const f of a) if (!b.has(f)) out.push(`stale (no longer generated): docs/api/${f}`);
-  for (const f of b) if (a.has(f) && !readFileSync(join(fresh, f)).equals(readFileSync(join(committed, f)))) out.push(`differs: docs/api/${f}`);
+  for (const f of b)
+    if (a.has(f) && !readFileSync(join(fresh, f)).equals(readFileSync(join(committed, f))))
+      out.push(`differs: docs/api/${f}`);
   return out;
 }
 
@@ -72,7 +75,9 @@ async function main() {
     app.validate(project);
     for (const line of undocumentedProperties(project)) app.logger.error(line);
     if (app.logger.hasErrors() || app.logger.hasWarnings()) {
-      console.error(`api-docs: ${app.logger.errorCount} error(s), ${app.logger.warningCount} warning(s) above; every export of pairuni and pairuni/protocol needs a doc comment`);
+      console.error(
+        `api-docs: ${app.logger.errorCount} error(s), ${app.logger.warningCount} warning(s) above; every export of pairuni and pairuni/protocol needs a doc comment`,
+      );
       return 1;
     }
     await app.generateOutputs(project);
@@ -80,7 +85,9 @@ async function main() {
     if (!check) return 0;
     const diffs = drift(out);
     if (diffs.length) {
-      console.error(`api-docs: docs/api/ is out of date; run \`npm run docs:api\` and commit:\n  ${diffs.join('\n  ')}`);
+      console.error(
+        `api-docs: docs/api/ is out of date; run \`npm run docs:api\` and commit:\n  ${diffs.join('\n  ')}`,
+      );
       return 1;
     }
     console.log(`api-docs: ${files(out).length} file(s) in docs/api/ up to date, every export documented`);

@@ -54,7 +54,9 @@ export function anchors(text) {
       else if (f[1][0] === fence) fence = null;
       continue;
     }
-    if (fence === null) for (const a of line.replace(/(`+)[^`]*?\1/g, '').matchAll(/<a\s+(?:id|name)="([^"]+)"/g)) out.add(a[1].toLowerCase());
+    if (fence === null)
+      for (const a of line.replace(/(`+)[^`]*?\1/g, '').matchAll(/<a\s+(?:id|name)="([^"]+)"/g))
+        out.add(a[1].toLowerCase());
     const h = fence === null && /^#{1,6}\s+(.*?)\s*#*\s*$/.exec(line);
     if (!h) continue;
     const slug = h[1]
@@ -90,7 +92,12 @@ export function checkFile(file, root) {
         broken.push({ ...where, reason: `${relative(root, dest) || dest} does not exist` });
         continue;
       }
-      if (anchor && dest.endsWith('.md') && statSync(dest).isFile() && !anchors(readFileSync(dest, 'utf8')).has(anchor.toLowerCase())) {
+      if (
+        anchor &&
+        dest.endsWith('.md') &&
+        statSync(dest).isFile() &&
+        !anchors(readFileSync(dest, 'utf8')).has(anchor.toLowerCase())
+      ) {
         broken.push({ ...where, reason: `${relative(root, dest)} has no heading #${anchor}` });
       }
     }

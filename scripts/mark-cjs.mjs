@@ -5,4 +5,7 @@ import { writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
-writeFileSync(join(dirname(fileURLToPath(import.meta.url)), '..', 'dist', 'cjs', 'package.json'), '{ "type": "commonjs" }\n');
+writeFileSync(
+  join(dirname(fileURLToPath(import.meta.url)), '..', 'dist', 'cjs', 'package.json'),
+  '{ "type": "commonjs" }\n',
+);

@@ -18,11 +18,20 @@ const tmp = mkdtempSync(join(tmpdir(), 'pairuni-pytest-'));
 // Paths or node ids on the command line run just those; none runs the whole suite.
 const args = process.argv.slice(2);
 const paths = args.some((a) => existsSync(join(root, a.split('::')[0]))) ? [] : ['tests/py'];
-const r = spawnSync(py, ['-m', 'pytest', ...paths, '-q', '-p', 'no:cacheprovider', `--basetemp=${join(tmp, 'basetemp')}`, ...args], {
-  cwd: root,
-  stdio: 'inherit',
-  env: { ...process.env, TMPDIR: tmp, TORCHINDUCTOR_CACHE_DIR: join(tmp, 'torchinductor'), PYTHONPATH: [join(root, 'python_sidecar'), process.env.PYTHONPATH].filter(Boolean).join(':') },
-});
+const r = spawnSync(
+  py,
+  ['-m', 'pytest', ...paths, '-q', '-p', 'no:cacheprovider', `--basetemp=${join(tmp, 'basetemp')}`, ...args],
+  {
+    cwd: root,
+    stdio: 'inherit',
+    env: {
+      ...process.env,
+      TMPDIR: tmp,
+      TORCHINDUCTOR_CACHE_DIR: join(tmp, 'torchinductor'),
+      PYTHONPATH: [join(root, 'python_sidecar'), process.env.PYTHONPATH].filter(Boolean).join(':'),
+    },
+  },
+);
 const left = readdirSync(tmp).filter((f) => f !== 'basetemp' && f !== 'torchinductor'); // pytest's and torch's own
 rmSync(tmp, { recursive: true, force: true });
 if (left.length) {

@@ -7,7 +7,10 @@ import { fileURLToPath } from 'node:url';
 
 const root = join(dirname(fileURLToPath(import.meta.url)), '..');
 const py = process.env.PAIRUNI_PYTHON ?? join(process.env.PAIRUNI_VENV ?? join(root, '.venv'), 'bin', 'python');
-for (const args of [['check', '--fix', '.'], ['format', '.']]) {
+for (const args of [
+  ['check', '--fix', '.'],
+  ['format', '.'],
+]) {
   const r = spawnSync(py, ['-m', 'ruff', ...args], { cwd: root, stdio: 'inherit' });
   if (r.status !== 0) process.exit(r.status ?? 1);
 }

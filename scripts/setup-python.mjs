@@ -38,7 +38,9 @@ function findPython() {
       if (maj === 3 && min >= 10) return c;
     }
   }
-  console.error('[pairuni] no Python >= 3.10 found (tried python3.11, python3.12, python3). Install one, or set PAIRUNI_BOOTSTRAP_PYTHON.');
+  console.error(
+    '[pairuni] no Python >= 3.10 found (tried python3.11, python3.12, python3). Install one, or set PAIRUNI_BOOTSTRAP_PYTHON.',
+  );
   process.exit(1);
 }
 
@@ -61,8 +63,16 @@ if (!existsSync(py)) {
 }
 console.log('[pairuni] installing pinned sidecar requirements (torch CPU wheel; first run takes a few minutes)');
 run(py, ['-m', 'pip', 'install', '--disable-pip-version-check', '-q', '-r', lock], 'pip install -r requirements.lock');
-run(py, ['-m', 'pip', 'install', '--disable-pip-version-check', '-q', '--no-deps', '-r', noDepsLock], 'pip install --no-deps -r requirements-bagel.lock');
-run(py, ['-m', 'pip', 'install', '--disable-pip-version-check', '-q', '--no-deps', '-e', join(root, 'python_sidecar')], 'pip install -e python_sidecar');
+run(
+  py,
+  ['-m', 'pip', 'install', '--disable-pip-version-check', '-q', '--no-deps', '-r', noDepsLock],
+  'pip install --no-deps -r requirements-bagel.lock',
+);
+run(
+  py,
+  ['-m', 'pip', 'install', '--disable-pip-version-check', '-q', '--no-deps', '-e', join(root, 'python_sidecar')],
+  'pip install -e python_sidecar',
+);
 const tmp = stamp + '.tmp';
 writeFileSync(tmp, hash + '\n');
 renameSync(tmp, stamp);

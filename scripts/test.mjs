@@ -44,7 +44,9 @@ let interrupted = false;
 process.on('SIGINT', () => (interrupted = true));
 
 const t0 = Date.now();
-console.log(`[test] ${jobs.map((j) => j.name).join(', ')}: running side by side; each one's output follows when it ends`);
+console.log(
+  `[test] ${jobs.map((j) => j.name).join(', ')}: running side by side; each one's output follows when it ends`,
+);
 const results = await Promise.all(
   jobs.map(
     (job) =>
@@ -60,7 +62,13 @@ const results = await Promise.all(
           ended = true;
           const s = Math.round((Date.now() - start) / 1000);
           const ok = code === 0;
-          const how = error ? `could not start: ${error.message}` : ok ? 'passed' : signal ? `killed by ${signal}` : `failed (exit ${code})`;
+          const how = error
+            ? `could not start: ${error.message}`
+            : ok
+              ? 'passed'
+              : signal
+                ? `killed by ${signal}`
+                : `failed (exit ${code})`;
           process.stdout.write(`\n[test] ── ${job.name}: ${how} in ${s} s ──\n`);
           process.stdout.write(Buffer.concat(chunks));
           resolve({ name: job.name, ok, how, s });

@@ -30,7 +30,12 @@ export async function load(app) {
       if (refl.hasComment() || !op) return;
       const scope = OPS[op].scope === 'world' ? ' Collective: sent to every rank.' : '';
       // The link is relative to the rendered page (docs/api/pairuni.md); check-links.mjs catches a move.
-      refl.comment = new Comment([{ kind: 'text', text: `Op \`${op}\`: ${OPS[op].doc}.${scope} Arguments and reply: [docs/ops.md](../ops.md#${op.replace(/\./g, '')}).` }]);
+      refl.comment = new Comment([
+        {
+          kind: 'text',
+          text: `Op \`${op}\`: ${OPS[op].doc}.${scope} Arguments and reply: [docs/ops.md](../ops.md#${op.replace(/\./g, '')}).`,
+        },
+      ]);
     };
     for (const member of sidecar.children ?? []) {
       describe(member, member.name);

@@ -72,16 +72,34 @@ export class SidecarError extends PairuniError {
   }
 
   /** The subclass of {@link SidecarError} for a wire code (e.g. `rank_lost` → {@link RankLostError}). */
-  static generate(code: WireErrorCode, message: string, retryable = false, detail: Record<string, unknown> = {}, options?: { cause?: unknown }): SidecarError {
+  static generate(
+    code: WireErrorCode,
+    message: string,
+    retryable = false,
+    detail: Record<string, unknown> = {},
+    options?: { cause?: unknown },
+  ): SidecarError {
     const Cls = BY_CODE[code];
-    return Cls ? new Cls(message, retryable, detail, options) : new SidecarError(code, message, retryable, detail, options);
+    return Cls
+      ? new Cls(message, retryable, detail, options)
+      : new SidecarError(code, message, retryable, detail, options);
   }
 }
 
-type Sub = new (message: string, retryable?: boolean, detail?: Record<string, unknown>, options?: { cause?: unknown }) => SidecarError;
+type Sub = new (
+  message: string,
+  retryable?: boolean,
+  detail?: Record<string, unknown>,
+  options?: { cause?: unknown },
+) => SidecarError;
 const sub = (code: WireErrorCode): Sub =>
   class extends SidecarError {
-    constructor(message: string, retryable = false, detail: Record<string, unknown> = {}, options?: { cause?: unknown }) {
+    constructor(
+      message: string,
+      retryable = false,
+      detail: Record<string, unknown> = {},
+      options?: { cause?: unknown },
+    ) {
       super(code, message, retryable, detail, options);
     }
   };

@@ -6,6 +6,7 @@ Header vectors are encoded with the Python encoder; the TS suite checks that its
 produces the same bytes (and both decode them to the same value). The fuzz corpus lists malformed
 inputs with the error code every implementation must answer.
 """
+
 from __future__ import annotations
 
 import json
@@ -36,17 +37,91 @@ def raw_msgpack(v) -> bytes:
 # ----------------------------------------------------------------------------- header vectors
 
 HEADERS = [
-    ("hello", {"wire": [1, 1], "minor": 0, "caps": ["raw", "arrow", "chunk"], "rank": 0, "world": 1, "local_rank": 0,
-               "host": "node-1", "pid": 4242, "inc": "0123456789abcdef", "torch": "2.13.0", "cuda": False}),
-    ("welcome", {"major": 1, "minor": 0, "run": "run-1", "hb_ms": 500, "dead_ms": 4000,
-                 "limits": {"chunk": 4194304, "max_msg": 17179869184, "window": 33554432, "max_hdr": 1048576}}),
+    (
+        "hello",
+        {
+            "wire": [1, 1],
+            "minor": 0,
+            "caps": ["raw", "arrow", "chunk"],
+            "rank": 0,
+            "world": 1,
+            "local_rank": 0,
+            "host": "node-1",
+            "pid": 4242,
+            "inc": "0123456789abcdef",
+            "torch": "2.13.0",
+            "cuda": False,
+        },
+    ),
+    (
+        "welcome",
+        {
+            "major": 1,
+            "minor": 0,
+            "run": "run-1",
+            "hb_ms": 500,
+            "dead_ms": 4000,
+            "limits": {"chunk": 4194304, "max_msg": 17179869184, "window": 33554432, "max_hdr": 1048576},
+        },
+    ),
     ("req", {"id": 1, "op": "echo", "a": {}}),
-    ("req", {"id": 7, "op": "rollout.generate", "dl": 30000, "a": {"k": 8, "cfg": 5.0, "temperature": 1, "prompts": ["a red cube", "zwei Würfel ✓"], "nested": {"x": [1, -2, 3.25, None, True]}},
-             "b": [{"nm": "ids", "enc": "raw", "n": 24, "dt": "i32", "sh": [2, 3]}, {"nm": "batch", "enc": "arrow", "n": 616}]}),
-    ("req", {"id": 9007199254740991, "op": "big.ids", "a": {"neg": -9007199254740991, "small_neg": -33, "f": 0.1, "e": 1e300, "tiny": 5e-324}}),
-    ("req", {"id": 3, "op": "stream", "a": {}, "b": [{"nm": "x", "enc": "raw", "n": 67108864, "dt": "f32", "sh": [4096, 4096]}], "st": {"sid": 1, "tot": 67108864}}),
-    ("res", {"re": 7, "a": {"reward": [0.25, 0.5], "ok": True}, "b": [{"nm": "img", "enc": "raw", "n": 12, "dt": "u8", "sh": [1, 2, 2, 3]}]}),
-    ("err", {"re": 7, "err": {"code": "op_failed", "msg": "ValueError: boom", "retryable": False, "detail": {"type": "ValueError"}}}),
+    (
+        "req",
+        {
+            "id": 7,
+            "op": "rollout.generate",
+            "dl": 30000,
+            "a": {
+                "k": 8,
+                "cfg": 5.0,
+                "temperature": 1,
+                "prompts": ["a red cube", "zwei Würfel ✓"],
+                "nested": {"x": [1, -2, 3.25, None, True]},
+            },
+            "b": [
+                {"nm": "ids", "enc": "raw", "n": 24, "dt": "i32", "sh": [2, 3]},
+                {"nm": "batch", "enc": "arrow", "n": 616},
+            ],
+        },
+    ),
+    (
+        "req",
+        {
+            "id": 9007199254740991,
+            "op": "big.ids",
+            "a": {"neg": -9007199254740991, "small_neg": -33, "f": 0.1, "e": 1e300, "tiny": 5e-324},
+        },
+    ),
+    (
+        "req",
+        {
+            "id": 3,
+            "op": "stream",
+            "a": {},
+            "b": [{"nm": "x", "enc": "raw", "n": 67108864, "dt": "f32", "sh": [4096, 4096]}],
+            "st": {"sid": 1, "tot": 67108864},
+        },
+    ),
+    (
+        "res",
+        {
+            "re": 7,
+            "a": {"reward": [0.25, 0.5], "ok": True},
+            "b": [{"nm": "img", "enc": "raw", "n": 12, "dt": "u8", "sh": [1, 2, 2, 3]}],
+        },
+    ),
+    (
+        "err",
+        {
+            "re": 7,
+            "err": {
+                "code": "op_failed",
+                "msg": "ValueError: boom",
+                "retryable": False,
+                "detail": {"type": "ValueError"},
+            },
+        },
+    ),
     ("err", {"err": {"code": "bad_request", "msg": "bad magic: not a pairuni frame", "retryable": False}}),
     ("cancel", {"re": 7}),
     ("hb", {"state": "busy", "busy": 1}),
@@ -62,11 +137,20 @@ def header_vectors() -> list[dict]:
     out = []
     for i, (kind, h) in enumerate(HEADERS):
         flags = 1 if "st" in h else 0
-        out.append({"name": f"{i:03d}-{kind}", "kind": kind, "flags": flags, "header": h, "frame": encode_header_frame(kind, h, flags).hex()})
+        out.append(
+            {
+                "name": f"{i:03d}-{kind}",
+                "kind": kind,
+                "flags": flags,
+                "header": h,
+                "frame": encode_header_frame(kind, h, flags).hex(),
+            }
+        )
     return out
 
 
 # ----------------------------------------------------------------------------- fuzz corpus
+
 
 def arrow_stream(table: pa.Table) -> bytes:
     sink = pa.BufferOutputStream()
@@ -88,7 +172,9 @@ def msg(h: dict, *payloads: bytes, kind="req", flags=0) -> list[bytes]:
 
 
 def good_table() -> pa.Table:
-    return pa.table({"tokens": pa.array([[1, 2], [3]], type=pa.list_(pa.int32())), "r": pa.array([0.5, 1.5], type=pa.float32())})
+    return pa.table(
+        {"tokens": pa.array([[1, 2], [3]], type=pa.list_(pa.int32())), "r": pa.array([0.5, 1.5], type=pa.float32())}
+    )
 
 
 def arrow_cases() -> list[tuple[str, bytes, str]]:
@@ -122,10 +208,26 @@ def arrow_cases() -> list[tuple[str, bytes, str]]:
     fsl = pa.list_(pa.float32(), 6)
     vals = pa.FixedSizeListArray.from_arrays(pa.array(np.arange(12, dtype=np.float32)), 6)
     for name, meta, code in [
-        ("arrow-unknown-extension", {b"ARROW:extension:name": b"acme.tensor", b"ARROW:extension:metadata": b"{}"}, "bad_request"),
-        ("arrow-fst-shape-mismatch", {b"ARROW:extension:name": b"arrow.fixed_shape_tensor", b"ARROW:extension:metadata": b'{"shape":[4,4]}'}, "bad_request"),
-        ("arrow-fst-bad-json", {b"ARROW:extension:name": b"arrow.fixed_shape_tensor", b"ARROW:extension:metadata": b'{"shape":[2,'}, "bad_request"),
-        ("arrow-fst-valid", {b"ARROW:extension:name": b"arrow.fixed_shape_tensor", b"ARROW:extension:metadata": b'{"shape":[2,3]}'}, "accept"),
+        (
+            "arrow-unknown-extension",
+            {b"ARROW:extension:name": b"acme.tensor", b"ARROW:extension:metadata": b"{}"},
+            "bad_request",
+        ),
+        (
+            "arrow-fst-shape-mismatch",
+            {b"ARROW:extension:name": b"arrow.fixed_shape_tensor", b"ARROW:extension:metadata": b'{"shape":[4,4]}'},
+            "bad_request",
+        ),
+        (
+            "arrow-fst-bad-json",
+            {b"ARROW:extension:name": b"arrow.fixed_shape_tensor", b"ARROW:extension:metadata": b'{"shape":[2,'},
+            "bad_request",
+        ),
+        (
+            "arrow-fst-valid",
+            {b"ARROW:extension:name": b"arrow.fixed_shape_tensor", b"ARROW:extension:metadata": b'{"shape":[2,3]}'},
+            "accept",
+        ),
     ]:
         schema = pa.schema([pa.field("t", fsl, nullable=False, metadata=meta)])
         cases.append((name, arrow_stream(pa.Table.from_arrays([vals], schema=schema)), code))
@@ -136,10 +238,10 @@ def arrow_cases() -> list[tuple[str, bytes, str]]:
     at = bytes(s).find(marker)
     assert at > 0, "offsets buffer not found"
     back = bytearray(s)
-    back[at:at + 12] = struct.pack("<iii", 0, 4, 2)
+    back[at : at + 12] = struct.pack("<iii", 0, 4, 2)
     cases.append(("arrow-offsets-non-monotonic", bytes(back), "bad_request"))
     past = bytearray(s)
-    past[at:at + 12] = struct.pack("<iii", 0, 2, 99)
+    past[at : at + 12] = struct.pack("<iii", 0, 2, 99)
     cases.append(("arrow-offsets-past-values", bytes(past), "bad_request"))
     cases.append(("arrow-schema-only", arrow_stream(pa.table({"x": pa.array([], type=pa.float32())})), "accept"))
     two_schemas = arrow_stream(good_table()) + arrow_stream(good_table())
@@ -152,11 +254,25 @@ def fuzz_corpus() -> list[dict]:
 
     # Cases whose error comes from the receiving rank's state or op table, not from decoding the
     # message itself: a pure decoder (e.g. the TS one) accepts them.
-    stateful = {"unknown-op", "res-on-rank", "chunk-on-ctrl", "chunk-unknown-stream", "plain-req-on-data", "streamed-flag-on-ctrl"}
+    stateful = {
+        "unknown-op",
+        "res-on-rank",
+        "chunk-on-ctrl",
+        "chunk-unknown-stream",
+        "plain-req-on-data",
+        "streamed-flag-on-ctrl",
+    }
 
     def add(name: str, frames: list[bytes], expect: str, socket: str = "ctrl") -> None:
-        C.append({"name": name, "socket": socket, "frames": [f.hex() for f in frames], "expect": expect,
-                  "decode": "accept" if name in stateful else expect})
+        C.append(
+            {
+                "name": name,
+                "socket": socket,
+                "frames": [f.hex() for f in frames],
+                "expect": expect,
+                "decode": "accept" if name in stateful else expect,
+            }
+        )
 
     body = raw_msgpack({"a": {}, "id": 1, "op": "echo"})
     # 1. framing / preamble
@@ -170,7 +286,11 @@ def fuzz_corpus() -> list[dict]:
     add("unknown-kind-0", [pre(kind_code=0) + body], "bad_request")
     add("unknown-kind-99", [pre(kind_code=99) + body], "bad_request")
     add("unknown-flag-bits", [pre(flags=0x80) + body], "bad_request")
-    add("future-minor-unknown-keys", [pre(minor=7) + raw_msgpack({"a": {"x": 1}, "id": 1, "op": "echo", "zz_future": [1, 2]})], "accept")
+    add(
+        "future-minor-unknown-keys",
+        [pre(minor=7) + raw_msgpack({"a": {"x": 1}, "id": 1, "op": "echo", "zz_future": [1, 2]})],
+        "accept",
+    )
     add("preamble-without-header", [pre()], "bad_request")
     # 2. msgpack
     add("msgpack-truncated", [pre() + body[:-3]], "bad_request")
@@ -181,23 +301,47 @@ def fuzz_corpus() -> list[dict]:
     add("msgpack-depth-10000", [pre() + b"\x91" * 10000 + b"\x00"], "bad_request")
     add("msgpack-str32-declares-4GiB", [pre() + b"\x81\xa2op\xdb\xff\xff\xff\xff" + b"x" * 10], "bad_request")
     add("msgpack-bin32-declares-4GiB", [pre() + b"\x81\xa2op\xc6\xff\xff\xff\xff" + b"x" * 10], "bad_request")
-    add("msgpack-map32-declares-1e6-keys", [pre() + b"\xdf" + struct.pack(">I", 1_000_000) + b"\xa1a\x01"], "bad_request")
+    add(
+        "msgpack-map32-declares-1e6-keys",
+        [pre() + b"\xdf" + struct.pack(">I", 1_000_000) + b"\xa1a\x01"],
+        "bad_request",
+    )
     add("msgpack-array32-declares-huge", [pre() + b"\x81\xa1a\xdd\xff\xff\xff\xff\x01"], "bad_request")
     add("msgpack-duplicate-keys", [pre() + b"\x84\xa1a\x80\xa2id\x01\xa2id\x02\xa2op\xa4echo"], "bad_request")
     add("msgpack-unsorted-keys", [pre() + b"\x83\xa2op\xa4echo\xa2id\x01\xa1a\x80"], "bad_request")
     add("msgpack-non-minimal-int", [pre() + b"\x83\xa1a\x80\xa2id\xcd\x00\x01\xa2op\xa4echo"], "bad_request")
-    add("msgpack-float-encoded-int", [pre() + b"\x83\xa1a\x80\xa2id\xcb" + struct.pack(">d", 1.0) + b"\xa2op\xa4echo"], "bad_request")
+    add(
+        "msgpack-float-encoded-int",
+        [pre() + b"\x83\xa1a\x80\xa2id\xcb" + struct.pack(">d", 1.0) + b"\xa2op\xa4echo"],
+        "bad_request",
+    )
     add("msgpack-int-key", [pre() + b"\x81\x01\x02"], "bad_request")
     add("msgpack-bin-key", [pre() + b"\x81\xc4\x01k\x02"], "bad_request")
     add("msgpack-nil-key", [pre() + b"\x81\xc0\x02"], "bad_request")
     add("msgpack-map-key", [pre() + b"\x81\x80\x02"], "bad_request")
-    add("msgpack-ext-timestamp", [pre() + b"\x83\xa1a\x81\xa1t\xd6\xff\x00\x00\x00\x01\xa2id\x01\xa2op\xa4echo"], "bad_request")
+    add(
+        "msgpack-ext-timestamp",
+        [pre() + b"\x83\xa1a\x81\xa1t\xd6\xff\x00\x00\x00\x01\xa2id\x01\xa2op\xa4echo"],
+        "bad_request",
+    )
     add("msgpack-ext-record-0x72", [pre() + b"\x83\xa1a\x81\xa1r\xd4\x72\x00\xa2id\x01\xa2op\xa4echo"], "bad_request")
     add("msgpack-invalid-utf8", [pre() + b"\x83\xa1a\x80\xa2id\x01\xa2op\xa4ec\xff\xfe"], "bad_request")
     for nm, val in (("nan", float("nan")), ("inf", float("inf")), ("neg-inf", float("-inf")), ("neg-zero", -0.0)):
-        add(f"msgpack-float-{nm}", [pre() + b"\x83\xa1a\x81\xa1x\xcb" + struct.pack(">d", val) + b"\xa2id\x01\xa2op\xa4echo"], "bad_request")
-    add("msgpack-int-2^53", [pre() + b"\x83\xa1a\x80\xa2id\xcf" + struct.pack(">Q", 2**53) + b"\xa2op\xa4echo"], "bad_request")
-    add("msgpack-int-2^63", [pre() + b"\x83\xa1a\x80\xa2id\xcf" + struct.pack(">Q", 2**63) + b"\xa2op\xa4echo"], "bad_request")
+        add(
+            f"msgpack-float-{nm}",
+            [pre() + b"\x83\xa1a\x81\xa1x\xcb" + struct.pack(">d", val) + b"\xa2id\x01\xa2op\xa4echo"],
+            "bad_request",
+        )
+    add(
+        "msgpack-int-2^53",
+        [pre() + b"\x83\xa1a\x80\xa2id\xcf" + struct.pack(">Q", 2**53) + b"\xa2op\xa4echo"],
+        "bad_request",
+    )
+    add(
+        "msgpack-int-2^63",
+        [pre() + b"\x83\xa1a\x80\xa2id\xcf" + struct.pack(">Q", 2**63) + b"\xa2op\xa4echo"],
+        "bad_request",
+    )
     add("msgpack-uint64-max", [pre() + b"\x83\xa1a\x80\xa2id\xcf" + b"\xff" * 8 + b"\xa2op\xa4echo"], "bad_request")
     add("negative-id", [pre() + raw_msgpack({"a": {}, "id": -1, "op": "echo"})], "bad_request")
     add("bin-where-str-expected", [pre() + b"\x83\xa1a\x80\xa2id\x01\xa2op\xc4\x04echo"], "bad_request")
@@ -208,9 +352,21 @@ def fuzz_corpus() -> list[dict]:
     add("missing-op", [encode_header_frame("req", {"id": 1})], "bad_request")
     add("args-not-a-map", [encode_header_frame("req", {"id": 1, "op": "echo", "a": [1]})], "bad_request")
     add("extra-unknown-fields", msg(req(zz=1, yy={"q": 2})), "accept")
-    add("shape-as-string", msg(req(b=[{"nm": "x", "enc": "raw", "n": 4, "dt": "f32", "sh": "1"}]), b"\x00" * 4), "bad_request")
-    add("dtype-complex32", msg(req(b=[{"nm": "x", "enc": "raw", "n": 4, "dt": "complex32", "sh": [1]}]), b"\x00" * 4), "bad_request")
-    add("bf16-on-arrow-path", msg(req(b=[{"nm": "x", "enc": "arrow", "n": 4, "dt": "bf16", "sh": [2]}]), b"\x00" * 4), "bad_request")
+    add(
+        "shape-as-string",
+        msg(req(b=[{"nm": "x", "enc": "raw", "n": 4, "dt": "f32", "sh": "1"}]), b"\x00" * 4),
+        "bad_request",
+    )
+    add(
+        "dtype-complex32",
+        msg(req(b=[{"nm": "x", "enc": "raw", "n": 4, "dt": "complex32", "sh": [1]}]), b"\x00" * 4),
+        "bad_request",
+    )
+    add(
+        "bf16-on-arrow-path",
+        msg(req(b=[{"nm": "x", "enc": "arrow", "n": 4, "dt": "bf16", "sh": [2]}]), b"\x00" * 4),
+        "bad_request",
+    )
     add("enc-unknown", msg(req(b=[{"nm": "x", "enc": "npy", "n": 4}]), b"\x00" * 4), "bad_request")
     # 4. descriptors
     d4 = {"nm": "x", "enc": "raw", "n": 4, "dt": "f32", "sh": [1]}
@@ -225,7 +381,11 @@ def fuzz_corpus() -> list[dict]:
     add("0-d-tensor", msg(req(op="tensor.echo", b=[{**d4, "sh": []}]), b"\x00" * 4), "accept")
     add("zero-byte-tensor", msg(req(op="tensor.echo", b=[{**d4, "n": 0, "sh": [0, 5]}]), b""), "accept")
     add("duplicate-payload-names", msg(req(b=[d4, d4]), b"\x00" * 4, b"\x00" * 4), "bad_request")
-    add("bool-bytes-not-0-1", msg(req(op="tensor.echo", b=[{"nm": "m", "enc": "raw", "n": 3, "dt": "bool", "sh": [3]}]), b"\x00\x01\x07"), "bad_request")
+    add(
+        "bool-bytes-not-0-1",
+        msg(req(op="tensor.echo", b=[{"nm": "m", "enc": "raw", "n": 3, "dt": "bool", "sh": [3]}]), b"\x00\x01\x07"),
+        "bad_request",
+    )
     add("raw-without-dtype", msg(req(b=[{"nm": "x", "enc": "raw", "n": 4}]), b"\x00" * 4), "bad_request")
     add("streamed-flag-on-ctrl", msg(req(st={"sid": 1, "tot": 4}, b=[d4]), flags=1), "bad_request")
     # 6. arrow payloads
@@ -234,9 +394,19 @@ def fuzz_corpus() -> list[dict]:
     # 7/8. kinds that must not arrive where they did
     add("res-on-rank", msg({"re": 1}, kind="res"), "bad_request")
     add("chunk-on-ctrl", msg({"sid": 1, "seq": 0, "off": 0}, b"x", kind="chunk"), "bad_request")
-    add("chunk-unknown-stream", msg({"sid": 999, "seq": 0, "off": 0, "last": True}, b"x", kind="chunk"), "bad_request", socket="data")
+    add(
+        "chunk-unknown-stream",
+        msg({"sid": 999, "seq": 0, "off": 0, "last": True}, b"x", kind="chunk"),
+        "bad_request",
+        socket="data",
+    )
     add("plain-req-on-data", msg(req(), kind="req"), "bad_request", socket="data")
-    add("credit-zero", [encode_header_frame("credit", {"n": 1})[:8] + raw_msgpack({"n": 0})], "bad_request", socket="data")
+    add(
+        "credit-zero",
+        [encode_header_frame("credit", {"n": 1})[:8] + raw_msgpack({"n": 0})],
+        "bad_request",
+        socket="data",
+    )
     return C
 
 
@@ -247,12 +417,16 @@ def main() -> None:
     (OUT / "fuzz.json").write_text(json.dumps(corpus, indent=1) + "\n")
     # Arrow streams made by pyarrow for the TS side to read (the TS tool writes the reverse).
     want = json.loads((OUT / "arrow-expected.json").read_text())
-    t = pa.table({
-        "tokens": pa.array(want["tokens"], type=pa.list_(pa.int32())),
-        "reward": pa.array(want["reward"], type=pa.float32()),
-        "text": pa.array(want["text"]),
-        "img": pa.FixedShapeTensorArray.from_numpy_ndarray(np.array(want["img"]["values"], dtype=np.float32).reshape(want["img"]["shape"])),
-    })
+    t = pa.table(
+        {
+            "tokens": pa.array(want["tokens"], type=pa.list_(pa.int32())),
+            "reward": pa.array(want["reward"], type=pa.float32()),
+            "text": pa.array(want["text"]),
+            "img": pa.FixedShapeTensorArray.from_numpy_ndarray(
+                np.array(want["img"]["values"], dtype=np.float32).reshape(want["img"]["shape"])
+            ),
+        }
+    )
     (OUT / "arrow-from-pyarrow.arrows").write_bytes(arrow_stream(t))
     print(f"wrote {len(HEADERS)} header vectors, {len(corpus)} fuzz cases, 1 pyarrow stream to {OUT}")
 

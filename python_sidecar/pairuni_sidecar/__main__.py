@@ -7,6 +7,7 @@ rank the process joins a torch.distributed world (``dist.py``)::
 
     torchrun --nproc-per-node 2 -m pairuni_sidecar --connect tcp://CTRL:5555
 """
+
 from __future__ import annotations
 
 import argparse
@@ -18,7 +19,7 @@ import sys
 
 def _data_endpoint(ctrl: str) -> str:
     if ctrl.startswith("tcp://"):
-        host, _, port = ctrl[len("tcp://"):].rpartition(":")
+        host, _, port = ctrl[len("tcp://") :].rpartition(":")
         return f"tcp://{host}:{int(port) + 1}"
     if ctrl.startswith("ipc://") and ctrl.endswith("ctrl"):
         return ctrl[: -len("ctrl")] + "data"
@@ -26,21 +27,35 @@ def _data_endpoint(ctrl: str) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="pairuni-sidecar", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--connect", "--ctrl", dest="ctrl", required=True, help="controller ctrl endpoint (ipc:// or tcp://)")
+    ap = argparse.ArgumentParser(
+        prog="pairuni-sidecar", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    ap.add_argument(
+        "--connect", "--ctrl", dest="ctrl", required=True, help="controller ctrl endpoint (ipc:// or tcp://)"
+    )
     ap.add_argument("--data", help="controller data endpoint (default: derived from --connect)")
     ap.add_argument("--rank", type=int, default=int(os.environ.get("RANK", 0)))
     ap.add_argument("--world", type=int, default=int(os.environ.get("WORLD_SIZE", 1)))
     ap.add_argument("--local-rank", type=int, default=int(os.environ.get("LOCAL_RANK", 0)))
     ap.add_argument("--parent-pid", type=int, default=None, help="the controller's pid: exit when that process is gone")
     ap.add_argument("--wait-controller", type=float, default=300.0, help="seconds to wait for the controller's welcome")
-    ap.add_argument("--plugins", action="append", default=[],
-                    help="plug-in module(s): ops, rewards, adapters, backbones, tiny-model builders (repeatable)")
+    ap.add_argument(
+        "--plugins",
+        action="append",
+        default=[],
+        help="plug-in module(s): ops, rewards, adapters, backbones, tiny-model builders (repeatable)",
+    )
     ap.add_argument("--threads", type=int, default=None, help="torch intra-op threads")
-    ap.add_argument("--curve-key", default=os.environ.get("PAIRUNI_CURVE_KEY"),
-                    help="this rank's key file (`pairuni keys NAME` → NAME.key): connect with CURVE")
-    ap.add_argument("--curve-server", default=os.environ.get("PAIRUNI_CURVE_SERVER"),
-                    help="the controller's public key, or its .pub file (with --curve-key)")
+    ap.add_argument(
+        "--curve-key",
+        default=os.environ.get("PAIRUNI_CURVE_KEY"),
+        help="this rank's key file (`pairuni keys NAME` → NAME.key): connect with CURVE",
+    )
+    ap.add_argument(
+        "--curve-server",
+        default=os.environ.get("PAIRUNI_CURVE_SERVER"),
+        help="the controller's public key, or its .pub file (with --curve-key)",
+    )
     a = ap.parse_args(argv)
 
     extra = tuple(a.plugins) + tuple(m for m in os.environ.get("PAIRUNI_PLUGINS", "").split(",") if m)
@@ -93,7 +108,7 @@ def _remove_socket_dir(ctrl: str) -> None:
     """The controller died without cleaning up (SIGKILL): remove the private ipc directory it made."""
     if not ctrl.startswith("ipc://"):
         return
-    d = os.path.dirname(ctrl[len("ipc://"):])
+    d = os.path.dirname(ctrl[len("ipc://") :])
     if os.path.basename(d).startswith("pairuni-"):
         shutil.rmtree(d, ignore_errors=True)
 

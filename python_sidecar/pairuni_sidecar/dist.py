@@ -20,6 +20,7 @@ set up once per process by ``init_world`` from RANK / WORLD_SIZE / LOCAL_RANK:
 
 World 1 never touches torch.distributed: a single sidecar behaves exactly as before.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -58,7 +59,9 @@ def pick_device(local_rank: int) -> torch.device:
     if torch.cuda.is_available():
         n = torch.cuda.device_count()
         if local_rank >= n:
-            raise BadRequest(f"local rank {local_rank} has no GPU: this host has {n} (start at most {n} ranks per host)")
+            raise BadRequest(
+                f"local rank {local_rank} has no GPU: this host has {n} (start at most {n} ranks per host)"
+            )
         return torch.device("cuda", local_rank)
     return torch.device("cpu")
 
@@ -69,17 +72,28 @@ def init_world(rank: int, size: int, local_rank: int) -> World:
     if _WORLD is not None:
         return _WORLD
     dev = pick_device(local_rank)
-    w = World(rank=rank, size=size, local_rank=local_rank, device=dev, mesh=None,
-              restart=int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0") or 0))
+    w = World(
+        rank=rank,
+        size=size,
+        local_rank=local_rank,
+        device=dev,
+        mesh=None,
+        restart=int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0") or 0),
+    )
     if size > 1:
         import torch.distributed as dist
         from torch.distributed.device_mesh import init_device_mesh
 
-        if os.environ.get("TORCHELASTIC_USE_AGENT_STORE") == "True" and int(os.environ.get("TORCHELASTIC_MAX_RESTARTS", "0") or 0) > 0:
+        if (
+            os.environ.get("TORCHELASTIC_USE_AGENT_STORE") == "True"
+            and int(os.environ.get("TORCHELASTIC_MAX_RESTARTS", "0") or 0) > 0
+        ):
             # torchrun's shared rendezvous store keeps the dead world's addresses across restarts
             # (pytorch#135712): a restarted world may then fail to connect or hang. Sidecar.spawn sets this.
-            log.warn("torchrun shares its rendezvous store across restarts; set "
-                     "TORCH_DISABLE_SHARE_RDZV_TCP_STORE=1 for torchrun, or a restarted world may fail to form")
+            log.warn(
+                "torchrun shares its rendezvous store across restarts; set "
+                "TORCH_DISABLE_SHARE_RDZV_TCP_STORE=1 for torchrun, or a restarted world may fail to form"
+            )
 
         if dev.type == "cuda":
             torch.cuda.set_device(dev)
@@ -87,8 +101,9 @@ def init_world(rank: int, size: int, local_rank: int) -> World:
         else:
             dist.init_process_group("gloo")
         if dist.get_rank() != rank or dist.get_world_size() != size:
-            raise BadRequest(f"process group says rank {dist.get_rank()}/{dist.get_world_size()}, "
-                             f"the launcher said {rank}/{size}")
+            raise BadRequest(
+                f"process group says rank {dist.get_rank()}/{dist.get_world_size()}, the launcher said {rank}/{size}"
+            )
         w.mesh = init_device_mesh(dev.type, (size,))
     _WORLD = w
     return w
@@ -115,8 +130,13 @@ def mixed_precision(w: World):
     return MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32)
 
 
-def shard(modules: Iterable[torch.nn.Module], root: torch.nn.Module, *, forward_methods: Iterable[tuple[torch.nn.Module, str]] = (),
-          offload: bool = False) -> None:
+def shard(
+    modules: Iterable[torch.nn.Module],
+    root: torch.nn.Module,
+    *,
+    forward_methods: Iterable[tuple[torch.nn.Module, str]] = (),
+    offload: bool = False,
+) -> None:
     """FSDP2 on each module (inner ones first), then on ``root``; ``forward_methods`` are (module,
     method) pairs called directly instead of ``forward`` (e.g. a VQ decoder's ``decode``); ``offload``
     (the load spec's ``cpu_offload``) keeps the shards and their optimizer state in host memory."""
@@ -131,8 +151,11 @@ def shard(modules: Iterable[torch.nn.Module], root: torch.nn.Module, *, forward_
         kw["mp_policy"] = mp
     if offload:
         if w.device.type != "cuda":
-            raise BadRequest("model.cpuOffload moves FSDP2 shards between host and GPU memory: it needs CUDA ranks "
-                             f"(this rank runs on {w.device})", detail={"field": "model.cpuOffload"})
+            raise BadRequest(
+                "model.cpuOffload moves FSDP2 shards between host and GPU memory: it needs CUDA ranks "
+                f"(this rank runs on {w.device})",
+                detail={"field": "model.cpuOffload"},
+            )
         from torch.distributed.fsdp import CPUOffloadPolicy
 
         kw["offload_policy"] = CPUOffloadPolicy()
@@ -178,7 +201,7 @@ def all_reduce_mean_(tensors: list[torch.Tensor]) -> None:
     off = 0
     for t in tensors:
         n = t.numel()
-        t.copy_(flat[off:off + n].view_as(t).to(t.dtype))
+        t.copy_(flat[off : off + n].view_as(t).to(t.dtype))
         off += n
 
 

@@ -2,6 +2,7 @@
 
 The code set is closed: protocols/constants.json, generated for both languages.
 """
+
 from __future__ import annotations
 
 from .contract.generated import ERROR_CODES  # the closed set, from protocols/constants.json
@@ -13,7 +14,9 @@ class SidecarError(Exception):
     code = "internal"
     retryable = False
 
-    def __init__(self, message: str, *, code: str | None = None, retryable: bool | None = None, detail: dict | None = None):
+    def __init__(
+        self, message: str, *, code: str | None = None, retryable: bool | None = None, detail: dict | None = None
+    ):
         super().__init__(message)
         if code is not None:
             if code not in ERROR_CODES:
@@ -25,8 +28,12 @@ class SidecarError(Exception):
 
     def to_wire(self) -> dict:
         # The exception's class travels too, so the controller can tell a CheckpointNotFound from a NotFound.
-        return {"code": self.code, "msg": str(self), "retryable": bool(self.retryable),
-                "detail": {"type": type(self).__name__, **self.detail}}
+        return {
+            "code": self.code,
+            "msg": str(self),
+            "retryable": bool(self.retryable),
+            "detail": {"type": type(self).__name__, **self.detail},
+        }
 
 
 class BadRequest(SidecarError):

@@ -5,6 +5,7 @@ Temp names sit beside the target (rename is only atomic within one filesystem), 
 directory scans skip them, and carry pid + random so concurrent writers never share one. The same
 scheme as ``src/util/atomic.ts`` on the TypeScript side.
 """
+
 from __future__ import annotations
 
 import json

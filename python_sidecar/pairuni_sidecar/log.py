@@ -10,6 +10,7 @@ Levels: ``debug`` for what only a developer reads (traces, the traceback of an o
 caller receives anyway, start and stop), ``info`` for the normal life of a rank worth a line,
 ``warn`` for what the user may have to act on, ``error`` for a fault of the sidecar itself.
 """
+
 from __future__ import annotations
 
 import os

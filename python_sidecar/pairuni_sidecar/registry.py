@@ -14,6 +14,7 @@ Handlers run on the sidecar's single worker thread, one request at a time; long 
 ``ctx.check()`` between steps so cancellation and deadlines take effect, and ``ctx.progress()`` to
 feed the controller's progress bars.
 """
+
 from __future__ import annotations
 
 import importlib
@@ -107,8 +108,10 @@ def resolve(kind: str, name: str) -> Any:
             obj = getattr(importlib.import_module(mod_name), attr)
         except Exception as e:  # noqa: BLE001 - a missing optional package disables this entry only
             _FAILED[f"{kind}:{name}"] = f"{type(e).__name__}: {e}"
-            raise BadRequest(f"{kind} {name!r} cannot be loaded ({entry}: {type(e).__name__}: {e}); "
-                             f"install its extra, e.g. pip install 'pairuni-sidecar[{name}]'") from None
+            raise BadRequest(
+                f"{kind} {name!r} cannot be loaded ({entry}: {type(e).__name__}: {e}); "
+                f"install its extra, e.g. pip install 'pairuni-sidecar[{name}]'"
+            ) from None
         _ENTRIES[kind][name] = entry = obj
     return entry
 
@@ -228,7 +231,9 @@ class HandleStore:
         try:
             return self._items[handle]
         except KeyError:
-            raise NotFound(f"no object under handle {handle!r} (freed, or created by an earlier sidecar process)") from None
+            raise NotFound(
+                f"no object under handle {handle!r} (freed, or created by an earlier sidecar process)"
+            ) from None
 
     def free(self, handle: str) -> bool:
         with self._lock:

@@ -2,6 +2,7 @@
 worker thread. They talk through queues plus an inproc wake-up socket, so a long handler never
 delays heartbeats, cancels or the data stream (pyzmq sockets must never be shared across threads).
 """
+
 from __future__ import annotations
 
 import os
@@ -32,7 +33,14 @@ from .protocol.constants import (
 )
 from .protocol.pool import BufferPool
 from .protocol.header import decode_header_frame, encode_header_frame
-from .protocol.payload import arrow_to_table, check_descriptors, decode_payloads, encode_payloads, raw_to_tensor, stream_layout
+from .protocol.payload import (
+    arrow_to_table,
+    check_descriptors,
+    decode_payloads,
+    encode_payloads,
+    raw_to_tensor,
+    stream_layout,
+)
 from .contract import validate_args, validate_payloads, with_defaults
 from .registry import HandleStore, OpContext, Reply, get_op, load_plugins
 
@@ -123,17 +131,30 @@ class Server:
         self.wake.bind(self.wake_addr)
         worker = threading.Thread(target=self._worker, name="pairuni-worker", daemon=True)
         worker.start()
-        log.debug(f"rank {self.rank}/{self.world} starting (torch {torch.__version__}, sidecar {__version__}); "
-                  f"connecting to {self.ctrl_endpoint}")
+        log.debug(
+            f"rank {self.rank}/{self.world} starting (torch {torch.__version__}, sidecar {__version__}); "
+            f"connecting to {self.ctrl_endpoint}"
+        )
         # Announce the data connection too: the controller waits for both before sending streams.
         self._send(self.data, "hb", {"state": "starting"})
-        self._send_ctrl("hello", {
-            "wire": [WIRE_MAJOR, WIRE_MAJOR], "minor": WIRE_MINOR, "caps": ["raw", "arrow", "chunk"],
-            "rank": self.rank, "world": self.world, "local_rank": self.local_rank,
-            "restart": int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0") or 0),
-            "host": pysocket.gethostname(), "pid": os.getpid(), "inc": self.incarnation,
-            "torch": torch.__version__, "cuda": torch.cuda.is_available(), "sidecar": __version__,
-        })
+        self._send_ctrl(
+            "hello",
+            {
+                "wire": [WIRE_MAJOR, WIRE_MAJOR],
+                "minor": WIRE_MINOR,
+                "caps": ["raw", "arrow", "chunk"],
+                "rank": self.rank,
+                "world": self.world,
+                "local_rank": self.local_rank,
+                "restart": int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0") or 0),
+                "host": pysocket.gethostname(),
+                "pid": os.getpid(),
+                "inc": self.incarnation,
+                "torch": torch.__version__,
+                "cuda": torch.cuda.is_available(),
+                "sidecar": __version__,
+            },
+        )
         try:
             self._loop()
         finally:
@@ -193,7 +214,9 @@ class Server:
                 return
             if not self.welcomed:
                 if now - started > self.wait_controller_s:
-                    log.error(f"no welcome from a controller at {self.ctrl_endpoint} within {self.wait_controller_s:.0f}s; exiting")
+                    log.error(
+                        f"no welcome from a controller at {self.ctrl_endpoint} within {self.wait_controller_s:.0f}s; exiting"
+                    )
                     self.exit_code = 3
                     return
                 continue
@@ -221,7 +244,12 @@ class Server:
             try:
                 size = sum(len(f) for f in frames)
                 if size > self.limits.chunk + self.limits.max_hdr + 64 * 1024:
-                    raise _with_id(TooLarge(f"message of {size} bytes over the {self.limits.chunk}-byte chunk limit (large payloads must be chunk streams)"), salvage_header(frames[0].buffer))
+                    raise _with_id(
+                        TooLarge(
+                            f"message of {size} bytes over the {self.limits.chunk}-byte chunk limit (large payloads must be chunk streams)"
+                        ),
+                        salvage_header(frames[0].buffer),
+                    )
                 self._on_message(frames, is_data)
             except SidecarError as e:
                 self.stats["bad_frames"] += 1
@@ -242,7 +270,13 @@ class Server:
             if self.welcomed:
                 raise BadRequest("duplicate welcome")
             lim = h["limits"]
-            self.limits = Limits(chunk=lim["chunk"], max_msg=lim["max_msg"], window=lim["window"], max_hdr=lim["max_hdr"], stall_ms=lim.get("stall_ms", 30_000))
+            self.limits = Limits(
+                chunk=lim["chunk"],
+                max_msg=lim["max_msg"],
+                window=lim["window"],
+                max_hdr=lim["max_hdr"],
+                stall_ms=lim.get("stall_ms", 30_000),
+            )
             self.hb_ms, self.dead_ms = h["hb_ms"], h["dead_ms"]
             self.credit = self.limits.window
             self.welcomed = True
@@ -344,7 +378,7 @@ class Server:
             end = s.offsets[s.cur] + s.descs[s.cur]["n"]
             if n == 0 or s.next + n > end or n > self.limits.chunk:
                 raise fail(f"chunk of {n} bytes overruns buffer {s.cur}")
-            s.buf[s.next:s.next + n] = np.frombuffer(data, dtype=np.uint8)
+            s.buf[s.next : s.next + n] = np.frombuffer(data, dtype=np.uint8)
             s.seq += 1
             s.next += n
             s.last_activity = time.monotonic()
@@ -354,7 +388,9 @@ class Server:
             self._send(self.data, "credit", {"n": n})
             done = s.cur >= len(s.descs)
             if bool(h.get("last", False)) != done:
-                raise fail("stream complete but chunk not marked last" if done else "last chunk before the stream is complete")
+                raise fail(
+                    "stream complete but chunk not marked last" if done else "last chunk before the stream is complete"
+                )
             if done:
                 self._finish_stream(sid, s)
             return
@@ -374,7 +410,7 @@ class Server:
         tensors = {}
         try:
             for d, off in zip(s.descs, s.offsets):
-                view = s.buf[off:off + d["n"]]
+                view = s.buf[off : off + d["n"]]
                 if d["enc"] == "raw":
                     tensors[d["nm"]] = raw_to_tensor(d, view)
                 else:
@@ -434,7 +470,9 @@ class Server:
 
             dist.init_world(self.rank, self.world, self.local_rank)
         except Exception:  # noqa: BLE001 - a rank that cannot join the world leaves it
-            log.error(f"cannot join the torch.distributed world as rank {self.rank}/{self.world}: {traceback.format_exc()}")
+            log.error(
+                f"cannot join the torch.distributed world as rank {self.rank}/{self.world}: {traceback.format_exc()}"
+            )
             self.exit_code, self.stopping = 6, True
             self._wake_io()
             return
@@ -468,10 +506,21 @@ class Server:
         except Exception as e:  # noqa: BLE001 - handler bugs become typed replies, not dead ranks
             tb = traceback.format_exc()
             log.debug(f"op {ctx.op} failed:\n{tb}")
-            self.outbox.put(("err", {"re": ctx.request_id, "err": {
-                "code": "op_failed", "msg": f"{type(e).__name__}: {e}", "retryable": False,
-                "detail": {"type": type(e).__name__, "traceback": tb[-4000:]},
-            }}, []))
+            self.outbox.put(
+                (
+                    "err",
+                    {
+                        "re": ctx.request_id,
+                        "err": {
+                            "code": "op_failed",
+                            "msg": f"{type(e).__name__}: {e}",
+                            "retryable": False,
+                            "detail": {"type": type(e).__name__, "traceback": tb[-4000:]},
+                        },
+                    },
+                    [],
+                )
+            )
         finally:
             self.outbox.put(("done", ctx.request_id, None))
             self._wake_io()
@@ -510,7 +559,7 @@ class Server:
         for off, b in zip(offsets, bufs):
             mv = memoryview(b).cast("B")
             for o in range(0, mv.nbytes, self.limits.chunk):
-                pieces.append((off + o, mv[o:o + self.limits.chunk]))
+                pieces.append((off + o, mv[o : o + self.limits.chunk]))
         self.out_streams.append(OutStream(sid, pieces))
 
     def _pump_streams(self) -> None:
@@ -569,7 +618,9 @@ def read_curve(key_file: str | None, server: str | None) -> tuple[bytes, bytes, 
     if not key_file and not server:
         return None
     if not (key_file and server):
-        raise SystemExit("CURVE needs both --curve-key (this rank's .key) and --curve-server (the controller's public key)")
+        raise SystemExit(
+            "CURVE needs both --curve-key (this rank's .key) and --curve-server (the controller's public key)"
+        )
     import json
 
     try:

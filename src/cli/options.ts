@@ -42,7 +42,10 @@ export function backboneFrom(v: Record<string, unknown>): BackboneSpec {
   if (v.size !== undefined) spec.size = intOpt(v.size, '--size', { min: 1, max: 512 });
   if (v.device) spec.device = v.device;
   const r = BackboneSpec.safeParse(spec);
-  if (!r.success) throw new ConfigError(`--backbone: ${r.error.issues.map((i) => `${i.path.join('.') || 'kind'}: ${i.message}`).join('; ')}`);
+  if (!r.success)
+    throw new ConfigError(
+      `--backbone: ${r.error.issues.map((i) => `${i.path.join('.') || 'kind'}: ${i.message}`).join('; ')}`,
+    );
   return r.data;
 }
 
@@ -57,7 +60,9 @@ export const USAGE_EXIT = 2;
 
 /** One line naming the missing flags and where to look; returns the usage exit status. */
 export function usageError(cmd: string, missing: string[]): number {
-  console.error(`pairuni ${cmd}: ${missing.join(', ')} ${missing.length > 1 ? 'are' : 'is'} required (see 'pairuni ${cmd} --help')`);
+  console.error(
+    `pairuni ${cmd}: ${missing.join(', ')} ${missing.length > 1 ? 'are' : 'is'} required (see 'pairuni ${cmd} --help')`,
+  );
   return USAGE_EXIT;
 }
 

@@ -18,8 +18,10 @@ export class SpendGuard {
   acquire(): void {
     if (!this.exhausted) {
       const { maxRequests, maxTokens } = this.limits;
-      if (maxRequests !== undefined && this.requests >= maxRequests) this.exhausted = `request budget of ${maxRequests} used up`;
-      else if (maxTokens !== undefined && this.tokens >= maxTokens) this.exhausted = `token budget of ${maxTokens} used up (${this.tokens} spent)`;
+      if (maxRequests !== undefined && this.requests >= maxRequests)
+        this.exhausted = `request budget of ${maxRequests} used up`;
+      else if (maxTokens !== undefined && this.tokens >= maxTokens)
+        this.exhausted = `token budget of ${maxTokens} used up (${this.tokens} spent)`;
     }
     if (this.exhausted) throw new BudgetExhaustedError(this.exhausted);
     this.requests++;

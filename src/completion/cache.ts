@@ -125,11 +125,19 @@ export class CompletionCache {
       try {
         json = JSON.parse(raw);
       } catch {
-        throw new DataError(`${path}:${row}: completion cache line is not JSON (the file was edited or written by something else)`, path, row);
+        throw new DataError(
+          `${path}:${row}: completion cache line is not JSON (the file was edited or written by something else)`,
+          path,
+          row,
+        );
       }
       const r = Line.safeParse(json);
       if (!r.success) {
-        throw new DataError(`${path}:${row}: completion cache line has an unknown shape: ${r.error.issues[0]?.message}`, path, row);
+        throw new DataError(
+          `${path}:${row}: completion cache line has an unknown shape: ${r.error.issues[0]?.message}`,
+          path,
+          row,
+        );
       }
       if (r.data.t === 'call') this.calls.set(r.data.k, r.data);
       else this.items.set(r.data.k, r.data);

@@ -187,7 +187,12 @@ export class ChatClient {
         ctx.stats.requestFailed(failure.cause, willRetry);
         if (failure.kind === 'reject') throw new RequestRejectedError(failure.message, failure.status, { cause: err });
         if (failure.kind === 'fatal') {
-          throw new CompletionApiError(`${this.config.baseURL} (model ${model}): ${failure.message}`, failure.status, 'fatal', { cause: err });
+          throw new CompletionApiError(
+            `${this.config.baseURL} (model ${model}): ${failure.message}`,
+            failure.status,
+            'fatal',
+            { cause: err },
+          );
         }
         if (!willRetry) {
           throw new CompletionApiError(
@@ -212,7 +217,10 @@ export class ChatClient {
    * Sends one request and reads its body ourselves, so that a page that is not JSON (an HTML error
    * page of a proxy, a web UI at the wrong URL) can be named as such instead of failing in a JSON parser.
    */
-  private async send(body: ChatCompletionCreateParamsNonStreaming, signal: AbortSignal): Promise<ChatCompletion | undefined> {
+  private async send(
+    body: ChatCompletionCreateParamsNonStreaming,
+    signal: AbortSignal,
+  ): Promise<ChatCompletion | undefined> {
     const response = await this.api.chat.completions.create(body, { signal }).asResponse();
     const text = await response.text();
     const page = htmlPage(response.headers.get('content-type'), text);
@@ -221,7 +229,9 @@ export class ChatClient {
     try {
       return JSON.parse(text) as ChatCompletion;
     } catch {
-      throw new MalformedResponse(`the response is not JSON (status ${response.status}): ${JSON.stringify(text.slice(0, 200))}`);
+      throw new MalformedResponse(
+        `the response is not JSON (status ${response.status}): ${JSON.stringify(text.slice(0, 200))}`,
+      );
     }
   }
 
@@ -259,10 +269,18 @@ class HtmlReply extends Error {
 
 function toOpenAiMessage(m: ChatMessage): ChatCompletionMessageParam {
   if (m.role === 'assistant') {
-    return { role: 'assistant', content: typeof m.content === 'string' ? m.content : m.content.map((p) => (p.type === 'text' ? p.text : '')).join('') };
+    return {
+      role: 'assistant',
+      content:
+        typeof m.content === 'string' ? m.content : m.content.map((p) => (p.type === 'text' ? p.text : '')).join(''),
+    };
   }
   if (m.role === 'system') {
-    return { role: 'system', content: typeof m.content === 'string' ? m.content : m.content.map((p) => (p.type === 'text' ? p.text : '')).join('') };
+    return {
+      role: 'system',
+      content:
+        typeof m.content === 'string' ? m.content : m.content.map((p) => (p.type === 'text' ? p.text : '')).join(''),
+    };
   }
   if (typeof m.content === 'string') return { role: 'user', content: m.content };
   const parts: ChatCompletionContentPart[] = m.content.map((p) =>

@@ -97,11 +97,25 @@ export class Completer {
     const c = this.config;
     const input =
       item.direction === 'u2c'
-        ? { question: item.record.question, choices: item.record.choices, answer: item.record.answer, image: image?.sha256, words: c.promptWords }
+        ? {
+            question: item.record.question,
+            choices: item.record.choices,
+            answer: item.record.answer,
+            image: image?.sha256,
+            words: c.promptWords,
+          }
         : { prompt: item.record.prompt, class: promptClassOf(item.record.category), image: image?.sha256 ?? null };
     const [model, checker] =
-      item.direction === 'u2c' ? [c.models.u2c, c.models.verifyU2c ?? c.models.u2c] : [c.models.g2qa, c.models.verifyG2qa ?? c.models.g2qa];
-    return hashJson({ direction: item.direction, model, checker, template: TEMPLATE_VERSIONS[item.direction], input: hashJson(input) });
+      item.direction === 'u2c'
+        ? [c.models.u2c, c.models.verifyU2c ?? c.models.u2c]
+        : [c.models.g2qa, c.models.verifyG2qa ?? c.models.g2qa];
+    return hashJson({
+      direction: item.direction,
+      model,
+      checker,
+      template: TEMPLATE_VERSIONS[item.direction],
+      input: hashJson(input),
+    });
   }
 
   private async *iterate(
@@ -138,8 +152,15 @@ export class Completer {
     let sourceDone = false;
     let stoppedSome = false;
     try {
-      cache = this.config.cachePath ? await CompletionCache.open(this.config.cachePath) : (this.memoryCache ??= CompletionCache.memory());
-      stats.cache = { path: cache.path ?? null, loadedCalls: cache.loadInfo.calls, loadedItems: cache.loadInfo.items, tornBytes: cache.loadInfo.tornBytes };
+      cache = this.config.cachePath
+        ? await CompletionCache.open(this.config.cachePath)
+        : (this.memoryCache ??= CompletionCache.memory());
+      stats.cache = {
+        path: cache.path ?? null,
+        loadedCalls: cache.loadInfo.calls,
+        loadedItems: cache.loadInfo.items,
+        tornBytes: cache.loadInfo.tornBytes,
+      };
       const ctx = { cache, guard, stats, signal: ac.signal, stop: stopAc.signal };
       source = Symbol.asyncIterator in items ? items[Symbol.asyncIterator]() : items[Symbol.iterator]();
       for (;;) {
@@ -170,7 +191,8 @@ export class Completer {
         yield s.result;
       }
       if (guard.exhausted) stats.budgetExhausted = guard.exhausted;
-      if (stopAc.signal.aborted && (stoppedSome || !sourceDone)) stats.finish('stopped', 'asked to stop: no new request was started, those in flight were finished');
+      if (stopAc.signal.aborted && (stoppedSome || !sourceDone))
+        stats.finish('stopped', 'asked to stop: no new request was started, those in flight were finished');
       else if (guard.exhausted) stats.finish('budget', guard.exhausted);
       else stats.finish('completed');
     } catch (e) {
@@ -203,7 +225,12 @@ export class Completer {
     inflight: Map<string, Promise<ItemOutcome>>,
   ): Promise<CompletionResult> {
     validateItem(item);
-    const base = { direction: item.direction, id: item.record.id, index, ...(item.source ? { source: item.source } : {}) };
+    const base = {
+      direction: item.direction,
+      id: item.record.id,
+      index,
+      ...(item.source ? { source: item.source } : {}),
+    };
     if (this.config.keepExisting && hasCompletion(item)) {
       const stats = zeroStats();
       return item.direction === 'u2c'
@@ -233,8 +260,10 @@ export class Completer {
       await ctx.cache.putItem({ t: 'item', k: key, direction: item.direction, outcome });
       return this.toResult(item, base, outcome, 'llm');
     } catch (e) {
-      if (e instanceof BudgetExhaustedError) return { ...base, status: 'unfinished', reason: 'budget', detail: e.message };
-      if (e instanceof RequestRejectedError) return { ...base, status: 'unfinished', reason: 'request_error', detail: e.message };
+      if (e instanceof BudgetExhaustedError)
+        return { ...base, status: 'unfinished', reason: 'budget', detail: e.message };
+      if (e instanceof RequestRejectedError)
+        return { ...base, status: 'unfinished', reason: 'request_error', detail: e.message };
       if (e instanceof RunStoppedError) return { ...base, status: 'unfinished', reason: 'stopped', detail: e.message };
       throw e;
     }
@@ -244,7 +273,8 @@ export class Completer {
   private reopens(o: ItemOutcome): boolean {
     if (o.status !== 'rejected') return false;
     if (o.reason === 'inconsistent') return o.limits.maxRegenerations < this.config.maxRegenerations;
-    if (o.reason === 'invalid_output' || o.reason === 'checker_invalid_output') return o.limits.maxFormatRetries < this.config.maxFormatRetries;
+    if (o.reason === 'invalid_output' || o.reason === 'checker_invalid_output')
+      return o.limits.maxFormatRetries < this.config.maxFormatRetries;
     return false;
   }
 
@@ -254,7 +284,8 @@ export class Completer {
     o: ItemOutcome,
     origin: Origin,
   ): CompletionResult {
-    if (o.status === 'rejected') return { ...base, status: 'rejected', reason: o.reason, detail: o.detail, origin, stats: o.stats };
+    if (o.status === 'rejected')
+      return { ...base, status: 'rejected', reason: o.reason, detail: o.detail, origin, stats: o.stats };
     if (item.direction === 'u2c') {
       const record = { ...item.record, ...(o.fill as U2cFill) };
       return { ...base, direction: 'u2c', status: 'accepted', record, origin, stats: o.stats };
@@ -279,14 +310,29 @@ function hasCompletion(item: CompletionItem): boolean {
 function validateItem(item: CompletionItem): void {
   const { file, row } = item.source ?? {};
   const at = file ? `${file}${row !== undefined ? `:${row}` : ''}: ` : '';
-  const schema = item.direction === 'u2c' ? UnderstandingRecord : item.direction === 'g2qa' ? GenerationRecord : undefined;
-  if (!schema) throw new DataError(`${at}unknown completion direction ${JSON.stringify((item as { direction?: unknown }).direction)}`, file, row);
+  const schema =
+    item.direction === 'u2c' ? UnderstandingRecord : item.direction === 'g2qa' ? GenerationRecord : undefined;
+  if (!schema)
+    throw new DataError(
+      `${at}unknown completion direction ${JSON.stringify((item as { direction?: unknown }).direction)}`,
+      file,
+      row,
+    );
   const r = schema.safeParse(item.record);
-  if (!r.success) throw new DataError(`${at}invalid ${item.direction === 'u2c' ? 'understanding' : 'generation'} record: ${r.error.issues.map((i) => `${i.path.join('.')}: ${i.message}`).join('; ')}`, file, row);
+  if (!r.success)
+    throw new DataError(
+      `${at}invalid ${item.direction === 'u2c' ? 'understanding' : 'generation'} record: ${r.error.issues.map((i) => `${i.path.join('.')}: ${i.message}`).join('; ')}`,
+      file,
+      row,
+    );
   if (item.direction === 'u2c') {
     const k = item.record.answer.charCodeAt(0) - 65;
     if (k >= item.record.choices.length) {
-      throw new DataError(`${at}answer ${item.record.answer} names no choice (there are ${item.record.choices.length})`, file, row);
+      throw new DataError(
+        `${at}answer ${item.record.answer} names no choice (there are ${item.record.choices.length})`,
+        file,
+        row,
+      );
     }
   }
 }

@@ -45,12 +45,17 @@ export async function readCompletionManifest(file: string, direction: Direction)
     }
     const rec = r.data;
     const prev = ids.get(rec.id);
-    if (prev !== undefined) throw new DataError(`${file}:${row}: duplicate id ${JSON.stringify(rec.id)} (first on row ${prev})`, file, row);
+    if (prev !== undefined)
+      throw new DataError(`${file}:${row}: duplicate id ${JSON.stringify(rec.id)} (first on row ${prev})`, file, row);
     ids.set(rec.id, row);
     if (direction === 'u2c') {
       const u = rec as UnderstandingRecord;
       if (u.answer.charCodeAt(0) - 65 >= u.choices.length) {
-        throw new DataError(`${file}:${row}: answer ${u.answer} names no choice (there are ${u.choices.length})`, file, row);
+        throw new DataError(
+          `${file}:${row}: answer ${u.answer} names no choice (there are ${u.choices.length})`,
+          file,
+          row,
+        );
       }
     }
     const path = isAbsolute(rec.image) ? rec.image : resolve(base, rec.image);
@@ -77,7 +82,12 @@ async function checkImagesReadable(items: CompletionItem[]): Promise<void> {
         } catch (e) {
           const code = (e as NodeJS.ErrnoException).code;
           const what = code === 'ENOENT' ? 'not found' : `not readable (${code})`;
-          throw new DataError(`${it.source?.file}:${it.source?.row}: image ${path} is ${what}`, it.source?.file, it.source?.row, { cause: e });
+          throw new DataError(
+            `${it.source?.file}:${it.source?.row}: image ${path} is ${what}`,
+            it.source?.file,
+            it.source?.row,
+            { cause: e },
+          );
         }
       }),
     );

@@ -15,7 +15,15 @@ import type { CompleterConfig } from './config.js';
 import type { LoadedImage } from './images.js';
 import { canonicalJson } from './hash.js';
 import { g2qaFill, parseCheckReply, parseG2qaReply, parseU2cReply, type CheckReply, type Parsed } from './replies.js';
-import { formatFeedback, g2qaCheck, g2qaGenerate, u2cCheck, u2cGenerate, type ChatMessage, type Redo } from './templates.js';
+import {
+  formatFeedback,
+  g2qaCheck,
+  g2qaGenerate,
+  u2cCheck,
+  u2cGenerate,
+  type ChatMessage,
+  type Redo,
+} from './templates.js';
 import type { G2qaFill, ItemStats, RejectReason, U2cFill } from './types.js';
 
 type Ask<T> = { ok: true; value: T } | { ok: false; refused: boolean; detail: string };
@@ -33,7 +41,11 @@ export async function completeItem(
   const stats: ItemStats = { calls: 0, replayedCalls: 0, formatRetries: 0, regenerations: 0 };
   const limits = { maxFormatRetries: config.maxFormatRetries, maxRegenerations: config.maxRegenerations };
 
-  const ask = async <T>(model: string, messages: ChatMessage[], parse: (text: string) => Parsed<T>): Promise<Ask<T>> => {
+  const ask = async <T>(
+    model: string,
+    messages: ChatMessage[],
+    parse: (text: string) => Parsed<T>,
+  ): Promise<Ask<T>> => {
     const convo = [...messages];
     for (let attempt = 0; ; attempt++) {
       const r = await client.call(model, convo, ctx);
@@ -43,7 +55,8 @@ export async function completeItem(
       if (r.finish === 'content_filter') return { ok: false, refused: true, detail: 'blocked by the content filter' };
       const text = r.text ?? '';
       let p = text.trim() ? parse(text) : ({ ok: false, error: 'the reply is empty' } as const);
-      if (!p.ok && r.finish === 'length') p = { ok: false, error: `${p.error} (the reply was cut off at the token limit; be shorter)` };
+      if (!p.ok && r.finish === 'length')
+        p = { ok: false, error: `${p.error} (the reply was cut off at the token limit; be shorter)` };
       if (p.ok) return { ok: true, value: p.value };
       if (attempt >= config.maxFormatRetries) {
         return { ok: false, refused: false, detail: `${p.error} (after ${attempt + 1} attempts)` };
@@ -53,7 +66,13 @@ export async function completeItem(
     }
   };
 
-  const reject = (reason: RejectReason, detail: string): ItemOutcome => ({ status: 'rejected', reason, detail, stats, limits });
+  const reject = (reason: RejectReason, detail: string): ItemOutcome => ({
+    status: 'rejected',
+    reason,
+    detail,
+    stats,
+    limits,
+  });
   const models = config.models;
 
   const redo: Redo = [];
@@ -68,7 +87,11 @@ export async function completeItem(
       if (!gen.ok) return reject(gen.refused ? 'refusal' : 'invalid_output', gen.detail);
       fill = { caption: gen.value.prompt.trim() };
       draft = canonicalJson(gen.value);
-      check = await ask(models.verifyU2c ?? models.u2c, u2cCheck(input.record, input.image, fill.caption), parseCheckReply);
+      check = await ask(
+        models.verifyU2c ?? models.u2c,
+        u2cCheck(input.record, input.image, fill.caption),
+        parseCheckReply,
+      );
     } else {
       const gen = await ask(models.g2qa, g2qaGenerate(input.record, input.image, redo), parseG2qaReply);
       if (!gen.ok) return reject(gen.refused ? 'refusal' : 'invalid_output', gen.detail);

@@ -15,7 +15,10 @@ export function parseJsonReply(text: string): Parsed<unknown> {
   const m = FENCE.exec(body);
   if (m) body = m[1].trim();
   if (!body.startsWith('{')) {
-    return { ok: false, error: `the reply must be a single JSON object, but it starts with ${JSON.stringify(body.slice(0, 40))}` };
+    return {
+      ok: false,
+      error: `the reply must be a single JSON object, but it starts with ${JSON.stringify(body.slice(0, 40))}`,
+    };
   }
   try {
     return { ok: true, value: JSON.parse(body) };
@@ -92,10 +95,18 @@ export const G2qaReply = z
       const norm = v.choices[k].trim().toLowerCase().replace(/\s+/g, ' ');
       const prev = seen.get(norm);
       if (prev) {
-        ctx.addIssue({ code: 'custom', path: ['choices', k], message: `repeats option ${prev}; all four options must differ` });
+        ctx.addIssue({
+          code: 'custom',
+          path: ['choices', k],
+          message: `repeats option ${prev}; all four options must differ`,
+        });
       } else seen.set(norm, k);
       if (/^\(?[A-D][.)]\s/.test(v.choices[k])) {
-        ctx.addIssue({ code: 'custom', path: ['choices', k], message: 'must not start with an option letter; the key already is the letter' });
+        ctx.addIssue({
+          code: 'custom',
+          path: ['choices', k],
+          message: 'must not start with an option letter; the key already is the letter',
+        });
       }
     }
   });
@@ -117,7 +128,11 @@ export const CheckReply = z
   .strict()
   .superRefine((v, ctx) => {
     if (v.verdict === 'inconsistent' && !v.problems.some((p) => p.trim())) {
-      ctx.addIssue({ code: 'custom', path: ['problems'], message: 'an "inconsistent" verdict must name at least one problem' });
+      ctx.addIssue({
+        code: 'custom',
+        path: ['problems'],
+        message: 'an "inconsistent" verdict must name at least one problem',
+      });
     }
   });
 export type CheckReply = z.infer<typeof CheckReply>;

@@ -1,7 +1,15 @@
 /** Counters of one completion run and the report JSON built from them. */
 import { priceFor, type CompleterConfig } from './config.js';
 import { TEMPLATE_VERSIONS } from './templates.js';
-import { REJECT_REASONS, UNFINISHED_REASONS, type CompletionItem, type CompletionResult, type Direction, type RejectReason, type UnfinishedReason } from './types.js';
+import {
+  REJECT_REASONS,
+  UNFINISHED_REASONS,
+  type CompletionItem,
+  type CompletionResult,
+  type Direction,
+  type RejectReason,
+  type UnfinishedReason,
+} from './types.js';
 
 /**
  * 'stopped': the stop signal fired, work in flight was finished and cached, nothing new started.
@@ -63,7 +71,14 @@ export interface CompletionReport {
    * Every item counts once: total = accepted + rejected + unfinished, whatever way the run ended.
    * For an array input, total is its length; for another iterable, the items taken from it.
    */
-  items: { total: number; accepted: number; rejected: number; unfinished: number; fromCache: number; fromInput: number };
+  items: {
+    total: number;
+    accepted: number;
+    rejected: number;
+    unfinished: number;
+    fromCache: number;
+    fromInput: number;
+  };
   /** The same counts split by direction, with reasons. */
   byDirection: Record<Direction, DirectionCounts>;
   /** HTTP traffic of this run: every attempt counts, retries included. */
@@ -121,7 +136,15 @@ export class RunStats {
       const direction = item?.direction;
       if (direction !== 'u2c' && direction !== 'g2qa') continue; // not an item: the run failed on it, or would have
       const id = String((item.record as { id?: unknown } | undefined)?.id ?? '');
-      const r: CompletionResult = { direction, id, index, ...(item.source ? { source: item.source } : {}), status: 'unfinished', reason: 'stopped', detail };
+      const r: CompletionResult = {
+        direction,
+        id,
+        index,
+        ...(item.source ? { source: item.source } : {}),
+        status: 'unfinished',
+        reason: 'stopped',
+        detail,
+      };
       this.result(r);
       this.leftover.push(r);
     }

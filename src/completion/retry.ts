@@ -43,7 +43,12 @@ export function backoffMs(retry: number, cfg: RetryConfig, random: () => number 
 }
 
 /** The pause before the next attempt: the server's request wins over our own schedule. */
-export function retryDelayMs(f: Extract<Failure, { kind: 'retry' }>, retry: number, cfg: RetryConfig, random?: () => number): number {
+export function retryDelayMs(
+  f: Extract<Failure, { kind: 'retry' }>,
+  retry: number,
+  cfg: RetryConfig,
+  random?: () => number,
+): number {
   if (f.retryAfterMs !== undefined) return Math.min(f.retryAfterMs, cfg.maxRetryAfterMs);
   return backoffMs(retry, cfg, random);
 }
@@ -61,7 +66,8 @@ export function isRetryableStatus(status: number): boolean {
  * by a body starting with `<`; returns the page's <title> when it has one.
  */
 export function htmlPage(contentType: string | null | undefined, body: string): { title?: string } | undefined {
-  const isHtml = /\btext\/html\b|\bapplication\/xhtml\+xml\b/i.test(contentType ?? '') || body.trimStart().startsWith('<');
+  const isHtml =
+    /\btext\/html\b|\bapplication\/xhtml\+xml\b/i.test(contentType ?? '') || body.trimStart().startsWith('<');
   if (!isHtml) return undefined;
   const m = /<title[^>]*>([\s\S]*?)<\/title>/i.exec(body);
   const title = m?.[1].replace(/\s+/g, ' ').trim().slice(0, 120);
@@ -77,14 +83,18 @@ export function htmlMessage(status: number, page: { title?: string }): string {
 
 export function classifyFailure(err: unknown): Failure {
   if (err instanceof APIUserAbortError) return { kind: 'abort' };
-  if (err instanceof APIConnectionTimeoutError) return { kind: 'retry', cause: 'timeout', message: 'request timed out' };
+  if (err instanceof APIConnectionTimeoutError)
+    return { kind: 'retry', cause: 'timeout', message: 'request timed out' };
   if (err instanceof APIConnectionError) {
     return { kind: 'retry', cause: 'connection', message: `connection failed: ${err.message}` };
   }
   if (err instanceof APIError && typeof err.status === 'number') {
     const status = err.status;
     // The SDK puts a body that is not JSON into the message, after the status.
-    const page = err.error === undefined ? htmlPage(err.headers?.get('content-type'), err.message.replace(/^\d+ /, '')) : undefined;
+    const page =
+      err.error === undefined
+        ? htmlPage(err.headers?.get('content-type'), err.message.replace(/^\d+ /, ''))
+        : undefined;
     const message = page ? htmlMessage(status, page) : `HTTP ${status}: ${err.message}`;
     if (isRetryableStatus(status)) {
       return { kind: 'retry', cause: String(status), status, retryAfterMs: retryAfterMs(err.headers), message };

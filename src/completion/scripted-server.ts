@@ -99,7 +99,10 @@ export async function startScriptedServer(handler: ScriptedHandler): Promise<Scr
     let images = 0;
     let system = '';
     for (const m of messages) {
-      const parts = typeof m.content === 'string' ? [{ type: 'text', text: m.content }] : ((m.content ?? []) as { type: string; text?: string }[]);
+      const parts =
+        typeof m.content === 'string'
+          ? [{ type: 'text', text: m.content }]
+          : ((m.content ?? []) as { type: string; text?: string }[]);
       for (const p of parts) {
         if (p.type === 'text') texts.push(p.text ?? '');
         else if (p.type === 'image_url') images++;
@@ -125,7 +128,11 @@ export async function startScriptedServer(handler: ScriptedHandler): Promise<Scr
       if (res.destroyed) return;
       if ('status' in reply) {
         res.writeHead(reply.status, { 'content-type': 'application/json', ...reply.headers });
-        res.end(typeof reply.body === 'string' ? reply.body : JSON.stringify(reply.body ?? { error: { message: `scripted ${reply.status}` } }));
+        res.end(
+          typeof reply.body === 'string'
+            ? reply.body
+            : JSON.stringify(reply.body ?? { error: { message: `scripted ${reply.status}` } }),
+        );
         return;
       }
       res.writeHead(200, { 'content-type': 'application/json' });

@@ -40,8 +40,7 @@ const CLASS_STYLE: Record<PromptClass, string> = {
     'The prompt is about a single object. Ask about at least two of its properties at once (for example its colour together with how many there are, or its shape together with its colour).',
   two_object:
     'The prompt is about two objects. Ask about how they relate: where one is relative to the other, combined with their colours or their counts. The question must involve more than one attribute.',
-  text:
-    'The prompt asks for rendered text. Ask which exact text appears. Make the wrong options near-misses of the right one: swapped, dropped or look-alike letters, or words that sound the same.',
+  text: 'The prompt asks for rendered text. Ask which exact text appears. Make the wrong options near-misses of the right one: swapped, dropped or look-alike letters, or words that sound the same.',
   ai_generated:
     'The prompt describes a synthetic, possibly unusual scene. Ask something that needs close looking: a texture, a pattern, an odd detail or an abstract relation between elements. No yes/no questions and nothing a glance would answer.',
   general:
@@ -57,12 +56,22 @@ function formatChoices(choices: string[]): string {
 }
 
 function withImage(image: LoadedImage | undefined, text: string): MessagePart[] | string {
-  return image ? [{ type: 'image', image }, { type: 'text', text }] : text;
+  return image
+    ? [
+        { type: 'image', image },
+        { type: 'text', text },
+      ]
+    : text;
 }
 
 // ---------------------------------------------------------------- understanding → caption
 
-export function u2cGenerate(rec: UnderstandingRecord, image: LoadedImage, words: { min: number; max: number }, redo?: Redo): ChatMessage[] {
+export function u2cGenerate(
+  rec: UnderstandingRecord,
+  image: LoadedImage,
+  words: { min: number; max: number },
+  redo?: Redo,
+): ChatMessage[] {
   const system = [
     'You write text-to-image prompts for annotated photographs.',
     'You get a picture plus a multiple-choice question about it whose correct option is marked.',
@@ -148,7 +157,9 @@ export function g2qaCheck(
 ): ChatMessage[] {
   const system = [
     'You are a strict reviewer of multiple-choice questions derived from a text-to-image prompt.',
-    image ? 'You get the prompt, the matching image and a candidate question.' : 'You get the prompt and a candidate question.',
+    image
+      ? 'You get the prompt, the matching image and a candidate question.'
+      : 'You get the prompt and a candidate question.',
     'Mark the question "inconsistent" if any of these holds:',
     `- the marked option is not supported by the prompt${image ? ' or is contradicted by the image' : ''};`,
     '- another option is equally defensible;',
@@ -181,7 +192,8 @@ export type Redo = { draft: string; problems: string[] }[];
 function redoLines(redo: Redo | undefined): string[] {
   if (!redo?.length) return [];
   const lines = redo.map(
-    (r, i) => `Rejected answer ${i + 1}:\n${r.draft}\nReviewer's objections:\n${r.problems.map((p) => `- ${p}`).join('\n')}`,
+    (r, i) =>
+      `Rejected answer ${i + 1}:\n${r.draft}\nReviewer's objections:\n${r.problems.map((p) => `- ${p}`).join('\n')}`,
   );
   return [`Earlier answers were rejected by a reviewer.`, ...lines, 'Write a new answer that fixes every objection.'];
 }

@@ -91,7 +91,8 @@ interface Def {
   out?: z.ZodType;
 }
 const defOf = (s: z.ZodType): Def => (s as unknown as { _zod: { def: Def } })._zod.def;
-const isPlainObject = (v: unknown): v is Record<string, unknown> => typeof v === 'object' && v !== null && !Array.isArray(v) && !ArrayBuffer.isView(v);
+const isPlainObject = (v: unknown): v is Record<string, unknown> =>
+  typeof v === 'object' && v !== null && !Array.isArray(v) && !ArrayBuffer.isView(v);
 
 /** The shape of the object schema a union option is (through wrappers), or null. */
 function objectOf(s: z.ZodType): Def | null {
@@ -141,7 +142,11 @@ function convert(s: z.ZodType, v: unknown, dir: Dir, path: Array<string | number
         if (to === undefined) {
           // A wire name written in TS (`est_seed` for `estSeed`) would otherwise pass the wire check as if it were right.
           if (dir === 'toWire' && toTs.has(k) && toTs.get(k) !== k) {
-            throw new BadRequestError(`${[...path, k].join('.')}: TS fields are camelCase: write '${toTs.get(k)}', not '${k}'`, false, { field: [...path, toTs.get(k)].join('.'), side: 'client' });
+            throw new BadRequestError(
+              `${[...path, k].join('.')}: TS fields are camelCase: write '${toTs.get(k)}', not '${k}'`,
+              false,
+              { field: [...path, toTs.get(k)].join('.'), side: 'client' },
+            );
           }
           out[k] = x; // undeclared: a loose object's pass-through data, or an unknown field the strict check names
           continue;
@@ -170,7 +175,11 @@ function convert(s: z.ZodType, v: unknown, dir: Dir, path: Array<string | number
       return out;
     }
     case 'pipe':
-      return dir === 'toWire' ? (defOf(d.in as z.ZodType).type === 'transform' ? v : convert(d.in as z.ZodType, v, dir, path)) : convert(d.out as z.ZodType, v, dir, path);
+      return dir === 'toWire'
+        ? defOf(d.in as z.ZodType).type === 'transform'
+          ? v
+          : convert(d.in as z.ZodType, v, dir, path)
+        : convert(d.out as z.ZodType, v, dir, path);
     default:
       return v;
   }

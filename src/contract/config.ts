@@ -106,4 +106,3 @@ export const OptimConfig = z
     microBatch: z.number().int().min(1).default(8),
   })
   .strict();
-

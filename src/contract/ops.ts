@@ -51,7 +51,15 @@ const handles = z.union([handle, z.array(handle).min(1)]);
 const elapsed = { elapsed_s: z.number() };
 
 /** Capability names an adapter may declare; the trainer decides from them what runs. */
-export const CAPABILITIES = ['und_rollout', 'gen_rollout', 'logprobs_und', 'logprobs_gen', 'sft', 'cfg', 'ref_model'] as const;
+export const CAPABILITIES = [
+  'und_rollout',
+  'gen_rollout',
+  'logprobs_und',
+  'logprobs_gen',
+  'sft',
+  'cfg',
+  'ref_model',
+] as const;
 /** One of {@link CAPABILITIES}. */
 export type Capability = (typeof CAPABILITIES)[number];
 
@@ -68,7 +76,9 @@ export const LoadOptim = wireRecord(OptimConfig);
  * diffusion) record the behaviour log-probs under each of those masks before any update.
  */
 const estSeeds = { seed: uint, est_seeds: z.array(uint).default([0]) };
-export const UndSampling = wireRecord(UndConfig.omit({ k: true, instruction: true, formatWeight: true, reward: true })).extend(estSeeds);
+export const UndSampling = wireRecord(
+  UndConfig.omit({ k: true, instruction: true, formatWeight: true, reward: true }),
+).extend(estSeeds);
 export const GenSampling = wireRecord(GenConfig.omit({ k: true, reward: true })).extend(estSeeds);
 export const UpdateLoss = wireRecord(LossConfig.omit({ mu: true })).extend({
   /** eq. 2/4 normalise each side (`side`); eq. 1 one expectation over the mixed batch (`batch`). */
@@ -98,10 +108,29 @@ export const PlanArgs = z.strictObject({
   mode: z.enum(['rl', 'sft']).optional(),
 });
 /** The records generated as Python dataclasses (name → schema). */
-export const RECORDS = { LoadModel, LoadOptim, UndSampling, GenSampling, UpdateLoss, Reward, BackboneSpec, PlanRequest: PlanArgs } as const;
+export const RECORDS = {
+  LoadModel,
+  LoadOptim,
+  UndSampling,
+  GenSampling,
+  UpdateLoss,
+  Reward,
+  BackboneSpec,
+  PlanRequest: PlanArgs,
+} as const;
 
 // -- metric records --------------------------------------------------------------------------------
-const SIDE_METRICS = ['loss', 'tokens', 'clip_frac', 'ratio_mean', 'ratio_min', 'ratio_max', 'kl_old', 'kl_ref', 'skipped'] as const;
+const SIDE_METRICS = [
+  'loss',
+  'tokens',
+  'clip_frac',
+  'ratio_mean',
+  'ratio_min',
+  'ratio_max',
+  'kl_old',
+  'kl_ref',
+  'skipped',
+] as const;
 const sideMetrics = <S extends 'und' | 'gen'>(side: S) =>
   Object.fromEntries(SIDE_METRICS.map((k) => [`${side}/${k}`, z.number().optional()])) as {
     [K in (typeof SIDE_METRICS)[number] as `${S}/${K}`]: z.ZodOptional<z.ZodNumber>;
@@ -109,16 +138,16 @@ const sideMetrics = <S extends 'und' | 'gen'>(side: S) =>
 /** What one PairGRPO optimizer step reports (`train.update`); a renamed key fails on arrival. */
 export const UpdateMetrics = metricRecord(
   z.strictObject({
-  ...sideMetrics('und'),
-  ...sideMetrics('gen'),
-  loss: z.number(),
-  grad_norm: z.number(),
-  grad_cos: z.number().optional(),
-  lr: z.number(),
-  update_tokens: z.number(),
-  update_s: z.number(),
-  optimizer_step: uint,
-  ...elapsed,
+    ...sideMetrics('und'),
+    ...sideMetrics('gen'),
+    loss: z.number(),
+    grad_norm: z.number(),
+    grad_cos: z.number().optional(),
+    lr: z.number(),
+    update_tokens: z.number(),
+    update_s: z.number(),
+    optimizer_step: uint,
+    ...elapsed,
   }),
 );
 export type UpdateMetrics = z.infer<typeof UpdateMetrics>;
@@ -126,17 +155,17 @@ export type UpdateMetrics = z.infer<typeof UpdateMetrics>;
 /** What one supervised step reports (`train.sft`). */
 export const SftMetrics = metricRecord(
   z.strictObject({
-  'und/sft_loss': z.number().optional(),
-  'gen/sft_loss': z.number().optional(),
-  /** Bagel: answer-token cross-entropy and flow-matching MSE (unweighted). */
-  'ce/sft_loss': z.number().optional(),
-  'mse/sft_loss': z.number().optional(),
-  /** What was back-propagated (the family's weighted sum of the terms). */
-  loss: z.number(),
-  grad_norm: z.number(),
-  lr: z.number(),
-  optimizer_step: uint,
-  ...elapsed,
+    'und/sft_loss': z.number().optional(),
+    'gen/sft_loss': z.number().optional(),
+    /** Bagel: answer-token cross-entropy and flow-matching MSE (unweighted). */
+    'ce/sft_loss': z.number().optional(),
+    'mse/sft_loss': z.number().optional(),
+    /** What was back-propagated (the family's weighted sum of the terms). */
+    loss: z.number(),
+    grad_norm: z.number(),
+    lr: z.number(),
+    optimizer_step: uint,
+    ...elapsed,
   }),
 );
 export type SftMetrics = z.infer<typeof SftMetrics>;
@@ -154,16 +183,16 @@ const rolloutReply = z.strictObject({
 /** Held-out ShapesWorld results of one model (`shapesworld.eval`). */
 export const EvalResult = metricRecord(
   z.looseObject({
-  und_accuracy: z.number(),
-  und_format_rate: z.number(),
-  und_accuracy_by_category: z.record(z.string(), z.number()),
-  gen_reward: z.number(),
-  gen_binary: z.number(),
-  gen_reward_by_category: z.record(z.string(), z.number()),
-  gen_binary_by_category: z.record(z.string(), z.number()),
-  n_und: uint,
-  n_gen_prompts: uint,
-  samples_per_prompt: uint,
+    und_accuracy: z.number(),
+    und_format_rate: z.number(),
+    und_accuracy_by_category: z.record(z.string(), z.number()),
+    gen_reward: z.number(),
+    gen_binary: z.number(),
+    gen_reward_by_category: z.record(z.string(), z.number()),
+    gen_binary_by_category: z.record(z.string(), z.number()),
+    n_und: uint,
+    n_gen_prompts: uint,
+    samples_per_prompt: uint,
   }),
 );
 export type EvalResult = z.infer<typeof EvalResult>;
@@ -223,11 +252,23 @@ export const OPS = {
       plugins: z.record(z.string(), z.array(z.string())),
       unavailable: z.record(z.string(), z.string()),
       handles: uint,
-      policy: z.looseObject({ adapter: z.string(), family: z.string(), capabilities: z.array(z.enum(CAPABILITIES)) }).nullable(),
+      policy: z
+        .looseObject({ adapter: z.string(), family: z.string(), capabilities: z.array(z.enum(CAPABILITIES)) })
+        .nullable(),
     }),
   }),
-  echo: op({ doc: 'returns its args and payloads unchanged', args: free, reply: free, payloads: 'any', replyPayloads: 'any' }),
-  'handles.free': op({ doc: 'frees sidecar-resident objects (rollouts, matrices) by handle', args: z.strictObject({ handles: z.array(z.string()) }), reply: z.strictObject({ freed: uint }) }),
+  echo: op({
+    doc: 'returns its args and payloads unchanged',
+    args: free,
+    reply: free,
+    payloads: 'any',
+    replyPayloads: 'any',
+  }),
+  'handles.free': op({
+    doc: 'frees sidecar-resident objects (rollouts, matrices) by handle',
+    args: z.strictObject({ handles: z.array(z.string()) }),
+    reply: z.strictObject({ freed: uint }),
+  }),
   'models.tiny': op({
     doc: "build a tiny random-init model directory of a family (tests, examples, benches) with that family's registered builder",
     args: z.strictObject({ family: str.default('janus'), dir: userPath, seed: uint.default(0) }),
@@ -242,11 +283,27 @@ export const OPS = {
     payloads: 'any',
     replyPayloads: 'any',
   }),
-  'tensor.sum': op({ doc: 'sum of every raw payload (the one-way transfer probe)', args: empty, reply: z.strictObject({ sums: z.record(z.string(), z.number()) }), payloads: 'any' }),
-  'tensor.recv': op({ doc: 'accepts payloads and returns only their sizes', args: empty, reply: z.strictObject({ nbytes: z.record(z.string(), uint) }), payloads: 'any' }),
+  'tensor.sum': op({
+    doc: 'sum of every raw payload (the one-way transfer probe)',
+    args: empty,
+    reply: z.strictObject({ sums: z.record(z.string(), z.number()) }),
+    payloads: 'any',
+  }),
+  'tensor.recv': op({
+    doc: 'accepts payloads and returns only their sizes',
+    args: empty,
+    reply: z.strictObject({ nbytes: z.record(z.string(), uint) }),
+    payloads: 'any',
+  }),
   'tensor.make': op({
     doc: 'a new tensor of the given dtype/shape filled with arange or zeros (the reply-direction probe)',
-    args: z.strictObject({ shape: z.array(uint).max(32), dtype: z.enum(['float16', 'bfloat16', 'float32', 'float64', 'int8', 'int16', 'int32', 'int64', 'uint8', 'bool']).default('float32'), fill: z.enum(['arange', 'zeros']).default('arange') }),
+    args: z.strictObject({
+      shape: z.array(uint).max(32),
+      dtype: z
+        .enum(['float16', 'bfloat16', 'float32', 'float64', 'int8', 'int16', 'int32', 'int64', 'uint8', 'bool'])
+        .default('float32'),
+      fill: z.enum(['arange', 'zeros']).default('arange'),
+    }),
     reply: empty,
     replyPayloads: { out: {} },
   }),
@@ -255,8 +312,16 @@ export const OPS = {
     args: z.strictObject({ seconds: z.number().min(0), step: z.number().positive().default(0.02) }),
     reply: z.strictObject({ slept: z.number(), slices: uint }),
   }),
-  'debug.fail': op({ doc: 'raises the requested exception (tests the error path)', args: z.strictObject({ kind: z.enum(['value', 'file']).default('value'), msg: z.string().optional() }), reply: empty }),
-  'debug.exit': op({ doc: 'terminates the sidecar process at once (tests rank loss)', args: z.strictObject({ code: int.default(1) }), reply: empty }),
+  'debug.fail': op({
+    doc: 'raises the requested exception (tests the error path)',
+    args: z.strictObject({ kind: z.enum(['value', 'file']).default('value'), msg: z.string().optional() }),
+    reply: empty,
+  }),
+  'debug.exit': op({
+    doc: 'terminates the sidecar process at once (tests rank loss)',
+    args: z.strictObject({ code: int.default(1) }),
+    reply: empty,
+  }),
 
   // -- pairing kernels (resident matrices live in the one handle store) -----------------------------
   'kernels.put': op({
@@ -280,7 +345,14 @@ export const OPS = {
   }),
   'kernels.topk': op({
     doc: "streaming top-k by inner product (mode 'ip') or nearest centroid (mode 'assign')",
-    args: z.strictObject({ q: handle, d: handle, k: int.min(1), mode: z.enum(['ip', 'assign']).default('ip'), floor: z.number().optional(), negate: z.boolean().default(false) }),
+    args: z.strictObject({
+      q: handle,
+      d: handle,
+      k: int.min(1),
+      mode: z.enum(['ip', 'assign']).default('ip'),
+      floor: z.number().optional(),
+      negate: z.boolean().default(false),
+    }),
     reply: empty,
     payloads: { q_rows: { dtype: idx, rank: 1, optional: true }, d_rows: { dtype: idx, rank: 1, optional: true } },
     replyPayloads: { idx: { dtype: ['i64'], rank: 2 }, score: { dtype: f32, rank: 2 } },
@@ -334,7 +406,13 @@ export const OPS = {
   }),
   'shapesworld.pretrain': op({
     doc: 'pretrain the tiny ShapesWorld Janus from scratch (resumable)',
-    args: z.strictObject({ out: userPath, seed: uint.default(0), work: userPath.optional(), format: free.default({}), config: free.default({}) }),
+    args: z.strictObject({
+      out: userPath,
+      seed: uint.default(0),
+      work: userPath.optional(),
+      format: free.default({}),
+      config: free.default({}),
+    }),
     reply: z.looseObject({}),
   }),
   'shapesworld.eval': op({
@@ -373,13 +451,20 @@ export const OPS = {
       /** A PNG grid of the first sample of the first 16 prompts. */
       grid: userPath.optional(),
     }),
-    reply: metricRecord(z.strictObject({
-      und_accuracy: z.number(), und_accuracy_by_category: z.record(z.string(), z.number()), n_und: uint,
-      gen_reward: z.number().optional(), gen_binary: z.number().optional(),
-      gen_reward_by_category: z.record(z.string(), z.number()).optional(), gen_binary_by_category: z.record(z.string(), z.number()).optional(),
-      n_gen_prompts: uint.optional(), samples_per_prompt: uint.optional(),
-      ...elapsed,
-    })),
+    reply: metricRecord(
+      z.strictObject({
+        und_accuracy: z.number(),
+        und_accuracy_by_category: z.record(z.string(), z.number()),
+        n_und: uint,
+        gen_reward: z.number().optional(),
+        gen_binary: z.number().optional(),
+        gen_reward_by_category: z.record(z.string(), z.number()).optional(),
+        gen_binary_by_category: z.record(z.string(), z.number()).optional(),
+        n_gen_prompts: uint.optional(),
+        samples_per_prompt: uint.optional(),
+        ...elapsed,
+      }),
+    ),
   }),
   'shapesworld.score': op({
     doc: 'score images against ShapesWorld prompts (graded and binary)',
@@ -400,19 +485,39 @@ export const OPS = {
   'train.load': op({
     doc: 'load (or resume) the policy to train, replacing a loaded one; replies with what the adapter can do',
     scope: 'world',
-    args: z.strictObject({ model: LoadModel, optim: LoadOptim, seed: uint, ref_model_dir: userPath.optional(), resume_dir: userPath.optional() }),
-    reply: z.looseObject({ adapter: z.string(), family: z.string(), capabilities: z.array(z.enum(CAPABILITIES)), optimizer_step: uint, ...elapsed }),
+    args: z.strictObject({
+      model: LoadModel,
+      optim: LoadOptim,
+      seed: uint,
+      ref_model_dir: userPath.optional(),
+      resume_dir: userPath.optional(),
+    }),
+    reply: z.looseObject({
+      adapter: z.string(),
+      family: z.string(),
+      capabilities: z.array(z.enum(CAPABILITIES)),
+      optimizer_step: uint,
+      ...elapsed,
+    }),
   }),
   'train.und_rollout': op({
     doc: 'sample n answers per (image, question); the batch stays in the sidecar under a handle',
     scope: 'world',
-    args: z.strictObject({ n: int.min(1), items: z.array(z.strictObject({ image_path: userPath, text: z.string() })).min(1), sampling: UndSampling }),
+    args: z.strictObject({
+      n: int.min(1),
+      items: z.array(z.strictObject({ image_path: userPath, text: z.string() })).min(1),
+      sampling: UndSampling,
+    }),
     reply: rolloutReply,
   }),
   'train.gen_rollout': op({
     doc: 'sample n images per prompt; the batch stays in the sidecar under a handle',
     scope: 'world',
-    args: z.strictObject({ n: int.min(1), items: z.array(z.strictObject({ prompt: str })).min(1), sampling: GenSampling }),
+    args: z.strictObject({
+      n: int.min(1),
+      items: z.array(z.strictObject({ prompt: str })).min(1),
+      sampling: GenSampling,
+    }),
     reply: rolloutReply,
   }),
   'train.prepare_reward': op({
@@ -450,18 +555,31 @@ export const OPS = {
     doc: 'one supervised optimizer step: CE on answers (und) and on image tokens or latents (gen)',
     scope: 'world',
     args: z.strictObject({
-      examples: z.array(z.strictObject({ side: z.enum(['und', 'gen']), image_path: userPath, text: z.string(), target: z.string().default('') })).min(1),
+      examples: z
+        .array(
+          z.strictObject({
+            side: z.enum(['und', 'gen']),
+            image_path: userPath,
+            text: z.string(),
+            target: z.string().default(''),
+          }),
+        )
+        .min(1),
       /** Seeds the step's randomness (dropout, timesteps, noise) so a resumed run repeats it; absent: the process RNG. */
       seed: uint.optional(),
     }),
     reply: SftMetrics,
   }),
   'train.logprobs': op({
-    doc: "current-policy per-token log-probs of a rollout next to its old log-probs and mask",
+    doc: 'current-policy per-token log-probs of a rollout next to its old log-probs and mask',
     scope: 'world',
     args: z.strictObject({ handle, est_seed: uint.default(0) }),
     reply: z.strictObject({ size: uint, ...elapsed }),
-    replyPayloads: { logp: { dtype: f32, rank: 2 }, old_logp: { dtype: f32, rank: 2 }, mask: { dtype: ['u8'], rank: 2 } },
+    replyPayloads: {
+      logp: { dtype: f32, rank: 2 },
+      old_logp: { dtype: f32, rank: 2 },
+      mask: { dtype: ['u8'], rank: 2 },
+    },
   }),
   'train.save': op({
     doc: 'write a resumable checkpoint atomically to dir: torch.distributed.checkpoint shards (model, optimizer, per-rank RNG), resumable at any number of ranks',

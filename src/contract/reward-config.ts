@@ -8,7 +8,9 @@ import { z } from 'zod';
 import { RetryConfig } from '../completion/config.js';
 
 /** A generation reward registered in the sidecar (`hps` needs config.checkpoint; `shapes`, `brightness`, ...). */
-export const RewardSpec = z.object({ name: z.string().min(1).default('hps'), config: z.record(z.string(), z.unknown()).default({}) }).strict();
+export const RewardSpec = z
+  .object({ name: z.string().min(1).default('hps'), config: z.record(z.string(), z.unknown()).default({}) })
+  .strict();
 
 /** The understanding side's built-in reward: accuracy of the parsed option letter + `und.formatWeight` · format. */
 export const BuiltinRewardSource = z.strictObject({ builtin: z.literal('accuracy') });
@@ -28,7 +30,10 @@ export const RemoteRewardSource = z.strictObject({
   /** Items per request. */
   batchSize: z.number().int().min(1).default(64),
   /** Name of an environment variable whose value is sent as `Authorization: Bearer <value>` (never stored in the config). */
-  authEnv: z.string().regex(/^[A-Za-z_][A-Za-z0-9_]*$/, 'an environment variable name').optional(),
+  authEnv: z
+    .string()
+    .regex(/^[A-Za-z_][A-Za-z0-9_]*$/, 'an environment variable name')
+    .optional(),
   retry: RetryConfig.prefault({ maxRetries: 2, baseDelayMs: 500, maxDelayMs: 10_000 }),
 });
 
@@ -36,15 +41,26 @@ export const RemoteRewardSource = z.strictObject({
 export const RewardSource = z.union([BuiltinRewardSource, CallbackRewardSource, RemoteRewardSource, RewardSpec]);
 
 /** A term of a weighted sum; its key in `sum` names its metric (`gen/reward/<key>`). */
-export const RewardTerm = z.strictObject({ weight: z.number().refine(Number.isFinite, 'a finite number'), source: RewardSource });
+export const RewardTerm = z.strictObject({
+  weight: z.number().refine(Number.isFinite, 'a finite number'),
+  source: RewardSource,
+});
 
 /** r = Σ weight · r_source, combined before group normalisation; each term is logged on its own. */
 export const RewardSum = z.strictObject({
-  sum: z.record(z.string().regex(/^[A-Za-z0-9_.-]+$/, 'letters, digits, _ . - (it names a metric)'), RewardTerm).refine((s) => Object.keys(s).length > 0, 'at least one term'),
+  sum: z
+    .record(z.string().regex(/^[A-Za-z0-9_.-]+$/, 'letters, digits, _ . - (it names a metric)'), RewardTerm)
+    .refine((s) => Object.keys(s).length > 0, 'at least one term'),
 });
 
 /** A side's reward: one source or a weighted `sum` of sources (docs/training.md#reward-sources). */
-export const RewardConfig = z.union([RewardSum, BuiltinRewardSource, CallbackRewardSource, RemoteRewardSource, RewardSpec]);
+export const RewardConfig = z.union([
+  RewardSum,
+  BuiltinRewardSource,
+  CallbackRewardSource,
+  RemoteRewardSource,
+  RewardSpec,
+]);
 
 export type RewardSpec = z.infer<typeof RewardSpec>;
 export type RemoteRewardSource = z.infer<typeof RemoteRewardSource>;
@@ -78,7 +94,8 @@ export function rewardIssues(value: unknown, path: readonly PropertyKey[]): stri
       if (sources.has(key)) return [];
       sources.add(key);
       const term = ((value as { sum: Record<string, unknown> }).sum[key] ?? {}) as { source?: unknown };
-      const sub = sourceSchema(term.source) === RewardSum ? [] : rewardIssues(term.source, [...path, 'sum', key, 'source']);
+      const sub =
+        sourceSchema(term.source) === RewardSum ? [] : rewardIssues(term.source, [...path, 'sum', key, 'source']);
       if (sub.length) return sub;
     }
     return [`${[...path, ...i.path].join('.')}: ${i.message}`];
@@ -86,8 +103,13 @@ export function rewardIssues(value: unknown, path: readonly PropertyKey[]): stri
 }
 
 /** The (name, source) leaves of a reward config: the single source under `name`, or each term of a sum. */
-export function rewardTerms(cfg: RewardConfig, name: string): Array<{ key: string; weight: number; source: RewardSource }> {
-  return 'sum' in cfg ? Object.entries(cfg.sum).map(([key, t]) => ({ key, weight: t.weight, source: t.source })) : [{ key: name, weight: 1, source: cfg }];
+export function rewardTerms(
+  cfg: RewardConfig,
+  name: string,
+): Array<{ key: string; weight: number; source: RewardSource }> {
+  return 'sum' in cfg
+    ? Object.entries(cfg.sum).map(([key, t]) => ({ key, weight: t.weight, source: t.source }))
+    : [{ key: name, weight: 1, source: cfg }];
 }
 
 /** How a source is named in errors and logs: `plugin 'hps'`, `callback 'ocr'`, `server http://…`, `built-in accuracy`. */

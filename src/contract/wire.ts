@@ -8,13 +8,17 @@ import { resolve } from 'node:path';
 import { z } from 'zod';
 import type { CamelInput } from './casing.js';
 
-export type Snake<S extends string> = S extends `${infer H}${infer T}` ? `${H extends Lowercase<H> ? H : `_${Lowercase<H>}`}${Snake<T>}` : S;
+export type Snake<S extends string> = S extends `${infer H}${infer T}`
+  ? `${H extends Lowercase<H> ? H : `_${Lowercase<H>}`}${Snake<T>}`
+  : S;
 export type SnakeKeys<T> = { [K in keyof T as K extends string ? Snake<K> : K]: T[K] };
 
 export const snake = (k: string): string => k.replace(/[A-Z]/g, (c) => `_${c.toLowerCase()}`);
 
 /** The wire form of a config record: the same fields (schemas and defaults) under snake_case keys, strict. */
-export function wireRecord<S extends z.ZodRawShape>(record: z.ZodObject<S>): z.ZodObject<{ [K in keyof S as K extends string ? Snake<K> : K]: S[K] }, z.core.$strict> {
+export function wireRecord<S extends z.ZodRawShape>(
+  record: z.ZodObject<S>,
+): z.ZodObject<{ [K in keyof S as K extends string ? Snake<K> : K]: S[K] }, z.core.$strict> {
   const shape: Record<string, z.ZodType> = {};
   for (const [k, v] of Object.entries(record.shape)) shape[snake(k)] = v as z.ZodType;
   return z.strictObject(shape) as never;

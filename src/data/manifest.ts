@@ -56,7 +56,10 @@ export interface ReadManifestOptions {
  *
  * @throws DataError naming the file and row of the first problem.
  */
-export function readUnderstanding(path: string, opts: ReadManifestOptions = {}): Promise<Manifest<UnderstandingRecord>> {
+export function readUnderstanding(
+  path: string,
+  opts: ReadManifestOptions = {},
+): Promise<Manifest<UnderstandingRecord>> {
   return readManifest(path, UnderstandingRecord, opts);
 }
 
@@ -71,7 +74,11 @@ export function readGeneration(path: string, opts: ReadManifestOptions = {}): Pr
 
 type RecordSchema = typeof UnderstandingRecord | typeof GenerationRecord;
 
-async function readManifest<S extends RecordSchema>(path: string, schema: S, opts: ReadManifestOptions): Promise<Manifest<z.infer<S>>> {
+async function readManifest<S extends RecordSchema>(
+  path: string,
+  schema: S,
+  opts: ReadManifestOptions,
+): Promise<Manifest<z.infer<S>>> {
   const file = resolve(path);
   if (!existsSync(file)) throw new DataError(`${file}: no such manifest file or directory`, file);
   const st = statSync(file);
@@ -101,7 +108,10 @@ async function readManifest<S extends RecordSchema>(path: string, schema: S, opt
       }
       rows = tableRows(readArrow(await opts.parquetToArrow(file)), file);
     } else {
-      throw new DataError(`${file}: unknown manifest format '${ext}' (expected .jsonl, .arrow/.ipc/.feather, .parquet or a saved HF dataset directory)`, file);
+      throw new DataError(
+        `${file}: unknown manifest format '${ext}' (expected .jsonl, .arrow/.ipc/.feather, .parquet or a saved HF dataset directory)`,
+        file,
+      );
     }
   }
 
@@ -110,7 +120,8 @@ async function readManifest<S extends RecordSchema>(path: string, schema: S, opt
   const cols = opts.columns ?? {};
   const fields = Object.keys(schema.shape);
   for (const { row, value } of rows) {
-    if (value === null || typeof value !== 'object' || Array.isArray(value)) throw new DataError(`${file} row ${row}: expected an object, got ${describe(value)}`, file, row);
+    if (value === null || typeof value !== 'object' || Array.isArray(value))
+      throw new DataError(`${file} row ${row}: expected an object, got ${describe(value)}`, file, row);
     const raw = value as Record<string, unknown>;
     const obj: Record<string, unknown> = {};
     for (const f of fields) {
@@ -139,19 +150,25 @@ async function readManifest<S extends RecordSchema>(path: string, schema: S, opt
       image = { path: absolute(baseDir, img) };
     } else {
       const col = cols.image ?? 'image';
-      throw new DataError(`${file} row ${row}: missing image (column '${col}'); columns present: ${Object.keys(raw).join(', ')}`, file, row);
+      throw new DataError(
+        `${file} row ${row}: missing image (column '${col}'); columns present: ${Object.keys(raw).join(', ')}`,
+        file,
+        row,
+      );
     }
     const parsed = schema.safeParse(obj);
     if (!parsed.success) {
       const issue = parsed.error.issues[0];
       const field = String(issue.path[0] ?? '');
       const col = cols[field] ?? field;
-      const present = field && !(col in raw) ? ` (no column '${col}'; columns present: ${Object.keys(raw).join(', ')})` : '';
+      const present =
+        field && !(col in raw) ? ` (no column '${col}'; columns present: ${Object.keys(raw).join(', ')})` : '';
       throw new DataError(`${file} row ${row}: field '${field}': ${issue.message}${present}`, file, row);
     }
     const rec = parsed.data as z.infer<S>;
     const prev = seen.get(rec.id);
-    if (prev !== undefined) throw new DataError(`${file} row ${row}: duplicate id '${rec.id}' (first seen at row ${prev})`, file, row);
+    if (prev !== undefined)
+      throw new DataError(`${file} row ${row}: duplicate id '${rec.id}' (first seen at row ${prev})`, file, row);
     seen.set(rec.id, row);
     if ('path' in image && opts.checkImages !== false && !existsSync(image.path)) {
       throw new DataError(`${file} row ${row}: image file not found: ${image.path}`, file, row);
@@ -202,7 +219,9 @@ function readArrow(file: string): Table {
   try {
     return tableFromIPC(readFileSync(file));
   } catch (e) {
-    throw new DataError(`${file}: not a readable Arrow IPC file or stream (${(e as Error).message})`, file, undefined, { cause: e });
+    throw new DataError(`${file}: not a readable Arrow IPC file or stream (${(e as Error).message})`, file, undefined, {
+      cause: e,
+    });
   }
 }
 
@@ -211,7 +230,10 @@ function readHfDataset(dir: string): Table[] {
   const state = join(dir, 'state.json');
   if (!existsSync(state)) {
     if (existsSync(join(dir, 'dataset_dict.json'))) {
-      throw new DataError(`${dir}: this is a DatasetDict; point at one split's directory (e.g. ${join(dir, 'train')})`, dir);
+      throw new DataError(
+        `${dir}: this is a DatasetDict; point at one split's directory (e.g. ${join(dir, 'train')})`,
+        dir,
+      );
     }
     throw new DataError(`${dir}: not a saved Hugging Face dataset (no state.json)`, dir);
   }

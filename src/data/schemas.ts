@@ -32,7 +32,10 @@ export const GenerationRecord = z.object({
   /** Filled by semantic completion: a multiple-choice question about what the prompt describes. */
   question: z.string().optional(),
   choices: z.array(z.string()).min(2).max(26).optional(),
-  answer: z.string().regex(/^[A-Z]$/).optional(),
+  answer: z
+    .string()
+    .regex(/^[A-Z]$/)
+    .optional(),
   category: z.string().optional(),
 });
 export type GenerationRecord = z.infer<typeof GenerationRecord>;

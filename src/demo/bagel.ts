@@ -60,7 +60,9 @@ const INSTRUCTION = '{question}\n{choices}\nAnswer with the option letter.';
 function plan(o: BagelDemoOptions) {
   const quick = Boolean(o.quick);
   return {
-    world: quick ? { u_train: 48, g_train: 48, u_eval: 24, g_eval: 8 } : { u_train: 480, g_train: 480, u_eval: 300, g_eval: 48 },
+    world: quick
+      ? { u_train: 48, g_train: 48, u_eval: 24, g_eval: 8 }
+      : { u_train: 480, g_train: 480, u_eval: 300, g_eval: 48 },
     clusters: quick ? 8 : 48,
     nUnd: quick ? 24 : 300,
     // held-out prompts x images each, sampled by the ODE with upstream's guidance (4, interval [0.4, 1])
@@ -99,10 +101,17 @@ export async function runBagelDemo(o: BagelDemoOptions): Promise<BagelDemoResult
   if (existsSync(planPath)) {
     const before = readJson<Record<string, unknown>>(planPath);
     const now = fixed as Record<string, unknown>;
-    const diff = [...new Set([...Object.keys(before), ...Object.keys(now)])].filter((k) => JSON.stringify(before[k]) !== JSON.stringify(now[k]));
+    const diff = [...new Set([...Object.keys(before), ...Object.keys(now)])].filter(
+      (k) => JSON.stringify(before[k]) !== JSON.stringify(now[k]),
+    );
     if (diff.length) {
-      const what = diff.map((k) => `${k}: ${JSON.stringify(before[k])} there, ${JSON.stringify(now[k])} now`).join('; ');
-      throw new PairuniError('demo', `${out} holds a Bagel demo made with a different plan (${what}); use another --out or delete it`);
+      const what = diff
+        .map((k) => `${k}: ${JSON.stringify(before[k])} there, ${JSON.stringify(now[k])} now`)
+        .join('; ');
+      throw new PairuniError(
+        'demo',
+        `${out} holds a Bagel demo made with a different plan (${what}); use another --out or delete it`,
+      );
     }
   }
   writeJsonAtomic(planPath, fixed);
@@ -133,9 +142,14 @@ async function bagelPhases(o: BagelDemoOptions, t0: number, p: ReturnType<typeof
     if (existsSync(join(dir, 'pairs.jsonl'))) continue;
     log(`[2/5] pairing (${v === 'pairug' ? 'PairUG' : 'random pairs, same size'})`);
     await buildPairUG({
-      understanding: join(world, 'u_train.jsonl'), generation: join(world, 'g_train.jsonl'), out: dir,
-      backbone: { kind: 'pixels', size: 16 }, cacheDir: join(out, 'features'),
-      config: { seed: 0, kmeans: { k: p.clusters }, ablation: v === 'pairug' ? 'none' : 'random' }, backend: 'ts', signal: o.signal,
+      understanding: join(world, 'u_train.jsonl'),
+      generation: join(world, 'g_train.jsonl'),
+      out: dir,
+      backbone: { kind: 'pixels', size: 16 },
+      cacheDir: join(out, 'features'),
+      config: { seed: 0, kmeans: { k: p.clusters }, ablation: v === 'pairug' ? 'none' : 'random' },
+      backend: 'ts',
+      signal: o.signal,
     });
   }
   check();
@@ -143,17 +157,35 @@ async function bagelPhases(o: BagelDemoOptions, t0: number, p: ReturnType<typeof
   const init = join(out, 'tiny-bagel');
   const config = (v: Variant, seed: number): TrainConfig =>
     parseTrainConfig({
-      data: join(pairSets[v], 'pairs.jsonl'), out: join(out, 'runs', `${v}-s${seed}`),
-      model: { adapter: 'bagel', path: init, device: 'cpu', trainModules: ['language_model', 'vit'], options: p.options },
-      steps: p.steps, batchPairs: p.batchPairs, seed, und: { instruction: INSTRUCTION }, optim: p.optim,
-      checkpoint: { every: Math.max(1, Math.floor(p.steps / 2)), keep: 1 }, sidecar: { threads: 1 },
+      data: join(pairSets[v], 'pairs.jsonl'),
+      out: join(out, 'runs', `${v}-s${seed}`),
+      model: {
+        adapter: 'bagel',
+        path: init,
+        device: 'cpu',
+        trainModules: ['language_model', 'vit'],
+        options: p.options,
+      },
+      steps: p.steps,
+      batchPairs: p.batchPairs,
+      seed,
+      und: { instruction: INSTRUCTION },
+      optim: p.optim,
+      checkpoint: { every: Math.max(1, Math.floor(p.steps / 2)), keep: 1 },
+      sidecar: { threads: 1 },
     });
   // Evaluations share one sidecar per phase (each start costs seconds of imports).
   const evaluate = async (sc: Sidecar, modelDir: string, path: string): Promise<UndEval> => {
     if (!existsSync(path)) {
       const model = { ...loadArgs(config('pairug', 0)).model, path: modelDir };
       const r = await sc.shapesworld.evalOptions({
-        model, data: world, nUnd: p.nUnd, instruction: INSTRUCTION, nGen: p.nGen, samples: p.samples, genOptions: p.genOptions,
+        model,
+        data: world,
+        nUnd: p.nUnd,
+        instruction: INSTRUCTION,
+        nGen: p.nGen,
+        samples: p.samples,
+        genOptions: p.genOptions,
         grid: path.replace(/\.json$/, '.png'),
       });
       const { elapsed_s: _e, ...res } = r.args;
@@ -179,7 +211,12 @@ async function bagelPhases(o: BagelDemoOptions, t0: number, p: ReturnType<typeof
     const cfg = config(r.variant, r.seed);
     const done = latestCheckpoint(cfg.out);
     if (done && done.state.step >= p.steps) continue;
-    await train(cfg, { resume: Boolean(done), signal: o.signal, onLog: (l) => void (isTrainerNotice(l) && log(`  ${l}`)), onStep: (m) => o.onStep?.(`${r.variant}-s${r.seed}`, m.step, p.steps, runs.length) });
+    await train(cfg, {
+      resume: Boolean(done),
+      signal: o.signal,
+      onLog: (l) => void (isTrainerNotice(l) && log(`  ${l}`)),
+      onStep: (m) => o.onStep?.(`${r.variant}-s${r.seed}`, m.step, p.steps, runs.length),
+    });
   }
   check();
 
@@ -188,23 +225,33 @@ async function bagelPhases(o: BagelDemoOptions, t0: number, p: ReturnType<typeof
   if (runs.some((r) => !existsSync(evalPath(r)))) {
     log('[5/5] held-out understanding and generation of every SFT model');
     await withSidecar(async (sc) => {
-      for (const r of runs) await evaluate(sc, join(latestCheckpoint(config(r.variant, r.seed).out)!.policyDir, 'model'), evalPath(r));
+      for (const r of runs)
+        await evaluate(sc, join(latestCheckpoint(config(r.variant, r.seed).out)!.policyDir, 'model'), evalPath(r));
     });
   }
   for (const r of runs) after[r.variant][r.seed] = readJson<UndEval>(evalPath(r));
-  const summary = { pairug: meanStd(Object.values(after.pairug).map((e) => e.und_accuracy)), random: meanStd(Object.values(after.random).map((e) => e.und_accuracy)) };
-  const genSummary = { pairug: meanCI(Object.values(after.pairug).map((e) => e.gen_reward)), random: meanCI(Object.values(after.random).map((e) => e.gen_reward)) };
+  const summary = {
+    pairug: meanStd(Object.values(after.pairug).map((e) => e.und_accuracy)),
+    random: meanStd(Object.values(after.random).map((e) => e.und_accuracy)),
+  };
+  const genSummary = {
+    pairug: meanCI(Object.values(after.pairug).map((e) => e.gen_reward)),
+    random: meanCI(Object.values(after.random).map((e) => e.gen_reward)),
+  };
   const undCI = (v: Variant) => fmtCI(meanCI(Object.values(after[v]).map((e) => e.und_accuracy)));
   const cats = Object.keys(before.gen_reward_by_category);
-  const catMean = (v: Variant, c: string) => meanStd(Object.values(after[v]).map((e) => e.gen_reward_by_category[c] ?? 0)).mean.toFixed(3);
+  const catMean = (v: Variant, c: string) =>
+    meanStd(Object.values(after[v]).map((e) => e.gen_reward_by_category[c] ?? 0)).mean.toFixed(3);
   const seconds = Math.round((Date.now() - t0) / 1000);
   // Summed over every invocation on `out`: a no-op rerun must not report its own 0 s as the demo's cost.
   const wall = addWallTime(out, seconds);
   const lastLoss = (v: Variant, k: 'ce' | 'mse') =>
-    meanStd(p.seeds.map((s) => {
-      const rows = readMetrics(config(v, s).out);
-      return Number(rows[rows.length - 1]?.[k]);
-    }));
+    meanStd(
+      p.seeds.map((s) => {
+        const rows = readMetrics(config(v, s).out);
+        return Number(rows[rows.length - 1]?.[k]);
+      }),
+    );
   const pm = (x: { mean: number; std: number }) => `${x.mean.toFixed(3)} ± ${x.std.toFixed(3)}`;
   const lines = [
     '# Bagel SFT on ShapesWorld: PairUG vs random pairs',
@@ -215,11 +262,29 @@ async function bagelPhases(o: BagelDemoOptions, t0: number, p: ReturnType<typeof
       `Wall time ${wall.seconds} s${wall.invocations > 1 ? ` over ${wall.invocations} invocations (interrupted and resumed, or rerun)` : ''}.`,
     '',
     mdTable(
-      ['', 'held-out understanding accuracy (mean ± 95% CI)', 'held-out generation reward (mean ± 95% CI)', 'final train CE', 'final train MSE'],
+      [
+        '',
+        'held-out understanding accuracy (mean ± 95% CI)',
+        'held-out generation reward (mean ± 95% CI)',
+        'final train CE',
+        'final train MSE',
+      ],
       [
         ['random init', before.und_accuracy.toFixed(3), before.gen_reward.toFixed(3), '', ''],
-        ['SFT on PairUG', undCI('pairug'), fmtCI(genSummary.pairug), pm(lastLoss('pairug', 'ce')), pm(lastLoss('pairug', 'mse'))],
-        ['SFT on random pairs', undCI('random'), fmtCI(genSummary.random), pm(lastLoss('random', 'ce')), pm(lastLoss('random', 'mse'))],
+        [
+          'SFT on PairUG',
+          undCI('pairug'),
+          fmtCI(genSummary.pairug),
+          pm(lastLoss('pairug', 'ce')),
+          pm(lastLoss('pairug', 'mse')),
+        ],
+        [
+          'SFT on random pairs',
+          undCI('random'),
+          fmtCI(genSummary.random),
+          pm(lastLoss('random', 'ce')),
+          pm(lastLoss('random', 'mse')),
+        ],
       ],
     ),
     '',
@@ -229,7 +294,12 @@ async function bagelPhases(o: BagelDemoOptions, t0: number, p: ReturnType<typeof
     '',
     mdTable(
       ['category', 'random init', 'SFT on PairUG', 'SFT on random pairs'],
-      cats.map((c) => [c, (before.gen_reward_by_category[c] ?? 0).toFixed(3), catMean('pairug', c), catMean('random', c)]),
+      cats.map((c) => [
+        c,
+        (before.gen_reward_by_category[c] ?? 0).toFixed(3),
+        catMean('pairug', c),
+        catMean('random', c),
+      ]),
     ),
     '',
     'Sample grids (first image of the first 16 held-out prompts, same seeds for every model): `eval/init.png`, `eval/<variant>-s<seed>.png`.',
@@ -237,6 +307,10 @@ async function bagelPhases(o: BagelDemoOptions, t0: number, p: ReturnType<typeof
   ];
   const report = join(out, 'report.md');
   writeFileAtomic(report, lines.join('\n'));
-  writeJsonAtomic(join(out, 'summary.json'), { before, after, summary, genSummary, wallSeconds: wall.seconds, invocations: wall.invocations, plan: p }, 2);
+  writeJsonAtomic(
+    join(out, 'summary.json'),
+    { before, after, summary, genSummary, wallSeconds: wall.seconds, invocations: wall.invocations, plan: p },
+    2,
+  );
   return { report, before, after, summary, genSummary, seconds, wallSeconds: wall.seconds };
 }

@@ -11,7 +11,11 @@ export interface DemoHooks {
 }
 
 /** Runs `run` with the hooks, then `report` on its result; exit code 0, or 130 when interrupted. */
-export async function runDemoCli<T>(label: string, run: (hooks: DemoHooks) => Promise<T>, report: (res: T) => void): Promise<number> {
+export async function runDemoCli<T>(
+  label: string,
+  run: (hooks: DemoHooks) => Promise<T>,
+  report: (res: T) => void,
+): Promise<number> {
   const interrupt = onInterrupt({ message: '[demo] stopping at the next step boundary' });
   let bar: Progress | undefined;
   const seen = new Map<string, number>();
@@ -22,7 +26,11 @@ export async function runDemoCli<T>(label: string, run: (hooks: DemoHooks) => Pr
       onStep: (name, step, total, runs) => {
         bar ??= new Progress({ label, total: total * runs, unit: 'steps' });
         seen.set(name, step);
-        bar.update([...seen.values()].reduce((a, b) => a + b, 0), undefined, name);
+        bar.update(
+          [...seen.values()].reduce((a, b) => a + b, 0),
+          undefined,
+          name,
+        );
       },
     });
     bar?.done();

@@ -23,7 +23,17 @@ import { parseTrainConfig, type TrainConfigInput } from '../train/config.js';
 import { readMetrics, type StepMetrics } from '../train/metrics.js';
 import { assertUsableOut, latestCheckpoint } from '../train/checkpoint.js';
 import { train } from '../train/trainer.js';
-import { fmtCI, lineChart, mdTable, meanCI, meanStd, pairedDiffCI, smooth, type MeanCI, type Series } from './report.js';
+import {
+  fmtCI,
+  lineChart,
+  mdTable,
+  meanCI,
+  meanStd,
+  pairedDiffCI,
+  smooth,
+  type MeanCI,
+  type Series,
+} from './report.js';
 import { writeFileAtomic, writeJsonAtomic } from '../util/atomic.js';
 import { createLogger } from '../util/log.js';
 
@@ -93,7 +103,8 @@ interface Plan {
   family: string;
 }
 
-type PlanNumbers = Omit<Plan, 'family' | 'modelOptions' | 'gen' | 'loss'> & Partial<Pick<Plan, 'modelOptions' | 'gen' | 'loss'>>;
+type PlanNumbers = Omit<Plan, 'family' | 'modelOptions' | 'gen' | 'loss'> &
+  Partial<Pick<Plan, 'modelOptions' | 'gen' | 'loss'>>;
 
 /**
  * Where a family's demo differs from the Janus plan below, and why: the one place for per-family demo
@@ -109,8 +120,14 @@ const FAMILY_DEMO: Record<string, { full?: Partial<PlanNumbers>; quick?: Partial
     // conditional log-prob at lr 5e-5 kept them (0.572), on the earlier 600-step tiny DiMOO. With the 1200-step
     // one, held-out generation rose on all 3 seeds (0.602 → 0.641, 0.622, 0.629). Diagnostics: docs/notes.md, issue 11.
     full: {
-      steps: 20, seeds: [0, 1, 2], evalN: 150, evalUnd: 300, world: { u_train: 960, g_train: 960, u_eval: 300, g_eval: 150 },
-      lr: 5e-5, modelOptions: { estimator: 'trajectory' }, gen: { logp: 'cond' },
+      steps: 20,
+      seeds: [0, 1, 2],
+      evalN: 150,
+      evalUnd: 300,
+      world: { u_train: 960, g_train: 960, u_eval: 300, g_eval: 150 },
+      lr: 5e-5,
+      modelOptions: { estimator: 'trajectory' },
+      gen: { logp: 'cond' },
     },
     quick: { lr: 5e-5, modelOptions: { estimator: 'trajectory' }, gen: { logp: 'cond' } },
   },
@@ -125,7 +142,9 @@ function plan(o: DemoOptions, family: string): Plan {
     // Understanding is scored on 4× more held-out items than generation: answering is cheap, and with
     // 50 items a category one lucky majority letter moved a category by ±0.2 (measured: the same six
     // policies ranked differently on 300 vs 1200 items; 1200 agree with each other).
-    world: quick ? { u_train: 96, g_train: 96, u_eval: 24, g_eval: 24 } : { u_train: 960, g_train: 960, u_eval: 1200, g_eval: 300 },
+    world: quick
+      ? { u_train: 96, g_train: 96, u_eval: 24, g_eval: 24 }
+      : { u_train: 960, g_train: 960, u_eval: 1200, g_eval: 300 },
     clusters: quick ? 12 : 96,
     evalN: quick ? 24 : 300,
     evalUnd: quick ? 24 : 1200,
@@ -141,7 +160,15 @@ function plan(o: DemoOptions, family: string): Plan {
     lr: 1e-4,
   };
   const p = { ...base, ...fam };
-  return { ...p, steps: o.steps ?? p.steps, seeds: o.seeds ?? p.seeds, modelOptions: p.modelOptions ?? {}, gen: p.gen ?? {}, loss: p.loss ?? {}, family };
+  return {
+    ...p,
+    steps: o.steps ?? p.steps,
+    seeds: o.seeds ?? p.seeds,
+    modelOptions: p.modelOptions ?? {},
+    gen: p.gen ?? {},
+    loss: p.loss ?? {},
+    family,
+  };
 }
 
 /** The family's recipe changes, as the report states them (empty for the Janus demo). */
@@ -158,21 +185,25 @@ function recipeNote(p: Plan): string {
 export function modelFamily(model: string): { family: string; source: string } {
   const cardPath = join(model, 'pairuni_model.json');
   const card = existsSync(cardPath) ? readJson<{ family?: unknown }>(cardPath) : {};
-  if (typeof card.family === 'string') return { family: card.family, source: `pairuni_model.json: family "${card.family}"` };
+  if (typeof card.family === 'string')
+    return { family: card.family, source: `pairuni_model.json: family "${card.family}"` };
   let type: unknown;
   try {
     type = readJson<{ model_type?: unknown }>(join(model, 'config.json')).model_type;
   } catch {
     /* an unreadable config.json is the model loader's to report, by name */
   }
-  if (typeof type === 'string' && Object.hasOwn(FAMILIES, type)) return { family: type, source: `config.json: model_type "${type}"` };
+  if (typeof type === 'string' && Object.hasOwn(FAMILIES, type))
+    return { family: type, source: `config.json: model_type "${type}"` };
   return { family: 'janus', source: 'no family in pairuni_model.json or config.json: taken as Janus' };
 }
 
 /** Wall time summed over every invocation that worked on `out` (a resumed demo reports its whole cost). */
 export function addWallTime(out: string, seconds: number): { seconds: number; invocations: number } {
   const path = join(out, 'timing.json');
-  const prev = existsSync(path) ? readJson<{ seconds: number; invocations: number }>(path) : { seconds: 0, invocations: 0 };
+  const prev = existsSync(path)
+    ? readJson<{ seconds: number; invocations: number }>(path)
+    : { seconds: 0, invocations: 0 };
   const next = { seconds: prev.seconds + seconds, invocations: prev.invocations + 1 };
   writeJsonAtomic(path, next, 2);
   return next;
@@ -237,13 +268,22 @@ async function pool<T>(items: T[], width: number, fn: (t: T) => Promise<void>): 
  */
 function checkPlan(out: string, p: Plan, model: string): void {
   const digest = createHash('sha256');
-  for (const f of readdirSync(model).filter((f) => f === 'config.json' || f.endsWith('.safetensors')).sort()) {
+  for (const f of readdirSync(model)
+    .filter((f) => f === 'config.json' || f.endsWith('.safetensors'))
+    .sort()) {
     digest.update(f).update(readFileSync(join(model, f)));
   }
   const now: Record<string, unknown> = {
-    world: p.world, clusters: p.clusters, steps: p.steps, batchPairs: p.batchPairs, k: p.k, lr: p.lr,
+    world: p.world,
+    clusters: p.clusters,
+    steps: p.steps,
+    batchPairs: p.batchPairs,
+    k: p.k,
+    lr: p.lr,
     // Janus plans written before model options existed have none: an empty set reads as absent.
-    ...Object.fromEntries((['modelOptions', 'gen', 'loss'] as const).filter((k) => Object.keys(p[k]).length).map((k) => [k, p[k]])),
+    ...Object.fromEntries(
+      (['modelOptions', 'gen', 'loss'] as const).filter((k) => Object.keys(p[k]).length).map((k) => [k, p[k]]),
+    ),
     model: digest.digest('hex').slice(0, 16),
   };
   const path = join(out, 'plan.json');
@@ -255,8 +295,15 @@ function checkPlan(out: string, p: Plan, model: string): void {
   const before = readJson<Record<string, unknown>>(path);
   const diff = Object.keys(now).filter((k) => JSON.stringify(before[k]) !== JSON.stringify(now[k]));
   if (diff.length) {
-    const what = diff.map((k) => (k === 'model' ? `model: ${String(before.modelPath)} there, ${model} now (different weights)` : `${k}: ${JSON.stringify(before[k])} there, ${JSON.stringify(now[k])} now`));
-    throw new PairuniError('demo', `${out} holds a demo made with a different plan (${what.join('; ')}): its pairs, checkpoints and evaluations would not match. Use another --out, or delete ${out} to start over.`);
+    const what = diff.map((k) =>
+      k === 'model'
+        ? `model: ${String(before.modelPath)} there, ${model} now (different weights)`
+        : `${k}: ${JSON.stringify(before[k])} there, ${JSON.stringify(now[k])} now`,
+    );
+    throw new PairuniError(
+      'demo',
+      `${out} holds a demo made with a different plan (${what.join('; ')}): its pairs, checkpoints and evaluations would not match. Use another --out, or delete ${out} to start over.`,
+    );
   }
 }
 
@@ -266,18 +313,30 @@ function checkPlan(out: string, p: Plan, model: string): void {
  * made every later run on that `out` refuse to resume.
  */
 export function validateDemoOptions(o: DemoOptions): void {
-  const bad = (what: string, v: unknown) => new ConfigError(`demo: ${what}, got ${typeof v === 'number' || v === undefined ? String(v) : JSON.stringify(v)}`);
+  const bad = (what: string, v: unknown) =>
+    new ConfigError(`demo: ${what}, got ${typeof v === 'number' || v === undefined ? String(v) : JSON.stringify(v)}`);
   if (typeof o.out !== 'string' || !o.out) throw bad('out must be a directory path', o.out);
-  if (existsSync(o.out) && !statSync(o.out).isDirectory()) throw new ConfigError(`demo: out ${o.out} is a file, not a directory`);
-  if (o.model !== undefined && (typeof o.model !== 'string' || !o.model)) throw bad('model must be a model directory path', o.model);
-  if (o.family !== undefined && !Object.hasOwn(DEMO_MODELS, o.family)) throw bad(`family must be one of ${Object.keys(DEMO_MODELS).join(', ')} (bagel has its own demo, runBagelDemo: 'pairuni demo --family bagel')`, o.family);
-  if (o.steps !== undefined && !(Number.isSafeInteger(o.steps) && o.steps >= 1)) throw bad('steps must be a positive integer', o.steps);
-  if (o.parallel !== undefined && !(Number.isSafeInteger(o.parallel) && o.parallel >= 1)) throw bad('parallel must be a positive integer', o.parallel);
+  if (existsSync(o.out) && !statSync(o.out).isDirectory())
+    throw new ConfigError(`demo: out ${o.out} is a file, not a directory`);
+  if (o.model !== undefined && (typeof o.model !== 'string' || !o.model))
+    throw bad('model must be a model directory path', o.model);
+  if (o.family !== undefined && !Object.hasOwn(DEMO_MODELS, o.family))
+    throw bad(
+      `family must be one of ${Object.keys(DEMO_MODELS).join(', ')} (bagel has its own demo, runBagelDemo: 'pairuni demo --family bagel')`,
+      o.family,
+    );
+  if (o.steps !== undefined && !(Number.isSafeInteger(o.steps) && o.steps >= 1))
+    throw bad('steps must be a positive integer', o.steps);
+  if (o.parallel !== undefined && !(Number.isSafeInteger(o.parallel) && o.parallel >= 1))
+    throw bad('parallel must be a positive integer', o.parallel);
   if (o.seeds !== undefined) {
-    if (!Array.isArray(o.seeds) || o.seeds.length === 0) throw bad('seeds must be a non-empty list of integers >= 0', o.seeds);
+    if (!Array.isArray(o.seeds) || o.seeds.length === 0)
+      throw bad('seeds must be a non-empty list of integers >= 0', o.seeds);
     const wrong = o.seeds.find((x) => !(Number.isSafeInteger(x) && x >= 0));
-    if (wrong !== undefined || o.seeds.some((x) => x === undefined)) throw bad('every seed must be an integer >= 0', wrong);
-    if (new Set(o.seeds).size !== o.seeds.length) throw bad('seeds must not repeat (each seed is one run directory)', o.seeds);
+    if (wrong !== undefined || o.seeds.some((x) => x === undefined))
+      throw bad('every seed must be an integer >= 0', wrong);
+    if (new Set(o.seeds).size !== o.seeds.length)
+      throw bad('seeds must not repeat (each seed is one run directory)', o.seeds);
   }
 }
 
@@ -287,13 +346,18 @@ export async function runDemo(o: DemoOptions): Promise<DemoResult> {
   assertUsableOut(o.out, 'the demo directory');
   const model = resolve(o.model ?? DEMO_MODELS[o.family ?? 'janus']);
   if (!existsSync(join(model, 'config.json'))) {
-    const how = (o.family ?? 'janus') === 'dimoo' ? 'scripts/pretrain-tiny-dimoo.sh' : `python -m pairuni_sidecar.shapesworld pretrain --out ${model}`;
+    const how =
+      (o.family ?? 'janus') === 'dimoo'
+        ? 'scripts/pretrain-tiny-dimoo.sh'
+        : `python -m pairuni_sidecar.shapesworld pretrain --out ${model}`;
     throw new PairuniError('demo', `no pretrained model at ${model}: regenerate it with \`${how}\``);
   }
   const { family, source } = modelFamily(model);
   // The model's family picks the recipe: a model of another family than --family asked for would run that recipe unannounced.
   if (o.family !== undefined && o.family !== family) {
-    throw new ConfigError(`demo: family ${o.family} was asked for, but ${model} is a ${family} model (${source}); pass a ${o.family} model or leave out the family`);
+    throw new ConfigError(
+      `demo: family ${o.family} was asked for, but ${model} is a ${family} model (${source}); pass a ${o.family} model or leave out the family`,
+    );
   }
   const p = plan(o, family);
   checkPlan(resolve(o.out), p, model);
@@ -318,14 +382,22 @@ async function runPhases(o: DemoOptions, t0: number, p: Plan, model: string): Pr
   // 1. The world.
   const world = join(out, 'world');
   const worldMeta = join(world, 'shapesworld.json');
-  if (!existsSync(worldMeta) || JSON.stringify(readJson<{ sizes: unknown }>(worldMeta).sizes) !== JSON.stringify(p.world)) {
+  if (
+    !existsSync(worldMeta) ||
+    JSON.stringify(readJson<{ sizes: unknown }>(worldMeta).sizes) !== JSON.stringify(p.world)
+  ) {
     log(`[1/5] building ShapesWorld (${p.world.u_train} U + ${p.world.g_train} G train items) in ${world}`);
     await shapesworld((sc) => sc.shapesworld.build({ out: world, seed: 0, sizes: p.world }), o.signal);
   } else log('[1/5] ShapesWorld already built');
   // Held-out means held out: measured on the files the demo trains and evaluates on, and on the model's pretraining pool.
-  const overlap = await shapesworld(async (sc) => (await sc.shapesworld.overlap({ data: world, modelDir: model })).args, o.signal);
-  log(`  train/eval overlap: ${overlap.uDuplicates}/${overlap.uEval} understanding items, ${overlap.gVerbatim}/${overlap.gEval} generation prompts` +
-    (overlap.caveat ? ` (not checked: ${overlap.caveat})` : ''));
+  const overlap = await shapesworld(
+    async (sc) => (await sc.shapesworld.overlap({ data: world, modelDir: model })).args,
+    o.signal,
+  );
+  log(
+    `  train/eval overlap: ${overlap.uDuplicates}/${overlap.uEval} understanding items, ${overlap.gVerbatim}/${overlap.gEval} generation prompts` +
+      (overlap.caveat ? ` (not checked: ${overlap.caveat})` : ''),
+  );
   check();
 
   // 2. Pairing: PairUG and the random-pairs baseline, same budget.
@@ -346,7 +418,12 @@ async function runPhases(o: DemoOptions, t0: number, p: Plan, model: string): Pr
       backend: 'ts',
       signal: o.signal,
     });
-    log(res.summary.split('\n').map((l) => `  ${l}`).join('\n'));
+    log(
+      res.summary
+        .split('\n')
+        .map((l) => `  ${l}`)
+        .join('\n'),
+    );
   }
   check();
 
@@ -355,10 +432,22 @@ async function runPhases(o: DemoOptions, t0: number, p: Plan, model: string): Pr
   mkdirSync(evalDir, { recursive: true });
   // Every model samples the same prompts with the same seed, so the grids compare image by image.
   const evaluate = (m: string, name: string) =>
-    shapesworld(async (sc) => (await sc.shapesworld.eval({
-      modelDir: m, data: world, n: p.evalN, nUnd: p.evalUnd, samples: p.evalSamples, sampleSeed: 0,
-      grid: join(evalDir, `${name}-grid.png`), gridN: GRID_N,
-    })).args, o.signal);
+    shapesworld(
+      async (sc) =>
+        (
+          await sc.shapesworld.eval({
+            modelDir: m,
+            data: world,
+            n: p.evalN,
+            nUnd: p.evalUnd,
+            samples: p.evalSamples,
+            sampleSeed: 0,
+            grid: join(evalDir, `${name}-grid.png`),
+            gridN: GRID_N,
+          })
+        ).args,
+      o.signal,
+    );
   const beforePath = join(evalDir, 'pretrained.json');
   if (!evalDone(beforePath, p)) {
     log('[3/5] evaluating the pretrained model on held-out items');
@@ -368,11 +457,17 @@ async function runPhases(o: DemoOptions, t0: number, p: Plan, model: string): Pr
   check();
 
   // 4. PairGRPO on PairUG vs on random pairs, every seed, same recipe.
-  const card = existsSync(join(model, 'pairuni_model.json')) ? readJson<Record<string, any>>(join(model, 'pairuni_model.json')) : {};
+  const card = existsSync(join(model, 'pairuni_model.json'))
+    ? readJson<Record<string, any>>(join(model, 'pairuni_model.json'))
+    : {};
   const fmt = (card.prompt_format ?? card.format ?? {}) as Record<string, string>;
-  const runs = Object.keys(pairSets).flatMap((variant) => p.seeds.map((seed) => ({ variant: variant as 'pairgrpo' | 'random', seed })));
+  const runs = Object.keys(pairSets).flatMap((variant) =>
+    p.seeds.map((seed) => ({ variant: variant as 'pairgrpo' | 'random', seed })),
+  );
   const runDir = (r: { variant: string; seed: number }) => join(out, 'runs', `${r.variant}-s${r.seed}`);
-  log(`[4/5] PairGRPO: ${runs.length} runs × ${p.steps} steps (${p.batchPairs} pairs/step, K=${p.k} per side), ${o.parallel ?? 2} at a time`);
+  log(
+    `[4/5] PairGRPO: ${runs.length} runs × ${p.steps} steps (${p.batchPairs} pairs/step, K=${p.k} per side), ${o.parallel ?? 2} at a time`,
+  );
   await pool(runs, o.parallel ?? 2, async (r) => {
     const cfgInput: TrainConfigInput = {
       data: join(pairSets[r.variant], 'pairs.jsonl'),
@@ -446,7 +541,14 @@ async function runPhases(o: DemoOptions, t0: number, p: Plan, model: string): Pr
     (['pairgrpo', 'random'] as const).map((v) => {
       const rs = Object.values(after[v]);
       const arm = (xs: number[]): ArmStat => ({ ...meanCI(xs), std: meanStd(xs).std });
-      return [v, { und: arm(rs.map((x) => x.und_accuracy)), gen: arm(rs.map((x) => x.gen_reward)), gradCos: arm(Object.values(cosBySeed[v])) }];
+      return [
+        v,
+        {
+          und: arm(rs.map((x) => x.und_accuracy)),
+          gen: arm(rs.map((x) => x.gen_reward)),
+          gradCos: arm(Object.values(cosBySeed[v])),
+        },
+      ];
     }),
   ) as DemoResult['summary'];
   const bySeed = (v: 'pairgrpo' | 'random', key: 'und_accuracy' | 'gen_reward') =>
@@ -458,7 +560,17 @@ async function runPhases(o: DemoOptions, t0: number, p: Plan, model: string): Pr
   };
   const seconds = Math.round((Date.now() - t0) / 1000);
   const wall = addWallTime(out, seconds);
-  const report = writeReport(out, p, before, after, summary, paired, runs.map((r) => ({ ...r, dir: runDir(r) })), wall, overlap);
+  const report = writeReport(
+    out,
+    p,
+    before,
+    after,
+    summary,
+    paired,
+    runs.map((r) => ({ ...r, dir: runDir(r) })),
+    wall,
+    overlap,
+  );
   log(`[5/5] report: ${report}`);
   return { report, before, after, summary, paired, overlap, seconds };
 }
@@ -475,7 +587,9 @@ export function meanGradCos(dir: string): number {
 
 /** The report's statement of how held out the held-out items are (measured, not assumed). */
 export function heldOut(o: SplitOverlap): string {
-  const pool = o.pretrain ? `, and the model's pretraining pool (seed ${o.pretrain.seed}, ${o.pretrain.nItems} items)` : '';
+  const pool = o.pretrain
+    ? `, and the model's pretraining pool (seed ${o.pretrain.seed}, ${o.pretrain.nItems} items)`
+    : '';
   return (
     `Train/eval overlap, measured: **${o.uDuplicates} of ${o.uEval}** held-out understanding items equal a training item ` +
     `(same image pixels, question, choices and answer) and **${o.gVerbatim} of ${o.gEval}** held-out generation prompts ` +
@@ -503,12 +617,20 @@ function writeReport(
   const catMean = (v: 'pairgrpo' | 'random', key: 'und_accuracy_by_category' | 'gen_reward_by_category', c: string) =>
     meanStd(Object.values(after[v]).map((e) => e[key]?.[c] ?? NaN)).mean;
   const verdict = (c: MeanCI) =>
-    !Number.isFinite(c.half) ? 'one seed: no interval' : c.lo > 0 ? 'PairUG higher' : c.hi < 0 ? 'PairUG lower' : 'no difference shown';
+    !Number.isFinite(c.half)
+      ? 'one seed: no interval'
+      : c.lo > 0
+        ? 'PairUG higher'
+        : c.hi < 0
+          ? 'PairUG lower'
+          : 'no difference shown';
   const curves = (metric: keyof StepMetrics, label: string): string => {
     const series: Series[] = [];
     for (const r of runs) {
       const rows = existsSync(join(r.dir, 'metrics.jsonl')) ? readMetrics(r.dir) : [];
-      const pts = rows.map((m) => [m.step, Number(m[metric])] as [number, number]).filter(([, y]) => Number.isFinite(y));
+      const pts = rows
+        .map((m) => [m.step, Number(m[metric])] as [number, number])
+        .filter(([, y]) => Number.isFinite(y));
       series.push({ name: `${r.variant} s${r.seed}`, points: smooth(pts, 5) });
     }
     return lineChart(label, series, { yLabel: metric });
@@ -517,13 +639,20 @@ function writeReport(
     .filter((r) => r.seed === p.seeds[0])
     .map((r) => {
       const dir = join(r.dir, 'samples');
-      const files = existsSync(dir) ? (readdirSync(dir).filter((f) => f.endsWith('.png')).sort()) : [];
-      return files.length ? `- ${r.variant} seed ${r.seed}, training rollouts at the last step: ![](${join('runs', `${r.variant}-s${r.seed}`, 'samples', files[files.length - 1])})` : '';
+      const files = existsSync(dir)
+        ? readdirSync(dir)
+            .filter((f) => f.endsWith('.png'))
+            .sort()
+        : [];
+      return files.length
+        ? `- ${r.variant} seed ${r.seed}, training rollouts at the last step: ![](${join('runs', `${r.variant}-s${r.seed}`, 'samples', files[files.length - 1])})`
+        : '';
     })
     .filter(Boolean);
   // Before/after: the same held-out prompts, sampling seed and CFG for the pretrained model and each variant's first seed.
   const s0 = p.seeds[0];
-  const gridOf = (e: EvalResult | undefined) => (e && typeof e.grid === 'string' && existsSync(e.grid) ? e.grid : undefined);
+  const gridOf = (e: EvalResult | undefined) =>
+    e && typeof e.grid === 'string' && existsSync(e.grid) ? e.grid : undefined;
   const panels: Array<[string, EvalResult | undefined]> = [
     ['pretrained', before],
     [`PairGRPO on PairUG (seed ${s0})`, after.pairgrpo[s0]],
@@ -536,12 +665,18 @@ function writeReport(
         '',
         mdTable(
           ['#', 'held-out prompt', ...panels.map(([name]) => `reward: ${name.split(' (')[0]}`)],
-          prompts.map((pr, i) => [String(i + 1), pr, ...panels.map(([, e]) => (e?.grid_rewards as number[] | undefined)?.[i] ?? NaN)]),
+          prompts.map((pr, i) => [
+            String(i + 1),
+            pr,
+            ...panels.map(([, e]) => (e?.grid_rewards as number[] | undefined)?.[i] ?? NaN),
+          ]),
         ),
         '',
         `Images in reading order (8 per row), the first sample of each prompt.`,
       ]
-    : ['(before/after grids were not written: evaluations from an older version; delete the `eval` folder to redo them)'];
+    : [
+        '(before/after grids were not written: evaluations from an older version; delete the `eval` folder to redo them)',
+      ];
   // Where the understanding change comes from, and which categories only measure a letter prior.
   const categoryNotes = (): string[] => {
     const und = (v: 'pairgrpo' | 'random') =>
@@ -579,8 +714,20 @@ function writeReport(
       ['', 'understanding accuracy', 'Δ vs pretrained', 'generation reward', 'Δ vs pretrained'],
       [
         ['pretrained', before.und_accuracy.toFixed(3), '', before.gen_reward.toFixed(3), ''],
-        ['PairGRPO on PairUG', pm(summary.pairgrpo.und), d(summary.pairgrpo.und.mean, before.und_accuracy), pm(summary.pairgrpo.gen), d(summary.pairgrpo.gen.mean, before.gen_reward)],
-        ['PairGRPO on random pairs', pm(summary.random.und), d(summary.random.und.mean, before.und_accuracy), pm(summary.random.gen), d(summary.random.gen.mean, before.gen_reward)],
+        [
+          'PairGRPO on PairUG',
+          pm(summary.pairgrpo.und),
+          d(summary.pairgrpo.und.mean, before.und_accuracy),
+          pm(summary.pairgrpo.gen),
+          d(summary.pairgrpo.gen.mean, before.gen_reward),
+        ],
+        [
+          'PairGRPO on random pairs',
+          pm(summary.random.und),
+          d(summary.random.und.mean, before.und_accuracy),
+          pm(summary.random.gen),
+          d(summary.random.gen.mean, before.gen_reward),
+        ],
       ],
     ),
     '',
@@ -647,12 +794,21 @@ function writeReport(
     '',
     mdTable(
       ['run', 'und accuracy', 'gen reward', 'gen binary'],
-      runs.map((r) => [`${r.variant} s${r.seed}`, after[r.variant][r.seed].und_accuracy, after[r.variant][r.seed].gen_reward, after[r.variant][r.seed].gen_binary]),
+      runs.map((r) => [
+        `${r.variant} s${r.seed}`,
+        after[r.variant][r.seed].und_accuracy,
+        after[r.variant][r.seed].gen_reward,
+        after[r.variant][r.seed].gen_binary,
+      ]),
     ),
     '',
   ];
   const path = join(out, 'report.md');
   writeFileAtomic(path, lines.join('\n'));
-  writeJsonAtomic(join(out, 'summary.json'), { before, after, summary, paired, overlap, wallSeconds: wall.seconds, invocations: wall.invocations, plan: p }, 2);
+  writeJsonAtomic(
+    join(out, 'summary.json'),
+    { before, after, summary, paired, overlap, wallSeconds: wall.seconds, invocations: wall.invocations, plan: p },
+    2,
+  );
   return path;
 }

@@ -11,12 +11,17 @@ export interface Series {
 const PALETTE = ['#1f77b4', '#d62728', '#2ca02c', '#ff7f0e', '#9467bd', '#8c564b'];
 
 /** A small line chart as an SVG string. */
-export function lineChart(title: string, series: Series[], opts: { width?: number; height?: number; yLabel?: string } = {}): string {
+export function lineChart(
+  title: string,
+  series: Series[],
+  opts: { width?: number; height?: number; yLabel?: string } = {},
+): string {
   const W = opts.width ?? 560;
   const H = opts.height ?? 240;
   const m = { l: 48, r: 140, t: 24, b: 32 };
   const all = series.flatMap((s) => s.points).filter(([x, y]) => Number.isFinite(x) && Number.isFinite(y));
-  if (all.length === 0) return `<svg xmlns="http://www.w3.org/2000/svg" width="${W}" height="40"><text x="4" y="20">${esc(title)}: no data</text></svg>`;
+  if (all.length === 0)
+    return `<svg xmlns="http://www.w3.org/2000/svg" width="${W}" height="40"><text x="4" y="20">${esc(title)}: no data</text></svg>`;
   const xs = all.map((p) => p[0]);
   const ys = all.map((p) => p[1]);
   const [x0, x1] = [Math.min(...xs), Math.max(...xs) || 1];
@@ -35,13 +40,21 @@ export function lineChart(title: string, series: Series[], opts: { width?: numbe
     parts.push(`<text x="${m.l - 4}" y="${sy(y) + 4}" text-anchor="end">${fmt(y)}</text>`);
     parts.push(`<line x1="${m.l}" y1="${sy(y)}" x2="${W - m.r}" y2="${sy(y)}" stroke="#eee"/>`);
   }
-  parts.push(`<text x="${m.l}" y="${H - 10}">${fmt(x0)}</text><text x="${W - m.r}" y="${H - 10}" text-anchor="end">${fmt(x1)}</text>`);
-  if (opts.yLabel) parts.push(`<text x="${W - m.r}" y="${H - 10}" dx="-40" text-anchor="end">${esc(opts.yLabel)}</text>`);
+  parts.push(
+    `<text x="${m.l}" y="${H - 10}">${fmt(x0)}</text><text x="${W - m.r}" y="${H - 10}" text-anchor="end">${fmt(x1)}</text>`,
+  );
+  if (opts.yLabel)
+    parts.push(`<text x="${W - m.r}" y="${H - 10}" dx="-40" text-anchor="end">${esc(opts.yLabel)}</text>`);
   series.forEach((s, i) => {
     const c = PALETTE[i % PALETTE.length];
     const pts = s.points.filter(([x, y]) => Number.isFinite(x) && Number.isFinite(y));
-    if (pts.length) parts.push(`<polyline fill="none" stroke="${c}" stroke-width="1.5" points="${pts.map(([x, y]) => `${sx(x).toFixed(1)},${sy(y).toFixed(1)}`).join(' ')}"/>`);
-    parts.push(`<rect x="${W - m.r + 10}" y="${m.t + i * 16}" width="10" height="10" fill="${c}"/><text x="${W - m.r + 24}" y="${m.t + i * 16 + 9}">${esc(s.name)}</text>`);
+    if (pts.length)
+      parts.push(
+        `<polyline fill="none" stroke="${c}" stroke-width="1.5" points="${pts.map(([x, y]) => `${sx(x).toFixed(1)},${sy(y).toFixed(1)}`).join(' ')}"/>`,
+      );
+    parts.push(
+      `<rect x="${W - m.r + 10}" y="${m.t + i * 16}" width="10" height="10" fill="${c}"/><text x="${W - m.r + 24}" y="${m.t + i * 16 + 9}">${esc(s.name)}</text>`,
+    );
   });
   parts.push('</svg>');
   return parts.join('');
@@ -57,7 +70,8 @@ export function smooth(points: Array<[number, number]>, window: number): Array<[
 }
 
 export function mdTable(header: string[], rows: Array<Array<string | number>>): string {
-  const line = (cells: Array<string | number>) => `| ${cells.map((c) => (typeof c === 'number' ? fmt(c) : c)).join(' | ')} |`;
+  const line = (cells: Array<string | number>) =>
+    `| ${cells.map((c) => (typeof c === 'number' ? fmt(c) : c)).join(' | ')} |`;
   return [line(header), `|${header.map(() => '---').join('|')}|`, ...rows.map(line)].join('\n');
 }
 
@@ -100,20 +114,30 @@ export function meanCI(xs: number[], level = 0.95): MeanCI {
  * seed removes what the two arms share (the seed's data order and sampling), so it is tighter than
  * comparing two independent means.
  */
-export function pairedDiffCI(a: Record<string | number, number>, b: Record<string | number, number>, level = 0.95): MeanCI {
+export function pairedDiffCI(
+  a: Record<string | number, number>,
+  b: Record<string | number, number>,
+  level = 0.95,
+): MeanCI {
   const keys = Object.keys(a).filter((k) => k in b);
-  return meanCI(keys.map((k) => a[k] - b[k]), level);
+  return meanCI(
+    keys.map((k) => a[k] - b[k]),
+    level,
+  );
 }
 
 /** "0.512 ± 0.031 [0.481, 0.543]" (or just the mean when there is no interval). */
 export function fmtCI(c: MeanCI, digits = 3, signed = false): string {
   const f = (x: number) => `${signed && x >= 0 ? '+' : ''}${x.toFixed(digits)}`;
-  return Number.isFinite(c.half) ? `${f(c.mean)} ± ${c.half.toFixed(digits)} [${f(c.lo)}, ${f(c.hi)}]` : `${f(c.mean)} (n = ${c.n}, no interval)`;
+  return Number.isFinite(c.half)
+    ? `${f(c.mean)} ± ${c.half.toFixed(digits)} [${f(c.lo)}, ${f(c.hi)}]`
+    : `${f(c.mean)} (n = ${c.n}, no interval)`;
 }
 
 /** The p-quantile of Student's t with `df` degrees of freedom (bisection on the CDF). */
 export function tQuantile(p: number, df: number): number {
-  if (!(p > 0 && p < 1) || !(df > 0)) throw new RangeError(`tQuantile: need 0 < p < 1 and df > 0, got p=${p}, df=${df}`);
+  if (!(p > 0 && p < 1) || !(df > 0))
+    throw new RangeError(`tQuantile: need 0 < p < 1 and df > 0, got p=${p}, df=${df}`);
   if (p < 0.5) return -tQuantile(1 - p, df);
   let lo = 0;
   let hi = 1;
@@ -144,7 +168,10 @@ function regIncBeta(x: number, a: number, b: number): number {
   d = 1 / (Math.abs(d) < tiny ? tiny : d);
   let f = d;
   for (let m = 1; m <= 300; m++) {
-    for (const num of [(m * (b - m) * x) / ((a + 2 * m - 1) * (a + 2 * m)), -((a + m) * (a + b + m) * x) / ((a + 2 * m) * (a + 2 * m + 1))]) {
+    for (const num of [
+      (m * (b - m) * x) / ((a + 2 * m - 1) * (a + 2 * m)),
+      -((a + m) * (a + b + m) * x) / ((a + 2 * m) * (a + 2 * m + 1)),
+    ]) {
       d = 1 + num * d;
       d = 1 / (Math.abs(d) < tiny ? tiny : d);
       c = 1 + num / c;
@@ -158,7 +185,10 @@ function regIncBeta(x: number, a: number, b: number): number {
 
 /** ln Γ(x) for x > 0 (Lanczos, g = 7). */
 function logGamma(x: number): number {
-  const g = [0.99999999999980993, 676.5203681218851, -1259.1392167224028, 771.32342877765313, -176.61502916214059, 12.507343278686905, -0.13857109526572012, 9.9843695780195716e-6, 1.5056327351493116e-7];
+  const g = [
+    0.99999999999980993, 676.5203681218851, -1259.1392167224028, 771.32342877765313, -176.61502916214059,
+    12.507343278686905, -0.13857109526572012, 9.9843695780195716e-6, 1.5056327351493116e-7,
+  ];
   if (x < 0.5) return Math.log(Math.PI / Math.sin(Math.PI * x)) - logGamma(1 - x);
   x -= 1;
   let s = g[0];

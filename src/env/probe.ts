@@ -49,7 +49,19 @@ export interface ProbeReport {
   problems: Problem[];
 }
 
-const PACKAGES = ['torch', 'numpy', 'pyzmq', 'msgpack', 'pyarrow', 'transformers', 'safetensors', 'pillow', 'scikit-learn', 'open_clip_torch', 'torchvision'];
+const PACKAGES = [
+  'torch',
+  'numpy',
+  'pyzmq',
+  'msgpack',
+  'pyarrow',
+  'transformers',
+  'safetensors',
+  'pillow',
+  'scikit-learn',
+  'open_clip_torch',
+  'torchvision',
+];
 const REQUIRED = new Set(['torch', 'numpy', 'pyzmq', 'msgpack', 'pyarrow']);
 
 type PyProxy = any; // pythonia proxies are untyped by design
@@ -65,7 +77,16 @@ export async function probe(opts: { python?: string } = {}): Promise<ProbeReport
   const python = resolvePython(opts.python);
   // Neither chosen nor created: resolvePython fell back to whatever python3 is on PATH.
   const noVenv = !opts.python && !process.env.PAIRUNI_PYTHON && !existsSync(defaultVenv());
-  const report: ProbeReport = { python, venv: defaultVenv(), gpus: [], packages: {}, ops: [], plugins: {}, unavailable: {}, problems: [] };
+  const report: ProbeReport = {
+    python,
+    venv: defaultVenv(),
+    gpus: [],
+    packages: {},
+    ops: [],
+    plugins: {},
+    unavailable: {},
+    problems: [],
+  };
   const check = spawnSync(python, ['-c', 'import sys; print(sys.version.split()[0])'], { encoding: 'utf8' });
   if (check.error || check.status !== 0) {
     report.problems.push({
@@ -94,7 +115,13 @@ export async function probe(opts: { python?: string } = {}): Promise<ProbeReport
       } catch {
         report.packages[p] = null;
         if (REQUIRED.has(p)) {
-          report.problems.push({ what: `required package '${p}' is missing`, fix: noVenv ? createVenvFix() : `${python} -m pip install -r ${join(sidecarSourceDir(), 'requirements.lock')}`, fatal: true });
+          report.problems.push({
+            what: `required package '${p}' is missing`,
+            fix: noVenv
+              ? createVenvFix()
+              : `${python} -m pip install -r ${join(sidecarSourceDir(), 'requirements.lock')}`,
+            fatal: true,
+          });
         }
       }
     }
@@ -107,7 +134,11 @@ export async function probe(opts: { python?: string } = {}): Promise<ProbeReport
       const n = report.cuda ? Number(await torch.cuda.device_count()) : 0;
       for (let i = 0; i < n; i++) {
         const p = await torch.cuda.get_device_properties(i);
-        report.gpus.push({ index: i, name: String(await p.name), memoryGiB: Math.round(Number(await p.total_memory) / 2 ** 30) });
+        report.gpus.push({
+          index: i,
+          name: String(await p.name),
+          memoryGiB: Math.round(Number(await p.total_memory) / 2 ** 30),
+        });
       }
       if (!report.cuda) {
         report.problems.push({
@@ -118,12 +149,24 @@ export async function probe(opts: { python?: string } = {}): Promise<ProbeReport
       }
     }
     if (!report.packages.transformers) {
-      report.problems.push({ what: 'transformers is missing: the Janus adapter is unavailable', fix: `${python} -m pip install 'transformers>=5.18.0'`, fatal: false });
+      report.problems.push({
+        what: 'transformers is missing: the Janus adapter is unavailable',
+        fix: `${python} -m pip install 'transformers>=5.18.0'`,
+        fatal: false,
+      });
     } else if (/^5\.17\./.test(report.packages.transformers)) {
-      report.problems.push({ what: 'transformers 5.17 has a broken Janus image generate', fix: `${python} -m pip install 'transformers>=5.18.0'`, fatal: false });
+      report.problems.push({
+        what: 'transformers 5.17 has a broken Janus image generate',
+        fix: `${python} -m pip install 'transformers>=5.18.0'`,
+        fatal: false,
+      });
     }
     if (!report.packages.open_clip_torch) {
-      report.problems.push({ what: 'open_clip_torch is missing: the HPSv2 reward is unavailable', fix: `${python} -m pip install 'pairuni-sidecar[hps]' (needs a torchvision build matching your torch)`, fatal: false });
+      report.problems.push({
+        what: 'open_clip_torch is missing: the HPSv2 reward is unavailable',
+        fix: `${python} -m pip install 'pairuni-sidecar[hps]' (needs a torchvision build matching your torch)`,
+        fatal: false,
+      });
     }
     try {
       const pkg = await py('pairuni_sidecar');
@@ -138,10 +181,18 @@ export async function probe(opts: { python?: string } = {}): Promise<ProbeReport
       report.ops = report.plugins.op ?? [];
       report.unavailable = errs;
       for (const [m, why] of Object.entries(errs)) {
-        report.problems.push({ what: `plug-in ${m} failed to import: ${why}`, fix: 'install the missing package named above into the venv (or its pairuni-sidecar extra)', fatal: false });
+        report.problems.push({
+          what: `plug-in ${m} failed to import: ${why}`,
+          fix: 'install the missing package named above into the venv (or its pairuni-sidecar extra)',
+          fatal: false,
+        });
       }
     } catch (e) {
-      report.problems.push({ what: `pairuni_sidecar does not import: ${(e as Error).message.split('\n')[0]}`, fix: `${python} -m pip install -e python_sidecar`, fatal: true });
+      report.problems.push({
+        what: `pairuni_sidecar does not import: ${(e as Error).message.split('\n')[0]}`,
+        fix: `${python} -m pip install -e python_sidecar`,
+        fatal: true,
+      });
     }
   } finally {
     py.exit();

@@ -55,24 +55,32 @@ export function readGenEvalPrompts(path: string): GenEvalPrompt[] {
     raw = readFileSync(path, 'utf8');
   } catch (e) {
     const code = (e as NodeJS.ErrnoException).code;
-    throw new DataError(`prompts file ${path} is ${code === 'ENOENT' ? 'not found' : `unreadable (${code ?? String(e)})`}`, path, undefined, { cause: e });
+    throw new DataError(
+      `prompts file ${path} is ${code === 'ENOENT' ? 'not found' : `unreadable (${code ?? String(e)})`}`,
+      path,
+      undefined,
+      { cause: e },
+    );
   }
   const out: GenEvalPrompt[] = [];
   raw.split(/\r?\n/).forEach((l, i) => {
     const text = l.trim();
     if (!text) return;
     const line = i + 1;
-    const bad = (why: string, cause?: unknown) => new DataError(`${path}:${line}: ${why}`, path, line, cause ? { cause } : undefined);
+    const bad = (why: string, cause?: unknown) =>
+      new DataError(`${path}:${line}: ${why}`, path, line, cause ? { cause } : undefined);
     let v: unknown;
     try {
       v = JSON.parse(text);
     } catch (e) {
       throw bad(`not valid JSON (${(e as Error).message})`, e);
     }
-    if (typeof v !== 'object' || v === null || Array.isArray(v)) throw bad('must be a JSON object with "prompt" and "tag"');
+    if (typeof v !== 'object' || v === null || Array.isArray(v))
+      throw bad('must be a JSON object with "prompt" and "tag"');
     const m = v as Record<string, unknown>;
     for (const k of ['prompt', 'tag'] as const) {
-      if (typeof m[k] !== 'string' || !(m[k] as string).trim()) throw bad(`"${k}" must be a non-empty string, got ${JSON.stringify(m[k]) ?? 'nothing'}`);
+      if (typeof m[k] !== 'string' || !(m[k] as string).trim())
+        throw bad(`"${k}" must be a non-empty string, got ${JSON.stringify(m[k]) ?? 'nothing'}`);
     }
     out.push({ index: out.length, line, prompt: m.prompt as string, tag: m.tag as string, text });
   });
@@ -171,13 +179,16 @@ export function genEvalBatchSeed(seed: number, first: number): number {
 
 function checkOptions(o: GenEvalSamplesOptions): void {
   const int = (v: number | undefined, name: string, min: number) => {
-    if (v !== undefined && !(Number.isSafeInteger(v) && v >= min)) throw new ConfigError(`${name} must be an integer >= ${min}, got ${v}`);
+    if (v !== undefined && !(Number.isSafeInteger(v) && v >= min))
+      throw new ConfigError(`${name} must be an integer >= ${min}, got ${v}`);
   };
   int(o.samples, 'samples', 1);
   int(o.seed, 'seed', 0);
   int(o.batch, 'batch', 1);
-  if (o.cfg !== undefined && !Number.isFinite(o.cfg)) throw new ConfigError(`cfg must be a finite number, got ${o.cfg}`);
-  if (o.temperature !== undefined && !(Number.isFinite(o.temperature) && o.temperature > 0)) throw new ConfigError(`temperature must be a number > 0, got ${o.temperature}`);
+  if (o.cfg !== undefined && !Number.isFinite(o.cfg))
+    throw new ConfigError(`cfg must be a finite number, got ${o.cfg}`);
+  if (o.temperature !== undefined && !(Number.isFinite(o.temperature) && o.temperature > 0))
+    throw new ConfigError(`temperature must be a number > 0, got ${o.temperature}`);
   if (!o.model) throw new ConfigError('model must name a model directory');
   if (!existsSync(o.model)) throw new ConfigError(`model directory ${o.model} does not exist`);
   if (!o.out) throw new ConfigError('out must name a directory');
@@ -199,20 +210,40 @@ export async function writeGenEvalSamples(o: GenEvalSamplesOptions): Promise<Gen
   const seed = o.seed ?? GENEVAL_SEED;
   const batch = o.batch ?? 1;
   // Extra numbered folders (from a longer prompts file) would be scored with these: refuse to mix them.
-  const extra = existsSync(out) ? readdirSync(out).filter((f) => /^\d+$/.test(f) && Number(f) >= prompts.length).sort() : [];
+  const extra = existsSync(out)
+    ? readdirSync(out)
+        .filter((f) => /^\d+$/.test(f) && Number(f) >= prompts.length)
+        .sort()
+    : [];
   if (extra.length) {
-    throw new ConfigError(`${out} holds ${extra.length} prompt folder(s) beyond the ${prompts.length} prompts of ${o.prompts} (${extra.slice(0, 3).join(', ')}${extra.length > 3 ? ', …' : ''}); GenEval would score them too: write to an empty directory`);
+    throw new ConfigError(
+      `${out} holds ${extra.length} prompt folder(s) beyond the ${prompts.length} prompts of ${o.prompts} (${extra.slice(0, 3).join(', ')}${extra.length > 3 ? ', …' : ''}); GenEval would score them too: write to an empty directory`,
+    );
   }
   const family = o.family ?? modelFamily(model).family;
-  const gen = GenConfig.parse({ ...FAMILY_CONFIG_DEFAULTS[family]?.gen, ...(o.cfg !== undefined ? { cfgWeight: o.cfg } : {}), ...(o.temperature !== undefined ? { temperature: o.temperature } : {}) });
-  const modelCfg = ModelConfig.parse({ adapter: family, path: model, options: familyOptions(family, 'load', o.modelOptions ?? {}), ...(o.device ? { device: o.device } : {}) });
+  const gen = GenConfig.parse({
+    ...FAMILY_CONFIG_DEFAULTS[family]?.gen,
+    ...(o.cfg !== undefined ? { cfgWeight: o.cfg } : {}),
+    ...(o.temperature !== undefined ? { temperature: o.temperature } : {}),
+  });
+  const modelCfg = ModelConfig.parse({
+    adapter: family,
+    path: model,
+    options: familyOptions(family, 'load', o.modelOptions ?? {}),
+    ...(o.device ? { device: o.device } : {}),
+  });
   const genOptions = familyOptions(family, 'gen', gen.options);
 
-  const done = new Set(prompts.filter((p) => genEvalFolderComplete(genEvalFolder(out, p.index), p, n)).map((p) => p.index));
+  const done = new Set(
+    prompts.filter((p) => genEvalFolderComplete(genEvalFolder(out, p.index), p, n)).map((p) => p.index),
+  );
   const kept = [...done];
   const written: number[] = [];
   let size = { width: 0, height: 0 };
-  const stopped = () => new AbortedError(`stopped after ${done.size}/${prompts.length} prompts; the same command resumes (finished folders are kept)`);
+  const stopped = () =>
+    new AbortedError(
+      `stopped after ${done.size}/${prompts.length} prompts; the same command resumes (finished folders are kept)`,
+    );
   o.onProgress?.(done.size, prompts.length);
   if (done.size === prompts.length) {
     size = pngSize(join(genEvalFolder(out, 0), 'samples', genEvalSampleName(0)));
@@ -220,7 +251,16 @@ export async function writeGenEvalSamples(o: GenEvalSamplesOptions): Promise<Gen
   }
 
   const own = !o.sidecar;
-  const sc = o.sidecar ?? (await Sidecar.spawn({ python: o.python, threads: o.threads, onLog: o.onLog, logger: o.logger, logLevel: o.logLevel, signal: o.signal }));
+  const sc =
+    o.sidecar ??
+    (await Sidecar.spawn({
+      python: o.python,
+      threads: o.threads,
+      onLog: o.onLog,
+      logger: o.logger,
+      logLevel: o.logLevel,
+      signal: o.signal,
+    }));
   try {
     if (o.signal?.aborted) throw stopped();
     const loaded = await sc.train.load({ model: modelCfg, optim: OptimConfig.parse({}), seed });
@@ -240,13 +280,22 @@ export async function writeGenEvalSamples(o: GenEvalSamplesOptions): Promise<Gen
       const ro = await sc.train.genRollout({
         n,
         items: chunk.map((p) => ({ prompt: p.prompt })),
-        sampling: { ...declaredOf(GenSampling, gen), options: genOptions, seed: genEvalBatchSeed(seed, first), estSeeds: [0] },
+        sampling: {
+          ...declaredOf(GenSampling, gen),
+          options: genOptions,
+          seed: genEvalBatchSeed(seed, first),
+          estSeeds: [0],
+        },
       });
       const handle = ro.args.handle;
       try {
         const { tensors } = await sc.train.rolloutImages({ handle });
         const [b, h, w] = tensors.images.shape;
-        if (b !== chunk.length * n) throw new PairuniError('rollout', `the model returned ${b} images for ${chunk.length} prompts × ${n} samples`);
+        if (b !== chunk.length * n)
+          throw new PairuniError(
+            'rollout',
+            `the model returned ${b} images for ${chunk.length} prompts × ${n} samples`,
+          );
         size = { width: w, height: h };
         const bytes = tensors.images.bytes;
         const per = h * w * 3;
@@ -256,7 +305,8 @@ export async function writeGenEvalSamples(o: GenEvalSamplesOptions): Promise<Gen
           // The marker goes first and comes back last; stale samples (a larger earlier n) go too.
           rmSync(join(dir, 'metadata.jsonl'), { force: true });
           mkdirSync(join(dir, 'samples'), { recursive: true });
-          for (const f of readdirSync(join(dir, 'samples'))) if (SAMPLE_FILE.test(f)) rmSync(join(dir, 'samples', f), { force: true });
+          for (const f of readdirSync(join(dir, 'samples')))
+            if (SAMPLE_FILE.test(f)) rmSync(join(dir, 'samples', f), { force: true });
           for (let k = 0; k < n; k++) {
             const at = (j * n + k) * per;
             writeFileAtomic(join(dir, 'samples', genEvalSampleName(k)), encodePng(w, h, bytes.subarray(at, at + per)));

@@ -59,7 +59,8 @@ export function pairWeight(mode: PairMode, type: 'aligned' | 'retrieved', sP: nu
  */
 export function trainWeight(mode: PairMode, p: { type: 'aligned' | 'retrieved'; s_p: number; w_p: number }): number {
   if (mode !== 'pairgrpo') return pairWeight(mode, p.type, p.s_p);
-  if (!(Number.isFinite(p.w_p) && p.w_p >= 0 && p.w_p <= 1)) throw new AdvantageError(`pair weight w_p must be in [0, 1], got ${p.w_p}`);
+  if (!(Number.isFinite(p.w_p) && p.w_p >= 0 && p.w_p <= 1))
+    throw new AdvantageError(`pair weight w_p must be in [0, 1], got ${p.w_p}`);
   return p.w_p;
 }
 
@@ -127,7 +128,11 @@ export function sideAdvantages(
     } catch (e) {
       if (e instanceof AdvantageError) {
         const idx = (e.detail.index as number | undefined) ?? 0;
-        throw new AdvantageError(`${labels?.[g] ?? `item ${g}`}: ${e.message}`, { item: g, sample: idx, row: g * k + idx });
+        throw new AdvantageError(`${labels?.[g] ?? `item ${g}`}: ${e.message}`, {
+          item: g,
+          sample: idx,
+          row: g * k + idx,
+        });
       }
       throw e;
     }

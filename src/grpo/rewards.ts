@@ -12,7 +12,11 @@ export function letter(i: number): string {
 }
 
 /** Renders `{question}` and `{choices}` ("A. …" lines) into the instruction template. */
-export function renderQuestion(question: string, choices: readonly string[], template = DEFAULT_UND_INSTRUCTION): string {
+export function renderQuestion(
+  question: string,
+  choices: readonly string[],
+  template = DEFAULT_UND_INSTRUCTION,
+): string {
   const lines = choices.map((c, i) => `${letter(i)}. ${c}`).join('\n');
   return template.replaceAll('{question}', question).replaceAll('{choices}', lines);
 }
@@ -52,5 +56,10 @@ export function undReward(completion: string, answer: string, formatWeight = 0):
   const l = parseAnswerLetter(completion);
   const correct = l !== null && l === answer.trim().toUpperCase();
   const format = formatOk(completion);
-  return { reward: (correct ? 1 : 0) + (formatWeight ? formatWeight * (format ? 1 : 0) : 0), correct, format, letter: l };
+  return {
+    reward: (correct ? 1 : 0) + (formatWeight ? formatWeight * (format ? 1 : 0) : 0),
+    correct,
+    format,
+    letter: l,
+  };
 }

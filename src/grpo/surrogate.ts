@@ -37,7 +37,10 @@ export interface SideLogprobs {
  * Per-trajectory coefficients c_i for each side (same rules as the sidecar). `items` (groups on the
  * side) is needed by `token_sum` with `norm: 'side'`, where c_i = 1/items (eq. 2/4: mean over pairs).
  */
-export function trajCoefficients(sides: readonly { mask: ArrayLike<number>; length: number; items?: number }[], cfg: SurrogateConfig): Float64Array[] {
+export function trajCoefficients(
+  sides: readonly { mask: ArrayLike<number>; length: number; items?: number }[],
+  cfg: SurrogateConfig,
+): Float64Array[] {
   const lens = sides.map((s) => {
     const b = s.mask.length / s.length;
     const out = new Float64Array(b);
@@ -50,7 +53,8 @@ export function trajCoefficients(sides: readonly { mask: ArrayLike<number>; leng
     const { n, tokens } = cfg.norm === 'batch' ? all : totals[si];
     if (cfg.agg === 'token_sum') {
       const per = cfg.norm === 'batch' ? n : sides[si].items;
-      if (per === undefined || !(per >= 1)) throw new RangeError(`agg 'token_sum' with norm 'side' needs a positive item count per side, got ${per}`);
+      if (per === undefined || !(per >= 1))
+        throw new RangeError(`agg 'token_sum' with norm 'side' needs a positive item count per side, got ${per}`);
       return l.map(() => 1 / per);
     }
     return l.map((len) => (cfg.agg === 'seq_mean' ? (len > 0 ? 1 / (n * len) : 0) : tokens > 0 ? 1 / tokens : 0));
@@ -64,7 +68,10 @@ export interface SurrogateResult {
 }
 
 /** The loss over all sides (L_und + L_gen), plus the clipped-token count. */
-export function clippedSurrogate(sides: readonly SideLogprobs[], cfg: SurrogateConfig = DEFAULT_SURROGATE): SurrogateResult {
+export function clippedSurrogate(
+  sides: readonly SideLogprobs[],
+  cfg: SurrogateConfig = DEFAULT_SURROGATE,
+): SurrogateResult {
   const coefs = trajCoefficients(sides, cfg);
   let loss = 0;
   let tokens = 0;

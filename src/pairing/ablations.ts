@@ -74,8 +74,20 @@ export async function pairSet(kind: Ablation, res: PairingResult, ctx: AblationC
 type Unweighted = Omit<OutPair, 'w'>;
 
 async function ablationSet(kind: Ablation, res: PairingResult, ctx: AblationContext): Promise<Unweighted[]> {
-  const aligned: Unweighted[] = res.aligned.map((a) => ({ type: 'aligned', u: { side: a.side, index: a.index }, g: { side: a.side, index: a.index }, s: 1, cluster: a.cluster }));
-  const retrieved: Unweighted[] = res.retrieved.map((p) => ({ type: 'retrieved', u: { side: 'U', index: p.u }, g: { side: 'G', index: p.g }, s: p.s, cluster: -1 }));
+  const aligned: Unweighted[] = res.aligned.map((a) => ({
+    type: 'aligned',
+    u: { side: a.side, index: a.index },
+    g: { side: a.side, index: a.index },
+    s: 1,
+    cluster: a.cluster,
+  }));
+  const retrieved: Unweighted[] = res.retrieved.map((p) => ({
+    type: 'retrieved',
+    u: { side: 'U', index: p.u },
+    g: { side: 'G', index: p.g },
+    s: p.s,
+    cluster: -1,
+  }));
   const budget = aligned.length + retrieved.length;
   // An independent stream per ablation, derived from the run's seed.
   const rng = new Rng(res.config.seed * 7919 + Object.keys(ABLATION_SALT).indexOf(kind) + 1);
@@ -93,7 +105,13 @@ async function ablationSet(kind: Ablation, res: PairingResult, ctx: AblationCont
       const us = rng.sampleWithoutReplacement(res.nU, m);
       const gs = rng.sampleWithoutReplacement(res.nG, m);
       return Array.from(us, (u, i) => {
-        const p: Unweighted = { type: 'retrieved', u: { side: 'U', index: u }, g: { side: 'G', index: gs[i] }, s: 0, cluster: -1 };
+        const p: Unweighted = {
+          type: 'retrieved',
+          u: { side: 'U', index: u },
+          g: { side: 'G', index: gs[i] },
+          s: 0,
+          cluster: -1,
+        };
         p.s = cos(p.u, p.g);
         return p;
       });
@@ -105,7 +123,13 @@ async function ablationSet(kind: Ablation, res: PairingResult, ctx: AblationCont
       const ok: number[] = [];
       for (let i = 0; i < n; i++) if ((ctx.alignable?.(side, i) ?? null) === null) ok.push(i);
       const pick = rng.sampleWithoutReplacement(ok.length, Math.min(budget, ok.length));
-      return Array.from(pick, (j) => ({ type: 'aligned' as const, u: { side, index: ok[j] }, g: { side, index: ok[j] }, s: 1, cluster: -1 }));
+      return Array.from(pick, (j) => ({
+        type: 'aligned' as const,
+        u: { side, index: ok[j] },
+        g: { side, index: ok[j] },
+        s: 1,
+        cluster: -1,
+      }));
     }
     case 'unpaired': {
       const all = [...aligned, ...retrieved];
@@ -136,7 +160,13 @@ async function ablationSet(kind: Ablation, res: PairingResult, ctx: AblationCont
           negate: true,
           signal: ctx.signal,
         });
-        return r.pairs.slice(0, budget).map((p) => ({ type: 'retrieved' as const, u: { side: 'U' as const, index: p.u }, g: { side: 'G' as const, index: p.g - res.nU }, s: p.s, cluster: -1 }));
+        return r.pairs.slice(0, budget).map((p) => ({
+          type: 'retrieved' as const,
+          u: { side: 'U' as const, index: p.u },
+          g: { side: 'G' as const, index: p.g - res.nU },
+          s: p.s,
+          cluster: -1,
+        }));
       } finally {
         await ctx.backend.free(fh);
       }

@@ -31,7 +31,16 @@ export const KMeansConfig = z
 export type KMeansConfig = z.infer<typeof KMeansConfig>;
 
 /** The pair sets `pairuni pair --ablation` can build: PairUG (`none`) and the paper's comparison sets (see docs/pairing.md). */
-export const ABLATIONS = ['none', 'aligned-only', 'retrieval-only', 'random', 'u-only', 'g-only', 'unpaired', 'low-sim'] as const;
+export const ABLATIONS = [
+  'none',
+  'aligned-only',
+  'retrieval-only',
+  'random',
+  'u-only',
+  'g-only',
+  'unpaired',
+  'low-sim',
+] as const;
 export const Ablation = z.enum(ABLATIONS);
 export type Ablation = z.infer<typeof Ablation>;
 
@@ -88,6 +97,7 @@ export function parsePairingConfig(input: unknown): PairingConfig {
     const msg = r.error.issues.map((i) => `${i.path.join('.') || '(root)'}: ${i.message}`).join('; ');
     throw new ConfigError(`invalid pairing config: ${msg}`);
   }
-  if (r.data.pairsPerG > r.data.topN) throw new ConfigError(`invalid pairing config: pairsPerG (${r.data.pairsPerG}) > topN (${r.data.topN})`);
+  if (r.data.pairsPerG > r.data.topN)
+    throw new ConfigError(`invalid pairing config: pairsPerG (${r.data.pairsPerG}) > topN (${r.data.topN})`);
   return r.data;
 }

@@ -45,11 +45,18 @@ export interface EmbedResult {
 /** L2-normalised features of `images` (one row each, in order), embedding only those not already in the feature cache. */
 export async function embedImages(images: ImageSource[], opts: EmbedOptions): Promise<EmbedResult> {
   const spec = BackboneSpec.safeParse(opts.backbone);
-  if (!spec.success) throw new ConfigError(`invalid backbone: ${spec.error.issues.map((i) => `${i.path.join('.')}: ${i.message}`).join('; ')}`);
+  if (!spec.success)
+    throw new ConfigError(
+      `invalid backbone: ${spec.error.issues.map((i) => `${i.path.join('.')}: ${i.message}`).join('; ')}`,
+    );
   type Where = { file?: string; row?: number; what: string };
   const describe: (i: number) => Where = opts.describe ?? ((i: number) => ({ what: `image ${i}` }));
-  for (const [name, v] of [['batchSize', opts.batchSize], ['flushEvery', opts.flushEvery]] as const) {
-    if (v !== undefined && !(Number.isSafeInteger(v) && v >= 1)) throw new ConfigError(`${name} must be an integer >= 1, got ${v}`);
+  for (const [name, v] of [
+    ['batchSize', opts.batchSize],
+    ['flushEvery', opts.flushEvery],
+  ] as const) {
+    if (v !== undefined && !(Number.isSafeInteger(v) && v >= 1))
+      throw new ConfigError(`${name} must be an integer >= 1, got ${v}`);
   }
   const info = (await opts.sidecar.features.backbone({ backbone: spec.data })).args;
   const dim = info.dim;
@@ -62,7 +69,12 @@ export async function embedImages(images: ImageSource[], opts: EmbedOptions): Pr
       return readFileSync(src.path);
     } catch (e) {
       const d = describe(i);
-      throw new DataError(`${d.file ? `${d.file} row ${d.row}: ` : ''}cannot read image ${src.path} (${(e as Error).message})`, d.file, d.row, { cause: e });
+      throw new DataError(
+        `${d.file ? `${d.file} row ${d.row}: ` : ''}cannot read image ${src.path} (${(e as Error).message})`,
+        d.file,
+        d.row,
+        { cause: e },
+      );
     }
   };
   const hashes = images.map((_, i) => createHash('sha256').update(bytesOf(i)).digest('hex'));
@@ -101,7 +113,8 @@ export async function embedImages(images: ImageSource[], opts: EmbedOptions): Pr
   opts.onProgress?.(covered, images.length);
   try {
     for (let b0 = 0; b0 < todo.length; b0 += bs) {
-      if (opts.signal?.aborted) throw new AbortedError(`embedding aborted after ${embedded} new images (saved to the cache)`);
+      if (opts.signal?.aborted)
+        throw new AbortedError(`embedding aborted after ${embedded} new images (saved to the cache)`);
       const batch = todo.slice(b0, b0 + bs);
       const parts = batch.map(bytesOf);
       const offsets = new BigInt64Array(parts.length + 1);
@@ -114,13 +127,20 @@ export async function embedImages(images: ImageSource[], opts: EmbedOptions): Pr
       parts.forEach((p, j) => blob.set(p, Number(offsets[j])));
       let res;
       try {
-        res = await opts.sidecar.features.embed({ backbone: spec.data, batchSize: Math.min(bs, 32) }, { blob: Tensor.from(blob), offsets: Tensor.from(offsets) }, { signal: opts.signal });
+        res = await opts.sidecar.features.embed(
+          { backbone: spec.data, batchSize: Math.min(bs, 32) },
+          { blob: Tensor.from(blob), offsets: Tensor.from(offsets) },
+          { signal: opts.signal },
+        );
       } catch (e) {
         if (e instanceof SidecarError && e.code === 'bad_request' && typeof e.detail.index === 'number') {
           const d = describe(batch[e.detail.index]);
-          throw new DataError(`${d.file ? `${d.file} row ${d.row}: ` : ''}${d.what}: ${e.message}`, d.file, d.row, { cause: e });
+          throw new DataError(`${d.file ? `${d.file} row ${d.row}: ` : ''}${d.what}: ${e.message}`, d.file, d.row, {
+            cause: e,
+          });
         }
-        if (e instanceof SidecarError && e.code === 'cancelled') throw new AbortedError(`embedding aborted after ${embedded} new images (saved to the cache)`, { cause: e });
+        if (e instanceof SidecarError && e.code === 'cancelled')
+          throw new AbortedError(`embedding aborted after ${embedded} new images (saved to the cache)`, { cause: e });
         throw e;
       }
       const vecs = res.tensors.features.data as Float32Array;

@@ -52,7 +52,12 @@ export interface ExactLists {
   requeried: number;
 }
 
-export async function exactSearch(backend: PairingBackend, q: ExactSide, d: ExactSide, opts: ExactSearchOptions): Promise<ExactLists> {
+export async function exactSearch(
+  backend: PairingBackend,
+  q: ExactSide,
+  d: ExactSide,
+  opts: ExactSearchOptions,
+): Promise<ExactLists> {
   const kind = opts.kind ?? 'ip';
   const qRows = q.rows ?? iota(q.m.rows);
   const dRows = d.rows ?? iota(d.m.rows);
@@ -107,7 +112,7 @@ export async function exactSearch(backend: PairingBackend, q: ExactSide, d: Exac
       proven = true; // the backend returned the whole database
     } else {
       // Upper bound on the f64 score of anything the backend did not return.
-      const bound = (returned === k ? res.score[o + k - 1] : floor ?? -Infinity) + margin;
+      const bound = (returned === k ? res.score[o + k - 1] : (floor ?? -Infinity)) + margin;
       proven = (threshold !== undefined && bound < threshold) || (len === n && cand[n - 1].s > bound);
     }
     if (!proven) return false;
@@ -134,7 +139,10 @@ export async function exactSearch(backend: PairingBackend, q: ExactSide, d: Exac
         if (!finalize(qi, res, r)) failed.push(qi);
       });
       if (round === 0) out.requeried += failed.length;
-      if (failed.length > 0 && k >= nd) throw new Error('exactSearch: a full-database candidate set failed verification (backend returned inconsistent results)');
+      if (failed.length > 0 && k >= nd)
+        throw new Error(
+          'exactSearch: a full-database candidate set failed verification (backend returned inconsistent results)',
+        );
       pending = failed;
       k = Math.min(nd, k * 4);
     }

@@ -6,7 +6,17 @@
  */
 import { mkdirSync, readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { Field, FixedSizeList, Float32, makeData, makeVector, Table, tableFromIPC, tableToIPC, vectorFromArray } from 'apache-arrow';
+import {
+  Field,
+  FixedSizeList,
+  Float32,
+  makeData,
+  makeVector,
+  Table,
+  tableFromIPC,
+  tableToIPC,
+  vectorFromArray,
+} from 'apache-arrow';
 import { DataError } from '../errors.js';
 import { writeFileAtomic } from '../util/atomic.js';
 
@@ -14,8 +24,13 @@ export class FeatureCache {
   readonly dir: string;
   private shardSeq = 0;
 
-  constructor(root: string, readonly key: string, readonly dim: number) {
-    if (!/^[\w.-]+$/.test(key)) throw new DataError(`feature cache: backbone key '${key}' is not a safe directory name`);
+  constructor(
+    root: string,
+    readonly key: string,
+    readonly dim: number,
+  ) {
+    if (!/^[\w.-]+$/.test(key))
+      throw new DataError(`feature cache: backbone key '${key}' is not a safe directory name`);
     this.dir = join(root, key);
     mkdirSync(this.dir, { recursive: true });
   }
@@ -37,13 +52,20 @@ export class FeatureCache {
       try {
         t = tableFromIPC(readFileSync(join(this.dir, f)));
       } catch (e) {
-        throw new DataError(`feature cache shard ${join(this.dir, f)} is unreadable (${(e as Error).message}); delete it to re-embed its images`, join(this.dir, f));
+        throw new DataError(
+          `feature cache shard ${join(this.dir, f)} is unreadable (${(e as Error).message}); delete it to re-embed its images`,
+          join(this.dir, f),
+        );
       }
       const hashes = t.getChild('hash');
       const vec = t.getChild('vec');
       if (!hashes || !vec) throw new DataError(`feature cache shard ${f} lacks hash/vec columns`, join(this.dir, f));
       const dim = (vec.type as FixedSizeList).listSize;
-      if (dim !== this.dim) throw new DataError(`feature cache shard ${f} has ${dim}-d vectors, backbone gives ${this.dim}-d`, join(this.dir, f));
+      if (dim !== this.dim)
+        throw new DataError(
+          `feature cache shard ${f} has ${dim}-d vectors, backbone gives ${this.dim}-d`,
+          join(this.dir, f),
+        );
       const flat = vec.data[0].children[0].values as Float32Array;
       const base = vec.data[0].children[0].offset;
       // Shards are single-batch (we write them), so child values are contiguous.
@@ -64,7 +86,8 @@ export class FeatureCache {
   /** Append vectors (rows × dim) for these hashes as a new shard, atomically. */
   append(hashes: string[], vecs: Float32Array): void {
     if (hashes.length === 0) return;
-    if (vecs.length !== hashes.length * this.dim) throw new RangeError(`append: ${vecs.length} values for ${hashes.length}×${this.dim}`);
+    if (vecs.length !== hashes.length * this.dim)
+      throw new RangeError(`append: ${vecs.length} values for ${hashes.length}×${this.dim}`);
     const type = new FixedSizeList(this.dim, new Field('item', new Float32(), false));
     const child = makeData({ type: new Float32(), length: vecs.length, nullCount: 0, data: vecs });
     const vec = makeVector(makeData({ type, length: hashes.length, nullCount: 0, child }));

@@ -1,11 +1,43 @@
 /** Pairing: build PairUG datasets (features → aligned medoids → exact greedy retrieved pairs). */
-export { pairFeatures, stackFeatures, type PairingInput, type PairingResult, type PairingOptions, type AlignedPair, type CrossPair, type SkippedMedoid, type Side } from './pair.js';
-export { PairingConfig, KMeansConfig, Ablation, ABLATIONS, parsePairingConfig, type PairingConfigInput } from './config.js';
+export {
+  pairFeatures,
+  stackFeatures,
+  type PairingInput,
+  type PairingResult,
+  type PairingOptions,
+  type AlignedPair,
+  type CrossPair,
+  type SkippedMedoid,
+  type Side,
+} from './pair.js';
+export {
+  PairingConfig,
+  KMeansConfig,
+  Ablation,
+  ABLATIONS,
+  parsePairingConfig,
+  type PairingConfigInput,
+} from './config.js';
 export { pairSet, type OutPair, type SideRef } from './ablations.js';
-export { buildPairUG, embedManifests, type BuildPairUGOptions, type EmbedManifestsOptions, type PairUGResult, type Stage } from './pipeline.js';
+export {
+  buildPairUG,
+  embedManifests,
+  type BuildPairUGOptions,
+  type EmbedManifestsOptions,
+  type PairUGResult,
+  type Stage,
+} from './pipeline.js';
 export { embedImages, BackboneSpec, type EmbedOptions, type EmbedResult } from './embed.js';
 export { FeatureCache } from './featureCache.js';
-export { toPairRecords, pairStats, formatStats, writePairUG, pairsTable, alignableFor, type PairStats } from './output.js';
+export {
+  toPairRecords,
+  pairStats,
+  formatStats,
+  writePairUG,
+  pairsTable,
+  alignableFor,
+  type PairStats,
+} from './output.js';
 export { exactSearch, type ExactLists } from './exact.js';
 export { miniBatchKMeans, exactLabels, type KMeansResult } from './kmeans.js';
 export { medoids, clusterDiagnostics, type ClusterDiagnostics } from './medoids.js';

@@ -93,7 +93,10 @@ export async function miniBatchKMeans(
   } else {
     seeds = rng.sampleWithoutReplacement(initSize, K);
   }
-  const C = gatherRows(X, Array.from(seeds, (s) => sampleIdx[s]));
+  const C = gatherRows(
+    X,
+    Array.from(seeds, (s) => sampleIdx[s]),
+  );
   const ch = await backend.upload(C);
   const t1 = performance.now();
 
@@ -221,13 +224,18 @@ export async function exactLabels(
   ch: MatrixHandle,
   opts: { signal?: AbortSignal; onProgress?: (phase: KMeansPhase, done: number, total: number) => void } = {},
 ): Promise<{ labels: Int32Array; inertia: number; sizes: Int32Array }> {
-  const lists = await exactSearch(backend, { m: X, h: xh }, { m: C, h: ch }, {
-    n: 1,
-    kind: 'assign',
-    batch: 8192,
-    signal: opts.signal,
-    onProgress: (done, total) => opts.onProgress?.('labels', done, total),
-  });
+  const lists = await exactSearch(
+    backend,
+    { m: X, h: xh },
+    { m: C, h: ch },
+    {
+      n: 1,
+      kind: 'assign',
+      batch: 8192,
+      signal: opts.signal,
+      onProgress: (done, total) => opts.onProgress?.('labels', done, total),
+    },
+  );
   const xn2 = sqNorms64(X);
   const sizes = new Int32Array(C.rows);
   let inertia = 0;
@@ -284,7 +292,14 @@ async function lloydRefine(
   return iters;
 }
 
-function reassignLowCount(C: Matrix, counts: Float64Array, ratio: number, X: Matrix, batch: Int32Array, rng: Rng): number[] {
+function reassignLowCount(
+  C: Matrix,
+  counts: Float64Array,
+  ratio: number,
+  X: Matrix,
+  batch: Int32Array,
+  rng: Rng,
+): number[] {
   const K = counts.length;
   let max = 0;
   for (let c = 0; c < K; c++) max = Math.max(max, counts[c]);
@@ -293,7 +308,11 @@ function reassignLowCount(C: Matrix, counts: Float64Array, ratio: number, X: Mat
   if (low.length === 0) return [];
   // At most half a batch moves at once: the lowest counts first (ties → lower centre id).
   const cap = Math.floor(0.5 * batch.length);
-  if (low.length > cap) low = low.sort((a, b) => counts[a] - counts[b] || a - b).slice(0, cap).sort((a, b) => a - b);
+  if (low.length > cap)
+    low = low
+      .sort((a, b) => counts[a] - counts[b] || a - b)
+      .slice(0, cap)
+      .sort((a, b) => a - b);
   if (low.length === 0) return [];
   const isLow = new Uint8Array(K);
   for (const c of low) isLow[c] = 1;
@@ -332,4 +351,3 @@ function meanVariance(X: Matrix): number {
   }
   return s / d;
 }
-

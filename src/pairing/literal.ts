@@ -77,15 +77,24 @@ export async function literalMatch(
   const freeRows = (): Int32Array => uRem.filter((u) => free[u] === 1);
   const stats = { requeried: 0, refills: 0 };
 
-  const search = async (qRows: Int32Array, pool: Int32Array, length = opts.listLength): Promise<{ lists: ExactLists; n: number }> => {
+  const search = async (
+    qRows: Int32Array,
+    pool: Int32Array,
+    length = opts.listLength,
+  ): Promise<{ lists: ExactLists; n: number }> => {
     const n = Math.min(length, pool.length);
-    const lists = await exactSearch(backend, { m: X, h: xh, rows: qRows }, { m: X, h: xh, rows: pool }, {
-      n,
-      threshold: opts.threshold,
-      extra: opts.extra,
-      negate: opts.negate,
-      signal: opts.signal,
-    });
+    const lists = await exactSearch(
+      backend,
+      { m: X, h: xh, rows: qRows },
+      { m: X, h: xh, rows: pool },
+      {
+        n,
+        threshold: opts.threshold,
+        extra: opts.extra,
+        negate: opts.negate,
+        signal: opts.signal,
+      },
+    );
     stats.requeried += lists.requeried;
     return { lists, n };
   };

@@ -17,7 +17,8 @@ export function matrix(rows: number, cols: number, data?: Float32Array): Matrix 
     throw new RangeError(`bad matrix shape ${rows}×${cols}`);
   }
   const d = data ?? new Float32Array(rows * cols);
-  if (d.length !== rows * cols) throw new RangeError(`matrix data has ${d.length} values, expected ${rows}×${cols}=${rows * cols}`);
+  if (d.length !== rows * cols)
+    throw new RangeError(`matrix data has ${d.length} values, expected ${rows}×${cols}=${rows * cols}`);
   return { rows, cols, data: d };
 }
 
@@ -101,7 +102,8 @@ export function l2NormalizeRows(m: Matrix, label = 'features', tol = 1e-3): Norm
     let s = 0;
     for (let k = 0; k < d; k++) {
       const v = r[k];
-      if (!Number.isFinite(v)) throw new DataError(`${label}: row ${i} has a non-finite value (${v}) at column ${k}`, undefined, i);
+      if (!Number.isFinite(v))
+        throw new DataError(`${label}: row ${i} has a non-finite value (${v}) at column ${k}`, undefined, i);
       s += v * v;
     }
     if (s === 0) throw new DataError(`${label}: row ${i} is all zeros and cannot be L2-normalised`, undefined, i);

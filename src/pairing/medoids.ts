@@ -48,7 +48,9 @@ export interface ClusterDiagnostics {
 }
 
 export function clusterDiagnostics(sizes: Int32Array): ClusterDiagnostics {
-  const ne = Array.from(sizes).filter((s) => s > 0).sort((a, b) => a - b);
+  const ne = Array.from(sizes)
+    .filter((s) => s > 0)
+    .sort((a, b) => a - b);
   const q = (p: number): number => (ne.length ? ne[Math.min(ne.length - 1, Math.floor(p * ne.length))] : 0);
   return {
     k: sizes.length,

@@ -81,13 +81,38 @@ export interface PairingResult {
   /** D_ret: G items matched to U items by similarity. */
   retrieved: CrossPair[];
   /** k-means diagnostics: cluster sizes, inertia, steps, why it stopped. */
-  clusters: ClusterDiagnostics & { inertia: number; steps: number; epochs: number; stop: string; reassigned: number; lloydIters: number };
+  clusters: ClusterDiagnostics & {
+    inertia: number;
+    steps: number;
+    epochs: number;
+    stop: string;
+    reassigned: number;
+    lloydIters: number;
+  };
   /** Retrieval diagnostics: queries, pool size, how many found a candidate or found all taken. */
-  retrieval: { mode: 'literal' | 'static'; queries: number; pool: number; withCandidates: number; allTaken: number; requeried: number; refills: number };
+  retrieval: {
+    mode: 'literal' | 'static';
+    queries: number;
+    pool: number;
+    withCandidates: number;
+    allTaken: number;
+    requeried: number;
+    refills: number;
+  };
   /** Rows whose norm was off by more than 1e-3 before L2 normalisation. */
   renormalized: number;
   /** Wall time of each phase, ms. */
-  timingsMs: { upload: number; kmeans: number; kmeansInit: number; kmeansMinibatch: number; kmeansLloyd: number; kmeansLabels: number; medoids: number; retrieval: number; total: number };
+  timingsMs: {
+    upload: number;
+    kmeans: number;
+    kmeansInit: number;
+    kmeansMinibatch: number;
+    kmeansLloyd: number;
+    kmeansLabels: number;
+    medoids: number;
+    retrieval: number;
+    total: number;
+  };
   /** Kept for ablations (ablations.ts): the normalised F and per-cluster labels. */
   features: Matrix;
   /** Cluster of each row of `features`. */
@@ -95,14 +120,19 @@ export interface PairingResult {
 }
 
 /** Runs Algorithm 1 (above) on already embedded U and G features. */
-export async function pairFeatures(input: PairingInput, configInput: PairingConfigInput | PairingConfig, opts: PairingOptions): Promise<PairingResult> {
+export async function pairFeatures(
+  input: PairingInput,
+  configInput: PairingConfigInput | PairingConfig,
+  opts: PairingOptions,
+): Promise<PairingResult> {
   const cfg = parsePairingConfig(configInput);
   const { backend } = opts;
   const t0 = performance.now();
   const F = input.features;
   const nU = input.nU;
   const nG = F.rows - nU;
-  if (!Number.isInteger(nU) || nU < 0 || nG < 0) throw new ConfigError(`nU=${nU} does not fit a ${F.rows}-row feature matrix`);
+  if (!Number.isInteger(nU) || nU < 0 || nG < 0)
+    throw new ConfigError(`nU=${nU} does not fit a ${F.rows}-row feature matrix`);
   if (F.rows === 0) throw new ConfigError('pairing needs at least one U or G item');
 
   // Line 2: F ← L2Norm(F_u ∪ F_g).
@@ -117,7 +147,11 @@ export async function pairFeatures(input: PairingInput, configInput: PairingConf
     const fch = cfg.kmeans.center ? await backend.upload(Fc) : fh;
     let km;
     try {
-      km = await miniBatchKMeans(backend, Fc, fch, cfg.kmeans, { seed: cfg.seed, signal: opts.signal, onProgress: opts.onProgress });
+      km = await miniBatchKMeans(backend, Fc, fch, cfg.kmeans, {
+        seed: cfg.seed,
+        signal: opts.signal,
+        onProgress: opts.onProgress,
+      });
     } finally {
       if (fch !== fh) await backend.free(fch);
     }
@@ -181,7 +215,15 @@ export async function pairFeatures(input: PairingInput, configInput: PairingConf
         reassigned: km.reassigned,
         lloydIters: km.lloydIters,
       },
-      retrieval: { mode: cfg.retrieval, queries: gRem.length, pool: uRem.length, withCandidates: ret.withCandidates, allTaken: ret.allTaken, requeried: ret.requeried, refills: ret.refills },
+      retrieval: {
+        mode: cfg.retrieval,
+        queries: gRem.length,
+        pool: uRem.length,
+        withCandidates: ret.withCandidates,
+        allTaken: ret.allTaken,
+        requeried: ret.requeried,
+        refills: ret.refills,
+      },
       renormalized,
       timingsMs: {
         upload: uploadMs,
@@ -220,7 +262,10 @@ function selectAligned(cfg: PairingConfig, F: Matrix, C: Matrix, labels: Int32Ar
 
 /** F_u ∪ F_g as one matrix (U rows first); both must have the same dimension. */
 export function stackFeatures(fu: Matrix, fg: Matrix): Matrix {
-  if (fu.cols !== fg.cols) throw new ConfigError(`U features are ${fu.cols}-d but G features are ${fg.cols}-d: embed both with the same backbone`);
+  if (fu.cols !== fg.cols)
+    throw new ConfigError(
+      `U features are ${fu.cols}-d but G features are ${fg.cols}-d: embed both with the same backbone`,
+    );
   return concatRows([fu, fg]);
 }
 

@@ -120,7 +120,11 @@ export function checkOutputDir(dir: string, what = 'output directory'): void {
   }
 }
 
-async function readInputs(opts: EmbedManifestsOptions, cacheDir: string, sidecar: LazySidecar): Promise<{ u: Manifest<UnderstandingRecord>; g: Manifest<GenerationRecord> }> {
+async function readInputs(
+  opts: EmbedManifestsOptions,
+  cacheDir: string,
+  sidecar: LazySidecar,
+): Promise<{ u: Manifest<UnderstandingRecord>; g: Manifest<GenerationRecord> }> {
   const parquetToArrow = parquetVia(sidecar, join(cacheDir, 'manifests'));
   opts.onProgress?.('read', 0, 2);
   const u = await readUnderstanding(resolve(opts.understanding), { columns: opts.columns?.u, parquetToArrow });
@@ -130,18 +134,40 @@ async function readInputs(opts: EmbedManifestsOptions, cacheDir: string, sidecar
   return { u, g };
 }
 
-async function embedInputs(opts: EmbedManifestsOptions, inputs: { u: Manifest<UnderstandingRecord>; g: Manifest<GenerationRecord> }, cacheDir: string, sc: Sidecar): Promise<EmbeddedManifests> {
+async function embedInputs(
+  opts: EmbedManifestsOptions,
+  inputs: { u: Manifest<UnderstandingRecord>; g: Manifest<GenerationRecord> },
+  cacheDir: string,
+  sc: Sidecar,
+): Promise<EmbeddedManifests> {
   const { u, g } = inputs;
   const common = { sidecar: sc, backbone: opts.backbone, cacheDir, batchSize: opts.batchSize, signal: opts.signal };
   const eu = await embedImages(
     u.items.map((it) => it.image),
-    { ...common, onProgress: (d, t) => opts.onProgress?.('embed-U', d, t), describe: (i) => ({ file: u.file, row: u.items[i].row, what: `image of '${u.items[i].record.id}'` }) },
+    {
+      ...common,
+      onProgress: (d, t) => opts.onProgress?.('embed-U', d, t),
+      describe: (i) => ({ file: u.file, row: u.items[i].row, what: `image of '${u.items[i].record.id}'` }),
+    },
   );
   const eg = await embedImages(
     g.items.map((it) => it.image),
-    { ...common, onProgress: (d, t) => opts.onProgress?.('embed-G', d, t), describe: (i) => ({ file: g.file, row: g.items[i].row, what: `image of '${g.items[i].record.id}'` }) },
+    {
+      ...common,
+      onProgress: (d, t) => opts.onProgress?.('embed-G', d, t),
+      describe: (i) => ({ file: g.file, row: g.items[i].row, what: `image of '${g.items[i].record.id}'` }),
+    },
   );
-  return { u, g, fu: eu.features, fg: eg.features, key: eu.key, dim: eu.dim, embedded: eu.embedded + eg.embedded, cached: eu.cached + eg.cached };
+  return {
+    u,
+    g,
+    fu: eu.features,
+    fg: eg.features,
+    key: eu.key,
+    dim: eu.dim,
+    embedded: eu.embedded + eg.embedded,
+    cached: eu.cached + eg.cached,
+  };
 }
 
 function cacheDirOf(opts: EmbedManifestsOptions): string {
@@ -194,7 +220,11 @@ export async function buildPairUG(opts: BuildPairUGOptions): Promise<PairUGResul
     const sc = await sidecar.get();
     const emb = await embedInputs(opts, inputs, cacheDir, sc);
     const backend: PairingBackend =
-      typeof opts.backend === 'object' ? opts.backend : opts.backend === 'ts' ? new TsBackend() : new SidecarBackend(sc);
+      typeof opts.backend === 'object'
+        ? opts.backend
+        : opts.backend === 'ts'
+          ? new TsBackend()
+          : new SidecarBackend(sc);
     const alignable = alignableFor(inputs);
     const res = await pairFeatures({ features: concatRows([emb.fu, emb.fg]), nU: emb.u.items.length, alignable }, cfg, {
       backend,
@@ -205,7 +235,9 @@ export async function buildPairUG(opts: BuildPairUGOptions): Promise<PairUGResul
     const out = resolve(opts.out);
     opts.onProgress?.('write', 0, 1);
     const records = toPairRecords(pairs, inputs, out);
-    const stats = pairStats(records, res, inputs, { features: { backbone: emb.key, dim: emb.dim, embedded: emb.embedded, cached: emb.cached } });
+    const stats = pairStats(records, res, inputs, {
+      features: { backbone: emb.key, dim: emb.dim, embedded: emb.embedded, cached: emb.cached },
+    });
     const files = writePairUG(out, records, stats);
     opts.onProgress?.('write', 1, 1);
     if (typeof opts.backend !== 'object') await backend.close();

@@ -72,7 +72,13 @@ export async function retrieve(
   }
   const lists =
     uRem.length === 0
-      ? { n: opts.topN, idx: new Int32Array(0), score: new Float64Array(0), len: new Int32Array(gRem.length), requeried: 0 }
+      ? {
+          n: opts.topN,
+          idx: new Int32Array(0),
+          score: new Float64Array(0),
+          len: new Int32Array(gRem.length),
+          requeried: 0,
+        }
       : await exactSearch(
           backend,
           { m: X, h: xh, rows: gRem },
@@ -86,7 +92,13 @@ export async function retrieve(
             onProgress: opts.onProgress,
           },
         );
-  const { pairs, withCandidates, allTaken } = greedyMatch(lists, gRem, opts.order, opts.pairsPerG, opts.negate ? -1 : 1);
+  const { pairs, withCandidates, allTaken } = greedyMatch(
+    lists,
+    gRem,
+    opts.order,
+    opts.pairsPerG,
+    opts.negate ? -1 : 1,
+  );
   return { pairs, lists, withCandidates, allTaken, requeried: lists.requeried, refills: 0 };
 }
 

@@ -72,7 +72,8 @@ export function streamExtent(buf: Uint8Array): number {
       if (table + fieldOff + 8 > meta + len) throw new Error('bad message flatbuffer');
       body = Number(dv.getBigInt64(table + fieldOff, true));
     }
-    if (!Number.isSafeInteger(body) || body < 0 || meta + len + body > buf.byteLength) throw new Error(`message body of ${body} bytes runs past the payload`);
+    if (!Number.isSafeInteger(body) || body < 0 || meta + len + body > buf.byteLength)
+      throw new Error(`message body of ${body} bytes runs past the payload`);
     pos = meta + len + body;
   }
 }
@@ -89,11 +90,13 @@ const ALLOWED = new Set<arrow.Type>([
 
 function validateField(field: arrow.Field, path: string): void {
   const t = field.type;
-  if (!ALLOWED.has(t.typeId)) throw new ProtocolError('bad_request', `${path}: Arrow type ${t} is outside the v1 subset`);
+  if (!ALLOWED.has(t.typeId))
+    throw new ProtocolError('bad_request', `${path}: Arrow type ${t} is outside the v1 subset`);
   const ext = field.metadata.get('ARROW:extension:name');
   if (ext !== undefined) {
     if (ext !== FIXED_SHAPE_TENSOR) throw new ProtocolError('bad_request', `${path}: unknown extension type '${ext}'`);
-    if (!arrow.DataType.isFixedSizeList(t)) throw new ProtocolError('bad_request', `${path}: ${ext} must be a FixedSizeList`);
+    if (!arrow.DataType.isFixedSizeList(t))
+      throw new ProtocolError('bad_request', `${path}: ${ext} must be a FixedSizeList`);
     let meta: { shape?: unknown };
     try {
       meta = JSON.parse(field.metadata.get('ARROW:extension:metadata') ?? '');
@@ -105,9 +108,11 @@ function validateField(field: arrow.Field, path: string): void {
       throw new ProtocolError('bad_request', `${path}: ${ext} metadata needs an integer 'shape' array`);
     }
     const prod = shape.reduce((a: number, b: number) => a * b, 1);
-    if (prod !== t.listSize) throw new ProtocolError('bad_request', `${path}: shape [${shape}] does not match list size ${t.listSize}`);
+    if (prod !== t.listSize)
+      throw new ProtocolError('bad_request', `${path}: shape [${shape}] does not match list size ${t.listSize}`);
   }
-  if (arrow.DataType.isFixedSizeList(t) && t.listSize <= 0) throw new ProtocolError('bad_request', `${path}: FixedSizeList size must be > 0`);
+  if (arrow.DataType.isFixedSizeList(t) && t.listSize <= 0)
+    throw new ProtocolError('bad_request', `${path}: FixedSizeList size must be > 0`);
   for (const c of t.children ?? []) validateField(c, `${path}.${c.name}`);
 }
 
@@ -126,7 +131,8 @@ function validateData(d: arrow.Data, path: string): void {
       if (o < prev) throw new ProtocolError('bad_request', `${path}: offsets are not monotonic at row ${i - 1}`);
       prev = o;
     }
-    if (prev > childLen) throw new ProtocolError('bad_request', `${path}: offsets point past the values (${prev} > ${childLen})`);
+    if (prev > childLen)
+      throw new ProtocolError('bad_request', `${path}: offsets point past the values (${prev} > ${childLen})`);
   }
   if (arrow.DataType.isFixedSizeList(t)) {
     const need = d.length * t.listSize;
@@ -134,7 +140,8 @@ function validateData(d: arrow.Data, path: string): void {
   }
   if (arrow.DataType.isInt(t) || arrow.DataType.isFloat(t)) {
     const v = d.values as ArrayLike<unknown> | undefined;
-    if (!v || v.length < d.offset + d.length) throw new ProtocolError('bad_request', `${path}: values buffer too short`);
+    if (!v || v.length < d.offset + d.length)
+      throw new ProtocolError('bad_request', `${path}: values buffer too short`);
   }
   d.children.forEach((c, i) => validateData(c, `${path}.${i}`));
 }
@@ -153,13 +160,22 @@ export function validateTable(table: arrow.Table, what: string): void {
 }
 
 /** A FixedSizeList field carrying the canonical fixed-shape-tensor extension metadata. */
-export function fixedShapeTensorField(name: string, shape: number[], valueType: arrow.DataType = new arrow.Float32()): arrow.Field {
+export function fixedShapeTensorField(
+  name: string,
+  shape: number[],
+  valueType: arrow.DataType = new arrow.Float32(),
+): arrow.Field {
   const size = shape.reduce((a, b) => a * b, 1);
   const type = new arrow.FixedSizeList(size, new arrow.Field('item', valueType, false));
-  return new arrow.Field(name, type, false, new Map([
-    ['ARROW:extension:name', FIXED_SHAPE_TENSOR],
-    ['ARROW:extension:metadata', JSON.stringify({ shape })],
-  ]));
+  return new arrow.Field(
+    name,
+    type,
+    false,
+    new Map([
+      ['ARROW:extension:name', FIXED_SHAPE_TENSOR],
+      ['ARROW:extension:metadata', JSON.stringify({ shape })],
+    ]),
+  );
 }
 
 /** Offsets (exactly rows+1) and flat values of a List<Int32> column, zero-copy when contiguous. */

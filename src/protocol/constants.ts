@@ -4,7 +4,17 @@
  */
 import * as gen from './constants.gen.js';
 
-export { DEFAULT_LIMITS, Flags, Kind, MAX_DIMS, MAX_SAFE_HEADER_INT, PREAMBLE_BYTES, STREAM_ALIGN, WIRE_MAJOR, WIRE_MINOR } from './constants.gen.js';
+export {
+  DEFAULT_LIMITS,
+  Flags,
+  Kind,
+  MAX_DIMS,
+  MAX_SAFE_HEADER_INT,
+  PREAMBLE_BYTES,
+  STREAM_ALIGN,
+  WIRE_MAJOR,
+  WIRE_MINOR,
+} from './constants.gen.js';
 
 /** "PUNI": the first four bytes of every header frame. */
 export const MAGIC = new TextEncoder().encode(gen.MAGIC_TEXT);

@@ -69,7 +69,13 @@ export const HeaderSchemas = {
     run: z.string(),
     hb_ms: uint.min(10),
     dead_ms: uint.min(100),
-    limits: z.looseObject({ chunk: uint.min(1024), max_msg: uint, window: uint.min(1024), max_hdr: uint.min(1024), stall_ms: uint.min(100).optional() }),
+    limits: z.looseObject({
+      chunk: uint.min(1024),
+      max_msg: uint,
+      window: uint.min(1024),
+      max_hdr: uint.min(1024),
+      stall_ms: uint.min(100).optional(),
+    }),
   }),
   req: z.looseObject({ id: uint, op: name, dl: uint.optional(), ...payloadFields }),
   res: z.looseObject({ re: uint, ...payloadFields }),
@@ -118,7 +124,8 @@ function makeDecoder(maxHeaderBytes: number): Decoder {
     maxMapLength: 4096,
     maxExtLength: 0,
     mapKeyConverter: (key: unknown) => {
-      if (typeof key !== 'string') throw new ProtocolError('bad_request', `header map key must be a string, got ${typeof key}`);
+      if (typeof key !== 'string')
+        throw new ProtocolError('bad_request', `header map key must be a string, got ${typeof key}`);
       return key;
     },
   });
@@ -158,7 +165,8 @@ function checkPlain(v: unknown, depth: number, path: string): void {
     v.forEach((x, i) => checkPlain(x, depth + 1, `${path}[${i}]`));
     return;
   }
-  if (v instanceof ExtData || v instanceof Date) throw new ProtocolError('bad_request', `msgpack extension type in header at ${path}`);
+  if (v instanceof ExtData || v instanceof Date)
+    throw new ProtocolError('bad_request', `msgpack extension type in header at ${path}`);
   if (v instanceof Uint8Array) throw new ProtocolError('bad_request', `binary value in header at ${path}`);
   if (typeof v === 'object') {
     for (const [k, x] of Object.entries(v as Record<string, unknown>)) checkPlain(x, depth + 1, `${path}.${k}`);
@@ -174,7 +182,9 @@ function checkPlain(v: unknown, depth: number, path: string): void {
 export function salvageIds(frame: Uint8Array): { id?: number; re?: number } {
   try {
     if (frame.byteLength <= PREAMBLE_BYTES) return {};
-    const v = new Decoder({ maxBinLength: 1 << 20, maxStrLength: 1 << 20 }).decode(frame.subarray(PREAMBLE_BYTES)) as Record<string, unknown>;
+    const v = new Decoder({ maxBinLength: 1 << 20, maxStrLength: 1 << 20 }).decode(
+      frame.subarray(PREAMBLE_BYTES),
+    ) as Record<string, unknown>;
     const pick = (x: unknown) => (typeof x === 'number' && Number.isSafeInteger(x) && x >= 0 ? x : undefined);
     return v && typeof v === 'object' ? { id: pick(v.id), re: pick(v.re) } : {};
   } catch {
@@ -189,7 +199,10 @@ export function salvageIds(frame: Uint8Array): { id?: number; re?: number } {
  */
 export function parsePreamble(frame: Uint8Array): { kind: KindName; flags: number; major: number; minor: number } {
   if (frame.byteLength < PREAMBLE_BYTES) {
-    throw new ProtocolError('bad_request', `header frame of ${frame.byteLength} bytes is shorter than the 8-byte preamble`);
+    throw new ProtocolError(
+      'bad_request',
+      `header frame of ${frame.byteLength} bytes is shorter than the 8-byte preamble`,
+    );
   }
   for (let i = 0; i < 4; i++) {
     if (frame[i] !== MAGIC[i]) throw new ProtocolError('bad_request', 'bad magic: not a pairuni frame');
@@ -197,12 +210,16 @@ export function parsePreamble(frame: Uint8Array): { kind: KindName; flags: numbe
   const major = frame[4];
   const minor = frame[5];
   if (major !== WIRE_MAJOR) {
-    throw new ProtocolError('unsupported_version', `wire major ${major} is not supported (this side speaks ${WIRE_MAJOR})`);
+    throw new ProtocolError(
+      'unsupported_version',
+      `wire major ${major} is not supported (this side speaks ${WIRE_MAJOR})`,
+    );
   }
   const kind = KIND_NAMES[frame[6]];
   if (!kind) throw new ProtocolError('bad_request', `unknown message kind ${frame[6]}`);
   const flags = frame[7];
-  if (flags & ~KNOWN_FLAGS) throw new ProtocolError('bad_request', `unknown flag bits 0x${(flags & ~KNOWN_FLAGS).toString(16)}`);
+  if (flags & ~KNOWN_FLAGS)
+    throw new ProtocolError('bad_request', `unknown flag bits 0x${(flags & ~KNOWN_FLAGS).toString(16)}`);
   return { kind, flags, major, minor };
 }
 
@@ -210,11 +227,17 @@ export function parsePreamble(frame: Uint8Array): { kind: KindName; flags: numbe
  * Parses and validates a header frame: preamble, msgpack (size-limited), canonical form, plain
  * values only, and the kind's schema. Every failure is a ProtocolError with a wire code.
  */
-export function decodeHeaderFrame(frame: Uint8Array, limits: DecodeLimits = { maxHeaderBytes: 1 << 20 }): DecodedHeader {
+export function decodeHeaderFrame(
+  frame: Uint8Array,
+  limits: DecodeLimits = { maxHeaderBytes: 1 << 20 },
+): DecodedHeader {
   const pre = parsePreamble(frame);
   const body = frame.subarray(PREAMBLE_BYTES);
   if (body.byteLength > limits.maxHeaderBytes) {
-    throw new ProtocolError('too_large', `header of ${body.byteLength} bytes exceeds the ${limits.maxHeaderBytes}-byte limit`);
+    throw new ProtocolError(
+      'too_large',
+      `header of ${body.byteLength} bytes exceeds the ${limits.maxHeaderBytes}-byte limit`,
+    );
   }
   if (body.byteLength === 0) throw new ProtocolError('bad_request', 'empty msgpack header');
   let dec = decoders.get(limits.maxHeaderBytes);
@@ -226,20 +249,38 @@ export function decodeHeaderFrame(frame: Uint8Array, limits: DecodeLimits = { ma
     if (e instanceof ProtocolError) throw e;
     throw new ProtocolError('bad_request', `malformed msgpack header: ${(e as Error).message}`, { cause: e });
   }
-  if (value === null || typeof value !== 'object' || Array.isArray(value) || value instanceof Uint8Array || value instanceof ExtData) {
+  if (
+    value === null ||
+    typeof value !== 'object' ||
+    Array.isArray(value) ||
+    value instanceof Uint8Array ||
+    value instanceof ExtData
+  ) {
     throw new ProtocolError('bad_request', 'msgpack header root must be a map');
   }
   checkPlain(value, 0, '$');
   // Canonical form makes duplicate keys, unsorted keys and non-minimal encodings detectable, and
   // lets both languages produce byte-identical headers (see protocols/vectors).
   const again = encoder.encode(value);
-  if (again.byteLength !== body.byteLength || Buffer.compare(Buffer.from(again.buffer, again.byteOffset, again.byteLength), Buffer.from(body.buffer, body.byteOffset, body.byteLength)) !== 0) {
-    throw new ProtocolError('bad_request', 'header is not canonical msgpack (duplicate or unsorted keys, or non-minimal encoding)');
+  if (
+    again.byteLength !== body.byteLength ||
+    Buffer.compare(
+      Buffer.from(again.buffer, again.byteOffset, again.byteLength),
+      Buffer.from(body.buffer, body.byteOffset, body.byteLength),
+    ) !== 0
+  ) {
+    throw new ProtocolError(
+      'bad_request',
+      'header is not canonical msgpack (duplicate or unsorted keys, or non-minimal encoding)',
+    );
   }
   const parsed = HeaderSchemas[pre.kind].safeParse(value);
   if (!parsed.success) {
     const issue = parsed.error.issues[0];
-    throw new ProtocolError('bad_request', `invalid ${pre.kind} header: ${issue.path.join('.') || '$'}: ${issue.message}`);
+    throw new ProtocolError(
+      'bad_request',
+      `invalid ${pre.kind} header: ${issue.path.join('.') || '$'}: ${issue.message}`,
+    );
   }
   return { ...pre, header: parsed.data as Record<string, unknown> };
 }

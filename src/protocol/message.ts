@@ -20,7 +20,10 @@ export interface DecodedMessage extends DecodedPayloads {
  *
  * @throws ProtocolError on any malformed frame, descriptor or size over a limit.
  */
-export function decodeMessage(frames: readonly Uint8Array[], limits: Pick<Limits, 'maxHeaderBytes' | 'maxMessageBytes'>): DecodedMessage {
+export function decodeMessage(
+  frames: readonly Uint8Array[],
+  limits: Pick<Limits, 'maxHeaderBytes' | 'maxMessageBytes'>,
+): DecodedMessage {
   if (frames.length === 0) throw new ProtocolError('bad_request', 'empty message');
   const { kind, flags, header } = decodeHeaderFrame(frames[0], limits);
   const descs = (header.b as BufferDesc[] | undefined) ?? [];

@@ -59,7 +59,8 @@ export function checkDescriptors(descs: readonly BufferDesc[], limits: Pick<Limi
     if (names.has(d.nm)) throw new ProtocolError('bad_request', `two payloads named '${d.nm}'`);
     names.add(d.nm);
     if (d.enc === 'raw') {
-      if (d.dt === undefined || d.sh === undefined) throw new ProtocolError('bad_request', `raw payload '${d.nm}' needs dt and sh`);
+      if (d.dt === undefined || d.sh === undefined)
+        throw new ProtocolError('bad_request', `raw payload '${d.nm}' needs dt and sh`);
       const want = numel(d.sh) * DTYPES[d.dt as DType];
       if (!Number.isSafeInteger(want) || want !== d.n) {
         throw new ProtocolError('bad_request', `payload '${d.nm}': ${d.dt}[${d.sh}] is ${want} bytes but n=${d.n}`);
@@ -70,7 +71,10 @@ export function checkDescriptors(descs: readonly BufferDesc[], limits: Pick<Limi
     total += d.n;
   }
   if (total > limits.maxMessageBytes) {
-    throw new ProtocolError('too_large', `payloads total ${total} bytes, over the ${limits.maxMessageBytes}-byte limit`);
+    throw new ProtocolError(
+      'too_large',
+      `payloads total ${total} bytes, over the ${limits.maxMessageBytes}-byte limit`,
+    );
   }
   return total;
 }
@@ -84,7 +88,10 @@ export interface DecodedPayloads {
 }
 
 /** Builds tensors and tables from frames (one per descriptor, in order). */
-export function decodePayloads(descs: readonly BufferDesc[] | undefined, frames: readonly Uint8Array[]): DecodedPayloads {
+export function decodePayloads(
+  descs: readonly BufferDesc[] | undefined,
+  frames: readonly Uint8Array[],
+): DecodedPayloads {
   const ds = descs ?? [];
   if (frames.length !== ds.length) {
     throw new ProtocolError('bad_request', `${ds.length} payload descriptors but ${frames.length} payload frames`);
@@ -93,12 +100,15 @@ export function decodePayloads(descs: readonly BufferDesc[] | undefined, frames:
   const tables: Record<string, arrow.Table> = {};
   ds.forEach((d, i) => {
     const f = frames[i];
-    if (f.byteLength !== d.n) throw new ProtocolError('bad_request', `payload '${d.nm}': frame has ${f.byteLength} bytes, descriptor says ${d.n}`);
+    if (f.byteLength !== d.n)
+      throw new ProtocolError(
+        'bad_request',
+        `payload '${d.nm}': frame has ${f.byteLength} bytes, descriptor says ${d.n}`,
+      );
     if (d.enc === 'raw') {
       tensors[d.nm] = new Tensor(d.dt as DType, d.sh as number[], f);
       checkBoolBytes(d.nm, tensors[d.nm]);
-    }
-    else tables[d.nm] = decodeArrow(f, `payload '${d.nm}'`);
+    } else tables[d.nm] = decodeArrow(f, `payload '${d.nm}'`);
   });
   return { tensors, tables };
 }
@@ -107,6 +117,7 @@ export function decodePayloads(descs: readonly BufferDesc[] | undefined, frames:
 export function checkBoolBytes(name: string, t: Tensor): void {
   if (t.dtype !== 'bool') return;
   for (let i = 0; i < t.bytes.length; i++) {
-    if (t.bytes[i] > 1) throw new ProtocolError('bad_request', `payload '${name}': bool tensor holds bytes other than 0/1`);
+    if (t.bytes[i] > 1)
+      throw new ProtocolError('bad_request', `payload '${name}': bool tensor holds bytes other than 0/1`);
   }
 }

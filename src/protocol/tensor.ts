@@ -7,14 +7,7 @@ import { DTYPES, type DType, MAX_DIMS } from './constants.js';
 
 /** The typed arrays a {@link Tensor} can view its bytes as (bf16 and f16 as `Uint16Array`). */
 export type TypedArray =
-  | Uint8Array
-  | Int8Array
-  | Int16Array
-  | Uint16Array
-  | Int32Array
-  | BigInt64Array
-  | Float32Array
-  | Float64Array;
+  Uint8Array | Int8Array | Int16Array | Uint16Array | Int32Array | BigInt64Array | Float32Array | Float64Array;
 
 const VIEW: Record<DType, new (buf: ArrayBufferLike, off: number, len: number) => TypedArray> = {
   bool: Uint8Array,
@@ -42,10 +35,12 @@ function dtypeOf(a: TypedArray): DType {
 
 /** Number of elements for a shape, or a ProtocolError when it overflows or is invalid. */
 export function numel(shape: readonly number[]): number {
-  if (shape.length > MAX_DIMS) throw new ProtocolError('bad_request', `shape has ${shape.length} dims (max ${MAX_DIMS})`);
+  if (shape.length > MAX_DIMS)
+    throw new ProtocolError('bad_request', `shape has ${shape.length} dims (max ${MAX_DIMS})`);
   let n = 1;
   for (const d of shape) {
-    if (!Number.isSafeInteger(d) || d < 0) throw new ProtocolError('bad_request', `invalid dimension ${d} in shape [${shape}]`);
+    if (!Number.isSafeInteger(d) || d < 0)
+      throw new ProtocolError('bad_request', `invalid dimension ${d} in shape [${shape}]`);
     n *= d;
     if (!Number.isSafeInteger(n)) throw new ProtocolError('too_large', `shape [${shape}] overflows 2^53 elements`);
   }

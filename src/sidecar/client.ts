@@ -35,16 +35,22 @@ export interface OpResult<N extends OpName> {
   tables: Record<string, arrow.Table>;
 }
 /** An op as a method: args may be left out when every field has a default. */
-export type OpMethod<N extends OpName> = {} extends OpArgs<N>
-  ? (args?: OpArgs<N>, payloads?: Payloads, opts?: CallOptions) => Promise<OpResult<N>>
-  : (args: OpArgs<N>, payloads?: Payloads, opts?: CallOptions) => Promise<OpResult<N>>;
+export type OpMethod<N extends OpName> =
+  {} extends OpArgs<N>
+    ? (args?: OpArgs<N>, payloads?: Payloads, opts?: CallOptions) => Promise<OpResult<N>>
+    : (args: OpArgs<N>, payloads?: Payloads, opts?: CallOptions) => Promise<OpResult<N>>;
 
 /** One method per catalogued op: `ns.snake_name` → `client.ns.camelName(args, payloads, opts)`. */
 export type OpClient = {
   [A in NsOf<OpName>]: { [M in MethodOf<OpName, A> as Camel<M>]: OpMethod<`${A}.${M}` & OpName> };
 } & { [N in OpName as N extends `${string}.${string}` ? never : N]: OpMethod<N> };
 
-type RawCall = (op: string, args: Record<string, unknown>, payloads: Payloads, opts?: CallOptions) => Promise<CallResult>;
+type RawCall = (
+  op: string,
+  args: Record<string, unknown>,
+  payloads: Payloads,
+  opts?: CallOptions,
+) => Promise<CallResult>;
 
 /**
  * The first issue of a failed check. A request's path is spelled as the caller's TS code wrote it
@@ -55,7 +61,10 @@ function issueText(e: z.ZodError, schema?: z.ZodType): { msg: string; field: str
   const path = (schema ? tsPath(schema, i.path) : i.path.map(String)).join('.');
   if (i.code === 'unrecognized_keys') {
     const keys = (i as { keys: string[] }).keys;
-    return { msg: `unknown field(s) ${keys.join(', ')}${path ? ` in ${path}` : ''}`, field: [path, keys[0]].filter(Boolean).join('.') };
+    return {
+      msg: `unknown field(s) ${keys.join(', ')}${path ? ` in ${path}` : ''}`,
+      field: [path, keys[0]].filter(Boolean).join('.'),
+    };
   }
   return { msg: `${path || '(args)'}: ${i.message}`, field: path || null };
 }
@@ -64,7 +73,12 @@ function checkPayloads(specs: PayloadSpecs | undefined, payloads: Payloads, what
   if (specs === 'any') return;
   const declared = specs ?? {};
   for (const name of Object.keys(payloads)) {
-    if (!(name in declared)) throw new BadRequestError(`${what}: unknown payload '${name}'; declared: ${Object.keys(declared).join(', ') || 'none'}`, false, { field: name });
+    if (!(name in declared))
+      throw new BadRequestError(
+        `${what}: unknown payload '${name}'; declared: ${Object.keys(declared).join(', ') || 'none'}`,
+        false,
+        { field: name },
+      );
   }
   for (const [name, spec] of Object.entries(declared)) {
     const p = payloads[name];
@@ -73,9 +87,20 @@ function checkPayloads(specs: PayloadSpecs | undefined, payloads: Payloads, what
       continue;
     }
     const isTensor = p instanceof Tensor;
-    if ((spec.enc ?? 'raw') === 'raw' && !isTensor) throw new BadRequestError(`${what}: payload '${name}' must be a Tensor`, false, { field: name });
-    if (isTensor && spec.dtype && !spec.dtype.includes(p.dtype)) throw new BadRequestError(`${what}: payload '${name}' must have dtype ${spec.dtype.join(' or ')}, got ${p.dtype}`, false, { field: name });
-    if (isTensor && spec.rank !== undefined && p.shape.length !== spec.rank) throw new BadRequestError(`${what}: payload '${name}' must have rank ${spec.rank}, got ${p.shape.length}`, false, { field: name });
+    if ((spec.enc ?? 'raw') === 'raw' && !isTensor)
+      throw new BadRequestError(`${what}: payload '${name}' must be a Tensor`, false, { field: name });
+    if (isTensor && spec.dtype && !spec.dtype.includes(p.dtype))
+      throw new BadRequestError(
+        `${what}: payload '${name}' must have dtype ${spec.dtype.join(' or ')}, got ${p.dtype}`,
+        false,
+        { field: name },
+      );
+    if (isTensor && spec.rank !== undefined && p.shape.length !== spec.rank)
+      throw new BadRequestError(
+        `${what}: payload '${name}' must have rank ${spec.rank}, got ${p.shape.length}`,
+        false,
+        { field: name },
+      );
   }
 }
 
@@ -84,7 +109,11 @@ function wireArgs<N extends OpName>(op: N, args: OpArgs<N> | undefined, rank?: n
   try {
     return toWireKeys(OPS[op].args as z.ZodType, (args ?? {}) as never);
   } catch (e) {
-    if (e instanceof BadRequestError) throw new BadRequestError(`${op}${rank === undefined ? '' : ` (rank ${rank})`}: ${e.message}`, false, { ...e.detail, ...(rank === undefined ? {} : { rank }) });
+    if (e instanceof BadRequestError)
+      throw new BadRequestError(`${op}${rank === undefined ? '' : ` (rank ${rank})`}: ${e.message}`, false, {
+        ...e.detail,
+        ...(rank === undefined ? {} : { rank }),
+      });
     throw e;
   }
 }
@@ -96,13 +125,23 @@ function tsReply<N extends OpName>(op: N, wire: Record<string, unknown>, rank?: 
   if (!rep.success) {
     const { msg, field } = issueText(rep.error);
     const who = rank === undefined ? `${op} reply` : `${op} reply of rank ${rank}`;
-    throw SidecarError.generate('internal', `${who} does not match the contract (src/contract/ops.ts): ${msg}`, false, { field, ...(rank === undefined ? {} : { rank }), reply: wire });
+    throw SidecarError.generate('internal', `${who} does not match the contract (src/contract/ops.ts): ${msg}`, false, {
+      field,
+      ...(rank === undefined ? {} : { rank }),
+      reply: wire,
+    });
   }
   return fromWireKeys(schema, rep.data) as OpReply<N>;
 }
 
 /** Calls a catalogued op: validate the request, send it, validate the reply. */
-export async function invoke<N extends OpName>(raw: RawCall, op: N, args: OpArgs<N> | undefined, payloads: Payloads = {}, opts?: CallOptions): Promise<OpResult<N>> {
+export async function invoke<N extends OpName>(
+  raw: RawCall,
+  op: N,
+  args: OpArgs<N> | undefined,
+  payloads: Payloads = {},
+  opts?: CallOptions,
+): Promise<OpResult<N>> {
   const decl = OPS[op];
   const req = decl.args.safeParse(wireArgs(op, args));
   if (!req.success) {
@@ -114,7 +153,12 @@ export async function invoke<N extends OpName>(raw: RawCall, op: N, args: OpArgs
   return { args: tsReply(op, r.args), tensors: r.tensors, tables: r.tables };
 }
 
-type RawWorldCall = (op: string, args: Array<Record<string, unknown>>, payloads: Payloads[], opts?: CallOptions) => Promise<CallResult[]>;
+type RawWorldCall = (
+  op: string,
+  args: Array<Record<string, unknown>>,
+  payloads: Payloads[],
+  opts?: CallOptions,
+) => Promise<CallResult[]>;
 
 /** Whether the catalogue marks `op` as a collective (every rank runs it, in one order). */
 export const isWorldOp = (op: string): boolean => (OPS as Record<string, { scope?: string }>)[op]?.scope === 'world';
@@ -123,8 +167,17 @@ export const isWorldOp = (op: string): boolean => (OPS as Record<string, { scope
  * Calls a world-scoped op on every rank with that rank's args and payloads (index = rank): each
  * request is validated before any leaves; replies come back in rank order, each validated.
  */
-export async function invokeWorld<N extends OpName>(raw: RawWorldCall, op: N, args: ReadonlyArray<OpArgs<N>>, payloads: ReadonlyArray<Payloads> = [], opts?: CallOptions): Promise<Array<OpResult<N>>> {
-  if (!isWorldOp(op)) throw new BadRequestError(`${op} is a per-rank op: call it on one rank ({ rank }), not on the world`, false, { side: 'client' });
+export async function invokeWorld<N extends OpName>(
+  raw: RawWorldCall,
+  op: N,
+  args: ReadonlyArray<OpArgs<N>>,
+  payloads: ReadonlyArray<Payloads> = [],
+  opts?: CallOptions,
+): Promise<Array<OpResult<N>>> {
+  if (!isWorldOp(op))
+    throw new BadRequestError(`${op} is a per-rank op: call it on one rank ({ rank }), not on the world`, false, {
+      side: 'client',
+    });
   const decl = OPS[op];
   const sent = args.map((a, r) => {
     const req = decl.args.safeParse(wireArgs(op, a, r));
@@ -135,7 +188,12 @@ export async function invokeWorld<N extends OpName>(raw: RawWorldCall, op: N, ar
     checkPayloads('payloads' in decl ? decl.payloads : undefined, payloads[r] ?? {}, `${op} (rank ${r})`);
     return req.data as Record<string, unknown>;
   });
-  const rs = await raw(op, sent, args.map((_, r) => payloads[r] ?? {}), opts);
+  const rs = await raw(
+    op,
+    sent,
+    args.map((_, r) => payloads[r] ?? {}),
+    opts,
+  );
   return rs.map((r, rank) => ({ args: tsReply(op, r.args, rank), tensors: r.tensors, tables: r.tables }));
 }
 
@@ -143,7 +201,8 @@ export async function invokeWorld<N extends OpName>(raw: RawWorldCall, op: N, ar
 export function makeClient(raw: RawCall): OpClient {
   const tree: Record<string, unknown> = {};
   for (const op of Object.keys(OPS) as OpName[]) {
-    const fn = (args?: Record<string, unknown>, payloads?: Payloads, opts?: CallOptions) => invoke(raw, op, args as never, payloads, opts);
+    const fn = (args?: Record<string, unknown>, payloads?: Payloads, opts?: CallOptions) =>
+      invoke(raw, op, args as never, payloads, opts);
     const dot = op.indexOf('.');
     if (dot < 0) {
       tree[op] = fn;

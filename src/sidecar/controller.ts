@@ -137,7 +137,10 @@ export interface ControllerStats {
 
 class SendQueue {
   private tail: Promise<void> = Promise.resolve();
-  constructor(private readonly sock: zmq.Router, private readonly stats: ControllerStats) {}
+  constructor(
+    private readonly sock: zmq.Router,
+    private readonly stats: ControllerStats,
+  ) {}
   send(frames: Array<Buffer | Uint8Array>): Promise<void> {
     for (const f of frames) this.stats.bytesOut += f.byteLength;
     const p = this.tail.then(() => this.sock.send(frames));
@@ -159,7 +162,16 @@ export class Controller {
   readonly hbMs: number;
   readonly deadMs: number;
   readonly run: string;
-  readonly stats: ControllerStats = { lateReplies: 0, rankErrors: 0, badFrames: 0, streamsIn: 0, streamsOut: 0, refused: 0, bytesOut: 0, bytesIn: 0 };
+  readonly stats: ControllerStats = {
+    lateReplies: 0,
+    rankErrors: 0,
+    badFrames: 0,
+    streamsIn: 0,
+    streamsOut: 0,
+    refused: 0,
+    bytesOut: 0,
+    bytesIn: 0,
+  };
   lastRankError?: string;
   private readonly ctrl: zmq.Router;
   private readonly data: zmq.Router;
@@ -191,7 +203,9 @@ export class Controller {
     this.run = opts.run ?? randomUUID();
     const tcp = [opts.ctrlEndpoint, opts.dataEndpoint].some((e) => e.startsWith('tcp://'));
     if (tcp && !opts.curve && !opts.plaintext) {
-      throw new ConfigError(`${opts.ctrlEndpoint}: tcp:// endpoints need CURVE ({ curve: { key, allow } }; \`pairuni keys\` makes key pairs), or plaintext: true on a trusted private network`);
+      throw new ConfigError(
+        `${opts.ctrlEndpoint}: tcp:// endpoints need CURVE ({ curve: { key, allow } }; \`pairuni keys\` makes key pairs), or plaintext: true on a trusted private network`,
+      );
     }
     let security: Record<string, unknown> = {};
     if (opts.curve) {
@@ -200,18 +214,34 @@ export class Controller {
       if (!allow.length) throw new ConfigError('curve.allow is empty: no rank could connect');
       // A context of its own: one ZAP handler per context, and tests run several controllers.
       const context = new zmq.Context();
-      const report = opts.onAuth ?? ((ev) => {
-        if (!ev.allowed) this.log.warn(`[pairuni] refused a rank connection from ${ev.address || '?'}: ${ev.mechanism === 'mismatch' ? 'handshake failed (plaintext or wrong server key)' : `key ${ev.key || '(none)'} is not on the allow-list`}`);
-      });
-      this.zap = new ZapHandler(context, allow, (ev) => {
-        if (!ev.allowed) this.stats.refused++;
-        report(ev);
-      }, this.log);
+      const report =
+        opts.onAuth ??
+        ((ev) => {
+          if (!ev.allowed)
+            this.log.warn(
+              `[pairuni] refused a rank connection from ${ev.address || '?'}: ${ev.mechanism === 'mismatch' ? 'handshake failed (plaintext or wrong server key)' : `key ${ev.key || '(none)'} is not on the allow-list`}`,
+            );
+        });
+      this.zap = new ZapHandler(
+        context,
+        allow,
+        (ev) => {
+          if (!ev.allowed) this.stats.refused++;
+          report(ev);
+        },
+        this.log,
+      );
       this.onHandshakeError = (address: string) => {
         this.stats.refused++;
         report({ allowed: false, key: '', address, mechanism: 'mismatch' });
       };
-      security = { context, curveServer: true, curveSecretKey: kp.secretKey, curvePublicKey: kp.publicKey, zapDomain: 'pairuni' };
+      security = {
+        context,
+        curveServer: true,
+        curveSecretKey: kp.secretKey,
+        curvePublicKey: kp.publicKey,
+        zapDomain: 'pairuni',
+      };
     }
     const common = {
       ...security,
@@ -264,7 +294,11 @@ export class Controller {
 
   /** Ranks 0..world-1 that are not connected now. */
   missingRanks(world = this.world, accept?: (r: RankInfo) => boolean): number[] {
-    const live = new Set(this.liveRanks().filter((r) => !accept || accept(r.info)).map((r) => r.info.rank));
+    const live = new Set(
+      this.liveRanks()
+        .filter((r) => !accept || accept(r.info))
+        .map((r) => r.info.rank),
+    );
     return Array.from({ length: world }, (_, i) => i).filter((i) => !live.has(i));
   }
 
@@ -272,7 +306,12 @@ export class Controller {
    * Resolves once ranks 0..world-1 have all said hello (on both sockets); past `timeoutMs` it throws
    * a RanksMissingError naming the ranks that did not.
    */
-  async waitForRanks(world: number, timeoutMs: number, isAborted?: () => Error | undefined, accept?: (r: RankInfo) => boolean): Promise<void> {
+  async waitForRanks(
+    world: number,
+    timeoutMs: number,
+    isAborted?: () => Error | undefined,
+    accept?: (r: RankInfo) => boolean,
+  ): Promise<void> {
     this.world = world;
     const deadline = Date.now() + timeoutMs;
     while (this.missingRanks(world, accept).length > 0) {
@@ -282,7 +321,11 @@ export class Controller {
       const left = deadline - Date.now();
       if (left <= 0) {
         const missing = this.missingRanks(world, accept);
-        throw new RanksMissingError(`rank${missing.length > 1 ? 's' : ''} ${missing.join(', ')} of a world of ${world} did not say hello within ${timeoutMs} ms`, missing, world);
+        throw new RanksMissingError(
+          `rank${missing.length > 1 ? 's' : ''} ${missing.join(', ')} of a world of ${world} did not say hello within ${timeoutMs} ms`,
+          missing,
+          world,
+        );
       }
       await new Promise<void>((resolve) => {
         const t = setTimeout(resolve, Math.min(left, 100));
@@ -343,7 +386,10 @@ export class Controller {
       const pe = e instanceof ProtocolError ? e : new ProtocolError('bad_request', String(e));
       const { re } = salvageIds(f0);
       if (re !== undefined && this.pending.has(re)) {
-        this.rejectPending(re, SidecarError.generate(pe.wireCode, `reply to request ${re} is malformed: ${pe.message}`));
+        this.rejectPending(
+          re,
+          SidecarError.generate(pe.wireCode, `reply to request ${re} is malformed: ${pe.message}`),
+        );
       }
       this.replyError(rid, undefined, pe.wireCode, pe.message);
       return;
@@ -365,7 +411,8 @@ export class Controller {
       this.stats.badFrames++;
       const pe = e instanceof ProtocolError ? e : new ProtocolError('internal', String(e));
       const re = typeof header.re === 'number' ? header.re : undefined;
-      if (re !== undefined) this.rejectPending(re, SidecarError.generate(pe.wireCode, `reply to request ${re}: ${pe.message}`));
+      if (re !== undefined)
+        this.rejectPending(re, SidecarError.generate(pe.wireCode, `reply to request ${re}: ${pe.message}`));
       else this.replyError(rid, undefined, pe.wireCode, pe.message);
     }
   }
@@ -373,11 +420,21 @@ export class Controller {
   private onHello(rid: Buffer, key: string, h: Record<string, unknown>, minor: number): void {
     const wire = h.wire as [number, number];
     if (!(wire[0] <= WIRE_MAJOR && WIRE_MAJOR <= wire[1])) {
-      this.replyError(rid, undefined, 'unsupported_version', `controller speaks wire ${WIRE_MAJOR}, rank offers ${wire[0]}..${wire[1]}`);
+      this.replyError(
+        rid,
+        undefined,
+        'unsupported_version',
+        `controller speaks wire ${WIRE_MAJOR}, rank offers ${wire[0]}..${wire[1]}`,
+      );
       return;
     }
     if (this.ranks.has(key)) {
-      this.replyError(rid, undefined, 'bad_request', 'duplicate hello for this routing id (use a new incarnation id per process)');
+      this.replyError(
+        rid,
+        undefined,
+        'bad_request',
+        'duplicate hello for this routing id (use a new incarnation id per process)',
+      );
       return;
     }
     const rankNo = h.rank as number;
@@ -436,7 +493,8 @@ export class Controller {
       case 'hb':
         return;
       case 'res': {
-        if (flags & Flags.streamed) throw new ProtocolError('bad_request', 'streamed replies travel on the data socket');
+        if (flags & Flags.streamed)
+          throw new ProtocolError('bad_request', 'streamed replies travel on the data socket');
         const p = this.takePending(h.re as number);
         if (!p) return;
         const descs = (h.b as BufferDesc[] | undefined) ?? [];
@@ -450,19 +508,29 @@ export class Controller {
         return;
       }
       case 'err': {
-        const err = h.err as { code: WireErrorCode; msg: string; retryable?: boolean; detail?: Record<string, unknown> };
+        const err = h.err as {
+          code: WireErrorCode;
+          msg: string;
+          retryable?: boolean;
+          detail?: Record<string, unknown>;
+        };
         if (h.re === undefined) {
           this.stats.rankErrors++;
           this.lastRankError = `[${err.code}] ${err.msg}`;
           return;
         }
         const p = this.takePending(h.re as number);
-        if (p) p.reject(SidecarError.generate(err.code, withOp(p.op, err.msg), err.retryable ?? false, err.detail ?? {}));
+        if (p)
+          p.reject(SidecarError.generate(err.code, withOp(p.op, err.msg), err.retryable ?? false, err.detail ?? {}));
         return;
       }
       case 'prog': {
         const p = this.pending.get(h.re as number);
-        p?.onProgress?.({ done: h.done as number, total: h.total as number | undefined, msg: h.msg as string | undefined });
+        p?.onProgress?.({
+          done: h.done as number,
+          total: h.total as number | undefined,
+          msg: h.msg as string | undefined,
+        });
         return;
       }
       case 'bye':
@@ -489,7 +557,8 @@ export class Controller {
       const descs = (h.b as BufferDesc[] | undefined) ?? [];
       checkDescriptors(descs, this.limits);
       const { offsets, total } = streamLayout(descs);
-      if (total !== st.tot) throw new ProtocolError('bad_request', `stream tot ${st.tot} does not match its descriptors (${total})`);
+      if (total !== st.tot)
+        throw new ProtocolError('bad_request', `stream tot ${st.tot} does not match its descriptors (${total})`);
       const s: InStream = {
         kind,
         header: h,
@@ -514,7 +583,10 @@ export class Controller {
       const fail = (msg: string) => {
         rank.inStreams.delete(sid);
         const re = s.header.re as number;
-        this.rejectPending(re, SidecarError.generate('bad_request', `broken chunk stream ${sid} for request ${re}: ${msg}`));
+        this.rejectPending(
+          re,
+          SidecarError.generate('bad_request', `broken chunk stream ${sid} for request ${re}: ${msg}`),
+        );
         return new ProtocolError('bad_request', msg);
       };
       if (payload.length !== 1) throw fail(`chunk carries ${payload.length} frames, expected 1`);
@@ -535,7 +607,8 @@ export class Controller {
       }
       void this.dataQ.send([rank.rid, encodeHeaderFrame('credit', { n: bytes.byteLength })]).catch(() => undefined);
       const done = s.cur >= s.descs.length;
-      if (Boolean(h.last) !== done) throw fail(done ? 'stream complete but chunk not marked last' : 'last chunk before the stream is complete');
+      if (Boolean(h.last) !== done)
+        throw fail(done ? 'stream complete but chunk not marked last' : 'last chunk before the stream is complete');
       if (done) this.finishStream(rank, sid, s);
       return;
     }
@@ -579,11 +652,16 @@ export class Controller {
         this.markDead(r, `no message for ${now - r.lastSeen} ms (heartbeat lost)`);
         continue;
       }
-      void this.ctrlQ.send([r.rid, encodeHeaderFrame('hb', { state: 'ok', busy: this.pending.size })]).catch(() => undefined);
+      void this.ctrlQ
+        .send([r.rid, encodeHeaderFrame('hb', { state: 'ok', busy: this.pending.size })])
+        .catch(() => undefined);
       for (const [sid, s] of r.inStreams) {
         if (!stalled && now - s.lastActivity > this.limits.stallMs) {
           r.inStreams.delete(sid);
-          this.rejectPending(s.header.re as number, SidecarError.generate('bad_request', `chunk stream ${sid} stalled`));
+          this.rejectPending(
+            s.header.re as number,
+            SidecarError.generate('bad_request', `chunk stream ${sid} stalled`),
+          );
         }
       }
     }
@@ -599,12 +677,22 @@ export class Controller {
    * world call has settled: collectives reach every rank in one order. Rejects with the first
    * failure (in rank order); resolves with the replies in rank order.
    */
-  callWorld(op: string, args: Array<Record<string, unknown>>, payloads: Payloads[], opts: Omit<CallOptions, 'rank'> = {}): Promise<CallResult[]> {
-    if (args.length !== this.world) return Promise.reject(SidecarError.generate('bad_request', `${op}: ${args.length} argument sets for a world of ${this.world}`));
+  callWorld(
+    op: string,
+    args: Array<Record<string, unknown>>,
+    payloads: Payloads[],
+    opts: Omit<CallOptions, 'rank'> = {},
+  ): Promise<CallResult[]> {
+    if (args.length !== this.world)
+      return Promise.reject(
+        SidecarError.generate('bad_request', `${op}: ${args.length} argument sets for a world of ${this.world}`),
+      );
     const run = async () => {
       const calls = args.map((a, r) => this.call(op, a, payloads[r] ?? {}, { ...opts, rank: r }));
       const settled = await Promise.allSettled(calls);
-      const bad = settled.filter((s): s is PromiseRejectedResult => s.status === 'rejected').map((s) => s.reason as Error);
+      const bad = settled
+        .filter((s): s is PromiseRejectedResult => s.status === 'rejected')
+        .map((s) => s.reason as Error);
       // A lost rank is the cause; the survivors' errors (a broken collective) are its consequence.
       if (bad.length) throw bad.find((e) => e instanceof SidecarError && e.code === 'rank_lost') ?? bad[0];
       return settled.map((s) => (s as PromiseFulfilledResult<CallResult>).value);
@@ -622,7 +710,8 @@ export class Controller {
     if (!r || !r.info.alive) return;
     r.info.alive = false;
     r.inStreams.clear();
-    for (const w of r.creditWaiters) w.reject(SidecarError.generate('rank_lost', `rank ${r.info.rank} lost: ${reason}`, true));
+    for (const w of r.creditWaiters)
+      w.reject(SidecarError.generate('rank_lost', `rank ${r.info.rank} lost: ${reason}`, true));
     r.creditWaiters = [];
     for (const p of [...this.pending.values()]) {
       if (p.rank === r) {
@@ -662,11 +751,18 @@ export class Controller {
     }
   }
 
-  call(op: string, args: Record<string, unknown> = {}, payloads: Payloads = {}, opts: CallOptions = {}): Promise<CallResult> {
+  call(
+    op: string,
+    args: Record<string, unknown> = {},
+    payloads: Payloads = {},
+    opts: CallOptions = {},
+  ): Promise<CallResult> {
     if (this.closed) return Promise.reject(SidecarError.generate('rank_lost', `${op}: sidecar is closed`));
     const rank = this.rankByNumber(opts.rank ?? 0);
-    if (!rank) return Promise.reject(SidecarError.generate('rank_lost', `${op}: rank ${opts.rank ?? 0} is not connected`, true));
-    if (opts.signal?.aborted) return Promise.reject(SidecarError.generate('cancelled', `${op}: aborted before sending`));
+    if (!rank)
+      return Promise.reject(SidecarError.generate('rank_lost', `${op}: rank ${opts.rank ?? 0} is not connected`, true));
+    if (opts.signal?.aborted)
+      return Promise.reject(SidecarError.generate('cancelled', `${op}: aborted before sending`));
     let bufs: OutgoingBuffer[];
     try {
       bufs = describePayloads(payloads);
@@ -694,12 +790,17 @@ export class Controller {
         timer = setTimeout(() => this.cancel(id, 'deadline', `no reply within ${opts.deadlineMs} ms`), opts.deadlineMs);
       }
       const total = bufs.reduce((a, b) => a + b.bytes.byteLength, 0);
-      const sent = total > this.limits.chunkBytes ? this.sendStreamed(rank, id, header, bufs) : this.sendPlain(rank, header, bufs);
+      const sent =
+        total > this.limits.chunkBytes ? this.sendStreamed(rank, id, header, bufs) : this.sendPlain(rank, header, bufs);
       sent.catch((e) => {
         const p = this.pending.get(id);
         if (!p) return;
         this.takePending(id);
-        p.reject(e instanceof SidecarError ? e : SidecarError.generate('rank_lost', `${op}: send failed: ${(e as Error).message}`, true));
+        p.reject(
+          e instanceof SidecarError
+            ? e
+            : SidecarError.generate('rank_lost', `${op}: send failed: ${(e as Error).message}`, true),
+        );
       });
     });
   }
@@ -708,7 +809,12 @@ export class Controller {
     await this.ctrlQ.send([rank.rid, encodeHeaderFrame('req', header), ...bufs.map((b) => b.bytes)]);
   }
 
-  private async sendStreamed(rank: RankState, id: number, header: Record<string, unknown>, bufs: OutgoingBuffer[]): Promise<void> {
+  private async sendStreamed(
+    rank: RankState,
+    id: number,
+    header: Record<string, unknown>,
+    bufs: OutgoingBuffer[],
+  ): Promise<void> {
     const sid = this.nextSid++;
     const descs = bufs.map((b) => b.desc);
     const { offsets, total } = streamLayout(descs);
@@ -725,7 +831,8 @@ export class Controller {
       if (!this.pending.has(id)) return; // cancelled or lost: stop streaming (the rank drops the partial stream)
       const piece = pieces[seq];
       while (rank.credit < piece.bytes.byteLength) {
-        if (!rank.info.alive) throw SidecarError.generate('rank_lost', `rank ${rank.info.rank} lost while streaming`, true);
+        if (!rank.info.alive)
+          throw SidecarError.generate('rank_lost', `rank ${rank.info.rank} lost while streaming`, true);
         await new Promise<void>((resolve, reject) => rank.creditWaiters.push({ resolve, reject }));
       }
       rank.credit -= piece.bytes.byteLength;
@@ -765,7 +872,7 @@ export class Controller {
 
 function asSidecarError(e: unknown, what: string): SidecarError {
   if (e instanceof SidecarError) return e;
-  if (e instanceof ProtocolError) return SidecarError.generate(e.wireCode, `${what}: ${e.message}`, false, {}, { cause: e });
+  if (e instanceof ProtocolError)
+    return SidecarError.generate(e.wireCode, `${what}: ${e.message}`, false, {}, { cause: e });
   return SidecarError.generate('internal', `${what}: ${(e as Error)?.message ?? String(e)}`, false, {}, { cause: e });
 }
-

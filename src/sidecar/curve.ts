@@ -43,7 +43,8 @@ export function generateKeyPair(): KeyPair {
 export function writeKeyPair(base: string, kp: KeyPair = generateKeyPair()): { keyFile: string; pubFile: string } {
   const keyFile = `${base}.key`;
   const pubFile = `${base}.pub`;
-  for (const f of [keyFile, pubFile]) if (existsSync(f)) throw new ConfigError(`${f} exists: refusing to overwrite a key (remove it first)`);
+  for (const f of [keyFile, pubFile])
+    if (existsSync(f)) throw new ConfigError(`${f} exists: refusing to overwrite a key (remove it first)`);
   writeFileSync(keyFile, `${JSON.stringify({ public: kp.publicKey, secret: kp.secretKey })}\n`, { mode: 0o600 });
   chmodSync(keyFile, 0o600);
   writeFileSync(pubFile, `${kp.publicKey}\n`);
@@ -62,7 +63,8 @@ export function readKeyPair(src: KeyPair | string): KeyPair {
 }
 
 function checkPair(kp: KeyPair, what: string): KeyPair {
-  if (!Z85.test(kp.publicKey) || !Z85.test(kp.secretKey)) throw new ConfigError(`${what}: not a CURVE key pair (two 40-character Z85 keys)`);
+  if (!Z85.test(kp.publicKey) || !Z85.test(kp.secretKey))
+    throw new ConfigError(`${what}: not a CURVE key pair (two 40-character Z85 keys)`);
   return kp;
 }
 
@@ -109,7 +111,16 @@ export class ZapHandler {
         const key = mech === 'CURVE' && cred?.length === 32 ? z85(cred) : '';
         const allowed = version?.toString() === '1.0' && mech === 'CURVE' && this.allow.has(key);
         this.onAuth({ allowed, key, address: address?.toString() ?? '', mechanism: mech });
-        await this.sock.send([rid, delim, '1.0', reqId, allowed ? '200' : '400', allowed ? 'OK' : 'key not allowed', allowed ? key : '', '']);
+        await this.sock.send([
+          rid,
+          delim,
+          '1.0',
+          reqId,
+          allowed ? '200' : '400',
+          allowed ? 'OK' : 'key not allowed',
+          allowed ? key : '',
+          '',
+        ]);
       }
     } catch (e) {
       if (!this.closed) this.log.error('[pairuni] ZAP handler stopped:', e);

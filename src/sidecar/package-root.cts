@@ -12,7 +12,8 @@ function findRoot(from = '') {
   for (let dir = from; ; dir = dirname(dir)) {
     const pkg = join(dir, 'package.json');
     if (existsSync(pkg) && JSON.parse(readFileSync(pkg, 'utf8')).name === 'pairuni') return dir;
-    if (dirname(dir) === dir) throw new Error(`no package.json named 'pairuni' above ${from}: the package's files were moved out of it`);
+    if (dirname(dir) === dir)
+      throw new Error(`no package.json named 'pairuni' above ${from}: the package's files were moved out of it`);
   }
 }
 

@@ -24,7 +24,14 @@ import type { Payloads } from '../protocol/payload.js';
 import type { OpReply } from '../contract/ops.js';
 import { invoke, invokeWorld, isWorldOp, makeClient, type OpClient, type OpResult } from './client.js';
 import type { OpArgs, OpName } from '../contract/ops.js';
-import { type CallOptions, type CallResult, Controller, type ControllerOptions, type ControllerStats, type RankInfo } from './controller.js';
+import {
+  type CallOptions,
+  type CallResult,
+  Controller,
+  type ControllerOptions,
+  type ControllerStats,
+  type RankInfo,
+} from './controller.js';
 import type { CurveOptions } from './curve.js';
 import { resolvePython, sidecarSourceDir } from './python.js';
 import { createLogger, type LogOptions, sidecarLineLevel } from '../util/log.js';
@@ -123,9 +130,19 @@ export class Sidecar {
   }
 
   /** A typed op method's call: world-scoped ops go to every rank (same args), the reply is rank 0's. */
-  private async route(op: string, args: Record<string, unknown>, payloads: Payloads, opts?: CallOptions): Promise<CallResult> {
+  private async route(
+    op: string,
+    args: Record<string, unknown>,
+    payloads: Payloads,
+    opts?: CallOptions,
+  ): Promise<CallResult> {
     if (this.ctl.world === 1 || !isWorldOp(op)) return this.ctl.call(op, args, payloads, opts);
-    if (opts?.rank !== undefined) throw new BadRequestError(`${op} is world-scoped (a collective): it goes to every rank, not to rank ${opts.rank}`, false, { side: 'client' });
+    if (opts?.rank !== undefined)
+      throw new BadRequestError(
+        `${op} is world-scoped (a collective): it goes to every rank, not to rank ${opts.rank}`,
+        false,
+        { side: 'client' },
+      );
     const world = this.ctl.world;
     return (await this.ctl.callWorld(op, Array(world).fill(args), Array(world).fill(payloads), opts))[0];
   }
@@ -134,9 +151,20 @@ export class Sidecar {
    * A world-scoped op on every rank, each with its own args and payloads (`args(rank)`), replies in
    * rank order. Refuses per-rank ops (they would leave the other ranks out of a collective).
    */
-  all<N extends OpName>(op: N, args: (rank: number) => OpArgs<N>, payloads?: (rank: number) => Payloads, opts?: Omit<CallOptions, 'rank'>): Promise<Array<OpResult<N>>> {
+  all<N extends OpName>(
+    op: N,
+    args: (rank: number) => OpArgs<N>,
+    payloads?: (rank: number) => Payloads,
+    opts?: Omit<CallOptions, 'rank'>,
+  ): Promise<Array<OpResult<N>>> {
     const ranks = Array.from({ length: this.ctl.world }, (_, r) => r);
-    return invokeWorld((o, a, p, c) => this.ctl.callWorld(o, a, p, c), op, ranks.map(args), ranks.map((r) => payloads?.(r) ?? {}), opts);
+    return invokeWorld(
+      (o, a, p, c) => this.ctl.callWorld(o, a, p, c),
+      op,
+      ranks.map(args),
+      ranks.map((r) => payloads?.(r) ?? {}),
+      opts,
+    );
   }
 
   /**
@@ -148,9 +176,18 @@ export class Sidecar {
   async rejoin(after: number, timeoutMs = 300_000): Promise<void> {
     // Ranks of a later torchrun restart (TORCHELASTIC_RESTART_COUNT in their hello) than the lost
     // world's: a rank of the new world may have said hello before the loss was even noticed.
-    await this.ctl.waitForRanks(this.ctl.world, timeoutMs, () =>
-      this.exitInfo ? new SidecarStartError(`the rank launcher exited (${this.exitInfo.signal ?? `code ${this.exitInfo.code}`}): no restart left`, this.stderrTail) : undefined,
-    (r) => Number(r.extra.restart ?? 0) > after);
+    await this.ctl.waitForRanks(
+      this.ctl.world,
+      timeoutMs,
+      () =>
+        this.exitInfo
+          ? new SidecarStartError(
+              `the rank launcher exited (${this.exitInfo.signal ?? `code ${this.exitInfo.code}`}): no restart left`,
+              this.stderrTail,
+            )
+          : undefined,
+      (r) => Number(r.extra.restart ?? 0) > after,
+    );
   }
 
   /** The torchrun restart count of the current world (the lowest among the live ranks; 0 without torchrun). */
@@ -167,7 +204,11 @@ export class Sidecar {
   /** Starts a local sidecar process and resolves once it has said hello. */
   static async spawn(opts: SpawnOptions = {}): Promise<Sidecar> {
     const ranks = opts.ranks ?? 1;
-    if (!Number.isInteger(ranks) || ranks < 1) throw new BadRequestError(`spawn: ranks must be an integer >= 1, got ${ranks}`, false, { field: 'ranks', side: 'client' });
+    if (!Number.isInteger(ranks) || ranks < 1)
+      throw new BadRequestError(`spawn: ranks must be an integer >= 1, got ${ranks}`, false, {
+        field: 'ranks',
+        side: 'client',
+      });
     const log = createLogger(opts);
     // Lines go to the logger at the level the sidecar gave them (src/util/log.ts: sidecarLineLevel).
     const toLogger = opts.onLog && !opts.logger ? undefined : (line: string) => log[sidecarLineLevel(line)](line);
@@ -193,14 +234,39 @@ export class Sidecar {
     const python = resolvePython(opts.python);
     // More than one rank: torchrun starts them (a free rendezvous port each time: --standalone) and
     // restarts the whole world after a rank dies, up to --max-restarts times.
-    const launcher = ranks > 1 ? ['-m', 'torch.distributed.run', '--standalone', `--nproc-per-node=${ranks}`, `--max-restarts=${opts.maxRestarts ?? 0}`] : [];
-    const args = [...launcher, '-m', 'pairuni_sidecar', '--connect', `ipc://${join(dir, 'ctrl')}`, '--data', `ipc://${join(dir, 'data')}`,
-      '--parent-pid', String(process.pid), '--wait-controller', '60'];
+    const launcher =
+      ranks > 1
+        ? [
+            '-m',
+            'torch.distributed.run',
+            '--standalone',
+            `--nproc-per-node=${ranks}`,
+            `--max-restarts=${opts.maxRestarts ?? 0}`,
+          ]
+        : [];
+    const args = [
+      ...launcher,
+      '-m',
+      'pairuni_sidecar',
+      '--connect',
+      `ipc://${join(dir, 'ctrl')}`,
+      '--data',
+      `ipc://${join(dir, 'data')}`,
+      '--parent-pid',
+      String(process.pid),
+      '--wait-controller',
+      '60',
+    ];
     for (const m of opts.plugins ?? []) args.push('--plugins', m);
     if (opts.threads) args.push('--threads', String(opts.threads));
     // PYTHONSAFEPATH: `python -m` would put the working directory first on sys.path, and a user's
     // `torch/` or `transformers.py` there would shadow the real packages (Python >= 3.11).
-    const env: Record<string, string> = { ...(process.env as Record<string, string>), PYTHONUNBUFFERED: '1', PYTHONSAFEPATH: '1', ...opts.env };
+    const env: Record<string, string> = {
+      ...(process.env as Record<string, string>),
+      PYTHONUNBUFFERED: '1',
+      PYTHONSAFEPATH: '1',
+      ...opts.env,
+    };
     // torchrun keeps its logs in a temp dir it never removes: make that our private dir (removed at close).
     if (ranks > 1) env.TMPDIR = dir;
     // torchrun (torch 2.13) hands every restart of the world the same rendezvous TCPStore, unprefixed:
@@ -217,7 +283,12 @@ export class Sidecar {
       // its imports are done (seconds); before that the signal would kill it mid-start, with a traceback.
       // The controller ends it (bye, SIGTERM, or SIGKILL from the exit hook below); so does the
       // sidecar's own --parent-pid watch when this process is SIGKILLed.
-      child = spawn(python, args, { cwd: opts.cwd ?? process.cwd(), env, stdio: ['ignore', 'pipe', 'pipe'], detached: true });
+      child = spawn(python, args, {
+        cwd: opts.cwd ?? process.cwd(),
+        env,
+        stdio: ['ignore', 'pipe', 'pipe'],
+        detached: true,
+      });
     } catch (e) {
       await ctl.close();
       sc.cleanupDir();
@@ -270,7 +341,10 @@ export class Sidecar {
       });
     } catch (e) {
       // Reject only once the process is gone: the caller may exit right after (a Ctrl-C at start).
-      const gone = sc.exitInfo || spawnError ? Promise.resolve() : new Promise<void>((resolve) => child.once('exit', () => resolve()));
+      const gone =
+        sc.exitInfo || spawnError
+          ? Promise.resolve()
+          : new Promise<void>((resolve) => child.once('exit', () => resolve()));
       child.kill('SIGKILL');
       await gone;
       await ctl.close();
@@ -296,8 +370,16 @@ export class Sidecar {
       data = `tcp://${m[1]}:${Number(m[2]) + 1}`;
     }
     const ctl = new Controller({
-      ctrlEndpoint: opts.endpoint, dataEndpoint: data, hbMs: opts.hbMs, deadMs: opts.deadMs, limits: opts.limits, run: randomUUID(),
-      curve: opts.curve, plaintext: opts.plaintext, onAuth: opts.onAuth, logger: createLogger(opts),
+      ctrlEndpoint: opts.endpoint,
+      dataEndpoint: data,
+      hbMs: opts.hbMs,
+      deadMs: opts.deadMs,
+      limits: opts.limits,
+      run: randomUUID(),
+      curve: opts.curve,
+      plaintext: opts.plaintext,
+      onAuth: opts.onAuth,
+      logger: createLogger(opts),
     });
     await ctl.start();
     try {
@@ -361,7 +443,8 @@ export class Sidecar {
     if (child && !this.exitInfo) {
       child.ref(); // keep the event loop alive until the process is really gone
       const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
-      const within = (ms: number) => Promise.race([exited.then(() => true), new Promise<boolean>((r) => setTimeout(() => r(false), ms))]);
+      const within = (ms: number) =>
+        Promise.race([exited.then(() => true), new Promise<boolean>((r) => setTimeout(() => r(false), ms))]);
       // bye first; then SIGTERM (the rank stops at its next loop turn); SIGKILL as the last resort.
       if (!(await within(timeoutMs / 2))) {
         child.kill('SIGTERM');

@@ -18,5 +18,18 @@
  *
  * @module pairuni/testing
  */
-export { buildTinyBagel, buildTinyDimoo, buildTinyJanus, buildTinyModel, encodePng, writeTinyPairUG } from '../train/fixtures.js';
-export { startScriptedServer, type ScriptedServer, type ScriptedHandler, type ScriptedReply, type ScriptedRequest } from '../completion/scripted-server.js';
+export {
+  buildTinyBagel,
+  buildTinyDimoo,
+  buildTinyJanus,
+  buildTinyModel,
+  encodePng,
+  writeTinyPairUG,
+} from '../train/fixtures.js';
+export {
+  startScriptedServer,
+  type ScriptedServer,
+  type ScriptedHandler,
+  type ScriptedReply,
+  type ScriptedRequest,
+} from '../completion/scripted-server.js';

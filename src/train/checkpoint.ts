@@ -13,7 +13,17 @@
  * next run or resume of that directory starts.
  */
 import { createHash } from 'node:crypto';
-import { accessSync, constants, existsSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync, statSync } from 'node:fs';
+import {
+  accessSync,
+  constants,
+  existsSync,
+  mkdirSync,
+  readdirSync,
+  readFileSync,
+  renameSync,
+  rmSync,
+  statSync,
+} from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import { ConfigError } from '../errors.js';
 import { fsyncDir, writeFileAtomic, writeJsonAtomic } from '../util/atomic.js';
@@ -80,7 +90,9 @@ export function assertUsableOut(out: string, what = 'the run directory'): void {
     try {
       accessSync(p, constants.W_OK | constants.X_OK);
     } catch (e) {
-      throw new RunStateError(`cannot use out ${out} as ${what}: ${p === target ? 'it' : p} is not writable`, { cause: e });
+      throw new RunStateError(`cannot use out ${out} as ${what}: ${p === target ? 'it' : p} is not writable`, {
+        cause: e,
+      });
     }
     return;
   }
@@ -141,7 +153,10 @@ const stepName = (step: number) => `step-${String(step).padStart(6, '0')}`;
 
 /** Digest of the config fields that must not change across a resume. */
 export function configDigest(c: TrainConfig): string {
-  return createHash('sha256').update(JSON.stringify(mathRelevant(c))).digest('hex').slice(0, 16);
+  return createHash('sha256')
+    .update(JSON.stringify(mathRelevant(c)))
+    .digest('hex')
+    .slice(0, 16);
 }
 
 function mathRelevant(c: TrainConfig): Record<string, unknown> {
@@ -155,7 +170,9 @@ function mathRelevant(c: TrainConfig): Record<string, unknown> {
 export function assertResumable(stored: TrainConfig, current: TrainConfig): void {
   const a = mathRelevant(stored);
   const b = mathRelevant(current);
-  const diff = [...new Set([...Object.keys(a), ...Object.keys(b)])].filter((k) => JSON.stringify(a[k]) !== JSON.stringify(b[k]));
+  const diff = [...new Set([...Object.keys(a), ...Object.keys(b)])].filter(
+    (k) => JSON.stringify(a[k]) !== JSON.stringify(b[k]),
+  );
   if (diff.length) {
     throw new ConfigError(
       `cannot resume: the config differs from the checkpoint's in ${diff.join(', ')} ` +
@@ -171,9 +188,12 @@ function readState(dir: string): TrainerState | string {
   try {
     s = JSON.parse(readFileSync(join(dir, 'trainer.json'), 'utf8')) as TrainerState;
   } catch (e) {
-    return errnoCode(e) === 'ENOENT' ? 'trainer.json is missing' : `trainer.json is unreadable (${(e as Error).message})`;
+    return errnoCode(e) === 'ENOENT'
+      ? 'trainer.json is missing'
+      : `trainer.json is unreadable (${(e as Error).message})`;
   }
-  if (s?.format !== TRAINER_STATE_FORMAT) return `trainer.json has format ${JSON.stringify(s?.format)}, not ${TRAINER_STATE_FORMAT}`;
+  if (s?.format !== TRAINER_STATE_FORMAT)
+    return `trainer.json has format ${JSON.stringify(s?.format)}, not ${TRAINER_STATE_FORMAT}`;
   if (!existsSync(join(dir, 'policy', 'policy.json'))) return 'policy/policy.json is missing';
   return s;
 }
@@ -198,7 +218,12 @@ export function latestCheckpoint(out: string, onSkip?: (s: SkippedCheckpoint) =>
   } catch {
     /* fall back to scanning */
   }
-  names.push(...readdirSync(root).filter((n) => /^step-\d+$/.test(n)).sort().reverse());
+  names.push(
+    ...readdirSync(root)
+      .filter((n) => /^step-\d+$/.test(n))
+      .sort()
+      .reverse(),
+  );
   for (const n of new Set(names)) {
     if (!n) continue;
     const dir = join(root, n);
@@ -244,8 +269,11 @@ export async function writeCheckpoint(
     throw e;
   }
   if (keep > 0) {
-    const all = readdirSync(root).filter((n) => /^step-\d+$/.test(n)).sort();
-    for (const old of all.slice(0, Math.max(0, all.length - keep))) rmSync(join(root, old), { recursive: true, force: true });
+    const all = readdirSync(root)
+      .filter((n) => /^step-\d+$/.test(n))
+      .sort();
+    for (const old of all.slice(0, Math.max(0, all.length - keep)))
+      rmSync(join(root, old), { recursive: true, force: true });
   }
   const dir = join(root, name);
   return { dir, policyDir: join(dir, 'policy'), state: full };

@@ -119,16 +119,24 @@ export function parseUntrustedTrainConfig(input: unknown, baseDir = process.cwd(
   // A built-in family's options are checked here too, so one of another family fails before anything runs or is written.
   const issues = r.success
     ? [
-        ...(['load', 'und', 'gen'] as const).flatMap((w) => familyOptionIssues(r.data.model.adapter, w, w === 'load' ? r.data.model.options : r.data[w].options)),
+        ...(['load', 'und', 'gen'] as const).flatMap((w) =>
+          familyOptionIssues(r.data.model.adapter, w, w === 'load' ? r.data.model.options : r.data[w].options),
+        ),
         ...sideRewardIssues(r.data.und.reward, 'und'),
         ...sideRewardIssues(r.data.gen.reward, 'gen'),
         ...sideRewardIssues(r.data.eval.reward, 'gen').map((l) => l.replace(/^gen\.reward/, 'eval.reward')),
-        ...(r.data.eval.every > 0 && !r.data.eval.data ? ['eval.data: evaluation every N steps (eval.every) needs a held-out PairUG file'] : []),
-        ...(r.data.eval.every > 0 && r.data.sidecar.ranks > 1 ? ['eval.every: evaluation during training runs on one rank (sidecar.ranks 1)'] : []),
+        ...(r.data.eval.every > 0 && !r.data.eval.data
+          ? ['eval.data: evaluation every N steps (eval.every) needs a held-out PairUG file']
+          : []),
+        ...(r.data.eval.every > 0 && r.data.sidecar.ranks > 1
+          ? ['eval.every: evaluation during training runs on one rank (sidecar.ranks 1)']
+          : []),
       ]
     : zodIssues(r.error.issues, input);
   if (!r.success || issues.length) {
-    throw new ConfigError(`${source} is not a valid training config:${issues.length === 1 ? ` ${issues[0]}` : issues.map((l) => `\n  ${l}`).join('')}`);
+    throw new ConfigError(
+      `${source} is not a valid training config:${issues.length === 1 ? ` ${issues[0]}` : issues.map((l) => `\n  ${l}`).join('')}`,
+    );
   }
   const c = r.data;
   const abs = (p: string) => resolve(baseDir, p);
@@ -153,7 +161,10 @@ function zodIssues(issues: readonly z.core.$ZodIssue[], input: unknown): string[
     if ((side === 'und' || side === 'gen') && key === 'reward') {
       if (done.has(side)) return [];
       done.add(side);
-      const sub = rewardIssues((input as Record<string, Record<string, unknown> | undefined>)[side]?.reward, [side, 'reward']);
+      const sub = rewardIssues((input as Record<string, Record<string, unknown> | undefined>)[side]?.reward, [
+        side,
+        'reward',
+      ]);
       if (sub.length) return sub;
     }
     return [`${i.path.join('.') || '(root)'}: ${i.message}`];
@@ -165,8 +176,14 @@ function sideRewardIssues(cfg: RewardConfig | undefined, side: 'und' | 'gen'): s
   if (!cfg) return [];
   return rewardTerms(cfg, side).flatMap(({ key, source }) => {
     const at = 'sum' in cfg ? `${side}.reward.sum.${key}.source` : `${side}.reward`;
-    if (side === 'und' && 'name' in source) return [`${at}: a sidecar reward plug-in ('${source.name}') scores generated images; the understanding side takes { builtin: 'accuracy' }, { callback }, { url } or a sum of these`];
-    if (side === 'gen' && 'builtin' in source) return [`${at}: the built-in accuracy reward scores answers; the generation side takes a plug-in { name, config }, { callback }, { url } or a sum of these`];
+    if (side === 'und' && 'name' in source)
+      return [
+        `${at}: a sidecar reward plug-in ('${source.name}') scores generated images; the understanding side takes { builtin: 'accuracy' }, { callback }, { url } or a sum of these`,
+      ];
+    if (side === 'gen' && 'builtin' in source)
+      return [
+        `${at}: the built-in accuracy reward scores answers; the generation side takes a plug-in { name, config }, { callback }, { url } or a sum of these`,
+      ];
     return [];
   });
 }
@@ -212,7 +229,9 @@ export function readTrainConfigFile(file: string): { raw: Record<string, unknown
     }
   }
   if (typeof raw !== 'object' || raw === null || Array.isArray(raw)) {
-    throw new ConfigError(`config ${file} must hold a ${format === 'yaml' ? 'YAML mapping' : 'JSON object'} of config keys`);
+    throw new ConfigError(
+      `config ${file} must hold a ${format === 'yaml' ? 'YAML mapping' : 'JSON object'} of config keys`,
+    );
   }
   return { raw: raw as Record<string, unknown>, format };
 }
@@ -235,7 +254,8 @@ const def = (s: z.ZodType) => (s as unknown as { _zod: { def: Def } })._zod.def;
 /** The schema under defaults and optionals: the object (or record, or leaf) the user writes. */
 function bare(s: z.ZodType): z.ZodType {
   let t = s;
-  while (def(t).innerType && ['default', 'prefault', 'optional', 'nullable'].includes(def(t).type)) t = def(t).innerType!;
+  while (def(t).innerType && ['default', 'prefault', 'optional', 'nullable'].includes(def(t).type))
+    t = def(t).innerType!;
   return t;
 }
 
@@ -268,7 +288,11 @@ const PATH_KEYS = new Set(['data', 'out', 'model.path', 'model.refPath', 'eval.d
  * The config with each `--set` applied in order (later ones win); a path that names no key is refused
  * by name before anything is parsed, so a typo is never silently added.
  */
-export function applyConfigSets(raw: Record<string, unknown>, sets: readonly ConfigSet[], cwd = process.cwd()): Record<string, unknown> {
+export function applyConfigSets(
+  raw: Record<string, unknown>,
+  sets: readonly ConfigSet[],
+  cwd = process.cwd(),
+): Record<string, unknown> {
   let out = raw;
   for (const { path, value } of sets) {
     const issue = configPathIssue(path);

@@ -23,7 +23,8 @@ function plain(v: unknown): unknown {
   if (typeof v === 'bigint') return Number(v);
   if (typeof v === 'object') {
     const o = v as { toArray?: () => unknown; toJSON?: () => unknown };
-    if (typeof o.toArray === 'function' && !(v instanceof Uint8Array)) return Array.from(o.toArray() as ArrayLike<unknown>, plain);
+    if (typeof o.toArray === 'function' && !(v instanceof Uint8Array))
+      return Array.from(o.toArray() as ArrayLike<unknown>, plain);
     if (Array.isArray(v)) return v.map(plain);
   }
   return v;
@@ -78,7 +79,10 @@ export function loadPairUG(file: string): TrainPair[] {
   if (!statSync(path).isFile()) {
     // `pairuni pair --out DIR` writes DIR/pairs.jsonl and DIR/pairs.arrow: a user may well pass DIR.
     const inside = ['pairs.jsonl', 'pairs.arrow'].map((f) => join(path, f)).filter((f) => existsSync(f));
-    throw new DataError(`PairUG file ${path} is a directory, not a file${inside.length ? ` (it holds ${inside.join(' and ')}: pass one of them)` : ''}`, path);
+    throw new DataError(
+      `PairUG file ${path} is a directory, not a file${inside.length ? ` (it holds ${inside.join(' and ')}: pass one of them)` : ''}`,
+      path,
+    );
   }
   const base = dirname(path);
   const rows = readRows(path);
@@ -105,7 +109,8 @@ export function loadPairUG(file: string): TrainPair[] {
       ['u_image', u],
       ['g_image', g],
     ] as const) {
-      if (!existsSync(f)) throw new DataError(`${path} row ${row}: ${field} '${p[field]}' does not exist (${f})`, path, row);
+      if (!existsSync(f))
+        throw new DataError(`${path} row ${row}: ${field} '${p[field]}' does not exist (${f})`, path, row);
     }
     return { ...p, u_image_abs: u, g_image_abs: g };
   });
@@ -123,7 +128,13 @@ function epochOrder(n: number, seed: number, epoch: number, stream: number): Int
  * Item indices of training step `step` (0-based): the step consumes positions
  * [step·batch, (step+1)·batch) of an endless sequence of shuffled epochs.
  */
-export function stepIndices(n: number, batch: number, step: number, seed: number, stream = 0): { indices: number[]; epoch: number } {
+export function stepIndices(
+  n: number,
+  batch: number,
+  step: number,
+  seed: number,
+  stream = 0,
+): { indices: number[]; epoch: number } {
   const out: number[] = [];
   let cached = -1;
   let order: Int32Array | undefined;

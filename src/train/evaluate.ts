@@ -52,20 +52,41 @@ export async function evaluatePolicy(
   if (sides.und) {
     const [u] = await sc.all('train.und_rollout', () => ({
       n: 1,
-      items: items.map((p) => ({ imagePath: p.u_image_abs, text: renderQuestion(p.question, p.choices, cfg.und.instruction) })),
-      sampling: { ...declaredOf(UndSampling, cfg.und), options: familyOptions(cfg.model.adapter, 'und', cfg.und.options), seed: evalSeed(cfg.seed, 0), estSeeds: [0] },
+      items: items.map((p) => ({
+        imagePath: p.u_image_abs,
+        text: renderQuestion(p.question, p.choices, cfg.und.instruction),
+      })),
+      sampling: {
+        ...declaredOf(UndSampling, cfg.und),
+        options: familyOptions(cfg.model.adapter, 'und', cfg.und.options),
+        seed: evalSeed(cfg.seed, 0),
+        estSeeds: [0],
+      },
     }));
     await sc.handles.free({ handles: [u.args.handle] });
     const texts = u.args.texts ?? [];
     const scored = texts.map((t, i) => undReward(t, items[i].answer, cfg.und.formatWeight));
     out['eval/und_acc'] = mean(scored.map((r) => (r.correct ? 1 : 0)));
-    texts.forEach((t, i) => rows.push({ side: 'und', pair_id: items[i].pair_id, question: items[i].question, answer: t, correct: scored[i].correct }));
+    texts.forEach((t, i) =>
+      rows.push({
+        side: 'und',
+        pair_id: items[i].pair_id,
+        question: items[i].question,
+        answer: t,
+        correct: scored[i].correct,
+      }),
+    );
   }
   if (sides.gen) {
     const [g] = await sc.all('train.gen_rollout', () => ({
       n: 1,
       items: items.map((p) => ({ prompt: p.prompt })),
-      sampling: { ...declaredOf(GenSampling, cfg.gen), options: familyOptions(cfg.model.adapter, 'gen', cfg.gen.options), seed: evalSeed(cfg.seed, 1), estSeeds: [0] },
+      sampling: {
+        ...declaredOf(GenSampling, cfg.gen),
+        options: familyOptions(cfg.model.adapter, 'gen', cfg.gen.options),
+        seed: evalSeed(cfg.seed, 1),
+        estSeeds: [0],
+      },
     }));
     try {
       const inputs = sidecarGenInputs(sc, [{ handle: g.args.handle, rank: 0 }], step, items);

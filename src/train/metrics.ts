@@ -110,7 +110,9 @@ export interface SftStepMetrics extends CommonStepMetrics {
  * One row of `metrics.jsonl`, as `onStep` and `readMetrics` give it: the common keys always, the
  * PairGRPO keys in a PairGRPO run, the SFT keys in a supervised one. A key not listed fails to compile.
  */
-export type StepMetrics = CommonStepMetrics & Partial<Omit<PairGrpoStepMetrics, keyof CommonStepMetrics>> & Partial<Omit<SftStepMetrics, keyof CommonStepMetrics>>;
+export type StepMetrics = CommonStepMetrics &
+  Partial<Omit<PairGrpoStepMetrics, keyof CommonStepMetrics>> &
+  Partial<Omit<SftStepMetrics, keyof CommonStepMetrics>>;
 
 export class RunLog {
   readonly jsonl: string;
@@ -145,7 +147,14 @@ export class RunLog {
       writeFileAtomic(this.jsonl, keep.map((l) => `${l}\n`).join(''));
     }
     const evals = join(this.out, 'eval.jsonl');
-    if (existsSync(evals)) writeFileAtomic(evals, readEvals(this.out).filter((r) => r.step <= step).map((r) => `${JSON.stringify(r)}\n`).join(''));
+    if (existsSync(evals))
+      writeFileAtomic(
+        evals,
+        readEvals(this.out)
+          .filter((r) => r.step <= step)
+          .map((r) => `${JSON.stringify(r)}\n`)
+          .join(''),
+      );
     const tables = join(this.out, 'eval');
     if (existsSync(tables)) {
       for (const n of readdirSync(tables)) {

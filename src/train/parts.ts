@@ -15,11 +15,16 @@ export function rankParts(parts: number, world: number, rank: number): number[] 
 }
 
 export function checkParts(parts: number, world: number, batchPairs?: number, gradCosine = false): void {
-  if (gradCosine && world > 1) throw new ConfigError('log.gradCosine is computed on one rank only: turn it off with more than one rank');
-  if (!(Number.isInteger(parts) && parts >= 1)) throw new ConfigError(`parallel.parts must be an integer >= 1, got ${parts}`);
-  if (parts % world !== 0) throw new ConfigError(`parallel.parts (${parts}) must be a multiple of the number of ranks (${world})`);
+  if (gradCosine && world > 1)
+    throw new ConfigError('log.gradCosine is computed on one rank only: turn it off with more than one rank');
+  if (!(Number.isInteger(parts) && parts >= 1))
+    throw new ConfigError(`parallel.parts must be an integer >= 1, got ${parts}`);
+  if (parts % world !== 0)
+    throw new ConfigError(`parallel.parts (${parts}) must be a multiple of the number of ranks (${world})`);
   if (batchPairs !== undefined && batchPairs % parts !== 0) {
-    throw new ConfigError(`batchPairs (${batchPairs}) must be a multiple of parallel.parts (${parts}): each part holds whole pairs`);
+    throw new ConfigError(
+      `batchPairs (${batchPairs}) must be a multiple of parallel.parts (${parts}): each part holds whole pairs`,
+    );
   }
 }
 
@@ -43,7 +48,8 @@ const SIDES = ['und', 'gen'] as const;
  */
 export function mergeUpdateMetrics(rs: readonly UpdateMetrics[]): UpdateMetrics {
   if (rs.length === 1) return rs[0];
-  const sum = (k: keyof UpdateMetrics) => (rs.some((r) => r[k] !== undefined) ? rs.reduce((a, r) => a + ((r[k] as number | undefined) ?? 0), 0) : undefined);
+  const sum = (k: keyof UpdateMetrics) =>
+    rs.some((r) => r[k] !== undefined) ? rs.reduce((a, r) => a + ((r[k] as number | undefined) ?? 0), 0) : undefined;
   const out: Record<string, number | undefined> = {
     ...rs[0],
     loss: sum('loss'),
@@ -56,7 +62,9 @@ export function mergeUpdateMetrics(rs: readonly UpdateMetrics[]): UpdateMetrics 
     if (rs.every((r) => r[`${s}/tokens`] === undefined)) continue;
     const tokens = rs.reduce((a, r) => a + tok(r), 0);
     const wmean = (k: `${typeof s}/${string}`, empty: number) =>
-      tokens > 0 ? rs.reduce((a, r) => a + tok(r) * ((r[k as keyof UpdateMetrics] as number | undefined) ?? 0), 0) / tokens : empty;
+      tokens > 0
+        ? rs.reduce((a, r) => a + tok(r) * ((r[k as keyof UpdateMetrics] as number | undefined) ?? 0), 0) / tokens
+        : empty;
     const withTokens = rs.filter((r) => tok(r) > 0);
     out[`${s}/loss`] = sum(`${s}/loss`);
     out[`${s}/tokens`] = tokens;

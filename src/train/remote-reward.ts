@@ -51,13 +51,24 @@ export function encodeRewardRequest(req: RemoteRewardRequest, lo: number, hi: nu
 }
 
 /** Scores `req.items` on the server `src`; errors are RewardErrors naming `name`, the step and the item. */
-export async function remoteRewards(src: RemoteRewardSource, name: string, req: RemoteRewardRequest, opts: RemoteRewardOptions = {}): Promise<Float32Array> {
+export async function remoteRewards(
+  src: RemoteRewardSource,
+  name: string,
+  req: RemoteRewardRequest,
+  opts: RemoteRewardOptions = {},
+): Promise<Float32Array> {
   const n = req.items.length;
   const out = new Float32Array(n);
   const headers: Record<string, string> = { 'content-type': REWARD_CONTENT_TYPE };
   if (src.authEnv) {
     const token = process.env[src.authEnv];
-    if (!token) throw new RewardError(`reward ${name}: the environment variable ${src.authEnv} (authEnv, the server's token) is not set`, name, req.step, 'http');
+    if (!token)
+      throw new RewardError(
+        `reward ${name}: the environment variable ${src.authEnv} (authEnv, the server's token) is not set`,
+        name,
+        req.step,
+        'http',
+      );
     headers.authorization = `Bearer ${token}`;
   }
   for (let lo = 0; lo < n; lo += src.batchSize) {
@@ -65,14 +76,26 @@ export async function remoteRewards(src: RemoteRewardSource, name: string, req: 
     const scores = await post(src, name, req.step, new Blob(encodeRewardRequest(req, lo, hi)), headers, opts);
     if (!Array.isArray(scores) || scores.length !== hi - lo) {
       const got = Array.isArray(scores) ? `${scores.length} rewards` : 'no `rewards` array';
-      throw new RewardError(`reward ${name} at step ${req.step}: the server sent ${got} for items ${lo}..${hi - 1} (${hi - lo} items)`, name, req.step, Array.isArray(scores) ? 'length' : 'bad_reply');
+      throw new RewardError(
+        `reward ${name} at step ${req.step}: the server sent ${got} for items ${lo}..${hi - 1} (${hi - lo} items)`,
+        name,
+        req.step,
+        Array.isArray(scores) ? 'length' : 'bad_reply',
+      );
     }
     scores.forEach((v, i) => (out[lo + i] = typeof v === 'number' ? v : Number.NaN));
   }
   return out;
 }
 
-async function post(src: RemoteRewardSource, name: string, step: number, body: Blob, headers: Record<string, string>, opts: RemoteRewardOptions): Promise<unknown> {
+async function post(
+  src: RemoteRewardSource,
+  name: string,
+  step: number,
+  body: Blob,
+  headers: Record<string, string>,
+  opts: RemoteRewardOptions,
+): Promise<unknown> {
   const sleep = opts.sleep ?? wait;
   let last = '';
   let timedOut = false;
@@ -81,17 +104,32 @@ async function post(src: RemoteRewardSource, name: string, step: number, body: B
     const timeout = AbortSignal.timeout(src.timeoutS * 1000);
     let retryAfter: number | undefined;
     try {
-      const res = await fetch(src.url, { method: 'POST', body, headers, signal: opts.signal ? AbortSignal.any([timeout, opts.signal]) : timeout });
+      const res = await fetch(src.url, {
+        method: 'POST',
+        body,
+        headers,
+        signal: opts.signal ? AbortSignal.any([timeout, opts.signal]) : timeout,
+      });
       const text = await res.text();
       if (res.ok) {
         try {
           return (JSON.parse(text) as { rewards?: unknown }).rewards;
         } catch {
-          throw new RewardError(`reward ${name} at step ${step}: the server's reply is not JSON: ${text.slice(0, 120)}`, name, step, 'bad_reply');
+          throw new RewardError(
+            `reward ${name} at step ${step}: the server's reply is not JSON: ${text.slice(0, 120)}`,
+            name,
+            step,
+            'bad_reply',
+          );
         }
       }
       if (!isRetryableStatus(res.status)) {
-        throw new RewardError(`reward ${name} at step ${step}: ${src.url} answered HTTP ${res.status}: ${text.slice(0, 200)}`, name, step, 'http');
+        throw new RewardError(
+          `reward ${name} at step ${step}: ${src.url} answered HTTP ${res.status}: ${text.slice(0, 200)}`,
+          name,
+          step,
+          'http',
+        );
       }
       last = `HTTP ${res.status}`;
       timedOut = false;
@@ -100,9 +138,19 @@ async function post(src: RemoteRewardSource, name: string, step: number, body: B
       if (e instanceof RewardError) throw e;
       if (opts.signal?.aborted) throw opts.signal.reason;
       timedOut = timeout.aborted;
-      last = timedOut ? `no reply within ${src.timeoutS} s` : `connection failed: ${(e as Error).cause ?? (e as Error).message}`;
+      last = timedOut
+        ? `no reply within ${src.timeoutS} s`
+        : `connection failed: ${(e as Error).cause ?? (e as Error).message}`;
     }
-    if (attempt < src.retry.maxRetries) await sleep(retryDelayMs({ kind: 'retry', cause: last, message: last, retryAfterMs: retryAfter }, attempt, src.retry));
+    if (attempt < src.retry.maxRetries)
+      await sleep(
+        retryDelayMs({ kind: 'retry', cause: last, message: last, retryAfterMs: retryAfter }, attempt, src.retry),
+      );
   }
-  throw new RewardError(`reward ${name} at step ${step}: ${src.url}: ${last} (${src.retry.maxRetries + 1} attempts)`, name, step, timedOut ? 'timeout' : 'http');
+  throw new RewardError(
+    `reward ${name} at step ${step}: ${src.url}: ${last} (${src.retry.maxRetries + 1} attempts)`,
+    name,
+    step,
+    timedOut ? 'timeout' : 'http',
+  );
 }

@@ -8,7 +8,13 @@
  * here: they are fetched once per step and rollout part (`train.rollout_images`, one uint8 payload
  * that the TS side views without copying), which is the one place bulk data reaches the controller.
  */
-import { describeSource, type RewardConfig, type RewardSource, type RewardSpec, rewardTerms } from '../contract/reward-config.js';
+import {
+  describeSource,
+  type RewardConfig,
+  type RewardSource,
+  type RewardSpec,
+  rewardTerms,
+} from '../contract/reward-config.js';
 import { PairuniError, RewardError } from '../errors.js';
 import { type Sidecar, Tensor } from '../sidecar/index.js';
 import type { TrainPair } from './data.js';
@@ -46,7 +52,9 @@ export interface UndRewardBatch {
 export type RewardBatch = GenRewardBatch | UndRewardBatch;
 
 /** A reward computed in TypeScript: one finite number per item of the batch, in order. */
-export type RewardCallback = (batch: RewardBatch) => Promise<Float32Array | readonly number[]> | Float32Array | readonly number[];
+export type RewardCallback = (
+  batch: RewardBatch,
+) => Promise<Float32Array | readonly number[]> | Float32Array | readonly number[];
 
 /** Where a step's items come from, for the sources that need them. */
 export interface GenRewardInputs {
@@ -86,14 +94,31 @@ export interface SideRewards {
 }
 
 /** The source's scores as one float per item, or the RewardError saying which item is wrong. */
-function checked(scores: ArrayLike<number>, n: number, name: string, step: number, what: (i: number) => string): Float32Array {
+function checked(
+  scores: ArrayLike<number>,
+  n: number,
+  name: string,
+  step: number,
+  what: (i: number) => string,
+): Float32Array {
   if (scores.length !== n) {
-    throw new RewardError(`reward ${name} at step ${step}: ${scores.length} scores for ${n} items`, name, step, 'length');
+    throw new RewardError(
+      `reward ${name} at step ${step}: ${scores.length} scores for ${n} items`,
+      name,
+      step,
+      'length',
+    );
   }
   const out = scores instanceof Float32Array ? scores : Float32Array.from(scores);
   for (let i = 0; i < n; i++) {
     if (!Number.isFinite(out[i])) {
-      throw new RewardError(`reward ${name} at step ${step}: item ${i} (${what(i)}) scored ${out[i]}; rewards must be finite numbers`, name, step, 'non_finite', i);
+      throw new RewardError(
+        `reward ${name} at step ${step}: item ${i} (${what(i)}) scored ${out[i]}; rewards must be finite numbers`,
+        name,
+        step,
+        'non_finite',
+        i,
+      );
     }
   }
   return out;
@@ -103,7 +128,11 @@ function checked(scores: ArrayLike<number>, n: number, name: string, step: numbe
  * Scores one side of a step with its reward config. Sources run one after another, in the config's
  * order; each must give one finite number per item, else a RewardError names the source, step and item.
  */
-export async function scoreSide(cfg: RewardConfig, inputs: GenRewardInputs | UndRewardInputs, ctx: RewardContext = {}): Promise<SideRewards> {
+export async function scoreSide(
+  cfg: RewardConfig,
+  inputs: GenRewardInputs | UndRewardInputs,
+  ctx: RewardContext = {},
+): Promise<SideRewards> {
   const { step, side } = inputs;
   const n = inputs.pairs.length;
   const terms: Record<string, Float32Array> = {};
@@ -111,7 +140,9 @@ export async function scoreSide(cfg: RewardConfig, inputs: GenRewardInputs | Und
   let images: Promise<{ images: Tensor; prompts: string[] }> | undefined;
   const what = (i: number) => {
     const p = inputs.pairs[i];
-    return side === 'gen' ? `pair ${p.pair_id}, prompt ${JSON.stringify(p.prompt)}` : `pair ${p.pair_id}, question ${JSON.stringify(p.question)}`;
+    return side === 'gen'
+      ? `pair ${p.pair_id}, prompt ${JSON.stringify(p.prompt)}`
+      : `pair ${p.pair_id}, question ${JSON.stringify(p.question)}`;
   };
   for (const { key, weight, source } of rewardTerms(cfg, `${side}/reward`)) {
     const name = `'${key}' (${describeSource(source)}, ${side === 'gen' ? 'generation' : 'understanding'})`;
@@ -134,15 +165,35 @@ async function scoreSource(
   if ('builtin' in source) return (inputs as UndRewardInputs).builtin();
   if ('callback' in source) {
     const fn = ctx.callbacks?.[source.callback];
-    if (!fn) throw new RewardError(`reward ${name}: no callback named '${source.callback}' was given (train(config, { rewards: { ${source.callback}: fn } }))`, name, step, 'callback');
-    const batch: RewardBatch = inputs.side === 'gen'
-      ? { side: 'gen', step, pairs: [...inputs.pairs], ...(await images()) }
-      : { side: 'und', step, pairs: [...inputs.pairs], completions: [...inputs.completions], questions: [...inputs.questions] };
+    if (!fn)
+      throw new RewardError(
+        `reward ${name}: no callback named '${source.callback}' was given (train(config, { rewards: { ${source.callback}: fn } }))`,
+        name,
+        step,
+        'callback',
+      );
+    const batch: RewardBatch =
+      inputs.side === 'gen'
+        ? { side: 'gen', step, pairs: [...inputs.pairs], ...(await images()) }
+        : {
+            side: 'und',
+            step,
+            pairs: [...inputs.pairs],
+            completions: [...inputs.completions],
+            questions: [...inputs.questions],
+          };
     try {
       return await fn(batch);
     } catch (e) {
       if (e instanceof PairuniError) throw e;
-      throw new RewardError(`reward ${name} at step ${step}: the callback threw: ${(e as Error)?.message ?? String(e)}`, name, step, 'callback', undefined, { cause: e });
+      throw new RewardError(
+        `reward ${name} at step ${step}: the callback threw: ${(e as Error)?.message ?? String(e)}`,
+        name,
+        step,
+        'callback',
+        undefined,
+        { cause: e },
+      );
     }
   }
   if ('url' in source) {
@@ -151,7 +202,13 @@ async function scoreSource(
       const items = inputs.pairs.map((p) => ({ prompt: p.prompt, pair_id: p.pair_id }));
       return remoteRewards(source, name, { side: 'gen', step, items, images: t }, ctx);
     }
-    const items = inputs.pairs.map((p, i) => ({ completion: inputs.completions[i], question: p.question, choices: p.choices, answer: p.answer, pair_id: p.pair_id }));
+    const items = inputs.pairs.map((p, i) => ({
+      completion: inputs.completions[i],
+      question: p.question,
+      choices: p.choices,
+      answer: p.answer,
+      pair_id: p.pair_id,
+    }));
     return remoteRewards(source, name, { side: 'und', step, items }, ctx);
   }
   return (inputs as GenRewardInputs).plugin(source);
@@ -179,11 +236,15 @@ export function sidecarGenInputs(
     step,
     pairs,
     plugin: async (spec) => {
-      const scored = await Promise.all(parts.map((x) => book(sc.train.reward({ handle: x.handle, reward: spec }, {}, { rank: x.rank }))));
+      const scored = await Promise.all(
+        parts.map((x) => book(sc.train.reward({ handle: x.handle, reward: spec }, {}, { rank: x.rank }))),
+      );
       return concatF32(scored.map((x) => x.tensors.rewards.data as Float32Array));
     },
     images: async () => {
-      const got = await Promise.all(parts.map((x) => book(sc.train.rolloutImages({ handle: x.handle }, {}, { rank: x.rank }))));
+      const got = await Promise.all(
+        parts.map((x) => book(sc.train.rolloutImages({ handle: x.handle }, {}, { rank: x.rank }))),
+      );
       return { images: concatImages(got.map((x) => x.tensors.images)), prompts: got.flatMap((x) => x.args.prompts) };
     },
   };

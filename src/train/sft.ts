@@ -15,7 +15,12 @@ import type { SftStepMetrics } from './metrics.js';
 /** `train.sft` examples for a batch of pairs: und (image, question → answer letter), gen (prompt → image), 1:1. */
 export function sftExamples(pairs: readonly TrainPair[], instruction?: string): OpArgs<'train.sft'>['examples'] {
   return pairs.flatMap((p) => [
-    { side: 'und' as const, imagePath: p.u_image_abs, text: renderQuestion(p.question, p.choices, instruction), target: p.answer },
+    {
+      side: 'und' as const,
+      imagePath: p.u_image_abs,
+      text: renderQuestion(p.question, p.choices, instruction),
+      target: p.answer,
+    },
     { side: 'gen' as const, imagePath: p.g_image_abs, text: p.prompt, target: '' },
   ]);
 }
@@ -26,12 +31,31 @@ export function sftSeed(seed: number, step: number): number {
 }
 
 /** One supervised step; `step` is 0-based, the metrics row carries step + 1. */
-export async function sftStep(sc: Sidecar, cfg: TrainConfig, pairs: readonly TrainPair[], step: number): Promise<SftStepMetrics> {
+export async function sftStep(
+  sc: Sidecar,
+  cfg: TrainConfig,
+  pairs: readonly TrainPair[],
+  step: number,
+): Promise<SftStepMetrics> {
   const t0 = performance.now();
   const { indices, epoch } = stepIndices(pairs.length, cfg.batchPairs, step, cfg.seed, 0);
-  const r = await sc.train.sft({ examples: sftExamples(indices.map((i) => pairs[i]), cfg.und.instruction), seed: sftSeed(cfg.seed, step) });
+  const r = await sc.train.sft({
+    examples: sftExamples(
+      indices.map((i) => pairs[i]),
+      cfg.und.instruction,
+    ),
+    seed: sftSeed(cfg.seed, step),
+  });
   const a = r.args;
-  const m: SftStepMetrics = { step: step + 1, epoch, loss: a.loss, grad_norm: a.grad_norm, lr: a.lr, 'time/update': a.elapsed_s, 'time/step': 0 };
+  const m: SftStepMetrics = {
+    step: step + 1,
+    epoch,
+    loss: a.loss,
+    grad_norm: a.grad_norm,
+    lr: a.lr,
+    'time/update': a.elapsed_s,
+    'time/step': 0,
+  };
   // Per-term losses as the family names them: Bagel `ce` and `mse`; Janus `und/sft_loss`, `gen/sft_loss`.
   if (a['und/sft_loss'] !== undefined) m['und/sft_loss'] = a['und/sft_loss'];
   if (a['gen/sft_loss'] !== undefined) m['gen/sft_loss'] = a['gen/sft_loss'];

@@ -138,7 +138,11 @@ export function encodeEvent(e: TFEvent): Uint8Array {
       const val = new PB().string(1, v.tag);
       if ('simpleValue' in v) val.float(2, v.simpleValue);
       else {
-        const img = new PB().int(1, v.image.height).int(2, v.image.width).int(3, v.image.colorspace).bytes(4, v.image.png);
+        const img = new PB()
+          .int(1, v.image.height)
+          .int(2, v.image.width)
+          .int(3, v.image.colorspace)
+          .bytes(4, v.image.png);
         val.bytes(4, img.finish());
       }
       s.bytes(1, val.finish());
@@ -254,7 +258,8 @@ export function readRecords(buf: Uint8Array): Uint8Array[] {
   while (o < buf.length) {
     if (o + 12 > buf.length) throw new TFRecordError(`truncated record header at byte ${o}`);
     const len = Number(dv.getBigUint64(o, true));
-    if (dv.getUint32(o + 8, true) !== maskedCrc32c(buf.subarray(o, o + 8))) throw new TFRecordError(`bad length CRC at byte ${o}`);
+    if (dv.getUint32(o + 8, true) !== maskedCrc32c(buf.subarray(o, o + 8)))
+      throw new TFRecordError(`bad length CRC at byte ${o}`);
     const data = buf.subarray(o + 12, o + 12 + len);
     if (data.length !== len || o + 16 + len > buf.length) throw new TFRecordError(`truncated record at byte ${o}`);
     if (dv.getUint32(o + 12 + len, true) !== maskedCrc32c(data)) throw new TFRecordError(`bad data CRC at byte ${o}`);

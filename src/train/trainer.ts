@@ -24,7 +24,16 @@ import { renderQuestion, undReward } from '../grpo/rewards.js';
 import { Sidecar, Tensor } from '../sidecar/index.js';
 import { writeJsonAtomic } from '../util/atomic.js';
 import { createLogger, type LogOptions } from '../util/log.js';
-import { assertResumable, assertUsableOut, type Checkpoint, latestCheckpoint, removeStaleTemps, RunStateError, type SkippedCheckpoint, writeCheckpoint } from './checkpoint.js';
+import {
+  assertResumable,
+  assertUsableOut,
+  type Checkpoint,
+  latestCheckpoint,
+  removeStaleTemps,
+  RunStateError,
+  type SkippedCheckpoint,
+  writeCheckpoint,
+} from './checkpoint.js';
 import { parseTrainConfig, type TrainConfig, type TrainConfigInput } from './config.js';
 import { type RewardCallback, scoreSide, sidecarGenInputs, type SideRewards } from './reward-sources.js';
 import { loadPairUG, stepIndices, type TrainPair } from './data.js';
@@ -110,7 +119,9 @@ export function grpoSides(caps: readonly string[]): { und: boolean; gen: boolean
     gen: caps.includes('gen_rollout') && caps.includes('logprobs_gen'),
   };
   if (!sides.und && !sides.gen) {
-    throw new ConfigError(`the adapter declares [${caps.join(', ')}]: it can roll out and score neither side, so PairGRPO cannot train it${caps.includes('sft') ? ' (it supports supervised fine-tuning: train.sft)' : ''}`);
+    throw new ConfigError(
+      `the adapter declares [${caps.join(', ')}]: it can roll out and score neither side, so PairGRPO cannot train it${caps.includes('sft') ? ' (it supports supervised fine-tuning: train.sft)' : ''}`,
+    );
   }
   return sides;
 }
@@ -123,7 +134,9 @@ export type TrainMode = { kind: 'pairgrpo'; sides: { und: boolean; gen: boolean 
 
 /** The `TrainMode` of a loaded policy, from the capabilities `train.load` replied with. */
 export function trainMode(caps: readonly string[]): TrainMode {
-  const canRoll = (caps.includes('und_rollout') && caps.includes('logprobs_und')) || (caps.includes('gen_rollout') && caps.includes('logprobs_gen'));
+  const canRoll =
+    (caps.includes('und_rollout') && caps.includes('logprobs_und')) ||
+    (caps.includes('gen_rollout') && caps.includes('logprobs_gen'));
   if (!canRoll && caps.includes('sft')) return { kind: 'sft' };
   return { kind: 'pairgrpo', sides: grpoSides(caps) };
 }
@@ -140,7 +153,11 @@ type Timed = { args: { elapsedS: number } | { elapsed_s: number } };
 const inside = (r: Timed): number => ('elapsedS' in r.args ? r.args.elapsedS : r.args.elapsed_s);
 
 /** Books a sidecar call's time: inside the op (its reply's elapsed seconds) and on the wire. */
-async function timed<R extends Timed>(times: Times, kind: keyof Omit<Times, 'transport'>, call: Promise<R>): Promise<R> {
+async function timed<R extends Timed>(
+  times: Times,
+  kind: keyof Omit<Times, 'transport'>,
+  call: Promise<R>,
+): Promise<R> {
   const t0 = performance.now();
   const r = await call;
   const wall = (performance.now() - t0) / 1000;
@@ -150,7 +167,11 @@ async function timed<R extends Timed>(times: Times, kind: keyof Omit<Times, 'tra
 }
 
 /** Books a world call's time: the slowest rank's time inside the op, the rest is transport. */
-async function timedAll<R extends Timed>(times: Times, call: Promise<R[]>, kind: keyof Omit<Times, 'transport'> = 'rollout'): Promise<R[]> {
+async function timedAll<R extends Timed>(
+  times: Times,
+  call: Promise<R[]>,
+  kind: keyof Omit<Times, 'transport'> = 'rollout',
+): Promise<R[]> {
   const t0 = performance.now();
   const rs = await call;
   const wall = (performance.now() - t0) / 1000;
@@ -172,7 +193,11 @@ const std = (a: ArrayLike<number>) => {
 const meanAbs = (a: ArrayLike<number>) => mean(Array.from(a, Math.abs));
 
 /** `<side>/reward/<key>`: the mean of each term of a weighted sum (a single source is `<side>/reward` itself). */
-function termMeans(side: 'und' | 'gen', cfg: TrainConfig['gen']['reward'] | undefined, r: SideRewards): RewardTermMetrics {
+function termMeans(
+  side: 'und' | 'gen',
+  cfg: TrainConfig['gen']['reward'] | undefined,
+  r: SideRewards,
+): RewardTermMetrics {
   if (!cfg || !('sum' in cfg)) return {};
   return Object.fromEntries(Object.entries(r.terms).map(([k, v]) => [`${side}/reward/${k}`, mean(v)]));
 }
@@ -186,7 +211,10 @@ export async function pairGrpoStep(
   cfg: TrainConfig,
   pairs: readonly TrainPair[],
   step: number,
-  opts: Pick<TrainOptions, 'undReward' | 'rewards' | 'signal'> & { samplePath?: string; sides?: { und: boolean; gen: boolean } } = {},
+  opts: Pick<TrainOptions, 'undReward' | 'rewards' | 'signal'> & {
+    samplePath?: string;
+    sides?: { und: boolean; gen: boolean };
+  } = {},
 ): Promise<PairGrpoStepMetrics & RewardTermMetrics> {
   const t0 = performance.now();
   const times: Times = { rollout: 0, reward: 0, update: 0, transport: 0 };
@@ -212,17 +240,37 @@ export async function pairGrpoStep(
   const rolloutParts = async (side: 'und' | 'gen'): Promise<Rollout[]> => {
     const out: Rollout[] = new Array(P);
     for (let k = 0; k < P / world; k++) {
-      const rs = side === 'und'
-        ? await timedAll(times, sc.all('train.und_rollout', (r) => ({
-            n: U.k,
-            items: partOf(uPairs, P, mine(r)[k]).map((p) => ({ imagePath: p.u_image_abs, text: renderQuestion(p.question, p.choices, U.instruction) })),
-            sampling: { ...declaredOf(UndSampling, U), options: familyOptions(cfg.model.adapter, 'und', U.options), seed: partSeed(stepSeed(cfg.seed, step, 'und'), mine(r)[k]), estSeeds },
-          })))
-        : await timedAll(times, sc.all('train.gen_rollout', (r) => ({
-            n: G.k,
-            items: partOf(gPairs, P, mine(r)[k]).map((p) => ({ prompt: p.prompt })),
-            sampling: { ...declaredOf(GenSampling, G), options: familyOptions(cfg.model.adapter, 'gen', G.options), seed: partSeed(stepSeed(cfg.seed, step, 'gen'), mine(r)[k]), estSeeds },
-          })));
+      const rs =
+        side === 'und'
+          ? await timedAll(
+              times,
+              sc.all('train.und_rollout', (r) => ({
+                n: U.k,
+                items: partOf(uPairs, P, mine(r)[k]).map((p) => ({
+                  imagePath: p.u_image_abs,
+                  text: renderQuestion(p.question, p.choices, U.instruction),
+                })),
+                sampling: {
+                  ...declaredOf(UndSampling, U),
+                  options: familyOptions(cfg.model.adapter, 'und', U.options),
+                  seed: partSeed(stepSeed(cfg.seed, step, 'und'), mine(r)[k]),
+                  estSeeds,
+                },
+              })),
+            )
+          : await timedAll(
+              times,
+              sc.all('train.gen_rollout', (r) => ({
+                n: G.k,
+                items: partOf(gPairs, P, mine(r)[k]).map((p) => ({ prompt: p.prompt })),
+                sampling: {
+                  ...declaredOf(GenSampling, G),
+                  options: familyOptions(cfg.model.adapter, 'gen', G.options),
+                  seed: partSeed(stepSeed(cfg.seed, step, 'gen'), mine(r)[k]),
+                  estSeeds,
+                },
+              })),
+            );
       rs.forEach((x, r) => (out[mine(r)[k]] = x.args));
     }
     return out;
@@ -233,7 +281,10 @@ export async function pairGrpoStep(
   const texts = und?.flatMap((x) => x.texts ?? []) ?? [];
   const genSize = gen?.reduce((a, x) => a + x.size, 0) ?? 0;
   if (texts.length !== uPairs.length * U.k || genSize !== gPairs.length * G.k) {
-    throw new PairuniError('rollout', `sidecar returned ${texts.length} answers / ${genSize} images for ${uPairs.length}×${U.k} / ${gPairs.length}×${G.k}`);
+    throw new PairuniError(
+      'rollout',
+      `sidecar returned ${texts.length} answers / ${genSize} images for ${uPairs.length}×${U.k} / ${gPairs.length}×${G.k}`,
+    );
   }
 
   let freed = false;
@@ -251,19 +302,46 @@ export async function pairGrpoStep(
       return r;
     };
     const none: SideRewards = { total: new Float32Array(0), terms: {} };
-    const itemPairs = (ps: TrainPair[], k: number, n: number) => Array.from({ length: n }, (_, i) => ps[Math.floor(i / k)]);
+    const itemPairs = (ps: TrainPair[], k: number, n: number) =>
+      Array.from({ length: n }, (_, i) => ps[Math.floor(i / k)]);
     const scoredU = sides.und
-      ? await scoreTimed(() => scoreSide(U.reward ?? { builtin: 'accuracy' }, {
-          side: 'und',
-          step,
-          pairs: itemPairs(uPairs, U.k, texts.length),
-          completions: texts,
-          questions: texts.map((_, i) => { const p = uPairs[Math.floor(i / U.k)]; return renderQuestion(p.question, p.choices, U.instruction); }),
-          builtin: () => Float32Array.from(opts.undReward ? texts.map((t, i) => opts.undReward!(t, uPairs[Math.floor(i / U.k)])) : parts.map((p) => p.reward)),
-        }, ctx))
+      ? await scoreTimed(() =>
+          scoreSide(
+            U.reward ?? { builtin: 'accuracy' },
+            {
+              side: 'und',
+              step,
+              pairs: itemPairs(uPairs, U.k, texts.length),
+              completions: texts,
+              questions: texts.map((_, i) => {
+                const p = uPairs[Math.floor(i / U.k)];
+                return renderQuestion(p.question, p.choices, U.instruction);
+              }),
+              builtin: () =>
+                Float32Array.from(
+                  opts.undReward
+                    ? texts.map((t, i) => opts.undReward!(t, uPairs[Math.floor(i / U.k)]))
+                    : parts.map((p) => p.reward),
+                ),
+            },
+            ctx,
+          ),
+        )
       : none;
     const scoredG = gen
-      ? await scoreTimed(() => scoreSide(G.reward, sidecarGenInputs(sc, gen.map((x, p) => ({ handle: x.handle, rank: p % world })), step, itemPairs(gPairs, G.k, genSize), (c) => timed(times, 'reward', c)), ctx))
+      ? await scoreTimed(() =>
+          scoreSide(
+            G.reward,
+            sidecarGenInputs(
+              sc,
+              gen.map((x, p) => ({ handle: x.handle, rank: p % world })),
+              step,
+              itemPairs(gPairs, G.k, genSize),
+              (c) => timed(times, 'reward', c),
+            ),
+            ctx,
+          ),
+        )
       : none;
     const rU = scoredU.total;
     const rG = scoredG.total;
@@ -272,8 +350,20 @@ export async function pairGrpoStep(
     const wU = uPairs.map((p) => trainWeight(mode, p));
     const wG = gPairs.map((p) => trainWeight(mode, p));
     const norm = { std: cfg.advantage.std, eps: cfg.advantage.eps };
-    const aU = sideAdvantages(rU, U.k, wU, norm, uPairs.map((p) => `pair ${p.pair_id} (understanding)`));
-    const aG = sideAdvantages(rG, G.k, wG, norm, gPairs.map((p) => `pair ${p.pair_id} (generation)`));
+    const aU = sideAdvantages(
+      rU,
+      U.k,
+      wU,
+      norm,
+      uPairs.map((p) => `pair ${p.pair_id} (understanding)`),
+    );
+    const aG = sideAdvantages(
+      rG,
+      G.k,
+      wG,
+      norm,
+      gPairs.map((p) => `pair ${p.pair_id} (generation)`),
+    );
 
     if (opts.samplePath && gen) {
       await sc.train.grid({ handle: gen[0].handle, path: opts.samplePath, nrow: G.k, maxImages: 4 * G.k });
@@ -282,29 +372,35 @@ export async function pairGrpoStep(
     // 5. μ optimizer steps of the clipped surrogate on the same rollouts (computed in the sidecar);
     //    the last one also frees the rollouts. Each rank gets its parts' advantages, in its order.
     const updates: UpdateMetrics[] = [];
-    const slice = (a: Float32Array, perPart: number, r: number) => Float32Array.from(mine(r).flatMap((p) => Array.from(a.subarray(p * perPart, (p + 1) * perPart))));
+    const slice = (a: Float32Array, perPart: number, r: number) =>
+      Float32Array.from(mine(r).flatMap((p) => Array.from(a.subarray(p * perPart, (p + 1) * perPart))));
     const adv = (r: number): Record<string, Tensor> => ({
       ...(und ? { adv_und: Tensor.from(slice(aU.adv, aU.adv.length / P, r)) } : {}),
       ...(gen ? { adv_gen: Tensor.from(slice(aG.adv, aG.adv.length / P, r)) } : {}),
     });
     for (let inner = 0; inner < cfg.loss.mu; inner++) {
-      const rs = await timedAll(times, sc.all(
-        'train.update',
-        (r) => ({
-          handles: { und: handleOf(und, r), gen: handleOf(gen, r) },
-          loss: { ...declaredOf(UpdateLoss, cfg.loss), norm: lossNorm(mode) },
-          estSeed: estSeeds[inner],
-          gradCosine: cfg.log.gradCosine,
-          free: inner === cfg.loss.mu - 1,
-        }),
-        adv,
-      ), 'update');
+      const rs = await timedAll(
+        times,
+        sc.all(
+          'train.update',
+          (r) => ({
+            handles: { und: handleOf(und, r), gen: handleOf(gen, r) },
+            loss: { ...declaredOf(UpdateLoss, cfg.loss), norm: lossNorm(mode) },
+            estSeed: estSeeds[inner],
+            gradCosine: cfg.log.gradCosine,
+            free: inner === cfg.loss.mu - 1,
+          }),
+          adv,
+        ),
+        'update',
+      );
       updates.push(mergeUpdateMetrics(rs.map((x) => x.args)));
     }
     freed = true;
 
     // 6. Metrics.
-    const avgUpd = (k: keyof UpdateMetrics) => mean(updates.map((u) => u[k]).filter((x): x is number => typeof x === 'number'));
+    const avgUpd = (k: keyof UpdateMetrics) =>
+      mean(updates.map((u) => u[k]).filter((x): x is number => typeof x === 'number'));
     const rolloutTokens = [...(und ?? []), ...(gen ?? [])].reduce((a, x) => a + x.tokens, 0);
     const stepTime = (performance.now() - t0) / 1000;
     const ws = [...new Set([...uPairs, ...gPairs])];
@@ -363,15 +459,29 @@ export async function pairGrpoStep(
 }
 
 /** Starts (or restarts) a sidecar and loads the policy, resuming from `ck` when given. */
-async function startPolicy(cfg: TrainConfig, opts: TrainOptions, ck: Checkpoint | undefined): Promise<{ sc: Sidecar; mode: TrainMode }> {
-  const stopped = () => new AbortedError(`training stopped at step ${ck?.state.step ?? 0}/${cfg.steps} while the sidecar started; ${ck ? `checkpoint ${ck.dir}` : 'nothing saved yet'}`);
+async function startPolicy(
+  cfg: TrainConfig,
+  opts: TrainOptions,
+  ck: Checkpoint | undefined,
+): Promise<{ sc: Sidecar; mode: TrainMode }> {
+  const stopped = () =>
+    new AbortedError(
+      `training stopped at step ${ck?.state.step ?? 0}/${cfg.steps} while the sidecar started; ${ck ? `checkpoint ${ck.dir}` : 'nothing saved yet'}`,
+    );
   let sc: Sidecar;
   try {
     sc = opts.spawn
       ? await opts.spawn()
       : await Sidecar.spawn({
-          python: cfg.sidecar.python, threads: cfg.sidecar.threads, plugins: cfg.sidecar.plugins, onLog: opts.onLog, logger: opts.logger, logLevel: opts.logLevel,
-          ranks: cfg.sidecar.ranks, maxRestarts: cfg.sidecar.maxRestarts, signal: opts.signal,
+          python: cfg.sidecar.python,
+          threads: cfg.sidecar.threads,
+          plugins: cfg.sidecar.plugins,
+          onLog: opts.onLog,
+          logger: opts.logger,
+          logLevel: opts.logLevel,
+          ranks: cfg.sidecar.ranks,
+          maxRestarts: cfg.sidecar.maxRestarts,
+          signal: opts.signal,
         });
   } catch (e) {
     throw e instanceof AbortedError ? stopped() : e;
@@ -424,22 +534,32 @@ export async function train(config: TrainConfigInput, opts: TrainOptions = {}): 
   assertUsableOut(cfg.out);
   const missing = (['und', 'gen'] as const).flatMap((side) => {
     const rc = cfg[side].reward;
-    return rc ? rewardTerms(rc, side).flatMap(({ source }) => ('callback' in source && !opts.rewards?.[source.callback] ? [`${side}.reward names callback '${source.callback}'`] : [])) : [];
+    return rc
+      ? rewardTerms(rc, side).flatMap(({ source }) =>
+          'callback' in source && !opts.rewards?.[source.callback]
+            ? [`${side}.reward names callback '${source.callback}'`]
+            : [],
+        )
+      : [];
   });
-  if (missing.length) throw new ConfigError(`${missing.join('; ')}, but train() got no such function in options.rewards`);
+  if (missing.length)
+    throw new ConfigError(`${missing.join('; ')}, but train() got no such function in options.rewards`);
   const pairs = loadPairUG(cfg.data);
   const held = cfg.eval.every > 0 ? loadPairUG(cfg.eval.data!) : [];
   // A damaged newer checkpoint is passed over for the one before it: say so, since its steps will be redone.
-  const skipped = ({ dir, reason }: SkippedCheckpoint) => log(`pairuni train: warning: skipping checkpoint ${dir}: ${reason}`);
+  const skipped = ({ dir, reason }: SkippedCheckpoint) =>
+    log(`pairuni train: warning: skipping checkpoint ${dir}: ${reason}`);
   let ck = latestCheckpoint(cfg.out, skipped);
   if (opts.resume) {
     if (!ck) {
-      const msg = (drop: string) => `nothing to resume: ${cfg.out} has no complete checkpoint (${drop} to start a new run there)`;
+      const msg = (drop: string) =>
+        `nothing to resume: ${cfg.out} has no complete checkpoint (${drop} to start a new run there)`;
       throw new RunStateError(msg('leave out `resume`'), { cliMessage: msg('leave out --resume') });
     }
     assertResumable(ck.state.config, cfg);
   } else if (ck) {
-    const msg = (resume: string, out: string) => `${cfg.out} already holds a run (checkpoint ${ck!.dir}); pass ${resume} to continue it, or choose another ${out}`;
+    const msg = (resume: string, out: string) =>
+      `${cfg.out} already holds a run (checkpoint ${ck!.dir}); pass ${resume} to continue it, or choose another ${out}`;
     throw new RunStateError(msg('`resume: true`', '`out`'), { cliMessage: msg('--resume', '--out') });
   }
   let step = ck?.state.step ?? 0;
@@ -452,14 +572,20 @@ export async function train(config: TrainConfigInput, opts: TrainOptions = {}): 
   let savedStep = step;
   let last: StepMetrics | undefined;
   const save = async () => {
-    ck = await writeCheckpoint(cfg.out, { step, config: cfg, restarts }, async (dir) => {
-      // the run's last checkpoint also carries the full model in HF format (policy/model) for evaluation
-      await sc.train.save({ dir, hf: step >= cfg.steps });
-    }, cfg.checkpoint.keep);
+    ck = await writeCheckpoint(
+      cfg.out,
+      { step, config: cfg, restarts },
+      async (dir) => {
+        // the run's last checkpoint also carries the full model in HF format (policy/model) for evaluation
+        await sc.train.save({ dir, hf: step >= cfg.steps });
+      },
+      cfg.checkpoint.keep,
+    );
     savedStep = step;
   };
   try {
-    for (const p of removeStaleTemps(cfg.out)) log(`pairuni train: removed ${p} (left by an interrupted write)`, 'info');
+    for (const p of removeStaleTemps(cfg.out))
+      log(`pairuni train: removed ${p} (left by an interrupted write)`, 'info');
     try {
       runLog = new RunLog(cfg.out, cfg.log.tensorboard);
     } catch (e) {
@@ -470,7 +596,10 @@ export async function train(config: TrainConfigInput, opts: TrainOptions = {}): 
     // eval.jsonl says which evaluations are done: a resume neither repeats one nor skips one
     const evaluate = async () => {
       if (mode.kind !== 'pairgrpo' || !evalDue(cfg, step) || readEvals(cfg.out).some((r) => r.step === step)) return;
-      const ev = await evaluatePolicy(sc, cfg, held, step, mode.sides, { callbacks: opts.rewards, signal: opts.signal });
+      const ev = await evaluatePolicy(sc, cfg, held, step, mode.sides, {
+        callbacks: opts.rewards,
+        signal: opts.signal,
+      });
       runLog!.evaluation(step, ev.scalars);
       await sinks.log(step, ev.scalars);
       await sinks.table(step, 'eval/samples', ev.rows);
@@ -479,15 +608,27 @@ export async function train(config: TrainConfigInput, opts: TrainOptions = {}): 
     while (step < cfg.steps) {
       if (opts.signal?.aborted) {
         if (savedStep !== step) await save();
-        throw new AbortedError(`training stopped at step ${step}/${cfg.steps}; checkpoint ${ck?.dir ?? '(none: no step completed)'}`);
+        throw new AbortedError(
+          `training stopped at step ${step}/${cfg.steps}; checkpoint ${ck?.dir ?? '(none: no step completed)'}`,
+        );
       }
       try {
         await evaluate();
         const sampleEvery = cfg.log.sampleEvery;
-        const samplePath = sampleEvery > 0 && (step + 1) % sampleEvery === 0 ? join(cfg.out, 'samples', `step-${String(step + 1).padStart(6, '0')}.png`) : undefined;
-        const m = mode.kind === 'sft'
-          ? await sftStep(sc, cfg, pairs, step)
-          : await pairGrpoStep(sc, cfg, pairs, step, { undReward: opts.undReward, rewards: opts.rewards, signal: opts.signal, samplePath, sides: mode.sides });
+        const samplePath =
+          sampleEvery > 0 && (step + 1) % sampleEvery === 0
+            ? join(cfg.out, 'samples', `step-${String(step + 1).padStart(6, '0')}.png`)
+            : undefined;
+        const m =
+          mode.kind === 'sft'
+            ? await sftStep(sc, cfg, pairs, step)
+            : await pairGrpoStep(sc, cfg, pairs, step, {
+                undReward: opts.undReward,
+                rewards: opts.rewards,
+                signal: opts.signal,
+                samplePath,
+                sides: mode.sides,
+              });
         step += 1;
         last = m;
         runLog.write(m);
@@ -503,9 +644,17 @@ export async function train(config: TrainConfigInput, opts: TrainOptions = {}): 
         if (!isRankLost(e)) throw e;
         restarts += 1;
         if (restarts > cfg.sidecar.maxRestarts) {
-          throw SidecarError.generate('rank_lost', `sidecar died ${restarts} times (limit ${cfg.sidecar.maxRestarts}): ${(e as Error).message}`, false, {}, { cause: e });
+          throw SidecarError.generate(
+            'rank_lost',
+            `sidecar died ${restarts} times (limit ${cfg.sidecar.maxRestarts}): ${(e as Error).message}`,
+            false,
+            {},
+            { cause: e },
+          );
         }
-        log(`pairuni train: sidecar lost (${(e as Error).message}); restart ${restarts}/${cfg.sidecar.maxRestarts} from ${ck?.dir ?? 'the initial model'}`);
+        log(
+          `pairuni train: sidecar lost (${(e as Error).message}); restart ${restarts}/${cfg.sidecar.maxRestarts} from ${ck?.dir ?? 'the initial model'}`,
+        );
         ck = latestCheckpoint(cfg.out, skipped);
         let rejoined = false;
         if (sc.world > 1) {
@@ -515,7 +664,10 @@ export async function train(config: TrainConfigInput, opts: TrainOptions = {}): 
             epoch = sc.epoch;
             mode = await loadPolicy(sc, cfg, ck);
             rejoined = true;
-            log(`pairuni train: the world of ${sc.world} ranks is back; resuming from step ${ck?.state.step ?? 0}`, 'info');
+            log(
+              `pairuni train: the world of ${sc.world} ranks is back; resuming from step ${ck?.state.step ?? 0}`,
+              'info',
+            );
           } catch (re) {
             log(`pairuni train: the ranks did not come back (${(re as Error).message}); starting new ones`);
           }
@@ -539,12 +691,16 @@ export async function train(config: TrainConfigInput, opts: TrainOptions = {}): 
     // A bad reward stops before the step's update: the policy is still the one at this step's boundary,
     // so it is saved even when no step completed yet, and `resume` retries the step.
     if (!(e instanceof AbortedError) && (savedStep !== step || (e instanceof RewardError && !ck)) && sc.alive) {
-      await save().catch((se) => log(`pairuni train: could not save after the error: ${(se as Error).message}`, 'error'));
+      await save().catch((se) =>
+        log(`pairuni train: could not save after the error: ${(se as Error).message}`, 'error'),
+      );
     }
     throw e;
   } finally {
     runLog?.close();
-    await sinks.close().catch((se) => log(`pairuni train: an experiment sink failed to close: ${(se as Error).message}`));
+    await sinks
+      .close()
+      .catch((se) => log(`pairuni train: an experiment sink failed to close: ${(se as Error).message}`));
     await sc.close().catch(() => undefined);
   }
 }

@@ -51,7 +51,9 @@ export const stderrLogger: Logger = {
 /** Checks a level given as text (an option from plain JS, `$PAIRUNI_LOG`); `source` names it in the error. */
 export function parseLogLevel(value: unknown, source = 'logLevel'): LogLevel {
   if (typeof value === 'string' && (LOG_LEVELS as readonly string[]).includes(value)) return value as LogLevel;
-  throw new ConfigError(`${source} must be one of ${LOG_LEVELS.map((l) => `'${l}'`).join(', ')}, got ${JSON.stringify(value)}`);
+  throw new ConfigError(
+    `${source} must be one of ${LOG_LEVELS.map((l) => `'${l}'`).join(', ')}, got ${JSON.stringify(value)}`,
+  );
 }
 
 /** The level used where none is given: `$PAIRUNI_LOG` when set, else `'info'`. */
@@ -75,11 +77,13 @@ const noop: LogFn = () => undefined;
 export function createLogger(opts: LogOptions = {}): Logger {
   const logger = opts.logger ?? stderrLogger;
   for (const m of ['debug', 'info', 'warn', 'error'] as const) {
-    if (typeof logger[m] !== 'function') throw new ConfigError(`logger must have debug, info, warn and error methods; its ${m} is ${typeof logger[m]}`);
+    if (typeof logger[m] !== 'function')
+      throw new ConfigError(`logger must have debug, info, warn and error methods; its ${m} is ${typeof logger[m]}`);
   }
   const min = LOG_LEVELS.indexOf(logLevelOf(opts));
   // Called as methods of the user's logger, so a class-based one (console, pino) keeps its `this`.
-  const at = (m: Exclude<LogLevel, 'off'>): LogFn => (LOG_LEVELS.indexOf(m) >= min ? (msg, ...a) => logger[m](msg, ...a) : noop);
+  const at = (m: Exclude<LogLevel, 'off'>): LogFn =>
+    LOG_LEVELS.indexOf(m) >= min ? (msg, ...a) => logger[m](msg, ...a) : noop;
   return { debug: at('debug'), info: at('info'), warn: at('warn'), error: at('error') };
 }
 

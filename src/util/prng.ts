@@ -56,7 +56,8 @@ export class Rng {
 
   /** A uniform integer in [0, n), without modulo bias (rejection sampling). n ≤ 2^32. */
   int(n: number): number {
-    if (!(n >= 1 && n <= 2 ** 32) || !Number.isInteger(n)) throw new RangeError(`int(n) needs an integer 1 ≤ n ≤ 2^32, got ${n}`);
+    if (!(n >= 1 && n <= 2 ** 32) || !Number.isInteger(n))
+      throw new RangeError(`int(n) needs an integer 1 ≤ n ≤ 2^32, got ${n}`);
     if (n === 1) return 0;
     // Accept only draws below the largest multiple of n that fits in 32 bits.
     const limit = 2 ** 32 - (2 ** 32 % n);

@@ -16,6 +16,7 @@ prompt-free ones. A sampler that does not fit records ``"oom"``.
 
 Prints one JSON line per measurement and the whole record at the end (also written to ``--out``).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -57,9 +58,15 @@ def measure(a, *, device: str, batch: int, timesteps: int, noise_level: float, r
         if r:
             times.append(time.perf_counter() - t)
     sec = sorted(times)[len(times) // 2]
-    out = {"batch": batch, "timesteps": timesteps, "noise_level": noise_level, "rollout_s": round(sec, 3),
-           "images_per_s": round(batch / sec, 4), "image_shape": list(b.images.shape[1:]),
-           "logp_recorded": bool(b.out_mask.any())}
+    out = {
+        "batch": batch,
+        "timesteps": timesteps,
+        "noise_level": noise_level,
+        "rollout_s": round(sec, 3),
+        "images_per_s": round(batch / sec, 4),
+        "image_shape": list(b.images.shape[1:]),
+        "logp_recorded": bool(b.out_mask.any()),
+    }
     if device == "cuda":
         out["peak_mem_gib"] = round(torch.cuda.max_memory_allocated() / 2**30, 2)
     return out, b
@@ -98,12 +105,28 @@ def run(*, tiny: bool, batch: int, timesteps: int, repeats: int, score: bool = T
         dims = write_model_dir(os.path.join(work, "model"), tiny, device)
         opts = {"vae_image_size": 32 if tiny else 512, "vit_image_size": 28 if tiny else 378, "objective": "pairgrpo"}
         t0 = time.perf_counter()
-        a = load_adapter("bagel", LoadSpec(adapter="bagel", path=os.path.join(work, "model"), device=device,
-                                           autocast="bf16", train_modules=["gen_expert"], options=opts))
-        record = {"script": "tests/gpu/bagel_sampler_profile.py",
-                  "device": torch.cuda.get_device_name() if device == "cuda" else "cpu", "torch": torch.__version__,
-                  "tiny": tiny, "dims": dims, "load_s": round(time.perf_counter() - t0, 1),
-                  "params_total": a.describe()["params_total"], "image_px": opts["vae_image_size"], "results": {}}
+        a = load_adapter(
+            "bagel",
+            LoadSpec(
+                adapter="bagel",
+                path=os.path.join(work, "model"),
+                device=device,
+                autocast="bf16",
+                train_modules=["gen_expert"],
+                options=opts,
+            ),
+        )
+        record = {
+            "script": "tests/gpu/bagel_sampler_profile.py",
+            "device": torch.cuda.get_device_name() if device == "cuda" else "cpu",
+            "torch": torch.__version__,
+            "tiny": tiny,
+            "dims": dims,
+            "load_s": round(time.perf_counter() - t0, 1),
+            "params_total": a.describe()["params_total"],
+            "image_px": opts["vae_image_size"],
+            "results": {},
+        }
         sde_batch = None
         for name, noise in (("ode", 0.0), ("sde", 0.7)):
             try:

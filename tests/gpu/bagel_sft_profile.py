@@ -19,6 +19,7 @@ Each option's record carries ``pairuni plan``'s per-GPU figure for the same step
 
 Prints one JSON line per option and the whole record at the end (also written to ``--out``).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -53,22 +54,47 @@ def write_model_dir(d: str, tiny: bool, device: str) -> dict:
     if tiny:
         build_tiny_bagel(d)
         return {"llm": "tiny", "geometry": TINY_GEOMETRY}
-    llm = {"vocab_size": 152064, "hidden_size": 3584, "intermediate_size": 18944, "num_hidden_layers": 28,
-           "num_attention_heads": 28, "num_key_value_heads": 4, "max_position_embeddings": 32768,
-           "rope_theta": 1000000.0, "rms_norm_eps": 1e-6, "tie_word_embeddings": False, "model_type": "qwen2"}
-    vit = {"hidden_size": 1152, "intermediate_size": 4304, "num_hidden_layers": 27, "num_attention_heads": 16,
-           "patch_size": 14, "image_size": 980, "num_channels": 3, "model_type": "siglip_vision_model"}
+    llm = {
+        "vocab_size": 152064,
+        "hidden_size": 3584,
+        "intermediate_size": 18944,
+        "num_hidden_layers": 28,
+        "num_attention_heads": 28,
+        "num_key_value_heads": 4,
+        "max_position_embeddings": 32768,
+        "rope_theta": 1000000.0,
+        "rms_norm_eps": 1e-6,
+        "tie_word_embeddings": False,
+        "model_type": "qwen2",
+    }
+    vit = {
+        "hidden_size": 1152,
+        "intermediate_size": 4304,
+        "num_hidden_layers": 27,
+        "num_attention_heads": 16,
+        "patch_size": 14,
+        "image_size": 980,
+        "num_channels": 3,
+        "model_type": "siglip_vision_model",
+    }
     g = DEFAULT_GEOMETRY
-    cfg = bagel.BagelConfig(text_config=dict(llm, layer_module="Qwen2MoTDecoderLayer", qk_norm=True),
-                            vision_config=dict(vit), visual_und=True, visual_gen=True,
-                            vae_config={"z_channels": 16, "downsample": 8}, max_latent_size=g["max_latent_size"],
-                            vit_max_num_patch_per_side=g["vit_max_num_patch_per_side"])
+    cfg = bagel.BagelConfig(
+        text_config=dict(llm, layer_module="Qwen2MoTDecoderLayer", qk_norm=True),
+        vision_config=dict(vit),
+        visual_und=True,
+        visual_gen=True,
+        vae_config={"z_channels": 16, "downsample": 8},
+        max_latent_size=g["max_latent_size"],
+        vit_max_num_patch_per_side=g["vit_max_num_patch_per_side"],
+    )
     torch.manual_seed(0)
     with torch.device(device):
         model = bagel.BagelForUnifiedMultimodal(cfg).to(torch.bfloat16)
     os.makedirs(d, exist_ok=True)
-    save_file({k.removeprefix("model."): v.cpu().contiguous() for k, v in model.state_dict().items()},
-              os.path.join(d, "ema.safetensors"))
+    save_file(
+        {k.removeprefix("model."): v.cpu().contiguous() for k, v in model.state_dict().items()},
+        os.path.join(d, "ema.safetensors"),
+    )
     del model
     vae = bagel.AutoEncoder(bagel.AutoEncoderParams(**g["ae"]))
     save_file({k: v.contiguous() for k, v in vae.state_dict().items()}, os.path.join(d, "ae.safetensors"))
@@ -87,7 +113,9 @@ def pair_images(d: str, size: int) -> tuple[str, str]:
     return u, g
 
 
-def profile(model_dir: str, modules: list[str], *, device: str, tiny: bool, steps: int, u: str, g: str, lora: bool = False) -> dict:
+def profile(
+    model_dir: str, modules: list[str], *, device: str, tiny: bool, steps: int, u: str, g: str, lora: bool = False
+) -> dict:
     from pairuni_sidecar.adapters import LoadSpec, SFTExample, load_adapter
     from pairuni_sidecar.contract.generated import LoadOptim
     from pairuni_sidecar.policy import Policy
@@ -98,13 +126,17 @@ def profile(model_dir: str, modules: list[str], *, device: str, tiny: bool, step
     if device == "cuda":
         torch.cuda.reset_peak_memory_stats()
     t0 = time.perf_counter()
-    a = load_adapter("bagel", LoadSpec(adapter="bagel", path=model_dir, device=device, autocast="bf16",
-                                       train_modules=modules, options=opts))
+    a = load_adapter(
+        "bagel",
+        LoadSpec(adapter="bagel", path=model_dir, device=device, autocast="bf16", train_modules=modules, options=opts),
+    )
     load_s = time.perf_counter() - t0
     pol = Policy(a, LoadOptim(lr=2e-5, betas=[0.9, 0.95], eps=1e-15, weight_decay=0.0, max_grad_norm=1.0))
     question = "What is shown in the image? Answer in one sentence. " * (1 if tiny else 4)
-    ex = [SFTExample("und", u, question, "A red square above a blue circle."),
-          SFTExample("gen", g, "a red square above a blue circle on a white background")]
+    ex = [
+        SFTExample("und", u, question, "A red square above a blue circle."),
+        SFTExample("gen", g, "a red square above a blue circle on a white background"),
+    ]
     pk = a.pack(ex[0], ex[1], __import__("random").Random(0), torch.Generator().manual_seed(0))
     times = []
     for s in range(steps + 1):  # the first step warms up (allocator, kernels)
@@ -117,11 +149,19 @@ def profile(model_dir: str, modules: list[str], *, device: str, tiny: bool, step
         if s:
             times.append(time.perf_counter() - t)
     step_s = float(np.median(times))
-    out = {"train_modules": modules, "params_trainable": a.describe()["params_trainable"],
-           "params_total": a.describe()["params_total"], "seq_tokens": pk.length,
-           "vae_tokens": len(pk.vae_token_indexes), "vit_tokens": len(pk.vit_token_indexes),
-           "step_s": round(step_s, 4), "tokens_per_s": round(pk.length / step_s, 1), "load_s": round(load_s, 1),
-           "ce": round(m["ce/sft_loss"], 4), "mse": round(m["mse/sft_loss"], 4)}
+    out = {
+        "train_modules": modules,
+        "params_trainable": a.describe()["params_trainable"],
+        "params_total": a.describe()["params_total"],
+        "seq_tokens": pk.length,
+        "vae_tokens": len(pk.vae_token_indexes),
+        "vit_tokens": len(pk.vit_token_indexes),
+        "step_s": round(step_s, 4),
+        "tokens_per_s": round(pk.length / step_s, 1),
+        "load_s": round(load_s, 1),
+        "ce": round(m["ce/sft_loss"], 4),
+        "mse": round(m["mse/sft_loss"], 4),
+    }
     if device == "cuda":
         out["peak_mem_gib"] = round(torch.cuda.max_memory_allocated() / 2**30, 2)
     # ``pairuni plan`` for the same step: one pair, its text split over the und and gen samples. The plan
@@ -130,11 +170,21 @@ def profile(model_dir: str, modules: list[str], *, device: str, tiny: bool, step
     from pairuni_sidecar.contract.generated import PlanRequest
     from pairuni_sidecar.plan.memory import plan
 
-    p = plan(PlanRequest(family="bagel", model_dir=model_dir, ranks=1, mode="sft", micro_batch=1, train_modules=modules,
-                         lora_rank=opts.get("lora_rank", 0), image_tokens=len(pk.vae_token_indexes),
-                         text_tokens=-(-(pk.length - len(pk.vit_token_indexes) - len(pk.vae_token_indexes)) // 2),
-                         precision="bf16-mixed" if device == "cuda" else "fp32",
-                         gpu_gib=torch.cuda.get_device_properties(0).total_memory / 2**30 if device == "cuda" else 80))
+    p = plan(
+        PlanRequest(
+            family="bagel",
+            model_dir=model_dir,
+            ranks=1,
+            mode="sft",
+            micro_batch=1,
+            train_modules=modules,
+            lora_rank=opts.get("lora_rank", 0),
+            image_tokens=len(pk.vae_token_indexes),
+            text_tokens=-(-(pk.length - len(pk.vit_token_indexes) - len(pk.vae_token_indexes)) // 2),
+            precision="bf16-mixed" if device == "cuda" else "fp32",
+            gpu_gib=torch.cuda.get_device_properties(0).total_memory / 2**30 if device == "cuda" else 80,
+        )
+    )
     out["plan_total_gib"] = round(p["bytes"]["total"] / 2**30, 4)
     out["plan_verdict"] = p["verdict"]
     if device == "cuda":
@@ -160,12 +210,26 @@ def main() -> int:
     try:
         dims = write_model_dir(os.path.join(work, "model"), a.tiny, device)
         u, g = pair_images(work, 64 if a.tiny else 512)
-        record = {"script": "tests/gpu/bagel_sft_profile.py", "device": torch.cuda.get_device_name() if device == "cuda" else "cpu",
-                  "torch": torch.__version__, "tiny": a.tiny, "dims": dims, "results": {}}
+        record = {
+            "script": "tests/gpu/bagel_sft_profile.py",
+            "device": torch.cuda.get_device_name() if device == "cuda" else "cpu",
+            "torch": torch.__version__,
+            "tiny": a.tiny,
+            "dims": dims,
+            "results": {},
+        }
         for name in a.options.split(","):
             try:
-                r = profile(os.path.join(work, "model"), OPTIONS[name], device=device, tiny=a.tiny, steps=a.steps, u=u, g=g,
-                            lora=name.startswith("lora"))
+                r = profile(
+                    os.path.join(work, "model"),
+                    OPTIONS[name],
+                    device=device,
+                    tiny=a.tiny,
+                    steps=a.steps,
+                    u=u,
+                    g=g,
+                    lora=name.startswith("lora"),
+                )
             except torch.OutOfMemoryError as e:
                 r = {"train_modules": OPTIONS[name], "oom": True, "error": str(e).splitlines()[0]}
                 gc.collect()

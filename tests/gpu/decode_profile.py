@@ -9,6 +9,7 @@ copy of the weights without autocast, and the same bf16 step replayed as a CUDA 
 cache; plus the host time to issue one step (no sync), which says whether a step is launch-bound.
 Prints one JSON line.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -41,15 +42,23 @@ def main() -> int:
     lm = model.model.language_model
     H = lm.config.hidden_size
     x0 = torch.randn(a.rows, a.prompt, H, device=dev) * 0.02
-    res: dict = {"device": torch.cuda.get_device_name(0) if dev.type == "cuda" else "cpu", "rows": a.rows,
-                 "prompt": a.prompt, "steps": a.steps, "layers": lm.config.num_hidden_layers, "hidden": H}
+    res: dict = {
+        "device": torch.cuda.get_device_name(0) if dev.type == "cuda" else "cpu",
+        "rows": a.rows,
+        "prompt": a.prompt,
+        "steps": a.steps,
+        "layers": lm.config.num_hidden_layers,
+        "hidden": H,
+    }
 
     def time_dynamic(label: str, amp: bool) -> None:
         ctx = torch.autocast(dev.type, dtype=torch.bfloat16) if amp else torch.autocast(dev.type, enabled=False)
         with torch.no_grad(), ctx:
             for rep in range(2):  # the first pass warms the allocator and kernels
                 cache = DynamicCache(config=lm.config)
-                h = lm(inputs_embeds=x0.to(next(lm.parameters()).dtype), past_key_values=cache, use_cache=True).last_hidden_state
+                h = lm(
+                    inputs_embeds=x0.to(next(lm.parameters()).dtype), past_key_values=cache, use_cache=True
+                ).last_hidden_state
                 e = h[:, -1:]
                 sync()
                 host, t0 = 0.0, time.perf_counter()
@@ -71,19 +80,27 @@ def main() -> int:
             L = a.prompt + a.steps + 1
             cache = StaticCache(config=lm.config, max_cache_len=L)
             with torch.no_grad():
-                lm(inputs_embeds=x0.bfloat16(), past_key_values=cache, use_cache=True,
-                   cache_position=torch.arange(a.prompt, device=dev))
+                lm(
+                    inputs_embeds=x0.bfloat16(),
+                    past_key_values=cache,
+                    use_cache=True,
+                    cache_position=torch.arange(a.prompt, device=dev),
+                )
                 e = torch.zeros(a.rows, 1, H, device=dev, dtype=torch.bfloat16)
                 pos = torch.tensor([a.prompt], device=dev)
                 s = torch.cuda.Stream()
                 s.wait_stream(torch.cuda.current_stream())
                 with torch.cuda.stream(s):
                     for _ in range(2):
-                        out = lm(inputs_embeds=e, past_key_values=cache, use_cache=True, cache_position=pos).last_hidden_state
+                        out = lm(
+                            inputs_embeds=e, past_key_values=cache, use_cache=True, cache_position=pos
+                        ).last_hidden_state
                 torch.cuda.current_stream().wait_stream(s)
                 g = torch.cuda.CUDAGraph()
                 with torch.cuda.graph(g):
-                    out = lm(inputs_embeds=e, past_key_values=cache, use_cache=True, cache_position=pos).last_hidden_state
+                    out = lm(
+                        inputs_embeds=e, past_key_values=cache, use_cache=True, cache_position=pos
+                    ).last_hidden_state
                 sync()
                 t0 = time.perf_counter()
                 for t in range(a.steps):

@@ -17,6 +17,7 @@ Updating all 8B parameters with fp32 AdamW needs ~128 GB before activations, so 
 Prints one JSON line (also written to ``--out``): rollout seconds and tokens/s per side, the log-prob
 pass, one PairGRPO update, the ratio at the first inner iteration, peak GPU memory.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -80,9 +81,17 @@ def main() -> int:
 
     dev = "cuda" if torch.cuda.is_available() and not a.tiny else "cpu"
     tmp = tempfile.mkdtemp(prefix="dimoo-8b-")
-    res: dict = {"check": "dimoo_8b_throughput", "device": torch.cuda.get_device_name() if dev == "cuda" else "cpu",
-                 "tiny": a.tiny, "torch": torch.__version__, "k": a.k, "prompts": a.prompts,
-                 "image_steps": a.image_steps, "text_steps": a.text_steps, "cfg_weight": a.cfg}
+    res: dict = {
+        "check": "dimoo_8b_throughput",
+        "device": torch.cuda.get_device_name() if dev == "cuda" else "cpu",
+        "tiny": a.tiny,
+        "torch": torch.__version__,
+        "k": a.k,
+        "prompts": a.prompts,
+        "image_steps": a.image_steps,
+        "text_steps": a.text_steps,
+        "cfg_weight": a.cfg,
+    }
     try:
         t = time.perf_counter()
         res["model"] = build(os.path.join(tmp, "m"), a.tiny, dev)
@@ -90,8 +99,16 @@ def main() -> int:
         n_layers = res["model"]["layers"]
         train = [f"blocks.{i}." for i in range(max(0, n_layers - a.train_blocks), n_layers)] + ["head.", "norm."]
         t = time.perf_counter()
-        ad = load_adapter("dimoo", LoadSpec(adapter="dimoo", path=os.path.join(tmp, "m"), device=dev,
-                                            autocast="auto" if dev == "cuda" else "off", train_modules=train))
+        ad = load_adapter(
+            "dimoo",
+            LoadSpec(
+                adapter="dimoo",
+                path=os.path.join(tmp, "m"),
+                device=dev,
+                autocast="auto" if dev == "cuda" else "off",
+                train_modules=train,
+            ),
+        )
         res["load_s"] = round(time.perf_counter() - t, 2)
         res["params_trainable"] = sum(p.numel() for _, p in ad.trainable_parameters())
         side = ad.codec.image_size[0]
@@ -108,14 +125,22 @@ def main() -> int:
             sync()
             return r, time.perf_counter() - t0
 
-        und, s = timed(lambda: ad.und_rollout([UndItem(img, "What is in the image?")] * a.prompts, a.k,
-                                              UndSampling(seed=1, max_new_tokens=a.answer_slots, est_seeds=[0],
-                                                          options={"steps": a.text_steps})))
+        und, s = timed(
+            lambda: ad.und_rollout(
+                [UndItem(img, "What is in the image?")] * a.prompts,
+                a.k,
+                UndSampling(seed=1, max_new_tokens=a.answer_slots, est_seeds=[0], options={"steps": a.text_steps}),
+            )
+        )
         res["und_rollout_s"] = round(s, 3)
         res["und_answer_tokens_per_s"] = round(und.out_ids.numel() / s, 2)
-        gen, s = timed(lambda: ad.gen_rollout([GenItem("a red circle above a blue square")] * a.prompts, a.k,
-                                              GenSampling(seed=2, cfg_weight=a.cfg, est_seeds=[0],
-                                                          options={"steps": a.image_steps})))
+        gen, s = timed(
+            lambda: ad.gen_rollout(
+                [GenItem("a red circle above a blue square")] * a.prompts,
+                a.k,
+                GenSampling(seed=2, cfg_weight=a.cfg, est_seeds=[0], options={"steps": a.image_steps}),
+            )
+        )
         res["gen_rollout_s"] = round(s, 3)
         res["gen_images_per_s"] = round(gen.size / s, 4)
         res["gen_codes_per_image"] = int(gen.out_ids.shape[1])
@@ -130,16 +155,17 @@ def main() -> int:
         res["update_s"] = round(s, 3)
         res["update_tokens"] = m["update_tokens"]
         res["ratio_first_inner"] = {k: m[f"{k}/ratio_min"] for k in ("und", "gen")} | {
-            f"{k}_max": m[f"{k}/ratio_max"] for k in ("und", "gen")}
+            f"{k}_max": m[f"{k}/ratio_max"] for k in ("und", "gen")
+        }
         res["grad_norm"] = m["grad_norm"]
         if dev == "cuda":
-            res["peak_mem_gib"] = round(torch.cuda.max_memory_allocated() / 2 ** 30, 2)
+            res["peak_mem_gib"] = round(torch.cuda.max_memory_allocated() / 2**30, 2)
         res["ok"] = True
     except torch.cuda.OutOfMemoryError as e:  # a record of where it stopped is still a result
         res["ok"] = False
         res["error"] = f"OOM: {e}"[:400]
         if dev == "cuda":
-            res["peak_mem_gib"] = round(torch.cuda.max_memory_allocated() / 2 ** 30, 2)
+            res["peak_mem_gib"] = round(torch.cuda.max_memory_allocated() / 2**30, 2)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     emit(res, a.out)

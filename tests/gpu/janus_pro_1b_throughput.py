@@ -12,6 +12,7 @@ layout was read from configs, not from a downloaded checkpoint.
 Prints one JSON line: gen rollout (images/s, image tokens/s), und rollout (tokens/s), PairGRPO update
 (s/step, trained tokens/s), peak GPU memory, and log-prob parity of the sampled vs recomputed paths.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -32,16 +33,44 @@ def janus_pro_1b_config(tiny: bool):
     if tiny:
         return tiny_janus_config()
     return JanusConfig(
-        text_config=dict(model_type="llama", vocab_size=102400, hidden_size=2048, intermediate_size=5632,
-                         num_hidden_layers=24, num_attention_heads=16, num_key_value_heads=16,
-                         max_position_embeddings=16384, pad_token_id=0, bos_token_id=1, eos_token_id=2,
-                         rms_norm_eps=1e-6),
-        vision_config=dict(hidden_size=1024, num_hidden_layers=24, num_attention_heads=16, image_size=384,
-                           patch_size=16, mlp_ratio=4.0, projection_dim=2048, depth=2, num_image_tokens=576),
-        vq_config=dict(embed_dim=8, num_embeddings=16384, latent_channels=256, base_channels=128,
-                       channel_multiplier=[1, 1, 2, 2, 4], num_res_blocks=2, projection_dim=2048,
-                       image_token_embed_dim=2048, num_hidden_layers=2),
-        image_token_id=3, tie_word_embeddings=False,
+        text_config=dict(
+            model_type="llama",
+            vocab_size=102400,
+            hidden_size=2048,
+            intermediate_size=5632,
+            num_hidden_layers=24,
+            num_attention_heads=16,
+            num_key_value_heads=16,
+            max_position_embeddings=16384,
+            pad_token_id=0,
+            bos_token_id=1,
+            eos_token_id=2,
+            rms_norm_eps=1e-6,
+        ),
+        vision_config=dict(
+            hidden_size=1024,
+            num_hidden_layers=24,
+            num_attention_heads=16,
+            image_size=384,
+            patch_size=16,
+            mlp_ratio=4.0,
+            projection_dim=2048,
+            depth=2,
+            num_image_tokens=576,
+        ),
+        vq_config=dict(
+            embed_dim=8,
+            num_embeddings=16384,
+            latent_channels=256,
+            base_channels=128,
+            channel_multiplier=[1, 1, 2, 2, 4],
+            num_res_blocks=2,
+            projection_dim=2048,
+            image_token_embed_dim=2048,
+            num_hidden_layers=2,
+        ),
+        image_token_id=3,
+        tie_word_embeddings=False,
     )
 
 
@@ -83,7 +112,9 @@ def main() -> int:
     ap.add_argument("--out", default=None, help="also write the JSON here")
     a = ap.parse_args()
     torch.set_num_threads(max(1, min(8, os.cpu_count() or 1)))
-    device = "cuda" if (a.device == "auto" and torch.cuda.is_available()) else ("cpu" if a.device == "auto" else a.device)
+    device = (
+        "cuda" if (a.device == "auto" and torch.cuda.is_available()) else ("cpu" if a.device == "auto" else a.device)
+    )
     if not a.tiny and device != "cuda":
         raise SystemExit("real Janus-Pro-1B dims need a GPU; use --tiny for a CPU smoke test")
 
@@ -111,8 +142,10 @@ def main() -> int:
         if dev.type == "cuda":
             torch.cuda.reset_peak_memory_stats()
 
-        gens, unds = [GenItem(f"a photo of object {i}") for i in range(a.prompts)], \
-            [UndItem(img, f"Question {i}? A. x B. y") for i in range(a.prompts)]
+        gens, unds = (
+            [GenItem(f"a photo of object {i}") for i in range(a.prompts)],
+            [UndItem(img, f"Question {i}? A. x B. y") for i in range(a.prompts)],
+        )
         ad.gen_rollout(gens[:1], 1, GenSampling(seed=0))  # warm-up
         sync(dev)
         t0 = time.perf_counter()
@@ -131,7 +164,7 @@ def main() -> int:
         res["und_tokens_per_s"] = ub.num_tokens / dt
         for name, b in (("und", ub), ("gen", gb)):
             lp, m = ad.token_logprobs(b, torch.arange(min(b.size, a.micro_batch)), est_seed=0, grad=False)
-            res[f"{name}_logp_max_abs_diff"] = float((lp - b.old_logp[:lp.shape[0]].to(lp.device)).abs().max())
+            res[f"{name}_logp_max_abs_diff"] = float((lp - b.old_logp[: lp.shape[0]].to(lp.device)).abs().max())
         adv_u = torch.randn(ub.size)
         adv_g = torch.randn(gb.size)
         times = []

@@ -16,6 +16,7 @@ and precision), so a GPU run checks the planner: ``plan_total_gib`` is the plan'
 ``peak_over_plan`` measured / planned per rank. The load follows the project's memory discipline: on
 CUDA frozen weights are stored in bf16 and compute runs under bf16 autocast over fp32 masters.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -40,16 +41,44 @@ def janus_pro_7b_config(tiny: bool):
     if tiny:
         return tiny_janus_config()
     return JanusConfig(
-        text_config=dict(model_type="llama", vocab_size=102400, hidden_size=4096, intermediate_size=11008,
-                         num_hidden_layers=30, num_attention_heads=32, num_key_value_heads=32,
-                         max_position_embeddings=16384, pad_token_id=0, bos_token_id=1, eos_token_id=2,
-                         rms_norm_eps=1e-6),
-        vision_config=dict(hidden_size=1024, num_hidden_layers=24, num_attention_heads=16, image_size=384,
-                           patch_size=16, mlp_ratio=4.0, projection_dim=4096, depth=2, num_image_tokens=576),
-        vq_config=dict(embed_dim=8, num_embeddings=16384, latent_channels=256, base_channels=128,
-                       channel_multiplier=[1, 1, 2, 2, 4], num_res_blocks=2, projection_dim=4096,
-                       image_token_embed_dim=4096, num_hidden_layers=2),
-        image_token_id=3, tie_word_embeddings=False,
+        text_config=dict(
+            model_type="llama",
+            vocab_size=102400,
+            hidden_size=4096,
+            intermediate_size=11008,
+            num_hidden_layers=30,
+            num_attention_heads=32,
+            num_key_value_heads=32,
+            max_position_embeddings=16384,
+            pad_token_id=0,
+            bos_token_id=1,
+            eos_token_id=2,
+            rms_norm_eps=1e-6,
+        ),
+        vision_config=dict(
+            hidden_size=1024,
+            num_hidden_layers=24,
+            num_attention_heads=16,
+            image_size=384,
+            patch_size=16,
+            mlp_ratio=4.0,
+            projection_dim=4096,
+            depth=2,
+            num_image_tokens=576,
+        ),
+        vq_config=dict(
+            embed_dim=8,
+            num_embeddings=16384,
+            latent_channels=256,
+            base_channels=128,
+            channel_multiplier=[1, 1, 2, 2, 4],
+            num_res_blocks=2,
+            projection_dim=4096,
+            image_token_embed_dim=4096,
+            num_hidden_layers=2,
+        ),
+        image_token_id=3,
+        tie_word_embeddings=False,
     )
 
 
@@ -68,9 +97,17 @@ def plan_figure(a, ranks: int, batch, adapter) -> dict:
     from pairuni_sidecar.plan.memory import plan
 
     gpu = torch.cuda.is_available()
-    common = dict(family="janus", ranks=ranks, k=a.k, micro_batch=a.micro_batch, checkpointing=gpu,
-                  precision="bf16-mixed" if gpu else "fp32", text_tokens=int(batch.extra["prompt_ids"].shape[-1]),
-                  image_tokens=adapter.num_image_tokens, gpu_gib=torch.cuda.get_device_properties(0).total_memory / 2**30 if gpu else 80)
+    common = dict(
+        family="janus",
+        ranks=ranks,
+        k=a.k,
+        micro_batch=a.micro_batch,
+        checkpointing=gpu,
+        precision="bf16-mixed" if gpu else "fp32",
+        text_tokens=int(batch.extra["prompt_ids"].shape[-1]),
+        image_tokens=adapter.num_image_tokens,
+        gpu_gib=torch.cuda.get_device_properties(0).total_memory / 2**30 if gpu else 80,
+    )
     if not a.tiny:
         return plan(PlanRequest(preset="Janus-Pro-7B", **common))
     with tempfile.TemporaryDirectory() as d:  # the planner reads a model directory's config.json only
@@ -96,7 +133,9 @@ def main() -> int:
     from pairuni_sidecar.contract import GenSampling
     from pairuni_sidecar.policy import LossCfg, OptimCfg, Policy, SideInput
 
-    w = dist.init_world(int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1)), int(os.environ.get("LOCAL_RANK", 0)))
+    w = dist.init_world(
+        int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1)), int(os.environ.get("LOCAL_RANK", 0))
+    )
     t0 = time.perf_counter()
     torch.manual_seed(0)
     with torch.device("meta"):
@@ -157,12 +196,19 @@ def main() -> int:
     planned = plan_figure(a, w.size, batch, adapter)
     if w.rank == 0:
         res = {
-            "check": "ranks_janus_pro_7b", "tiny": a.tiny, "world": w.size, "device": str(w.device),
-            "params": int(sum(p.numel() for p in model.parameters())), "images_per_rank": batch.size,
-            "image_tokens": adapter.num_image_tokens, "build_s": round(build_s, 2), "rollout_s": round(rollout_s, 3),
+            "check": "ranks_janus_pro_7b",
+            "tiny": a.tiny,
+            "world": w.size,
+            "device": str(w.device),
+            "params": int(sum(p.numel() for p in model.parameters())),
+            "images_per_rank": batch.size,
+            "image_tokens": adapter.num_image_tokens,
+            "build_s": round(build_s, 2),
+            "rollout_s": round(rollout_s, 3),
             "update_s_per_step": [round(t, 3) for t in times],
             "peak_mem_gib_per_rank": [round(float(p) / 2**30, 3) for p in peaks],
-            "plan": planned, "plan_total_gib": round(planned["bytes"]["total"] / 2**30, 3),
+            "plan": planned,
+            "plan_total_gib": round(planned["bytes"]["total"] / 2**30, 3),
             "peak_over_plan": [round(float(p) / planned["bytes"]["total"], 3) for p in peaks],
             "torch": torch.__version__,
         }

@@ -23,6 +23,7 @@ deepseek-community/Janus-Pro-1B and -7B configs (read from configs, not from che
 Prints one JSON line (also written to ``--out``, rewritten after each model so a partial run keeps
 what it measured).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -51,16 +52,44 @@ def janus_config(model: str):
         return tiny_janus_config(image_size=64, patch_size=4)  # 256 image tokens
     d = DIMS[model]
     return JanusConfig(
-        text_config=dict(model_type="llama", vocab_size=102400, hidden_size=d["hidden"], intermediate_size=d["mlp"],
-                         num_hidden_layers=d["layers"], num_attention_heads=d["heads"],
-                         num_key_value_heads=d["heads"], max_position_embeddings=16384, pad_token_id=0,
-                         bos_token_id=1, eos_token_id=2, rms_norm_eps=1e-6),
-        vision_config=dict(hidden_size=1024, num_hidden_layers=24, num_attention_heads=16, image_size=384,
-                           patch_size=16, mlp_ratio=4.0, projection_dim=d["hidden"], depth=2, num_image_tokens=576),
-        vq_config=dict(embed_dim=8, num_embeddings=16384, latent_channels=256, base_channels=128,
-                       channel_multiplier=[1, 1, 2, 2, 4], num_res_blocks=2, projection_dim=d["hidden"],
-                       image_token_embed_dim=d["hidden"], num_hidden_layers=2),
-        image_token_id=3, tie_word_embeddings=False,
+        text_config=dict(
+            model_type="llama",
+            vocab_size=102400,
+            hidden_size=d["hidden"],
+            intermediate_size=d["mlp"],
+            num_hidden_layers=d["layers"],
+            num_attention_heads=d["heads"],
+            num_key_value_heads=d["heads"],
+            max_position_embeddings=16384,
+            pad_token_id=0,
+            bos_token_id=1,
+            eos_token_id=2,
+            rms_norm_eps=1e-6,
+        ),
+        vision_config=dict(
+            hidden_size=1024,
+            num_hidden_layers=24,
+            num_attention_heads=16,
+            image_size=384,
+            patch_size=16,
+            mlp_ratio=4.0,
+            projection_dim=d["hidden"],
+            depth=2,
+            num_image_tokens=576,
+        ),
+        vq_config=dict(
+            embed_dim=8,
+            num_embeddings=16384,
+            latent_channels=256,
+            base_channels=128,
+            channel_multiplier=[1, 1, 2, 2, 4],
+            num_res_blocks=2,
+            projection_dim=d["hidden"],
+            image_token_embed_dim=d["hidden"],
+            num_hidden_layers=2,
+        ),
+        image_token_id=3,
+        tie_word_embeddings=False,
     )
 
 
@@ -101,8 +130,13 @@ def step_bytes(model, rows: int, mean_len: float) -> tuple[int, int]:
     """(weight bytes, KV-cache bytes) one decode step must read, in bf16 (2 bytes a value, also with
     ``--weights fp32-autocast``: the bound is what bf16 weights would allow)."""
     m = model.model
-    used = [m.language_model.layers, m.language_model.norm, m.generation_head, m.generation_embeddings,
-            m.generation_aligner]
+    used = [
+        m.language_model.layers,
+        m.language_model.norm,
+        m.generation_head,
+        m.generation_embeddings,
+        m.generation_aligner,
+    ]
     w = sum(2 * p.numel() for mod in used for p in mod.parameters())
     tc = model.config.text_config
     kv_per_token = 2 * tc.num_hidden_layers * tc.num_key_value_heads * (tc.hidden_size // tc.num_attention_heads)
@@ -136,12 +170,19 @@ def run_model(name: str, a, dev: torch.device, res: dict) -> None:
         model = JanusForConditionalGeneration(janus_config(name)).to(dtype).eval()
     model.requires_grad_(False)
     sync(dev)
-    rec: dict = {"build_s": round(time.perf_counter() - t0, 2), "dtype": str(dtype).replace("torch.", ""),
-                 "params_total": sum(p.numel() for p in model.parameters())}
+    rec: dict = {
+        "build_s": round(time.perf_counter() - t0, 2),
+        "dtype": str(dtype).replace("torch.", ""),
+        "params_total": sum(p.numel() for p in model.parameters()),
+    }
     tok = tiny_tokenizer()
     compile_ = "on" if dev.type == "cuda" else "off"
-    paths = {"engine": JanusAdapter.from_model(model, tok, options={"rollout_engine": "static", "rollout_compile": compile_}),
-             "reference": JanusAdapter.from_model(model, tok, options={"rollout_engine": "reference"})}
+    paths = {
+        "engine": JanusAdapter.from_model(
+            model, tok, options={"rollout_engine": "static", "rollout_compile": compile_}
+        ),
+        "reference": JanusAdapter.from_model(model, tok, options={"rollout_engine": "reference"}),
+    }
     if a.weights == "fp32-autocast" and dev.type == "cuda":
         for p in paths.values():  # the adapter's training configuration: fp32 master weights, bf16 autocast
             p.amp = torch.bfloat16
@@ -219,8 +260,12 @@ def main() -> int:
     ap.add_argument("--images", default="16,64")
     ap.add_argument("--k", type=int, default=8, help="images per prompt")
     ap.add_argument("--repeats", type=int, default=1)
-    ap.add_argument("--weights", choices=["bf16", "fp32-autocast"], default="bf16",
-                    help="bf16 weights (a checkpoint's dtype) or the adapter's training setup: fp32 master + bf16 autocast")
+    ap.add_argument(
+        "--weights",
+        choices=["bf16", "fp32-autocast"],
+        default="bf16",
+        help="bf16 weights (a checkpoint's dtype) or the adapter's training setup: fp32 master + bf16 autocast",
+    )
     ap.add_argument("--out", default=None)
     a = ap.parse_args()
     dev = torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -231,9 +276,14 @@ def main() -> int:
         if dev.type != "cuda":
             raise SystemExit("Janus-Pro dims need a GPU; use --tiny for a CPU smoke test")
         models, a.images = a.models.split(","), [int(x) for x in a.images.split(",")]
-    res: dict = {"device": torch.cuda.get_device_name(0) if dev.type == "cuda" else "cpu",
-                 "torch": torch.__version__, "weights": a.weights, "cfg_weight": 5.0, "k": a.k,
-                 "bandwidth_bytes_per_s": measured_bandwidth(dev)}
+    res: dict = {
+        "device": torch.cuda.get_device_name(0) if dev.type == "cuda" else "cpu",
+        "torch": torch.__version__,
+        "weights": a.weights,
+        "cfg_weight": 5.0,
+        "k": a.k,
+        "bandwidth_bytes_per_s": measured_bandwidth(dev),
+    }
     for m in models:
         run_model(m, a, dev, res)
     emit(res, a.out)

@@ -7,6 +7,7 @@ as text and one JSON line with the totals.
 Keep --tokens small: a whole 576-token image rollout records millions of events, and summarising
 them took longer than the 400 s the first GPU attempt allowed (it produced nothing).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -61,8 +62,17 @@ def main() -> int:
             f.write(f"wall {wall:.2f}s (profiled)\n\n== by self CPU time\n{cpu_table}\n\n== by {key}\n{dev_table}\n")
         print(cpu_table)
         print(dev_table)
-        print(json.dumps({"device": device, "k": a.k, "tokens": a.tokens, "profiled_wall_s": round(wall, 2),
-                          "ms_per_step": round(1e3 * wall / a.tokens, 2)}))
+        print(
+            json.dumps(
+                {
+                    "device": device,
+                    "k": a.k,
+                    "tokens": a.tokens,
+                    "profiled_wall_s": round(wall, 2),
+                    "ms_per_step": round(1e3 * wall / a.tokens, 2),
+                }
+            )
+        )
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return 0

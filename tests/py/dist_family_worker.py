@@ -17,6 +17,7 @@ MODE ``save`` (2 steps, ``save_policy(CKPT)`` and ``export_policy(CKPT-hf)``,
 then the 3rd), ``resume`` (``load_policy(resume_dir=CKPT)``, then the 3rd step). Rank r writes what
 it saw to OUT/<family>-<mode>-world<N>-rank<r>.pt.
 """
+
 from __future__ import annotations
 
 import os
@@ -39,16 +40,27 @@ SEED = 11
 
 def dimoo_step(policy, w, step: int, image: str) -> dict:
     adapter = policy.adapter
-    und = [[UndItem(image, "what shape?"), UndItem(image, "what colour?")], [UndItem(image, "how many?"), UndItem(image, "where?")]]
+    und = [
+        [UndItem(image, "what shape?"), UndItem(image, "what colour?")],
+        [UndItem(image, "how many?"), UndItem(image, "where?")],
+    ]
     gen = [[GenItem("a red circle"), GenItem("two squares")], [GenItem("a blue star"), GenItem("one dot")]]
     seen, und_in, gen_in = {}, [], []
     for p in range(w.rank, PARTS, w.size):
         s = SEED + 10 * step + p
         with adapter.gathered():
-            ub = adapter.und_rollout(und[p], 2, UndSampling(max_new_tokens=4, seed=s, est_seeds=[step],
-                                                            options={"steps": 2}))
-            gb = adapter.gen_rollout(gen[p], 2, GenSampling(cfg_weight=2.0, seed=s, est_seeds=[step], options={"steps": 4}))
-        seen[f"s{step}p{p}"] = {"und_ids": ub.out_ids, "und_logp": ub.old_logp, "gen_ids": gb.out_ids, "gen_logp": gb.old_logp}
+            ub = adapter.und_rollout(
+                und[p], 2, UndSampling(max_new_tokens=4, seed=s, est_seeds=[step], options={"steps": 2})
+            )
+            gb = adapter.gen_rollout(
+                gen[p], 2, GenSampling(cfg_weight=2.0, seed=s, est_seeds=[step], options={"steps": 4})
+            )
+        seen[f"s{step}p{p}"] = {
+            "und_ids": ub.out_ids,
+            "und_logp": ub.old_logp,
+            "gen_ids": gb.out_ids,
+            "gen_logp": gb.old_logp,
+        }
         # rewards that vary inside groups, from the sampled tokens (deterministic given the rollout)
         und_in.append(SideInput(ub, group_adv((ub.out_ids[:, 0] % 3).float() + torch.arange(ub.size) % 2, 2)))
         gen_in.append(SideInput(gb, group_adv((gb.out_ids[:, :4].sum(-1) % 5).float() + torch.arange(gb.size) % 2, 2)))
@@ -61,14 +73,20 @@ def bagel_examples(data: str) -> list[SFTExample]:
     ex = []
     for i in range(4):  # four pairs: two per rank at world 2
         img = os.path.join(data, f"im{i % 2}.png")
-        ex += [SFTExample("und", img, f"Color {i}? A. red B. blue", "AB"[i % 2] + " ok" * (i % 3)),
-               SFTExample("gen", img, f"a {'red' if i % 2 == 0 else 'blue'} square {i}")]
+        ex += [
+            SFTExample("und", img, f"Color {i}? A. red B. blue", "AB"[i % 2] + " ok" * (i % 3)),
+            SFTExample("gen", img, f"a {'red' if i % 2 == 0 else 'blue'} square {i}"),
+        ]
     return ex
 
 
 def bagel_step(policy, w, step: int, data: str) -> dict:
     m = policy.sft_step(bagel_examples(data), seed=1000 + step)
-    return {f"m{step}": {k: torch.tensor(float(v)) for k, v in m.items() if k in ("loss", "grad_norm", "ce/sft_loss", "mse/sft_loss")}}
+    return {
+        f"m{step}": {
+            k: torch.tensor(float(v)) for k, v in m.items() if k in ("loss", "grad_norm", "ce/sft_loss", "mse/sft_loss")
+        }
+    }
 
 
 def main(families: str, mode: str, model_dirs: str, data: str, out: str, ckpts: str | None = None) -> None:
@@ -88,10 +106,18 @@ def run_family(w, family: str, mode: str, model_dir: str, data: str, out: str, c
         spec = LoadSpec(path=model_dir, device="auto")
         optim, step_fn, arg = OptimCfg(lr=5e-3, micro_batch=2), dimoo_step, os.path.join(data, "a.png")
     else:  # bagel-lora: LoRA factors (replicated) + the flow bridges; bagel-ema: full weights with an EMA (sharded)
-        how = {"bagel-lora": ({"lora_rank": 4, "lora_alpha": 8}, ["gen_expert"]),
-               "bagel-ema": ({"ema_decay": 0.9}, ["gen_expert", "vit"])}[family]
-        spec = LoadSpec(adapter="bagel", path=model_dir, device="auto", autocast="off", train_modules=how[1],
-                        options={"vae_image_size": 32, "vit_image_size": 28, **how[0]})
+        how = {
+            "bagel-lora": ({"lora_rank": 4, "lora_alpha": 8}, ["gen_expert"]),
+            "bagel-ema": ({"ema_decay": 0.9}, ["gen_expert", "vit"]),
+        }[family]
+        spec = LoadSpec(
+            adapter="bagel",
+            path=model_dir,
+            device="auto",
+            autocast="off",
+            train_modules=how[1],
+            options={"vae_image_size": 32, "vit_image_size": 28, **how[0]},
+        )
         optim, step_fn, arg = OptimCfg(lr=1e-3, betas=[0.9, 0.95], eps=1e-15, max_grad_norm=1.0), bagel_step, data
     adapter = "dimoo" if family == "dimoo" else "bagel"
     res: dict = {"world": w.size}

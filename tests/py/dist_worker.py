@@ -17,6 +17,7 @@ in a fresh process). MODE:
 - ``refkl``: beta > 0 (a reference model) and uneven parts: part 0 has two prompts per side, part 1
   one, so the ranks run different numbers of micro-batches; 2 updates.
 """
+
 from __future__ import annotations
 
 import os
@@ -53,7 +54,11 @@ def full(t: torch.Tensor) -> torch.Tensor:
 def rng_probe() -> dict:
     """The next draws of every RNG a checkpoint restores, without consuming them."""
     st = (torch.get_rng_state(), np.random.get_state(), random.getstate())
-    out = {"torch": torch.rand(4), "numpy": torch.tensor(np.random.rand(4)), "python": torch.tensor([random.random() for _ in range(4)])}
+    out = {
+        "torch": torch.rand(4),
+        "numpy": torch.tensor(np.random.rand(4)),
+        "python": torch.tensor([random.random() for _ in range(4)]),
+    }
     torch.set_rng_state(st[0])
     np.random.set_state(st[1])
     random.setstate(st[2])
@@ -75,15 +80,23 @@ def run_step(policy, w, step: int, items, loss: LossCfg) -> dict:
         with adapter.gathered():
             ub = adapter.und_rollout(und_items[p], 2, UndSampling(max_new_tokens=4, seed=SEED + 10 * step + p))
             gb = adapter.gen_rollout(gen_items[p], 2, GenSampling(cfg_weight=2.0, seed=SEED + 10 * step + p))
-        seen[f"s{step}p{p}"] = {"und_ids": ub.out_ids, "und_logp": ub.old_logp, "gen_ids": gb.out_ids, "gen_logp": gb.old_logp}
+        seen[f"s{step}p{p}"] = {
+            "und_ids": ub.out_ids,
+            "und_logp": ub.old_logp,
+            "gen_ids": gb.out_ids,
+            "gen_logp": gb.old_logp,
+        }
         # rewards that vary inside groups, from the sampled tokens (deterministic given the rollout)
         ru = (ub.out_ids[:, 0] % 3).float()
         rg = (gb.out_ids[:, :4].sum(-1) % 5).float()
         inputs_u.append(SideInput(ub, group_adv(ru, 2)))
         inputs_g.append(SideInput(gb, group_adv(rg, 2)))
     metrics = policy.update(inputs_u + inputs_g, loss, est_seed=step)
-    seen[f"m{step}"] = {k: torch.tensor(v) for k, v in metrics.items()
-                        if k in ("loss", "grad_norm", "update_tokens") or k.endswith("/kl_ref")}
+    seen[f"m{step}"] = {
+        k: torch.tensor(v)
+        for k, v in metrics.items()
+        if k in ("loss", "grad_norm", "update_tokens") or k.endswith("/kl_ref")
+    }
     return seen
 
 
@@ -97,8 +110,10 @@ def main(modes: str, model_dir: str, image: str, out: str, ckpt: str | None = No
 
 def run_mode(w, mode: str, model_dir: str, image: str, out: str, ckpt: str | None) -> None:
     torch.manual_seed(0)
-    und_items = [[UndItem(image, "what shape? A"), UndItem(image, "what colour? B")],
-                 [UndItem(image, "how many? C"), UndItem(image, "where? D")]]
+    und_items = [
+        [UndItem(image, "what shape? A"), UndItem(image, "what colour? B")],
+        [UndItem(image, "how many? C"), UndItem(image, "where? D")],
+    ]
     gen_items = [[GenItem("a red circle"), GenItem("two squares")], [GenItem("a blue star"), GenItem("one dot")]]
     loss = LossCfg(agg="seq_mean", norm="side")
     spec = LoadSpec(path=model_dir, device="auto")

@@ -1,5 +1,6 @@
 """What every adapter shares (adapters/base.py): dropout off, autocast, and the generic request fields
 each family declares it honours, so a field it would ignore is refused by name instead of dropped."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -74,8 +75,14 @@ def test_generic_fields_are_the_contracts_sampling_fields_with_their_defaults():
     }
 
 
-NON_DEFAULT = {"temperature": 0.7, "max_new_tokens": 9, "old_logp": "rollout", "est_seeds": [3, 4],
-               "cfg_weight": 2.5, "logp": "cond"}
+NON_DEFAULT = {
+    "temperature": 0.7,
+    "max_new_tokens": 9,
+    "old_logp": "rollout",
+    "est_seeds": [3, 4],
+    "cfg_weight": 2.5,
+    "logp": "cond",
+}
 SAMPLING = {"und": UndSampling, "gen": GenSampling}
 
 

@@ -1,4 +1,5 @@
 """Bagel SFT adapter on a tiny random-init model in the BAGEL-7B-MoT directory layout (CPU)."""
+
 import math
 import os
 import shutil
@@ -42,15 +43,24 @@ def tiny(tmp_path_factory):
 
 def spec(path, **kw):
     opts = {**SMALL, **kw.pop("options", {})}
-    return LoadSpec(adapter="bagel", path=str(path), device="cpu", autocast="off",
-                    train_modules=kw.pop("train_modules", ["language_model", "vit"]), options=opts, **kw)
+    return LoadSpec(
+        adapter="bagel",
+        path=str(path),
+        device="cpu",
+        autocast="off",
+        train_modules=kw.pop("train_modules", ["language_model", "vit"]),
+        options=opts,
+        **kw,
+    )
 
 
 def examples(root):
-    return [SFTExample("und", str(root / "im0.png"), "Color? A. red B. blue", "A"),
-            SFTExample("gen", str(root / "im0.png"), "a red square"),
-            SFTExample("und", str(root / "im1.png"), "Color? A. red B. blue", "B"),
-            SFTExample("gen", str(root / "im1.png"), "a blue square")]
+    return [
+        SFTExample("und", str(root / "im0.png"), "Color? A. red B. blue", "A"),
+        SFTExample("gen", str(root / "im0.png"), "a red square"),
+        SFTExample("und", str(root / "im1.png"), "Color? A. red B. blue", "B"),
+        SFTExample("gen", str(root / "im1.png"), "a blue square"),
+    ]
 
 
 RECIPE = LoadOptim(lr=1e-3, betas=[0.9, 0.95], eps=1e-15, weight_decay=0.0, max_grad_norm=1.0)
@@ -58,10 +68,22 @@ RECIPE = LoadOptim(lr=1e-3, betas=[0.9, 0.95], eps=1e-15, weight_decay=0.0, max_
 
 # -- packing ---------------------------------------------------------------------------------------
 
+
 def _pack(drop=False):
-    return pack_pair(TOK, und_image=torch.zeros(3, 28, 42), question=[10, 11], answer=[20, 21, 22], prompt=[30],
-                     gen_image=torch.zeros(3, 32, 16), vit_patch=14, vit_max_per_side=8, vae_downsample=16,
-                     latent_max_per_side=8, timestep=0.25, drop_prompt=drop)
+    return pack_pair(
+        TOK,
+        und_image=torch.zeros(3, 28, 42),
+        question=[10, 11],
+        answer=[20, 21, 22],
+        prompt=[30],
+        gen_image=torch.zeros(3, 32, 16),
+        vit_patch=14,
+        vit_max_per_side=8,
+        vae_downsample=16,
+        latent_max_per_side=8,
+        timestep=0.25,
+        drop_prompt=drop,
+    )
 
 
 def test_pack_holds_one_und_and_one_gen_sample_with_bagels_layout():
@@ -96,13 +118,16 @@ def test_dropped_prompt_leaves_the_noise_image_alone():
 
 def test_attention_mask_modes_by_hand():
     m = attention_mask([2, 2, 1], ["full", "noise", "causal"]) == 0
-    allowed = torch.tensor([
-        [1, 1, 0, 0, 0],
-        [1, 1, 0, 0, 0],
-        [1, 1, 1, 1, 0],   # noise split: itself (full) and what precedes it
-        [1, 1, 1, 1, 0],
-        [1, 1, 0, 0, 1],   # later tokens do not see the noise split
-    ], dtype=torch.bool)
+    allowed = torch.tensor(
+        [
+            [1, 1, 0, 0, 0],
+            [1, 1, 0, 0, 0],
+            [1, 1, 1, 1, 0],  # noise split: itself (full) and what precedes it
+            [1, 1, 1, 1, 0],
+            [1, 1, 0, 0, 1],  # later tokens do not see the noise split
+        ],
+        dtype=torch.bool,
+    )
     assert torch.equal(m, allowed)
     c = attention_mask([3], ["causal"]) == 0
     assert torch.equal(c, torch.ones(3, 3, dtype=torch.bool).tril())
@@ -120,6 +145,7 @@ def test_patchify_and_timestep_shift_by_hand():
 
 # -- training --------------------------------------------------------------------------------------
 
+
 def test_sft_loss_falls_and_reports_ce_and_mse(tiny):
     a = load_adapter("bagel", spec(tiny / "model"))
     pol = Policy(a, RECIPE)
@@ -135,7 +161,9 @@ def test_sft_loss_falls_and_reports_ce_and_mse(tiny):
 def test_loss_weights_and_one_to_one_pairs(tiny):
     a = load_adapter("bagel", spec(tiny / "model", options={"ce_weight": 0.5, "mse_weight": 2.0}))
     losses = a.sft_loss(examples(tiny), seed=3)
-    assert float(a.combine_sft_losses(losses).detach()) == pytest.approx(0.5 * float(losses["ce"]) + 2 * float(losses["mse"]), rel=1e-6)
+    assert float(a.combine_sft_losses(losses).detach()) == pytest.approx(
+        0.5 * float(losses["ce"]) + 2 * float(losses["mse"]), rel=1e-6
+    )
     with pytest.raises(BadRequest, match="1 und and 0 gen"):
         a.sft_loss(examples(tiny)[:1])
     with pytest.raises(BadRequest, match="cannot read image"):
@@ -145,7 +173,9 @@ def test_loss_weights_and_one_to_one_pairs(tiny):
 def test_freeze_und_trains_only_the_generation_expert(tiny):
     a = load_adapter("bagel", spec(tiny / "model", train_modules=["gen_expert"]))
     names = [n for n, _ in a.trainable_parameters()]
-    assert names and all("_moe_gen" in n or n.startswith(("model.vae2llm", "model.llm2vae", "model.time_embedder")) for n in names)
+    assert names and all(
+        "_moe_gen" in n or n.startswith(("model.vae2llm", "model.llm2vae", "model.time_embedder")) for n in names
+    )
     und_before = {n: p.detach().clone() for n, p in a.model.named_parameters() if n not in names}
     Policy(a, RECIPE).sft_step(examples(tiny), seed=0)
     assert all(torch.equal(p, und_before[n]) for n, p in a.model.named_parameters() if n in und_before)
@@ -154,6 +184,7 @@ def test_freeze_und_trains_only_the_generation_expert(tiny):
 
 
 # -- checkpoints -----------------------------------------------------------------------------------
+
 
 def test_missing_files_are_named(tiny, tmp_path):
     broken = tmp_path / "broken"
@@ -179,7 +210,9 @@ def test_save_round_trip_with_upstream_key_names(tiny, tmp_path):
     ema, live = load_file(out / "ema.safetensors"), load_file(out / "model.safetensors")
     upstream = load_file(tiny / "model" / "ema.safetensors")
     assert set(ema) == set(upstream) == set(live)  # BAGEL's names: language_model.*, vit_model.*, ...
-    assert "language_model.model.layers.0.mlp_moe_gen.up_proj.weight" in ema and not any(k.startswith("model.") for k in ema)
+    assert "language_model.model.layers.0.mlp_moe_gen.up_proj.weight" in ema and not any(
+        k.startswith("model.") for k in ema
+    )
     k = "language_model.model.layers.0.mlp_moe_gen.up_proj.weight"
     # EMA(0.5) after one step sits halfway between the start and the live weights
     assert torch.allclose(ema[k], 0.5 * upstream[k] + 0.5 * live[k], atol=1e-6)
@@ -193,9 +226,11 @@ def test_save_round_trip_with_upstream_key_names(tiny, tmp_path):
     assert torch.equal(c.model.state_dict()["model." + k], ema[k])
 
 
-@pytest.mark.parametrize("how", [{"options": {"ema_decay": 0.9}},
-                                 {"options": {"lora_rank": 4, "lora_alpha": 8}, "train_modules": ["gen_expert"]}],
-                         ids=["ema", "lora"])
+@pytest.mark.parametrize(
+    "how",
+    [{"options": {"ema_decay": 0.9}}, {"options": {"lora_rank": 4, "lora_alpha": 8}, "train_modules": ["gen_expert"]}],
+    ids=["ema", "lora"],
+)
 def test_resume_equals_an_uninterrupted_run(tiny, tmp_path, how):
     # EMA weights and LoRA factors live outside the model module: the DCP checkpoint carries them
     # (adapter.extra_state) and the LoRA factors' AdamW state by parameter name
@@ -227,7 +262,10 @@ def test_option_scoring_prefers_the_trained_answer(tiny):
     q = "Color? A. red B. blue"
     for s in range(12):
         pol.sft_step(examples(tiny), seed=s)
-    red, blue = a.option_logprobs(str(tiny / "im0.png"), q, ["A", "B"]), a.option_logprobs(str(tiny / "im1.png"), q, ["A", "B"])
+    red, blue = (
+        a.option_logprobs(str(tiny / "im0.png"), q, ["A", "B"]),
+        a.option_logprobs(str(tiny / "im1.png"), q, ["A", "B"]),
+    )
     assert red[0] > red[1] and blue[1] > blue[0]
 
 
@@ -235,7 +273,10 @@ def test_option_eval_renders_questions_as_the_trainer_does():
     from pairuni_sidecar.ops.option_eval import render_question
 
     # src/grpo/rewards.ts renderQuestion: "{letter}. {choice}" lines joined by newlines
-    assert render_question("Which?", ["red", "blue", "green"], "{question}\n{choices}\nLetter:") == "Which?\nA. red\nB. blue\nC. green\nLetter:"
+    assert (
+        render_question("Which?", ["red", "blue", "green"], "{question}\n{choices}\nLetter:")
+        == "Which?\nA. red\nB. blue\nC. green\nLetter:"
+    )
 
 
 def test_lora_trains_factors_only_and_saves_merged_weights_with_upstream_names(tiny, tmp_path):
@@ -272,6 +313,8 @@ def test_lora_trains_factors_only_and_saves_merged_weights_with_upstream_names(t
     assert float(l1["ce"]) == pytest.approx(float(l2["ce"]), rel=1e-4)
     # ... and with LoRA it resumes base + factors exactly
     again = load_adapter("bagel", spec(out, train_modules=["gen_expert"], options=lora))
-    assert all(torch.equal(again.lora[n][0], A_) and torch.equal(again.lora[n][1], B_) for n, (A_, B_) in a.lora.items())
+    assert all(
+        torch.equal(again.lora[n][0], A_) and torch.equal(again.lora[n][1], B_) for n, (A_, B_) in a.lora.items()
+    )
     with pytest.raises(Exception, match="ema_decay needs full weights"):
         load_adapter("bagel", spec(tiny / "model", options={**lora, "ema_decay": 0.9}))

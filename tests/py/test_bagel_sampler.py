@@ -1,5 +1,6 @@
 """Bagel sampling on the tiny random-init model (CPU): the flow sampler (ODE / SDE), text answers, and
 PairGRPO's log-probs on both sides."""
+
 import math
 
 import numpy as np
@@ -33,9 +34,17 @@ def root(tmp_path_factory):
 
 
 def load(root, objective="pairgrpo", **opts):
-    return load_adapter("bagel", LoadSpec(adapter="bagel", path=str(root / "model"), device="cpu", autocast="off",
-                                          train_modules=["language_model", "vit"],
-                                          options={**SMALL, "objective": objective, **opts}))
+    return load_adapter(
+        "bagel",
+        LoadSpec(
+            adapter="bagel",
+            path=str(root / "model"),
+            device="cpu",
+            autocast="off",
+            train_modules=["language_model", "vit"],
+            options={**SMALL, "objective": objective, **opts},
+        ),
+    )
 
 
 @pytest.fixture(scope="module")
@@ -48,6 +57,7 @@ def gen_opts(**kw):
 
 
 # -- the sampler's maths by hand -------------------------------------------------------------------
+
 
 def test_time_grid_matches_a_hand_computation():
     # linspace(1, 0, 5) = 1, .75, .5, .25, 0; 3t / (1 + 2t) -> 1, 2.25/2.5, 1.5/2, .75/1.5, 0
@@ -84,12 +94,25 @@ def test_sde_step_by_hand():
 
 def test_generation_query_is_the_sft_gen_sample():
     tok = Tokens(bos=1, eos=2, boi=3, eoi=4)
-    pk = pack_pair(tok, und_image=torch.zeros(3, 14, 14), question=[10], answer=[20], prompt=[30, 31],
-                   gen_image=torch.zeros(3, 32, 32), vit_patch=14, vit_max_per_side=8, vae_downsample=16,
-                   latent_max_per_side=8, timestep=0.0, drop_prompt=False)
+    pk = pack_pair(
+        tok,
+        und_image=torch.zeros(3, 14, 14),
+        question=[10],
+        answer=[20],
+        prompt=[30, 31],
+        gen_image=torch.zeros(3, 32, 32),
+        vit_patch=14,
+        vit_max_per_side=8,
+        vae_downsample=16,
+        latent_max_per_side=8,
+        timestep=0.0,
+        drop_prompt=False,
+    )
     und = pk.sample_lens[0]
     q = pack_gen(tok, [30, 31], 2, 2, 8)
-    assert q.sample_lens == pk.sample_lens[1:] and q.split_lens == pk.split_lens[1:] and q.attn_modes == pk.attn_modes[1:]
+    assert (
+        q.sample_lens == pk.sample_lens[1:] and q.split_lens == pk.split_lens[1:] and q.attn_modes == pk.attn_modes[1:]
+    )
     gen_text = sorted((i - und, t) for i, t in zip(pk.text_indexes, pk.text_ids) if i >= und)
     assert sorted(zip(q.text_indexes, q.text_ids)) == gen_text
     assert q.position_ids == pk.position_ids[und:]
@@ -157,6 +180,7 @@ def test_bad_sampling_settings_are_named(adapter):
 
 # -- understanding by decoding -----------------------------------------------------------------------
 
+
 def test_greedy_answers_are_deterministic_and_the_argmax_of_the_ports_own_forward(adapter, root):
     imgs = torch.from_numpy(np.stack([np.asarray(Image.open(root / f"im{i}.png")) for i in (0, 1)]))
     qs = ["Color? A. red B. blue", "Shape?"]
@@ -170,22 +194,38 @@ def test_greedy_answers_are_deterministic_and_the_argmax_of_the_ports_own_forwar
     for i in range(2):
         ans = []
         for _ in range(4):
-            pk = pack_pair(tok, und_image=vit[i], question=adapter._enc(qs[i]), answer=ans, prompt=[],
-                           gen_image=torch.zeros(3, 0, 0), vit_patch=geo["vit_patch_size"],
-                           vit_max_per_side=geo["vit_max_num_patch_per_side"], vae_downsample=1,
-                           latent_max_per_side=1, timestep=0.0, drop_prompt=True)
+            pk = pack_pair(
+                tok,
+                und_image=vit[i],
+                question=adapter._enc(qs[i]),
+                answer=ans,
+                prompt=[],
+                gen_image=torch.zeros(3, 0, 0),
+                vit_patch=geo["vit_patch_size"],
+                vit_max_per_side=geo["vit_max_num_patch_per_side"],
+                vae_downsample=1,
+                latent_max_per_side=1,
+                timestep=0.0,
+                drop_prompt=True,
+            )
             n = pk.sample_lens[0]
             keep = [j for j, ix in enumerate(pk.text_indexes) if ix < n]
             T = lambda x, dt=torch.long: torch.tensor(x, dtype=dt, device=dev)  # noqa: E731
             with torch.no_grad(), adapter._packed_path():
                 ce = adapter.model(
-                    sequence_length=n, packed_text_ids=T([pk.text_ids[j] for j in keep]),
-                    packed_text_indexes=T([pk.text_indexes[j] for j in keep]), sample_lens=[n],
+                    sequence_length=n,
+                    packed_text_ids=T([pk.text_ids[j] for j in keep]),
+                    packed_text_indexes=T([pk.text_indexes[j] for j in keep]),
+                    sample_lens=[n],
                     packed_position_ids=T(pk.position_ids[:n]),
                     nested_attention_masks=[attention_mask(pk.split_lens[0], pk.attn_modes[0])],
-                    packed_vit_tokens=pk.vit_tokens, packed_vit_token_indexes=T(pk.vit_token_indexes),
-                    packed_vit_position_ids=T(pk.vit_position_ids), vit_token_seqlens=T([len(pk.vit_token_indexes)], torch.int),
-                    ce_loss_indexes=T([pk.ce_loss_indexes[len(ans)]] * V), packed_label_ids=T(list(range(V))))["ce"]
+                    packed_vit_tokens=pk.vit_tokens,
+                    packed_vit_token_indexes=T(pk.vit_token_indexes),
+                    packed_vit_position_ids=T(pk.vit_position_ids),
+                    vit_token_seqlens=T([len(pk.vit_token_indexes)], torch.int),
+                    ce_loss_indexes=T([pk.ce_loss_indexes[len(ans)]] * V),
+                    packed_label_ids=T(list(range(V))),
+                )["ce"]
             nxt = int(ce.argmin())
             if nxt == tok.eos:
                 break
@@ -209,15 +249,18 @@ def test_und_rollout_is_seeded_per_row_with_teacher_forced_old_logprobs(adapter,
 
 # -- PairGRPO on Bagel ----------------------------------------------------------------------------
 
+
 def test_a_steps_recorded_logprob_is_the_gaussian_density_by_hand(adapter):
-    b = adapter.gen_rollout([GenItem("a red square")], 2, GenSampling(seed=1, cfg_weight=1.0, options={**FAST, "noise_level": 0.5}))
+    b = adapter.gen_rollout(
+        [GenItem("a red square")], 2, GenSampling(seed=1, cfg_weight=1.0, options={**FAST, "noise_level": 0.5})
+    )
     traj, cond = b.extra["traj"], adapter._gen_packs([adapter._enc("a red square")] * 2)[0]
     for k, (t, t_next) in enumerate(zip([1.0, 0.9, 0.75, 0.5], [0.9, 0.75, 0.5, 0.0])):
         dt = t - t_next
         sigma = 0.5 * math.sqrt(t / (1 - (0.9 if k == 0 else t)))
         x = traj[:, k]
         v = adapter._velocity(cond, x, t)
-        mean = x - v * dt - sigma ** 2 * dt / (2 * t) * (x + (1 - t) * v)
+        mean = x - v * dt - sigma**2 * dt / (2 * t) * (x + (1 - t) * v)
         dens = torch.distributions.Normal(mean, sigma * math.sqrt(dt)).log_prob(traj[:, k + 1])
         assert torch.allclose(b.old_logp[:, k], dens.flatten(1).mean(1), atol=1e-5)
 
@@ -228,10 +271,15 @@ def test_conditional_logprobs_score_the_guided_steps_without_guidance(adapter):
     cond = adapter.gen_rollout([GenItem("blue circle")], 2, GenSampling(**s, logp="cond"))
     assert torch.equal(cond.extra["traj"], guided.extra["traj"])  # the same sampled trajectories ...
     # ... scored under the conditional velocity: by hand at the first step (inside the guidance interval)
-    x, v = cond.extra["traj"][:, 0], adapter._velocity(adapter._gen_packs([adapter._enc("blue circle")] * 2)[0], cond.extra["traj"][:, 0], 1.0)
+    x, v = (
+        cond.extra["traj"][:, 0],
+        adapter._velocity(adapter._gen_packs([adapter._enc("blue circle")] * 2)[0], cond.extra["traj"][:, 0], 1.0),
+    )
     sigma, dt = 0.7 * math.sqrt(1 / (1 - 0.9)), 0.1
-    mean = x - v * dt - sigma ** 2 * dt / 2 * x
-    assert torch.allclose(cond.old_logp[:, 0], flow.step_logp(cond.extra["traj"][:, 1], mean, sigma * math.sqrt(dt)), atol=1e-5)
+    mean = x - v * dt - sigma**2 * dt / 2 * x
+    assert torch.allclose(
+        cond.old_logp[:, 0], flow.step_logp(cond.extra["traj"][:, 1], mean, sigma * math.sqrt(dt)), atol=1e-5
+    )
     assert not torch.equal(cond.old_logp, guided.old_logp)  # (the tiny random model's guidance moves little)
 
 
@@ -255,7 +303,10 @@ def test_ratio_is_exactly_one_before_the_first_update_and_a_rewarded_image_gains
 
 def test_capabilities_choose_sft_or_pairgrpo(root, adapter):
     sft = load(root, objective="sft")
-    assert {"und_rollout", "gen_rollout", "sft"} <= sft.capabilities and not {"logprobs_und", "logprobs_gen"} & sft.capabilities
+    assert {"und_rollout", "gen_rollout", "sft"} <= sft.capabilities and not {
+        "logprobs_und",
+        "logprobs_gen",
+    } & sft.capabilities
     assert {"logprobs_und", "logprobs_gen"} <= adapter.capabilities
     assert sft.describe()["capabilities"] == sorted(sft.capabilities)
     b = sft.gen_rollout([GenItem("x")], 1, GenSampling(seed=0, options=FAST))
@@ -276,7 +327,9 @@ def test_gpu_sampler_profile_runs_its_tiny_path_on_cpu():
     here = os.path.join(os.path.dirname(__file__), "..", "gpu")
     sys.path.insert(0, here)
     try:
-        spec = importlib.util.spec_from_file_location("bagel_sampler_profile", os.path.join(here, "bagel_sampler_profile.py"))
+        spec = importlib.util.spec_from_file_location(
+            "bagel_sampler_profile", os.path.join(here, "bagel_sampler_profile.py")
+        )
         mod = importlib.util.module_from_spec(spec)
         spec.loader.exec_module(mod)
         rec = mod.run(tiny=True, batch=1, timesteps=2, repeats=1)

@@ -1,5 +1,6 @@
 """The sidecar's side of the contract (src/contract/*.ts, generated into pairuni_sidecar.contract):
 no default of its own for a declared field, requests checked at the boundary, names in errors."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -116,8 +117,16 @@ def test_requests_are_refused_naming_the_field():
 
 
 def test_a_renamed_metric_fails_the_declared_reply():
-    m = {"loss": 0.1, "grad_norm": 1.0, "lr": 1e-3, "update_tokens": 4.0, "update_s": 0.1, "optimizer_step": 1,
-         "elapsed_s": 0.1, "und/clip_frac": 0.0}
+    m = {
+        "loss": 0.1,
+        "grad_norm": 1.0,
+        "lr": 1e-3,
+        "update_tokens": 4.0,
+        "update_s": 0.1,
+        "optimizer_step": 1,
+        "elapsed_s": 0.1,
+        "und/clip_frac": 0.0,
+    }
     validate_reply("train.update", m)
     m["und/clipfrac"] = m.pop("und/clip_frac")
     with pytest.raises(BadRequest, match="und/clipfrac"):

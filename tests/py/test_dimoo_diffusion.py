@@ -1,4 +1,5 @@
 """Masked-diffusion math (diffusion/samplers.py, estimator.py) and the DiMOO adapter on the tiny model."""
+
 from __future__ import annotations
 
 import math
@@ -63,12 +64,18 @@ def test_batched_text_sampler_equals_per_sample(net):
     batched = sample_text(net, ids, keep, slots, seeds=seeds, **kw).gather(1, slots)
     for r in range(3):
         n = int(keep[r].sum())
-        one = sample_text(net, ids[r:r + 1, :n], keep[r:r + 1, :n], slots[r:r + 1], seeds=seeds[r:r + 1], **kw)
-        assert one.gather(1, slots[r:r + 1]).tolist() == batched[r:r + 1].tolist()
+        one = sample_text(net, ids[r : r + 1, :n], keep[r : r + 1, :n], slots[r : r + 1], seeds=seeds[r : r + 1], **kw)
+        assert one.gather(1, slots[r : r + 1]).tolist() == batched[r : r + 1].tolist()
     assert not (batched == LAY.mask).any()
     # temperature > 0: two rollouts of one prompt differ
-    same = sample_text(net, ids[:1].repeat(2, 1), keep[:1].repeat(2, 1), slots[:1].repeat(2, 1),
-                       seeds=[row_seed(3, 0), row_seed(3, 1)], **kw).gather(1, slots[:1].repeat(2, 1))
+    same = sample_text(
+        net,
+        ids[:1].repeat(2, 1),
+        keep[:1].repeat(2, 1),
+        slots[:1].repeat(2, 1),
+        seeds=[row_seed(3, 0), row_seed(3, 1)],
+        **kw,
+    ).gather(1, slots[:1].repeat(2, 1))
     assert same[0].tolist() != same[1].tolist()
 
 
@@ -95,9 +102,16 @@ def test_batched_image_sampler_equals_per_sample_and_keeps_separators(net):
     assert codes.shape == (2, 16) and int(codes.min()) >= 0 and int(codes.max()) < LAY.codebook
     for r in range(2):
         n = int(keep[r].sum())
-        one = sample_image(net, ids[r:r + 1, :n], keep[r:r + 1, :n], slots[r:r + 1], seeds=seeds[r:r + 1],
-                           uncond=tuple(t[r:r + 1] for t in un), **kw)
-        assert one.tolist() == codes[r:r + 1].tolist()
+        one = sample_image(
+            net,
+            ids[r : r + 1, :n],
+            keep[r : r + 1, :n],
+            slots[r : r + 1],
+            seeds=seeds[r : r + 1],
+            uncond=tuple(t[r : r + 1] for t in un),
+            **kw,
+        )
+        assert one.tolist() == codes[r : r + 1].tolist()
 
 
 def test_image_sampler_restricts_to_codes_and_leaves_structure(net):
@@ -126,8 +140,17 @@ def test_cfg_combination_matches_hand_computed():
     z = guided(fn, one, one.bool(), one, (one * 0, one.bool(), one), 3.0)
     assert z.flatten().tolist() == [2.0, 8.0, 0.0]  # u + 3 (c - u): 0.5 + 1.5, -1 + 9, 0
     # the estimator: log softmax of the guided logits at temperature 2, target index 1
-    lp = one_step_logprobs(fn, one, one.bool(), torch.zeros(1, 1, dtype=torch.long), torch.tensor([[1]]),
-                           temperature=2.0, support=torch.zeros(3), cfg_weight=3.0, uncond=(one * 0, one.bool(), one))
+    lp = one_step_logprobs(
+        fn,
+        one,
+        one.bool(),
+        torch.zeros(1, 1, dtype=torch.long),
+        torch.tensor([[1]]),
+        temperature=2.0,
+        support=torch.zeros(3),
+        cfg_weight=3.0,
+        uncond=(one * 0, one.bool(), one),
+    )
     want = 4.0 - math.log(math.exp(1.0) + math.exp(4.0) + math.exp(0.0))  # z / 2 = (1, 4, 0)
     assert float(lp) == pytest.approx(want, abs=1e-6)
 
@@ -136,12 +159,19 @@ def test_estimator_masks_depend_on_seed_and_row_not_on_batching():
     ids, keep, slots = _text_rows([6, 11, 8], 4)
     maskable = keep.clone()
     for r in range(3):
-        maskable[r, int(slots[r, 0]) - 1:] = False
+        maskable[r, int(slots[r, 0]) - 1 :] = False
     rows = torch.arange(3)
     full = masked_inputs(ids, keep, slots, maskable, estimator_seeds(9, rows), 0.5, LAY.mask)
     for r in range(3):  # the same row alone, with the same (est_seed, row): the same mask
-        alone = masked_inputs(ids[r:r + 1], keep[r:r + 1], slots[r:r + 1], maskable[r:r + 1],
-                              estimator_seeds(9, torch.tensor([r])), 0.5, LAY.mask)
+        alone = masked_inputs(
+            ids[r : r + 1],
+            keep[r : r + 1],
+            slots[r : r + 1],
+            maskable[r : r + 1],
+            estimator_seeds(9, torch.tensor([r])),
+            0.5,
+            LAY.mask,
+        )
         assert torch.equal(alone[0], full[r])
     assert (full.gather(1, slots) == LAY.mask).all()
     fixed = keep & ~maskable
@@ -161,7 +191,9 @@ def test_adapter_zeroes_dropout_and_old_equals_current(model_dir, image):
     a = _adapter(model_dir)
     assert all(m.p == 0.0 for m in a.model.modules() if isinstance(m, torch.nn.Dropout))
     b = a.und_rollout([UndItem(image, "Which?")], 2, UndSampling(seed=1, max_new_tokens=4, est_seeds=[11, 12]))
-    g = a.gen_rollout([GenItem("red"), GenItem("blue circle")], 2, GenSampling(seed=2, options={"steps": 4}, est_seeds=[11, 12]))
+    g = a.gen_rollout(
+        [GenItem("red"), GenItem("blue circle")], 2, GenSampling(seed=2, options={"steps": 4}, est_seeds=[11, 12])
+    )
     for batch in (b, g):
         assert set(batch.old_logp_by_seed) == {11, 12}
         assert not torch.equal(batch.old_logp_by_seed[11], batch.old_logp_by_seed[12])  # other prompt masks
@@ -172,8 +204,9 @@ def test_adapter_zeroes_dropout_and_old_equals_current(model_dir, image):
             batch.old_logp_for(13)
     pol = Policy(a, OptimCfg(lr=1e-3, micro_batch=1))
     cfg = LossCfg(eps_low=0.2, eps_high=0.2, beta=0.0, agg="seq_mean", norm="side")
-    m = pol.update([SideInput(b, torch.tensor([1.0, -1.0])), SideInput(g, torch.tensor([1.0, -1.0, 0.5, -0.5]))],
-                   cfg, est_seed=11)
+    m = pol.update(
+        [SideInput(b, torch.tensor([1.0, -1.0])), SideInput(g, torch.tensor([1.0, -1.0, 0.5, -0.5]))], cfg, est_seed=11
+    )
     for side in ("und", "gen"):  # first inner iteration: ratio exactly 1
         assert m[f"{side}/ratio_min"] == 1.0 and m[f"{side}/ratio_max"] == 1.0
 
@@ -243,8 +276,11 @@ def test_save_and_resume_through_the_policy_checkpoint(model_dir, image, tmp_pat
     spec = LoadSpec(path=model_dir, device="cpu")
     pol = load_policy("dimoo", spec, OptimCfg(lr=1e-3))
     b = pol.adapter.und_rollout([UndItem(image, "Which?")], 2, UndSampling(seed=4, max_new_tokens=4, est_seeds=[0]))
-    pol.update([SideInput(b, torch.tensor([1.0, -1.0]))],
-               LossCfg(eps_low=0.2, eps_high=0.2, beta=0.0, agg="seq_mean", norm="side"), est_seed=0)
+    pol.update(
+        [SideInput(b, torch.tensor([1.0, -1.0]))],
+        LossCfg(eps_low=0.2, eps_high=0.2, beta=0.0, agg="seq_mean", norm="side"),
+        est_seed=0,
+    )
     save_policy(pol, "dimoo", str(tmp_path / "ck"))
     back = load_policy("dimoo", spec, OptimCfg(lr=1e-3), str(tmp_path / "ck"))
     assert back.step_count == 1
@@ -260,15 +296,31 @@ def test_trajectory_estimator_rescores_the_sampled_steps(model_dir, image):
     fn = net_a._logits_fn(net_a.model)
     ids, keep, slots, _, un = net_a._gen_rows(["red", "blue circle"])
     lay = net_a.layout
-    codes, commit, lp = sample_image(fn, ids, keep, slots, steps=5, temperature=1.0, lay=lay, seeds=[1, 2],
-                                     cfg_weight=3.0, uncond=un, record=True)
+    codes, commit, lp = sample_image(
+        fn, ids, keep, slots, steps=5, temperature=1.0, lay=lay, seeds=[1, 2], cfg_weight=3.0, uncond=un, record=True
+    )
     assert int(commit.min()) == 0 and int(commit.max()) == 4
     from pairuni_sidecar.diffusion.estimator import trajectory_logprobs
 
-    again = trajectory_logprobs(fn, ids, keep, slots, codes + lay.code_base, codes, commit, steps=5, mask_id=lay.mask,
-                                temperature=1.0, support=slice(lay.code_base, lay.code_end), cfg_weight=3.0, uncond=un)
+    again = trajectory_logprobs(
+        fn,
+        ids,
+        keep,
+        slots,
+        codes + lay.code_base,
+        codes,
+        commit,
+        steps=5,
+        mask_id=lay.mask,
+        temperature=1.0,
+        support=slice(lay.code_base, lay.code_end),
+        cfg_weight=3.0,
+        uncond=un,
+    )
     assert torch.allclose(again, lp, atol=1e-5)
-    g = net_a.gen_rollout([GenItem("red")], 2, GenSampling(seed=2, cfg_weight=3.0, options={"steps": 5}, est_seeds=[3, 4]))
+    g = net_a.gen_rollout(
+        [GenItem("red")], 2, GenSampling(seed=2, cfg_weight=3.0, options={"steps": 5}, est_seeds=[3, 4])
+    )
     assert torch.equal(g.old_logp_for(3), g.old_logp_for(4))  # no mask randomness
     got, _ = net_a.token_logprobs(g, torch.arange(2), est_seed=4, grad=True)
     assert torch.equal(got.detach(), g.old_logp_for(4))
@@ -281,8 +333,11 @@ def test_trajectory_step_raises_the_samplers_logprob_of_the_rewarded_image(model
     committed code in the context it was committed in, so the rewarded image becomes more likely and the
     other less (the demo's estimator; the one-step estimate did not order pairs this way, docs/notes.md)."""
     a = _adapter(model_dir, estimator="trajectory")
-    g = a.gen_rollout([GenItem("red"), GenItem("blue circle")], 2,
-                      GenSampling(seed=4, cfg_weight=3.0, options={"steps": 6}, est_seeds=[0, 1]))
+    g = a.gen_rollout(
+        [GenItem("red"), GenItem("blue circle")],
+        2,
+        GenSampling(seed=4, cfg_weight=3.0, options={"steps": 6}, est_seeds=[0, 1]),
+    )
     pol = Policy(a, OptimCfg(lr=3e-3, micro_batch=4))
     cfg = LossCfg(eps_low=0.2, eps_high=0.2, beta=0.0, agg="seq_mean", norm="side")
     adv = torch.tensor([1.0, -1.0, -1.0, 1.0])

@@ -1,6 +1,7 @@
 """DiMOO prompts and SFT targets as upstream Lumina-DiMOO builds them: the tokenizer's default call
 (special tokens as the tokenizer adds them), per-task system prompts, ``</answer>`` + pad answer targets
 and ``<uncondition>`` dropout of generation prompts."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -40,8 +41,14 @@ def bos_dir(tmp_path_factory, tok):
     # the layout's <uncondition> is the tokenizer's, as in DiMOO (126351 is both)
     lay = dataclasses.replace(tiny_layout(tok.get_vocab_size(), 16), uncond=tok.token_to_id(UNCOND))
     torch.manual_seed(0)
-    return save_tiny_mdm(str(tmp_path_factory.mktemp("bos") / "m"), TinyMDM(TinyMDMConfig(vocab_size=lay.vocab_size)),
-                         tok, layout=lay, grid=(4, 4), cell=4)
+    return save_tiny_mdm(
+        str(tmp_path_factory.mktemp("bos") / "m"),
+        TinyMDM(TinyMDMConfig(vocab_size=lay.vocab_size)),
+        tok,
+        layout=lay,
+        grid=(4, 4),
+        cell=4,
+    )
 
 
 OPTS = {"und_system_prompt": "Look.", "gen_system_prompt": "Draw it."}
@@ -72,7 +79,7 @@ def test_gen_prompt_ids_equal_the_default_call(adapter, tok):
     assert ids[0, n].item() == adapter.layout.boa and slots[0, 0].item() == n + 2
     # CFG row: upstream tokenizes the prompt with "<uncondition>" as the user text
     u = tok.encode(GEN_T.replace("{system}", "Draw it.").replace("{prompt}", UNCOND)).ids
-    assert 98 in u and uids[0, :len(u)].tolist() == u and uslots[0, 0].item() == len(u) + 2
+    assert 98 in u and uids[0, : len(u)].tolist() == u and uslots[0, 0].item() == len(u) + 2
 
 
 def test_und_prompt_ids_equal_the_default_call_around_the_image(adapter, tok):
@@ -80,11 +87,15 @@ def test_und_prompt_ids_equal_the_default_call_around_the_image(adapter, tok):
     ids, keep, slots, _ = adapter._und_rows(torch.zeros(1, 16, dtype=torch.long), ["Which?"], 3)
     row = ids[0].tolist()
     i, j, start = row.index(lay.boi), row.index(lay.eoi), int(slots[0, 0])
-    prompt = row[:i] + row[j + 1:start - 1]
+    prompt = row[:i] + row[j + 1 : start - 1]
     assert row[start - 1] == lay.boa and j - i - 1 == 4 * (4 + 1)  # 4 rows of 4 codes + NEWLINE
-    assert prompt == tok.encode(UND_T.replace("{system}", "Look.").replace("{question}", "Which?")
-                                .replace("{image}", "")).ids
-    assert row[i - 1] == ord("?") - 32 and row[j + 1:start - 1] == tok.encode("</user>").ids[1:]  # image before </user>
+    assert (
+        prompt
+        == tok.encode(UND_T.replace("{system}", "Look.").replace("{question}", "Which?").replace("{image}", "")).ids
+    )
+    assert (
+        row[i - 1] == ord("?") - 32 and row[j + 1 : start - 1] == tok.encode("</user>").ids[1:]
+    )  # image before </user>
 
 
 def test_tiny_model_keeps_its_empty_prompts_and_ids(tmp_path):
@@ -94,7 +105,9 @@ def test_tiny_model_keeps_its_empty_prompts_and_ids(tmp_path):
     assert a.system == {"und": "", "gen": ""} and a.text.prefix == [] and a.text.suffix == []
     ids, _, _, maskable, _ = a._gen_rows(["a red cat"])
     enc = lambda s: char_tokenizer().encode(s, add_special_tokens=False).ids  # noqa: E731
-    assert ids[0, :int(maskable[0].sum())].tolist() == enc("<system></system><user>") + enc("a red cat") + enc("</user>")
+    assert ids[0, : int(maskable[0].sum())].tolist() == enc("<system></system><user>") + enc("a red cat") + enc(
+        "</user>"
+    )
     b = load_adapter("dimoo", LoadSpec(path=str(tmp_path / "m"), device="cpu", options={"gen_system_prompt": "G"}))
     assert b.system == {"und": "", "gen": "G"}
 
@@ -123,7 +136,9 @@ def test_sft_drops_generation_prompts_to_the_unconditional_prompt(adapter):
             assert ids[r, :w].tolist() == uids[r].tolist() and keep[r].sum() == w and torch.equal(slots[r], uslots[r])
         else:
             n = int(keep0[r].sum())
-            assert ids[r, :n].tolist() == ids0[r, :n].tolist() and keep[r].sum() == n and torch.equal(slots[r], slots0[r])
+            assert (
+                ids[r, :n].tolist() == ids0[r, :n].tolist() and keep[r].sum() == n and torch.equal(slots[r], slots0[r])
+            )
 
 
 def test_sft_loss_trains_on_upstream_targets(adapter, tmp_path):
@@ -135,8 +150,12 @@ def test_sft_loss_trains_on_upstream_targets(adapter, tmp_path):
     p = tmp_path / "a.png"
     Image.fromarray(np.random.default_rng(0).integers(0, 255, (16, 16, 3), dtype=np.uint8)).save(p)
     torch.manual_seed(0)
-    res = adapter.sft_loss([SFTExample(side="und", image_path=str(p), text="Which?", target="ab"),
-                            SFTExample(side="gen", image_path=str(p), text="a red cat", target="")])
+    res = adapter.sft_loss(
+        [
+            SFTExample(side="und", image_path=str(p), text="Which?", target="ab"),
+            SFTExample(side="gen", image_path=str(p), text="a red cat", target=""),
+        ]
+    )
     assert set(res) == {"und", "gen"} and all(torch.isfinite(v) and v.requires_grad for v in res.values())
 
 
@@ -150,7 +169,8 @@ def _default_und_question() -> str:
     literal = re.search(r"DEFAULT_UND_INSTRUCTION =\s*'([^']*)'", ts).group(1)
     template = json.loads('"' + literal.replace('"', '\\"') + '"')  # the TS escapes (\n) are JSON's
     return template.replace("{question}", "Which shape is in the picture?").replace(
-        "{choices}", "A. circle\nB. square\nC. triangle\nD. star")
+        "{choices}", "A. circle\nB. square\nC. triangle\nD. star"
+    )
 
 
 @pytest.fixture(scope="module")
@@ -204,7 +224,7 @@ def test_over_long_prompt_names_the_limit_and_a_fix_that_works(tmp_path, und_ima
     ok = a.und_rollout([UndItem(und_image, long_q[:-cut])], 1, UndSampling(seed=1, max_new_tokens=1))
     assert ok.out_ids.shape[1] == 1
     with pytest.raises(AdapterConfigError, match="shorten the question"):
-        a.und_rollout([UndItem(und_image, long_q[:-(cut - 1)])], 1, UndSampling(seed=1, max_new_tokens=1))
+        a.und_rollout([UndItem(und_image, long_q[: -(cut - 1)])], 1, UndSampling(seed=1, max_new_tokens=1))
 
 
 def test_over_long_generation_prompt_names_the_cut_that_fits(tmp_path):
@@ -222,4 +242,4 @@ def test_over_long_generation_prompt_names_the_cut_that_fits(tmp_path):
     fits = a.gen_rollout([GenItem(prompt[:-cut])], 1, GenSampling(seed=0, options={"steps": 2}))
     assert fits.out_ids.shape == (1, 16)
     with pytest.raises(AdapterConfigError, match="by at least 1 token$"):
-        a.gen_rollout([GenItem(prompt[:-(cut - 1)])], 1, GenSampling(seed=0, options={"steps": 2}))
+        a.gen_rollout([GenItem(prompt[: -(cut - 1)])], 1, GenSampling(seed=0, options={"steps": 2}))

@@ -1,5 +1,6 @@
 """The real Lumina-DiMOO loader on a tiny checkpoint in the upstream layout, with a stand-in for the
 upstream model code (same module paths, relative imports and constructor signature)."""
+
 from __future__ import annotations
 
 import json
@@ -16,7 +17,7 @@ from pairuni_sidecar.contract import GenSampling, UndSampling
 
 pytest.importorskip("diffusers")
 
-CONFIG = textwrap.dedent('''
+CONFIG = textwrap.dedent("""
     class LLaDAConfig:
         model_type = "llada"
 
@@ -24,8 +25,8 @@ CONFIG = textwrap.dedent('''
             self.d_model, self.vocab_size, self.embedding_dropout = d_model, vocab_size, embedding_dropout
             for k, v in kwargs.items():
                 setattr(self, k, v)
-''')
-MODELING = textwrap.dedent('''
+""")
+MODELING = textwrap.dedent("""
     from types import SimpleNamespace
 
     import torch
@@ -50,7 +51,7 @@ MODELING = textwrap.dedent('''
             h = self.drop(self.model["wte"](input_ids))
             h = h + self.model["mix"](h.mean(1, keepdim=True))  # every position sees every other
             return SimpleNamespace(logits=self.model["ff_out"](h))
-''')
+""")
 
 
 def write_code(root, modeling=MODELING):
@@ -76,14 +77,26 @@ def upstream(tmp_path_factory):
         json.dump(raw, f)
     # weights in the stand-in's naming, written without importing it here (the loader must do that)
     d, v = 16, 134548
-    state = {"model.wte.weight": torch.randn(v, d), "model.mix.weight": torch.randn(d, d) * 0.1,
-             "model.mix.bias": torch.zeros(d), "model.ff_out.weight": torch.randn(v, d) * 0.3,
-             "model.ff_out.bias": torch.zeros(v)}
+    state = {
+        "model.wte.weight": torch.randn(v, d),
+        "model.mix.weight": torch.randn(d, d) * 0.1,
+        "model.mix.bias": torch.zeros(d),
+        "model.ff_out.weight": torch.randn(v, d) * 0.3,
+        "model.ff_out.bias": torch.zeros(v),
+    }
     save_file(state, os.path.join(ckpt, "model.safetensors"))
-    VQModel(block_out_channels=(8, 16), down_block_types=("DownEncoderBlock2D",) * 2,
-            up_block_types=("UpDecoderBlock2D",) * 2, latent_channels=4, vq_embed_dim=4, num_vq_embeddings=8192,
-            norm_num_groups=4, layers_per_block=1, sample_size=8, lookup_from_codebook=True,
-            ).save_pretrained(os.path.join(ckpt, "vqvae"))
+    VQModel(
+        block_out_channels=(8, 16),
+        down_block_types=("DownEncoderBlock2D",) * 2,
+        up_block_types=("UpDecoderBlock2D",) * 2,
+        latent_channels=4,
+        vq_embed_dim=4,
+        num_vq_embeddings=8192,
+        norm_num_groups=4,
+        layers_per_block=1,
+        sample_size=8,
+        lookup_from_codebook=True,
+    ).save_pretrained(os.path.join(ckpt, "vqvae"))
     tiny_tokenizer().save_pretrained(ckpt)
     return code, ckpt
 
@@ -125,7 +138,7 @@ def test_real_checkpoint_prompts_are_upstreams(upstream):
     assert UPSTREAM_SYSTEM_PROMPTS["gen"] == "Generate an image according to the text prompt."
     ids, _, _, maskable, _ = a._gen_rows(["red"])
     text = "<system>Generate an image according to the text prompt.</system><user>red</user>"
-    assert ids[0, :int(maskable[0].sum())].tolist() == AutoTokenizer.from_pretrained(ckpt)(text)["input_ids"]
+    assert ids[0, : int(maskable[0].sum())].tolist() == AutoTokenizer.from_pretrained(ckpt)(text)["input_ids"]
 
 
 def test_code_dir_from_the_environment(upstream, monkeypatch):
@@ -168,7 +181,9 @@ def test_weights_that_do_not_fit_name_the_keys(upstream, tmp_path):
     st = load_file(os.path.join(broken, "model.safetensors"))
     st["model.mixer.weight"] = st.pop("model.mix.weight")
     save_file(st, os.path.join(broken, "model.safetensors"))
-    with pytest.raises(IncompatibleCheckpoint, match=r"missing \['model.mix.weight'\], unexpected \['model.mixer.weight'\]"):
+    with pytest.raises(
+        IncompatibleCheckpoint, match=r"missing \['model.mix.weight'\], unexpected \['model.mixer.weight'\]"
+    ):
         load_adapter("dimoo", LoadSpec(path=broken, device="cpu", options={"code_dir": code, "image_size": 8}))
     shutil.rmtree(os.path.join(broken, "vqvae"))
     with pytest.raises(CheckpointNotFound, match="vqvae/config.json"):

@@ -1,4 +1,5 @@
 """The tiny ShapesWorld DiMOO: its exact image codec and its pretraining (seeded, resumable)."""
+
 from __future__ import annotations
 
 import os
@@ -29,8 +30,19 @@ class Stop(Exception):
 
 
 def test_pretraining_is_seeded_and_resumes_to_the_same_weights(tmp_path):
-    cfg = DimooPretrainConfig(steps=4, n_items=24, und_batch=4, gen_batch=4, ckpt_every=2, d_model=32, n_layers=1,
-                              n_heads=2, d_ff=64, eval_n=6, eval_samples=1)
+    cfg = DimooPretrainConfig(
+        steps=4,
+        n_items=24,
+        und_batch=4,
+        gen_batch=4,
+        ckpt_every=2,
+        d_model=32,
+        n_layers=1,
+        n_heads=2,
+        d_ff=64,
+        eval_n=6,
+        eval_samples=1,
+    )
     a = pretrain_dimoo(tmp_path / "a", cfg, log=lambda s: None)
     assert 0.0 <= a["metrics"]["gen_reward"] <= 1.0
     seen = []

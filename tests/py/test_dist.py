@@ -5,6 +5,7 @@ uneven parts.
 Each case starts torchrun (``--standalone``: a free port per run) on ``dist_worker.py``; the ranks are
 real processes with a gloo process group and an explicit CPU device mesh.
 """
+
 from __future__ import annotations
 
 import os
@@ -136,11 +137,30 @@ def test_two_torchrun_agents_form_one_world_over_c10d_and_train_the_same(inputs,
     out = tmp_path / "c10d"
     out.mkdir()
     env = env_for(tmp_path)
-    agents = [subprocess.Popen([sys.executable, "-m", "torch.distributed.run", "--nnodes=2", "--nproc-per-node=1",
-                                "--rdzv-backend=c10d", f"--rdzv-endpoint=127.0.0.1:{port}", "--rdzv-id=pairuni-test",
-                                str(HERE / "dist_worker.py"), "parity", model, img, str(out)],
-                               env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-              for _ in range(2)]
+    agents = [
+        subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "torch.distributed.run",
+                "--nnodes=2",
+                "--nproc-per-node=1",
+                "--rdzv-backend=c10d",
+                f"--rdzv-endpoint=127.0.0.1:{port}",
+                "--rdzv-id=pairuni-test",
+                str(HERE / "dist_worker.py"),
+                "parity",
+                model,
+                img,
+                str(out),
+            ],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        for _ in range(2)
+    ]
     logs = [a.communicate(timeout=900)[0] for a in agents]
     assert [a.returncode for a in agents] == [0, 0], "\n".join(x[-3000:] for x in logs)
     got = torch.load(out / "parity-world2-rank0.pt", weights_only=False)
@@ -168,11 +188,13 @@ def checkpoints(inputs, runs, tmp_path_factory):
         out.mkdir()
         ck = str(runs / f"world{saved}" / "ck")
         got[saved] = {"ck": ck, "ranks": [_load(runs, "save", saved, r) for r in range(saved)]}
-        for resumed in ((1, 2) if saved == 2 else (2,)):
+        for resumed in (1, 2) if saved == 2 else (2,):
             rout = out / f"resumed{resumed}"
             rout.mkdir()
             torchrun(resumed, rout, worker, "resume", model, img, str(rout), ck)
-            got[(saved, resumed)] = [torch.load(rout / f"resume-world{resumed}-rank{r}.pt", weights_only=False) for r in range(resumed)]
+            got[(saved, resumed)] = [
+                torch.load(rout / f"resume-world{resumed}-rank{r}.pt", weights_only=False) for r in range(resumed)
+            ]
     return got
 
 
@@ -216,7 +238,10 @@ def test_checkpoint_layout_is_dcp_shards_per_rank(checkpoints):
     for saved in (1, 2):
         ck = Path(checkpoints[saved]["ck"])
         assert sorted(p.name for p in ck.iterdir()) == ["policy.json", "state"]
-        assert sorted(p.name for p in (ck / "state").iterdir()) == [".metadata", *[f"__{r}_0.distcp" for r in range(saved)]]
+        assert sorted(p.name for p in (ck / "state").iterdir()) == [
+            ".metadata",
+            *[f"__{r}_0.distcp" for r in range(saved)],
+        ]
         meta = json.loads((ck / "policy.json").read_text())
         assert (meta["format"], meta["world"], meta["optimizer_step"]) == ("pairuni-policy/2", saved, 2)
         assert not [p for p in ck.parent.iterdir() if p.name.startswith(".")]  # no temp directory left

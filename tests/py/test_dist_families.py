@@ -1,6 +1,7 @@
 """FSDP2 for Lumina-DiMOO (PairGRPO) and Bagel (SFT) on torch.distributed (gloo, 2 CPU ranks): one
 update at 2 ranks equals 1 rank, and a DCP checkpoint written at one world size resumes at another to
 the uninterrupted numbers (``dist_family_worker.py``; the Janus checks are in ``test_dist.py``)."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -30,8 +31,11 @@ def models(tmp_path_factory):
         arr = np.zeros((40, 40, 3), np.uint8) + np.array(color, np.uint8)
         arr[10:30, 10:30] = rng.integers(0, 255, (20, 20, 3), dtype=np.uint8)
         Image.fromarray(arr).save(d / f"im{i}.png")
-    return {"dimoo": build_tiny_dimoo(str(d / "dimoo"), seed=0), "bagel": build_tiny_bagel(str(d / "bagel"), seed=0),
-            "data": str(d)}
+    return {
+        "dimoo": build_tiny_dimoo(str(d / "dimoo"), seed=0),
+        "bagel": build_tiny_bagel(str(d / "bagel"), seed=0),
+        "data": str(d),
+    }
 
 
 def _load(out: Path, family: str, mode: str, world: int) -> list[dict]:
@@ -69,7 +73,7 @@ def _comparable(params: dict) -> dict:
     for k, v in params.items():
         if k.endswith(".qkv.bias"):
             n = v.numel() // 3
-            out[k] = torch.cat([v[:n], v[2 * n:]])
+            out[k] = torch.cat([v[:n], v[2 * n :]])
     return out
 
 
@@ -148,8 +152,12 @@ def test_export_from_two_ranks_loads_with_the_family_loader(runs, family):
     from safetensors.torch import load_file
 
     opts = {"vae_image_size": 32, "vit_image_size": 28}
-    a = load_adapter("bagel", LoadSpec(adapter="bagel", path=ck + "-hf", device="cpu", autocast="off",
-                                       train_modules=["gen_expert"], options=opts))
+    a = load_adapter(
+        "bagel",
+        LoadSpec(
+            adapter="bagel", path=ck + "-hf", device="cpu", autocast="off", train_modules=["gen_expert"], options=opts
+        ),
+    )
     extra = runs[(family, "save", 2)][0]["saved_extra"]
     got = {n: p.detach() for n, p in a.model.named_parameters()}
     if family == "bagel-ema":

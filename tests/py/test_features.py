@@ -1,4 +1,5 @@
 """Feature backbones and ops for pairing (pairuni_sidecar.features, ops/features.py)."""
+
 from __future__ import annotations
 
 import io
@@ -96,7 +97,9 @@ def functional_resnet50(sd: dict[str, torch.Tensor], x: torch.Tensor) -> torch.T
     F = torch.nn.functional
 
     def bn(h, p):  # eval-mode batch norm with torchvision's eps
-        return F.batch_norm(h, sd[f"{p}.running_mean"], sd[f"{p}.running_var"], sd[f"{p}.weight"], sd[f"{p}.bias"], False, 0.0, 1e-5)
+        return F.batch_norm(
+            h, sd[f"{p}.running_mean"], sd[f"{p}.running_var"], sd[f"{p}.weight"], sd[f"{p}.bias"], False, 0.0, 1e-5
+        )
 
     h = F.relu(bn(F.conv2d(x, sd["conv1.weight"], stride=2, padding=3), "bn1"))
     h = F.max_pool2d(h, 3, stride=2, padding=1)
@@ -105,7 +108,9 @@ def functional_resnet50(sd: dict[str, torch.Tensor], x: torch.Tensor) -> torch.T
             p = f"layer{li}.{b}"
             s = stride if b == 0 else 1
             out = F.relu(bn(F.conv2d(h, sd[f"{p}.conv1.weight"]), f"{p}.bn1"))
-            out = F.relu(bn(F.conv2d(out, sd[f"{p}.conv2.weight"], stride=s, padding=1), f"{p}.bn2"))  # stride on the 3×3
+            out = F.relu(
+                bn(F.conv2d(out, sd[f"{p}.conv2.weight"], stride=s, padding=1), f"{p}.bn2")
+            )  # stride on the 3×3
             out = bn(F.conv2d(out, sd[f"{p}.conv3.weight"]), f"{p}.bn3")
             idt = bn(F.conv2d(h, sd[f"{p}.downsample.0.weight"], stride=s), f"{p}.downsample.1") if b == 0 else h
             h = F.relu(out + idt)
@@ -148,7 +153,9 @@ def test_resnet50_matches_an_independent_functional_implementation(tmp_path):
     bb = load_backbone(BackboneSpec(kind="resnet50", weights=str(path), device="cpu"))
     ims = [Image.fromarray(np.random.default_rng(i).integers(0, 255, (90, 120, 3), dtype=np.uint8)) for i in range(2)]
     with torch.inference_mode():
-        ref = functional_resnet50({k: v.double() if v.is_floating_point() else v for k, v in sd.items()}, bb.prepare(ims).double())
+        ref = functional_resnet50(
+            {k: v.double() if v.is_floating_point() else v for k, v in sd.items()}, bb.prepare(ims).double()
+        )
     np.testing.assert_allclose(bb.embed(ims), torch.nn.functional.normalize(ref, dim=1).numpy(), atol=2e-5)
 
 
@@ -178,10 +185,20 @@ def test_optional_packages_missing_give_a_clear_error(tmp_path, monkeypatch, kin
 def test_hf_directory_backbone(tmp_path):
     import transformers
 
-    cfg = transformers.DINOv3ViTConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64, patch_size=16, image_size=64, num_register_tokens=0)
+    cfg = transformers.DINOv3ViTConfig(
+        hidden_size=32,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        intermediate_size=64,
+        patch_size=16,
+        image_size=64,
+        num_register_tokens=0,
+    )
     torch.manual_seed(0)
     transformers.DINOv3ViTModel(cfg).save_pretrained(tmp_path)
-    (tmp_path / "preprocessor_config.json").write_text(json.dumps({"size": {"height": 64, "width": 64}, "image_mean": [0.5] * 3, "image_std": [0.5] * 3}))
+    (tmp_path / "preprocessor_config.json").write_text(
+        json.dumps({"size": {"height": 64, "width": 64}, "image_mean": [0.5] * 3, "image_std": [0.5] * 3})
+    )
     bb = load_backbone(BackboneSpec(kind="hf", weights=str(tmp_path), device="cpu"))
     f = bb.embed([Image.new("RGB", (90, 70), (10, 200, 30)), Image.new("RGB", (50, 50), (200, 10, 30))])
     assert f.shape == (2, 32) and bb.dim == 32
@@ -194,7 +211,9 @@ def test_pixels_embedder_via_op_and_backbone_reuse():
     state: dict = {}
     red, red2, blue = png((255, 0, 0)), png((255, 0, 0), (20, 20)), png((0, 0, 255))
     blob, offs = blob_of([red, red2, blue])
-    r = run_op("features.embed", ctx(state), {"backbone": {"kind": "pixels", "size": 8}}, {"blob": blob, "offsets": offs})
+    r = run_op(
+        "features.embed", ctx(state), {"backbone": {"kind": "pixels", "size": 8}}, {"blob": blob, "offsets": offs}
+    )
     f = r.tensors["features"]
     assert f.shape == (3, 192) and r.args == {"key": "pixels-v2-8", "dim": 192, "n": 3}
     np.testing.assert_allclose(np.linalg.norm(f, axis=1), 1, atol=1e-6)
@@ -212,18 +231,25 @@ def test_embed_rejects_undecodable_images_naming_the_index():
         run_op("features.embed", ctx(), {"backbone": {"kind": "pixels"}}, {"blob": blob, "offsets": offs})
     assert ei.value.detail == {"index": 1}
     with pytest.raises(BadRequest, match="offsets"):
-        run_op("features.embed", ctx(), {"backbone": {"kind": "pixels"}}, {"blob": blob, "offsets": torch.tensor([0, 5], dtype=torch.int64)})
+        run_op(
+            "features.embed",
+            ctx(),
+            {"backbone": {"kind": "pixels"}},
+            {"blob": blob, "offsets": torch.tensor([0, 5], dtype=torch.int64)},
+        )
     with pytest.raises(BadRequest, match="unknown backbone .vgg."):
         run_op("features.embed", ctx(), {"backbone": {"kind": "vgg"}}, {"blob": blob, "offsets": offs})
 
 
 def test_parquet_to_arrow_round_trip(tmp_path):
-    t = pa.table({
-        "id": pa.array(["a", "b"], pa.large_string()),
-        "choices": pa.array([["x", "y"], ["p", "q", "r"]], pa.list_(pa.string())),
-        "image": pa.array([png((1, 1, 1)), png((2, 2, 2))], pa.large_binary()),
-        "caption": pa.array(["c", None]),
-    })
+    t = pa.table(
+        {
+            "id": pa.array(["a", "b"], pa.large_string()),
+            "choices": pa.array([["x", "y"], ["p", "q", "r"]], pa.list_(pa.string())),
+            "image": pa.array([png((1, 1, 1)), png((2, 2, 2))], pa.large_binary()),
+            "caption": pa.array(["c", None]),
+        }
+    )
     src = tmp_path / "m.parquet"
     pq.write_table(t, src)
     out = tmp_path / "m.arrow"
@@ -255,7 +281,13 @@ class _TinyNet(torch.nn.Module):
         self.num_features = 4
         self.head_attr = head_attr
         setattr(self, head_attr, torch.nn.Linear(4, num_classes) if num_classes else torch.nn.Identity())
-        self.pretrained_cfg = {"classifier": head_attr, "input_size": (3, 16, 16), "crop_pct": 1.0, "mean": (0.5,) * 3, "std": (0.5,) * 3}
+        self.pretrained_cfg = {
+            "classifier": head_attr,
+            "input_size": (3, 16, 16),
+            "crop_pct": 1.0,
+            "mean": (0.5,) * 3,
+            "std": (0.5,) * 3,
+        }
 
     def forward(self, x):
         return getattr(self, self.head_attr)(self.norm(self.stem(x)).mean(dim=(2, 3)))
@@ -304,7 +336,12 @@ def test_timm_weights_whose_keys_match_nothing_are_refused_naming_them(tmp_path,
     assert ei.value.code == "op_failed"
     # Through the op, the same refusal (no embedding with random weights).
     with pytest.raises(WeightsMismatch):
-        run_op("features.backbone", ctx(), {"backbone": {"kind": "timm", "name": "tiny", "weights": str(w), "device": "cpu"}}, {})
+        run_op(
+            "features.backbone",
+            ctx(),
+            {"backbone": {"kind": "timm", "name": "tiny", "weights": str(w), "device": "cpu"}},
+            {},
+        )
 
 
 def test_timm_allows_only_the_removed_head_keys(tmp_path, fake_timm):
@@ -318,7 +355,9 @@ def test_timm_allows_only_the_removed_head_keys(tmp_path, fake_timm):
 
     extra = dict(sd, **{"blocks.9.proj.weight": torch.zeros(3)})  # not a head key: refused
     torch.save(extra, w)
-    with pytest.raises(WeightsMismatch, match=r"1 unexpected key\(s\) the model does not have: blocks\.9\.proj\.weight"):
+    with pytest.raises(
+        WeightsMismatch, match=r"1 unexpected key\(s\) the model does not have: blocks\.9\.proj\.weight"
+    ):
         load_backbone(BackboneSpec(kind="timm", name="tiny", weights=str(w), device="cpu"))
 
     partial = {k: v for k, v in sd.items() if k != "stem.bias"}
@@ -377,7 +416,15 @@ def test_hf_checkpoint_that_leaves_weights_random_is_refused(tmp_path):
     import transformers
     from safetensors.torch import load_file, save_file
 
-    cfg = transformers.DINOv3ViTConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64, patch_size=16, image_size=64, num_register_tokens=0)
+    cfg = transformers.DINOv3ViTConfig(
+        hidden_size=32,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        intermediate_size=64,
+        patch_size=16,
+        image_size=64,
+        num_register_tokens=0,
+    )
     torch.manual_seed(0)
     transformers.DINOv3ViTModel(cfg).save_pretrained(tmp_path)
     st = tmp_path / "model.safetensors"

@@ -1,4 +1,5 @@
 """fsutil: atomic file and directory replacement (content, replacement, no temp leftovers, failures)."""
+
 import json
 import os
 import shutil

@@ -1,4 +1,5 @@
 """Janus adapter on a tiny random-init model saved and loaded through the real from_pretrained path."""
+
 from __future__ import annotations
 
 import json
@@ -28,7 +29,6 @@ from pairuni_sidecar.errors import OpFailed  # noqa: E402
 from pairuni_sidecar.policy import NonFiniteError  # noqa: E402
 
 
-
 def U(**kw) -> UndSampling:
     """The understanding sampling record as the trainer sends it (defaults from src/contract)."""
     for k in ("cfg_weight", "logp"):  # generation-only fields
@@ -39,6 +39,7 @@ def U(**kw) -> UndSampling:
 def G(**kw) -> GenSampling:
     kw.pop("max_new_tokens", None)  # an understanding-only field
     return GenSampling(**{"seed": 0, **kw})
+
 
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory):
@@ -74,7 +75,9 @@ def test_system_prompts_per_task_default_to_upstream(adapter, tmp_path):
     from transformers.models.janus.processing_janus import DEFAULT_SYSTEM_PROMPT
 
     # the tiny model's config pins empty prompts: its ids are as before the per-task prompts
-    assert adapter.system_prompts == {"und": None, "gen": None} and adapter._system("und") == adapter._system("gen") == ""
+    assert (
+        adapter.system_prompts == {"und": None, "gen": None} and adapter._system("und") == adapter._system("gen") == ""
+    )
     assert adapter.und_prompt_ids("Q?")[:2] == [adapter.bos_id] + adapter._enc("<")
     # a config without a pin (a real checkpoint): understanding gets Janus' VLChatProcessor.system_prompt +
     # the DeepSeek separator, as transformers' port prepends it; generation none (upstream's t2i examples)
@@ -82,19 +85,24 @@ def test_system_prompts_per_task_default_to_upstream(adapter, tmp_path):
     adapter = load_adapter("janus", LoadSpec(path=model_dir, device="cpu"))
     assert adapter._system("und") == DEFAULT_SYSTEM_PROMPT and adapter._system("gen") == ""
     sys_ids = adapter._enc(DEFAULT_SYSTEM_PROMPT)
-    assert adapter.und_prompt_ids("Q?")[1:1 + len(sys_ids)] == sys_ids
-    assert adapter.gen_prompt_ids("a cat") == [adapter.bos_id] + adapter._enc("<|User|>: a cat\n\n<|Assistant|>:") + [adapter.boi_id]
-    pinned = load_adapter("janus", LoadSpec(path=model_dir, device="cpu",
-                                            options={"und_system_prompt": "", "gen_system_prompt": "Draw."}))
+    assert adapter.und_prompt_ids("Q?")[1 : 1 + len(sys_ids)] == sys_ids
+    assert adapter.gen_prompt_ids("a cat") == [adapter.bos_id] + adapter._enc("<|User|>: a cat\n\n<|Assistant|>:") + [
+        adapter.boi_id
+    ]
+    pinned = load_adapter(
+        "janus", LoadSpec(path=model_dir, device="cpu", options={"und_system_prompt": "", "gen_system_prompt": "Draw."})
+    )
     assert pinned.und_prompt_ids("Q?")[:2] == [adapter.bos_id] + adapter._enc("<")
-    assert pinned.gen_prompt_ids("a")[1:1 + len(adapter._enc("Draw.\n\n"))] == adapter._enc("Draw.\n\n")
+    assert pinned.gen_prompt_ids("a")[1 : 1 + len(adapter._enc("Draw.\n\n"))] == adapter._enc("Draw.\n\n")
 
 
 def test_default_trainable_is_language_model_only(adapter):
     names = [n for n, _ in adapter.trainable_parameters()]
     assert names and all(n.startswith(("model.language_model.", "lm_head.")) for n in names)
     assert any(n.startswith("lm_head.") for n in names)
-    assert not any(p.requires_grad for n, p in adapter.model.named_parameters() if n.startswith("model.generation_head."))
+    assert not any(
+        p.requires_grad for n, p in adapter.model.named_parameters() if n.startswith("model.generation_head.")
+    )
 
 
 def test_mask_through_eos_hand_values():

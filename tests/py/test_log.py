@@ -1,5 +1,6 @@
 """pairuni_sidecar.log: every line of a message carries the header and level the controller reads
 (src/util/log.ts, sidecarLineLevel), written to stderr in one piece."""
+
 from __future__ import annotations
 
 import os
@@ -23,13 +24,18 @@ def test_each_level_writes_its_name_after_the_header(level, capsys):
 
 
 def test_a_multi_line_message_repeats_the_header_on_each_line(capsys):
-    log.error("op x failed:\nTraceback (most recent call last):\n  File \"a.py\", line 1\nValueError: bad\n")
+    log.error('op x failed:\nTraceback (most recent call last):\n  File "a.py", line 1\nValueError: bad\n')
     lines = capsys.readouterr().err.split("\n")
     assert lines[-1] == ""  # ends with a newline, no empty trailing message line
     parsed = [HEADER.match(line) for line in lines[:-1]]
     assert all(parsed), lines
     assert [p[3] for p in parsed] == ["error"] * 4
-    assert [p[4] for p in parsed] == ["op x failed:", "Traceback (most recent call last):", '  File "a.py", line 1', "ValueError: bad"]
+    assert [p[4] for p in parsed] == [
+        "op x failed:",
+        "Traceback (most recent call last):",
+        '  File "a.py", line 1',
+        "ValueError: bad",
+    ]
     assert len({p[2] for p in parsed}) == 1  # one message, one time stamp
 
 

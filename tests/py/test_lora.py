@@ -1,6 +1,7 @@
 """LoRA on the RL families (adapters/lora.py through the Janus and DiMOO adapters), on their tiny models:
 only the factors train, a fresh adapter computes the base model, exports merge W + (alpha/r) B A and load
 with the family's own loader, and policy checkpoints resume the factors with their AdamW state."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -49,8 +50,9 @@ def _dimoo(path, **kw):
 
 def _janus_batches(a, image, seed):
     # old log-probs recomputed by the scoring forward: the first update's ratio is then exactly 1
-    ub = a.und_rollout([UndItem(image, "Q1"), UndItem(image, "Q2")], 2,
-                       UndSampling(max_new_tokens=3, seed=seed, old_logp="recompute"))
+    ub = a.und_rollout(
+        [UndItem(image, "Q1"), UndItem(image, "Q2")], 2, UndSampling(max_new_tokens=3, seed=seed, old_logp="recompute")
+    )
     gb = a.gen_rollout([GenItem("p1")], 2, GenSampling(seed=seed + 1, old_logp="recompute"))
     return [(ub, torch.tensor([1.0, -1.0, 0.5, -0.5])), (gb, torch.tensor([1.0, -1.0]))]
 
@@ -137,10 +139,13 @@ def test_lora_resume_restores_factors_and_adam_state(family, request, image, tmp
 
 def test_lora_targets(janus_dir, dimoo_dir):
     a = load_adapter("janus", _janus(janus_dir, options={**LORA, "lora_targets": ["q_proj", "mlp.down_proj"]}))
-    assert sorted(a.lora) == [f"model.language_model.layers.{i}.{m}" for i in (0, 1)
-                              for m in ("mlp.down_proj", "self_attn.q_proj")]
+    assert sorted(a.lora) == [
+        f"model.language_model.layers.{i}.{m}" for i in (0, 1) for m in ("mlp.down_proj", "self_attn.q_proj")
+    ]
     # LoRA on a vision Linear: image features then carry a graph to it
-    v = load_adapter("janus", _janus(janus_dir, train_modules=["vision"], options={**LORA, "lora_targets": ["aligner.fc1"]}))
+    v = load_adapter(
+        "janus", _janus(janus_dir, train_modules=["vision"], options={**LORA, "lora_targets": ["aligner.fc1"]})
+    )
     assert list(v.lora) == ["model.aligner.fc1"] and v._vision_trainable
     d = load_adapter("dimoo", _dimoo(dimoo_dir, options={**LORA, "lora_targets": ["head"]}))
     assert list(d.lora) == ["head"]

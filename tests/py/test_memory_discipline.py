@@ -2,6 +2,7 @@
 activation checkpointing per block changes no number; under bf16 compute the frozen weights and the
 reference model are stored in bf16 and the trainable ones stay fp32 masters; Bagel's data-parallel
 SFT normalises by the step's whole token counts."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -29,8 +30,12 @@ def dirs(tmp_path_factory):
     rng = np.random.default_rng(3)
     for i in range(2):
         Image.fromarray(rng.integers(0, 255, (40, 40, 3), dtype=np.uint8)).save(d / f"im{i}.png")
-    return {"janus": build_tiny_janus(str(d / "janus"), seed=0), "dimoo": build_tiny_dimoo(str(d / "dimoo"), seed=0),
-            "bagel": build_tiny_bagel(str(d / "bagel"), seed=0), "im": [str(d / f"im{i}.png") for i in range(2)]}
+    return {
+        "janus": build_tiny_janus(str(d / "janus"), seed=0),
+        "dimoo": build_tiny_dimoo(str(d / "dimoo"), seed=0),
+        "bagel": build_tiny_bagel(str(d / "bagel"), seed=0),
+        "im": [str(d / f"im{i}.png") for i in range(2)],
+    }
 
 
 def _grads(policy: Policy) -> dict[str, torch.Tensor]:
@@ -61,7 +66,9 @@ def test_dimoo_update_with_checkpointed_blocks_equals_without(dirs):
         torch.manual_seed(0)
         a = load_adapter("dimoo", LoadSpec(path=dirs["dimoo"], device="cpu", gradient_checkpointing=gc))
         pol = Policy(a, OptimCfg(lr=1e-3, micro_batch=4))
-        ub = a.und_rollout([UndItem(dirs["im"][0], "what?")], 4, UndSampling(max_new_tokens=4, seed=1, options={"steps": 2}))
+        ub = a.und_rollout(
+            [UndItem(dirs["im"][0], "what?")], 4, UndSampling(max_new_tokens=4, seed=1, options={"steps": 2})
+        )
         gb = a.gen_rollout([GenItem("a red dot")], 4, GenSampling(cfg_weight=2.0, seed=1, options={"steps": 4}))
         adv = torch.tensor([1.0, -1.0, 0.5, -0.5])
         pol.update([SideInput(ub, adv), SideInput(gb, adv)], LossCfg(), est_seed=0)
@@ -78,8 +85,18 @@ def test_bagel_sft_with_checkpointed_layers_equals_without(dirs):
     ex = [SFTExample("und", dirs["im"][0], "Color? A. red B. blue", "A"), SFTExample("gen", dirs["im"][1], "a square")]
     grads = {}
     for gc in (True, False):
-        a = load_adapter("bagel", LoadSpec(adapter="bagel", path=dirs["bagel"], device="cpu", autocast="off",
-                                           gradient_checkpointing=gc, train_modules=["language_model", "vit"], options=BAGEL))
+        a = load_adapter(
+            "bagel",
+            LoadSpec(
+                adapter="bagel",
+                path=dirs["bagel"],
+                device="cpu",
+                autocast="off",
+                gradient_checkpointing=gc,
+                train_modules=["language_model", "vit"],
+                options=BAGEL,
+            ),
+        )
         pol = Policy(a, OptimCfg(lr=1e-3))
         pol.optimizer.zero_grad()
         a.train_mode(True)
@@ -94,9 +111,15 @@ def test_bagel_sft_means_divide_by_the_steps_token_counts(dirs):
     without a collective): they equal the token counts the forward passes actually score."""
     import random
 
-    a = load_adapter("bagel", LoadSpec(adapter="bagel", path=dirs["bagel"], device="cpu", autocast="off", options=BAGEL))
-    ex = [SFTExample("und", dirs["im"][0], "Color?", "A ok ok"), SFTExample("gen", dirs["im"][1], "a square"),
-          SFTExample("und", dirs["im"][1], "Which?", "B"), SFTExample("gen", dirs["im"][0], "a dot")]
+    a = load_adapter(
+        "bagel", LoadSpec(adapter="bagel", path=dirs["bagel"], device="cpu", autocast="off", options=BAGEL)
+    )
+    ex = [
+        SFTExample("und", dirs["im"][0], "Color?", "A ok ok"),
+        SFTExample("gen", dirs["im"][1], "a square"),
+        SFTExample("und", dirs["im"][1], "Which?", "B"),
+        SFTExample("gen", dirs["im"][0], "a dot"),
+    ]
     ce = mse = 0.0
     n_ce = n_mse = 0
     with torch.no_grad():
@@ -131,7 +154,9 @@ def test_bf16_compute_stores_frozen_weights_and_the_reference_in_bf16(dirs, fami
     pol = Policy(a, OptimCfg(lr=1e-3, micro_batch=4))
     opts = {"steps": 2} if family == "dimoo" else {}
     ub = a.und_rollout([UndItem(dirs["im"][0], "what?")], 2, UndSampling(max_new_tokens=3, seed=1, options=opts))
-    gb = a.gen_rollout([GenItem("a dot")], 2, GenSampling(cfg_weight=2.0, seed=1, options={"steps": 3} if family == "dimoo" else {}))
+    gb = a.gen_rollout(
+        [GenItem("a dot")], 2, GenSampling(cfg_weight=2.0, seed=1, options={"steps": 3} if family == "dimoo" else {})
+    )
     before = {n: p.detach().clone() for n, p in a.trainable_parameters()}
     inputs = [SideInput(ub, torch.tensor([1.0, -1.0])), SideInput(gb, torch.tensor([1.0, -1.0]))]
     m = pol.update(inputs, LossCfg(beta=0.1), est_seed=0)  # beta > 0: reference passes in bf16
@@ -145,8 +170,11 @@ def test_cpu_offload_needs_cuda_ranks(monkeypatch):
     from pairuni_sidecar import dist
     from pairuni_sidecar.errors import BadRequest
 
-    monkeypatch.setattr(dist, "current", lambda: dist.World(rank=0, size=2, local_rank=0, device=torch.device("cpu"),
-                                                             mesh=None, restart=0))
+    monkeypatch.setattr(
+        dist,
+        "current",
+        lambda: dist.World(rank=0, size=2, local_rank=0, device=torch.device("cpu"), mesh=None, restart=0),
+    )
     m = torch.nn.Sequential(torch.nn.Linear(2, 2))
     with pytest.raises(BadRequest, match="model.cpuOffload .* needs CUDA ranks") as ei:
         dist.shard(list(m), m, offload=True)

@@ -1,4 +1,5 @@
 """Pairing kernels (ops/kernels.py) against numpy brute force and the golden fixtures."""
+
 from __future__ import annotations
 
 import json
@@ -46,7 +47,9 @@ def test_topk_streams_over_tiles_and_matches_brute_force(k, negate):
 def test_topk_floor_and_assign_bias():
     Q, D = rand(20, 16, 3), rand(50, 16, 4) * 0.7  # centroid-like: norms < 1
     bias = 0.5 * (D.astype(np.float64) ** 2).sum(1)
-    idx, val = topk(torch.from_numpy(Q), torch.from_numpy(D), 3, bias=torch.from_numpy(bias.astype(np.float32)), d_tile=8)
+    idx, val = topk(
+        torch.from_numpy(Q), torch.from_numpy(D), 3, bias=torch.from_numpy(bias.astype(np.float32)), d_tile=8
+    )
     ri, _ = ref_topk(Q, D, 3, bias=bias)
     np.testing.assert_array_equal(idx.numpy(), ri)
     # argmax of x·c − ½‖c‖² is argmin ‖x − c‖²
@@ -81,8 +84,18 @@ def test_ops_round_trip_through_handlers():
     c = OpContext("t", 1, None, {}, HandleStore())
     X = rand(60, 8, 7)
     mid = run_op("kernels.put", c, {"device": "cpu"}, {"m": torch.from_numpy(X.copy())})["handle"]
-    run_op("kernels.set_rows", c, {"handle": mid}, {"rows": torch.tensor([5], dtype=torch.int32), "values": torch.from_numpy(X[6:7].copy())})
-    r = run_op("kernels.topk", c, {"q": mid, "d": mid, "k": 2}, {"q_rows": torch.tensor([6], dtype=torch.int32), "d_rows": torch.arange(0, 60, dtype=torch.int32)})
+    run_op(
+        "kernels.set_rows",
+        c,
+        {"handle": mid},
+        {"rows": torch.tensor([5], dtype=torch.int32), "values": torch.from_numpy(X[6:7].copy())},
+    )
+    r = run_op(
+        "kernels.topk",
+        c,
+        {"q": mid, "d": mid, "k": 2},
+        {"q_rows": torch.tensor([6], dtype=torch.int32), "d_rows": torch.arange(0, 60, dtype=torch.int32)},
+    )
     # Row 5 now equals row 6: both score 1 against query 6.
     assert sorted(r.tensors["idx"].numpy()[0].tolist()) == [5, 6]
     with pytest.raises(BadRequest, match="mode"):
@@ -105,6 +118,6 @@ def test_golden_top10_is_inside_the_f32_candidate_set():
     S = G[:, None, :].astype(np.float64)
     for r in range(0, len(ref), 97):
         c = cand[r]
-        s = (U[c].astype(np.float64) @ S[r, 0])
+        s = U[c].astype(np.float64) @ S[r, 0]
         order = np.lexsort((c, -s))[: meta["topN"]]
         np.testing.assert_array_equal(c[order], ref[r])

@@ -1,5 +1,6 @@
 """`pairuni plan`: bytes against a real model's tensors, FSDP2's dim-0 sharding, the presets against
 their published sizes, the fit verdicts and the typed errors."""
+
 from __future__ import annotations
 
 import math
@@ -52,7 +53,9 @@ def test_two_ranks_halve_the_state_up_to_fsdp2_dim0_padding(tiny_dir, real_tiny)
     # FSDP2 shards dim 0 as torch.chunk does: rank 0 holds ceil(rows/2) rows
     for n, t in real_tiny.named_parameters():
         chunks = torch.chunk(t.detach(), 2, dim=0)
-        assert [shard_numel(tuple(t.shape), 2, r) for r in (0, 1)] == [c.numel() for c in chunks] + [0] * (2 - len(chunks)), n
+        assert [shard_numel(tuple(t.shape), 2, r) for r in (0, 1)] == [c.numel() for c in chunks] + [0] * (
+            2 - len(chunks)
+        ), n
     one = plan(PlanRequest(family="janus", model_dir=tiny_dir, precision="fp32"))["bytes"]
     two = plan(PlanRequest(family="janus", model_dir=tiny_dir, precision="fp32", ranks=2))["bytes"]
     odd_rows = sum(4 * math.prod(t.shape[1:]) for t in real_tiny.parameters() if t.shape[0] % 2)
@@ -61,9 +64,16 @@ def test_two_ranks_halve_the_state_up_to_fsdp2_dim0_padding(tiny_dir, real_tiny)
     assert two["fsdp_buffers"] > 0 and one["fsdp_buffers"] == 0
 
 
-@pytest.mark.parametrize("name,tol", [("Janus-Pro-1B", 0.01), ("Janus-Pro-7B", 0.01), ("Lumina-DiMOO", 0.02),
-                                      # "14B" is the paper's rounding; the count holds 32 M fixed sin-cos tables
-                                      ("BAGEL-7B-MoT", 0.05)])
+@pytest.mark.parametrize(
+    "name,tol",
+    [
+        ("Janus-Pro-1B", 0.01),
+        ("Janus-Pro-7B", 0.01),
+        ("Lumina-DiMOO", 0.02),
+        # "14B" is the paper's rounding; the count holds 32 M fixed sin-cos tables
+        ("BAGEL-7B-MoT", 0.05),
+    ],
+)
 def test_presets_match_their_published_sizes(name, tol):
     p = PRESETS[name]
     a = arch.from_preset(p)
@@ -80,10 +90,16 @@ def test_dimoo_analytic_count_is_llada_8b_plus_the_image_codes():
 
 def test_paper_settings_verdicts():
     j = plan(PlanRequest(family="janus", preset="Janus-Pro-7B", ranks=8, gpu_gib=80, k=4))
-    assert j["fits"] and j["suggestion"] is None and j["bytes"]["total"] == max(j["bytes"]["update_peak"], j["bytes"]["rollout_peak"])
+    assert (
+        j["fits"]
+        and j["suggestion"] is None
+        and j["bytes"]["total"] == max(j["bytes"]["update_peak"], j["bytes"]["rollout_peak"])
+    )
     # one 80 GB GPU, no checkpointing, a reference: DiMOO-8B full fine-tuning does not fit, and the
     # first listed change that does is named
-    d = plan(PlanRequest(family="dimoo", preset="Lumina-DiMOO", ranks=1, gpu_gib=80, k=2, beta=0.04, checkpointing=False))
+    d = plan(
+        PlanRequest(family="dimoo", preset="Lumina-DiMOO", ranks=1, gpu_gib=80, k=2, beta=0.04, checkpointing=False)
+    )
     assert not d["fits"] and d["bytes"]["reference"] > 0
     assert d["suggestion"] is not None and d["verdict"] == f"fits with: {d['suggestion']['change']}"
     assert d["suggestion"]["total"] <= d["usable"]
@@ -102,19 +118,22 @@ def test_lora_trains_only_adapters_and_drops_the_reference_copy():
     assert lora["bytes"]["optimizer"] < full["bytes"]["optimizer"] / 100
 
 
-@pytest.mark.parametrize("kw,field", [
-    (dict(family="janus", preset="Janus-Pro-70B"), "preset"),
-    (dict(family="dimoo", preset="Janus-Pro-7B"), "preset"),
-    (dict(family="janus"), "preset"),
-    (dict(family="flux", preset="Janus-Pro-7B"), "family"),
-    (dict(family="janus", preset="Janus-Pro-7B", ranks=0), "ranks"),
-    (dict(family="janus", preset="Janus-Pro-7B", gpu_gib=float("nan")), "gpu_gib"),
-    (dict(family="janus", preset="Janus-Pro-7B", gpu_gib=-80), "gpu_gib"),
-    (dict(family="janus", preset="Janus-Pro-7B", k=2.5), "k"),
-    (dict(family="janus", preset="Janus-Pro-7B", train_modules=["unet"]), "train_modules"),
-    (dict(family="bagel", preset="BAGEL-7B-MoT", mode="rl"), "mode"),
-    (dict(family="janus", model_dir="/nonexistent/model"), "model_dir"),
-])
+@pytest.mark.parametrize(
+    "kw,field",
+    [
+        (dict(family="janus", preset="Janus-Pro-70B"), "preset"),
+        (dict(family="dimoo", preset="Janus-Pro-7B"), "preset"),
+        (dict(family="janus"), "preset"),
+        (dict(family="flux", preset="Janus-Pro-7B"), "family"),
+        (dict(family="janus", preset="Janus-Pro-7B", ranks=0), "ranks"),
+        (dict(family="janus", preset="Janus-Pro-7B", gpu_gib=float("nan")), "gpu_gib"),
+        (dict(family="janus", preset="Janus-Pro-7B", gpu_gib=-80), "gpu_gib"),
+        (dict(family="janus", preset="Janus-Pro-7B", k=2.5), "k"),
+        (dict(family="janus", preset="Janus-Pro-7B", train_modules=["unet"]), "train_modules"),
+        (dict(family="bagel", preset="BAGEL-7B-MoT", mode="rl"), "mode"),
+        (dict(family="janus", model_dir="/nonexistent/model"), "model_dir"),
+    ],
+)
 def test_bad_input_is_a_typed_error_naming_the_field(kw, field):
     with pytest.raises(PlanError) as e:
         plan(PlanRequest(**kw))
@@ -170,8 +189,17 @@ def test_lora_factors_are_whole_on_every_rank_and_bagel_keeps_its_vit_training(t
     b = build_tiny_bagel(str(tmp_path / "bagel"), seed=0)
     mods = ["gen_expert", "vit"]
     q = plan(PlanRequest(family="bagel", model_dir=b, precision="fp32", train_modules=mods, lora_rank=4))
-    a = load_adapter("bagel", LoadSpec(adapter="bagel", path=b, device="cpu", autocast="off", train_modules=mods,
-                                       options={"lora_rank": 4, "vae_image_size": 32, "vit_image_size": 28}))
+    a = load_adapter(
+        "bagel",
+        LoadSpec(
+            adapter="bagel",
+            path=b,
+            device="cpu",
+            autocast="off",
+            train_modules=mods,
+            options={"lora_rank": 4, "vae_image_size": 32, "vit_image_size": 28},
+        ),
+    )
     assert q["counts"]["trainable"] == sum(p.numel() for _, p in a.trainable_parameters())
     assert any(n.startswith("model.vit_model.") for n, _ in a.trainable_parameters())
 
@@ -179,6 +207,7 @@ def test_lora_factors_are_whole_on_every_rank_and_bagel_keeps_its_vit_training(t
 def _saved_per_token_per_layer(build, forward, tokens: int) -> float:
     """Elements autograd keeps for backward per token per block (parameters excluded): the difference
     between a 4-block and a 2-block model, halved."""
+
     def saved(layers: int) -> int:
         torch.manual_seed(0)
         m = build(layers)
@@ -211,14 +240,20 @@ def test_block_activation_formula_matches_autograds_saved_tensors():
     def janus(layers):
         return JanusForConditionalGeneration(tiny_janus_config(hidden=h, layers=layers)).model.language_model
 
-    got = _saved_per_token_per_layer(janus, lambda lm: lm(inputs_embeds=x, attention_mask=torch.ones(rows, T, dtype=torch.long),
-                                                          use_cache=False), rows * T)
+    got = _saved_per_token_per_layer(
+        janus,
+        lambda lm: lm(inputs_embeds=x, attention_mask=torch.ones(rows, T, dtype=torch.long), use_cache=False),
+        rows * T,
+    )
     want = block_internal_elems(Stack(1, h, 2 * h, 4, 4))
     assert 0 <= got - want <= 16, (got, want)  # the rest: per-token scalars (norm statistics, logsumexp per head)
 
     ids, keep = torch.randint(0, 50, (rows, T)), torch.ones(rows, T, dtype=torch.bool)
-    got = _saved_per_token_per_layer(lambda layers: TinyMDM(TinyMDMConfig(vocab_size=50, d_model=h, n_layers=layers, d_ff=f, n_heads=4)),
-                                     lambda m: m(ids, keep), rows * T)
+    got = _saved_per_token_per_layer(
+        lambda layers: TinyMDM(TinyMDMConfig(vocab_size=50, d_model=h, n_layers=layers, d_ff=f, n_heads=4)),
+        lambda m: m(ids, keep),
+        rows * T,
+    )
     want = block_internal_elems(Stack(1, h, f, 4, 4, block="gelu"))
     assert 0 <= got - want <= 16, (got, want)
 
@@ -234,8 +269,16 @@ def test_bagel_sft_activations_count_the_understanding_image_at_the_generated_im
     assert bagel_vit_tokens(_arch(real)) == 36 * 36  # 32 x 32 latents of 16 px = 512 px
     assert bagel_vit_tokens(_arch(PlanRequest(family="bagel", preset="BAGEL-7B-MoT", image_tokens=256))) == 18 * 18
     b = build_tiny_bagel(str(tmp_path / "bagel"), seed=0)  # hidden 64, 2 layers, SwiGLU 128, GQA 4 / 2 heads of 16
-    r = PlanRequest(family="bagel", model_dir=b, precision="fp32", micro_batch=2, text_tokens=10, image_tokens=16,
-                    checkpointing=False, train_modules=["language_model"])
+    r = PlanRequest(
+        family="bagel",
+        model_dir=b,
+        precision="fp32",
+        micro_batch=2,
+        text_tokens=10,
+        image_tokens=16,
+        checkpointing=False,
+        train_modules=["language_model"],
+    )
     assert bagel_vit_tokens(_arch(r)) == 16
     tokens = 2 * (2 * 10 + 16 + 16)  # 2 pairs of 52 tokens, every graph alive until the one backward
     per_token = 2 * (7 * 64 + 3 * 32 + 4 * 128)  # two layers of the Llama block's saved tensors

@@ -1,4 +1,5 @@
 """PairGRPO update, checkpoints and the train.* ops, in-process on a tiny random-init Janus."""
+
 from __future__ import annotations
 
 import os
@@ -59,8 +60,12 @@ def p_first_upper(a, items) -> float:
     ids = [a._enc(c)[0] for c in UPPER]
     x = b.extra
     with torch.no_grad():
-        lg = a.model(inputs_embeds=a._und_embeds(a.model, x["prompt_ids"], x["feats"][b.group]),
-                     attention_mask=x["prompt_mask"], position_ids=_positions(x["prompt_mask"]), logits_to_keep=1).logits[:, -1]
+        lg = a.model(
+            inputs_embeds=a._und_embeds(a.model, x["prompt_ids"], x["feats"][b.group]),
+            attention_mask=x["prompt_mask"],
+            position_ids=_positions(x["prompt_mask"]),
+            logits_to_keep=1,
+        ).logits[:, -1]
     return float(torch.softmax(lg.float(), -1)[:, ids].sum(-1).mean())
 
 
@@ -74,8 +79,10 @@ def p_even_codes(a, prompts, w=5.0) -> float:
         codes = b.out_ids.repeat_interleave(2, 0)
         emb = torch.cat([m.get_input_embeddings()(ids), m.prepare_embeddings_for_image_generation(codes)], 1)
         mask = torch.cat([pm, torch.ones_like(codes)], 1)
-        h = m.model.language_model(inputs_embeds=emb, attention_mask=mask, position_ids=_positions(mask)).last_hidden_state
-        lg = m.model.generation_head(h[:, ids.shape[1] - 1:-1]).float()
+        h = m.model.language_model(
+            inputs_embeds=emb, attention_mask=mask, position_ids=_positions(mask)
+        ).last_hidden_state
+        lg = m.model.generation_head(h[:, ids.shape[1] - 1 : -1]).float()
         z = lg[1::2] + w * (lg[0::2] - lg[1::2])
         return float(torch.softmax(z, -1)[..., 0::2].sum(-1).mean())
 
@@ -129,7 +136,9 @@ def test_micro_batching_does_not_change_the_step(model_dir, image):
         step = pol.optimizer.step
 
         def capture(*args, _step=step, _grads=grads, _pol=pol, **kw):
-            _grads.update({n: p.grad.detach().clone() for n, p in zip(_pol.param_names, _pol.params) if p.grad is not None})
+            _grads.update(
+                {n: p.grad.detach().clone() for n, p in zip(_pol.param_names, _pol.params) if p.grad is not None}
+            )
             return _step(*args, **kw)
 
         pol.optimizer.step = capture
@@ -170,8 +179,14 @@ def test_grad_cosine_matches_separate_gradients(model_dir, image):
         lp, mask = a.token_logprobs(b, torch.arange(4), est_seed=0, grad=True)
         loss, _ = clipped_surrogate(lp, b.old_logp, adv, mask, c, LossCfg())
         g = torch.autograd.grad(loss, [p for _, p in a.trainable_parameters()], allow_unused=True)
-        grads.append(torch.cat([(x if x is not None else torch.zeros_like(p)).flatten()
-                                for x, (_, p) in zip(g, a.trainable_parameters())]))
+        grads.append(
+            torch.cat(
+                [
+                    (x if x is not None else torch.zeros_like(p)).flatten()
+                    for x, (_, p) in zip(g, a.trainable_parameters())
+                ]
+            )
+        )
     want = float(torch.nn.functional.cosine_similarity(grads[0].double(), grads[1].double(), dim=0))
     m = Policy(a, OptimCfg(lr=1e-3)).update([SideInput(ub, au), SideInput(gb, ag)], LossCfg(), grad_cosine=True)
     assert m["grad_cos"] == pytest.approx(want, abs=1e-6)
@@ -244,8 +259,12 @@ def test_save_resume_gives_identical_next_step(model_dir, image, tmp_path):
     w_res = _weights(resumed.adapter)
     assert all(torch.equal(w_cont[k], w_res[k]) for k in w_cont)
     with pytest.raises(BadRequest, match="trainable"):
-        load_policy("janus", LoadSpec(path=model_dir, device="cpu", train_modules=("language_model", "gen_head")),
-                    optim, resume_dir=ck)
+        load_policy(
+            "janus",
+            LoadSpec(path=model_dir, device="cpu", train_modules=("language_model", "gen_head")),
+            optim,
+            resume_dir=ck,
+        )
     with pytest.raises(CheckpointNotFound, match="missing' does not exist"):
         load_policy("janus", spec, optim, resume_dir=str(tmp_path / "missing"))
 
@@ -271,6 +290,7 @@ def test_failed_save_keeps_previous_checkpoint(model_dir, image, tmp_path, monke
 
 
 # -- ops, in-process ---------------------------------------------------------------------------
+
 
 class Ctx(OpContext):
     def __init__(self, state, handles):
@@ -301,8 +321,12 @@ def test_ops_round_trip(model_dir, image, tmp_path):
     info = call(state, handles, "train.load", load_args(model_dir, lr=1e-3))
     assert info["num_image_tokens"] == 16 and info["optimizer_step"] == 0 and info["elapsed_s"] >= 0
     assert set(info["capabilities"]) >= {"und_rollout", "gen_rollout", "sft"}
-    ru = call(state, handles, "train.und_rollout", {"n": 2, "items": [{"image_path": image, "text": "Q"}],
-                                                    "sampling": {"max_new_tokens": 3, "seed": 1}})
+    ru = call(
+        state,
+        handles,
+        "train.und_rollout",
+        {"n": 2, "items": [{"image_path": image, "text": "Q"}], "sampling": {"max_new_tokens": 3, "seed": 1}},
+    )
     assert ru["size"] == 2 and len(ru["texts"]) == 2 and len(ru["lengths"]) == 2
     rg = call(state, handles, "train.gen_rollout", {"n": 2, "items": [{"prompt": "p"}], "sampling": {"seed": 2}})
     rep = call(state, handles, "train.reward", {"handle": rg["handle"], "reward": {"name": "brightness"}})
@@ -319,19 +343,34 @@ def test_ops_round_trip(model_dir, image, tmp_path):
         call(state, handles, "train.rollout_images", {"handle": ru["handle"]})
     lp = call(state, handles, "train.logprobs", {"handle": ru["handle"]})
     assert (lp.tensors["logp"] - lp.tensors["old_logp"]).abs().max() <= 1e-5
-    m = call(state, handles, "train.update", {"handles": {"und": ru["handle"], "gen": rg["handle"]}, "grad_cosine": True,
-                                              "loss": {}, "est_seed": 0},
-             {"adv_und": torch.tensor([1.0, -1.0]), "adv_gen": torch.tensor([-1.0, 1.0])})
+    m = call(
+        state,
+        handles,
+        "train.update",
+        {"handles": {"und": ru["handle"], "gen": rg["handle"]}, "grad_cosine": True, "loss": {}, "est_seed": 0},
+        {"adv_und": torch.tensor([1.0, -1.0]), "adv_gen": torch.tensor([-1.0, 1.0])},
+    )
     assert m["optimizer_step"] == 1 and "grad_cos" in m and m["und/tokens"] > 0
     validate_reply("train.update", m)  # the metric record the TS side declares
-    g = call(state, handles, "train.grid", {"handle": rg["handle"], "path": str(tmp_path / "s" / "grid.png"), "nrow": 2})
+    g = call(
+        state, handles, "train.grid", {"handle": rg["handle"], "path": str(tmp_path / "s" / "grid.png"), "nrow": 2}
+    )
     from PIL import Image
 
     assert Image.open(g["path"]).size == (g["width"], g["height"]) == (2 * 18 + 2, 18 + 2)
     s = call(state, handles, "train.save", {"dir": str(tmp_path / "ck")})
     assert read_policy_meta(s["dir"])["optimizer_step"] == 1
-    sft = call(state, handles, "train.sft", {"examples": [{"side": "und", "image_path": image, "text": "Q", "target": "A"},
-                                                          {"side": "gen", "image_path": image, "text": "a prompt"}]})
+    sft = call(
+        state,
+        handles,
+        "train.sft",
+        {
+            "examples": [
+                {"side": "und", "image_path": image, "text": "Q", "target": "A"},
+                {"side": "gen", "image_path": image, "text": "a prompt"},
+            ]
+        },
+    )
     validate_reply("train.sft", sft)
     assert sft["optimizer_step"] == 2 and sft["und/sft_loss"] > 0 and sft["gen/sft_loss"] > 0
     assert call(state, handles, "handles.free", {"handles": [ru["handle"], rg["handle"]]})["freed"] == 2
@@ -341,8 +380,12 @@ def test_ops_round_trip(model_dir, image, tmp_path):
 def test_sft_step_lowers_the_loss_on_a_fixed_set(model_dir, image):
     state, handles = {}, HandleStore()
     call(state, handles, "train.load", load_args(model_dir, lr=3e-3))
-    ex = {"examples": [{"side": "und", "image_path": image, "text": "What is it?", "target": "A red square"},
-                       {"side": "gen", "image_path": image, "text": "a red square"}]}
+    ex = {
+        "examples": [
+            {"side": "und", "image_path": image, "text": "What is it?", "target": "A red square"},
+            {"side": "gen", "image_path": image, "text": "a red square"},
+        ]
+    }
     first = call(state, handles, "train.sft", ex)
     for _ in range(5):
         last = call(state, handles, "train.sft", ex)
@@ -352,7 +395,12 @@ def test_sft_step_lowers_the_loss_on_a_fixed_set(model_dir, image):
 def test_ops_bad_input(model_dir, image, tmp_path):
     state, handles = {}, HandleStore()
     with pytest.raises(BadRequest, match="train.load first"):
-        call(state, handles, "train.und_rollout", {"n": 1, "items": [{"image_path": image, "text": "Q"}], "sampling": {"seed": 0}})
+        call(
+            state,
+            handles,
+            "train.und_rollout",
+            {"n": 1, "items": [{"image_path": image, "text": "Q"}], "sampling": {"seed": 0}},
+        )
     with pytest.raises(CheckpointNotFound) as ei:
         call(state, handles, "train.load", load_args(str(tmp_path / "none")))
     assert ei.value.code == "not_found"
@@ -362,12 +410,22 @@ def test_ops_bad_input(model_dir, image, tmp_path):
     with pytest.raises(BadRequest, match="missing field.*seed"):
         call(state, handles, "train.load", {"model": {"path": model_dir}, "optim": {}})
     with pytest.raises(BadRequest, match="janus model.options: unknown field.*templat"):
-        call(state, handles, "train.load", {**load_args(model_dir), "model": {"path": model_dir, "options": {"templat": "x"}}})
+        call(
+            state,
+            handles,
+            "train.load",
+            {**load_args(model_dir), "model": {"path": model_dir, "options": {"templat": "x"}}},
+        )
     call(state, handles, "train.load", load_args(model_dir))
     with pytest.raises(BadRequest, match="items"):
         call(state, handles, "train.und_rollout", {"n": 1, "items": [], "sampling": {"seed": 0}})
     with pytest.raises(BadRequest, match="janus gen.options: unknown field.*steps"):
-        call(state, handles, "train.gen_rollout", {"n": 1, "items": [{"prompt": "x"}], "sampling": {"seed": 0, "options": {"steps": 2}}})
+        call(
+            state,
+            handles,
+            "train.gen_rollout",
+            {"n": 1, "items": [{"prompt": "x"}], "sampling": {"seed": 0, "options": {"steps": 2}}},
+        )
     rg = call(state, handles, "train.gen_rollout", {"n": 2, "items": [{"prompt": "p"}], "sampling": {"seed": 0}})
     assert "test_nan" in list_rewards()
     with pytest.raises(NonFiniteError, match="test_nan") as ei:
@@ -378,9 +436,21 @@ def test_ops_bad_input(model_dir, image, tmp_path):
     with pytest.raises(BadRequest, match="missing payload 'adv_gen'"):
         call(state, handles, "train.update", {"handles": {"gen": rg["handle"]}, "loss": {}, "est_seed": 0})
     with pytest.raises(BadRequest, match="payload 'adv_gen' must have dtype f32"):
-        call(state, handles, "train.update", {"handles": {"gen": rg["handle"]}, "loss": {}, "est_seed": 0}, {"adv_gen": torch.zeros(2, dtype=torch.float64)})
+        call(
+            state,
+            handles,
+            "train.update",
+            {"handles": {"gen": rg["handle"]}, "loss": {}, "est_seed": 0},
+            {"adv_gen": torch.zeros(2, dtype=torch.float64)},
+        )
     with pytest.raises(BadRequest, match="holds a 'gen' rollout"):
-        call(state, handles, "train.update", {"handles": {"und": rg["handle"]}, "loss": {}, "est_seed": 0}, {"adv_und": torch.zeros(2)})
+        call(
+            state,
+            handles,
+            "train.update",
+            {"handles": {"und": rg["handle"]}, "loss": {}, "est_seed": 0},
+            {"adv_und": torch.zeros(2)},
+        )
 
 
 def test_ops_rollout_on_corrupt_checkpoint_names_it(model_dir, image, tmp_path):
@@ -394,11 +464,19 @@ def test_ops_rollout_on_corrupt_checkpoint_names_it(model_dir, image, tmp_path):
     call(state, handles, "train.save", {"dir": ck})
 
     call(state, handles, "train.load", {**load_args(model_dir), "resume_dir": ck})
-    for op, items, side in (("train.und_rollout", [{"image_path": image, "text": "Q"}], "und"),
-                            ("train.gen_rollout", [{"prompt": "p"}], "gen")):
+    for op, items, side in (
+        ("train.und_rollout", [{"image_path": image, "text": "Q"}], "und"),
+        ("train.gen_rollout", [{"prompt": "p"}], "gen"),
+    ):
         with pytest.raises(NonFiniteError, match=re.escape(f"janus {side}: the model loaded from '{ck}'")) as ei:
-            call(state, handles, op, {"n": 2, "items": items, "sampling": {"max_new_tokens": 3, "seed": 0}}
-                 if side == "und" else {"n": 2, "items": items, "sampling": {"seed": 0}})
+            call(
+                state,
+                handles,
+                op,
+                {"n": 2, "items": items, "sampling": {"max_new_tokens": 3, "seed": 0}}
+                if side == "und"
+                else {"n": 2, "items": items, "sampling": {"seed": 0}},
+            )
         wire = ei.value.to_wire()
         assert wire["code"] == "op_failed" and wire["detail"]["type"] == "NonFiniteError"
         assert wire["detail"]["model"] == ck and wire["detail"]["side"] == side

@@ -1,4 +1,5 @@
 """Protocol v1 in Python: shared vectors, the fuzz corpus at decode level, payload codecs, the pool."""
+
 from __future__ import annotations
 
 import gc
@@ -13,7 +14,13 @@ import torch
 
 from pairuni_sidecar.errors import SidecarError
 from pairuni_sidecar.protocol.header import decode_header_frame, encode_header_frame
-from pairuni_sidecar.protocol.payload import arrow_to_table, decode_payloads, encode_payloads, raw_to_tensor, stream_layout
+from pairuni_sidecar.protocol.payload import (
+    arrow_to_table,
+    decode_payloads,
+    encode_payloads,
+    raw_to_tensor,
+    stream_layout,
+)
 from pairuni_sidecar.protocol.pool import BufferPool
 from pairuni_sidecar.server import Server
 
@@ -69,7 +76,7 @@ def test_raw_tensors_at_odd_offsets_are_copied_and_correct():
     vals = np.array([1.5, -2.0, 3.25], dtype=np.float32)
     for off in range(0, 8):
         host = bytearray(off) + vals.tobytes() + bytearray(3)
-        view = memoryview(host)[off:off + 12]
+        view = memoryview(host)[off : off + 12]
         t = raw_to_tensor({"nm": "x", "enc": "raw", "n": 12, "dt": "f32", "sh": [3]}, view)
         assert t.tolist() == [1.5, -2.0, 3.25]
         assert t.data_ptr() % 4 == 0

@@ -1,4 +1,5 @@
 """HPSv2 reward: registry, typed errors without open_clip/checkpoint, and the scoring math with tiny encoders."""
+
 from __future__ import annotations
 
 import builtins
@@ -85,8 +86,13 @@ def test_scores_are_cosines_of_injected_encoders():
     red[..., 0] = 255
     imgs = torch.cat([red, red])
     out = s.score(imgs, ["red", "grey"])
-    f = torch.tensor([(1 - OPENAI_CLIP_MEAN[0]) / OPENAI_CLIP_STD[0], -OPENAI_CLIP_MEAN[1] / OPENAI_CLIP_STD[1],
-                      -OPENAI_CLIP_MEAN[2] / OPENAI_CLIP_STD[2]])
+    f = torch.tensor(
+        [
+            (1 - OPENAI_CLIP_MEAN[0]) / OPENAI_CLIP_STD[0],
+            -OPENAI_CLIP_MEAN[1] / OPENAI_CLIP_STD[1],
+            -OPENAI_CLIP_MEAN[2] / OPENAI_CLIP_STD[2],
+        ]
+    )
     cos_red = float(f[0] / f.norm())
     cos_grey = float(f.sum() / (f.norm() * math.sqrt(3)))
     assert out.dtype == torch.float32 and out.shape == (2,)

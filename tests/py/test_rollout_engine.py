@@ -9,6 +9,7 @@ after CFG's w = 5 amplification on one x86 CPU; 1e-5 is the bound the adapter's 
 A flip of a sampled token would need two candidates tied to ~1e-7 relative under the drawn noise, which
 the fixed seeds here do not hit; such a flip would fail the token check loudly, not pass silently.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -80,7 +81,7 @@ def test_draw_frequencies_follow_softmax_and_greedy_is_argmax():
     g = torch.Generator().manual_seed(1)
     tok, lp, _ = draw(z, exp_race_noise(z, g))
     freq = torch.bincount(tok, minlength=3).float() / tok.numel()
-    p = torch.tensor([1.0, np.e, np.e ** 2]) / (1 + np.e + np.e ** 2)  # 0.090, 0.245, 0.665
+    p = torch.tensor([1.0, np.e, np.e**2]) / (1 + np.e + np.e**2)  # 0.090, 0.245, 0.665
     assert (freq - p).abs().max().item() < 0.015
     assert torch.allclose(lp.exp(), p[tok])
     tok, lp, ok = draw(torch.tensor([[0.5, 3.0, -1.0], [float("inf"), 0.0, 0.0]]), None)
@@ -155,7 +156,7 @@ def test_und_engine_trims_at_eos_like_the_reference(eos_prone, image):
     a, b = eng.und_rollout(items, 4, s), ref.und_rollout(items, 4, s)
     _same(a, b)
     L = b.out_ids.shape[1]
-    assert L < 60 and a.out_ids.shape[1] == L              # stopped early, at the same step
+    assert L < 60 and a.out_ids.shape[1] == L  # stopped early, at the same step
     lengths = b.out_mask.sum(-1)
     assert lengths.max().item() == L and lengths.min().item() < L  # rows finished at different steps
     assert (a.out_ids[~a.out_mask] == eng.pad_id).all() and (a.old_logp[~a.out_mask] == 0).all()
@@ -188,9 +189,13 @@ def test_compiled_step_is_one_graph_and_reproduces_the_eager_engine(pair):
     m = eng.model
     compiled = JanusAdapter.from_model(m, eng.tok, options={"rollout_compile": "on"})
     compiled._decoders["gen", True] = StaticDecoder(  # what _decoder builds, on the eager backend
-        m.model.language_model, m.config.text_config, head=m.model.generation_head,
-        embed_next=m.prepare_embeddings_for_image_generation, compile=True,
-        compile_options={"backend": "eager", "mode": None, "fullgraph": True})
+        m.model.language_model,
+        m.config.text_config,
+        head=m.model.generation_head,
+        embed_next=m.prepare_embeddings_for_image_generation,
+        compile=True,
+        compile_options={"backend": "eager", "mode": None, "fullgraph": True},
+    )
     torch._dynamo.reset()
     counters.clear()
     for i in (0, 1, 0):

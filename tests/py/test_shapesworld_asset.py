@@ -1,5 +1,6 @@
 """The shipped checkpoint assets/tiny-janus-shapes: contract, size, VQ fidelity, and "better than
 chance but far from perfect" held-out behaviour (what the demo's PairGRPO needs to improve)."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -63,7 +64,9 @@ def test_understanding_is_above_chance_in_every_category_but_not_solved(policy, 
     und, _, imgs = heldout_items(None, 0, 300)  # the card's 300 held-out items, 50 per category
     texts = adapter.greedy_answers(imgs, [fmt.und_user_text(r["question"], r["choices"]) for r in und])
     ok = [fmt.parse_answer(t) == r["answer"] for t, r in zip(texts, und)]
-    by_cat = {c: float(np.mean([o for o, r in zip(ok, und) if r["category"] == c])) for c in {r["category"] for r in und}}
+    by_cat = {
+        c: float(np.mean([o for o, r in zip(ok, und) if r["category"] == c])) for c in {r["category"] for r in und}
+    }
     assert 0.6 <= np.mean(ok) <= 0.95, np.mean(ok)  # chance is 0.25; RL has room left
     # Chance is 0.25 everywhere. Measured at pretraining (card): single object, two objects, colours 1.0,
     # colour of a named shape 0.96, counting 0.74, position 0.40: position is above chance but short of

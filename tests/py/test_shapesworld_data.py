@@ -1,4 +1,5 @@
 """ShapesWorld generator: determinism, record format, MCQ correctness, U/G content overlap."""
+
 from __future__ import annotations
 
 import collections
@@ -120,4 +121,5 @@ def test_render_draws_exactly_the_scene_objects():
     img = render(item.objects)
     lit = (img != img[0, 0]).any(-1).sum()  # pixels that differ from the background
     from pairuni_sidecar.shapesworld.render import SHAPE_MASKS
+
     assert lit == sum(SHAPE_MASKS[o.shape].sum() for o in item.objects)

@@ -9,6 +9,7 @@ and ``sample_images``).
 - Evaluation is reproducible from its seeds; the model-directory, in-memory, built-dataset and CLI
   paths give the same numbers.
 """
+
 from __future__ import annotations
 
 import json
@@ -84,7 +85,9 @@ class ScriptedAdapter(PolicyAdapter):
     def sample_images(self, prompts, n, *, cfg_weight, temperature, seed):
         self.calls.append(("gen", list(prompts), n, cfg_weight, temperature, seed))
         blank = render([])
-        return torch.from_numpy(np.stack([render(self.truth[p]) if k == 0 else blank for p in prompts for k in range(n)]))
+        return torch.from_numpy(
+            np.stack([render(self.truth[p]) if k == 0 else blank for p in prompts for k in range(n)])
+        )
 
     def und_rollout(self, *args, **kwargs):
         raise AssertionError("held-out evaluation must use only greedy_answers and sample_images")
@@ -103,8 +106,19 @@ def test_any_adapter_gets_the_evaluation_with_hand_computable_numbers(tmp_path):
     n, n_und, samples = 12, 9, 2
     truth = {make_item(4, "g_eval", i).prompt: make_item(4, "g_eval", i).objects for i in range(n)}
     ad = ScriptedAdapter(truth)
-    res = evaluate_adapter(ad, fmt, seed=4, n=n, n_und=n_und, samples=samples, cfg_weight=2.5, temperature=0.8,
-                           sample_seed=9, grid=str(tmp_path / "g.png"), grid_n=4)
+    res = evaluate_adapter(
+        ad,
+        fmt,
+        seed=4,
+        n=n,
+        n_und=n_und,
+        samples=samples,
+        cfg_weight=2.5,
+        temperature=0.8,
+        sample_seed=9,
+        grid=str(tmp_path / "g.png"),
+        grid_n=4,
+    )
     und, gen, imgs = heldout_items(None, 4, n, n_und)
     (_, seen_imgs, seen_texts), (_, prompts, k, w, t, seed) = ad.calls
     assert torch.equal(seen_imgs, imgs)
@@ -150,7 +164,7 @@ def _ref_answer_logits(ad: JanusAdapter, prompt: list[int], image: torch.Tensor,
     x = torch.tensor([prompt + answer])
     pix = ((image[None].permute(0, 3, 1, 2).float() / 255.0) - ad.image_mean) / ad.image_std
     with torch.no_grad():
-        return ad.model(input_ids=x, pixel_values=pix).logits[0, len(prompt) - 1:].float()
+        return ad.model(input_ids=x, pixel_values=pix).logits[0, len(prompt) - 1 :].float()
 
 
 def _ref_gen_logits(ad: JanusAdapter, prompt: list[int], codes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -158,10 +172,12 @@ def _ref_gen_logits(ad: JanusAdapter, prompt: list[int], codes: torch.Tensor) ->
     m = ad.model
     out = []
     for ids in (prompt, [prompt[0]] + [ad.pad_id] * (len(prompt) - 2) + [prompt[-1]]):
-        emb = torch.cat([m.get_input_embeddings()(torch.tensor([ids])), m.prepare_embeddings_for_image_generation(codes[None])], 1)
+        emb = torch.cat(
+            [m.get_input_embeddings()(torch.tensor([ids])), m.prepare_embeddings_for_image_generation(codes[None])], 1
+        )
         with torch.no_grad():
             h = m.model.language_model(inputs_embeds=emb).last_hidden_state[0]
-            out.append(m.model.generation_head(h[len(ids) - 1:-1]).float())
+            out.append(m.model.generation_head(h[len(ids) - 1 : -1]).float())
     return out[0], out[1]
 
 
@@ -170,7 +186,9 @@ def test_greedy_answers_are_argmax_under_a_reference_forward(policy):
     und, _, imgs = heldout_items(None, 2, 1, 10)
     texts = [fmt.und_user_text(r["question"], r["choices"]) for r in und]
     toks = ad.greedy_tokens(imgs, texts, max_new_tokens=12)
-    assert ad.greedy_answers(imgs, texts, max_new_tokens=12) == [ad.tok.decode(t, skip_special_tokens=True) for t in toks]
+    assert ad.greedy_answers(imgs, texts, max_new_tokens=12) == [
+        ad.tok.decode(t, skip_special_tokens=True) for t in toks
+    ]
     ended = 0
     for text, image, answer in zip(texts, imgs, toks):
         logits = _ref_answer_logits(ad, ad.und_prompt_ids(text), image, answer)
@@ -190,7 +208,8 @@ def test_image_codes_follow_the_guided_softmax_of_a_reference_forward(policy, w)
     # the sampler's log-probs are those of the guided distribution at T = 0.7
     codes, logp = ad.sample_codes(prompts, 2, cfg_weight=w, temperature=0.7, seed=1, return_logp=True)
     assert codes.shape == (8, ad.num_image_tokens) and torch.equal(
-        codes, ad.sample_codes(prompts, 2, cfg_weight=w, temperature=0.7, seed=1))
+        codes, ad.sample_codes(prompts, 2, cfg_weight=w, temperature=0.7, seed=1)
+    )
     # near-zero temperature: the drawn code maximises u + w (c - u)
     cold = ad.sample_codes(prompts, 2, cfg_weight=w, temperature=1e-4, seed=1)
     wrong_w = 0
@@ -214,9 +233,13 @@ def test_sampling_is_seeded_and_decodes_the_codes(policy):
     a = ad.sample_images(prompts, 2, cfg_weight=3.0, temperature=1.0, seed=5)
     assert a.dtype == torch.uint8 and a.shape[0] == 4 and a.shape[-1] == 3
     assert torch.equal(a, ad.sample_images(prompts, 2, cfg_weight=3.0, temperature=1.0, seed=5))
-    assert torch.equal(a, ad.decode_images(ad.sample_codes(prompts, 2, cfg_weight=3.0, temperature=1.0, seed=5), chunk=256))
-    assert not torch.equal(ad.sample_codes(prompts, 2, cfg_weight=3.0, temperature=1.0, seed=5),
-                           ad.sample_codes(prompts, 2, cfg_weight=3.0, temperature=1.0, seed=6))
+    assert torch.equal(
+        a, ad.decode_images(ad.sample_codes(prompts, 2, cfg_weight=3.0, temperature=1.0, seed=5), chunk=256)
+    )
+    assert not torch.equal(
+        ad.sample_codes(prompts, 2, cfg_weight=3.0, temperature=1.0, seed=5),
+        ad.sample_codes(prompts, 2, cfg_weight=3.0, temperature=1.0, seed=6),
+    )
 
 
 def test_pixels_of_in_memory_images_equal_pixels_of_their_pngs(tiny, tmp_path):
@@ -235,9 +258,11 @@ def test_pixels_of_in_memory_images_equal_pixels_of_their_pngs(tiny, tmp_path):
 # -- evaluation ---------------------------------------------------------------------------------------
 def _check_consistent(res: dict, n: int, n_und: int, samples: int) -> None:
     und, gen, _ = heldout_items(None, QUICK["seed"], n, n_und)
-    for key, cats, total in (("und_accuracy_by_category", [r["category"] for r in und], "und_accuracy"),
-                             ("gen_reward_by_category", [r["category"] for r in gen], "gen_reward"),
-                             ("gen_binary_by_category", [r["category"] for r in gen], "gen_binary")):
+    for key, cats, total in (
+        ("und_accuracy_by_category", [r["category"] for r in und], "und_accuracy"),
+        ("gen_reward_by_category", [r["category"] for r in gen], "gen_reward"),
+        ("gen_binary_by_category", [r["category"] for r in gen], "gen_binary"),
+    ):
         by = res[key]
         assert set(by) == set(cats)
         mean = sum(by[c] * cats.count(c) for c in by) / len(cats)
@@ -260,20 +285,44 @@ def test_evaluation_is_reproducible_and_its_paths_agree(tiny, tmp_path):
     assert (tmp_path / "a.png").read_bytes() != (tmp_path / "c.png").read_bytes()
     assert c["und_accuracy_by_category"] == a["und_accuracy_by_category"]  # greedy: no sampling seed
     # the same numbers from the directory loader, the in-memory wrapper and a built dataset (the demo's --data)
-    assert evaluate_model_dir(d, **QUICK) == evaluate(model, tok, fmt, **QUICK) == {k: v for k, v in a.items()
-                                                                                      if not k.startswith("grid")}
+    assert (
+        evaluate_model_dir(d, **QUICK)
+        == evaluate(model, tok, fmt, **QUICK)
+        == {k: v for k, v in a.items() if not k.startswith("grid")}
+    )
     world = tmp_path / "world"
-    build_dataset(world, seed=QUICK["seed"], sizes={"u_train": 0, "g_train": 0, "u_eval": QUICK["n_und"], "g_eval": QUICK["n"]})
+    build_dataset(
+        world, seed=QUICK["seed"], sizes={"u_train": 0, "g_train": 0, "u_eval": QUICK["n_und"], "g_eval": QUICK["n"]}
+    )
     assert evaluate_model_dir(d, **{**QUICK, "data": str(world)}) == evaluate_model_dir(d, **QUICK)
 
 
 def test_cli_eval_prints_the_same_numbers(tiny, tmp_path):
     d = tiny[3]
-    args = ["--seed", "0", "--n", "4", "--n-und", "5", "--samples", "1", "--sample-seed", "3", "--grid", str(tmp_path / "g.png"),
-            "--grid-n", "4"]
-    out = subprocess.run([sys.executable, "-m", "pairuni_sidecar.shapesworld", "eval", "--model", d, *args],
-                         capture_output=True, text=True, timeout=900, check=True,
-                         env={**os.environ, "PYTHONPATH": str(ROOT / "python_sidecar")})
+    args = [
+        "--seed",
+        "0",
+        "--n",
+        "4",
+        "--n-und",
+        "5",
+        "--samples",
+        "1",
+        "--sample-seed",
+        "3",
+        "--grid",
+        str(tmp_path / "g.png"),
+        "--grid-n",
+        "4",
+    ]
+    out = subprocess.run(
+        [sys.executable, "-m", "pairuni_sidecar.shapesworld", "eval", "--model", d, *args],
+        capture_output=True,
+        text=True,
+        timeout=900,
+        check=True,
+        env={**os.environ, "PYTHONPATH": str(ROOT / "python_sidecar")},
+    )
     res = json.loads(out.stdout)
     want = evaluate_model_dir(d, seed=0, n=4, n_und=5, samples=1, sample_seed=3, grid=str(tmp_path / "h.png"), grid_n=4)
     assert {**res, "grid": ""} == {**want, "grid": ""}

@@ -1,4 +1,5 @@
 """Held-out ShapesWorld: evaluation splits share no item or prompt with any training split."""
+
 from __future__ import annotations
 
 import json
@@ -35,8 +36,12 @@ def test_overlap_counts_an_evaluation_item_copied_into_training(tmp_path):
         f.write(json.dumps(leak_g) + "\n")
     o = split_overlap(tmp_path)
     pix = lambda r: np.asarray(Image.open(tmp_path / r["image"]).convert("RGB"))  # noqa: E731
-    same_u = sum(np.array_equal(pix(r), pix(u_eval[0])) and (r["question"], r["choices"], r["answer"]) ==
-                 (u_eval[0]["question"], u_eval[0]["choices"], u_eval[0]["answer"]) for r in u_eval)
+    same_u = sum(
+        np.array_equal(pix(r), pix(u_eval[0]))
+        and (r["question"], r["choices"], r["answer"])
+        == (u_eval[0]["question"], u_eval[0]["choices"], u_eval[0]["answer"])
+        for r in u_eval
+    )
     assert o["u_duplicates"] == same_u >= 1
     assert o["g_verbatim"] == sum(r["prompt"] == g_eval[0]["prompt"] for r in g_eval) >= 1
 

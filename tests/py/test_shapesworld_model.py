@@ -1,6 +1,7 @@
 """Tiny-Janus pieces: tokenizer, prompt format, VQ code consistency with HF, sampling/training
 alignment (the adapter's CFG sampler's log-probs equal the SFT teacher-forced recompute), and
 resumable pretraining."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -41,7 +42,11 @@ def test_tokenizer_covers_every_text_and_keeps_janus_ids(tok, tmp_path):
     for i in range(600):
         it = make_item(5, "u_eval", i)
         choice = it.choices["ABCD".index(it.answer)]
-        for text in (fmt.und_prompt(it.question, it.choices, ""), fmt.answer(it.answer, choice), fmt.gen_prompt(it.prompt)):
+        for text in (
+            fmt.und_prompt(it.question, it.choices, ""),
+            fmt.answer(it.answer, choice),
+            fmt.gen_prompt(it.prompt),
+        ):
             ids = tok(text).input_ids
             assert ids[0] == tok.bos_token_id and unk not in ids, text
     # answer tags are whole tokens that survive skip_special_tokens
@@ -128,8 +133,22 @@ def test_pretraining_is_reproducible_and_resumes_exactly(tmp_path):
     from pairuni_sidecar.shapesworld.pretrain import PretrainConfig, pretrain
     from safetensors.torch import load_file
 
-    cfg = PretrainConfig(seed=1, n_items=48, vq_steps=4, vq_batch=4, sft_steps=4, und_batch=4, gen_batch=4,
-                         warmup=2, ckpt_every=2, eval_n=6, eval_samples=1, shape_steps=2, mix_steps=2, sizes=SMALL.__dict__)
+    cfg = PretrainConfig(
+        seed=1,
+        n_items=48,
+        vq_steps=4,
+        vq_batch=4,
+        sft_steps=4,
+        und_batch=4,
+        gen_batch=4,
+        warmup=2,
+        ckpt_every=2,
+        eval_n=6,
+        eval_samples=1,
+        shape_steps=2,
+        mix_steps=2,
+        sizes=SMALL.__dict__,
+    )
     full = pretrain(tmp_path / "full", cfg, log=lambda m: None)
     assert set(full["metrics"]) >= {"und_accuracy", "gen_reward", "gen_reward_by_category"}
 
@@ -162,8 +181,22 @@ def test_pretraining_resumes_across_sft_length_only(tmp_path):
     from pairuni_sidecar.shapesworld.pretrain import PretrainConfig, pretrain
     from safetensors.torch import load_file
 
-    cfg = PretrainConfig(seed=1, n_items=24, vq_steps=2, vq_batch=4, sft_steps=4, und_batch=4, gen_batch=4,
-                         warmup=1, ckpt_every=1, eval_n=4, eval_samples=1, shape_steps=1, mix_steps=1, sizes=SMALL.__dict__)
+    cfg = PretrainConfig(
+        seed=1,
+        n_items=24,
+        vq_steps=2,
+        vq_batch=4,
+        sft_steps=4,
+        und_batch=4,
+        gen_batch=4,
+        warmup=1,
+        ckpt_every=1,
+        eval_n=4,
+        eval_samples=1,
+        shape_steps=1,
+        mix_steps=1,
+        sizes=SMALL.__dict__,
+    )
     pretrain(tmp_path / "direct", cfg, log=lambda m: None)
 
     class Stop(Exception):

@@ -1,4 +1,5 @@
 """Sidecar ops and CLI of ShapesWorld: registration, progress, cancellation, errors."""
+
 from __future__ import annotations
 
 import json
@@ -27,8 +28,12 @@ def test_ops_are_registered_and_build_reports_progress(tmp_path):
     events = []
     ctx = _ctx("shapesworld.build", events)
     ctx._last_progress = -1e9
-    res = run_op("shapesworld.build", ctx, {"out": str(tmp_path), "seed": 2, "sizes": {"u_train": 12, "g_train": 12,
-                                                                                          "u_eval": 6, "g_eval": 6}}, {})
+    res = run_op(
+        "shapesworld.build",
+        ctx,
+        {"out": str(tmp_path), "seed": 2, "sizes": {"u_train": 12, "g_train": 12, "u_eval": 6, "g_eval": 6}},
+        {},
+    )
     assert res["sizes"]["u_train"] == 12 and (tmp_path / "g_eval.jsonl").exists()
     assert len((tmp_path / "u_train.jsonl").read_text().splitlines()) == 12
     assert events and events[-1]["done"] <= events[-1]["total"] == 36
@@ -47,8 +52,9 @@ def test_build_is_cancellable_and_validates_sizes(tmp_path):
 
 def test_score_op_returns_both_rewards_as_tensors():
     imgs = torch.from_numpy(np.stack([render([Obj("square", "red", 0, 0)]), render([])]))
-    rep = run_op("shapesworld.score", _ctx("shapesworld.score"), {"prompts": ["a red square", "a red square"]},
-                                         {"images": imgs})
+    rep = run_op(
+        "shapesworld.score", _ctx("shapesworld.score"), {"prompts": ["a red square", "a red square"]}, {"images": imgs}
+    )
     assert isinstance(rep, Reply)
     assert rep.tensors["graded"].tolist() == [1.0, 0.0] and rep.tensors["binary"].tolist() == [1.0, 0.0]
     assert rep.args["graded_mean"] == 0.5
@@ -63,9 +69,28 @@ def test_eval_op_reports_missing_model_as_not_found(tmp_path):
 
 def test_cli_build_writes_manifests(tmp_path):
     out = subprocess.run(
-        [sys.executable, "-m", "pairuni_sidecar.shapesworld", "build", "--out", str(tmp_path), "--seed", "1",
-         "--u-train", "6", "--g-train", "6", "--u-eval", "6", "--g-eval", "6"],
-        capture_output=True, text=True, timeout=600, check=True,
+        [
+            sys.executable,
+            "-m",
+            "pairuni_sidecar.shapesworld",
+            "build",
+            "--out",
+            str(tmp_path),
+            "--seed",
+            "1",
+            "--u-train",
+            "6",
+            "--g-train",
+            "6",
+            "--u-eval",
+            "6",
+            "--g-eval",
+            "6",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=True,
     )
     meta = json.loads(out.stdout)
     assert meta["seed"] == 1 and set(meta["manifests"]) == {"u_train", "g_train", "u_eval", "g_eval"}

@@ -1,5 +1,6 @@
 """The `shapes` generation reward: accuracy on ground truth, chance-level on shuffled pairs,
 graded partial credit, robustness to decoding noise, and the registry contract."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -102,7 +103,9 @@ def test_registry_contract_and_input_errors():
 def test_prompt_parser_reads_the_grammar():
     s = parse_prompt("a photo of a red circle left of a blue square")
     assert s.relation == "left of" and [(p.count, p.color, p.shape) for p in s.phrases] == [
-        (1, "red", "circle"), (1, "blue", "square")]
+        (1, "red", "circle"),
+        (1, "blue", "square"),
+    ]
     assert [(p.count, p.shape) for p in parse_prompt("four crosses").phrases] == [(4, "cross")]
     for bad in ("", "three", "a red", "a circle beside a square", "a circle and a square and"):
         with pytest.raises(PromptError):

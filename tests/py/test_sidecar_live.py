@@ -1,5 +1,6 @@
 """The sidecar process driven by a controller written in Python (pyzmq), independent of the TS one:
 handshake, ops, every fuzz-corpus input, chunk streams both ways, and shutdown."""
+
 from __future__ import annotations
 
 import json
@@ -35,15 +36,32 @@ class FakeController:
         self.ctrl.bind(f"ipc://{self.dir}/ctrl")
         self.data.bind(f"ipc://{self.dir}/data")
         env = {**os.environ, "PYTHONPATH": str(ROOT / "python_sidecar")}
-        self.proc = subprocess.Popen([sys.executable, "-m", "pairuni_sidecar", "--connect", f"ipc://{self.dir}/ctrl", "--threads", "1"], env=env)
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "pairuni_sidecar", "--connect", f"ipc://{self.dir}/ctrl", "--threads", "1"], env=env
+        )
         rid, f0 = self.ctrl.recv_multipart()
         kind, _, _, h = decode_header_frame(f0, 1 << 20)
         assert kind == "hello" and h["world"] == 1
         self.rid = rid
         self.credit = 8 * CHUNK
         # dead_ms and stall_ms well above what a busy machine can put between two of this test's sends.
-        self.send("welcome", {"major": 1, "minor": 0, "run": "t", "hb_ms": 200, "dead_ms": 6000,
-                              "limits": {"chunk": CHUNK, "max_msg": 1 << 34, "window": 8 * CHUNK, "max_hdr": 1 << 20, "stall_ms": 5000}})
+        self.send(
+            "welcome",
+            {
+                "major": 1,
+                "minor": 0,
+                "run": "t",
+                "hb_ms": 200,
+                "dead_ms": 6000,
+                "limits": {
+                    "chunk": CHUNK,
+                    "max_msg": 1 << 34,
+                    "window": 8 * CHUNK,
+                    "max_hdr": 1 << 20,
+                    "stall_ms": 5000,
+                },
+            },
+        )
 
     def send(self, kind, h, *bufs, flags=0, sock=None):
         (sock or self.ctrl).send_multipart([self.rid, encode_header_frame(kind, h, flags), *bufs])
@@ -75,10 +93,10 @@ class FakeController:
                     continue
                 if kind == "chunk":
                     hh, offs, buf = streams[h["sid"]]
-                    buf[h["off"]:h["off"] + len(rest[0])] = rest[0]
+                    buf[h["off"] : h["off"] + len(rest[0])] = rest[0]
                     self.send("credit", {"n": len(rest[0])}, sock=self.data)
                     if h.get("last"):
-                        return "res", hh, [bytes(buf[o:o + d["n"]]) for o, d in zip(offs, hh["b"])]
+                        return "res", hh, [bytes(buf[o : o + d["n"]]) for o, d in zip(offs, hh["b"])]
                     continue
                 if want_re is None or h.get("re") in (None, want_re):
                     return kind, h, rest
@@ -99,7 +117,7 @@ class FakeController:
         else:
             offs, tot = stream_layout(descs)
             self.send("req", {**h, "st": {"sid": id, "tot": tot}}, flags=FLAG_STREAMED, sock=self.data)
-            pieces = [(o + i, b[i:i + CHUNK]) for o, b in zip(offs, bufs) for i in range(0, len(b), CHUNK)]
+            pieces = [(o + i, b[i : i + CHUNK]) for o, b in zip(offs, bufs) for i in range(0, len(b), CHUNK)]
             for seq, (off, piece) in enumerate(pieces):
                 while self.credit < len(piece):
                     kind, h2, _ = self._pump_credit()
@@ -179,6 +197,17 @@ def test_streams_both_ways_with_credit(fc):
 
 
 def test_a_stalled_stream_is_dropped_with_an_error(fc):
-    fc.send("req", {"id": 88, "op": "tensor.echo", "a": {}, "b": [{"nm": "x", "enc": "raw", "n": 8, "dt": "u8", "sh": [8]}], "st": {"sid": 88, "tot": 8}}, flags=FLAG_STREAMED, sock=fc.data)
+    fc.send(
+        "req",
+        {
+            "id": 88,
+            "op": "tensor.echo",
+            "a": {},
+            "b": [{"nm": "x", "enc": "raw", "n": 8, "dt": "u8", "sh": [8]}],
+            "st": {"sid": 88, "tot": 8},
+        },
+        flags=FLAG_STREAMED,
+        sock=fc.data,
+    )
     kind, h, _ = fc.recv(want_re=88)
     assert kind == "err" and "stalled" in h["err"]["msg"]

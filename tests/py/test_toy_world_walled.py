@@ -5,6 +5,7 @@ through the registry, so ShapesWorld can change or go without touching training 
 read with ``ast`` (function-level ones too), relative ones resolved against the importing module, and
 so are ``"pairuni_sidecar.shapesworld..."`` strings (``importlib`` or lazy registry entries).
 """
+
 from __future__ import annotations
 
 import ast
@@ -53,8 +54,12 @@ def framework_files() -> list[Path]:
 
 
 def walled_imports(files: list[Path], root: Path = PKG) -> list[str]:
-    return [f"{f.relative_to(root)}:{line} imports {name}" for f in files for line, name in imported_names(f, root)
-            if name == WALLED or name.startswith(WALLED + ".")]
+    return [
+        f"{f.relative_to(root)}:{line} imports {name}"
+        for f in files
+        for line, name in imported_names(f, root)
+        if name == WALLED or name.startswith(WALLED + ".")
+    ]
 
 
 def test_framework_folders_do_not_import_shapesworld():
@@ -63,13 +68,19 @@ def test_framework_folders_do_not_import_shapesworld():
     assert walled_imports(files) == []
 
 
-@pytest.mark.parametrize("source, found", [
-    ("from ..shapesworld.detect import detect\n", "1 imports pairuni_sidecar.shapesworld.detect.detect"),
-    ("def f():\n    from .. import shapesworld\n", "2 imports pairuni_sidecar.shapesworld"),
-    ("import pairuni_sidecar.shapesworld.render as r\n", "1 imports pairuni_sidecar.shapesworld.render"),
-    ("X = 'pairuni_sidecar.shapesworld.reward:make_shapes_scorer'\n", "1 imports pairuni_sidecar.shapesworld.reward"),
-    ("from ..shapes_extra import x\nfrom . import shapesworld_like\n", None),
-])
+@pytest.mark.parametrize(
+    "source, found",
+    [
+        ("from ..shapesworld.detect import detect\n", "1 imports pairuni_sidecar.shapesworld.detect.detect"),
+        ("def f():\n    from .. import shapesworld\n", "2 imports pairuni_sidecar.shapesworld"),
+        ("import pairuni_sidecar.shapesworld.render as r\n", "1 imports pairuni_sidecar.shapesworld.render"),
+        (
+            "X = 'pairuni_sidecar.shapesworld.reward:make_shapes_scorer'\n",
+            "1 imports pairuni_sidecar.shapesworld.reward",
+        ),
+        ("from ..shapes_extra import x\nfrom . import shapesworld_like\n", None),
+    ],
+)
 def test_the_check_sees_every_import_form(tmp_path, source, found):
     # A module placed as if it were adapters/probe.py: its relative imports resolve from adapters/.
     probe = tmp_path / "adapters" / "probe.py"

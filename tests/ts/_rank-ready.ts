@@ -18,6 +18,8 @@ export function untilImported(child: ChildProcess, what: string): Promise<void> 
       err += d;
       if (/\| +pairuni_sidecar\.server$/m.test(err)) resolve();
     });
-    child.on('exit', (code) => reject(new Error(`${what} exited (${code}) before it imported its server:\n${err.slice(-2000)}`)));
+    child.on('exit', (code) =>
+      reject(new Error(`${what} exited (${code}) before it imported its server:\n${err.slice(-2000)}`)),
+    );
   });
 }

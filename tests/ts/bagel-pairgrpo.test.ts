@@ -17,9 +17,19 @@ describe('PairGRPO on a tiny Bagel', () => {
       const data = writeTinyPairUG(join(dir, 'data'), 4);
       const config = (objective: string) =>
         parseTrainConfig({
-          data, out: join(dir, `out-${objective}`), batchPairs: 2, log: { tensorboard: false },
-          model: { adapter: 'bagel', path: model, device: 'cpu', trainModules: ['language_model', 'vit'], options: { objective, vae_image_size: 32, vit_image_size: 28 } },
-          und: { k: 2, maxNewTokens: 2 }, gen: { k: 2, reward: { name: 'brightness' }, options: { num_timesteps: 3 } },
+          data,
+          out: join(dir, `out-${objective}`),
+          batchPairs: 2,
+          log: { tensorboard: false },
+          model: {
+            adapter: 'bagel',
+            path: model,
+            device: 'cpu',
+            trainModules: ['language_model', 'vit'],
+            options: { objective, vae_image_size: 32, vit_image_size: 28 },
+          },
+          und: { k: 2, maxNewTokens: 2 },
+          gen: { k: 2, reward: { name: 'brightness' }, options: { num_timesteps: 3 } },
         });
       const sft = await sc.train.load(loadArgs(config('sft')));
       expect(trainMode(sft.args.capabilities)).toEqual({ kind: 'sft' });

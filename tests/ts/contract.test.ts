@@ -8,7 +8,15 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { drift, fieldDocs, OUTPUTS, recordDocs, render } from '../../protocols/tools/make-contract.js';
 import { OPS } from '../../src/contract/ops.js';
-import { BadRequestError, InternalError, NotFoundError, OpFailedError, RankLostError, SidecarError, WIRE_ERROR_CODES } from '../../src/errors.js';
+import {
+  BadRequestError,
+  InternalError,
+  NotFoundError,
+  OpFailedError,
+  RankLostError,
+  SidecarError,
+  WIRE_ERROR_CODES,
+} from '../../src/errors.js';
 import { invoke } from '../../src/sidecar/client.js';
 import { Sidecar, Tensor } from '../../src/sidecar/index.js';
 import { buildTinyJanus, writeTinyPairUG } from '../../src/train/fixtures.js';
@@ -35,11 +43,15 @@ describe('declared once, generated for both languages', () => {
       expect(md).toContain(`\n## ${name}\n\nScope: **${'scope' in d ? d.scope : 'rank'}**. ${d.doc}.`);
     }
     // A field's JSDoc (zod drops it at run time) reaches the reference from the catalogue's source.
-    expect(md).toContain('| `free` | boolean | `false` | Drop the rollouts after this step (the last inner iteration) without another round trip. |');
+    expect(md).toContain(
+      '| `free` | boolean | `false` | Drop the rollouts after this step (the last inner iteration) without another round trip. |',
+    );
     expect(md).toMatch(/\| `model` \| \[LoadModel\]\(#loadmodel\) \| required \|/);
     // A record's fields carry the comments of the config field they are derived from, under their TS
     // names with the wire's beside them; family options (map keys) and metric names stay as declared.
-    expect(md).toContain('| `microBatch` (wire `micro_batch`) | int | `8` | ≥ 1; Trajectories per forward/backward (gradient accumulation inside a step). |');
+    expect(md).toContain(
+      '| `microBatch` (wire `micro_batch`) | int | `8` | ≥ 1; Trajectories per forward/backward (gradient accumulation inside a step). |',
+    );
     expect(md).toContain('| `cudaVersion` (wire `cuda_version`) | string \\| null |  |');
     expect(md).toContain('| `lora_alpha` | number | `16` | > 0 |');
     expect(md).toContain('| `grad_norm` | number |  |');
@@ -90,7 +102,10 @@ describe('declared once, generated for both languages', () => {
         readFileSync(f, 'utf8')
           .split('\n')
           .map((line, i) => ({ f, i, line }))
-          .filter(({ line }) => /\.call\(\s*['"`]/.test(line) && !line.trim().startsWith('*') && !line.trim().startsWith('//')),
+          .filter(
+            ({ line }) =>
+              /\.call\(\s*['"`]/.test(line) && !line.trim().startsWith('*') && !line.trim().startsWith('//'),
+          ),
       )
       .map(({ f, i, line }) => `${f}:${i + 1}: ${line.trim()}`);
     expect(offenders).toEqual([]);
@@ -139,9 +154,16 @@ describe('requests and replies are checked at the boundary', () => {
     const missing = await invoke(raw, 'debug.sleep', {} as never).catch((e) => e);
     expect(missing).toBeInstanceOf(BadRequestError);
     expect(missing.detail.field).toBe('seconds');
-    const typed = await invoke(raw, 'train.update', { handles: {}, loss: { epsLow: 'x' }, estSeed: 0 } as never).catch((e) => e);
+    const typed = await invoke(raw, 'train.update', { handles: {}, loss: { epsLow: 'x' }, estSeed: 0 } as never).catch(
+      (e) => e,
+    );
     expect(typed.detail.field).toBe('loss.epsLow');
-    const payload = await invoke(raw, 'train.update', { handles: {}, loss: {}, estSeed: 0 }, { adv_und: Tensor.from(new Float64Array(2)) }).catch((e) => e);
+    const payload = await invoke(
+      raw,
+      'train.update',
+      { handles: {}, loss: {}, estSeed: 0 },
+      { adv_und: Tensor.from(new Float64Array(2)) },
+    ).catch((e) => e);
     expect(payload.message).toMatch(/payload 'adv_und' must have dtype f32, got f64/);
     expect(sent).toBe(0);
   });
@@ -153,7 +175,9 @@ describe('requests and replies are checked at the boundary', () => {
     expect(unknown.detail).toMatchObject({ field: 'sleeep', type: 'BadRequest' });
     const missing = await sc.call('kernels.set_rows', {}).catch((e) => e);
     expect(missing.message).toMatch(/missing field\(s\) handle/);
-    const typed = await sc.call('train.update', { handles: {}, loss: { eps_low: 'x', norm: 'side' }, est_seed: 0 }).catch((e) => e);
+    const typed = await sc
+      .call('train.update', { handles: {}, loss: { eps_low: 'x', norm: 'side' }, est_seed: 0 })
+      .catch((e) => e);
     expect(typed).toBeInstanceOf(BadRequestError);
     expect(typed.detail.field).toBe('loss.eps_low');
     const payload = await sc.call('kernels.put', {}, { m: Tensor.from(new Float64Array(4), [2, 2]) }).catch((e) => e);
@@ -166,23 +190,56 @@ describe('requests and replies are checked at the boundary', () => {
     const sent: Record<string, unknown>[] = [];
     const raw = async (_op: string, args: Record<string, unknown>) => {
       sent.push(args);
-      return { args: { path: 'x', width: 1, height: 1, elapsed_s: 0, key: 'k', dim: 1, device: 'cpu', kind: 'resnet50' }, tensors: {}, tables: {} };
+      return {
+        args: { path: 'x', width: 1, height: 1, elapsed_s: 0, key: 'k', dim: 1, device: 'cpu', kind: 'resnet50' },
+        tensors: {},
+        tables: {},
+      };
     };
     await invoke(raw, 'train.grid', { handle: 'h', path: join('samples', 'grid.png') }).catch(() => undefined); // the fake reply fits no op
     expect(sent[0].path).toBe(join(process.cwd(), 'samples', 'grid.png'));
-    await invoke(raw, 'features.backbone', { backbone: { kind: 'resnet50', weights: 'resnet50.pth' } }).catch(() => undefined);
+    await invoke(raw, 'features.backbone', { backbone: { kind: 'resnet50', weights: 'resnet50.pth' } }).catch(
+      () => undefined,
+    );
     expect((sent[1].backbone as { weights: string }).weights).toBe(join(process.cwd(), 'resnet50.pth'));
-    await invoke(raw, 'train.und_rollout', { n: 1, items: [{ imagePath: '/abs/a.png', text: 'q' }, { imagePath: 'rel/b.png', text: 'q' }], sampling: { seed: 0 } }).catch(() => undefined);
-    expect((sent[2].items as Array<{ image_path: string }>).map((i) => i.image_path)).toEqual(['/abs/a.png', join(process.cwd(), 'rel', 'b.png')]);
+    await invoke(raw, 'train.und_rollout', {
+      n: 1,
+      items: [
+        { imagePath: '/abs/a.png', text: 'q' },
+        { imagePath: 'rel/b.png', text: 'q' },
+      ],
+      sampling: { seed: 0 },
+    }).catch(() => undefined);
+    expect((sent[2].items as Array<{ image_path: string }>).map((i) => i.image_path)).toEqual([
+      '/abs/a.png',
+      join(process.cwd(), 'rel', 'b.png'),
+    ]);
   });
 
   it('a reply field renamed by the sidecar fails on arrival, naming the field', async () => {
-    const metrics = { loss: 0.1, grad_norm: 1, lr: 1e-3, update_tokens: 4, update_s: 0.01, optimizer_step: 1, elapsed_s: 0.01, 'und/clip_frac': 0 };
-    const ok = await invoke(async () => ({ args: metrics, tensors: {}, tables: {} }), 'train.update', { handles: {}, loss: {}, estSeed: 0 });
+    const metrics = {
+      loss: 0.1,
+      grad_norm: 1,
+      lr: 1e-3,
+      update_tokens: 4,
+      update_s: 0.01,
+      optimizer_step: 1,
+      elapsed_s: 0.01,
+      'und/clip_frac': 0,
+    };
+    const ok = await invoke(async () => ({ args: metrics, tensors: {}, tables: {} }), 'train.update', {
+      handles: {},
+      loss: {},
+      estSeed: 0,
+    });
     expect(ok.args['und/clip_frac']).toBe(0);
     const { 'und/clip_frac': _, ...rest } = metrics;
     const renamed = { ...rest, 'und/clipfrac': 0 };
-    const err = await invoke(async () => ({ args: renamed, tensors: {}, tables: {} }), 'train.update', { handles: {}, loss: {}, estSeed: 0 }).catch((e) => e);
+    const err = await invoke(async () => ({ args: renamed, tensors: {}, tables: {} }), 'train.update', {
+      handles: {},
+      loss: {},
+      estSeed: 0,
+    }).catch((e) => e);
     expect(err).toBeInstanceOf(InternalError);
     expect(err.message).toMatch(/train\.update reply does not match the contract.*und\/clipfrac/);
   });
@@ -190,7 +247,10 @@ describe('requests and replies are checked at the boundary', () => {
 
 describe('the adapter declares what it can do; the trainer decides from it', () => {
   it('PairGRPO sides from capabilities; an SFT-only adapter is refused with a pointer to SFT', () => {
-    expect(grpoSides(['und_rollout', 'gen_rollout', 'logprobs_und', 'logprobs_gen', 'sft'])).toEqual({ und: true, gen: true });
+    expect(grpoSides(['und_rollout', 'gen_rollout', 'logprobs_und', 'logprobs_gen', 'sft'])).toEqual({
+      und: true,
+      gen: true,
+    });
     expect(grpoSides(['und_rollout', 'logprobs_und', 'gen_rollout'])).toEqual({ und: true, gen: false });
     expect(() => grpoSides(['sft'])).toThrow(/neither side.*supervised fine-tuning: train\.sft/);
   });
@@ -201,9 +261,19 @@ describe('the adapter declares what it can do; the trainer decides from it', () 
     try {
       const model = await buildTinyJanus(sc, join(dir, 'tiny'));
       const data = writeTinyPairUG(join(dir, 'data'), 4);
-      const cfg = parseTrainConfig({ data, out: join(dir, 'out'), model: { path: model, device: 'cpu' }, batchPairs: 2, und: { k: 2, maxNewTokens: 2 }, gen: { k: 2, reward: { name: 'brightness' } }, log: { tensorboard: false } });
+      const cfg = parseTrainConfig({
+        data,
+        out: join(dir, 'out'),
+        model: { path: model, device: 'cpu' },
+        batchPairs: 2,
+        und: { k: 2, maxNewTokens: 2 },
+        gen: { k: 2, reward: { name: 'brightness' } },
+        log: { tensorboard: false },
+      });
       const loaded = await sc.train.load(loadArgs(cfg));
-      expect(loaded.args.capabilities).toEqual(expect.arrayContaining(['und_rollout', 'gen_rollout', 'logprobs_und', 'logprobs_gen', 'sft']));
+      expect(loaded.args.capabilities).toEqual(
+        expect.arrayContaining(['und_rollout', 'gen_rollout', 'logprobs_und', 'logprobs_gen', 'sft']),
+      );
       const m = await pairGrpoStep(sc, cfg, loadPairUG(data), 0, { sides: { und: true, gen: false } });
       expect(m['gen/reward']).toBe(0);
       expect(m['tokens/rollout']).toBeGreaterThan(0);

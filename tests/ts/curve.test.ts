@@ -30,14 +30,23 @@ afterAll(() => {
 const port = () => 20000 + Math.floor(Math.random() * 20000);
 /** Starts a real rank connecting to `endpoint`; resolves once it is ready to connect (`untilImported`). */
 async function rank(endpoint: string, curve: string[]): Promise<void> {
-  const c = spawn(resolvePython(), [...IMPORT_LOG, '-m', 'pairuni_sidecar', '--connect', endpoint, '--wait-controller', '300', ...curve], {
-    env: { ...process.env, PYTHONPATH: join(process.cwd(), 'python_sidecar') } as Record<string, string>,
-    stdio: ['ignore', 'ignore', 'pipe'],
-  });
+  const c = spawn(
+    resolvePython(),
+    [...IMPORT_LOG, '-m', 'pairuni_sidecar', '--connect', endpoint, '--wait-controller', '300', ...curve],
+    {
+      env: { ...process.env, PYTHONPATH: join(process.cwd(), 'python_sidecar') } as Record<string, string>,
+      stdio: ['ignore', 'ignore', 'pipe'],
+    },
+  );
   children.push(c);
   await untilImported(c, `the rank for ${endpoint}`);
 }
-const curveArgs = (who: string) => ['--curve-key', join(dir, `${who}.key`), '--curve-server', join(dir, 'controller.pub')];
+const curveArgs = (who: string) => [
+  '--curve-key',
+  join(dir, `${who}.key`),
+  '--curve-server',
+  join(dir, 'controller.pub'),
+];
 
 describe('keys', () => {
   it('z85 encodes as ZeroMQ RFC 32 (its test vector)', () => {
@@ -56,7 +65,9 @@ describe('keys', () => {
 
   it('tcp:// without CURVE is refused unless plaintext is asked for', async () => {
     await expect(Sidecar.attach({ endpoint: `tcp://127.0.0.1:${port()}`, timeoutMs: 10 })).rejects.toThrow(ConfigError);
-    await expect(Sidecar.attach({ endpoint: `tcp://127.0.0.1:${port()}`, timeoutMs: 10 })).rejects.toThrow(/need CURVE/);
+    await expect(Sidecar.attach({ endpoint: `tcp://127.0.0.1:${port()}`, timeoutMs: 10 })).rejects.toThrow(
+      /need CURVE/,
+    );
   });
 });
 
@@ -74,7 +85,11 @@ describe('CURVE + ZAP allow-list over loopback', () => {
     const ev = { good: [] as AuthEvent[], stranger: [] as AuthEvent[], plain: [] as AuthEvent[] };
     await Promise.all([rank(good, curveArgs('good')), rank(stranger, curveArgs('stranger')), rank(plain, [])]);
     // The ranks are up and reconnect every 100 ms: 20 s to be refused is far more than a handshake needs.
-    const attaching = [attach(good, ev.good, 40_000), attach(stranger, ev.stranger, 20_000), attach(plain, ev.plain, 20_000)];
+    const attaching = [
+      attach(good, ev.good, 40_000),
+      attach(stranger, ev.stranger, 20_000),
+      attach(plain, ev.plain, 20_000),
+    ];
     const [ok, unknown, plaintext] = await Promise.allSettled(attaching);
 
     expect(ok.status).toBe('fulfilled');

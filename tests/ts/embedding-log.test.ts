@@ -51,7 +51,10 @@ afterEach(() => vi.restoreAllMocks());
 /** A logger that records each call's level and message (the extra arguments appended). */
 function capture(): { logger: Logger; got: Array<{ level: string; message: string }> } {
   const got: Array<{ level: string; message: string }> = [];
-  const at = (level: string) => (message: string, ...args: unknown[]) => void got.push({ level, message: [message, ...args].join(' ') });
+  const at =
+    (level: string) =>
+    (message: string, ...args: unknown[]) =>
+      void got.push({ level, message: [message, ...args].join(' ') });
   return { got, logger: { debug: at('debug'), info: at('info'), warn: at('warn'), error: at('error') } };
 }
 
@@ -81,7 +84,13 @@ it('a logger given to Sidecar.spawn and train receives every line of the run, at
       logger,
       logLevel: 'debug',
       spawn: async () =>
-        (sc = await Sidecar.spawn({ threads: 1, plugins: ['noisy_plugin'], env: { PYTHONPATH: pluginDir }, logger, logLevel: 'debug' })),
+        (sc = await Sidecar.spawn({
+          threads: 1,
+          plugins: ['noisy_plugin'],
+          env: { PYTHONPATH: pluginDir },
+          logger,
+          logLevel: 'debug',
+        })),
     },
   );
   const writes = [...stdout.mock.calls, ...stderr.mock.calls].map((c) => String(c[0]));
@@ -92,13 +101,19 @@ it('a logger given to Sidecar.spawn and train receives every line of the run, at
   expect(got.every((g) => levels.has(g.level))).toBe(true);
   const find = (re: RegExp) => got.filter((g) => re.test(g.message));
   // The sidecar's own start line, through its log helper, at the level it gave it.
-  expect(find(/^\[pairuni-sidecar \d+ [\d.]+\] debug: rank 0\/1 starting \(torch /).map((g) => g.level)).toEqual(['debug']);
+  expect(find(/^\[pairuni-sidecar \d+ [\d.]+\] debug: rank 0\/1 starting \(torch /).map((g) => g.level)).toEqual([
+    'debug',
+  ]);
   // Lines the sidecar did not write through its helper (here a plug-in's) arrive at debug: stderr, stdout, a Python warning.
   expect(find(/^noisy_plugin: to stderr$/).map((g) => g.level)).toEqual(['debug']);
   expect(find(/^noisy_plugin: to stdout$/).map((g) => g.level)).toEqual(['debug']);
   expect(find(/UserWarning: noisy_plugin: a warning$/).map((g) => g.level)).toEqual(['debug']);
   // A plug-in's message through the sidecar's log helper: its level, on each of its lines.
-  expect(find(/^\[pairuni-sidecar \d+ [\d.]+\] warn: (noisy_plugin: through the log helper|second line)$/).map((g) => g.level)).toEqual(['warn', 'warn']);
+  expect(
+    find(/^\[pairuni-sidecar \d+ [\d.]+\] warn: (noisy_plugin: through the log helper|second line)$/).map(
+      (g) => g.level,
+    ),
+  ).toEqual(['warn', 'warn']);
   // The trainer's own notice.
   expect(find(/^pairuni train: removed .*\.tmp-step-000009-/).map((g) => g.level)).toEqual(['info']);
   // Every line the sidecar wrote (its last lines, kept for error messages) reached the logger.
@@ -113,10 +128,18 @@ it('buildPairUG hands the lines of the sidecar it starts to its logger; nothing 
   const stdout = vi.spyOn(process.stdout, 'write');
   const stderr = vi.spyOn(process.stderr, 'write');
   const r = await buildPairUG({
-    understanding: s.u, generation: s.g, out: join(s.dir, 'out'), cacheDir: join(s.dir, 'cache'), backbone: { kind: 'pixels', size: 8 },
-    config: { kmeans: { k: 2, batchSize: 16 }, threshold: 0.5, topN: 2 }, logger, logLevel: 'debug',
+    understanding: s.u,
+    generation: s.g,
+    out: join(s.dir, 'out'),
+    cacheDir: join(s.dir, 'cache'),
+    backbone: { kind: 'pixels', size: 8 },
+    config: { kmeans: { k: 2, batchSize: 16 }, threshold: 0.5, topN: 2 },
+    logger,
+    logLevel: 'debug',
   });
   expect([...stdout.mock.calls, ...stderr.mock.calls].map((c) => String(c[0]))).toEqual([]);
   expect(r.records.length).toBeGreaterThan(0);
-  expect(got.filter((g) => /^\[pairuni-sidecar \d+ [\d.]+\] debug: rank 0\/1 starting /.test(g.message)).map((g) => g.level)).toEqual(['debug']);
+  expect(
+    got.filter((g) => /^\[pairuni-sidecar \d+ [\d.]+\] debug: rank 0\/1 starting /.test(g.message)).map((g) => g.level),
+  ).toEqual(['debug']);
 }, 300_000);

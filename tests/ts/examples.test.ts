@@ -17,14 +17,18 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { PACKAGE_ROOT, resolvePython } from '../../src/sidecar/python.js';
 
 const examplesDir = join(PACKAGE_ROOT, 'examples');
-const examples = readdirSync(examplesDir).filter((f) => /\.(ts|cjs)$/.test(f)).sort();
+const examples = readdirSync(examplesDir)
+  .filter((f) => /\.(ts|cjs)$/.test(f))
+  .sort();
 const require = createRequire(import.meta.url);
 const tsx = pathToFileURL(require.resolve('tsx')).href;
 const tsc = require.resolve('typescript/bin/tsc');
 const typesNode = dirname(dirname(require.resolve('@types/node/package.json')));
 // Node >= 20.19 can require() an ES module; turned off, require() behaves as on Node 20.10 (the floor),
 // so the CommonJS runs prove the CommonJS build, not that fallback.
-const commonJsOnly = process.allowedNodeEnvironmentFlags.has('--experimental-require-module') ? ['--no-experimental-require-module'] : [];
+const commonJsOnly = process.allowedNodeEnvironmentFlags.has('--experimental-require-module')
+  ? ['--no-experimental-require-module']
+  : [];
 
 let root = '';
 let project = '';
@@ -56,7 +60,17 @@ beforeAll(() => {
   writeFileSync(
     join(project, 'tsconfig.json'),
     JSON.stringify({
-      compilerOptions: { module: 'nodenext', target: 'es2022', strict: true, noEmit: true, allowJs: true, checkJs: true, skipLibCheck: true, types: ['node'], typeRoots: [typesNode] },
+      compilerOptions: {
+        module: 'nodenext',
+        target: 'es2022',
+        strict: true,
+        noEmit: true,
+        allowJs: true,
+        checkJs: true,
+        skipLibCheck: true,
+        types: ['node'],
+        typeRoots: [typesNode],
+      },
       include: ['esm/*.ts', '*.cjs'],
     }),
   );
@@ -65,7 +79,9 @@ beforeAll(() => {
 afterAll(() => {
   rmSync(root, { recursive: true, force: true });
   const parts = Object.entries(seconds).map(([k, s]) => `${k} ${s.toFixed(1)} s`);
-  console.log(`packed-tarball examples: ${((performance.now() - t0) / 1000).toFixed(1)} s in all (${parts.join(', ')})`);
+  console.log(
+    `packed-tarball examples: ${((performance.now() - t0) / 1000).toFixed(1)} s in all (${parts.join(', ')})`,
+  );
 });
 
 describe('examples, from the packed tarball in a fresh project', () => {
@@ -93,7 +109,9 @@ describe('examples, from the packed tarball in a fresh project', () => {
         assert.ok(e2 instanceof esm.ConfigError && e2 instanceof esm.PairuniError, String(e2));
         console.log(e.name, e2.name);
       });`;
-    expect(run('require/import', process.execPath, [...commonJsOnly, '-e', check]).trim()).toBe('ConfigError ConfigError');
+    expect(run('require/import', process.execPath, [...commonJsOnly, '-e', check]).trim()).toBe(
+      'ConfigError ConfigError',
+    );
   }, 120_000);
 
   for (const f of examples) {

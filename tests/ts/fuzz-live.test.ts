@@ -36,10 +36,15 @@ afterAll(async () => {
 });
 
 /** Waits for the rank's answer to a raw message: an err (with or without re) or a res for `id`. */
-async function answer(id: number | undefined, timeoutMs = 120_000): Promise<{ kind: string; header: Record<string, unknown> }> {
+async function answer(
+  id: number | undefined,
+  timeoutMs = 120_000,
+): Promise<{ kind: string; header: Record<string, unknown> }> {
   const t0 = Date.now();
   for (;;) {
-    const i = inbox.findIndex((m) => m.kind === 'err' ? m.header.re === undefined || m.header.re === id : m.header.re === id);
+    const i = inbox.findIndex((m) =>
+      m.kind === 'err' ? m.header.re === undefined || m.header.re === id : m.header.re === id,
+    );
     if (i >= 0) return inbox.splice(i, 1)[0];
     if (Date.now() - t0 > timeoutMs) throw new Error(`no answer within ${timeoutMs} ms`);
     await new Promise((r) => setTimeout(r, 5));
@@ -55,7 +60,11 @@ describe('fuzz corpus against a live rank', () => {
   for (const c of FUZZ) {
     it(`${c.name} → ${c.expect}`, async () => {
       inbox.length = 0;
-      await ctl._sendRaw(0, c.frames.map((h) => Buffer.from(h, 'hex')), c.socket);
+      await ctl._sendRaw(
+        0,
+        c.frames.map((h) => Buffer.from(h, 'hex')),
+        c.socket,
+      );
       const a = await answer(1);
       if (c.expect === 'accept') {
         expect(a.kind, JSON.stringify(a.header)).toBe('res');
@@ -71,15 +80,34 @@ describe('fuzz corpus against a live rank', () => {
 function req(id: number, b: unknown[], st: { sid: number; tot: number }) {
   return encodeHeaderFrame('req', { id, op: 'tensor.echo', a: {}, b, st }, Flags.streamed);
 }
-const chunk = (sid: number, seq: number, off: number, last = false) => encodeHeaderFrame('chunk', last ? { sid, seq, off, last } : { sid, seq, off });
+const chunk = (sid: number, seq: number, off: number, last = false) =>
+  encodeHeaderFrame('chunk', last ? { sid, seq, off, last } : { sid, seq, off });
 
 describe('broken chunk streams', () => {
   const desc = [{ nm: 'x', enc: 'raw', n: 8, dt: 'u8', sh: [8] }];
   const cases: Array<[string, (sid: number) => Uint8Array[][]]> = [
     ['out-of-order seq', (s) => [[chunk(s, 1, 0), Buffer.alloc(4)]]],
-    ['duplicate seq', (s) => [[chunk(s, 0, 0), Buffer.alloc(4)], [chunk(s, 0, 4, true), Buffer.alloc(4)]]],
-    ['missing seq', (s) => [[chunk(s, 0, 0), Buffer.alloc(4)], [chunk(s, 2, 4, true), Buffer.alloc(4)]]],
-    ['overlapping offset', (s) => [[chunk(s, 0, 0), Buffer.alloc(4)], [chunk(s, 1, 2, true), Buffer.alloc(4)]]],
+    [
+      'duplicate seq',
+      (s) => [
+        [chunk(s, 0, 0), Buffer.alloc(4)],
+        [chunk(s, 0, 4, true), Buffer.alloc(4)],
+      ],
+    ],
+    [
+      'missing seq',
+      (s) => [
+        [chunk(s, 0, 0), Buffer.alloc(4)],
+        [chunk(s, 2, 4, true), Buffer.alloc(4)],
+      ],
+    ],
+    [
+      'overlapping offset',
+      (s) => [
+        [chunk(s, 0, 0), Buffer.alloc(4)],
+        [chunk(s, 1, 2, true), Buffer.alloc(4)],
+      ],
+    ],
     ['chunk past the buffer', (s) => [[chunk(s, 0, 0, true), Buffer.alloc(12)]]],
     ['last before complete', (s) => [[chunk(s, 0, 0, true), Buffer.alloc(4)]]],
     ['complete but not last', (s) => [[chunk(s, 0, 0), Buffer.alloc(8)]]],
@@ -159,7 +187,15 @@ describe('state machine and resources', () => {
   it('a message over the size limit is refused with too_large and the rank keeps serving', async () => {
     inbox.length = 0;
     const n = ctl.limits.chunkBytes + ctl.limits.maxHeaderBytes + 128 * 1024;
-    await ctl._sendRaw(0, [encodeHeaderFrame('req', { id: 600, op: 'tensor.echo', a: {}, b: [{ nm: 'x', enc: 'raw', n, dt: 'u8', sh: [n] }] }), Buffer.alloc(n)]);
+    await ctl._sendRaw(0, [
+      encodeHeaderFrame('req', {
+        id: 600,
+        op: 'tensor.echo',
+        a: {},
+        b: [{ nm: 'x', enc: 'raw', n, dt: 'u8', sh: [n] }],
+      }),
+      Buffer.alloc(n),
+    ]);
     const a = await answer(600);
     expect((a.header.err as { code: string }).code).toBe('too_large');
     await stillServing();
@@ -196,7 +232,10 @@ describe('controller side: a misbehaving rank', () => {
     const p = c.call('echo', {});
     const reqMsg = decodeHeaderFrame((await d.receive())[0]);
     expect(reqMsg.kind).toBe('req');
-    const bad = Buffer.concat([encodeHeaderFrame('res', { re: reqMsg.header.id as number }).subarray(0, 8), Buffer.from([0x82, 0xa1, 0x62, 0x91, 0x05, 0xa2, 0x72, 0x65, reqMsg.header.id as number])]);
+    const bad = Buffer.concat([
+      encodeHeaderFrame('res', { re: reqMsg.header.id as number }).subarray(0, 8),
+      Buffer.from([0x82, 0xa1, 0x62, 0x91, 0x05, 0xa2, 0x72, 0x65, reqMsg.header.id as number]),
+    ]);
     await d.send([bad]);
     await expect(p).rejects.toMatchObject({ code: 'bad_request' });
     d.close();

@@ -14,6 +14,7 @@ export default function setup(): () => void {
     // tsx keeps its compile cache (`tsx-<uid>`) in TMPDIR when tests start `node --import tsx` children.
     const left = readdirSync(dir).filter((f) => !/^tsx-\d+$/.test(f) && f !== 'torchinductor');
     rmSync(dir, { recursive: true, force: true });
-    if (left.length) throw new Error(`tests left ${left.length} entries in their TMPDIR: ${left.slice(0, 20).join(', ')}`);
+    if (left.length)
+      throw new Error(`tests left ${left.length} entries in their TMPDIR: ${left.slice(0, 20).join(', ')}`);
   };
 }

@@ -12,13 +12,22 @@ import { PACKAGE_ROOT } from '../../src/sidecar/python.js';
 describe('the npm package', () => {
   it("lists every file of the demos' pretrained models (npm pack --dry-run)", () => {
     // --ignore-scripts: `prepare` would build dist/; what is listed does not depend on it for assets/.
-    const r = spawnSync('npm', ['pack', '--dry-run', '--json', '--ignore-scripts'], { cwd: PACKAGE_ROOT, encoding: 'utf8', timeout: 120_000 });
+    const r = spawnSync('npm', ['pack', '--dry-run', '--json', '--ignore-scripts'], {
+      cwd: PACKAGE_ROOT,
+      encoding: 'utf8',
+      timeout: 120_000,
+    });
     expect(r.status, r.stderr).toBe(0);
-    const packed = new Set((JSON.parse(r.stdout) as Array<{ files: Array<{ path: string }> }>)[0].files.map((f) => f.path));
+    const packed = new Set(
+      (JSON.parse(r.stdout) as Array<{ files: Array<{ path: string }> }>)[0].files.map((f) => f.path),
+    );
     for (const [family, dir] of Object.entries(DEMO_MODELS)) {
       const files = readdirSync(dir).map((f) => relative(PACKAGE_ROOT, join(dir, f)));
       expect(files.length, family).toBeGreaterThan(2);
-      expect(files.filter((f) => !packed.has(f)), `${family}: files missing from the package`).toEqual([]);
+      expect(
+        files.filter((f) => !packed.has(f)),
+        `${family}: files missing from the package`,
+      ).toEqual([]);
     }
   }, 180_000);
 });

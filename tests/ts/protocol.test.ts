@@ -9,8 +9,20 @@ import { streamLayout } from '../../src/protocol/payload.js';
 import { Tensor, numel } from '../../src/protocol/tensor.js';
 
 const vec = (f: string) => new URL(`../../protocols/vectors/${f}`, import.meta.url);
-const HEADERS = JSON.parse(readFileSync(vec('headers.json'), 'utf8')) as Array<{ name: string; kind: 'req'; flags: number; header: Record<string, unknown>; frame: string }>;
-const FUZZ = JSON.parse(readFileSync(vec('fuzz.json'), 'utf8')) as Array<{ name: string; socket: string; frames: string[]; expect: string; decode: string }>;
+const HEADERS = JSON.parse(readFileSync(vec('headers.json'), 'utf8')) as Array<{
+  name: string;
+  kind: 'req';
+  flags: number;
+  header: Record<string, unknown>;
+  frame: string;
+}>;
+const FUZZ = JSON.parse(readFileSync(vec('fuzz.json'), 'utf8')) as Array<{
+  name: string;
+  socket: string;
+  frames: string[];
+  expect: string;
+  decode: string;
+}>;
 
 describe('shared header vectors (encoded by Python)', () => {
   for (const v of HEADERS) {
@@ -67,7 +79,14 @@ describe('Arrow interop files', () => {
 
 describe('codec details', () => {
   it('stream layout matches the Python one', () => {
-    expect(streamLayout([{ nm: 'a', enc: 'raw', n: 3 }, { nm: 'b', enc: 'raw', n: 0 }, { nm: 'c', enc: 'raw', n: 65 }, { nm: 'd', enc: 'raw', n: 1 }])).toEqual({ offsets: [0, 64, 64, 192], total: 193 });
+    expect(
+      streamLayout([
+        { nm: 'a', enc: 'raw', n: 3 },
+        { nm: 'b', enc: 'raw', n: 0 },
+        { nm: 'c', enc: 'raw', n: 65 },
+        { nm: 'd', enc: 'raw', n: 1 },
+      ]),
+    ).toEqual({ offsets: [0, 64, 64, 192], total: 193 });
   });
   it('numel rejects overflow and bad dims', () => {
     expect(numel([2, 3, 4])).toBe(24);
@@ -81,4 +100,3 @@ describe('codec details', () => {
     expect(() => Tensor.from(new Float32Array(2), [2], 'i32')).toThrow(/does not match/);
   });
 });
-

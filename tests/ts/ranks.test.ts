@@ -24,7 +24,10 @@ const env = () => ({ ...process.env, PYTHONPATH: join(process.cwd(), 'python_sid
 beforeAll(() => {
   dir = mkdtempSync(join(tmpdir(), 'pairuni-ranks-'));
   modelDir = join(dir, 'tiny');
-  const r = spawnSync(resolvePython(), ['-m', 'pairuni_sidecar.adapters.tiny', modelDir], { env: env(), encoding: 'utf8' });
+  const r = spawnSync(resolvePython(), ['-m', 'pairuni_sidecar.adapters.tiny', modelDir], {
+    env: env(),
+    encoding: 'utf8',
+  });
   if (r.status !== 0) throw new Error(`building the tiny model failed: ${r.stderr}`);
   dataFile = writeTinyPairUG(join(dir, 'data'), 6);
 });
@@ -46,8 +49,34 @@ describe('parts and metrics (hand values)', () => {
 
   it('merges the ranks’ update metrics: sums, token-weighted means, extremes, the world’s norm', () => {
     const base = { lr: 1e-3, grad_norm: 2.5, optimizer_step: 4, update_s: 1, elapsed_s: 1.1 };
-    const a = { ...base, loss: 0.25, update_tokens: 10, 'gen/loss': 0.25, 'gen/tokens': 10, 'gen/clip_frac': 0.1, 'gen/ratio_mean': 1.02, 'gen/ratio_min': 0.9, 'gen/ratio_max': 1.1, 'gen/kl_old': 0.01, 'gen/skipped': 1 } as UpdateMetrics;
-    const b = { ...base, update_s: 2, elapsed_s: 2.2, loss: -0.5, update_tokens: 30, 'gen/loss': -0.5, 'gen/tokens': 30, 'gen/clip_frac': 0.3, 'gen/ratio_mean': 0.98, 'gen/ratio_min': 0.8, 'gen/ratio_max': 1.05, 'gen/kl_old': 0.03, 'gen/skipped': 0 } as UpdateMetrics;
+    const a = {
+      ...base,
+      loss: 0.25,
+      update_tokens: 10,
+      'gen/loss': 0.25,
+      'gen/tokens': 10,
+      'gen/clip_frac': 0.1,
+      'gen/ratio_mean': 1.02,
+      'gen/ratio_min': 0.9,
+      'gen/ratio_max': 1.1,
+      'gen/kl_old': 0.01,
+      'gen/skipped': 1,
+    } as UpdateMetrics;
+    const b = {
+      ...base,
+      update_s: 2,
+      elapsed_s: 2.2,
+      loss: -0.5,
+      update_tokens: 30,
+      'gen/loss': -0.5,
+      'gen/tokens': 30,
+      'gen/clip_frac': 0.3,
+      'gen/ratio_mean': 0.98,
+      'gen/ratio_min': 0.8,
+      'gen/ratio_max': 1.05,
+      'gen/kl_old': 0.03,
+      'gen/skipped': 0,
+    } as UpdateMetrics;
     const m = mergeUpdateMetrics([a, b]);
     expect(m.loss).toBeCloseTo(-0.25, 12);
     expect(m.update_tokens).toBe(40);
@@ -70,7 +99,10 @@ describe('two ranks started by torchrun', () => {
   it('has a world of two, one process per local rank', () => {
     expect(sc.world).toBe(2);
     const ranks = sc.ranks;
-    expect(ranks.map((r) => [r.rank, r.world, r.extra.local_rank])).toEqual([[0, 2, 0], [1, 2, 1]]);
+    expect(ranks.map((r) => [r.rank, r.world, r.extra.local_rank])).toEqual([
+      [0, 2, 0],
+      [1, 2, 1],
+    ]);
     expect(new Set(ranks.map((r) => r.pid)).size).toBe(2);
   });
 
@@ -78,11 +110,15 @@ describe('two ranks started by torchrun', () => {
     await expect(sc.train.save({ dir: join(dir, 'x') }, {}, { rank: 1 })).rejects.toThrow(BadRequestError);
     await expect(sc.train.save({ dir: join(dir, 'x') }, {}, { rank: 1 })).rejects.toThrow(/world-scoped/);
     // a per-rank op through the world API is refused before anything is sent
-    await expect(sc.all('train.reward', () => ({ handle: 'h', reward: { name: 'brightness', config: {} } }))).rejects.toThrow(/per-rank op/);
+    await expect(
+      sc.all('train.reward', () => ({ handle: 'h', reward: { name: 'brightness', config: {} } })),
+    ).rejects.toThrow(/per-rank op/);
     // every rank answers a world op: each says it has no policy yet (one error, rank 0's, surfaces)
     await expect(sc.all('train.logprobs', () => ({ handle: 'nope' }))).rejects.toThrow(/no policy loaded/);
     // per-rank ops go to the rank asked for
-    const pids = await Promise.all([0, 1].map(async (rank) => (await sc.call('echo', { rank }, {}, { rank })).args.rank));
+    const pids = await Promise.all(
+      [0, 1].map(async (rank) => (await sc.call('echo', { rank }, {}, { rank })).args.rank),
+    );
     expect(pids).toEqual([0, 1]);
   });
 
@@ -95,15 +131,46 @@ describe('two ranks started by torchrun', () => {
 it('names the rank that never arrives (typed timeout)', async () => {
   const port = 20000 + Math.floor(Math.random() * 20000);
   // rank 0 of a world of 2 connects; rank 1 never starts
-  const child = spawn(resolvePython(), [...IMPORT_LOG, '-m', 'pairuni_sidecar', '--connect', `tcp://127.0.0.1:${port}`, '--rank', '0', '--world', '2', '--wait-controller', '300'], {
-    env: { ...env(), MASTER_ADDR: '127.0.0.1', MASTER_PORT: String(port + 2), RANK: '0', WORLD_SIZE: '2', LOCAL_RANK: '0' },
-    stdio: ['ignore', 'ignore', 'pipe'],
-  });
+  const child = spawn(
+    resolvePython(),
+    [
+      ...IMPORT_LOG,
+      '-m',
+      'pairuni_sidecar',
+      '--connect',
+      `tcp://127.0.0.1:${port}`,
+      '--rank',
+      '0',
+      '--world',
+      '2',
+      '--wait-controller',
+      '300',
+    ],
+    {
+      env: {
+        ...env(),
+        MASTER_ADDR: '127.0.0.1',
+        MASTER_PORT: String(port + 2),
+        RANK: '0',
+        WORLD_SIZE: '2',
+        LOCAL_RANK: '0',
+      },
+      stdio: ['ignore', 'ignore', 'pipe'],
+    },
+  );
   try {
     // Rank 0 has imported torch (a minute on busy cores) before the attach's clock starts: the limit
     // covers its hello only (milliseconds), so rank 0 is never reported missing with rank 1.
     await untilImported(child, 'rank 0');
-    const e = await Sidecar.attach({ endpoint: `tcp://127.0.0.1:${port}`, world: 2, timeoutMs: 20_000, plaintext: true }).then(() => undefined, (x: unknown) => x);
+    const e = await Sidecar.attach({
+      endpoint: `tcp://127.0.0.1:${port}`,
+      world: 2,
+      timeoutMs: 20_000,
+      plaintext: true,
+    }).then(
+      () => undefined,
+      (x: unknown) => x,
+    );
     expect(e).toBeInstanceOf(RanksMissingError);
     expect((e as RanksMissingError).missing).toEqual([1]);
     expect((e as Error).message).toMatch(/rank 1 of a world of 2 did not say hello within 20000 ms/);
@@ -137,14 +204,19 @@ describe('data-parallel PairGRPO through the trainer', () => {
       await train(c, quiet);
       return readMetrics(c.out);
     })());
-  const stable = (ms: StepMetrics[]) => ms.map((m) => Object.fromEntries(Object.entries(m).filter(([k]) => !k.startsWith('time/') && k !== 'tokens_per_s')));
+  const stable = (ms: StepMetrics[]) =>
+    ms.map((m) =>
+      Object.fromEntries(Object.entries(m).filter(([k]) => !k.startsWith('time/') && k !== 'tokens_per_s')),
+    );
   const close = (a: StepMetrics[], b: StepMetrics[]) => {
     const [x, y] = [stable(a), stable(b)];
     expect(x.map((m) => Object.keys(m).sort())).toEqual(y.map((m) => Object.keys(m).sort()));
     x.forEach((m, i) => {
       for (const [k, v] of Object.entries(m)) {
         const w = y[i][k] as number;
-        expect(Math.abs((v as number) - w), `step ${m.step} ${k}: ${v} vs ${w}`).toBeLessThanOrEqual(1e-4 * Math.max(1, Math.abs(w)));
+        expect(Math.abs((v as number) - w), `step ${m.step} ${k}: ${v} vs ${w}`).toBeLessThanOrEqual(
+          1e-4 * Math.max(1, Math.abs(w)),
+        );
       }
     });
   };
@@ -158,7 +230,10 @@ describe('data-parallel PairGRPO through the trainer', () => {
     close(readMetrics(two.out), want.slice(0, 2));
     // DCP: one shard file per rank; the run's final checkpoint also carries the HF export, earlier ones not
     const policy = (step: number, out = two.out) => join(out, 'checkpoints', `step-00000${step}`, 'policy');
-    expect(JSON.parse(readFileSync(join(policy(2), 'policy.json'), 'utf8'))).toMatchObject({ format: 'pairuni-policy/2', world: 2 });
+    expect(JSON.parse(readFileSync(join(policy(2), 'policy.json'), 'utf8'))).toMatchObject({
+      format: 'pairuni-policy/2',
+      world: 2,
+    });
     expect(readdirSync(join(policy(2), 'state')).sort()).toEqual(['.metadata', '__0_0.distcp', '__1_0.distcp']);
     expect(existsSync(join(policy(2), 'model', 'config.json'))).toBe(true);
     expect(existsSync(join(policy(1), 'model'))).toBe(false);
@@ -168,7 +243,9 @@ describe('data-parallel PairGRPO through the trainer', () => {
       cpSync(two.out, join(dir, out), { recursive: true });
       await train(config(out, ranks, 3), { ...quiet, resume: true });
       close(readMetrics(join(dir, out)), want);
-      expect(readdirSync(join(policy(3, join(dir, out)), 'state')).filter((f) => f.endsWith('.distcp'))).toHaveLength(ranks);
+      expect(readdirSync(join(policy(3, join(dir, out)), 'state')).filter((f) => f.endsWith('.distcp'))).toHaveLength(
+        ranks,
+      );
     }
   }, 1_800_000);
 
@@ -207,7 +284,9 @@ describe('data-parallel PairGRPO through the trainer', () => {
           onStep: (_m, { sidecar }) => void (after = sidecar.ranks.filter((r) => r.alive)),
           spawn: async () => {
             spawned++;
-            sc = killInSecondUpdate(await Sidecar.spawn({ ranks: 2, maxRestarts: 1, threads: 1, onLog: (l) => lines.push(l) }));
+            sc = killInSecondUpdate(
+              await Sidecar.spawn({ ranks: 2, maxRestarts: 1, threads: 1, onLog: (l) => lines.push(l) }),
+            );
             return sc;
           },
         },
@@ -223,7 +302,10 @@ describe('data-parallel PairGRPO through the trainer', () => {
     expect(lines.some((l) => /sidecar lost \(train\.update: rank [01] lost/.test(l))).toBe(true);
     expect(lines.some((l) => /the world of 2 ranks is back; resuming from step 1/.test(l))).toBe(true);
     // the world that finished is torchrun's restart 1: new processes (TORCHELASTIC_RESTART_COUNT 1)
-    expect(after.map((r) => [r.rank, r.extra.restart])).toEqual([[0, 1], [1, 1]]);
+    expect(after.map((r) => [r.rank, r.extra.restart])).toEqual([
+      [0, 1],
+      [1, 1],
+    ]);
     expect(after.map((r) => r.pid)).not.toContain(victim);
     // the trainer closed the restarted world: every rank left the process group, torchrun exited 0 (no abort)
     expect(sc!.exited).toEqual({ code: 0, signal: null });

@@ -15,7 +15,11 @@ afterAll(async () => {
   await sc?.close();
 });
 
-const refusal = (op: string, args: Record<string, unknown> = {}) => sc.call(op, args).then(() => undefined, (e: unknown) => e as SidecarError);
+const refusal = (op: string, args: Record<string, unknown> = {}) =>
+  sc.call(op, args).then(
+    () => undefined,
+    (e: unknown) => e as SidecarError,
+  );
 
 describe('a raw sc.call error names its op once', () => {
   it('bad arguments of a catalogued op', async () => {

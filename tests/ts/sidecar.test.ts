@@ -2,7 +2,21 @@ import { spawn } from 'node:child_process';
 import { createServer } from 'node:net';
 import { existsSync, readFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
-import { tableFromArrays, Table, vectorFromArray, Field, Schema, Float32, Int32, List, Utf8, makeData, type FixedSizeList, RecordBatch, Struct } from 'apache-arrow';
+import {
+  tableFromArrays,
+  Table,
+  vectorFromArray,
+  Field,
+  Schema,
+  Float32,
+  Int32,
+  List,
+  Utf8,
+  makeData,
+  type FixedSizeList,
+  RecordBatch,
+  Struct,
+} from 'apache-arrow';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Sidecar, Tensor, bf16ToF32, f32ToBf16, resolvePython } from '../../src/sidecar/index.js';
 import { SidecarError } from '../../src/errors.js';
@@ -71,7 +85,16 @@ const DTYPE_SAMPLES: Record<DType, () => Tensor> = {
   f64: () => Tensor.from(Float64Array.of(Math.PI, -Math.E, 1e-300), [3]),
 };
 const EXPECTED_SUMS: Record<DType, number> = {
-  bool: 4, u8: 517, i8: -1, i16: 0, i32: 0, i64: -(2 ** 62) + 1 + 2 ** 40, f16: -0.5, bf16: 98.75, f32: 1e30, f64: Math.PI - Math.E + 1e-300,
+  bool: 4,
+  u8: 517,
+  i8: -1,
+  i16: 0,
+  i32: 0,
+  i64: -(2 ** 62) + 1 + 2 ** 40,
+  f16: -0.5,
+  bf16: 98.75,
+  f32: 1e30,
+  f64: Math.PI - Math.E + 1e-300,
 };
 
 /** The same tensor, but with its bytes placed at an arbitrary byte offset inside a larger buffer. */
@@ -95,7 +118,8 @@ describe('raw tensors', () => {
       }
       const s = await sc.call('tensor.sum', {}, { x: DTYPE_SAMPLES[dt]() });
       const got = (s.args.sums as Record<string, number>).x;
-      if (dt === 'f32' || dt === 'i64') expect(Math.abs(got - EXPECTED_SUMS[dt]) / Math.abs(EXPECTED_SUMS[dt])).toBeLessThan(1e-6);
+      if (dt === 'f32' || dt === 'i64')
+        expect(Math.abs(got - EXPECTED_SUMS[dt]) / Math.abs(EXPECTED_SUMS[dt])).toBeLessThan(1e-6);
       else expect(got).toBeCloseTo(EXPECTED_SUMS[dt], 6);
     });
   }
@@ -111,7 +135,11 @@ describe('raw tensors', () => {
   });
 
   it('handles empty and 0-d tensors', async () => {
-    const r = await sc.call('tensor.echo', {}, { e: Tensor.from(new Float32Array(0), [0, 3]), s: Tensor.from(Float64Array.of(7), []) });
+    const r = await sc.call(
+      'tensor.echo',
+      {},
+      { e: Tensor.from(new Float32Array(0), [0, 3]), s: Tensor.from(Float64Array.of(7), []) },
+    );
     expect(r.tensors.e.shape).toEqual([0, 3]);
     expect(r.tensors.s.shape).toEqual([]);
     expect((r.tensors.s.data as Float64Array)[0]).toBe(7);
@@ -144,22 +172,49 @@ describe('Arrow payloads', () => {
     const offsets = Int32Array.of(0, 3, 3, 4, 6);
     const values = Int32Array.of(1, 2, 3, 4, 5, 6);
     const listType = new List(new Field('item', new Int32(), false));
-    const listData = makeData({ type: listType, length: 4, nullCount: 0, valueOffsets: offsets, child: makeData({ type: new Int32(), length: 6, nullCount: 0, data: values }) });
+    const listData = makeData({
+      type: listType,
+      length: 4,
+      nullCount: 0,
+      valueOffsets: offsets,
+      child: makeData({ type: new Int32(), length: 6, nullCount: 0, data: values }),
+    });
     const img = new Float32Array(4 * 6).map((_, i) => i * 0.5);
     const tField = fixedShapeTensorField('img', [2, 3]);
-    const tData = makeData({ type: tField.type as FixedSizeList<Float32>, length: 4, nullCount: 0, child: makeData({ type: new Float32(), length: 24, nullCount: 0, data: img }) });
-    const reward = makeData({ type: new Float32(), length: 4, nullCount: 0, data: Float32Array.of(0.1, 0.2, 0.3, 0.4) });
+    const tData = makeData({
+      type: tField.type as FixedSizeList<Float32>,
+      length: 4,
+      nullCount: 0,
+      child: makeData({ type: new Float32(), length: 24, nullCount: 0, data: img }),
+    });
+    const reward = makeData({
+      type: new Float32(),
+      length: 4,
+      nullCount: 0,
+      data: Float32Array.of(0.1, 0.2, 0.3, 0.4),
+    });
     const text = vectorFromArray(['a', 'bé', '', 'z'], new Utf8());
-    const schema = new Schema([new Field('tokens', listType, false), tField, new Field('reward', new Float32(), false), new Field('text', new Utf8(), false)]);
+    const schema = new Schema([
+      new Field('tokens', listType, false),
+      tField,
+      new Field('reward', new Float32(), false),
+      new Field('text', new Utf8(), false),
+    ]);
     const structType = new Struct(schema.fields);
-    const batch = new RecordBatch(schema, makeData({ type: structType, length: 4, nullCount: 0, children: [listData, tData, reward, text.data[0]] }));
+    const batch = new RecordBatch(
+      schema,
+      makeData({ type: structType, length: 4, nullCount: 0, children: [listData, tData, reward, text.data[0]] }),
+    );
     const table = new Table([batch]);
     const r = await sc.call('tensor.echo', { fixed_shape_tensor_check: true }, { t: table });
     const seen = (r.args.seen as Record<string, { rows: number; columns: Record<string, Record<string, unknown>> }>).t;
     expect(seen.rows).toBe(4);
     expect(seen.columns.img.ext).toBe('arrow.fixed_shape_tensor');
     expect(seen.columns.img.ndarray_shape).toEqual([4, 2, 3]);
-    expect(seen.columns.img.ndarray_sum).toBeCloseTo(img.reduce((a, b) => a + b, 0), 4);
+    expect(seen.columns.img.ndarray_sum).toBeCloseTo(
+      img.reduce((a, b) => a + b, 0),
+      4,
+    );
     expect(seen.columns.tokens.type).toBe('list<item: int32 not null>');
     const back = r.tables.t;
     const lc = listColumn(back, 'tokens');
@@ -168,7 +223,9 @@ describe('Arrow payloads', () => {
     expect(back.getChild('text')!.toArray()).toEqual(['a', 'bé', '', 'z']);
     expect(back.schema.fields[1].metadata.get('ARROW:extension:name')).toBe('arrow.fixed_shape_tensor');
     expect(JSON.parse(back.schema.fields[1].metadata.get('ARROW:extension:metadata')!)).toEqual({ shape: [2, 3] });
-    expect(Array.from(back.getChild('reward')!.toArray() as Float32Array)).toEqual(Array.from(Float32Array.of(0.1, 0.2, 0.3, 0.4)));
+    expect(Array.from(back.getChild('reward')!.toArray() as Float32Array)).toEqual(
+      Array.from(Float32Array.of(0.1, 0.2, 0.3, 0.4)),
+    );
   });
 
   it('rejects tables outside the v1 subset before sending', async () => {
@@ -218,7 +275,7 @@ describe('cancellation, deadlines, progress', () => {
 });
 
 describe('rank loss', () => {
-  it("a controller that stood still longer than deadMs keeps its rank: its own stall is no evidence against the rank", async () => {
+  it('a controller that stood still longer than deadMs keeps its rank: its own stall is no evidence against the rank', async () => {
     // What a busy machine does to a test process (descheduled, or a long synchronous step), made certain.
     const s = await Sidecar.spawn({ threads: 1, hbMs: 100, deadMs: 1000 });
     try {
@@ -256,12 +313,23 @@ describe('rank loss', () => {
 
   it('detects a lost attached (tcp) rank by heartbeat', async () => {
     const [cp, dp] = [await freePort(), await freePort()];
-    const attaching = Sidecar.attach({ endpoint: `tcp://127.0.0.1:${cp}`, dataEndpoint: `tcp://127.0.0.1:${dp}`, timeoutMs: 240_000, hbMs: 200, deadMs: 3000, plaintext: true });
-    // This checkout's sidecar, as Sidecar.spawn runs it: not whatever copy the venv has installed.
-    const child = spawn(resolvePython(), ['-m', 'pairuni_sidecar', '--connect', `tcp://127.0.0.1:${cp}`, '--data', `tcp://127.0.0.1:${dp}`], {
-      env: { ...process.env, PYTHONPATH: join(process.cwd(), 'python_sidecar') },
-      stdio: 'ignore',
+    const attaching = Sidecar.attach({
+      endpoint: `tcp://127.0.0.1:${cp}`,
+      dataEndpoint: `tcp://127.0.0.1:${dp}`,
+      timeoutMs: 240_000,
+      hbMs: 200,
+      deadMs: 3000,
+      plaintext: true,
     });
+    // This checkout's sidecar, as Sidecar.spawn runs it: not whatever copy the venv has installed.
+    const child = spawn(
+      resolvePython(),
+      ['-m', 'pairuni_sidecar', '--connect', `tcp://127.0.0.1:${cp}`, '--data', `tcp://127.0.0.1:${dp}`],
+      {
+        env: { ...process.env, PYTHONPATH: join(process.cwd(), 'python_sidecar') },
+        stdio: 'ignore',
+      },
+    );
     const sc2 = await attaching;
     expect(sc2.ranks[0].pid).toBe(child.pid);
     expect((await sc2.call('echo', { tcp: 1 })).args).toEqual({ tcp: 1 });
@@ -300,7 +368,9 @@ describe('process lifecycle', () => {
   });
 
   it('a sidecar whose controller is SIGKILLed exits by itself (no orphans)', async () => {
-    const node = spawn(process.execPath, ['--import', 'tsx', LIFECYCLE, 'hang'], { stdio: ['ignore', 'pipe', 'inherit'] });
+    const node = spawn(process.execPath, ['--import', 'tsx', LIFECYCLE, 'hang'], {
+      stdio: ['ignore', 'pipe', 'inherit'],
+    });
     const pid = await new Promise<number>((resolve, reject) => {
       let out = '';
       node.stdout!.on('data', (b) => {
@@ -321,7 +391,10 @@ describe('process lifecycle', () => {
   });
 
   it("a terminal's Ctrl-C (SIGINT to the process group) leaves the sidecar to its controller", async () => {
-    const node = spawn(process.execPath, ['--import', 'tsx', LIFECYCLE, 'sigint'], { stdio: ['ignore', 'pipe', 'inherit'], detached: true });
+    const node = spawn(process.execPath, ['--import', 'tsx', LIFECYCLE, 'sigint'], {
+      stdio: ['ignore', 'pipe', 'inherit'],
+      detached: true,
+    });
     let out = '';
     await new Promise<void>((resolve, reject) => {
       node.stdout!.on('data', (b) => {

@@ -47,7 +47,11 @@ describe('config input', () => {
     expect(() => parseUntrustedTrainConfig(snake)).toThrow(/batch_pairs/);
     expect(() => parseUntrustedTrainConfig(nested)).toThrow(/maxNewToken/);
     expect(() => parseUntrustedTrainConfig(mode)).toThrow(/mode/);
-    expect(parseTrainConfig({ ...base, steps: 2 }, '/base')).toMatchObject({ steps: 2, batchPairs: 16, data: '/base/pairs.jsonl' });
+    expect(parseTrainConfig({ ...base, steps: 2 }, '/base')).toMatchObject({
+      steps: 2,
+      batchPairs: 16,
+      data: '/base/pairs.jsonl',
+    });
   });
 });
 
@@ -95,7 +99,16 @@ describe('step metrics', () => {
     expectTypeOf<PairGrpoStepMetrics['und/reward']>().toEqualTypeOf<number>();
     expectTypeOf<PairGrpoStepMetrics>().toMatchTypeOf<StepMetrics>();
 
-    const m: StepMetrics = { step: 1, epoch: 0, loss: 0.5, grad_norm: 1, lr: 1e-6, 'time/update': 0.1, 'time/step': 0.2, 'und/reward': 0.75 };
+    const m: StepMetrics = {
+      step: 1,
+      epoch: 0,
+      loss: 0.5,
+      grad_norm: 1,
+      lr: 1e-6,
+      'time/update': 0.1,
+      'time/step': 0.2,
+      'und/reward': 0.75,
+    };
     expect(m['und/reward']).toBe(0.75);
     // @ts-expect-error `und/rewards` is not a metric
     expect(m['und/rewards']).toBeUndefined();

@@ -4,6 +4,7 @@
 dependency (transformers for Janus) only fails the family that needs it. See README.md here for the
 model-directory contract.
 """
+
 from __future__ import annotations
 
 from ..errors import BadRequest
@@ -20,6 +21,7 @@ from .base import (
     SFTExample,
     UndItem,
 )
+
 
 def register_adapter(name: str, target: str | type[PolicyAdapter]) -> None:
     """Register a user adapter (a ``PolicyAdapter`` subclass, or ``"package.module:ClassName"``)."""

@@ -39,6 +39,7 @@ flow bridges), ``und_expert`` (the LLM's understanding copy, embeddings, head), 
 CPU: the port calls flash-attn (ViT, inference) and the CUDA-only EFFICIENT_ATTENTION SDPA backend in
 training; without CUDA ``_cpu_attention`` swaps both for plain SDPA in fp32 (same maths, slower).
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -85,10 +86,23 @@ BOS, EOS, BOI, EOI = "<|im_start|>", "<|im_end|>", "<|vision_start|>", "<|vision
 
 #: BAGEL-7B-MoT geometry (app.py / TRAIN.md) unless pairuni_bagel.json overrides it
 DEFAULT_GEOMETRY = {
-    "latent_patch_size": 2, "max_latent_size": 64, "vit_patch_size": 14, "vit_max_num_patch_per_side": 70,
+    "latent_patch_size": 2,
+    "max_latent_size": 64,
+    "vit_patch_size": 14,
+    "vit_max_num_patch_per_side": 70,
     "connector_act": "gelu_pytorch_tanh",
-    "ae": {"resolution": 256, "in_channels": 3, "downsample": 8, "ch": 128, "out_ch": 3, "ch_mult": [1, 2, 4, 4],
-           "num_res_blocks": 2, "z_channels": 16, "scale_factor": 0.3611, "shift_factor": 0.1159},
+    "ae": {
+        "resolution": 256,
+        "in_channels": 3,
+        "downsample": 8,
+        "ch": 128,
+        "out_ch": 3,
+        "ch_mult": [1, 2, 4, 4],
+        "num_res_blocks": 2,
+        "z_channels": 16,
+        "scale_factor": 0.3611,
+        "shift_factor": 0.1159,
+    },
 }
 
 MODULE_GROUPS = ("language_model", "und_expert", "gen_expert", "vit")
@@ -113,19 +127,26 @@ def _require_bagel():
 def _submodule(root: torch.nn.Module, path: str) -> torch.nn.ModuleList:
     m = root.get_submodule(path)
     if not isinstance(m, torch.nn.ModuleList):
-        raise AdapterConfigError(f"bagel: {path} is a {type(m).__name__}, not the layer list this port is expected to have")
+        raise AdapterConfigError(
+            f"bagel: {path} is a {type(m).__name__}, not the layer list this port is expected to have"
+        )
     return m
 
 
 # -- CPU attention -------------------------------------------------------------------------------
+
 
 def _sdpa_varlen(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q=None, max_seqlen_k=None, causal=False, **_):
     """flash_attn_varlen_func's contract ((T, H, D) packed, per-segment attention) with plain SDPA."""
     out = []
     bounds = cu_seqlens_q.tolist()
     for a, b in zip(bounds[:-1], bounds[1:]):
-        o = F.scaled_dot_product_attention(q[a:b].float().transpose(0, 1), k[a:b].float().transpose(0, 1),
-                                           v[a:b].float().transpose(0, 1), is_causal=causal)
+        o = F.scaled_dot_product_attention(
+            q[a:b].float().transpose(0, 1),
+            k[a:b].float().transpose(0, 1),
+            v[a:b].float().transpose(0, 1),
+            is_causal=causal,
+        )
         out.append(o.transpose(0, 1))
     return torch.cat(out, 0)
 
@@ -153,6 +174,7 @@ def _cpu_attention() -> None:
 
 
 # -- packing -------------------------------------------------------------------------------------
+
 
 @dataclass
 class Tokens:
@@ -213,21 +235,33 @@ def attention_mask(split_lens: list[int], attn_modes: list[str]) -> torch.Tensor
     s = 0
     for ln, mode in zip(split_lens, attn_modes):
         block = torch.ones((ln, ln), dtype=torch.bool)
-        allow[s:s + ln, s:s + ln] = block.tril() if mode == "causal" else block
-        allow[s:s + ln, :s] = True
+        allow[s : s + ln, s : s + ln] = block.tril() if mode == "causal" else block
+        allow[s : s + ln, :s] = True
         s += ln
     s = 0
     for ln, mode in zip(split_lens, attn_modes):
         if mode == "noise":
-            allow[:, s:s + ln] = False
-            allow[s:s + ln, s:s + ln] = True
+            allow[:, s : s + ln] = False
+            allow[s : s + ln, s : s + ln] = True
         s += ln
     return torch.zeros((n, n)).masked_fill_(~allow, float("-inf"))
 
 
-def pack_pair(tok: Tokens, *, und_image: torch.Tensor, question: list[int], answer: list[int], prompt: list[int],
-              gen_image: torch.Tensor, vit_patch: int, vit_max_per_side: int, vae_downsample: int,
-              latent_max_per_side: int, timestep: float, drop_prompt: bool) -> Pack:
+def pack_pair(
+    tok: Tokens,
+    *,
+    und_image: torch.Tensor,
+    question: list[int],
+    answer: list[int],
+    prompt: list[int],
+    gen_image: torch.Tensor,
+    vit_patch: int,
+    vit_max_per_side: int,
+    vae_downsample: int,
+    latent_max_per_side: int,
+    timestep: float,
+    drop_prompt: bool,
+) -> Pack:
     """One PairUG pair -> one packed sequence: the und sample, then the gen sample.
 
     ``und_image`` is the ViT input (3, H, W) in [-1, 1] (H, W multiples of ``vit_patch``); ``gen_image``
@@ -269,7 +303,9 @@ def pack_pair(tok: Tokens, *, und_image: torch.Tensor, question: list[int], answ
     first = image_brackets(vt.shape[0])
     pk.vit_tokens = vt
     pk.vit_token_indexes = list(range(first, first + vt.shape[0]))
-    pk.vit_position_ids = grid_position_ids(und_image.shape[1] // vit_patch, und_image.shape[2] // vit_patch, vit_max_per_side)
+    pk.vit_position_ids = grid_position_ids(
+        und_image.shape[1] // vit_patch, und_image.shape[2] // vit_patch, vit_max_per_side
+    )
     pk.position_ids += [0] * (vt.shape[0] + 2)
     splits.append(vt.shape[0] + 2)
     modes.append("full")
@@ -331,20 +367,47 @@ def pack_gen(tok: Tokens, prompt: list[int] | None, h: int, w: int, latent_max_p
     return pk
 
 
-def pack_und(tok: Tokens, *, und_image: torch.Tensor, question: list[int], answer: list[int], vit_patch: int,
-             vit_max_per_side: int) -> Pack:
+def pack_und(
+    tok: Tokens,
+    *,
+    und_image: torch.Tensor,
+    question: list[int],
+    answer: list[int],
+    vit_patch: int,
+    vit_max_per_side: int,
+) -> Pack:
     """The und sample of ``pack_pair`` alone: ``[vit image, question, <|im_start|> answer <|im_end|>]``;
     ``ce_loss_indexes`` are the positions whose logits predict ``answer + [<|im_end|>]``."""
-    pk = pack_pair(tok, und_image=und_image, question=question, answer=answer, prompt=[], gen_image=torch.zeros(3, 0, 0),
-                   vit_patch=vit_patch, vit_max_per_side=vit_max_per_side, vae_downsample=1, latent_max_per_side=1,
-                   timestep=0.0, drop_prompt=True)
+    pk = pack_pair(
+        tok,
+        und_image=und_image,
+        question=question,
+        answer=answer,
+        prompt=[],
+        gen_image=torch.zeros(3, 0, 0),
+        vit_patch=vit_patch,
+        vit_max_per_side=vit_max_per_side,
+        vae_downsample=1,
+        latent_max_per_side=1,
+        timestep=0.0,
+        drop_prompt=True,
+    )
     n = pk.sample_lens[0]
     keep = [i for i, ix in enumerate(pk.text_indexes) if ix < n]
-    return Pack(sample_lens=[n], split_lens=pk.split_lens[:1], attn_modes=pk.attn_modes[:1],
-                text_ids=[pk.text_ids[i] for i in keep], text_indexes=[pk.text_indexes[i] for i in keep],
-                position_ids=pk.position_ids[:n], vit_token_indexes=pk.vit_token_indexes,
-                vit_position_ids=pk.vit_position_ids, vit_tokens=pk.vit_tokens, ce_loss_indexes=pk.ce_loss_indexes,
-                label_ids=pk.label_ids, vit_seqlens=[len(pk.vit_token_indexes)])
+    return Pack(
+        sample_lens=[n],
+        split_lens=pk.split_lens[:1],
+        attn_modes=pk.attn_modes[:1],
+        text_ids=[pk.text_ids[i] for i in keep],
+        text_indexes=[pk.text_indexes[i] for i in keep],
+        position_ids=pk.position_ids[:n],
+        vit_token_indexes=pk.vit_token_indexes,
+        vit_position_ids=pk.vit_position_ids,
+        vit_tokens=pk.vit_tokens,
+        ce_loss_indexes=pk.ce_loss_indexes,
+        label_ids=pk.label_ids,
+        vit_seqlens=[len(pk.vit_token_indexes)],
+    )
 
 
 def concat_packs(packs: list[Pack]) -> Pack:
@@ -380,6 +443,7 @@ def shifted_timestep(t: torch.Tensor, shift: float) -> torch.Tensor:
 
 # -- the adapter ---------------------------------------------------------------------------------
 
+
 def check_bagel_dir(path: str, what: str = "model") -> None:
     if not isinstance(path, str) or not path:
         raise AdapterConfigError(f"{what}: a model directory path is required")
@@ -387,9 +451,11 @@ def check_bagel_dir(path: str, what: str = "model") -> None:
         raise CheckpointNotFound(f"{what}: Bagel model directory {path!r} does not exist")
     missing = [f for f in REQUIRED_FILES if not os.path.isfile(os.path.join(path, f))]
     if missing:
-        raise CheckpointNotFound(f"{what}: Bagel model directory {path!r} lacks {', '.join(missing)} "
-                                 f"(a BAGEL-7B-MoT directory holds {', '.join(REQUIRED_FILES)})",
-                                 detail={"path": path, "missing": missing})
+        raise CheckpointNotFound(
+            f"{what}: Bagel model directory {path!r} lacks {', '.join(missing)} "
+            f"(a BAGEL-7B-MoT directory holds {', '.join(REQUIRED_FILES)})",
+            detail={"path": path, "missing": missing},
+        )
 
 
 def _read_json(path: str) -> dict:
@@ -408,8 +474,14 @@ class BagelAdapter(PolicyAdapter):
     # Text log-probs and the SDE steps' Gaussian log-probs are exact, so est_seeds change nothing (as Janus);
     # the flow sampler has no temperature (its rollout noise is gen.options.noise_level).
     honours = {
-        "und.temperature": ANY_VALUE, "und.max_new_tokens": ANY_VALUE, "und.old_logp": ANY_VALUE, "und.est_seeds": ANY_VALUE,
-        "gen.temperature": (1,), "gen.cfg_weight": ANY_VALUE, "gen.logp": ANY_VALUE, "gen.old_logp": ANY_VALUE,
+        "und.temperature": ANY_VALUE,
+        "und.max_new_tokens": ANY_VALUE,
+        "und.old_logp": ANY_VALUE,
+        "und.est_seeds": ANY_VALUE,
+        "gen.temperature": (1,),
+        "gen.cfg_weight": ANY_VALUE,
+        "gen.logp": ANY_VALUE,
+        "gen.old_logp": ANY_VALUE,
         "gen.est_seeds": ANY_VALUE,
     }
 
@@ -441,28 +513,50 @@ class BagelAdapter(PolicyAdapter):
                 geo[k] = {**geo[k], **v} if isinstance(geo.get(k), dict) else v
         self.geometry = geo
         # Position tables bound the image sides: a larger side would index past them mid-rollout.
-        for field, side, most, how in (
-            ("vae_image_size", o.vae_image_size, geo["max_latent_size"] * geo["ae"]["downsample"] * geo["latent_patch_size"],
-             f"max_latent_size {geo['max_latent_size']} latents per side x VAE downsample {geo['ae']['downsample']} x latent patch {geo['latent_patch_size']}"),
-            ("vit_image_size", o.vit_image_size, geo["vit_max_num_patch_per_side"] * geo["vit_patch_size"],
-             f"vit_max_num_patch_per_side {geo['vit_max_num_patch_per_side']} x patch {geo['vit_patch_size']}"),
+        for name, side, most, how in (
+            (
+                "vae_image_size",
+                o.vae_image_size,
+                geo["max_latent_size"] * geo["ae"]["downsample"] * geo["latent_patch_size"],
+                f"max_latent_size {geo['max_latent_size']} latents per side x VAE downsample {geo['ae']['downsample']} x latent patch {geo['latent_patch_size']}",
+            ),
+            (
+                "vit_image_size",
+                o.vit_image_size,
+                geo["vit_max_num_patch_per_side"] * geo["vit_patch_size"],
+                f"vit_max_num_patch_per_side {geo['vit_max_num_patch_per_side']} x patch {geo['vit_patch_size']}",
+            ),
         ):
             if side > most:
                 raise AdapterConfigError(
-                    f"bagel model.options.{field}={side} is beyond this model's largest image, {most} px ({how}); "
-                    f"set model.options.{field} to at most {most}", detail={"field": f"model.options.{field}"})
+                    f"bagel model.options.{name}={side} is beyond this model's largest image, {most} px ({how}); "
+                    f"set model.options.{name} to at most {most}",
+                    detail={"field": f"model.options.{name}"},
+                )
 
         # As Bagel's app.py / training load: MoT layers, qk-norm, untied head; the ViT drops its last
         # layer (vit_select_layer=-2, applied by the port) and has no RoPE.
-        llm = dict(self.llm_json, layer_module="Qwen2MoTDecoderLayer", qk_norm=True, tie_word_embeddings=False,
-                   freeze_und="und_expert" not in spec.train_modules and "language_model" not in spec.train_modules)
+        llm = dict(
+            self.llm_json,
+            layer_module="Qwen2MoTDecoderLayer",
+            qk_norm=True,
+            tie_word_embeddings=False,
+            freeze_und="und_expert" not in spec.train_modules and "language_model" not in spec.train_modules,
+        )
         ae = geo["ae"]
         cfg = bagel.BagelConfig(
-            text_config=llm, vision_config=dict(self.vit_json), visual_und=True, visual_gen=True,
+            text_config=llm,
+            vision_config=dict(self.vit_json),
+            visual_und=True,
+            visual_gen=True,
             vae_config={"z_channels": ae["z_channels"], "downsample": ae["downsample"]},
-            latent_patch_size=geo["latent_patch_size"], max_latent_size=geo["max_latent_size"],
-            vit_patch_size=geo["vit_patch_size"], vit_max_num_patch_per_side=geo["vit_max_num_patch_per_side"],
-            connector_act=geo["connector_act"], vit_rope=False, timestep_shift=o.timestep_shift,
+            latent_patch_size=geo["latent_patch_size"],
+            max_latent_size=geo["max_latent_size"],
+            vit_patch_size=geo["vit_patch_size"],
+            vit_max_num_patch_per_side=geo["vit_max_num_patch_per_side"],
+            connector_act=geo["connector_act"],
+            vit_rope=False,
+            timestep_shift=o.timestep_shift,
         )
         self.model = bagel.BagelForUnifiedMultimodal(cfg)
         self.vae = bagel.AutoEncoder(bagel.AutoEncoderParams(**ae))
@@ -473,8 +567,9 @@ class BagelAdapter(PolicyAdapter):
         live = os.path.join(d, "model.safetensors")
         lora_file = os.path.join(d, "lora.safetensors")
         if o.lora_rank > 0 and o.ema_decay > 0:
-            raise AdapterConfigError("bagel: ema_decay needs full weights; use lora_rank 0 or ema_decay 0",
-                                     detail={"field": "options"})
+            raise AdapterConfigError(
+                "bagel: ema_decay needs full weights; use lora_rank 0 or ema_decay 0", detail={"field": "options"}
+            )
         # A LoRA checkpoint read without LoRA: its merged weights are in ema.safetensors.
         use_live = os.path.isfile(live) and (o.lora_rank > 0 or not os.path.isfile(lora_file))
         self._load_weights(live if use_live else os.path.join(d, "ema.safetensors"))
@@ -487,8 +582,10 @@ class BagelAdapter(PolicyAdapter):
         for name in (BOS, EOS, BOI, EOI):
             i = self.tok.convert_tokens_to_ids(name)
             if i is None or i == self.tok.unk_token_id or not 0 <= i < cfg.text_config.vocab_size:
-                raise AdapterConfigError(f"model dir {d!r}: the tokenizer has no {name} token "
-                                         "(Bagel's data_utils.add_special_tokens adds it)")
+                raise AdapterConfigError(
+                    f"model dir {d!r}: the tokenizer has no {name} token "
+                    "(Bagel's data_utils.add_special_tokens adds it)"
+                )
             ids[name] = int(i)
         self.tokens = Tokens(ids[BOS], ids[EOS], ids[BOI], ids[EOI])
         self._set_trainable(spec.train_modules)
@@ -518,9 +615,11 @@ class BagelAdapter(PolicyAdapter):
         missing, unexpected = self.model.load_state_dict(sd, strict=False)
         missing = [k for k in missing if not k.startswith(_FROZEN_TABLES)]
         if missing:
-            raise CheckpointNotFound(f"{path!r} lacks {len(missing)} weight(s) of this configuration "
-                                     f"(e.g. {missing[:3]}): is it a BAGEL-7B-MoT checkpoint of the same size?",
-                                     detail={"path": path, "missing": missing[:20]})
+            raise CheckpointNotFound(
+                f"{path!r} lacks {len(missing)} weight(s) of this configuration "
+                f"(e.g. {missing[:3]}): is it a BAGEL-7B-MoT checkpoint of the same size?",
+                detail={"path": path, "missing": missing[:20]},
+            )
 
     def _state_upstream(self, tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """Module-tree names -> BAGEL's checkpoint names (``model.`` root dropped)."""
@@ -560,8 +659,10 @@ class BagelAdapter(PolicyAdapter):
     def _set_trainable(self, modules) -> None:
         unknown = [m for m in modules if m not in MODULE_GROUPS]
         if unknown or not modules:
-            raise AdapterConfigError(f"bagel: train_modules {list(modules)} must be a non-empty subset of "
-                                     f"{list(MODULE_GROUPS)}", detail={"field": "train_modules"})
+            raise AdapterConfigError(
+                f"bagel: train_modules {list(modules)} must be a non-empty subset of {list(MODULE_GROUPS)}",
+                detail={"field": "train_modules"},
+            )
         want = set(modules)
         self.train_modules = tuple(modules)
         self._trainable: list[tuple[str, torch.nn.Parameter]] = []
@@ -581,12 +682,20 @@ class BagelAdapter(PolicyAdapter):
     def _add_lora(self, saved: dict[str, torch.Tensor] | None) -> None:
         """LoRA (``adapters/lora.py``) on the LLM projections of the selected experts."""
         want = set(self.train_modules)
-        targets = linear_modules(self.model, lambda n: n.startswith("model.language_model.model.layers.")
-                                 and n.rsplit(".", 1)[-1].split("_moe_gen")[0] in _LORA_TARGETS
-                                 and bool(self._group_of(n + ".weight") & want))
+        targets = linear_modules(
+            self.model,
+            lambda n: (
+                n.startswith("model.language_model.model.layers.")
+                and n.rsplit(".", 1)[-1].split("_moe_gen")[0] in _LORA_TARGETS
+                and bool(self._group_of(n + ".weight") & want)
+            ),
+        )
         if not targets:
-            raise AdapterConfigError(f"bagel: lora_rank > 0 but train_modules {list(self.train_modules)} selects no LLM "
-                                     "expert (language_model, und_expert or gen_expert)", detail={"field": "options"})
+            raise AdapterConfigError(
+                f"bagel: lora_rank > 0 but train_modules {list(self.train_modules)} selects no LLM "
+                "expert (language_model, und_expert or gen_expert)",
+                detail={"field": "options"},
+            )
         self.lora = LoRA(targets, rank=self.opts.lora_rank, alpha=self.opts.lora_alpha, device=self.device, saved=saved)
         self._trainable += self.lora.named_parameters()
 
@@ -621,7 +730,9 @@ class BagelAdapter(PolicyAdapter):
             from torch.distributed.tensor import distribute_tensor
 
             params = dict(self._trainable)
-            self.ema = {n: distribute_tensor(t, params[n].device_mesh, params[n].placements) for n, t in self.ema.items()}
+            self.ema = {
+                n: distribute_tensor(t, params[n].device_mesh, params[n].placements) for n, t in self.ema.items()
+            }
 
     def combine_sft_losses(self, losses: dict[str, torch.Tensor]) -> torch.Tensor:
         return self.opts.ce_weight * losses["ce"] + self.opts.mse_weight * losses["mse"]
@@ -652,18 +763,27 @@ class BagelAdapter(PolicyAdapter):
         if bad:
             raise BadRequest(f"sft example side must be 'und' or 'gen', got {bad[0]!r}")
         if not und or len(und) != len(gen):
-            raise BadRequest(f"bagel SFT packs one understanding and one generation sample per sequence: got "
-                             f"{len(und)} und and {len(gen)} gen examples (they must be equal and > 0)")
+            raise BadRequest(
+                f"bagel SFT packs one understanding and one generation sample per sequence: got "
+                f"{len(und)} und and {len(gen)} gen examples (they must be equal and > 0)"
+            )
         return list(zip(und, gen))
 
     def pack(self, und: SFTExample, gen: SFTExample, rng: random.Random, g: torch.Generator) -> Pack:
         geo, o = self.geometry, self.opts
         return pack_pair(
-            self.tokens, und_image=self._image(und.image_path, o.vit_image_size), question=self._enc(und.text),
-            answer=self._enc(und.target), prompt=self._enc(gen.text), gen_image=self._image(gen.image_path, o.vae_image_size),
-            vit_patch=geo["vit_patch_size"], vit_max_per_side=geo["vit_max_num_patch_per_side"],
-            vae_downsample=geo["ae"]["downsample"] * geo["latent_patch_size"], latent_max_per_side=geo["max_latent_size"],
-            timestep=float(torch.randn((), generator=g)), drop_prompt=rng.random() < o.text_cond_dropout,
+            self.tokens,
+            und_image=self._image(und.image_path, o.vit_image_size),
+            question=self._enc(und.text),
+            answer=self._enc(und.target),
+            prompt=self._enc(gen.text),
+            gen_image=self._image(gen.image_path, o.vae_image_size),
+            vit_patch=geo["vit_patch_size"],
+            vit_max_per_side=geo["vit_max_num_patch_per_side"],
+            vae_downsample=geo["ae"]["downsample"] * geo["latent_patch_size"],
+            latent_max_per_side=geo["max_latent_size"],
+            timestep=float(torch.randn((), generator=g)),
+            drop_prompt=rng.random() < o.text_cond_dropout,
         )
 
     @contextlib.contextmanager
@@ -686,14 +806,24 @@ class BagelAdapter(PolicyAdapter):
         masks = [attention_mask(s, m).to(dev) for s, m in zip(pk.split_lens, pk.attn_modes)]
         with self._packed_path(), self._autocast():
             out = self.model(
-                sequence_length=pk.length, packed_text_ids=T(pk.text_ids), packed_text_indexes=T(pk.text_indexes),
-                sample_lens=pk.sample_lens, packed_position_ids=T(pk.position_ids), nested_attention_masks=masks,
-                packed_vit_tokens=pk.vit_tokens.to(dev), packed_vit_token_indexes=T(pk.vit_token_indexes),
-                packed_vit_position_ids=T(pk.vit_position_ids), vit_token_seqlens=T([len(pk.vit_token_indexes)], torch.int),
-                padded_latent=latent, patchified_vae_latent_shapes=[pk.latent_shape],
-                packed_latent_position_ids=T(pk.latent_position_ids), packed_vae_token_indexes=T(pk.vae_token_indexes),
-                packed_timesteps=T(pk.timesteps, torch.float32), mse_loss_indexes=T(pk.mse_loss_indexes),
-                ce_loss_indexes=T(pk.ce_loss_indexes), packed_label_ids=T(pk.label_ids),
+                sequence_length=pk.length,
+                packed_text_ids=T(pk.text_ids),
+                packed_text_indexes=T(pk.text_indexes),
+                sample_lens=pk.sample_lens,
+                packed_position_ids=T(pk.position_ids),
+                nested_attention_masks=masks,
+                packed_vit_tokens=pk.vit_tokens.to(dev),
+                packed_vit_token_indexes=T(pk.vit_token_indexes),
+                packed_vit_position_ids=T(pk.vit_position_ids),
+                vit_token_seqlens=T([len(pk.vit_token_indexes)], torch.int),
+                padded_latent=latent,
+                patchified_vae_latent_shapes=[pk.latent_shape],
+                packed_latent_position_ids=T(pk.latent_position_ids),
+                packed_vae_token_indexes=T(pk.vae_token_indexes),
+                packed_timesteps=T(pk.timesteps, torch.float32),
+                mse_loss_indexes=T(pk.mse_loss_indexes),
+                ce_loss_indexes=T(pk.ce_loss_indexes),
+                packed_label_ids=T(pk.label_ids),
             )
         return {"ce": out["ce"].float(), "mse": out["mse"].float()}
 
@@ -714,7 +844,9 @@ class BagelAdapter(PolicyAdapter):
         w = dist.current()
         # The step seed comes from the process RNG (saved in checkpoints) when none is given.
         base = int(torch.randint(0, 2**31 - 1, ()).item()) if seed is None else int(seed)
-        n_lat = (self.opts.vae_image_size // (self.geometry["ae"]["downsample"] * self.geometry["latent_patch_size"])) ** 2
+        n_lat = (
+            self.opts.vae_image_size // (self.geometry["ae"]["downsample"] * self.geometry["latent_patch_size"])
+        ) ** 2
         n_ce = sum(len(self._enc(u.target)) + 1 for u, _ in pairs)  # answer ids + <|im_end|>
         n_mse = n_lat * len(pairs)
         mine = list(range(w.rank, len(pairs), w.size))
@@ -743,24 +875,38 @@ class BagelAdapter(PolicyAdapter):
             res = []
             for opt in options:
                 ans = self._enc(opt)
-                pk = pack_pair(self.tokens, und_image=img, question=q, answer=ans, prompt=[],
-                               gen_image=torch.zeros(3, 0, 0), vit_patch=geo["vit_patch_size"],
-                               vit_max_per_side=geo["vit_max_num_patch_per_side"], vae_downsample=1,
-                               latent_max_per_side=geo["max_latent_size"], timestep=0.0, drop_prompt=True)
+                pk = pack_pair(
+                    self.tokens,
+                    und_image=img,
+                    question=q,
+                    answer=ans,
+                    prompt=[],
+                    gen_image=torch.zeros(3, 0, 0),
+                    vit_patch=geo["vit_patch_size"],
+                    vit_max_per_side=geo["vit_max_num_patch_per_side"],
+                    vae_downsample=1,
+                    latent_max_per_side=geo["max_latent_size"],
+                    timestep=0.0,
+                    drop_prompt=True,
+                )
                 n = pk.sample_lens[0]
                 dev = self.device
                 T = lambda x, dt=torch.long: torch.tensor(x, dtype=dt, device=dev)  # noqa: E731
                 keep = [i for i, ix in enumerate(pk.text_indexes) if ix < n]
                 with self._autocast():
                     out = self.model(
-                        sequence_length=n, packed_text_ids=T([pk.text_ids[i] for i in keep]),
-                        packed_text_indexes=T([pk.text_indexes[i] for i in keep]), sample_lens=[n],
+                        sequence_length=n,
+                        packed_text_ids=T([pk.text_ids[i] for i in keep]),
+                        packed_text_indexes=T([pk.text_indexes[i] for i in keep]),
+                        sample_lens=[n],
                         packed_position_ids=T(pk.position_ids[:n]),
                         nested_attention_masks=[attention_mask(pk.split_lens[0], pk.attn_modes[0]).to(dev)],
-                        packed_vit_tokens=pk.vit_tokens.to(dev), packed_vit_token_indexes=T(pk.vit_token_indexes),
+                        packed_vit_tokens=pk.vit_tokens.to(dev),
+                        packed_vit_token_indexes=T(pk.vit_token_indexes),
                         packed_vit_position_ids=T(pk.vit_position_ids),
                         vit_token_seqlens=T([len(pk.vit_token_indexes)], torch.int),
-                        ce_loss_indexes=T(pk.ce_loss_indexes[:len(ans)]), packed_label_ids=T(pk.label_ids[:len(ans)]),
+                        ce_loss_indexes=T(pk.ce_loss_indexes[: len(ans)]),
+                        packed_label_ids=T(pk.label_ids[: len(ans)]),
                     )
                 res.append(-float(out["ce"].float().sum()))
             return res
@@ -772,12 +918,21 @@ class BagelAdapter(PolicyAdapter):
         vpos = torch.tensor(pk.vit_position_ids, dtype=torch.long, device=dev)
         lens = torch.tensor(pk.vit_seqlens or [len(pk.vit_token_indexes)], dtype=torch.int, device=dev)
         with self._autocast():
-            f = mdl.vit_model(packed_pixel_values=pk.vit_tokens.to(dev), packed_flattened_position_ids=vpos,
-                              cu_seqlens=F.pad(torch.cumsum(lens, 0), (1, 0)).to(torch.int32), max_seqlen=int(lens.max()))
+            f = mdl.vit_model(
+                packed_pixel_values=pk.vit_tokens.to(dev),
+                packed_flattened_position_ids=vpos,
+                cu_seqlens=F.pad(torch.cumsum(lens, 0), (1, 0)).to(torch.int32),
+                max_seqlen=int(lens.max()),
+            )
             return mdl.connector(f) + mdl.vit_pos_embed(vpos)
 
-    def _hidden(self, pk: Pack, latent: torch.Tensor | None = None, t: torch.Tensor | None = None,
-                vit: torch.Tensor | None = None) -> torch.Tensor:
+    def _hidden(
+        self,
+        pk: Pack,
+        latent: torch.Tensor | None = None,
+        t: torch.Tensor | None = None,
+        vit: torch.Tensor | None = None,
+    ) -> torch.Tensor:
         """Last hidden states of a packed sequence, through the port's training-layout path (the one SFT
         trains; its cached inference path needs flash-attn and casts to bf16). ``latent`` (tokens, D) and
         ``t`` (tokens,) fill the sequence's latent positions as Bagel's flow input ``vae2llm(x_t) +
@@ -800,17 +955,24 @@ class BagelAdapter(PolicyAdapter):
                 z = mdl.vae2llm(latent) + mdl.time_embedder(t) + mdl.latent_pos_embed(T(pk.latent_position_ids))
                 seq[gen_idx] = z.to(seq.dtype)
             masks = [attention_mask(s_, m).to(dev) for s_, m in zip(pk.split_lens, pk.attn_modes)]
-            return lm(packed_sequence=seq, sample_lens=pk.sample_lens, attention_mask=masks,
-                      packed_position_ids=T(pk.position_ids), packed_und_token_indexes=und_idx,
-                      packed_gen_token_indexes=gen_idx)
+            return lm(
+                packed_sequence=seq,
+                sample_lens=pk.sample_lens,
+                attention_mask=masks,
+                packed_position_ids=T(pk.position_ids),
+                packed_und_token_indexes=und_idx,
+                packed_gen_token_indexes=gen_idx,
+            )
 
     # -- generation: the flow sampler ------------------------------------------------------------
     def _gen_options(self, options: dict) -> BagelGenOptions:
         g = BagelGenOptions.from_wire(dict(options or {}), where="bagel gen.options")
         lo, hi = g.cfg_interval
         if lo > hi:
-            raise AdapterConfigError(f"bagel gen.options.cfg_interval must be [lo, hi] with lo <= hi, got {g.cfg_interval}",
-                                     detail={"field": "gen.options.cfg_interval"})
+            raise AdapterConfigError(
+                f"bagel gen.options.cfg_interval must be [lo, hi] with lo <= hi, got {g.cfg_interval}",
+                detail={"field": "gen.options.cfg_interval"},
+            )
         return g
 
     def _latent_grid(self) -> tuple[int, int, int]:
@@ -837,7 +999,9 @@ class BagelAdapter(PolicyAdapter):
             v = self.model.model.llm2vae(h[torch.tensor(pk.vae_token_indexes, device=self.device)])
         return v.float().reshape(n, N, D)
 
-    def _guided(self, packs: tuple[Pack, Pack], x: torch.Tensor, t: float, w: float, g: BagelGenOptions) -> torch.Tensor:
+    def _guided(
+        self, packs: tuple[Pack, Pack], x: torch.Tensor, t: float, w: float, g: BagelGenOptions
+    ) -> torch.Tensor:
         """Text-guided velocity inside the guidance interval, the conditional one elsewhere (and at w = 1)."""
         if w == 1.0 or not flow.guidance_on(t, g.cfg_interval):
             return self._velocity(packs[0], x, t)
@@ -845,8 +1009,9 @@ class BagelAdapter(PolicyAdapter):
         B = x.shape[0]
         return flow.guided_velocity(v[:B], v[B:], w, g.cfg_renorm_min, g.cfg_renorm_type)
 
-    def _flow_sample(self, prompts: list[list[int]], seeds: list[int], *, w: float, g: BagelGenOptions,
-                     noise_level: float) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def _flow_sample(
+        self, prompts: list[list[int]], seeds: list[int], *, w: float, g: BagelGenOptions, noise_level: float
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Latents (B, N, D) from noise by the Euler ODE (noise_level 0) or Flow-GRPO's SDE, one query per
         prompt, row j's noise drawn from its own generator seeded ``seeds[j]`` (a batch equals its rows
         run alone). Returns the trajectory (B, S + 1, N, D) and, for the SDE, the per-step log-probs (B, S)."""
@@ -864,7 +1029,7 @@ class BagelAdapter(PolicyAdapter):
             if noise_level > 0:
                 sigma = flow.sde_sigma(grid, k, noise_level)
                 mean = flow.sde_mean(x, v, t, dt, sigma)
-                std = sigma * dt ** 0.5
+                std = sigma * dt**0.5
                 x = mean + std * draw()
                 lps.append(flow.step_logp(x, mean, std))
             else:
@@ -889,8 +1054,11 @@ class BagelAdapter(PolicyAdapter):
 
     def _check_gen_sampling(self, s: SamplingCfg) -> BagelGenOptions:
         if float(s.temperature) != 1.0:
-            raise AdapterConfigError(f"bagel: gen.temperature must be 1 (got {s.temperature}): the flow sampler has no "
-                                     "temperature; its rollout noise is gen.options.noise_level", detail={"field": "gen.temperature"})
+            raise AdapterConfigError(
+                f"bagel: gen.temperature must be 1 (got {s.temperature}): the flow sampler has no "
+                "temperature; its rollout noise is gen.options.noise_level",
+                detail={"field": "gen.temperature"},
+            )
         return self._gen_options(s.options)
 
     @torch.no_grad()
@@ -910,9 +1078,13 @@ class BagelAdapter(PolicyAdapter):
         S = traj.shape[1] - 1
         sde = lps is not None
         batch = RolloutBatch(
-            side="gen", group=group, out_ids=torch.arange(S).repeat(B, 1),
-            out_mask=torch.full((B, S), sde, dtype=torch.bool), old_logp=lps.cpu() if sde else torch.zeros(B, S),
-            prompts=[it.prompt for it in items], images=self.decode_latents(traj[:, -1]),
+            side="gen",
+            group=group,
+            out_ids=torch.arange(S).repeat(B, 1),
+            out_mask=torch.full((B, S), sde, dtype=torch.bool),
+            old_logp=lps.cpu() if sde else torch.zeros(B, S),
+            prompts=[it.prompt for it in items],
+            images=self.decode_latents(traj[:, -1]),
             extra={"prompt_ids": prompts, "traj": traj, "cfg_weight": w, "options": g, "gen_logp": s.logp},
         )
         if sde and (s.logp == "cond" or s.old_logp == "recompute" or (s.old_logp == "auto" and self.amp is not None)):
@@ -925,8 +1097,11 @@ class BagelAdapter(PolicyAdapter):
         x = batch.extra
         g: BagelGenOptions = x["options"]
         if g.noise_level <= 0:
-            raise AdapterConfigError("bagel: this gen rollout was sampled by the ODE sampler (gen.options.noise_level 0) "
-                                     "and has no log-probs; PairGRPO needs noise_level > 0", detail={"field": "gen.options.noise_level"})
+            raise AdapterConfigError(
+                "bagel: this gen rollout was sampled by the ODE sampler (gen.options.noise_level 0) "
+                "and has no log-probs; PairGRPO needs noise_level > 0",
+                detail={"field": "gen.options.noise_level"},
+            )
         r = rows.to(torch.long)
         traj = x["traj"][r.to(x["traj"].device)]
         packs = self._gen_packs([x["prompt_ids"][i] for i in batch.group[r].tolist()])
@@ -937,30 +1112,53 @@ class BagelAdapter(PolicyAdapter):
             t, dt = float(grid[k]), float(grid[k] - grid[k + 1])
             sigma = flow.sde_sigma(grid, k, g.noise_level)
             mean = flow.sde_mean(traj[:, k], self._guided(packs, traj[:, k], t, w, g), t, dt, sigma)
-            out.append(flow.step_logp(traj[:, k + 1], mean, sigma * dt ** 0.5))
+            out.append(flow.step_logp(traj[:, k + 1], mean, sigma * dt**0.5))
         return torch.stack(out, 1)
 
     @torch.no_grad()
-    def sample_images(self, prompts: list[str], n: int, *, cfg_weight: float, temperature: float, seed: int,
-                      options: dict | None = None) -> torch.Tensor:
+    def sample_images(
+        self,
+        prompts: list[str],
+        n: int,
+        *,
+        cfg_weight: float,
+        temperature: float,
+        seed: int,
+        options: dict | None = None,
+    ) -> torch.Tensor:
         """``n`` images per prompt, prompt-major, uint8 (P * n, H, W, 3), by the ODE sampler (evaluation);
         row j's initial noise is seeded from (seed, j). ``temperature`` must be 1 (the flow has none)."""
         if not prompts or n < 1:
             raise BadRequest(f"sample_images needs at least one prompt and n >= 1 (got {len(prompts)} prompts, n={n})")
         if float(temperature) != 1.0:
-            raise AdapterConfigError(f"bagel: sample_images temperature must be 1 (got {temperature}): the flow sampler has none")
+            raise AdapterConfigError(
+                f"bagel: sample_images temperature must be 1 (got {temperature}): the flow sampler has none"
+            )
         g = self._gen_options(options or {})
         rows = [self._enc(p) for p in prompts for _ in range(n)]
         traj, _ = self._flow_sample(rows, self._row_seeds(seed, len(rows)), w=float(cfg_weight), g=g, noise_level=0.0)
         return self.decode_latents(traj[:, -1])
 
     # -- understanding: text answers from the und expert ------------------------------------------
-    def _und_packs(self, images: list[torch.Tensor], questions: list[list[int]], answers: list[list[int]]) -> list[Pack]:
+    def _und_packs(
+        self, images: list[torch.Tensor], questions: list[list[int]], answers: list[list[int]]
+    ) -> list[Pack]:
         geo = self.geometry
-        return [pack_und(self.tokens, und_image=im, question=q, answer=a, vit_patch=geo["vit_patch_size"],
-                         vit_max_per_side=geo["vit_max_num_patch_per_side"]) for im, q, a in zip(images, questions, answers)]
+        return [
+            pack_und(
+                self.tokens,
+                und_image=im,
+                question=q,
+                answer=a,
+                vit_patch=geo["vit_patch_size"],
+                vit_max_per_side=geo["vit_max_num_patch_per_side"],
+            )
+            for im, q, a in zip(images, questions, answers)
+        ]
 
-    def _und_logits(self, packs: list[Pack], take: list[list[int]], vit: list[torch.Tensor] | None = None) -> list[torch.Tensor]:
+    def _und_logits(
+        self, packs: list[Pack], take: list[list[int]], vit: list[torch.Tensor] | None = None
+    ) -> list[torch.Tensor]:
         """Logits (float32) at the positions ``take[i]`` (indexes into pack i's ``ce_loss_indexes``);
         ``vit``: each pack's ViT inputs already computed (decoding computes them once per image)."""
         pk = concat_packs(packs)
@@ -973,8 +1171,15 @@ class BagelAdapter(PolicyAdapter):
             z = self.model.model.language_model.lm_head(h[torch.tensor(idx, device=self.device)]).float()
         return list(z.split([len(tk) for tk in take]))
 
-    def _und_decode(self, images: list[torch.Tensor], questions: list[list[int]], max_new: int, *,
-                    temperature: float = 1.0, seeds: list[int] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    def _und_decode(
+        self,
+        images: list[torch.Tensor],
+        questions: list[list[int]],
+        max_new: int,
+        *,
+        temperature: float = 1.0,
+        seeds: list[int] | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """Answers (B, max_new) as Bagel's ``generate_text`` decodes them after ``[image, question]``:
         ``<|im_start|>`` then tokens until ``<|im_end|>`` (kept; the rest of the row is ``<|im_end|>``);
         greedy without ``seeds``, else softmax(logits / T) sampled from row j's generator ``seeds[j]``.
@@ -993,18 +1198,24 @@ class BagelAdapter(PolicyAdapter):
         for step in range(max_new):
             if not live:
                 break
-            logits = self._und_logits(self._und_packs([images[i] for i in live], [questions[i] for i in live],
-                                                      [answers[i] for i in live]), [[step]] * len(live),
-                                     vit=[vit[i] for i in live])
+            logits = self._und_logits(
+                self._und_packs([images[i] for i in live], [questions[i] for i in live], [answers[i] for i in live]),
+                [[step]] * len(live),
+                vit=[vit[i] for i in live],
+            )
             z = torch.cat(logits, 0).cpu()
             if not bool(torch.isfinite(z).all()):
-                raise NonFiniteError(f"bagel und: the model loaded from {self.source_dir!r} gives NaN/inf answer-token "
-                                     f"logits (decode step {step}); its weights are probably not finite")
+                raise NonFiniteError(
+                    f"bagel und: the model loaded from {self.source_dir!r} gives NaN/inf answer-token "
+                    f"logits (decode step {step}); its weights are probably not finite"
+                )
             lp = torch.log_softmax(z / temperature, -1)
             if gens is None:
                 tok = z.argmax(-1)
             else:
-                tok = torch.stack([torch.multinomial(lp[j].exp(), 1, generator=gens[i]) for j, i in enumerate(live)]).flatten()
+                tok = torch.stack(
+                    [torch.multinomial(lp[j].exp(), 1, generator=gens[i]) for j, i in enumerate(live)]
+                ).flatten()
             still = []
             for j, i in enumerate(live):
                 out[i, step], lps[i, step] = tok[j], lp[j, tok[j]]
@@ -1040,8 +1251,10 @@ class BagelAdapter(PolicyAdapter):
 
     def _texts(self, out: torch.Tensor) -> list[str]:
         m = self._answer_mask(out)
-        return [self.tok.decode([t for t, k in zip(row, mk) if k and t != self.tokens.eos], skip_special_tokens=True)
-                for row, mk in zip(out.tolist(), m.tolist())]
+        return [
+            self.tok.decode([t for t, k in zip(row, mk) if k and t != self.tokens.eos], skip_special_tokens=True)
+            for row, mk in zip(out.tolist(), m.tolist())
+        ]
 
     @torch.no_grad()
     def und_rollout(self, items: list[UndItem], n: int, s: SamplingCfg) -> RolloutBatch:
@@ -1057,12 +1270,24 @@ class BagelAdapter(PolicyAdapter):
         qs = [self._enc(it.text) for it in items]
         rows = group.tolist()
         T = float(s.temperature)
-        out, lps = self._und_decode([imgs[i] for i in rows], [qs[i] for i in rows], int(s.max_new_tokens),
-                                    temperature=T, seeds=self._row_seeds(s.seed, len(rows)))
+        out, lps = self._und_decode(
+            [imgs[i] for i in rows],
+            [qs[i] for i in rows],
+            int(s.max_new_tokens),
+            temperature=T,
+            seeds=self._row_seeds(s.seed, len(rows)),
+        )
         mask = self._answer_mask(out)
-        batch = RolloutBatch(side="und", group=group, out_ids=out, out_mask=mask, old_logp=lps * mask,
-                             prompts=[it.text for it in items], texts=self._texts(out),
-                             extra={"images": imgs, "questions": qs, "temperature": T})
+        batch = RolloutBatch(
+            side="und",
+            group=group,
+            out_ids=out,
+            out_mask=mask,
+            old_logp=lps * mask,
+            prompts=[it.text for it in items],
+            texts=self._texts(out),
+            extra={"images": imgs, "questions": qs, "temperature": T},
+        )
         if s.old_logp != "rollout":
             batch.old_logp = self._und_logp(batch, torch.arange(len(rows))).detach().cpu()
         return batch
@@ -1099,17 +1324,40 @@ class BagelAdapter(PolicyAdapter):
         n_train = sum(p.numel() for _, p in self._trainable)
         lc = self.model.config.text_config
         return {
-            "family": self.family, "adapter": "bagel", "capabilities": sorted(self.capabilities),
-            "device": str(self.device), "autocast": str(self.amp).replace("torch.", "") if self.amp else "off",
-            "hidden_size": int(lc.hidden_size), "layers": int(lc.num_hidden_layers), "vocab_size": int(lc.vocab_size),
-            "vit_image_size": self.opts.vit_image_size, "vae_image_size": self.opts.vae_image_size,
-            "params_total": sum(p.numel() for p in self.model.parameters()), "params_trainable": n_train,
-            "train_modules": list(self.train_modules), "ema": self.ema is not None,
+            "family": self.family,
+            "adapter": "bagel",
+            "capabilities": sorted(self.capabilities),
+            "device": str(self.device),
+            "autocast": str(self.amp).replace("torch.", "") if self.amp else "off",
+            "hidden_size": int(lc.hidden_size),
+            "layers": int(lc.num_hidden_layers),
+            "vocab_size": int(lc.vocab_size),
+            "vit_image_size": self.opts.vit_image_size,
+            "vae_image_size": self.opts.vae_image_size,
+            "params_total": sum(p.numel() for p in self.model.parameters()),
+            "params_trainable": n_train,
+            "train_modules": list(self.train_modules),
+            "ema": self.ema is not None,
             "gradient_checkpointing": self.gradient_checkpointing,
             "lora": self.lora.describe() if self.lora else None,
-            "special_ids": {"bos": self.tokens.bos, "eos": self.tokens.eos, "boi": self.tokens.boi, "eoi": self.tokens.eoi},
+            "special_ids": {
+                "bos": self.tokens.bos,
+                "eos": self.tokens.eos,
+                "boi": self.tokens.boi,
+                "eoi": self.tokens.eoi,
+            },
         }
 
 
-__all__ = ["BagelAdapter", "Pack", "attention_mask", "check_bagel_dir", "concat_packs", "pack_gen", "pack_pair", "pack_und",
-           "patchify", "shifted_timestep"]
+__all__ = [
+    "BagelAdapter",
+    "Pack",
+    "attention_mask",
+    "check_bagel_dir",
+    "concat_packs",
+    "pack_gen",
+    "pack_pair",
+    "pack_und",
+    "patchify",
+    "shifted_timestep",
+]

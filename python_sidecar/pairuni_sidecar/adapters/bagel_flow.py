@@ -19,6 +19,7 @@ time grid from t = 1 (noise) to t = 0 (data):
   averaged over the latent's dimensions (Flow-GRPO's per-dimension mean, so ratios and clipping act on
   a per-dimension scale whatever the image size).
 """
+
 from __future__ import annotations
 
 import math

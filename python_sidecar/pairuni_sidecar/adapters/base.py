@@ -14,6 +14,7 @@ Per-token (not per-sequence) log-probs keep masked-diffusion estimators possible
 masked forward whose mask is drawn from ``est_seed``, so old, current and reference log-probs use
 the same mask). Autoregressive adapters ignore ``est_seed``.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -31,15 +32,17 @@ from ..errors import BadRequest, NotFound
 Side = Literal["und", "gen"]
 
 #: Capability names an adapter may declare.
-CAPABILITIES = frozenset({
-    "und_rollout",   # sample K text answers per (image, question)
-    "gen_rollout",   # sample K images per prompt
-    "logprobs_und",  # per-token log-probs of text answers
-    "logprobs_gen",  # per-token log-probs of image tokens
-    "sft",           # supervised loss on (image, question, answer) / (prompt, image)
-    "cfg",           # classifier-free guidance in gen rollouts and log-probs
-    "ref_model",     # can hold a frozen reference copy for the KL term
-})
+CAPABILITIES = frozenset(
+    {
+        "und_rollout",  # sample K text answers per (image, question)
+        "gen_rollout",  # sample K images per prompt
+        "logprobs_und",  # per-token log-probs of text answers
+        "logprobs_gen",  # per-token log-probs of image tokens
+        "sft",  # supervised loss on (image, question, answer) / (prompt, image)
+        "cfg",  # classifier-free guidance in gen rollouts and log-probs
+        "ref_model",  # can hold a frozen reference copy for the KL term
+    }
+)
 
 
 class CheckpointNotFound(NotFound):
@@ -99,7 +102,6 @@ class GenItem:
 SamplingCfg = UndSampling | GenSampling
 
 
-
 def _generic_fields(record: type) -> dict[str, Any]:
     # ``options`` are the family's own (validated against its declaration) and ``seed`` only seeds.
     out = {}
@@ -127,14 +129,14 @@ class RolloutBatch:
     """
 
     side: Side
-    group: torch.Tensor          # (B,) int64: item index of each trajectory
-    out_ids: torch.Tensor        # (B, L) int64: sampled tokens (text ids or image codes)
-    out_mask: torch.Tensor       # (B, L) bool: positions that count in the loss
-    old_logp: torch.Tensor       # (B, L) float32: behaviour-policy log-probs of out_ids
-    prompts: list[str]           # (I,) the raw prompt / question text per item (rewards use it)
-    texts: list[str] | None = None          # und: decoded answers (B,)
-    images: torch.Tensor | None = None      # gen: uint8 (B, H, W, 3)
-    ref_logp: torch.Tensor | None = None    # (B, L) float32 once computed for the KL term
+    group: torch.Tensor  # (B,) int64: item index of each trajectory
+    out_ids: torch.Tensor  # (B, L) int64: sampled tokens (text ids or image codes)
+    out_mask: torch.Tensor  # (B, L) bool: positions that count in the loss
+    old_logp: torch.Tensor  # (B, L) float32: behaviour-policy log-probs of out_ids
+    prompts: list[str]  # (I,) the raw prompt / question text per item (rewards use it)
+    texts: list[str] | None = None  # und: decoded answers (B,)
+    images: torch.Tensor | None = None  # gen: uint8 (B, H, W, 3)
+    ref_logp: torch.Tensor | None = None  # (B, L) float32 once computed for the KL term
     extra: dict[str, Any] = field(default_factory=dict)
     #: behaviour log-probs per estimator seed, for adapters whose log-probs are a seeded estimate
     #: (``seeded_logprobs``); recorded at rollout time for every seed in the sampling's ``est_seeds``
@@ -151,7 +153,8 @@ class RolloutBatch:
                 f"this {self.side} rollout recorded behaviour log-probs for estimator seeds "
                 f"{sorted(self.old_logp_by_seed)} only, not {est_seed}: send the update's est_seed among the "
                 "rollout's sampling.est_seeds (the trainer sends one per inner iteration)",
-                detail={"est_seed": int(est_seed), "recorded": sorted(self.old_logp_by_seed)})
+                detail={"est_seed": int(est_seed), "recorded": sorted(self.old_logp_by_seed)},
+            )
         return self.old_logp_by_seed[int(est_seed)]
 
     @property
@@ -240,7 +243,9 @@ class PolicyAdapter(ABC):
         family's deterministic decoding otherwise. No grad; weights unchanged."""
         raise CapabilityError(f"{type(self).__name__} (family {self.family!r}) does not implement greedy_answers")
 
-    def sample_images(self, prompts: list[str], n: int, *, cfg_weight: float, temperature: float, seed: int) -> torch.Tensor:
+    def sample_images(
+        self, prompts: list[str], n: int, *, cfg_weight: float, temperature: float, seed: int
+    ) -> torch.Tensor:
         """``n`` images per prompt, prompt-major, uint8 (P * n, H, W, 3), sampled as ``gen_rollout`` samples
         (guidance ``cfg_weight``, 1.0 = none; ``temperature``) and reproducible from ``seed``. No grad."""
         raise CapabilityError(f"{type(self).__name__} (family {self.family!r}) does not implement sample_images")
@@ -271,8 +276,10 @@ class PolicyAdapter(ABC):
     def shard(self) -> None:
         """Shard the policy over the world with FSDP2 (``dist.shard``), wrapping every submodule the
         adapter calls directly. Called once, before the optimizer is built, only when world > 1."""
-        raise CapabilityError(f"{type(self).__name__} (family {self.family!r}) does not implement shard(): "
-                              "it cannot train with more than one rank")
+        raise CapabilityError(
+            f"{type(self).__name__} (family {self.family!r}) does not implement shard(): "
+            "it cannot train with more than one rank"
+        )
 
     def gathered(self):
         """A context manager giving full weights to rollouts and evaluation (FSDP2 ``unshard``)."""
@@ -292,7 +299,8 @@ class PolicyAdapter(ABC):
             raise UnhonouredField(
                 f"the {cls.name} adapter does not honour {key}={value!r} (train.{side}_rollout "
                 f"sampling.{field_name}; config {config}): it takes {' or '.join(map(repr, takes))}",
-                detail={"field": f"sampling.{field_name}", "family": cls.name, "value": value})
+                detail={"field": f"sampling.{field_name}", "family": cls.name, "value": value},
+            )
 
     def require(self, capability: str) -> None:
         if capability not in self.capabilities:

@@ -20,6 +20,7 @@ image log-prob pass is ``gen.logp``: ``cfg`` (the config's default) scores the g
 the sampler drew from, ``cond`` the conditional branch alone (half the forwards). Dropout is zeroed
 at load: the ratio is exactly 1 before the first update.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -65,7 +66,7 @@ CODE_ENV = "PAIRUNI_DIMOO_CODE"
 #: ``und_system_prompt`` / ``gen_system_prompt`` for a real checkpoint. The tiny models were trained with none.
 UPSTREAM_SYSTEM_PROMPTS = {
     "und": "You are a multimodal model that can process both text and images. Answer the following question "
-           "based on the provided images. Analyze each image and combine relevant details to answer.",
+    "based on the provided images. Analyze each image and combine relevant details to answer.",
     "gen": "Generate an image according to the text prompt.",
 }
 #: Share of SFT generation prompts replaced by ``<uncondition>`` so CFG has an unconditional model
@@ -88,22 +89,30 @@ class IncompatibleCheckpoint(AdapterConfigError):
 
 # -- the real model's loader ----------------------------------------------------------------------
 
+
 def _import_upstream(code_dir: str):
     """Import ``model.configuration_llada`` / ``model.modeling_xllmx_dimoo`` from a checkout under a
     private package name (its modules import each other relatively), so two checkouts never clash."""
     if not code_dir:
-        raise DimooCodeError(f"dimoo: no Lumina-DiMOO code: pass model.options.code_dir or set {CODE_ENV} "
-                             "to a checkout of github.com/Alpha-VLLM/Lumina-DiMOO (the model code is on no package registry)")
+        raise DimooCodeError(
+            f"dimoo: no Lumina-DiMOO code: pass model.options.code_dir or set {CODE_ENV} "
+            "to a checkout of github.com/Alpha-VLLM/Lumina-DiMOO (the model code is on no package registry)"
+        )
     if not os.path.isdir(code_dir):
         raise DimooCodeError(f"dimoo: code_dir {code_dir!r} does not exist (model.options.code_dir / {CODE_ENV})")
     missing = [f for f in UPSTREAM_FILES if not os.path.isfile(os.path.join(code_dir, f))]
     if missing:
-        raise DimooCodeError(f"dimoo: {code_dir!r} is not a Lumina-DiMOO checkout: missing {missing}",
-                             detail={"code_dir": code_dir, "missing": missing})
+        raise DimooCodeError(
+            f"dimoo: {code_dir!r} is not a Lumina-DiMOO checkout: missing {missing}",
+            detail={"code_dir": code_dir, "missing": missing},
+        )
     pkg = f"_pairuni_dimoo_{abs(hash(os.path.abspath(code_dir)))}"
     if pkg not in sys.modules:
-        spec = importlib.util.spec_from_file_location(pkg, os.path.join(code_dir, "model", "__init__.py"),
-                                                      submodule_search_locations=[os.path.join(code_dir, "model")])
+        spec = importlib.util.spec_from_file_location(
+            pkg,
+            os.path.join(code_dir, "model", "__init__.py"),
+            submodule_search_locations=[os.path.join(code_dir, "model")],
+        )
         mod = importlib.util.module_from_spec(spec)
         sys.modules[pkg] = mod
         try:
@@ -115,7 +124,9 @@ def _import_upstream(code_dir: str):
         cfg_mod = importlib.import_module(f"{pkg}.configuration_llada")
         mdl_mod = importlib.import_module(f"{pkg}.modeling_xllmx_dimoo")
     except Exception as e:  # noqa: BLE001
-        raise DimooCodeError(f"dimoo: importing the model modules of {code_dir!r} failed: {type(e).__name__}: {e}") from None
+        raise DimooCodeError(
+            f"dimoo: importing the model modules of {code_dir!r} failed: {type(e).__name__}: {e}"
+        ) from None
     for mod, name in ((cfg_mod, "LLaDAConfig"), (mdl_mod, "LLaDAForMultiModalGeneration")):
         if not hasattr(mod, name):
             raise DimooCodeError(f"dimoo: {mod.__file__} defines no {name} (an incompatible checkout)")
@@ -131,8 +142,10 @@ def _weight_files(ckpt: str) -> list[str]:
         files = sorted(f for f in os.listdir(ckpt) if f.endswith(".safetensors"))
     missing = [f for f in files if not os.path.isfile(os.path.join(ckpt, f))]
     if not files or missing:
-        raise CheckpointNotFound(f"dimoo: checkpoint {ckpt!r} has no model weights"
-                                 f"{' (missing ' + str(missing) + ')' if missing else ' (*.safetensors)'}")
+        raise CheckpointNotFound(
+            f"dimoo: checkpoint {ckpt!r} has no model weights"
+            f"{' (missing ' + str(missing) + ')' if missing else ' (*.safetensors)'}"
+        )
     return [os.path.join(ckpt, f) for f in files]
 
 
@@ -148,8 +161,10 @@ def load_upstream_model(code_dir: str, ckpt: str, dtype: torch.dtype = torch.flo
     try:
         model = Model(LLaDAConfig(**raw))
     except Exception as e:  # noqa: BLE001
-        raise IncompatibleCheckpoint(f"dimoo: building LLaDAForMultiModalGeneration from {ckpt}/config.json with the "
-                                     f"code in {code_dir!r} failed: {type(e).__name__}: {e}") from None
+        raise IncompatibleCheckpoint(
+            f"dimoo: building LLaDAForMultiModalGeneration from {ckpt}/config.json with the "
+            f"code in {code_dir!r} failed: {type(e).__name__}: {e}"
+        ) from None
     state: dict[str, torch.Tensor] = {}
     for path in _weight_files(ckpt):
         state.update(load_file(path))
@@ -161,7 +176,8 @@ def load_upstream_model(code_dir: str, ckpt: str, dtype: torch.dtype = torch.flo
         raise IncompatibleCheckpoint(
             f"dimoo: the weights in {ckpt!r} do not fit the model of {code_dir!r}: missing {missing[:8]}, "
             f"unexpected {unexpected[:8]}, wrong shape {shapes[:8]} (use the checkout the checkpoint was made with)",
-            detail={"missing": missing[:64], "unexpected": unexpected[:64], "shape": shapes[:64]})
+            detail={"missing": missing[:64], "unexpected": unexpected[:64], "shape": shapes[:64]},
+        )
     model.load_state_dict(state, strict=True)
     disable_dropout(model)
     return model.to(dtype)
@@ -195,7 +211,9 @@ class _VQCodec:
         self.vq, self.size = vq, size
         self.stride = 2 ** (len(vq.config.block_out_channels) - 1)
         if size % self.stride:
-            raise AdapterConfigError(f"dimoo: image_size {size} is not a multiple of the VQ's downsampling {self.stride}")
+            raise AdapterConfigError(
+                f"dimoo: image_size {size} is not a multiple of the VQ's downsampling {self.stride}"
+            )
         self.h = self.w = size // self.stride
 
     @property
@@ -242,10 +260,12 @@ class _Text:
     def _added_around(self, probe: str) -> tuple[list[int], list[int]]:
         full, plain = self._ids(probe, True), self._ids(probe, False)
         for i in range(len(full) - len(plain) + 1):
-            if full[i:i + len(plain)] == plain:
-                return full[:i], full[i + len(plain):]
-        raise AdapterConfigError(f"dimoo: the tokenizer's default call changes a text's own ids ({probe!r}: {full} "
-                                 f"with special tokens, {plain} without); prompts could not be built from pieces")
+            if full[i : i + len(plain)] == plain:
+                return full[:i], full[i + len(plain) :]
+        raise AdapterConfigError(
+            f"dimoo: the tokenizer's default call changes a text's own ids ({probe!r}: {full} "
+            f"with special tokens, {plain} without); prompts could not be built from pieces"
+        )
 
     def encode(self, text: str) -> list[int]:
         return self._ids(text, False)
@@ -260,6 +280,7 @@ class _Text:
 
 # -- the adapter ----------------------------------------------------------------------------------
 
+
 class DimooAdapter(PolicyAdapter):
     family = "mdm"
     capabilities = frozenset({"und_rollout", "gen_rollout", "logprobs_und", "logprobs_gen", "sft", "cfg", "ref_model"})
@@ -268,17 +289,24 @@ class DimooAdapter(PolicyAdapter):
     # Old log-probs are always the estimator's, recomputed after sampling per est_seed (the sampler's own
     # unmasking probabilities are not the estimator's): old_logp "rollout" is refused.
     honours = {
-        "und.temperature": ANY_VALUE, "und.max_new_tokens": ANY_VALUE, "und.old_logp": ("auto", "recompute"),
+        "und.temperature": ANY_VALUE,
+        "und.max_new_tokens": ANY_VALUE,
+        "und.old_logp": ("auto", "recompute"),
         "und.est_seeds": ANY_VALUE,
-        "gen.temperature": ANY_VALUE, "gen.cfg_weight": ANY_VALUE, "gen.logp": ANY_VALUE,
-        "gen.old_logp": ("auto", "recompute"), "gen.est_seeds": ANY_VALUE,
+        "gen.temperature": ANY_VALUE,
+        "gen.cfg_weight": ANY_VALUE,
+        "gen.logp": ANY_VALUE,
+        "gen.old_logp": ("auto", "recompute"),
+        "gen.est_seeds": ANY_VALUE,
     }
 
     def __init__(self, spec: LoadSpec) -> None:
         self.spec = spec
         self.opts = DimooLoadOptions.from_wire(dict(spec.options or {}), where="dimoo model.options")
-        for name, t, keys in (("und_template", self.opts.und_template, ("{image}", "{question}")),
-                              ("gen_template", self.opts.gen_template, ("{prompt}",))):
+        for name, t, keys in (
+            ("und_template", self.opts.und_template, ("{image}", "{question}")),
+            ("gen_template", self.opts.gen_template, ("{prompt}",)),
+        ):
             if any(t.count(k) != 1 for k in keys):
                 raise AdapterConfigError(f"dimoo: {name} must contain each of {list(keys)} exactly once (got {t!r})")
         self.device = resolve_device(spec.device)
@@ -287,8 +315,10 @@ class DimooAdapter(PolicyAdapter):
         self.config = self._read_config(spec.model_dir)
         self.tiny = self.config.get("model_type") == MODEL_TYPE
         own = {"und": "", "gen": ""} if self.tiny else UPSTREAM_SYSTEM_PROMPTS
-        self.system = {"und": own["und"] if self.opts.und_system_prompt is None else self.opts.und_system_prompt,
-                       "gen": own["gen"] if self.opts.gen_system_prompt is None else self.opts.gen_system_prompt}
+        self.system = {
+            "und": own["und"] if self.opts.und_system_prompt is None else self.opts.und_system_prompt,
+            "gen": own["gen"] if self.opts.gen_system_prompt is None else self.opts.gen_system_prompt,
+        }
         self.model = self._load(spec.model_dir)
         if not spec.train_modules:
             raise AdapterConfigError("train_modules is empty: nothing would train")
@@ -351,11 +381,15 @@ class DimooAdapter(PolicyAdapter):
             else:  # a registered codec plug-in (ShapesWorld's "shapes" registers itself)
                 self.codec = resolve("codec", c["codec"])(c)
             if getattr(self.codec, "codebook", self.layout.codebook) != self.layout.codebook:
-                raise IncompatibleCheckpoint(f"dimoo: {path} has {self.layout.codebook} image codes; its codec "
-                                             f"{c.get('codec')!r} has {self.codec.codebook}")
+                raise IncompatibleCheckpoint(
+                    f"dimoo: {path} has {self.layout.codebook} image codes; its codec "
+                    f"{c.get('codec')!r} has {self.codec.codebook}"
+                )
             if self.opts.image_size and self.opts.image_size != self.codec.image_size[0]:
-                raise AdapterConfigError(f"dimoo: the tiny model draws {self.codec.image_size[0]} px images; "
-                                         f"model.options.image_size={self.opts.image_size} (use 0)")
+                raise AdapterConfigError(
+                    f"dimoo: the tiny model draws {self.codec.image_size[0]} px images; "
+                    f"model.options.image_size={self.opts.image_size} (use 0)"
+                )
         return model.to(self.device)
 
     def _load_real(self, path: str, text_too: bool):
@@ -364,23 +398,31 @@ class DimooAdapter(PolicyAdapter):
         if text_too:
             vqdir = os.path.join(path, "vqvae")
             if not os.path.isfile(os.path.join(vqdir, "config.json")):
-                raise CheckpointNotFound(f"dimoo: checkpoint {path!r} has no vqvae/config.json (the VQ image tokenizer)")
+                raise CheckpointNotFound(
+                    f"dimoo: checkpoint {path!r} has no vqvae/config.json (the VQ image tokenizer)"
+                )
         model = load_upstream_model(code_dir, path).to(self.device)
         if text_too:
             try:
                 from diffusers import VQModel
             except ImportError as e:
-                raise AdapterConfigError(f"dimoo: the VQ tokenizer needs diffusers ({e}); "
-                                         "pip install 'pairuni-sidecar[dimoo]'") from None
+                raise AdapterConfigError(
+                    f"dimoo: the VQ tokenizer needs diffusers ({e}); pip install 'pairuni-sidecar[dimoo]'"
+                ) from None
             try:
                 from transformers import AutoTokenizer
+
                 tok = AutoTokenizer.from_pretrained(path, trust_remote_code=True)
             except Exception as e:  # noqa: BLE001
-                raise CheckpointNotFound(f"dimoo: no usable text tokenizer in {path!r} ({type(e).__name__}: {e})") from None
+                raise CheckpointNotFound(
+                    f"dimoo: no usable text tokenizer in {path!r} ({type(e).__name__}: {e})"
+                ) from None
             try:
                 vq = VQModel.from_pretrained(path, subfolder="vqvae").to(self.device).eval()
             except Exception as e:  # noqa: BLE001
-                raise CheckpointNotFound(f"dimoo: cannot load diffusers VQModel from {path}/vqvae: {type(e).__name__}: {e}") from None
+                raise CheckpointNotFound(
+                    f"dimoo: cannot load diffusers VQModel from {path}/vqvae: {type(e).__name__}: {e}"
+                ) from None
             vocab = int(self.config.get("vocab_size") or self.config.get("embedding_size") or 0)
             self.layout = dimoo_layout(vocab)
             self.layout.check(path)
@@ -399,11 +441,15 @@ class DimooAdapter(PolicyAdapter):
                 prefixes.append("")
             elif m != "vision":
                 if not any(n.startswith(m) for n in names):
-                    raise AdapterConfigError(f"train_modules: {m!r} is neither a group (language_model, vision) nor a "
-                                             "parameter-name prefix of this model")
+                    raise AdapterConfigError(
+                        f"train_modules: {m!r} is neither a group (language_model, vision) nor a "
+                        "parameter-name prefix of this model"
+                    )
                 prefixes.append(m)
         if not prefixes:
-            raise AdapterConfigError(f"train_modules {list(modules)} select no parameter of the dimoo model (use 'language_model')")
+            raise AdapterConfigError(
+                f"train_modules {list(modules)} select no parameter of the dimoo model (use 'language_model')"
+            )
         for n, p in self.model.named_parameters():
             p.requires_grad_(n.startswith(tuple(prefixes)))
         self.train_modules = tuple(modules)
@@ -418,9 +464,14 @@ class DimooAdapter(PolicyAdapter):
         if o.lora_rank == 0:
             return
         selected = {n for n, p in self.model.named_parameters() if p.requires_grad}
-        targets = select_targets(self.model, who="dimoo", selected=selected, targets=list(o.lora_targets),
-                                 default=within_blocks("blocks|block_groups"),
-                                 default_what="the Linear layers inside the transformer blocks")
+        targets = select_targets(
+            self.model,
+            who="dimoo",
+            selected=selected,
+            targets=list(o.lora_targets),
+            default=within_blocks("blocks|block_groups"),
+            default_what="the Linear layers inside the transformer blocks",
+        )
         self.model.requires_grad_(False)
         self.lora = LoRA(targets, rank=o.lora_rank, alpha=o.lora_alpha, device=self.device)
 
@@ -430,8 +481,9 @@ class DimooAdapter(PolicyAdapter):
         base = model if self.tiny else _UpstreamLogits(model)
 
         def fn(ids, keep, pos):
-            with self._autocast(), (self.lora.disabled() if lora_off else contextlib.nullcontext()):
+            with self._autocast(), self.lora.disabled() if lora_off else contextlib.nullcontext():
                 return base(ids.to(self.device), keep.to(self.device), pos.to(self.device)).float()
+
         return fn
 
     @property
@@ -456,12 +508,16 @@ class DimooAdapter(PolicyAdapter):
             return
         prompt = starts[longest]  # tokens before the first answer slot (image, template, question, BOA)
         room = limit - prompt - 1  # the EOA after the answer slots
-        fix = (f"set {answer} to at most {room}" if room >= 1 else
-               f"shorten the question (und.instruction) by at least {_tokens(prompt + 2 - limit)}")
+        fix = (
+            f"set {answer} to at most {room}"
+            if room >= 1
+            else f"shorten the question (und.instruction) by at least {_tokens(prompt + 2 - limit)}"
+        )
         raise AdapterConfigError(
             f"dimoo und: the prompt takes {prompt} tokens and the answer {slots + 1} ({slots} slots for {answer} "
             f"and an end token), {len(seqs[longest])} in all, over the tiny model's limit of {limit} positions (max_len in its "
-            f"config.json): {fix}")
+            f"config.json): {fix}"
+        )
 
     def _und_rows(self, codes: torch.Tensor, texts: list[str], slots: int, answer: str = "und.maxNewTokens"):
         lay, (h, w) = self.layout, self.grid
@@ -478,7 +534,7 @@ class DimooAdapter(PolicyAdapter):
         slot_pos = torch.tensor(starts).unsqueeze(1) + torch.arange(slots)
         maskable = keep.clone()
         for r, st in enumerate(starts):
-            maskable[r, st - 1:] = False  # BOA, the answer slots and EOA are not prompt
+            maskable[r, st - 1 :] = False  # BOA, the answer slots and EOA are not prompt
         return ids, keep, slot_pos, maskable
 
     def _gen_rows(self, prompts: list[str]):
@@ -496,7 +552,8 @@ class DimooAdapter(PolicyAdapter):
             raise AdapterConfigError(
                 f"dimoo gen: the prompt takes {max(plen)} tokens and the image {len(region)}, over the tiny model's "
                 f"limit of {limit} positions (max_len in its config.json): shorten the generation prompt by at "
-                f"least {_tokens(len(region) + max(plen) - limit)}")
+                f"least {_tokens(len(region) + max(plen) - limit)}"
+            )
         ids, keep = right_pad(seqs, lay.pad)
         maskable = torch.zeros_like(keep)
         for r, n in enumerate(plen):
@@ -556,17 +613,44 @@ class DimooAdapter(PolicyAdapter):
         fn = self._logits_fn(self.model)
         seeds = [row_seed(s.seed, r) for r in range(len(group))]
         try:
-            x, commit, _ = sample_text(fn, ids, keep, slots, steps=o.steps, block_length=o.block_length, temperature=T,
-                                       support=self.layout.text_support(), seeds=seeds, mask_id=self.layout.mask,
-                                       cfg_weight=w, uncond=None if un is None else (un, keep, slots), record=True)
+            x, commit, _ = sample_text(
+                fn,
+                ids,
+                keep,
+                slots,
+                steps=o.steps,
+                block_length=o.block_length,
+                temperature=T,
+                support=self.layout.text_support(),
+                seeds=seeds,
+                mask_id=self.layout.mask,
+                cfg_weight=w,
+                uncond=None if un is None else (un, keep, slots),
+                record=True,
+            )
         except ValueError as e:
             raise AdapterConfigError(f"dimoo und: {e} (und.options.steps / block_length, und.maxNewTokens)") from None
         out = x.gather(1, slots)
         texts, mask = self._answer(out)
-        batch = RolloutBatch(side="und", group=group, out_ids=out, out_mask=mask, old_logp=torch.zeros(out.shape),
-                             prompts=[it.text for it in items], texts=texts,
-                             extra={"ids": x, "keep": keep, "slots": slots, "maskable": maskable, "w": w, "T": T,
-                                    "commit": commit.cpu(), "steps": o.steps})
+        batch = RolloutBatch(
+            side="und",
+            group=group,
+            out_ids=out,
+            out_mask=mask,
+            old_logp=torch.zeros(out.shape),
+            prompts=[it.text for it in items],
+            texts=texts,
+            extra={
+                "ids": x,
+                "keep": keep,
+                "slots": slots,
+                "maskable": maskable,
+                "w": w,
+                "T": T,
+                "commit": commit.cpu(),
+                "steps": o.steps,
+            },
+        )
         self._record_old(batch, s.est_seeds)
         return batch
 
@@ -578,25 +662,57 @@ class DimooAdapter(PolicyAdapter):
             raise BadRequest(f"gen_rollout needs at least one item and n >= 1 (got {len(items)} items, n={n})")
         group = torch.arange(len(items)).repeat_interleave(n)
         w, T = float(s.cfg_weight), float(s.temperature)
-        codes, rows, commit = self._sample_codes([items[g].prompt for g in group.tolist()], steps=o.steps, w=w, T=T,
-                                                 seeds=[row_seed(s.seed, r) for r in range(len(group))], record=True)
+        codes, rows, commit = self._sample_codes(
+            [items[g].prompt for g in group.tolist()],
+            steps=o.steps,
+            w=w,
+            T=T,
+            seeds=[row_seed(s.seed, r) for r in range(len(group))],
+            record=True,
+        )
         ids, keep, slots, maskable, (uids, ukeep, uslots) = rows
         lay = self.layout
         batch = RolloutBatch(
-            side="gen", group=group, out_ids=codes, out_mask=torch.ones_like(codes, dtype=torch.bool),
-            old_logp=torch.zeros(codes.shape), prompts=[it.prompt for it in items], images=self.codec.decode(codes),
-            extra={"ids": ids.scatter(1, slots, codes + lay.code_base), "keep": keep, "slots": slots,
-                   "maskable": maskable, "uncond": (uids.scatter(1, uslots, codes + lay.code_base), ukeep, uslots),
-                   "w": w if s.logp == "cfg" else 1.0, "T": T, "commit": commit, "steps": o.steps})
+            side="gen",
+            group=group,
+            out_ids=codes,
+            out_mask=torch.ones_like(codes, dtype=torch.bool),
+            old_logp=torch.zeros(codes.shape),
+            prompts=[it.prompt for it in items],
+            images=self.codec.decode(codes),
+            extra={
+                "ids": ids.scatter(1, slots, codes + lay.code_base),
+                "keep": keep,
+                "slots": slots,
+                "maskable": maskable,
+                "uncond": (uids.scatter(1, uslots, codes + lay.code_base), ukeep, uslots),
+                "w": w if s.logp == "cfg" else 1.0,
+                "T": T,
+                "commit": commit,
+                "steps": o.steps,
+            },
+        )
         self._record_old(batch, s.est_seeds)
         return batch
 
-    def _sample_codes(self, prompts: list[str], *, steps: int, w: float, T: float, seeds: list[int], record: bool = False):
+    def _sample_codes(
+        self, prompts: list[str], *, steps: int, w: float, T: float, seeds: list[int], record: bool = False
+    ):
         rows = self._gen_rows(prompts)
         ids, keep, slots, _, un = rows
-        codes, commit, _ = sample_image(self._logits_fn(self.model), ids, keep, slots, steps=steps, temperature=T,
-                                        lay=self.layout, seeds=seeds, cfg_weight=w, uncond=un if w != 1.0 else None,
-                                        record=True)
+        codes, commit, _ = sample_image(
+            self._logits_fn(self.model),
+            ids,
+            keep,
+            slots,
+            steps=steps,
+            temperature=T,
+            lay=self.layout,
+            seeds=seeds,
+            cfg_weight=w,
+            uncond=un if w != 1.0 else None,
+            record=True,
+        )
         return (codes.cpu(), rows, commit.cpu()) if record else (codes.cpu(), rows)
 
     def _record_old(self, batch: RolloutBatch, est_seeds) -> None:
@@ -610,8 +726,9 @@ class DimooAdapter(PolicyAdapter):
         batch.old_logp = batch.old_logp_by_seed[seeds[0]]
 
     # -- scoring ---------------------------------------------------------------------------------
-    def token_logprobs(self, batch: RolloutBatch, rows: torch.Tensor, *, est_seed: int, grad: bool,
-                       ref: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    def token_logprobs(
+        self, batch: RolloutBatch, rows: torch.Tensor, *, est_seed: int, grad: bool, ref: bool = False
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         self.require(f"logprobs_{batch.side}")
         if ref and self.ref_model is None and not self.ref_is_base:
             raise AdapterConfigError("reference log-probs requested but no reference model is loaded (ref_model_dir)")
@@ -620,8 +737,9 @@ class DimooAdapter(PolicyAdapter):
         seeds = estimator_seeds(est_seed, rows)
         ids, keep, slots, maskable = x["ids"][rows], x["keep"][rows], x["slots"][rows], x["maskable"][rows]
         inp = masked_inputs(ids, keep, slots, maskable, seeds, self.opts.p_mask_prompt, lay.mask)
-        fn = self._logits_fn(self.ref_model if ref and self.ref_model is not None else self.model,
-                             lora_off=ref and self.ref_is_base)
+        fn = self._logits_fn(
+            self.ref_model if ref and self.ref_model is not None else self.model, lora_off=ref and self.ref_is_base
+        )
         out = batch.out_ids[rows]
         ctx = contextlib.nullcontext() if grad else torch.no_grad()
         if self.opts.estimator == "trajectory":
@@ -632,15 +750,31 @@ class DimooAdapter(PolicyAdapter):
         with ctx:
             if batch.side == "und":
                 un = self._text_uncond(inp, maskable, x["w"])
-                logp = one_step_logprobs(fn, inp, keep, slots, out.to(self.device), temperature=x["T"],
-                                         support=lay.text_support(), cfg_weight=x["w"],
-                                         uncond=None if un is None else (un, keep, slots))
+                logp = one_step_logprobs(
+                    fn,
+                    inp,
+                    keep,
+                    slots,
+                    out.to(self.device),
+                    temperature=x["T"],
+                    support=lay.text_support(),
+                    cfg_weight=x["w"],
+                    uncond=None if un is None else (un, keep, slots),
+                )
             else:
                 uids, ukeep, uslots = (t[rows] for t in x["uncond"])
                 uinp = uids.scatter(1, uslots, torch.full_like(uslots, lay.mask))
-                logp = one_step_logprobs(fn, inp, keep, slots, out.to(self.device), temperature=x["T"],
-                                         support=slice(lay.code_base, lay.code_end), cfg_weight=x["w"],
-                                         uncond=(uinp, ukeep, uslots))
+                logp = one_step_logprobs(
+                    fn,
+                    inp,
+                    keep,
+                    slots,
+                    out.to(self.device),
+                    temperature=x["T"],
+                    support=slice(lay.code_base, lay.code_end),
+                    cfg_weight=x["w"],
+                    uncond=(uinp, ukeep, uslots),
+                )
         mask = batch.out_mask[rows].to(self.device)
         return logp * mask, mask
 
@@ -649,13 +783,37 @@ class DimooAdapter(PolicyAdapter):
         commit = x["commit"][rows].to(self.device)
         if batch.side == "und":
             un = self._text_uncond(ids, maskable, x["w"])
-            return trajectory_logprobs(fn, ids, keep, slots, out, out, commit, steps=x["steps"], mask_id=lay.mask,
-                                       temperature=x["T"], support=lay.text_support(), cfg_weight=x["w"],
-                                       uncond=None if un is None else (un, keep, slots))
+            return trajectory_logprobs(
+                fn,
+                ids,
+                keep,
+                slots,
+                out,
+                out,
+                commit,
+                steps=x["steps"],
+                mask_id=lay.mask,
+                temperature=x["T"],
+                support=lay.text_support(),
+                cfg_weight=x["w"],
+                uncond=None if un is None else (un, keep, slots),
+            )
         uids, ukeep, uslots = (t[rows] for t in x["uncond"])
-        return trajectory_logprobs(fn, ids, keep, slots, out + lay.code_base, out, commit, steps=x["steps"],
-                                   mask_id=lay.mask, temperature=x["T"], support=slice(lay.code_base, lay.code_end),
-                                   cfg_weight=x["w"], uncond=(uids, ukeep, uslots))
+        return trajectory_logprobs(
+            fn,
+            ids,
+            keep,
+            slots,
+            out + lay.code_base,
+            out,
+            commit,
+            steps=x["steps"],
+            mask_id=lay.mask,
+            temperature=x["T"],
+            support=slice(lay.code_base, lay.code_end),
+            cfg_weight=x["w"],
+            uncond=(uids, ukeep, uslots),
+        )
 
     def sft_loss(self, examples: list[SFTExample]) -> dict[str, torch.Tensor]:
         """Masked-token CE (DiMOO's SFT): per example a ratio cos(pi r / 2), r ~ U(0, 1), of the answer
@@ -701,6 +859,7 @@ class DimooAdapter(PolicyAdapter):
 
             def pad(t, v):
                 return torch.nn.functional.pad(t, (0, width - t.shape[1]), value=v)
+
             d = drop.unsqueeze(1)
             ids = torch.where(d, pad(uids, lay.pad), pad(ids, lay.pad))
             keep = torch.where(d, pad(ukeep, False), pad(keep, False))
@@ -721,26 +880,42 @@ class DimooAdapter(PolicyAdapter):
 
     # -- evaluation ------------------------------------------------------------------------------
     @torch.no_grad()
-    def greedy_answers(self, images: torch.Tensor, texts: list[str], *, max_new_tokens: int = 16,
-                       steps: int | None = None) -> list[str]:
+    def greedy_answers(
+        self, images: torch.Tensor, texts: list[str], *, max_new_tokens: int = 16, steps: int | None = None
+    ) -> list[str]:
         """Deterministic answers: the text sampler at temperature 0 (argmax proposals, highest
         confidence committed first), ``steps`` = max_new_tokens unless given (one token per step)."""
         if len(texts) != images.shape[0]:
             raise BadRequest(f"greedy answers: {images.shape[0]} images but {len(texts)} texts")
         ids, keep, slots, _ = self._und_rows(self.codec.encode(images), texts, int(max_new_tokens))
-        x = sample_text(self._logits_fn(self.model), ids, keep, slots, steps=int(steps or max_new_tokens),
-                        block_length=0, temperature=0.0, support=self.layout.text_support(), seeds=[0] * len(texts),
-                        mask_id=self.layout.mask)
+        x = sample_text(
+            self._logits_fn(self.model),
+            ids,
+            keep,
+            slots,
+            steps=int(steps or max_new_tokens),
+            block_length=0,
+            temperature=0.0,
+            support=self.layout.text_support(),
+            seeds=[0] * len(texts),
+            mask_id=self.layout.mask,
+        )
         return self._answer(x.gather(1, slots))[0]
 
     @torch.no_grad()
-    def sample_images(self, prompts: list[str], n: int, *, cfg_weight: float, temperature: float, seed: int,
-                      steps: int = 35) -> torch.Tensor:
+    def sample_images(
+        self, prompts: list[str], n: int, *, cfg_weight: float, temperature: float, seed: int, steps: int = 35
+    ) -> torch.Tensor:
         if not prompts or n < 1:
             raise BadRequest(f"sample_images needs at least one prompt and n >= 1 (got {len(prompts)}, n={n})")
         all_p = [p for p in prompts for _ in range(n)]
-        codes, _ = self._sample_codes(all_p, steps=steps, w=float(cfg_weight), T=float(temperature),
-                                      seeds=[row_seed(seed, r) for r in range(len(all_p))])
+        codes, _ = self._sample_codes(
+            all_p,
+            steps=steps,
+            w=float(cfg_weight),
+            T=float(temperature),
+            seeds=[row_seed(seed, r) for r in range(len(all_p))],
+        )
         return self.codec.decode(codes)
 
     # -- parameters and persistence --------------------------------------------------------------
@@ -777,15 +952,15 @@ class DimooAdapter(PolicyAdapter):
             sd = self.lora.merged(sd)
         if self.tiny:
             # Write straight into ``path`` (the caller's checkpoint writer makes it atomic).
-            save_file({k: v.detach().contiguous().cpu() for k, v in sd.items()},
-                      os.path.join(path, "model.safetensors"))
+            save_file(
+                {k: v.detach().contiguous().cpu() for k, v in sd.items()}, os.path.join(path, "model.safetensors")
+            )
             for f in ("config.json", "tokenizer.json", "pairuni_model.json"):
                 if not os.path.isfile(os.path.join(self.source_dir, f)):
                     continue
                 shutil.copyfile(os.path.join(self.source_dir, f), os.path.join(path, f))
             return
-        save_file({k: v.detach().contiguous().cpu() for k, v in sd.items()},
-                  os.path.join(path, "model.safetensors"))
+        save_file({k: v.detach().contiguous().cpu() for k, v in sd.items()}, os.path.join(path, "model.safetensors"))
         for f in os.listdir(self.source_dir):
             src = os.path.join(self.source_dir, f)
             if f == "vqvae":
@@ -796,11 +971,20 @@ class DimooAdapter(PolicyAdapter):
     def describe(self) -> dict[str, Any]:
         lay = self.layout
         return {
-            "family": self.family, "adapter": "dimoo", "capabilities": sorted(self.capabilities),
-            "device": str(self.device), "autocast": str(self.amp).replace("torch.", "") if self.amp else "off",
-            "source": "tiny" if self.tiny else "lumina-dimoo", "grid": list(self.grid),
-            "image_size": list(self.codec.image_size), "codebook": lay.codebook, "vocab_size": lay.vocab_size,
-            "special_ids": {k: getattr(lay, k) for k in ("mask", "newline", "boa", "eoa", "boi", "eoi", "uncond", "pad", "eos", "code_base")},
+            "family": self.family,
+            "adapter": "dimoo",
+            "capabilities": sorted(self.capabilities),
+            "device": str(self.device),
+            "autocast": str(self.amp).replace("torch.", "") if self.amp else "off",
+            "source": "tiny" if self.tiny else "lumina-dimoo",
+            "grid": list(self.grid),
+            "image_size": list(self.codec.image_size),
+            "codebook": lay.codebook,
+            "vocab_size": lay.vocab_size,
+            "special_ids": {
+                k: getattr(lay, k)
+                for k in ("mask", "newline", "boa", "eoa", "boi", "eoi", "uncond", "pad", "eos", "code_base")
+            },
             "p_mask_prompt": self.opts.p_mask_prompt,
             "params_total": sum(p.numel() for p in self.model.parameters()),
             "params_trainable": sum(p.numel() for _, p in self.trainable_parameters()),

@@ -28,6 +28,7 @@ Teacher-forced recomputation runs one forward over ``[prompt ; outputs]``: the h
 last prompt position predicts output token 0, so logits are taken at positions ``P-1 .. P+L-2``
 (``logits_to_keep = L + 1`` and the last one dropped).
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -82,7 +83,7 @@ _GEN_CHECK_EVERY = 32
 #: generation (generation_inference.py:49). A model's config.json may pin its own (``pairuni_system_prompts``).
 UPSTREAM_SYSTEM_PROMPTS = {
     "und": "You are a helpful language and vision assistant. You are able to understand the visual content that "
-           "the user provides, and assist the user with a variety of tasks using natural language.",
+    "the user provides, and assist the user with a variety of tasks using natural language.",
     "gen": "",
 }
 
@@ -103,8 +104,8 @@ def _left_pad(seqs: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.T
     ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)
     mask = torch.zeros((len(seqs), width), dtype=torch.long)
     for i, s in enumerate(seqs):
-        ids[i, width - len(s):] = torch.tensor(s, dtype=torch.long)
-        mask[i, width - len(s):] = 1
+        ids[i, width - len(s) :] = torch.tensor(s, dtype=torch.long)
+        mask[i, width - len(s) :] = 1
     return ids, mask
 
 
@@ -131,8 +132,8 @@ def selective_log_softmax(logits: torch.Tensor, ids: torch.Tensor, chunk: int = 
     """``log_softmax(logits)[ids]`` in fp32, row chunk by row chunk (vocab-wide logits are big)."""
     out = []
     for i in range(0, logits.shape[0], chunk):
-        lg = logits[i:i + chunk].float()
-        out.append(lg.gather(-1, ids[i:i + chunk].unsqueeze(-1)).squeeze(-1) - torch.logsumexp(lg, -1))
+        lg = logits[i : i + chunk].float()
+        out.append(lg.gather(-1, ids[i : i + chunk].unsqueeze(-1)).squeeze(-1) - torch.logsumexp(lg, -1))
     return torch.cat(out, 0)
 
 
@@ -165,7 +166,9 @@ class JanusAdapter(PolicyAdapter):
         try:
             self.tok = AutoTokenizer.from_pretrained(spec.model_dir)
         except Exception as e:  # noqa: BLE001 - surfaced as a typed error naming the directory
-            raise CheckpointNotFound(f"model: no usable tokenizer in {spec.model_dir!r} ({type(e).__name__}: {e})") from None
+            raise CheckpointNotFound(
+                f"model: no usable tokenizer in {spec.model_dir!r} ({type(e).__name__}: {e})"
+            ) from None
         self._read_geometry(spec.model_dir)
         self._set_trainable(spec.train_modules)
         self._add_lora()
@@ -197,8 +200,9 @@ class JanusAdapter(PolicyAdapter):
         self._read_geometry("<in-memory model>")
         self.train_modules = ()
         self.lora = None
-        self._vision_trainable = any(p.requires_grad for n, p in model.named_parameters()
-                                     if n.startswith(MODULE_GROUPS["vision"]))
+        self._vision_trainable = any(
+            p.requires_grad for n, p in model.named_parameters() if n.startswith(MODULE_GROUPS["vision"])
+        )
         self.gradient_checkpointing = False
         self.ref_model = None
         return self
@@ -222,7 +226,9 @@ class JanusAdapter(PolicyAdapter):
         try:
             model = self._cls.from_pretrained(path, dtype=dtype)
         except Exception as e:  # noqa: BLE001
-            raise CheckpointNotFound(f"cannot load JanusForConditionalGeneration from {path!r}: {type(e).__name__}: {e}") from None
+            raise CheckpointNotFound(
+                f"cannot load JanusForConditionalGeneration from {path!r}: {type(e).__name__}: {e}"
+            ) from None
         disable_dropout(model)
         return model.to(self.device).eval()
 
@@ -233,9 +239,16 @@ class JanusAdapter(PolicyAdapter):
         tok = self.tok
 
         def special(name: str, value: int | None) -> int:
-            if value is None or value < 0 or value >= vocab or (tok.unk_token_id is not None and value == tok.unk_token_id and name != "unk"):
-                raise AdapterConfigError(f"model dir {path!r}: tokenizer has no usable {name} token (got {value}); "
-                                         "see adapters/README.md for the special-token contract")
+            if (
+                value is None
+                or value < 0
+                or value >= vocab
+                or (tok.unk_token_id is not None and value == tok.unk_token_id and name != "unk")
+            ):
+                raise AdapterConfigError(
+                    f"model dir {path!r}: tokenizer has no usable {name} token (got {value}); "
+                    "see adapters/README.md for the special-token contract"
+                )
             return int(value)
 
         self.pad_id = special("pad", tok.pad_token_id)
@@ -250,8 +263,10 @@ class JanusAdapter(PolicyAdapter):
         self.codebook = int(qc.num_embeddings)
         self.vq_grid = int(qc.num_patches)
         if self.vq_grid * self.vq_grid != self.num_image_tokens:
-            raise AdapterConfigError(f"model dir {path!r}: vision_config.num_image_tokens={self.num_image_tokens} but the VQ "
-                                     f"grid is {self.vq_grid}x{self.vq_grid}; they must agree")
+            raise AdapterConfigError(
+                f"model dir {path!r}: vision_config.num_image_tokens={self.num_image_tokens} but the VQ "
+                f"grid is {self.vq_grid}x{self.vq_grid}; they must agree"
+            )
         self.vq_image_size = self.vq_grid * 2 ** (len(qc.channel_multiplier) - 1)
         mean, std = [0.5] * 3, [0.5] * 3
         pp = os.path.join(path, "preprocessor_config.json")
@@ -274,13 +289,16 @@ class JanusAdapter(PolicyAdapter):
             elif any(n.startswith(m) for n in names):
                 prefixes.append(m)
             else:
-                raise AdapterConfigError(f"train_modules: {m!r} is neither a group {sorted(MODULE_GROUPS)} "
-                                         "nor a parameter-name prefix of this model")
+                raise AdapterConfigError(
+                    f"train_modules: {m!r} is neither a group {sorted(MODULE_GROUPS)} "
+                    "nor a parameter-name prefix of this model"
+                )
         for n, p in self.model.named_parameters():
             p.requires_grad_(any(n.startswith(x) for x in prefixes))
         self.train_modules = tuple(modules)
-        self._vision_trainable = any(p.requires_grad for n, p in self.model.named_parameters()
-                                     if n.startswith(MODULE_GROUPS["vision"]))
+        self._vision_trainable = any(
+            p.requires_grad for n, p in self.model.named_parameters() if n.startswith(MODULE_GROUPS["vision"])
+        )
 
     def _add_lora(self) -> None:
         """With ``lora_rank`` > 0: LoRA factors (``adapters/lora.py``) on the selected modules' Linear layers
@@ -291,9 +309,14 @@ class JanusAdapter(PolicyAdapter):
         if o.lora_rank == 0:
             return
         selected = {n for n, p in self.model.named_parameters() if p.requires_grad}
-        targets = select_targets(self.model, who="janus", selected=selected, targets=list(o.lora_targets),
-                                 default=within_blocks(r"language_model\.layers"),
-                                 default_what="q/k/v/o and gate/up/down projections of the LLM's decoder layers")
+        targets = select_targets(
+            self.model,
+            who="janus",
+            selected=selected,
+            targets=list(o.lora_targets),
+            default=within_blocks(r"language_model\.layers"),
+            default_what="q/k/v/o and gate/up/down projections of the LLM's decoder layers",
+        )
         self.model.requires_grad_(False)
         self.lora = LoRA(targets, rank=o.lora_rank, alpha=o.lora_alpha, device=self.device)
         # image features need a graph only when a vision module carries factors
@@ -317,8 +340,14 @@ class JanusAdapter(PolicyAdapter):
         sys_ = self._system("und")
         pre = pre.replace("{system}", sys_).replace("{question}", question)
         post = post.replace("{system}", sys_).replace("{question}", question)
-        return ([self.bos_id] + self._enc(pre) + [self.boi_id] + [self.img_id] * self.num_image_tokens
-                + [self.eoi_id] + self._enc(post))
+        return (
+            [self.bos_id]
+            + self._enc(pre)
+            + [self.boi_id]
+            + [self.img_id] * self.num_image_tokens
+            + [self.eoi_id]
+            + self._enc(post)
+        )
 
     def gen_prompt_ids(self, prompt: str) -> list[int]:
         text = self.gen_template.replace("{system}", self._system("gen")).replace("{prompt}", prompt)
@@ -346,8 +375,9 @@ class JanusAdapter(PolicyAdapter):
 
         if images.dtype != torch.uint8 or images.dim() != 4 or images.shape[-1] != 3:
             raise BadRequest(f"images must be uint8 (B, H, W, 3), got {images.dtype} {tuple(images.shape)}")
-        return self._normalize(np.stack([self._square(Image.fromarray(a), None, None)
-                                         for a in images.cpu().numpy()]), None, None)
+        return self._normalize(
+            np.stack([self._square(Image.fromarray(a), None, None) for a in images.cpu().numpy()]), None, None
+        )
 
     def _square(self, im, size: int | None, mean) -> np.ndarray:
         """An RGB PIL image padded to a square with the mean colour and resized: uint8 (S, S, 3)."""
@@ -415,29 +445,53 @@ class JanusAdapter(PolicyAdapter):
                 head, embed = m.lm_head, m.get_input_embeddings()
             else:
                 head, embed = m.model.generation_head, m.prepare_embeddings_for_image_generation
-            self._decoders[side, compiled] = StaticDecoder(m.model.language_model, m.config.text_config, head=head,
-                                                           embed_next=embed, compile=compiled)
+            self._decoders[side, compiled] = StaticDecoder(
+                m.model.language_model, m.config.text_config, head=head, embed_next=embed, compile=compiled
+            )
         return self._decoders[side, compiled]
 
-    def _und_decode(self, ids: torch.Tensor, mask: torch.Tensor | None, feats: torch.Tensor, steps: int, *,
-                    temperature: float = 1.0, generator: torch.Generator | None = None, rollout: bool = True,
-                    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def _und_decode(
+        self,
+        ids: torch.Tensor,
+        mask: torch.Tensor | None,
+        feats: torch.Tensor,
+        steps: int,
+        *,
+        temperature: float = 1.0,
+        generator: torch.Generator | None = None,
+        rollout: bool = True,
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """The Janus text decoder (contract: ``_und_decode_reference``) on the configured rollout engine
         (``rollout=False``: an evaluation batch, never the compiled step)."""
         if self.rollout_engine == "reference":
             return self._und_decode_reference(ids, mask, feats, steps, temperature=temperature, generator=generator)
         with self._autocast():
             emb = self._und_embeds(self.model, ids, feats)
-        d = self._decoder("und", rollout).run(emb, mask, steps, temperature=temperature, generator=generator,
-                                     eos_id=self.eos_id, pad_id=self.pad_id, autocast=self._autocast,
-                                     amp_dtype=self.amp)
+        d = self._decoder("und", rollout).run(
+            emb,
+            mask,
+            steps,
+            temperature=temperature,
+            generator=generator,
+            eos_id=self.eos_id,
+            pad_id=self.pad_id,
+            autocast=self._autocast,
+            amp_dtype=self.amp,
+        )
         if bool(d.bad.any()):
             raise self._non_finite("und", d.bad, int(d.first_bad.min()))
         return d.tokens, (d.logp if generator is not None else None)
 
-    def _und_decode_reference(self, ids: torch.Tensor, mask: torch.Tensor | None, feats: torch.Tensor, steps: int, *,
-                    temperature: float = 1.0, generator: torch.Generator | None = None,
-                    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def _und_decode_reference(
+        self,
+        ids: torch.Tensor,
+        mask: torch.Tensor | None,
+        feats: torch.Tensor,
+        steps: int,
+        *,
+        temperature: float = 1.0,
+        generator: torch.Generator | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """The Janus text decoder: answers to prompt ids (B, P) whose image placeholders take ``feats``.
 
         ``mask`` is the left-padding mask, or None for rows of one length (no padding: positions are
@@ -459,8 +513,13 @@ class JanusAdapter(PolicyAdapter):
         bad = torch.zeros(B, dtype=torch.bool, device=self.device)
         first_bad = torch.full((B,), int(steps), dtype=torch.long, device=self.device)
         with self._autocast():
-            h = lm(inputs_embeds=self._und_embeds(model, ids, feats), attention_mask=mask, position_ids=pos,
-                   past_key_values=cache, use_cache=True).last_hidden_state[:, -1]
+            h = lm(
+                inputs_embeds=self._und_embeds(model, ids, feats),
+                attention_mask=mask,
+                position_ids=pos,
+                past_key_values=cache,
+                use_cache=True,
+            ).last_hidden_state[:, -1]
             for t in range(int(steps)):
                 logits = model.lm_head(h).float()
                 if generator is None:
@@ -489,8 +548,13 @@ class JanusAdapter(PolicyAdapter):
                 if mask is not None:
                     mask = torch.cat([mask, torch.ones((B, 1), dtype=mask.dtype, device=self.device)], 1)
                     pos = pos[:, -1:] + 1
-                h = lm(inputs_embeds=model.get_input_embeddings()(tok.unsqueeze(1)), attention_mask=mask,
-                       position_ids=pos, past_key_values=cache, use_cache=True).last_hidden_state[:, -1]
+                h = lm(
+                    inputs_embeds=model.get_input_embeddings()(tok.unsqueeze(1)),
+                    attention_mask=mask,
+                    position_ids=pos,
+                    past_key_values=cache,
+                    use_cache=True,
+                ).last_hidden_state[:, -1]
         if bool(bad.any()):
             raise self._non_finite("und", bad, int(first_bad.min()))
         return torch.stack(toks, 1), (torch.stack(lps, 1).float() if generator is not None else None)
@@ -512,36 +576,51 @@ class JanusAdapter(PolicyAdapter):
             raise BadRequest(f"und_rollout needs at least one item and n >= 1 (got {len(items)} items, n={n})")
         model = self.model
         pix = self.pixels([it.image_path for it in items])
-        feats = self._image_features(model, pix)                     # (I, N, H)
+        feats = self._image_features(model, pix)  # (I, N, H)
         group = torch.arange(len(items)).repeat_interleave(n)
         prompts = [self.und_prompt_ids(it.text) for it in items]
         ids, pmask = _left_pad([prompts[g] for g in group.tolist()], self.pad_id)
         ids, pmask = ids.to(self.device), pmask.to(self.device)
         gen = torch.Generator(device=self.device).manual_seed(int(s.seed))
-        out, lps = self._und_decode(ids, pmask, feats[group.to(self.device)], s.max_new_tokens,
-                                    temperature=s.temperature, generator=gen)
+        out, lps = self._und_decode(
+            ids, pmask, feats[group.to(self.device)], s.max_new_tokens, temperature=s.temperature, generator=gen
+        )
         texts, out_mask = self._answer_texts(out)
         B = ids.shape[0]
         batch = RolloutBatch(
-            side="und", group=group, out_ids=out, out_mask=out_mask,
-            old_logp=lps * out_mask, prompts=[it.text for it in items], texts=texts,
-            extra={"prompt_ids": ids, "prompt_mask": pmask, "feats": feats, "pixels": pix,
-                   "temperature": float(s.temperature)},
+            side="und",
+            group=group,
+            out_ids=out,
+            out_mask=out_mask,
+            old_logp=lps * out_mask,
+            prompts=[it.text for it in items],
+            texts=texts,
+            extra={
+                "prompt_ids": ids,
+                "prompt_mask": pmask,
+                "feats": feats,
+                "pixels": pix,
+                "temperature": float(s.temperature),
+            },
         )
         if self._recompute_old(s):
             batch.old_logp = self.token_logprobs(batch, torch.arange(B), est_seed=0, grad=False)[0].detach()
         return batch
 
-    def greedy_answers(self, images: torch.Tensor, texts: list[str], *, max_new_tokens: int = 16,
-                       max_rows: int = 128) -> list[str]:
+    def greedy_answers(
+        self, images: torch.Tensor, texts: list[str], *, max_new_tokens: int = 16, max_rows: int = 128
+    ) -> list[str]:
         """Greedy answers for uint8 images (B, H, W, 3) and user texts (the template's ``{question}``):
         ``greedy_tokens`` decoded, special tokens dropped."""
-        return [self.tok.decode(t, skip_special_tokens=True)
-                for t in self.greedy_tokens(images, texts, max_new_tokens=max_new_tokens, max_rows=max_rows)]
+        return [
+            self.tok.decode(t, skip_special_tokens=True)
+            for t in self.greedy_tokens(images, texts, max_new_tokens=max_new_tokens, max_rows=max_rows)
+        ]
 
     @torch.no_grad()
-    def greedy_tokens(self, images: torch.Tensor, texts: list[str], *, max_new_tokens: int = 16,
-                      max_rows: int = 128) -> list[list[int]]:
+    def greedy_tokens(
+        self, images: torch.Tensor, texts: list[str], *, max_new_tokens: int = 16, max_rows: int = 128
+    ) -> list[list[int]]:
         """Greedy answer token ids per item, up to (not including) the first EOS.
 
         Prompts are batched only with prompts of the same token length (at most ``max_rows`` rows), so
@@ -555,7 +634,7 @@ class JanusAdapter(PolicyAdapter):
         answers: list[list[int]] = [[] for _ in ids]
         for members in _length_buckets(ids):
             for s in range(0, len(members), max_rows):
-                chunk = members[s:s + max_rows]
+                chunk = members[s : s + max_rows]
                 x = torch.tensor([ids[i] for i in chunk], device=self.device)
                 feats = self._image_features(self.model, self.pixels_from_uint8(images[chunk]))
                 out, _ = self._und_decode(x, None, feats, max_new_tokens, rollout=False)
@@ -569,8 +648,13 @@ class JanusAdapter(PolicyAdapter):
         emb = torch.cat([self._und_embeds(model, ids, feats), model.get_input_embeddings()(out)], 1)
         mask = torch.cat([pmask, torch.ones_like(out)], 1)
         with self._autocast():
-            logits = model(inputs_embeds=emb, attention_mask=mask, position_ids=_positions(mask),
-                           use_cache=False, logits_to_keep=L + 1).logits[:, :-1]
+            logits = model(
+                inputs_embeds=emb,
+                attention_mask=mask,
+                position_ids=_positions(mask),
+                use_cache=False,
+                logits_to_keep=L + 1,
+            ).logits[:, :-1]
         return selective_log_softmax(logits.float() / T, out)
 
     # -- generation ------------------------------------------------------------------------------
@@ -584,22 +668,49 @@ class JanusAdapter(PolicyAdapter):
                 rows.append([c[0]] + [self.pad_id] * (len(c) - 2) + [c[-1]])
         return rows
 
-    def _gen_decode(self, ids: torch.Tensor, mask: torch.Tensor | None, *, w: float, T: float, cfg: bool,
-                    generator: torch.Generator, logp: bool, rollout: bool = True) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def _gen_decode(
+        self,
+        ids: torch.Tensor,
+        mask: torch.Tensor | None,
+        *,
+        w: float,
+        T: float,
+        cfg: bool,
+        generator: torch.Generator,
+        logp: bool,
+        rollout: bool = True,
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """The Janus image sampler (contract: ``_gen_decode_reference``) on the configured rollout engine
         (``rollout=False``: an evaluation batch, never the compiled step)."""
         if self.rollout_engine == "reference":
             return self._gen_decode_reference(ids, mask, w=w, T=T, cfg=cfg, generator=generator, logp=logp)
-        d = self._decoder("gen", rollout).run(self.model.get_input_embeddings()(ids), mask, self.num_image_tokens,
-                                     rows_per_sample=2 if cfg else 1, cfg_weight=w, temperature=T,
-                                     generator=generator, check_every=_GEN_CHECK_EVERY, autocast=self._autocast,
-                                     amp_dtype=self.amp)
+        d = self._decoder("gen", rollout).run(
+            self.model.get_input_embeddings()(ids),
+            mask,
+            self.num_image_tokens,
+            rows_per_sample=2 if cfg else 1,
+            cfg_weight=w,
+            temperature=T,
+            generator=generator,
+            check_every=_GEN_CHECK_EVERY,
+            autocast=self._autocast,
+            amp_dtype=self.amp,
+        )
         if bool(d.bad.any()):
             raise self._non_finite("gen", d.bad, int(d.first_bad.min()))
         return d.tokens, (d.logp if logp else None)
 
-    def _gen_decode_reference(self, ids: torch.Tensor, mask: torch.Tensor | None, *, w: float, T: float, cfg: bool,
-                              generator: torch.Generator, logp: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def _gen_decode_reference(
+        self,
+        ids: torch.Tensor,
+        mask: torch.Tensor | None,
+        *,
+        w: float,
+        T: float,
+        cfg: bool,
+        generator: torch.Generator,
+        logp: bool,
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """The Janus image sampler: VQ codes (B, N) for the rows of ``_gen_rows`` (B * R, P), R = 2 with CFG.
 
         Each step draws from the full softmax of ``z / T`` over the generation head, ``z = u + w (c - u)``
@@ -620,8 +731,13 @@ class JanusAdapter(PolicyAdapter):
         bad = torch.zeros(BR // R, dtype=torch.bool, device=self.device)
         first_bad = torch.full_like(bad, N, dtype=torch.long)
         with self._autocast():
-            h = lm(inputs_embeds=model.get_input_embeddings()(ids), attention_mask=mask, position_ids=pos,
-                   past_key_values=cache, use_cache=True).last_hidden_state[:, -1]
+            h = lm(
+                inputs_embeds=model.get_input_embeddings()(ids),
+                attention_mask=mask,
+                position_ids=pos,
+                past_key_values=cache,
+                use_cache=True,
+            ).last_hidden_state[:, -1]
             for t in range(N):
                 lg = head(h).float()
                 z = (cfg_mix(lg, w) if cfg else lg) / T
@@ -642,8 +758,9 @@ class JanusAdapter(PolicyAdapter):
                     mask = torch.cat([mask, torch.ones((BR, 1), dtype=mask.dtype, device=self.device)], 1)
                     pos = pos[:, -1:] + 1
                 e = model.prepare_embeddings_for_image_generation(tok.repeat_interleave(R, 0)).unsqueeze(1)
-                h = lm(inputs_embeds=e, attention_mask=mask, position_ids=pos, past_key_values=cache,
-                       use_cache=True).last_hidden_state[:, -1]
+                h = lm(
+                    inputs_embeds=e, attention_mask=mask, position_ids=pos, past_key_values=cache, use_cache=True
+                ).last_hidden_state[:, -1]
         if bool(bad.any()):
             raise self._non_finite("gen", bad, int(first_bad.min()))
         return torch.stack(toks, 1), (torch.stack(lps, 1).float() if logp else None)
@@ -664,30 +781,58 @@ class JanusAdapter(PolicyAdapter):
         gen = torch.Generator(device=self.device).manual_seed(int(s.seed))
         out, lps = self._gen_decode(ids, pmask, w=w, T=T, cfg=cfg, generator=gen, logp=True)
         batch = RolloutBatch(
-            side="gen", group=group, out_ids=out, out_mask=torch.ones_like(out, dtype=torch.bool),
-            old_logp=lps, prompts=[it.prompt for it in items],
+            side="gen",
+            group=group,
+            out_ids=out,
+            out_mask=torch.ones_like(out, dtype=torch.bool),
+            old_logp=lps,
+            prompts=[it.prompt for it in items],
             images=self.decode_images(out),
-            extra={"prompt_ids": ids.view(B, R, -1), "prompt_mask": pmask.view(B, R, -1), "cfg_weight": w,
-                   "temperature": T, "gen_logp": s.logp},
+            extra={
+                "prompt_ids": ids.view(B, R, -1),
+                "prompt_mask": pmask.view(B, R, -1),
+                "cfg_weight": w,
+                "temperature": T,
+                "gen_logp": s.logp,
+            },
         )
         if s.logp == "cond" or self._recompute_old(s):
             batch.old_logp = self.token_logprobs(batch, torch.arange(B), est_seed=0, grad=False)[0].detach()
         return batch
 
     @torch.no_grad()
-    def sample_images(self, prompts: list[str], n: int, *, cfg_weight: float, temperature: float, seed: int,
-                      max_rows: int = 128, decode_chunk: int = 256) -> torch.Tensor:
+    def sample_images(
+        self,
+        prompts: list[str],
+        n: int,
+        *,
+        cfg_weight: float,
+        temperature: float,
+        seed: int,
+        max_rows: int = 128,
+        decode_chunk: int = 256,
+    ) -> torch.Tensor:
         """``n`` images per prompt, prompt-major, uint8 (P * n, H, W, 3), reproducible from ``seed``:
         ``sample_codes`` decoded ``decode_chunk`` codes per decoder call (256, as the ShapesWorld
         evaluation always decoded: the VQ decoder's convolutions round differently at other batch
         sizes, e.g. chunks of 8 move a few pixels by 1)."""
-        codes = self.sample_codes(prompts, n, cfg_weight=cfg_weight, temperature=temperature, seed=seed,
-                                  max_rows=max_rows)
+        codes = self.sample_codes(
+            prompts, n, cfg_weight=cfg_weight, temperature=temperature, seed=seed, max_rows=max_rows
+        )
         return self.decode_images(codes, chunk=decode_chunk)
 
     @torch.no_grad()
-    def sample_codes(self, prompts: list[str], n: int, *, cfg_weight: float, temperature: float, seed: int,
-                     max_rows: int = 128, return_logp: bool = False):
+    def sample_codes(
+        self,
+        prompts: list[str],
+        n: int,
+        *,
+        cfg_weight: float,
+        temperature: float,
+        seed: int,
+        max_rows: int = 128,
+        return_logp: bool = False,
+    ):
         """``n`` VQ code sequences per prompt, prompt-major (P * n, N) int64 on the CPU, plus their
         log-probs under the sampling distribution (P * n, N) if ``return_logp``.
 
@@ -698,8 +843,10 @@ class JanusAdapter(PolicyAdapter):
         if not prompts or n < 1:
             raise BadRequest(f"sample_codes needs at least one prompt and n >= 1 (got {len(prompts)} prompts, n={n})")
         if not (float(temperature) > 0 and np.isfinite(float(temperature))) or not np.isfinite(float(cfg_weight)):
-            raise BadRequest(f"sample_codes: temperature must be finite and > 0 and cfg_weight finite "
-                             f"(got {temperature}, {cfg_weight})")
+            raise BadRequest(
+                f"sample_codes: temperature must be finite and > 0 and cfg_weight finite "
+                f"(got {temperature}, {cfg_weight})"
+            )
         cfg = float(cfg_weight) != 1.0
         ids = [self.gen_prompt_ids(p) for p in prompts]
         gen = torch.Generator(device=self.device).manual_seed(int(seed))
@@ -708,15 +855,22 @@ class JanusAdapter(PolicyAdapter):
         per_chunk = max(1, max_rows // ((2 if cfg else 1) * n))
         for members in _length_buckets(ids):
             for s in range(0, len(members), per_chunk):
-                chunk = members[s:s + per_chunk]
+                chunk = members[s : s + per_chunk]
                 rows = self._gen_rows([ids[i] for i in chunk for _ in range(n)], cfg)
-                out, lp = self._gen_decode(torch.tensor(rows, device=self.device), None, w=float(cfg_weight),
-                                           T=float(temperature), cfg=cfg, generator=gen, logp=return_logp,
-                                           rollout=False)
+                out, lp = self._gen_decode(
+                    torch.tensor(rows, device=self.device),
+                    None,
+                    w=float(cfg_weight),
+                    T=float(temperature),
+                    cfg=cfg,
+                    generator=gen,
+                    logp=return_logp,
+                    rollout=False,
+                )
                 for j, i in enumerate(chunk):
-                    codes[i * n:(i + 1) * n] = out[j * n:(j + 1) * n].cpu()
+                    codes[i * n : (i + 1) * n] = out[j * n : (j + 1) * n].cpu()
                     if return_logp:
-                        logp[i * n:(i + 1) * n] = lp[j * n:(j + 1) * n].cpu()
+                        logp[i * n : (i + 1) * n] = lp[j * n : (j + 1) * n].cpu()
         return (codes, logp) if return_logp else codes
 
     @torch.no_grad()
@@ -725,7 +879,7 @@ class JanusAdapter(PolicyAdapter):
         outs = []
         for i in range(0, codes.shape[0], chunk):
             with self._autocast():
-                x = self.model.decode_image_tokens(codes[i:i + chunk].to(self.device)).float()
+                x = self.model.decode_image_tokens(codes[i : i + chunk].to(self.device)).float()
             outs.append(((x.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).cpu())
         return torch.cat(outs, 0)
 
@@ -735,13 +889,15 @@ class JanusAdapter(PolicyAdapter):
         lm, head = model.model.language_model, model.model.generation_head
 
         def branch(rows_ids, rows_mask, rows_codes):
-            emb = torch.cat([model.get_input_embeddings()(rows_ids),
-                             model.prepare_embeddings_for_image_generation(rows_codes)], 1)
+            emb = torch.cat(
+                [model.get_input_embeddings()(rows_ids), model.prepare_embeddings_for_image_generation(rows_codes)], 1
+            )
             mask = torch.cat([rows_mask, torch.ones_like(rows_codes)], 1)
             with self._autocast():
-                hs = lm(inputs_embeds=emb, attention_mask=mask, position_ids=_positions(mask),
-                        use_cache=False).last_hidden_state
-                return head(hs[:, P - 1:-1]).float()
+                hs = lm(
+                    inputs_embeds=emb, attention_mask=mask, position_ids=_positions(mask), use_cache=False
+                ).last_hidden_state
+                return head(hs[:, P - 1 : -1]).float()
 
         if mode == "cond" or R == 1:
             z = branch(ids[:, 0], pmask[:, 0], codes)
@@ -757,8 +913,9 @@ class JanusAdapter(PolicyAdapter):
         return selective_log_softmax(z / T, codes)
 
     # -- scoring ---------------------------------------------------------------------------------
-    def token_logprobs(self, batch: RolloutBatch, rows: torch.Tensor, *, est_seed: int, grad: bool,
-                       ref: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    def token_logprobs(
+        self, batch: RolloutBatch, rows: torch.Tensor, *, est_seed: int, grad: bool, ref: bool = False
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         del est_seed  # autoregressive: exact teacher-forced log-probs, no estimator randomness
         self.require(f"logprobs_{batch.side}")
         if ref and self.ref_model is None and not self.ref_is_base:
@@ -767,7 +924,7 @@ class JanusAdapter(PolicyAdapter):
         rows = rows.to(torch.long)
         out = batch.out_ids[rows].to(self.device)
         ctx = contextlib.nullcontext() if grad else torch.no_grad()
-        with ctx, (self.lora.disabled() if ref and self.ref_is_base else contextlib.nullcontext()):
+        with ctx, self.lora.disabled() if ref and self.ref_is_base else contextlib.nullcontext():
             x = batch.extra
             if batch.side == "und":
                 grp = batch.group[rows].to(self.device)
@@ -775,12 +932,26 @@ class JanusAdapter(PolicyAdapter):
                     feats = self._image_features(model, x["pixels"][grp])
                 else:
                     feats = x["feats"][grp]
-                logp = self._und_logp(model, x["prompt_ids"][rows.to(self.device)], x["prompt_mask"][rows.to(self.device)],
-                                      feats, out, x["temperature"])
+                logp = self._und_logp(
+                    model,
+                    x["prompt_ids"][rows.to(self.device)],
+                    x["prompt_mask"][rows.to(self.device)],
+                    feats,
+                    out,
+                    x["temperature"],
+                )
             else:
                 r = rows.to(self.device)
-                logp = self._gen_logp(model, x["prompt_ids"][r], x["prompt_mask"][r], out, w=x["cfg_weight"],
-                                      T=x["temperature"], mode=x["gen_logp"], grad=grad)
+                logp = self._gen_logp(
+                    model,
+                    x["prompt_ids"][r],
+                    x["prompt_mask"][r],
+                    out,
+                    w=x["cfg_weight"],
+                    T=x["temperature"],
+                    mode=x["gen_logp"],
+                    grad=grad,
+                )
         mask = batch.out_mask[rows].to(self.device)
         return logp * mask, mask
 
@@ -801,8 +972,8 @@ class JanusAdapter(PolicyAdapter):
             out = torch.full((len(und), L), self.pad_id, dtype=torch.long)
             tmask = torch.zeros((len(und), L), dtype=torch.bool)
             for i, t in enumerate(tgt):
-                out[i, :len(t)] = torch.tensor(t)
-                tmask[i, :len(t)] = True
+                out[i, : len(t)] = torch.tensor(t)
+                tmask[i, : len(t)] = True
             feats = self._image_features(model, self.pixels([e.image_path for e in und]))
             if not self._vision_trainable:
                 feats = feats.detach()
@@ -811,12 +982,24 @@ class JanusAdapter(PolicyAdapter):
             res["und"] = -(logp * tmask).sum() / tmask.sum()
         if gen:
             with torch.no_grad(), self._autocast():  # the frozen VQ may be stored in bf16
-                pix = self.pixels([e.image_path for e in gen], size=self.vq_image_size,
-                                  mean=torch.full((1, 3, 1, 1), 0.5), std=torch.full((1, 3, 1, 1), 0.5))
+                pix = self.pixels(
+                    [e.image_path for e in gen],
+                    size=self.vq_image_size,
+                    mean=torch.full((1, 3, 1, 1), 0.5),
+                    std=torch.full((1, 3, 1, 1), 0.5),
+                )
                 codes = model.model.vqmodel.encode(pix).image_tokens.reshape(len(gen), -1)
             ids, pmask = _left_pad([self.gen_prompt_ids(e.text) for e in gen], self.pad_id)
-            logp = self._gen_logp(model, ids.to(self.device).unsqueeze(1), pmask.to(self.device).unsqueeze(1), codes,
-                                  w=1.0, T=1.0, mode="cond", grad=True)
+            logp = self._gen_logp(
+                model,
+                ids.to(self.device).unsqueeze(1),
+                pmask.to(self.device).unsqueeze(1),
+                codes,
+                w=1.0,
+                T=1.0,
+                mode="cond",
+                grad=True,
+            )
             res["gen"] = -logp.mean()
         return res
 
@@ -834,10 +1017,24 @@ class JanusAdapter(PolicyAdapter):
                 continue
             inner = m.model
             lm = inner.language_model
-            mods = [*lm.layers, lm.embed_tokens, lm, inner.vision_model, inner.aligner, inner.generation_embeddings,
-                    inner.generation_aligner, inner.generation_head, inner.vqmodel, m.lm_head]
-            dist.shard(mods, m, forward_methods=[(inner.vqmodel, "decode"), (inner.vqmodel, "encode")],
-                       offload=self.spec is not None and self.spec.cpu_offload)  # from_model: no spec
+            mods = [
+                *lm.layers,
+                lm.embed_tokens,
+                lm,
+                inner.vision_model,
+                inner.aligner,
+                inner.generation_embeddings,
+                inner.generation_aligner,
+                inner.generation_head,
+                inner.vqmodel,
+                m.lm_head,
+            ]
+            dist.shard(
+                mods,
+                m,
+                forward_methods=[(inner.vqmodel, "decode"), (inner.vqmodel, "encode")],
+                offload=self.spec is not None and self.spec.cpu_offload,
+            )  # from_model: no spec
 
     def gathered(self):
         """Full weights for a rollout (one all-gather, none inside the decode loop)."""
@@ -860,15 +1057,28 @@ class JanusAdapter(PolicyAdapter):
     def describe(self) -> dict[str, Any]:
         n_train = sum(p.numel() for _, p in self.trainable_parameters())
         return {
-            "family": self.family, "adapter": "janus", "capabilities": sorted(self.capabilities),
-            "device": str(self.device), "autocast": str(self.amp).replace("torch.", "") if self.amp else "off",
-            "image_size": self.image_size, "num_image_tokens": self.num_image_tokens,
-            "vq_image_size": self.vq_image_size, "codebook": self.codebook,
+            "family": self.family,
+            "adapter": "janus",
+            "capabilities": sorted(self.capabilities),
+            "device": str(self.device),
+            "autocast": str(self.amp).replace("torch.", "") if self.amp else "off",
+            "image_size": self.image_size,
+            "num_image_tokens": self.num_image_tokens,
+            "vq_image_size": self.vq_image_size,
+            "codebook": self.codebook,
             "vocab_size": int(self.model.config.text_config.vocab_size),
-            "special_ids": {"pad": self.pad_id, "bos": self.bos_id, "eos": self.eos_id, "boi": self.boi_id,
-                            "eoi": self.eoi_id, "image": self.img_id},
-            "params_total": sum(p.numel() for p in self.model.parameters()), "params_trainable": n_train,
-            "train_modules": list(self.train_modules), "gradient_checkpointing": self.gradient_checkpointing,
+            "special_ids": {
+                "pad": self.pad_id,
+                "bos": self.bos_id,
+                "eos": self.eos_id,
+                "boi": self.boi_id,
+                "eoi": self.eoi_id,
+                "image": self.img_id,
+            },
+            "params_total": sum(p.numel() for p in self.model.parameters()),
+            "params_trainable": n_train,
+            "train_modules": list(self.train_modules),
+            "gradient_checkpointing": self.gradient_checkpointing,
             "ref_model": "lora-base" if self.ref_is_base else self.ref_model is not None,
             "lora": self.lora.describe() if self.lora else None,
         }

@@ -12,6 +12,7 @@ its checkpoint key names and FSDP's wrapping, exactly the base model's:
 - ``LoRA.merged(state_dict)`` folds ``W + (alpha/r) B A`` into a state dict for export, so the family's
   own loader reads a plain model.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -46,23 +47,35 @@ def within_blocks(pattern: str) -> Callable[[str], bool]:
     return lambda n: rx.search(n) is not None
 
 
-def select_targets(model: torch.nn.Module, *, who: str, selected: set[str], targets: list[str],
-                   default: Callable[[str], bool], default_what: str) -> dict[str, torch.nn.Linear]:
+def select_targets(
+    model: torch.nn.Module,
+    *,
+    who: str,
+    selected: set[str],
+    targets: list[str],
+    default: Callable[[str], bool],
+    default_what: str,
+) -> dict[str, torch.nn.Linear]:
     """The Linear layers that get LoRA factors: those whose weight is among the ``selected`` parameter
     names (what ``train_modules`` picks) and that ``targets`` names (module-name suffixes) or, when
     ``targets`` is empty, that ``default`` accepts. None is a typed error naming the field to change."""
     linears = linear_modules(model, lambda n: f"{n}.weight" in selected)
     if not linears:
-        raise AdapterConfigError(f"{who}: lora_rank > 0 but train_modules selects no Linear layer to put LoRA "
-                                 "factors on; select modules that hold Linear layers (e.g. 'language_model')",
-                                 detail={"field": "train_modules"})
+        raise AdapterConfigError(
+            f"{who}: lora_rank > 0 but train_modules selects no Linear layer to put LoRA "
+            "factors on; select modules that hold Linear layers (e.g. 'language_model')",
+            detail={"field": "train_modules"},
+        )
     keep = suffix_match(targets) if targets else default
     out = {n: m for n, m in linears.items() if keep(n)}
     if not out:
         what = f"lora_targets {list(targets)}" if targets else f"the default lora_targets ({default_what})"
-        raise AdapterConfigError(f"{who}: lora_rank > 0 but {what} name none of the {len(linears)} Linear layers of "
-                                 f"train_modules (e.g. {list(linears)[:3]}); set model.options.lora_targets to "
-                                 "module-name suffixes of those", detail={"field": "options.lora_targets"})
+        raise AdapterConfigError(
+            f"{who}: lora_rank > 0 but {what} name none of the {len(linears)} Linear layers of "
+            f"train_modules (e.g. {list(linears)[:3]}); set model.options.lora_targets to "
+            "module-name suffixes of those",
+            detail={"field": "options.lora_targets"},
+        )
     return out
 
 
@@ -70,11 +83,19 @@ class LoRA(Mapping):
     """Factors ``(A, B)`` by module name (a read-only mapping), their forward hooks, and what checkpoints
     and exports need from them."""
 
-    def __init__(self, modules: Mapping[str, torch.nn.Linear], *, rank: int, alpha: float, device: torch.device,
-                 saved: Mapping[str, torch.Tensor] | None = None) -> None:
+    def __init__(
+        self,
+        modules: Mapping[str, torch.nn.Linear],
+        *,
+        rank: int,
+        alpha: float,
+        device: torch.device,
+        saved: Mapping[str, torch.Tensor] | None = None,
+    ) -> None:
         if rank < 1:
-            raise AdapterConfigError(f"lora_rank must be >= 1 to attach LoRA factors, got {rank}",
-                                     detail={"field": "options.lora_rank"})
+            raise AdapterConfigError(
+                f"lora_rank must be >= 1 to attach LoRA factors, got {rank}", detail={"field": "options.lora_rank"}
+            )
         self.rank, self.alpha, self.scale = int(rank), float(alpha), float(alpha) / int(rank)
         self.enabled = True
         self._factors: dict[str, tuple[torch.nn.Parameter, torch.nn.Parameter]] = {}
@@ -98,6 +119,7 @@ class LoRA(Mapping):
                 return output
             x = inputs[0]
             return output + scale * ((x.to(a.dtype) @ a.t()) @ b.t()).to(output.dtype)
+
         return hook
 
     @contextlib.contextmanager
@@ -131,8 +153,11 @@ class LoRA(Mapping):
 
     def file_state(self) -> dict[str, torch.Tensor]:
         """The factors as CPU tensors named ``<module>.lora_a`` / ``.lora_b`` (what ``saved`` reads back)."""
-        return {f"{n}.lora_{w}": t.detach().cpu().contiguous() for n, (a, b) in self._factors.items()
-                for w, t in (("a", a), ("b", b))}
+        return {
+            f"{n}.lora_{w}": t.detach().cpu().contiguous()
+            for n, (a, b) in self._factors.items()
+            for w, t in (("a", a), ("b", b))
+        }
 
     @torch.no_grad()
     def delta(self, name: str) -> torch.Tensor:
@@ -141,8 +166,9 @@ class LoRA(Mapping):
         return self.scale * (b.detach().float().cpu() @ a.detach().float().cpu())
 
     @torch.no_grad()
-    def merged(self, state_dict: Mapping[str, torch.Tensor],
-               key: Callable[[str], str] = lambda n: f"{n}.weight") -> dict[str, torch.Tensor]:
+    def merged(
+        self, state_dict: Mapping[str, torch.Tensor], key: Callable[[str], str] = lambda n: f"{n}.weight"
+    ) -> dict[str, torch.Tensor]:
         """A copy of ``state_dict`` with ``W + (alpha/r) B A`` for every adapted module (``key`` maps a module
         name to its weight's key); each merged weight keeps its dtype and device."""
         out = dict(state_dict)
@@ -165,4 +191,12 @@ def lora_base_is_reference(lora: "LoRA | None", spec) -> bool:
     return os.path.realpath(spec.ref_model_dir) == os.path.realpath(spec.model_dir)
 
 
-__all__ = ["LoRA", "lora_base_is_reference", "PREFIX", "linear_modules", "select_targets", "suffix_match", "within_blocks"]
+__all__ = [
+    "LoRA",
+    "lora_base_is_reference",
+    "PREFIX",
+    "linear_modules",
+    "select_targets",
+    "suffix_match",
+    "within_blocks",
+]

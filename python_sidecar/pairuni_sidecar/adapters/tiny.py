@@ -7,6 +7,7 @@ the real ``save_pretrained`` path, so ``from_pretrained(dir)`` is exercised end 
 
     python -m pairuni_sidecar.adapters.tiny OUT_DIR [--seed 0]
 """
+
 from __future__ import annotations
 
 import json
@@ -27,7 +28,11 @@ def tiny_tokenizer():
     tk.pre_tokenizer = pre_tokenizers.Split(Regex(r"[\s\S]"), behavior="isolated")
     tk.decoder = decoders.Fuse()
     return PreTrainedTokenizerFast(
-        tokenizer_object=tk, pad_token="<pad>", bos_token="<s>", eos_token="</s>", unk_token="<unk>",
+        tokenizer_object=tk,
+        pad_token="<pad>",
+        bos_token="<s>",
+        eos_token="</s>",
+        unk_token="<unk>",
         additional_special_tokens=SPECIALS[3:],
     )
 
@@ -37,23 +42,58 @@ def tiny_tokenizer():
 TINY_SYSTEM_PROMPTS = {"und": "", "gen": ""}
 
 
-def tiny_janus_config(*, image_size: int = 32, patch_size: int = 8, hidden: int = 64, layers: int = 2,
-                      vocab_size: int = 128, codebook: int = 64, max_positions: int = 512,
-                      system_prompts: dict | None = TINY_SYSTEM_PROMPTS):
+def tiny_janus_config(
+    *,
+    image_size: int = 32,
+    patch_size: int = 8,
+    hidden: int = 64,
+    layers: int = 2,
+    vocab_size: int = 128,
+    codebook: int = 64,
+    max_positions: int = 512,
+    system_prompts: dict | None = TINY_SYSTEM_PROMPTS,
+):
     from transformers import JanusConfig
 
     n_img = (image_size // patch_size) ** 2
     return JanusConfig(
-        text_config=dict(model_type="llama", vocab_size=vocab_size, hidden_size=hidden, intermediate_size=2 * hidden,
-                         num_hidden_layers=layers, num_attention_heads=4, num_key_value_heads=4,
-                         max_position_embeddings=max_positions, pad_token_id=0, bos_token_id=1, eos_token_id=2),
-        vision_config=dict(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, mlp_ratio=2.0,
-                           image_size=image_size, patch_size=patch_size, projection_dim=hidden, depth=2,
-                           num_image_tokens=n_img),
-        vq_config=dict(embed_dim=8, num_embeddings=codebook, latent_channels=32, base_channels=32,
-                       channel_multiplier=[1, 1, 1], num_res_blocks=1, projection_dim=hidden,
-                       image_token_embed_dim=hidden, num_hidden_layers=2),
-        image_token_id=3, tie_word_embeddings=False,
+        text_config=dict(
+            model_type="llama",
+            vocab_size=vocab_size,
+            hidden_size=hidden,
+            intermediate_size=2 * hidden,
+            num_hidden_layers=layers,
+            num_attention_heads=4,
+            num_key_value_heads=4,
+            max_position_embeddings=max_positions,
+            pad_token_id=0,
+            bos_token_id=1,
+            eos_token_id=2,
+        ),
+        vision_config=dict(
+            hidden_size=32,
+            num_hidden_layers=1,
+            num_attention_heads=2,
+            mlp_ratio=2.0,
+            image_size=image_size,
+            patch_size=patch_size,
+            projection_dim=hidden,
+            depth=2,
+            num_image_tokens=n_img,
+        ),
+        vq_config=dict(
+            embed_dim=8,
+            num_embeddings=codebook,
+            latent_channels=32,
+            base_channels=32,
+            channel_multiplier=[1, 1, 1],
+            num_res_blocks=1,
+            projection_dim=hidden,
+            image_token_embed_dim=hidden,
+            num_hidden_layers=2,
+        ),
+        image_token_id=3,
+        tie_word_embeddings=False,
         **({"pairuni_system_prompts": dict(system_prompts)} if system_prompts is not None else {}),
     )
 

@@ -7,6 +7,7 @@ special tokens, and ``pairuni_bagel.json`` (the small geometry). ~0.3 M paramete
 
     python -m pairuni_sidecar.adapters.tiny_bagel OUT_DIR [--seed 0]
 """
+
 from __future__ import annotations
 
 import json
@@ -18,24 +19,57 @@ SPECIALS = ["<pad>", "<|im_start|>", "<|im_end|>", "<|vision_start|>", "<|vision
 CHARS = [chr(c) for c in range(32, 127)] + ["\n"]
 
 TINY_GEOMETRY = {
-    "latent_patch_size": 2, "max_latent_size": 8, "vit_patch_size": 14, "vit_max_num_patch_per_side": 8,
+    "latent_patch_size": 2,
+    "max_latent_size": 8,
+    "vit_patch_size": 14,
+    "vit_max_num_patch_per_side": 8,
     "connector_act": "gelu_pytorch_tanh",
-    "ae": {"resolution": 32, "in_channels": 3, "downsample": 8, "ch": 32, "out_ch": 3, "ch_mult": [1, 1, 1, 1],
-           "num_res_blocks": 1, "z_channels": 16, "scale_factor": 0.3611, "shift_factor": 0.1159},
+    "ae": {
+        "resolution": 32,
+        "in_channels": 3,
+        "downsample": 8,
+        "ch": 32,
+        "out_ch": 3,
+        "ch_mult": [1, 1, 1, 1],
+        "num_res_blocks": 1,
+        "z_channels": 16,
+        "scale_factor": 0.3611,
+        "shift_factor": 0.1159,
+    },
 }
 
 
 def tiny_llm_config(*, hidden: int = 64, layers: int = 2) -> dict:
-    return {"vocab_size": len(SPECIALS) + len(CHARS) + 1, "hidden_size": hidden, "intermediate_size": 2 * hidden,
-            "num_hidden_layers": layers, "num_attention_heads": 4, "num_key_value_heads": 2,
-            "max_position_embeddings": 1024, "rms_norm_eps": 1e-6, "rope_theta": 10000.0, "pad_token_id": 0,
-            "bos_token_id": 1, "eos_token_id": 2, "tie_word_embeddings": False, "model_type": "qwen2"}
+    return {
+        "vocab_size": len(SPECIALS) + len(CHARS) + 1,
+        "hidden_size": hidden,
+        "intermediate_size": 2 * hidden,
+        "num_hidden_layers": layers,
+        "num_attention_heads": 4,
+        "num_key_value_heads": 2,
+        "max_position_embeddings": 1024,
+        "rms_norm_eps": 1e-6,
+        "rope_theta": 10000.0,
+        "pad_token_id": 0,
+        "bos_token_id": 1,
+        "eos_token_id": 2,
+        "tie_word_embeddings": False,
+        "model_type": "qwen2",
+    }
 
 
 def tiny_vit_config() -> dict:
     # 3 layers stored: Bagel drops the last one (vit_select_layer=-2), as for the real SigLIP config.
-    return {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 3, "num_attention_heads": 2,
-            "patch_size": 14, "image_size": 112, "num_channels": 3, "model_type": "siglip_vision_model"}
+    return {
+        "hidden_size": 32,
+        "intermediate_size": 64,
+        "num_hidden_layers": 3,
+        "num_attention_heads": 2,
+        "patch_size": 14,
+        "image_size": 112,
+        "num_channels": 3,
+        "model_type": "siglip_vision_model",
+    }
 
 
 def tiny_tokenizer():
@@ -46,8 +80,14 @@ def tiny_tokenizer():
     tk = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
     tk.pre_tokenizer = pre_tokenizers.Split(Regex(r"[\s\S]"), behavior="isolated")
     tk.decoder = decoders.Fuse()
-    return PreTrainedTokenizerFast(tokenizer_object=tk, pad_token="<pad>", bos_token="<|im_start|>",
-                                   eos_token="<|im_end|>", unk_token="<unk>", additional_special_tokens=SPECIALS[3:])
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tk,
+        pad_token="<pad>",
+        bos_token="<|im_start|>",
+        eos_token="<|im_end|>",
+        unk_token="<unk>",
+        additional_special_tokens=SPECIALS[3:],
+    )
 
 
 def build_tiny_bagel(out_dir: str, *, seed: int = 0, hidden: int = 64, layers: int = 2) -> str:
@@ -60,10 +100,16 @@ def build_tiny_bagel(out_dir: str, *, seed: int = 0, hidden: int = 64, layers: i
     llm, vit = tiny_llm_config(hidden=hidden, layers=layers), tiny_vit_config()
     g = TINY_GEOMETRY
     cfg = bagel.BagelConfig(
-        text_config=dict(llm, layer_module="Qwen2MoTDecoderLayer", qk_norm=True), vision_config=dict(vit),
-        visual_und=True, visual_gen=True, vae_config={"z_channels": g["ae"]["z_channels"], "downsample": g["ae"]["downsample"]},
-        latent_patch_size=g["latent_patch_size"], max_latent_size=g["max_latent_size"],
-        vit_max_num_patch_per_side=g["vit_max_num_patch_per_side"], connector_act=g["connector_act"])
+        text_config=dict(llm, layer_module="Qwen2MoTDecoderLayer", qk_norm=True),
+        vision_config=dict(vit),
+        visual_und=True,
+        visual_gen=True,
+        vae_config={"z_channels": g["ae"]["z_channels"], "downsample": g["ae"]["downsample"]},
+        latent_patch_size=g["latent_patch_size"],
+        max_latent_size=g["max_latent_size"],
+        vit_max_num_patch_per_side=g["vit_max_num_patch_per_side"],
+        connector_act=g["connector_act"],
+    )
     model = bagel.BagelForUnifiedMultimodal(cfg)
     # The port zero-inits llm2vae (a fresh Stage-2 head); a pretrained checkpoint has a live one.
     torch.nn.init.normal_(model.model.llm2vae.weight, std=0.02)

@@ -4,6 +4,7 @@ Requests are checked here before any handler runs: args against the op's JSON Sc
 against its declared names, dtypes and ranks. Validators are compiled on first use (fastjsonschema
 turns each schema into a small Python function), so start-up pays only for the ops it serves.
 """
+
 from __future__ import annotations
 
 import json
@@ -92,11 +93,18 @@ def validate_payloads(op: str, payloads: dict, *, reply: bool = False) -> None:
             continue
         enc, dt, rank = _payload_kind(payloads[name])
         if spec.get("enc", "raw") != enc:
-            raise BadRequest(f"{what}: payload {name!r} must be {spec.get('enc', 'raw')}, got {enc}", detail={"field": name})
+            raise BadRequest(
+                f"{what}: payload {name!r} must be {spec.get('enc', 'raw')}, got {enc}", detail={"field": name}
+            )
         if "dtype" in spec and dt not in spec["dtype"]:
-            raise BadRequest(f"{what}: payload {name!r} must have dtype {' or '.join(spec['dtype'])}, got {dt}", detail={"field": name})
+            raise BadRequest(
+                f"{what}: payload {name!r} must have dtype {' or '.join(spec['dtype'])}, got {dt}",
+                detail={"field": name},
+            )
         if "rank" in spec and rank != spec["rank"]:
-            raise BadRequest(f"{what}: payload {name!r} must have rank {spec['rank']}, got {rank}", detail={"field": name})
+            raise BadRequest(
+                f"{what}: payload {name!r} must have rank {spec['rank']}, got {rank}", detail={"field": name}
+            )
 
 
 def validate_header(kind: str, header: dict) -> None:
@@ -108,7 +116,13 @@ def validate_record(name: str, value: Any, what: str) -> None:
 
 
 __all__ = [
-    "Record", "is_builtin", "validate_args", "validate_header", "validate_payloads", "validate_record", "validate_reply",
+    "Record",
+    "is_builtin",
+    "validate_args",
+    "validate_header",
+    "validate_payloads",
+    "validate_record",
+    "validate_reply",
 ]
 
 

@@ -1,5 +1,6 @@
 """Base of the generated config records: ``Cls.from_wire(d)`` validates ``d`` against the record's
 generated schema (unknown, missing or mistyped fields → ``bad_request`` naming them) and builds it."""
+
 from __future__ import annotations
 
 import dataclasses

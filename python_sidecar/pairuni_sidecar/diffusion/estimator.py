@@ -12,6 +12,7 @@ trajectory's index in its rollout batch and ``est_seed`` is sent by the trainer 
 inner iteration): old, current and reference passes of one inner iteration, in any micro-batching,
 see the same masks, so the ratio is exactly 1 before the first update (with dropout off).
 """
+
 from __future__ import annotations
 
 import torch
@@ -36,8 +37,15 @@ def estimator_seeds(est_seed: int, rows: torch.Tensor) -> list[int]:
     return [row_seed(est_seed, int(r)) for r in rows.tolist()]
 
 
-def masked_inputs(ids: torch.Tensor, keep: torch.Tensor, slots: torch.Tensor, maskable: torch.Tensor,
-                  seeds: list[int], p: float, mask_id: int) -> torch.Tensor:
+def masked_inputs(
+    ids: torch.Tensor,
+    keep: torch.Tensor,
+    slots: torch.Tensor,
+    maskable: torch.Tensor,
+    seeds: list[int],
+    p: float,
+    mask_id: int,
+) -> torch.Tensor:
     """The estimator's input: completion slots all masked, prompt positions masked with probability p."""
     x = ids.clone()
     x[prompt_masks(keep, maskable, seeds, p)] = mask_id
@@ -45,9 +53,18 @@ def masked_inputs(ids: torch.Tensor, keep: torch.Tensor, slots: torch.Tensor, ma
     return x
 
 
-def one_step_logprobs(logits_at, x: torch.Tensor, keep: torch.Tensor, slots: torch.Tensor, targets: torch.Tensor, *,
-                      temperature: float, support: torch.Tensor | slice, cfg_weight: float = 1.0,
-                      uncond: tuple | None = None) -> torch.Tensor:
+def one_step_logprobs(
+    logits_at,
+    x: torch.Tensor,
+    keep: torch.Tensor,
+    slots: torch.Tensor,
+    targets: torch.Tensor,
+    *,
+    temperature: float,
+    support: torch.Tensor | slice,
+    cfg_weight: float = 1.0,
+    uncond: tuple | None = None,
+) -> torch.Tensor:
     """(B, L) log-probs of ``targets`` (token ids, or code indices when ``support`` is a slice) at the
     masked ``slots`` of the estimator input ``x``; carries the autograd graph when grad is enabled."""
     c = logits_at(x, keep, slots).float()
@@ -60,9 +77,22 @@ def one_step_logprobs(logits_at, x: torch.Tensor, keep: torch.Tensor, slots: tor
     return torch.log_softmax(z / temperature, -1).gather(-1, targets.unsqueeze(-1)).squeeze(-1)
 
 
-def trajectory_logprobs(logits_at, ids: torch.Tensor, keep: torch.Tensor, slots: torch.Tensor, tokens: torch.Tensor,
-                        targets: torch.Tensor, commit_at: torch.Tensor, *, steps: int, mask_id: int, temperature: float,
-                        support: torch.Tensor | slice, cfg_weight: float = 1.0, uncond: tuple | None = None) -> torch.Tensor:
+def trajectory_logprobs(
+    logits_at,
+    ids: torch.Tensor,
+    keep: torch.Tensor,
+    slots: torch.Tensor,
+    tokens: torch.Tensor,
+    targets: torch.Tensor,
+    commit_at: torch.Tensor,
+    *,
+    steps: int,
+    mask_id: int,
+    temperature: float,
+    support: torch.Tensor | slice,
+    cfg_weight: float = 1.0,
+    uncond: tuple | None = None,
+) -> torch.Tensor:
     """The second estimator: score the recorded unmask trajectory step by step. At step t the input shows
     the slots committed before t (their ``tokens``, vocabulary ids) and masks the rest, as the sampler saw it;
     slot i's log-prob is that of ``targets`` (ids, or code indices with a slice ``support``) at its commit
@@ -79,7 +109,16 @@ def trajectory_logprobs(logits_at, ids: torch.Tensor, keep: torch.Tensor, slots:
         un = None
         if uncond is not None and cfg_weight != 1.0:
             un = (uncond[0].scatter(1, uncond[2], shown), uncond[1], uncond[2])
-        lp = one_step_logprobs(logits_at, x, keep, slots, targets, temperature=temperature, support=support,
-                               cfg_weight=cfg_weight, uncond=un)
+        lp = one_step_logprobs(
+            logits_at,
+            x,
+            keep,
+            slots,
+            targets,
+            temperature=temperature,
+            support=support,
+            cfg_weight=cfg_weight,
+            uncond=un,
+        )
         out = torch.where(now.to(out.device), lp, out)
     return out

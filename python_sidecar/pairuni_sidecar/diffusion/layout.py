@@ -8,6 +8,7 @@ token ``code_base + k``. The tiny model uses the same structure with small ids. 
 - generation: ``prompt + [BOA, BOI] + H rows of ([MASK]*W + [NEWLINE]) + [EOI, EOA]``; the
   unconditional (CFG) row replaces the prompt with ``uncond_prompt`` and keeps the same image region.
 """
+
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
@@ -43,8 +44,10 @@ class TokenLayout:
 
         bad = [k for k, v in asdict(self).items() if k != "vocab_size" and not (0 <= v < self.vocab_size)]
         if bad or self.code_end > self.vocab_size:
-            raise AdapterConfigError(f"{where}: token layout outside the vocabulary of {self.vocab_size} "
-                                     f"({bad or ['code range ends at ' + str(self.code_end)]})")
+            raise AdapterConfigError(
+                f"{where}: token layout outside the vocabulary of {self.vocab_size} "
+                f"({bad or ['code range ends at ' + str(self.code_end)]})"
+            )
         if any(self.code_base <= s < self.code_end for s in self.specials if s not in (self.newline,)):
             raise AdapterConfigError(f"{where}: a special id falls inside the image-code range")
 
@@ -53,16 +56,27 @@ class TokenLayout:
         The text sampler and the estimator use the same support, so the estimated log-probs are of
         the distribution the rollout drew from."""
         bias = torch.zeros(self.vocab_size, device=device)
-        bias[self.code_base:self.code_end] = float("-inf")
+        bias[self.code_base : self.code_end] = float("-inf")
         bias[self.mask] = float("-inf")
         return bias
 
 
 def dimoo_layout(vocab_size: int) -> TokenLayout:
     """Lumina-DiMOO's ids (upstream ``config.py``), with the checkpoint's vocabulary size."""
-    return TokenLayout(mask=126336, newline=126084, boa=126354, eoa=126355, boi=126349, eoi=126350,
-                       uncond=126351, pad=126339, eos=126081, code_base=126356, codebook=8192,
-                       vocab_size=int(vocab_size))
+    return TokenLayout(
+        mask=126336,
+        newline=126084,
+        boa=126354,
+        eoa=126355,
+        boi=126349,
+        eoi=126350,
+        uncond=126351,
+        pad=126339,
+        eos=126081,
+        code_base=126356,
+        codebook=8192,
+        vocab_size=int(vocab_size),
+    )
 
 
 def image_rows(codes: torch.Tensor | list[int], h: int, w: int, lay: TokenLayout) -> list[int]:
@@ -72,12 +86,13 @@ def image_rows(codes: torch.Tensor | list[int], h: int, w: int, lay: TokenLayout
         raise ValueError(f"image_rows: {len(c)} codes for a {h}x{w} grid")
     out: list[int] = []
     for r in range(h):
-        out += [lay.code_base + x for x in c[r * w:(r + 1) * w]] + [lay.newline]
+        out += [lay.code_base + x for x in c[r * w : (r + 1) * w]] + [lay.newline]
     return out
 
 
-def und_sequence(pre: list[int], post: list[int], codes, h: int, w: int, slots: int,
-                 lay: TokenLayout) -> tuple[list[int], int]:
+def und_sequence(
+    pre: list[int], post: list[int], codes, h: int, w: int, slots: int, lay: TokenLayout
+) -> tuple[list[int], int]:
     """``pre + [BOI] + rows + [EOI] + post + [BOA] + [MASK]*slots + [EOA]``; returns (ids, first slot index).
     Upstream (VLMEvalKit) puts the image before the prompt's last token: ``post`` = that token."""
     head = list(pre) + [lay.boi] + image_rows(codes, h, w, lay) + [lay.eoi] + list(post) + [lay.boa]
@@ -100,6 +115,6 @@ def right_pad(seqs: list[list[int]], pad: int) -> tuple[torch.Tensor, torch.Tens
     ids = torch.full((len(seqs), width), pad, dtype=torch.long)
     keep = torch.zeros((len(seqs), width), dtype=torch.bool)
     for i, s in enumerate(seqs):
-        ids[i, :len(s)] = torch.tensor(s, dtype=torch.long)
-        keep[i, :len(s)] = True
+        ids[i, : len(s)] = torch.tensor(s, dtype=torch.long)
+        keep[i, : len(s)] = True
     return ids, keep

@@ -17,6 +17,7 @@ on which other rows share its batch: a batch equals its rows sampled one by one 
 With classifier-free guidance ``z = u + w (c - u)``: ``w = 1`` is no guidance; upstream's scale s is
 ``w = s + 1`` (DiMOO's default s = 4 is w = 5).
 """
+
 from __future__ import annotations
 
 import math
@@ -28,7 +29,7 @@ from .layout import TokenLayout
 
 def row_seed(seed: int, row: int) -> int:
     """The seed of trajectory ``row`` of a batch seeded with ``seed`` (stable under re-batching)."""
-    return (int(seed) * 1_000_003 + int(row) * 7919 + 1) % (2 ** 62)
+    return (int(seed) * 1_000_003 + int(row) * 7919 + 1) % (2**62)
 
 
 def generators(seeds: list[int], device) -> list[torch.Generator]:
@@ -61,9 +62,22 @@ def _gather_set(x: torch.Tensor, pos: torch.Tensor, vals: torch.Tensor) -> None:
 
 
 @torch.no_grad()
-def sample_text(logits_at, ids: torch.Tensor, keep: torch.Tensor, slots: torch.Tensor, *, steps: int,
-                block_length: int, temperature: float, support: torch.Tensor, seeds: list[int], mask_id: int,
-                cfg_weight: float = 1.0, uncond: tuple | None = None, record: bool = False):
+def sample_text(
+    logits_at,
+    ids: torch.Tensor,
+    keep: torch.Tensor,
+    slots: torch.Tensor,
+    *,
+    steps: int,
+    block_length: int,
+    temperature: float,
+    support: torch.Tensor,
+    seeds: list[int],
+    mask_id: int,
+    cfg_weight: float = 1.0,
+    uncond: tuple | None = None,
+    record: bool = False,
+):
     """Fill the masked answer ``slots`` (B, L) of ``ids``; returns the filled ids (B, S), and with
     ``record`` also the step at which each slot was committed (B, L) and the log-prob of the committed
     token under ``softmax(z / T)`` at that step (B, L) (the trajectory estimator recomputes these).
@@ -74,8 +88,10 @@ def sample_text(logits_at, ids: torch.Tensor, keep: torch.Tensor, slots: torch.T
     B, L = slots.shape
     block_length = block_length or L
     if L % block_length or steps % (L // block_length) or steps < L // block_length:
-        raise ValueError(f"text sampler: {L} slots in blocks of {block_length} need a step count that is a "
-                         f"multiple of {L // max(1, block_length)} (got {steps})")
+        raise ValueError(
+            f"text sampler: {L} slots in blocks of {block_length} need a step count that is a "
+            f"multiple of {L // max(1, block_length)} (got {steps})"
+        )
     dev = ids.device
     gens = generators(seeds, dev)
     x = ids.clone()
@@ -86,7 +102,7 @@ def sample_text(logits_at, ids: torch.Tensor, keep: torch.Tensor, slots: torch.T
     t_global = 0
     for b in range(nb):
         in_block = torch.zeros(L, dtype=torch.bool, device=dev)
-        in_block[b * block_length:(b + 1) * block_length] = True
+        in_block[b * block_length : (b + 1) * block_length] = True
         for n in transfer_schedule(block_length, spb):
             un = (xu, uncond[1], uncond[2]) if uncond is not None else None
             z = guided(logits_at, x, keep, slots, un, cfg_weight) + support.to(dev)
@@ -115,9 +131,20 @@ def sample_text(logits_at, ids: torch.Tensor, keep: torch.Tensor, slots: torch.T
 
 
 @torch.no_grad()
-def sample_image(logits_at, ids: torch.Tensor, keep: torch.Tensor, slots: torch.Tensor, *, steps: int,
-                 temperature: float, lay: TokenLayout, seeds: list[int], cfg_weight: float = 1.0,
-                 uncond: tuple | None = None, record: bool = False):
+def sample_image(
+    logits_at,
+    ids: torch.Tensor,
+    keep: torch.Tensor,
+    slots: torch.Tensor,
+    *,
+    steps: int,
+    temperature: float,
+    lay: TokenLayout,
+    seeds: list[int],
+    cfg_weight: float = 1.0,
+    uncond: tuple | None = None,
+    record: bool = False,
+):
     """Fill the masked image-code ``slots`` (B, N) of ``ids``; returns code indices (B, N) in
     ``0 .. codebook-1``. ``uncond = (ids_u, keep_u, slots_u)``: the unconditional rows, whose image
     region is kept in step with ``ids``. With ``record`` also the commit step of every code (B, N) and
@@ -133,7 +160,7 @@ def sample_image(logits_at, ids: torch.Tensor, keep: torch.Tensor, slots: torch.
     commit_lp = torch.zeros((B, N), device=dev)
     for t in range(steps):
         un = (xu, uncond[1], uncond[2]) if uncond is not None else None
-        z = guided(logits_at, x, keep, slots, un, cfg_weight)[..., lay.code_base:lay.code_end] / temperature
+        z = guided(logits_at, x, keep, slots, un, cfg_weight)[..., lay.code_base : lay.code_end] / temperature
         logp_all = torch.log_softmax(z, -1)
         cur = x.gather(1, slots)
         masked = cur == lay.mask

@@ -10,6 +10,7 @@ Model directory: ``config.json`` (``model_type: pairuni_tiny_mdm``: sizes, layou
 
     python -m pairuni_sidecar.diffusion.tiny_model OUT_DIR [--seed 0]
 """
+
 from __future__ import annotations
 
 import json
@@ -91,6 +92,7 @@ def tiny_layout(n_text: int, codebook: int) -> TokenLayout:
 
 # -- the palette image codec ----------------------------------------------------------------------
 
+
 def palette(codebook: int) -> np.ndarray:
     """(codebook, 3) uint8 colours, fixed by the code count (a seeded draw, code 0 mid-grey)."""
     rng = np.random.default_rng(codebook)
@@ -133,17 +135,34 @@ def char_tokenizer():
     return tk
 
 
-def save_tiny_mdm(out_dir: str, model: TinyMDM, tokenizer, *, layout: TokenLayout, grid: tuple[int, int],
-                  cell: int, extra: dict | None = None) -> str:
+def save_tiny_mdm(
+    out_dir: str,
+    model: TinyMDM,
+    tokenizer,
+    *,
+    layout: TokenLayout,
+    grid: tuple[int, int],
+    cell: int,
+    extra: dict | None = None,
+) -> str:
     from safetensors.torch import save_file
 
-    cfg = {"model_type": MODEL_TYPE, **asdict(model.config), "layout": asdict(layout), "grid": list(grid),
-           "cell": cell, "codec": "palette", **(extra or {})}
+    cfg = {
+        "model_type": MODEL_TYPE,
+        **asdict(model.config),
+        "layout": asdict(layout),
+        "grid": list(grid),
+        "cell": cell,
+        "codec": "palette",
+        **(extra or {}),
+    }
     card = cfg.pop("card", None)
     with atomic_dir(out_dir) as tmp:
         with open(os.path.join(tmp, "config.json"), "w") as f:
             json.dump(cfg, f, indent=1)
-        save_file({k: v.detach().contiguous() for k, v in model.state_dict().items()}, os.path.join(tmp, "model.safetensors"))
+        save_file(
+            {k: v.detach().contiguous() for k, v in model.state_dict().items()}, os.path.join(tmp, "model.safetensors")
+        )
         tokenizer.save(os.path.join(tmp, "tokenizer.json"))
         if card is not None:  # pairuni_model.json: family, prompt format, adapter options, pretraining record
             with open(os.path.join(tmp, "pairuni_model.json"), "w") as f:
@@ -157,8 +176,17 @@ def save_tiny_mdm(out_dir: str, model: TinyMDM, tokenizer, *, layout: TokenLayou
 TINY_MAX_LEN = 1024
 
 
-def build_tiny_dimoo(out_dir: str, *, seed: int = 0, grid: tuple[int, int] = (4, 4), cell: int = 4,
-                     codebook: int = 16, dropout: float = 0.0, max_len: int = TINY_MAX_LEN, **sizes) -> str:
+def build_tiny_dimoo(
+    out_dir: str,
+    *,
+    seed: int = 0,
+    grid: tuple[int, int] = (4, 4),
+    cell: int = 4,
+    codebook: int = 16,
+    dropout: float = 0.0,
+    max_len: int = TINY_MAX_LEN,
+    **sizes,
+) -> str:
     """Write a tiny random-init masked-diffusion model directory (the ``tiny`` plug-in for ``dimoo``)."""
     tok = char_tokenizer()
     lay = tiny_layout(tok.get_vocab_size(), codebook)

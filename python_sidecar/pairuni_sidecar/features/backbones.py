@@ -17,6 +17,7 @@ weights file that cannot be read raises ``WeightsUnreadable`` (naming the file),
 not cover the model raises ``WeightsMismatch`` (naming the missing / unexpected keys): loading never
 leaves a layer at its random initialisation.
 """
+
 from __future__ import annotations
 
 import abc
@@ -33,7 +34,6 @@ from ..contract.generated import BackboneSpec as GeneratedBackboneSpec
 from ..errors import BadRequest, NotFound, OpFailed
 from . import preprocess as pp
 from .resnet import ResNet50
-
 
 
 class WeightsMissing(NotFound):
@@ -53,7 +53,9 @@ class WeightsMismatch(OpFailed):
     random), keys it does not have are present, or shapes differ."""
 
     def __init__(self, message: str, *, missing=(), unexpected=(), mismatched=()):
-        super().__init__(message, detail={"missing": len(missing), "unexpected": len(unexpected), "mismatched": len(mismatched)})
+        super().__init__(
+            message, detail={"missing": len(missing), "unexpected": len(unexpected), "mismatched": len(mismatched)}
+        )
         self.missing, self.unexpected, self.mismatched = list(missing), list(unexpected), list(mismatched)
 
 
@@ -128,17 +130,23 @@ def _load_state_dict(path: str, kind: str) -> dict:
             sd = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # noqa: BLE001 - UnpicklingError, RuntimeError (zip), SafetensorError, OSError...
         first = (str(e).strip().splitlines() or [""])[0]
-        raise WeightsUnreadable(f"backbone {kind}: cannot read weights file {path!r} as a state dict ({type(e).__name__}: {first})") from None
+        raise WeightsUnreadable(
+            f"backbone {kind}: cannot read weights file {path!r} as a state dict ({type(e).__name__}: {first})"
+        ) from None
     if isinstance(sd, dict) and "state_dict" in sd and isinstance(sd["state_dict"], dict):
         sd = sd["state_dict"]
     if isinstance(sd, dict) and "model" in sd and isinstance(sd["model"], dict):
         sd = sd["model"]
     if not isinstance(sd, dict) or not sd:
         what = "an empty dict" if isinstance(sd, dict) else type(sd).__name__
-        raise WeightsUnreadable(f"backbone {kind}: weights file {path!r} holds {what}, not a state dict of named tensors")
+        raise WeightsUnreadable(
+            f"backbone {kind}: weights file {path!r} holds {what}, not a state dict of named tensors"
+        )
     bad = [k for k, v in sd.items() if not isinstance(k, str) or not isinstance(v, torch.Tensor)]
     if bad:
-        raise WeightsUnreadable(f"backbone {kind}: weights file {path!r} is not a state dict of named tensors ({len(bad)} entries are not, e.g. {_names(bad)})")
+        raise WeightsUnreadable(
+            f"backbone {kind}: weights file {path!r} is not a state dict of named tensors ({len(bad)} entries are not, e.g. {_names(bad)})"
+        )
     return sd
 
 
@@ -148,7 +156,9 @@ def _names(keys, n: int = 5) -> str:
     return ", ".join(keys[:n]) + more
 
 
-def mismatch_error(what: str, path: str, missing=(), unexpected=(), mismatched=(), model: str = "the model") -> WeightsMismatch:
+def mismatch_error(
+    what: str, path: str, missing=(), unexpected=(), mismatched=(), model: str = "the model"
+) -> WeightsMismatch:
     """A ``WeightsMismatch`` naming the first few keys of each kind and their counts."""
     parts = []
     if missing:
@@ -157,11 +167,19 @@ def mismatch_error(what: str, path: str, missing=(), unexpected=(), mismatched=(
         parts.append(f"{len(unexpected)} unexpected key(s) the model does not have: {_names(unexpected)}")
     if mismatched:
         parts.append(f"{len(mismatched)} key(s) with the wrong shape: {_names(mismatched)}")
-    return WeightsMismatch(f"{what}: weights {path!r} do not fit {model}; " + "; ".join(parts) + ". pairuni never embeds with partly random weights.",
-                           missing=missing, unexpected=unexpected, mismatched=mismatched)
+    return WeightsMismatch(
+        f"{what}: weights {path!r} do not fit {model}; "
+        + "; ".join(parts)
+        + ". pairuni never embeds with partly random weights.",
+        missing=missing,
+        unexpected=unexpected,
+        mismatched=mismatched,
+    )
 
 
-def load_checked(model: torch.nn.Module, sd: dict, what: str, path: str, allow_unexpected=lambda key: False, desc: str = "the model") -> None:
+def load_checked(
+    model: torch.nn.Module, sd: dict, what: str, path: str, allow_unexpected=lambda key: False, desc: str = "the model"
+) -> None:
     """Load ``sd`` into ``model``; every model key must be present with its shape, and every file key
     must be used unless ``allow_unexpected(key)`` (e.g. a classifier head the model was built without).
     Raises ``WeightsMismatch`` with the key names otherwise."""
@@ -214,7 +232,10 @@ class PixelsBackbone(Backbone):
         self.device = torch.device("cpu")
 
     def prepare(self, ims: list[Image.Image]) -> torch.Tensor:
-        arr = np.stack([np.asarray(im.resize((self.size, self.size), Image.BILINEAR), dtype=np.float32) for im in ims]) / 255.0
+        arr = (
+            np.stack([np.asarray(im.resize((self.size, self.size), Image.BILINEAR), dtype=np.float32) for im in ims])
+            / 255.0
+        )
         return torch.from_numpy(arr.reshape(len(ims), -1))
 
     def forward(self, batch: torch.Tensor) -> torch.Tensor:
@@ -224,7 +245,18 @@ class PixelsBackbone(Backbone):
 class TorchModelBackbone(Backbone):
     """Any torch module taking a normalised NCHW batch (ResNet50, torchvision, timm)."""
 
-    def __init__(self, kind: str, key: str, model: torch.nn.Module, dim: int, device: torch.device, resize: int, crop: int, mean, std) -> None:
+    def __init__(
+        self,
+        kind: str,
+        key: str,
+        model: torch.nn.Module,
+        dim: int,
+        device: torch.device,
+        resize: int,
+        crop: int,
+        mean,
+        std,
+    ) -> None:
         self.kind, self.key, self.dim, self.device = kind, key, dim, device
         self.model = model.eval().to(device)
         self.resize, self.crop, self.mean, self.std = resize, crop, mean, std
@@ -282,8 +314,24 @@ def load_resnet50(spec: BackboneSpec) -> Backbone:
     device = resolve_device(spec.device)
     weights = _require_weights(spec)
     model = ResNet50()
-    load_checked(model, _load_state_dict(weights, "resnet50"), "resnet50", weights, desc="torchvision's resnet50 layout (not a torchvision resnet50 state dict)")
-    return TorchModelBackbone("resnet50", f"resnet50-{file_identity(weights)}", model, 2048, device, 256, 224, pp.IMAGENET_MEAN, pp.IMAGENET_STD)
+    load_checked(
+        model,
+        _load_state_dict(weights, "resnet50"),
+        "resnet50",
+        weights,
+        desc="torchvision's resnet50 layout (not a torchvision resnet50 state dict)",
+    )
+    return TorchModelBackbone(
+        "resnet50",
+        f"resnet50-{file_identity(weights)}",
+        model,
+        2048,
+        device,
+        256,
+        224,
+        pp.IMAGENET_MEAN,
+        pp.IMAGENET_STD,
+    )
 
 
 def load_torchvision(spec: BackboneSpec) -> Backbone:
@@ -293,13 +341,25 @@ def load_torchvision(spec: BackboneSpec) -> Backbone:
         import torchvision  # noqa: F401
         from torchvision import models
     except Exception as e:  # noqa: BLE001 - ImportError or a broken CUDA build
-        raise MissingPackage(f"backbone kind 'torchvision' needs the torchvision package ({type(e).__name__}: {e}); install a torchvision build matching torch {torch.__version__}, or use kind 'resnet50'") from None
+        raise MissingPackage(
+            f"backbone kind 'torchvision' needs the torchvision package ({type(e).__name__}: {e}); install a torchvision build matching torch {torch.__version__}, or use kind 'resnet50'"
+        ) from None
     if not spec.name:
         raise BadRequest("backbone kind 'torchvision' needs a model name, e.g. {name: 'resnet50'}")
     model = models.get_model(spec.name, weights=None)
     load_checked(model, _load_state_dict(weights, f"torchvision/{spec.name}"), f"torchvision/{spec.name}", weights)
     dim = _strip_head(model)
-    return TorchModelBackbone("torchvision", f"tv-{spec.name}-{file_identity(weights)}", model, dim, device, 256, 224, pp.IMAGENET_MEAN, pp.IMAGENET_STD)
+    return TorchModelBackbone(
+        "torchvision",
+        f"tv-{spec.name}-{file_identity(weights)}",
+        model,
+        dim,
+        device,
+        256,
+        224,
+        pp.IMAGENET_MEAN,
+        pp.IMAGENET_STD,
+    )
 
 
 def load_timm(spec: BackboneSpec) -> Backbone:
@@ -308,18 +368,35 @@ def load_timm(spec: BackboneSpec) -> Backbone:
     try:
         import timm
     except Exception as e:  # noqa: BLE001
-        raise MissingPackage(f"backbone kind 'timm' needs the timm package ({type(e).__name__}: {e}); pip install timm") from None
+        raise MissingPackage(
+            f"backbone kind 'timm' needs the timm package ({type(e).__name__}: {e}); pip install timm"
+        ) from None
     if not spec.name:
         raise BadRequest("backbone kind 'timm' needs a model name, e.g. {name: 'vit_pe_core_base_patch16_224'}")
     model = timm.create_model(spec.name, pretrained=False, num_classes=0)
     cfg = getattr(model, "pretrained_cfg", {}) or {}
     # num_classes=0 drops the classifier: its keys in a full checkpoint are the only ones left unused.
     heads = _timm_head_prefixes(model, cfg)
-    load_checked(model, _load_state_dict(weights, f"timm/{spec.name}"), f"timm/{spec.name}", weights,
-                 allow_unexpected=lambda k: any(k.startswith(h + ".") for h in heads))
+    load_checked(
+        model,
+        _load_state_dict(weights, f"timm/{spec.name}"),
+        f"timm/{spec.name}",
+        weights,
+        allow_unexpected=lambda k: any(k.startswith(h + ".") for h in heads),
+    )
     crop = int(cfg.get("input_size", (3, 224, 224))[-1])
     resize = int(round(crop / float(cfg.get("crop_pct", 0.875))))
-    return TorchModelBackbone("timm", f"timm-{spec.name}-{file_identity(weights)}", model, int(model.num_features), device, resize, crop, cfg.get("mean", pp.IMAGENET_MEAN), cfg.get("std", pp.IMAGENET_STD))
+    return TorchModelBackbone(
+        "timm",
+        f"timm-{spec.name}-{file_identity(weights)}",
+        model,
+        int(model.num_features),
+        device,
+        resize,
+        crop,
+        cfg.get("mean", pp.IMAGENET_MEAN),
+        cfg.get("std", pp.IMAGENET_STD),
+    )
 
 
 def _timm_head_prefixes(model: torch.nn.Module, cfg: dict) -> list[str]:
@@ -338,7 +415,9 @@ def load_hf(spec: BackboneSpec) -> Backbone:
     device = resolve_device(spec.device)
     weights = _require_weights(spec)
     if not os.path.isdir(weights):
-        raise WeightsMissing(f"backbone kind 'hf' needs a local model directory (config.json + weights); {weights!r} is not a directory")
+        raise WeightsMissing(
+            f"backbone kind 'hf' needs a local model directory (config.json + weights); {weights!r} is not a directory"
+        )
     from transformers import AutoModel
 
     try:
@@ -364,7 +443,9 @@ def check_hf_loading_info(info: dict, weights: str, tower: str = "") -> None:
     missing = [k for k in (info.get("missing_keys") or ()) if k.startswith(tower)]
     mismatched = [k if isinstance(k, str) else str(k[0]) for k in (info.get("mismatched_keys") or ())]
     if missing or mismatched:
-        raise mismatch_error("hf", weights, missing=missing, unexpected=sorted(info.get("unexpected_keys") or ()), mismatched=mismatched)
+        raise mismatch_error(
+            "hf", weights, missing=missing, unexpected=sorted(info.get("unexpected_keys") or ()), mismatched=mismatched
+        )
 
 
 def hf_preprocessing(model_dir: str, model) -> dict:
@@ -386,7 +467,12 @@ def hf_preprocessing(model_dir: str, model) -> dict:
     mean = cfg.get("image_mean", pp.IMAGENET_MEAN)
     std = cfg.get("image_std", pp.IMAGENET_STD)
     if "shortest_edge" in size:
-        return {"resize": int(size["shortest_edge"]), "crop": int(crop or size["shortest_edge"]), "mean": mean, "std": std}
+        return {
+            "resize": int(size["shortest_edge"]),
+            "crop": int(crop or size["shortest_edge"]),
+            "mean": mean,
+            "std": std,
+        }
     if crop:
         return {"resize": int(min(size["height"], size["width"])), "crop": int(crop), "mean": mean, "std": std}
     return {"height": int(size["height"]), "width": int(size["width"]), "crop": None, "mean": mean, "std": std}
@@ -398,7 +484,11 @@ def _strip_head(model: torch.nn.Module) -> int:
         head = getattr(model, attr, None)
         if head is None:
             continue
-        lin = head if isinstance(head, torch.nn.Linear) else next((m for m in head.modules() if isinstance(m, torch.nn.Linear)), None)
+        lin = (
+            head
+            if isinstance(head, torch.nn.Linear)
+            else next((m for m in head.modules() if isinstance(m, torch.nn.Linear)), None)
+        )
         if lin is not None:
             setattr(model, attr, torch.nn.Identity())
             return int(lin.in_features)

@@ -1,4 +1,5 @@
 """Batched embedding of encoded images (bytes) with a loaded backbone."""
+
 from __future__ import annotations
 
 from typing import Callable

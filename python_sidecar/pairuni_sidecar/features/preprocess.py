@@ -1,4 +1,5 @@
 """Image decoding and ImageNet-style preprocessing with PIL + numpy (no torchvision)."""
+
 from __future__ import annotations
 
 import io

@@ -6,6 +6,7 @@ blocks with conv1/bn1/conv2/bn2/conv3/bn3 and downsample.0/.1, fc), so a torchvi
 features: the classification head is kept only so the state dict matches, and is never applied
 (the paper removes it).
 """
+
 from __future__ import annotations
 
 import torch
@@ -50,7 +51,9 @@ class ResNet50(nn.Module):
         for width, blocks, stride in ((64, 3, 1), (128, 4, 2), (256, 6, 2), (512, 3, 2)):
             downsample = None
             if stride != 1 or in_ch != width * 4:
-                downsample = nn.Sequential(nn.Conv2d(in_ch, width * 4, 1, stride=stride, bias=False), nn.BatchNorm2d(width * 4))
+                downsample = nn.Sequential(
+                    nn.Conv2d(in_ch, width * 4, 1, stride=stride, bias=False), nn.BatchNorm2d(width * 4)
+                )
             mods = [Bottleneck(in_ch, width, stride, downsample)]
             in_ch = width * 4
             mods += [Bottleneck(in_ch, width) for _ in range(blocks - 1)]

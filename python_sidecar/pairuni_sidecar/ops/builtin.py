@@ -1,4 +1,5 @@
 """Ops every sidecar has: introspection, echo, and the tensor ops the transport tests and benchmark use."""
+
 from __future__ import annotations
 
 import importlib.metadata as md
@@ -40,7 +41,21 @@ def environment_info() -> dict:
         "cuda_version": torch.version.cuda,
         "devices": devices,
         "threads": torch.get_num_threads(),
-        "packages": {p: _version(p) for p in ("transformers", "numpy", "pyzmq", "msgpack", "pyarrow", "safetensors", "pillow", "open_clip_torch", "torchvision", "scikit-learn")},
+        "packages": {
+            p: _version(p)
+            for p in (
+                "transformers",
+                "numpy",
+                "pyzmq",
+                "msgpack",
+                "pyarrow",
+                "safetensors",
+                "pillow",
+                "open_clip_torch",
+                "torchvision",
+                "scikit-learn",
+            )
+        },
     }
 
 
@@ -109,7 +124,9 @@ def tensor_sum(ctx: OpContext, args: dict, tensors: dict) -> dict:
 
 @op("tensor.recv", doc="accepts payloads and returns only their sizes (a sink for one-way throughput)")
 def tensor_recv(ctx: OpContext, args: dict, tensors: dict) -> dict:
-    return {"nbytes": {k: (v.nbytes if hasattr(v, "nbytes") else v.numel() * v.element_size()) for k, v in tensors.items()}}
+    return {
+        "nbytes": {k: (v.nbytes if hasattr(v, "nbytes") else v.numel() * v.element_size()) for k, v in tensors.items()}
+    }
 
 
 @op("tensor.make", doc="returns a new tensor of the given dtype/shape filled with arange (the reply-direction probe)")
@@ -119,7 +136,11 @@ def tensor_make(ctx: OpContext, args: dict, tensors: dict) -> Reply:
     n = 1
     for d in shape:
         n *= int(d)
-    t = torch.arange(n, dtype=torch.float64).to(dtype).view(shape) if args["fill"] == "arange" else torch.zeros(shape, dtype=dtype)
+    t = (
+        torch.arange(n, dtype=torch.float64).to(dtype).view(shape)
+        if args["fill"] == "arange"
+        else torch.zeros(shape, dtype=dtype)
+    )
     return Reply(tensors={"out": t})
 
 

@@ -3,6 +3,7 @@
 Images travel as one uint8 blob plus int64 offsets (n+1), which keeps them inside the raw-tensor
 subset of the wire protocol whatever their format. Logic lives in ``pairuni_sidecar.features``.
 """
+
 from __future__ import annotations
 
 import os
@@ -51,10 +52,15 @@ def op_embed(ctx: OpContext, args: dict, tensors: dict) -> Reply:
         raise BadRequest("features.embed: offsets must start at 0, be non-decreasing and end at len(blob)")
     bs = args["batch_size"]
     try:
-        feats = embed_images(bb, blob_np, off, bs, check=ctx.check, progress=lambda d, t: ctx.progress(d, t, "embedding"))
+        feats = embed_images(
+            bb, blob_np, off, bs, check=ctx.check, progress=lambda d, t: ctx.progress(d, t, "embedding")
+        )
     except ImageDecodeError as e:
         raise BadRequest(str(e), detail={"index": e.index}) from None
-    return Reply({"key": bb.key, "dim": int(feats.shape[1]) if feats.size else bb.dim, "n": int(feats.shape[0])}, {"features": feats})
+    return Reply(
+        {"key": bb.key, "dim": int(feats.shape[1]) if feats.size else bb.dim, "n": int(feats.shape[0])},
+        {"features": feats},
+    )
 
 
 def parquet_to_arrow(path: str, out: str) -> dict:

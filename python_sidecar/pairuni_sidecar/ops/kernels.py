@@ -5,6 +5,7 @@ paper-scale run ships 877 MB once instead of per call. Scores are float32 (BLAS 
 exact layer rescores candidates in f64, so these kernels only need to be fast and deterministic.
 The logic is in plain functions (``MatStore``, ``topk``, ``gemm_nt``) that pytest calls directly.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -44,7 +45,9 @@ class MatStore:
     def set_rows(self, mid: str, rows: torch.Tensor, values: torch.Tensor) -> None:
         m = self.get(mid)
         if values.shape != (rows.numel(), m.shape[1]):
-            raise BadRequest(f"kernels.set_rows: values {tuple(values.shape)} do not match {rows.numel()} rows of width {m.shape[1]}")
+            raise BadRequest(
+                f"kernels.set_rows: values {tuple(values.shape)} do not match {rows.numel()} rows of width {m.shape[1]}"
+            )
         m.index_copy_(0, rows.to(m.device, torch.int64), values.to(m.device, torch.float32))
         self.version[mid] = self.version.get(mid, 0) + 1
 
@@ -174,8 +177,15 @@ def op_topk(ctx: OpContext, args: dict, tensors: dict) -> Reply:
     D = st.rows(args["d"], tensors.get("d_rows"), cache=True)
     bias = 0.5 * (D * D).sum(1) if args["mode"] == "assign" else None
     floor = args.get("floor")
-    idx, score = topk(Q, D, args["k"], floor=float(floor) if floor is not None else None, negate=args["negate"],
-                      bias=bias, check=ctx.check)
+    idx, score = topk(
+        Q,
+        D,
+        args["k"],
+        floor=float(floor) if floor is not None else None,
+        negate=args["negate"],
+        bias=bias,
+        check=ctx.check,
+    )
     return Reply({}, {"idx": idx, "score": score})
 
 
@@ -191,8 +201,11 @@ def rss_bytes() -> int:
 @op("kernels.stats", doc="peak RSS and resident matrices of this sidecar")
 def op_stats(ctx: OpContext, args: dict, tensors: dict) -> dict:
     st = _store(ctx)
-    return {"peak_rss": rss_bytes(), "resident": {h: list(st.get(h).shape) for h in st.handles.owned("mat:")},
-            "threads": torch.get_num_threads()}
+    return {
+        "peak_rss": rss_bytes(),
+        "resident": {h: list(st.get(h).shape) for h in st.handles.owned("mat:")},
+        "threads": torch.get_num_threads(),
+    }
 
 
 __all__ = ["MatStore", "gemm_nt", "topk", "rss_bytes"]

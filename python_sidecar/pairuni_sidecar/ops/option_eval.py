@@ -3,6 +3,7 @@ teacher-forced log-likelihood is the answer (``PolicyAdapter.option_logprobs``; 
 it). Items come from the dataset API's held-out split (``shapesworld.evaluate.heldout_items``).
 With ``n_gen > 0`` the same op also scores generation: the shapes reward of images sampled for the
 first ``n_gen`` held-out prompts (``PolicyAdapter.sample_images``), per category."""
+
 from __future__ import annotations
 
 import time
@@ -32,17 +33,32 @@ def option_accuracy(adapter, data: str, n_und: int, instruction: str, progress=N
     correct, cats = [], []
     for i, r in enumerate(und):
         letters = [letter(j) for j in range(len(r["choices"]))]
-        lp = adapter.option_logprobs(str(Path(data) / r["image"]), render_question(r["question"], r["choices"], instruction), letters)
+        lp = adapter.option_logprobs(
+            str(Path(data) / r["image"]), render_question(r["question"], r["choices"], instruction), letters
+        )
         correct.append(float(letters[max(range(len(lp)), key=lp.__getitem__)] == r["answer"]))
         cats.append(r.get("category", "all"))
         if progress is not None:
             progress(i + 1, len(und), "option scoring")
-    return {"und_accuracy": round(sum(correct) / len(correct), 4), "und_accuracy_by_category": _per_category(cats, correct),
-            "n_und": len(und)}
+    return {
+        "und_accuracy": round(sum(correct) / len(correct), 4),
+        "und_accuracy_by_category": _per_category(cats, correct),
+        "n_und": len(und),
+    }
 
 
-def generation_reward(adapter, data: str, n_gen: int, *, samples: int, cfg_weight: float, seed: int,
-                      options: dict, grid: str | None = None, grid_n: int = 16) -> dict:
+def generation_reward(
+    adapter,
+    data: str,
+    n_gen: int,
+    *,
+    samples: int,
+    cfg_weight: float,
+    seed: int,
+    options: dict,
+    grid: str | None = None,
+    grid_n: int = 16,
+) -> dict:
     """Mean graded / binary shapes reward of ``samples`` images per held-out prompt, overall and per
     category; ``grid``: the first sample of the first ``grid_n`` prompts as a PNG there."""
     from ..shapesworld.reward import ShapesScorer
@@ -53,10 +69,14 @@ def generation_reward(adapter, data: str, n_gen: int, *, samples: int, cfg_weigh
     images = adapter.sample_images(prompts, samples, cfg_weight=cfg_weight, temperature=1.0, seed=seed, options=options)
     graded, binary = ShapesScorer().score_both(images, [p for p in prompts for _ in range(samples)])
     cats = [r.get("category", "all") for r in gen for _ in range(samples)]
-    out = {"gen_reward": round(float(graded.mean()), 4), "gen_binary": round(float(binary.mean()), 4),
-           "gen_reward_by_category": _per_category(cats, graded.tolist()),
-           "gen_binary_by_category": _per_category(cats, binary.tolist()),
-           "n_gen_prompts": len(prompts), "samples_per_prompt": samples}
+    out = {
+        "gen_reward": round(float(graded.mean()), 4),
+        "gen_binary": round(float(binary.mean()), 4),
+        "gen_reward_by_category": _per_category(cats, graded.tolist()),
+        "gen_binary_by_category": _per_category(cats, binary.tolist()),
+        "n_gen_prompts": len(prompts),
+        "samples_per_prompt": samples,
+    }
     if grid:
         from ..imaging import save_grid
 
@@ -68,10 +88,20 @@ def generation_reward(adapter, data: str, n_gen: int, *, samples: int, cfg_weigh
 def eval_options(ctx, args, tensors):
     t0 = time.perf_counter()
     adapter = load_adapter(args["model"]["adapter"], LoadSpec(**args["model"]))
-    res = option_accuracy(adapter, args["data"], args["n_und"], args["instruction"],
-                          progress=lambda d, n, m: ctx.progress(d, n, m))
+    res = option_accuracy(
+        adapter, args["data"], args["n_und"], args["instruction"], progress=lambda d, n, m: ctx.progress(d, n, m)
+    )
     if args["n_gen"] > 0:
-        res.update(generation_reward(adapter, args["data"], args["n_gen"], samples=args["samples"],
-                                     cfg_weight=args["cfg_weight"], seed=args["sample_seed"],
-                                     options=args["gen_options"], grid=args.get("grid")))
+        res.update(
+            generation_reward(
+                adapter,
+                args["data"],
+                args["n_gen"],
+                samples=args["samples"],
+                cfg_weight=args["cfg_weight"],
+                seed=args["sample_seed"],
+                options=args["gen_options"],
+                grid=args.get("grid"),
+            )
+        )
     return {**res, "elapsed_s": time.perf_counter() - t0}

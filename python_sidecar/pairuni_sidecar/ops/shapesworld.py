@@ -1,5 +1,6 @@
 """Sidecar ops for the embedded ShapesWorld demo (thin wrappers over ``pairuni_sidecar.shapesworld``);
 their requests and replies are declared in src/contract/ops.ts."""
+
 from __future__ import annotations
 
 from ..errors import BadRequest, NotFound
@@ -16,7 +17,9 @@ def build(ctx, args, tensors):
     from ..shapesworld.dataset import build_dataset
 
     try:
-        return build_dataset(args["out"], seed=args["seed"], sizes=args["sizes"], progress=_progress(ctx), check=ctx.check)
+        return build_dataset(
+            args["out"], seed=args["seed"], sizes=args["sizes"], progress=_progress(ctx), check=ctx.check
+        )
     except ValueError as e:
         raise BadRequest(f"{ctx.op}: {e}") from None
 
@@ -70,5 +73,7 @@ def evaluate(ctx, args, tensors):
 def score(ctx, args, tensors):
     prompts = args["prompts"]
     graded, binary = ShapesScorer(args["mode"]).score_both(tensors["images"], prompts)
-    return Reply({"n": len(prompts), "graded_mean": float(graded.mean()), "binary_mean": float(binary.mean())},
-                 {"graded": graded, "binary": binary})
+    return Reply(
+        {"n": len(prompts), "graded_mean": float(graded.mean()), "binary_mean": float(binary.mean())},
+        {"graded": graded, "binary": binary},
+    )

@@ -8,6 +8,7 @@ and the config records arrive as generated dataclasses (``LoadModel``, ``LoadOpt
 referenced by rollout handles in the one handle store (``handles.free`` drops them).
 Every reply carries ``elapsed_s`` (time inside the op) so the controller can separate compute from transport.
 """
+
 from __future__ import annotations
 
 import json
@@ -42,6 +43,7 @@ def gen_items(items: list[dict]) -> list[GenItem]:
 
 # -- rewards -----------------------------------------------------------------------------------
 
+
 def score_batch(scorer, batch: RolloutBatch, reward_name: str) -> torch.Tensor:
     """Score a gen rollout batch; the result is checked to be a finite (B,) float32 tensor."""
     if batch.side != "gen" or batch.images is None:
@@ -53,9 +55,11 @@ def score_batch(scorer, batch: RolloutBatch, reward_name: str) -> torch.Tensor:
         raise BadRequest(f"reward {reward_name!r} returned {r.shape[0]} scores for {batch.size} images")
     bad = (~torch.isfinite(r)).nonzero().flatten().tolist()
     if bad:
-        raise NonFiniteError(f"reward {reward_name!r} returned NaN/inf for trajectories {bad[:8]} "
-                             f"(prompts: {[prompts[i] for i in bad[:3]]}); no advantage was computed",
-                             detail={"reward": reward_name, "rows": bad})
+        raise NonFiniteError(
+            f"reward {reward_name!r} returned NaN/inf for trajectories {bad[:8]} "
+            f"(prompts: {[prompts[i] for i in bad[:3]]}); no advantage was computed",
+            detail={"reward": reward_name, "rows": bad},
+        )
     return r
 
 
@@ -88,8 +92,15 @@ class TrainSession:
     def reward(self, batch: RolloutBatch, spec: dict) -> torch.Tensor:
         return score_batch(self.scorer(spec), batch, spec["name"])
 
-    def update(self, sides: dict[str, list[tuple[RolloutBatch, torch.Tensor]]], loss: dict, *, est_seed: int,
-               grad_cosine: bool = False, check: Callable[[], None] | None = None) -> dict:
+    def update(
+        self,
+        sides: dict[str, list[tuple[RolloutBatch, torch.Tensor]]],
+        loss: dict,
+        *,
+        est_seed: int,
+        grad_cosine: bool = False,
+        check: Callable[[], None] | None = None,
+    ) -> dict:
         """``sides``: per side, one or more (rollout, advantages) parts (several rollouts of one side
         share its normalisation group)."""
         cfg = LossCfg(**loss)
@@ -168,8 +179,13 @@ def _rollout(ctx, side: str, args: dict) -> dict:
             s = GenSampling(**args["sampling"])
             sess.adapter.check_honoured("gen", s)
             b = sess.adapter.gen_rollout(gen_items(args["items"]), args["n"], s)
-    out = {"handle": ctx.handles.put(b, prefix=f"rollout-{side}"), "side": side, "size": b.size, "tokens": b.num_tokens,
-           "lengths": [int(x) for x in b.out_mask.sum(-1).tolist()]}
+    out = {
+        "handle": ctx.handles.put(b, prefix=f"rollout-{side}"),
+        "side": side,
+        "size": b.size,
+        "tokens": b.num_tokens,
+        "lengths": [int(x) for x in b.out_mask.sum(-1).tolist()],
+    }
     if b.texts is not None:
         out["texts"] = b.texts
     return out
@@ -204,9 +220,13 @@ def _op_rollout_images(ctx, args, tensors):
     outside the sidecar and for the exporters (which write the files)."""
     b = _batch(ctx, args["handle"])
     if b.side != "gen" or b.images is None:
-        raise BadRequest(f"train.rollout_images: handle {args['handle']!r} holds a {b.side!r} rollout, not generated images")
+        raise BadRequest(
+            f"train.rollout_images: handle {args['handle']!r} holds a {b.side!r} rollout, not generated images"
+        )
     images = b.images.detach().to("cpu", torch.uint8).contiguous()
-    return Reply({"size": int(images.shape[0]), "prompts": [b.prompts[g] for g in b.group.tolist()]}, {"images": images})
+    return Reply(
+        {"size": int(images.shape[0]), "prompts": [b.prompts[g] for g in b.group.tolist()]}, {"images": images}
+    )
 
 
 @op("train.prepare_reward")
@@ -234,17 +254,20 @@ def _op_update(ctx, args, tensors):
         batches = [_batch(ctx, x) for x in hs]
         adv = tensors[key].reshape(-1)
         if adv.shape[0] != sum(b.size for b in batches):
-            raise BadRequest(f"train.update: {key} has {adv.shape[0]} advantages for {sum(b.size for b in batches)} "
-                             f"{side} trajectories", detail={"field": key})
+            raise BadRequest(
+                f"train.update: {key} has {adv.shape[0]} advantages for {sum(b.size for b in batches)} "
+                f"{side} trajectories",
+                detail={"field": key},
+            )
         parts, off = [], 0
         for b in batches:  # one advantage vector per side, split over its handles in order
-            parts.append((b, adv[off:off + b.size]))
+            parts.append((b, adv[off : off + b.size]))
             off += b.size
         sides[side] = parts
     out = sess.update(sides, args["loss"], est_seed=args["est_seed"], grad_cosine=args["grad_cosine"], check=ctx.check)
     if args["free"]:  # the last inner iteration: drop the rollouts without another round trip
         for h in handles.values():
-            for x in ([h] if isinstance(h, str) else h):
+            for x in [h] if isinstance(h, str) else h:
                 ctx.handles.free(x)
     return out
 
@@ -267,8 +290,14 @@ def _op_logprobs(ctx, args, tensors):
     b = _batch(ctx, args["handle"])
     with sess.adapter.gathered():
         logp, mask = sess.adapter.token_logprobs(b, torch.arange(b.size), est_seed=args["est_seed"], grad=False)
-    return Reply({"size": b.size}, {"logp": logp.float().cpu(), "old_logp": b.old_logp_for(args["est_seed"]).float().cpu(),
-                                     "mask": mask.to(torch.uint8).cpu()})
+    return Reply(
+        {"size": b.size},
+        {
+            "logp": logp.float().cpu(),
+            "old_logp": b.old_logp_for(args["est_seed"]).float().cpu(),
+            "mask": mask.to(torch.uint8).cpu(),
+        },
+    )
 
 
 @op("train.save")

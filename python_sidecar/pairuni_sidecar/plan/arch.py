@@ -8,6 +8,7 @@ installed (the adapter imports it from a checkout at load time), so a DiMOO pres
 counted analytically from its config, block by block as LLaDA's llama block lays it out; the project's
 tiny DiMOO (``pairuni_tiny_mdm``) is built on the meta device.
 """
+
 from __future__ import annotations
 
 import json
@@ -21,8 +22,10 @@ from .presets import Preset
 
 #: Linear layers LoRA adapts in each transformer block (the attention and MLP projections; the same
 #: names Bagel's hook LoRA targets), by family naming
-LORA_TARGETS = re.compile(r"\.(q_proj|k_proj|v_proj|o_proj|gate_proj|up_proj|down_proj|attn_out|ff_proj|ff_out|qkv|out|ff\.0|ff\.2)"
-                          r"(_moe_gen)?\.weight$")
+LORA_TARGETS = re.compile(
+    r"\.(q_proj|k_proj|v_proj|o_proj|gate_proj|up_proj|down_proj|attn_out|ff_proj|ff_out|qkv|out|ff\.0|ff\.2)"
+    r"(_moe_gen)?\.weight$"
+)
 #: the decoder-block index in a parameter name (one FSDP unit per block)
 BLOCK = re.compile(r"^((?:.*?\.)?(?:layers|blocks))\.(\d+)\.")
 
@@ -82,6 +85,7 @@ def _meta_params(model: torch.nn.Module) -> list[tuple[str, tuple[int, ...]]]:
 
 # -- Janus ---------------------------------------------------------------------------------------------
 
+
 def janus_from_config(config, image_tokens: int | None = None) -> Arch:
     from transformers import JanusConfig, JanusForConditionalGeneration
 
@@ -93,14 +97,26 @@ def janus_from_config(config, image_tokens: int | None = None) -> Arch:
     params = _meta_params(model)
     groups = {n: frozenset(g for g, pre in MODULE_GROUPS.items() if n.startswith(pre)) for n, _ in params}
     t = cfg.text_config
-    return Arch("janus", params, groups, tuple(MODULE_GROUPS),
-                Stack(t.num_hidden_layers, t.hidden_size, t.intermediate_size, t.num_attention_heads,
-                      t.num_key_value_heads or t.num_attention_heads),
-                text_vocab=t.vocab_size, gen_vocab=cfg.vq_config.num_embeddings,
-                image_tokens=image_tokens or cfg.vision_config.num_image_tokens)
+    return Arch(
+        "janus",
+        params,
+        groups,
+        tuple(MODULE_GROUPS),
+        Stack(
+            t.num_hidden_layers,
+            t.hidden_size,
+            t.intermediate_size,
+            t.num_attention_heads,
+            t.num_key_value_heads or t.num_attention_heads,
+        ),
+        text_vocab=t.vocab_size,
+        gen_vocab=cfg.vq_config.num_embeddings,
+        image_tokens=image_tokens or cfg.vision_config.num_image_tokens,
+    )
 
 
 # -- DiMOO ---------------------------------------------------------------------------------------------
+
 
 def dimoo_shapes(c: dict) -> list[tuple[str, tuple[int, ...]]]:
     """LLaDA's parameters from its config (modeling_llada.py, llama block): token embedding, per block
@@ -114,8 +130,15 @@ def dimoo_shapes(c: dict) -> list[tuple[str, tuple[int, ...]]]:
     out: list[tuple[str, tuple[int, ...]]] = [("model.transformer.wte.weight", (vocab, d))]
     for i in range(L):
         p = f"model.transformer.blocks.{i}."
-        lin = [("q_proj", d, d), ("k_proj", kv * hd, d), ("v_proj", kv * hd, d), ("attn_out", d, d),
-               ("ff_proj", f, d), ("up_proj", f, d), ("ff_out", d, f)]
+        lin = [
+            ("q_proj", d, d),
+            ("k_proj", kv * hd, d),
+            ("v_proj", kv * hd, d),
+            ("attn_out", d, d),
+            ("ff_proj", f, d),
+            ("up_proj", f, d),
+            ("ff_out", d, f),
+        ]
         out += [(p + "attn_norm.weight", (d,)), (p + "ff_norm.weight", (d,))]
         for name, o, i_ in lin:
             out.append((p + name + ".weight", (o, i_)))
@@ -136,9 +159,17 @@ def dimoo_from_config(c: dict, image_tokens: int) -> Arch:
     # adapters/dimoo.py: ``language_model`` is the whole transformer; ``vision`` names nothing
     groups = {n: frozenset({"language_model"}) for n, _ in params}
     vocab = c.get("embedding_size") or c["vocab_size"]
-    return Arch("dimoo", params, groups, ("language_model", "vision"),
-                Stack(c["n_layers"], c["d_model"], c["mlp_hidden_size"], c["n_heads"], c.get("n_kv_heads") or c["n_heads"]),
-                text_vocab=vocab, gen_vocab=vocab, image_tokens=image_tokens, image_codes=DIMOO_IMAGE_CODES)
+    return Arch(
+        "dimoo",
+        params,
+        groups,
+        ("language_model", "vision"),
+        Stack(c["n_layers"], c["d_model"], c["mlp_hidden_size"], c["n_heads"], c.get("n_kv_heads") or c["n_heads"]),
+        text_vocab=vocab,
+        gen_vocab=vocab,
+        image_tokens=image_tokens,
+        image_codes=DIMOO_IMAGE_CODES,
+    )
 
 
 def dimoo_tiny(c: dict) -> Arch:
@@ -149,13 +180,21 @@ def dimoo_tiny(c: dict) -> Arch:
         model = TinyMDM(tc)
     params = _meta_params(model)
     grid = c.get("grid") or [0, 0]
-    return Arch("dimoo", params, {n: frozenset({"language_model"}) for n, _ in params}, ("language_model", "vision"),
-                Stack(tc.n_layers, tc.d_model, tc.d_ff, tc.n_heads, tc.n_heads, block="gelu"),
-                text_vocab=tc.vocab_size, gen_vocab=tc.vocab_size, image_tokens=int(grid[0]) * int(grid[1]),
-                image_codes=int((c.get("layout") or {}).get("codebook", tc.vocab_size)))
+    return Arch(
+        "dimoo",
+        params,
+        {n: frozenset({"language_model"}) for n, _ in params},
+        ("language_model", "vision"),
+        Stack(tc.n_layers, tc.d_model, tc.d_ff, tc.n_heads, tc.n_heads, block="gelu"),
+        text_vocab=tc.vocab_size,
+        gen_vocab=tc.vocab_size,
+        image_tokens=int(grid[0]) * int(grid[1]),
+        image_codes=int((c.get("layout") or {}).get("codebook", tc.vocab_size)),
+    )
 
 
 # -- Bagel ---------------------------------------------------------------------------------------------
+
 
 def bagel_from_config(llm: dict, vit: dict, geometry: dict | None, image_tokens: int) -> Arch:
     import nemo_automodel.components.models.bagel as bagel
@@ -168,10 +207,17 @@ def bagel_from_config(llm: dict, vit: dict, geometry: dict | None, image_tokens:
     # ViT's last layer: vit_select_layer=-2)
     cfg = bagel.BagelConfig(
         text_config=dict(llm, layer_module="Qwen2MoTDecoderLayer", qk_norm=True, tie_word_embeddings=False),
-        vision_config=dict(vit), visual_und=True, visual_gen=True,
+        vision_config=dict(vit),
+        visual_und=True,
+        visual_gen=True,
         vae_config={"z_channels": ae["z_channels"], "downsample": ae["downsample"]},
-        latent_patch_size=g["latent_patch_size"], max_latent_size=g["max_latent_size"], vit_patch_size=g["vit_patch_size"],
-        vit_max_num_patch_per_side=g["vit_max_num_patch_per_side"], connector_act=g["connector_act"], vit_rope=False)
+        latent_patch_size=g["latent_patch_size"],
+        max_latent_size=g["max_latent_size"],
+        vit_patch_size=g["vit_patch_size"],
+        vit_max_num_patch_per_side=g["vit_max_num_patch_per_side"],
+        connector_act=g["connector_act"],
+        vit_rope=False,
+    )
     with torch.device("meta"):
         model = bagel.BagelForUnifiedMultimodal(cfg)
     params = _meta_params(model)
@@ -184,15 +230,30 @@ def bagel_from_config(llm: dict, vit: dict, geometry: dict | None, image_tokens:
             return frozenset({"language_model", "gen_expert" if gen else "und_expert"})
         return frozenset()
 
-    return Arch("bagel", params, {n: group_of(n) for n, _ in params}, MODULE_GROUPS,
-                Stack(llm["num_hidden_layers"], llm["hidden_size"], llm["intermediate_size"], llm["num_attention_heads"],
-                      llm.get("num_key_value_heads") or llm["num_attention_heads"], experts=2),
-                text_vocab=llm["vocab_size"], gen_vocab=0, image_tokens=image_tokens,
-                always_frozen=frozenset(n for n, _ in params if n.startswith(_FROZEN_TABLES)),
-                latent_stride=ae["downsample"] * g["latent_patch_size"], vit_patch=g["vit_patch_size"])
+    return Arch(
+        "bagel",
+        params,
+        {n: group_of(n) for n, _ in params},
+        MODULE_GROUPS,
+        Stack(
+            llm["num_hidden_layers"],
+            llm["hidden_size"],
+            llm["intermediate_size"],
+            llm["num_attention_heads"],
+            llm.get("num_key_value_heads") or llm["num_attention_heads"],
+            experts=2,
+        ),
+        text_vocab=llm["vocab_size"],
+        gen_vocab=0,
+        image_tokens=image_tokens,
+        always_frozen=frozenset(n for n, _ in params if n.startswith(_FROZEN_TABLES)),
+        latent_stride=ae["downsample"] * g["latent_patch_size"],
+        vit_patch=g["vit_patch_size"],
+    )
 
 
 # -- entry points --------------------------------------------------------------------------------------
+
 
 def from_preset(p: Preset) -> Arch:
     if p.family == "janus":
@@ -209,7 +270,9 @@ def _json(path: str) -> dict:
         with open(path) as f:
             return json.load(f)
     except FileNotFoundError:
-        raise PlanError(f"model_dir: no {os.path.basename(path)} in {os.path.dirname(path)!r}", field="model_dir") from None
+        raise PlanError(
+            f"model_dir: no {os.path.basename(path)} in {os.path.dirname(path)!r}", field="model_dir"
+        ) from None
     except (OSError, ValueError) as e:
         raise PlanError(f"model_dir: cannot read {path!r}: {e}", field="model_dir") from None
 
@@ -223,9 +286,16 @@ def from_model_dir(family: str, path: str, image_tokens: int | None) -> Arch:
     if family == "janus":
         from transformers import JanusConfig
 
-        return janus_from_config(JanusConfig(**{k: v for k, v in _json(os.path.join(path, "config.json")).items()
-                                                if k not in ("architectures", "model_type", "transformers_version")}),
-                                 image_tokens)
+        return janus_from_config(
+            JanusConfig(
+                **{
+                    k: v
+                    for k, v in _json(os.path.join(path, "config.json")).items()
+                    if k not in ("architectures", "model_type", "transformers_version")
+                }
+            ),
+            image_tokens,
+        )
     if family == "dimoo":
         from ..diffusion.tiny_model import MODEL_TYPE
 
@@ -236,5 +306,9 @@ def from_model_dir(family: str, path: str, image_tokens: int | None) -> Arch:
             return a
         return dimoo_from_config(c, image_tokens or 1024)
     extra = os.path.join(path, "pairuni_bagel.json")
-    return bagel_from_config(_json(os.path.join(path, "llm_config.json")), _json(os.path.join(path, "vit_config.json")),
-                             _json(extra) if os.path.isfile(extra) else None, image_tokens or 1024)
+    return bagel_from_config(
+        _json(os.path.join(path, "llm_config.json")),
+        _json(os.path.join(path, "vit_config.json")),
+        _json(extra) if os.path.isfile(extra) else None,
+        image_tokens or 1024,
+    )

@@ -22,6 +22,7 @@ A step's peak is the larger of its two phases:
 - rollout: persistent state + the full weights gathered for sampling (``dist.gathered``; world > 1) +
   the rollout buffers (Janus KV cache, DiMOO sampler state).
 """
+
 from __future__ import annotations
 
 import math
@@ -58,13 +59,19 @@ class PlanError(BadRequest):
 
 # -- input checks ------------------------------------------------------------------------------------
 
+
 def _check(r: PlanRequest) -> None:
     if r.family not in FAMILIES:
         raise PlanError(f"family must be one of {', '.join(FAMILIES)}, got {r.family!r}", field="family")
     if (r.preset is None) == (r.model_dir is None):
         raise PlanError("give exactly one of preset and model_dir", field="preset")
-    ints = {"ranks": (r.ranks, 1), "lora_rank": (r.lora_rank, 0), "micro_batch": (r.micro_batch, 1), "k": (r.k, 1),
-            "text_tokens": (r.text_tokens, 1)}
+    ints = {
+        "ranks": (r.ranks, 1),
+        "lora_rank": (r.lora_rank, 0),
+        "micro_batch": (r.micro_batch, 1),
+        "k": (r.k, 1),
+        "text_tokens": (r.text_tokens, 1),
+    }
     if r.image_tokens is not None:
         ints["image_tokens"] = (r.image_tokens, 1)
     for name, (v, lo) in ints.items():
@@ -99,6 +106,7 @@ def _arch(r: PlanRequest) -> archmod.Arch:
 
 # -- sharding ----------------------------------------------------------------------------------------
 
+
 def numel(shape: tuple[int, ...]) -> int:
     return math.prod(shape)
 
@@ -116,6 +124,7 @@ def shard_numel(shape: tuple[int, ...], ranks: int, rank: int = 0) -> int:
 
 # -- what trains -------------------------------------------------------------------------------------
 
+
 @dataclass
 class Tensors:
     """(name, shape) of the parameters by role, after train-module and LoRA selection. ``replicated``:
@@ -130,21 +139,31 @@ class Tensors:
 def select(a: archmod.Arch, r: PlanRequest) -> Tensors:
     unknown = [m for m in r.train_modules if m not in a.known_groups]
     if unknown:
-        raise PlanError(f"train_modules {unknown} are not groups of {a.family} ({', '.join(a.known_groups)})", field="train_modules")
+        raise PlanError(
+            f"train_modules {unknown} are not groups of {a.family} ({', '.join(a.known_groups)})", field="train_modules"
+        )
     want = set(r.train_modules)
     on = {n for n, _ in a.params if a.groups[n] & want and n not in a.always_frozen}
     if not on:
-        raise PlanError(f"train_modules {r.train_modules} select no parameter of this {a.family} model", field="train_modules")
+        raise PlanError(
+            f"train_modules {r.train_modules} select no parameter of this {a.family} model", field="train_modules"
+        )
     if r.lora_rank == 0:
         return Tensors([(n, s) for n, s in a.params if n in on], [(n, s) for n, s in a.params if n not in on])
     # LoRA: each targeted linear (out, in) of a trained block gets A (r, in) and B (out, r) in fp32, whole
     # on every rank. The base weights are frozen: every one for Janus and DiMOO; Bagel freezes only its
     # LLM (adapters/bagel.py), so a selected ViT and the flow bridges still train in full.
     llm_only = a.family == "bagel"  # Bagel's factors go on its LLM experts' projections only
-    targets = [(n, s) for n, s in a.params if n in on and n in set(a.lora_targets())
-               and (not llm_only or n.startswith("model.language_model."))]
+    targets = [
+        (n, s)
+        for n, s in a.params
+        if n in on and n in set(a.lora_targets()) and (not llm_only or n.startswith("model.language_model."))
+    ]
     if not targets:
-        raise PlanError(f"lora_rank {r.lora_rank}: train_modules {r.train_modules} contain no linear layer LoRA adapts", field="lora_rank")
+        raise PlanError(
+            f"lora_rank {r.lora_rank}: train_modules {r.train_modules} contain no linear layer LoRA adapts",
+            field="lora_rank",
+        )
     lora = []
     for n, (out, inp) in targets:
         base = n.removesuffix(".weight")
@@ -155,6 +174,7 @@ def select(a: archmod.Arch, r: PlanRequest) -> Tensors:
 
 # -- one function per component ----------------------------------------------------------------------
 
+
 def compute_bytes(r: PlanRequest) -> int:
     return 2 if r.precision == "bf16-mixed" else 4
 
@@ -162,12 +182,15 @@ def compute_bytes(r: PlanRequest) -> int:
 # The state functions take the rank (default 0, which holds the largest shards: the plan's figure);
 # the bench compares every rank's own tensors with its own figure.
 
+
 def parameter_bytes(t: Tensors, r: PlanRequest, rank: int = 0) -> int:
     """fp32 master shards of the trainable tensors + frozen shards in the compute dtype + the replicated
     fp32 LoRA factors."""
-    return (sum(4 * shard_numel(s, r.ranks, rank) for _, s in t.trainable)
-            + sum(compute_bytes(r) * shard_numel(s, r.ranks, rank) for _, s in t.frozen)
-            + sum(4 * numel(s) for _, s in t.replicated))
+    return (
+        sum(4 * shard_numel(s, r.ranks, rank) for _, s in t.trainable)
+        + sum(compute_bytes(r) * shard_numel(s, r.ranks, rank) for _, s in t.frozen)
+        + sum(4 * numel(s) for _, s in t.replicated)
+    )
 
 
 def gradient_bytes(t: Tensors, r: PlanRequest, rank: int = 0) -> int:
@@ -179,15 +202,20 @@ def gradient_bytes(t: Tensors, r: PlanRequest, rank: int = 0) -> int:
 def optimizer_bytes(t: Tensors, r: PlanRequest, rank: int = 0) -> int:
     """AdamW: exp_avg + exp_avg_sq (fp32, shard-shaped, whole for replicated factors) and one 4-byte
     ``step`` tensor per parameter."""
-    return (sum(8 * shard_numel(s, r.ranks, rank) + 4 for _, s in t.trainable)
-            + sum(8 * numel(s) + 4 for _, s in t.replicated))
+    return sum(8 * shard_numel(s, r.ranks, rank) + 4 for _, s in t.trainable) + sum(
+        8 * numel(s) + 4 for _, s in t.replicated
+    )
 
 
 def state_bytes(r: PlanRequest, rank: int) -> dict[str, int]:
     """Parameter, gradient and optimizer bytes of one given rank (the bench's exact comparison)."""
     _check(r)
     t = select(_arch(r), r)
-    return {"parameters": parameter_bytes(t, r, rank), "gradients": gradient_bytes(t, r, rank), "optimizer": optimizer_bytes(t, r, rank)}
+    return {
+        "parameters": parameter_bytes(t, r, rank),
+        "gradients": gradient_bytes(t, r, rank),
+        "optimizer": optimizer_bytes(t, r, rank),
+    }
 
 
 def reference_bytes(a: archmod.Arch, r: PlanRequest) -> int:
@@ -204,9 +232,9 @@ class Sequence:
 
     side: str
     rows: int
-    tokens: int       # per row, through the decoder stack
-    out_tokens: int   # per row, scored by a head (log-probs / CE)
-    vocab: int        # that head's width
+    tokens: int  # per row, through the decoder stack
+    out_tokens: int  # per row, scored by a head (log-probs / CE)
+    vocab: int  # that head's width
 
 
 def update_sequences(a: archmod.Arch, r: PlanRequest) -> list[Sequence]:
@@ -259,7 +287,11 @@ def activation_bytes(a: archmod.Arch, r: PlanRequest) -> int:
     best = 0
     for s in update_sequences(a, r):
         tok = s.rows * s.tokens
-        blocks = (st.layers * st.hidden + block_internal_elems(st)) if r.checkpointing else st.layers * block_internal_elems(st)
+        blocks = (
+            (st.layers * st.hidden + block_internal_elems(st))
+            if r.checkpointing
+            else st.layers * block_internal_elems(st)
+        )
         head = s.rows * s.out_tokens * s.vocab * (2 * c + 4)
         best = max(best, tok * blocks * c + head)
     return best
@@ -306,8 +338,13 @@ def rollout_bytes(a: archmod.Arch, r: PlanRequest) -> int:
     if a.family == "janus":
         return 2 * st.layers * kv * seq * rows * c
     k, img, vocab = r.k, a.image_tokens, a.gen_vocab
-    return (k * seq * vocab * c + 3 * k * img * vocab * 4 + 2 * k * img * a.image_codes * 4 + rows * seq * 8
-            + k * seq * block_internal_elems(st) * c)
+    return (
+        k * seq * vocab * c
+        + 3 * k * img * vocab * 4
+        + 2 * k * img * a.image_codes * 4
+        + rows * seq * 8
+        + k * seq * block_internal_elems(st) * c
+    )
 
 
 def gathered_weight_bytes(a: archmod.Arch, r: PlanRequest) -> int:
@@ -323,25 +360,46 @@ def _mode(a: archmod.Arch, r: PlanRequest) -> str:
 
 # -- the plan ----------------------------------------------------------------------------------------
 
+
 def _evaluate(a: archmod.Arch, r: PlanRequest) -> dict:
     t = select(a, r)
-    state = {"parameters": parameter_bytes(t, r), "gradients": gradient_bytes(t, r), "optimizer": optimizer_bytes(t, r),
-             "reference": reference_bytes(a, r)}
+    state = {
+        "parameters": parameter_bytes(t, r),
+        "gradients": gradient_bytes(t, r),
+        "optimizer": optimizer_bytes(t, r),
+        "reference": reference_bytes(a, r),
+    }
     host = sum(state.values()) if r.cpu_offload else 0
     gpu_state = {k: (0 if r.cpu_offload else v) for k, v in state.items()}
-    act, buf, roll, gath = activation_bytes(a, r), fsdp_buffer_bytes(a, t, r), rollout_bytes(a, r), gathered_weight_bytes(a, r)
+    act, buf, roll, gath = (
+        activation_bytes(a, r),
+        fsdp_buffer_bytes(a, t, r),
+        rollout_bytes(a, r),
+        gathered_weight_bytes(a, r),
+    )
     persistent = gpu_state["parameters"] + gpu_state["optimizer"] + gpu_state["reference"]
     update_peak = persistent + gpu_state["gradients"] + act + buf
     rollout_peak = persistent + gath + roll if _mode(a, r) == "rl" else 0
     total = max(update_peak, rollout_peak)
     usable = int(r.gpu_gib * GiB * (1 - RESERVE))
     return {
-        "bytes": {**gpu_state, "activations": act, "fsdp_buffers": buf, "gathered_weights": gath, "rollout": roll,
-                  "update_peak": update_peak, "rollout_peak": rollout_peak, "total": total, "host": host},
+        "bytes": {
+            **gpu_state,
+            "activations": act,
+            "fsdp_buffers": buf,
+            "gathered_weights": gath,
+            "rollout": roll,
+            "update_peak": update_peak,
+            "rollout_peak": rollout_peak,
+            "total": total,
+            "host": host,
+        },
         "usable": usable,
         "fits": total <= usable,
-        "counts": {"params": sum(numel(s) for _, s in a.params),
-                   "trainable": sum(numel(s) for _, s in (*t.trainable, *t.replicated))},
+        "counts": {
+            "params": sum(numel(s) for _, s in a.params),
+            "trainable": sum(numel(s) for _, s in (*t.trainable, *t.replicated)),
+        },
     }
 
 
@@ -387,8 +445,15 @@ def plan(r: PlanRequest) -> dict:
                 suggestion = {"change": name, "total": e["bytes"]["total"], "request": asdict(alt)}
                 break
     return {
-        "family": a.family, "preset": r.preset, "model_dir": r.model_dir, "mode": _mode(a, r),
-        "request": asdict(r), "image_tokens": a.image_tokens, **out,
+        "family": a.family,
+        "preset": r.preset,
+        "model_dir": r.model_dir,
+        "mode": _mode(a, r),
+        "request": asdict(r),
+        "image_tokens": a.image_tokens,
+        **out,
         "suggestion": suggestion,
-        "verdict": "fits" if out["fits"] else (f"fits with: {suggestion['change']}" if suggestion else "nothing listed fits"),
+        "verdict": "fits"
+        if out["fits"]
+        else (f"fits with: {suggestion['change']}" if suggestion else "nothing listed fits"),
     }

@@ -30,6 +30,7 @@ writes its shards into it, rank 0 adds ``policy.json`` and renames it into place
 previous directory or the new one. Every rank must see the same filesystem (DCP's file layout).
 Without a process group (one sidecar) DCP runs in no-dist mode: the same files, one rank.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -112,8 +113,10 @@ def _state_dict(policy: Policy) -> dict:
     writes into them in place)."""
     from torch.distributed.checkpoint.state_dict import get_model_state_dict
 
-    model = {k: v.detach() if isinstance(v, torch.Tensor) else v
-             for k, v in get_model_state_dict(policy.adapter.model).items()}
+    model = {
+        k: v.detach() if isinstance(v, torch.Tensor) else v
+        for k, v in get_model_state_dict(policy.adapter.model).items()
+    }
     extra = {k: v.detach() for k, v in policy.adapter.extra_state().items()}
     return {"model": model, "extra": extra, "optim": _optim_state(policy)}
 
@@ -147,20 +150,24 @@ def _world_atomic_dir(path: str):
                     err = e
             tmp = dist.broadcast_object(tmp)
             if tmp is None:
-                raise err or OpFailed(f"rank 0 could not create a temp directory beside {path!r}", detail={"path": path})
+                raise err or OpFailed(
+                    f"rank 0 could not create a temp directory beside {path!r}", detail={"path": path}
+                )
             try:
                 yield tmp
             except BaseException as e:  # noqa: BLE001 - re-raised below, after the ranks agree
                 err = e
             if not dist.all_ok(err is None):  # rank 0 leaves the block by raising: atomic_dir removes tmp
-                raise err or OpFailed(f"writing checkpoint {path!r} failed on another rank; nothing was replaced",
-                                      detail={"path": path})
+                raise err or OpFailed(
+                    f"writing checkpoint {path!r} failed on another rank; nothing was replaced", detail={"path": path}
+                )
         # rank 0 left atomic_dir normally: the new directory replaced the old one
     except BaseException as e:  # noqa: BLE001
         err = e
     if not dist.all_ok(err is None):
-        raise err or OpFailed(f"checkpoint {path!r} was not published (rank 0 failed to rename it into place)",
-                              detail={"path": path})
+        raise err or OpFailed(
+            f"checkpoint {path!r} was not published (rank 0 failed to rename it into place)", detail={"path": path}
+        )
 
 
 def save_policy(policy: Policy, adapter_name: str, path: str, *, hf: bool = False) -> str:
@@ -190,7 +197,9 @@ def _write_hf(policy: Policy, path: str) -> None:
     w = dist.current()
     full = extra = None
     if w.distributed:
-        full = get_model_state_dict(policy.adapter.model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+        full = get_model_state_dict(
+            policy.adapter.model, options=StateDictOptions(full_state_dict=True, cpu_offload=True)
+        )
         # sharded extras (Bagel's EMA) are gathered by every rank, in one order; replicated ones are whole
         extra = {k: dist.full_tensor(v.detach()).cpu() for k, v in policy.adapter.extra_state().items()}
     if w.rank == 0:
@@ -209,28 +218,44 @@ def export_policy(policy: Policy, path: str) -> str:
 def read_policy_meta(path: str) -> dict:
     meta_path = os.path.join(path, "policy.json")
     if not os.path.isfile(meta_path):
-        what = "does not exist" if not os.path.exists(path) else "has no policy.json (an incomplete or foreign directory)"
+        what = (
+            "does not exist" if not os.path.exists(path) else "has no policy.json (an incomplete or foreign directory)"
+        )
         raise CheckpointNotFound(f"checkpoint {path!r} {what}", detail={"path": path})
     try:
         with open(meta_path) as f:
             meta = json.load(f)
     except (OSError, ValueError) as e:
-        raise CheckpointCorrupt(f"checkpoint {path!r}: policy.json is unreadable ({e})", detail={"path": path, "file": "policy.json"}) from None
+        raise CheckpointCorrupt(
+            f"checkpoint {path!r}: policy.json is unreadable ({e})", detail={"path": path, "file": "policy.json"}
+        ) from None
     fmt = meta.get("format") if isinstance(meta, dict) else None
     if fmt == "pairuni-policy/1":
-        raise BadRequest(f"checkpoint {path!r} has format 'pairuni-policy/1' (an HF model directory written by an "
-                         f"earlier pairuni); this version resumes from {FORMAT!r} only. Its {os.path.join(path, 'model')!r} "
-                         "still loads as a model: start a run from it as model.path", detail={"path": path, "format": fmt})
+        raise BadRequest(
+            f"checkpoint {path!r} has format 'pairuni-policy/1' (an HF model directory written by an "
+            f"earlier pairuni); this version resumes from {FORMAT!r} only. Its {os.path.join(path, 'model')!r} "
+            "still loads as a model: start a run from it as model.path",
+            detail={"path": path, "format": fmt},
+        )
     if fmt != FORMAT:
-        raise BadRequest(f"checkpoint {path!r} has format {fmt!r}, expected {FORMAT!r}", detail={"path": path, "format": fmt})
+        raise BadRequest(
+            f"checkpoint {path!r} has format {fmt!r}, expected {FORMAT!r}", detail={"path": path, "format": fmt}
+        )
     if not os.path.isfile(os.path.join(path, STATE, ".metadata")):
-        raise CheckpointCorrupt(f"checkpoint {path!r} is incomplete: {os.path.join(STATE, '.metadata')} is missing",
-                                detail={"path": path, "file": f"{STATE}/.metadata"})
-    missing = [f"{STATE}/__{r}_0.distcp" for r in range(int(meta.get("world", 1)))
-               if not os.path.isfile(os.path.join(path, STATE, f"__{r}_0.distcp"))]
+        raise CheckpointCorrupt(
+            f"checkpoint {path!r} is incomplete: {os.path.join(STATE, '.metadata')} is missing",
+            detail={"path": path, "file": f"{STATE}/.metadata"},
+        )
+    missing = [
+        f"{STATE}/__{r}_0.distcp"
+        for r in range(int(meta.get("world", 1)))
+        if not os.path.isfile(os.path.join(path, STATE, f"__{r}_0.distcp"))
+    ]
     if missing:
-        raise CheckpointCorrupt(f"checkpoint {path!r} is incomplete: {', '.join(missing)} missing "
-                                f"(written by {meta.get('world')} ranks)", detail={"path": path, "missing": missing})
+        raise CheckpointCorrupt(
+            f"checkpoint {path!r} is incomplete: {', '.join(missing)} missing (written by {meta.get('world')} ranks)",
+            detail={"path": path, "missing": missing},
+        )
     return meta
 
 
@@ -247,9 +272,11 @@ def load_policy(adapter_name: str, spec: LoadSpec, optim: OptimCfg, resume_dir: 
         raise BadRequest(f"checkpoint {resume_dir!r} was written by adapter {meta['adapter']!r}, not {adapter_name!r}")
     policy = Policy(load_adapter(adapter_name, spec), optim)
     if _names_digest(policy.param_names) != meta["trainable_digest"]:
-        raise BadRequest(f"checkpoint {resume_dir!r} was trained with a different set of trainable parameters "
-                         f"({meta['trainable']} tensors) than train_modules={list(spec.train_modules)} selects "
-                         f"({len(policy.param_names)}); resume with the same train_modules")
+        raise BadRequest(
+            f"checkpoint {resume_dir!r} was trained with a different set of trainable parameters "
+            f"({meta['trainable']} tensors) than train_modules={list(spec.train_modules)} selects "
+            f"({len(policy.param_names)}); resume with the same train_modules"
+        )
     w = dist.current()
     sd = _state_dict(policy)
     # the optimizer state is loaded into fresh AdamW state tensors, installed below
@@ -262,8 +289,11 @@ def load_policy(adapter_name: str, spec: LoadSpec, optim: OptimCfg, resume_dir: 
             dcp.load(sd, checkpoint_id=os.path.join(resume_dir, STATE))
     # CheckpointException (every rank's failures, gathered) derives from BaseException, not Exception
     except (Exception, CheckpointException) as e:  # noqa: BLE001 - name the directory
-        raise CheckpointCorrupt(f"checkpoint {resume_dir!r}: its DCP state ({STATE}/) cannot be read into this "
-                                f"{adapter_name} model: {_first_line(e)}", detail={"path": resume_dir}) from e
+        raise CheckpointCorrupt(
+            f"checkpoint {resume_dir!r}: its DCP state ({STATE}/) cannot be read into this "
+            f"{adapter_name} model: {_first_line(e)}",
+            detail={"path": resume_dir},
+        ) from e
     from torch.distributed.checkpoint.state_dict import set_model_state_dict
 
     set_model_state_dict(policy.adapter.model, sd["model"])
@@ -283,6 +313,8 @@ def _first_line(e: BaseException) -> str:
     if isinstance(failures, dict) and failures:
         rank, inner = next(iter(failures.items()))
         inner = inner[0] if isinstance(inner, tuple) else inner
-        return f"rank {rank}: {type(inner).__name__}: {str(inner).strip().splitlines()[0] if str(inner).strip() else ''}"
+        return (
+            f"rank {rank}: {type(inner).__name__}: {str(inner).strip().splitlines()[0] if str(inner).strip() else ''}"
+        )
     msg = str(e).strip().splitlines()
     return f"{type(e).__name__}: {msg[0] if msg else ''}"

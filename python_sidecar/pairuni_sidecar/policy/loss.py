@@ -23,6 +23,7 @@ the whole mixed batch (``norm="batch"``: one expectation over all trajectories, 
 eq. 1-4 print Σ_t without 1/|o|, i.e. ``token_sum``; ``seq_mean`` is the GRPO implementation practice
 (DeepSeekMath's 1/|o_i| Σ_t) the paper builds on, kept as the default.
 """
+
 from __future__ import annotations
 
 import torch
@@ -39,7 +40,9 @@ class LossConfigError(BadRequest):
 LossCfg = UpdateLoss
 
 
-def side_totals(masks: list[torch.Tensor], sides: list[str], items: list[int] | None = None) -> dict[str, tuple[int, float, int]]:
+def side_totals(
+    masks: list[torch.Tensor], sides: list[str], items: list[int] | None = None
+) -> dict[str, tuple[int, float, int]]:
     """(trajectories, scored tokens, items) per side name over the given (B, L) masks (items: 0 when not given)."""
     out: dict[str, tuple[int, float, int]] = {}
     for i, (m, side) in enumerate(zip(masks, sides)):
@@ -48,9 +51,14 @@ def side_totals(masks: list[torch.Tensor], sides: list[str], items: list[int] | 
     return out
 
 
-def traj_coefficients(masks: list[torch.Tensor], cfg: LossCfg, items: list[int] | None = None, *,
-                      sides: list[str] | None = None,
-                      totals: dict[str, tuple[int, float, int]] | None = None) -> list[torch.Tensor]:
+def traj_coefficients(
+    masks: list[torch.Tensor],
+    cfg: LossCfg,
+    items: list[int] | None = None,
+    *,
+    sides: list[str] | None = None,
+    totals: dict[str, tuple[int, float, int]] | None = None,
+) -> list[torch.Tensor]:
     """One coefficient per trajectory for each (B, L) mask, per the aggregation rules above.
 
     ``items`` (the number of items, i.e. groups, of each mask) is needed by ``token_sum`` with ``norm="side"``.
@@ -61,7 +69,11 @@ def traj_coefficients(masks: list[torch.Tensor], cfg: LossCfg, items: list[int] 
     """
     sides = sides if sides is not None else [str(i) for i in range(len(masks))]
     if totals is None:
-        if cfg.agg == "token_sum" and cfg.norm == "side" and (items is None or len(items) != len(masks) or min(items, default=1) < 1):
+        if (
+            cfg.agg == "token_sum"
+            and cfg.norm == "side"
+            and (items is None or len(items) != len(masks) or min(items, default=1) < 1)
+        ):
             raise LossConfigError(f"agg='token_sum' with norm='side' needs a positive item count per side, got {items}")
         totals = side_totals(masks, sides, items)
     lens = [m.sum(-1).to(torch.float64) for m in masks]
@@ -124,6 +136,8 @@ def clipped_surrogate(
             "ratio_max": r.max() if r.numel() else torch.tensor(1.0),
             # k3 estimate of KL(pi_old || pi_theta) from tokens sampled by pi_old: a drift gauge for mu > 1
             "kl_old_sum": ((ratio - 1 - log_ratio) * m).sum().to(torch.float64),
-            "kl_ref_sum": (kl_ref * m).sum().to(torch.float64) if kl_ref is not None else torch.zeros((), dtype=torch.float64),
+            "kl_ref_sum": (kl_ref * m).sum().to(torch.float64)
+            if kl_ref is not None
+            else torch.zeros((), dtype=torch.float64),
         }
     return loss, stats

@@ -6,6 +6,7 @@ gen), clips the global gradient norm, steps the optimizer, and returns per-side 
 applied when the gradient is not finite: the step is refused with a typed error and the weights and
 optimizer state stay as they were.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -64,14 +65,17 @@ class Policy:
         self.params = [p for _, p in named]
         for n, p in named:
             if p.dtype != torch.float32:
-                raise BadRequest(f"trainable parameter {n} is {p.dtype}; master weights must be fp32 "
-                                 "(lr 1e-6 updates vanish in bf16)")
+                raise BadRequest(
+                    f"trainable parameter {n} is {p.dtype}; master weights must be fp32 "
+                    "(lr 1e-6 updates vanish in bf16)"
+                )
         # Trainable tensors outside FSDP2's units (LoRA factors held beside the model) are whole on every
         # rank: their gradients are averaged over the world by hand, as FSDP2 averages the shards'.
         self.replicated = [p for p in self.params if not dist.is_sharded(p)] if self.world.distributed else []
         c = self.optim_cfg
-        self.optimizer = torch.optim.AdamW(self.params, lr=c.lr, betas=tuple(c.betas), eps=c.eps,
-                                           weight_decay=c.weight_decay)
+        self.optimizer = torch.optim.AdamW(
+            self.params, lr=c.lr, betas=tuple(c.betas), eps=c.eps, weight_decay=c.weight_decay
+        )
         self.step_count = 0
 
     # -- reference log-probs (beta > 0) ----------------------------------------------------------
@@ -89,13 +93,22 @@ class Policy:
         def cached(b: RolloutBatch) -> torch.Tensor | None:
             return b.ref_logp_by_seed.get(seed) if seeded else b.ref_logp
 
-        plans = [[] if cached(b) is not None else [torch.arange(s, min(b.size, s + micro_batch)) for s in range(0, b.size, micro_batch)]
-                 for b in batches]
+        plans = [
+            []
+            if cached(b) is not None
+            else [torch.arange(s, min(b.size, s + micro_batch)) for s in range(0, b.size, micro_batch)]
+            for b in batches
+        ]
         want = dist.all_reduce_max([len(p) for p in plans])  # the plans themselves at world 1
         for b, plan, n in zip(batches, plans, want):
-            parts = [self.adapter.token_logprobs(b, rows, est_seed=seed, grad=False, ref=True)[0].float().cpu() for rows in plan]
+            parts = [
+                self.adapter.token_logprobs(b, rows, est_seed=seed, grad=False, ref=True)[0].float().cpu()
+                for rows in plan
+            ]
             for _ in range(n - len(plan)):  # padding forwards for the collectives: results unused
-                self.adapter.token_logprobs(b, torch.arange(min(b.size, micro_batch)), est_seed=seed, grad=False, ref=True)
+                self.adapter.token_logprobs(
+                    b, torch.arange(min(b.size, micro_batch)), est_seed=seed, grad=False, ref=True
+                )
             if plan:
                 ref = torch.cat(parts, 0)
                 if seeded:
@@ -131,7 +144,9 @@ class Policy:
         for s in sides:
             adv = s.adv
             if adv.ndim != 1 or adv.shape[0] != s.batch.size:
-                raise BadRequest(f"{s.batch.side}: advantages must have shape ({s.batch.size},), got {tuple(adv.shape)}")
+                raise BadRequest(
+                    f"{s.batch.side}: advantages must have shape ({s.batch.size},), got {tuple(adv.shape)}"
+                )
             if not bool(torch.isfinite(adv).all()):
                 raise NonFiniteError(f"{s.batch.side}: advantages contain NaN/inf; no update was applied")
         dev = self.adapter.device
@@ -145,7 +160,9 @@ class Policy:
         summed = dist.all_reduce_sum([v for k in keys for v in local[k]])
         totals = {k: (int(summed[3 * i]), summed[3 * i + 1], int(summed[3 * i + 2])) for i, k in enumerate(keys)}
         if cfg.agg == "token_sum" and cfg.norm == "side" and min(t[2] for t in totals.values()) < 1:
-            raise LossConfigError(f"agg='token_sum' with norm='side' needs a positive item count per side, got {totals}")
+            raise LossConfigError(
+                f"agg='token_sum' with norm='side' needs a positive item count per side, got {totals}"
+            )
         coefs = traj_coefficients(masks, cfg, sides=names, totals=totals)
         # per batch, not per side name: with data parallelism a rank holds several parts of one side
         refs = self.ref_logps([s.batch for s in sides], micro_batch, est_seed) if cfg.beta > 0 else None
@@ -160,7 +177,7 @@ class Policy:
             if cfg.beta == 0:
                 # zero-advantage trajectories (e.g. zero-variance groups) add nothing to the gradient
                 rows_all = rows_all[s.adv != 0]
-            plans.append([rows_all[i:i + micro_batch] for i in range(0, rows_all.numel(), micro_batch)])
+            plans.append([rows_all[i : i + micro_batch] for i in range(0, rows_all.numel(), micro_batch)])
         # FSDP2 gathers and reduces inside every forward/backward: each rank runs as many micro-batches
         # as the busiest one; the extra ones carry coefficient 0 (they change no gradient).
         want = dist.all_reduce_max([len(p) for p in plans]) if distributed else [len(p) for p in plans]
@@ -179,8 +196,9 @@ class Policy:
                         rows, coef = torch.arange(min(b.size, micro_batch)), torch.zeros_like(coefs[si])
                     logp, mask = self.adapter.token_logprobs(b, rows, est_seed=est_seed, grad=True)
                     ref = refs[si][rows].to(dev) if refs is not None else None
-                    loss, st = clipped_surrogate(logp, olds[si][rows].to(dev), adv[rows].to(dev), mask,
-                                                 coef[rows].to(dev), cfg, ref)
+                    loss, st = clipped_surrogate(
+                        logp, olds[si][rows].to(dev), adv[rows].to(dev), mask, coef[rows].to(dev), cfg, ref
+                    )
                     # the coefficients are world-global, so the ranks' losses add up to the whole
                     # step's; FSDP2 averages the gradients over the ranks, hence the world size
                     (loss * self.world.size if distributed else loss).backward()
@@ -195,7 +213,9 @@ class Policy:
                     acc.kl_old += float(st["kl_old_sum"])
                     acc.kl_ref += float(st["kl_ref_sum"])
                 if grad_cosine and si == 0 and len(sides) == 2:
-                    first_grads = [p.grad.detach().clone() if p.grad is not None else torch.zeros_like(p) for p in self.params]
+                    first_grads = [
+                        p.grad.detach().clone() if p.grad is not None else torch.zeros_like(p) for p in self.params
+                    ]
         finally:
             self.adapter.train_mode(False)
         out: dict[str, float] = {}
@@ -253,8 +273,11 @@ class Policy:
         takes part, with or without a gradient (each holds a shard of every FSDP2 parameter)."""
         rep = [p.grad for p in self.replicated if p.grad is not None]
         dist.all_reduce_mean_(rep)
-        local = sum(float(p.grad.to_local().double().pow(2).sum()) for p in self.params
-                    if p.grad is not None and dist.is_sharded(p.grad))
+        local = sum(
+            float(p.grad.to_local().double().pow(2).sum())
+            for p in self.params
+            if p.grad is not None and dist.is_sharded(p.grad)
+        )
         norm = math.sqrt(dist.all_reduce_sum([local])[0] + sum(float(g.double().pow(2).sum()) for g in rep))
         if max_norm > 0 and math.isfinite(norm):
             coef = min(1.0, max_norm / (norm + 1e-6))
@@ -270,8 +293,11 @@ class Policy:
         self.adapter.train_mode(True)
         try:
             # With a seed the step's randomness derives from (run seed, step), so a resume repeats it.
-            forked = contextlib.nullcontext() if seed is None else torch.random.fork_rng(
-                devices=[self.adapter.device] if self.adapter.device.type == "cuda" else [])
+            forked = (
+                contextlib.nullcontext()
+                if seed is None
+                else torch.random.fork_rng(devices=[self.adapter.device] if self.adapter.device.type == "cuda" else [])
+            )
             with forked:
                 if seed is not None:
                     torch.manual_seed(seed)
@@ -294,5 +320,9 @@ class Policy:
         # the ranks' values averaged: the whole step's loss either way (identity at world 1)
         names = [f"{k}/sft_loss" for k in losses] + ["loss"]
         vals = dist.all_reduce_sum([float(v.detach()) for v in losses.values()] + [float(total.detach())])
-        return {**{k: v / self.world.size for k, v in zip(names, vals)},
-                "grad_norm": norm, "lr": float(self.optimizer.param_groups[0]["lr"]), "optimizer_step": self.step_count}
+        return {
+            **{k: v / self.world.size for k, v in zip(names, vals)},
+            "grad_norm": norm,
+            "lr": float(self.optimizer.param_groups[0]["lr"]),
+            "optimizer_step": self.step_count,
+        }

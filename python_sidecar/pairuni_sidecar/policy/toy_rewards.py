@@ -4,6 +4,7 @@
 It needs no model, so a tiny random policy gets a reward with within-group variance and PairGRPO's
 generation side can be checked end to end (the image-side analogue of DDPO's toy objectives).
 """
+
 from __future__ import annotations
 
 import torch

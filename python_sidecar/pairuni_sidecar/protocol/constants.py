@@ -1,4 +1,5 @@
 """Protocol v1 constants, from the generated contract (protocols/constants.json is their one source)."""
+
 from ..contract.generated import (  # noqa: F401 - re-exported for the protocol modules
     DTYPES,
     KINDS,

@@ -4,6 +4,7 @@ Canonical = sorted keys, minimal integers, floats as float64 only when not integ
 encode this way, so identical headers are identical bytes (protocols/vectors checks it), and a
 receiver can reject duplicate/unsorted keys by re-encoding.
 """
+
 from __future__ import annotations
 
 import math
@@ -133,7 +134,14 @@ def decode_header_frame(frame: bytes | memoryview, max_header_bytes: int) -> tup
         )
     except BadRequest:
         raise
-    except (ValueError, msgpack.exceptions.ExtraData, msgpack.exceptions.StackError, msgpack.exceptions.FormatError, UnicodeDecodeError, TypeError) as e:
+    except (
+        ValueError,
+        msgpack.exceptions.ExtraData,
+        msgpack.exceptions.StackError,
+        msgpack.exceptions.FormatError,
+        UnicodeDecodeError,
+        TypeError,
+    ) as e:
         raise BadRequest(f"malformed msgpack header: {type(e).__name__}: {e}") from None
     except Exception as e:  # noqa: BLE001 - any unpacker failure is a bad frame, never a crash
         raise BadRequest(f"malformed msgpack header: {type(e).__name__}: {e}") from None

@@ -1,4 +1,5 @@
 """Payload frames: raw dense tensors and Arrow IPC streams, checked against their descriptors."""
+
 from __future__ import annotations
 
 import json
@@ -83,7 +84,15 @@ def raw_to_tensor(desc: dict, buf: Any) -> torch.Tensor:
     return t
 
 
-_ALLOWED = (pa.types.is_boolean, pa.types.is_integer, pa.types.is_floating, pa.types.is_string, pa.types.is_list, pa.types.is_fixed_size_list, pa.types.is_struct)
+_ALLOWED = (
+    pa.types.is_boolean,
+    pa.types.is_integer,
+    pa.types.is_floating,
+    pa.types.is_string,
+    pa.types.is_list,
+    pa.types.is_fixed_size_list,
+    pa.types.is_struct,
+)
 
 
 def _check_type(t: pa.DataType, path: str) -> None:
@@ -191,5 +200,7 @@ def encode_payloads(payloads: dict) -> tuple[list[dict], list[Any]]:
             descs.append({"nm": nm, "enc": "arrow", "n": b.size})
             bufs.append(memoryview(b))
         else:
-            raise BadRequest(f"reply payload {nm!r} must be a torch.Tensor, numpy array or pyarrow Table, got {type(v).__name__}")
+            raise BadRequest(
+                f"reply payload {nm!r} must be a torch.Tensor, numpy array or pyarrow Table, got {type(v).__name__}"
+            )
     return descs, bufs

@@ -5,6 +5,7 @@ stream into a fresh buffer took ~2.5x as long as into a warm one), so stream buf
 An arena goes back to the pool only when the last tensor viewing it is gone: every payload tensor
 holds a reference to the arena ndarray, and a weakref finalizer on that ndarray returns the block.
 """
+
 from __future__ import annotations
 
 import threading

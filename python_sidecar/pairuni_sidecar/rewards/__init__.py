@@ -6,6 +6,7 @@ A reward is registered under a name with a factory ``factory(config: dict) -> Sc
 ``@reward("my_name")`` in a plug-in module (``--plugins my.module``), or declare it in that module's
 ``PLUGINS = {"reward": {"my_name": "my.module:factory"}}``.
 """
+
 from __future__ import annotations
 
 from typing import Callable, Protocol

@@ -16,6 +16,7 @@ mean/std normalisation.
 open_clip is imported lazily: without it (or without the checkpoint) the factory raises a typed
 error that names what is missing; install ``pairuni-sidecar[hps]`` on a GPU host.
 """
+
 from __future__ import annotations
 
 import os
@@ -53,7 +54,7 @@ def clip_preprocess(images: torch.Tensor, size: int = 224, mean=OPENAI_CLIP_MEAN
     if (nh, nw) != (h, w):
         x = F.interpolate(x, size=(nh, nw), mode="bicubic", align_corners=False, antialias=True).clamp(0, 1)
     top, left = (nh - size) // 2, (nw - size) // 2
-    x = x[..., top:top + size, left:left + size]
+    x = x[..., top : top + size, left : left + size]
     m = torch.tensor(mean, dtype=x.dtype).view(1, 3, 1, 1)
     s = torch.tensor(std, dtype=x.dtype).view(1, 3, 1, 1)
     return (x - m) / s
@@ -96,12 +97,15 @@ class HPSScorer:
         check_images(images, prompts)
         out = []
         for i in range(0, images.shape[0], self.batch_size):
-            x = clip_preprocess(images[i:i + self.batch_size], self.image_size, self.mean, self.std).to(self.device)
-            ctx = torch.autocast(self.device.type, dtype=torch.float16 if self.device.type == "cuda" else torch.bfloat16,
-                                 enabled=self.amp)
+            x = clip_preprocess(images[i : i + self.batch_size], self.image_size, self.mean, self.std).to(self.device)
+            ctx = torch.autocast(
+                self.device.type,
+                dtype=torch.float16 if self.device.type == "cuda" else torch.bfloat16,
+                enabled=self.amp,
+            )
             with ctx:
                 fi = self.encode_image(x).float()
-                ft = self.encode_text(list(prompts[i:i + self.batch_size])).float()
+                ft = self.encode_text(list(prompts[i : i + self.batch_size])).float()
             fi = F.normalize(fi, dim=-1)
             ft = F.normalize(ft, dim=-1)
             out.append((fi * ft).sum(-1).cpu())
@@ -111,8 +115,10 @@ class HPSScorer:
 def _load_open_clip_hps(cfg: dict) -> HPSScorer:
     ckpt = cfg.get("checkpoint")
     if not isinstance(ckpt, str) or not ckpt:
-        raise BadRequest("reward 'hps' needs config.checkpoint: the local path of HPS_v2.1_compressed.pt "
-                         "(or HPS_v2_compressed.pt); nothing is downloaded")
+        raise BadRequest(
+            "reward 'hps' needs config.checkpoint: the local path of HPS_v2.1_compressed.pt "
+            "(or HPS_v2_compressed.pt); nothing is downloaded"
+        )
     ckpt_missing = not os.path.isfile(ckpt)
     try:
         import open_clip  # noqa: PLC0415 - optional heavy dependency
@@ -129,8 +135,9 @@ def _load_open_clip_hps(cfg: dict) -> HPSScorer:
 
     device = torch.device(cfg.get("device") or default_device())
     arch = str(cfg.get("model", "ViT-H-14"))
-    model, _, _ = open_clip.create_model_and_transforms(arch, pretrained=None, precision="amp", device=device,
-                                                        jit=False, force_quick_gelu=False)
+    model, _, _ = open_clip.create_model_and_transforms(
+        arch, pretrained=None, precision="amp", device=device, jit=False, force_quick_gelu=False
+    )
     state = torch.load(ckpt, map_location=device, weights_only=False)
     state = state.get("state_dict", state) if isinstance(state, dict) else state
     model.load_state_dict(state)
@@ -141,7 +148,9 @@ def _load_open_clip_hps(cfg: dict) -> HPSScorer:
     return HPSScorer(
         lambda x: model.encode_image(x),
         lambda texts: model.encode_text(tokenizer(texts).to(device)),
-        image_size=size, device=device, batch_size=int(cfg.get("batch_size", 16)),
+        image_size=size,
+        device=device,
+        batch_size=int(cfg.get("batch_size", 16)),
         amp=str(cfg.get("precision", "amp")) == "amp" and device.type == "cuda",
     )
 

@@ -24,6 +24,7 @@ draws, and the token equals the reference's whenever the probabilities are equal
 log-prob is ``log_softmax(z)[tok]`` of the very ``z`` the draw used, so old log-probs are those of the
 behaviour distribution.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -65,10 +66,10 @@ def draw(z: torch.Tensor, noise: torch.Tensor | None) -> tuple[torch.Tensor, tor
 
 @dataclass
 class Decoded:
-    tokens: torch.Tensor      # (B, L) int64; pad after a row's first EOS
-    logp: torch.Tensor        # (B, L) float32; 0 after a row's first EOS
-    bad: torch.Tensor         # (B,) bool: the row's distribution was not finite at some step
-    first_bad: torch.Tensor   # (B,) int64: the first such step (``steps`` if none)
+    tokens: torch.Tensor  # (B, L) int64; pad after a row's first EOS
+    logp: torch.Tensor  # (B, L) float32; 0 after a row's first EOS
+    bad: torch.Tensor  # (B,) bool: the row's distribution was not finite at some step
+    first_bad: torch.Tensor  # (B,) int64: the first such step (``steps`` if none)
 
 
 class StaticDecoder:
@@ -80,9 +81,17 @@ class StaticDecoder:
     recompiling): rows x slots x layers x 2 x hidden values in the KV dtype.
     """
 
-    def __init__(self, lm: torch.nn.Module, text_config, *, head: Callable[[torch.Tensor], torch.Tensor],
-                 embed_next: Callable[[torch.Tensor], torch.Tensor], compile: bool = False,
-                 compile_options: dict | None = None, length_bucket: int = 64) -> None:
+    def __init__(
+        self,
+        lm: torch.nn.Module,
+        text_config,
+        *,
+        head: Callable[[torch.Tensor], torch.Tensor],
+        embed_next: Callable[[torch.Tensor], torch.Tensor],
+        compile: bool = False,
+        compile_options: dict | None = None,
+        length_bucket: int = 64,
+    ) -> None:
         self.lm, self.text_config = lm, text_config
         self.length_bucket = int(length_bucket)
         self.head, self.embed_next = head, embed_next
@@ -103,14 +112,25 @@ class StaticDecoder:
             self._cache.reset()
         return self._cache
 
-    def _step(self, tok: torch.Tensor, noise: torch.Tensor | None, pos: torch.Tensor, mask: torch.Tensor,
-              cache, R: int, w: float, T: float, dtype: torch.dtype):
+    def _step(
+        self,
+        tok: torch.Tensor,
+        noise: torch.Tensor | None,
+        pos: torch.Tensor,
+        mask: torch.Tensor,
+        cache,
+        R: int,
+        w: float,
+        T: float,
+        dtype: torch.dtype,
+    ):
         # Next-token inputs in the prompt embeddings' dtype: under autocast an embedding that ends in a
         # Linear (Janus' generation aligner) comes out bf16, and the static cache keeps one dtype (the
         # prefill's); the teacher-forced training forward also embeds outside autocast.
         e = self.embed_next(tok.repeat_interleave(R, 0) if R > 1 else tok).to(dtype).unsqueeze(1)
-        h = self.lm(inputs_embeds=e, attention_mask=mask, position_ids=pos,
-                    past_key_values=cache, use_cache=True).last_hidden_state[:, -1]
+        h = self.lm(
+            inputs_embeds=e, attention_mask=mask, position_ids=pos, past_key_values=cache, use_cache=True
+        ).last_hidden_state[:, -1]
         return draw(self._logits(h, R, w, T, noise is None), noise)
 
     def _logits(self, h: torch.Tensor, R: int, w: float, T: float, greedy: bool) -> torch.Tensor:
@@ -120,11 +140,22 @@ class StaticDecoder:
         return z if greedy else z / T
 
     @torch.no_grad()
-    def run(self, embeds: torch.Tensor, mask: torch.Tensor | None, steps: int, *, rows_per_sample: int = 1,
-            cfg_weight: float = 1.0, temperature: float = 1.0, generator: torch.Generator | None = None,
-            eos_id: int | None = None, pad_id: int = 0, check_every: int = 32,
-            autocast: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext,
-            amp_dtype: torch.dtype | None = None) -> Decoded:
+    def run(
+        self,
+        embeds: torch.Tensor,
+        mask: torch.Tensor | None,
+        steps: int,
+        *,
+        rows_per_sample: int = 1,
+        cfg_weight: float = 1.0,
+        temperature: float = 1.0,
+        generator: torch.Generator | None = None,
+        eos_id: int | None = None,
+        pad_id: int = 0,
+        check_every: int = 32,
+        autocast: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext,
+        amp_dtype: torch.dtype | None = None,
+    ) -> Decoded:
         """Decode ``steps`` tokens for prompt embeddings (B * R, P, H) with left-padding ``mask`` (or None).
 
         ``generator`` None decodes greedily. With ``eos_id`` a row is finished after its first EOS
@@ -158,8 +189,13 @@ class StaticDecoder:
         pad = torch.full((B,), pad_id, dtype=torch.long, device=dev)
         with autocast():
             pos = (pmask.cumsum(-1) - 1).clamp(min=0)
-            h = self.lm(inputs_embeds=embeds, attention_mask=full[:, :P], position_ids=pos, past_key_values=cache,
-                        use_cache=True).last_hidden_state[:, -1]
+            h = self.lm(
+                inputs_embeds=embeds,
+                attention_mask=full[:, :P],
+                position_ids=pos,
+                past_key_values=cache,
+                use_cache=True,
+            ).last_hidden_state[:, -1]
             pos = pos[:, -1:].clone()
             z = self._logits(h, R, w, T, generator is None)
             noise = None if generator is None else exp_race_noise(z, generator)

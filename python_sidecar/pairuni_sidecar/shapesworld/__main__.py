@@ -1,4 +1,5 @@
 """CLI: ``python -m pairuni_sidecar.shapesworld build|pretrain|eval``."""
+
 from __future__ import annotations
 
 import argparse
@@ -57,17 +58,38 @@ def main(argv: list[str] | None = None) -> int:
         from .formats import PromptFormat
         from .pretrain import PretrainConfig, pretrain
 
-        over = {k: v for k, v in (("vq_steps", a.vq_steps), ("sft_steps", a.sft_steps), ("n_items", a.n_items),
-                                  ("eval_n", a.eval_n), ("eval_every", a.eval_every)) if v is not None}
+        over = {
+            k: v
+            for k, v in (
+                ("vq_steps", a.vq_steps),
+                ("sft_steps", a.sft_steps),
+                ("n_items", a.n_items),
+                ("eval_n", a.eval_n),
+                ("eval_every", a.eval_every),
+            )
+            if v is not None
+        }
         cfg = PretrainConfig(seed=a.seed, **over)
-        res = pretrain(a.out, cfg, PromptFormat.load(a.format), work=a.work,
-                       log=lambda m: print(m, file=sys.stderr, flush=True))
+        res = pretrain(
+            a.out, cfg, PromptFormat.load(a.format), work=a.work, log=lambda m: print(m, file=sys.stderr, flush=True)
+        )
     else:
         from .evaluate import evaluate_model_dir
 
-        res = evaluate_model_dir(a.model, data=a.data, seed=a.seed, n=a.n, n_und=a.n_und, samples=a.samples,
-                                 cfg_weight=a.cfg_weight, temperature=a.temperature, sample_seed=a.sample_seed,
-                                 progress=_progress, grid=a.grid, grid_n=a.grid_n)
+        res = evaluate_model_dir(
+            a.model,
+            data=a.data,
+            seed=a.seed,
+            n=a.n,
+            n_und=a.n_und,
+            samples=a.samples,
+            cfg_weight=a.cfg_weight,
+            temperature=a.temperature,
+            sample_seed=a.sample_seed,
+            progress=_progress,
+            grid=a.grid,
+            grid_n=a.grid_n,
+        )
     print(json.dumps(res, indent=2))
     return 0
 

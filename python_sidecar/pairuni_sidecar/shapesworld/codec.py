@@ -2,6 +2,7 @@
 ``1 + 4 * shape + colour`` = that object (``shapesworld.vq.object_code``). Decoding renders the scene
 exactly; encoding detects the objects of a rendered image. It stands in for DiMOO's learned VQ at toy
 size: exact in both directions, so the demo measures the policy, not a tokenizer's blur."""
+
 from __future__ import annotations
 
 import numpy as np

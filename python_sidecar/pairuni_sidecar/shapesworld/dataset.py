@@ -11,6 +11,7 @@ U and G come from the same scene distribution (independent streams), so every U 
 look-alike G scenes: retrieval pairing finds genuinely related partners. Re-running with the
 same arguments rewrites identical bytes, so an interrupted build is resumed by running it again.
 """
+
 from __future__ import annotations
 
 import json
@@ -31,15 +32,25 @@ FORMAT = "shapesworld/1"
 
 def u_record(split: str, index: int, item: Item, image_rel: str) -> dict:
     return {
-        "id": f"{split}-{index:06d}", "image": image_rel, "question": item.question,
-        "choices": list(item.choices), "answer": item.answer, "caption": item.prompt, "category": item.category,
+        "id": f"{split}-{index:06d}",
+        "image": image_rel,
+        "question": item.question,
+        "choices": list(item.choices),
+        "answer": item.answer,
+        "caption": item.prompt,
+        "category": item.category,
     }
 
 
 def g_record(split: str, index: int, item: Item, image_rel: str) -> dict:
     return {
-        "id": f"{split}-{index:06d}", "image": image_rel, "prompt": item.prompt, "question": item.question,
-        "choices": list(item.choices), "answer": item.answer, "category": item.category,
+        "id": f"{split}-{index:06d}",
+        "image": image_rel,
+        "prompt": item.prompt,
+        "question": item.question,
+        "choices": list(item.choices),
+        "answer": item.answer,
+        "category": item.category,
     }
 
 
@@ -77,9 +88,15 @@ def build_dataset(
         atomic_write_text(root / f"{split}.jsonl", "".join(line + "\n" for line in lines))
         manifests[split] = str(root / f"{split}.jsonl")
     meta = {
-        "format": FORMAT, "seed": seed, "sizes": sizes, "image_size": IMAGE_SIZE,
-        "categories": list(CATEGORIES), "shapes": list(SHAPES), "colors": list(COLORS),
-        "counts": list(COUNT_WORDS.values()), "relations": list(RELATIONS),
+        "format": FORMAT,
+        "seed": seed,
+        "sizes": sizes,
+        "image_size": IMAGE_SIZE,
+        "categories": list(CATEGORIES),
+        "shapes": list(SHAPES),
+        "colors": list(COLORS),
+        "counts": list(COUNT_WORDS.values()),
+        "relations": list(RELATIONS),
     }
     atomic_write_json(root / "shapesworld.json", meta, indent=2)
     return {**meta, "manifests": manifests}

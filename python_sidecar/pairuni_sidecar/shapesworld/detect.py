@@ -5,6 +5,7 @@ palette colour (or background), specks are dropped, and shapes are the nearest t
 disagreement (anything too far from every template, or of the wrong size, is ``"unknown"``; it
 still counts as an object, so junk in a generated image costs reward).
 """
+
 from __future__ import annotations
 
 from collections import deque

@@ -5,6 +5,7 @@
 ``evaluate_model_dir`` loads a model directory's adapter (family and options from its
 ``pairuni_model.json``); ``evaluate(model, tok, fmt, ...)`` wraps an in-memory Janus (pretraining).
 """
+
 from __future__ import annotations
 
 import json
@@ -24,7 +25,9 @@ from .render import render
 from .scenes import make_item
 
 
-def heldout_items(data: str | None, seed: int, n: int, n_und: int | None = None) -> tuple[list[dict], list[dict], torch.Tensor]:
+def heldout_items(
+    data: str | None, seed: int, n: int, n_und: int | None = None
+) -> tuple[list[dict], list[dict], torch.Tensor]:
     """(und records, gen records, und images): the first ``n_und`` (default ``n``) understanding and
     ``n`` generation items. From a built dataset's ``u_eval``/``g_eval`` manifests when ``data`` is
     given, else the same items generated in memory for ``seed``."""
@@ -71,8 +74,16 @@ def load_eval_adapter(model_dir: str | os.PathLike, *, device: str = "cpu") -> t
         from ..registry import load_plugins
 
         load_plugins()
-    spec = LoadSpec(adapter=family, path=str(model_dir), device=device, autocast="off", train_modules=["language_model"],
-                    gradient_checkpointing=False, options=dict(card.get("adapter_options") or {}), ref_model_dir=None)
+    spec = LoadSpec(
+        adapter=family,
+        path=str(model_dir),
+        device=device,
+        autocast="off",
+        train_modules=["language_model"],
+        gradient_checkpointing=False,
+        options=dict(card.get("adapter_options") or {}),
+        ref_model_dir=None,
+    )
     return load_adapter(family, spec), PromptFormat.from_json(card["prompt_format"])
 
 
@@ -93,9 +104,19 @@ def evaluate(model, tok, fmt: PromptFormat, **kw) -> dict:
 
 @torch.no_grad()
 def evaluate_adapter(
-    adapter: PolicyAdapter, fmt: PromptFormat, *, data: str | None = None, seed: int = 0, n: int = 300,
-    n_und: int | None = None, samples: int = 2, cfg_weight: float = 3.0, temperature: float = 1.0,
-    sample_seed: int = 0, progress: Callable[[int, int, str], None] | None = None, grid: str | None = None,
+    adapter: PolicyAdapter,
+    fmt: PromptFormat,
+    *,
+    data: str | None = None,
+    seed: int = 0,
+    n: int = 300,
+    n_und: int | None = None,
+    samples: int = 2,
+    cfg_weight: float = 3.0,
+    temperature: float = 1.0,
+    sample_seed: int = 0,
+    progress: Callable[[int, int, str], None] | None = None,
+    grid: str | None = None,
     grid_n: int = 16,
 ) -> dict:
     """Greedy MCQ accuracy on the first ``n_und`` (default ``n``) held-out understanding items and the
@@ -131,8 +152,18 @@ def evaluate_adapter(
         "gen_binary": round(float(binary.mean()), 4),
         "gen_reward_by_category": _per_category(gcats, graded.tolist()),
         "gen_binary_by_category": _per_category(gcats, binary.tolist()),
-        "n_und": len(und), "n_gen_prompts": len(gen), "samples_per_prompt": samples,
-        "cfg_weight": cfg_weight, "temperature": temperature,
-        **({"grid": grid, "grid_prompts": prompts[:grid_n],
-            "grid_rewards": [round(float(x), 3) for x in graded[::samples][:grid_n]]} if grid else {}),
+        "n_und": len(und),
+        "n_gen_prompts": len(gen),
+        "samples_per_prompt": samples,
+        "cfg_weight": cfg_weight,
+        "temperature": temperature,
+        **(
+            {
+                "grid": grid,
+                "grid_prompts": prompts[:grid_n],
+                "grid_rewards": [round(float(x), 3) for x in graded[::samples][:grid_n]],
+            }
+            if grid
+            else {}
+        ),
     }

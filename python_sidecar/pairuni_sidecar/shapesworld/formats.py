@@ -5,6 +5,7 @@ pretraining script, the eval, the Janus adapter) renders exactly what the model 
 The defaults follow Janus-Pro's DeepSeek chat layout without a system prompt; change them with
 ``--format FILE.json`` (any subset of the fields) until the adapter README fixes one format.
 """
+
 from __future__ import annotations
 
 import json

@@ -20,6 +20,7 @@ included: PairUG trains them as generation prompts of aligned pairs). Understand
 attribute combinations whose answers training does teach (a reserved "a circle" would make
 "circle" an answer ``single_object`` never trains).
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -76,6 +77,7 @@ def admissible(split: str, prompt: str, objects) -> bool:
 
 # -- measuring it ------------------------------------------------------------------------------------
 
+
 def _u_key(pixels: np.ndarray, question: str, choices, answer: str) -> tuple:
     return (hashlib.sha256(np.ascontiguousarray(pixels).tobytes()).hexdigest(), question, tuple(choices), answer)
 
@@ -102,8 +104,14 @@ def pretraining_pool(card: dict) -> tuple[int | None, int, str | None]:
     if "seed" not in cfg or "n_items" not in cfg:
         return None, 0, "the model card names no ShapesWorld pretraining pool: only the dataset's splits were checked"
     if pre.get("heldout_rules") != RULES:
-        return None, 0, (f"the model was pretrained before the held-out rules ({RULES}): its pretraining pool may hold "
-                         "evaluation items and was not checked; regenerate it with its scripts/pretrain-tiny-*.sh")
+        return (
+            None,
+            0,
+            (
+                f"the model was pretrained before the held-out rules ({RULES}): its pretraining pool may hold "
+                "evaluation items and was not checked; regenerate it with its scripts/pretrain-tiny-*.sh"
+            ),
+        )
     return int(cfg["seed"]), int(cfg["n_items"]), None
 
 
@@ -122,7 +130,9 @@ def split_overlap(data: str | Path, pretrain_seed: int | None = None, pretrain_n
     u_tr, g_tr = _manifest(root, "u_train"), _manifest(root, "g_train")
     u_ev, g_ev = _manifest(root, "u_eval"), _manifest(root, "g_eval")
     train_u = {_u_key(_pixels(root, r["image"]), r["question"], r["choices"], r["answer"]) for r in u_tr}
-    train_u |= {_u_key(_pixels(root, r["image"]), r["question"], r["choices"], r["answer"]) for r in g_tr if r.get("question")}
+    train_u |= {
+        _u_key(_pixels(root, r["image"]), r["question"], r["choices"], r["answer"]) for r in g_tr if r.get("question")
+    }
     train_p = {r["prompt"] for r in g_tr} | {r["caption"] for r in u_tr if r.get("caption")}
     if pretrain_seed is not None:
         for i in range(pretrain_n):
@@ -132,8 +142,12 @@ def split_overlap(data: str | Path, pretrain_seed: int | None = None, pretrain_n
     u_dup = sum(_u_key(_pixels(root, r["image"]), r["question"], r["choices"], r["answer"]) in train_u for r in u_ev)
     g_verb = sum(r["prompt"] in train_p for r in g_ev)
     return {
-        "u_eval": len(u_ev), "u_duplicates": u_dup, "g_eval": len(g_ev), "g_verbatim": g_verb,
-        "train_u_items": len(train_u), "train_prompts": len(train_p),
+        "u_eval": len(u_ev),
+        "u_duplicates": u_dup,
+        "g_eval": len(g_ev),
+        "g_verbatim": g_verb,
+        "train_u_items": len(train_u),
+        "train_prompts": len(train_p),
         "g_eval_distinct_prompts": len({r["prompt"] for r in g_ev}),
         "pretrain": {"seed": pretrain_seed, "n_items": pretrain_n} if pretrain_seed is not None else None,
     }

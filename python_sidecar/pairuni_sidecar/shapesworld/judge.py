@@ -4,6 +4,7 @@ Each prompt becomes a list of named constraints; the graded reward is the fracti
 the binary reward is whether all are. Partial credit (right shape, wrong colour; right objects,
 wrong count) gives RL a denser signal than GenEval's 0/1.
 """
+
 from __future__ import annotations
 
 from typing import Protocol, Sequence
@@ -38,8 +39,10 @@ def constraints(spec: PromptSpec, objects: Sequence[ObjLike]) -> list[tuple[str,
         a_p, b_p = spec.phrases
         ok = any(
             relation_of(a, b) == spec.relation
-            for a in objects if _matches(a, a_p)
-            for b in objects if _matches(b, b_p) and b is not a
+            for a in objects
+            if _matches(a, a_p)
+            for b in objects
+            if _matches(b, b_p) and b is not a
         )
         out.append((f"relation:{spec.relation}", ok))
     return out

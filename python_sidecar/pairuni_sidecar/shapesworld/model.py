@@ -4,6 +4,7 @@ A model directory holds ``config.json`` + ``model.safetensors`` (``save_pretrain
 tokenizer files, and ``pairuni_model.json``: prompt format, special ids and image geometry, so
 consumers never guess how the model was trained.
 """
+
 from __future__ import annotations
 
 import json
@@ -45,22 +46,43 @@ def build_config(vocab_size: int, sizes: TinySizes = TinySizes(), special: dict 
     levels = 1 + (patch.bit_length() - 1)
     return JanusConfig(
         text_config=dict(
-            model_type="llama", vocab_size=vocab_size, hidden_size=sizes.hidden, intermediate_size=sizes.intermediate,
-            num_hidden_layers=sizes.layers, num_attention_heads=sizes.heads, num_key_value_heads=sizes.heads,
-            max_position_embeddings=256, pad_token_id=special["pad"], bos_token_id=special["bos"],
-            eos_token_id=special["eos"], tie_word_embeddings=False,
+            model_type="llama",
+            vocab_size=vocab_size,
+            hidden_size=sizes.hidden,
+            intermediate_size=sizes.intermediate,
+            num_hidden_layers=sizes.layers,
+            num_attention_heads=sizes.heads,
+            num_key_value_heads=sizes.heads,
+            max_position_embeddings=256,
+            pad_token_id=special["pad"],
+            bos_token_id=special["bos"],
+            eos_token_id=special["eos"],
+            tie_word_embeddings=False,
         ),
         vision_config=dict(
-            hidden_size=sizes.vision_hidden, num_hidden_layers=sizes.vision_layers, num_attention_heads=2,
-            mlp_ratio=2.0, image_size=IMAGE_SIZE, patch_size=patch, projection_dim=sizes.hidden, depth=2,
+            hidden_size=sizes.vision_hidden,
+            num_hidden_layers=sizes.vision_layers,
+            num_attention_heads=2,
+            mlp_ratio=2.0,
+            image_size=IMAGE_SIZE,
+            patch_size=patch,
+            projection_dim=sizes.hidden,
+            depth=2,
             num_image_tokens=NUM_IMAGE_TOKENS,
         ),
         vq_config=dict(
-            embed_dim=8, num_embeddings=sizes.codebook, latent_channels=sizes.vq_channels,
-            base_channels=sizes.vq_channels, channel_multiplier=[1] * levels, num_res_blocks=1,
-            projection_dim=sizes.hidden, image_token_embed_dim=sizes.hidden, num_hidden_layers=2,
+            embed_dim=8,
+            num_embeddings=sizes.codebook,
+            latent_channels=sizes.vq_channels,
+            base_channels=sizes.vq_channels,
+            channel_multiplier=[1] * levels,
+            num_res_blocks=1,
+            projection_dim=sizes.hidden,
+            image_token_embed_dim=sizes.hidden,
+            num_hidden_layers=2,
         ),
-        image_token_id=special["image"], tie_word_embeddings=False,
+        image_token_id=special["image"],
+        tie_word_embeddings=False,
     )
 
 
@@ -76,8 +98,11 @@ def to_uint8(pixels_bhwc: torch.Tensor) -> torch.Tensor:
 
 def special_ids(tok) -> dict:
     ids = {
-        "pad": tok.pad_token_id, "bos": tok.bos_token_id, "eos": tok.eos_token_id,
-        "image": tok.convert_tokens_to_ids(tok.image_token), "boi": tok.convert_tokens_to_ids(tok.boi_token),
+        "pad": tok.pad_token_id,
+        "bos": tok.bos_token_id,
+        "eos": tok.eos_token_id,
+        "image": tok.convert_tokens_to_ids(tok.image_token),
+        "boi": tok.convert_tokens_to_ids(tok.boi_token),
         "eoi": tok.convert_tokens_to_ids(tok.eoi_token),
     }
     return {k: int(v) for k, v in ids.items()}
@@ -102,8 +127,14 @@ def model_card(tok, fmt: PromptFormat, extra: dict | None = None) -> dict:
         "num_image_tokens": NUM_IMAGE_TOKENS,
         "image_normalization": {"mean": [0.5, 0.5, 0.5], "std": [0.5, 0.5, 0.5]},
         "special_ids": special_ids(tok),
-        "special_tokens": {"pad": tok.pad_token, "bos": tok.bos_token, "eos": tok.eos_token,
-                           "image": tok.image_token, "boi": tok.boi_token, "eoi": tok.eoi_token},
+        "special_tokens": {
+            "pad": tok.pad_token,
+            "bos": tok.bos_token,
+            "eos": tok.eos_token,
+            "image": tok.image_token,
+            "boi": tok.boi_token,
+            "eoi": tok.eoi_token,
+        },
         "bos_prepended_by_tokenizer": True,
         "prompt_format": fmt.to_json(),
         "adapter_options": adapter_options(fmt),

@@ -6,6 +6,7 @@ is written atomically every ``ckpt_every`` steps to ``work`` and picked up on th
 the same arguments. The finished model directory is written atomically to ``out``, and the
 work directory is removed.
 """
+
 from __future__ import annotations
 
 import math
@@ -36,16 +37,16 @@ STATE_FILE = "state.pt"
 @dataclass
 class PretrainConfig:
     seed: int = 0
-    n_items: int = 12000           # pretraining pool (its own split: never in the demo's U/G sets)
+    n_items: int = 12000  # pretraining pool (its own split: never in the demo's U/G sets)
     vq_steps: int = 3000
     vq_batch: int = 16
     vq_lr: float = 3e-3
     vq_dense_fraction: float = 0.5  # extra crowded boards: more object patches per decoder step
-    sft_steps: int = 500            # calibrated: und ~50%, gen reward ~0.45 on held-out (far from solved)
+    sft_steps: int = 500  # calibrated: und ~50%, gen reward ~0.45 on held-out (far from solved)
     und_batch: int = 32
     gen_batch: int = 32
     sft_lr: float = 2e-3
-    und_weight: float = 2.0         # the answer is a few tokens vs 16 image codes per example
+    und_weight: float = 2.0  # the answer is a few tokens vs 16 image codes per example
     gen_weight: float = 1.0
     p_uncond: float = 0.1
     # Description targets name each object's cell (``sft.describe``): the only dense signal that
@@ -55,15 +56,15 @@ class PretrainConfig:
     # Joint SFT leaves every shape-bound category at chance (the mixture of question types keeps the
     # LM from learning to name a shape it does see; docs/notes.md, issue 15); this order unlocks it.
     shape_steps: int = 100
-    mix_steps: int = 900            # held-out position 0.16 after 150 (und only), 0.40 after 900 (issue 15)
-    mix_gen_weight: float = 1.0    # the mix phase also trains generation (0: und only; gen reward fell 0.35 -> 0.26)
+    mix_steps: int = 900  # held-out position 0.16 after 150 (und only), 0.40 after 900 (issue 15)
+    mix_gen_weight: float = 1.0  # the mix phase also trains generation (0: und only; gen reward fell 0.35 -> 0.26)
     curriculum_lr: float = 1e-3
     warmup: int = 50
     ckpt_every: int = 100
     eval_n: int = 300
     eval_samples: int = 2
     cfg_weight: float = 3.0
-    eval_every: int = 0            # >0: log a quick held-out eval every this many SFT steps (calibration)
+    eval_every: int = 0  # >0: log a quick held-out eval every this many SFT steps (calibration)
     sizes: dict = field(default_factory=lambda: asdict(TinySizes()))
 
 
@@ -80,8 +81,12 @@ def _lr(base: float, step: int, total: int | None, warmup: int) -> float:
 def _dense_scene(rng: np.random.Generator) -> list[Obj]:
     """A crowded board for the VQ tokenizer; objects in held-out states (``heldout.reserved_scene``) are
     left out, so evaluation scenes stay unseen by every pretraining stage."""
-    objs = [Obj(SHAPES[rng.integers(len(SHAPES))], COLOR_NAMES[rng.integers(len(COLOR_NAMES))], r, c)
-            for r in range(GRID) for c in range(GRID) if rng.random() < 0.5]
+    objs = [
+        Obj(SHAPES[rng.integers(len(SHAPES))], COLOR_NAMES[rng.integers(len(COLOR_NAMES))], r, c)
+        for r in range(GRID)
+        for c in range(GRID)
+        if rng.random() < 0.5
+    ]
     return [o for o in objs if not reserved_scene([o])]
 
 
@@ -162,11 +167,15 @@ def pretrain(
         if _weights_key(state["cfg"]) != _weights_key(asdict(cfg)) or state["fmt"] != fmt.to_json():
             raise ValueError(f"{work / STATE_FILE} was written with other settings; delete {work} to start over")
         if state["stage"] == "curriculum" and state["cfg"]["sft_steps"] != cfg.sft_steps:
-            raise ValueError(f"{work / STATE_FILE} finished SFT at sft_steps={state['cfg']['sft_steps']}, not {cfg.sft_steps}; "
-                             f"delete {work} to start over")
+            raise ValueError(
+                f"{work / STATE_FILE} finished SFT at sft_steps={state['cfg']['sft_steps']}, not {cfg.sft_steps}; "
+                f"delete {work} to start over"
+            )
         if state["stage"] == "sft" and state["step"] > cfg.sft_steps:
-            raise ValueError(f"{work / STATE_FILE} is at SFT step {state['step']}, past sft_steps={cfg.sft_steps}; "
-                             f"delete {work} to start over")
+            raise ValueError(
+                f"{work / STATE_FILE} is at SFT step {state['step']}, past sft_steps={cfg.sft_steps}; "
+                f"delete {work} to start over"
+            )
         model.load_state_dict(state["model"])
         log(f"resuming at stage {state['stage']} step {state['step']}")
     total = cfg.vq_steps + cfg.sft_steps + cfg.shape_steps + cfg.mix_steps
@@ -194,16 +203,26 @@ def pretrain(
             renorm_codebook(vq)
             step += 1
             if step % 50 == 0 or step == cfg.vq_steps:
-                msg = (f"vq {step}/{cfg.vq_steps} loss {loss_v:.4f} mse {info['mse']:.4f} "
-                       f"code_acc {info['code_acc']:.3f} [{time.monotonic() - t0:.0f}s]")
+                msg = (
+                    f"vq {step}/{cfg.vq_steps} loss {loss_v:.4f} mse {info['mse']:.4f} "
+                    f"code_acc {info['code_acc']:.3f} [{time.monotonic() - t0:.0f}s]"
+                )
                 log(msg)
                 if progress:
                     progress(step, total, msg)
             if step % cfg.ckpt_every == 0 or step == cfg.vq_steps:
                 nxt = ("sft", 0) if step == cfg.vq_steps else ("vq", step)
-                _save_state(work, {"stage": nxt[0], "step": nxt[1], "model": model.state_dict(),
-                                   "opt": None if nxt[0] == "sft" else opt.state_dict(), "cfg": asdict(cfg),
-                                   "fmt": fmt.to_json()})
+                _save_state(
+                    work,
+                    {
+                        "stage": nxt[0],
+                        "step": nxt[1],
+                        "model": model.state_dict(),
+                        "opt": None if nxt[0] == "sft" else opt.state_dict(),
+                        "cfg": asdict(cfg),
+                        "fmt": fmt.to_json(),
+                    },
+                )
         stage, step, state = "sft", 0, None
     vq.eval()
     for p in vq.parameters():
@@ -237,8 +256,10 @@ def pretrain(
         opt.step()
         step += 1
         if step % 25 == 0 or step == cfg.sft_steps:
-            msg = (f"sft {step}/{cfg.sft_steps} und {float(lu.detach()):.3f} (tok acc {au:.2f}) gen {float(lg.detach()):.3f} "
-                   f"(code acc {ag:.2f}) [{time.monotonic() - t0:.0f}s]")
+            msg = (
+                f"sft {step}/{cfg.sft_steps} und {float(lu.detach()):.3f} (tok acc {au:.2f}) gen {float(lg.detach()):.3f} "
+                f"(code acc {ag:.2f}) [{time.monotonic() - t0:.0f}s]"
+            )
             log(msg)
             if progress:
                 progress(cfg.vq_steps + step, total, msg)
@@ -246,11 +267,22 @@ def pretrain(
             model.eval()
             m = evaluate_adapter(adapter, fmt, seed=cfg.seed, n=120, samples=1, cfg_weight=cfg.cfg_weight)
             model.train()
-            log(f"  quick eval @ sft {step}: und {m['und_accuracy']} {m['und_accuracy_by_category']} "
-                f"gen {m['gen_reward']} (binary {m['gen_binary']}) {m['gen_reward_by_category']}")
+            log(
+                f"  quick eval @ sft {step}: und {m['und_accuracy']} {m['und_accuracy_by_category']} "
+                f"gen {m['gen_reward']} (binary {m['gen_binary']}) {m['gen_reward_by_category']}"
+            )
         if step % cfg.ckpt_every == 0 or step == cfg.sft_steps:
-            _save_state(work, {"stage": "sft", "step": step, "model": model.state_dict(), "opt": opt.state_dict(),
-                               "cfg": asdict(cfg), "fmt": fmt.to_json()})
+            _save_state(
+                work,
+                {
+                    "stage": "sft",
+                    "step": step,
+                    "model": model.state_dict(),
+                    "opt": opt.state_dict(),
+                    "cfg": asdict(cfg),
+                    "fmt": fmt.to_json(),
+                },
+            )
 
     # (c) shape curriculum -------------------------------------------------------------------------
     if stage == "sft":
@@ -287,21 +319,44 @@ def pretrain(
             model.eval()
             m = evaluate_adapter(adapter, fmt, seed=cfg.seed, n=120, n_und=300, samples=1, cfg_weight=cfg.cfg_weight)
             model.train()
-            log(f"  quick eval @ curriculum {step}: und {m['und_accuracy']} {m['und_accuracy_by_category']} "
-                f"gen {m['gen_reward']} (binary {m['gen_binary']})")
+            log(
+                f"  quick eval @ curriculum {step}: und {m['und_accuracy']} {m['und_accuracy_by_category']} "
+                f"gen {m['gen_reward']} (binary {m['gen_binary']})"
+            )
         if step % cfg.ckpt_every == 0 or step == n_cur:
-            _save_state(work, {"stage": "curriculum", "step": step, "model": model.state_dict(), "opt": opt.state_dict(),
-                               "cfg": asdict(cfg), "fmt": fmt.to_json()})
+            _save_state(
+                work,
+                {
+                    "stage": "curriculum",
+                    "step": step,
+                    "model": model.state_dict(),
+                    "opt": opt.state_dict(),
+                    "cfg": asdict(cfg),
+                    "fmt": fmt.to_json(),
+                },
+            )
 
     # held-out "before" numbers, saved with the model --------------------------------------------
     model.eval()
-    metrics = evaluate_adapter(adapter, fmt, seed=cfg.seed, n=cfg.eval_n, samples=cfg.eval_samples, cfg_weight=cfg.cfg_weight)
+    metrics = evaluate_adapter(
+        adapter, fmt, seed=cfg.seed, n=cfg.eval_n, samples=cfg.eval_samples, cfg_weight=cfg.cfg_weight
+    )
     train_s = round(time.monotonic() - t0, 1)
-    log(f"held-out: und acc {metrics['und_accuracy']} gen reward {metrics['gen_reward']} "
-        f"(binary {metrics['gen_binary']}) [{train_s}s]")
-    extra = {"pretrain": {"config": asdict(cfg), "seconds": train_s, "torch": torch.__version__,
-                          "vq_fidelity": vq_fidelity,
-                          "heldout_rules": HELDOUT_RULES, "heldout_data_seed": cfg.seed, "heldout": metrics}}
+    log(
+        f"held-out: und acc {metrics['und_accuracy']} gen reward {metrics['gen_reward']} "
+        f"(binary {metrics['gen_binary']}) [{train_s}s]"
+    )
+    extra = {
+        "pretrain": {
+            "config": asdict(cfg),
+            "seconds": train_s,
+            "torch": torch.__version__,
+            "vq_fidelity": vq_fidelity,
+            "heldout_rules": HELDOUT_RULES,
+            "heldout_data_seed": cfg.seed,
+            "heldout": metrics,
+        }
+    }
     save_model_dir(model, tok, fmt, out, extra)
     shutil.rmtree(work, ignore_errors=True)
     return {"out": str(out), "seconds": train_s, "metrics": metrics}

@@ -14,6 +14,7 @@ atomically every ``ckpt_every`` steps to ``<out>.work``); the model directory is
 
     python -m pairuni_sidecar.shapesworld.pretrain_dimoo --out assets/tiny-dimoo-shapes --seed 0
 """
+
 from __future__ import annotations
 
 import argparse
@@ -65,9 +66,12 @@ class DimooPretrainConfig:
 
 
 def adapter_options(fmt: PromptFormat) -> dict:
-    return {"und_template": "{system}" + fmt.und_template.replace("{text}", "{question}"),
-            "gen_template": "{system}" + fmt.gen_template,
-            "und_system_prompt": "", "gen_system_prompt": ""}
+    return {
+        "und_template": "{system}" + fmt.und_template.replace("{text}", "{question}"),
+        "gen_template": "{system}" + fmt.gen_template,
+        "und_system_prompt": "",
+        "gen_system_prompt": "",
+    }
 
 
 def _lr(base: float, step: int, warmup: int) -> float:
@@ -86,20 +90,47 @@ def _init_dir(path: Path, cfg: DimooPretrainConfig, fmt: PromptFormat) -> None:
     tok.post_processor = None  # the adapter adds no BOS: DiMOO prompts start with their template
     lay = tiny_layout(tok.get_vocab_size(), ShapesCodec.codebook)
     torch.manual_seed(cfg.seed)
-    model = TinyMDM(TinyMDMConfig(vocab_size=lay.vocab_size, d_model=cfg.d_model, n_layers=cfg.n_layers,
-                                  n_heads=cfg.n_heads, d_ff=cfg.d_ff, max_len=256))
-    save_tiny_mdm(str(path), model, tok, layout=lay, grid=(ShapesCodec.h, ShapesCodec.w), cell=0,
-                  extra={"codec": "shapes", "card": _card(fmt, {})})
+    model = TinyMDM(
+        TinyMDMConfig(
+            vocab_size=lay.vocab_size,
+            d_model=cfg.d_model,
+            n_layers=cfg.n_layers,
+            n_heads=cfg.n_heads,
+            d_ff=cfg.d_ff,
+            max_len=256,
+        )
+    )
+    save_tiny_mdm(
+        str(path),
+        model,
+        tok,
+        layout=lay,
+        grid=(ShapesCodec.h, ShapesCodec.w),
+        cell=0,
+        extra={"codec": "shapes", "card": _card(fmt, {})},
+    )
 
 
 def _card(fmt: PromptFormat, pretrain: dict) -> dict:
-    return {"format": MODEL_FORMAT, "family": "dimoo", "prompt_format": fmt.to_json(),
-            "adapter_options": adapter_options(fmt), "reward": "shapes", "train_modules": ["language_model"],
-            "answer_slots": ANSWER_SLOTS, **({"pretrain": pretrain} if pretrain else {})}
+    return {
+        "format": MODEL_FORMAT,
+        "family": "dimoo",
+        "prompt_format": fmt.to_json(),
+        "adapter_options": adapter_options(fmt),
+        "reward": "shapes",
+        "train_modules": ["language_model"],
+        "answer_slots": ANSWER_SLOTS,
+        **({"pretrain": pretrain} if pretrain else {}),
+    }
 
 
-def pretrain_dimoo(out: str | os.PathLike, cfg: DimooPretrainConfig = DimooPretrainConfig(),
-                   fmt: PromptFormat = PromptFormat(), log=print, check=None) -> dict:
+def pretrain_dimoo(
+    out: str | os.PathLike,
+    cfg: DimooPretrainConfig = DimooPretrainConfig(),
+    fmt: PromptFormat = PromptFormat(),
+    log=print,
+    check=None,
+) -> dict:
     """Pretrain and write the model directory ``out``; ``check()`` runs before every step (raise to stop:
     the next call with the same arguments resumes from the last saved state)."""
     from ..adapters import LoadSpec
@@ -115,8 +146,9 @@ def pretrain_dimoo(out: str | os.PathLike, cfg: DimooPretrainConfig = DimooPretr
     init = work / "init"
     if not (init / "config.json").exists():
         _init_dir(init, cfg, fmt)
-    a = DimooAdapter(LoadSpec(adapter="dimoo", path=str(init), device="cpu", autocast="off",
-                              options=adapter_options(fmt)))
+    a = DimooAdapter(
+        LoadSpec(adapter="dimoo", path=str(init), device="cpu", autocast="off", options=adapter_options(fmt))
+    )
     model, lay = a.model, a.layout
     state = None
     if (work / STATE_FILE).exists():
@@ -170,11 +202,22 @@ def pretrain_dimoo(out: str | os.PathLike, cfg: DimooPretrainConfig = DimooPretr
         opt.step()
         step += 1
         if step % 50 == 0 or step == cfg.steps:
-            log(f"step {step}/{cfg.steps} und {float(lu.detach()):.3f} gen {float(lg.detach()):.3f} [{time.monotonic() - t0:.0f}s]", )
+            log(
+                f"step {step}/{cfg.steps} und {float(lu.detach()):.3f} gen {float(lg.detach()):.3f} [{time.monotonic() - t0:.0f}s]",
+            )
         if step % cfg.ckpt_every == 0 or step == cfg.steps:
             with atomic_file(work / STATE_FILE) as tmp:
-                torch.save({"step": step, "model": model.state_dict(), "opt": opt.state_dict(), "cfg": asdict(cfg),
-                            "fmt": fmt.to_json(), "rng": torch.get_rng_state()}, tmp)
+                torch.save(
+                    {
+                        "step": step,
+                        "model": model.state_dict(),
+                        "opt": opt.state_dict(),
+                        "cfg": asdict(cfg),
+                        "fmt": fmt.to_json(),
+                        "rng": torch.get_rng_state(),
+                    },
+                    tmp,
+                )
     model.eval()
 
     m = evaluate_adapter(a, fmt, seed=cfg.seed, n=cfg.eval_n, samples=cfg.eval_samples, cfg_weight=cfg.cfg_weight)
@@ -183,14 +226,30 @@ def pretrain_dimoo(out: str | os.PathLike, cfg: DimooPretrainConfig = DimooPretr
     with open(init / "config.json") as f:
         c = json.load(f)
     extra = {k: c[k] for k in ("codec",)}
-    extra["card"] = _card(fmt, {"config": asdict(cfg), "seconds": secs, "torch": torch.__version__,
-                                "split": "pretrain", "heldout_rules": HELDOUT_RULES,
-                                "heldout_data_seed": cfg.seed, "heldout": m})
+    extra["card"] = _card(
+        fmt,
+        {
+            "config": asdict(cfg),
+            "seconds": secs,
+            "torch": torch.__version__,
+            "split": "pretrain",
+            "heldout_rules": HELDOUT_RULES,
+            "heldout_data_seed": cfg.seed,
+            "heldout": m,
+        },
+    )
     tok_path = init / "tokenizer.json"
     from tokenizers import Tokenizer
 
-    save_tiny_mdm(str(out), model, Tokenizer.from_file(str(tok_path)), layout=lay, grid=(a.codec.h, a.codec.w),
-                  cell=0, extra=extra)
+    save_tiny_mdm(
+        str(out),
+        model,
+        Tokenizer.from_file(str(tok_path)),
+        layout=lay,
+        grid=(a.codec.h, a.codec.w),
+        cell=0,
+        extra=extra,
+    )
     shutil.rmtree(work, ignore_errors=True)
     return {"out": str(out), "seconds": secs, "metrics": m}
 

@@ -4,6 +4,7 @@ Grammar (lower-cased, whitespace-separated; an optional leading "a photo of" is 
     prompt := phrase [ ("and" | RELATION) phrase ]
     phrase := QUANTITY [COLOR] SHAPE
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -59,7 +60,7 @@ def parse_prompt(prompt: str) -> PromptSpec:
     else:
         for rel in RELATIONS:
             parts = rel.split()
-            if words[i:i + len(parts)] == parts:
+            if words[i : i + len(parts)] == parts:
                 relation, i = rel, i + len(parts)
                 break
         else:

@@ -1,4 +1,5 @@
 """Rasterising scenes: exact, anti-alias-free pixels so the VQ tokenizer sees a small set of patches."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -19,13 +20,13 @@ def _masks() -> dict[str, np.ndarray]:
     # Apex-up triangle: row r is 2*ceil((r+1)/2) wide, centred (widths 2,2,4,4,6,6 at s=6).
     triangle = np.zeros((s, s), bool)
     for r in range(s):
-        half = (r // 2 + 1)
-        triangle[r, s // 2 - half: s // 2 + half] = True
+        half = r // 2 + 1
+        triangle[r, s // 2 - half : s // 2 + half] = True
     arm = max(2, s // 3)
     lo = (s - arm) // 2
     cross = np.zeros((s, s), bool)
-    cross[lo:lo + arm, :] = True
-    cross[:, lo:lo + arm] = True
+    cross[lo : lo + arm, :] = True
+    cross[:, lo : lo + arm] = True
     return {"circle": circle, "square": square, "triangle": triangle, "cross": cross}
 
 
@@ -39,6 +40,6 @@ def render(objects: tuple[Obj, ...] | list[Obj]) -> np.ndarray:
     off = (CELL - SHAPE_SIZE) // 2
     for o in objects:
         y0, x0 = o.row * CELL + off, o.col * CELL + off
-        region = img[y0:y0 + SHAPE_SIZE, x0:x0 + SHAPE_SIZE]
+        region = img[y0 : y0 + SHAPE_SIZE, x0 : x0 + SHAPE_SIZE]
         region[SHAPE_MASKS[o.shape]] = COLORS[o.color]
     return img

@@ -4,6 +4,7 @@ It parses the prompt (shapes, colours, counts, relations), detects objects in th
 quantisation + connected components + template shapes) and scores the fraction of the prompt's
 constraints that hold (``mode="graded"``, default) or 1/0 for all-or-nothing (``mode="binary"``).
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -37,7 +38,12 @@ class ShapesScorer:
 
     def score_both(self, images: torch.Tensor, prompts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
         """(graded, binary) scores, each (B,) float32."""
-        if not isinstance(images, torch.Tensor) or images.dtype != torch.uint8 or images.ndim != 4 or images.shape[-1] != 3:
+        if (
+            not isinstance(images, torch.Tensor)
+            or images.dtype != torch.uint8
+            or images.ndim != 4
+            or images.shape[-1] != 3
+        ):
             raise BadRequest("shapes reward: images must be a uint8 tensor of shape (B, H, W, 3)")
         if len(prompts) != images.shape[0]:
             raise BadRequest(f"shapes reward: {images.shape[0]} images but {len(prompts)} prompts")

@@ -6,6 +6,7 @@ are reproducible one by one and splits never share a random stream. Each split d
 its role admits (``heldout.py``): evaluation splits hold reserved prompts or scenes that no
 training split can produce.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -98,7 +99,7 @@ def sample_item(rng: np.random.Generator, category: str) -> Item:
         prompt = f"a {s1} and a {s2}"
         question = "which two shapes are in the image?"
         # Pair names use a canonical order so "circle and square" is one option, not two.
-        pairs = [f"{a} and {b}" for i, a in enumerate(SHAPES) for b in SHAPES[i + 1:]]
+        pairs = [f"{a} and {b}" for i, a in enumerate(SHAPES) for b in SHAPES[i + 1 :]]
         a, b = sorted((s1, s2), key=SHAPES.index)
         choices, ans = _mcq(rng, f"{a} and {b}", pairs)
     elif category == "color_attr":

@@ -5,6 +5,7 @@ Generation: prompt -> VQ codes, loss on the codes through the generation head; t
 replaced by pads with probability ``p_uncond`` (Janus-style), which teaches the unconditional
 branch that classifier-free guidance needs. Both losses update the same language model.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -21,11 +22,11 @@ from .vocab import COUNT_WORDS
 class SFTData:
     """Pre-tokenised pretraining items: everything a batch needs, as tensors/lists."""
 
-    images: torch.Tensor            # (N, H, W, 3) uint8
-    codes: torch.Tensor             # (N, T) int64 VQ codes of the images
-    und_ids: list[list[int]]        # prompt + answer + EOS: N MCQs, then N descriptions
-    und_answer_len: list[int]       # tokens at the end of und_ids that carry the loss
-    gen_ids: list[list[int]]        # BOS + prompt + BOI
+    images: torch.Tensor  # (N, H, W, 3) uint8
+    codes: torch.Tensor  # (N, T) int64 VQ codes of the images
+    und_ids: list[list[int]]  # prompt + answer + EOS: N MCQs, then N descriptions
+    und_answer_len: list[int]  # tokens at the end of und_ids that carry the loss
+    gen_ids: list[list[int]]  # BOS + prompt + BOI
 
     def und_image(self, i: int) -> int:
         return i % len(self.gen_ids)
@@ -82,9 +83,9 @@ def und_loss(model, data: SFTData, idx: list[int], pad: int) -> tuple[torch.Tens
     attn = torch.zeros((len(idx), L), dtype=torch.long)
     target = torch.zeros((len(idx), L), dtype=torch.bool)
     for r, (s, i) in enumerate(zip(seqs, idx)):
-        ids[r, :len(s)] = torch.tensor(s)
-        attn[r, :len(s)] = 1
-        target[r, len(s) - data.und_answer_len[i]:len(s)] = True
+        ids[r, : len(s)] = torch.tensor(s)
+        attn[r, : len(s)] = 1
+        target[r, len(s) - data.und_answer_len[i] : len(s)] = True
     pix = to_pixels(data.images[[data.und_image(i) for i in idx]])
     h = model.model(input_ids=ids, pixel_values=pix, attention_mask=attn).last_hidden_state
     sel = target[:, 1:]  # position t predicts token t+1
@@ -103,12 +104,12 @@ def gen_logits(model, prompts: list[list[int]], codes: torch.Tensor, pad: int) -
     ids = torch.full((len(prompts), P), pad, dtype=torch.long)
     attn = torch.zeros((len(prompts), P + codes.shape[1]), dtype=torch.long)
     for r, s in enumerate(prompts):
-        ids[r, P - len(s):] = torch.tensor(s)
-        attn[r, P - len(s):] = 1
+        ids[r, P - len(s) :] = torch.tensor(s)
+        attn[r, P - len(s) :] = 1
     emb = torch.cat([model.get_input_embeddings()(ids), model.prepare_embeddings_for_image_generation(codes)], 1)
     pos = (attn.cumsum(1) - 1).clamp(min=0)
     h = model.model.language_model(inputs_embeds=emb, attention_mask=attn, position_ids=pos).last_hidden_state
-    return model.model.generation_head(h[:, P - 1:-1]).float()  # BOI..code_{T-1} predict code_1..code_T
+    return model.model.generation_head(h[:, P - 1 : -1]).float()  # BOI..code_{T-1} predict code_1..code_T
 
 
 def gen_loss(

@@ -3,6 +3,7 @@
 Kept deliberately small so a tiny model trained on one CPU thread can learn it; every string the
 generator writes and the prompt parser reads is built from these tables.
 """
+
 from __future__ import annotations
 
 SHAPES = ("circle", "square", "triangle", "cross")

@@ -11,6 +11,7 @@ HF's ``JanusVQVAE.decode`` L2-normalises codebook rows while ``encode`` takes th
 argmin, so the codebook is kept on the unit sphere after every step: then Euclidean argmin equals
 cosine argmax and HF's own ``encode``/``decode`` reproduce training exactly.
 """
+
 from __future__ import annotations
 
 import torch
@@ -50,7 +51,7 @@ def vq_loss(vq, pixels: torch.Tensor, codes: torch.Tensor) -> tuple[torch.Tensor
     """Reconstruction (from the target codes) + code cross-entropy + commitment."""
     b = pixels.shape[0]
     n = codes.shape[1]
-    h = int(round(n ** 0.5))
+    h = int(round(n**0.5))
     book = _book(vq)
     zq = book[codes]  # (B, n, D)
     rec = vq.decoder(vq.post_quant_conv(zq.transpose(1, 2).reshape(b, -1, h, h)))
@@ -76,4 +77,6 @@ def renorm_codebook(vq) -> None:
 def encode_codes(vq, pixels: torch.Tensor, batch: int = 256) -> torch.Tensor:
     """Image codes (B, h*w): cosine argmax, equal to HF ``vqmodel.encode`` on a unit-norm codebook."""
     book = _book(vq)
-    return torch.cat([(_latents(vq, pixels[i:i + batch]) @ book.t()).argmax(-1) for i in range(0, pixels.shape[0], batch)])
+    return torch.cat(
+        [(_latents(vq, pixels[i : i + batch]) @ book.t()).argmax(-1) for i in range(0, pixels.shape[0], batch)]
+    )

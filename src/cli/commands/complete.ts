@@ -153,7 +153,8 @@ export async function run(argv: string[]): Promise<number> {
   put(cfg, ['budget', 'maxTokens'], num('max-tokens', args['max-tokens']));
   const priceIn = num('price-in', args['price-in']);
   const priceOut = num('price-out', args['price-out']);
-  if ((priceIn === undefined) !== (priceOut === undefined)) throw new ConfigError('give both --price-in and --price-out');
+  if ((priceIn === undefined) !== (priceOut === undefined))
+    throw new ConfigError('give both --price-in and --price-out');
   if (priceIn !== undefined) put(cfg, ['pricing', 'default'], { inputPerMTok: priceIn, outputPerMTok: priceOut });
   put(cfg, ['cachePath'], args.cache ?? (cfg.cachePath === undefined ? join(args.out, 'cache.jsonl') : undefined));
   const config = parseCompleterConfig(cfg, 'pairuni complete');

@@ -54,10 +54,12 @@ Ctrl-C stops cleanly; the same command resumes.`);
     // The Bagel demo trains a random init it builds itself, one run after another: refuse what it would ignore.
     const ignored = (['model', 'parallel'] as const).filter((k) => values[k] !== undefined);
     if (ignored.length) {
-      throw new ConfigError(`${ignored.map((k) => `--${k}`).join(' and ')} cannot be used with --family bagel: it trains a tiny random-init Bagel it builds itself, one run at a time`);
+      throw new ConfigError(
+        `${ignored.map((k) => `--${k}`).join(' and ')} cannot be used with --family bagel: it trains a tiny random-init Bagel it builds itself, one run at a time`,
+      );
     }
     return runBagelCli({
-      out: values.out === 'runs/demo' ? 'runs/demo-bagel' : values.out ?? 'runs/demo-bagel',
+      out: values.out === 'runs/demo' ? 'runs/demo-bagel' : (values.out ?? 'runs/demo-bagel'),
       quick: values.quick,
       seeds: values.seeds === undefined ? undefined : seedList(values.seeds),
       steps: values.steps === undefined ? undefined : intOpt(values.steps, '--steps', { min: 1 }),
@@ -76,15 +78,25 @@ Ctrl-C stops cleanly; the same command resumes.`);
     parallel: values.parallel === undefined ? undefined : intOpt(values.parallel, '--parallel', { min: 1 }),
   };
   validateDemoOptions(opts);
-  return runDemoCli('PairGRPO', (hooks) => runDemo({ ...opts, ...hooks }), (res) => {
-    const s = res.summary;
-    const ci = (c: { mean: number; half: number }, signed = false) =>
-      `${signed && c.mean >= 0 ? '+' : ''}${c.mean.toFixed(3)}${Number.isFinite(c.half) ? ` ± ${c.half.toFixed(3)}` : ''}`;
-    console.log(`pretrained:        und acc ${res.before.und_accuracy.toFixed(3)}, gen reward ${res.before.gen_reward.toFixed(3)}`);
-    console.log(`PairGRPO (PairUG): und acc ${ci(s.pairgrpo.und)}, gen reward ${ci(s.pairgrpo.gen)} (95% CI)`);
-    console.log(`random pairs:      und acc ${ci(s.random.und)}, gen reward ${ci(s.random.gen)} (95% CI)`);
-    console.log(`PairUG − random:   und ${ci(res.paired.und, true)}, gen ${ci(res.paired.gen, true)} (paired by seed, 95% CI)`);
-    console.log(`und–gen gradient cosine: PairUG ${ci(s.pairgrpo.gradCos)}, random ${ci(s.random.gradCos)}, difference ${ci(res.paired.gradCos, true)}`);
-    console.log(`report: ${res.report} (${res.seconds} s)`);
-  });
+  return runDemoCli(
+    'PairGRPO',
+    (hooks) => runDemo({ ...opts, ...hooks }),
+    (res) => {
+      const s = res.summary;
+      const ci = (c: { mean: number; half: number }, signed = false) =>
+        `${signed && c.mean >= 0 ? '+' : ''}${c.mean.toFixed(3)}${Number.isFinite(c.half) ? ` ± ${c.half.toFixed(3)}` : ''}`;
+      console.log(
+        `pretrained:        und acc ${res.before.und_accuracy.toFixed(3)}, gen reward ${res.before.gen_reward.toFixed(3)}`,
+      );
+      console.log(`PairGRPO (PairUG): und acc ${ci(s.pairgrpo.und)}, gen reward ${ci(s.pairgrpo.gen)} (95% CI)`);
+      console.log(`random pairs:      und acc ${ci(s.random.und)}, gen reward ${ci(s.random.gen)} (95% CI)`);
+      console.log(
+        `PairUG − random:   und ${ci(res.paired.und, true)}, gen ${ci(res.paired.gen, true)} (paired by seed, 95% CI)`,
+      );
+      console.log(
+        `und–gen gradient cosine: PairUG ${ci(s.pairgrpo.gradCos)}, random ${ci(s.random.gradCos)}, difference ${ci(res.paired.gradCos, true)}`,
+      );
+      console.log(`report: ${res.report} (${res.seconds} s)`);
+    },
+  );
 }

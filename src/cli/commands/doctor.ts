@@ -6,19 +6,27 @@ import { Sidecar } from '../../sidecar/index.js';
 export const summary = 'check the Node + Python environment and a live sidecar round trip, with fixes';
 
 export async function run(argv: string[]): Promise<number> {
-  const { values } = parseArgs({ args: argv, options: { python: { type: 'string' }, json: { type: 'boolean' }, help: { type: 'boolean', short: 'h' } } });
+  const { values } = parseArgs({
+    args: argv,
+    options: { python: { type: 'string' }, json: { type: 'boolean' }, help: { type: 'boolean', short: 'h' } },
+  });
   if (values.help) {
     console.log('usage: pairuni doctor [--python PATH] [--json]');
     return 0;
   }
   const problems: Problem[] = [];
   const [major] = process.versions.node.split('.').map(Number);
-  if (major < 20) problems.push({ what: `Node ${process.versions.node} is too old`, fix: 'install Node 20 or newer', fatal: true });
+  if (major < 20)
+    problems.push({ what: `Node ${process.versions.node} is too old`, fix: 'install Node 20 or newer', fatal: true });
   let zmqVersion = '';
   try {
     zmqVersion = (await import('zeromq')).version;
   } catch (e) {
-    problems.push({ what: `the zeromq native addon does not load: ${(e as Error).message}`, fix: 'npm rebuild zeromq', fatal: true });
+    problems.push({
+      what: `the zeromq native addon does not load: ${(e as Error).message}`,
+      fix: 'npm rebuild zeromq',
+      fatal: true,
+    });
   }
   const report = await probe({ python: values.python });
   problems.push(...report.problems);
@@ -38,21 +46,35 @@ export async function run(argv: string[]): Promise<number> {
       live = { startMs: Math.round(startMs), rpcP50us: Math.round(lat[100] * 1000), pid: sc.pid };
       await sc.close();
     } catch (e) {
-      problems.push({ what: `a sidecar could not be started: ${(e as Error).message}`, fix: 'read the sidecar stderr above; then `npm install` to rebuild the venv', fatal: true });
+      problems.push({
+        what: `a sidecar could not be started: ${(e as Error).message}`,
+        fix: 'read the sidecar stderr above; then `npm install` to rebuild the venv',
+        fatal: true,
+      });
     }
   }
   if (values.json) {
-    console.log(JSON.stringify({ node: process.versions.node, zeromq: zmqVersion, ...report, problems, live }, null, 2));
+    console.log(
+      JSON.stringify({ node: process.versions.node, zeromq: zmqVersion, ...report, problems, live }, null, 2),
+    );
   } else {
     const ok = (b: boolean) => (b ? 'ok ' : '!! ');
     console.log(`${ok(major >= 20)} node ${process.versions.node}, libzmq ${zmqVersion || 'missing'}`);
     console.log(`${ok(Boolean(report.pythonVersion))} python ${report.pythonVersion ?? '?'} at ${report.python}`);
-    console.log(`${ok(Boolean(report.torch))} torch ${report.torch ?? 'missing'}, CUDA ${report.cuda ? `${report.cudaVersion} with ${report.gpus.length} GPU(s)` : 'no'}`);
+    console.log(
+      `${ok(Boolean(report.torch))} torch ${report.torch ?? 'missing'}, CUDA ${report.cuda ? `${report.cudaVersion} with ${report.gpus.length} GPU(s)` : 'no'}`,
+    );
     for (const g of report.gpus) console.log(`     gpu ${g.index}: ${g.name}, ${g.memoryGiB} GiB`);
-    console.log(`    packages: ${Object.entries(report.packages).map(([k, v]) => `${k} ${v ?? '-'}`).join(', ')}`);
+    console.log(
+      `    packages: ${Object.entries(report.packages)
+        .map(([k, v]) => `${k} ${v ?? '-'}`)
+        .join(', ')}`,
+    );
     console.log(`${ok(report.ops.length > 0)} sidecar ${report.sidecar ?? 'missing'}: ${report.ops.length} ops`);
-    for (const kind of ['adapter', 'reward', 'backbone', 'tiny']) if (report.plugins[kind]) console.log(`    ${kind}s: ${report.plugins[kind].join(', ')}`);
-    if (live.startMs !== undefined) console.log(`ok  live sidecar: started in ${live.startMs} ms, echo p50 ${live.rpcP50us} us`);
+    for (const kind of ['adapter', 'reward', 'backbone', 'tiny'])
+      if (report.plugins[kind]) console.log(`    ${kind}s: ${report.plugins[kind].join(', ')}`);
+    if (live.startMs !== undefined)
+      console.log(`ok  live sidecar: started in ${live.startMs} ms, echo p50 ${live.rpcP50us} us`);
     for (const p of problems) console.log(`${p.fatal ? 'ERR' : 'warn'} ${p.what}\n     fix: ${p.fix}`);
     console.log(problems.some((p) => p.fatal) ? 'doctor: problems found' : 'doctor: ready');
   }

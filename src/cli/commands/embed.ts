@@ -32,7 +32,9 @@ export async function run(argv: string[]): Promise<number> {
       signal,
       onProgress: stageBars(v.quiet),
     });
-    console.log(`embedded ${r.embedded} images, ${r.cached} from cache (${r.u.items.length} U + ${r.g.items.length} G, ${r.dim}-d, backbone ${r.key})`);
+    console.log(
+      `embedded ${r.embedded} images, ${r.cached} from cache (${r.u.items.length} U + ${r.g.items.length} G, ${r.dim}-d, backbone ${r.key})`,
+    );
     return 0;
   } catch (e) {
     if (e instanceof AbortedError) {

@@ -13,7 +13,12 @@ to hand to the other side) for each NAME, e.g. \`pairuni keys controller rank-ho
 Refuses to overwrite existing files.`;
 
 export async function run(argv: string[]): Promise<number> {
-  const { values, positionals } = parseArgs({ args: argv, options: { help: { type: 'boolean', short: 'h', default: false } }, allowPositionals: true, strict: true });
+  const { values, positionals } = parseArgs({
+    args: argv,
+    options: { help: { type: 'boolean', short: 'h', default: false } },
+    allowPositionals: true,
+    strict: true,
+  });
   if (values.help || positionals.length === 0) {
     console.log(HELP);
     return values.help ? 0 : 2;

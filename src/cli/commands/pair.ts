@@ -4,7 +4,18 @@ import { AbortedError, ConfigError } from '../../errors.js';
 import { ABLATIONS, parsePairingConfig } from '../../pairing/config.js';
 import { buildPairUG, type BuildPairUGOptions } from '../../pairing/pipeline.js';
 import { onInterrupt } from '../../util/interrupt.js';
-import { intOpt, jsonFile, missingFlags, usageError, MANIFEST_HELP, MANIFEST_OPTIONS, manifestOptions, numOpt, stageBars, userPath } from '../options.js';
+import {
+  intOpt,
+  jsonFile,
+  missingFlags,
+  usageError,
+  MANIFEST_HELP,
+  MANIFEST_OPTIONS,
+  manifestOptions,
+  numOpt,
+  stageBars,
+  userPath,
+} from '../options.js';
 
 export const summary = 'build a PairUG dataset: features → aligned medoids → exact greedy retrieved pairs';
 
@@ -65,7 +76,8 @@ export async function run(argv: string[]): Promise<number> {
   const missing = missingFlags(v, ['u', 'g', 'out']);
   if (missing) return usageError('pair', missing);
   const backend = v.backend;
-  if (backend !== 'sidecar' && backend !== 'ts') throw new ConfigError(`--backend must be sidecar or ts, got '${backend}'`);
+  if (backend !== 'sidecar' && backend !== 'ts')
+    throw new ConfigError(`--backend must be sidecar or ts, got '${backend}'`);
   // Everything is validated, and every path made absolute against the user's working directory,
   // before any work starts (buildPairUG then checks that --out is usable before embedding).
   const cfg = (v.config ? jsonFile(userPath(v.config)) : {}) as Record<string, any>;

@@ -72,20 +72,32 @@ export function planTable(p: PlanReply): string {
   }
   if (p.bytes.host > 0) lines.push(`  ${'host memory (offloaded)'.padEnd(36)} ${gib(p.bytes.host).padStart(12)}`);
   lines.push(`  ${'usable per GPU'.padEnd(36)} ${gib(p.usable).padStart(12)}`);
-  lines.push(p.fits ? 'fits' : p.suggestion ? `does not fit; fits with: ${p.suggestion.change} (${gib(p.suggestion.total)})` : 'does not fit: nothing listed fits');
+  lines.push(
+    p.fits
+      ? 'fits'
+      : p.suggestion
+        ? `does not fit; fits with: ${p.suggestion.change} (${gib(p.suggestion.total)})`
+        : 'does not fit: nothing listed fits',
+  );
   return lines.join('\n');
 }
 
 export function planArgs(v: Record<string, unknown>): OpArgs<'plan'> {
   const family = String(v.family ?? '');
-  if (!['janus', 'dimoo', 'bagel'].includes(family)) throw new ConfigError(`--family must be janus, dimoo or bagel, got '${family}'`);
-  if ((v.preset === undefined) === (v.model === undefined)) throw new ConfigError('give exactly one of --preset and --model');
+  if (!['janus', 'dimoo', 'bagel'].includes(family))
+    throw new ConfigError(`--family must be janus, dimoo or bagel, got '${family}'`);
+  if ((v.preset === undefined) === (v.model === undefined))
+    throw new ConfigError('give exactly one of --preset and --model');
   const a: Record<string, unknown> = { family };
   if (v.preset !== undefined) a.preset = String(v.preset);
   if (v.model !== undefined) a.modelDir = userPath(String(v.model));
   if (v.ranks !== undefined) a.ranks = intOpt(v.ranks, '--ranks', { min: 1, max: 65536 });
   if (v['gpu-gib'] !== undefined) a.gpuGib = numOpt(v['gpu-gib'], '--gpu-gib', { gt: 0, max: 1e6 });
-  if (v['train-modules'] !== undefined) a.trainModules = String(v['train-modules']).split(',').map((s) => s.trim()).filter(Boolean);
+  if (v['train-modules'] !== undefined)
+    a.trainModules = String(v['train-modules'])
+      .split(',')
+      .map((s) => s.trim())
+      .filter(Boolean);
   if (v['lora-rank'] !== undefined) a.loraRank = intOpt(v['lora-rank'], '--lora-rank', { min: 0, max: 65536 });
   if (v.beta !== undefined) a.beta = numOpt(v.beta, '--beta', { min: 0 });
   if (v['micro-batch'] !== undefined) a.microBatch = intOpt(v['micro-batch'], '--micro-batch', { min: 1 });
@@ -95,7 +107,8 @@ export function planArgs(v: Record<string, unknown>): OpArgs<'plan'> {
   if (v['no-checkpointing']) a.checkpointing = false;
   if (v['cpu-offload']) a.cpuOffload = true;
   if (v.precision !== undefined) {
-    if (v.precision !== 'bf16-mixed' && v.precision !== 'fp32') throw new ConfigError(`--precision must be bf16-mixed or fp32, got '${v.precision}'`);
+    if (v.precision !== 'bf16-mixed' && v.precision !== 'fp32')
+      throw new ConfigError(`--precision must be bf16-mixed or fp32, got '${v.precision}'`);
     a.precision = v.precision;
   }
   if (v.mode !== undefined) {

@@ -84,7 +84,9 @@ export async function run(argv: string[]): Promise<number> {
     const res = await writeGenEvalSamples({ ...opts, signal: interrupt.signal, onProgress });
     bar?.done();
     const kept = res.kept.length ? `, ${res.kept.length} already complete` : '';
-    console.log(`pairuni samples: ${res.written.length} prompts written${kept}; ${res.samples} images of ${res.width}×${res.height} per prompt in ${res.out}`);
+    console.log(
+      `pairuni samples: ${res.written.length} prompts written${kept}; ${res.samples} images of ${res.width}×${res.height} per prompt in ${res.out}`,
+    );
     return 0;
   } catch (e) {
     bar?.done();

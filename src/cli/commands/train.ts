@@ -6,7 +6,14 @@
 import { dirname, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 import { AbortedError } from '../../errors.js';
-import { applyConfigSets, type ConfigSet, formatTrainConfig, parseConfigSet, parseUntrustedTrainConfig, readTrainConfigFile } from '../../train/config.js';
+import {
+  applyConfigSets,
+  type ConfigSet,
+  formatTrainConfig,
+  parseConfigSet,
+  parseUntrustedTrainConfig,
+  readTrainConfigFile,
+} from '../../train/config.js';
 import { RunStateError, train } from '../../train/trainer.js';
 import { onInterrupt } from '../../util/interrupt.js';
 import { stderrLogger } from '../../util/log.js';
@@ -78,7 +85,8 @@ export async function run(argv: string[]): Promise<number> {
   if (values.out) sets.push({ path: ['out'], value: resolve(values.out) });
   if (values.data) sets.push({ path: ['data'], value: resolve(values.data) });
   if (values.model) sets.push({ path: ['model', 'path'], value: resolve(values.model) });
-  if (values.ranks !== undefined) sets.push({ path: ['sidecar', 'ranks'], value: intOpt(values.ranks, '--ranks', { min: 1 }) });
+  if (values.ranks !== undefined)
+    sets.push({ path: ['sidecar', 'ranks'], value: intOpt(values.ranks, '--ranks', { min: 1 }) });
   const { raw, format } = readTrainConfigFile(values.config);
   const cfg = parseUntrustedTrainConfig(applyConfigSets(raw, sets), dirname(resolve(values.config)), values.config);
   if (values['print-config']) {
@@ -98,12 +106,15 @@ export async function run(argv: string[]): Promise<number> {
       logger: stderrLogger,
       onStep: (m) => {
         // SFT steps (an adapter that declares only `sft`, e.g. Bagel) report their loss terms instead of rewards.
-        const what = 'ce' in m ? `ce=${fmt(m.ce)} mse=${fmt(m.mse)}` : `r_u=${fmt(m['und/reward'])} r_g=${fmt(m['gen/reward'])}`;
+        const what =
+          'ce' in m ? `ce=${fmt(m.ce)} mse=${fmt(m.mse)}` : `r_u=${fmt(m['und/reward'])} r_g=${fmt(m['gen/reward'])}`;
         bar.update(m.step, cfg.steps, `${what} |g|=${fmt(m.grad_norm, 2)} ${fmt(m['time/step'], 2)}s/step`);
       },
     });
     bar.done();
-    console.log(`pairuni train: ${res.steps} steps done; checkpoint ${res.checkpoint}${res.restarts ? ` (${res.restarts} sidecar restarts)` : ''}`);
+    console.log(
+      `pairuni train: ${res.steps} steps done; checkpoint ${res.checkpoint}${res.restarts ? ` (${res.restarts} sidecar restarts)` : ''}`,
+    );
     return 0;
   } catch (e) {
     bar.done();

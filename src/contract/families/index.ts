@@ -70,7 +70,11 @@ export const FAMILY_OPTION_FIELDS = { load: 'model.options', und: 'und.options',
  * What is wrong with a built-in family's options, one line per problem naming the config field
  * (`model.options.detach_uncond: ...`); empty when they are valid or the family is a plug-in's.
  */
-export function familyOptionIssues(family: string, where: 'load' | 'und' | 'gen', options: Record<string, unknown>): string[] {
+export function familyOptionIssues(
+  family: string,
+  where: 'load' | 'und' | 'gen',
+  options: Record<string, unknown>,
+): string[] {
   const f = (FAMILIES as Record<string, (typeof FAMILIES)[Family]>)[family];
   if (!f) return [];
   const r = f[where].safeParse(options);
@@ -79,14 +83,21 @@ export function familyOptionIssues(family: string, where: 'load' | 'und' | 'gen'
   const known = Object.keys(f[where].shape);
   return r.error.issues.flatMap((i) => {
     if (i.code === 'unrecognized_keys') {
-      return i.keys.map((k) => `${field}.${k}: not an option of the ${family} family (${known.length ? `it takes ${known.join(', ')}` : 'it takes none'})`);
+      return i.keys.map(
+        (k) =>
+          `${field}.${k}: not an option of the ${family} family (${known.length ? `it takes ${known.join(', ')}` : 'it takes none'})`,
+      );
     }
     return [`${[field, ...i.path.map(String)].join('.')}: ${i.message}`];
   });
 }
 
 /** Fills a built-in family's option defaults so the sidecar receives explicit values; other families pass through. */
-export function familyOptions(family: string, where: 'load' | 'und' | 'gen', options: Record<string, unknown>): Record<string, unknown> {
+export function familyOptions(
+  family: string,
+  where: 'load' | 'und' | 'gen',
+  options: Record<string, unknown>,
+): Record<string, unknown> {
   const f = (FAMILIES as Record<string, (typeof FAMILIES)[Family]>)[family];
   if (!f) return options;
   const issues = familyOptionIssues(family, where, options);

@@ -45,7 +45,10 @@ export class SidecarBackend implements PairingBackend {
   }
 
   async setRows(h: MatrixHandle, rows: Int32Array, values: Float32Array): Promise<void> {
-    await this.sidecar.kernels.setRows({ handle: this.handle(h) }, { rows: Tensor.from(rows), values: Tensor.from(values, [rows.length, h.cols]) });
+    await this.sidecar.kernels.setRows(
+      { handle: this.handle(h) },
+      { rows: Tensor.from(rows), values: Tensor.from(values, [rows.length, h.cols]) },
+    );
   }
 
   async free(h: MatrixHandle): Promise<void> {
@@ -54,7 +57,12 @@ export class SidecarBackend implements PairingBackend {
     if (handle) await this.sidecar.handles.free({ handles: [handle] });
   }
 
-  async gemmNT(a: MatrixHandle, aRows: Int32Array | undefined, b: MatrixHandle, bRows?: Int32Array): Promise<Float32Array> {
+  async gemmNT(
+    a: MatrixHandle,
+    aRows: Int32Array | undefined,
+    b: MatrixHandle,
+    bRows?: Int32Array,
+  ): Promise<Float32Array> {
     const t: Record<string, Tensor> = {};
     if (aRows) t.a_rows = Tensor.from(aRows);
     if (bRows) t.b_rows = Tensor.from(bRows);
@@ -65,7 +73,10 @@ export class SidecarBackend implements PairingBackend {
   async assign(x: MatrixHandle, xRows: Int32Array | undefined, c: MatrixHandle, k: number): Promise<TopkResult> {
     const t: Record<string, Tensor> = {};
     if (xRows) t.q_rows = Tensor.from(xRows);
-    return this.result(k, await this.sidecar.kernels.topk({ q: this.handle(x), d: this.handle(c), k, mode: 'assign' }, t));
+    return this.result(
+      k,
+      await this.sidecar.kernels.topk({ q: this.handle(x), d: this.handle(c), k, mode: 'assign' }, t),
+    );
   }
 
   async topk(req: TopkRequest): Promise<TopkResult> {
@@ -73,7 +84,13 @@ export class SidecarBackend implements PairingBackend {
     if (req.qRows) t.q_rows = Tensor.from(req.qRows);
     if (req.dRows) t.d_rows = Tensor.from(req.dRows);
     const floor = req.floor !== undefined && Number.isFinite(req.floor) ? { floor: req.floor } : {};
-    return this.result(req.k, await this.sidecar.kernels.topk({ q: this.handle(req.q), d: this.handle(req.d), k: req.k, mode: 'ip', negate: Boolean(req.negate), ...floor }, t));
+    return this.result(
+      req.k,
+      await this.sidecar.kernels.topk(
+        { q: this.handle(req.q), d: this.handle(req.d), k: req.k, mode: 'ip', negate: Boolean(req.negate), ...floor },
+        t,
+      ),
+    );
   }
 
   /** Peak RSS of the sidecar process in bytes (for benchmarks). */

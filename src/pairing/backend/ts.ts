@@ -24,7 +24,8 @@ export class TsBackend implements PairingBackend {
 
   async setRows(h: MatrixHandle, rows: Int32Array, values: Float32Array): Promise<void> {
     const m = this.get(h);
-    if (values.length !== rows.length * m.cols) throw new RangeError(`setRows: ${values.length} values for ${rows.length} rows of ${m.cols}`);
+    if (values.length !== rows.length * m.cols)
+      throw new RangeError(`setRows: ${values.length} values for ${rows.length} rows of ${m.cols}`);
     for (let r = 0; r < rows.length; r++) m.data.set(values.subarray(r * m.cols, (r + 1) * m.cols), rows[r] * m.cols);
   }
 
@@ -32,7 +33,12 @@ export class TsBackend implements PairingBackend {
     this.mats.delete(h.id);
   }
 
-  async gemmNT(a: MatrixHandle, aRows: Int32Array | undefined, b: MatrixHandle, bRows?: Int32Array): Promise<Float32Array> {
+  async gemmNT(
+    a: MatrixHandle,
+    aRows: Int32Array | undefined,
+    b: MatrixHandle,
+    bRows?: Int32Array,
+  ): Promise<Float32Array> {
     const A = this.get(a);
     const B = this.get(b);
     checkCols(A, B);
@@ -53,7 +59,15 @@ export class TsBackend implements PairingBackend {
   }
 
   async topk(req: TopkRequest): Promise<TopkResult> {
-    return this.search(this.get(req.q), req.qRows, this.get(req.d), req.dRows, req.k, req.floor ?? -Infinity, req.negate ?? false);
+    return this.search(
+      this.get(req.q),
+      req.qRows,
+      this.get(req.d),
+      req.dRows,
+      req.k,
+      req.floor ?? -Infinity,
+      req.negate ?? false,
+    );
   }
 
   async close(): Promise<void> {

@@ -7,7 +7,10 @@ import { main } from '../../../src/cli/index.js';
  * (`err`); with `stderrWrites`, also what is written to process.stderr directly (progress, the sidecar's
  * relayed lines), one entry per line, so a test can assert that nothing else was printed.
  */
-export async function pairuni(argv: string[], opts: { stderrWrites?: boolean } = {}): Promise<{ code: number; out: string[]; err: string[] }> {
+export async function pairuni(
+  argv: string[],
+  opts: { stderrWrites?: boolean } = {},
+): Promise<{ code: number; out: string[]; err: string[] }> {
   const out: string[] = [];
   const err: string[] = [];
   const spies = [

@@ -23,9 +23,15 @@ afterAll(() => rmSync(dir, { recursive: true, force: true }));
 const pairuni = (...argv: string[]) => run(argv);
 
 /** `pairuni ...` as a child process in `cwd` (the way a user runs it). */
-function pairuniProcess(cwd: string, ...argv: string[]): Promise<{ code: number | null; stdout: string; stderr: string }> {
+function pairuniProcess(
+  cwd: string,
+  ...argv: string[]
+): Promise<{ code: number | null; stdout: string; stderr: string }> {
   return new Promise((resolveRun, reject) => {
-    const child = spawn(process.execPath, ['--import', TSX, RUNNER, ...argv], { cwd, stdio: ['ignore', 'pipe', 'pipe'] });
+    const child = spawn(process.execPath, ['--import', TSX, RUNNER, ...argv], {
+      cwd,
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
     let stdout = '';
     let stderr = '';
     child.stdout.on('data', (d) => (stdout += d));
@@ -43,12 +49,17 @@ describe('unknown flags and other parse errors (handled once, in src/cli/index.t
     expect(r.out).toEqual([]);
   };
   // These parse with node's parseArgs and let its error through to main().
-  for (const cmd of ['demo', 'embed', 'pair', 'doctor', 'samples']) it(`pairuni ${cmd} --no-such-flag: one line naming the flag, exit 2`, () => oneLine(cmd));
-  for (const cmd of ['complete', 'train']) it(`pairuni ${cmd} --no-such-flag: one line naming the flag, exit 2`, () => oneLine(cmd));
+  for (const cmd of ['demo', 'embed', 'pair', 'doctor', 'samples'])
+    it(`pairuni ${cmd} --no-such-flag: one line naming the flag, exit 2`, () => oneLine(cmd));
+  for (const cmd of ['complete', 'train'])
+    it(`pairuni ${cmd} --no-such-flag: one line naming the flag, exit 2`, () => oneLine(cmd));
 
   it('a missing option value is a parse error too', async () => {
     const r = await pairuni('pair', '--u');
-    expect(r).toMatchObject({ code: 2, err: ["pairuni pair: Option '--u <value>' argument missing (see 'pairuni pair --help')"] });
+    expect(r).toMatchObject({
+      code: 2,
+      err: ["pairuni pair: Option '--u <value>' argument missing (see 'pairuni pair --help')"],
+    });
   });
 
   it('from the shell: exit status 2, one line on stderr, no stack trace', async () => {
@@ -59,14 +70,27 @@ describe('unknown flags and other parse errors (handled once, in src/cli/index.t
   });
 
   it('a negative number after an option is its value', () => {
-    expect(joinNegativeValues(['--threshold', '-1', '--seed', '-2.5e3', '--k', '3'])).toEqual(['--threshold=-1', '--seed=-2.5e3', '--k', '3']);
+    expect(joinNegativeValues(['--threshold', '-1', '--seed', '-2.5e3', '--k', '3'])).toEqual([
+      '--threshold=-1',
+      '--seed=-2.5e3',
+      '--k',
+      '3',
+    ]);
     expect(joinNegativeValues(['--out', '-x', '--', '--a', '-1'])).toEqual(['--out', '-x', '--', '--a', '-1']);
   });
 });
 
 describe('numeric options: a ConfigError naming the option and its range, before any work', () => {
   const missing = join(dir, 'missing.jsonl'); // never read: the options are refused first
-  const base = (cmd: string) => [cmd, '--u', missing, '--g', missing, ...(cmd === 'pair' ? ['--out', join(dir, 'never')] : []), '--quiet'];
+  const base = (cmd: string) => [
+    cmd,
+    '--u',
+    missing,
+    '--g',
+    missing,
+    ...(cmd === 'pair' ? ['--out', join(dir, 'never')] : []),
+    '--quiet',
+  ];
   const cases: [string, string[], string][] = [
     ['pair', ['--threshold', '2'], "--threshold must be a number in [-1, 1], got '2'"],
     ['pair', ['--threshold', '-1.5'], "--threshold must be a number in [-1, 1], got '-1.5'"],
@@ -107,9 +131,24 @@ describe('output and cache locations are checked before any work', () => {
     const file = join(dir, 'existing_file');
     writeFileSync(file, 'x');
     const cache = join(dir, 'cache-out-check');
-    const r = await pairuni('pair', '--u', join(dir, 'missing.jsonl'), '--g', join(dir, 'missing.jsonl'), '--out', join(file, 'sub'), '--cache-dir', cache, '--backbone', 'pixels', '--quiet');
+    const r = await pairuni(
+      'pair',
+      '--u',
+      join(dir, 'missing.jsonl'),
+      '--g',
+      join(dir, 'missing.jsonl'),
+      '--out',
+      join(file, 'sub'),
+      '--cache-dir',
+      cache,
+      '--backbone',
+      'pixels',
+      '--quiet',
+    );
     expect(r.code).toBe(1);
-    expect(r.err).toEqual([`pairuni pair: ConfigError [config]: output directory ${join(file, 'sub')} is not usable: ${file} is a file, not a directory`]);
+    expect(r.err).toEqual([
+      `pairuni pair: ConfigError [config]: output directory ${join(file, 'sub')} is not usable: ${file} is a file, not a directory`,
+    ]);
     expect(existsSync(cache)).toBe(false);
   });
 });
@@ -122,10 +161,27 @@ describe('empty manifests', () => {
     const cache = join(s.dir, 'cache');
     let r = await pairuni('embed', '--u', empty, '--g', s.g, '--backbone', 'pixels', '--cache-dir', cache, '--quiet');
     expect(r.code).toBe(1);
-    expect(r.err).toEqual([`pairuni embed: DataError [data]: ${empty}: the understanding (U) manifest has no records; pairing needs at least one`]);
-    r = await pairuni('pair', '--u', s.u, '--g', empty, '--out', join(s.dir, 'out'), '--backbone', 'pixels', '--cache-dir', cache, '--quiet');
+    expect(r.err).toEqual([
+      `pairuni embed: DataError [data]: ${empty}: the understanding (U) manifest has no records; pairing needs at least one`,
+    ]);
+    r = await pairuni(
+      'pair',
+      '--u',
+      s.u,
+      '--g',
+      empty,
+      '--out',
+      join(s.dir, 'out'),
+      '--backbone',
+      'pixels',
+      '--cache-dir',
+      cache,
+      '--quiet',
+    );
     expect(r.code).toBe(1);
-    expect(r.err).toEqual([`pairuni pair: DataError [data]: ${empty}: the generation (G) manifest has no records; pairing needs at least one`]);
+    expect(r.err).toEqual([
+      `pairuni pair: DataError [data]: ${empty}: the generation (G) manifest has no records; pairing needs at least one`,
+    ]);
     expect(existsSync(cache)).toBe(false);
     expect(existsSync(join(s.dir, 'out'))).toBe(false);
   });
@@ -136,7 +192,18 @@ describe("user paths are relative to the user's working directory", () => {
     const s = tinySet(1, 1);
     mkdirSync(join(s.dir, 'weights'));
     writeFileSync(join(s.dir, 'weights', 'resnet50.pth'), 'not a state dict');
-    const common = ['embed', '--u', 'u.jsonl', '--g', 'g.jsonl', '--cache-dir', 'cache', '--quiet', '--backbone', 'resnet50'];
+    const common = [
+      'embed',
+      '--u',
+      'u.jsonl',
+      '--g',
+      'g.jsonl',
+      '--cache-dir',
+      'cache',
+      '--quiet',
+      '--backbone',
+      'resnet50',
+    ];
     const [found, absent] = await Promise.all([
       pairuniProcess(s.dir, ...common, '--weights', 'weights/resnet50.pth'),
       pairuniProcess(s.dir, ...common, '--weights', 'resnet50.pth'),
@@ -150,10 +217,30 @@ describe("user paths are relative to the user's working directory", () => {
 
   it('relative --u/--g/--cache-dir/--out: pair with the pixels backbone writes under the cwd', async () => {
     const s = tinySet(6, 6);
-    const r = await pairuniProcess(s.dir, 'pair', '--u', 'u.jsonl', '--g', 'g.jsonl', '--out', 'out', '--cache-dir', 'cache', '--backbone', 'pixels', '--size', '4', '--k', '2', '--quiet');
+    const r = await pairuniProcess(
+      s.dir,
+      'pair',
+      '--u',
+      'u.jsonl',
+      '--g',
+      'g.jsonl',
+      '--out',
+      'out',
+      '--cache-dir',
+      'cache',
+      '--backbone',
+      'pixels',
+      '--size',
+      '4',
+      '--k',
+      '2',
+      '--quiet',
+    );
     expect(r.stderr).toBe('');
     expect(r.code).toBe(0);
-    expect(readdirSync(join(s.dir, 'out')).sort()).toEqual(expect.arrayContaining(['pairs.arrow', 'pairs.jsonl', 'stats.json']));
+    expect(readdirSync(join(s.dir, 'out')).sort()).toEqual(
+      expect.arrayContaining(['pairs.arrow', 'pairs.jsonl', 'stats.json']),
+    );
     expect(existsSync(join(s.dir, 'cache'))).toBe(true);
   });
 });

@@ -73,15 +73,26 @@ describe('pairuni train --config: YAML or JSON, --set, --print-config', () => {
 
   it('--set overrides nested numbers, strings and arrays; the fixed flags are --set applied last', async () => {
     const r = await pairuni(
-      'train', '--config', file('set.yaml', YAML_RUN), '--print-config',
-      '--set', 'loss.beta=0.04',
-      '--set', 'mode=pair',
-      '--set', 'model.trainModules=["language_model","gen_head"]',
-      '--set', 'und.instruction={question} {choices}',
-      '--set', 'gen={"k":3}',
-      '--set', 'steps=5',
-      '--set', 'data=other/pairs.jsonl',
-      '--steps', '7',
+      'train',
+      '--config',
+      file('set.yaml', YAML_RUN),
+      '--print-config',
+      '--set',
+      'loss.beta=0.04',
+      '--set',
+      'mode=pair',
+      '--set',
+      'model.trainModules=["language_model","gen_head"]',
+      '--set',
+      'und.instruction={question} {choices}',
+      '--set',
+      'gen={"k":3}',
+      '--set',
+      'steps=5',
+      '--set',
+      'data=other/pairs.jsonl',
+      '--steps',
+      '7',
     );
     expect([r.code, r.err]).toEqual([0, []]);
     const c = parseYaml(r.out);
@@ -99,15 +110,19 @@ describe('pairuni train --config: YAML or JSON, --set, --print-config', () => {
     const viaSet = await pairuni('train', '--config', file('ok.yaml', YAML_RUN), '--set', 'loss.betaa=0.04');
     expect(viaSet.code).toBe(1);
     expect(viaSet.err).toEqual([
-      "pairuni train: ConfigError [config]: --set loss.betaa: no such config key (loss takes epsLow, epsHigh, beta, agg, mu)",
+      'pairuni train: ConfigError [config]: --set loss.betaa: no such config key (loss takes epsLow, epsHigh, beta, agg, mu)',
     ]);
     const deep = await pairuni('train', '--config', join(dir, 'ok.yaml'), '--set', 'los.beta=1');
     expect(deep.code).toBe(1);
-    expect(deep.err[0]).toMatch(/^pairuni train: ConfigError \[config\]: --set los\.beta: no config key 'los' \(the top level takes data, out, model, /);
+    expect(deep.err[0]).toMatch(
+      /^pairuni train: ConfigError \[config\]: --set los\.beta: no config key 'los' \(the top level takes data, out, model, /,
+    );
     const bad = file('unknown.yaml', `${YAML_RUN}loss:\n  betaa: 0.04\n`);
     const viaFile = await pairuni('train', '--config', bad);
     expect(viaFile.code).toBe(1);
-    expect(viaFile.err).toEqual([`pairuni train: ConfigError [config]: ${bad} is not a valid training config: loss: Unrecognized key: "betaa"`]);
+    expect(viaFile.err).toEqual([
+      `pairuni train: ConfigError [config]: ${bad} is not a valid training config: loss: Unrecognized key: "betaa"`,
+    ]);
     expect(existsSync(join(dir, 'runs'))).toBe(false);
   });
 
@@ -121,10 +136,14 @@ describe('pairuni train --config: YAML or JSON, --set, --print-config', () => {
     const y = file('broken.yaml', 'data: d\nout: o\nsteps: 2\nsteps: 3\n');
     const ry = await pairuni('train', '--config', y, '--print-config');
     expect(ry.code).toBe(1);
-    expect(ry.err).toEqual([`pairuni train: ConfigError [config]: cannot parse config ${y}:4:1: Map keys must be unique`]);
+    expect(ry.err).toEqual([
+      `pairuni train: ConfigError [config]: cannot parse config ${y}:4:1: Map keys must be unique`,
+    ]);
     const j = file('broken.json', '{\n  "data": "d",\n  "out": "o",\n}\n');
     const rj = await pairuni('train', '--config', j, '--print-config');
     expect(rj.code).toBe(1);
-    expect(rj.err).toEqual([`pairuni train: ConfigError [config]: cannot parse config ${j}:4:1: Expected double-quoted property name`]);
+    expect(rj.err).toEqual([
+      `pairuni train: ConfigError [config]: cannot parse config ${j}:4:1: Expected double-quoted property name`,
+    ]);
   });
 });

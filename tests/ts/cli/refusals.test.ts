@@ -50,13 +50,17 @@ describe("train: another family's options are refused at config parse, naming th
       { model: { adapter: 'dimoo', path: DEMO_MODELS.dimoo, device: 'cpu' }, und: { options: { steps: 0 } } },
       'und.options.steps: Too small: expected number to be >=1',
     ],
-  ])('%s', async (_what, over, issue) => {
-    const { file, out } = config(over);
-    const r = await pairuni('train', '--config', file, '--quiet');
-    expect(r.code).toBe(1);
-    expect(r.err).toEqual([`pairuni train: ConfigError [config]: ${file} is not a valid training config: ${issue}`]);
-    expect(existsSync(out)).toBe(false);
-  }, 120_000);
+  ])(
+    '%s',
+    async (_what, over, issue) => {
+      const { file, out } = config(over);
+      const r = await pairuni('train', '--config', file, '--quiet');
+      expect(r.code).toBe(1);
+      expect(r.err).toEqual([`pairuni train: ConfigError [config]: ${file} is not a valid training config: ${issue}`]);
+      expect(existsSync(out)).toBe(false);
+    },
+    120_000,
+  );
 });
 
 describe('one number parser for every command: decimal digits only', () => {
@@ -71,18 +75,35 @@ describe('one number parser for every command: decimal digits only', () => {
 
   it('train --ranks 0x2 and demo --steps 0x2 say the same', async () => {
     const { file } = config({ data: join(dir, 'missing.jsonl'), model: { path: DEMO_MODELS.janus } });
-    expect((await pairuni('train', '--config', file, '--ranks', '0x2')).err).toEqual(["pairuni train: ConfigError [config]: --ranks must be an integer >= 1, got '0x2'"]);
+    expect((await pairuni('train', '--config', file, '--ranks', '0x2')).err).toEqual([
+      "pairuni train: ConfigError [config]: --ranks must be an integer >= 1, got '0x2'",
+    ]);
     const out = fresh();
-    expect((await pairuni('demo', '--out', out, '--quick', '--steps', '0x2')).err).toEqual(["pairuni demo: ConfigError [config]: --steps must be an integer >= 1, got '0x2'"]);
+    expect((await pairuni('demo', '--out', out, '--quick', '--steps', '0x2')).err).toEqual([
+      "pairuni demo: ConfigError [config]: --steps must be an integer >= 1, got '0x2'",
+    ]);
     expect(existsSync(out)).toBe(false);
   });
 
   it('pair --threshold takes decimals and exponents but not hex', async () => {
-    const base = ['pair', '--u', join(dir, 'missing.jsonl'), '--g', join(dir, 'missing.jsonl'), '--out', fresh(), '--quiet'];
-    expect((await pairuni(...base, '--threshold', '0x0')).err).toEqual(["pairuni pair: ConfigError [config]: --threshold must be a number in [-1, 1], got '0x0'"]);
+    const base = [
+      'pair',
+      '--u',
+      join(dir, 'missing.jsonl'),
+      '--g',
+      join(dir, 'missing.jsonl'),
+      '--out',
+      fresh(),
+      '--quiet',
+    ];
+    expect((await pairuni(...base, '--threshold', '0x0')).err).toEqual([
+      "pairuni pair: ConfigError [config]: --threshold must be a number in [-1, 1], got '0x0'",
+    ]);
     // 5e-1 and .5 parse: the next refusal is --k's
     for (const t of ['5e-1', '.5', '-0.25']) {
-      expect((await pairuni(...base, '--threshold', t, '--k', '0')).err).toEqual(["pairuni pair: ConfigError [config]: --k must be an integer >= 1, got '0'"]);
+      expect((await pairuni(...base, '--threshold', t, '--k', '0')).err).toEqual([
+        "pairuni pair: ConfigError [config]: --k must be an integer >= 1, got '0'",
+      ]);
     }
   });
 });
@@ -102,7 +123,11 @@ describe('demo refusals', () => {
   it('an unknown --family lists every family, bagel included', async () => {
     const out = fresh();
     const r = await pairuni('demo', '--family', 'lumina', '--out', out);
-    expect(r).toEqual({ code: 1, out: [], err: ["pairuni demo: ConfigError [config]: --family must be one of janus, dimoo, bagel, got 'lumina'"] });
+    expect(r).toEqual({
+      code: 1,
+      out: [],
+      err: ["pairuni demo: ConfigError [config]: --family must be one of janus, dimoo, bagel, got 'lumina'"],
+    });
     expect(existsSync(out)).toBe(false);
   });
 
@@ -110,19 +135,36 @@ describe('demo refusals', () => {
     // --out is a file: had the flags been ignored, the demo would have failed on it instead.
     const file = join(dir, 'a-file');
     writeFileSync(file, 'x');
-    const why = 'cannot be used with --family bagel: it trains a tiny random-init Bagel it builds itself, one run at a time';
-    expect((await pairuni('demo', '--family', 'bagel', '--out', file, '--model', DEMO_MODELS.janus)).err).toEqual([`pairuni demo: ConfigError [config]: --model ${why}`]);
-    expect((await pairuni('demo', '--family', 'bagel', '--out', file, '--parallel', '2')).err).toEqual([`pairuni demo: ConfigError [config]: --parallel ${why}`]);
+    const why =
+      'cannot be used with --family bagel: it trains a tiny random-init Bagel it builds itself, one run at a time';
+    expect((await pairuni('demo', '--family', 'bagel', '--out', file, '--model', DEMO_MODELS.janus)).err).toEqual([
+      `pairuni demo: ConfigError [config]: --model ${why}`,
+    ]);
+    expect((await pairuni('demo', '--family', 'bagel', '--out', file, '--parallel', '2')).err).toEqual([
+      `pairuni demo: ConfigError [config]: --parallel ${why}`,
+    ]);
   });
 
   it('an --out that is a file (Bagel) or lies under a file (Janus): one line naming it, no stack trace', async () => {
     const file = join(dir, 'out-file');
     writeFileSync(file, 'x');
     const bagel = await pairuni('demo', '--family', 'bagel', '--quick', '--out', file);
-    expect(bagel).toEqual({ code: 1, out: [], err: [`pairuni demo: RunStateError [config]: cannot use out ${file} as the demo directory: it is a file, not a directory; choose another --out`] });
+    expect(bagel).toEqual({
+      code: 1,
+      out: [],
+      err: [
+        `pairuni demo: RunStateError [config]: cannot use out ${file} as the demo directory: it is a file, not a directory; choose another --out`,
+      ],
+    });
     const under = join(file, 'demo');
     const janus = await pairuni('demo', '--quick', '--out', under);
-    expect(janus).toEqual({ code: 1, out: [], err: [`pairuni demo: RunStateError [config]: cannot use out ${under} as the demo directory: ${file} is a file, not a directory; choose another --out`] });
+    expect(janus).toEqual({
+      code: 1,
+      out: [],
+      err: [
+        `pairuni demo: RunStateError [config]: cannot use out ${under} as the demo directory: ${file} is a file, not a directory; choose another --out`,
+      ],
+    });
   });
 
   it('--family dimoo with a Janus model names both families; nothing runs, nothing is written', async () => {
@@ -130,14 +172,25 @@ describe('demo refusals', () => {
     // Should the demo start anyway, stop it at its first log line so the test stays short.
     const ac = new AbortController();
     const lines: string[] = [];
-    const err = await runDemo({ out, family: 'dimoo', model: DEMO_MODELS.janus, quick: true, signal: ac.signal, log: (l) => (lines.push(l), ac.abort()) }).catch((e: unknown) => e);
+    const err = await runDemo({
+      out,
+      family: 'dimoo',
+      model: DEMO_MODELS.janus,
+      quick: true,
+      signal: ac.signal,
+      log: (l) => (lines.push(l), ac.abort()),
+    }).catch((e: unknown) => e);
     expect(err).toBeInstanceOf(ConfigError);
-    expect((err as Error).message).toBe(`demo: family dimoo was asked for, but ${DEMO_MODELS.janus} is a janus model (pairuni_model.json: family "janus"); pass a dimoo model or leave out the family`);
+    expect((err as Error).message).toBe(
+      `demo: family dimoo was asked for, but ${DEMO_MODELS.janus} is a janus model (pairuni_model.json: family "janus"); pass a dimoo model or leave out the family`,
+    );
     expect(lines).toEqual([]);
     expect(existsSync(out)).toBe(false);
     const r = await pairuni('demo', '--family', 'janus', '--model', DEMO_MODELS.dimoo, '--quick', '--out', out);
     expect(r.code).toBe(1);
-    expect(r.err).toEqual([`pairuni demo: ConfigError [config]: demo: family janus was asked for, but ${DEMO_MODELS.dimoo} is a dimoo model (pairuni_model.json: family "dimoo"); pass a janus model or leave out the family`]);
+    expect(r.err).toEqual([
+      `pairuni demo: ConfigError [config]: demo: family janus was asked for, but ${DEMO_MODELS.dimoo} is a dimoo model (pairuni_model.json: family "dimoo"); pass a janus model or leave out the family`,
+    ]);
     expect(existsSync(out)).toBe(false);
   }, 300_000);
 });
@@ -148,10 +201,15 @@ describe('train --data <a directory>', () => {
     mkdirSync(pairDir, { recursive: true });
     const { file, out } = config({ model: { path: DEMO_MODELS.janus } });
     const empty = await pairuni('train', '--config', file, '--data', pairDir, '--quiet');
-    expect(empty).toMatchObject({ code: 1, err: [`pairuni train: DataError [data]: PairUG file ${pairDir} is a directory, not a file`] });
+    expect(empty).toMatchObject({
+      code: 1,
+      err: [`pairuni train: DataError [data]: PairUG file ${pairDir} is a directory, not a file`],
+    });
     writeFileSync(join(pairDir, 'pairs.jsonl'), '');
     const holding = await pairuni('train', '--config', file, '--data', pairDir, '--quiet');
-    expect(holding.err).toEqual([`pairuni train: DataError [data]: PairUG file ${pairDir} is a directory, not a file (it holds ${join(pairDir, 'pairs.jsonl')}: pass one of them)`]);
+    expect(holding.err).toEqual([
+      `pairuni train: DataError [data]: PairUG file ${pairDir} is a directory, not a file (it holds ${join(pairDir, 'pairs.jsonl')}: pass one of them)`,
+    ]);
     expect(readdirSync(dir)).not.toContain(out.split('/').pop());
   });
 });

@@ -2,7 +2,14 @@ import { appendFile, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { AbortedError, DataError } from '../../../src/errors.js';
-import { Completer, CompletionCache, startScriptedServer, COMPLETION_TEMPLATE_VERSIONS as TEMPLATE_VERSIONS, type CompletionResult, type ScriptedServer } from '../../../src/completion/index.js';
+import {
+  Completer,
+  CompletionCache,
+  startScriptedServer,
+  COMPLETION_TEMPLATE_VERSIONS as TEMPLATE_VERSIONS,
+  type CompletionResult,
+  type ScriptedServer,
+} from '../../../src/completion/index.js';
 import { config, gItem, instantSleep, itemIdOf, OK, png, router, tempDir, uItem, VALID_U } from './helpers.js';
 
 let server: ScriptedServer | undefined;
@@ -42,7 +49,14 @@ describe('persistent cache', () => {
       xs.map((x) => ({ ...x, origin: undefined })).sort((a, b) => a.id.localeCompare(b.id));
     expect(strip(second)).toEqual(strip(first));
     expect(second.every((x) => x.status !== 'unfinished' && x.origin === 'cache')).toBe(true);
-    expect(job.report().items).toEqual({ total: 3, accepted: 2, rejected: 1, unfinished: 0, fromCache: 3, fromInput: 0 });
+    expect(job.report().items).toEqual({
+      total: 3,
+      accepted: 2,
+      rejected: 1,
+      unfinished: 0,
+      fromCache: 3,
+      fromInput: 0,
+    });
     expect(job.report().cache).toEqual({ path: cachePath, loadedCalls: 10, loadedItems: 3, tornBytes: 0 });
     expect(job.report().usage.inputTokens).toBe(0);
   });
@@ -57,7 +71,9 @@ describe('persistent cache', () => {
     changed.image = { bytes: png('different pixels') };
     await new Completer(config(server.url, { cachePath })).run([changed]).collect();
     expect(server.requests).toHaveLength(4);
-    const job = new Completer(config(server.url, { cachePath, models: { u2c: 'gen-u', g2qa: 'gen-g', verifyU2c: 'chk-u2' } })).run([uItem('u1')]);
+    const job = new Completer(
+      config(server.url, { cachePath, models: { u2c: 'gen-u', g2qa: 'gen-g', verifyU2c: 'chk-u2' } }),
+    ).run([uItem('u1')]);
     await job.collect();
     // A new outcome, but the unchanged generation request is answered from the call journal.
     expect(server.requests.slice(4).map((q) => q.model)).toEqual(['chk-u2']);
@@ -87,7 +103,9 @@ describe('persistent cache', () => {
     const r = router({ 'u1/chk-u': [{ content: '{"verdict":"inconsistent","problems":["dog"]}' }] });
     server = await startScriptedServer(r.handler);
     const cachePath = join(tmp.dir, 'cache.jsonl');
-    const [a] = await new Completer(config(server.url, { cachePath, maxRegenerations: 0 })).run([uItem('u1')]).collect();
+    const [a] = await new Completer(config(server.url, { cachePath, maxRegenerations: 0 }))
+      .run([uItem('u1')])
+      .collect();
     expect(a).toMatchObject({ status: 'rejected', reason: 'inconsistent' });
     const job = new Completer(config(server.url, { cachePath, maxRegenerations: 1 })).run([uItem('u1')]);
     const [b] = await job.collect();
@@ -154,7 +172,12 @@ describe('persistent cache', () => {
     expect(job2.report().calls).toEqual({ live: 7, replayed: 1 });
     expect(got2.map((x) => x.id).sort()).toEqual(['u1', 'u2', 'u3', 'u4', 'u5', 'u6']);
     expect(got2.filter((x) => x.status === 'accepted')).toHaveLength(6);
-    expect(got2.filter((x) => x.status !== 'unfinished' && x.origin === 'cache').map((x) => x.id).sort()).toEqual(['u1', 'u2']);
+    expect(
+      got2
+        .filter((x) => x.status !== 'unfinished' && x.origin === 'cache')
+        .map((x) => x.id)
+        .sort(),
+    ).toEqual(['u1', 'u2']);
   });
 
   it('the spend guard stops cleanly; the next run finishes the rest without repeats', async () => {
@@ -162,7 +185,9 @@ describe('persistent cache', () => {
     server = await startScriptedServer(r.handler);
     const cachePath = join(tmp.dir, 'cache.jsonl');
     const items = ['u1', 'u2', 'u3', 'u4', 'u5'].map((id) => uItem(id));
-    const job1 = new Completer(config(server.url, { cachePath, concurrency: 1, budget: { maxRequests: 5 } })).run(items);
+    const job1 = new Completer(config(server.url, { cachePath, concurrency: 1, budget: { maxRequests: 5 } })).run(
+      items,
+    );
     const res1 = await job1.collect();
     expect(res1.map((x) => [x.id, x.status])).toEqual([
       ['u1', 'accepted'],
@@ -173,11 +198,18 @@ describe('persistent cache', () => {
     ]);
     expect(res1[2]).toMatchObject({ reason: 'budget', detail: 'request budget of 5 used up' });
     const rep1 = job1.report();
-    expect(rep1).toMatchObject({ stoppedBy: 'budget', requests: { sent: 5 }, budget: { maxRequests: 5, exhausted: 'request budget of 5 used up' } });
+    expect(rep1).toMatchObject({
+      stoppedBy: 'budget',
+      requests: { sent: 5 },
+      budget: { maxRequests: 5, exhausted: 'request budget of 5 used up' },
+    });
     expect(rep1.byDirection.u2c.unfinished).toEqual({ budget: 3, request_error: 0, stopped: 0 });
     expect(rep1.items).toMatchObject({ total: 5, accepted: 2, unfinished: 3 });
     // Nothing half-written: every line parses; 5 calls and 2 outcomes are on disk.
-    const lines = (await readFile(cachePath, 'utf8')).trimEnd().split('\n').map((l) => JSON.parse(l) as { t: string });
+    const lines = (await readFile(cachePath, 'utf8'))
+      .trimEnd()
+      .split('\n')
+      .map((l) => JSON.parse(l) as { t: string });
     expect(lines.filter((l) => l.t === 'call')).toHaveLength(5);
     expect(lines.filter((l) => l.t === 'item')).toHaveLength(2);
 
@@ -191,7 +223,10 @@ describe('persistent cache', () => {
     const r = router();
     server = await startScriptedServer(r.handler);
     // Each scripted call costs 120 tokens: after 3 calls (360 ≥ 300) no new request starts.
-    const job = new Completer(config(server.url, { concurrency: 1, budget: { maxTokens: 300 } })).run([uItem('u1'), uItem('u2')]);
+    const job = new Completer(config(server.url, { concurrency: 1, budget: { maxTokens: 300 } })).run([
+      uItem('u1'),
+      uItem('u2'),
+    ]);
     const res = await job.collect();
     expect(res.map((x) => x.status)).toEqual(['accepted', 'unfinished']);
     expect(server.requests).toHaveLength(3);

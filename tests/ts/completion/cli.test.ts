@@ -25,7 +25,12 @@ beforeEach(async () => {
     choices: ['one', 'two', 'three', 'four'],
     answer: 'B',
   }));
-  const g = ['g1', 'g2'].map((id) => ({ id, image: `img/${id}.png`, prompt: `A red apple left of a blue mug [${id}]`, category: 'two object' }));
+  const g = ['g1', 'g2'].map((id) => ({
+    id,
+    image: `img/${id}.png`,
+    prompt: `A red apple left of a blue mug [${id}]`,
+    category: 'two object',
+  }));
   for (const r of [...u, ...g]) await writeFile(join(data, r.image), png(r.id));
   await writeFile(join(data, 'u.jsonl'), u.map((r) => JSON.stringify(r)).join('\n') + '\n');
   await writeFile(join(data, 'g.jsonl'), g.map((r) => JSON.stringify(r)).join('\n') + '\n');
@@ -41,22 +46,39 @@ afterEach(async () => {
 });
 
 const baseArgs = (url: string) => [
-  '--u', join(data, 'u.jsonl'),
-  '--g', join(data, 'g.jsonl'),
-  '--out', out,
-  '--base-url', url,
-  '--model-u2c', 'gen-u',
-  '--model-g2qa', 'gen-g',
-  '--model-check-u2c', 'chk-u',
-  '--model-check-g2qa', 'chk-g',
-  '--concurrency', '2',
-  '--max-regenerations', '1',
-  '--price-in', '2',
-  '--price-out', '8',
+  '--u',
+  join(data, 'u.jsonl'),
+  '--g',
+  join(data, 'g.jsonl'),
+  '--out',
+  out,
+  '--base-url',
+  url,
+  '--model-u2c',
+  'gen-u',
+  '--model-g2qa',
+  'gen-g',
+  '--model-check-u2c',
+  'chk-u',
+  '--model-check-g2qa',
+  'chk-g',
+  '--concurrency',
+  '2',
+  '--max-regenerations',
+  '1',
+  '--price-in',
+  '2',
+  '--price-out',
+  '8',
   '--quiet',
 ];
 
-const jsonl = async (p: string) => (await readFile(p, 'utf8')).trimEnd().split('\n').filter(Boolean).map((l) => JSON.parse(l) as Record<string, unknown>);
+const jsonl = async (p: string) =>
+  (await readFile(p, 'utf8'))
+    .trimEnd()
+    .split('\n')
+    .filter(Boolean)
+    .map((l) => JSON.parse(l) as Record<string, unknown>);
 
 describe('pairuni complete', () => {
   it('has a summary line', () => {
@@ -133,10 +155,17 @@ describe('pairuni complete', () => {
 
   it('rejects a malformed manifest row and bad flags with typed errors', async () => {
     server = await startScriptedServer(router().handler);
-    await writeFile(join(data, 'g.jsonl'), '{"id":"g1","image":"img/g1.png","prompt":"x"}\n{"id":"g2","image":"img/g2.png"}\n');
+    await writeFile(
+      join(data, 'g.jsonl'),
+      '{"id":"g1","image":"img/g1.png","prompt":"x"}\n{"id":"g2","image":"img/g2.png"}\n',
+    );
     await expect(run(baseArgs(server.url))).rejects.toMatchObject({ name: 'DataError', row: 2 });
-    await expect(run(['--u', join(data, 'u.jsonl'), '--out', out, '--base-url', server.url])).rejects.toBeInstanceOf(ConfigError);
-    await expect(run([...baseArgs(server.url), '--concurrency', 'many'])).rejects.toThrow('--concurrency must be a number');
+    await expect(run(['--u', join(data, 'u.jsonl'), '--out', out, '--base-url', server.url])).rejects.toBeInstanceOf(
+      ConfigError,
+    );
+    await expect(run([...baseArgs(server.url), '--concurrency', 'many'])).rejects.toThrow(
+      '--concurrency must be a number',
+    );
     await expect(run(['--bogus'])).rejects.toMatchObject({ code: 'ERR_PARSE_ARGS_UNKNOWN_OPTION' }); // src/cli/index.ts words it
     expect(server.requests.map(itemIdOf)).toEqual([]);
   });
@@ -154,7 +183,9 @@ describe('pairuni complete', () => {
   });
 
   it('after a fatal error, report.json counts every item: total, finished and unfinished', async () => {
-    server = await startScriptedServer(router({ 'u2/gen-u': [{ status: 403, body: { error: { message: 'model not allowed' } } }] }).handler);
+    server = await startScriptedServer(
+      router({ 'u2/gen-u': [{ status: 403, body: { error: { message: 'model not allowed' } } }] }).handler,
+    );
     const err = await run([...baseArgs(server.url), '--concurrency', '1']).catch((e: unknown) => e);
     expect(err).toMatchObject({ name: 'CompletionApiError', kind: 'fatal', status: 403 });
     const rep = JSON.parse(await readFile(join(out, 'report.json'), 'utf8'));
@@ -181,12 +212,19 @@ describe('pairuni complete', () => {
         budget: { maxRequests: 100 },
       }),
     );
-    expect(await run(['--u', join(data, 'u.jsonl'), '--out', out, '--config', cfgPath, '--max-requests', '2', '--quiet'])).toBe(3);
+    expect(
+      await run(['--u', join(data, 'u.jsonl'), '--out', out, '--config', cfgPath, '--max-requests', '2', '--quiet']),
+    ).toBe(3);
     expect(server.requests).toHaveLength(2);
     expect(server.requests[0].headers.authorization).toBe('Bearer file-key');
     const rep = JSON.parse(await readFile(join(out, 'report.json'), 'utf8'));
     expect(rep.budget).toMatchObject({ maxRequests: 2 });
-    await writeFile(cfgPath, JSON.stringify({ baseURL: server.url, apiKey: 'k', models: { u2c: 'a', g2qa: 'b' }, concurency: 2 }));
-    await expect(run(['--u', join(data, 'u.jsonl'), '--out', out, '--config', cfgPath])).rejects.toThrow(/Unrecognized key: "concurency"/);
+    await writeFile(
+      cfgPath,
+      JSON.stringify({ baseURL: server.url, apiKey: 'k', models: { u2c: 'a', g2qa: 'b' }, concurency: 2 }),
+    );
+    await expect(run(['--u', join(data, 'u.jsonl'), '--out', out, '--config', cfgPath])).rejects.toThrow(
+      /Unrecognized key: "concurency"/,
+    );
   });
 });

@@ -1,6 +1,11 @@
 import { afterEach, describe, expect, it } from 'vitest';
 import { DataError } from '../../../src/errors.js';
-import { Completer, startScriptedServer, type CompletionResult, type ScriptedServer } from '../../../src/completion/index.js';
+import {
+  Completer,
+  startScriptedServer,
+  type CompletionResult,
+  type ScriptedServer,
+} from '../../../src/completion/index.js';
 import { BAD, config, gItem, instantSleep, itemIdOf, router, uItem, VALID_G, VALID_U } from './helpers.js';
 
 let server: ScriptedServer | undefined;
@@ -26,7 +31,12 @@ describe('semantic completion: generate, validate, check', () => {
     const { completer, server } = await setup();
     const job = completer.run([uItem('u1'), gItem('g1')]);
     const res = byId(await job.collect());
-    expect(server.requests.map((r) => `${itemIdOf(r)}/${r.model}`).sort()).toEqual(['g1/chk-g', 'g1/gen-g', 'u1/chk-u', 'u1/gen-u']);
+    expect(server.requests.map((r) => `${itemIdOf(r)}/${r.model}`).sort()).toEqual([
+      'g1/chk-g',
+      'g1/gen-g',
+      'u1/chk-u',
+      'u1/gen-u',
+    ]);
     // The vision input travels as a data URL in every request of both directions.
     expect(server.requests.map((r) => r.images)).toEqual([1, 1, 1, 1]);
     expect(JSON.stringify(server.requests[0].body)).toContain('data:image/png;base64,');
@@ -49,7 +59,12 @@ describe('semantic completion: generate, validate, check', () => {
     expect(rep.usage.outputTokens).toBe(80);
     // 400 × $2/M + 80 × $8/M
     expect(rep.usage.costUsd).toBeCloseTo(0.00144, 10);
-    expect(rep.usage.byModel['gen-u']).toEqual({ requests: 1, inputTokens: 100, outputTokens: 20, costUsd: (100 * 2 + 20 * 8) / 1e6 });
+    expect(rep.usage.byModel['gen-u']).toEqual({
+      requests: 1,
+      inputTokens: 100,
+      outputTokens: 20,
+      costUsd: (100 * 2 + 20 * 8) / 1e6,
+    });
   });
 
   it('re-asks after malformed JSON with the validation error and the bad reply fed back', async () => {
@@ -63,8 +78,15 @@ describe('semantic completion: generate, validate, check', () => {
     expect(retry.turns).toBe(4);
     const msgs = retry.body.messages as { role: string; content: unknown }[];
     expect(msgs[2]).toEqual({ role: 'assistant', content: bad });
-    expect(msgs[3].content).toContain('That reply was not accepted: the reply must be a single JSON object, but it starts with "Sure!');
-    expect(r.status === 'accepted' && r.stats).toEqual({ calls: 3, replayedCalls: 0, formatRetries: 1, regenerations: 0 });
+    expect(msgs[3].content).toContain(
+      'That reply was not accepted: the reply must be a single JSON object, but it starts with "Sure!',
+    );
+    expect(r.status === 'accepted' && r.stats).toEqual({
+      calls: 3,
+      replayedCalls: 0,
+      formatRetries: 1,
+      regenerations: 0,
+    });
   });
 
   it('rejects as invalid_output after 1 + maxFormatRetries malformed replies, without calling the checker', async () => {
@@ -85,7 +107,9 @@ describe('semantic completion: generate, validate, check', () => {
     const [r] = await completer.run([gItem('g1')]).collect();
     expect(r.status === 'accepted' && r.direction === 'g2qa' && r.record.answer).toBe('A');
     expect(calls.get('g1/gen-g')).toBe(2);
-    expect(server.requests[1].text).toContain('answer: must be exactly one letter among A, B, C, D that names a key of choices (got "E")');
+    expect(server.requests[1].text).toContain(
+      'answer: must be exactly one letter among A, B, C, D that names a key of choices (got "E")',
+    );
   });
 
   it('rejects a refusal at once (refusal field or content filter), with no retry', async () => {
@@ -103,10 +127,17 @@ describe('semantic completion: generate, validate, check', () => {
   });
 
   it('regenerates after a contradiction, passing the objections back, then accepts', async () => {
-    const { completer, calls, server } = await setup({ 'u1/chk-u': [{ content: BAD('the prompt mentions a dog that is not in the image') }] });
+    const { completer, calls, server } = await setup({
+      'u1/chk-u': [{ content: BAD('the prompt mentions a dog that is not in the image') }],
+    });
     const job = completer.run([uItem('u1')]);
     const [r] = await job.collect();
-    expect(r.status === 'accepted' && r.stats).toEqual({ calls: 4, replayedCalls: 0, formatRetries: 0, regenerations: 1 });
+    expect(r.status === 'accepted' && r.stats).toEqual({
+      calls: 4,
+      replayedCalls: 0,
+      formatRetries: 0,
+      regenerations: 1,
+    });
     expect(Object.fromEntries(calls)).toEqual({ 'u1/gen-u': 2, 'u1/chk-u': 2 });
     const regen = server.requests[2];
     expect(regen.model).toBe('gen-u');
@@ -124,7 +155,11 @@ describe('semantic completion: generate, validate, check', () => {
     });
     const job = completer.run([gItem('g1'), uItem('u1'), uItem('u2')]);
     const res = byId(await job.collect());
-    expect(res.g1).toMatchObject({ status: 'rejected', reason: 'inconsistent', detail: 'checker: option C also fits (after 3 drafts)' });
+    expect(res.g1).toMatchObject({
+      status: 'rejected',
+      reason: 'inconsistent',
+      detail: 'checker: option C also fits (after 3 drafts)',
+    });
     expect(res.u1).toMatchObject({ status: 'rejected', reason: 'checker_invalid_output' });
     expect(calls.get('g1/gen-g')).toBe(3);
     expect(calls.get('g1/chk-g')).toBe(3);
@@ -161,9 +196,16 @@ describe('semantic completion: generate, validate, check', () => {
     const bad = uItem('u1');
     if (bad.direction === 'u2c') bad.record.answer = 'F';
     bad.source = { file: 'u.jsonl', row: 7 };
-    const err = await completer.run([bad]).collect().catch((e: unknown) => e);
+    const err = await completer
+      .run([bad])
+      .collect()
+      .catch((e: unknown) => e);
     expect(err).toBeInstanceOf(DataError);
-    expect(err).toMatchObject({ file: 'u.jsonl', row: 7, message: 'u.jsonl:7: answer F names no choice (there are 4)' });
+    expect(err).toMatchObject({
+      file: 'u.jsonl',
+      row: 7,
+      message: 'u.jsonl:7: answer F names no choice (there are 4)',
+    });
     expect(server.requests).toHaveLength(0);
   });
 
@@ -172,13 +214,23 @@ describe('semantic completion: generate, validate, check', () => {
     const missing = uItem('u1');
     missing.image = { path: '/nonexistent/pairuni/u1.png' };
     missing.source = { file: 'u.jsonl', row: 4 };
-    const e1 = await completer.run([missing]).collect().catch((e: unknown) => e);
+    const e1 = await completer
+      .run([missing])
+      .collect()
+      .catch((e: unknown) => e);
     expect(e1).toBeInstanceOf(DataError);
-    expect(e1).toMatchObject({ file: 'u.jsonl', row: 4, message: 'u.jsonl:4: image /nonexistent/pairuni/u1.png is not found' });
+    expect(e1).toMatchObject({
+      file: 'u.jsonl',
+      row: 4,
+      message: 'u.jsonl:4: image /nonexistent/pairuni/u1.png is not found',
+    });
     const notImage = gItem('g1');
     notImage.image = { path: new URL(import.meta.url).pathname };
     notImage.source = { file: 'g.jsonl', row: 9 };
-    const e2 = await completer.run([notImage]).collect().catch((e: unknown) => e);
+    const e2 = await completer
+      .run([notImage])
+      .collect()
+      .catch((e: unknown) => e);
     expect(e2).toMatchObject({ name: 'DataError', file: 'g.jsonl', row: 9 });
     expect((e2 as Error).message).toMatch(/is not a PNG, JPEG, GIF or WebP image$/);
     expect(server.requests).toHaveLength(0);

@@ -1,7 +1,13 @@
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
-import { Completer, startScriptedServer, type CompletionItem, type ScriptedReply, type ScriptedServer } from '../../../src/completion/index.js';
+import {
+  Completer,
+  startScriptedServer,
+  type CompletionItem,
+  type ScriptedReply,
+  type ScriptedServer,
+} from '../../../src/completion/index.js';
 import { BAD, config, gItem, itemIdOf, router, tempDir, uItem, VALID_U } from './helpers.js';
 
 let server: ScriptedServer | undefined;
@@ -65,14 +71,19 @@ describe('concurrency', () => {
       const rep = job.report();
       expect(rep.items).toEqual({ total: 40, accepted: 37, rejected: 3, unfinished: 0, fromCache: 0, fromInput: 0 });
       expect(rep.requests.sent).toBe(expectedRequests);
-      const lines = (await readFile(cachePath, 'utf8')).trimEnd().split('\n').map((l) => JSON.parse(l) as { t: string; k: string });
+      const lines = (await readFile(cachePath, 'utf8'))
+        .trimEnd()
+        .split('\n')
+        .map((l) => JSON.parse(l) as { t: string; k: string });
       const outcomes = lines.filter((l) => l.t === 'item');
       expect(outcomes).toHaveLength(40);
       expect(new Set(outcomes.map((l) => l.k)).size).toBe(40);
       expect(lines.filter((l) => l.t === 'call')).toHaveLength(expectedRequests);
       // Every request of a format retry carried the failing reply back.
       const retried = server.requests.filter((q) => q.turns === 4);
-      expect(retried.map((q) => itemIdOf(q)).sort()).toEqual(['g15', 'g25', 'g35', 'g5', 'u10', 'u20', 'u30', 'u40'].sort());
+      expect(retried.map((q) => itemIdOf(q)).sort()).toEqual(
+        ['g15', 'g25', 'g35', 'g5', 'u10', 'u20', 'u30', 'u40'].sort(),
+      );
     } finally {
       await tmp.cleanup();
     }
@@ -93,7 +104,9 @@ describe('concurrency', () => {
       ['u1-copy', 'cache'],
     ]);
     const copy = results.find((x) => x.id === 'u1-copy');
-    expect(copy?.status === 'accepted' && copy.direction === 'u2c' && copy.record.caption).toBe(JSON.parse(VALID_U).prompt);
+    expect(copy?.status === 'accepted' && copy.direction === 'u2c' && copy.record.caption).toBe(
+      JSON.parse(VALID_U).prompt,
+    );
   });
 
   it('breaking out of the loop cancels work in flight; no request is sent afterwards', async () => {

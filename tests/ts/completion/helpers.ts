@@ -2,7 +2,13 @@
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import type { CompleterConfigInput, CompletionItem, CompletionSleep as Sleep, ScriptedReply, ScriptedRequest } from '../../../src/completion/index.js';
+import type {
+  CompleterConfigInput,
+  CompletionItem,
+  CompletionSleep as Sleep,
+  ScriptedReply,
+  ScriptedRequest,
+} from '../../../src/completion/index.js';
 
 export const MODELS = { u2c: 'gen-u', g2qa: 'gen-g', verifyU2c: 'chk-u', verifyG2qa: 'chk-g' } as const;
 
@@ -14,7 +20,14 @@ export function png(seed: string): Uint8Array {
 export function uItem(id: string, extra: Partial<{ caption: string }> = {}): CompletionItem {
   return {
     direction: 'u2c',
-    record: { id, image: `${id}.png`, question: `How many cats sit on the sofa? [${id}]`, choices: ['one', 'two', 'three', 'four'], answer: 'B', ...extra },
+    record: {
+      id,
+      image: `${id}.png`,
+      question: `How many cats sit on the sofa? [${id}]`,
+      choices: ['one', 'two', 'three', 'four'],
+      answer: 'B',
+      ...extra,
+    },
     image: { bytes: png(id) },
   };
 }
@@ -22,14 +35,20 @@ export function uItem(id: string, extra: Partial<{ caption: string }> = {}): Com
 export function gItem(id: string, category = 'two object'): CompletionItem {
   return {
     direction: 'g2qa',
-    record: { id, image: `${id}.png`, prompt: `A red apple to the left of a blue mug on a wooden table [${id}]`, category },
+    record: {
+      id,
+      image: `${id}.png`,
+      prompt: `A red apple to the left of a blue mug on a wooden table [${id}]`,
+      category,
+    },
     image: { bytes: png(id) },
   };
 }
 
 export const VALID_U = JSON.stringify({
   facts: ['two cats on the sofa'],
-  prompt: 'Two tabby cats curled up side by side on a green velvet sofa in a sunny living room, a striped cushion behind them and a wooden floor below',
+  prompt:
+    'Two tabby cats curled up side by side on a green velvet sofa in a sunny living room, a striped cushion behind them and a wooden floor below',
 });
 export const VALID_G = JSON.stringify({
   question: 'Where is the red apple relative to the mug, and what colour is the mug?',
@@ -58,7 +77,8 @@ export function router(script: Record<string, ScriptedReply[]> = {}) {
     // Later drafts of an item differ, as they would from a sampling model.
     const n = calls.get(key)!;
     if (req.model === MODELS.u2c) return { content: n === 1 ? VALID_U : VALID_U.replace('below', `below, take ${n}`) };
-    if (req.model === MODELS.g2qa) return { content: n === 1 ? VALID_G : VALID_G.replace('and what', `and (take ${n}) what`) };
+    if (req.model === MODELS.g2qa)
+      return { content: n === 1 ? VALID_G : VALID_G.replace('and what', `and (take ${n}) what`) };
     return { content: OK };
   };
   return { handler, calls };

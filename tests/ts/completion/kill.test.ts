@@ -42,7 +42,10 @@ async function writeManifest(dir: string, ids: string[]): Promise<string> {
   await mkdir(join(dir, 'img'));
   for (const id of ids) await writeFile(join(dir, 'img', `${id}.png`), png(id));
   const manifest = join(dir, 'u.jsonl');
-  await writeFile(manifest, ids.map((id) => JSON.stringify({ ...uItem(id).record, image: `img/${id}.png` })).join('\n') + '\n');
+  await writeFile(
+    manifest,
+    ids.map((id) => JSON.stringify({ ...uItem(id).record, image: `img/${id}.png` })).join('\n') + '\n',
+  );
   return manifest;
 }
 
@@ -57,11 +60,22 @@ describe('a run killed with SIGKILL', () => {
       });
       const cachePath = join(tmp.dir, 'cache.jsonl');
       const ids = Array.from({ length: 12 }, (_, i) => `u${i + 1}`);
-      const child = spawn(process.execPath, ['--import', 'tsx', fileURLToPath(new URL('./fixtures/child-run.ts', import.meta.url)), server.url, cachePath, ids.join(',')], {
-        cwd: process.cwd(),
-        env: { ...process.env, TMPDIR: tmp.dir },
-        stdio: ['ignore', 'pipe', 'pipe'],
-      });
+      const child = spawn(
+        process.execPath,
+        [
+          '--import',
+          'tsx',
+          fileURLToPath(new URL('./fixtures/child-run.ts', import.meta.url)),
+          server.url,
+          cachePath,
+          ids.join(','),
+        ],
+        {
+          cwd: process.cwd(),
+          env: { ...process.env, TMPDIR: tmp.dir },
+          stdio: ['ignore', 'pipe', 'pipe'],
+        },
+      );
       let out = '';
       let err = '';
       child.stderr.on('data', (d: Buffer) => (err += d.toString()));
@@ -118,7 +132,23 @@ describe('pairuni complete interrupted with Ctrl-C', () => {
         ids.map((id) => JSON.stringify({ ...uItem(id).record, image: `img/${id}.png` })).join('\n') + '\n',
       );
       const out = join(tmp.dir, 'out');
-      const args = ['--u', manifest, '--out', out, '--base-url', server.url, '--api-key', 'k', '--model-u2c', 'gen-u', '--model-check-u2c', 'chk-u', '--concurrency', '2', '--quiet'];
+      const args = [
+        '--u',
+        manifest,
+        '--out',
+        out,
+        '--base-url',
+        server.url,
+        '--api-key',
+        'k',
+        '--model-u2c',
+        'gen-u',
+        '--model-check-u2c',
+        'chk-u',
+        '--concurrency',
+        '2',
+        '--quiet',
+      ];
       const child = spawn(process.execPath, ['--import', 'tsx', CLI_RUN, ...args], {
         cwd: process.cwd(),
         env: { ...process.env, TMPDIR: tmp.dir },
@@ -127,22 +157,37 @@ describe('pairuni complete interrupted with Ctrl-C', () => {
       let err = '';
       child.stderr.on('data', (d: Buffer) => (err += d.toString()));
       const exited = new Promise<number | null>((res) => child.on('exit', (code) => res(code)));
-      await until(() => server!.requests.length >= 7, () => `no progress: ${err}`);
+      await until(
+        () => server!.requests.length >= 7,
+        () => `no progress: ${err}`,
+      );
       child.kill('SIGINT');
       expect(await exited).toBe(130);
       const report = JSON.parse(await readFile(join(out, 'report.json'), 'utf8'));
       expect(report.stoppedBy).toBe('stopped');
       expect(report.items.total).toBe(ids.length);
       expect(report.items.accepted + report.items.unfinished).toBe(ids.length);
-      const done = (await readFile(join(out, 'u.completed.jsonl'), 'utf8')).trimEnd().split('\n').filter(Boolean).map((l) => JSON.parse(l).id as string);
+      const done = (await readFile(join(out, 'u.completed.jsonl'), 'utf8'))
+        .trimEnd()
+        .split('\n')
+        .filter(Boolean)
+        .map((l) => JSON.parse(l).id as string);
       expect(done.length).toBe(report.items.accepted);
       expect(done.length).toBeGreaterThanOrEqual(2);
       expect(done.length).toBeLessThan(ids.length);
 
       const before = server.requests.length;
       expect(await run(args)).toBe(0);
-      expect(server.requests.slice(before).map(itemIdOf).filter((id) => done.includes(id))).toEqual([]);
-      const all = (await readFile(join(out, 'u.completed.jsonl'), 'utf8')).trimEnd().split('\n').map((l) => JSON.parse(l).id);
+      expect(
+        server.requests
+          .slice(before)
+          .map(itemIdOf)
+          .filter((id) => done.includes(id)),
+      ).toEqual([]);
+      const all = (await readFile(join(out, 'u.completed.jsonl'), 'utf8'))
+        .trimEnd()
+        .split('\n')
+        .map((l) => JSON.parse(l).id);
       expect(all).toEqual(ids);
     } finally {
       await tmp.cleanup();
@@ -163,7 +208,23 @@ describe('pairuni complete: the first Ctrl-C lets requests in flight finish', ()
       const ids = Array.from({ length: 12 }, (_, i) => `u${i + 1}`);
       const manifest = await writeManifest(tmp.dir, ids);
       const out = join(tmp.dir, 'out');
-      const args = ['--u', manifest, '--out', out, '--base-url', server.url, '--api-key', 'k', '--model-u2c', 'gen-u', '--model-check-u2c', 'chk-u', '--concurrency', '4', '--quiet'];
+      const args = [
+        '--u',
+        manifest,
+        '--out',
+        out,
+        '--base-url',
+        server.url,
+        '--api-key',
+        'k',
+        '--model-u2c',
+        'gen-u',
+        '--model-check-u2c',
+        'chk-u',
+        '--concurrency',
+        '4',
+        '--quiet',
+      ];
       // One uninterrupted run: a generation and a check per item.
       const oneRun = 2 * ids.length;
 
@@ -182,14 +243,19 @@ describe('pairuni complete: the first Ctrl-C lets requests in flight finish', ()
       expect(new Set(keys).size).toBe(oneRun);
       expect(first).toBeLessThan(oneRun);
 
-      expect(c.stderr()).toContain('no new request is sent; waiting for those in flight to finish and be cached (Ctrl-C again to quit at once)');
+      expect(c.stderr()).toContain(
+        'no new request is sent; waiting for those in flight to finish and be cached (Ctrl-C again to quit at once)',
+      );
       expect(report.stoppedBy).toBe('stopped');
       // Every request of the interrupted run was answered and used: none was cut off.
       expect(report.requests).toMatchObject({ sent: first, succeeded: first, retries: 0 });
       expect(report.items.total).toBe(ids.length);
       expect(report.items.accepted + report.items.unfinished).toBe(ids.length);
       expect(report.unfinished).toHaveLength(report.items.unfinished);
-      const all = (await readFile(join(out, 'u.completed.jsonl'), 'utf8')).trimEnd().split('\n').map((l) => JSON.parse(l).id);
+      const all = (await readFile(join(out, 'u.completed.jsonl'), 'utf8'))
+        .trimEnd()
+        .split('\n')
+        .map((l) => JSON.parse(l).id);
       expect(all).toEqual(ids);
     } finally {
       await tmp.cleanup();
@@ -204,7 +270,23 @@ describe('pairuni complete: the first Ctrl-C lets requests in flight finish', ()
       server = await startScriptedServer(async (req) => ({ ...(r.handler(req) as object), delayMs: 150_000 }));
       const ids = ['u1', 'u2'];
       const manifest = await writeManifest(tmp.dir, ids);
-      const args = ['--u', manifest, '--out', join(tmp.dir, 'out'), '--base-url', server.url, '--api-key', 'k', '--model-u2c', 'gen-u', '--model-check-u2c', 'chk-u', '--concurrency', '2', '--quiet'];
+      const args = [
+        '--u',
+        manifest,
+        '--out',
+        join(tmp.dir, 'out'),
+        '--base-url',
+        server.url,
+        '--api-key',
+        'k',
+        '--model-u2c',
+        'gen-u',
+        '--model-check-u2c',
+        'chk-u',
+        '--concurrency',
+        '2',
+        '--quiet',
+      ];
       const c = spawnTsx(CLI_RUN, args, tmp.dir);
       let exitedAt = 0;
       void c.exited.then(() => (exitedAt = Date.now()));

@@ -1,5 +1,11 @@
 import { describe, expect, it } from 'vitest';
-import { g2qaFill, parseCheckReply, parseG2qaReply, parseJsonReply, parseU2cReply } from '../../../src/completion/replies.js';
+import {
+  g2qaFill,
+  parseCheckReply,
+  parseG2qaReply,
+  parseJsonReply,
+  parseU2cReply,
+} from '../../../src/completion/replies.js';
 import { promptClassOf } from '../../../src/completion/templates.js';
 import { VALID_G, VALID_U } from './helpers.js';
 
@@ -32,7 +38,10 @@ describe('understanding → caption reply', () => {
   it('rejects extra keys, missing facts and a question as prompt', () => {
     const long = 'word '.repeat(20).trim();
     expect(parseU2cReply(JSON.stringify({ facts: ['x'], prompt: long, note: 'hi' }), words).ok).toBe(false);
-    expect(parseU2cReply(JSON.stringify({ facts: [], prompt: long }), words)).toEqual({ ok: false, error: 'facts: list at least one fact' });
+    expect(parseU2cReply(JSON.stringify({ facts: [], prompt: long }), words)).toEqual({
+      ok: false,
+      error: 'facts: list at least one fact',
+    });
     expect(parseU2cReply(JSON.stringify({ facts: ['x'], prompt: `${long}?` }), words)).toEqual({
       ok: false,
       error: 'prompt: must be a description, not a question',
@@ -45,7 +54,8 @@ describe('generation → QA reply', () => {
   it('accepts a valid reply and maps it onto record fields', () => {
     const r = parseG2qaReply(VALID_G);
     expect(r.ok).toBe(true);
-    if (r.ok) expect(g2qaFill(r.value)).toEqual({ question: base.question, choices: Object.values(base.choices), answer: 'A' });
+    if (r.ok)
+      expect(g2qaFill(r.value)).toEqual({ question: base.question, choices: Object.values(base.choices), answer: 'A' });
   });
   it('requires exactly one letter among A–D', () => {
     for (const answer of ['E', 'a', 'A,B', 'A.', ' A', '']) {
@@ -69,7 +79,10 @@ describe('generation → QA reply', () => {
 
 describe('checker reply', () => {
   it('needs a verdict, and problems when inconsistent', () => {
-    expect(parseCheckReply('{"verdict":"consistent","problems":[]}')).toEqual({ ok: true, value: { verdict: 'consistent', problems: [] } });
+    expect(parseCheckReply('{"verdict":"consistent","problems":[]}')).toEqual({
+      ok: true,
+      value: { verdict: 'consistent', problems: [] },
+    });
     expect(parseCheckReply('{"verdict":"inconsistent","problems":[]}').ok).toBe(false);
     expect(parseCheckReply('{"verdict":"maybe","problems":[]}').ok).toBe(false);
   });

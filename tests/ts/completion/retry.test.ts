@@ -1,6 +1,11 @@
 import { getEventListeners } from 'node:events';
 import { afterEach, describe, expect, it } from 'vitest';
-import { Completer, CompletionApiError, startScriptedServer, type ScriptedServer } from '../../../src/completion/index.js';
+import {
+  Completer,
+  CompletionApiError,
+  startScriptedServer,
+  type ScriptedServer,
+} from '../../../src/completion/index.js';
 import { RetryConfig } from '../../../src/completion/config.js';
 import { backoffMs, isRetryableStatus, retryAfterMs } from '../../../src/completion/retry.js';
 import { config, instantSleep, itemIdOf, router, uItem } from './helpers.js';
@@ -74,7 +79,13 @@ describe('transport retries against the scripted endpoint', () => {
     const [r] = await job.collect();
     expect(r.status).toBe('accepted');
     expect(delays).toEqual([100, 200, 100]);
-    expect(server.requests.map((q) => `${itemIdOf(q)}/${q.model}`)).toEqual(['u1/gen-u', 'u1/gen-u', 'u1/gen-u', 'u1/chk-u', 'u1/chk-u']);
+    expect(server.requests.map((q) => `${itemIdOf(q)}/${q.model}`)).toEqual([
+      'u1/gen-u',
+      'u1/gen-u',
+      'u1/gen-u',
+      'u1/chk-u',
+      'u1/chk-u',
+    ]);
     expect(job.report().requests).toEqual({ sent: 5, succeeded: 2, retries: 3, failures: { '500': 2, timeout: 1 } });
   });
 
@@ -94,19 +105,29 @@ describe('transport retries against the scripted endpoint', () => {
     expect(err).toMatchObject({ kind: 'unavailable', status: 502, code: 'llm_api' });
     expect((err as Error).message).toContain('gave up after 4 attempts');
     expect(calls.get('u1/gen-u')).toBe(4);
-    expect(job.report()).toMatchObject({ stoppedBy: 'error', requests: { sent: 4, retries: 3, failures: { '502': 4 } } });
+    expect(job.report()).toMatchObject({
+      stoppedBy: 'error',
+      requests: { sent: 4, retries: 3, failures: { '502': 4 } },
+    });
   });
 
   it('stops at once on 401 (no retry) with a fatal CompletionApiError', async () => {
-    const { completer, calls, delays } = await setup({ 'u1/gen-u': [{ status: 401, body: { error: { message: 'bad key' } } }] });
-    const err = await completer.run([uItem('u1')]).collect().catch((e: unknown) => e);
+    const { completer, calls, delays } = await setup({
+      'u1/gen-u': [{ status: 401, body: { error: { message: 'bad key' } } }],
+    });
+    const err = await completer
+      .run([uItem('u1')])
+      .collect()
+      .catch((e: unknown) => e);
     expect(err).toMatchObject({ name: 'CompletionApiError', kind: 'fatal', status: 401 });
     expect(calls.get('u1/gen-u')).toBe(1);
     expect(delays).toEqual([]);
   });
 
   it('leaves an item whose request the server rejects (400) unfinished and carries on with the rest', async () => {
-    const { completer, calls } = await setup({ 'u1/gen-u': [{ status: 400, body: { error: { message: 'image too large' } } }] });
+    const { completer, calls } = await setup({
+      'u1/gen-u': [{ status: 400, body: { error: { message: 'image too large' } } }],
+    });
     const job = completer.run([uItem('u1'), uItem('u2')]);
     const res = await job.collect();
     expect(res.find((r) => r.id === 'u1')).toMatchObject({ status: 'unfinished', reason: 'request_error' });
@@ -129,7 +150,10 @@ describe('transport retries against the scripted endpoint', () => {
         if (signal.aborted) throw signal.reason;
       },
     });
-    const err = await completer.run([uItem('u1')], { signal: ac.signal }).collect().catch((e: unknown) => e);
+    const err = await completer
+      .run([uItem('u1')], { signal: ac.signal })
+      .collect()
+      .catch((e: unknown) => e);
     expect(err).toMatchObject({ name: 'AbortedError' });
     expect(server.requests).toHaveLength(1);
   });
@@ -158,7 +182,8 @@ describe('which HTTP statuses are retried', () => {
     const { completer, calls, delays } = await setup({ 'u1/gen-u': [{ status }] });
     const job = completer.run([uItem('u1')]);
     const res = await job.collect().catch((e: unknown) => e);
-    if ([400, 413, 415, 422].includes(status)) expect((res as unknown[])[0]).toMatchObject({ status: 'unfinished', reason: 'request_error' });
+    if ([400, 413, 415, 422].includes(status))
+      expect((res as unknown[])[0]).toMatchObject({ status: 'unfinished', reason: 'request_error' });
     else expect(res).toMatchObject({ name: 'CompletionApiError', kind: 'fatal', status });
     expect(calls.get('u1/gen-u')).toBe(1);
     expect(delays).toEqual([]);
@@ -180,7 +205,8 @@ describe('which HTTP statuses are retried', () => {
 });
 
 describe('an HTML page instead of JSON', () => {
-  const PAGE = '<!DOCTYPE html>\n<html><head><title>502 Bad Gateway</title></head><body><center><h1>502 Bad Gateway</h1></center><hr><center>nginx</center></body></html>\n';
+  const PAGE =
+    '<!DOCTYPE html>\n<html><head><title>502 Bad Gateway</title></head><body><center><h1>502 Bad Gateway</h1></center><hr><center>nginx</center></body></html>\n';
   const HINT = 'not JSON: is the base URL (--base-url) the API root';
 
   it('a proxy error page (text/html) is named as such; a 502 is still retried', async () => {
@@ -188,7 +214,10 @@ describe('an HTML page instead of JSON', () => {
       { 'u1/gen-u': Array(5).fill({ status: 502, headers: { 'content-type': 'text/html' }, body: PAGE }) },
       { retry: { maxRetries: 1, baseDelayMs: 100, maxDelayMs: 1_000, jitter: false } },
     );
-    const err = await completer.run([uItem('u1')]).collect().catch((e: unknown) => e);
+    const err = await completer
+      .run([uItem('u1')])
+      .collect()
+      .catch((e: unknown) => e);
     expect(err).toMatchObject({ name: 'CompletionApiError', kind: 'unavailable', status: 502 });
     const msg = (err as Error).message;
     expect(msg).toContain('the endpoint answered with an HTML page (status 502, title "502 Bad Gateway")');
@@ -198,8 +227,13 @@ describe('an HTML page instead of JSON', () => {
   });
 
   it('a 404 page whose body starts with "<" (whatever its Content-Type) stops the run at once', async () => {
-    const { completer, calls } = await setup({ 'u1/gen-u': [{ status: 404, body: '<html><body>Not Found</body></html>' }] });
-    const err = await completer.run([uItem('u1')]).collect().catch((e: unknown) => e);
+    const { completer, calls } = await setup({
+      'u1/gen-u': [{ status: 404, body: '<html><body>Not Found</body></html>' }],
+    });
+    const err = await completer
+      .run([uItem('u1')])
+      .collect()
+      .catch((e: unknown) => e);
     expect(err).toMatchObject({ name: 'CompletionApiError', kind: 'fatal', status: 404 });
     expect((err as Error).message).toContain(`the endpoint answered with an HTML page (status 404), ${HINT}`);
     expect(calls.get('u1/gen-u')).toBe(1);
@@ -209,18 +243,24 @@ describe('an HTML page instead of JSON', () => {
     ['text/html; charset=utf-8', PAGE],
     ['application/json', '  <html><head><title>Sign in</title></head></html>'],
   ])('a 200 HTML page (%s) stops the run at once, not retried as malformed', async (contentType, body) => {
-    const { completer, calls, delays } = await setup({ 'u1/gen-u': [{ status: 200, headers: { 'content-type': contentType }, body }] });
+    const { completer, calls, delays } = await setup({
+      'u1/gen-u': [{ status: 200, headers: { 'content-type': contentType }, body }],
+    });
     const job = completer.run([uItem('u1')]);
     const err = await job.collect().catch((e: unknown) => e);
     expect(err).toMatchObject({ name: 'CompletionApiError', kind: 'fatal', status: 200 });
-    expect((err as Error).message).toMatch(/the endpoint answered with an HTML page \(status 200, title "[^"]+"\), not JSON: is the base URL \(--base-url\) the API root/);
+    expect((err as Error).message).toMatch(
+      /the endpoint answered with an HTML page \(status 200, title "[^"]+"\), not JSON: is the base URL \(--base-url\) the API root/,
+    );
     expect(calls.get('u1/gen-u')).toBe(1);
     expect(delays).toEqual([]);
     expect(job.report().requests.failures).toEqual({ html: 1 });
   });
 
   it('a 200 body that is neither JSON nor HTML is retried as malformed', async () => {
-    const { completer, delays } = await setup({ 'u1/gen-u': [{ status: 200, headers: { 'content-type': 'text/plain' }, body: 'upstream busy' }] });
+    const { completer, delays } = await setup({
+      'u1/gen-u': [{ status: 200, headers: { 'content-type': 'text/plain' }, body: 'upstream busy' }],
+    });
     const job = completer.run([uItem('u1')]);
     expect((await job.collect())[0].status).toBe('accepted');
     expect(delays).toEqual([100]);
@@ -239,7 +279,12 @@ describe('abort listeners', () => {
     const cfg = parseCompleterConfig(config(server.url));
     const client = new ChatClient(cfg, { sleep: instantSleep().sleep });
     const run = new AbortController();
-    const ctx = { cache: CompletionCache.memory(), guard: new SpendGuard(cfg.budget), stats: new RunStats(cfg), signal: run.signal };
+    const ctx = {
+      cache: CompletionCache.memory(),
+      guard: new SpendGuard(cfg.budget),
+      stats: new RunStats(cfg),
+      signal: run.signal,
+    };
     for (let i = 0; i < 30; i++) {
       const r = await client.call('gen-u', [{ role: 'user', content: `say ${i}` }], ctx);
       expect(r.replayed).toBe(false);

@@ -1,7 +1,13 @@
 /** How a run ends early: graceful stop, hard abort, fatal error; the report counts every item whatever the end. */
 import { afterEach, describe, expect, it } from 'vitest';
 import { AbortedError } from '../../../src/errors.js';
-import { Completer, CompletionApiError, startScriptedServer, type CompletionResult, type ScriptedServer } from '../../../src/completion/index.js';
+import {
+  Completer,
+  CompletionApiError,
+  startScriptedServer,
+  type CompletionResult,
+  type ScriptedServer,
+} from '../../../src/completion/index.js';
 import { config, gItem, itemIdOf, router, uItem } from './helpers.js';
 
 let server: ScriptedServer | undefined;
@@ -38,8 +44,14 @@ describe('RunOptions.stop (graceful stop)', () => {
     expect(unfinished.length).toBeGreaterThan(0);
     for (const x of unfinished) expect(x).toMatchObject({ reason: 'stopped' });
     const left = job.leftover();
-    expect(left.map((x) => x.index)).toEqual(Array.from({ length: items.length - got.length }, (_, i) => got.length + i));
-    expect(rep.items).toMatchObject({ total: 6, accepted: got.length - unfinished.length, unfinished: unfinished.length + left.length });
+    expect(left.map((x) => x.index)).toEqual(
+      Array.from({ length: items.length - got.length }, (_, i) => got.length + i),
+    );
+    expect(rep.items).toMatchObject({
+      total: 6,
+      accepted: got.length - unfinished.length,
+      unfinished: unfinished.length + left.length,
+    });
     expect(rep.byDirection.u2c.unfinished.stopped).toBe(unfinished.length + left.length);
 
     const again = await completer.run(items).collect();
@@ -54,7 +66,10 @@ describe('RunOptions.stop (graceful stop)', () => {
     server = await startScriptedServer(r.handler);
     const stop = new AbortController();
     // The real sleep: only the stop can end this 10 min pause in time.
-    const job = new Completer(config(server.url, { retry: { maxRetries: 3, maxRetryAfterMs: 900_000 } })).run([uItem('u1')], { stop: stop.signal });
+    const job = new Completer(config(server.url, { retry: { maxRetries: 3, maxRetryAfterMs: 900_000 } })).run(
+      [uItem('u1')],
+      { stop: stop.signal },
+    );
     const t0 = Date.now();
     setTimeout(() => stop.abort(), 200);
     const res = await job.collect();

@@ -40,7 +40,10 @@ describe('demo --family bagel (quick)', () => {
       }
     }
     // The report's wall time is the demo's: this invocation built, trained and evaluated everything.
-    const first = JSON.parse(readFileSync(join(out, 'summary.json'), 'utf8')) as { wallSeconds: number; invocations: number };
+    const first = JSON.parse(readFileSync(join(out, 'summary.json'), 'utf8')) as {
+      wallSeconds: number;
+      invocations: number;
+    };
     expect(first.invocations).toBe(1);
     expect(first.wallSeconds).toBe(res.seconds);
     expect(first.wallSeconds).toBeGreaterThan(0);
@@ -50,7 +53,10 @@ describe('demo --family bagel (quick)', () => {
     const again = await runBagelDemo({ out, quick: true, log: () => undefined });
     expect(again.summary).toEqual(res.summary);
     expect(existsSync(join(out, 'eval', 'init.json'))).toBe(true);
-    const second = JSON.parse(readFileSync(join(out, 'summary.json'), 'utf8')) as { wallSeconds: number; invocations: number };
+    const second = JSON.parse(readFileSync(join(out, 'summary.json'), 'utf8')) as {
+      wallSeconds: number;
+      invocations: number;
+    };
     expect(second).toMatchObject({ wallSeconds: first.wallSeconds + again.seconds, invocations: 2 });
     expect(again.wallSeconds).toBe(second.wallSeconds);
     expect(readFileSync(again.report, 'utf8')).toContain(`Wall time ${second.wallSeconds} s over 2 invocations`);

@@ -51,7 +51,10 @@ describe('demo (quick)', () => {
       const mean = rows.reduce((a, m) => a + (m.grad_cos as number), 0) / rows.length;
       expect(res.summary[v].gradCos.mean).toBeCloseTo(mean, 12);
     }
-    expect(res.paired.gradCos.mean).toBeCloseTo(res.summary.pairgrpo.gradCos.mean - res.summary.random.gradCos.mean, 12);
+    expect(res.paired.gradCos.mean).toBeCloseTo(
+      res.summary.pairgrpo.gradCos.mean - res.summary.random.gradCos.mean,
+      12,
+    );
     expect(md).toContain('## Mechanism: cosine between the understanding and generation gradients');
     for (const v of ['pairgrpo', 'random'] as const) {
       const e = res.after[v][0];
@@ -67,7 +70,10 @@ describe('demo (quick)', () => {
       expect(md).toContain(`eval/${name}-grid.png`);
     }
     expect(res.before.grid_prompts).toHaveLength(16);
-    const pairs = readFileSync(join(out, 'pairug', 'pairs.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l));
+    const pairs = readFileSync(join(out, 'pairug', 'pairs.jsonl'), 'utf8')
+      .trim()
+      .split('\n')
+      .map((l) => JSON.parse(l));
     expect(pairs.some((p) => p.type === 'aligned')).toBe(true);
     // A second run finds every phase done and only rewrites the report.
     const again: string[] = [];
@@ -92,7 +98,11 @@ describe('demo (quick)', () => {
     const err2 = await runDemo({ out, quick: true, model }).catch((e: unknown) => e);
     expect((err2 as Error).message).toMatch(/model: .*tiny-janus-shapes there, .*model now \(different weights\)/);
     expect(readFileSync(join(out, 'timing.json'), 'utf8')).toBe(timing);
-    expect(JSON.parse(readFileSync(join(out, 'plan.json'), 'utf8'))).toMatchObject({ steps: 2, k: 4, world: { u_train: 96 } });
+    expect(JSON.parse(readFileSync(join(out, 'plan.json'), 'utf8'))).toMatchObject({
+      steps: 2,
+      k: 4,
+      world: { u_train: 96 },
+    });
   });
 
   it('interrupted during training, the same call resumes; a second demo started beside it (each loading the machine for the other): both end with the uninterrupted numbers', async () => {
@@ -103,7 +113,13 @@ describe('demo (quick)', () => {
     const twin = runDemo({ out: join(scratch, 'twin'), quick: true, log: () => {} });
     const resumed = (async () => {
       const ac = new AbortController();
-      const err = await runDemo({ out: dir, quick: true, signal: ac.signal, log: () => {}, onStep: () => ac.abort() }).catch((e: unknown) => e);
+      const err = await runDemo({
+        out: dir,
+        quick: true,
+        signal: ac.signal,
+        log: () => {},
+        onStep: () => ac.abort(),
+      }).catch((e: unknown) => e);
       expect(err).toBeInstanceOf(AbortedError);
       expect(existsSync(join(dir, 'report.md'))).toBe(false);
       const lines: string[] = [];
@@ -120,7 +136,8 @@ describe('demo (quick)', () => {
     });
     for (const res of runs) {
       expect({ ...res.before, grid: '' }).toEqual({ ...first!.before, grid: '' }); // the grid path names the out dir
-      for (const v of ['pairgrpo', 'random'] as const) expect(res.after[v][0]).toEqual({ ...first!.after[v][0], grid: res.after[v][0].grid });
+      for (const v of ['pairgrpo', 'random'] as const)
+        expect(res.after[v][0]).toEqual({ ...first!.after[v][0], grid: res.after[v][0].grid });
     }
   }, 1_800_000);
 });

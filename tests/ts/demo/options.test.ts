@@ -22,7 +22,13 @@ describe('runDemo options', () => {
     // Should the demo start working anyway, stop it at its first log line so the test stays short.
     const ac = new AbortController();
     const lines: string[] = [];
-    const err = await runDemo({ out, quick: true, steps: Number('abc'), signal: ac.signal, log: (l) => (lines.push(l), ac.abort()) }).catch((e: unknown) => e);
+    const err = await runDemo({
+      out,
+      quick: true,
+      steps: Number('abc'),
+      signal: ac.signal,
+      log: (l) => (lines.push(l), ac.abort()),
+    }).catch((e: unknown) => e);
     expect(err).toBeInstanceOf(ConfigError);
     expect((err as Error).message).toBe('demo: steps must be a positive integer, got NaN');
     expect(lines).toEqual([]);
@@ -51,7 +57,9 @@ describe('runDemo options', () => {
   it('an out that is a file is refused by name', async () => {
     const file = join(root, 'scratch.jsonl');
     writeFileSync(file, '');
-    await expect(runDemo({ out: file, quick: true, model: join(root, 'no-model') })).rejects.toThrow(`demo: out ${file} is a file, not a directory`);
+    await expect(runDemo({ out: file, quick: true, model: join(root, 'no-model') })).rejects.toThrow(
+      `demo: out ${file} is a file, not a directory`,
+    );
   });
 });
 
@@ -69,7 +77,9 @@ describe('pairuni demo (CLI) options', () => {
     [['--out', ''], /--out must name a directory/],
   ])('%j fails before any work, writing nothing', async (args, message) => {
     const out = fresh();
-    const err = await cli(['--out', out, '--quick', '--model', join(root, 'no-model'), ...args]).catch((e: unknown) => e);
+    const err = await cli(['--out', out, '--quick', '--model', join(root, 'no-model'), ...args]).catch(
+      (e: unknown) => e,
+    );
     expect(err).toBeInstanceOf(ConfigError);
     expect((err as Error).message).toMatch(message);
     expect(existsSync(out)).toBe(false);

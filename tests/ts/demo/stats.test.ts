@@ -5,7 +5,14 @@ import { fmtCI, meanCI, pairedDiffCI, tCdf, tQuantile } from '../../../src/demo/
 describe('demo statistics', () => {
   it('t quantiles match the published table (two-sided 95%: p = 0.975)', () => {
     // Student's t table: df 1 → 12.706, 2 → 4.303, 4 → 2.776, 9 → 2.262, 30 → 2.042
-    const table: Array<[number, number]> = [[1, 12.7062047], [2, 4.3026527], [3, 3.1824463], [4, 2.7764451], [9, 2.2621572], [30, 2.0422725]];
+    const table: Array<[number, number]> = [
+      [1, 12.7062047],
+      [2, 4.3026527],
+      [3, 3.1824463],
+      [4, 2.7764451],
+      [9, 2.2621572],
+      [30, 2.0422725],
+    ];
     for (const [df, t] of table) expect(tQuantile(0.975, df)).toBeCloseTo(t, 6);
     // df = 1 is the Cauchy distribution: P(T <= 1) = 3/4 exactly
     expect(tCdf(1, 1)).toBeCloseTo(0.75, 12);

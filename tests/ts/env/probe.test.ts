@@ -7,7 +7,11 @@ import { probe } from '../../../src/env/probe.js';
 
 const saved = { venv: process.env.PAIRUNI_VENV, python: process.env.PAIRUNI_PYTHON, path: process.env.PATH };
 afterEach(() => {
-  for (const [k, v] of [['PAIRUNI_VENV', saved.venv], ['PAIRUNI_PYTHON', saved.python], ['PATH', saved.path]] as const) {
+  for (const [k, v] of [
+    ['PAIRUNI_VENV', saved.venv],
+    ['PAIRUNI_PYTHON', saved.python],
+    ['PATH', saved.path],
+  ] as const) {
     if (v === undefined) delete process.env[k];
     else process.env[k] = v;
   }

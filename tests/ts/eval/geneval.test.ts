@@ -21,11 +21,17 @@ afterAll(() => rmSync(dir, { recursive: true, force: true }));
 const LINES = [
   { tag: 'single_object', include: [{ class: 'bench', count: 1 }], prompt: 'a photo of a bench' },
   { tag: 'colors', include: [{ class: 'cat', count: 1, color: 'red' }], prompt: 'a photo of a red cat' },
-  { tag: 'counting', include: [{ class: 'clock', count: 2 }], exclude: [{ class: 'clock', count: 3 }], prompt: 'a photo of two clocks' },
+  {
+    tag: 'counting',
+    include: [{ class: 'clock', count: 2 }],
+    exclude: [{ class: 'clock', count: 3 }],
+    prompt: 'a photo of two clocks',
+  },
 ];
 const promptsFile = join(dir, 'evaluation_metadata.jsonl');
 writeFileSync(promptsFile, `${LINES.map((l) => JSON.stringify(l)).join('\n')}\n`);
-const SIZE = (JSON.parse(readFileSync(join(DEFAULT_MODEL, 'pairuni_model.json'), 'utf8')) as { image_size: number }).image_size;
+const SIZE = (JSON.parse(readFileSync(join(DEFAULT_MODEL, 'pairuni_model.json'), 'utf8')) as { image_size: number })
+  .image_size;
 
 /** Width, height, bit depth and colour type from the IHDR, and the inflated scanlines' length. */
 function readPng(path: string): { width: number; height: number; depth: number; color: number; raw: number } {
@@ -33,19 +39,30 @@ function readPng(path: string): { width: number; height: number; depth: number; 
   expect([...b.subarray(0, 8)]).toEqual([0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a]);
   expect(b.toString('ascii', 12, 16)).toBe('IHDR');
   const idat: Buffer[] = [];
-  for (let at = 8; at < b.length; ) {
+  for (let at = 8; at < b.length;) {
     const len = b.readUInt32BE(at);
     if (b.toString('ascii', at + 4, at + 8) === 'IDAT') idat.push(b.subarray(at + 8, at + 8 + len));
     at += 12 + len;
   }
-  return { width: b.readUInt32BE(16), height: b.readUInt32BE(20), depth: b[24], color: b[25], raw: inflateSync(Buffer.concat(idat)).length };
+  return {
+    width: b.readUInt32BE(16),
+    height: b.readUInt32BE(20),
+    depth: b[24],
+    color: b[25],
+    raw: inflateSync(Buffer.concat(idat)).length,
+  };
 }
 
 const tree = (out: string) =>
   readdirSync(out, { recursive: true, encoding: 'utf8' })
     .map((p) => p.split('\\').join('/'))
     .sort();
-const snapshot = (out: string) => Object.fromEntries(tree(out).filter((p) => p.endsWith('.png')).map((p) => [p, readFileSync(join(out, p)).toString('base64')]));
+const snapshot = (out: string) =>
+  Object.fromEntries(
+    tree(out)
+      .filter((p) => p.endsWith('.png'))
+      .map((p) => [p, readFileSync(join(out, p)).toString('base64')]),
+  );
 
 describe('prompts file validation (before any model loads)', () => {
   const bad = (name: string, text: string) => {
@@ -75,18 +92,26 @@ describe('prompts file validation (before any model loads)', () => {
     });
     // Blank lines are skipped: indices count prompts, line numbers count lines.
     const p = bad('blank.jsonl', `\n${ok}\n\n${JSON.stringify(LINES[1])}\n`);
-    expect(readGenEvalPrompts(p).map((x) => [x.index, x.line, x.tag])).toEqual([[0, 2, 'single_object'], [1, 4, 'colors']]);
+    expect(readGenEvalPrompts(p).map((x) => [x.index, x.line, x.tag])).toEqual([
+      [0, 2, 'single_object'],
+      [1, 4, 'colors'],
+    ]);
   });
 
   it('pairuni samples: the bad line named in one line, exit 1; a missing flag, exit 2', async () => {
     const p = bad('cli-bad.jsonl', `${JSON.stringify(LINES[0])}\nnot json\n`);
-    const r = await pairuni(['samples', '--model', DEFAULT_MODEL, '--prompts', p, '--out', join(dir, 'never')], { stderrWrites: true });
+    const r = await pairuni(['samples', '--model', DEFAULT_MODEL, '--prompts', p, '--out', join(dir, 'never')], {
+      stderrWrites: true,
+    });
     expect(r.code).toBe(1);
     expect(r.err).toHaveLength(1);
     expect(r.err[0]).toMatch(/^pairuni samples: DataError \[data\]: .*cli-bad\.jsonl:2: not valid JSON/);
     expect(() => statSync(join(dir, 'never'))).toThrow();
     const m = await pairuni(['samples', '--model', DEFAULT_MODEL]);
-    expect(m).toMatchObject({ code: 2, err: ["pairuni samples: --prompts, --out are required (see 'pairuni samples --help')"] });
+    expect(m).toMatchObject({
+      code: 2,
+      err: ["pairuni samples: --prompts, --out are required (see 'pairuni samples --help')"],
+    });
   });
 });
 
@@ -95,12 +120,27 @@ describe('GenEval layout from the tiny Janus', () => {
   let first: Record<string, string>;
 
   it('pairuni samples writes <index:05d>/metadata.jsonl and samples/<k:05d>.png, PNGs of the model size', async () => {
-    const r = await pairuni(['samples', '--model', DEFAULT_MODEL, '--prompts', promptsFile, '--out', cliOut, '--n-samples', '2', '--threads', '1', '--quiet']);
+    const r = await pairuni([
+      'samples',
+      '--model',
+      DEFAULT_MODEL,
+      '--prompts',
+      promptsFile,
+      '--out',
+      cliOut,
+      '--n-samples',
+      '2',
+      '--threads',
+      '1',
+      '--quiet',
+    ]);
     expect(r.err).toEqual([]);
     expect(r.code).toBe(0);
     expect(r.out).toEqual([`pairuni samples: 3 prompts written; 2 images of ${SIZE}×${SIZE} per prompt in ${cliOut}`]);
     expect(tree(cliOut)).toEqual(
-      ['00000', '00001', '00002'].flatMap((f) => [f, `${f}/metadata.jsonl`, `${f}/samples`, `${f}/samples/00000.png`, `${f}/samples/00001.png`]).sort(),
+      ['00000', '00001', '00002']
+        .flatMap((f) => [f, `${f}/metadata.jsonl`, `${f}/samples`, `${f}/samples/00000.png`, `${f}/samples/00001.png`])
+        .sort(),
     );
     LINES.forEach((l, i) => {
       const meta = readFileSync(join(cliOut, `0000${i}`, 'metadata.jsonl'), 'utf8');
@@ -108,7 +148,13 @@ describe('GenEval layout from the tiny Janus', () => {
       expect(JSON.parse(meta)).toEqual(l);
     });
     for (const p of tree(cliOut).filter((x) => x.endsWith('.png'))) {
-      expect(readPng(join(cliOut, p))).toEqual({ width: SIZE, height: SIZE, depth: 8, color: 2, raw: (SIZE * 3 + 1) * SIZE });
+      expect(readPng(join(cliOut, p))).toEqual({
+        width: SIZE,
+        height: SIZE,
+        depth: 8,
+        color: 2,
+        raw: (SIZE * 3 + 1) * SIZE,
+      });
     }
     first = snapshot(cliOut);
     // Not all alike: the two samples of a prompt differ, and so do prompts.
@@ -129,11 +175,21 @@ describe('GenEval layout from the tiny Janus', () => {
       const out = join(dir, 'sdk');
       const ac = new AbortController();
       const seen: number[] = [];
-      const stop = writeGenEvalSamples({ ...opts(out), signal: ac.signal, onProgress: (done) => (seen.push(done), done === 1 && ac.abort()) });
+      const stop = writeGenEvalSamples({
+        ...opts(out),
+        signal: ac.signal,
+        onProgress: (done) => (seen.push(done), done === 1 && ac.abort()),
+      });
       await expect(stop).rejects.toBeInstanceOf(AbortedError);
       await expect(stop).rejects.toThrow('stopped after 1/3 prompts; the same command resumes');
       expect(seen).toEqual([0, 1]);
-      expect(tree(out)).toEqual(['00000', '00000/metadata.jsonl', '00000/samples', '00000/samples/00000.png', '00000/samples/00001.png']);
+      expect(tree(out)).toEqual([
+        '00000',
+        '00000/metadata.jsonl',
+        '00000/samples',
+        '00000/samples/00000.png',
+        '00000/samples/00001.png',
+      ]);
       const kept = statSync(join(out, '00000', 'samples', '00000.png')).mtimeMs;
 
       const res = await writeGenEvalSamples(opts(out));
@@ -144,13 +200,21 @@ describe('GenEval layout from the tiny Janus', () => {
 
     it('a deleted prompt folder is written again, the others are not touched; a complete directory writes nothing', async () => {
       const out = join(dir, 'sdk');
-      const before = Object.fromEntries(['00000', '00002'].map((f) => [f, statSync(join(out, f, 'samples', '00001.png')).mtimeMs]));
+      const before = Object.fromEntries(
+        ['00000', '00002'].map((f) => [f, statSync(join(out, f, 'samples', '00001.png')).mtimeMs]),
+      );
       rmSync(join(out, '00001'), { recursive: true });
       const res = await writeGenEvalSamples(opts(out));
       expect(res).toMatchObject({ written: [1], kept: [0, 2] });
-      for (const f of ['00000', '00002']) expect(statSync(join(out, f, 'samples', '00001.png')).mtimeMs).toBe(before[f]);
+      for (const f of ['00000', '00002'])
+        expect(statSync(join(out, f, 'samples', '00001.png')).mtimeMs).toBe(before[f]);
       expect(snapshot(out)).toEqual(first);
-      expect(await writeGenEvalSamples(opts(out))).toMatchObject({ written: [], kept: [0, 1, 2], width: SIZE, height: SIZE });
+      expect(await writeGenEvalSamples(opts(out))).toMatchObject({
+        written: [],
+        kept: [0, 1, 2],
+        width: SIZE,
+        height: SIZE,
+      });
     });
 
     it('Bagel writes the same layout through its flow sampler (a tiny Bagel at its own image size)', async () => {
@@ -161,10 +225,21 @@ describe('GenEval layout from the tiny Janus', () => {
       const r = await writeGenEvalSamples({ ...opts(out), model: bagel, family: 'bagel', modelOptions: small });
       expect(r).toMatchObject({ written: [0, 1, 2], kept: [], width: 32, height: 32, family: 'bagel' });
       for (const f of ['00000', '00001', '00002']) {
-        expect(readPng(join(out, f, 'samples', '00001.png'))).toEqual({ width: 32, height: 32, depth: 8, color: 2, raw: (32 * 3 + 1) * 32 });
+        expect(readPng(join(out, f, 'samples', '00001.png'))).toEqual({
+          width: 32,
+          height: 32,
+          depth: 8,
+          color: 2,
+          raw: (32 * 3 + 1) * 32,
+        });
       }
       // Bagel's default 512 px is beyond this tiny model's latent grid: refused by name before sampling.
-      const err = await writeGenEvalSamples({ ...opts(join(dir, 'bagel-512')), model: bagel, family: 'bagel', sidecar: sc }).catch((e: unknown) => e);
+      const err = await writeGenEvalSamples({
+        ...opts(join(dir, 'bagel-512')),
+        model: bagel,
+        family: 'bagel',
+        sidecar: sc,
+      }).catch((e: unknown) => e);
       expect((err as Error).message).toMatch(/vae_image_size=512 is beyond this model's largest image, 128 px/);
     });
 
@@ -188,10 +263,14 @@ describe('GenEval layout from the tiny Janus', () => {
       const own = await Sidecar.spawn({ threads: 1, plugins: ['sft_only_adapter'], env: { PYTHONPATH: plug } });
       try {
         const out = join(dir, 'sft-only-out');
-        const err = await writeGenEvalSamples({ ...opts(out), family: 'sft_only', sidecar: own }).catch((e: unknown) => e);
+        const err = await writeGenEvalSamples({ ...opts(out), family: 'sft_only', sidecar: own }).catch(
+          (e: unknown) => e,
+        );
         expect(err).toBeInstanceOf(CapabilityError);
         expect(err).toMatchObject({ capability: 'gen_rollout', capabilities: ['sft'] });
-        expect((err as Error).message).toMatch(/family sft_only\) cannot generate images: its adapter declares \[sft\], without 'gen_rollout'/);
+        expect((err as Error).message).toMatch(
+          /family sft_only\) cannot generate images: its adapter declares \[sft\], without 'gen_rollout'/,
+        );
         expect(() => statSync(out)).toThrow();
       } finally {
         await own.close();

@@ -47,7 +47,8 @@ describe('eq. 1: group normalisation', () => {
 
 describe('eq. 3: pair weights', () => {
   it('aligned pairs weigh 1 in every mode', () => {
-    for (const m of ['vanilla', 'pair', 'pairgrpo', 'linear', 'none'] as const) expect(pairWeight(m, 'aligned', 0.3)).toBe(1);
+    for (const m of ['vanilla', 'pair', 'pairgrpo', 'linear', 'none'] as const)
+      expect(pairWeight(m, 'aligned', 0.3)).toBe(1);
   });
   it('retrieved pairs: sqrt(s_p) in pairgrpo, s_p in linear, 1 otherwise', () => {
     expect(pairWeight('pairgrpo', 'retrieved', 0.64)).toBeCloseTo(0.8, 12);
@@ -82,7 +83,9 @@ describe('eq. 2/4: per-(pair, side) groups times w_p', () => {
   it('size mismatch, empty group (k = 0) and NaN name the item', () => {
     expect(() => sideAdvantages([1, 2, 3], 2, [1, 1])).toThrow(/expected 2 groups × 2 = 4 rewards, got 3/);
     expect(() => sideAdvantages([], 0, [1])).toThrow(/empty group/);
-    expect(() => sideAdvantages([1, 2, NaN, 0], 2, [1, 1], undefined, ['pair-a', 'pair-b'])).toThrow(/pair-b: reward 0 of the group is NaN/);
+    expect(() => sideAdvantages([1, 2, NaN, 0], 2, [1, 1], undefined, ['pair-a', 'pair-b'])).toThrow(
+      /pair-b: reward 0 of the group is NaN/,
+    );
     try {
       sideAdvantages([1, 2, NaN, 0], 2, [1, 1]);
     } catch (e) {
@@ -119,13 +122,21 @@ describe('clipped surrogate (TS reference)', () => {
     close(t[0], [1 / 9, 1 / 9]);
     close(t[1], [1 / 9]);
     // token_sum (eq. 1–4 as printed): Σ_t, mean over pairs per side (eq. 2/4) or over trajectories (eq. 1)
-    const s = trajCoefficients([{ ...und, items: 1 }, { ...gen, items: 1 }], { epsLow: 0.2, epsHigh: 0.2, beta: 0, agg: 'token_sum', norm: 'side' });
+    const s = trajCoefficients(
+      [
+        { ...und, items: 1 },
+        { ...gen, items: 1 },
+      ],
+      { epsLow: 0.2, epsHigh: 0.2, beta: 0, agg: 'token_sum', norm: 'side' },
+    );
     close(s[0], [1, 1]);
     close(s[1], [1]);
     const b = trajCoefficients([und, gen], { epsLow: 0.2, epsHigh: 0.2, beta: 0, agg: 'token_sum', norm: 'batch' });
     close(b[0], [1 / 3, 1 / 3]);
     close(b[1], [1 / 3]);
-    expect(() => trajCoefficients([und, gen], { epsLow: 0.2, epsHigh: 0.2, beta: 0, agg: 'token_sum', norm: 'side' })).toThrow(/item count/);
+    expect(() =>
+      trajCoefficients([und, gen], { epsLow: 0.2, epsHigh: 0.2, beta: 0, agg: 'token_sum', norm: 'side' }),
+    ).toThrow(/item count/);
   });
   it.each([
     ['seq_mean', 0], // −1/(2·1) + 3 · 1/(2·3)
@@ -133,8 +144,18 @@ describe('clipped surrogate (TS reference)', () => {
     ['token_sum', 2], // −1 + 3, one pair
   ] as const)('loss of one item under %s (hand-computed): %s', (agg, want) => {
     // two trajectories at ratio 1: a 1-token answer with A = +1, a 3-token answer with A = −1
-    const side = { logp: [0, 0, 0, 0, 0, 0], old: [0, 0, 0, 0, 0, 0], mask: [1, 0, 0, 1, 1, 1], adv: [1, -1], length: 3, items: 1 };
-    expect(clippedSurrogate([side], { epsLow: 0.2, epsHigh: 0.2, beta: 0, agg, norm: 'side' }).loss).toBeCloseTo(want, 12);
+    const side = {
+      logp: [0, 0, 0, 0, 0, 0],
+      old: [0, 0, 0, 0, 0, 0],
+      mask: [1, 0, 0, 1, 1, 1],
+      adv: [1, -1],
+      length: 3,
+      items: 1,
+    };
+    expect(clippedSurrogate([side], { epsLow: 0.2, epsHigh: 0.2, beta: 0, agg, norm: 'side' }).loss).toBeCloseTo(
+      want,
+      12,
+    );
   });
   it('k3 KL term', () => {
     const res = clippedSurrogate(
@@ -158,7 +179,12 @@ describe('understanding reward', () => {
     expect(parseAnswerLetter('')).toBeNull();
   });
   it('accuracy plus optional format reward', () => {
-    expect(undReward('<think>t</think><answer>B</answer>', 'B')).toEqual({ reward: 1, correct: true, format: true, letter: 'B' });
+    expect(undReward('<think>t</think><answer>B</answer>', 'B')).toEqual({
+      reward: 1,
+      correct: true,
+      format: true,
+      letter: 'B',
+    });
     expect(undReward('<think>t</think><answer>B</answer>', 'A', 0.5).reward).toBe(0.5);
     expect(undReward('B', 'B', 0.5).reward).toBe(1);
     expect(formatOk('<think>a</think>\n<answer>C</answer>\n')).toBe(true);

@@ -4,7 +4,14 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ConfigError, DataError } from '../../../src/errors.js';
 import { writeTinyPairUG } from '../../../src/train/fixtures.js';
-import { loadPairUG, parseTrainConfig, parseUntrustedTrainConfig, stepIndices, stepSeed, TrainConfig } from '../../../src/train/index.js';
+import {
+  loadPairUG,
+  parseTrainConfig,
+  parseUntrustedTrainConfig,
+  stepIndices,
+  stepSeed,
+  TrainConfig,
+} from '../../../src/train/index.js';
 import { writeCheckpoint, latestCheckpoint, assertResumable } from '../../../src/train/checkpoint.js';
 
 let dir: string;
@@ -35,8 +42,12 @@ describe('TrainConfig', () => {
     expect(() => parseTrainConfig({ data: 'd', out: 'o', model: { path: 'm' }, und: { k: 0 } })).toThrow(ConfigError);
     expect(() => parseTrainConfig({ data: 'd', out: 'o', model: { path: 'm' }, und: { k: 0 } })).toThrow(/und\.k/);
     // Mistakes the types let through only from untyped input (tests/ts/types.test-d.ts: they fail to compile).
-    expect(() => parseUntrustedTrainConfig({ data: 'd', out: 'o', model: { path: 'm' }, mode: 'sqrt' })).toThrow(/mode/);
-    expect(() => parseUntrustedTrainConfig({ data: 'd', out: 'o', model: { path: 'm' }, lr: 1 })).toThrow(/Unrecognized key/);
+    expect(() => parseUntrustedTrainConfig({ data: 'd', out: 'o', model: { path: 'm' }, mode: 'sqrt' })).toThrow(
+      /mode/,
+    );
+    expect(() => parseUntrustedTrainConfig({ data: 'd', out: 'o', model: { path: 'm' }, lr: 1 })).toThrow(
+      /Unrecognized key/,
+    );
   });
   it('resume compatibility names the differing fields', () => {
     const a = parseTrainConfig({ data: 'd', out: 'o', model: { path: 'm' } });
@@ -96,7 +107,14 @@ describe('data order and seeds', () => {
     expect(stepIndices(n, 2, 1, 3, 1).indices).not.toEqual(stepIndices(n, 2, 1, 3, 0).indices); // vanilla's gen stream
   });
   it('step seeds differ per side, step and inner iteration', () => {
-    const s = new Set([stepSeed(0, 0, 'und'), stepSeed(0, 0, 'gen'), stepSeed(0, 1, 'und'), stepSeed(0, 0, 0), stepSeed(0, 0, 1), stepSeed(1, 0, 'und')]);
+    const s = new Set([
+      stepSeed(0, 0, 'und'),
+      stepSeed(0, 0, 'gen'),
+      stepSeed(0, 1, 'und'),
+      stepSeed(0, 0, 0),
+      stepSeed(0, 0, 1),
+      stepSeed(1, 0, 'und'),
+    ]);
     expect(s.size).toBe(6);
     expect(stepSeed(12345, 1199, 'gen')).toBeLessThan(2 ** 31);
   });
@@ -110,14 +128,18 @@ describe("docs/training.md's table of config keys", () => {
     if (s.def?.type !== 'object') return [prefix.slice(0, -1)];
     return Object.entries(s.shape!).flatMap(([k, v]) => leaves(v, `${prefix}${k}.`));
   };
-  const get = (o: unknown, key: string) => key.split('.').reduce<unknown>((x, k) => (x as Record<string, unknown> | undefined)?.[k], o);
+  const get = (o: unknown, key: string) =>
+    key.split('.').reduce<unknown>((x, k) => (x as Record<string, unknown> | undefined)?.[k], o);
 
   it('lists every key of TrainConfig once, with its default', () => {
     const doc = readFileSync(join(process.cwd(), 'docs', 'training.md'), 'utf8');
     const start = doc.indexOf('\n## Config keys');
     expect(start).toBeGreaterThan(-1);
     const training = doc.slice(start, doc.indexOf('\n## ', start + 1) >>> 0);
-    const rows = [...training.matchAll(/^\| `([\w.]+)` \| ([^|]+?) \| .*\|$/gm)].map((m) => ({ key: m[1], cell: m[2] }));
+    const rows = [...training.matchAll(/^\| `([\w.]+)` \| ([^|]+?) \| .*\|$/gm)].map((m) => ({
+      key: m[1],
+      cell: m[2],
+    }));
     expect(rows.map((r) => r.key).sort()).toEqual(leaves(TrainConfig).sort());
     const required = { data: 'd', out: 'o', model: { path: 'm' } };
     const defaults = TrainConfig.parse(required);
@@ -150,9 +172,14 @@ describe('checkpoint directory', () => {
     };
     await writeCheckpoint(out, { step: 1, config: cfg, restarts: 0 }, fakePolicy, 2);
     await expect(
-      writeCheckpoint(out, { step: 2, config: cfg, restarts: 0 }, async () => {
-        throw new Error('disk full');
-      }, 2),
+      writeCheckpoint(
+        out,
+        { step: 2, config: cfg, restarts: 0 },
+        async () => {
+          throw new Error('disk full');
+        },
+        2,
+      ),
     ).rejects.toThrow('disk full');
     expect(latestCheckpoint(out)?.state.step).toBe(1);
     const { readdirSync } = await import('node:fs');

@@ -21,7 +21,10 @@ function fakeRun(out: string, steps: number[]): void {
     const ck = join(out, 'checkpoints', `step-${String(step).padStart(6, '0')}`);
     mkdirSync(join(ck, 'policy'), { recursive: true });
     writeFileSync(join(ck, 'policy', 'policy.json'), '{"format":"pairuni-policy/2"}');
-    writeFileSync(join(ck, 'trainer.json'), JSON.stringify({ format: 'pairuni-train/1', step, config: {}, restarts: 0 }));
+    writeFileSync(
+      join(ck, 'trainer.json'),
+      JSON.stringify({ format: 'pairuni-train/1', step, config: {}, restarts: 0 }),
+    );
   }
   writeFileSync(join(out, 'checkpoints', 'latest'), `step-${String(steps[steps.length - 1]).padStart(6, '0')}\n`);
 }
@@ -29,7 +32,11 @@ function fakeRun(out: string, steps: number[]): void {
 describe('latestCheckpoint passes over a damaged newer checkpoint and says so', () => {
   it.each<[string, (ck: string) => void, string]>([
     ['policy.json deleted', (ck) => rmSync(join(ck, 'policy', 'policy.json')), 'policy/policy.json is missing'],
-    ['trainer.json garbled', (ck) => writeFileSync(join(ck, 'trainer.json'), '{"format": "pairuni-tr'), 'trainer.json is unreadable ('],
+    [
+      'trainer.json garbled',
+      (ck) => writeFileSync(join(ck, 'trainer.json'), '{"format": "pairuni-tr'),
+      'trainer.json is unreadable (',
+    ],
     ['trainer.json deleted', (ck) => rmSync(join(ck, 'trainer.json')), 'trainer.json is missing'],
   ])('%s', (_what, damage, reason) => {
     const out = join(dir, `fake-${reason.replace(/\W+/g, '-')}`);
@@ -59,18 +66,26 @@ describe('pairuni train --resume on a damaged run (real sidecar, the shipped tin
   let source: string;
   const configFile = (out: string) => {
     const file = join(dir, `${out}.json`);
-    writeFileSync(file, JSON.stringify({
-      data: join(dir, 'data', 'pairs.jsonl'),
-      out: join(dir, out),
-      model: { path: DEMO_MODELS.janus, device: 'cpu', gradientCheckpointing: false, trainModules: ['language_model', 'vision'] },
-      steps: 2,
-      batchPairs: 1,
-      und: { k: 2, maxNewTokens: 4 },
-      gen: { k: 2, reward: { name: 'brightness' } },
-      log: { sampleEvery: 0, tensorboard: false },
-      checkpoint: { every: 1, keep: 0 },
-      sidecar: { threads: 1 },
-    }));
+    writeFileSync(
+      file,
+      JSON.stringify({
+        data: join(dir, 'data', 'pairs.jsonl'),
+        out: join(dir, out),
+        model: {
+          path: DEMO_MODELS.janus,
+          device: 'cpu',
+          gradientCheckpointing: false,
+          trainModules: ['language_model', 'vision'],
+        },
+        steps: 2,
+        batchPairs: 1,
+        und: { k: 2, maxNewTokens: 4 },
+        gen: { k: 2, reward: { name: 'brightness' } },
+        log: { sampleEvery: 0, tensorboard: false },
+        checkpoint: { every: 1, keep: 0 },
+        sidecar: { threads: 1 },
+      }),
+    );
     return file;
   };
   /** A copy of the 2-step source run under a new name (its config file pointing at it). */
@@ -99,12 +114,15 @@ describe('pairuni train --resume on a damaged run (real sidecar, the shipped tin
   it('a corrupt state/.metadata: the typed error alone, no Python traceback lines before it', async () => {
     const cfg = copyRun('bad-metadata');
     const out = join(dir, 'bad-metadata');
-    for (const s of ['step-000001', 'step-000002']) writeFileSync(join(out, 'checkpoints', s, 'policy', 'state', '.metadata'), 'not a pickle');
+    for (const s of ['step-000001', 'step-000002'])
+      writeFileSync(join(out, 'checkpoints', s, 'policy', 'state', '.metadata'), 'not a pickle');
     const r = await pairuni('train', '--config', cfg, '--resume', '--steps', '3', '--quiet');
     expect(r.code).toBe(1);
     expect(r.err).toHaveLength(1);
     // CheckpointCorrupt travels as op_failed (README, Checkpoints), naming the directory and what failed.
-    expect(r.err[0]).toMatch(/^pairuni train: OpFailedError \[op_failed\]: train\.load: checkpoint '[^']*step-000002\/policy': its DCP state \(state\/\) cannot be read into this janus model: /);
+    expect(r.err[0]).toMatch(
+      /^pairuni train: OpFailedError \[op_failed\]: train\.load: checkpoint '[^']*step-000002\/policy': its DCP state \(state\/\) cannot be read into this janus model: /,
+    );
     expect(readFileSync(join(out, 'checkpoints', 'latest'), 'utf8').trim()).toBe('step-000002');
   }, 300_000);
 });

@@ -40,7 +40,7 @@ const row = (step: number, loss: number, undReward: number): StepMetrics => ({
 const deadPid = () => spawnSync(process.execPath, ['-e', '']).pid!;
 
 describe('stale temp files of interrupted writes', () => {
-  it('removes temps of exited processes and of this PID, keeps other live processes\' and .old copies', () => {
+  it("removes temps of exited processes and of this PID, keeps other live processes' and .old copies", () => {
     const out = join(root, 'stale');
     const ck = join(out, 'checkpoints');
     const dead = deadPid();
@@ -62,9 +62,17 @@ describe('stale temp files of interrupted writes', () => {
 
     const removed = removeStaleTemps(out);
     expect(removed.sort()).toEqual(
-      [killed, join(ck, `.tmp-step-000002-${process.pid}`), join(ck, `.latest.tmp-${dead}-1234abcd`), join(out, `.metrics.jsonl.tmp-${dead}-89abcdef`), join(out, 'samples', `.step-000004.png.tmp-${dead}-00ff00ff`)].sort(),
+      [
+        killed,
+        join(ck, `.tmp-step-000002-${process.pid}`),
+        join(ck, `.latest.tmp-${dead}-1234abcd`),
+        join(out, `.metrics.jsonl.tmp-${dead}-89abcdef`),
+        join(out, 'samples', `.step-000004.png.tmp-${dead}-00ff00ff`),
+      ].sort(),
     );
-    expect(readdirSync(ck).sort()).toEqual([`.policy.old-${dead}-0badc0de`, `.tmp-step-000006-${live}`, 'latest', 'step-000003'].sort());
+    expect(readdirSync(ck).sort()).toEqual(
+      [`.policy.old-${dead}-0badc0de`, `.tmp-step-000006-${live}`, 'latest', 'step-000003'].sort(),
+    );
     expect(readdirSync(join(out, 'samples'))).toEqual([]);
     expect(removeStaleTemps(join(root, 'no-such-run'))).toEqual([]);
   });
@@ -75,7 +83,9 @@ describe('an unusable out', () => {
     const file = join(root, 'scratch.jsonl');
     writeFileSync(file, '{}\n');
     expect(() => assertUsableOut(file)).toThrow(RunStateError);
-    expect(() => assertUsableOut(file)).toThrow(`cannot use out ${file} as the run directory: it is a file, not a directory; choose another \`out\``);
+    expect(() => assertUsableOut(file)).toThrow(
+      `cannot use out ${file} as the run directory: it is a file, not a directory; choose another \`out\``,
+    );
     try {
       assertUsableOut(file);
     } catch (e) {
@@ -114,11 +124,7 @@ describe('RunLog: a resume from an older checkpoint', () => {
     second.write(row(3, 31, 0.25));
     second.close();
 
-    expect(readMetrics(out)).toEqual([
-      row(1, 1, 0.1),
-      row(2, 2, 0.2),
-      row(3, 31, 0.25),
-    ]);
+    expect(readMetrics(out)).toEqual([row(1, 1, 0.1), row(2, 2, 0.2), row(3, 31, 0.25)]);
     expect(tensorboardScalars(tb)).toEqual(expectedScalars(readMetrics(out)));
     // One new file per (re)start, each sorting after the previous ones, each opened with a START.
     const files = readdirSync(tb).sort();

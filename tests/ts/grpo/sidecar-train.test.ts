@@ -47,7 +47,13 @@ const config = (over: Record<string, unknown> = {}) =>
 async function logprobs(handle: string) {
   const r = await sc.train.logprobs({ handle });
   const [b, l] = r.tensors.logp.shape;
-  return { logp: r.tensors.logp.data as Float32Array, old: r.tensors.old_logp.data as Float32Array, mask: r.tensors.mask.data as Uint8Array, b, l };
+  return {
+    logp: r.tensors.logp.data as Float32Array,
+    old: r.tensors.old_logp.data as Float32Array,
+    mask: r.tensors.mask.data as Uint8Array,
+    b,
+    l,
+  };
 }
 
 function seqLogp(x: { logp: Float32Array; mask: Uint8Array; b: number; l: number }, firstOnly = false): number[] {
@@ -69,7 +75,11 @@ describe('Janus through the sidecar', () => {
   it('sampled and recomputed log-probs agree (fp32 ≤ 1e-5) on both sides', async () => {
     await sc.train.load(loadArgs(config()));
     const u = await sc.train.undRollout({ n: 4, items: undItems(), sampling: { ...und, maxNewTokens: 12, seed: 3 } });
-    const g = await sc.train.genRollout({ n: 3, items: [{ prompt: 'a red square' }, { prompt: 'x' }], sampling: { ...gen, cfgWeight: 5, seed: 4 } });
+    const g = await sc.train.genRollout({
+      n: 3,
+      items: [{ prompt: 'a red square' }, { prompt: 'x' }],
+      sampling: { ...gen, cfgWeight: 5, seed: 4 },
+    });
     expect(u.args.size).toBe(8);
     expect((u.args.texts as string[]).length).toBe(8);
     for (const h of [u.args.handle, g.args.handle] as string[]) {
@@ -90,7 +100,11 @@ describe('Janus through the sidecar', () => {
     const advU = new Float32Array([1.2, -0.4, 0, -0.8, 0.5, -0.5, 1.5, -1.5]);
     const advG = new Float32Array([1, -1, 0.5, -0.5]);
     const handles = { und: u.args.handle, gen: g.args.handle };
-    const update = () => sc.train.update({ handles, loss: { norm: 'side' }, estSeed: 0 }, { adv_und: Tensor.from(advU), adv_gen: Tensor.from(advG) });
+    const update = () =>
+      sc.train.update(
+        { handles, loss: { norm: 'side' }, estSeed: 0 },
+        { adv_und: Tensor.from(advU), adv_gen: Tensor.from(advG) },
+      );
     const first = await update();
     const su = await logprobs(handles.und as string);
     const sg = await logprobs(handles.gen as string);
@@ -101,7 +115,9 @@ describe('Janus through the sidecar', () => {
     ]);
     const second = await update();
     expect(Math.abs(second.args.loss - ref.loss)).toBeLessThan(2e-5);
-    const clipped = (second.args['und/clip_frac'] as number) * (second.args['und/tokens'] as number) + (second.args['gen/clip_frac'] as number) * (second.args['gen/tokens'] as number);
+    const clipped =
+      (second.args['und/clip_frac'] as number) * (second.args['und/tokens'] as number) +
+      (second.args['gen/clip_frac'] as number) * (second.args['gen/tokens'] as number);
     expect(Math.round(clipped)).toBe(ref.clipped);
     expect(ref.clipped).toBeGreaterThan(0);
     expect(first.args['und/ratio_mean']).toBeCloseTo(1, 5);
@@ -113,21 +129,31 @@ describe('Janus through the sidecar', () => {
     const cfg = config();
     await sc.train.load(loadArgs(cfg));
     // held-out evaluation samples of the initial policy, scored before and after training
-    const ev = await sc.train.undRollout({ n: 24, items: undItems(), sampling: { ...und, maxNewTokens: 2, seed: 999 } });
-    const eg = await sc.train.genRollout({ n: 12, items: pairs.slice(0, 2).map((p) => ({ prompt: p.prompt })), sampling: { ...gen, seed: 998 } });
+    const ev = await sc.train.undRollout({
+      n: 24,
+      items: undItems(),
+      sampling: { ...und, maxNewTokens: 2, seed: 999 },
+    });
+    const eg = await sc.train.genRollout({
+      n: 12,
+      items: pairs.slice(0, 2).map((p) => ({ prompt: p.prompt })),
+      sampling: { ...gen, seed: 998 },
+    });
     const upper = (t: string) => (/^[A-Z]/.test(t) ? 1 : 0);
-    const bright = (await sc.train.reward({ handle: eg.args.handle, reward: { name: 'brightness' } })).tensors.rewards.data as Float32Array;
+    const bright = (await sc.train.reward({ handle: eg.args.handle, reward: { name: 'brightness' } })).tensors.rewards
+      .data as Float32Array;
     const u0 = seqLogp(await logprobs(ev.args.handle as string), true);
     const g0 = seqLogp(await logprobs(eg.args.handle as string));
     let last;
-    for (let step = 0; step < 6; step++) last = await pairGrpoStep(sc, cfg, pairs, step, { undReward: (t) => upper(t) });
+    for (let step = 0; step < 6; step++)
+      last = await pairGrpoStep(sc, cfg, pairs, step, { undReward: (t) => upper(t) });
     expect(last!.step).toBe(6);
     expect(Number.isFinite(last!.grad_norm)).toBe(true);
     const u1 = seqLogp(await logprobs(ev.args.handle as string), true);
     const g1 = seqLogp(await logprobs(eg.args.handle as string));
     const texts = ev.args.texts as string[];
     const d = u1.map((x, i) => x - u0[i]);
-        const favoured = d.filter((_, i) => upper(texts[i]));
+    const favoured = d.filter((_, i) => upper(texts[i]));
     const others = d.filter((_, i) => !upper(texts[i]));
     expect(favoured.length).toBeGreaterThan(0);
     expect(avg(favoured) - avg(others)).toBeGreaterThan(0.02);
@@ -143,18 +169,29 @@ describe('Janus through the sidecar', () => {
   it('one update raises the log-prob of positive-advantage trajectories and lowers the negative ones', async () => {
     await sc.train.load(loadArgs(config()));
     const u = await sc.train.undRollout({ n: 8, items: undItems(), sampling: { ...und, maxNewTokens: 4, seed: 11 } });
-    const g = await sc.train.genRollout({ n: 8, items: [{ prompt: 'a' }, { prompt: 'b' }], sampling: { ...gen, seed: 12 } });
+    const g = await sc.train.genRollout({
+      n: 8,
+      items: [{ prompt: 'a' }, { prompt: 'b' }],
+      sampling: { ...gen, seed: 12 },
+    });
     const rU = (u.args.texts as string[]).map((t) => (/^[A-Z]/.test(t) ? 1 : 0));
-    const rG = (await sc.train.reward({ handle: g.args.handle, reward: { name: 'brightness' } })).tensors.rewards.data as Float32Array;
+    const rG = (await sc.train.reward({ handle: g.args.handle, reward: { name: 'brightness' } })).tensors.rewards
+      .data as Float32Array;
     const aU = sideAdvantages(rU, 8, [1, 0.8]).adv;
     const aG = sideAdvantages(rG, 8, [1, 0.8]).adv;
-    await sc.train.update({ handles: { und: u.args.handle, gen: g.args.handle }, loss: {}, estSeed: 0 }, { adv_und: Tensor.from(aU), adv_gen: Tensor.from(aG) });
-    for (const [h, adv] of [[u.args.handle, aU], [g.args.handle, aG]] as const) {
+    await sc.train.update(
+      { handles: { und: u.args.handle, gen: g.args.handle }, loss: {}, estSeed: 0 },
+      { adv_und: Tensor.from(aU), adv_gen: Tensor.from(aG) },
+    );
+    for (const [h, adv] of [
+      [u.args.handle, aU],
+      [g.args.handle, aG],
+    ] as const) {
       const x = await logprobs(h as string);
       const delta = Array.from({ length: x.b }, (_, i) => {
         let s = 0;
         let n = 0;
-        for (let t = 0; t < x.l; t++) if (x.mask[i * x.l + t]) (s += x.logp[i * x.l + t] - x.old[i * x.l + t]), n++;
+        for (let t = 0; t < x.l; t++) if (x.mask[i * x.l + t]) ((s += x.logp[i * x.l + t] - x.old[i * x.l + t]), n++);
         return s / n;
       });
       const up = delta.filter((_, i) => adv[i] > 0);
@@ -168,12 +205,16 @@ describe('Janus through the sidecar', () => {
   });
 
   it('a missing model directory and a missing reward checkpoint are typed not_found / op_failed errors', async () => {
-    const err = await sc.train.load(loadArgs(config({ model: { path: join(dir, 'nope'), device: 'cpu' } }))).catch((e) => e);
+    const err = await sc.train
+      .load(loadArgs(config({ model: { path: join(dir, 'nope'), device: 'cpu' } })))
+      .catch((e) => e);
     expect(err).toBeInstanceOf(SidecarError);
     expect(err.code).toBe('not_found');
     expect(err.message).toMatch(/does not exist/);
     await sc.train.load(loadArgs(config()));
-    const e2 = await sc.train.prepareReward({ reward: { name: 'hps', config: { checkpoint: join(dir, 'HPS_v2.1.pt') } } }).catch((e) => e);
+    const e2 = await sc.train
+      .prepareReward({ reward: { name: 'hps', config: { checkpoint: join(dir, 'HPS_v2.1.pt') } } })
+      .catch((e) => e);
     expect(e2).toBeInstanceOf(SidecarError);
     expect(e2.message).toMatch(/open_clip_torch/);
     expect(e2.message).toMatch(/HPS_v2\.1\.pt/);

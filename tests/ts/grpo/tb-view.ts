@@ -12,11 +12,17 @@ import type { StepMetrics } from '../../../src/train/metrics.js';
 
 export function tensorboardScalars(dir: string): Map<string, Array<[number, number]>> {
   const series = new Map<string, Array<[number, number]>>();
-  for (const f of readdirSync(dir).filter((n) => n.startsWith('events.out.tfevents.')).sort()) {
+  for (const f of readdirSync(dir)
+    .filter((n) => n.startsWith('events.out.tfevents.'))
+    .sort()) {
     for (const rec of readRecords(readFileSync(join(dir, f)))) {
       const e = decodeEvent(rec);
       if (e.sessionLog?.status === SESSION_STATUS.start) {
-        for (const [tag, pts] of series) series.set(tag, pts.filter(([s]) => s < (e.step ?? 0)));
+        for (const [tag, pts] of series)
+          series.set(
+            tag,
+            pts.filter(([s]) => s < (e.step ?? 0)),
+          );
         continue;
       }
       for (const v of e.summary ?? []) {

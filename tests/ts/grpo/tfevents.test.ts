@@ -2,7 +2,15 @@ import { mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { basename, join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { EventWriter, SESSION_STATUS, crc32c, decodeEvent, encodeEvent, maskedCrc32c, readRecords } from '../../../src/train/index.js';
+import {
+  EventWriter,
+  SESSION_STATUS,
+  crc32c,
+  decodeEvent,
+  encodeEvent,
+  maskedCrc32c,
+  readRecords,
+} from '../../../src/train/index.js';
 import { frameRecord } from '../../../src/train/tfevents.js';
 
 describe('CRC32C', () => {
@@ -35,7 +43,11 @@ describe('Event protobuf and TFRecord framing', () => {
     expect(dv.getUint32(8, true)).toBe(maskedCrc32c(rec.subarray(0, 8)));
     expect(dv.getUint32(12 + data.length, true)).toBe(maskedCrc32c(data));
     const [back] = readRecords(rec);
-    expect(decodeEvent(back)).toEqual({ wallTime: 10, step: 2 ** 40, summary: [{ tag: 'loss/und', simpleValue: -0.25 }] });
+    expect(decodeEvent(back)).toEqual({
+      wallTime: 10,
+      step: 2 ** 40,
+      summary: [{ tag: 'loss/und', simpleValue: -0.25 }],
+    });
     const bad = rec.slice();
     bad[14] ^= 1;
     expect(() => readRecords(bad)).toThrow(/bad data CRC/);
@@ -44,7 +56,9 @@ describe('Event protobuf and TFRecord framing', () => {
   it('encodes a SessionLog (event field 7: status, checkpoint_path, msg) and reads it back', () => {
     const e = { wallTime: 2, step: 5, sessionLog: { status: SESSION_STATUS.start, checkpointPath: 'c', msg: 'm' } };
     // 09 <f64 2.0> 10 05 3a 08 [08 01 12 01 'c' 1a 01 'm']
-    expect(Array.from(encodeEvent(e))).toEqual([0x09, 0, 0, 0, 0, 0, 0, 0, 0x40, 0x10, 0x05, 0x3a, 0x08, 0x08, 0x01, 0x12, 0x01, 0x63, 0x1a, 0x01, 0x6d]);
+    expect(Array.from(encodeEvent(e))).toEqual([
+      0x09, 0, 0, 0, 0, 0, 0, 0, 0x40, 0x10, 0x05, 0x3a, 0x08, 0x08, 0x01, 0x12, 0x01, 0x63, 0x1a, 0x01, 0x6d,
+    ]);
     expect(decodeEvent(encodeEvent(e))).toEqual(e);
   });
   it('every new writer gets a new file that sorts after the existing ones, even within one second', () => {
@@ -74,7 +88,10 @@ describe('Event protobuf and TFRecord framing', () => {
       expect(events[0].fileVersion).toBe('brain.Event:2');
       expect(events[1].step).toBe(1);
       expect(events[1].summary).toEqual([{ tag: 'und/reward', simpleValue: 0.5 }]);
-      const img = events[2].summary![0] as { tag: string; image: { height: number; width: number; colorspace: number; png: Uint8Array } };
+      const img = events[2].summary![0] as {
+        tag: string;
+        image: { height: number; width: number; colorspace: number; png: Uint8Array };
+      };
       expect(img.tag).toBe('samples');
       expect([img.image.height, img.image.width, img.image.colorspace, ...img.image.png]).toEqual([2, 3, 3, 1, 2, 3]);
     } finally {

@@ -13,16 +13,34 @@ const K = 3;
 
 function pair(id: 'A' | 'B' | 'C' | 'D', type: 'aligned' | 'retrieved', s: number, w: number): TrainPair {
   return {
-    pair_id: id, type, s_p: s, w_p: w, u_src: 'U', u_id: `u${id}`, g_src: 'G', g_id: `g${id}`,
-    u_image: `u${id}.png`, u_image_abs: `/x/u${id}.png`, g_image: `g${id}.png`, g_image_abs: `/x/g${id}.png`,
-    question: `question ${id}`, choices: ['yes', 'no'], answer: 'A', prompt: `prompt ${id}`,
+    pair_id: id,
+    type,
+    s_p: s,
+    w_p: w,
+    u_src: 'U',
+    u_id: `u${id}`,
+    g_src: 'G',
+    g_id: `g${id}`,
+    u_image: `u${id}.png`,
+    u_image_abs: `/x/u${id}.png`,
+    g_image: `g${id}.png`,
+    g_image_abs: `/x/g${id}.png`,
+    question: `question ${id}`,
+    choices: ['yes', 'no'],
+    answer: 'A',
+    prompt: `prompt ${id}`,
   };
 }
 
 // Rewards per pair and sample. Understanding: pair A [1, 0, 0], B [1, 1, 0], C/D [0, 1, 1].
 const undR: Record<string, number[]> = { A: [1, 0, 0], B: [1, 1, 0], C: [0, 1, 1], D: [0, 1, 1] };
 // Generation: A [0.1, 0.4, 0.7], B [0.5, 0.5, 0.8], C/D [0.2, 0.2, 0.2] (zero variance: no signal).
-const genR: Record<string, number[]> = { A: [0.1, 0.4, 0.7], B: [0.5, 0.5, 0.8], C: [0.2, 0.2, 0.2], D: [0.2, 0.2, 0.2] };
+const genR: Record<string, number[]> = {
+  A: [0.1, 0.4, 0.7],
+  B: [0.5, 0.5, 0.8],
+  C: [0.2, 0.2, 0.2],
+  D: [0.2, 0.2, 0.2],
+};
 
 // Â = (r − mean) / (unbiased std + 1e-4), worked out by hand:
 //  und A: mean 1/3, deviations (2/3, −1/3, −1/3), var = (4/9 + 1/9 + 1/9)/2 = 1/3
@@ -61,7 +79,10 @@ function recordingSidecar(sent: Sent[]): Sidecar {
         cur.gen = a.items.map((it) => idOf(it.prompt));
         return { args: { handle: 'h-gen', size: a.items.length * a.n, tokens: 0, elapsedS: 0 } };
       },
-      reward: async () => ({ args: { elapsedS: 0 }, tensors: { rewards: { data: Float32Array.from(cur.gen.flatMap((id) => genR[id])) } } }),
+      reward: async () => ({
+        args: { elapsedS: 0 },
+        tensors: { rewards: { data: Float32Array.from(cur.gen.flatMap((id) => genR[id])) } },
+      }),
       grid: async () => ({ args: {} }),
       update: async (args: { loss: { norm: string } }, adv: Record<string, Tensor>) => {
         cur.advUnd = Array.from(adv.adv_und.data as Float32Array);
@@ -103,7 +124,8 @@ const expectAdv = (got: number[], want: number[]) => {
   got.forEach((g, i) => expect(g).toBeCloseTo(want[i], 5));
 };
 /** The advantages expected for items `ids`, each side scaled by `w(id)`. */
-const expected = (ids: string[], side: 'und' | 'gen', w: (id: string) => number) => ids.flatMap((id) => base[id][side].map((a) => w(id) * a));
+const expected = (ids: string[], side: 'und' | 'gen', w: (id: string) => number) =>
+  ids.flatMap((id) => base[id][side].map((a) => w(id) * a));
 
 describe('advantages as they reach the sidecar (2-pair batch, K = 3)', () => {
   const pairs = [pair('A', 'aligned', 1, 1), pair('B', 'retrieved', 0.64, 0.8)];
@@ -124,7 +146,10 @@ describe('advantages as they reach the sidecar (2-pair batch, K = 3)', () => {
   });
 
   it('linear (Table 7): the same s_p on both sides (B: 0.64); pair (eq. 2): 1 on both', async () => {
-    for (const [mode, wB] of [['linear', 0.64], ['pair', 1]] as const) {
+    for (const [mode, wB] of [
+      ['linear', 0.64],
+      ['pair', 1],
+    ] as const) {
       const sent: Sent[] = [];
       await pairGrpoStep(recordingSidecar(sent), cfg(mode), pairs, 0, { undReward });
       const [s] = sent;
@@ -147,8 +172,14 @@ describe('advantages as they reach the sidecar (2-pair batch, K = 3)', () => {
       expect(s.und).toEqual(stepIndices(4, 2, step, c.seed, 0).indices.map((i) => ids[i]));
       expect(s.gen).toEqual(stepIndices(4, 2, step, c.seed, 1).indices.map((i) => ids[i]));
       if (s.und.join() !== s.gen.join()) differ++;
-      expectAdv(s.advUnd, expected(s.und, 'und', () => 1));
-      expectAdv(s.advGen, expected(s.gen, 'gen', () => 1));
+      expectAdv(
+        s.advUnd,
+        expected(s.und, 'und', () => 1),
+      );
+      expectAdv(
+        s.advGen,
+        expected(s.gen, 'gen', () => 1),
+      );
       expect(s.norm).toBe('batch');
     });
     expect(differ).toBeGreaterThan(0); // the two sides are not the same pairs

@@ -38,17 +38,29 @@ export function png(w: number, h: number, pixel: (x: number, y: number) => numbe
   ihdr.writeUInt32BE(w, 0);
   ihdr.writeUInt32BE(h, 4);
   ihdr.set([8, 2, 0, 0, 0], 8);
-  return Buffer.concat([Buffer.from([137, 80, 78, 71, 13, 10, 26, 10]), chunk('IHDR', ihdr), chunk('IDAT', deflateSync(raw)), chunk('IEND', Buffer.alloc(0))]);
+  return Buffer.concat([
+    Buffer.from([137, 80, 78, 71, 13, 10, 26, 10]),
+    chunk('IHDR', ihdr),
+    chunk('IDAT', deflateSync(raw)),
+    chunk('IEND', Buffer.alloc(0)),
+  ]);
 }
 
-const COLORS = [[230, 30, 30], [30, 220, 40], [30, 40, 230], [230, 220, 30]];
+const COLORS = [
+  [230, 30, 30],
+  [30, 220, 40],
+  [30, 40, 230],
+  [230, 220, 30],
+];
 
 /** Image of topic t with deterministic per-item noise. */
 export function topicImage(t: number, salt: number): Buffer {
   let s = salt * 7919 + 17;
   const rnd = () => ((s = (s * 48271) % 2147483647) / 2147483647 - 0.5) * 50;
   const c = COLORS[t % COLORS.length];
-  return png(16, 16, (x, y) => ((x + 2 * y) % (3 + t) === 0 ? [20, 20, 20] : c).map((v) => Math.max(0, Math.min(255, Math.round(v + rnd())))));
+  return png(16, 16, (x, y) =>
+    ((x + 2 * y) % (3 + t) === 0 ? [20, 20, 20] : c).map((v) => Math.max(0, Math.min(255, Math.round(v + rnd())))),
+  );
 }
 
 export interface TinySet {
@@ -66,7 +78,14 @@ export function tinySet(nU = 24, nG = 30, opts: { gQA?: boolean; uCaption?: bool
   mkdirSync(join(dir, 'img'));
   const u = Array.from({ length: nU }, (_, i) => {
     writeFileSync(join(dir, 'img', `u${i}.png`), topicImage(i % 4, i));
-    const r: Record<string, unknown> = { id: `u${i}`, image: `img/u${i}.png`, question: `Q${i}?`, choices: ['yes', 'no'], answer: 'A', category: `c${i % 4}` };
+    const r: Record<string, unknown> = {
+      id: `u${i}`,
+      image: `img/u${i}.png`,
+      question: `Q${i}?`,
+      choices: ['yes', 'no'],
+      answer: 'A',
+      category: `c${i % 4}`,
+    };
     if (opts.uCaption !== false) r.caption = `caption ${i}`;
     return r;
   });

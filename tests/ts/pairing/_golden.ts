@@ -33,7 +33,12 @@ export function loadGolden(): Golden {
   for (const [name, spec] of Object.entries(meta.arrays as Record<string, { dtype: string; shape: number[] }>)) {
     const buf = readFileSync(join(dir, `${name}.bin`));
     const ab = buf.buffer.slice(buf.byteOffset, buf.byteOffset + buf.byteLength);
-    arr[name] = spec.dtype === 'float32' ? new Float32Array(ab) : spec.dtype === 'float64' ? new Float64Array(ab) : new Int32Array(ab);
+    arr[name] =
+      spec.dtype === 'float32'
+        ? new Float32Array(ab)
+        : spec.dtype === 'float64'
+          ? new Float64Array(ab)
+          : new Int32Array(ab);
   }
   const m = (name: string): Matrix => {
     const s = meta.arrays[name].shape;

@@ -39,7 +39,15 @@ export class SloppyBackend implements PairingBackend {
     return (h / 2 ** 31 - 1) * 0.95 * f32ScoreMargin(d);
   }
 
-  private async rank(q: MatrixHandle, qRows: Int32Array | undefined, d: MatrixHandle, dRows: Int32Array | undefined, k: number, score: (qi: number, j: number, dot: number) => number, floor: number): Promise<TopkResult> {
+  private async rank(
+    q: MatrixHandle,
+    qRows: Int32Array | undefined,
+    d: MatrixHandle,
+    dRows: Int32Array | undefined,
+    k: number,
+    score: (qi: number, j: number, dot: number) => number,
+    floor: number,
+  ): Promise<TopkResult> {
     const dots = await this.inner.gemmNT(q, qRows, d, dRows);
     const nq = qRows ? qRows.length : q.rows;
     const nd = dRows ? dRows.length : d.rows;
@@ -49,7 +57,8 @@ export class SloppyBackend implements PairingBackend {
     const s = new Float64Array(nd);
     for (let r = 0; r < nq; r++) {
       const qid = qRows ? qRows[r] : r;
-      for (let j = 0; j < nd; j++) s[j] = Math.fround(score(qid, j, dots[r * nd + j]) + this.noise(qid, dRows ? dRows[j] : j, q.cols));
+      for (let j = 0; j < nd; j++)
+        s[j] = Math.fround(score(qid, j, dots[r * nd + j]) + this.noise(qid, dRows ? dRows[j] : j, q.cols));
       order.sort((a, b) => s[b] - s[a] || a - b);
       let t = 0;
       for (const j of order) {

@@ -23,24 +23,28 @@ function data(seed: number) {
 }
 
 const base: PairingConfigInput = { seed: 4, kmeans: { k: 6, batchSize: 32 }, threshold: 0.8, topN: 3 };
-const run = (cfg: PairingConfigInput = {}) => pairFeatures({ features: data(1), nU }, { ...base, ...cfg }, { backend: new TsBackend() });
+const run = (cfg: PairingConfigInput = {}) =>
+  pairFeatures({ features: data(1), nU }, { ...base, ...cfg }, { backend: new TsBackend() });
 const ctx = { backend: new TsBackend() };
 
 describe('pair weights written for each set', () => {
-  it("PairUG: aligned w = 1, retrieved w = √s (eq. 3)", async () => {
+  it('PairUG: aligned w = 1, retrieved w = √s (eq. 3)', async () => {
     const set = await pairSet('none', await run(), ctx);
     expect(set.some((p) => p.type === 'retrieved')).toBe(true);
     for (const p of set) expect(p.w).toBe(p.type === 'aligned' ? 1 : Math.sqrt(p.s));
   });
-  it.each(['random', 'unpaired'] as const)("'%s' trains unweighted by default (w = 1); 'sqrt-similarity' gives √max(s, 0)", async (kind) => {
-    const paper = await pairSet(kind, await run(), ctx);
-    expect(paper.length).toBeGreaterThan(10);
-    expect(paper.every((p) => p.w === 1)).toBe(true);
-    expect(paper.some((p) => p.s < 0.99)).toBe(true); // not all similarities are ~1: the default really ignores s
-    const sim = await pairSet(kind, await run({ ablationWeight: 'sqrt-similarity' }), ctx);
-    expect(sim.map((p) => [p.u, p.g, p.s])).toEqual(paper.map((p) => [p.u, p.g, p.s]));
-    for (const p of sim) expect(p.w).toBe(Math.sqrt(Math.max(0, p.s)));
-  });
+  it.each(['random', 'unpaired'] as const)(
+    "'%s' trains unweighted by default (w = 1); 'sqrt-similarity' gives √max(s, 0)",
+    async (kind) => {
+      const paper = await pairSet(kind, await run(), ctx);
+      expect(paper.length).toBeGreaterThan(10);
+      expect(paper.every((p) => p.w === 1)).toBe(true);
+      expect(paper.some((p) => p.s < 0.99)).toBe(true); // not all similarities are ~1: the default really ignores s
+      const sim = await pairSet(kind, await run({ ablationWeight: 'sqrt-similarity' }), ctx);
+      expect(sim.map((p) => [p.u, p.g, p.s])).toEqual(paper.map((p) => [p.u, p.g, p.s]));
+      for (const p of sim) expect(p.w).toBe(Math.sqrt(Math.max(0, p.s)));
+    },
+  );
   it("'low-sim' keeps the similarity weight", async () => {
     const low = await pairSet('low-sim', await run(), ctx);
     for (const p of low) expect(p.w).toBe(Math.sqrt(Math.max(0, p.s)));
@@ -50,7 +54,8 @@ describe('pair weights written for each set', () => {
 describe('subset (Table 5, PairUG 7.5K)', () => {
   it('keeps a seeded uniform sample of the given size, in set order; a size ≥ the set keeps all', async () => {
     const full = await pairSet('none', await run(), ctx);
-    const key = (p: { u: { side: string; index: number }; g: { side: string; index: number } }) => `${p.u.side}${p.u.index}-${p.g.side}${p.g.index}`;
+    const key = (p: { u: { side: string; index: number }; g: { side: string; index: number } }) =>
+      `${p.u.side}${p.u.index}-${p.g.side}${p.g.index}`;
     const pos = new Map(full.map((p, i) => [key(p), i]));
     const a = await pairSet('none', await run({ subset: 7 }), ctx);
     expect(a.length).toBe(7);

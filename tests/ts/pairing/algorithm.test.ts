@@ -82,7 +82,11 @@ describe('greedyMatch', () => {
 describe('threshold boundary', () => {
   it('a pair whose f64 similarity equals δ is kept; δ one ulp higher drops it', async () => {
     // q = e1; u0·q = 0.5 exactly, u1·q = 0.25 exactly (all values exact in f32).
-    const X = matrix(3, 4, Float32Array.from([0.5, Math.sqrt(0.75), 0, 0, 0.25, 0, Math.sqrt(1 - 0.0625), 0, 1, 0, 0, 0]));
+    const X = matrix(
+      3,
+      4,
+      Float32Array.from([0.5, Math.sqrt(0.75), 0, 0, 0.25, 0, Math.sqrt(1 - 0.0625), 0, 1, 0, 0, 0]),
+    );
     const be = new TsBackend();
     const xh = await be.upload(X);
     const uRem = Int32Array.from([0, 1]);
@@ -100,7 +104,14 @@ describe('threshold boundary', () => {
     const X = matrix(3, 2, Float32Array.from([0.6, 0.8, 0.6, 0.8, 1, 0]));
     const be = new TsBackend();
     const xh = await be.upload(X);
-    const r = await retrieve(be, X, xh, Int32Array.from([0, 1]), Int32Array.from([2]), { retrieval: 'static', topN: 2, threshold: 0.6, order: 'dataset', pairsPerG: 1, extra: 0 });
+    const r = await retrieve(be, X, xh, Int32Array.from([0, 1]), Int32Array.from([2]), {
+      retrieval: 'static',
+      topN: 2,
+      threshold: 0.6,
+      order: 'dataset',
+      pairsPerG: 1,
+      extra: 0,
+    });
     expect(Array.from(r.lists!.idx)).toEqual([0, 1]);
     expect(r.pairs[0].u).toBe(0);
   });
@@ -115,7 +126,11 @@ describe('pairFeatures (Algorithm 1 end to end, TS backend)', () => {
     expect(b.aligned).toEqual(a.aligned);
     expect(b.retrieved).toEqual(a.retrieved);
     expect(b.clusters.inertia).toBe(a.clusters.inertia);
-    const c = await pairFeatures({ features: goldenX(), nU: G.meta.nU }, { ...cfg, seed: 6 }, { backend: new TsBackend() });
+    const c = await pairFeatures(
+      { features: goldenX(), nU: G.meta.nU },
+      { ...cfg, seed: 6 },
+      { backend: new TsBackend() },
+    );
     expect(c.aligned).not.toEqual(a.aligned);
     // Sanity of the result: every U and G item used at most once, all retrieved s ≥ δ, w = sqrt(s) later.
     const usedU = new Set(a.retrieved.map((p) => p.u));
@@ -129,7 +144,11 @@ describe('pairFeatures (Algorithm 1 end to end, TS backend)', () => {
   it('k-means inertia is within 2% of sklearn MiniBatchKMeans on the same data and hyper-parameters', async () => {
     const inertias: number[] = [];
     for (const seed of [0, 1, 2]) {
-      const r = await pairFeatures({ features: goldenX(), nU: G.meta.nU }, { ...cfg, seed }, { backend: new TsBackend() });
+      const r = await pairFeatures(
+        { features: goldenX(), nU: G.meta.nU },
+        { ...cfg, seed },
+        { backend: new TsBackend() },
+      );
       inertias.push(r.clusters.inertia);
     }
     const mean = inertias.reduce((a, b) => a + b) / inertias.length;
@@ -145,7 +164,11 @@ describe('pairFeatures (Algorithm 1 end to end, TS backend)', () => {
     ];
     const rows: number[] = [];
     for (let i = 0; i < 12; i++) rows.push(...pts[i % 3]);
-    const r = await pairFeatures({ features: matrix(12, 3, Float32Array.from(rows)), nU: 6 }, { seed: 1, kmeans: { k: 5, batchSize: 4 }, threshold: 0.5 }, { backend: new TsBackend() });
+    const r = await pairFeatures(
+      { features: matrix(12, 3, Float32Array.from(rows)), nU: 6 },
+      { seed: 1, kmeans: { k: 5, batchSize: 4 }, threshold: 0.5 },
+      { backend: new TsBackend() },
+    );
     expect(r.clusters.nonEmpty).toBe(3);
     expect(r.clusters.empty).toBe(2);
     expect(r.aligned.length).toBe(3);
@@ -171,10 +194,14 @@ describe('pairFeatures (Algorithm 1 end to end, TS backend)', () => {
   });
 
   it('rejects bad input with typed errors', async () => {
-    await expect(pairFeatures({ features: goldenX(), nU: G.meta.nU }, { kmeans: { k: 10_000 } }, { backend: new TsBackend() })).rejects.toThrow(ConfigError);
+    await expect(
+      pairFeatures({ features: goldenX(), nU: G.meta.nU }, { kmeans: { k: 10_000 } }, { backend: new TsBackend() }),
+    ).rejects.toThrow(ConfigError);
     expect(() => parsePairingConfig({ topN: 0 })).toThrow(/topN/);
     const bad = matrix(2, 2, Float32Array.from([1, NaN, 0, 1]));
-    await expect(pairFeatures({ features: bad, nU: 1 }, { kmeans: { k: 1 } }, { backend: new TsBackend() })).rejects.toThrow(/row 0 has a non-finite value/);
+    await expect(
+      pairFeatures({ features: bad, nU: 1 }, { kmeans: { k: 1 } }, { backend: new TsBackend() }),
+    ).rejects.toThrow(/row 0 has a non-finite value/);
   });
 });
 

@@ -21,7 +21,14 @@ const nU = G.meta.nU;
 const uRows = Int32Array.from({ length: nU }, (_, i) => i);
 const gRows = Int32Array.from({ length: G.meta.nG }, (_, j) => nU + j);
 
-function expectLists(got: { idx: Int32Array; score: Float64Array; n: number }, idxRef: Int32Array, scoreRef: Float64Array, rows: number, n: number, mapIdx = (i: number) => i) {
+function expectLists(
+  got: { idx: Int32Array; score: Float64Array; n: number },
+  idxRef: Int32Array,
+  scoreRef: Float64Array,
+  rows: number,
+  n: number,
+  mapIdx = (i: number) => i,
+) {
   expect(got.n).toBe(n);
   let mismatches = 0;
   let maxErr = 0;
@@ -58,7 +65,12 @@ describe.each(backends)('golden exactness (%s backend)', (_name, make) => {
   it('thresholded lists (score ≥ δ on the f64 score) equal the reference', async () => {
     const be = make();
     const xh = await be.upload(X);
-    const lists = await exactSearch(be, { m: X, h: xh, rows: gRows }, { m: X, h: xh, rows: uRows }, { n: G.meta.topN, threshold: G.meta.delta });
+    const lists = await exactSearch(
+      be,
+      { m: X, h: xh, rows: gRows },
+      { m: X, h: xh, rows: uRows },
+      { n: G.meta.topN, threshold: G.meta.delta },
+    );
     expectLists(lists, G.arr.thr_idx as Int32Array, G.arr.thr_score as Float64Array, G.meta.nG, G.meta.topN);
     expect(Array.from(lists.len)).toEqual(Array.from(G.arr.thr_len));
     await be.close();
@@ -77,20 +89,30 @@ describe.each(backends)('golden exactness (%s backend)', (_name, make) => {
     await be.close();
   });
 
-  it.each(['dataset', 'global-desc'] as const)('retrieved pairs (%s order) equal the reference exactly', async (order) => {
-    const be = make();
-    const xh = await be.upload(X);
-    const aligned = new Set(Array.from(G.arr.medoids as Int32Array).filter((m) => m >= 0));
-    const uRem = Int32Array.from(Array.from(uRows).filter((i) => !aligned.has(i)));
-    const gRem = Int32Array.from(Array.from(gRows).filter((i) => !aligned.has(i)));
-    const res = await retrieve(be, X, xh, uRem, gRem, { retrieval: 'static', topN: G.meta.topN, threshold: G.meta.delta, order, pairsPerG: 1, extra: 4 });
-    expectLists(res.lists!, G.arr.ret_idx as Int32Array, G.arr.ret_score as Float64Array, gRem.length, G.meta.topN);
-    const want = order === 'dataset' ? G.meta.pairs_dataset : G.meta['pairs_global-desc'];
-    expect(res.pairs.length).toBe(want.length);
-    expect(res.pairs.map((p) => [p.g, p.u])).toEqual(want.map(([g, u]) => [g, u]));
-    for (let i = 0; i < want.length; i++) expect(Math.abs(res.pairs[i].s - want[i][2])).toBeLessThan(1e-12);
-    await be.close();
-  });
+  it.each(['dataset', 'global-desc'] as const)(
+    'retrieved pairs (%s order) equal the reference exactly',
+    async (order) => {
+      const be = make();
+      const xh = await be.upload(X);
+      const aligned = new Set(Array.from(G.arr.medoids as Int32Array).filter((m) => m >= 0));
+      const uRem = Int32Array.from(Array.from(uRows).filter((i) => !aligned.has(i)));
+      const gRem = Int32Array.from(Array.from(gRows).filter((i) => !aligned.has(i)));
+      const res = await retrieve(be, X, xh, uRem, gRem, {
+        retrieval: 'static',
+        topN: G.meta.topN,
+        threshold: G.meta.delta,
+        order,
+        pairsPerG: 1,
+        extra: 4,
+      });
+      expectLists(res.lists!, G.arr.ret_idx as Int32Array, G.arr.ret_score as Float64Array, gRem.length, G.meta.topN);
+      const want = order === 'dataset' ? G.meta.pairs_dataset : G.meta['pairs_global-desc'];
+      expect(res.pairs.length).toBe(want.length);
+      expect(res.pairs.map((p) => [p.g, p.u])).toEqual(want.map(([g, u]) => [g, u]));
+      for (let i = 0; i < want.length; i++) expect(Math.abs(res.pairs[i].s - want[i][2])).toBeLessThan(1e-12);
+      await be.close();
+    },
+  );
 });
 
 describe('sloppy backend really is sloppy', () => {
@@ -111,7 +133,12 @@ describe('sloppy backend really is sloppy', () => {
     expect(rowsDiffer).toBeGreaterThan(0);
     // With no extra candidates the first answer can rarely be proven, so the exact layer must
     // re-query — and still land on the reference.
-    const lists = await exactSearch(be, { m: X, h: xh, rows: gRows }, { m: X, h: xh, rows: uRows }, { n: G.meta.topN, extra: 0 });
+    const lists = await exactSearch(
+      be,
+      { m: X, h: xh, rows: gRows },
+      { m: X, h: xh, rows: uRows },
+      { n: G.meta.topN, extra: 0 },
+    );
     expect(lists.requeried).toBeGreaterThan(100);
     expectLists(lists, G.arr.knn_idx as Int32Array, G.arr.knn_score as Float64Array, G.meta.nG, G.meta.topN);
   });

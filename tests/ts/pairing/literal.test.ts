@@ -11,7 +11,12 @@ import { Rng } from '../../../src/util/prng.js';
 import { SloppyBackend } from './_sloppy.js';
 
 /** The literal reading, computed from the full f64 score table (the thing the SDK never builds). */
-function bruteForce(X: Matrix, uRem: Int32Array, gRem: Int32Array, o: { threshold?: number; order: 'dataset' | 'global-desc'; pairsPerG: number; negate?: boolean }): RetrievedPair[] {
+function bruteForce(
+  X: Matrix,
+  uRem: Int32Array,
+  gRem: Int32Array,
+  o: { threshold?: number; order: 'dataset' | 'global-desc'; pairsPerG: number; negate?: boolean },
+): RetrievedPair[] {
   const sign = o.negate ? -1 : 1;
   const ok = (s: number) => o.threshold === undefined || s >= o.threshold;
   const free = new Set(uRem);
@@ -56,14 +61,21 @@ function tiedData(seed: number, nU: number, nG: number): Matrix {
   const X = matrix(nU + nG, d);
   for (let i = 0; i < nU + nG; i++) {
     const copyOf = i % 5 === 4 ? i - 1 - rng.int(3) : -1; // every 5th row duplicates a nearby one
-    for (let c = 0; c < d; c++) X.data[i * d + c] = copyOf >= 0 ? X.data[copyOf * d + c] : centres[rng.int(4)][c] + rng.int(3) * 0.5;
+    for (let c = 0; c < d; c++)
+      X.data[i * d + c] = copyOf >= 0 ? X.data[copyOf * d + c] : centres[rng.int(4)][c] + rng.int(3) * 0.5;
     if (copyOf < 0 && X.data.subarray(i * d, i * d + d).every((x) => x === 0)) X.data[i * d] = 1;
   }
   l2NormalizeRows(X);
   return X;
 }
 
-async function run(be: PairingBackend, X: Matrix, uRem: Int32Array, gRem: Int32Array, o: Parameters<typeof retrieve>[5]) {
+async function run(
+  be: PairingBackend,
+  X: Matrix,
+  uRem: Int32Array,
+  gRem: Int32Array,
+  o: Parameters<typeof retrieve>[5],
+) {
   const xh = await be.upload(X);
   try {
     return await retrieve(be, X, xh, uRem, gRem, o);
@@ -76,26 +88,33 @@ describe("retrieval 'literal' equals the brute-force reference", () => {
   const nU = 90;
   const nG = 110;
   const cases = [1, 2, 3].flatMap((seed) =>
-    (['dataset', 'global-desc'] as const).flatMap((order) => [1, 3].flatMap((topN) => [1, 2].filter((p) => p <= topN).map((pairsPerG) => ({ seed, order, topN, pairsPerG })))),
+    (['dataset', 'global-desc'] as const).flatMap((order) =>
+      [1, 3].flatMap((topN) => [1, 2].filter((p) => p <= topN).map((pairsPerG) => ({ seed, order, topN, pairsPerG }))),
+    ),
   );
-  it.each(cases)('seed $seed, $order, list length $topN, pairsPerG $pairsPerG', async ({ seed, order, topN, pairsPerG }) => {
-    const X = tiedData(seed, nU, nG);
-    // Leave some rows out (as aligned medoids would be); δ = the median score, a realised (tied) value.
-    const uRem = Int32Array.from({ length: nU }, (_, i) => i).filter((i) => i % 7 !== 3);
-    const gRem = Int32Array.from({ length: nG }, (_, j) => nU + j).filter((i) => i % 11 !== 5);
-    const all = Array.from(gRem).flatMap((g) => Array.from(uRem, (u) => dot64(X, g, X, u))).sort((a, b) => a - b);
-    const threshold = all[all.length >> 1];
-    const o = { retrieval: 'literal' as const, topN, threshold, order, pairsPerG, extra: 1 };
-    const want = bruteForce(X, uRem, gRem, o);
-    expect(want.length).toBeGreaterThan(20);
-    expect(all.length - new Set(all).size).toBeGreaterThan(1000); // thousands of exact ties
-    const got = await run(new TsBackend(), X, uRem, gRem, o);
-    expect(got.pairs).toEqual(want);
-    expect(got.refills).toBeGreaterThan(0); // short lists run out: the lazy refill is exercised
-    // A backend with f32-sized errors in every score and rank gives the same answer.
-    const sloppy = await run(new SloppyBackend(new TsBackend(), seed), X, uRem, gRem, o);
-    expect(sloppy.pairs).toEqual(want);
-  });
+  it.each(cases)(
+    'seed $seed, $order, list length $topN, pairsPerG $pairsPerG',
+    async ({ seed, order, topN, pairsPerG }) => {
+      const X = tiedData(seed, nU, nG);
+      // Leave some rows out (as aligned medoids would be); δ = the median score, a realised (tied) value.
+      const uRem = Int32Array.from({ length: nU }, (_, i) => i).filter((i) => i % 7 !== 3);
+      const gRem = Int32Array.from({ length: nG }, (_, j) => nU + j).filter((i) => i % 11 !== 5);
+      const all = Array.from(gRem)
+        .flatMap((g) => Array.from(uRem, (u) => dot64(X, g, X, u)))
+        .sort((a, b) => a - b);
+      const threshold = all[all.length >> 1];
+      const o = { retrieval: 'literal' as const, topN, threshold, order, pairsPerG, extra: 1 };
+      const want = bruteForce(X, uRem, gRem, o);
+      expect(want.length).toBeGreaterThan(20);
+      expect(all.length - new Set(all).size).toBeGreaterThan(1000); // thousands of exact ties
+      const got = await run(new TsBackend(), X, uRem, gRem, o);
+      expect(got.pairs).toEqual(want);
+      expect(got.refills).toBeGreaterThan(0); // short lists run out: the lazy refill is exercised
+      // A backend with f32-sized errors in every score and rank gives the same answer.
+      const sloppy = await run(new SloppyBackend(new TsBackend(), seed), X, uRem, gRem, o);
+      expect(sloppy.pairs).toEqual(want);
+    },
+  );
 
   it('negated scores without a threshold (the low-similarity ablation) also match', async () => {
     const X = tiedData(9, 40, 60);
@@ -117,7 +136,7 @@ describe('literal vs static on a hand-built case', () => {
   const uRem = Int32Array.from([0, 1, 2]);
   const gRem = Int32Array.from([3, 4, 5]);
   const base = { topN: 2, threshold: 0.9, order: 'dataset' as const, pairsPerG: 1, extra: 4 };
-  it("static: G at 2° has top-2 = U at 0° and 5°, both taken by then, so it stays unpaired", async () => {
+  it('static: G at 2° has top-2 = U at 0° and 5°, both taken by then, so it stays unpaired', async () => {
     const r = await run(new TsBackend(), X, uRem, gRem, { ...base, retrieval: 'static' });
     expect(r.pairs.map((p) => [p.g, p.u])).toEqual([
       [3, 0],

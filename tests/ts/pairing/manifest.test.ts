@@ -23,7 +23,13 @@ describe('JSONL manifests', () => {
     const u = await readUnderstanding(s.u);
     expect(u.format).toBe('jsonl');
     expect(u.items.length).toBe(4);
-    expect(u.items[2].record).toMatchObject({ id: 'u2', question: 'Q2?', choices: ['yes', 'no'], answer: 'A', caption: 'caption 2' });
+    expect(u.items[2].record).toMatchObject({
+      id: 'u2',
+      question: 'Q2?',
+      choices: ['yes', 'no'],
+      answer: 'A',
+      caption: 'caption 2',
+    });
     expect(u.items[2].image).toEqual({ path: join(s.dir, 'img', 'u2.png') });
     expect(u.items[2].row).toBe(3);
     const g = await readGeneration(s.g);
@@ -44,12 +50,17 @@ describe('JSONL manifests', () => {
     expect(e.file).toBe(join(s.dir, 'dup.jsonl'));
     e = await catchErr(readUnderstanding(w('missing.jsonl', [ok, { ...ok, id: 'b', image: 'img/nope.png' }])));
     expect(e.message).toMatch(/row 2: image file not found: .*nope\.png/);
-    e = await catchErr(readUnderstanding(w('badjson.jsonl', [ok, '{"id": ']))); 
+    e = await catchErr(readUnderstanding(w('badjson.jsonl', [ok, '{"id": '])));
     expect(e.message).toMatch(/row 2: invalid JSON/);
     e = await catchErr(readUnderstanding(w('cols.jsonl', [{ ...ok, choices: undefined, options: ['x', 'y'] }])));
-    expect(e.message).toMatch(/row 1: field 'choices'.*no column 'choices'; columns present: id, image, question, answer, options/);
+    expect(e.message).toMatch(
+      /row 1: field 'choices'.*no column 'choices'; columns present: id, image, question, answer, options/,
+    );
     // ...and the column map fixes it; integer answers become letters.
-    const fixed = await readUnderstanding(w('cols2.jsonl', [{ ...ok, choices: undefined, options: ['x', 'y'], answer: 1 }]), { columns: { choices: 'options' } });
+    const fixed = await readUnderstanding(
+      w('cols2.jsonl', [{ ...ok, choices: undefined, options: ['x', 'y'], answer: 1 }]),
+      { columns: { choices: 'options' } },
+    );
     expect(fixed.items[0].record).toMatchObject({ choices: ['x', 'y'], answer: 'B' });
     e = await catchErr(readUnderstanding(w('letter.jsonl', [{ ...ok, answer: 'ab' }])));
     expect(e.message).toMatch(/field 'answer'/);
@@ -86,15 +97,32 @@ describe('Arrow IPC and HF datasets', () => {
     const shard = (ids: string[], off: number) =>
       new Table({
         id: vectorFromArray(ids, new Utf8()),
-        image: vectorFromArray(ids.map((_, i) => ({ bytes: new Uint8Array(topicImage(0, off + i)), path: `orig_${off + i}.png` })), imgType),
-        question: vectorFromArray(ids.map(() => 'what?'), new Utf8()),
-        options: vectorFromArray(ids.map(() => ['a', 'b', 'c']), new List(new Field('item', new Utf8(), true))),
-        answer: vectorFromArray(ids.map(() => 'C'), new Utf8()),
+        image: vectorFromArray(
+          ids.map((_, i) => ({ bytes: new Uint8Array(topicImage(0, off + i)), path: `orig_${off + i}.png` })),
+          imgType,
+        ),
+        question: vectorFromArray(
+          ids.map(() => 'what?'),
+          new Utf8(),
+        ),
+        options: vectorFromArray(
+          ids.map(() => ['a', 'b', 'c']),
+          new List(new Field('item', new Utf8(), true)),
+        ),
+        answer: vectorFromArray(
+          ids.map(() => 'C'),
+          new Utf8(),
+        ),
       });
     writeFileSync(join(dir, 'data-00000-of-00002.arrow'), tableToIPC(shard(['x0', 'x1'], 0), 'stream'));
     writeFileSync(join(dir, 'data-00001-of-00002.arrow'), tableToIPC(shard(['x2'], 2), 'stream'));
     writeFileSync(join(dir, 'dataset_info.json'), '{}');
-    writeFileSync(join(dir, 'state.json'), JSON.stringify({ _data_files: [{ filename: 'data-00000-of-00002.arrow' }, { filename: 'data-00001-of-00002.arrow' }] }));
+    writeFileSync(
+      join(dir, 'state.json'),
+      JSON.stringify({
+        _data_files: [{ filename: 'data-00000-of-00002.arrow' }, { filename: 'data-00001-of-00002.arrow' }],
+      }),
+    );
     const u = await readUnderstanding(dir, { columns: { choices: 'options' } });
     expect(u.format).toBe('hf');
     expect(u.items.map((i) => [i.record.id, i.row, i.record.image])).toEqual([
@@ -130,12 +158,25 @@ describe('empty manifests', () => {
     expect(e.message).toBe(`${blank}: the generation (G) manifest has no records; pairing needs at least one`);
     expect(e.file).toBe(blank);
     const arrow = join(s.dir, 'g.arrow');
-    writeFileSync(arrow, tableToIPC(new Table({ id: vectorFromArray([], new Utf8()), image: vectorFromArray([], new Utf8()), prompt: vectorFromArray([], new Utf8()) }), 'file'));
+    writeFileSync(
+      arrow,
+      tableToIPC(
+        new Table({
+          id: vectorFromArray([], new Utf8()),
+          image: vectorFromArray([], new Utf8()),
+          prompt: vectorFromArray([], new Utf8()),
+        }),
+        'file',
+      ),
+    );
     e = await catchErr(readGeneration(arrow));
     expect(e.message).toMatch(/g\.arrow: the generation \(G\) manifest has no records/);
     const hf = join(s.dir, 'hf');
     mkdirSync(hf);
-    writeFileSync(join(hf, 'data-00000-of-00001.arrow'), tableToIPC(new Table({ id: vectorFromArray([], new Utf8()), image: vectorFromArray([], new Utf8()) }), 'stream'));
+    writeFileSync(
+      join(hf, 'data-00000-of-00001.arrow'),
+      tableToIPC(new Table({ id: vectorFromArray([], new Utf8()), image: vectorFromArray([], new Utf8()) }), 'stream'),
+    );
     writeFileSync(join(hf, 'state.json'), JSON.stringify({ _data_files: [{ filename: 'data-00000-of-00001.arrow' }] }));
     e = await catchErr(readUnderstanding(hf));
     expect(e.message).toBe(`${hf}: the understanding (U) manifest has no records; pairing needs at least one`);

@@ -30,20 +30,45 @@ describe('feature cache', () => {
   it('second run embeds nothing; identical images are embedded once', async () => {
     const s = tinySet(12, 10);
     const cacheDir = join(s.dir, 'cache');
-    const first = await embedManifests({ understanding: s.u, generation: s.g, backbone: pixels, cacheDir, sidecar: sc });
+    const first = await embedManifests({
+      understanding: s.u,
+      generation: s.g,
+      backbone: pixels,
+      cacheDir,
+      sidecar: sc,
+    });
     expect(first.embedded).toBe(22);
     expect(first.cached).toBe(0);
     expect(first.fu.rows).toBe(12);
     expect(first.dim).toBe(192);
-    const second = await embedManifests({ understanding: s.u, generation: s.g, backbone: pixels, cacheDir, sidecar: sc });
+    const second = await embedManifests({
+      understanding: s.u,
+      generation: s.g,
+      backbone: pixels,
+      cacheDir,
+      sidecar: sc,
+    });
     expect(second.embedded).toBe(0);
     expect(second.cached).toBe(22);
     expect(Array.from(second.fu.data)).toEqual(Array.from(first.fu.data));
     expect(Array.from(second.fg.data)).toEqual(Array.from(first.fg.data));
     // A different backbone configuration has its own key: everything is embedded again.
-    const other = await embedManifests({ understanding: s.u, generation: s.g, backbone: { kind: 'pixels', size: 4 }, cacheDir, sidecar: sc });
+    const other = await embedManifests({
+      understanding: s.u,
+      generation: s.g,
+      backbone: { kind: 'pixels', size: 4 },
+      cacheDir,
+      sidecar: sc,
+    });
     expect(other.embedded).toBe(22);
-    const dup = await embedImages([{ path: join(s.dir, 'img', 'u0.png') }, { path: join(s.dir, 'img', 'u0.png') }, { path: join(s.dir, 'img', 'u1.png') }], { sidecar: sc, backbone: { kind: 'pixels', size: 5 }, cacheDir });
+    const dup = await embedImages(
+      [
+        { path: join(s.dir, 'img', 'u0.png') },
+        { path: join(s.dir, 'img', 'u0.png') },
+        { path: join(s.dir, 'img', 'u1.png') },
+      ],
+      { sidecar: sc, backbone: { kind: 'pixels', size: 5 }, cacheDir },
+    );
     expect(dup).toMatchObject({ embedded: 2, duplicates: 1, cached: 0 });
   });
 
@@ -54,8 +79,15 @@ describe('feature cache', () => {
     const cacheDir = join(s.dir, 'cache');
     const ac = new AbortController();
     const err = await embedImages(images, {
-      sidecar: sc, backbone: pixels, cacheDir, batchSize: 4, flushEvery: 4, signal: ac.signal,
-      onProgress: (done) => { if (done >= 8) ac.abort(); },
+      sidecar: sc,
+      backbone: pixels,
+      cacheDir,
+      batchSize: 4,
+      flushEvery: 4,
+      signal: ac.signal,
+      onProgress: (done) => {
+        if (done >= 8) ac.abort();
+      },
     }).catch((e) => e);
     expect(err).toBeInstanceOf(AbortedError);
     const resumed = await embedImages(images, { sidecar: sc, backbone: pixels, cacheDir, batchSize: 4 });
@@ -65,13 +97,25 @@ describe('feature cache', () => {
 
   it('no weights → typed error that says so; undecodable image → DataError with file and row', async () => {
     const s = tinySet(2, 2);
-    const e = await embedManifests({ understanding: s.u, generation: s.g, backbone: { kind: 'resnet50' }, cacheDir: join(s.dir, 'c'), sidecar: sc }).catch((x) => x);
+    const e = await embedManifests({
+      understanding: s.u,
+      generation: s.g,
+      backbone: { kind: 'resnet50' },
+      cacheDir: join(s.dir, 'c'),
+      sidecar: sc,
+    }).catch((x) => x);
     expect(e).toBeInstanceOf(SidecarError);
     expect(e.code).toBe('not_found');
     expect(e.message).toMatch(/needs local weights.*never falls back to random weights/);
     const { writeFileSync } = await import('node:fs');
     writeFileSync(join(s.dir, 'img', 'g1.png'), 'not a png');
-    const d = await embedManifests({ understanding: s.u, generation: s.g, backbone: pixels, cacheDir: join(s.dir, 'c'), sidecar: sc }).catch((x) => x);
+    const d = await embedManifests({
+      understanding: s.u,
+      generation: s.g,
+      backbone: pixels,
+      cacheDir: join(s.dir, 'c'),
+      sidecar: sc,
+    }).catch((x) => x);
     expect(d).toBeInstanceOf(DataError);
     expect(d.message).toMatch(/g\.jsonl row 2: image of 'g1'.*cannot decode/);
     expect(d.row).toBe(2);
@@ -82,8 +126,19 @@ describe('buildPairUG', () => {
   it('writes Arrow + JSONL PairRecords and a stats report; aligned w=1, retrieved w=√s', async () => {
     const s = tinySet(24, 30);
     const out = join(s.dir, 'out');
-    const r = await buildPairUG({ understanding: s.u, generation: s.g, out, backbone: pixels, cacheDir: join(s.dir, 'cache'), sidecar: sc, config: { kmeans: { k: 4, batchSize: 16 }, threshold: 0.5, topN: 5 } });
-    const lines = readFileSync(r.files.jsonl, 'utf8').trim().split('\n').map((l) => PairRecord.parse(JSON.parse(l)));
+    const r = await buildPairUG({
+      understanding: s.u,
+      generation: s.g,
+      out,
+      backbone: pixels,
+      cacheDir: join(s.dir, 'cache'),
+      sidecar: sc,
+      config: { kmeans: { k: 4, batchSize: 16 }, threshold: 0.5, topN: 5 },
+    });
+    const lines = readFileSync(r.files.jsonl, 'utf8')
+      .trim()
+      .split('\n')
+      .map((l) => PairRecord.parse(JSON.parse(l)));
     expect(lines.length).toBe(r.records.length);
     const t = tableFromIPC(readFileSync(r.files.arrow));
     expect(t.numRows).toBe(lines.length);
@@ -96,7 +151,8 @@ describe('buildPairUG', () => {
     expect(retrieved.length).toBeGreaterThan(0);
     for (const a of aligned) {
       expect(a).toMatchObject({ s_p: 1, w_p: 1, u_id: a.g_id, u_src: a.g_src, u_image: a.g_image });
-      if (a.u_src === 'U') expect(a.prompt).toMatch(/^caption /); // U medoid: its caption is the prompt
+      if (a.u_src === 'U')
+        expect(a.prompt).toMatch(/^caption /); // U medoid: its caption is the prompt
       else expect(a.question).toMatch(/^GQ/); // G medoid: its completed question
     }
     for (const p of retrieved) {
@@ -115,7 +171,15 @@ describe('buildPairUG', () => {
 
   it('medoids lacking completed fields are reported and skipped', async () => {
     const s = tinySet(10, 30, { gQA: false });
-    const r = await buildPairUG({ understanding: s.u, generation: s.g, out: join(s.dir, 'o'), backbone: pixels, cacheDir: join(s.dir, 'c'), sidecar: sc, config: { kmeans: { k: 6, batchSize: 16 }, threshold: 0.5 } });
+    const r = await buildPairUG({
+      understanding: s.u,
+      generation: s.g,
+      out: join(s.dir, 'o'),
+      backbone: pixels,
+      cacheDir: join(s.dir, 'c'),
+      sidecar: sc,
+      config: { kmeans: { k: 6, batchSize: 16 }, threshold: 0.5 },
+    });
     expect(r.stats.skippedMedoids.count).toBeGreaterThan(0);
     expect(r.stats.skippedMedoids.examples[0].reason).toMatch(/no question\/choices\/answer/);
     expect(r.records.every((x) => x.type === 'retrieved' || x.u_src === 'U')).toBe(true);
@@ -126,7 +190,8 @@ describe('buildPairUG', () => {
     const s = tinySet(24, 30);
     const base = { understanding: s.u, generation: s.g, backbone: pixels, cacheDir: join(s.dir, 'c'), sidecar: sc };
     const cfg = { kmeans: { k: 4, batchSize: 16 }, threshold: 0.5, topN: 5 };
-    const run = (ablation: string) => buildPairUG({ ...base, out: join(s.dir, ablation), config: { ...cfg, ablation: ablation as never } });
+    const run = (ablation: string) =>
+      buildPairUG({ ...base, out: join(s.dir, ablation), config: { ...cfg, ablation: ablation as never } });
     const full = await run('none');
     const B = full.records.length;
     const nA = full.stats.counts.aligned;
@@ -146,8 +211,12 @@ describe('buildPairUG', () => {
     const un = (await run('unpaired')).records;
     expect(un.length).toBe(B);
     const key = (r: PairRecord) => `${r.u_src}/${r.u_id}>${r.g_src}/${r.g_id}`;
-    expect(new Set(un.map((r) => `${r.u_src}/${r.u_id}`))).toEqual(new Set(full.records.map((r) => `${r.u_src}/${r.u_id}`)));
-    expect(new Set(un.map((r) => `${r.g_src}/${r.g_id}`))).toEqual(new Set(full.records.map((r) => `${r.g_src}/${r.g_id}`)));
+    expect(new Set(un.map((r) => `${r.u_src}/${r.u_id}`))).toEqual(
+      new Set(full.records.map((r) => `${r.u_src}/${r.u_id}`)),
+    );
+    expect(new Set(un.map((r) => `${r.g_src}/${r.g_id}`))).toEqual(
+      new Set(full.records.map((r) => `${r.g_src}/${r.g_id}`)),
+    );
     const orig = new Set(full.records.map(key));
     expect(un.filter((r) => orig.has(key(r))).length).toBe(0); // no pair keeps its partner
     expect(un.every((r) => r.w_p === 1)).toBe(true);
@@ -167,12 +236,51 @@ describe('CLI', () => {
     const log = console.log;
     console.log = (...a: unknown[]) => logs.push(a.join(' '));
     try {
-      expect(await runEmbed(['--u', s.u, '--g', s.g, '--backbone', 'pixels', '--size', '8', '--cache-dir', cache, '--quiet'])).toBe(0);
+      expect(
+        await runEmbed([
+          '--u',
+          s.u,
+          '--g',
+          s.g,
+          '--backbone',
+          'pixels',
+          '--size',
+          '8',
+          '--cache-dir',
+          cache,
+          '--quiet',
+        ]),
+      ).toBe(0);
       expect(logs.at(-1)).toMatch(/^embedded 28 images, 0 from cache/);
       const out = join(s.dir, 'pairug');
-      expect(await runPair(['--u', s.u, '--g', s.g, '--out', out, '--backbone', 'pixels', '--size', '8', '--cache-dir', cache, '--k', '3', '--threshold', '0.5', '--kmeans-batch', '16', '--quiet'])).toBe(0);
+      expect(
+        await runPair([
+          '--u',
+          s.u,
+          '--g',
+          s.g,
+          '--out',
+          out,
+          '--backbone',
+          'pixels',
+          '--size',
+          '8',
+          '--cache-dir',
+          cache,
+          '--k',
+          '3',
+          '--threshold',
+          '0.5',
+          '--kmeans-batch',
+          '16',
+          '--quiet',
+        ]),
+      ).toBe(0);
       expect(readdirSync(out).sort()).toEqual(['pairs.arrow', 'pairs.jsonl', 'stats.json']);
-      expect(JSON.parse(readFileSync(join(out, 'stats.json'), 'utf8')).features).toMatchObject({ embedded: 0, cached: 28 });
+      expect(JSON.parse(readFileSync(join(out, 'stats.json'), 'utf8')).features).toMatchObject({
+        embedded: 0,
+        cached: 28,
+      });
     } finally {
       console.log = log;
       rmSync(s.dir, { recursive: true, force: true });

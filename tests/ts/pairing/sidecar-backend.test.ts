@@ -57,7 +57,14 @@ describe('sidecar backend on the golden fixtures', () => {
     const uRem = Int32Array.from({ length: nU }, (_, i) => i).filter((i) => !aligned.has(i));
     const gRem = Int32Array.from({ length: G.meta.nG }, (_, j) => nU + j).filter((i) => !aligned.has(i));
     for (const order of ['dataset', 'global-desc'] as const) {
-      const r = await retrieve(be, X, xh, uRem, gRem, { retrieval: 'static', topN: G.meta.topN, threshold: G.meta.delta, order, pairsPerG: 1, extra: 4 });
+      const r = await retrieve(be, X, xh, uRem, gRem, {
+        retrieval: 'static',
+        topN: G.meta.topN,
+        threshold: G.meta.delta,
+        order,
+        pairsPerG: 1,
+        extra: 4,
+      });
       const want = order === 'dataset' ? G.meta.pairs_dataset : G.meta['pairs_global-desc'];
       expect(r.pairs.map((p) => [p.g, p.u])).toEqual(want.map(([g, u]) => [g, u]));
       // The literal reading (shrinking U set, lists refilled on demand) equals the TS reference backend's.

@@ -4,7 +4,12 @@ import { describe, expect, it } from 'vitest';
 
 const CHILD = fileURLToPath(new URL('./interrupt-child.ts', import.meta.url));
 
-function start(mode: string): { child: ChildProcess; stderr: () => string; waitFor: (line: string) => Promise<void>; exit: Promise<number | null> } {
+function start(mode: string): {
+  child: ChildProcess;
+  stderr: () => string;
+  waitFor: (line: string) => Promise<void>;
+  exit: Promise<number | null>;
+} {
   const child = spawn(process.execPath, ['--import', 'tsx', CHILD, mode], { stdio: ['ignore', 'pipe', 'pipe'] });
   let out = '';
   let err = '';

@@ -4,12 +4,24 @@
  */
 import { afterEach, describe, expect, it, vi } from 'vitest';
 import { ConfigError } from '../../../src/errors.js';
-import { createLogger, defaultLogLevel, LOG_LEVELS, type Logger, type LogLevel, parseLogLevel, sidecarLineLevel, stderrLogger } from '../../../src/util/log.js';
+import {
+  createLogger,
+  defaultLogLevel,
+  LOG_LEVELS,
+  type Logger,
+  type LogLevel,
+  parseLogLevel,
+  sidecarLineLevel,
+  stderrLogger,
+} from '../../../src/util/log.js';
 
 /** A logger that records [level, message, ...args]. */
 function capture(): { logger: Logger; got: unknown[][] } {
   const got: unknown[][] = [];
-  const at = (level: string) => (m: string, ...a: unknown[]) => void got.push([level, m, ...a]);
+  const at =
+    (level: string) =>
+    (m: string, ...a: unknown[]) =>
+      void got.push([level, m, ...a]);
   return { got, logger: { debug: at('debug'), info: at('info'), warn: at('warn'), error: at('error') } };
 }
 
@@ -41,16 +53,29 @@ describe('createLogger', () => {
   it('hands the message and the extra arguments through unchanged', () => {
     const { logger, got } = capture();
     sayAll(createLogger({ logger, logLevel: 'debug' }));
-    expect(got).toEqual([['debug', 'd'], ['info', 'i'], ['warn', 'w', 1], ['error', 'e', { x: 2 }]]);
+    expect(got).toEqual([
+      ['debug', 'd'],
+      ['info', 'i'],
+      ['warn', 'w', 1],
+      ['error', 'e', { x: 2 }],
+    ]);
   });
 
   it("calls a class-based logger's methods on the logger itself (its `this` kept)", () => {
     class Collector {
       lines: string[] = [];
-      debug(m: string) { this.lines.push(`D ${m}`); }
-      info(m: string) { this.lines.push(`I ${m}`); }
-      warn(m: string) { this.lines.push(`W ${m}`); }
-      error(m: string) { this.lines.push(`E ${m}`); }
+      debug(m: string) {
+        this.lines.push(`D ${m}`);
+      }
+      info(m: string) {
+        this.lines.push(`I ${m}`);
+      }
+      warn(m: string) {
+        this.lines.push(`W ${m}`);
+      }
+      error(m: string) {
+        this.lines.push(`E ${m}`);
+      }
     }
     const c = new Collector();
     sayAll(createLogger({ logger: c, logLevel: 'warn' }));
@@ -75,7 +100,9 @@ describe('createLogger', () => {
   it('refuses an unknown level, from the option or from $PAIRUNI_LOG, naming the source and the valid levels', () => {
     const { logger } = capture();
     expect(() => createLogger({ logger, logLevel: 'verbose' as LogLevel })).toThrow(ConfigError);
-    expect(() => createLogger({ logger, logLevel: 'verbose' as LogLevel })).toThrow("logLevel must be one of 'debug', 'info', 'warn', 'error', 'off', got \"verbose\"");
+    expect(() => createLogger({ logger, logLevel: 'verbose' as LogLevel })).toThrow(
+      "logLevel must be one of 'debug', 'info', 'warn', 'error', 'off', got \"verbose\"",
+    );
     vi.stubEnv('PAIRUNI_LOG', 'WARN');
     expect(() => createLogger({ logger })).toThrow(/^PAIRUNI_LOG must be one of .* got "WARN"$/);
     expect(parseLogLevel('off')).toBe('off');
@@ -96,14 +123,16 @@ describe('createLogger', () => {
     vi.spyOn(process.stdout, 'write').mockImplementation((c: string | Uint8Array) => (out.push(String(c)), true));
     sayAll(createLogger());
     stderrLogger.debug('n=%d', 3);
-    expect(err).toEqual(['i\n', 'w 1\n', "e { x: 2 }\n", 'n=3\n']);
+    expect(err).toEqual(['i\n', 'w 1\n', 'e { x: 2 }\n', 'n=3\n']);
     expect(out).toEqual([]);
   });
 });
 
 describe('sidecarLineLevel', () => {
   it('reads the level the sidecar log helper wrote; any other line is debug', () => {
-    expect(sidecarLineLevel('[pairuni-sidecar 4242 17.5000] warn: controller silent for 4.1s (heartbeat lost); exiting')).toBe('warn');
+    expect(
+      sidecarLineLevel('[pairuni-sidecar 4242 17.5000] warn: controller silent for 4.1s (heartbeat lost); exiting'),
+    ).toBe('warn');
     expect(sidecarLineLevel('[pairuni-sidecar 4242 17.5000] error: Traceback (most recent call last):')).toBe('error');
     expect(sidecarLineLevel('[pairuni-sidecar 4242 17.5000] info: parent process is gone; exiting')).toBe('info');
     expect(sidecarLineLevel('[pairuni-sidecar 1 0.1000] debug: rank 0/1 starting')).toBe('debug');
