@@ -15,7 +15,7 @@ describe('family config defaults', () => {
   it('each family is one file; the index composes their options, config defaults and generated records', () => {
     expect(Object.keys(FAMILIES)).toEqual(['janus', 'dimoo', 'bagel']);
     expect(FAMILIES.dimoo).toBe(dimoo.options);
-    expect(FAMILY_CONFIG_DEFAULTS).toEqual({ dimoo: { und: { k: 2 }, gen: { k: 2 } } });
+    expect(FAMILY_CONFIG_DEFAULTS).toEqual({ dimoo: { und: { k: 2 }, gen: { k: 2 } }, bagel: { gen: { cfgWeight: 4 } } });
     expect(Object.keys(FAMILY_RECORDS)).toEqual([
       'JanusLoadOptions',
       'JanusUndOptions',
@@ -24,6 +24,8 @@ describe('family config defaults', () => {
       'DimooUndOptions',
       'DimooGenOptions',
       'BagelLoadOptions',
+      'BagelUndOptions',
+      'BagelGenOptions',
     ]);
   });
 
