@@ -195,6 +195,10 @@ export function modelFamily(model: string): { family: string; source: string } {
   }
   if (typeof type === 'string' && Object.hasOwn(FAMILIES, type))
     return { family: type, source: `config.json: model_type "${type}"` };
+  // A BAGEL-7B-MoT directory has no config.json: its LLM, ViT and VAE files name it.
+  const bagel = ['llm_config.json', 'vit_config.json', 'ae.safetensors'];
+  if (bagel.every((f) => existsSync(join(model, f))))
+    return { family: 'bagel', source: `a Bagel directory (${bagel.join(', ')})` };
   return { family: 'janus', source: 'no family in pairuni_model.json or config.json: taken as Janus' };
 }
 

@@ -71,8 +71,8 @@ export async function run(argv: string[]): Promise<number> {
         .join(', ')}`,
     );
     console.log(`${ok(report.ops.length > 0)} sidecar ${report.sidecar ?? 'missing'}: ${report.ops.length} ops`);
-    for (const kind of ['adapter', 'reward', 'backbone', 'tiny'])
-      if (report.plugins[kind]) console.log(`    ${kind}s: ${report.plugins[kind].join(', ')}`);
+    for (const [kind, names] of Object.entries(report.plugins))
+      if (names.length) console.log(`    ${kind}s: ${names.join(', ')}`);
     if (live.startMs !== undefined)
       console.log(`ok  live sidecar: started in ${live.startMs} ms, echo p50 ${live.rpcP50us} us`);
     for (const p of problems) console.log(`${p.fatal ? 'ERR' : 'warn'} ${p.what}\n     fix: ${p.fix}`);
