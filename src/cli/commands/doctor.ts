@@ -72,7 +72,7 @@ export async function run(argv: string[]): Promise<number> {
     );
     console.log(`${ok(report.ops.length > 0)} sidecar ${report.sidecar ?? 'missing'}: ${report.ops.length} ops`);
     for (const [kind, names] of Object.entries(report.plugins))
-      if (names.length) console.log(`    ${kind}s: ${names.join(', ')}`);
+      if (kind !== 'op' && names.length) console.log(`    ${kind}s: ${names.join(', ')}`); // ops: counted above
     if (live.startMs !== undefined)
       console.log(`ok  live sidecar: started in ${live.startMs} ms, echo p50 ${live.rpcP50us} us`);
     for (const p of problems) console.log(`${p.fatal ? 'ERR' : 'warn'} ${p.what}\n     fix: ${p.fix}`);
