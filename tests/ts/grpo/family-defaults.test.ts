@@ -15,7 +15,10 @@ describe('family config defaults', () => {
   it('each family is one file; the index composes their options, config defaults and generated records', () => {
     expect(Object.keys(FAMILIES)).toEqual(['janus', 'dimoo', 'bagel']);
     expect(FAMILIES.dimoo).toBe(dimoo.options);
-    expect(FAMILY_CONFIG_DEFAULTS).toEqual({ dimoo: { und: { k: 2 }, gen: { k: 2 } }, bagel: { gen: { cfgWeight: 4 } } });
+    expect(FAMILY_CONFIG_DEFAULTS).toEqual({
+      dimoo: { und: { k: 2 }, gen: { k: 2 } },
+      bagel: { gen: { cfgWeight: 4 } },
+    });
     expect(Object.keys(FAMILY_RECORDS)).toEqual([
       'JanusLoadOptions',
       'JanusUndOptions',
