@@ -18,7 +18,8 @@ import { AbortedError, ConfigError, PairuniError } from '../errors.js';
 import { buildPairUG } from '../pairing/pipeline.js';
 import { PACKAGE_ROOT } from '../sidecar/python.js';
 import { Sidecar } from '../sidecar/sidecar.js';
-import { FAMILIES, FAMILY_CONFIG_DEFAULTS } from '../contract/families/index.js';
+import { FAMILY_CONFIG_DEFAULTS } from '../contract/families/index.js';
+import { modelFamily } from '../contract/model-family.js';
 import { parseTrainConfig, type TrainConfigInput } from '../train/config.js';
 import { readMetrics, type StepMetrics } from '../train/metrics.js';
 import { assertUsableOut, latestCheckpoint } from '../train/checkpoint.js';
@@ -179,27 +180,6 @@ function recipeNote(p: Plan): string {
     ...Object.entries(p.loss).map(([k, v]) => `loss.${k} ${JSON.stringify(v)}`),
   ];
   return parts.length ? `; ${parts.join(', ')}` : '';
-}
-
-/** A model directory's family: its model card's `family`, else a built-in family its config.json's `model_type` names, else Janus. */
-export function modelFamily(model: string): { family: string; source: string } {
-  const cardPath = join(model, 'pairuni_model.json');
-  const card = existsSync(cardPath) ? readJson<{ family?: unknown }>(cardPath) : {};
-  if (typeof card.family === 'string')
-    return { family: card.family, source: `pairuni_model.json: family "${card.family}"` };
-  let type: unknown;
-  try {
-    type = readJson<{ model_type?: unknown }>(join(model, 'config.json')).model_type;
-  } catch {
-    /* an unreadable config.json is the model loader's to report, by name */
-  }
-  if (typeof type === 'string' && Object.hasOwn(FAMILIES, type))
-    return { family: type, source: `config.json: model_type "${type}"` };
-  // A BAGEL-7B-MoT directory has no config.json: its LLM, ViT and VAE files name it.
-  const bagel = ['llm_config.json', 'vit_config.json', 'ae.safetensors'];
-  if (bagel.every((f) => existsSync(join(model, f))))
-    return { family: 'bagel', source: `a Bagel directory (${bagel.join(', ')})` };
-  return { family: 'janus', source: 'no family in pairuni_model.json or config.json: taken as Janus' };
 }
 
 /** Wall time summed over every invocation that worked on `out` (a resumed demo reports its whole cost). */

@@ -18,7 +18,7 @@ import { GenConfig, ModelConfig, OptimConfig } from '../contract/config.js';
 import { FAMILY_CONFIG_DEFAULTS, familyOptions } from '../contract/families/index.js';
 import { GenSampling } from '../contract/ops.js';
 import { declaredOf } from '../contract/wire.js';
-import { modelFamily } from '../demo/demo.js';
+import { modelFamily } from '../contract/model-family.js';
 import { AbortedError, CapabilityError, ConfigError, DataError, PairuniError } from '../errors.js';
 import { Sidecar } from '../sidecar/index.js';
 import { encodePng } from '../train/fixtures.js';

@@ -3,7 +3,7 @@ import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
-import { modelFamily } from '../../../src/demo/demo.js';
+import { modelFamily } from '../../../src/contract/model-family.js';
 
 const root = mkdtempSync(join(tmpdir(), 'pairuni-family-'));
 afterAll(() => rmSync(root, { recursive: true, force: true }));
