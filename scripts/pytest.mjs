@@ -3,11 +3,8 @@
 import { spawnSync } from 'node:child_process';
 import { existsSync, mkdtempSync, readdirSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join, dirname } from 'node:path';
-import { fileURLToPath } from 'node:url';
-
-const root = join(dirname(fileURLToPath(import.meta.url)), '..');
-const py = process.env.PAIRUNI_PYTHON ?? join(process.env.PAIRUNI_VENV ?? join(root, '.venv'), 'bin', 'python');
+import { join } from 'node:path';
+import { root, venvPython as py } from './venv-python.mjs';
 if (!existsSync(py) && !process.env.PAIRUNI_PYTHON) {
   console.error(`[pairuni] ${py} not found: run \`npm install\` (it creates the sidecar venv) or set PAIRUNI_PYTHON.`);
   process.exit(1);

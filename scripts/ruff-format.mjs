@@ -2,11 +2,7 @@
 // `npm run format`'s Python half: `ruff check --fix` and `ruff format` with the sidecar venv's ruff (pinned in
 // python_sidecar/requirements.lock), configured by ruff.toml.
 import { spawnSync } from 'node:child_process';
-import { dirname, join } from 'node:path';
-import { fileURLToPath } from 'node:url';
-
-const root = join(dirname(fileURLToPath(import.meta.url)), '..');
-const py = process.env.PAIRUNI_PYTHON ?? join(process.env.PAIRUNI_VENV ?? join(root, '.venv'), 'bin', 'python');
+import { root, venvPython as py } from './venv-python.mjs';
 for (const args of [
   ['check', '--fix', '.'],
   ['format', '.'],

@@ -12,27 +12,19 @@
  *   node scripts/test.mjs
  */
 import { spawn } from 'node:child_process';
-import { dirname, join } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { join } from 'node:path';
+import { root, venvPython } from './venv-python.mjs';
 
-const root = join(dirname(fileURLToPath(import.meta.url)), '..');
-// `ruff check` (mistakes: unused or undefined names) and `ruff format --check`, one process.
-const RUFF = [
-  'import subprocess, sys',
-  "c = subprocess.run([sys.executable, '-m', 'ruff', 'check', '.']).returncode",
-  "f = subprocess.run([sys.executable, '-m', 'ruff', 'format', '--check', '.']).returncode",
-  'sys.exit(c or f)',
-].join('\n');
 const bin = (name) => join(root, 'node_modules', '.bin', name);
-// The sidecar venv's interpreter, as scripts/pytest.mjs finds it (ruff is pinned in requirements.lock).
-const py = process.env.PAIRUNI_PYTHON ?? join(process.env.PAIRUNI_VENV ?? join(root, '.venv'), 'bin', 'python');
 const jobs = [
   { name: 'typecheck', cmd: bin('tsc'), args: ['-p', 'tsconfig.json', '--noEmit'] },
   { name: 'check-links', cmd: process.execPath, args: [join(root, 'scripts', 'check-links.mjs')] },
   { name: 'api-docs', cmd: process.execPath, args: [join(root, 'scripts', 'api-docs.mjs'), '--check'] },
   // One line width (120) for both languages: .prettierrc.json, ruff.toml. `npm run format` fixes both.
   { name: 'prettier', cmd: bin('prettier'), args: ['--check', '--log-level', 'warn', '.'] },
-  { name: 'ruff', cmd: py, args: ['-c', RUFF] },
+  // ruff is pinned in requirements.lock: the sidecar venv runs it.
+  { name: 'ruff check', cmd: venvPython, args: ['-m', 'ruff', 'check', '.'] },
+  { name: 'ruff format', cmd: venvPython, args: ['-m', 'ruff', 'format', '--check', '.'] },
   { name: 'vitest (tests/ts)', cmd: bin('vitest'), args: ['run'] },
   { name: 'pytest (tests/py)', cmd: process.execPath, args: [join(root, 'scripts', 'pytest.mjs')] },
 ];
