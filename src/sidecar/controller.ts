@@ -7,7 +7,14 @@
 import { randomUUID } from 'node:crypto';
 import type * as arrow from 'apache-arrow';
 import * as zmq from 'zeromq';
-import { ConfigError, ProtocolError, RanksMissingError, SidecarError, type WireErrorCode } from '../errors.js';
+import {
+  ConfigError,
+  ProtocolError,
+  RanksMissingError,
+  SidecarError,
+  SidecarStartError,
+  type WireErrorCode,
+} from '../errors.js';
 import { type AuthEvent, type CurveOptions, readKeyPair, readPublicKey, ZapHandler } from './curve.js';
 import { DEFAULT_LIMITS, Flags, type KindName, type Limits, WIRE_MAJOR, WIRE_MINOR } from '../protocol/constants.js';
 import { decodeHeaderFrame, encodeHeaderFrame, salvageIds, type BufferDesc } from '../protocol/header.js';
@@ -272,8 +279,19 @@ export class Controller {
         sock.events.on('handshake:error:other', (ev) => this.onHandshakeError?.(String(ev.address ?? '')));
       }
     }
-    await this.ctrl.bind(this.opts.ctrlEndpoint);
-    await this.data.bind(this.opts.dataEndpoint);
+    for (const [sock, endpoint] of [
+      [this.ctrl, this.opts.ctrlEndpoint],
+      [this.data, this.opts.dataEndpoint],
+    ] as const) {
+      try {
+        await sock.bind(endpoint);
+      } catch (e) {
+        // Release what did bind (the other socket, the ZAP handler): a caller that retries on another
+        // port must not find this one still held by a controller nobody can close.
+        await this.close('bind failed');
+        throw new SidecarStartError(`could not bind ${endpoint}: ${(e as Error).message}`, '', { cause: e });
+      }
+    }
     void this.loop(this.ctrl, false);
     void this.loop(this.data, true);
     this.hbTimer = setInterval(() => this.heartbeat(), this.hbMs);

@@ -229,7 +229,7 @@ export class Sidecar {
       await ctl.start();
     } catch (e) {
       rmSync(dir, { recursive: true, force: true });
-      throw new SidecarStartError(`could not bind ipc sockets in ${dir}: ${(e as Error).message}`);
+      throw new SidecarStartError(`could not bind ipc sockets in ${dir}: ${(e as Error).message}`, '', { cause: e });
     }
     const python = resolvePython(opts.python);
     // More than one rank: torchrun starts them (a free rendezvous port each time: --standalone) and
