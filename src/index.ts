@@ -84,6 +84,9 @@ export {
   readEvals,
   type ExperimentSink,
   type EvalRow,
+  LoggerConfig,
+  PythonSinks,
+  type PythonSinksOptions,
 } from './train/index.js';
 export {
   pairWeight,
