@@ -4,11 +4,13 @@
  * line on stdin, answering one JSON line each on stdout, so a tracker's failure comes back as a
  * `SinkError` naming it. The interpreter is the sidecar's (`sidecar.python`, else the package venv).
  *
- * `<out>/loggers.json` keeps each tracker's run id and the last step each key was logged at: a
+ * `<out>/loggers.json` keeps each tracker's run id and the last step each key reached it at: a
  * resumed run continues the same runs, and a step is sent once even when the run redoes it (a restart
  * from an earlier checkpoint) — W&B refuses steps that go back, MLflow would keep both values. What a
- * tracker missed (it failed, the controller died) is sent from metrics.jsonl and eval.jsonl on the
- * next start.
+ * tracker missed (it failed, the child or the controller died) is sent from metrics.jsonl and
+ * eval.jsonl on the next start. MLflow's file store has a value once it acknowledges it; W&B holds
+ * what it is given in its own service process until the run finishes (a killed child loses it,
+ * measured with wandb 0.31 offline), so W&B's steps count as kept only after a clean close.
  */
 import { type ChildProcess, spawn } from 'node:child_process';
 import { existsSync, readFileSync } from 'node:fs';
@@ -34,8 +36,8 @@ export const LOGGER_STATE_FILE = 'loggers.json';
 export interface LoggerState {
   /** Each tracker's run: W&B's run id, MLflow's run id. */
   runs: { wandb?: { id: string }; mlflow?: { runId: string } };
-  /** The last step each scalar (`table:NAME`, `image:TAG` for tables and images) was logged at. */
-  last: Record<string, number>;
+  /** Per tracker, the last step each scalar (`table:NAME`, `image:TAG` for tables and images) is kept at. */
+  last: { wandb?: Record<string, number>; mlflow?: Record<string, number> };
 }
 
 /** Options of {@link PythonSinks}. */
@@ -67,6 +69,8 @@ export class PythonSinks implements ExperimentSink {
   private stderrTail = '';
   private out = '';
   private state: LoggerState = { runs: {}, last: {} };
+  /** Per tracker, the last step each key was sent at by this process. */
+  private sent: Record<string, Record<string, number>> = {};
   private skipped = false;
   private quiet = false;
 
@@ -85,6 +89,7 @@ export class PythonSinks implements ExperimentSink {
         run.resumed && existsSync(file)
           ? (JSON.parse(readFileSync(file, 'utf8')) as LoggerState)
           : { runs: {}, last: {} };
+      this.sent = Object.fromEntries(this.trackers.map((t) => [t.type, { ...this.state.last[t.type] }]));
       this.spawnChild();
       const sinks = this.trackers.map((t) =>
         t.type === 'wandb'
@@ -115,26 +120,32 @@ export class PythonSinks implements ExperimentSink {
     }
   }
 
-  /** A step's scalars; those already logged at this step or a later one are left out. */
+  /** A step's scalars; those a tracker got at this step or a later one are left out for it. */
   async log(step: number, scalars: Readonly<Record<string, number>>): Promise<void> {
-    const fresh = Object.fromEntries(Object.entries(scalars).filter(([k]) => this.due(k, step)));
-    if (!Object.keys(fresh).length) return;
-    await this.send({ cmd: 'log', step, scalars: fresh }, 'log');
-    this.done(Object.keys(fresh), step);
+    for (const t of this.trackers) {
+      const fresh = Object.fromEntries(Object.entries(scalars).filter(([k]) => this.due(t.type, k, step)));
+      if (!Object.keys(fresh).length) continue;
+      await this.send({ cmd: 'log', to: t.type, step, scalars: fresh }, 'log');
+      this.done(t.type, Object.keys(fresh), step);
+    }
   }
 
   /** An evaluation's sample table (W&B: a `wandb.Table`; MLflow: the artifact `NAME/step-NNNNNN.json`). */
   async logTable(step: number, name: string, rows: ReadonlyArray<Readonly<Record<string, unknown>>>): Promise<void> {
-    if (!this.due(`table:${name}`, step)) return;
-    await this.send({ cmd: 'table', step, name, rows }, 'table');
-    this.done([`table:${name}`], step);
+    for (const t of this.trackers) {
+      if (!this.due(t.type, `table:${name}`, step)) continue;
+      await this.send({ cmd: 'table', to: t.type, step, name, rows }, 'table');
+      this.done(t.type, [`table:${name}`], step);
+    }
   }
 
   /** A PNG (W&B: a `wandb.Image`; MLflow: the artifact `TAG/<file name>`). */
   async logImage(step: number, tag: string, path: string): Promise<void> {
-    if (!this.due(`image:${tag}`, step)) return;
-    await this.send({ cmd: 'image', step, tag, path }, 'image');
-    this.done([`image:${tag}`], step);
+    for (const t of this.trackers) {
+      if (!this.due(t.type, `image:${tag}`, step)) continue;
+      await this.send({ cmd: 'image', to: t.type, step, tag, path }, 'image');
+      this.done(t.type, [`image:${tag}`], step);
+    }
   }
 
   /** Finishes the trackers' runs and waits for the child to exit; nothing to do after it died (that failure was reported). */
@@ -145,22 +156,25 @@ export class PythonSinks implements ExperimentSink {
     await this.send({ cmd: 'close' }, 'close');
     child.stdin?.end();
     await exited;
+    // every run is finished: what W&B was sent is in its files now
+    for (const t of this.trackers) this.state.last[t.type] = { ...this.sent[t.type] };
+    this.save();
   }
 
-  private due(key: string, step: number): boolean {
-    const last = this.state.last[key];
+  private due(tracker: TrackerLogger['type'], key: string, step: number): boolean {
+    const last = this.sent[tracker][key];
     if (last === undefined || step > last) return true;
     if (!this.skipped && !this.quiet) {
       this.skipped = true;
-      this.opts.onNotice?.(
-        `${key} was logged to the trackers up to step ${last} before; step ${step} is not sent again`,
-      );
+      this.opts.onNotice?.(`${tracker} has ${key} up to step ${last}; step ${step} is not sent again`);
     }
     return false;
   }
 
-  private done(keys: readonly string[], step: number): void {
-    for (const k of keys) this.state.last[k] = step;
+  private done(tracker: TrackerLogger['type'], keys: readonly string[], step: number): void {
+    for (const k of keys) this.sent[tracker][k] = step;
+    if (tracker !== 'mlflow') return; // see the module's comment: W&B's count only after a clean close
+    this.state.last.mlflow = { ...this.sent.mlflow };
     this.save();
   }
 

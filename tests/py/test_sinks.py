@@ -24,7 +24,8 @@ class Child:
     """One child process; each command waits for its reply line."""
 
     def __init__(self, cwd: Path):
-        env = {**os.environ, "PYTHONPATH": str(ROOT / "python_sidecar")}
+        # W&B keeps its service's logs in its cache dir (~/.cache/wandb): the test's own, removed with it
+        env = {**os.environ, "PYTHONPATH": str(ROOT / "python_sidecar"), "WANDB_CACHE_DIR": str(cwd / "wandb-cache")}
         self.p = subprocess.Popen(
             [sys.executable, "-m", "pairuni_sidecar.sinks"],
             stdin=subprocess.PIPE,
@@ -87,6 +88,7 @@ def test_scalars_table_and_image_read_back(tmp_path: Path, png: Path):
     reply = c(cmd="table", step=2, name="eval/samples", rows=rows)
     assert reply == {"ok": True}
     assert c(cmd="log", step=3, scalars={"loss": loss(3), "gen/reward": 0.75}) == {"ok": True}
+    assert c(cmd="log", step=3, to="mlflow", scalars={"only/mlflow": 7.0}) == {"ok": True}
     assert c(cmd="image", step=3, tag="samples/gen", path=str(png)) == {"ok": True}
     c.close()
 
@@ -104,11 +106,13 @@ def test_scalars_table_and_image_read_back(tmp_path: Path, png: Path):
     ]
     at3 = next(r for r in wb["history"] if r["_step"] == 3)
     assert (at3["samples/gen/_type"], at3["samples/gen/width"], at3["samples/gen/height"]) == ("image-file", 12, 8)
+    assert "only/mlflow" not in at3
 
     ml = mlflow_run(f"file:{out}/mlruns", runs["mlflow"]["runId"])
     assert ml["status"] == "FINISHED"
     assert ml["metrics"]["loss"] == [[s, pytest.approx(loss(s))] for s in (1, 2, 3)]
     assert ml["metrics"]["gen/reward"] == [[1, 0.25], [2, 0.5], [3, 0.75]]
+    assert ml["metrics"]["only/mlflow"] == [[3, 7.0]]
     assert sorted(ml["artifacts"]) == ["eval/samples/step-000002.json", "samples/gen/step-000003.png"]
 
 

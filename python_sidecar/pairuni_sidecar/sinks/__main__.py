@@ -10,6 +10,8 @@ Protocol: one JSON object per line on stdin, one JSON reply per line on stdout, 
 - ``{"cmd": "image", "step", "tag", "path"}``
 - ``{"cmd": "close"}``: finishes every run, replies, exits.
 
+``log``, ``table`` and ``image`` go to every tracker, or with ``"to": "wandb"`` to that one only.
+
 Every reply is ``{"ok": true, ...}`` or ``{"ok": false, "sink", "what", "error"}``. Whatever a tracker
 prints goes to stderr (with the child's warnings), never into the replies.
 """
@@ -64,14 +66,15 @@ def _apply(sinks: list, msg: dict) -> dict:
             sinks.clear()
             raise
         return {"runs": runs}
+    to = [s for s in sinks if msg.get("to") in (None, s.name)]
     if cmd == "log":
-        for s in sinks:
+        for s in to:
             _each(s, "log", s.log, int(msg["step"]), msg["scalars"])
     elif cmd == "table":
-        for s in sinks:
+        for s in to:
             _each(s, "table", s.table, int(msg["step"]), msg["name"], msg["rows"])
     elif cmd == "image":
-        for s in sinks:
+        for s in to:
             _each(s, "image", s.image, int(msg["step"]), msg["tag"], msg["path"])
     elif cmd == "close":
         # every tracker is finished, even after one failed to; the first failure is the reply
