@@ -87,6 +87,7 @@ export {
   LoggerConfig,
   PythonSinks,
   type PythonSinksOptions,
+  type TrackerLogger,
 } from './train/index.js';
 export {
   pairWeight,
