@@ -85,10 +85,7 @@ export class PythonSinks implements ExperimentSink {
     if (!this.child) {
       this.out = run.out;
       const file = join(run.out, LOGGER_STATE_FILE);
-      this.state =
-        run.resumed && existsSync(file)
-          ? (JSON.parse(readFileSync(file, 'utf8')) as LoggerState)
-          : { runs: {}, last: {} };
+      this.state = run.resumed && existsSync(file) ? readState(file) : { runs: {}, last: {} };
       this.sent = Object.fromEntries(this.trackers.map((t) => [t.type, { ...this.state.last[t.type] }]));
       this.spawnChild();
       const sinks = this.trackers.map((t) =>
@@ -257,5 +254,15 @@ export class PythonSinks implements ExperimentSink {
     });
     if (!reply.ok) throw new SinkError(`${reply.sink} failed to ${reply.what}: ${reply.error}`, reply.sink, reply.what);
     return reply;
+  }
+}
+
+function readState(file: string): LoggerState {
+  try {
+    return JSON.parse(readFileSync(file, 'utf8')) as LoggerState;
+  } catch (e) {
+    throw new SinkError(`cannot read the trackers' runs from ${file}: ${(e as Error).message}`, 'sinks', 'start', {
+      cause: e,
+    });
   }
 }
