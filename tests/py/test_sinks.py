@@ -162,6 +162,9 @@ def test_a_tracker_failure_comes_back_naming_the_tracker_and_the_command(tmp_pat
     bad = c(cmd="tabel", step=1)
     assert bad == {"ok": False, "sink": "sinks", "what": "tabel", "error": bad["error"]}
     assert "unknown command 'tabel'" in bad["error"]
+    c.p.stdin.write("[1, 2]\n")  # not an object: refused, and the child goes on
+    c.p.stdin.flush()
+    assert json.loads(c.p.stdout.readline())["what"] == "command"
     c.close()
 
 

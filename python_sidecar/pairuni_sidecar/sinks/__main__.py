@@ -114,7 +114,7 @@ def main() -> int:
             reply = {"ok": True, **_apply(sinks, msg)}
         except SinkFailure as e:
             reply = {"ok": False, "sink": e.sink, "what": e.what, "error": str(e)}
-        except (ValueError, KeyError, TypeError) as e:
+        except (ValueError, KeyError, TypeError, AttributeError) as e:
             reply = {"ok": False, "sink": "sinks", "what": "command", "error": f"bad command: {type(e).__name__}: {e}"}
         replies.write(json.dumps(reply) + "\n")
         if isinstance(msg, dict) and msg.get("cmd") == "close":
