@@ -6,7 +6,7 @@
  * SinkError, the run stops at that step's boundary with a checkpoint, and the resume sends the missed step.
  */
 import { spawnSync } from 'node:child_process';
-import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -15,8 +15,10 @@ import { Sidecar } from '../../../src/sidecar/index.js';
 import { resolvePython, sidecarSourceDir } from '../../../src/sidecar/python.js';
 import { buildTinyJanus, writeTinyPairUG } from '../../../src/train/fixtures.js';
 import {
+  isTrackerLogger,
   latestCheckpoint,
   type LoggerState,
+  PythonSinks,
   parseTrainConfig,
   readEvals,
   readMetrics,
@@ -129,6 +131,37 @@ describe('loggers', () => {
     const plain = config('x', { loggers: undefined, log: { tensorboard: false } });
     expect([plain.loggers, plain.log.tensorboard]).toEqual([[{ type: 'jsonl' }], false]);
     expect(config('x', { loggers: ['wandb'], log: { tensorboard: false } }).log.tensorboard).toBe(false);
+  });
+
+  it('a step redone after a restart is not sent again, and W&B’s refusal of an earlier step is said', async () => {
+    const out = join(dir, 'redo');
+    mkdirSync(out);
+    const lines: string[] = [];
+    const notices: string[] = [];
+    const wandb = config('redo', { loggers: ['wandb'] }).loggers!.filter(isTrackerLogger);
+    const sinks = new PythonSinks(wandb, { onLine: (l) => lines.push(l), onNotice: (t) => notices.push(t) });
+    const run = { out, config: config('redo'), resumed: false, step: 0 };
+    try {
+      await sinks.start(run);
+      await sinks.log(1, { loss: 0.5 });
+      await sinks.log(2, { loss: 0.25 });
+      // the trainer restarts from a checkpoint at step 1 and redoes step 2
+      await sinks.start({ ...run, resumed: true, step: 1 });
+      await sinks.log(2, { loss: 0.25 });
+      expect(notices).toEqual(['wandb has loss up to step 2; step 2 is not sent again']);
+      // a key the run never logged, at a step below W&B's: W&B would drop it silently, the child says so
+      await sinks.log(1, { other: 1 });
+    } finally {
+      await sinks.close();
+    }
+    expect(lines.join('\n')).toMatch(
+      /\] warn: wandb: scalars at step 1 not logged: the run is at step 2 and W&B takes steps in increasing order only/,
+    );
+    const [wb] = readBack(out).wandb!;
+    expect(wb.history.map((h) => [h._step, h.loss])).toEqual([
+      [1, 0.5],
+      [2, 0.25],
+    ]);
   });
 
   it(
