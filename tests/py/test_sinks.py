@@ -173,3 +173,17 @@ def test_a_missing_package_names_the_pin():
         import_tracker("wandb", "pairuni_no_such_module")
     assert (e.value.sink, e.value.what) == ("wandb", "start")
     assert "needs the Python package wandb==0.31.0 in the sidecar's venv" in str(e.value)
+
+
+def test_a_config_of_many_keys_becomes_the_mlflow_runs_params(tmp_path: Path):
+    config = {f"k{i}": {"a": i, "b": [i, i + 1]} for i in range(130)}  # 260 dotted params
+    c = Child(tmp_path)
+    started = c(cmd="start", sinks=specs(tmp_path / "run")[1:], config=config)
+    assert started["ok"], started
+    c.close()
+    os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")
+    from mlflow.tracking import MlflowClient
+
+    params = MlflowClient(f"file:{tmp_path}/run/mlruns").get_run(started["runs"]["mlflow"]["runId"]).data.params
+    assert len(params) == 260
+    assert (params["k7.a"], params["k7.b"]) == ("7", "[7, 8]")

@@ -37,7 +37,9 @@ class MlflowSink:
             params = _flat(self.config)
             from mlflow.entities import Param
 
-            client.log_batch(self.run_id, params=[Param(k, v[:6000]) for k, v in params.items()])
+            items = [Param(k, v[:6000]) for k, v in params.items()]
+            for i in range(0, len(items), 100):  # a tracking server takes at most 100 params per log_batch
+                client.log_batch(self.run_id, params=items[i : i + 100])
         return {"runId": self.run_id}
 
     def log(self, step: int, scalars: dict) -> None:
