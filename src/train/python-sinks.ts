@@ -185,7 +185,6 @@ export class PythonSinks implements ExperimentSink {
       ...(process.env as Record<string, string>),
       PYTHONUNBUFFERED: '1',
       PYTHONSAFEPATH: '1',
-      WANDB_SILENT: 'true',
     };
     env.PYTHONPATH = [sidecarSourceDir(), env.PYTHONPATH].filter(Boolean).join(':');
     // detached: a terminal's Ctrl-C reaches only the controller, which then finishes the runs itself.

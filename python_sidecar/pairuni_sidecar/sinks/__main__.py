@@ -102,7 +102,9 @@ def _each(sink, what: str, fn, *args):
 
 
 def main() -> int:
+    # before wandb is imported: no banner lines, and no crash reports sent to W&B's error service
     os.environ.setdefault("WANDB_SILENT", "true")
+    os.environ.setdefault("WANDB_ERROR_REPORTING", "false")
     replies = _replies()
     sinks: list = []
     for line in sys.stdin:
