@@ -59,7 +59,7 @@ export const isTrainerNotice = (line: string): boolean => line.startsWith('pairu
 export interface TrainOptions extends LogOptions {
   /** Stops at the next step boundary, saves a checkpoint, then rejects with AbortedError. */
   signal?: AbortSignal;
-  /** Continue from `<out>/checkpoints/latest` (the config may change only in steps/out/log/checkpoint/sidecar). */
+  /** Continue from `<out>/checkpoints/latest` (the config may change only in steps/out/log/loggers/eval/checkpoint/sidecar). */
   resume?: boolean;
   /** Called after each step is logged. */
   onStep?: (m: StepMetrics, ctx: { sidecar: Sidecar; config: TrainConfig }) => void | Promise<void>;
