@@ -25,6 +25,7 @@ export const SDK_ERROR_CODES = [
   'budget_exhausted',
   'capability',
   'reward',
+  'sink',
 ] as const;
 /** The closed set of codes a PairuniError carries. */
 export type ErrorCode = WireErrorCode | (typeof SDK_ERROR_CODES)[number];
@@ -227,5 +228,24 @@ export class RewardError extends PairuniError {
     options?: { cause?: unknown },
   ) {
     super('reward', message, options);
+  }
+}
+
+/**
+ * An experiment tracker of `loggers` (W&B, MLflow) failed, or its process did: names the tracker
+ * (`wandb`, `mlflow`; `sinks` for the tracker process itself) and the command that failed. During
+ * training the run stops at that step's boundary with a checkpoint; a resume logs the steps the
+ * tracker missed from metrics.jsonl.
+ */
+export class SinkError extends PairuniError {
+  constructor(
+    message: string,
+    /** The tracker: `wandb`, `mlflow`, or `sinks` for the process that runs them. */
+    readonly sink: string,
+    /** The command that failed: `start`, `log`, `table`, `image` or `close`. */
+    readonly what: string,
+    options?: { cause?: unknown },
+  ) {
+    super('sink', message, options);
   }
 }

@@ -84,6 +84,10 @@ export {
   readEvals,
   type ExperimentSink,
   type EvalRow,
+  LoggerConfig,
+  PythonSinks,
+  type PythonSinksOptions,
+  type TrackerLogger,
 } from './train/index.js';
 export {
   pairWeight,

@@ -5,7 +5,7 @@
  * state use GRPO/TRL defaults and say so: ε = 0.2, μ = 1, grad-norm clip 1.0, weight decay 0.
  */
 import { readFileSync } from 'node:fs';
-import { dirname, extname, resolve } from 'node:path';
+import { dirname, extname, join, resolve } from 'node:path';
 import { parseDocument, stringify } from 'yaml';
 import { z } from 'zod';
 import { ConfigError } from '../errors.js';
@@ -15,6 +15,44 @@ import { PAIR_MODES } from '../grpo/advantages.js';
 import { RewardConfig, rewardIssues, rewardTerms } from '../contract/reward-config.js';
 
 export { GenConfig, LossConfig, ModelConfig, OptimConfig, UndConfig };
+
+/** The trackers `loggers` may name; `jsonl` (metrics.jsonl) is written whether listed or not. */
+export const LOGGER_TYPES = ['jsonl', 'tensorboard', 'wandb', 'mlflow'] as const;
+
+/** `metrics.jsonl` and `eval.jsonl` in the run directory: always written, since a resume reads them. */
+export const JsonlLogger = z.object({ type: z.literal('jsonl') }).strict();
+/** TensorBoard events in `<out>/tensorboard/`. */
+export const TensorboardLogger = z.object({ type: z.literal('tensorboard') }).strict();
+/** A W&B run through the `wandb` Python package (docs/training.md#experiment-sinks). */
+export const WandbLogger = z
+  .object({
+    type: z.literal('wandb'),
+    /** The W&B project. */
+    project: z.string().min(1).default('pairuni'),
+    /** The run's display name (unset: W&B's). */
+    name: z.string().min(1).optional(),
+    /** `offline` writes files to upload later with `wandb sync`; `online` uploads as it goes (needs a W&B login). */
+    mode: z.enum(['offline', 'online']).default('offline'),
+    /** The directory W&B makes its `wandb/` folder in (unset: `out`, so runs land in `<out>/wandb/`). */
+    dir: z.string().min(1).optional(),
+  })
+  .strict();
+/** An MLflow run through the `mlflow` Python client (docs/training.md#experiment-sinks). */
+export const MlflowLogger = z
+  .object({
+    type: z.literal('mlflow'),
+    /** Where the runs are stored (unset: the file store `file:<out>/mlruns`). */
+    trackingUri: z.string().min(1).optional(),
+    /** The MLflow experiment the run belongs to (created when missing). */
+    experiment: z.string().min(1).default('pairuni'),
+    /** The run's name (unset: MLflow's). */
+    name: z.string().min(1).optional(),
+  })
+  .strict();
+/** One entry of `loggers` written as an object: a tracker and its options. */
+export const LoggerConfig = z.discriminatedUnion('type', [JsonlLogger, TensorboardLogger, WandbLogger, MlflowLogger]);
+/** A parsed {@link LoggerConfig}: defaults filled; `parseTrainConfig` also fills W&B's `dir` and MLflow's `trackingUri`. */
+export type LoggerConfig = z.infer<typeof LoggerConfig>;
 
 /** The training configuration (zod schema): data, model, rollout sides, loss, optimiser, steps, output, sidecar. */
 export const TrainConfig = z
@@ -38,8 +76,15 @@ export const TrainConfig = z
       .prefault({}),
     loss: LossConfig.prefault({}),
     optim: OptimConfig.prefault({}),
+    /**
+     * Where the run reports (docs/training.md#experiment-sinks): tracker names (`['jsonl', 'tensorboard',
+     * 'wandb', 'mlflow']`) or objects with their options (`{ type: 'wandb', project: 'x' }`). metrics.jsonl
+     * is written either way. Unset: jsonl, and tensorboard when `log.tensorboard` (default true).
+     */
+    loggers: z.array(z.union([z.enum(LOGGER_TYPES), LoggerConfig])).optional(),
     log: z
       .object({
+        /** TensorBoard events in `out/tensorboard/`; with `loggers` given, the same as listing `tensorboard` there. */
         tensorboard: z.boolean().default(true),
         /** Save a PNG grid of generated images every N steps (0: never). */
         sampleEvery: z.number().int().min(0).default(50),
@@ -131,6 +176,7 @@ export function parseUntrustedTrainConfig(input: unknown, baseDir = process.cwd(
         ...(r.data.eval.every > 0 && r.data.sidecar.ranks > 1
           ? ['eval.every: evaluation during training runs on one rank (sidecar.ranks 1)']
           : []),
+        ...listedLoggerIssues(r.data, input),
       ]
     : zodIssues(r.error.issues, input);
   if (!r.success || issues.length) {
@@ -140,10 +186,13 @@ export function parseUntrustedTrainConfig(input: unknown, baseDir = process.cwd(
   }
   const c = r.data;
   const abs = (p: string) => resolve(baseDir, p);
+  const loggers = resolveLoggers(c, abs);
   return {
     ...c,
     data: abs(c.data),
     out: abs(c.out),
+    loggers,
+    log: { ...c.log, tensorboard: loggers.some((l) => l.type === 'tensorboard') },
     model: { ...c.model, path: abs(c.model.path), refPath: c.model.refPath ? abs(c.model.refPath) : undefined },
     eval: { ...c.eval, data: c.eval.data ? abs(c.eval.data) : undefined },
     parallel: { parts: c.parallel.parts ?? c.sidecar.ranks },
@@ -151,13 +200,19 @@ export function parseUntrustedTrainConfig(input: unknown, baseDir = process.cwd(
 }
 
 /**
- * `key: message` lines of a failed parse. A reward source is a union of kinds, whose own issues name
- * the whole union; they are replaced by the mistakes of the kind that was written.
+ * `key: message` lines of a failed parse. A reward source and a `loggers` entry are unions of kinds,
+ * whose own issues name the whole union; they are replaced by the mistakes of the kind that was written.
  */
 function zodIssues(issues: readonly z.core.$ZodIssue[], input: unknown): string[] {
   const done = new Set<string>();
   return issues.flatMap((i) => {
     const [side, key] = i.path;
+    if (side === 'loggers') {
+      if (done.has(side)) return [];
+      done.add(side);
+      const sub = loggerIssues((input as Record<string, unknown>).loggers);
+      if (sub.length) return sub;
+    }
     if ((side === 'und' || side === 'gen') && key === 'reward') {
       if (done.has(side)) return [];
       done.add(side);
@@ -168,6 +223,56 @@ function zodIssues(issues: readonly z.core.$ZodIssue[], input: unknown): string[
       if (sub.length) return sub;
     }
     return [`${i.path.join('.') || '(root)'}: ${i.message}`];
+  });
+}
+
+/** The mistakes of each `loggers` entry, by its index: an unknown tracker, or a bad option of a known one. */
+function loggerIssues(raw: unknown): string[] {
+  if (!Array.isArray(raw)) return [`loggers: expected a list of trackers (${LOGGER_TYPES.join(', ')})`];
+  return raw.flatMap((e, i) => {
+    const type = typeof e === 'object' && e !== null && !Array.isArray(e) ? (e as { type?: unknown }).type : e;
+    if (typeof type !== 'string' || !(LOGGER_TYPES as readonly string[]).includes(type))
+      return [
+        `loggers.${i}: unknown logger ${JSON.stringify(type) ?? String(type)} (takes ${LOGGER_TYPES.join(', ')}, or an object { type, ...options })`,
+      ];
+    const r = LoggerConfig.safeParse(typeof e === 'string' ? { type: e } : e);
+    return r.success ? [] : r.error.issues.map((j) => `${['loggers', i, ...j.path].join('.')}: ${j.message}`);
+  });
+}
+
+/** A tracker listed twice, or `log.tensorboard` written beside `loggers` and saying otherwise. */
+function listedLoggerIssues(c: z.infer<typeof TrainConfig>, input: unknown): string[] {
+  if (!c.loggers) return [];
+  const types = c.loggers.map((l) => (typeof l === 'string' ? l : l.type));
+  const twice = types.flatMap((t, i) => (types.indexOf(t) < i ? [`loggers.${i}: '${t}' is listed twice`] : []));
+  const written = (input as { log?: { tensorboard?: unknown } }).log?.tensorboard;
+  const listed = types.includes('tensorboard');
+  const clash =
+    typeof written === 'boolean' && written !== listed
+      ? [
+          `log.tensorboard: ${written} disagrees with loggers, which ${listed ? 'lists' : 'leaves out'} 'tensorboard' (give one of the two)`,
+        ]
+      : [];
+  return [...twice, ...clash];
+}
+
+/**
+ * `loggers` as objects with every default filled: jsonl first (it is always written), W&B's `dir` and a
+ * file store's path absolute. Unset, it is jsonl and, when `log.tensorboard`, tensorboard.
+ */
+function resolveLoggers(c: z.infer<typeof TrainConfig>, abs: (p: string) => string): LoggerConfig[] {
+  const out = abs(c.out);
+  const listed = (c.loggers ?? (c.log.tensorboard ? ['tensorboard' as const] : [])).map((l) =>
+    typeof l === 'string' ? LoggerConfig.parse({ type: l }) : l,
+  );
+  const all = listed.some((l) => l.type === 'jsonl') ? listed : [JsonlLogger.parse({ type: 'jsonl' }), ...listed];
+  return all.map((l) => {
+    if (l.type === 'wandb') return { ...l, dir: abs(l.dir ?? out) };
+    if (l.type !== 'mlflow') return l;
+    const uri = l.trackingUri ?? `file:${join(out, 'mlruns')}`;
+    // a relative file store is relative to the config, as every other path in it
+    const file = /^file:(?!\/)(.*)$/.exec(uri);
+    return { ...l, trackingUri: file ? `file:${abs(file[1])}` : uri };
   });
 }
 
@@ -347,4 +452,4 @@ function deepMerge(a: Record<string, unknown>, b: Record<string, unknown>): Reco
 }
 
 /** Config fields that may change between a run and its resume (everything else must match). */
-export const RESUMABLE_CHANGES = ['steps', 'out', 'log', 'eval', 'checkpoint', 'sidecar'] as const;
+export const RESUMABLE_CHANGES = ['steps', 'out', 'log', 'loggers', 'eval', 'checkpoint', 'sidecar'] as const;

@@ -1,6 +1,12 @@
 export {
   GenConfig,
+  JsonlLogger,
+  LOGGER_TYPES,
+  LoggerConfig,
   LossConfig,
+  MlflowLogger,
+  TensorboardLogger,
+  WandbLogger,
   ModelConfig,
   OptimConfig,
   RESUMABLE_CHANGES,
@@ -89,3 +95,11 @@ export {
 } from '../contract/reward-config.js';
 export { evalDue, evaluatePolicy, type Evaluation } from './evaluate.js';
 export { type ExperimentSink } from './sinks.js';
+export {
+  LOGGER_STATE_FILE,
+  PythonSinks,
+  isTrackerLogger,
+  type LoggerState,
+  type PythonSinksOptions,
+  type TrackerLogger,
+} from './python-sinks.js';

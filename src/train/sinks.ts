@@ -1,8 +1,8 @@
 /**
- * Experiment sinks: where a run reports besides `metrics.jsonl` and TensorBoard (which it always
- * writes: they are the run directory's record, read back on resume). A sink is any object with
- * `log(step, scalars)`, passed as `train(config, { sinks: [...] })`; W&B, MLflow or a dashboard are
- * reached through such an object in the user's code (docs/training.md#experiment-sinks).
+ * Experiment sinks: where a run reports besides `metrics.jsonl` (always written: the run directory's
+ * record, read back on resume) and TensorBoard. The config's `loggers` adds W&B and MLflow
+ * (src/train/python-sinks.ts); any other tracker is an object with `log(step, scalars)` passed as
+ * `train(config, { sinks: [...] })` (docs/training.md#experiment-sinks).
  */
 import type { TrainConfig } from './config.js';
 

@@ -23,7 +23,7 @@ import { isPaired, lossNorm, sideAdvantages, trainWeight } from '../grpo/advanta
 import { renderQuestion, undReward } from '../grpo/rewards.js';
 import { Sidecar, Tensor } from '../sidecar/index.js';
 import { writeJsonAtomic } from '../util/atomic.js';
-import { createLogger, type LogOptions } from '../util/log.js';
+import { createLogger, type LogOptions, sidecarLineLevel } from '../util/log.js';
 import {
   assertResumable,
   assertUsableOut,
@@ -40,6 +40,7 @@ import { loadPairUG, stepIndices, type TrainPair } from './data.js';
 import { readEvals, RunLog, type PairGrpoStepMetrics, type RewardTermMetrics, type StepMetrics } from './metrics.js';
 import { evalDue, evaluatePolicy } from './evaluate.js';
 import { type ExperimentSink, Sinks } from './sinks.js';
+import { isTrackerLogger, PythonSinks } from './python-sinks.js';
 import { checkParts, mergeUpdateMetrics, partOf, partSeed, rankParts } from './parts.js';
 import { sftStep } from './sft.js';
 
@@ -58,7 +59,7 @@ export const isTrainerNotice = (line: string): boolean => line.startsWith('pairu
 export interface TrainOptions extends LogOptions {
   /** Stops at the next step boundary, saves a checkpoint, then rejects with AbortedError. */
   signal?: AbortSignal;
-  /** Continue from `<out>/checkpoints/latest` (the config may change only in steps/out/log/checkpoint/sidecar). */
+  /** Continue from `<out>/checkpoints/latest` (the config may change only in steps/out/log/loggers/eval/checkpoint/sidecar). */
   resume?: boolean;
   /** Called after each step is logged. */
   onStep?: (m: StepMetrics, ctx: { sidecar: Sidecar; config: TrainConfig }) => void | Promise<void>;
@@ -74,7 +75,7 @@ export interface TrainOptions extends LogOptions {
    * a side's whole batch and returns one finite reward per item.
    */
   rewards?: Readonly<Record<string, RewardCallback>>;
-  /** Experiment trackers to report to besides metrics.jsonl and TensorBoard (docs/training.md#experiment-sinks). */
+  /** Experiment trackers to report to besides those of `config.loggers` (docs/training.md#experiment-sinks). */
   sinks?: readonly ExperimentSink[];
   /** How to start a sidecar (default: `Sidecar.spawn` with `config.sidecar`). Called again after a crash. */
   spawn?: () => Promise<Sidecar>;
@@ -568,7 +569,26 @@ export async function train(config: TrainConfigInput, opts: TrainOptions = {}): 
   let epoch = sc.epoch; // torchrun's restart count of the world the policy is loaded on
   // From here on every exit goes through the `finally` below, which closes the sidecar.
   let runLog: RunLog | undefined;
-  const sinks = new Sinks(opts.sinks);
+  // W&B and MLflow run in one child process on this host, next to the user's own sinks
+  const trackers = (cfg.loggers ?? []).filter(isTrackerLogger);
+  const trackerLine = (line: string) => {
+    const m = /^\[pairuni-sidecar [^\]]*\] (warn|error): (.*)$/.exec(line);
+    if (m) return log(`pairuni train: ${m[2]}`, m[1] as 'warn' | 'error');
+    opts.onLog?.(line);
+    if (opts.logger || !opts.onLog) logger[sidecarLineLevel(line)](line);
+  };
+  const sinks = new Sinks([
+    ...(trackers.length
+      ? [
+          new PythonSinks(trackers, {
+            python: cfg.sidecar.python,
+            onLine: trackerLine,
+            onNotice: (t) => log(`pairuni train: ${t}`, 'info'),
+          }),
+        ]
+      : []),
+    ...(opts.sinks ?? []),
+  ]);
   let savedStep = step;
   let last: StepMetrics | undefined;
   const save = async () => {

@@ -38,7 +38,8 @@ const HELP = `usage: pairuni train --config <run.yaml|run.json> [options]
   --quiet           no progress bar
   -h, --help        this text
 
-Writes <out>/metrics.jsonl, <out>/tensorboard/, <out>/samples/, <out>/checkpoints/step-NNNNNN/.
+Writes <out>/metrics.jsonl, <out>/tensorboard/, <out>/samples/, <out>/checkpoints/step-NNNNNN/; with W&B or
+MLflow in config.loggers also <out>/wandb/, <out>/mlruns/, <out>/loggers.json (docs/training.md#experiment-sinks).
 Exit codes: 0 done, 130 stopped by Ctrl-C (checkpoint saved), 2 a bad command line, 1 any other error.`;
 
 const fmt = (x: number | undefined, d = 3) => (x === undefined || !Number.isFinite(x) ? '-' : x.toFixed(d));
