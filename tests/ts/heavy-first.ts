@@ -15,6 +15,7 @@ const HEAVY = [
   'tests/ts/demo/demo-dimoo.test.ts',
   'tests/ts/ranks.test.ts',
   'tests/ts/sidecar.test.ts',
+  'tests/ts/grpo/loggers.test.ts',
 ];
 
 export default class HeavyFirst extends BaseSequencer {
