@@ -21,7 +21,7 @@ import { Sidecar } from '../sidecar/sidecar.js';
 import { FAMILY_CONFIG_DEFAULTS } from '../contract/families/index.js';
 import { modelFamily } from '../contract/model-family.js';
 import { parseTrainConfig, type TrainConfigInput } from '../train/config.js';
-import { readMetrics, type StepMetrics } from '../train/metrics.js';
+import { readEvals, readMetrics, type StepMetrics } from '../train/metrics.js';
 import { assertUsableOut, latestCheckpoint } from '../train/checkpoint.js';
 import { train } from '../train/trainer.js';
 import {
@@ -56,6 +56,14 @@ export interface DemoOptions {
   log?: (line: string) => void;
   /** Called after every training step of every run (for a progress bar). */
   onStep?: (run: string, step: number, totalSteps: number, runs: number) => void;
+  /**
+   * Evaluate each run's policy on held-out pairs every N steps, and at step 0 and the end (the train
+   * config's `eval.every`; 0 or unset: never). Logged as `eval/...`, tabled in the report. Not part of
+   * the plan: a finished demo can be rerun without it, a resumed one with it.
+   */
+  evalEvery?: number;
+  /** Experiment trackers every run reports to (the train config's `loggers`, e.g. `['wandb']`). */
+  loggers?: TrainConfigInput['loggers'];
 }
 
 /** One model's held-out results (`shapesworld.eval`'s reply, a metric record: keys as in the eval files). */
@@ -78,6 +86,8 @@ export interface DemoResult {
 
 /** Held-out prompts shown in the before/after grids. */
 const GRID_N = 16;
+/** Held-out pairs each evaluation during training scores (one answer, one image each). */
+const EVAL_DURING_N = 16;
 
 export const DEFAULT_MODEL = join(PACKAGE_ROOT, 'assets', 'tiny-janus-shapes');
 /** The shipped pretrained tiny models, one per family (`npm run demo` stays Janus). */
@@ -313,6 +323,11 @@ export function validateDemoOptions(o: DemoOptions): void {
     throw bad('steps must be a positive integer', o.steps);
   if (o.parallel !== undefined && !(Number.isSafeInteger(o.parallel) && o.parallel >= 1))
     throw bad('parallel must be a positive integer', o.parallel);
+  if (o.evalEvery !== undefined && !(Number.isSafeInteger(o.evalEvery) && o.evalEvery >= 0))
+    throw bad('evalEvery must be an integer >= 0', o.evalEvery);
+  // The trainer's own declaration judges `loggers`, here and not after the world and the pairs are built.
+  if (o.loggers !== undefined)
+    parseTrainConfig({ data: 'pairs.jsonl', out: 'out', model: { path: 'model' }, loggers: o.loggers }, '.', 'demo');
   if (o.seeds !== undefined) {
     if (!Array.isArray(o.seeds) || o.seeds.length === 0)
       throw bad('seeds must be a non-empty list of integers >= 0', o.seeds);
@@ -409,6 +424,21 @@ async function runPhases(o: DemoOptions, t0: number, p: Plan, model: string): Pr
         .join('\n'),
     );
   }
+  // Evaluation during training scores the held-out items, paired the PairUG way (its own file: never trained on).
+  const heldOut = join(out, 'pairug-heldout', 'pairs.jsonl');
+  if (o.evalEvery && !existsSync(heldOut)) {
+    log('[2/5] pairing the held-out items (evaluation during training)');
+    await buildPairUG({
+      understanding: join(world, 'u_eval.jsonl'),
+      generation: join(world, 'g_eval.jsonl'),
+      out: join(out, 'pairug-heldout'),
+      backbone: { kind: 'pixels', size: 16 },
+      cacheDir: join(out, 'features'),
+      config: { seed: 0, kmeans: { k: p.clusters } },
+      backend: 'ts',
+      signal: o.signal,
+    });
+  }
   check();
 
   // 3. The pretrained starting point.
@@ -488,7 +518,9 @@ async function runPhases(o: DemoOptions, t0: number, p: Plan, model: string): Pr
       optim: { lr: p.lr, microBatch: 16 },
       // grad_cos every step: the paper's mechanism (§2.2, Fig. 8) is that aligned pairs raise the cosine
       // between the understanding and generation gradients; the report compares it between the arms.
-      log: { sampleEvery: Math.max(1, p.steps), tensorboard: true, gradCosine: true },
+      log: { sampleEvery: Math.max(1, p.steps), gradCosine: true },
+      ...(o.evalEvery ? { eval: { every: o.evalEvery, data: heldOut, samples: EVAL_DURING_N } } : {}),
+      ...(o.loggers ? { loggers: o.loggers } : {}),
       checkpoint: { every: Math.max(1, Math.floor(p.steps / 2)), keep: 1 },
       sidecar: { threads: 1 },
     };
@@ -618,6 +650,38 @@ function writeReport(
       series.push({ name: `${r.variant} s${r.seed}`, points: smooth(pts, 5) });
     }
     return lineChart(label, series, { yLabel: metric });
+  };
+  // Evaluations during training (`evalEvery`): eval.jsonl of each run, averaged over seeds per step.
+  const duringTraining = (): string[] => {
+    const evals = runs.map((r) => ({ ...r, rows: readEvals(r.dir) }));
+    const steps = [...new Set(evals.flatMap((e) => e.rows.map((x) => x.step)))].sort((a, b) => a - b);
+    if (!steps.length) return [];
+    const at = (v: string, step: number, key: `eval/${string}`) => {
+      const xs = evals
+        .filter((e) => e.variant === v)
+        .map((e) => e.rows.find((x) => x.step === step)?.[key])
+        .filter((x): x is number => typeof x === 'number');
+      return xs.length ? (xs.reduce((a, b) => a + b, 0) / xs.length).toFixed(3) : '–';
+    };
+    return [
+      '## During training: held-out evaluations',
+      '',
+      `Every evaluation scores the current policy on the first ${EVAL_DURING_N} held-out pairs ` +
+        '(`eval/und_acc`: one answer per question; `eval/gen_reward`: one image per prompt, the shapes reward), ' +
+        'with the same seeds each time; mean over seeds. Per run: `runs/<variant>-s<seed>/eval.jsonl` and `eval/step-*.jsonl`.',
+      '',
+      mdTable(
+        ['after step', 'und acc, PairUG', 'und acc, random', 'gen reward, PairUG', 'gen reward, random'],
+        steps.map((st) => [
+          String(st),
+          at('pairgrpo', st, 'eval/und_acc'),
+          at('random', st, 'eval/und_acc'),
+          at('pairgrpo', st, 'eval/gen_reward'),
+          at('random', st, 'eval/gen_reward'),
+        ]),
+      ),
+      '',
+    ];
   };
   const grids = runs
     .filter((r) => r.seed === p.seeds[0])
@@ -760,6 +824,7 @@ function writeReport(
     '',
     curves('grad_cos', 'und–gen gradient cosine per step'),
     '',
+    ...duringTraining(),
     '## Training curves (5-step moving average)',
     '',
     curves('und/reward', 'understanding reward (train rollouts)'),

@@ -34,16 +34,21 @@ export async function run(argv: string[]): Promise<number> {
       steps: { type: 'string' },
       parallel: { type: 'string' },
       quick: { type: 'boolean' },
+      'eval-every': { type: 'string' },
+      loggers: { type: 'string' },
       help: { type: 'boolean', short: 'h' },
     },
   });
   if (values.help) {
     console.log(`usage: pairuni demo [--family janus|dimoo|bagel] [--out runs/demo] [--quick] [--seeds 0,1,2] [--steps N] [--parallel 2] [--model DIR]
+                    [--eval-every N] [--loggers jsonl,tensorboard,wandb,mlflow]
 --family bagel: SFT of a tiny random-init Bagel on PairUG vs random pairs (out default runs/demo-bagel).
 
 Builds ShapesWorld, pairs it (PairUG and a random-pairs baseline), evaluates the shipped tiny Janus,
 runs PairGRPO on both pair sets for every seed, evaluates again and writes OUT/report.md.
 --family dimoo uses the shipped tiny masked-diffusion (Lumina-DiMOO style) model instead.
+--eval-every N evaluates every run on held-out pairs each N steps (eval/* in metrics, a table in the
+report); --loggers picks the experiment trackers each run reports to (wandb: offline, OUT/runs/*/wandb).
 Ctrl-C stops cleanly; the same command resumes.`);
     return 0;
   }
@@ -52,7 +57,7 @@ Ctrl-C stops cleanly; the same command resumes.`);
   }
   if (values.family === 'bagel') {
     // The Bagel demo trains a random init it builds itself, one run after another: refuse what it would ignore.
-    const ignored = (['model', 'parallel'] as const).filter((k) => values[k] !== undefined);
+    const ignored = (['model', 'parallel', 'eval-every', 'loggers'] as const).filter((k) => values[k] !== undefined);
     if (ignored.length) {
       throw new ConfigError(
         `${ignored.map((k) => `--${k}`).join(' and ')} cannot be used with --family bagel: it trains a tiny random-init Bagel it builds itself, one run at a time`,
@@ -76,6 +81,12 @@ Ctrl-C stops cleanly; the same command resumes.`);
     seeds: values.seeds === undefined ? undefined : seedList(values.seeds),
     steps: values.steps === undefined ? undefined : intOpt(values.steps, '--steps', { min: 1 }),
     parallel: values.parallel === undefined ? undefined : intOpt(values.parallel, '--parallel', { min: 1 }),
+    evalEvery:
+      values['eval-every'] === undefined ? undefined : intOpt(values['eval-every'], '--eval-every', { min: 0 }),
+    loggers:
+      values.loggers === undefined
+        ? undefined
+        : (values.loggers.split(',').map((x) => x.trim()) as NonNullable<DemoOptions['loggers']>),
   };
   validateDemoOptions(opts);
   return runDemoCli(

@@ -2,10 +2,22 @@
 import { cpSync, existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { afterAll, describe, expect, it } from 'vitest';
+import { afterAll, describe, expect, it, onTestFinished } from 'vitest';
 import { DEFAULT_MODEL, runDemo, type DemoResult } from '../../../src/demo/demo.js';
 import { AbortedError, PairuniError } from '../../../src/errors.js';
-import { readMetrics } from '../../../src/train/index.js';
+import { spawnSync } from 'node:child_process';
+import { readEvals, readMetrics } from '../../../src/train/index.js';
+import { resolvePython, sidecarSourceDir } from '../../../src/sidecar/python.js';
+
+/** A W&B offline run directory's history, read with W&B's own records (pairuni_sidecar.sinks.read). */
+function readWandb(dir: string): Array<{ history: Array<Record<string, number>> }> {
+  const r = spawnSync(resolvePython(), ['-m', 'pairuni_sidecar.sinks.read', '--wandb', dir], {
+    encoding: 'utf8',
+    env: { ...process.env, PYTHONPATH: sidecarSourceDir() },
+  });
+  expect(r.status, r.stderr).toBe(0);
+  return JSON.parse(r.stdout).wandb;
+}
 
 const out = mkdtempSync(join(tmpdir(), 'pairuni-demo-'));
 const scratch = mkdtempSync(join(tmpdir(), 'pairuni-demo-b-'));
@@ -105,12 +117,27 @@ describe('demo (quick)', () => {
     });
   });
 
-  it('interrupted during training, the same call resumes; a second demo started beside it (each loading the machine for the other): both end with the uninterrupted numbers', async () => {
-    // One test, not two: the twin that loads the machine is also the check that concurrent demos agree,
-    // so the file runs three quick demos (and a resumed one) instead of four.
+  it('interrupted during training, the same call resumes; a second demo started beside it (each loading the machine for the other, and evaluating during training into W&B): both end with the uninterrupted numbers', async () => {
+    // One test, not two: the twin that loads the machine is also the check that concurrent demos agree
+    // and that evaluating during training leaves training alone, so the file runs three quick demos
+    // (and a resumed one) instead of five.
     expect(first).toBeDefined();
     const dir = join(scratch, 'interrupted');
-    const twin = runDemo({ out: join(scratch, 'twin'), quick: true, log: () => {} });
+    const twinOut = join(scratch, 'twin');
+    // W&B writes its debug logs under its cache directory (~/.cache/wandb): inside scratch, so nothing is left behind.
+    const cacheDir = process.env.WANDB_CACHE_DIR;
+    process.env.WANDB_CACHE_DIR = join(scratch, 'wandb-cache');
+    onTestFinished(() => {
+      if (cacheDir === undefined) delete process.env.WANDB_CACHE_DIR;
+      else process.env.WANDB_CACHE_DIR = cacheDir;
+    });
+    const twin = runDemo({
+      out: twinOut,
+      quick: true,
+      evalEvery: 1,
+      loggers: ['jsonl', 'wandb'],
+      log: () => {},
+    });
     const resumed = (async () => {
       const ac = new AbortController();
       const err = await runDemo({
@@ -138,6 +165,29 @@ describe('demo (quick)', () => {
       expect({ ...res.before, grid: '' }).toEqual({ ...first!.before, grid: '' }); // the grid path names the out dir
       for (const v of ['pairgrpo', 'random'] as const)
         expect(res.after[v][0]).toEqual({ ...first!.after[v][0], grid: res.after[v][0].grid });
+    }
+    // The twin evaluated after steps 0, 1 and 2 of each run, logged eval/* and wrote it to its W&B run.
+    const md = readFileSync(runs[1].report, 'utf8');
+    expect(md).toContain('## During training: held-out evaluations');
+    // One seed: the table's last row is the two runs' own last evaluations.
+    const last = (v: string, k: `eval/${string}`) => readEvals(join(twinOut, 'runs', `${v}-s0`))[2][k].toFixed(3);
+    expect(md).toContain(
+      `| 2 | ${last('pairgrpo', 'eval/und_acc')} | ${last('random', 'eval/und_acc')} | ` +
+        `${last('pairgrpo', 'eval/gen_reward')} | ${last('random', 'eval/gen_reward')} |`,
+    );
+    for (const v of ['pairgrpo', 'random'] as const) {
+      const runDir = join(twinOut, 'runs', `${v}-s0`);
+      const evals = readEvals(runDir);
+      expect(evals.map((e) => e.step)).toEqual([0, 1, 2]);
+      for (const e of evals) {
+        expect(e['eval/und_acc']).toBeGreaterThanOrEqual(0);
+        expect(e['eval/und_acc']).toBeLessThanOrEqual(1);
+        expect(e['eval/gen_reward']).toBeGreaterThanOrEqual(0);
+        expect(e['eval/gen_reward']).toBeLessThanOrEqual(1);
+      }
+      const wandb = readWandb(join(runDir, 'wandb'));
+      const logged = new Map(wandb.flatMap((r) => r.history).map(({ _step, ...h }) => [Number(_step), h]));
+      for (const e of evals) expect(logged.get(e.step)?.['eval/und_acc']).toBe(e['eval/und_acc']);
     }
   }, 1_800_000);
 });
