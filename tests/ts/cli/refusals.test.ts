@@ -136,7 +136,7 @@ describe('demo refusals', () => {
     const file = join(dir, 'a-file');
     writeFileSync(file, 'x');
     const why =
-      'cannot be used with --family bagel: it trains a tiny random-init Bagel it builds itself, one run at a time';
+      'cannot be used with --family bagel: it trains the shipped tiny Bagel (assets/tiny-bagel-shapes), one run at a time';
     expect((await pairuni('demo', '--family', 'bagel', '--out', file, '--model', DEMO_MODELS.janus)).err).toEqual([
       `pairuni demo: ConfigError [config]: --model ${why}`,
     ]);
