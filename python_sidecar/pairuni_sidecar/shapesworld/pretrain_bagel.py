@@ -55,7 +55,7 @@ class BagelPretrainConfig:
     seed: int = 0
     n_items: int = 12000
     # -- phase a: the VAE
-    ae_steps: int = 600
+    ae_steps: int = 900
     ae_batch: int = 32
     ae_lr: float = 2e-3
     ae_kl: float = 1e-6
@@ -64,7 +64,7 @@ class BagelPretrainConfig:
     # -- phase b: joint SFT
     hidden: int = 128
     layers: int = 4
-    steps: int = 600
+    steps: int = 1000
     batch_pairs: int = 8
     lr: float = 1e-3
     warmup: int = 30
@@ -88,8 +88,11 @@ def adapter_options(cfg: BagelPretrainConfig) -> dict:
     }
 
 
-def _lr(base: float, step: int, warmup: int) -> float:
-    return base * min(1.0, (step + 1) / warmup)
+def _lr(base: float, step: int, warmup: int, steps: int) -> float:
+    """Linear warm-up, then cosine down to 10 % of ``base``."""
+    if step < warmup:
+        return base * (step + 1) / warmup
+    return base * (0.55 + 0.45 * np.cos(np.pi * (step - warmup) / max(1, steps - warmup)))
 
 
 def _batch(seed: int, stage: int, step: int, n: int, size: int) -> list[int]:
@@ -322,7 +325,7 @@ def pretrain_bagel(
         if check:
             check()
         for g in opt.param_groups:
-            g["lr"] = _lr(cfg.lr, step, cfg.warmup)
+            g["lr"] = _lr(cfg.lr, step, cfg.warmup, cfg.steps)
         iu = _batch(cfg.seed, 2, step, cfg.n_items, cfg.batch_pairs)
         ig = _batch(cfg.seed, 3, step, cfg.n_items, cfg.batch_pairs)
         losses = a.sft_loss(
