@@ -5,7 +5,7 @@ tiny Janus and DiMOO are pretrained on; never the demo's train or held-out items
 
 a. **VAE.** The tiny Bagel AE (``adapters/tiny_bagel.TINY_GEOMETRY``: FLUX-style, ch 32, z 16, 8x down)
    turns a 32 px scene (4 x 4 cells of 8 px) into a 4 x 4 latent, one latent per cell. It is trained on
-   rendered scenes (pixel L1 + MSE + ``ae_kl`` x KL to N(0, I)); then ``shift_factor`` / ``scale_factor`` are
+   rendered scenes (pixel MSE, + L1 from step ``ae_l1_from``, + ``ae_kl`` x KL to N(0, I)); then ``shift_factor`` / ``scale_factor`` are
    set from the encoder means over ``ae_stat_n`` scenes so the flow sees unit-variance latents. Measured:
    ``ae_recon_detected`` = the fraction of held-out-split scenes whose decode(encode(x)) the ShapesWorld
    detector reads as exactly the scene's objects (shape, colour, cell).
@@ -55,7 +55,11 @@ class BagelPretrainConfig:
     seed: int = 0
     n_items: int = 12000
     # -- phase a: the VAE
+    # Pixel MSE alone (600 steps): 51 % of held-out scenes read back exactly (shape edges blur past the
+    # detector's template tolerance); + 300 steps with an L1 term: 84 % (on 100). L1 from the start keeps
+    # the background (most pixels, the median) and drops the shapes: 0 % at 900 steps. So L1 joins late.
     ae_steps: int = 900
+    ae_l1_from: int = 600
     ae_batch: int = 32
     ae_lr: float = 2e-3
     ae_kl: float = 1e-6
@@ -159,7 +163,7 @@ def _train_vae(init: Path, work: Path, cfg: BagelPretrainConfig, images: np.ndar
         logvar = logvar.clamp(-30, 20)
         z = mean + torch.exp(0.5 * logvar) * torch.randn_like(mean)
         err = vae.decoder(z) - x
-        rec = err.abs().mean() + err.pow(2).mean()
+        rec = err.pow(2).mean() + (err.abs().mean() if step >= cfg.ae_l1_from else 0.0)
         kl = 0.5 * (mean.pow(2) + logvar.exp() - 1 - logvar).sum(1).mean()
         loss = rec + cfg.ae_kl * kl
         opt.zero_grad(set_to_none=True)
@@ -169,7 +173,7 @@ def _train_vae(init: Path, work: Path, cfg: BagelPretrainConfig, images: np.ndar
         step += 1
         if step % 50 == 0 or step == cfg.ae_steps:
             log(
-                f"vae step {step}/{cfg.ae_steps} l1+mse {float(rec.detach()):.4f} kl {float(kl.detach()):.1f} [{time.monotonic() - t0:.0f}s]"
+                f"vae step {step}/{cfg.ae_steps} recon {float(rec.detach()):.4f} kl {float(kl.detach()):.1f} [{time.monotonic() - t0:.0f}s]"
             )
         if step % cfg.ckpt_every == 0 or step == cfg.ae_steps:
             with atomic_file(state_path) as tmp:
