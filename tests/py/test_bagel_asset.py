@@ -94,3 +94,62 @@ def test_generation_beats_a_random_init_model(policy, tmp_path):
     pretrained, random_init = rewards
     assert pretrained >= random_init + 0.1, rewards
     assert np.isfinite(pretrained) and pretrained <= 1
+
+
+class Stop(Exception):
+    pass
+
+
+def test_pretraining_is_seeded_and_resumes_to_the_same_weights_in_either_phase(tmp_path):
+    from safetensors.torch import load_file
+
+    from pairuni_sidecar.shapesworld.pretrain_bagel import BagelPretrainConfig, pretrain_bagel
+
+    torch.set_num_threads(1)
+    cfg = BagelPretrainConfig(
+        n_items=24,
+        ae_steps=4,
+        ae_l1_from=2,
+        ae_batch=4,
+        ae_stat_n=16,
+        ae_eval_n=4,
+        hidden=32,
+        layers=1,
+        steps=4,
+        batch_pairs=2,
+        warmup=2,
+        ckpt_every=2,
+        eval_n=6,
+        eval_gen=2,
+        eval_samples=1,
+        eval_timesteps=3,
+    )
+    a = pretrain_bagel(tmp_path / "a", cfg, log=lambda s: None)
+    assert 0.0 <= a["metrics"]["gen_reward"] <= 1.0 and 0.0 <= a["vae"]["recon_detected"] <= 1.0
+    card = json.loads((tmp_path / "a" / "pairuni_model.json").read_text())
+    assert card["pretrain"]["config"]["ae_steps"] == 4 and card["pretrain"]["vae"] == a["vae"]
+    # before VAE step 3 (saved after 2); then, resumed at VAE step 2, 2 + 4 checks: before SFT step 3 (saved after 2)
+    for stop_at in (4, 6):
+        calls = []
+
+        def check():
+            calls.append(1)
+            if len(calls) == stop_at:
+                raise Stop
+
+        with pytest.raises(Stop):
+            pretrain_bagel(tmp_path / "b", cfg, log=lambda s: None, check=check)
+        assert not (tmp_path / "b").exists()
+        if stop_at == 4:
+            assert (tmp_path / "b.work" / "ae_state.pt").exists()
+    lines = []
+    pretrain_bagel(tmp_path / "b", cfg, log=lines.append)
+    assert "sft: resuming at step 2" in lines
+    for f in ("ema.safetensors", "ae.safetensors"):
+        wa, wb = (load_file(tmp_path / d / f) for d in ("a", "b"))
+        assert wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa), f
+    assert not (tmp_path / "b.work").exists()
+    with pytest.raises(ValueError, match="other settings"):
+        (tmp_path / "c.work").mkdir()
+        (tmp_path / "c.work" / "settings.json").write_text("{}")
+        pretrain_bagel(tmp_path / "c", cfg, log=lambda s: None)
