@@ -65,7 +65,11 @@ class BagelPretrainConfig:
     ae_kl: float = 1e-6
     ae_stat_n: int = 1024
     ae_eval_n: int = 300
-    # -- phase b: joint SFT
+    # -- phase b: joint SFT. hidden 128 x 4 layers (both experts): 6.7 MB with the VAE. Measured (seed 0,
+    # held-out 300 items / 48 prompts): 600 steps on the MSE-only VAE (51 % read back): und 0.437, gen 0.244
+    # (position 0.32, two objects 0.34 lowest); 1000 steps, cosine lr, the 96 % VAE: und 0.530, gen 0.282
+    # (the card; two objects 0.32, position 0.38 lowest). Random init of this size: und 0.237, gen 0.010.
+    # One step of 8 pairs: ~0.45 s on one free core; the whole script 909 s on the shared 2-core VM.
     hidden: int = 128
     layers: int = 4
     steps: int = 1000
