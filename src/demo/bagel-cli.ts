@@ -11,7 +11,7 @@ export async function runBagelCli(opts: BagelDemoOptions): Promise<number> {
       const gen = (x: { mean: number; half: number }) =>
         `${x.mean.toFixed(3)}${Number.isFinite(x.half) ? ` ± ${x.half.toFixed(3)} (95% CI)` : ''}`;
       console.log(
-        `random init:         und acc ${res.before.und_accuracy.toFixed(3)}, gen reward ${res.before.gen_reward.toFixed(3)}`,
+        `pretrained:          und acc ${res.before.und_accuracy.toFixed(3)}, gen reward ${res.before.gen_reward.toFixed(3)}`,
       );
       console.log(`SFT on PairUG:       und acc ${pm(res.summary.pairug)}, gen reward ${gen(res.genSummary.pairug)}`);
       console.log(`SFT on random pairs: und acc ${pm(res.summary.random)}, gen reward ${gen(res.genSummary.random)}`);

@@ -3,7 +3,9 @@
  *
  *   1. build the world (train/held-out splits from the dataset API)       python: shapesworld build
  *   2. pair it → PairUG, and random pairs of the same size                  SDK: buildPairUG
- *   3. a tiny random-init Bagel (BAGEL-7B-MoT layout), held-out understanding before training
+ *   3. the shipped tiny Bagel pretrained on ShapesWorld (assets/tiny-bagel-shapes, BAGEL-7B-MoT layout,
+ *      scripts/pretrain-tiny-bagel.sh): its pretraining pool's overlap with the held-out split, and its
+ *      held-out understanding and generation before any SFT
  *   4. SFT (1:1 und:gen pairs, CE + flow MSE) on each pair set for every seed  SDK: train
  *   5. held-out understanding and generation of every final model; report.md with means and 95% CIs over seeds
  *
@@ -17,6 +19,7 @@ import { join, resolve } from 'node:path';
 import type { OpReply } from '../contract/ops.js';
 import { AbortedError, PairuniError } from '../errors.js';
 import { buildPairUG } from '../pairing/pipeline.js';
+import { PACKAGE_ROOT } from '../sidecar/python.js';
 import { Sidecar } from '../sidecar/sidecar.js';
 import { assertUsableOut, latestCheckpoint } from '../train/checkpoint.js';
 import { parseTrainConfig, type TrainConfig } from '../train/config.js';
@@ -44,7 +47,10 @@ type UndEval = Required<Omit<OpReply<'shapesworld.eval_options'>, 'elapsed_s' | 
 
 export interface BagelDemoResult {
   report: string;
+  /** The pretrained asset before any SFT. */
   before: UndEval;
+  /** Train/eval overlap of the world's train splits and the asset's pretraining pool (0 = held out). */
+  overlap: OpReply<'shapesworld.overlap'>;
   after: Record<Variant, Record<number, UndEval>>;
   summary: Record<Variant, { mean: number; std: number }>;
   /** Held-out generation reward per variant over seeds. */
@@ -57,9 +63,14 @@ export interface BagelDemoResult {
 
 const INSTRUCTION = '{question}\n{choices}\nAnswer with the option letter.';
 
+/** The demo's starting point: a tiny Bagel pretrained on the ShapesWorld pretraining split (held-out rules). */
+export const BAGEL_DEMO_MODEL = join(PACKAGE_ROOT, 'assets', 'tiny-bagel-shapes');
+
 function plan(o: BagelDemoOptions) {
   const quick = Boolean(o.quick);
   return {
+    // A demo directory made from another starting point (the random-init model before it) is not reused.
+    model: 'assets/tiny-bagel-shapes',
     world: quick
       ? { u_train: 48, g_train: 48, u_eval: 24, g_eval: 8 }
       : { u_train: 480, g_train: 480, u_eval: 300, g_eval: 48 },
@@ -72,8 +83,9 @@ function plan(o: BagelDemoOptions) {
     steps: o.steps ?? (quick ? 2 : 120),
     seeds: o.seeds ?? (quick ? [0] : [0, 1, 2]),
     batchPairs: 4,
-    // Bagel's fine-tuning recipe except lr (2e-5 is for the 14B model; the tiny random init needs more).
-    optim: { lr: 1e-3, betas: [0.9, 0.95] as [number, number], eps: 1e-15, weightDecay: 0, maxGradNorm: 1 },
+    // Bagel's fine-tuning recipe except lr: 2e-5 is for the 14B model; the tiny asset was pretrained at a
+    // peak of 1e-3 (cosine to 1e-4), and fine-tuning it continues at a quarter of that peak (chosen, not tuned).
+    optim: { lr: 2.5e-4, betas: [0.9, 0.95] as [number, number], eps: 1e-15, weightDecay: 0, maxGradNorm: 1 },
     options: { vit_image_size: 56, vae_image_size: 32, timestep_shift: 1, text_cond_dropout: 0.1 },
   };
 }
@@ -94,6 +106,11 @@ export async function runBagelDemo(o: BagelDemoOptions): Promise<BagelDemoResult
   const out = resolve(o.out);
   const p = plan(o);
   assertUsableOut(out, 'the demo directory');
+  if (!existsSync(join(BAGEL_DEMO_MODEL, 'ema.safetensors')))
+    throw new PairuniError(
+      'demo',
+      `no pretrained tiny Bagel at ${BAGEL_DEMO_MODEL}: regenerate it with \`scripts/pretrain-tiny-bagel.sh\``,
+    );
   mkdirSync(out, { recursive: true });
   // Cached worlds, runs and evaluations are only valid for the plan that made them (more seeds are fine).
   const { seeds: _s, ...fixed } = p;
@@ -154,7 +171,7 @@ async function bagelPhases(o: BagelDemoOptions, t0: number, p: ReturnType<typeof
   }
   check();
 
-  const init = join(out, 'tiny-bagel');
+  const init = BAGEL_DEMO_MODEL;
   const config = (v: Variant, seed: number): TrainConfig =>
     parseTrainConfig({
       data: join(pairSets[v], 'pairs.jsonl'),
@@ -194,14 +211,17 @@ async function bagelPhases(o: BagelDemoOptions, t0: number, p: ReturnType<typeof
     return readJson<UndEval>(path);
   };
   mkdirSync(join(out, 'eval'), { recursive: true });
-  const beforePath = join(out, 'eval', 'init.json');
-  if (!existsSync(join(init, 'ema.safetensors')) || !existsSync(beforePath)) {
-    log('[3/5] a tiny random-init Bagel; its held-out understanding and generation');
+  const beforePath = join(out, 'eval', 'pretrained.json');
+  const overlapPath = join(out, 'eval', 'overlap.json');
+  if (!existsSync(beforePath) || !existsSync(overlapPath)) {
+    log('[3/5] the pretrained tiny Bagel: train/eval overlap, held-out understanding and generation');
     await withSidecar(async (sc) => {
-      if (!existsSync(join(init, 'ema.safetensors'))) await sc.models.tiny({ family: 'bagel', dir: init, seed: 0 });
+      // Held-out means held out: the demo's world and the asset's pretraining pool against the eval split.
+      writeJsonAtomic(overlapPath, (await sc.shapesworld.overlap({ data: world, modelDir: init })).args, 2);
       await evaluate(sc, init, beforePath);
     });
   }
+  const overlap = readJson<OpReply<'shapesworld.overlap'>>(overlapPath);
   const before = readJson<UndEval>(beforePath);
   check();
 
@@ -252,13 +272,17 @@ async function bagelPhases(o: BagelDemoOptions, t0: number, p: ReturnType<typeof
         return Number(rows[rows.length - 1]?.[k]);
       }),
     );
+  const llm = readJson<{ hidden_size: number; num_hidden_layers: number }>(join(init, 'llm_config.json'));
   const pm = (x: { mean: number; std: number }) => `${x.mean.toFixed(3)} ± ${x.std.toFixed(3)}`;
   const lines = [
     '# Bagel SFT on ShapesWorld: PairUG vs random pairs',
     '',
-    `Tiny random-init Bagel (Qwen2 MoT hidden 64 × 2 layers, SigLIP hidden 32, VAE z=16), SFT ${p.steps} steps × ${p.batchPairs} pairs ` +
+    `The shipped tiny Bagel pretrained on ShapesWorld's pretraining split (assets/tiny-bagel-shapes: Qwen2 MoT hidden ${llm.hidden_size} × ${llm.num_hidden_layers} layers, ` +
+      `SigLIP hidden 32, VAE z=16; scripts/pretrain-tiny-bagel.sh), SFT ${p.steps} steps × ${p.batchPairs} pairs ` +
       `(each pair one packed sequence: 1 understanding + 1 generation sample; CE + flow-matching MSE; AdamW β 0.9/0.95, eps 1e-15, lr ${p.optim.lr}, clip 1), ` +
       `seeds ${p.seeds.join(', ')}. Held-out understanding: ${before.n_und} items from the world's held-out split, answer = the option letter with the highest log-likelihood. ` +
+      `Train/eval overlap (the world's train splits and the asset's pretraining pool against the held-out split): ` +
+      `${overlap.uDuplicates}/${overlap.uEval} understanding items, ${overlap.gVerbatim}/${overlap.gEval} generation prompts. ` +
       `Wall time ${wall.seconds} s${wall.invocations > 1 ? ` over ${wall.invocations} invocations (interrupted and resumed, or rerun)` : ''}.`,
     '',
     mdTable(
@@ -270,7 +294,7 @@ async function bagelPhases(o: BagelDemoOptions, t0: number, p: ReturnType<typeof
         'final train MSE',
       ],
       [
-        ['random init', before.und_accuracy.toFixed(3), before.gen_reward.toFixed(3), '', ''],
+        ['pretrained (before SFT)', before.und_accuracy.toFixed(3), before.gen_reward.toFixed(3), '', ''],
         [
           'SFT on PairUG',
           undCI('pairug'),
@@ -293,7 +317,7 @@ async function bagelPhases(o: BagelDemoOptions, t0: number, p: ReturnType<typeof
       'per category (mean over seeds):',
     '',
     mdTable(
-      ['category', 'random init', 'SFT on PairUG', 'SFT on random pairs'],
+      ['category', 'pretrained', 'SFT on PairUG', 'SFT on random pairs'],
       cats.map((c) => [
         c,
         (before.gen_reward_by_category[c] ?? 0).toFixed(3),
@@ -302,15 +326,15 @@ async function bagelPhases(o: BagelDemoOptions, t0: number, p: ReturnType<typeof
       ]),
     ),
     '',
-    'Sample grids (first image of the first 16 held-out prompts, same seeds for every model): `eval/init.png`, `eval/<variant>-s<seed>.png`.',
+    'Sample grids (first image of the first 16 held-out prompts, same seeds for every model): `eval/pretrained.png`, `eval/<variant>-s<seed>.png`.',
     '',
   ];
   const report = join(out, 'report.md');
   writeFileAtomic(report, lines.join('\n'));
   writeJsonAtomic(
     join(out, 'summary.json'),
-    { before, after, summary, genSummary, wallSeconds: wall.seconds, invocations: wall.invocations, plan: p },
+    { before, after, summary, genSummary, overlap, wallSeconds: wall.seconds, invocations: wall.invocations, plan: p },
     2,
   );
-  return { report, before, after, summary, genSummary, seconds, wallSeconds: wall.seconds };
+  return { report, before, overlap, after, summary, genSummary, seconds, wallSeconds: wall.seconds };
 }

@@ -6,6 +6,7 @@ import { spawnSync } from 'node:child_process';
 import { readdirSync } from 'node:fs';
 import { join, relative } from 'node:path';
 import { describe, expect, it } from 'vitest';
+import { BAGEL_DEMO_MODEL } from '../../src/demo/bagel.js';
 import { DEMO_MODELS } from '../../src/demo/demo.js';
 import { PACKAGE_ROOT } from '../../src/sidecar/python.js';
 
@@ -21,7 +22,7 @@ describe('the npm package', () => {
     const packed = new Set(
       (JSON.parse(r.stdout) as Array<{ files: Array<{ path: string }> }>)[0].files.map((f) => f.path),
     );
-    for (const [family, dir] of Object.entries(DEMO_MODELS)) {
+    for (const [family, dir] of Object.entries({ ...DEMO_MODELS, bagel: BAGEL_DEMO_MODEL })) {
       const files = readdirSync(dir).map((f) => relative(PACKAGE_ROOT, join(dir, f)));
       expect(files.length, family).toBeGreaterThan(2);
       expect(

@@ -42,7 +42,7 @@ export async function run(argv: string[]): Promise<number> {
   if (values.help) {
     console.log(`usage: pairuni demo [--family janus|dimoo|bagel] [--out runs/demo] [--quick] [--seeds 0,1,2] [--steps N] [--parallel 2] [--model DIR]
                     [--eval-every N] [--loggers jsonl,tensorboard,wandb,mlflow]
---family bagel: SFT of a tiny random-init Bagel on PairUG vs random pairs (out default runs/demo-bagel).
+--family bagel: SFT of the shipped tiny pretrained Bagel on PairUG vs random pairs (out default runs/demo-bagel).
 
 Builds ShapesWorld, pairs it (PairUG and a random-pairs baseline), evaluates the shipped tiny Janus,
 runs PairGRPO on both pair sets for every seed, evaluates again and writes OUT/report.md.
@@ -56,11 +56,11 @@ Ctrl-C stops cleanly; the same command resumes.`);
     throw new ConfigError(`--family must be one of ${DEMO_FAMILIES.join(', ')}, got '${values.family}'`);
   }
   if (values.family === 'bagel') {
-    // The Bagel demo trains a random init it builds itself, one run after another: refuse what it would ignore.
+    // The Bagel demo trains its own shipped model, one run after another: refuse what it would ignore.
     const ignored = (['model', 'parallel', 'eval-every', 'loggers'] as const).filter((k) => values[k] !== undefined);
     if (ignored.length) {
       throw new ConfigError(
-        `${ignored.map((k) => `--${k}`).join(' and ')} cannot be used with --family bagel: it trains a tiny random-init Bagel it builds itself, one run at a time`,
+        `${ignored.map((k) => `--${k}`).join(' and ')} cannot be used with --family bagel: it trains the shipped tiny Bagel (assets/tiny-bagel-shapes), one run at a time, evaluating before and after`,
       );
     }
     return runBagelCli({

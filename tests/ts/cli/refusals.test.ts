@@ -131,18 +131,21 @@ describe('demo refusals', () => {
     expect(existsSync(out)).toBe(false);
   });
 
-  it('--family bagel refuses --model and --parallel, which it would ignore', async () => {
+  it('--family bagel refuses --model, --parallel, --eval-every and --loggers, which it would ignore', async () => {
     // --out is a file: had the flags been ignored, the demo would have failed on it instead.
     const file = join(dir, 'a-file');
     writeFileSync(file, 'x');
     const why =
-      'cannot be used with --family bagel: it trains a tiny random-init Bagel it builds itself, one run at a time';
+      'cannot be used with --family bagel: it trains the shipped tiny Bagel (assets/tiny-bagel-shapes), one run at a time, evaluating before and after';
     expect((await pairuni('demo', '--family', 'bagel', '--out', file, '--model', DEMO_MODELS.janus)).err).toEqual([
       `pairuni demo: ConfigError [config]: --model ${why}`,
     ]);
     expect((await pairuni('demo', '--family', 'bagel', '--out', file, '--parallel', '2')).err).toEqual([
       `pairuni demo: ConfigError [config]: --parallel ${why}`,
     ]);
+    expect(
+      (await pairuni('demo', '--family', 'bagel', '--out', file, '--eval-every', '1', '--loggers', 'wandb')).err,
+    ).toEqual([`pairuni demo: ConfigError [config]: --eval-every and --loggers ${why}`]);
   });
 
   it('an --out that is a file (Bagel) or lies under a file (Janus): one line naming it, no stack trace', async () => {

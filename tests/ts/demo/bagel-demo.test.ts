@@ -1,4 +1,4 @@
-/** CI runs the Bagel demo's quick variant: world → pairs → SFT on PairUG and on random pairs → held-out understanding → report. */
+/** CI runs the Bagel demo's quick variant: world → pairs → the shipped pretrained tiny Bagel → SFT on PairUG and on random pairs → held-out understanding and generation → report. */
 import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -18,6 +18,16 @@ describe('demo --family bagel (quick)', () => {
     expect(md).toContain('SFT on random pairs');
     expect(md).toContain('held-out generation reward');
     expect(res.before.n_und).toBe(24);
+    // The shipped asset was pretrained under the held-out rules: nothing it or the demo trains on is evaluated.
+    expect(res.overlap).toMatchObject({ uEval: 24, uDuplicates: 0, gEval: 8, gVerbatim: 0, caveat: null });
+    expect(res.overlap.pretrain).toEqual({ seed: 0, nItems: 12000 });
+    expect(md).toContain('Train/eval overlap (the world');
+    expect(md).toContain('0/24 understanding items, 0/8 generation prompts');
+    // The demo starts from the pretrained asset, not a letter prior: above chance (0.25, four options) by
+    // more than three items, and drawing what the prompts ask for more than a random init (~0.01, results.md).
+    expect(res.before.und_accuracy).toBeGreaterThan(0.25 + 3 / 24);
+    expect(res.before.gen_reward).toBeGreaterThan(0.1);
+    expect(md).toContain('| pretrained (before SFT) |');
     // generation: 2 ODE samples for each of the 8 held-out prompts, shapes reward in [0, 1], per category, a grid per model
     for (const e of [res.before, res.after.pairug[0], res.after.random[0]]) {
       expect([e.n_gen_prompts, e.samples_per_prompt]).toEqual([8, 2]);
@@ -26,7 +36,8 @@ describe('demo --family bagel (quick)', () => {
       expect(Object.keys(e.gen_reward_by_category).length).toBeGreaterThan(0);
     }
     expect(res.genSummary.pairug.mean).toBe(res.after.pairug[0].gen_reward);
-    for (const g of ['init', 'pairug-s0', 'random-s0']) expect(existsSync(join(out, 'eval', `${g}.png`))).toBe(true);
+    for (const g of ['pretrained', 'pairug-s0', 'random-s0'])
+      expect(existsSync(join(out, 'eval', `${g}.png`))).toBe(true);
     // 24 items with 4 options each: accuracy is a multiple of 1/24
     for (const e of [res.before, res.after.pairug[0], res.after.random[0]]) {
       expect(Math.abs(e.und_accuracy * 24 - Math.round(e.und_accuracy * 24))).toBeLessThan(1e-3);
@@ -52,7 +63,7 @@ describe('demo --family bagel (quick)', () => {
     // and its own few seconds are added to the wall time rather than written over it.
     const again = await runBagelDemo({ out, quick: true, log: () => undefined });
     expect(again.summary).toEqual(res.summary);
-    expect(existsSync(join(out, 'eval', 'init.json'))).toBe(true);
+    expect(existsSync(join(out, 'eval', 'pretrained.json'))).toBe(true);
     const second = JSON.parse(readFileSync(join(out, 'summary.json'), 'utf8')) as {
       wallSeconds: number;
       invocations: number;
