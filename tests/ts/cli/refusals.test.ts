@@ -148,6 +148,18 @@ describe('demo refusals', () => {
     ).toEqual([`pairuni demo: ConfigError [config]: --eval-every and --loggers ${why}`]);
   });
 
+  it('demo --loggers with an unknown tracker and --eval-every below 0: one line naming it, nothing written', async () => {
+    const out = join(dir, 'never-loggers');
+    const bad = await pairuni('demo', '--quick', '--out', out, '--loggers', 'jsonl,wandbb');
+    expect(bad.code).toBe(1);
+    expect(bad.err).toHaveLength(1);
+    expect(bad.err[0]).toMatch(/^pairuni demo: ConfigError \[config\]: .*loggers\.1: unknown logger "wandbb"/);
+    const neg = await pairuni('demo', '--quick', '--out', out, '--eval-every', '-1');
+    expect(neg.err).toHaveLength(1);
+    expect(neg.err[0]).toMatch(/--eval-every/);
+    expect(existsSync(out)).toBe(false);
+  });
+
   it('an --out that is a file (Bagel) or lies under a file (Janus): one line naming it, no stack trace', async () => {
     const file = join(dir, 'out-file');
     writeFileSync(file, 'x');
