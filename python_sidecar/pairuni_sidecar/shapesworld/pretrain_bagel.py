@@ -41,6 +41,7 @@ from ..fsutil import atomic_dir, atomic_file
 from .formats import PromptFormat
 from .heldout import RULES as HELDOUT_RULES
 from .model import MODEL_CARD, MODEL_FORMAT
+from .pretrain import batch_indices
 from .render import render
 from .scenes import make_item
 
@@ -103,10 +104,6 @@ def _lr(base: float, step: int, warmup: int, steps: int) -> float:
     return base * (0.55 + 0.45 * np.cos(np.pi * (step - warmup) / max(1, steps - warmup)))
 
 
-def _batch(seed: int, stage: int, step: int, n: int, size: int) -> list[int]:
-    return np.random.default_rng([seed, stage, step]).integers(0, n, size).tolist()
-
-
 def _pixels(arr: np.ndarray) -> torch.Tensor:
     """uint8 (B, H, W, 3) -> float (B, 3, H, W) in [-1, 1], as the adapter feeds the VAE."""
     return torch.from_numpy(arr).permute(0, 3, 1, 2).float() / 127.5 - 1.0
@@ -162,7 +159,7 @@ def _train_vae(init: Path, work: Path, cfg: BagelPretrainConfig, images: np.ndar
             check()
         for g in opt.param_groups:  # cosine to 10 %: the last steps sharpen the edges the detector reads
             g["lr"] = cfg.ae_lr * (0.55 + 0.45 * np.cos(np.pi * step / cfg.ae_steps))
-        x = _pixels(images[_batch(cfg.seed, 5, step, len(images), cfg.ae_batch)])
+        x = _pixels(images[batch_indices(cfg.seed, 5, step, len(images), cfg.ae_batch)])
         mean, logvar = vae.encoder(x).chunk(2, dim=1)
         logvar = logvar.clamp(-30, 20)
         z = mean + torch.exp(0.5 * logvar) * torch.randn_like(mean)
@@ -334,8 +331,8 @@ def pretrain_bagel(
             check()
         for g in opt.param_groups:
             g["lr"] = _lr(cfg.lr, step, cfg.warmup, cfg.steps)
-        iu = _batch(cfg.seed, 2, step, cfg.n_items, cfg.batch_pairs)
-        ig = _batch(cfg.seed, 3, step, cfg.n_items, cfg.batch_pairs)
+        iu = batch_indices(cfg.seed, 2, step, cfg.n_items, cfg.batch_pairs)
+        ig = batch_indices(cfg.seed, 3, step, cfg.n_items, cfg.batch_pairs)
         losses = a.sft_loss(
             [und[i] for i in iu] + [gen[i] for i in ig],
             seed=int(np.random.default_rng([cfg.seed, 4, step]).integers(2**31)),

@@ -31,6 +31,7 @@ import torch
 from ..fsutil import atomic_file
 from .formats import PromptFormat
 from .model import MODEL_FORMAT
+from .pretrain import batch_indices
 from .heldout import RULES as HELDOUT_RULES
 from .scenes import make_item
 from .tokenizer import build_tokenizer
@@ -76,10 +77,6 @@ def adapter_options(fmt: PromptFormat) -> dict:
 
 def _lr(base: float, step: int, warmup: int) -> float:
     return base * min(1.0, (step + 1) / warmup)
-
-
-def _batch(seed: int, stage: int, step: int, n: int, size: int) -> list[int]:
-    return np.random.default_rng([seed, stage, step]).integers(0, n, size).tolist()
 
 
 def _init_dir(path: Path, cfg: DimooPretrainConfig, fmt: PromptFormat) -> None:
@@ -182,10 +179,10 @@ def pretrain_dimoo(
             check()
         for g in opt.param_groups:
             g["lr"] = _lr(cfg.lr, step, cfg.warmup)
-        iu = _batch(cfg.seed, 2, step, cfg.n_items, cfg.und_batch)
+        iu = batch_indices(cfg.seed, 2, step, cfg.n_items, cfg.und_batch)
         ids, keep, slots, _ = a._und_rows(codes[iu], [und_text[i] for i in iu], ANSWER_SLOTS)
         lu = a._masked_ce(fn, ids, keep, slots, answers[iu], lay.text_support())
-        ig = _batch(cfg.seed, 3, step, cfg.n_items, cfg.gen_batch)
+        ig = batch_indices(cfg.seed, 3, step, cfg.n_items, cfg.gen_batch)
         ids, keep, slots, _, (uids, ukeep, uslots) = a._gen_rows([items[i].prompt for i in ig])
         drop = torch.from_numpy(np.random.default_rng([cfg.seed, 4, step]).random(len(ig)) < cfg.p_uncond)
         if drop.any():  # unconditional rows (shorter): right-pad them to the batch width
