@@ -8,6 +8,9 @@ export * from './errors.js';
 export * from './data/schemas.js';
 export { Sidecar, Tensor, bf16ToF32, f32ToBf16, resolvePython } from './sidecar/index.js';
 export type {
+  AuthEvent,
+  CurveOptions,
+  KeyPair,
   SpawnOptions,
   AttachOptions,
   SidecarInfo,
@@ -63,6 +66,8 @@ export {
   loadPairUG,
   readMetrics,
   latestCheckpoint,
+  type Checkpoint,
+  type TrainerState,
   RunStateError,
   EventWriter,
   type TrainOptions,
@@ -76,6 +81,7 @@ export {
   RewardConfig,
   scoreSide,
   remoteRewards,
+  type RemoteRewardOptions,
   type RewardCallback,
   type RewardBatch,
   type GenRewardBatch,
@@ -102,6 +108,11 @@ export {
   AdvantageError,
   PAIR_MODES,
   type PairMode,
+  type NormOptions,
+  type SideAdvantages,
+  type SideLogprobs,
+  type SurrogateConfig,
+  type SurrogateResult,
 } from './grpo/index.js';
 export {
   buildPairUG,
@@ -119,8 +130,23 @@ export {
   type PairingResult,
   type PairUGResult,
   type PairingBackend,
+  type BuildPairUGOptions,
+  type EmbedManifestsOptions,
+  type EmbeddedManifests,
+  type EmbedOptions,
+  type EmbedResult,
+  type Stage,
+  type PairingPhase,
+  type KMeansPhase,
 } from './pairing/index.js';
-export { readUnderstanding, readGeneration, type Manifest, type ImageSource } from './data/manifest.js';
+export {
+  readUnderstanding,
+  readGeneration,
+  type Manifest,
+  type ManifestItem,
+  type ImageSource,
+  type ReadManifestOptions,
+} from './data/manifest.js';
 export {
   writeGenEvalSamples,
   readGenEvalPrompts,

@@ -22,7 +22,9 @@ import { GenerationRecord, UnderstandingRecord } from './schemas.js';
 /** Where a record's image comes from: a file (absolute path) or bytes inline in the manifest. */
 export type ImageSource = { path: string } | { bytes: Uint8Array };
 
+/** One record of a manifest, with its image and where it was read. */
 export interface ManifestItem<R> {
+  /** The record, validated against its schema (fields read through the `columns` map). */
   record: R;
   /** Where the image bytes come from: an absolute path, or inline bytes. */
   image: ImageSource;
@@ -43,7 +45,9 @@ export interface Manifest<R> {
 /** Map record fields to differently named columns, e.g. `{ choices: 'options', id: 'qid' }`. */
 export type ColumnMap = Partial<Record<string, string>>;
 
+/** How `readUnderstanding` / `readGeneration` read a manifest. */
 export interface ReadManifestOptions {
+  /** Record field → column name, for files whose columns are named otherwise (e.g. `{ id: 'qid' }`). */
   columns?: ColumnMap;
   /** Check that every image path exists (default true). */
   checkImages?: boolean;

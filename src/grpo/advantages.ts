@@ -35,6 +35,7 @@ export class AdvantageError extends PairuniError {
   }
 }
 
+/** How eq. 1's group normalisation computes σ (defaults: `DEFAULT_NORM`). */
 export interface NormOptions {
   /** σ of the group: `unbiased` (n−1, as torch.std in GRPO/T2I-R1) or `population` (n). */
   std: 'unbiased' | 'population';
@@ -90,10 +91,11 @@ export function groupNormalize(rewards: ArrayLike<number>, opts: NormOptions = D
   return out;
 }
 
+/** The advantages of one side (U or G) of a batch, from {@link sideAdvantages}. */
 export interface SideAdvantages {
   /** Ã per trajectory (item-major: rows i·K … i·K+K−1 belong to item i), float32 for the wire. */
   adv: Float32Array;
-  /** Â before the pair weight. */
+  /** Â before the pair weight, same layout, float64. */
   raw: Float64Array;
   /** Items whose group had zero variance (their advantages are 0). */
   zeroGroups: number;

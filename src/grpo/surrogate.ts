@@ -11,11 +11,17 @@
 import type { LossConfig } from '../contract/config.js';
 import type { z } from 'zod';
 
+/** The loss settings of {@link clippedSurrogate} (defaults: `DEFAULT_SURROGATE`, the paper's). */
 export interface SurrogateConfig {
+  /** The ratio ρ is clipped below at 1 − ε_low (binds for negative advantages); default 0.2. */
   epsLow: number;
+  /** The ratio ρ is clipped above at 1 + ε_high (binds for positive advantages); default 0.2. */
   epsHigh: number;
+  /** Weight of the k3 KL estimate against the reference model; 0 (default, the paper's) needs no `ref`. */
   beta: number;
+  /** How token terms are averaged into c_i: `seq_mean` (default), `token_mean` or `token_sum` (see the train config's `loss.agg`). */
   agg: z.infer<typeof LossConfig>['agg'];
+  /** `side`: each side (U, G) averaged on its own (eq. 2/4, default); `batch`: over the mixed batch (eq. 1, vanilla). */
   norm: 'side' | 'batch';
 }
 
@@ -23,12 +29,18 @@ export const DEFAULT_SURROGATE: SurrogateConfig = { epsLow: 0.2, epsHigh: 0.2, b
 
 /** Rows of a (B, L) matrix as flat row-major arrays. */
 export interface SideLogprobs {
+  /** Log-probs of the sampled tokens under the policy being optimised, (B, L) row-major. */
   logp: ArrayLike<number>;
+  /** Log-probs of the same tokens under the policy that sampled them, (B, L) row-major: ρ = exp(logp − old). */
   old: ArrayLike<number>;
-  mask: ArrayLike<number>; // 0/1
+  /** (B, L) row-major: 1 for a completion token, 0 for padding; only tokens with 1 enter the loss. */
+  mask: ArrayLike<number>;
+  /** Reference-model log-probs, (B, L) row-major; read only when `beta` > 0. */
   ref?: ArrayLike<number>;
-  adv: ArrayLike<number>; // (B,)
-  length: number; // L
+  /** Ã per trajectory, (B,): already multiplied by the pair weight. */
+  adv: ArrayLike<number>;
+  /** L, the padded row length in tokens (B is `adv.length`). */
+  length: number;
   /** Items (groups) on this side: needed by agg 'token_sum' with norm 'side'. */
   items?: number;
 }
@@ -61,9 +73,13 @@ export function trajCoefficients(
   });
 }
 
+/** What {@link clippedSurrogate} computed. */
 export interface SurrogateResult {
+  /** L_und + L_gen: the value the sidecar's loss should match on the same inputs. */
   loss: number;
+  /** Tokens with mask 1, over all sides. */
   tokens: number;
+  /** Of those, tokens whose term the clip bound (ρ > 1 + ε_high with Ã > 0, or ρ < 1 − ε_low with Ã < 0); clipped / tokens is the clip fraction. */
   clipped: number;
 }
 

@@ -16,23 +16,33 @@ import { BackboneSpec } from '../contract/backbone.js';
 
 export { BackboneSpec };
 
+/** How {@link embedImages} embeds: with which sidecar and backbone, cached where. */
 export interface EmbedOptions {
+  /** A running sidecar: it loads the backbone and embeds the images. */
   sidecar: Sidecar;
+  /** The image encoder; an invalid spec is a ConfigError before the sidecar is asked anything. */
   backbone: BackboneSpec;
+  /** Feature cache root: vectors go under a subdirectory named by the backbone's identity key. */
   cacheDir: string;
   /** Images per sidecar call (default 64). */
   batchSize?: number;
   /** New vectors per cache shard (default 4096): the most an interruption can lose. */
   flushEvery?: number;
+  /** Checked between batches and passed to the sidecar call: an AbortedError, with the finished vectors saved. */
   signal?: AbortSignal;
+  /** Images with a vector so far (cached ones counted at the start) of all `images`; ends with (total, total). */
   onProgress?: (done: number, total: number) => void;
   /** Names image i in errors (manifest file and row). */
   describe?: (i: number) => { file?: string; row?: number; what: string };
 }
 
+/** The features {@link embedImages} returns, and how many were computed versus read from the cache. */
 export interface EmbedResult {
+  /** images.length × `dim` float32, row-major, L2-normalised; row i belongs to `images[i]`. */
   features: Matrix;
+  /** The backbone's identity (kind + weights) the sidecar reported: the name of its cache directory. */
   key: string;
+  /** Feature width, fixed by the backbone. */
   dim: number;
   /** Images sent to the backbone in this run. */
   embedded: number;

@@ -9,6 +9,7 @@ export {
   type CrossPair,
   type SkippedMedoid,
   type Side,
+  type PairingPhase,
 } from './pair.js';
 export {
   PairingConfig,
@@ -24,6 +25,7 @@ export {
   embedManifests,
   type BuildPairUGOptions,
   type EmbedManifestsOptions,
+  type EmbeddedManifests,
   type PairUGResult,
   type Stage,
 } from './pipeline.js';
@@ -39,7 +41,7 @@ export {
   type PairStats,
 } from './output.js';
 export { exactSearch, type ExactLists } from './exact.js';
-export { miniBatchKMeans, exactLabels, type KMeansResult } from './kmeans.js';
+export { miniBatchKMeans, exactLabels, type KMeansResult, type KMeansPhase } from './kmeans.js';
 export { medoids, clusterDiagnostics, type ClusterDiagnostics } from './medoids.js';
 export { retrieve, greedyMatch } from './retrieve.js';
 export { matrix, l2NormalizeRows, type Matrix } from './matrix.js';

@@ -43,6 +43,11 @@ export interface KMeansResult {
   timingsMs: { init: number; minibatch: number; lloyd: number; labels: number };
 }
 
+/**
+ * A phase of the k-means fit, as progress reports it: `init` (k-means++ seeding, centres of K),
+ * `minibatch` (mini-batch steps), `lloyd` (the optional full refinement iterations), `labels`
+ * (the exact final assignment of every point).
+ */
 export type KMeansPhase = 'init' | 'minibatch' | 'lloyd' | 'labels';
 
 export interface KMeansOptions {

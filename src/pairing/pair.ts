@@ -54,6 +54,7 @@ export interface CrossPair {
   s: number;
 }
 
+/** A phase of Algorithm 1 as progress reports it: the k-means phases, then `retrieve` (the top-N search for partners). */
 export type PairingPhase = KMeansPhase | 'retrieve';
 
 export interface PairingOptions {

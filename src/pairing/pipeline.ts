@@ -24,31 +24,55 @@ import { alignableFor, formatStats, pairStats, toPairRecords, writePairUG, type 
 import { pairFeatures, type PairingPhase } from './pair.js';
 import { createLogger, type Logger, type LogOptions } from '../util/log.js';
 
+/**
+ * The stage an `onProgress` call reports: `read` (the two manifests), `embed-U` / `embed-G` (images),
+ * the pairing phases of Algorithm 1 (k-means `init`, `minibatch`, `lloyd`, `labels`, then `retrieve`;
+ * `buildPairUG` only), and `write` (the PairUG files).
+ */
 export type Stage = 'read' | 'embed-U' | 'embed-G' | PairingPhase | 'write';
 
 /** `logger` / `logLevel`: the lines of the sidecar these start (not of a `sidecar` passed in: it has its own). */
 export interface EmbedManifestsOptions extends LogOptions {
+  /** Path of the understanding set U: JSONL, Arrow IPC, a `save_to_disk` directory or Parquet; relative to the cwd. */
   understanding: string;
+  /** Path of the generation set G, in any of the same formats. */
   generation: string;
+  /** The image encoder whose features are cached and paired; its identity names the cache directory. */
   backbone: BackboneSpec;
   /** Feature cache root (default ./.pairuni/features). */
   cacheDir?: string;
+  /** Record field → column name, per manifest, for files whose columns are named otherwise. */
   columns?: { u?: ColumnMap; g?: ColumnMap };
   /** Reuse a running sidecar; otherwise one is started and stopped. */
   sidecar?: Sidecar;
+  /** Images per embedding call to the sidecar (default 64). */
   batchSize?: number;
+  /** Stops embedding (and pairing) with an AbortedError; vectors already embedded stay in the cache. */
   signal?: AbortSignal;
+  /**
+   * Called as work advances: `read` counts manifests (of 2), the embed stages count images with a
+   * vector (cached ones at once) of the set's size; `buildPairUG` adds the pairing phases and `write`.
+   */
   onProgress?: (stage: Stage, done: number, total: number) => void;
 }
 
+/** What {@link embedManifests} read and embedded: both manifests and one feature row per item. */
 export interface EmbeddedManifests {
+  /** The understanding set as read: records in file order, with their images and rows. */
   u: Manifest<UnderstandingRecord>;
+  /** The generation set as read. */
   g: Manifest<GenerationRecord>;
+  /** Features of U's images: |U| × `dim` float32, row-major, L2-normalised; row i is `u.items[i]`. */
   fu: import('./matrix.js').Matrix;
+  /** Features of G's images: |G| × `dim`, laid out as `fu`. */
   fg: import('./matrix.js').Matrix;
+  /** The backbone's identity (kind + weights) the sidecar reported; names the cache directory and goes into stats.json. */
   key: string;
+  /** Feature width: the columns of `fu` and `fg`. */
   dim: number;
+  /** Images of U and G sent to the backbone in this call (0 when everything came from the cache). */
   embedded: number;
+  /** Images of U and G whose vector came from the cache. */
   cached: number;
 }
 
@@ -191,6 +215,7 @@ export async function embedManifests(opts: EmbedManifestsOptions): Promise<Embed
 export interface BuildPairUGOptions extends EmbedManifestsOptions {
   /** Output directory for pairs.arrow, pairs.jsonl and stats.json. */
   out: string;
+  /** Algorithm 1's settings (k, seed, retrieval, threshold, ablation, ...); omitted fields take their defaults, invalid ones are a ConfigError before any work. */
   config?: PairingConfigInput;
   /** 'sidecar' (default: BLAS/CUDA kernels in the sidecar) or 'ts' (reference, small inputs only). */
   backend?: 'sidecar' | 'ts' | PairingBackend;

@@ -12,11 +12,18 @@ import * as zmq from 'zeromq';
 import { ConfigError } from '../errors.js';
 import { type Logger, stderrLogger } from '../util/log.js';
 
+/** A CURVE key pair, as `generateKeyPair` makes it and a `.key` file (`pairuni keys NAME`) holds it. */
 export interface KeyPair {
+  /** 40 Z85 characters; safe to share: the other side's allow-list (or its server key) names it. */
   publicKey: string;
+  /** 40 Z85 characters; never leaves this host (its `.key` file is mode 0600). */
   secretKey: string;
 }
 
+/**
+ * CURVE encryption and a client allow-list for a controller whose ROUTERs listen on tcp://, so that
+ * only ranks holding an allowed key can connect from other hosts.
+ */
 export interface CurveOptions {
   /** The controller's key pair, or the path of its `.key` file. */
   key: KeyPair | string;
@@ -26,10 +33,13 @@ export interface CurveOptions {
 
 /** What the ZAP handler decided for one connection attempt. */
 export interface AuthEvent {
+  /** True when the client spoke ZAP 1.0 over CURVE with a key on the allow-list; false: the connection was refused. */
   allowed: boolean;
   /** Z85 public key of the client (CURVE), or '' for other mechanisms. */
   key: string;
+  /** The client's IP address as ZeroMQ reports it ('' when it gives none): where a refused attempt came from. */
   address: string;
+  /** The security mechanism the client used, as ZAP names it (`CURVE`); anything but CURVE is refused. */
   mechanism: string;
 }
 

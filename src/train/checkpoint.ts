@@ -31,19 +31,29 @@ import { RESUMABLE_CHANGES, type TrainConfig } from './config.js';
 
 export const TRAINER_STATE_FORMAT = 'pairuni-train/1';
 
+/** The controller's side of a checkpoint: its `trainer.json`, read back on resume. */
 export interface TrainerState {
+  /** `'pairuni-train/1'`: a trainer.json with any other format is not a usable checkpoint. */
   format: typeof TRAINER_STATE_FORMAT;
   /** Completed optimizer steps of the controller loop (the next step index to run). */
   step: number;
+  /** 16 hex digits of SHA-256 over the config without the fields a resume may change: equal digests, same training math. */
   configDigest: string;
+  /** The run's full config as it was when saved; a resume refuses a config that differs outside the resumable fields. */
   config: TrainConfig;
+  /** When the checkpoint was written: ISO 8601, UTC. */
   savedAt: string;
+  /** Sidecar restarts after a crash so far in the run; a resume continues the count against `sidecar.maxRestarts`. */
   restarts: number;
 }
 
+/** A complete checkpoint of a run directory (`<out>/checkpoints/step-NNNNNN/`). */
 export interface Checkpoint {
+  /** The checkpoint's directory, `<out>/checkpoints/step-NNNNNN` (the step zero-padded to 6 digits). */
   dir: string;
+  /** `<dir>/policy`: the sidecar's sharded model, optimizer and RNG state (plus `model/` in HF format at the run's end); what a resume loads. */
   policyDir: string;
+  /** The controller's state stored beside it in `trainer.json`. */
   state: TrainerState;
 }
 

@@ -27,9 +27,11 @@ export interface RemoteRewardRequest {
   images?: Tensor;
 }
 
-/** Injectable for tests: the pause between attempts. */
+/** How {@link remoteRewards} may be stopped, and (for tests) how it waits between attempts. */
 export interface RemoteRewardOptions {
+  /** Aborts the request in flight, and is checked before each retry: `remoteRewards` rejects with the signal's reason. */
   signal?: AbortSignal;
+  /** Waits the given milliseconds between attempts (default a real timer); tests inject one that returns at once. */
   sleep?: (ms: number) => Promise<void>;
 }
 
