@@ -84,6 +84,7 @@ export const PairingConfig = z
   .strict();
 /** Parsed {@link PairingConfig}, defaults filled. */
 export type PairingConfig = z.infer<typeof PairingConfig>;
+/** What {@link parsePairingConfig} accepts: a {@link PairingConfig} with every defaulted field optional. */
 export type PairingConfigInput = z.input<typeof PairingConfig>;
 
 /**

@@ -5,8 +5,11 @@
  */
 import { DataError } from '../errors.js';
 
+/** A dense float32 matrix, row-major (features: one row per image). */
 export interface Matrix {
+  /** Number of rows. */
   readonly rows: number;
+  /** Number of columns (the feature dimension). */
   readonly cols: number;
   /** rows × cols values, row-major. */
   readonly data: Float32Array;

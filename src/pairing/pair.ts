@@ -20,8 +20,10 @@ import { clusterDiagnostics, medoids, randomMembers, type ClusterDiagnostics } f
 import { Rng } from '../util/prng.js';
 import { retrieve } from './retrieve.js';
 
+/** Which manifest an item is from: understanding (`U`) or generation (`G`). */
 export type Side = 'U' | 'G';
 
+/** What Algorithm 1 pairs: the stacked image features of U and G (and which items can be aligned). */
 export interface PairingInput {
   /**
    * F_u ∪ F_g: one row per understanding item (manifest order), then one per generation item.
@@ -34,21 +36,27 @@ export interface PairingInput {
   alignable?: (side: Side, index: number) => string | null;
 }
 
+/** An aligned pair: a cluster's medoid, completed to a quadruple from its own side's sample (w_p = 1). */
 export interface AlignedPair {
   /** Cluster it is the medoid of (−1 for ablation self-pairs). */
   cluster: number;
+  /** Which manifest the medoid comes from: understanding (`U`) or generation (`G`). */
   side: Side;
   /** Index within its side's manifest. */
   index: number;
 }
 
+/** A medoid that could not become an aligned pair (its sample cannot be completed to a quadruple). */
 export interface SkippedMedoid extends AlignedPair {
+  /** Why (e.g. "no caption"), as `PairingInput.alignable` said. */
   reason: string;
 }
 
+/** A retrieved pair: a G item and one of its top-n U neighbours above the threshold (w_p = √s). */
 export interface CrossPair {
-  /** Index within U / within G. */
+  /** Index within U. */
   u: number;
+  /** Index within G. */
   g: number;
   /** f64 cosine similarity of the two images. */
   s: number;
@@ -57,9 +65,13 @@ export interface CrossPair {
 /** A phase of Algorithm 1 as progress reports it: the k-means phases, then `retrieve` (the top-N search for partners). */
 export type PairingPhase = KMeansPhase | 'retrieve';
 
+/** How {@link pairFeatures} runs: where the matrix work happens, how it is stopped, how it reports. */
 export interface PairingOptions {
+  /** The k-means and top-n search backend (`TsBackend` in-process, or `SidecarBackend` in torch). */
   backend: PairingBackend;
+  /** Aborts between phases and batches; the call rejects with `AbortedError`. */
   signal?: AbortSignal;
+  /** Progress per phase: `done` of `total` units (k-means iterations, retrieval query batches). */
   onProgress?: (phase: PairingPhase, done: number, total: number) => void;
 }
 

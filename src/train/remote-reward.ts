@@ -20,10 +20,15 @@ import type { Tensor } from '../sidecar/index.js';
 export const REWARD_CONTENT_TYPE = 'application/x-pairuni-reward';
 
 /** What one side sends to a reward server: JSON items, and for generation the images (uint8, B × H × W × 3). */
+/** One side's batch for a remote reward server: sent as JSON items plus, for generation, the images' bytes. */
 export interface RemoteRewardRequest {
+  /** Which rollouts are scored: understanding answers or generated images. */
   side: 'und' | 'gen';
+  /** The training step (completed steps before this one); errors name it. */
   step: number;
+  /** One JSON object per rollout (prompt or question, answer, ...), in rollout order. */
   items: Array<Record<string, unknown>>;
+  /** Generation only: the images, (B, H, W, 3) uint8, sent as raw bytes after the JSON header. */
   images?: Tensor;
 }
 
