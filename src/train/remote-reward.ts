@@ -12,6 +12,7 @@
  * policy (src/completion/retry.ts).
  */
 import { RewardError } from '../errors.js';
+import { defaultSleep, type Sleep } from '../completion/chat-client.js';
 import { isRetryableStatus, retryAfterMs, retryDelayMs } from '../completion/retry.js';
 import type { RemoteRewardSource } from '../contract/reward-config.js';
 import type { Tensor } from '../sidecar/index.js';
@@ -20,7 +21,6 @@ import type { Tensor } from '../sidecar/index.js';
 export const REWARD_CONTENT_TYPE = 'application/x-pairuni-reward';
 
 /** What one side sends to a reward server: JSON items, and for generation the images (uint8, B × H × W × 3). */
-/** One side's batch for a remote reward server: sent as JSON items plus, for generation, the images' bytes. */
 export interface RemoteRewardRequest {
   /** Which rollouts are scored: understanding answers or generated images. */
   side: 'und' | 'gen';
@@ -36,11 +36,12 @@ export interface RemoteRewardRequest {
 export interface RemoteRewardOptions {
   /** Aborts the request in flight, and is checked before each retry: `remoteRewards` rejects with the signal's reason. */
   signal?: AbortSignal;
-  /** Waits the given milliseconds between attempts (default a real timer); tests inject one that returns at once. */
-  sleep?: (ms: number) => Promise<void>;
+  /**
+   * Waits the given milliseconds between attempts, rejecting when `signal` aborts (default: the
+   * completion client's timer, which an abort cuts short); tests inject one that returns at once.
+   */
+  sleep?: Sleep;
 }
-
-const wait = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
 
 /** The request body of items [lo, hi): the JSON header and a view (no copy) of those images' bytes. */
 export function encodeRewardRequest(req: RemoteRewardRequest, lo: number, hi: number): Uint8Array[] {
@@ -103,7 +104,9 @@ async function post(
   headers: Record<string, string>,
   opts: RemoteRewardOptions,
 ): Promise<unknown> {
-  const sleep = opts.sleep ?? wait;
+  const sleep = opts.sleep ?? defaultSleep;
+  // A pause a Ctrl-C cannot end would hold the run for Retry-After (up to maxRetryAfterMs) after it.
+  const never = new AbortController().signal;
   let last = '';
   let timedOut = false;
   for (let attempt = 0; attempt <= src.retry.maxRetries; attempt++) {
@@ -149,10 +152,16 @@ async function post(
         ? `no reply within ${src.timeoutS} s`
         : `connection failed: ${(e as Error).cause ?? (e as Error).message}`;
     }
-    if (attempt < src.retry.maxRetries)
-      await sleep(
-        retryDelayMs({ kind: 'retry', cause: last, message: last, retryAfterMs: retryAfter }, attempt, src.retry),
+    if (attempt < src.retry.maxRetries) {
+      const ms = retryDelayMs(
+        { kind: 'retry', cause: last, message: last, retryAfterMs: retryAfter },
+        attempt,
+        src.retry,
       );
+      await sleep(ms, opts.signal ?? never).catch((e: unknown) => {
+        throw opts.signal?.aborted ? opts.signal.reason : e;
+      });
+    }
   }
   throw new RewardError(
     `reward ${name} at step ${step}: ${src.url}: ${last} (${src.retry.maxRetries + 1} attempts)`,

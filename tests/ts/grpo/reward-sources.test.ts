@@ -364,7 +364,9 @@ describe('train() with reward sources', () => {
       const url = await fakeServer((n) =>
         answering ? { rewards: Array.from({ length: n }, (_, i) => i / n) } : undefined,
       );
-      const cfg = config('hang', { steps: 1, gen: { k: K, reward: { url, timeoutS: 0.3, retry: { maxRetries: 0 } } } });
+      // 5 s, not less: the resumed run must get its reply within the same timeout on a loaded machine
+      // (the server answers from this process, whose event loop the step's own work can hold for a while).
+      const cfg = config('hang', { steps: 1, gen: { k: K, reward: { url, timeoutS: 5, retry: { maxRetries: 0 } } } });
       const err = await train(cfg, { onLog: () => undefined }).catch((e) => e);
       expect(err).toBeInstanceOf(RewardError);
       expect([err.reason, err.step]).toEqual(['timeout', 0]);
