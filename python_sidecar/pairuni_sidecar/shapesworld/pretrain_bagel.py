@@ -40,7 +40,7 @@ import torch
 from ..fsutil import atomic_dir, atomic_file
 from .formats import PromptFormat
 from .heldout import RULES as HELDOUT_RULES
-from .model import MODEL_CARD, MODEL_FORMAT
+from .model import MODEL_CARD, MODEL_FORMAT, to_pixels
 from .pretrain import batch_indices
 from .render import render
 from .scenes import make_item
@@ -106,7 +106,7 @@ def _lr(base: float, step: int, warmup: int, steps: int) -> float:
 
 def _pixels(arr: np.ndarray) -> torch.Tensor:
     """uint8 (B, H, W, 3) -> float (B, 3, H, W) in [-1, 1], as the adapter feeds the VAE."""
-    return torch.from_numpy(arr).permute(0, 3, 1, 2).float() / 127.5 - 1.0
+    return to_pixels(torch.from_numpy(arr))
 
 
 def _to_uint8(x: torch.Tensor) -> np.ndarray:
