@@ -19,6 +19,7 @@ import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { resolvePython, Sidecar } from '../src/sidecar/index.js';
+import { pythonEnv } from '../src/sidecar/python.js';
 import { buildTinyJanus, writeTinyPairUG } from '../src/train/fixtures.js';
 import {
   loadArgs,
@@ -67,7 +68,7 @@ export async function main(argv: string[]): Promise<Record<string, unknown>> {
     resolvePython(),
     [join(here, '..', 'examples', 'reward_server.py'), '--reward', 'brightness', '--port', '0'],
     {
-      env: { ...process.env, PYTHONPATH: join(here, '..', 'python_sidecar'), OMP_NUM_THREADS: String(threads) },
+      env: pythonEnv({ OMP_NUM_THREADS: String(threads) }),
       stdio: ['ignore', 'pipe', 'ignore'],
     },
   );

@@ -5,8 +5,8 @@
  * time is one process waiting on another (a sidecar importing torch, a torchrun rendezvous), and pytest
  * runs one test at a time: run one after the other, they leave a core idle for much of the run.
  *
- * Each job's output is held and printed whole when it ends (four interleaved logs are unreadable),
- * under a line with its result and wall time; a summary of all four closes the run. Exit 0 only if
+ * Each job's output is held and printed whole when it ends (interleaved logs are unreadable),
+ * under a line with its result and wall time; a summary of every job closes the run. Exit 0 only if
  * every job passed. `npm run test:ts` / `npm run test:py` run one suite with live output.
  *
  *   node scripts/test.mjs

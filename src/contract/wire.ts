@@ -1,8 +1,9 @@
 /**
  * How a TS declaration becomes a wire declaration. The wire speaks snake_case (Python reads it as
  * is); the SDK's config records are camelCase. `wireRecord` derives the wire schema of a config
- * record mechanically (same field schemas, same defaults, keys in snake_case) and `toWire`
- * converts a config value the same way, so a config field is declared once and never re-mapped by hand.
+ * record mechanically (same field schemas, same defaults, keys in snake_case), so a config field is
+ * declared once and never re-mapped by hand. Typed op calls convert their values themselves
+ * (src/contract/casing.ts); `toWire` is for a raw `sc.call`, whose args go on the wire as given.
  */
 import { resolve } from 'node:path';
 import { z } from 'zod';
@@ -24,7 +25,10 @@ export function wireRecord<S extends z.ZodRawShape>(
   return z.strictObject(shape) as never;
 }
 
-/** A config value in its wire form: top-level keys to snake_case (nested values travel unchanged). */
+/**
+ * A config value in its wire form, for a raw `sc.call`: top-level keys to snake_case (nested values
+ * travel unchanged). Not for the typed op methods, which take camelCase and refuse snake_case keys.
+ */
 export function toWire<T extends Record<string, unknown>>(value: T): SnakeKeys<T> {
   const out: Record<string, unknown> = {};
   for (const [k, v] of Object.entries(value)) if (v !== undefined) out[snake(k)] = v;

@@ -21,3 +21,21 @@ export function resolvePython(explicit?: string): string {
 export function sidecarSourceDir(): string {
   return join(PACKAGE_ROOT, 'python_sidecar');
 }
+
+/**
+ * The environment of a Python child running the sidecar's package (the sidecar, the trackers' child):
+ * this process's, unbuffered, with the package's source first on `PYTHONPATH` so a source checkout
+ * works when the package is not pip-installed in that interpreter. `PYTHONSAFEPATH`: `python -m` would
+ * put the working directory first on sys.path, and a user's `torch/` or `transformers.py` there would
+ * shadow the real packages (Python >= 3.11). `extra` is applied before `PYTHONPATH` is prefixed.
+ */
+export function pythonEnv(extra: Record<string, string> = {}): Record<string, string> {
+  const env: Record<string, string> = {
+    ...(process.env as Record<string, string>),
+    PYTHONUNBUFFERED: '1',
+    PYTHONSAFEPATH: '1',
+    ...extra,
+  };
+  env.PYTHONPATH = [sidecarSourceDir(), env.PYTHONPATH].filter(Boolean).join(':');
+  return env;
+}

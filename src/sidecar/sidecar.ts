@@ -33,7 +33,7 @@ import {
   type RankInfo,
 } from './controller.js';
 import type { CurveOptions } from './curve.js';
-import { resolvePython, sidecarSourceDir } from './python.js';
+import { pythonEnv, resolvePython } from './python.js';
 import { createLogger, type LogOptions, sidecarLineLevel } from '../util/log.js';
 
 /** Options of {@link Sidecar.spawn}: the local sidecar process, its ranks and its environment. */
@@ -259,14 +259,7 @@ export class Sidecar {
     ];
     for (const m of opts.plugins ?? []) args.push('--plugins', m);
     if (opts.threads) args.push('--threads', String(opts.threads));
-    // PYTHONSAFEPATH: `python -m` would put the working directory first on sys.path, and a user's
-    // `torch/` or `transformers.py` there would shadow the real packages (Python >= 3.11).
-    const env: Record<string, string> = {
-      ...(process.env as Record<string, string>),
-      PYTHONUNBUFFERED: '1',
-      PYTHONSAFEPATH: '1',
-      ...opts.env,
-    };
+    const env = pythonEnv(opts.env);
     // torchrun keeps its logs in a temp dir it never removes: make that our private dir (removed at close).
     if (ranks > 1) env.TMPDIR = dir;
     // torchrun (torch 2.13) hands every restart of the world the same rendezvous TCPStore, unprefixed:
@@ -274,8 +267,6 @@ export class Sidecar {
     // or wait forever (pytorch#135712; measured here: 5 of 6 restarts of a bare 2-rank gloo script
     // failed, 0 of 6 with this set). Unshared, each restart gets a fresh store on its rank 0.
     if (ranks > 1) env.TORCH_DISABLE_SHARE_RDZV_TCP_STORE ??= '1';
-    // Works from a source checkout even when the package is not pip-installed in that interpreter.
-    env.PYTHONPATH = [sidecarSourceDir(), env.PYTHONPATH].filter(Boolean).join(':');
     let child: ChildProcess;
     try {
       // detached: a process group (and session) of its own, so a terminal's Ctrl-C, which goes to the

@@ -169,7 +169,7 @@ export function parseUntrustedTrainConfig(input: unknown, baseDir = process.cwd(
         ),
         ...sideRewardIssues(r.data.und.reward, 'und'),
         ...sideRewardIssues(r.data.gen.reward, 'gen'),
-        ...sideRewardIssues(r.data.eval.reward, 'gen').map((l) => l.replace(/^gen\.reward/, 'eval.reward')),
+        ...sideRewardIssues(r.data.eval.reward, 'gen', 'eval.reward'),
         ...(r.data.eval.every > 0 && !r.data.eval.data
           ? ['eval.data: evaluation every N steps (eval.every) needs a held-out PairUG file']
           : []),
@@ -277,10 +277,10 @@ function resolveLoggers(c: z.infer<typeof TrainConfig>, abs: (p: string) => stri
 }
 
 /** Sources a side cannot use: sidecar plug-ins score images (generation); the accuracy reward scores answers (understanding). */
-function sideRewardIssues(cfg: RewardConfig | undefined, side: 'und' | 'gen'): string[] {
+function sideRewardIssues(cfg: RewardConfig | undefined, side: 'und' | 'gen', path = `${side}.reward`): string[] {
   if (!cfg) return [];
   return rewardTerms(cfg, side).flatMap(({ key, source }) => {
-    const at = 'sum' in cfg ? `${side}.reward.sum.${key}.source` : `${side}.reward`;
+    const at = 'sum' in cfg ? `${path}.sum.${key}.source` : path;
     if (side === 'und' && 'name' in source)
       return [
         `${at}: a sidecar reward plug-in ('${source.name}') scores generated images; the understanding side takes { builtin: 'accuracy' }, { callback }, { url } or a sum of these`,

@@ -27,10 +27,10 @@ export interface CommonStepMetrics {
   'time/step': number;
 }
 
-/** One PairGRPO step (`pairGrpoStep`); meanings and units in docs/metrics.md. */
 /** Each term of a weighted-sum reward (`und.reward.sum` / `gen.reward.sum` keys), before weighting: `gen/reward/hps`. */
 export type RewardTermMetrics = Partial<Record<`${'und' | 'gen'}/reward/${string}`, number>>;
 
+/** One PairGRPO step (`pairGrpoStep`); meanings and units in docs/metrics.md. */
 export interface PairGrpoStepMetrics extends CommonStepMetrics {
   /** Mean understanding reward (accuracy + `und.formatWeight` · format, or `undReward`'s value). */
   'und/reward': number;

@@ -16,7 +16,7 @@ import { type ChildProcess, spawn } from 'node:child_process';
 import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { SinkError } from '../errors.js';
-import { resolvePython, sidecarSourceDir } from '../sidecar/python.js';
+import { pythonEnv, resolvePython } from '../sidecar/python.js';
 import { writeJsonAtomic } from '../util/atomic.js';
 import type { LoggerConfig } from './config.js';
 import { readEvals, readMetrics } from './metrics.js';
@@ -181,17 +181,11 @@ export class PythonSinks implements ExperimentSink {
 
   private spawnChild(): void {
     const python = resolvePython(this.opts.python);
-    const env: Record<string, string> = {
-      ...(process.env as Record<string, string>),
-      PYTHONUNBUFFERED: '1',
-      PYTHONSAFEPATH: '1',
-    };
-    env.PYTHONPATH = [sidecarSourceDir(), env.PYTHONPATH].filter(Boolean).join(':');
     // detached: a terminal's Ctrl-C reaches only the controller, which then finishes the runs itself.
     // When the controller dies, the child reads the end of stdin and finishes them too.
     const child = spawn(python, ['-m', 'pairuni_sidecar.sinks'], {
       cwd: this.out,
-      env,
+      env: pythonEnv(),
       stdio: ['pipe', 'pipe', 'pipe'],
       detached: true,
     });
