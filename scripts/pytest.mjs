@@ -25,11 +25,16 @@ const r = spawnSync(
       ...process.env,
       TMPDIR: tmp,
       TORCHINDUCTOR_CACHE_DIR: join(tmp, 'torchinductor'),
+      // The trackers' own files (tests/ts/global-tmp.ts says which), kept out of $HOME.
+      WANDB_CACHE_DIR: join(tmp, 'wandb-cache'),
+      WANDB_DATA_DIR: join(tmp, 'wandb-data'),
+      MLFLOW_DISABLE_TELEMETRY: 'true',
       PYTHONPATH: [join(root, 'python_sidecar'), process.env.PYTHONPATH].filter(Boolean).join(':'),
     },
   },
 );
-const left = readdirSync(tmp).filter((f) => f !== 'basetemp' && f !== 'torchinductor'); // pytest's and torch's own
+// pytest's, torch's and the trackers' own
+const left = readdirSync(tmp).filter((f) => !['basetemp', 'torchinductor', 'wandb-cache', 'wandb-data'].includes(f));
 rmSync(tmp, { recursive: true, force: true });
 if (left.length) {
   console.error(`[pairuni] tests left ${left.length} entries in their TMPDIR: ${left.slice(0, 20).join(', ')}`);

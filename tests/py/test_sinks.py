@@ -24,8 +24,8 @@ class Child:
     """One child process; each command waits for its reply line."""
 
     def __init__(self, cwd: Path):
-        # W&B keeps its service's logs in its cache dir (~/.cache/wandb): the test's own, removed with it
-        env = {**os.environ, "PYTHONPATH": str(ROOT / "python_sidecar"), "WANDB_CACHE_DIR": str(cwd / "wandb-cache")}
+        # W&B's and MLflow's own files go where scripts/pytest.mjs points them (the run's TMPDIR)
+        env = {**os.environ, "PYTHONPATH": str(ROOT / "python_sidecar")}
         self.p = subprocess.Popen(
             [sys.executable, "-m", "pairuni_sidecar.sinks"],
             stdin=subprocess.PIPE,

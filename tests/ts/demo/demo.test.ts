@@ -2,7 +2,7 @@
 import { cpSync, existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { afterAll, describe, expect, it, onTestFinished } from 'vitest';
+import { afterAll, describe, expect, it } from 'vitest';
 import { DEFAULT_MODEL, runDemo, type DemoResult } from '../../../src/demo/demo.js';
 import { AbortedError, PairuniError } from '../../../src/errors.js';
 import { spawnSync } from 'node:child_process';
@@ -124,13 +124,6 @@ describe('demo (quick)', () => {
     expect(first).toBeDefined();
     const dir = join(scratch, 'interrupted');
     const twinOut = join(scratch, 'twin');
-    // W&B writes its debug logs under its cache directory (~/.cache/wandb): inside scratch, so nothing is left behind.
-    const cacheDir = process.env.WANDB_CACHE_DIR;
-    process.env.WANDB_CACHE_DIR = join(scratch, 'wandb-cache');
-    onTestFinished(() => {
-      if (cacheDir === undefined) delete process.env.WANDB_CACHE_DIR;
-      else process.env.WANDB_CACHE_DIR = cacheDir;
-    });
     const twin = runDemo({
       out: twinOut,
       quick: true,

@@ -30,12 +30,9 @@ let dir: string;
 let modelDir: string;
 let dataFile: string;
 let heldFile: string;
-const cacheDir = process.env.WANDB_CACHE_DIR;
 
 beforeAll(async () => {
   dir = mkdtempSync(join(tmpdir(), 'pairuni-loggers-'));
-  // W&B keeps its service's logs in its cache dir (~/.cache/wandb): the test's own, removed with it
-  process.env.WANDB_CACHE_DIR = join(dir, 'wandb-cache');
   const sc = await Sidecar.spawn({ threads: 1 });
   try {
     modelDir = await buildTinyJanus(sc, join(dir, 'tiny'));
@@ -46,8 +43,6 @@ beforeAll(async () => {
   heldFile = writeTinyPairUG(join(dir, 'held'), 4, 1);
 }, SLOW);
 afterAll(() => {
-  if (cacheDir === undefined) delete process.env.WANDB_CACHE_DIR;
-  else process.env.WANDB_CACHE_DIR = cacheDir;
   rmSync(dir, { recursive: true, force: true });
 });
 
