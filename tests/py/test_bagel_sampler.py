@@ -325,7 +325,8 @@ def test_gpu_sampler_profile_runs_its_tiny_path_on_cpu():
     import sys
 
     here = os.path.join(os.path.dirname(__file__), "..", "gpu")
-    sys.path.insert(0, here)
+    # The script puts its own folder on sys.path (spelled its own way): restore the whole list after.
+    saved = sys.path[:]
     try:
         spec = importlib.util.spec_from_file_location(
             "bagel_sampler_profile", os.path.join(here, "bagel_sampler_profile.py")
@@ -334,7 +335,7 @@ def test_gpu_sampler_profile_runs_its_tiny_path_on_cpu():
         spec.loader.exec_module(mod)
         rec = mod.run(tiny=True, batch=1, timesteps=2, repeats=1)
     finally:
-        sys.path.remove(here)
+        sys.path[:] = saved
     assert rec["image_px"] == 32 and set(rec["results"]) == {"ode", "sde", "sde_score_backward"}
     assert rec["results"]["ode"]["logp_recorded"] is False and rec["results"]["sde"]["logp_recorded"] is True
     assert rec["results"]["sde"]["image_shape"] == [32, 32, 3] and rec["results"]["ode"]["images_per_s"] > 0

@@ -875,31 +875,23 @@ class BagelAdapter(PolicyAdapter):
             res = []
             for opt in options:
                 ans = self._enc(opt)
-                pk = pack_pair(
+                pk = pack_und(
                     self.tokens,
                     und_image=img,
                     question=q,
                     answer=ans,
-                    prompt=[],
-                    gen_image=torch.zeros(3, 0, 0),
                     vit_patch=geo["vit_patch_size"],
                     vit_max_per_side=geo["vit_max_num_patch_per_side"],
-                    vae_downsample=1,
-                    latent_max_per_side=geo["max_latent_size"],
-                    timestep=0.0,
-                    drop_prompt=True,
                 )
-                n = pk.sample_lens[0]
                 dev = self.device
                 T = lambda x, dt=torch.long: torch.tensor(x, dtype=dt, device=dev)  # noqa: E731
-                keep = [i for i, ix in enumerate(pk.text_indexes) if ix < n]
                 with self._autocast():
                     out = self.model(
-                        sequence_length=n,
-                        packed_text_ids=T([pk.text_ids[i] for i in keep]),
-                        packed_text_indexes=T([pk.text_indexes[i] for i in keep]),
-                        sample_lens=[n],
-                        packed_position_ids=T(pk.position_ids[:n]),
+                        sequence_length=pk.length,
+                        packed_text_ids=T(pk.text_ids),
+                        packed_text_indexes=T(pk.text_indexes),
+                        sample_lens=pk.sample_lens,
+                        packed_position_ids=T(pk.position_ids),
                         nested_attention_masks=[attention_mask(pk.split_lens[0], pk.attn_modes[0]).to(dev)],
                         packed_vit_tokens=pk.vit_tokens.to(dev),
                         packed_vit_token_indexes=T(pk.vit_token_indexes),

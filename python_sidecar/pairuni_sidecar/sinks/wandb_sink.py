@@ -25,7 +25,7 @@ class WandbSink:
         self.config = config
         self.run = None
         self.wandb = None
-        # W&B refuses a step below the last one it was given; a re-logged earlier step is dropped here, said once.
+        # W&B refuses a step below the last one it was given; a re-logged earlier step is dropped here, with a warning each time.
         self.last_step = -1
 
     def start(self) -> dict:
