@@ -1,5 +1,5 @@
 /**
- * Starts the longest test files first (vitest.config.ts `sequence.sequencer`). Two workers run the 50
+ * Starts the longest test files first (vitest.config.ts `sequence.sequencer`). Two workers run the
  * files; on a fresh clone vitest has no durations yet and starts the largest files first, which put
  * the quick demo (four minutes, one test after another) near the end, alone on one core. Longest
  * first keeps both workers busy to the end. The list is by CPU seconds per file (docs/testing.md);
